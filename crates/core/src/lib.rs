@@ -1,0 +1,15 @@
+//! phoenix-core: everything numeric and every file format of phoenix-local. No binding types here;
+//! `crates/node` and `crates/wasm` only convert values and call into this crate.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod models;
+pub mod ops;
+pub mod session;
+pub mod tokenizer;
+
+pub use error::{ErrorCode, PhoenixError, Result};
+pub use model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};

@@ -1,0 +1,70 @@
+//! The contract between model families and everything above them (generation, sessions, bindings).
+//!
+//! A model consumes tokens into a state it owns the layout of, and returns next-token logits.
+//! Sessions never look inside a state: they only create, advance, serialise and restore it.
+
+use std::any::Any;
+
+use crate::error::Result;
+
+/// Architecture facts every layer above needs (sizes, special ids, memory).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelInfo {
+    /// Family id as written in `config.json` (`mamba`, `falcon_mamba`, …).
+    pub model_type: String,
+    /// `hf-safetensors`, `hf-safetensors-sharded`, `state-spaces-pth`, …
+    pub format: String,
+    /// Rows of the embedding / LM head (padded vocabulary).
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub intermediate_size: usize,
+    pub state_size: usize,
+    pub conv_kernel: usize,
+    pub param_count: usize,
+    /// Bytes the weights occupy in memory.
+    pub weight_bytes: usize,
+    /// Bytes of one sequence's recurrent state (fixed for SSMs, whatever the context length).
+    pub state_bytes: usize,
+    /// Weight dtype as loaded (`f32`).
+    pub dtype: String,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Which logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// One row per input token: `ids.len() * vocab_size` values, row-major.
+    All,
+    /// Only the row after the last input token: `vocab_size` values.
+    Last,
+}
+
+/// A causal language model that advances an explicit per-sequence state.
+pub trait LanguageModel: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// A fresh state (empty context).
+    fn new_state(&self) -> Box<dyn ModelState>;
+
+    /// Consumes `ids` after whatever `state` already holds and returns logits as `which` asks.
+    /// `ids` may be any length ≥ 1; a long call is a prefill, a one-token call a decode step.
+    fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>>;
+}
+
+/// One sequence's recurrent state (conv + SSM state for Mamba; a KV cache for attention later).
+pub trait ModelState: Send {
+    /// Raw little-endian contents; same length for every state of one model (for SSMs).
+    fn to_bytes(&self) -> Vec<u8>;
+
+    /// Restores contents written by `to_bytes` of a state of the same model shape.
+    /// Wrong length gives `E_STATE_MISMATCH`.
+    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()>;
+
+    fn clone_box(&self) -> Box<dyn ModelState>;
+
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}

@@ -1,0 +1,116 @@
+/**
+ * The boundary between TypeScript and the Rust core. Both bindings (the napi-rs addon in
+ * `crates/node` and, later, the wasm-bindgen module in `crates/wasm`) satisfy exactly these types;
+ * nothing above `ts/binding/` may depend on which one is loaded.
+ *
+ * Errors thrown by a binding carry the core's wire form `[E_CODE] message` in `message`;
+ * `ts/binding/errors.ts` turns them into a typed `PhoenixError` with `.code`.
+ */
+
+/** Architecture facts of a loaded model (mirrors `phoenix_core::ModelInfo`, camelCase). */
+export interface RawModelInfo {
+  modelType: string;
+  format: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  intermediateSize: number;
+  stateSize: number;
+  convKernel: number;
+  paramCount: number;
+  weightBytes: number;
+  stateBytes: number;
+  dtype: string;
+  bosTokenId?: number | null;
+  eosTokenIds: number[];
+  /** Whether a tokenizer.json was found (text in/out needs one; id-level scoring does not). */
+  hasTokenizer: boolean;
+}
+
+/** Sampling and stopping options as the core validates them (all optional; core applies defaults). */
+export interface RawGenerateOptions {
+  maxTokens?: number;
+  /** 0 means greedy. */
+  temperature?: number;
+  /** 0 disables. */
+  topK?: number;
+  /** 1 disables. */
+  topP?: number;
+  /** 0 disables. */
+  minP?: number;
+  /** 1 disables. */
+  repeatPenalty?: number;
+  /** How many recent tokens the repetition penalty looks at (0 = all). */
+  repeatLastN?: number;
+  seed?: number;
+  stopTokenIds?: number[];
+  stopStrings?: string[];
+  /** Prepend the tokenizer's special tokens (BOS) to a text prompt; default true. */
+  addSpecialTokens?: boolean;
+}
+
+/** The prompt: text (tokenized by the model's tokenizer) or token ids. */
+export interface RawPrompt {
+  text?: string;
+  ids?: number[];
+}
+
+export type RawFinishReason = 'stop' | 'length' | 'abort';
+
+/** One step of a generation. */
+export interface RawStep {
+  /** The sampled token id; absent on the final step when the generation ended without one. */
+  tokenId?: number | null;
+  /** Text newly completed by this step: always whole UTF-8 characters, possibly empty. */
+  text: string;
+  /** Set on the last step. */
+  finishReason?: RawFinishReason | null;
+}
+
+export interface RawGenerationStats {
+  promptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+/** A running generation (one sequence with its own state). Pull-based: each `next()` runs one step. */
+export interface RawGeneration {
+  /** Runs the prefill on the first call, then one decode step per call. Resolves `null` once finished. */
+  next(): Promise<RawStep | null>;
+  /** Ends the generation at the next step boundary (the next `next()` yields finishReason `abort`). */
+  cancel(): void;
+  /** The full recurrent state after every token consumed so far (prompt + generated). */
+  exportState(): Uint8Array;
+  stats(): RawGenerationStats;
+  /** Token ids consumed and generated so far. */
+  tokenIds(): number[];
+}
+
+/** A loaded model held by the Rust side. */
+export interface RawModel {
+  info(): RawModelInfo;
+  tokenize(text: string, addSpecialTokens: boolean): number[];
+  detokenize(ids: number[], skipSpecialTokens: boolean): string;
+  /** Logits for every position: `ids.length * vocabSize` floats, row-major. */
+  logits(ids: number[]): Promise<Float32Array>;
+  /**
+   * Starts a generation. With `state` (bytes from `exportState`), the prompt continues that
+   * context; the prompt may then be empty.
+   */
+  generate(prompt: RawPrompt, options: RawGenerateOptions, state?: Uint8Array | null): RawGeneration;
+  /** Frees the weights now; later calls throw `E_INVALID_OPTION` ("model disposed"). */
+  dispose(): void;
+}
+
+export type BackendKind = 'native' | 'wasm';
+
+/** What a binding module exports. */
+export interface RawBinding {
+  /** Loads a model folder (config.json + weights [+ tokenizer.json]) off the JS thread. */
+  loadModel(dir: string): Promise<RawModel>;
+  /** Core version and build facts, e.g. `{ version, simd, threads }`. */
+  buildInfo(): { version: string; simd: string; threads: number };
+  /** Caps the core's worker threads (0 = all cores). */
+  setThreads(n: number): void;
+}
