@@ -1,0 +1,193 @@
+//! Named-tensor source for every supported weight format, with the tensor-name mapping in one place.
+//!
+//! Formats: HF `model.safetensors` (memory-mapped), sharded safetensors (`model.safetensors.index.json`),
+//! and PyTorch zip checkpoints (`pytorch_model.bin`, read with candle's pickle reader — it reconstructs
+//! tensor descriptions only and executes nothing). Tensors are kept as raw bytes until asked for, then
+//! converted to f32 with a shape check.
+
+pub mod files;
+mod pth;
+mod safetensors_file;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use files::{FileBytes, ModelFiles};
+
+use crate::error::{bad_weights, model_not_found, Result};
+
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
+pub const PTH_FILE: &str = "pytorch_model.bin";
+
+/// Element types a checkpoint may store; all are converted to f32 on load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDType {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl WeightDType {
+    pub fn size(self) -> usize {
+        match self {
+            WeightDType::F16 | WeightDType::BF16 => 2,
+            WeightDType::F32 => 4,
+            WeightDType::F64 => 8,
+        }
+    }
+}
+
+/// Which container the weights came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    Safetensors,
+    ShardedSafetensors,
+    Pth,
+}
+
+/// One tensor as stored: dtype, shape and a byte range of a (shared) file buffer.
+pub struct RawTensor {
+    pub dtype: WeightDType,
+    pub shape: Vec<usize>,
+    /// File the tensor came from (for messages).
+    pub file: String,
+    bytes: Arc<FileBytes>,
+    start: usize,
+    end: usize,
+}
+
+impl RawTensor {
+    fn data(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
+
+/// All tensors of a model, by their stored names.
+pub struct TensorStore {
+    pub format: WeightFormat,
+    tensors: HashMap<String, RawTensor>,
+}
+
+impl TensorStore {
+    /// Detects the weight container in `files` and indexes its tensors (no conversion yet).
+    pub fn open(files: &ModelFiles) -> Result<Self> {
+        let (format, list) = if files.has(SAFETENSORS_INDEX_FILE) {
+            (WeightFormat::ShardedSafetensors, safetensors_file::read_sharded(files)?)
+        } else if files.has(SAFETENSORS_FILE) {
+            let bytes = files.bytes(SAFETENSORS_FILE)?;
+            (WeightFormat::Safetensors, safetensors_file::read(bytes, &files.describe(SAFETENSORS_FILE))?)
+        } else if files.has(PTH_FILE) {
+            let bytes = files.bytes(PTH_FILE)?;
+            (WeightFormat::Pth, pth::read(bytes, &files.describe(PTH_FILE))?)
+        } else {
+            return Err(model_not_found(format!(
+                "{}: no weights found (expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {PTH_FILE})",
+                files.describe_root()
+            )));
+        };
+        Ok(Self { format, tensors: list.into_iter().collect() })
+    }
+
+    /// Looks a canonical (HF) name up under every spelling a checkpoint may use.
+    fn resolve(&self, name: &str) -> Option<&RawTensor> {
+        stored_names(name).iter().find_map(|n| self.tensors.get(n))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.resolve(name).is_some()
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.resolve(name).map(|t| t.shape.as_slice())
+    }
+
+    /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
+    pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let t = self
+            .resolve(name)
+            .ok_or_else(|| bad_weights(format!("tensor `{name}` is missing from the weights")))?;
+        if t.shape != expected {
+            return Err(bad_weights(format!(
+                "tensor `{name}` in {} has shape {:?}, expected {:?}",
+                t.file, t.shape, expected
+            )));
+        }
+        Ok(to_f32(t.dtype, t.data()))
+    }
+}
+
+/// The one place that knows how checkpoints spell tensor names. Canonical names are the HF ones;
+/// state-spaces checkpoints use `backbone.embedding.` (singular) for the embedding.
+fn stored_names(canonical: &str) -> Vec<String> {
+    let mut names = vec![canonical.to_string()];
+    if let Some(rest) = canonical.strip_prefix("backbone.embeddings.") {
+        names.push(format!("backbone.embedding.{rest}"));
+    } else if let Some(rest) = canonical.strip_prefix("backbone.embedding.") {
+        names.push(format!("backbone.embeddings.{rest}"));
+    }
+    names
+}
+
+/// Little-endian bytes of `dtype` to f32 (works on unaligned buffers).
+fn to_f32(dtype: WeightDType, data: &[u8]) -> Vec<f32> {
+    match dtype {
+        WeightDType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        WeightDType::F16 => {
+            data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        WeightDType::BF16 => {
+            data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        WeightDType::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+    }
+}
+
+/// Checks a tensor's byte range fits its file and matches dtype × shape, then builds it.
+fn raw_tensor(
+    file_label: &str,
+    name: &str,
+    dtype: WeightDType,
+    shape: Vec<usize>,
+    bytes: Arc<FileBytes>,
+    start: usize,
+    end: usize,
+) -> Result<RawTensor> {
+    let want = shape.iter().product::<usize>() * dtype.size();
+    if end < start || end > bytes.len() || end - start != want {
+        return Err(bad_weights(format!(
+            "{file_label}: tensor `{name}` data range {start}..{end} does not hold {want} bytes of {dtype:?} {shape:?} (file truncated or corrupt)"
+        )));
+    }
+    Ok(RawTensor { dtype, shape, file: file_label.to_string(), bytes, start, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_spellings_map_both_ways() {
+        assert_eq!(stored_names("backbone.embeddings.weight")[1], "backbone.embedding.weight");
+        assert_eq!(stored_names("backbone.embedding.weight")[1], "backbone.embeddings.weight");
+        assert_eq!(stored_names("backbone.norm_f.weight").len(), 1);
+    }
+
+    #[test]
+    fn converts_every_dtype() {
+        let v = [1.5f32, -2.25];
+        let f32b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(to_f32(WeightDType::F32, &f32b), v);
+        let f16b: Vec<u8> = v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
+        assert_eq!(to_f32(WeightDType::F16, &f16b), v);
+        let bf16b: Vec<u8> = v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
+        assert_eq!(to_f32(WeightDType::BF16, &bf16b), v);
+        let f64b: Vec<u8> = v.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect();
+        assert_eq!(to_f32(WeightDType::F64, &f64b), v);
+    }
+}

@@ -1,0 +1,27 @@
+//! Model families and the entry points that load them from a folder or from in-memory files.
+
+pub mod mamba;
+
+use std::path::Path;
+
+pub use mamba::{MambaModel, MambaState};
+
+use crate::error::Result;
+use crate::loader::ModelFiles;
+use crate::model::LanguageModel;
+
+/// Loads the model in `dir` (config.json + HF safetensors, sharded safetensors or a state-spaces
+/// `pytorch_model.bin`; the format is detected from the files present).
+pub fn load_model_dir(dir: &Path) -> Result<Box<dyn LanguageModel>> {
+    load_model_files(&ModelFiles::from_dir(dir)?)
+}
+
+/// Loads a model from files already in memory, as `(file name, bytes)` pairs — the WASM entry point.
+pub fn load_model_from_memory(files: Vec<(String, Vec<u8>)>) -> Result<Box<dyn LanguageModel>> {
+    load_model_files(&ModelFiles::from_memory(files))
+}
+
+/// Loads a model from any file source.
+pub fn load_model_files(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+    Ok(Box::new(MambaModel::load(files)?))
+}

@@ -1,0 +1,68 @@
+//! Run-time selection between copies of one kernel compiled for different x86 vector extensions.
+//!
+//! `multiversion!` wraps an `#[inline(always)]` body in `#[target_feature]` copies (AVX-512, AVX2+FMA)
+//! plus the baseline build, and picks one per call from cached CPU detection. The body must be
+//! `#[inline(always)]` so LLVM re-vectorises it inside each copy. Elsewhere (WASM, ARM) only the
+//! baseline copy exists.
+
+/// Widest vector extension this CPU offers (as far as our kernels care).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// Detected once; `PHOENIX_SIMD=baseline|avx2` caps it (for testing each copy).
+pub fn simd_level() -> SimdLevel {
+    use std::sync::OnceLock;
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = std::env::var("PHOENIX_SIMD").unwrap_or_default();
+        let detected = detect();
+        match (cap.as_str(), detected) {
+            ("baseline", _) => SimdLevel::Baseline,
+            ("avx2", SimdLevel::Avx512) => SimdLevel::Avx2,
+            _ => detected,
+        }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> SimdLevel {
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        SimdLevel::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        SimdLevel::Avx2
+    } else {
+        SimdLevel::Baseline
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> SimdLevel {
+    SimdLevel::Baseline
+}
+
+/// `multiversion!(pub fn name(a: A, b: B) -> R = body_fn);` defines `name` dispatching to copies of
+/// `body_fn` compiled with AVX-512 / AVX2+FMA enabled.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                match $crate::ops::simd_level() {
+                    // SAFETY: the CPU was checked to support these features.
+                    $crate::ops::SimdLevel::Avx512 => return unsafe { v512($($arg),*) },
+                    $crate::ops::SimdLevel::Avx2 => return unsafe { v256($($arg),*) },
+                    $crate::ops::SimdLevel::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
