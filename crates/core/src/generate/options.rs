@@ -1,0 +1,195 @@
+//! Sampling and stopping options: [`RawGenerateOptions`] is what a binding receives from JS (plain
+//! numbers, every field optional, camelCase as in `ts/binding/types.ts`); [`GenerateOptions`] is the
+//! validated, typed form. Errors are `E_INVALID_OPTION` naming the option (by its JS name) and the
+//! allowed range.
+
+use crate::error::{invalid_option, Result};
+
+/// Upper bound on `maxTokens`: far beyond any sensible request, low enough to catch garbage
+/// (negative numbers wrapped to u32, `Infinity`, …).
+pub const MAX_TOKENS_LIMIT: usize = 1 << 20;
+/// Upper bound on the number / length of stop strings (they are searched at every step).
+pub const MAX_STOP_STRINGS: usize = 64;
+pub const MAX_STOP_STRING_BYTES: usize = 1024;
+/// Largest integer a JS number holds exactly (for `seed`).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Options as JS passes them (`RawGenerateOptions` in `ts/binding/types.ts`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawGenerateOptions {
+    pub max_tokens: Option<f64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<f64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub repeat_last_n: Option<f64>,
+    pub seed: Option<f64>,
+    pub stop_token_ids: Option<Vec<f64>>,
+    pub stop_strings: Option<Vec<String>>,
+    pub add_special_tokens: Option<bool>,
+}
+
+/// Validated options. `Default` is: 256 tokens, greedy (temperature 0, as the models'
+/// `generation_config.json` and transformers.js default to), every filter off, repetition window 64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Tokens to generate at most (1 ..= [`MAX_TOKENS_LIMIT`]).
+    pub max_tokens: usize,
+    /// 0 = greedy (argmax); otherwise logits are divided by it before sampling (below 1e-5: greedy).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens (ties kept); 0 = off.
+    pub top_k: usize,
+    /// Nucleus: keep the smallest set of most likely tokens whose probability reaches `top_p`; 1 = off.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the most likely one; 0 = off.
+    pub min_p: f32,
+    /// HF repetition penalty over the recent tokens (prompt included); 1 = off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at; 0 = all.
+    pub repeat_last_n: usize,
+    /// Sampling seed; `None` = a fresh one. Same seed, model and options → same tokens.
+    pub seed: Option<u64>,
+    /// Extra ids that end the generation (the model's EOS ids always do).
+    pub stop_token_ids: Vec<u32>,
+    /// Texts that end the generation; the emitted text stops just before the first one.
+    pub stop_strings: Vec<String>,
+    /// Prepend the tokenizer's special tokens to a text prompt. `None` = yes for a fresh prompt,
+    /// no when continuing a saved state (a BOS in mid-context would read as end-of-text).
+    pub add_special_tokens: Option<bool>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: None,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            add_special_tokens: None,
+        }
+    }
+}
+
+impl GenerateOptions {
+    /// Checks every range. `vocab_size` bounds `stop_token_ids`.
+    pub fn validate(&self, vocab_size: usize) -> Result<()> {
+        if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS_LIMIT {
+            return Err(range("maxTokens", "an integer in 1..=1048576", self.max_tokens));
+        }
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(range("temperature", "a finite number >= 0 (0 = greedy)", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(range("topP", "a number in (0, 1] (1 = off)", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(range("minP", "a number in [0, 1] (0 = off)", self.min_p));
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            return Err(range("repeatPenalty", "a finite number > 0 (1 = off)", self.repeat_penalty));
+        }
+        if let Some(&bad) = self.stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(invalid_option(format!(
+                "option `stopTokenIds` must hold token ids in 0..{vocab_size}, got {bad}"
+            )));
+        }
+        if self.stop_strings.len() > MAX_STOP_STRINGS {
+            return Err(invalid_option(format!(
+                "option `stopStrings` may hold at most {MAX_STOP_STRINGS} strings, got {}",
+                self.stop_strings.len()
+            )));
+        }
+        for s in &self.stop_strings {
+            if s.is_empty() {
+                return Err(invalid_option("option `stopStrings` must not contain an empty string"));
+            }
+            if s.len() > MAX_STOP_STRING_BYTES {
+                return Err(invalid_option(format!(
+                    "option `stopStrings` entries must be at most {MAX_STOP_STRING_BYTES} bytes, got one of {}",
+                    s.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether sampling is argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+impl RawGenerateOptions {
+    /// Converts JS numbers to typed options (integers must be integral and non-negative), applies
+    /// the defaults of [`GenerateOptions::default`] and validates against `vocab_size`.
+    pub fn resolve(&self, vocab_size: usize) -> Result<GenerateOptions> {
+        let d = GenerateOptions::default();
+        let opts = GenerateOptions {
+            max_tokens: match self.max_tokens {
+                Some(v) => count("maxTokens", v, "an integer in 1..=1048576")?,
+                None => d.max_tokens,
+            },
+            temperature: float(self.temperature, d.temperature),
+            top_k: match self.top_k {
+                // Any non-negative integer; values above the vocabulary simply keep everything.
+                Some(v) => count("topK", v, "an integer >= 0 (0 = off)")?,
+                None => d.top_k,
+            },
+            top_p: float(self.top_p, d.top_p),
+            min_p: float(self.min_p, d.min_p),
+            repeat_penalty: float(self.repeat_penalty, d.repeat_penalty),
+            repeat_last_n: match self.repeat_last_n {
+                Some(v) => count("repeatLastN", v, "an integer >= 0 (0 = all)")?,
+                None => d.repeat_last_n,
+            },
+            seed: match self.seed {
+                Some(v) if v.fract() == 0.0 && (0.0..=MAX_SAFE_INTEGER).contains(&v) => Some(v as u64),
+                Some(v) => return Err(range("seed", "an integer in 0..=9007199254740991", v)),
+                None => None,
+            },
+            stop_token_ids: match &self.stop_token_ids {
+                Some(ids) => ids
+                    .iter()
+                    .map(|&v| {
+                        if v.fract() == 0.0 && (0.0..(vocab_size as f64)).contains(&v) {
+                            Ok(v as u32)
+                        } else {
+                            Err(range("stopTokenIds", &format!("token ids in 0..{vocab_size}"), v))
+                        }
+                    })
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            },
+            stop_strings: self.stop_strings.clone().unwrap_or_default(),
+            add_special_tokens: self.add_special_tokens,
+        };
+        opts.validate(vocab_size)?;
+        Ok(opts)
+    }
+}
+
+fn range(option: &str, allowed: &str, got: impl std::fmt::Display) -> crate::PhoenixError {
+    invalid_option(format!("option `{option}` must be {allowed}, got {got}"))
+}
+
+/// A non-negative integral JS number as usize. Values beyond usize saturate (then fail range checks).
+fn count(option: &str, v: f64, allowed: &str) -> Result<usize> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
+        Ok(if v >= usize::MAX as f64 { usize::MAX } else { v as usize })
+    } else {
+        Err(range(option, allowed, v))
+    }
+}
+
+/// f64 → f32 keeping NaN / ±inf so that `validate` rejects them.
+fn float(v: Option<f64>, default: f32) -> f32 {
+    v.map(|x| x as f32).unwrap_or(default)
+}

@@ -1,0 +1,168 @@
+//! A loaded model ready to serve requests: weights + optional tokenizer, scoring (`logits`) and
+//! stepwise generation with exportable state. Bindings wrap exactly this; they add no logic.
+
+mod generation;
+pub mod js_numbers;
+pub mod runtime;
+pub mod snapshot;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use generation::{Generation, GenerationStats};
+pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
+
+use crate::error::{invalid_option, tokenizer_error, Result};
+use crate::generate::{GenerateOptions, RawGenerateOptions};
+use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
+use crate::tokenizer::{self, Tokenizer};
+
+/// What a generation starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Tokenized with the model's tokenizer (special tokens per `GenerateOptions::add_special_tokens`).
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+impl Prompt {
+    /// From the binding's `{ text?, ids? }`: both given is an error, neither is an empty prompt.
+    pub fn from_parts(text: Option<String>, ids: Option<Vec<u32>>) -> Result<Self> {
+        match (text, ids) {
+            (Some(_), Some(_)) => Err(invalid_option("prompt: give either `text` or `ids`, not both")),
+            (Some(text), None) => Ok(Prompt::Text(text)),
+            (None, ids) => Ok(Prompt::Ids(ids.unwrap_or_default())),
+        }
+    }
+}
+
+/// `info()` of a loaded model: the architecture facts plus whether text in/out is available.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadedModelInfo {
+    #[serde(flatten)]
+    pub model: ModelInfo,
+    pub has_tokenizer: bool,
+}
+
+/// A model with its tokenizer. Share it as `Arc<LoadedModel>`: every [`Generation`] holds a clone,
+/// so the weights are freed when the last owner (handle or running generation) drops it.
+pub struct LoadedModel {
+    model: Box<dyn LanguageModel>,
+    tokenizer: Option<Arc<Tokenizer>>,
+    fingerprint: u64,
+}
+
+impl LoadedModel {
+    /// Loads a model folder: weights and config via [`crate::models::load_model_dir`], plus
+    /// `tokenizer.json` if present (absent → no text I/O; present but broken → `E_TOKENIZER`).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let model = crate::models::load_model_dir(dir)?;
+        let tokenizer = tokenizer::load_optional(dir)?;
+        Self::new(model, tokenizer)
+    }
+
+    /// Assembles a loaded model from parts (e.g. loaded from in-memory bytes by the WASM glue).
+    /// A tokenizer with more ids than the model has rows → `E_TOKENIZER`.
+    pub fn new(model: Box<dyn LanguageModel>, tokenizer: Option<Tokenizer>) -> Result<Self> {
+        let vocab = model.info().vocab_size;
+        if let Some(t) = &tokenizer {
+            if t.id_limit() > vocab {
+                return Err(tokenizer_error(format!(
+                    "{}: the tokenizer has ids up to {} but the model's vocabulary has only {vocab} rows",
+                    t.source(),
+                    t.id_limit() - 1
+                )));
+            }
+        }
+        let fingerprint = fingerprint(model.info());
+        Ok(Self { model, tokenizer: tokenizer.map(Arc::new), fingerprint })
+    }
+
+    pub fn info(&self) -> LoadedModelInfo {
+        LoadedModelInfo { model: self.model.info().clone(), has_tokenizer: self.tokenizer.is_some() }
+    }
+
+    pub fn model_info(&self) -> &ModelInfo {
+        self.model.info()
+    }
+
+    pub fn model(&self) -> &dyn LanguageModel {
+        self.model.as_ref()
+    }
+
+    pub fn tokenizer(&self) -> Option<&Arc<Tokenizer>> {
+        self.tokenizer.as_ref()
+    }
+
+    /// Identifies the model *shape* (family, sizes, state layout) that exported states depend on.
+    /// The same weights loaded from another format (HF safetensors vs state-spaces `.bin`) agree.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.require_tokenizer("tokenize")?.encode(text, add_special_tokens)
+    }
+
+    /// Ids outside the model's vocabulary → `E_INVALID_OPTION`.
+    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let tokenizer = self.require_tokenizer("detokenize")?;
+        self.check_ids("ids", ids)?;
+        tokenizer.decode(ids, skip_special_tokens)
+    }
+
+    /// Logits after every position of `ids` (fresh context): `ids.len() * vocab_size` floats, row-major.
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(invalid_option("logits: `ids` is empty"));
+        }
+        self.check_ids("ids", ids)?;
+        let mut state = self.model.new_state();
+        self.model.forward(ids, state.as_mut(), LogitsWanted::All)
+    }
+
+    /// Starts a generation (nothing runs until its first [`Generation::next_step`]). With `state`
+    /// (bytes from [`Generation::export_state`]), `prompt` continues that context and may be empty.
+    pub fn generate(self: &Arc<Self>, prompt: Prompt, options: GenerateOptions, state: Option<&[u8]>) -> Result<Generation> {
+        options.validate(self.model.info().vocab_size)?;
+        Generation::start(Arc::clone(self), prompt, options, state)
+    }
+
+    /// [`LoadedModel::generate`] with options as a binding receives them.
+    pub fn generate_raw(self: &Arc<Self>, prompt: Prompt, options: &RawGenerateOptions, state: Option<&[u8]>) -> Result<Generation> {
+        let options = options.resolve(self.model.info().vocab_size)?;
+        Generation::start(Arc::clone(self), prompt, options, state)
+    }
+
+    fn require_tokenizer(&self, what: &str) -> Result<&Arc<Tokenizer>> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| tokenizer_error(format!("{what}: this model folder has no {}", tokenizer::TOKENIZER_FILE)))
+    }
+
+    fn check_ids(&self, what: &str, ids: &[u32]) -> Result<()> {
+        let vocab = self.model.info().vocab_size;
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(bad) => Err(invalid_option(format!("{what}: token id {bad} is outside the vocabulary 0..{vocab}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// FNV-1a over the shape facts, so the value is the same on every platform and Rust version.
+fn fingerprint(info: &ModelInfo) -> u64 {
+    let shape = format!(
+        "{}|vocab={}|hidden={}|layers={}|inner={}|state={}|conv={}|params={}|state_bytes={}",
+        info.model_type,
+        info.vocab_size,
+        info.hidden_size,
+        info.num_layers,
+        info.intermediate_size,
+        info.state_size,
+        info.conv_kernel,
+        info.param_count,
+        info.state_bytes
+    );
+    shape.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}

@@ -1,0 +1,294 @@
+//! One running generation: its own model state, token history, sampler and stop criteria.
+//!
+//! Feeding is lazy: the model state always holds every history token except the last (see
+//! [`super::snapshot`]). A step feeds what is pending — the whole prompt minus its last token as
+//! one prefill call, then the last token as a one-token call — samples, and appends the sample to
+//! the history unfed. A fresh run, a run restored from a snapshot and a run that continues a
+//! snapshot with more prompt therefore go through the same calls and give the same tokens.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{snapshot, LoadedModel, Prompt};
+use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
+use crate::generate::clock::now_ms;
+use crate::generate::rng::fresh_seed;
+use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
+use crate::model::{LogitsWanted, ModelState};
+
+/// Counters for `stats()`. Times are 0 on targets without a clock (wasm32).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationStats {
+    /// Prompt tokens this generation added (a restored history is not counted).
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Feeding the prompt and sampling the first token.
+    pub prefill_ms: f64,
+    /// Every later step.
+    pub decode_ms: f64,
+}
+
+pub struct Generation {
+    /// Released (`None`) once the generation finishes with nothing left to feed, so a finished
+    /// generation whose JS handle has not been garbage-collected yet does not keep the weights alive.
+    model: Option<Arc<LoadedModel>>,
+    /// The model's fingerprint, kept for `export_state` after the model is released.
+    fingerprint: u64,
+    state: Box<dyn ModelState>,
+    /// Every token of the context: restored history, prompt, generated.
+    history: Vec<u32>,
+    /// How many of `history` the state has consumed.
+    fed: usize,
+    max_tokens: usize,
+    /// The model's EOS ids and the caller's stop ids.
+    stop_ids: Vec<u32>,
+    sampler: Sampler,
+    detokenizer: Option<StreamDetokenizer>,
+    stop_strings: StopStrings,
+    cancel: Arc<AtomicBool>,
+    finished: Option<FinishReason>,
+    /// A failed step leaves the state half-advanced: later calls repeat the error.
+    failed: Option<PhoenixError>,
+    stats: GenerationStats,
+}
+
+impl Generation {
+    pub(super) fn start(model: Arc<LoadedModel>, prompt: Prompt, options: GenerateOptions, state: Option<&[u8]>) -> Result<Self> {
+        let info = model.model_info();
+        let vocab = info.vocab_size;
+        let tokenizer = model.tokenizer().cloned();
+
+        let mut model_state = model.model().new_state();
+        let mut history = Vec::new();
+        if let Some(bytes) = state {
+            let snap = snapshot::decode(bytes)?;
+            if snap.fingerprint != model.fingerprint() {
+                return Err(state_mismatch(format!(
+                    "state: saved from a different model (fingerprint {:016x}, this model {:016x}: {} with {} layers, hidden {})",
+                    snap.fingerprint,
+                    model.fingerprint(),
+                    info.model_type,
+                    info.num_layers,
+                    info.hidden_size
+                )));
+            }
+            if let Some(bad) = snap.history.iter().find(|&&id| id as usize >= vocab) {
+                return Err(state_mismatch(format!("state: token id {bad} is outside this model's vocabulary 0..{vocab}")));
+            }
+            let expected = model_state.to_bytes().len();
+            if snap.state.len() != expected {
+                return Err(state_mismatch(format!(
+                    "state: the model state holds {} bytes, this model's holds {expected}",
+                    snap.state.len()
+                )));
+            }
+            model_state.load_bytes(&snap.state)?;
+            history = snap.history;
+        }
+        let fed = history.len().saturating_sub(1);
+
+        let prompt_ids = match prompt {
+            Prompt::Ids(ids) => {
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(invalid_option(format!("prompt: token id {bad} is outside the vocabulary 0..{vocab}")));
+                }
+                ids
+            }
+            Prompt::Text(text) => {
+                let t = tokenizer
+                    .as_ref()
+                    .ok_or_else(|| tokenizer_error("prompt: a text prompt needs a tokenizer.json in the model folder"))?;
+                let add_special = options.add_special_tokens.unwrap_or(state.is_none());
+                t.encode(&text, add_special)?
+            }
+        };
+        let prompt_tokens = prompt_ids.len();
+        history.extend(prompt_ids);
+        if history.is_empty() {
+            return Err(invalid_option("prompt is empty (give text or ids, or a state to continue)"));
+        }
+
+        if !options.stop_strings.is_empty() && tokenizer.is_none() {
+            return Err(tokenizer_error("option `stopStrings` needs a tokenizer.json in the model folder"));
+        }
+        let detokenizer = match &tokenizer {
+            Some(t) => Some(StreamDetokenizer::new(Arc::clone(t), &history, true)?),
+            None => None,
+        };
+        let id_limit = tokenizer.as_ref().map_or(vocab, |t| t.id_limit().min(vocab));
+        let mut stop_ids = info.eos_token_ids.clone();
+        stop_ids.extend_from_slice(&options.stop_token_ids);
+
+        Ok(Self {
+            sampler: Sampler::new(&options, options.seed.unwrap_or_else(fresh_seed), id_limit),
+            fingerprint: model.fingerprint(),
+            model: Some(model),
+            state: model_state,
+            history,
+            fed,
+            max_tokens: options.max_tokens,
+            stop_ids,
+            detokenizer,
+            stop_strings: StopStrings::new(options.stop_strings),
+            cancel: Arc::new(AtomicBool::new(false)),
+            finished: None,
+            failed: None,
+            stats: GenerationStats { prompt_tokens, ..Default::default() },
+        })
+    }
+
+    /// Runs one step: on the first call the prefill plus the first sample, later one decode step.
+    /// `Ok(None)` once finished; the step that finishes carries the finish reason.
+    pub fn next_step(&mut self) -> Result<Option<Step>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.finished.is_some() {
+            return Ok(None);
+        }
+        let result = self.step();
+        if let Err(e) = &result {
+            self.fail(e.clone());
+        }
+        result.map(Some)
+    }
+
+    fn step(&mut self) -> Result<Step> {
+        if self.cancel.load(Ordering::Relaxed) {
+            let text = self.flush()?.0;
+            return Ok(self.finish(FinishReason::Abort, None, text));
+        }
+        let first = self.stats.generated_tokens == 0;
+        let started = now_ms();
+        self.feed_all_but_last()?;
+        let last = *self.history.last().expect("history is never empty");
+        let model = self.model.as_ref().ok_or_else(released)?;
+        let mut logits = model.model().forward(&[last], self.state.as_mut(), LogitsWanted::Last)?;
+        self.fed = self.history.len();
+        let token = self.sampler.sample(&mut logits, &self.history)?;
+        self.history.push(token);
+        self.stats.generated_tokens += 1;
+        let elapsed = now_ms() - started;
+        if first {
+            self.stats.prefill_ms += elapsed;
+        } else {
+            self.stats.decode_ms += elapsed;
+        }
+
+        if self.stop_ids.contains(&token) {
+            // The stop token's own text is never emitted (like a stop string).
+            let text = self.flush()?.0;
+            return Ok(self.finish(FinishReason::Stop, Some(token), text));
+        }
+        let piece = match &mut self.detokenizer {
+            Some(d) => d.push(token)?,
+            None => String::new(),
+        };
+        let check = self.stop_strings.push(&piece);
+        if check.stopped {
+            return Ok(self.finish(FinishReason::Stop, Some(token), check.emit));
+        }
+        if self.stats.generated_tokens >= self.max_tokens {
+            let (rest, stopped) = self.flush()?;
+            let reason = if stopped { FinishReason::Stop } else { FinishReason::Length };
+            return Ok(self.finish(reason, Some(token), check.emit + &rest));
+        }
+        Ok(Step { token_id: Some(token), text: check.emit, finish_reason: None })
+    }
+
+    /// Feeds pending history tokens except the last (one prefill call), restoring the invariant.
+    fn feed_all_but_last(&mut self) -> Result<()> {
+        let upto = self.history.len() - 1;
+        if self.fed < upto {
+            let model = self.model.as_ref().ok_or_else(released)?;
+            model.model().forward(&self.history[self.fed..upto], self.state.as_mut(), LogitsWanted::Last)?;
+            self.fed = upto;
+        }
+        Ok(())
+    }
+
+    /// Releases text still held by the detokeniser and the stop-string matcher. `.1`: whether that
+    /// text completed a stop string (the text then ends before it).
+    fn flush(&mut self) -> Result<(String, bool)> {
+        let rest = match &mut self.detokenizer {
+            Some(d) => d.finish()?,
+            None => String::new(),
+        };
+        let check = self.stop_strings.push(&rest);
+        if check.stopped {
+            return Ok((check.emit, true));
+        }
+        Ok((check.emit + &self.stop_strings.finish(), false))
+    }
+
+    fn finish(&mut self, reason: FinishReason, token_id: Option<u32>, text: String) -> Step {
+        self.finished = Some(reason);
+        self.detokenizer = None; // holds the tokenizer: free it with the weights
+        if self.fed + 1 >= self.history.len() {
+            self.model = None; // export_state needs no more forward calls
+        }
+        Step { token_id, text, finish_reason: Some(reason) }
+    }
+
+    /// A failed step may leave the state half-advanced: keep the error, release the model.
+    fn fail(&mut self, e: PhoenixError) {
+        self.failed = Some(e);
+        self.model = None;
+        self.detokenizer = None;
+    }
+
+    /// Ends the generation at the next step boundary (that step reports `abort`). Thread-safe.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// A flag that cancels this generation when set; usable while a step runs on another thread.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// The context so far as a snapshot (format in [`super::snapshot`]). Runs a pending prefill
+    /// first, so the saved state is ready to continue from.
+    pub fn export_state(&mut self) -> Result<Vec<u8>> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let started = now_ms();
+        let pending = self.fed + 1 < self.history.len();
+        if let Err(e) = self.feed_all_but_last() {
+            self.fail(e.clone());
+            return Err(e);
+        }
+        if pending {
+            self.stats.prefill_ms += now_ms() - started;
+        }
+        Ok(snapshot::encode(self.fingerprint, &self.history, &self.state.to_bytes()))
+    }
+
+    pub fn stats(&self) -> GenerationStats {
+        self.stats
+    }
+
+    /// Every token of the context: restored history, prompt and generated tokens (stop tokens included).
+    pub fn token_ids(&self) -> &[u32] {
+        &self.history
+    }
+
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finished
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some() || self.failed.is_some()
+    }
+
+    /// The model, while the generation still needs it (`None` once finished).
+    pub fn model(&self) -> Option<&Arc<LoadedModel>> {
+        self.model.as_ref()
+    }
+}
+
+fn released() -> PhoenixError {
+    crate::error::internal("generation: the model was released when the generation finished")
+}

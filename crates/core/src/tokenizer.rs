@@ -1,0 +1,92 @@
+//! Text ⇄ token ids, wrapping the Hugging Face `tokenizers` crate (pure-Rust regex, no network).
+//!
+//! Loads from a model folder's `tokenizer.json` or from its bytes (the WASM build has no files).
+//! Streaming text output lives in [`crate::generate::detokenize`]; this module only does whole-sequence
+//! encode / decode.
+
+use std::path::Path;
+
+use crate::error::{tokenizer_error, Result};
+
+/// The file name looked for inside a model folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A loaded `tokenizer.json`.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// One past the largest id the tokenizer knows (base vocabulary and added tokens); ids at or
+    /// above it have no text, e.g. the padded rows of an embedding matrix.
+    id_limit: usize,
+    /// Where it came from, for error messages (`…/tokenizer.json` or `<bytes>`).
+    source: String,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("source", &self.source).field("id_limit", &self.id_limit).finish()
+    }
+}
+
+impl Tokenizer {
+    /// Reads `path` (a `tokenizer.json`). Missing, unreadable or malformed → `E_TOKENIZER` naming the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {e}")))?;
+        Self::from_bytes_named(&bytes, shown)
+    }
+
+    /// Parses the contents of a `tokenizer.json` held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes_named(bytes, "<tokenizer.json bytes>".to_string())
+    }
+
+    /// Like [`Tokenizer::from_bytes`], with the name errors should show.
+    pub fn from_bytes_named(bytes: &[u8], source: String) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| tokenizer_error(format!("{source}: not a valid tokenizer.json: {e}")))?;
+        let id_limit = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        if id_limit == 0 {
+            return Err(tokenizer_error(format!("{source}: the tokenizer has an empty vocabulary")));
+        }
+        Ok(Self { inner, id_limit, source })
+    }
+
+    /// One past the largest token id this tokenizer can produce or decode.
+    pub fn id_limit(&self) -> usize {
+        self.id_limit
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Encodes `text`; with `add_special_tokens` the post-processor adds its tokens (e.g. a BOS id).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| tokenizer_error(format!("{}: cannot encode text: {e}", self.source)))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes `ids` to text; ids the tokenizer does not know decode to nothing (as in `tokenizers`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| tokenizer_error(format!("{}: cannot decode ids: {e}", self.source)))
+    }
+
+    /// The id of a token string (`<|endoftext|>` → 0), if the tokenizer has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// Loads `dir/tokenizer.json` if it exists. Absent → `Ok(None)`; present but broken → `E_TOKENIZER`.
+pub fn load_optional(dir: &Path) -> Result<Option<Tokenizer>> {
+    let path = dir.join(TOKENIZER_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Tokenizer::from_file(&path).map(Some)
+}

@@ -1,0 +1,101 @@
+//! A deterministic stand-in `LanguageModel` for session logic tests: its "state" is a hash of every
+//! token consumed, its logits a pseudo-random function of that hash. Different `vocab`/`layers`
+//! give different shapes (for state-mismatch tests). The real-model tests live in `session_models.rs`.
+
+use std::any::Any;
+
+use phoenix_core::error::state_mismatch;
+use phoenix_core::{LanguageModel, LogitsWanted, ModelInfo, ModelState, Result};
+
+pub struct ToyModel {
+    info: ModelInfo,
+}
+
+#[derive(Clone)]
+pub struct ToyState {
+    hash: u64,
+    count: u64,
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl ToyModel {
+    pub fn new(vocab_size: usize, num_layers: usize, eos: Vec<u32>) -> Self {
+        Self {
+            info: ModelInfo {
+                model_type: "toy".into(),
+                format: "test".into(),
+                vocab_size,
+                hidden_size: 8,
+                num_layers,
+                intermediate_size: 16,
+                state_size: 2,
+                conv_kernel: 1,
+                param_count: 0,
+                weight_bytes: 0,
+                state_bytes: 16,
+                dtype: "f32".into(),
+                bos_token_id: Some(0),
+                eos_token_ids: eos,
+            },
+        }
+    }
+}
+
+impl LanguageModel for ToyModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn new_state(&self) -> Box<dyn ModelState> {
+        Box::new(ToyState { hash: 0, count: 0 })
+    }
+
+    fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
+        assert!(!ids.is_empty(), "forward with no ids");
+        let s = state.as_any_mut().downcast_mut::<ToyState>().expect("toy state");
+        let v = self.info.vocab_size;
+        let mut out = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            assert!((id as usize) < v, "id out of range");
+            s.hash = mix(s.hash ^ (id as u64 + 1));
+            s.count += 1;
+            if which == LogitsWanted::All || i + 1 == ids.len() {
+                out.extend((0..v).map(|j| (mix(s.hash.wrapping_add(j as u64)) >> 40) as f32 / (1u64 << 24) as f32 * 8.0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ModelState for ToyState {
+    fn to_bytes(&self) -> Vec<u8> {
+        [self.hash.to_le_bytes(), self.count.to_le_bytes()].concat()
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() != 16 {
+            return Err(state_mismatch(format!("toy state: {} bytes, expected 16", bytes.len())));
+        }
+        self.hash = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        self.count = u64::from_le_bytes(bytes[8..].try_into().unwrap());
+        Ok(())
+    }
+
+    fn clone_box(&self) -> Box<dyn ModelState> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -1,0 +1,512 @@
+//! Generation building blocks (processors, sampler, stop strings, streaming detokeniser, options,
+//! tokenizer) and session logic on a deterministic stand-in model. Real-model tests: `session_models.rs`.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::toy_model::ToyModel;
+use common::*;
+use phoenix_core::generate::processors as p;
+use phoenix_core::generate::{
+    FinishReason, GenerateOptions, RawGenerateOptions, Sampler, StopStrings, StreamDetokenizer,
+};
+use phoenix_core::session::{LoadedModel, Prompt};
+use phoenix_core::tokenizer::Tokenizer;
+use phoenix_core::ErrorCode;
+
+const NEG: f32 = f32::NEG_INFINITY;
+
+fn probs_to_logits(probs: &[f64]) -> Vec<f32> {
+    probs.iter().map(|p| p.ln() as f32).collect()
+}
+
+fn phoenix_tokenizer() -> Tokenizer {
+    Tokenizer::from_file(&phoenix_dir().join("tokenizer.json")).unwrap()
+}
+
+fn neox_tokenizer() -> Tokenizer {
+    Tokenizer::from_file(&neox_tokenizer_path()).unwrap()
+}
+
+// ---------------------------------------------------------------- processors
+
+#[test]
+fn repetition_penalty_divides_positive_and_multiplies_negative_once_per_id() {
+    let mut l = vec![2.0, -2.0, 1.0, 3.0];
+    p::repetition_penalty(&mut l, &[0, 1, 1, 1], 2.0, &mut Vec::new());
+    assert_eq!(l, vec![1.0, -4.0, 1.0, 3.0]);
+}
+
+#[test]
+fn temperature_scales_logits() {
+    let mut l = vec![1.0, -2.0, 0.5];
+    p::temperature(&mut l, 0.5);
+    assert_eq!(l, vec![2.0, -4.0, 1.0]);
+}
+
+#[test]
+fn top_k_keeps_the_k_largest_and_their_ties() {
+    let mut l = vec![1.0, 3.0, 2.0, 3.0, 0.0];
+    p::top_k(&mut l, 2, &mut Vec::new());
+    assert_eq!(l, vec![NEG, 3.0, NEG, 3.0, NEG]);
+    let mut l = vec![1.0, 3.0, 2.0, 3.0, 0.0];
+    p::top_k(&mut l, 3, &mut Vec::new());
+    assert_eq!(l, vec![NEG, 3.0, 2.0, 3.0, NEG]);
+    let mut l = vec![1.0, 3.0];
+    p::top_k(&mut l, 1_000_000, &mut Vec::new()); // larger than the vocabulary: no-op
+    assert_eq!(l, vec![1.0, 3.0]);
+}
+
+#[test]
+fn top_p_keeps_the_smallest_nucleus_reaching_p() {
+    // probs 0.5, 0.3, 0.15, 0.05: ascending cumulative 0.05, 0.20, 0.50, 1.0; p = 0.75 drops cum ≤ 0.25.
+    let base = probs_to_logits(&[0.5, 0.3, 0.15, 0.05]);
+    let mut l = base.clone();
+    p::top_p(&mut l, 0.75, &mut Vec::new());
+    assert_eq!(l, vec![base[0], base[1], NEG, NEG]);
+    // Tiny p keeps only the top token; p = 1 is off.
+    let mut l = base.clone();
+    p::top_p(&mut l, 1e-6, &mut Vec::new());
+    assert_eq!(l, vec![base[0], NEG, NEG, NEG]);
+    let mut l = base.clone();
+    p::top_p(&mut l, 1.0, &mut Vec::new());
+    assert_eq!(l, base);
+}
+
+#[test]
+fn min_p_drops_tokens_below_a_fraction_of_the_top_probability() {
+    let base = probs_to_logits(&[0.5, 0.3, 0.15, 0.05]);
+    let mut l = base.clone();
+    p::min_p(&mut l, 0.2); // threshold 0.1
+    assert_eq!(l, vec![base[0], base[1], base[2], NEG]);
+    let mut l = base.clone();
+    p::min_p(&mut l, 1.0); // only the top survives
+    assert_eq!(l, vec![base[0], NEG, NEG, NEG]);
+}
+
+#[test]
+fn vocabulary_rows_beyond_the_tokenizer_are_masked() {
+    let mut l = vec![0.0, 1.0, 9.0, 9.5];
+    p::mask_from(&mut l, 2);
+    assert_eq!(l, vec![0.0, 1.0, NEG, NEG]);
+    assert_eq!(p::argmax(&l), Some(1));
+    // The sampler masks too, even when the padded rows hold the largest logits.
+    let opts = GenerateOptions { temperature: 1.0, seed: Some(1), ..Default::default() };
+    let mut s = Sampler::new(&opts, 1, 2);
+    for _ in 0..200 {
+        let mut l = vec![0.0, 1.0, 50.0, 50.0];
+        assert!(s.sample(&mut l, &[]).unwrap() < 2);
+    }
+}
+
+#[test]
+fn argmax_takes_the_first_of_equal_maxima_and_ignores_nan() {
+    assert_eq!(p::argmax(&[1.0, f32::NAN, 3.0, 3.0]), Some(2));
+    assert_eq!(p::argmax(&[NEG, NEG]), None);
+}
+
+#[test]
+fn processors_run_in_hf_order() {
+    // Penalty first: token 0 (seen) goes 4.0 → 2.0, so token 1 (3.0) wins greedy.
+    let opts = GenerateOptions { repeat_penalty: 2.0, ..Default::default() };
+    let mut s = Sampler::new(&opts, 0, 3);
+    assert_eq!(s.sample(&mut [4.0, 3.0, 0.0], &[0]).unwrap(), 1);
+    // Temperature before top-p: at T = 0.1 the distribution is sharp, so top-p 0.5 keeps one token.
+    let opts = GenerateOptions { temperature: 0.1, top_p: 0.5, ..Default::default() };
+    let mut s = Sampler::new(&opts, 0, 3);
+    let mut l = vec![1.0, 0.9, 0.0];
+    s.process(&mut l, &[]);
+    assert_eq!(l, vec![10.0, NEG, NEG]);
+    // top-k before min-p: k = 2 removes token 2, then min-p 0.5 (relative to the top) removes token 1.
+    let opts = GenerateOptions { temperature: 1.0, top_k: 2, min_p: 0.5, ..Default::default() };
+    let mut s = Sampler::new(&opts, 0, 3);
+    let mut l = probs_to_logits(&[0.6, 0.25, 0.15]);
+    s.process(&mut l, &[]);
+    assert!(l[0].is_finite() && l[1] == NEG && l[2] == NEG);
+}
+
+// ---------------------------------------------------------------- sampler
+
+#[test]
+fn same_seed_same_tokens_different_seed_different_tokens() {
+    let opts = GenerateOptions { temperature: 1.0, ..Default::default() };
+    let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+    let draw = |seed: u64| {
+        let mut s = Sampler::new(&opts, seed, 50);
+        (0..200).map(|_| s.sample(&mut logits.clone(), &[]).unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(draw(7), draw(7));
+    assert_ne!(draw(7), draw(8));
+}
+
+#[test]
+fn tiny_temperatures_act_greedy_instead_of_overflowing() {
+    let opts = GenerateOptions { temperature: 1e-30, ..Default::default() };
+    let mut s = Sampler::new(&opts, 5, 3);
+    assert_eq!(s.sample(&mut [10.0, 30.0, -20.0], &[]).unwrap(), 1);
+}
+
+#[test]
+fn sampling_follows_the_softmax_distribution() {
+    let probs = [0.5, 0.3, 0.15, 0.05];
+    let opts = GenerateOptions { temperature: 1.0, ..Default::default() };
+    let mut s = Sampler::new(&opts, 123, 4);
+    let n = 40_000;
+    let mut counts = [0usize; 4];
+    for _ in 0..n {
+        counts[s.sample(&mut probs_to_logits(&probs), &[]).unwrap() as usize] += 1;
+    }
+    for (c, p) in counts.iter().zip(probs) {
+        let freq = *c as f64 / n as f64;
+        assert!((freq - p).abs() < 0.01, "freq {freq} vs p {p}");
+    }
+}
+
+// ---------------------------------------------------------------- stop strings
+
+#[test]
+fn stop_string_split_across_pushes_is_caught_and_never_emitted() {
+    let mut s = StopStrings::new(vec!["world".into()]);
+    let a = s.push("Hel");
+    assert_eq!((a.emit.as_str(), a.stopped), ("Hel", false));
+    let b = s.push("lo wor"); // "wor" may start "world": held back
+    assert_eq!((b.emit.as_str(), b.stopped), ("lo ", false));
+    let c = s.push("ld!");
+    assert_eq!((c.emit.as_str(), c.stopped), ("", true));
+}
+
+#[test]
+fn held_text_is_released_when_it_stops_matching_or_at_the_end() {
+    let mut s = StopStrings::new(vec!["\n\n".into(), "END".into()]);
+    assert_eq!(s.push("a\n").emit, "a");
+    assert_eq!(s.push("b E").emit, "\nb ");
+    assert_eq!(s.push("N").emit, "");
+    assert_eq!(s.finish(), "EN");
+    // Multi-byte characters: held back on char boundaries only.
+    let mut s = StopStrings::new(vec!["日本語".into()]);
+    assert_eq!(s.push("x日本").emit, "x");
+    let c = s.push("語です");
+    assert!(c.stopped);
+    assert_eq!(c.emit, "");
+}
+
+#[test]
+fn the_earliest_stop_string_wins() {
+    let mut s = StopStrings::new(vec!["cd".into(), "b".into()]);
+    let c = s.push("abcd");
+    assert_eq!((c.emit.as_str(), c.stopped), ("a", true));
+}
+
+// ---------------------------------------------------------------- tokenizer + streaming
+
+#[test]
+fn phoenix_tokenizer_encodes_like_reference_and_prepends_bos() {
+    let t = phoenix_tokenizer();
+    let prompt = "Once upon a time, there was a little";
+    let with = t.encode(prompt, true).unwrap();
+    assert_eq!(with, vec![0, 393, 394, 259, 380, 12, 388, 286, 259, 381]);
+    assert_eq!(t.encode(prompt, false).unwrap(), with[1..].to_vec());
+    assert_eq!(t.decode(&with, true).unwrap(), prompt);
+    assert_eq!(t.decode(&with, false).unwrap(), format!("<|endoftext|>{prompt}"));
+    assert_eq!(t.id_limit(), 4096);
+}
+
+#[test]
+fn neox_tokenizer_matches_known_encodings() {
+    let t = neox_tokenizer();
+    let cases: [(&str, &[u32]); 3] = [
+        ("Hey how are you doing?", &[8262, 849, 403, 368, 2509, 32]),
+        (
+            "Mamba is a state-space model. ¿Qué tal? 日本語 🙂",
+            &[46, 31834, 310, 247, 1375, 14, 5641, 1566, 15, 25769, 3864, 860, 5269, 32, 209, 49868, 19119, 241, 42908],
+        ),
+        ("  leading spaces\n\nnew lines\ttabs", &[50276, 16378, 8470, 187, 187, 1826, 3104, 186, 33754]),
+    ];
+    for (text, ids) in cases {
+        assert_eq!(t.encode(text, false).unwrap(), ids, "{text:?}");
+        assert_eq!(t.decode(ids, true).unwrap(), text);
+    }
+}
+
+#[test]
+fn streaming_detokenizer_emits_only_whole_characters() {
+    let t = Arc::new(neox_tokenizer());
+    let text = "Mamba is a state-space model. ¿Qué tal? 日本語 🙂";
+    let ids = t.encode(text, false).unwrap();
+    let mut d = StreamDetokenizer::new(Arc::clone(&t), &[], true).unwrap();
+    let pieces: Vec<String> = ids.iter().map(|&id| d.push(id).unwrap()).collect();
+    assert_eq!(d.finish().unwrap(), "");
+    for piece in &pieces {
+        assert!(!piece.contains('\u{FFFD}'), "partial character leaked: {pieces:?}");
+    }
+    assert_eq!(pieces.concat(), text);
+    // 日本語 spans byte-level tokens that split a character: one id emits nothing until it completes.
+    assert!(pieces.iter().any(|p| p.is_empty()), "{pieces:?}");
+    assert!(pieces.iter().any(|p| p.contains('語')));
+    assert_eq!(pieces.last().unwrap(), " 🙂");
+}
+
+#[test]
+fn streaming_detokenizer_uses_prompt_context_and_matches_full_decode() {
+    let t = Arc::new(phoenix_tokenizer());
+    let prompt = t.encode("Once upon a time, there was a little", true).unwrap();
+    let continuation = t.encode(" girl named Lily. She loved to play.", false).unwrap();
+    let mut d = StreamDetokenizer::new(Arc::clone(&t), &prompt, true).unwrap();
+    let streamed: String = continuation.iter().map(|&id| d.push(id).unwrap()).collect::<String>() + &d.finish().unwrap();
+    let mut all = prompt.clone();
+    all.extend(&continuation);
+    let whole = t.decode(&all, true).unwrap();
+    let head = t.decode(&prompt, true).unwrap();
+    assert_eq!(streamed, whole[head.len()..]);
+}
+
+#[test]
+fn an_incomplete_character_at_the_end_is_flushed_lossily() {
+    let t = Arc::new(neox_tokenizer());
+    // A rare character that byte-level BPE splits over several tokens.
+    let ids = ["🦀", "🧬", "𝄞", "🫠"]
+        .iter()
+        .map(|c| t.encode(&format!("a {c}"), false).unwrap())
+        .find(|ids| t.decode(&ids[..ids.len() - 1], true).unwrap().ends_with('\u{FFFD}'))
+        .expect("a character split across tokens");
+    let cut = &ids[..ids.len() - 1];
+    let mut d = StreamDetokenizer::new(Arc::clone(&t), &[], true).unwrap();
+    let streamed: String = cut.iter().map(|&id| d.push(id).unwrap()).collect();
+    assert!(!streamed.contains('\u{FFFD}'), "{streamed:?}");
+    let flushed = d.finish().unwrap();
+    assert!(flushed.ends_with('\u{FFFD}'));
+    assert_eq!(streamed + &flushed, t.decode(cut, true).unwrap());
+    // With the last id the character completes.
+    let mut d = StreamDetokenizer::new(Arc::clone(&t), &[], true).unwrap();
+    let full: String = ids.iter().map(|&id| d.push(id).unwrap()).collect();
+    assert_eq!(full, t.decode(&ids, true).unwrap());
+}
+
+#[test]
+fn missing_or_broken_tokenizer_is_e_tokenizer_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("phx-tok-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("tokenizer.json");
+    let _ = std::fs::remove_file(&missing);
+    let e = Tokenizer::from_file(&missing).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Tokenizer);
+    assert!(e.message.contains("tokenizer.json"), "{}", e.message);
+    std::fs::write(&missing, b"{ not json").unwrap();
+    let e = Tokenizer::from_file(&missing).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Tokenizer);
+    assert!(e.message.contains(&missing.display().to_string()), "{}", e.message);
+    assert_eq!(phoenix_core::tokenizer::load_optional(&dir).unwrap_err().code, ErrorCode::Tokenizer);
+    std::fs::remove_file(&missing).unwrap();
+    assert!(phoenix_core::tokenizer::load_optional(&dir).unwrap().is_none());
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------- options
+
+#[test]
+fn option_validation_names_the_option_and_range() {
+    let bad: Vec<(RawGenerateOptions, &str)> = vec![
+        (RawGenerateOptions { temperature: Some(-0.5), ..Default::default() }, "temperature"),
+        (RawGenerateOptions { temperature: Some(f64::NAN), ..Default::default() }, "temperature"),
+        (RawGenerateOptions { top_p: Some(0.0), ..Default::default() }, "topP"),
+        (RawGenerateOptions { top_p: Some(1.5), ..Default::default() }, "topP"),
+        (RawGenerateOptions { min_p: Some(-0.1), ..Default::default() }, "minP"),
+        (RawGenerateOptions { min_p: Some(1.1), ..Default::default() }, "minP"),
+        (RawGenerateOptions { repeat_penalty: Some(0.0), ..Default::default() }, "repeatPenalty"),
+        (RawGenerateOptions { repeat_penalty: Some(-1.0), ..Default::default() }, "repeatPenalty"),
+        (RawGenerateOptions { max_tokens: Some(0.0), ..Default::default() }, "maxTokens"),
+        (RawGenerateOptions { max_tokens: Some(1e12), ..Default::default() }, "maxTokens"),
+        (RawGenerateOptions { max_tokens: Some(2.5), ..Default::default() }, "maxTokens"),
+        (RawGenerateOptions { max_tokens: Some(-1.0), ..Default::default() }, "maxTokens"),
+        (RawGenerateOptions { top_k: Some(-3.0), ..Default::default() }, "topK"),
+        (RawGenerateOptions { repeat_last_n: Some(0.5), ..Default::default() }, "repeatLastN"),
+        (RawGenerateOptions { seed: Some(-1.0), ..Default::default() }, "seed"),
+        (RawGenerateOptions { seed: Some(1.5), ..Default::default() }, "seed"),
+        (RawGenerateOptions { stop_token_ids: Some(vec![4096.0]), ..Default::default() }, "stopTokenIds"),
+        (RawGenerateOptions { stop_strings: Some(vec!["".into()]), ..Default::default() }, "stopStrings"),
+    ];
+    for (raw, name) in bad {
+        let e = raw.resolve(4096).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidOption, "{raw:?}");
+        assert!(e.message.contains(&format!("`{name}`")), "{name}: {}", e.message);
+    }
+    let e = RawGenerateOptions { top_p: Some(1.5), ..Default::default() }.resolve(10).unwrap_err();
+    assert!(e.message.contains("(0, 1]"), "{}", e.message);
+    // Huge top-k is fine; defaults are greedy.
+    let ok = RawGenerateOptions { top_k: Some(1e9), seed: Some(42.0), ..Default::default() }.resolve(4096).unwrap();
+    assert_eq!((ok.top_k, ok.seed, ok.temperature, ok.max_tokens), (1_000_000_000, Some(42), 0.0, 256));
+}
+
+#[test]
+fn options_deserialize_from_camel_case_json() {
+    let raw: RawGenerateOptions =
+        serde_json::from_str(r#"{"maxTokens": 5, "topP": 0.9, "stopStrings": ["\n"], "addSpecialTokens": false}"#).unwrap();
+    let o = raw.resolve(100).unwrap();
+    assert_eq!((o.max_tokens, o.top_p, o.stop_strings.clone(), o.add_special_tokens), (5, 0.9, vec!["\n".to_string()], Some(false)));
+}
+
+// ---------------------------------------------------------------- session logic (stand-in model)
+
+fn toy(vocab: usize, layers: usize, eos: Vec<u32>, with_tokenizer: bool) -> Arc<LoadedModel> {
+    let tok = with_tokenizer.then(phoenix_tokenizer);
+    Arc::new(LoadedModel::new(Box::new(ToyModel::new(vocab, layers, eos)), tok).unwrap())
+}
+
+fn greedy(n: usize) -> GenerateOptions {
+    GenerateOptions { max_tokens: n, ..Default::default() }
+}
+
+fn sampled(n: usize, seed: u64) -> GenerateOptions {
+    GenerateOptions { max_tokens: n, temperature: 0.9, top_p: 0.95, top_k: 200, repeat_penalty: 1.3, seed: Some(seed), ..Default::default() }
+}
+
+#[test]
+fn empty_prompt_without_state_is_rejected() {
+    let m = toy(4096, 2, vec![], true);
+    let e = m.generate(Prompt::Ids(vec![]), greedy(3), None).err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+    assert!(e.message.contains("prompt is empty"));
+    let e = m.generate(Prompt::Text(String::new()), GenerateOptions { add_special_tokens: Some(false), ..greedy(3) }, None).err().unwrap();
+    assert!(e.message.contains("prompt is empty"));
+}
+
+#[test]
+fn text_needs_a_tokenizer_and_ids_are_checked() {
+    let m = toy(300, 2, vec![], false);
+    assert!(!m.info().has_tokenizer);
+    assert_eq!(m.generate(Prompt::Text("hi".into()), greedy(3), None).err().unwrap().code, ErrorCode::Tokenizer);
+    assert_eq!(m.tokenize("hi", true).unwrap_err().code, ErrorCode::Tokenizer);
+    let opts = GenerateOptions { stop_strings: vec!["x".into()], ..greedy(3) };
+    assert_eq!(m.generate(Prompt::Ids(vec![1]), opts, None).err().unwrap().code, ErrorCode::Tokenizer);
+    let e = m.generate(Prompt::Ids(vec![300]), greedy(3), None).err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+    assert_eq!(m.logits(&[]).unwrap_err().code, ErrorCode::InvalidOption);
+    // Without a tokenizer, id-level generation still works (text stays empty).
+    let steps = run_all(&mut m.generate(Prompt::Ids(vec![1, 2]), greedy(4), None).unwrap());
+    assert_eq!(ids_of(&steps).len(), 4);
+    assert_eq!(text_of(&steps), "");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_model_is_rejected() {
+    let e = LoadedModel::new(Box::new(ToyModel::new(1000, 2, vec![])), Some(phoenix_tokenizer())).err().unwrap();
+    assert_eq!(e.code, ErrorCode::Tokenizer);
+}
+
+#[test]
+fn generation_runs_to_max_tokens_and_then_returns_none() {
+    let m = toy(4096, 2, vec![], true);
+    let mut g = m.generate(Prompt::Text("Once upon a time".into()), greedy(5), None).unwrap();
+    let steps = run_all(&mut g);
+    assert_eq!(steps.len(), 5);
+    assert_eq!(finish_of(&steps), Some(FinishReason::Length));
+    assert!(steps[..4].iter().all(|s| s.finish_reason.is_none()));
+    assert!(g.next_step().unwrap().is_none());
+    let st = g.stats();
+    assert_eq!((st.prompt_tokens, st.generated_tokens), (5, 5)); // BOS + 4 words
+    assert_eq!(g.token_ids().len(), 10);
+    // The streamed text is the decode of the generated ids.
+    assert_eq!(text_of(&steps), m.detokenize(&ids_of(&steps), true).unwrap());
+}
+
+#[test]
+fn eos_and_user_stop_ids_end_with_stop_and_emit_no_text_for_it() {
+    let m = toy(4096, 2, vec![], true);
+    let free = ids_of(&run_all(&mut m.generate(Prompt::Ids(vec![0, 5]), greedy(6), None).unwrap()));
+    let stop_at = free[2];
+    let opts = GenerateOptions { stop_token_ids: vec![stop_at], ..greedy(6) };
+    let steps = run_all(&mut m.generate(Prompt::Ids(vec![0, 5]), opts, None).unwrap());
+    let first = free.iter().position(|&t| t == stop_at).unwrap();
+    assert_eq!(ids_of(&steps), free[..=first].to_vec());
+    assert_eq!(finish_of(&steps), Some(FinishReason::Stop));
+    assert_eq!(text_of(&steps), m.detokenize(&free[..first], true).unwrap());
+    // The model's EOS ids stop it as well.
+    let m_eos = toy(4096, 2, vec![stop_at], true);
+    let steps = run_all(&mut m_eos.generate(Prompt::Ids(vec![0, 5]), greedy(6), None).unwrap());
+    assert_eq!(ids_of(&steps), free[..=first].to_vec());
+}
+
+#[test]
+fn stop_strings_across_token_boundaries_end_the_text_before_them() {
+    let m = toy(4096, 2, vec![], true);
+    let free_steps = run_all(&mut m.generate(Prompt::Ids(vec![0]), greedy(40), None).unwrap());
+    let free_text = text_of(&free_steps);
+    // A two-character stop string: the last character of one token's text + the first of the next.
+    let pieces: Vec<&str> = free_steps.iter().map(|s| s.text.as_str()).collect();
+    let i = (1..pieces.len() - 1).find(|&i| !pieces[i].is_empty() && !pieces[i + 1].is_empty()).unwrap();
+    let stop = format!("{}{}", pieces[i].chars().last().unwrap(), pieces[i + 1].chars().next().unwrap());
+    let first = free_text.find(&stop).unwrap();
+    let opts = GenerateOptions { stop_strings: vec![stop.clone()], ..greedy(40) };
+    let steps = run_all(&mut m.generate(Prompt::Ids(vec![0]), opts, None).unwrap());
+    assert_eq!(finish_of(&steps), Some(FinishReason::Stop), "stop {stop:?}");
+    assert_eq!(text_of(&steps), free_text[..first], "stop {stop:?}");
+}
+
+#[test]
+fn cancel_ends_at_the_next_step_with_abort() {
+    let m = toy(4096, 2, vec![], true);
+    let mut g = m.generate(Prompt::Ids(vec![0, 7]), greedy(100), None).unwrap();
+    g.next_step().unwrap().unwrap();
+    g.next_step().unwrap().unwrap();
+    let handle = g.cancel_handle();
+    handle.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = g.next_step().unwrap().unwrap();
+    assert_eq!((last.token_id, last.finish_reason), (None, Some(FinishReason::Abort)));
+    assert!(g.next_step().unwrap().is_none());
+    assert_eq!(g.stats().generated_tokens, 2);
+}
+
+#[test]
+fn snapshot_restore_gives_identical_tokens_greedy_and_seeded() {
+    for opts in [greedy(30), sampled(30, 99)] {
+        let a = toy(4096, 2, vec![], true);
+        let straight = ids_of(&run_all(&mut a.generate(Prompt::Ids(vec![0, 11, 12]), opts.clone(), None).unwrap()));
+        // Export right after the prompt, restore into a new LoadedModel, same seed.
+        let state = a.generate(Prompt::Ids(vec![0, 11, 12]), opts.clone(), None).unwrap().export_state().unwrap();
+        let b = toy(4096, 2, vec![], true);
+        let restored = ids_of(&run_all(&mut b.generate(Prompt::Ids(vec![]), opts.clone(), Some(&state)).unwrap()));
+        assert_eq!(straight, restored);
+    }
+}
+
+#[test]
+fn greedy_continuation_after_a_mid_generation_snapshot_is_seamless() {
+    let a = toy(4096, 2, vec![], true);
+    let all = ids_of(&run_all(&mut a.generate(Prompt::Ids(vec![0, 3]), greedy(20), None).unwrap()));
+    let mut first = a.generate(Prompt::Ids(vec![0, 3]), greedy(8), None).unwrap();
+    let head = ids_of(&run_all(&mut first));
+    let state = first.export_state().unwrap();
+    let b = toy(4096, 2, vec![], true);
+    let mut second = b.generate(Prompt::Ids(vec![]), greedy(12), Some(&state)).unwrap();
+    let tail = ids_of(&run_all(&mut second));
+    assert_eq!([head, tail.clone()].concat(), all);
+    assert_eq!(second.token_ids(), [vec![0, 3], all.clone()].concat());
+    assert_eq!(second.stats().prompt_tokens, 0);
+}
+
+#[test]
+fn bad_states_are_state_mismatch() {
+    let a = toy(4096, 2, vec![], true);
+    let state = a.generate(Prompt::Ids(vec![0, 1]), greedy(3), None).unwrap().export_state().unwrap();
+    let other = toy(4096, 3, vec![], true);
+    let e = other.generate(Prompt::Ids(vec![]), greedy(3), Some(&state)).err().unwrap();
+    assert_eq!(e.code, ErrorCode::StateMismatch);
+    for cut in [0, 5, 20, state.len() - 1] {
+        let e = a.generate(Prompt::Ids(vec![]), greedy(3), Some(&state[..cut])).err().unwrap();
+        assert_eq!(e.code, ErrorCode::StateMismatch, "cut {cut}");
+    }
+    let e = a.generate(Prompt::Ids(vec![]), greedy(3), Some(b"garbage bytes here......")).err().unwrap();
+    assert_eq!(e.code, ErrorCode::StateMismatch);
+}
+
+#[test]
+fn text_continuation_from_a_state_skips_bos_by_default() {
+    let m = toy(4096, 2, vec![], true);
+    let state = m.generate(Prompt::Text("Once upon".into()), greedy(1), None).unwrap().export_state().unwrap();
+    let g = m.generate(Prompt::Text(" a time".into()), greedy(1), Some(&state)).unwrap();
+    let ids = g.token_ids().to_vec();
+    let fresh = m.tokenize("Once upon", true).unwrap();
+    assert_eq!(ids[..fresh.len()], fresh[..]);
+    assert_eq!(ids[fresh.len()..], m.tokenize(" a time", false).unwrap()[..]);
+}
