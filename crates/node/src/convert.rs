@@ -1,0 +1,135 @@
+//! JS object shapes of `ts/binding/types.ts` and their field-by-field conversions to and from core
+//! types. Sizes are `f64` (JS numbers): weight byte counts of larger models exceed u32.
+
+use napi_derive::napi;
+use phoenix_core::generate::{self, Step};
+use phoenix_core::session::{self, GenerationStats, LoadedModelInfo};
+
+#[napi(object)]
+pub struct RawModelInfo {
+    pub model_type: String,
+    pub format: String,
+    pub vocab_size: f64,
+    pub hidden_size: f64,
+    pub num_layers: f64,
+    pub intermediate_size: f64,
+    pub state_size: f64,
+    pub conv_kernel: f64,
+    pub param_count: f64,
+    pub weight_bytes: f64,
+    pub state_bytes: f64,
+    pub dtype: String,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub has_tokenizer: bool,
+}
+
+impl From<LoadedModelInfo> for RawModelInfo {
+    fn from(i: LoadedModelInfo) -> Self {
+        let m = i.model;
+        Self {
+            model_type: m.model_type,
+            format: m.format,
+            vocab_size: m.vocab_size as f64,
+            hidden_size: m.hidden_size as f64,
+            num_layers: m.num_layers as f64,
+            intermediate_size: m.intermediate_size as f64,
+            state_size: m.state_size as f64,
+            conv_kernel: m.conv_kernel as f64,
+            param_count: m.param_count as f64,
+            weight_bytes: m.weight_bytes as f64,
+            state_bytes: m.state_bytes as f64,
+            dtype: m.dtype,
+            bos_token_id: m.bos_token_id,
+            eos_token_ids: m.eos_token_ids,
+            has_tokenizer: i.has_tokenizer,
+        }
+    }
+}
+
+/// Sampling and stopping options; the core validates and defaults them.
+#[napi(object)]
+pub struct RawGenerateOptions {
+    pub max_tokens: Option<f64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<f64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub repeat_last_n: Option<f64>,
+    pub seed: Option<f64>,
+    pub stop_token_ids: Option<Vec<f64>>,
+    pub stop_strings: Option<Vec<String>>,
+    pub add_special_tokens: Option<bool>,
+}
+
+impl From<RawGenerateOptions> for generate::RawGenerateOptions {
+    fn from(o: RawGenerateOptions) -> Self {
+        Self {
+            max_tokens: o.max_tokens,
+            temperature: o.temperature,
+            top_k: o.top_k,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            repeat_last_n: o.repeat_last_n,
+            seed: o.seed,
+            stop_token_ids: o.stop_token_ids,
+            stop_strings: o.stop_strings,
+            add_special_tokens: o.add_special_tokens,
+        }
+    }
+}
+
+/// The prompt: text or token ids (neither = empty, only valid with a state).
+#[napi(object)]
+pub struct RawPrompt {
+    pub text: Option<String>,
+    pub ids: Option<Vec<f64>>,
+}
+
+#[napi(object)]
+pub struct RawStep {
+    pub token_id: Option<u32>,
+    pub text: String,
+    #[napi(ts_type = "'stop' | 'length' | 'abort' | null")]
+    pub finish_reason: Option<String>,
+}
+
+impl From<Step> for RawStep {
+    fn from(s: Step) -> Self {
+        Self { token_id: s.token_id, text: s.text, finish_reason: s.finish_reason.map(|r| r.as_str().to_string()) }
+    }
+}
+
+#[napi(object)]
+pub struct RawGenerationStats {
+    pub prompt_tokens: f64,
+    pub generated_tokens: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+impl From<GenerationStats> for RawGenerationStats {
+    fn from(s: GenerationStats) -> Self {
+        Self {
+            prompt_tokens: s.prompt_tokens as f64,
+            generated_tokens: s.generated_tokens as f64,
+            prefill_ms: s.prefill_ms,
+            decode_ms: s.decode_ms,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct BuildInfo {
+    pub version: String,
+    pub simd: String,
+    pub threads: u32,
+}
+
+impl From<session::BuildInfo> for BuildInfo {
+    fn from(b: session::BuildInfo) -> Self {
+        Self { version: b.version, simd: b.simd, threads: b.threads as u32 }
+    }
+}

@@ -1,0 +1,219 @@
+//! napi-rs glue: exposes `RawBinding` of `ts/binding/types.ts` (loadModel, buildInfo, setThreads,
+//! RawModel, RawGeneration). It only converts values and moves work off the JS thread; every model,
+//! tokenizer and sampling decision is made in `phoenix_core`.
+//!
+//! Errors: every core call runs inside `catch_panic` (a panic becomes `E_INTERNAL` instead of
+//! unwinding into Node) and surfaces as a JS `Error` whose message is `[E_CODE] message`.
+
+mod convert;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use napi::bindgen_prelude::{AsyncTask, Float32Array, Uint8Array};
+use napi::{Env, Task};
+use napi_derive::napi;
+use phoenix_core::error::{catch_panic, internal, invalid_option};
+use phoenix_core::generate::Step;
+use phoenix_core::session::{self, js_numbers, Generation, LoadedModel, Prompt};
+
+pub use convert::{BuildInfo, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawPrompt, RawStep};
+
+/// Runs a core call with panics caught; maps the error to a JS Error carrying the wire form.
+fn guarded<T>(f: impl FnOnce() -> phoenix_core::Result<T>) -> napi::Result<T> {
+    catch_panic(f).map_err(|e| napi::Error::from_reason(e.to_wire()))
+}
+
+// ------------------------------------------------------------------------------------ module fns
+
+pub struct LoadModelTask {
+    dir: PathBuf,
+}
+
+impl Task for LoadModelTask {
+    type Output = Arc<LoadedModel>;
+    type JsValue = RawModel;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| LoadedModel::load(&self.dir).map(Arc::new))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(RawModel { inner: Some(output) })
+    }
+}
+
+/// Loads a model folder (config.json + weights [+ tokenizer.json]) on a libuv worker thread.
+#[napi(ts_return_type = "Promise<RawModel>")]
+pub fn load_model(dir: String) -> AsyncTask<LoadModelTask> {
+    AsyncTask::new(LoadModelTask { dir: PathBuf::from(dir) })
+}
+
+/// Core version, detected SIMD level and worker thread count.
+#[napi]
+pub fn build_info() -> napi::Result<BuildInfo> {
+    guarded(|| Ok(session::build_info().into()))
+}
+
+/// Sizes the core's worker pool (0 = one per core). Only before the first model call, and only
+/// once (the same value again is fine): rayon's global pool cannot be resized once running.
+#[napi]
+pub fn set_threads(n: f64) -> napi::Result<()> {
+    guarded(|| session::set_threads(js_numbers::count_from_number("setThreads", n, session::MAX_THREADS)?))
+}
+
+// ------------------------------------------------------------------------------------ RawModel
+
+/// A loaded model. `dispose()` drops this handle's reference to the weights; running generations
+/// hold their own, so the memory goes when the last of them ends.
+#[napi]
+pub struct RawModel {
+    inner: Option<Arc<LoadedModel>>,
+}
+
+impl RawModel {
+    fn model(&self) -> napi::Result<&Arc<LoadedModel>> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| napi::Error::from_reason(invalid_option("model disposed").to_wire()))
+    }
+}
+
+pub struct LogitsTask {
+    model: Arc<LoadedModel>,
+    ids: Vec<u32>,
+}
+
+impl Task for LogitsTask {
+    type Output = Vec<f32>;
+    type JsValue = Float32Array;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| self.model.logits(&self.ids))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(Float32Array::new(output))
+    }
+}
+
+#[napi]
+impl RawModel {
+    #[napi]
+    pub fn info(&self) -> napi::Result<RawModelInfo> {
+        let model = self.model()?;
+        guarded(|| Ok(model.info().into()))
+    }
+
+    #[napi]
+    pub fn tokenize(&self, text: String, add_special_tokens: bool) -> napi::Result<Vec<u32>> {
+        let model = self.model()?;
+        guarded(|| model.tokenize(&text, add_special_tokens))
+    }
+
+    #[napi]
+    pub fn detokenize(&self, ids: Vec<f64>, skip_special_tokens: bool) -> napi::Result<String> {
+        let model = self.model()?;
+        guarded(|| model.detokenize(&js_numbers::ids_from_numbers("detokenize", &ids)?, skip_special_tokens))
+    }
+
+    /// Logits for every position (`ids.length * vocabSize`, row-major), computed off the JS thread.
+    #[napi(ts_return_type = "Promise<Float32Array>")]
+    pub fn logits(&self, ids: Vec<f64>) -> napi::Result<AsyncTask<LogitsTask>> {
+        let model = Arc::clone(self.model()?);
+        let ids = guarded(|| js_numbers::ids_from_numbers("logits", &ids))?;
+        Ok(AsyncTask::new(LogitsTask { model, ids }))
+    }
+
+    /// Starts a generation (cheap: the prefill runs in the first `next()`).
+    #[napi]
+    pub fn generate(&self, prompt: RawPrompt, options: RawGenerateOptions, state: Option<Uint8Array>) -> napi::Result<RawGeneration> {
+        let model = self.model()?;
+        let generation = guarded(|| {
+            let prompt = Prompt::from_parts(
+                prompt.text,
+                prompt.ids.map(|ids| js_numbers::ids_from_numbers("prompt.ids", &ids)).transpose()?,
+            )?;
+            model.generate_raw(prompt, &options.into(), state.as_deref())
+        })?;
+        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: Arc::new(Mutex::new(generation)) })
+    }
+
+    #[napi]
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
+}
+
+// ------------------------------------------------------------------------------------ RawGeneration
+
+/// One running generation. `next()` steps run on libuv workers; await each before the next call
+/// (a step holds the generation's lock, so `exportState` / `stats` / `tokenIds` wait for it).
+#[napi]
+pub struct RawGeneration {
+    inner: Arc<Mutex<Generation>>,
+    cancel: Arc<AtomicBool>,
+}
+
+fn lock(generation: &Mutex<Generation>) -> phoenix_core::Result<MutexGuard<'_, Generation>> {
+    generation
+        .lock()
+        .map_err(|_| internal("generation unusable: an earlier step hit an internal error (panic)"))
+}
+
+pub struct NextTask {
+    generation: Arc<Mutex<Generation>>,
+}
+
+impl Task for NextTask {
+    type Output = Option<Step>;
+    type JsValue = Option<RawStep>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| lock(&self.generation)?.next_step())
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output.map(RawStep::from))
+    }
+}
+
+#[napi]
+impl RawGeneration {
+    /// The prefill on the first call, then one decode step per call; `null` once finished.
+    #[napi(ts_return_type = "Promise<RawStep | null>")]
+    pub fn next(&self) -> AsyncTask<NextTask> {
+        AsyncTask::new(NextTask { generation: Arc::clone(&self.inner) })
+    }
+
+    /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
+    /// Never blocks, even while a step runs.
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    #[napi]
+    pub fn export_state(&self) -> napi::Result<Uint8Array> {
+        guarded(|| lock(&self.inner)?.export_state()).map(Uint8Array::new)
+    }
+
+    #[napi]
+    pub fn stats(&self) -> napi::Result<RawGenerationStats> {
+        guarded(|| Ok(lock(&self.inner)?.stats().into()))
+    }
+
+    #[napi]
+    pub fn token_ids(&self) -> napi::Result<Vec<u32>> {
+        guarded(|| Ok(lock(&self.inner)?.token_ids().to_vec()))
+    }
+}
+
+/// Test hook (feature `test-hooks` only): panics inside a core-call wrapper, to check that a panic
+/// reaches JS as `[E_INTERNAL] …` instead of unwinding into Node.
+#[cfg(feature = "test-hooks")]
+#[napi]
+pub fn debug_panic() -> napi::Result<()> {
+    guarded(|| -> phoenix_core::Result<()> { panic!("debug panic") })
+}
