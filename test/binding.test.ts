@@ -1,0 +1,84 @@
+/**
+ * Error typing and the binding loader: wire parsing, backend choice (and why), forced backends.
+ */
+import { describe, expect, it } from 'vitest';
+
+import { PhoenixError, isPhoenixError, parseWireError, toPhoenixError } from '../ts/binding/errors.js';
+import { defaultNativePath, getDefaultBinding, loadBinding, nativePlatformSuffix } from '../ts/binding/load.js';
+import { expectCode, NO_WASM, requireNativeAddon, TINY } from './helpers.js';
+
+describe('PhoenixError', () => {
+  it('parses the wire form into code + message', () => {
+    expect(parseWireError('[E_BAD_CONFIG] config.json: field `d_model` missing')).toEqual({ code: 'E_BAD_CONFIG', message: 'config.json: field `d_model` missing' });
+    expect(parseWireError('[E_NOT_A_CODE] x')).toBeUndefined();
+    expect(parseWireError('plain message')).toBeUndefined();
+  });
+
+  it('turns anything thrown into a typed error; unknown → E_INTERNAL', () => {
+    const wire = toPhoenixError(new Error('[E_BAD_WEIGHTS] model.safetensors: tensor `x` missing'));
+    expect(wire).toBeInstanceOf(PhoenixError);
+    expect(wire.code).toBe('E_BAD_WEIGHTS');
+    expect(wire.message).toBe('model.safetensors: tensor `x` missing');
+    const other = toPhoenixError(new TypeError('boom'));
+    expect(other.code).toBe('E_INTERNAL');
+    expect(other.message).toContain('boom');
+    expect(toPhoenixError('a string').code).toBe('E_INTERNAL');
+    const coded = toPhoenixError(Object.assign(new Error('no such model'), { code: 'E_MODEL_NOT_FOUND' }));
+    expect(coded.code).toBe('E_MODEL_NOT_FOUND');
+    const same = new PhoenixError('E_ABORTED', 'x');
+    expect(toPhoenixError(same)).toBe(same);
+    expect(isPhoenixError(same, 'E_ABORTED')).toBe(true);
+    expect(same.toWire()).toBe('[E_ABORTED] x');
+    expect(JSON.parse(JSON.stringify(same))).toMatchObject({ code: 'E_ABORTED', message: 'x' });
+  });
+});
+
+describe('binding loader', () => {
+  it('picks the native addon for this platform and says why', async () => {
+    requireNativeAddon();
+    expect(defaultNativePath()).toMatch(new RegExp(`phoenix-local\\.${nativePlatformSuffix()}\\.node$`));
+    const selection = await loadBinding({ env: {} });
+    expect(selection.backend).toBe('native');
+    expect(selection.path).toBe(defaultNativePath());
+    expect(selection.reason).toMatch(/native/);
+    expect(selection.attempts).toEqual([{ backend: 'native', path: defaultNativePath(), ok: true, reason: 'loaded' }]);
+    expect(selection.buildInfo.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(selection.buildInfo.threads).toBeGreaterThan(0);
+  });
+
+  it('PHOENIX_BACKEND=native or the option forces a backend (reason says so)', async () => {
+    requireNativeAddon();
+    expect((await loadBinding({ env: { PHOENIX_BACKEND: 'native' } })).reason).toBe('forced by PHOENIX_BACKEND=native');
+    expect((await loadBinding({ backend: 'native', env: { PHOENIX_BACKEND: 'wasm' } })).reason).toBe('forced by backend option "native"');
+  });
+
+  it('forcing a backend that cannot load → E_BACKEND_UNAVAILABLE with the reason', async () => {
+    const wasm = await expectCode(loadBinding({ env: { PHOENIX_BACKEND: 'wasm', PHOENIX_WASM_PATH: NO_WASM } }), 'E_BACKEND_UNAVAILABLE');
+    expect(wasm.message).toMatch(/PHOENIX_BACKEND=wasm.*WASM build not found/);
+    const native = await expectCode(loadBinding({ backend: 'native', nativePath: '/nonexistent/phoenix.node' }), 'E_BACKEND_UNAVAILABLE');
+    expect(native.message).toContain('/nonexistent/phoenix.node');
+    const all = await expectCode(loadBinding({ env: {}, nativePath: '/nonexistent/phoenix.node', wasmPath: NO_WASM }), 'E_BACKEND_UNAVAILABLE');
+    expect(all.message).toMatch(/native: .*wasm: /);
+    expect((all.details.attempts as unknown[]).length).toBe(2);
+  });
+
+  it('a file that is not a phoenix binding is refused with a reason', async () => {
+    const error = await expectCode(loadBinding({ backend: 'native', nativePath: new URL('../package.json', import.meta.url).pathname }), 'E_BACKEND_UNAVAILABLE');
+    expect(error.message).toMatch(/does not export loadModel/);
+  });
+
+  it('a bad PHOENIX_BACKEND value is E_INVALID_OPTION', async () => {
+    await expectCode(loadBinding({ env: { PHOENIX_BACKEND: 'gpu' } }), 'E_INVALID_OPTION');
+  });
+
+  it('every raw call of the loaded binding throws typed errors', async () => {
+    requireNativeAddon();
+    const { binding } = await getDefaultBinding();
+    await expectCode(binding.loadModel('/nonexistent/model-folder'), 'E_MODEL_NOT_FOUND');
+    const model = await binding.loadModel(TINY);
+    await expectCode(model.logits([99999]), 'E_INVALID_OPTION');
+    await expectCode(async () => model.generate({ ids: [1, 2] }, { maxTokens: 0 }).next(), 'E_INVALID_OPTION');
+    model.dispose();
+    await expectCode(model.logits([1]), 'E_INVALID_OPTION');
+  });
+});

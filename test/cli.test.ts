@@ -1,0 +1,181 @@
+/**
+ * The `phoenix-local` CLI as users run it: `node bin/phoenix-local.js …` in child processes over the
+ * compiled dist/ (built once here).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LITE, NO_WASM, ROOT, TINY, TINY_ORIGINAL, copyModel, readJson, requireNativeAddon, tempDir, type LiteReference, type TinyReference } from './helpers.js';
+
+const BIN = path.join(ROOT, 'bin/phoenix-local.js');
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+let liteRef: LiteReference;
+let tinyRef: TinyReference;
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  /** Order in which output arrived: 'out' / 'err' per chunk. */
+  order: string[];
+}
+
+function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir, ...env } });
+    const run: Run = { status: null, stdout: '', stderr: '', order: [] };
+    child.stdout.on('data', (d: Buffer) => {
+      run.stdout += d.toString();
+      run.order.push('out');
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      run.stderr += d.toString();
+      run.order.push('err');
+    });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ ...run, status }));
+  });
+}
+
+beforeAll(async () => {
+  requireNativeAddon();
+  const build = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, encoding: 'utf8' });
+  if (build.status !== 0) throw new Error(`tsc failed:\n${build.stdout}${build.stderr}`);
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  await copyModel(LITE, path.join(modelsDir, 'phoenix-ssm-lite'));
+  await copyModel(TINY, path.join(modelsDir, 'mamba1-tiny'));
+  liteRef = await readJson<LiteReference>(path.join(LITE, 'reference.json'));
+  tinyRef = await readJson<TinyReference>(path.join(TINY, 'reference.json'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+describe('phoenix-local CLI', () => {
+  it('list shows every model; --json gives metadata', async () => {
+    const table = await cli(['list']);
+    expect(table.status).toBe(0);
+    expect(table.stdout).toMatch(/^NAME\s+TYPE\s+FORMAT\s+SIZE\s+STATUS/);
+    expect(table.stdout).toMatch(/phoenix-ssm-lite\s+mamba\s+hf-safetensors\s+14\.0 MiB\s+available/);
+    const json = JSON.parse((await cli(['list', '--json'])).stdout) as { name: string; checksum: string }[];
+    expect(json.map((m) => m.name)).toEqual(['mamba1-tiny', 'phoenix-ssm-lite']);
+    expect(json[1]?.checksum).toBe('fa4054d97a452f4308b6230dbddde340afa4c7dff60000d3a5d47999da697896');
+  });
+
+  it('--models-dir overrides the env', async () => {
+    const other = await cli(['list', '--models-dir', path.join(scratch.dir, 'empty')]);
+    expect(other.stdout).toMatch(/no models in/);
+  });
+
+  it('info prints metadata, architecture, profile, and the backend chosen and why', async () => {
+    const info = await cli(['info', 'phoenix-ssm-lite']);
+    expect(info.status).toBe(0);
+    expect(info.stdout).toMatch(/^name\s+phoenix-ssm-lite$/m);
+    expect(info.stdout).toMatch(/^sha256\s+fa4054d9/m);
+    expect(info.stdout).toMatch(/^architecture\s+6 layers, hidden 256/m);
+    expect(info.stdout).toMatch(/^backend\s+native \(.*phoenix-local\..*\.node\)$/m);
+    expect(info.stdout).toMatch(/^backend why\s+\S+/m);
+    expect(info.stdout).toMatch(/^performance\s+load \d+ ms/m);
+    expect(info.stderr).toMatch(/loading phoenix-ssm-lite/);
+    const json = JSON.parse((await cli(['info', TINY_ORIGINAL, '--json', '--quiet'])).stdout) as Record<string, unknown>;
+    expect(json).toMatchObject({ name: 'mamba1-tiny-original', format: 'state-spaces-pth', hasTokenizer: false, backend: { kind: 'native' } });
+  });
+
+  it('run streams the generated text to stdout before the stats line on stderr', async () => {
+    const run = await cli(['run', 'phoenix-ssm-lite', liteRef.prompt, '--max-tokens', '24', '--temperature', '0', '--quiet']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toBe(liteRef.greedy_text);
+    expect(run.order.filter((o) => o === 'out').length).toBeGreaterThan(1); // arrived in pieces
+    expect(run.order.indexOf('out')).toBeLessThan(run.order.lastIndexOf('err'));
+    expect(run.stderr).toMatch(/[\d.]+ tokens\/s — 24 generated, 10 prompt tokens, ttft [\d.]+ ms/);
+  });
+
+  it('run accepts a model folder path, sampling flags and repeated --stop', async () => {
+    const run = await cli(['run', path.join(modelsDir, 'phoenix-ssm-lite'), 'Once upon a time', '-n', '40', '-t', '0.8', '--top-k', '40', '--top-p', '0.9', '--min-p', '0.05', '--repeat-penalty', '1.1', '--seed', '42', '--stop', '!', '--stop', '.']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).not.toMatch(/[.!]/);
+    const again = await cli(['run', path.join(modelsDir, 'phoenix-ssm-lite'), 'Once upon a time', '-n', '40', '-t', '0.8', '--top-k', '40', '--top-p', '0.9', '--min-p', '0.05', '--repeat-penalty', '1.1', '--seed', '42', '--stop', '!', '--stop', '.']);
+    expect(again.stdout).toBe(run.stdout);
+  });
+
+  it('--save-state then --state in another process continues identically', async () => {
+    const stateFile = path.join(scratch.dir, 'story.state');
+    const head = await cli(['run', 'phoenix-ssm-lite', liteRef.prompt, '--max-tokens', '10', '--temperature', '0', '--save-state', stateFile, '-q']);
+    expect(head.status).toBe(0);
+    expect((await readFile(stateFile)).subarray(0, 8).toString()).toBe('PHXSTATE');
+    const tail = await cli(['run', 'phoenix-ssm-lite', '--state', stateFile, '--max-tokens', '14', '--temperature', '0', '-q']);
+    expect(tail.status).toBe(0);
+    expect(head.stdout + tail.stdout).toBe(liteRef.greedy_text);
+    const wrongModel = await cli(['run', 'mamba1-tiny', '--state', stateFile, '-q']);
+    expect(wrongModel.status).toBe(1);
+    expect(wrongModel.stderr).toMatch(/^phoenix-local: E_STATE_MISMATCH: /m);
+  });
+
+  it('score --ids --json prints every position and every vocabulary column', async () => {
+    const run = await cli(['score', 'mamba1-tiny', '--ids', tinyRef.input_ids.join(','), '--json', '-q']);
+    expect(run.status).toBe(0);
+    const out = JSON.parse(run.stdout) as { ids: number[]; logits: number[][] };
+    expect(Object.keys(out)).toEqual(['ids', 'logits']);
+    expect(out.ids).toEqual(tinyRef.input_ids);
+    expect(out.logits).toHaveLength(tinyRef.input_ids.length);
+    for (const row of out.logits) expect(row).toHaveLength(512);
+    let worst = 0;
+    tinyRef.logits.forEach((row, i) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs((out.logits[i]?.[j] as number) - v)))));
+    expect(worst).toBeLessThan(1e-3);
+  });
+
+  it('score --text tokenizes; without --json prints logprobs and perplexity', async () => {
+    const json = JSON.parse((await cli(['score', 'phoenix-ssm-lite', '--text', liteRef.prompt, '--json', '-q'])).stdout) as { ids: number[]; logits: number[][] };
+    expect(json.ids).toEqual(liteRef.input_ids);
+    expect(json.logits[0]).toHaveLength(4096);
+    const human = await cli(['score', 'phoenix-ssm-lite', '--text', liteRef.prompt, '-q']);
+    expect(human.stdout).toMatch(/^perplexity \d+\.\d{4}$/m);
+  });
+
+  it('failures: non-zero exit, code and message on stderr', async () => {
+    const cases: [string[], number, RegExp][] = [
+      [['info', 'no-such-model'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/m],
+      [['run', '../escape', 'x'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: /m],
+      [['run', 'phoenix-ssm-lite', 'x', '--max-tokens', '0'], 1, /^phoenix-local: E_INVALID_OPTION: .*maxTokens/m],
+      [['run', 'phoenix-ssm-lite', 'x', '--temperature', 'hot'], 2, /^phoenix-local: E_INVALID_OPTION: --temperature must be a number/m],
+      [['run', 'phoenix-ssm-lite', ''], 1, /^phoenix-local: E_INVALID_OPTION: prompt is empty/m],
+      [['run', TINY_ORIGINAL, 'hello'], 1, /^phoenix-local: E_TOKENIZER: /m],
+      [['score', 'phoenix-ssm-lite'], 2, /^phoenix-local: E_INVALID_OPTION: score needs exactly one of/m],
+      [['score', 'phoenix-ssm-lite', '--ids', '1,x'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
+      [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: Unknown option '--frobnicate'/m],
+      [['explode'], 2, /unknown command "explode"/],
+      [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 1, /E_INVALID_OPTION: --state \/nonexistent\.state cannot be read/],
+      [['info', 'phoenix-ssm-lite', '--backend', 'wasm'], 0, /$/],
+      [['run', 'phoenix-ssm-lite', 'x', '--backend', 'wasm'], 1, /^phoenix-local: E_BACKEND_UNAVAILABLE: backend "wasm" .*WASM build not found/m],
+    ];
+    for (const [args, status, stderr] of cases) {
+      // A WASM build may exist in this checkout; point the loader at a missing one for these cases.
+      const run = await cli(args, { PHOENIX_WASM_PATH: NO_WASM });
+      expect({ args, status: run.status }).toEqual({ args, status });
+      expect(run.stderr).toMatch(stderr);
+    }
+  });
+
+  it('PHOENIX_BACKEND=wasm is honoured and reported by info', async () => {
+    const info = await cli(['info', 'phoenix-ssm-lite', '--no-load'], { PHOENIX_BACKEND: 'wasm', PHOENIX_WASM_PATH: NO_WASM });
+    expect(info.stdout).toMatch(/^backend\s+unavailable: backend "wasm" \(PHOENIX_BACKEND=wasm\) cannot be loaded/m);
+  });
+
+  it('--help, --version, no command', async () => {
+    expect((await cli(['--help'])).stdout).toMatch(/^Usage: phoenix-local/);
+    expect((await cli(['--version'])).stdout).toMatch(/^phoenix-local \d+\.\d+\.\d+/);
+    const none = await cli([]);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/^Usage/);
+  });
+
+  it('npx phoenix-local works in the repo', () => {
+    const run = spawnSync('npx', ['--no-install', 'phoenix-local', 'list'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/phoenix-ssm-lite/);
+  });
+});

@@ -1,0 +1,188 @@
+/**
+ * Pipeline ordering logic with a scripted engine: which model is tried first, the fallback order,
+ * and FIFO queueing. (The only test that does not use the real binding: it checks orchestration,
+ * not inference; pipeline.test.ts covers the real path.)
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { PhoenixError } from '../ts/binding/errors.js';
+import type { GenerationResult, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../ts/engines/types.js';
+import { LocalModelManager } from '../ts/models/manager.js';
+import type { ModelMetadata } from '../ts/models/metadata.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import { ProcessingMode } from '../ts/pipeline/modes.js';
+import { BoundedQueue } from '../ts/pipeline/queue.js';
+import { TINY, TINY_ORIGINAL, copyModel, expectCode, tempDir } from './helpers.js';
+
+/** Loads only the names it is told to; generation emits a fixed text after a delay. */
+class ScriptedEngine implements InferenceEngine {
+  readonly name = 'scripted';
+  readonly loadAttempts: string[] = [];
+  readonly started: string[] = [];
+  active = 0;
+  maxActive = 0;
+  constructor(readonly failing: Set<string>, readonly delayMs: number) {}
+  canLoad(metadata: ModelMetadata): boolean {
+    return metadata.modelType === 'mamba';
+  }
+  async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
+    this.loadAttempts.push(metadata.name);
+    if (this.failing.has(metadata.name)) throw new PhoenixError('E_BAD_WEIGHTS', `${metadata.name}: scripted failure`);
+    let disposed = false;
+    return {
+      name: metadata.name,
+      metadata,
+      info: { vocabSize: 512 } as LoadedModel['info'],
+      engine: this.name,
+      memoryBytes: metadata.sizeBytes,
+      get disposed() {
+        return disposed;
+      },
+      tokenize: () => [],
+      detokenize: () => '',
+      dispose: () => {
+        disposed = true;
+      },
+      [Symbol.dispose]() {
+        disposed = true;
+      },
+    };
+  }
+  async predict(): Promise<GenerationResult> {
+    throw new Error('unused');
+  }
+  stream(model: LoadedModel, input: unknown, options: { signal?: AbortSignal } = {}): GenerationStream {
+    const tag = typeof input === 'string' ? input : JSON.stringify(input);
+    this.started.push(tag);
+    const delay = this.delayMs;
+    const self = this;
+    let resolve!: (r: GenerationResult) => void;
+    const result = new Promise<GenerationResult>((r) => (resolve = r));
+    return {
+      result,
+      cancel() {},
+      exportState: () => new Uint8Array(),
+      async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
+        self.active++;
+        self.maxActive = Math.max(self.maxActive, self.active);
+        await new Promise((r) => setTimeout(r, delay));
+        self.active--;
+        const aborted = options.signal?.aborted ?? false;
+        if (!aborted) yield { text: `${model.name}:${tag}`, tokenId: 1 };
+        resolve({
+          text: aborted ? '' : `${model.name}:${tag}`,
+          tokenIds: aborted ? [] : [1],
+          finishReason: aborted ? 'abort' : 'length',
+          promptTokens: 1,
+          generatedTokens: aborted ? 0 : 1,
+          timings: { prefillMs: delay, decodeMs: 0, timeToFirstTokenMs: delay, totalMs: delay },
+          tokensPerSecond: 1000 / delay,
+        });
+      },
+    };
+  }
+  async score(): Promise<ScoreResult> {
+    throw new Error('unused');
+  }
+}
+
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+
+beforeAll(async () => {
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  // Real folders (sizes differ: the .bin is larger than the safetensors).
+  await copyModel(TINY, path.join(modelsDir, 'a-small'));
+  await copyModel(TINY_ORIGINAL, path.join(modelsDir, 'b-large'));
+  await copyModel(TINY, path.join(modelsDir, 'c-small-too'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+describe('pipeline orchestration', () => {
+  it('tries the largest first in FULL_CAPABILITY, then falls back smallest-first within the type', async () => {
+    const engine = new ScriptedEngine(new Set(['b-large', 'a-small']), 5);
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    const pipeline = new LocalAIPipeline({ manager });
+    const result = await pipeline.process({ id: '1', input: { ids: [1] }, taskType: 'generation', mode: ProcessingMode.FULL_CAPABILITY });
+    expect(engine.loadAttempts).toEqual(['b-large', 'a-small', 'c-small-too']);
+    expect(result).toMatchObject({ success: true, modelUsed: 'c-small-too', fallbackUsed: true });
+    expect(result.metadata.fallbackReasons).toHaveLength(2);
+  });
+
+  it('reports the first failure when every candidate fails', async () => {
+    const engine = new ScriptedEngine(new Set(['a-small', 'b-large', 'c-small-too']), 5);
+    const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false }) });
+    const result = await pipeline.process({ id: '1', input: { ids: [1] }, taskType: 'generation', mode: ProcessingMode.MINIMAL_RESOURCES });
+    expect(engine.loadAttempts[0]).toBe('a-small');
+    expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS', fallbackUsed: false });
+    expect(result.errorMessage).toMatch(/fallbacks failed too/);
+  });
+
+  it('runs queued requests with bounded concurrency', async () => {
+    const engine = new ScriptedEngine(new Set(), 20);
+    const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false }), maxConcurrency: 2, maxQueueSize: 10 });
+    const results = await Promise.all(['p0', 'p1', 'p2', 'p3', 'p4', 'p5'].map((p) => pipeline.process({ id: p, input: p, taskType: 'generation', modelPreference: 'a-small' })));
+    expect(results.every((r) => r.success)).toBe(true);
+    expect(engine.started.sort()).toEqual(['p0', 'p1', 'p2', 'p3', 'p4', 'p5']);
+    expect(engine.maxActive).toBe(2);
+    const metrics = pipeline.getMetrics();
+    expect(metrics.requests).toBe(6);
+    expect(metrics.latencyMs.max).toBeGreaterThanOrEqual(3 * 20 * 0.9); // third wave waited for two
+  });
+
+  it('a deadline that passes while queued aborts the waiting request', async () => {
+    const engine = new ScriptedEngine(new Set(), 200);
+    const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false }) });
+    const first = pipeline.process({ id: 'long', input: 'x', taskType: 'generation', modelPreference: 'a-small' });
+    const second = await pipeline.process({ id: 'short', input: 'y', taskType: 'generation', modelPreference: 'a-small', maxProcessingTime: 50 });
+    expect(second).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+    expect(second.errorMessage).toMatch(/while queued/);
+    expect((await first).success).toBe(true);
+  });
+});
+
+describe('BoundedQueue', () => {
+  it('admits waiting tasks in FIFO order, at most maxConcurrency at once', async () => {
+    const queue = new BoundedQueue(2, 10);
+    const admitted: number[] = [];
+    let active = 0;
+    let maxActive = 0;
+    await Promise.all(
+      [0, 1, 2, 3, 4, 5, 6].map((i) =>
+        queue.run(async () => {
+          admitted.push(i);
+          active++;
+          maxActive = Math.max(maxActive, active);
+          await new Promise((r) => setTimeout(r, 10 + (i % 3) * 7));
+          active--;
+        }),
+      ),
+    );
+    expect(admitted).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(maxActive).toBe(2);
+    expect(queue.status()).toEqual({ running: 0, waiting: 0, maxConcurrency: 2, maxQueueSize: 10 });
+  });
+
+  it('rejects beyond maxQueueSize with E_ABORTED; a slot freed by a failing task is reused', async () => {
+    const queue = new BoundedQueue(1, 1);
+    const first = queue.run(async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      throw new Error('task failed');
+    });
+    const second = queue.run(async () => 'second');
+    await expectCode(queue.run(async () => 'third'), 'E_ABORTED');
+    await expect(first).rejects.toThrow('task failed');
+    expect(await second).toBe('second');
+    expect(queue.status().running).toBe(0);
+  });
+
+  it('validates its limits', async () => {
+    await expectCode(async () => new BoundedQueue(0, 1), 'E_INVALID_OPTION');
+    await expectCode(async () => new BoundedQueue(1, -1), 'E_INVALID_OPTION');
+  });
+});

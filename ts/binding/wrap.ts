@@ -1,0 +1,54 @@
+/**
+ * Wraps a raw binding so every error it throws — synchronously or from a promise — surfaces as a
+ * typed {@link PhoenixError}. Nothing above `ts/binding/` ever sees a raw binding error.
+ */
+import { toPhoenixError } from './errors.js';
+import type { RawBinding, RawGeneration, RawModel } from './types.js';
+
+function guard<T>(call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    throw toPhoenixError(error);
+  }
+}
+
+async function guardAsync<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw toPhoenixError(error);
+  }
+}
+
+/** Wraps one running generation. */
+export function wrapGeneration(raw: RawGeneration): RawGeneration {
+  return {
+    next: () => guardAsync(() => raw.next()),
+    cancel: () => guard(() => raw.cancel()),
+    exportState: () => guard(() => raw.exportState()),
+    stats: () => guard(() => raw.stats()),
+    tokenIds: () => guard(() => raw.tokenIds()),
+  };
+}
+
+/** Wraps a loaded model (and the generations it starts). */
+export function wrapModel(raw: RawModel): RawModel {
+  return {
+    info: () => guard(() => raw.info()),
+    tokenize: (text, addSpecialTokens) => guard(() => raw.tokenize(text, addSpecialTokens)),
+    detokenize: (ids, skipSpecialTokens) => guard(() => raw.detokenize(ids, skipSpecialTokens)),
+    logits: (ids) => guardAsync(() => raw.logits(ids)),
+    generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),
+    dispose: () => guard(() => raw.dispose()),
+  };
+}
+
+/** Wraps a whole binding module. */
+export function wrapBinding(raw: RawBinding): RawBinding {
+  return {
+    loadModel: (dir) => guardAsync(async () => wrapModel(await raw.loadModel(dir))),
+    buildInfo: () => guard(() => raw.buildInfo()),
+    setThreads: (n) => guard(() => raw.setThreads(n)),
+  };
+}

@@ -1,0 +1,164 @@
+/**
+ * The four CLI commands. Each is a thin layer over the public API.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+
+import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import type { GenerationInput, GenerationOptions } from '../engines/types.js';
+import { idsFlag, numberFlag } from './args.js';
+import { formatBytes, type CliContext } from './context.js';
+
+/** `list`: every model folder of the models dir. */
+export async function listCommand(ctx: CliContext): Promise<number> {
+  const models = await ctx.manager.listModels();
+  if (ctx.flags.json) {
+    ctx.io.stdout.write(JSON.stringify(models, null, 2) + '\n');
+    return 0;
+  }
+  if (models.length === 0) {
+    ctx.io.stdout.write(`no models in ${ctx.manager.modelsDir}\n`);
+    return 0;
+  }
+  const rows = models.map((m) => [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.checksum.slice(0, 12)]);
+  const header = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'STATUS', 'VERSION', 'SHA256'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  for (const row of [header, ...rows]) ctx.io.stdout.write(row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
+  for (const m of models) if (m.error) ctx.io.stdout.write(`  ${m.name}: ${m.error.code}: ${m.error.message}\n`);
+  return 0;
+}
+
+/** `info <model>`: metadata, architecture (after loading), performance profile, backend and why. */
+export async function infoCommand(ctx: CliContext, modelArg: string | undefined): Promise<number> {
+  let metadata = await ctx.metadata(modelArg);
+  let architecture: Record<string, unknown> | undefined;
+  let loadError: PhoenixError | undefined;
+  if (!ctx.flags['no-load'] && metadata.status !== 'error' && metadata.status !== 'corrupted') {
+    try {
+      const model = await ctx.load(modelArg);
+      architecture = { ...model.info };
+      metadata = await ctx.metadata(modelArg);
+    } catch (error) {
+      loadError = toPhoenixError(error);
+    }
+  }
+  let backend: Record<string, unknown>;
+  try {
+    const s = await ctx.binding();
+    backend = { kind: s.backend, path: s.path, reason: s.reason, ...s.buildInfo };
+  } catch (error) {
+    backend = { unavailable: toPhoenixError(error).message };
+  }
+  const manifest = await ctx.manager.manifestStatus();
+  const report = { ...metadata, ...(architecture ? { architecture } : {}), backend, manifest };
+  if (ctx.flags.json) {
+    ctx.io.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  } else {
+    const lines: [string, unknown][] = [
+      ['name', metadata.name],
+      ['path', metadata.path],
+      ['status', metadata.status],
+      ['model type', metadata.modelType],
+      ['format', metadata.format],
+      ['version', metadata.version],
+      ['size', `${formatBytes(metadata.sizeBytes)} (${metadata.sizeBytes} bytes)`],
+      ['sha256', metadata.checksum],
+      ['tokenizer', metadata.hasTokenizer ? 'yes' : 'no'],
+    ];
+    if (metadata.error) lines.push(['error', `${metadata.error.code}: ${metadata.error.message}`]);
+    if (architecture) {
+      const a = architecture as Record<string, number | string>;
+      lines.push(['architecture', `${a.numLayers} layers, hidden ${a.hiddenSize}, inner ${a.intermediateSize}, state ${a.stateSize}, conv ${a.convKernel}, vocab ${a.vocabSize}`]);
+      lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence)`]);
+    }
+    const p = metadata.performance;
+    if (p) lines.push(['performance', `load ${p.loadMs.toFixed(0)} ms, prefill ${p.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${p.decodeTokensPerSecond.toFixed(0)} tok/s (measured ${p.measuredAt})`]);
+    lines.push(['backend', 'kind' in backend ? `${backend.kind} (${backend.path})` : `unavailable: ${backend.unavailable}`]);
+    if ('kind' in backend) lines.push(['backend why', backend.reason], ['core', `v${backend.version}, simd ${backend.simd}, ${backend.threads} threads`]);
+    if (manifest.warning) lines.push(['manifest', manifest.warning]);
+    for (const [key, value] of lines) ctx.io.stdout.write(`${key.padEnd(13)} ${String(value)}\n`);
+  }
+  // No backend is reported on the backend line above; any other load failure fails the command.
+  if (loadError && loadError.code !== 'E_BACKEND_UNAVAILABLE') throw loadError;
+  if (metadata.error && (metadata.status === 'error' || metadata.status === 'corrupted')) {
+    throw new PhoenixError(metadata.error.code as PhoenixError['code'], metadata.error.message, { model: metadata.name });
+  }
+  return 0;
+}
+
+/** `run <model> "<prompt>"`: streams text to stdout, stats to stderr. */
+export async function runCommand(ctx: CliContext, modelArg: string | undefined, promptArgs: string[]): Promise<number> {
+  const { flags } = ctx;
+  const options: GenerationOptions = {
+    maxTokens: numberFlag(flags, 'max-tokens'),
+    temperature: numberFlag(flags, 'temperature'),
+    topK: numberFlag(flags, 'top-k'),
+    topP: numberFlag(flags, 'top-p'),
+    minP: numberFlag(flags, 'min-p'),
+    repeatPenalty: numberFlag(flags, 'repeat-penalty'),
+    seed: numberFlag(flags, 'seed'),
+    ...(flags.stop ? { stop: flags.stop } : {}),
+    returnState: flags['save-state'] !== undefined,
+  };
+  for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
+  if (flags.state !== undefined) options.state = await readState(flags.state);
+  if (flags.ids !== undefined && promptArgs.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the prompt as text or as --ids, not both', { usage: true });
+  const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : promptArgs.join(' ');
+  const model = await ctx.load(modelArg);
+
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const stream = ctx.engine.stream(model, input, { ...options, signal: controller.signal });
+    for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
+    const result = await stream.result;
+    if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
+    if (result.state && flags['save-state']) await writeFile(flags['save-state'], result.state);
+    const ttft = result.timings.timeToFirstTokenMs;
+    ctx.io.stderr.write(
+      `\n${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens, ` +
+        `ttft ${ttft === null ? 'n/a' : `${ttft.toFixed(1)} ms`}, prefill ${result.timings.prefillMs.toFixed(1)} ms, decode ${result.timings.decodeMs.toFixed(1)} ms, ` +
+        `finish ${result.finishReason}${flags['save-state'] ? `, state saved to ${flags['save-state']}` : ''}\n`,
+    );
+    return result.finishReason === 'abort' ? 130 : 0;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+/** `score <model> --ids … | --text …`: logits of every position. */
+export async function scoreCommand(ctx: CliContext, modelArg: string | undefined, rest: string[]): Promise<number> {
+  const { flags } = ctx;
+  const text = flags.text ?? (rest.length > 0 ? rest.join(' ') : undefined);
+  if ((flags.ids === undefined) === (text === undefined)) {
+    throw new PhoenixError('E_INVALID_OPTION', 'score needs exactly one of --ids 1,2,3 or --text "…"', { usage: true });
+  }
+  const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : { text: text as string };
+  const model = await ctx.load(modelArg);
+  const scored = await ctx.engine.score(model, input);
+  if (flags.json) {
+    // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify.
+    ctx.io.stdout.write(`{"ids":${JSON.stringify(scored.ids)},"logits":[`);
+    scored.logits.forEach((row, i) => ctx.io.stdout.write(`${i ? ',' : ''}${JSON.stringify(Array.from(row))}`));
+    ctx.io.stdout.write(']}\n');
+    return 0;
+  }
+  ctx.io.stdout.write(`${scored.ids.length} tokens, vocabulary ${scored.vocabSize}\n`);
+  scored.ids.forEach((id, i) => {
+    const row = scored.logits[i] as Float32Array;
+    let best = 0;
+    for (let j = 1; j < row.length; j++) if ((row[j] as number) > (row[best] as number)) best = j;
+    const lp = i > 0 ? (scored.tokenLogprobs[i - 1] as number).toFixed(4) : '—';
+    ctx.io.stdout.write(`${String(i).padStart(4)}  id ${String(id).padStart(6)}  logprob ${lp.padStart(9)}  next argmax ${best}\n`);
+  });
+  ctx.io.stdout.write(`perplexity ${scored.perplexity === null ? 'n/a (single token)' : scored.perplexity.toFixed(4)}\n`);
+  return 0;
+}
+
+async function readState(file: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(file));
+  } catch (error) {
+    throw new PhoenixError('E_INVALID_OPTION', `--state ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { option: 'state' });
+  }
+}

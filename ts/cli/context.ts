@@ -1,0 +1,112 @@
+/**
+ * What every command needs: a manager over the models dir, the engine, progress output, and the
+ * resolution of `<model>` (a name in the models dir, or a path to a folder).
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+import { PhoenixError } from '../binding/errors.js';
+import { loadBinding, type BindingSelection } from '../binding/load.js';
+import { MambaSSMEngine } from '../engines/mamba-engine.js';
+import type { LoadedModel } from '../engines/types.js';
+import { LocalModelManager, type ModelProgressEvent } from '../models/manager.js';
+import type { ModelMetadata } from '../models/metadata.js';
+import { numberFlag, type ParsedFlags } from './args.js';
+
+export interface Output {
+  write(text: string): void;
+}
+
+export interface CliIO {
+  stdout: Output;
+  stderr: Output;
+}
+
+export class CliContext {
+  readonly manager: LocalModelManager;
+  readonly engine: MambaSSMEngine;
+  readonly flags: ParsedFlags;
+  readonly io: CliIO;
+  readonly #binding: Promise<BindingSelection>;
+
+  constructor(flags: ParsedFlags, io: CliIO) {
+    this.flags = flags;
+    this.io = io;
+    const backend = flags.backend;
+    if (backend !== undefined && backend !== 'native' && backend !== 'wasm' && backend !== 'auto') {
+      throw new PhoenixError('E_INVALID_OPTION', `--backend must be native, wasm or auto, got ${JSON.stringify(backend)}`, { option: 'backend', usage: true });
+    }
+    const threads = numberFlag(flags, 'threads');
+    this.#binding = loadBinding(backend ? { backend } : {}).then((selection) => {
+      if (threads !== undefined) selection.binding.setThreads(threads);
+      return selection;
+    });
+    this.#binding.catch(() => undefined); // reported by the command that needs it
+    this.engine = new MambaSSMEngine({ binding: this.#binding });
+    this.manager = new LocalModelManager({
+      modelsDir: flags['models-dir'],
+      engines: [this.engine],
+      onProgress: (event) => this.#progress(event),
+    });
+  }
+
+  binding(): Promise<BindingSelection> {
+    return this.#binding;
+  }
+
+  /** A line of progress on stderr (unless --quiet). */
+  note(text: string): void {
+    if (!this.flags.quiet) this.io.stderr.write(`${text}\n`);
+  }
+
+  #progress(event: ModelProgressEvent): void {
+    switch (event.kind) {
+      case 'checksum':
+        this.note(`checksumming ${path.basename(event.file)}: ${Math.round((100 * event.bytesDone) / Math.max(1, event.bytesTotal))}% of ${formatBytes(event.bytesTotal)}`);
+        break;
+      case 'load-start':
+        this.note(`loading ${event.model} (${event.engine})…`);
+        break;
+      case 'load-done':
+        this.note(`loaded ${event.model} in ${event.loadMs.toFixed(0)} ms`);
+        break;
+      case 'probe-done':
+        this.note(`measured ${event.model}: prefill ${event.profile.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${event.profile.decodeTokensPerSecond.toFixed(0)} tok/s`);
+        break;
+      case 'unload':
+        break;
+    }
+  }
+
+  /** Whether `<model>` should be read as a path rather than a name in the models dir. */
+  #isPath(arg: string): boolean {
+    if (path.isAbsolute(arg) || arg.includes('/') || arg.includes(path.sep) || arg.startsWith('.')) return true;
+    return !existsSync(path.join(this.manager.modelsDir, arg)) && existsSync(arg);
+  }
+
+  async metadata(arg: string | undefined): Promise<ModelMetadata> {
+    const model = requireModelArg(arg);
+    return this.#isPath(model) ? this.manager.getModelMetadataAt(model) : this.manager.getModelMetadata(model);
+  }
+
+  async load(arg: string | undefined): Promise<LoadedModel> {
+    const model = requireModelArg(arg);
+    return this.#isPath(model) ? this.manager.loadModelAt(model) : this.manager.loadModel(model);
+  }
+}
+
+function requireModelArg(arg: string | undefined): string {
+  if (!arg) throw new PhoenixError('E_INVALID_OPTION', 'missing <model> (a name in the models dir or a path to a model folder)', { usage: true });
+  return arg;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}

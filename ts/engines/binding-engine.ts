@@ -1,0 +1,109 @@
+/**
+ * Shared machinery of engines that run on a phoenix binding (native or WASM): load, generate,
+ * stream and score. Subclasses only say which models they accept.
+ */
+import { PhoenixError } from '../binding/errors.js';
+import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
+import type { ModelMetadata } from '../models/metadata.js';
+import { BindingLoadedModel } from './binding-model.js';
+import { BindingGenerationStream } from './generation-stream.js';
+import { toRawOptions, toRawPrompt } from './options.js';
+import type {
+  GenerationInput,
+  GenerationOptions,
+  GenerationResult,
+  GenerationStream,
+  InferenceEngine,
+  LoadedModel,
+  ScoreResult,
+} from './types.js';
+
+/** Options shared by binding-backed engines. */
+export interface BindingEngineOptions {
+  /**
+   * The binding to use (from `loadBinding()`); default: the process-wide binding
+   * (`getDefaultBinding()`, honouring `PHOENIX_BACKEND`).
+   */
+  binding?: BindingSelection | Promise<BindingSelection>;
+}
+
+/**
+ * Base of engines that run on a phoenix binding: implements loading, `predict`, `stream` and
+ * `score`; a subclass names itself and decides which models it accepts (`canLoad`).
+ */
+export abstract class BindingEngine implements InferenceEngine {
+  abstract readonly name: string;
+  readonly #binding: BindingEngineOptions['binding'];
+
+  constructor(options: BindingEngineOptions = {}) {
+    this.#binding = options.binding;
+  }
+
+  abstract canLoad(metadata: ModelMetadata): boolean;
+
+  /** The binding this engine runs on (loads the default one on first use). */
+  binding(): Promise<BindingSelection> {
+    return Promise.resolve(this.#binding ?? getDefaultBinding());
+  }
+
+  async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
+    if (!this.canLoad(metadata)) {
+      throw new PhoenixError(
+        'E_UNSUPPORTED_MODEL',
+        `engine ${this.name} cannot run model "${metadata.name}" (model_type "${metadata.modelType}", format ${metadata.format})`,
+        { model: metadata.name, modelType: metadata.modelType },
+      );
+    }
+    const { binding } = await this.binding();
+    const raw = await binding.loadModel(metadata.path);
+    return new BindingLoadedModel(raw, metadata, this.name);
+  }
+
+  stream(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): GenerationStream {
+    const startedAt = performance.now();
+    const own = this.#own(model);
+    const rawOptions = toRawOptions(options ?? {});
+    const prompt = toRawPrompt(input, options.state !== undefined);
+    const generation = own.raw.generate(prompt, rawOptions, options.state ?? null);
+    return new BindingGenerationStream(generation, { signal: options.signal, returnState: options.returnState, startedAt });
+  }
+
+  async predict(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): Promise<GenerationResult> {
+    const stream = this.stream(model, input, options);
+    for await (const _ of stream) {
+      // the stream accumulates text and ids itself
+    }
+    return stream.result;
+  }
+
+  async score(model: LoadedModel, input: GenerationInput): Promise<ScoreResult> {
+    const own = this.#own(model);
+    const vocabSize = own.info.vocabSize;
+    const prompt = toRawPrompt(input);
+    const ids = prompt.ids ?? own.tokenize(prompt.text ?? '', { addSpecialTokens: true });
+    const flat = await own.raw.logits(ids);
+    if (flat.length !== ids.length * vocabSize) {
+      throw new PhoenixError('E_INTERNAL', `binding returned ${flat.length} logits for ${ids.length} ids × vocab ${vocabSize}`);
+    }
+    const logits = ids.map((_, i) => flat.subarray(i * vocabSize, (i + 1) * vocabSize));
+    const tokenLogprobs = ids.slice(1).map((id, i) => logSoftmaxAt(logits[i] as Float32Array, id));
+    const perplexity = tokenLogprobs.length ? Math.exp(-tokenLogprobs.reduce((a, b) => a + b, 0) / tokenLogprobs.length) : null;
+    return { ids, vocabSize, logits, tokenLogprobs, perplexity };
+  }
+
+  #own(model: LoadedModel): BindingLoadedModel {
+    if (!(model instanceof BindingLoadedModel)) {
+      throw new PhoenixError('E_INVALID_OPTION', `engine ${this.name} was given a model it did not load`, { option: 'model' });
+    }
+    return model;
+  }
+}
+
+/** `log softmax(row)[index]`, computed stably in float64. */
+function logSoftmaxAt(row: Float32Array, index: number): number {
+  let max = -Infinity;
+  for (const v of row) if (v > max) max = v;
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  return (row[index] as number) - max - Math.log(sum);
+}

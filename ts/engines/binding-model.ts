@@ -1,0 +1,69 @@
+/**
+ * A {@link LoadedModel} backed by a binding's `RawModel`. Owns the handle: `dispose()` frees the
+ * weights in Rust now; a finaliser frees them if the caller forgets (safety net only).
+ */
+import { PhoenixError } from '../binding/errors.js';
+import type { RawModel, RawModelInfo } from '../binding/types.js';
+import type { ModelMetadata } from '../models/metadata.js';
+import type { LoadedModel } from './types.js';
+
+const finalizer = new FinalizationRegistry<RawModel>((raw) => {
+  try {
+    raw.dispose();
+  } catch {
+    // Already disposed or the binding is gone: nothing left to free.
+  }
+});
+
+/** A model loaded through a binding. Engines create these; callers use the {@link LoadedModel} interface. */
+export class BindingLoadedModel implements LoadedModel {
+  readonly name: string;
+  readonly metadata: ModelMetadata;
+  readonly info: RawModelInfo;
+  readonly engine: string;
+  #raw: RawModel | undefined;
+
+  constructor(raw: RawModel, metadata: ModelMetadata, engine: string) {
+    this.#raw = raw;
+    this.name = metadata.name;
+    this.metadata = metadata;
+    this.engine = engine;
+    this.info = raw.info();
+    finalizer.register(this, raw, this);
+  }
+
+  get memoryBytes(): number {
+    return this.info.weightBytes;
+  }
+
+  get disposed(): boolean {
+    return this.#raw === undefined;
+  }
+
+  /** The live handle; throws `E_INVALID_OPTION` once disposed. */
+  get raw(): RawModel {
+    if (!this.#raw) throw new PhoenixError('E_INVALID_OPTION', `model "${this.name}" is disposed`, { model: this.name });
+    return this.#raw;
+  }
+
+  tokenize(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    if (typeof text !== 'string') throw new PhoenixError('E_INVALID_OPTION', 'tokenize(text): text must be a string', { option: 'text' });
+    return this.raw.tokenize(text, options.addSpecialTokens ?? true);
+  }
+
+  detokenize(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.raw.detokenize([...ids], options.skipSpecialTokens ?? true);
+  }
+
+  dispose(): void {
+    const raw = this.#raw;
+    if (!raw) return;
+    this.#raw = undefined;
+    finalizer.unregister(this);
+    raw.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Drives one binding generation step by step and exposes it as a {@link GenerationStream}.
+ * Cancellation is checked between steps, so an abort ends the generation within one token.
+ */
+import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import type { RawGeneration } from '../binding/types.js';
+import type { FinishReason, GenerationResult, GenerationStream, TokenChunk } from './types.js';
+
+/** What the stream needs besides the raw generation. */
+export interface StreamSetup {
+  signal?: AbortSignal;
+  returnState?: boolean;
+  /** `performance.now()` when the caller asked for the generation. */
+  startedAt: number;
+}
+
+/** {@link GenerationStream} over a binding's pull-based `RawGeneration`. Iterate once. */
+export class BindingGenerationStream implements GenerationStream {
+  readonly #generation: RawGeneration;
+  readonly #setup: StreamSetup;
+  #consumed = false;
+  #drainScheduled = false;
+  readonly #result: Promise<GenerationResult>;
+  #resolve!: (result: GenerationResult) => void;
+  #reject!: (error: PhoenixError) => void;
+
+  constructor(generation: RawGeneration, setup: StreamSetup) {
+    this.#generation = generation;
+    this.#setup = setup;
+    this.#result = new Promise<GenerationResult>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    // Errors are delivered to whoever iterates; an unobserved `result` must not crash the process.
+    this.#result.catch(() => undefined);
+  }
+
+  get result(): Promise<GenerationResult> {
+    if (!this.#consumed && !this.#drainScheduled) {
+      this.#drainScheduled = true;
+      // Give a caller that reads `result` and then iterates in the same tick the chance to iterate.
+      setImmediate(() => {
+        if (this.#consumed) return;
+        void (async () => {
+          try {
+            for await (const _ of this) {
+              // draining
+            }
+          } catch {
+            // reported through #reject
+          }
+        })();
+      });
+    }
+    return this.#result;
+  }
+
+  cancel(): void {
+    this.#generation.cancel();
+  }
+
+  exportState(): Uint8Array {
+    return this.#generation.exportState();
+  }
+
+  #buildResult(text: string[], tokenIds: number[], finishReason: FinishReason, firstTokenAt: number | null): GenerationResult {
+    const stats = this.#generation.stats();
+    const totalMs = performance.now() - this.#setup.startedAt;
+    // The first token comes out of the prefill; the decode phase produced the rest.
+    const [rateTokens, rateMs] = stats.generatedTokens > 1 && stats.decodeMs > 0 ? [stats.generatedTokens - 1, stats.decodeMs] : [stats.generatedTokens, totalMs];
+    const result: GenerationResult = {
+      text: text.join(''),
+      tokenIds,
+      finishReason,
+      promptTokens: stats.promptTokens,
+      generatedTokens: stats.generatedTokens,
+      timings: {
+        prefillMs: stats.prefillMs,
+        decodeMs: stats.decodeMs,
+        timeToFirstTokenMs: firstTokenAt === null ? null : firstTokenAt - this.#setup.startedAt,
+        totalMs,
+      },
+      tokensPerSecond: rateTokens > 0 && rateMs > 0 ? (rateTokens * 1000) / rateMs : 0,
+    };
+    if (this.#setup.returnState) result.state = this.#generation.exportState();
+    return result;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
+    if (this.#consumed) throw new PhoenixError('E_INVALID_OPTION', 'a generation stream can be iterated only once');
+    this.#consumed = true;
+    const { signal } = this.#setup;
+    const generation = this.#generation;
+    const onAbort = (): void => generation.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const text: string[] = [];
+    const tokenIds: number[] = [];
+    let firstTokenAt: number | null = null;
+    let settled = false;
+    try {
+      for (;;) {
+        if (signal?.aborted) generation.cancel();
+        const step = await generation.next();
+        if (step === null) break;
+        const hasToken = step.tokenId !== undefined && step.tokenId !== null;
+        if (hasToken) {
+          tokenIds.push(step.tokenId as number);
+          firstTokenAt ??= performance.now();
+        }
+        if (step.text) text.push(step.text);
+        if (step.finishReason) {
+          settled = true;
+          this.#resolve(this.#buildResult(text, tokenIds, step.finishReason, firstTokenAt));
+          if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
+          return;
+        }
+        if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
+      }
+      settled = true;
+      this.#resolve(this.#buildResult(text, tokenIds, 'stop', firstTokenAt));
+    } catch (error) {
+      const typed = toPhoenixError(error);
+      settled = true;
+      this.#reject(typed);
+      throw typed;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!settled) {
+        // The consumer stopped iterating early: end the generation (one cancelled step, no compute,
+        // lets the core see it finished) and report what was produced.
+        generation.cancel();
+        await generation.next().catch(() => null);
+        try {
+          this.#resolve(this.#buildResult(text, tokenIds, 'abort', firstTokenAt));
+        } catch (error) {
+          this.#reject(toPhoenixError(error));
+        }
+      }
+    }
+  }
+}

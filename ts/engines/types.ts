@@ -1,0 +1,140 @@
+/**
+ * The engine contract: how a model family is loaded and run. The pipeline and the model manager
+ * only talk to {@link InferenceEngine}s; `MambaSSMEngine` is the first implementation.
+ */
+import type { RawModelInfo } from '../binding/types.js';
+import type { ModelMetadata } from '../models/metadata.js';
+
+/** Why a generation ended: a stop token/string, `maxTokens`, or cancellation. */
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+/** A prompt: text (needs the model's tokenizer) or token ids. */
+export type GenerationInput = string | { text: string } | { ids: readonly number[] };
+
+/** Sampling, stopping and control options of a generation. All optional. */
+export interface GenerationOptions {
+  /** Most tokens to generate (integer ≥ 1). Core default applies when absent. */
+  maxTokens?: number;
+  /** Softmax temperature ≥ 0; `0` = greedy. */
+  temperature?: number;
+  /** Keep the k most likely tokens (integer ≥ 0; `0` disables). */
+  topK?: number;
+  /** Nucleus sampling mass in (0, 1]; `1` disables. */
+  topP?: number;
+  /** Drop tokens below `minP × p(max)`, in [0, 1]; `0` disables. */
+  minP?: number;
+  /** Repetition penalty > 0; `1` disables. */
+  repeatPenalty?: number;
+  /** How many recent tokens the repetition penalty considers (0 = all). */
+  repeatLastN?: number;
+  /** Sampling seed (non-negative safe integer) for reproducible output. */
+  seed?: number;
+  /** Stop when the generated text contains one of these strings. */
+  stop?: readonly string[];
+  /** Stop on these token ids (the model's EOS ids always stop). */
+  stopTokenIds?: readonly number[];
+  /** Prepend the tokenizer's special tokens (BOS) to a text prompt (default true; ignored with `state`). */
+  addSpecialTokens?: boolean;
+  /** Cancels the generation; it ends within one token with finish reason `abort`. */
+  signal?: AbortSignal;
+  /** Continue from a state snapshot (bytes of {@link GenerationResult.state} / {@link GenerationStream.exportState}); the prompt may then be empty. */
+  state?: Uint8Array;
+  /** Put the final recurrent state into {@link GenerationResult.state}. */
+  returnState?: boolean;
+}
+
+/** One streamed piece of output. */
+export interface TokenChunk {
+  /** Text completed by this token (whole UTF-8 characters; may be empty mid-character). */
+  text: string;
+  /** The sampled token id; `null` for a final flush of text without a new token. */
+  tokenId: number | null;
+}
+
+/** Timings of one generation, in milliseconds. */
+export interface GenerationTimings {
+  prefillMs: number;
+  decodeMs: number;
+  /** From the call to the first generated token. */
+  timeToFirstTokenMs: number | null;
+  /** Wall time of the whole call. */
+  totalMs: number;
+}
+
+/** The outcome of a generation. */
+export interface GenerationResult {
+  /** Generated text (prompt excluded). */
+  text: string;
+  /** Generated token ids (prompt excluded). */
+  tokenIds: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  generatedTokens: number;
+  timings: GenerationTimings;
+  /**
+   * Decode speed: tokens generated after the first, per second of decode time (the first token comes
+   * out of the prefill). With a single token: tokens per second of total time. 0 when none.
+   */
+  tokensPerSecond: number;
+  /** State after the prompt and every generated token, when `returnState` was set. */
+  state?: Uint8Array;
+}
+
+/** A generation in progress: iterate it for tokens; `result` resolves when it ends. */
+export interface GenerationStream extends AsyncIterable<TokenChunk> {
+  /** Resolves when the generation ends (drains it if nobody iterates). Rejects with a `PhoenixError`. */
+  readonly result: Promise<GenerationResult>;
+  /** Ends the generation at the next token boundary (finish reason `abort`). */
+  cancel(): void;
+  /** The recurrent state after every token consumed so far. */
+  exportState(): Uint8Array;
+}
+
+/** Per-position next-token scores of a sequence. */
+export interface ScoreResult {
+  /** The scored token ids. */
+  ids: number[];
+  vocabSize: number;
+  /** `ids.length` rows of `vocabSize` logits: row `i` predicts the token after `ids[i]`. */
+  logits: Float32Array[];
+  /** `log p(ids[i] | ids[<i])` for i = 1…n-1 (the first token has no prediction). */
+  tokenLogprobs: number[];
+  /** `exp(-mean(tokenLogprobs))`; `null` for a single token. */
+  perplexity: number | null;
+}
+
+/** A model held in memory by an engine. Dispose it (or use `using`) to free its weights. */
+export interface LoadedModel {
+  readonly name: string;
+  readonly metadata: ModelMetadata;
+  /** Architecture facts reported by the core. */
+  readonly info: RawModelInfo;
+  /** Name of the engine that loaded it. */
+  readonly engine: string;
+  /** Bytes of weights held in memory. */
+  readonly memoryBytes: number;
+  readonly disposed: boolean;
+  /** Text → ids (`E_TOKENIZER` without a tokenizer). */
+  tokenize(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /** Ids → text (`E_TOKENIZER` without a tokenizer). */
+  detokenize(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
+  /** Frees the weights now; later calls throw `E_INVALID_OPTION`. Idempotent. */
+  dispose(): void;
+  [Symbol.dispose](): void;
+}
+
+/** A family of models the library can run. */
+export interface InferenceEngine {
+  /** Short identifier, e.g. `mamba-ssm`. */
+  readonly name: string;
+  /** Whether this engine can run the model described by `metadata`. */
+  canLoad(metadata: ModelMetadata): boolean;
+  /** Loads the model's weights (off the JS thread). */
+  loadModel(metadata: ModelMetadata): Promise<LoadedModel>;
+  /** Generates to completion. */
+  predict(model: LoadedModel, input: GenerationInput, options?: GenerationOptions): Promise<GenerationResult>;
+  /** Generates token by token. Errors surface from the iterator and from `result`. */
+  stream(model: LoadedModel, input: GenerationInput, options?: GenerationOptions): GenerationStream;
+  /** Logits for every position of a sequence (text or ids). */
+  score(model: LoadedModel, input: GenerationInput): Promise<ScoreResult>;
+}

@@ -1,0 +1,74 @@
+/**
+ * What phoenix-local knows about a local model folder before and after loading it.
+ */
+
+/** On-disk layout of a model folder. */
+export type ModelFormat = 'hf-safetensors' | 'hf-safetensors-sharded' | 'state-spaces-pth';
+
+/**
+ * Lifecycle of a model in a {@link LocalModelManager}:
+ * - `available` – found on disk, checksum consistent, not loaded;
+ * - `loading` – a load is in progress;
+ * - `loaded` – in memory;
+ * - `error` – the folder cannot be used (see `error`);
+ * - `corrupted` – weight files changed since their checksum was recorded (loading throws `E_CHECKSUM`).
+ */
+export type ModelStatus = 'available' | 'loading' | 'loaded' | 'error' | 'corrupted';
+
+/** Speed of a model measured on this machine right after its first load. */
+export interface PerformanceProfile {
+  /** Wall time of the load, in milliseconds. */
+  loadMs: number;
+  /** Prompt tokens per second during the probe's prefill. */
+  prefillTokensPerSecond: number;
+  /** Generated tokens per second during the probe's decode. */
+  decodeTokensPerSecond: number;
+  /** Tokens used by the probe (prompt, generated). */
+  probePromptTokens: number;
+  probeGeneratedTokens: number;
+  /** ISO time of the measurement. */
+  measuredAt: string;
+  /** Backend that ran the probe (`native` / `wasm`). */
+  backend?: string;
+}
+
+/** One weight file and its digest. */
+export interface WeightFileInfo {
+  /** File name relative to the model folder. */
+  name: string;
+  sizeBytes: number;
+  mtimeMs: number;
+  /** Hex sha256 of the file's bytes. */
+  sha256: string;
+}
+
+/** Everything known about one local model. */
+export interface ModelMetadata {
+  /** Folder name (the model's id inside its models dir), or the folder's base name for explicit paths. */
+  name: string;
+  /** From `config.json` (`version` / `_name_or_path` revision) or the README; `"1"` when none is given. */
+  version: string;
+  /** `model_type` of `config.json` (`mamba`, `falcon_mamba`, …); `mamba` for the state-spaces layout. */
+  modelType: string;
+  /** On-disk layout; `unknown` when the folder could not be inspected (status `error`). */
+  format: ModelFormat | 'unknown';
+  /** Absolute path of the model folder. */
+  path: string;
+  /** Total bytes of the weight files. */
+  sizeBytes: number;
+  /**
+   * Hex sha256 identifying the weights: the file's sha256 for a single weight file; for several, the
+   * sha256 of their `sha256sum`-style listing (`<hex>  <name>\n`, sorted by name).
+   */
+  checksum: string;
+  /** The checksum recorded in the manifest when it differs from `checksum` (status `corrupted`). */
+  expectedChecksum?: string;
+  weightFiles: WeightFileInfo[];
+  status: ModelStatus;
+  /** Why the status is `error` / `corrupted`. */
+  error?: { code: string; message: string };
+  /** Whether `tokenizer.json` exists (text prompts need it). */
+  hasTokenizer: boolean;
+  /** Measured after the first load on this machine, when available. */
+  performance?: PerformanceProfile;
+}

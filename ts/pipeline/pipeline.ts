@@ -1,0 +1,376 @@
+/**
+ * LocalAIPipeline: takes requests, picks a model within the mode's limits, loads it (falling back
+ * to a smaller model of the same type when loading fails), runs it under a deadline and an energy
+ * budget with bounded concurrency, and reports results, metrics and system status.
+ */
+import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.js';
+import type { BindingSelection } from '../binding/load.js';
+import { BindingEngine } from '../engines/binding-engine.js';
+import { MambaSSMEngine } from '../engines/mamba-engine.js';
+import type { GenerationOptions, InferenceEngine, LoadedModel, TokenChunk } from '../engines/types.js';
+import { LocalModelManager, type ModelLease } from '../models/manager.js';
+import type { ModelMetadata } from '../models/metadata.js';
+import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
+import { AsyncChannel } from './channel.js';
+import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
+import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
+import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
+import { BoundedQueue, type QueueStatus } from './queue.js';
+import { selectModel } from './select.js';
+import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, StopCause, TaskType } from './types.js';
+
+/** Options of {@link LocalAIPipeline}. */
+export interface LocalAIPipelineOptions {
+  /** The model manager to use. Default: a new one over `modelsDir` with a {@link MambaSSMEngine}. */
+  manager?: LocalModelManager;
+  /** Models dir of the default manager (default `PHOENIX_MODELS_DIR` or `models/`). */
+  modelsDir?: string;
+  /** Binding for the default engine (default: the process-wide one). */
+  binding?: BindingSelection | Promise<BindingSelection>;
+  /** Memory budget of the default manager, in bytes. */
+  memoryBudgetBytes?: number;
+  /** Requests that run at once (default 1: one model computation at a time uses every core). */
+  maxConcurrency?: number;
+  /** Requests that may wait; more are rejected with `E_ABORTED` (default 64). */
+  maxQueueSize?: number;
+  /** Mode of requests that do not name one (default `FULL_CAPABILITY`). */
+  defaultMode?: ProcessingMode;
+  /** Overrides of the per-mode limits table. */
+  modeLimits?: Partial<Record<ProcessingMode, Partial<ModeLimits>>>;
+  energy?: EnergyMeterOptions;
+  offlineDetector?: OfflineDetector;
+}
+
+/** What {@link LocalAIPipeline.getSystemStatus} reports. */
+export interface SystemStatus {
+  backend:
+    | { available: true; kind: string; path: string; reason: string; version: string; simd: string; threads: number; attempts: BindingSelection['attempts'] }
+    | { available: false; error: string };
+  loadedModels: { name: string; engine: string; memoryBytes: number; modelType: string }[];
+  memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number; budgetBytes: number };
+  queue: QueueStatus;
+  offline: ConnectivityState;
+  defaultMode: ProcessingMode;
+  energySource: EnergySource;
+  manifest: { file: string; persistent: boolean; warning?: string };
+  metrics: MetricsSnapshot;
+}
+
+const TASKS: readonly TaskType[] = ['generation', 'scoring'];
+
+/** Fields every result carries, filled as the request proceeds. */
+interface Progress {
+  metadata: ResultMetadata;
+  modelUsed?: string;
+  fallbackUsed: boolean;
+}
+
+/**
+ * Serves generation and scoring requests over local models.
+ *
+ * @example
+ * ```ts
+ * const pipeline = new LocalAIPipeline({ defaultMode: ProcessingMode.OFFLINE_ONLY });
+ * const result = await pipeline.process({ id: '1', input: 'Once upon a time', taskType: 'generation', options: { maxTokens: 32 } });
+ * if (result.success) console.log(result.text, result.tokensPerSecond);
+ * ```
+ */
+export class LocalAIPipeline {
+  readonly manager: LocalModelManager;
+  readonly #ownsManager: boolean;
+  readonly #queue: BoundedQueue;
+  readonly #limits: Record<ProcessingMode, ModeLimits>;
+  readonly #defaultMode: ProcessingMode;
+  readonly #energy: EnergyMeter;
+  readonly #detector: OfflineDetector;
+  readonly #metrics = new PipelineMetrics();
+
+  constructor(options: LocalAIPipelineOptions = {}) {
+    this.#ownsManager = !options.manager;
+    this.manager =
+      options.manager ??
+      new LocalModelManager({
+        modelsDir: options.modelsDir,
+        memoryBudgetBytes: options.memoryBudgetBytes,
+        engines: [new MambaSSMEngine({ binding: options.binding })],
+      });
+    this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
+    this.#limits = resolveModeLimits(options.modeLimits);
+    const mode = options.defaultMode ?? ProcessingMode.FULL_CAPABILITY;
+    if (!PROCESSING_MODES.includes(mode)) throw new PhoenixError('E_INVALID_OPTION', `option \`defaultMode\` must be one of ${PROCESSING_MODES.join(', ')}, got ${String(mode)}`, { option: 'defaultMode' });
+    this.#defaultMode = mode;
+    this.#energy = new EnergyMeter(options.energy);
+    this.#detector = options.offlineDetector ?? new OfflineDetector();
+  }
+
+  /** The limits of `mode` in effect for this pipeline. */
+  limitsFor(mode: ProcessingMode): Readonly<ModeLimits> {
+    return this.#limits[mode];
+  }
+
+  /** Runs a request to completion. Never throws: failures are results with `success: false`. */
+  async process(request: ProcessingRequest): Promise<ProcessingResult> {
+    const stream = this.stream(request);
+    for await (const _ of stream) {
+      // text is accumulated into the result
+    }
+    return stream.result;
+  }
+
+  /** Runs a request, streaming generated tokens; `result` resolves (never rejects) when it ends. */
+  stream(request: ProcessingRequest): ProcessingStream {
+    const channel = new AsyncChannel<TokenChunk>();
+    const result = this.#run(request, channel).finally(() => channel.close());
+    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+  }
+
+  /** Backend, loaded models, memory, queue, connectivity (not probed in OFFLINE_ONLY), metrics. */
+  async getSystemStatus(): Promise<SystemStatus> {
+    const backend = await this.#backendStatus();
+    const loaded = this.manager.loadedModels();
+    const memory = process.memoryUsage();
+    const offline = await this.#detector.check({ offlineOnly: !this.#limits[this.#defaultMode].allowConnectivityProbes });
+    return {
+      backend,
+      loadedModels: loaded.map((m) => ({ name: m.name, engine: m.engine, memoryBytes: m.memoryBytes, modelType: m.metadata.modelType })),
+      memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, loadedModelBytes: this.manager.loadedBytes(), budgetBytes: this.manager.memoryBudgetBytes },
+      queue: this.#queue.status(),
+      offline,
+      defaultMode: this.#defaultMode,
+      energySource: this.#energy.source,
+      manifest: await this.manager.manifestStatus(),
+      metrics: this.#metrics.snapshot(),
+    };
+  }
+
+  /** Counters so far. */
+  getMetrics(): MetricsSnapshot {
+    return this.#metrics.snapshot();
+  }
+
+  /** Unloads the models of a manager this pipeline created. */
+  dispose(): void {
+    if (this.#ownsManager) this.manager.dispose();
+  }
+
+  // ── internals ─────────────────────────────────────────────────────────────
+
+  async #backendStatus(): Promise<SystemStatus['backend']> {
+    const engine = this.manager.engines.find((e): e is BindingEngine => e instanceof BindingEngine);
+    if (!engine) return { available: false, error: 'no binding-backed engine registered' };
+    try {
+      const s = await engine.binding();
+      return { available: true, kind: s.backend, path: s.path, reason: s.reason, ...s.buildInfo, attempts: s.attempts };
+    } catch (error) {
+      return { available: false, error: toPhoenixError(error).message };
+    }
+  }
+
+  async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
+    const startedAt = performance.now();
+    const mode = (request as Partial<ProcessingRequest> | null)?.mode ?? this.#defaultMode;
+    const progress: Progress = { metadata: { mode }, fallbackUsed: false };
+    const controller = new AbortController();
+    let stoppedBy: StopCause | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let energy = { joules: 0, source: this.#energy.source };
+    let lease: ModelLease | undefined;
+    try {
+      validateRequest(request);
+      const limits = this.#limits[mode];
+      if (!limits.allowConnectivityProbes) await this.#detector.check({ offlineOnly: true });
+      const deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
+      progress.metadata.deadlineMs = deadlineMs;
+      if (Number.isFinite(deadlineMs)) {
+        timer = setTimeout(() => {
+          stoppedBy ??= 'deadline';
+          controller.abort(new PhoenixError('E_ABORTED', `maxProcessingTime of ${deadlineMs} ms exceeded`));
+        }, deadlineMs);
+      }
+      const callerSignal = request.options?.signal;
+      const onCallerAbort = (): void => {
+        stoppedBy ??= 'signal';
+        controller.abort(callerSignal?.reason);
+      };
+      if (callerSignal?.aborted) onCallerAbort();
+      callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+      try {
+        const queuedAt = performance.now();
+        return await this.#queue.run(async () => {
+          progress.metadata.queueWaitMs = performance.now() - queuedAt;
+          const meter = this.#energy.start();
+          const readEnergy = (): void => {
+            energy = meter.read();
+          };
+          try {
+            lease = await this.#acquire(request, mode, limits, progress);
+            throwIfStopped(controller.signal, stoppedBy);
+            const model = lease.model;
+            const engine = this.#engineFor(model);
+            if (request.taskType === 'scoring') {
+              const scored = await engine.score(model, toInput(request.input));
+              throwIfStopped(controller.signal, stoppedBy);
+              readEnergy();
+              return this.#finish(request, startedAt, progress, energy, {
+                success: true,
+                promptTokens: scored.ids.length,
+                result: {
+                  ids: scored.ids,
+                  tokenLogprobs: scored.tokenLogprobs,
+                  perplexity: scored.perplexity,
+                  ...(request.options?.returnLogits ? { logits: scored.logits.map((row) => Array.from(row)) } : {}),
+                },
+              });
+            }
+            const maxTokens = Math.min(request.options?.maxTokens ?? limits.maxTokens, limits.maxTokens);
+            progress.metadata.maxTokens = maxTokens;
+            const { returnLogits: _unused, signal: _caller, ...rest } = request.options ?? {};
+            const options: GenerationOptions = { ...rest, maxTokens, signal: controller.signal };
+            const stream = engine.stream(model, toInput(request.input), options);
+            for await (const chunk of stream) {
+              channel.push(chunk);
+              if (request.energyBudget !== undefined) {
+                readEnergy();
+                if (energy.joules > request.energyBudget && !controller.signal.aborted) {
+                  stoppedBy ??= 'energy-budget';
+                  controller.abort();
+                }
+              }
+            }
+            const generated = await stream.result;
+            readEnergy();
+            Object.assign(progress.metadata, {
+              finishReason: generated.finishReason,
+              timeToFirstTokenMs: generated.timings.timeToFirstTokenMs,
+              ...(generated.state ? { state: generated.state } : {}),
+            });
+            const stopped = generated.finishReason === 'abort';
+            if (stopped) progress.metadata.stoppedBy = stoppedBy ?? 'signal';
+            return this.#finish(request, startedAt, progress, energy, {
+              success: !stopped,
+              text: generated.text,
+              promptTokens: generated.promptTokens,
+              generatedTokens: generated.generatedTokens,
+              tokensPerSecond: generated.tokensPerSecond,
+              ...(stopped ? { errorCode: 'E_ABORTED' as const, errorMessage: stopMessage(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules) } : {}),
+            });
+          } finally {
+            readEnergy();
+            lease?.release();
+          }
+        }, controller.signal);
+      } finally {
+        callerSignal?.removeEventListener('abort', onCallerAbort);
+      }
+    } catch (thrown) {
+      const error = toPhoenixError(thrown);
+      if (stoppedBy) progress.metadata.stoppedBy = stoppedBy;
+      return this.#finish(request, startedAt, progress, energy, { success: false, errorCode: error.code, errorMessage: error.message });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Selects and loads a model, falling back to smaller models of the same type on load failure. */
+  async #acquire(request: ProcessingRequest, mode: ProcessingMode, limits: ModeLimits, progress: Progress): Promise<ModelLease> {
+    const requireTokenizer = typeof request.input === 'string';
+    const models = await this.manager.listModels();
+    if (request.modelPreference !== undefined && !models.some((m) => m.name === request.modelPreference)) {
+      await this.manager.getModelMetadata(request.modelPreference); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
+    }
+    const { model: primary, reason } = selectModel(models, { mode, limits, requireTokenizer, preference: request.modelPreference });
+    progress.metadata.selection = reason;
+    const tried: string[] = [];
+    const reasons: string[] = [];
+    let candidate: ModelMetadata | undefined = primary;
+    let firstError: PhoenixError | undefined;
+    while (candidate) {
+      const loadStarted = performance.now();
+      try {
+        const lease = await this.manager.acquireModel(candidate.name);
+        progress.metadata.loadMs = performance.now() - loadStarted;
+        progress.modelUsed = candidate.name;
+        if (candidate !== primary) {
+          progress.fallbackUsed = true;
+          progress.metadata.fallbackFrom = primary.name;
+          progress.metadata.fallbackReasons = reasons;
+        }
+        return lease;
+      } catch (thrown) {
+        const error = toPhoenixError(thrown);
+        firstError ??= error;
+        tried.push(candidate.name);
+        reasons.push(`${candidate.name}: [${error.code}] ${error.message}`);
+        candidate = await this.manager.getFallbackModel(primary.modelType, { exclude: tried, maxSizeBytes: Math.min(limits.maxModelBytes, primary.sizeBytes || Infinity), requireTokenizer });
+      }
+    }
+    progress.metadata.fallbackReasons = reasons;
+    const error = firstError as PhoenixError;
+    throw new PhoenixError(error.code, tried.length > 1 ? `${error.message} (fallbacks failed too: ${reasons.slice(1).join('; ')})` : error.message, error.details);
+  }
+
+  #engineFor(model: LoadedModel): InferenceEngine {
+    const engine = this.manager.engines.find((e) => e.name === model.engine);
+    if (!engine) throw new PhoenixError('E_INTERNAL', `engine "${model.engine}" of model "${model.name}" is not registered`);
+    return engine;
+  }
+
+  #finish(
+    request: ProcessingRequest,
+    startedAt: number,
+    progress: Progress,
+    energy: { joules: number; source: EnergySource },
+    fields: Partial<ProcessingResult> & { success: boolean },
+  ): ProcessingResult {
+    const result: ProcessingResult = {
+      requestId: typeof request?.id === 'string' ? request.id : String(request?.id),
+      processingTime: performance.now() - startedAt,
+      promptTokens: 0,
+      generatedTokens: 0,
+      tokensPerSecond: 0,
+      energyConsumed: energy.joules,
+      energySource: energy.source,
+      fallbackUsed: progress.fallbackUsed,
+      ...(progress.modelUsed ? { modelUsed: progress.modelUsed } : {}),
+      metadata: progress.metadata,
+      ...fields,
+    };
+    this.#metrics.record(result, progress.metadata.mode);
+    return result;
+  }
+}
+
+function toInput(input: ProcessingRequest['input']): string | { ids: readonly number[] } {
+  return typeof input === 'string' ? input : { ids: input.ids };
+}
+
+function throwIfStopped(signal: AbortSignal, cause: StopCause | undefined): void {
+  if (signal.aborted) throw new PhoenixError('E_ABORTED', `request stopped (${cause ?? 'signal'}) before it could run`);
+}
+
+function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
+  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded; output is partial`;
+  if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used); output is partial`;
+  return 'aborted by the caller; output is partial';
+}
+
+function invalid(field: string, message: string): PhoenixError {
+  return new PhoenixError('E_INVALID_OPTION' satisfies ErrorCode, `request.${field} ${message}`, { option: field });
+}
+
+function validateRequest(request: ProcessingRequest): void {
+  if (request === null || typeof request !== 'object') throw invalid('', 'must be an object');
+  if (typeof request.id !== 'string' || request.id.length === 0) throw invalid('id', 'must be a non-empty string');
+  const input = request.input as unknown;
+  if (typeof input !== 'string' && !(input && typeof input === 'object' && Array.isArray((input as { ids?: unknown }).ids))) {
+    throw invalid('input', 'must be a string or { ids: number[] }');
+  }
+  if (!TASKS.includes(request.taskType)) throw invalid('taskType', `must be one of ${TASKS.join(', ')}, got ${JSON.stringify(request.taskType)}`);
+  if (request.mode !== undefined && !PROCESSING_MODES.includes(request.mode)) throw invalid('mode', `must be one of ${PROCESSING_MODES.join(', ')}, got ${JSON.stringify(request.mode)}`);
+  for (const field of ['maxProcessingTime', 'energyBudget'] as const) {
+    const value = request[field];
+    if (value !== undefined && (typeof value !== 'number' || !(value > 0))) throw invalid(field, `must be a number > 0, got ${String(value)}`);
+  }
+  if (request.modelPreference !== undefined && typeof request.modelPreference !== 'string') throw invalid('modelPreference', 'must be a string');
+  if (request.options !== undefined && (request.options === null || typeof request.options !== 'object')) throw invalid('options', 'must be an object');
+}
