@@ -1,0 +1,81 @@
+/**
+ * What the harness needs from an engine under test. One adapter per engine (phoenix-local through
+ * its binding, llama.cpp through node-llama-cpp); the measuring code in worker.ts is shared, so both
+ * engines are timed by exactly the same loop.
+ */
+export type EngineName = 'phoenix-local' | 'llama.cpp';
+
+export interface LoadOutcome {
+  /** Wall time until the engine can evaluate tokens (model load + context creation where separate). */
+  loadMs: number;
+  /** The parts of loadMs, for the record. */
+  breakdown: Record<string, number>;
+}
+
+export interface GenerationTiming {
+  /** Call → first generated token (includes the prompt's prefill). */
+  ttftMs: number;
+  /** Wall time of the decode steps after the first token. */
+  decodeMs: number;
+  /** Decode steps actually run (may be < requested if the engine stopped early). */
+  decodeSteps: number;
+  /** Every generated token id, first one included. */
+  tokens: number[];
+  /** Engine-internal timings, when it reports them (for --profile). */
+  internal?: Record<string, number>;
+}
+
+export interface BenchEngine {
+  readonly name: EngineName;
+  /** 'native' for phoenix's napi addon, 'cpu' for llama.cpp's CPU build. */
+  readonly backend: string;
+  /** Engine/version facts for the results file. */
+  describe(): Record<string, unknown>;
+  load(): Promise<LoadOutcome>;
+  /**
+   * Consumes `ids` from an empty state and produces the next-token logits of the last position
+   * (argmax only; no sampling chain). Returns wall ms and engine-internal timings when available.
+   */
+  prefill(ids: readonly number[]): Promise<{ ms: number; internal?: Record<string, number> }>;
+  /** Greedy generation of 1 + `decodeSteps` tokens from an empty state. */
+  generate(ids: readonly number[], decodeSteps: number): Promise<GenerationTiming>;
+  /** Raw logits of every position of `ids` (row-major `ids.length × vocab`). */
+  logits(ids: readonly number[]): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** What the parent sends a worker process. */
+export interface WorkerJob {
+  engine: EngineName;
+  threads: number;
+  /** Hugging Face folder (phoenix-local). */
+  hfDir: string;
+  /** GGUF file (llama.cpp). */
+  ggufPath: string;
+  mode: 'bench' | 'logits';
+  promptIds: number[];
+  decodeSteps: number;
+  iterations: number;
+  /** For mode 'logits': where to write the Float32 logits. */
+  logitsOut?: string;
+  /** Where the worker writes its JSON result. */
+  resultOut: string;
+}
+
+/** What a worker writes back. */
+export interface WorkerResult {
+  engine: EngineName;
+  backend: string;
+  threads: number;
+  describe: Record<string, unknown>;
+  load: LoadOutcome;
+  prefillMs: number[];
+  prefillInternal: Record<string, number>[];
+  generations: Omit<GenerationTiming, 'tokens'>[];
+  firstTokens: number[];
+  /** Peak resident set of the worker process (VmHWM), MiB. */
+  peakRssMb: number;
+  /** Resident set right after load, MiB. */
+  rssAfterLoadMb: number;
+  logitsShape?: [number, number];
+}
