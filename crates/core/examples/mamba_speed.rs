@@ -26,7 +26,10 @@ fn main() {
     let arg = |i: usize, default: usize| args.get(i).copied().unwrap_or(default);
     let (d, layers, vocab, prompt, decode) = (arg(0, 768), arg(1, 24), arg(2, 50280), arg(3, 512), arg(4, 128));
     let (e, n, k, r) = (2 * d, 16, 4, d.div_ceil(16));
-    println!("model: d_model {d}, layers {layers}, vocab {vocab}, E {e}, N {n}, R {r}; threads {}", rayon::current_num_threads());
+    println!(
+        "model: d_model {d}, layers {layers}, vocab {vocab}, E {e}, N {n}, R {r}; threads {}",
+        rayon::current_num_threads()
+    );
 
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
@@ -56,7 +59,10 @@ fn main() {
     let mut offset = 0usize;
     for (name, shape, data) in &tensors {
         let len = data.len() * 4;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
         offset += len;
     }
     let header = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
@@ -121,7 +127,12 @@ fn main() {
         logits = model.forward(&[next], state.as_mut(), LogitsWanted::Last).unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("decode {decode} tokens: {:.3}s = {:.1} tokens/s ({:.2} ms/token)", secs, decode as f64 / secs, secs * 1e3 / decode as f64);
+    println!(
+        "decode {decode} tokens: {:.3}s = {:.1} tokens/s ({:.2} ms/token)",
+        secs,
+        decode as f64 / secs,
+        secs * 1e3 / decode as f64
+    );
 
     if decode_only {
         return;
@@ -148,7 +159,11 @@ fn main() {
             best = best.min(t.elapsed().as_secs_f64());
             assert!(s > 0.0);
         }
-        println!("streaming read of 1 GiB: {:.1} GB/s (decode floor ≈ {:.1} ms/token for these weights)", (1u64 << 30) as f64 / best / 1e9, info.weight_bytes as f64 / ((1u64 << 30) as f64 / best) * 1e3);
+        println!(
+            "streaming read of 1 GiB: {:.1} GB/s (decode floor ≈ {:.1} ms/token for these weights)",
+            (1u64 << 30) as f64 / best / 1e9,
+            info.weight_bytes as f64 / ((1u64 << 30) as f64 / best) * 1e3
+        );
     }
 
     // Decode-shaped products: our matvec vs gemm with one row.

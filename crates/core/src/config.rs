@@ -48,12 +48,9 @@ const FILE: &str = "config.json";
 impl MambaConfig {
     /// Parses the text of `config.json`. Syntax errors name the line and column; bad fields name the field.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            bad_config(format!("{FILE}: invalid JSON at line {} column {}: {e}", e.line(), e.column()))
-        })?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| bad_config(format!("{FILE}: top level must be a JSON object")))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| bad_config(format!("{FILE}: invalid JSON at line {} column {}: {e}", e.line(), e.column())))?;
+        let obj = value.as_object().ok_or_else(|| bad_config(format!("{FILE}: top level must be a JSON object")))?;
         match obj.get("model_type") {
             Some(Value::String(t)) if t == "mamba" || t == "falcon_mamba" => parse_hf(obj, t),
             Some(Value::String(t)) => Err(unsupported_model(format!(
@@ -81,11 +78,8 @@ fn parse_hf(obj: &Map<String, Value>, model_type: &str) -> Result<MambaConfig> {
     let expand = f.f64_opt("expand")?.unwrap_or(2.0);
     let intermediate_size = derive_intermediate(&f, "intermediate_size", expand, hidden_size)?;
     let dt_rank = derive_dt_rank(&f, "time_step_rank", hidden_size)?;
-    let mixer_rms_eps = if model_type == "falcon_mamba" {
-        Some(f.f64_opt("mixer_rms_eps")?.unwrap_or(1e-6) as f32)
-    } else {
-        None
-    };
+    let mixer_rms_eps =
+        if model_type == "falcon_mamba" { Some(f.f64_opt("mixer_rms_eps")?.unwrap_or(1e-6) as f32) } else { None };
     let cfg = MambaConfig {
         model_type: model_type.to_string(),
         layout: ConfigLayout::HuggingFace,
@@ -330,8 +324,10 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadConfig);
         assert!(e.message.contains("config.json") && e.message.contains("line 3"), "{}", e.message);
 
-        let e = MambaConfig::from_json_str(r#"{"model_type":"mamba","hidden_size":"big","num_hidden_layers":1,"vocab_size":8}"#)
-            .unwrap_err();
+        let e = MambaConfig::from_json_str(
+            r#"{"model_type":"mamba","hidden_size":"big","num_hidden_layers":1,"vocab_size":8}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadConfig);
         assert!(e.message.contains("`hidden_size`"), "{}", e.message);
 

@@ -3,7 +3,8 @@
 //! Formats: HF `model.safetensors` (memory-mapped), sharded safetensors (`model.safetensors.index.json`),
 //! and PyTorch zip checkpoints (`pytorch_model.bin`, read with candle's pickle reader — it reconstructs
 //! tensor descriptions only and executes nothing). Tensors are kept as raw bytes until asked for, then
-//! converted to f32 with a shape check.
+//! handed out as f32 with a shape check: little-endian f32 data that is aligned in its file buffer is
+//! borrowed in place (no copy, so a memory-mapped checkpoint is resident once), anything else converted.
 
 pub mod files;
 mod pth;
@@ -105,17 +106,60 @@ impl TensorStore {
     }
 
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
-    pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let t = self
-            .resolve(name)
-            .ok_or_else(|| bad_weights(format!("tensor `{name}` is missing from the weights")))?;
+    pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
+        let t =
+            self.resolve(name).ok_or_else(|| bad_weights(format!("tensor `{name}` is missing from the weights")))?;
         if t.shape != expected {
             return Err(bad_weights(format!(
                 "tensor `{name}` in {} has shape {:?}, expected {:?}",
                 t.file, t.shape, expected
             )));
         }
-        Ok(to_f32(t.dtype, t.data()))
+        Ok(F32Buf::borrow(t).unwrap_or_else(|| F32Buf::Owned(to_f32(t.dtype, t.data()))))
+    }
+}
+
+/// f32 weights: borrowed in place from the (memory-mapped) file buffer, or converted and owned.
+pub enum F32Buf {
+    Owned(Vec<f32>),
+    /// `len` f32 values at byte `start` of `bytes`; only built when aligned and little-endian.
+    Borrowed {
+        bytes: Arc<FileBytes>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl F32Buf {
+    /// Zero-copy view of an f32 tensor whose data is 4-byte aligned on a little-endian machine.
+    fn borrow(t: &RawTensor) -> Option<Self> {
+        let aligned = (t.data().as_ptr() as usize) % std::mem::align_of::<f32>() == 0;
+        (cfg!(target_endian = "little") && t.dtype == WeightDType::F32 && aligned).then(|| F32Buf::Borrowed {
+            bytes: t.bytes.clone(),
+            start: t.start,
+            len: (t.end - t.start) / 4,
+        })
+    }
+}
+
+impl From<Vec<f32>> for F32Buf {
+    fn from(v: Vec<f32>) -> Self {
+        F32Buf::Owned(v)
+    }
+}
+
+impl std::ops::Deref for F32Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            F32Buf::Owned(v) => v,
+            F32Buf::Borrowed { bytes, start, len } => {
+                let data = &bytes[*start..*start + *len * 4];
+                // SAFETY: `borrow` checked 4-byte alignment and that the range holds `len` f32s; the
+                // buffer is immutable and kept alive by the Arc for as long as this view exists.
+                unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, *len) }
+            }
+        }
     }
 }
 
@@ -135,16 +179,11 @@ fn stored_names(canonical: &str) -> Vec<String> {
 fn to_f32(dtype: WeightDType, data: &[u8]) -> Vec<f32> {
     match dtype {
         WeightDType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        WeightDType::F16 => {
-            data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        WeightDType::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        WeightDType::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        WeightDType::F64 => {
+            data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32).collect()
         }
-        WeightDType::BF16 => {
-            data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-        }
-        WeightDType::F64 => data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
-            .collect(),
     }
 }
 

@@ -124,13 +124,23 @@ impl LoadedModel {
 
     /// Starts a generation (nothing runs until its first [`Generation::next_step`]). With `state`
     /// (bytes from [`Generation::export_state`]), `prompt` continues that context and may be empty.
-    pub fn generate(self: &Arc<Self>, prompt: Prompt, options: GenerateOptions, state: Option<&[u8]>) -> Result<Generation> {
+    pub fn generate(
+        self: &Arc<Self>,
+        prompt: Prompt,
+        options: GenerateOptions,
+        state: Option<&[u8]>,
+    ) -> Result<Generation> {
         options.validate(self.model.info().vocab_size)?;
         Generation::start(Arc::clone(self), prompt, options, state)
     }
 
     /// [`LoadedModel::generate`] with options as a binding receives them.
-    pub fn generate_raw(self: &Arc<Self>, prompt: Prompt, options: &RawGenerateOptions, state: Option<&[u8]>) -> Result<Generation> {
+    pub fn generate_raw(
+        self: &Arc<Self>,
+        prompt: Prompt,
+        options: &RawGenerateOptions,
+        state: Option<&[u8]>,
+    ) -> Result<Generation> {
         let options = options.resolve(self.model.info().vocab_size)?;
         Generation::start(Arc::clone(self), prompt, options, state)
     }

@@ -99,7 +99,8 @@ fn malformed_config_is_bad_config_with_line() {
 fn wrong_field_type_is_bad_config_naming_the_field() {
     let m = TempModel::copy_of("mamba1-tiny", "badfield");
     let text = std::fs::read_to_string(m.path("config.json")).unwrap();
-    std::fs::write(m.path("config.json"), text.replacen("\"state_size\": 16", "\"state_size\": \"sixteen\"", 1)).unwrap();
+    std::fs::write(m.path("config.json"), text.replacen("\"state_size\": 16", "\"state_size\": \"sixteen\"", 1))
+        .unwrap();
     assert_err(&load_err(&m.0), ErrorCode::BadConfig, &["config.json", "state_size"]);
 }
 
@@ -108,8 +109,11 @@ fn unknown_model_type_is_unsupported() {
     for kind in ["llama", "mamba2"] {
         let m = TempModel::copy_of("mamba1-tiny", kind);
         let text = std::fs::read_to_string(m.path("config.json")).unwrap();
-        std::fs::write(m.path("config.json"), text.replacen("\"model_type\": \"mamba\"", &format!("\"model_type\": \"{kind}\""), 1))
-            .unwrap();
+        std::fs::write(
+            m.path("config.json"),
+            text.replacen("\"model_type\": \"mamba\"", &format!("\"model_type\": \"{kind}\""), 1),
+        )
+        .unwrap();
         assert_err(&load_err(&m.0), ErrorCode::UnsupportedModel, &[kind]);
     }
 }

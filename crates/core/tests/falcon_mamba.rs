@@ -52,11 +52,7 @@ fn falcon_mamba_applies_dt_b_c_norms() {
     naive.falcon_eps = Some(1e-6);
     let want = naive.logits(ids);
     let v = falcon.info().vocab_size;
-    let worst = want
-        .iter()
-        .enumerate()
-        .map(|(t, row)| max_abs_diff(&b[t * v..(t + 1) * v], row))
-        .fold(0.0, f64::max);
+    let worst = want.iter().enumerate().map(|(t, row)| max_abs_diff(&b[t * v..(t + 1) * v], row)).fold(0.0, f64::max);
     assert!(worst <= 1e-3, "falcon prefill vs naive f64: max |Δ| = {worst}");
 
     // Decode path too.

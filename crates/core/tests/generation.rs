@@ -253,7 +253,8 @@ fn streaming_detokenizer_uses_prompt_context_and_matches_full_decode() {
     let prompt = t.encode("Once upon a time, there was a little", true).unwrap();
     let continuation = t.encode(" girl named Lily. She loved to play.", false).unwrap();
     let mut d = StreamDetokenizer::new(Arc::clone(&t), &prompt, true).unwrap();
-    let streamed: String = continuation.iter().map(|&id| d.push(id).unwrap()).collect::<String>() + &d.finish().unwrap();
+    let streamed: String =
+        continuation.iter().map(|&id| d.push(id).unwrap()).collect::<String>() + &d.finish().unwrap();
     let mut all = prompt.clone();
     all.extend(&continuation);
     let whole = t.decode(&all, true).unwrap();
@@ -341,9 +342,13 @@ fn option_validation_names_the_option_and_range() {
 #[test]
 fn options_deserialize_from_camel_case_json() {
     let raw: RawGenerateOptions =
-        serde_json::from_str(r#"{"maxTokens": 5, "topP": 0.9, "stopStrings": ["\n"], "addSpecialTokens": false}"#).unwrap();
+        serde_json::from_str(r#"{"maxTokens": 5, "topP": 0.9, "stopStrings": ["\n"], "addSpecialTokens": false}"#)
+            .unwrap();
     let o = raw.resolve(100).unwrap();
-    assert_eq!((o.max_tokens, o.top_p, o.stop_strings.clone(), o.add_special_tokens), (5, 0.9, vec!["\n".to_string()], Some(false)));
+    assert_eq!(
+        (o.max_tokens, o.top_p, o.stop_strings.clone(), o.add_special_tokens),
+        (5, 0.9, vec!["\n".to_string()], Some(false))
+    );
 }
 
 // ---------------------------------------------------------------- session logic (stand-in model)
@@ -358,7 +363,15 @@ fn greedy(n: usize) -> GenerateOptions {
 }
 
 fn sampled(n: usize, seed: u64) -> GenerateOptions {
-    GenerateOptions { max_tokens: n, temperature: 0.9, top_p: 0.95, top_k: 200, repeat_penalty: 1.3, seed: Some(seed), ..Default::default() }
+    GenerateOptions {
+        max_tokens: n,
+        temperature: 0.9,
+        top_p: 0.95,
+        top_k: 200,
+        repeat_penalty: 1.3,
+        seed: Some(seed),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -367,7 +380,10 @@ fn empty_prompt_without_state_is_rejected() {
     let e = m.generate(Prompt::Ids(vec![]), greedy(3), None).err().unwrap();
     assert_eq!(e.code, ErrorCode::InvalidOption);
     assert!(e.message.contains("prompt is empty"));
-    let e = m.generate(Prompt::Text(String::new()), GenerateOptions { add_special_tokens: Some(false), ..greedy(3) }, None).err().unwrap();
+    let e = m
+        .generate(Prompt::Text(String::new()), GenerateOptions { add_special_tokens: Some(false), ..greedy(3) }, None)
+        .err()
+        .unwrap();
     assert!(e.message.contains("prompt is empty"));
 }
 

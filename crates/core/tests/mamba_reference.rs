@@ -17,7 +17,8 @@ fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
     let mut st = model.new_state();
     let got = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::All).unwrap();
     assert_eq!(got.len(), r.input_ids.len() * v);
-    let worst = r.logits.iter().enumerate().map(|(t, want)| max_abs_diff(&got[t * v..(t + 1) * v], want)).fold(0.0, f64::max);
+    let worst =
+        r.logits.iter().enumerate().map(|(t, want)| max_abs_diff(&got[t * v..(t + 1) * v], want)).fold(0.0, f64::max);
     assert!(worst <= TOL, "prefill max |Δ logit| = {worst}");
     // `Last` returns exactly the last row of `All`.
     let mut st = model.new_state();

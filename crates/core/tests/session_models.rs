@@ -25,7 +25,14 @@ fn greedy(n: usize) -> GenerateOptions {
 }
 
 fn sampled(n: usize, seed: u64) -> GenerateOptions {
-    GenerateOptions { max_tokens: n, temperature: 0.8, top_p: 0.9, repeat_penalty: 1.1, seed: Some(seed), ..Default::default() }
+    GenerateOptions {
+        max_tokens: n,
+        temperature: 0.8,
+        top_p: 0.9,
+        repeat_penalty: 1.1,
+        seed: Some(seed),
+        ..Default::default()
+    }
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -132,7 +139,8 @@ fn states_from_another_model_or_truncated_are_state_mismatch() {
 #[test]
 fn stop_string_across_tokens_cuts_the_real_text() {
     let m = phoenix();
-    let raw = RawGenerateOptions { max_tokens: Some(24.0), stop_strings: Some(vec!["ly. Sh".into()]), ..Default::default() };
+    let raw =
+        RawGenerateOptions { max_tokens: Some(24.0), stop_strings: Some(vec!["ly. Sh".into()]), ..Default::default() };
     let mut g = m.generate_raw(Prompt::Text(PROMPT.into()), &raw, None).unwrap();
     let steps = run_all(&mut g);
     assert_eq!(text_of(&steps), " girl named Li");
@@ -148,7 +156,9 @@ fn concurrent_generations_on_one_model_are_independent() {
     let handles: Vec<_> = (0..4u64)
         .map(|seed| {
             let m = Arc::clone(&m);
-            std::thread::spawn(move || ids_of(&run_all(&mut m.generate(Prompt::Text(PROMPT.into()), sampled(30, seed), None).unwrap())))
+            std::thread::spawn(move || {
+                ids_of(&run_all(&mut m.generate(Prompt::Text(PROMPT.into()), sampled(30, seed), None).unwrap()))
+            })
         })
         .collect();
     let got: Vec<Vec<u32>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -174,13 +184,14 @@ fn a_state_moves_between_formats_of_the_same_weights_and_needs_no_tokenizer() {
     assert!(hf.info().has_tokenizer);
     assert!(!original.info().has_tokenizer, "mamba1-tiny-original ships no tokenizer.json");
     assert_eq!(hf.fingerprint(), original.fingerprint());
-    let prompt: Vec<u32> = serde_json::from_slice::<serde_json::Value>(&std::fs::read(tiny_dir().join("reference.json")).unwrap())
-        .unwrap()["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let prompt: Vec<u32> =
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(tiny_dir().join("reference.json")).unwrap())
+            .unwrap()["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
     let opts = GenerateOptions { max_tokens: 10, temperature: 1.0, seed: Some(3), ..Default::default() };
     let mut g = hf.generate(Prompt::Ids(prompt.clone()), opts.clone(), None).unwrap();
     let state = g.export_state().unwrap();

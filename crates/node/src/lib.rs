@@ -74,9 +74,7 @@ pub struct RawModel {
 
 impl RawModel {
     fn model(&self) -> napi::Result<&Arc<LoadedModel>> {
-        self.inner
-            .as_ref()
-            .ok_or_else(|| napi::Error::from_reason(invalid_option("model disposed").to_wire()))
+        self.inner.as_ref().ok_or_else(|| napi::Error::from_reason(invalid_option("model disposed").to_wire()))
     }
 }
 
@@ -128,7 +126,12 @@ impl RawModel {
 
     /// Starts a generation (cheap: the prefill runs in the first `next()`).
     #[napi]
-    pub fn generate(&self, prompt: RawPrompt, options: RawGenerateOptions, state: Option<Uint8Array>) -> napi::Result<RawGeneration> {
+    pub fn generate(
+        &self,
+        prompt: RawPrompt,
+        options: RawGenerateOptions,
+        state: Option<Uint8Array>,
+    ) -> napi::Result<RawGeneration> {
         let model = self.model()?;
         let generation = guarded(|| {
             let prompt = Prompt::from_parts(
@@ -157,9 +160,7 @@ pub struct RawGeneration {
 }
 
 fn lock(generation: &Mutex<Generation>) -> phoenix_core::Result<MutexGuard<'_, Generation>> {
-    generation
-        .lock()
-        .map_err(|_| internal("generation unusable: an earlier step hit an internal error (panic)"))
+    generation.lock().map_err(|_| internal("generation unusable: an earlier step hit an internal error (panic)"))
 }
 
 pub struct NextTask {

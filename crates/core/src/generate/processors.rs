@@ -60,7 +60,9 @@ pub fn top_p(logits: &mut [f32], p: f32, scratch: &mut Vec<(f32, u32)>) {
         return;
     }
     finite_sorted_ascending(logits, scratch);
-    let Some(&(max, _)) = scratch.last() else { return };
+    let Some(&(max, _)) = scratch.last() else {
+        return;
+    };
     let total: f64 = scratch.iter().map(|&(l, _)| ((l - max) as f64).exp()).sum();
     let cut = 1.0 - p as f64;
     let mut cumulative = 0.0;
@@ -79,7 +81,9 @@ pub fn min_p(logits: &mut [f32], p: f32) {
     if p <= 0.0 {
         return;
     }
-    let Some(max) = max_finite(logits) else { return };
+    let Some(max) = max_finite(logits) else {
+        return;
+    };
     for l in logits.iter_mut() {
         // prob / top_prob = exp(l - max), so no normalisation is needed.
         if l.is_finite() && (((*l - max) as f64).exp()) < p as f64 {

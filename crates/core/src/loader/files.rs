@@ -80,10 +80,9 @@ impl ModelFiles {
     /// The bytes of `file` (memory-mapped for folders). Missing file gives `E_MODEL_NOT_FOUND`.
     pub fn bytes(&self, file: &str) -> Result<Arc<FileBytes>> {
         match &self.source {
-            Source::Memory(map) => map
-                .get(file)
-                .cloned()
-                .ok_or_else(|| model_not_found(format!("{file} is missing from the model files"))),
+            Source::Memory(map) => {
+                map.get(file).cloned().ok_or_else(|| model_not_found(format!("{file} is missing from the model files")))
+            }
             Source::Dir(dir) => {
                 let path = dir.join(file);
                 let f = std::fs::File::open(&path)

@@ -18,11 +18,8 @@ pub(super) fn read(bytes: Arc<FileBytes>, label: &str) -> Result<Vec<(String, Ra
     let corrupt = |what: String| bad_weights(format!("{label}: not a readable PyTorch checkpoint: {what}"));
     let mut zip = zip::ZipArchive::new(Cursor::new(&bytes[..])).map_err(|e| corrupt(e.to_string()))?;
     let names: Vec<String> = zip.file_names().filter_map(|n| n.ok()).map(|n| n.into_owned()).collect();
-    let pkl = names
-        .iter()
-        .find(|n| n.ends_with("data.pkl"))
-        .ok_or_else(|| corrupt("no data.pkl entry".to_string()))?
-        .clone();
+    let pkl =
+        names.iter().find(|n| n.ends_with("data.pkl")).ok_or_else(|| corrupt("no data.pkl entry".to_string()))?.clone();
     let dir_name = std::path::PathBuf::from(pkl.strip_suffix(".pkl").unwrap_or(&pkl));
 
     let object = {

@@ -37,8 +37,12 @@ impl MambaModel {
         if !files.has("config.json") {
             return Err(model_not_found(format!("{} not found", files.describe("config.json"))));
         }
-        let cfg = MambaConfig::from_json_str(&files.text("config.json")?)
-            .map_err(|e| crate::error::PhoenixError::new(e.code, e.message.replacen("config.json", &files.describe("config.json"), 1)))?;
+        let cfg = MambaConfig::from_json_str(&files.text("config.json")?).map_err(|e| {
+            crate::error::PhoenixError::new(
+                e.code,
+                e.message.replacen("config.json", &files.describe("config.json"), 1),
+            )
+        })?;
         let store = TensorStore::open(files)?;
         Self::from_store(cfg, &store)
     }
@@ -164,7 +168,13 @@ impl MambaModel {
         };
         selective_scan(&inputs, ssm, &mut s.y);
         // out_proj adds straight into the residual stream.
-        linear(MatRef::rows(&s.y[..l * e], l, e), &w.out_proj, w.out_proj_bias.as_deref(), &mut s.residual[..l * d], true);
+        linear(
+            MatRef::rows(&s.y[..l * e], l, e),
+            &w.out_proj,
+            w.out_proj_bias.as_deref(),
+            &mut s.residual[..l * d],
+            true,
+        );
     }
 }
 

@@ -52,8 +52,7 @@ pub fn causal_conv_silu(
     for c in 0..e {
         for j in 0..k {
             let pos = l as isize - k as isize + j as isize;
-            conv_state[c * k + j] =
-                if pos >= 0 { x[pos as usize * x_stride + c] } else { conv_state[c * k + l + j] };
+            conv_state[c * k + j] = if pos >= 0 { x[pos as usize * x_stride + c] } else { conv_state[c * k + l + j] };
         }
     }
 }
@@ -61,7 +60,15 @@ pub fn causal_conv_silu(
 multiversion!(fn conv_rows(t0: usize, rows: &mut [f32], x: &[f32], x_stride: usize, hist: &[f32], weight_t: &[f32], bias: &[f32]) = conv_rows_body);
 
 #[inline(always)]
-fn conv_rows_body(t0: usize, rows: &mut [f32], x: &[f32], x_stride: usize, hist: &[f32], weight_t: &[f32], bias: &[f32]) {
+fn conv_rows_body(
+    t0: usize,
+    rows: &mut [f32],
+    x: &[f32],
+    x_stride: usize,
+    hist: &[f32],
+    weight_t: &[f32],
+    bias: &[f32],
+) {
     let e = bias.len();
     let k = weight_t.len() / e;
     for (r, out) in rows.chunks_exact_mut(e).enumerate() {

@@ -38,7 +38,11 @@ pub fn exp(x: f32) -> f32 {
     let y = er * s1 * s2;
     let y = if x < EXP_MIN { 0.0 } else { y };
     let y = if x > EXP_MAX { f32::INFINITY } else { y };
-    if x.is_nan() { x } else { y }
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
 }
 
 /// e^x for x ≤ 0 (the scan's Δ·A): same polynomial as [`exp`] without the overflow/NaN handling
@@ -59,7 +63,11 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let er = p * r * r + r + 1.0;
     // n ∈ [-126, 0]: 2^n is a normal float.
     let y = er * f32::from_bits(((ni + 127) as u32) << 23);
-    if x < EXP_MIN { 0.0 } else { y }
+    if x < EXP_MIN {
+        0.0
+    } else {
+        y
+    }
 }
 
 /// Natural log for x > 0 (finite); relative error ~1e-7. Callers guarantee the domain.
@@ -94,7 +102,11 @@ pub fn ln(x: f32) -> f32 {
 pub fn ln_1p(y: f32) -> f32 {
     let u = 1.0 + y;
     let d = u - 1.0;
-    if d == 0.0 { y } else { ln(u) * (y / d) }
+    if d == 0.0 {
+        y
+    } else {
+        ln(u) * (y / d)
+    }
 }
 
 /// Δ softplus as every Mamba reference computes it: x when x > 20, else ln(1 + e^x).
@@ -102,7 +114,11 @@ pub fn ln_1p(y: f32) -> f32 {
 pub fn softplus(x: f32) -> f32 {
     // ln(1+e^x) = max(x,0) + ln(1+e^-|x|) avoids overflow and keeps small results accurate.
     let sp = x.max(0.0) + ln_1p(exp(-x.abs()));
-    if x > 20.0 { x } else { sp }
+    if x > 20.0 {
+        x
+    } else {
+        sp
+    }
 }
 
 /// x · sigmoid(x).

@@ -54,7 +54,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub(super) fn start(model: Arc<LoadedModel>, prompt: Prompt, options: GenerateOptions, state: Option<&[u8]>) -> Result<Self> {
+    pub(super) fn start(
+        model: Arc<LoadedModel>,
+        prompt: Prompt,
+        options: GenerateOptions,
+        state: Option<&[u8]>,
+    ) -> Result<Self> {
         let info = model.model_info();
         let vocab = info.vocab_size;
         let tokenizer = model.tokenizer().cloned();
@@ -74,7 +79,9 @@ impl Generation {
                 )));
             }
             if let Some(bad) = snap.history.iter().find(|&&id| id as usize >= vocab) {
-                return Err(state_mismatch(format!("state: token id {bad} is outside this model's vocabulary 0..{vocab}")));
+                return Err(state_mismatch(format!(
+                    "state: token id {bad} is outside this model's vocabulary 0..{vocab}"
+                )));
             }
             let expected = model_state.to_bytes().len();
             if snap.state.len() != expected {
@@ -96,9 +103,9 @@ impl Generation {
                 ids
             }
             Prompt::Text(text) => {
-                let t = tokenizer
-                    .as_ref()
-                    .ok_or_else(|| tokenizer_error("prompt: a text prompt needs a tokenizer.json in the model folder"))?;
+                let t = tokenizer.as_ref().ok_or_else(|| {
+                    tokenizer_error("prompt: a text prompt needs a tokenizer.json in the model folder")
+                })?;
                 let add_special = options.add_special_tokens.unwrap_or(state.is_none());
                 t.encode(&text, add_special)?
             }

@@ -85,7 +85,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| truncated(self.bytes.len()))?;
+        let end =
+            self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| truncated(self.bytes.len()))?;
         let s = &self.bytes[self.at..end];
         self.at = end;
         Ok(s)

@@ -66,7 +66,9 @@ impl LanguageModel for ToyModel {
             s.hash = mix(s.hash ^ (id as u64 + 1));
             s.count += 1;
             if which == LogitsWanted::All || i + 1 == ids.len() {
-                out.extend((0..v).map(|j| (mix(s.hash.wrapping_add(j as u64)) >> 40) as f32 / (1u64 << 24) as f32 * 8.0));
+                out.extend(
+                    (0..v).map(|j| (mix(s.hash.wrapping_add(j as u64)) >> 40) as f32 / (1u64 << 24) as f32 * 8.0),
+                );
             }
         }
         Ok(out)

@@ -92,11 +92,7 @@ impl ModelState for MambaState {
     }
 
     fn clone_box(&self) -> Box<dyn ModelState> {
-        Box::new(MambaState {
-            shape: self.shape,
-            data: self.data.clone(),
-            scratch: Scratch::default(),
-        })
+        Box::new(MambaState { shape: self.shape, data: self.data.clone(), scratch: Scratch::default() })
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -2,28 +2,28 @@
 
 use crate::config::MambaConfig;
 use crate::error::Result;
-use crate::loader::TensorStore;
+use crate::loader::{F32Buf, TensorStore};
 
 pub(crate) struct MixerWeights {
-    pub norm: Vec<f32>,                  // [D]
-    pub in_proj: Vec<f32>,               // [2E, D]
-    pub in_proj_bias: Option<Vec<f32>>,  // [2E]
-    pub conv_weight_t: Vec<f32>,         // [K, E] (tap-major; stored [E, 1, K])
-    pub conv_bias: Vec<f32>,             // [E] (zeros without conv bias)
-    pub x_proj: Vec<f32>,                // [R + 2N, E]
-    pub dt_proj: Vec<f32>,               // [E, R]
-    pub dt_bias: Vec<f32>,               // [E]
-    pub a: Vec<f32>,                     // [E, N] = -exp(A_log), in f32 (reference §7.1)
-    pub d: Vec<f32>,                     // [E]
-    pub out_proj: Vec<f32>,              // [D, E]
-    pub out_proj_bias: Option<Vec<f32>>, // [D]
+    pub norm: F32Buf,                  // [D]
+    pub in_proj: F32Buf,               // [2E, D]
+    pub in_proj_bias: Option<F32Buf>,  // [2E]
+    pub conv_weight_t: Vec<f32>,       // [K, E] (tap-major; stored [E, 1, K])
+    pub conv_bias: F32Buf,             // [E] (zeros without conv bias)
+    pub x_proj: F32Buf,                // [R + 2N, E]
+    pub dt_proj: F32Buf,               // [E, R]
+    pub dt_bias: F32Buf,               // [E]
+    pub a: Vec<f32>,                   // [E, N] = -exp(A_log), in f32 (reference §7.1)
+    pub d: F32Buf,                     // [E]
+    pub out_proj: F32Buf,              // [D, E]
+    pub out_proj_bias: Option<F32Buf>, // [D]
 }
 
 pub(crate) struct Weights {
-    pub embedding: Vec<f32>,       // [V, D]
+    pub embedding: F32Buf, // [V, D]
     /// `None` when the head is tied to the embedding.
-    pub lm_head: Option<Vec<f32>>, // [V, D]
-    pub norm_f: Vec<f32>,          // [D]
+    pub lm_head: Option<F32Buf>, // [V, D]
+    pub norm_f: F32Buf,    // [D]
     pub layers: Vec<MixerWeights>,
     /// Parameters as stored (tied head counted once).
     pub param_count: usize,
@@ -33,7 +33,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
     let (d, e, n, k, r, v) =
         (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel, cfg.dt_rank, cfg.vocab_size);
     let mut count = 0usize;
-    let mut get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+    let mut get = |name: &str, shape: &[usize]| -> Result<F32Buf> {
         let t = store.load_f32(name, shape)?;
         count += t.len();
         Ok(t)
@@ -62,7 +62,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
             in_proj: get(&format!("{m}in_proj.weight"), &[2 * e, d])?,
             in_proj_bias: if cfg.use_bias { Some(get(&format!("{m}in_proj.bias"), &[2 * e])?) } else { None },
             conv_weight_t,
-            conv_bias: if cfg.use_conv_bias { get(&format!("{m}conv1d.bias"), &[e])? } else { vec![0.0; e] },
+            conv_bias: if cfg.use_conv_bias { get(&format!("{m}conv1d.bias"), &[e])? } else { vec![0.0; e].into() },
             x_proj: get(&format!("{m}x_proj.weight"), &[r + 2 * n, e])?,
             dt_proj: get(&format!("{m}dt_proj.weight"), &[e, r])?,
             dt_bias: get(&format!("{m}dt_proj.bias"), &[e])?,
