@@ -1,0 +1,46 @@
+/**
+ * Browser / Web Worker entry of the WASM binding (`wasm/browser.js`), over the wasm-bindgen
+ * `--target web` module in ./web/. Same `RawBinding` as the Node entry, except:
+ * - `await ready()` once before `buildInfo()` / `setThreads()` (instantiation is async here);
+ * - `loadModel(url)` fetches the model's files relative to a base URL (e.g. `models/phoenix-ssm-lite/`);
+ *   `loadModel({ 'config.json': bytes, … })` takes files the page already has (e.g. a folder picker).
+ * Run it in a Web Worker: every call runs synchronously on the calling thread.
+ */
+import { collectModelFiles, createBinding } from './binding.js';
+
+const GLUE = new URL('./web/phoenix_local_core.js', import.meta.url);
+const WASM = new URL('./web/phoenix_local_core_bg.wasm', import.meta.url);
+
+let compiled = null;
+let fresh = 0;
+
+/** A fresh instance; the compiled module is reused, the glue is re-imported (its state is per module). */
+async function instantiate() {
+  compiled ??= WebAssembly.compileStreaming
+    ? WebAssembly.compileStreaming(fetch(WASM))
+    : fetch(WASM).then((r) => r.arrayBuffer()).then((b) => WebAssembly.compile(b));
+  const glue = await import(fresh++ === 0 ? GLUE.href : `${GLUE.href}?instance=${fresh}`);
+  await glue.default({ module_or_path: await compiled });
+  return glue;
+}
+
+async function readModelFiles(base) {
+  const root = new URL(base.endsWith('/') ? base : `${base}/`, globalThis.location?.href);
+  return collectModelFiles(async (name) => {
+    const url = new URL(name, root);
+    const response = await fetch(url).catch((error) => {
+      throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: ${error instanceof Error ? error.message : String(error)}`);
+    });
+    if (response.status === 404) return null;
+    if (!response.ok) throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: HTTP ${response.status}`);
+    return new Uint8Array(await response.arrayBuffer());
+  });
+}
+
+const binding = createBinding({ instantiate, readModelFiles });
+
+export const loadModel = binding.loadModel;
+export const buildInfo = binding.buildInfo;
+export const setThreads = binding.setThreads;
+export const ready = binding.ready;
+export const instances = binding.instances;

@@ -1,0 +1,106 @@
+//! JS values ⇄ core types. Objects cross the boundary through serde (`serde-wasm-bindgen`), using
+//! the camelCase shapes the core already derives, so field names match `ts/binding/types.ts` and
+//! the napi glue without a second hand-written list.
+
+use js_sys::{Array, Uint8Array};
+use phoenix_core::error::{invalid_option, Result};
+use phoenix_core::generate::{RawGenerateOptions, Step};
+use phoenix_core::session::{js_numbers, GenerationStats, Prompt};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Plain objects for maps, `null` for `None`, numbers (not BigInt) for 64-bit sizes.
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| phoenix_core::error::internal(format!("cannot convert a result to JS: {e}")))
+}
+
+pub fn info_to_js(info: &phoenix_core::session::LoadedModelInfo) -> Result<JsValue> {
+    to_js(info)
+}
+
+pub fn build_info_to_js(info: &phoenix_core::session::BuildInfo) -> Result<JsValue> {
+    to_js(info)
+}
+
+/// `RawStep` of types.ts.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStep {
+    token_id: Option<u32>,
+    text: String,
+    finish_reason: Option<&'static str>,
+}
+
+pub fn step_to_js(step: Option<Step>) -> Result<JsValue> {
+    match step {
+        None => Ok(JsValue::NULL),
+        Some(s) => to_js(&RawStep { token_id: s.token_id, text: s.text, finish_reason: s.finish_reason.map(|r| r.as_str()) }),
+    }
+}
+
+pub fn stats_to_js(stats: &GenerationStats) -> Result<JsValue> {
+    to_js(stats)
+}
+
+/// Token ids as a plain `number[]` (wasm-bindgen would return a `Uint32Array` for `Vec<u32>`).
+pub fn ids_to_js(ids: &[u32]) -> Array {
+    ids.iter().map(|&id| JsValue::from(id)).collect()
+}
+
+/// `RawPrompt` of types.ts: `{ text?, ids? }`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawPrompt {
+    text: Option<String>,
+    ids: Option<Vec<f64>>,
+}
+
+pub fn prompt_from_js(value: JsValue) -> Result<Prompt> {
+    let raw: RawPrompt = if value.is_undefined() || value.is_null() {
+        RawPrompt::default()
+    } else {
+        serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("prompt: {e}")))?
+    };
+    let ids = raw.ids.map(|ids| js_numbers::ids_from_numbers("prompt.ids", &ids)).transpose()?;
+    Prompt::from_parts(raw.text, ids)
+}
+
+/// Generation options; `undefined` / `null` = all defaults. Without a `seed` the core would fall back
+/// to a fixed one (wasm32 has no entropy of its own), so a fresh seed is drawn from JS here.
+pub fn options_from_js(value: JsValue) -> Result<RawGenerateOptions> {
+    let mut options: RawGenerateOptions = if value.is_undefined() || value.is_null() {
+        RawGenerateOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("options: {e}")))?
+    };
+    if options.seed.is_none() {
+        options.seed = Some((js_sys::Math::random() * 9_007_199_254_740_992.0).floor());
+    }
+    Ok(options)
+}
+
+/// `{ name: Uint8Array }` (plain object) or `Map<string, Uint8Array>` → `(name, bytes)` pairs,
+/// copied into WASM memory (the core owns its file buffers).
+pub fn files_from_js(value: &JsValue) -> Result<Vec<(String, Vec<u8>)>> {
+    let entries: Array = if let Some(map) = value.dyn_ref::<js_sys::Map>() {
+        Array::from(&map.entries().into())
+    } else if value.is_object() {
+        js_sys::Object::entries(value.unchecked_ref())
+    } else {
+        return Err(invalid_option("files: expected an object or Map of file name → Uint8Array"));
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let pair: Array = entry.unchecked_into();
+            let name = pair.get(0).as_string().ok_or_else(|| invalid_option("files: file names must be strings"))?;
+            let bytes = pair.get(1);
+            let bytes = bytes
+                .dyn_ref::<Uint8Array>()
+                .ok_or_else(|| invalid_option(format!("files[{name}]: expected a Uint8Array")))?;
+            Ok((name, bytes.to_vec()))
+        })
+        .collect()
+}

@@ -1,0 +1,268 @@
+//! wasm-bindgen glue: the `RawBinding` surface of `ts/binding/types.ts` over `phoenix_core`, for
+//! `wasm32-unknown-unknown`. Like `crates/node`, it only converts values; every model, tokenizer and
+//! sampling decision is made in the core. Two things differ from the napi glue, both forced by the
+//! platform:
+//!
+//! - No file system: the model arrives as in-memory files (`loadModelFromFiles`). Reading a folder
+//!   (Node) or fetching URLs (browser) happens in the JS entry (`crates/wasm/js/`), which also gives
+//!   `loadModel(dir)` its `RawBinding` shape.
+//! - No threads: calls run on the calling JS thread (a Web Worker in the browser) and return
+//!   already-settled promises; `setThreads` only validates its argument.
+//!
+//! Errors are JS `Error`s whose message is the core's wire form `[E_CODE] message`. Panics depend on
+//! the build (scripts/build-wasm.sh, `PHOENIX_WASM_PANIC`): with `panic=unwind` (WASM exception
+//! handling) the core's `catch_panic` turns them into `E_INTERNAL` exactly as natively; with
+//! `panic=abort` a panic is a WASM trap: the panic hook below keeps its message for `lastPanic()`,
+//! and the JS layer (`js/binding.js`) turns the trap into `[E_INTERNAL] …` and re-instantiates.
+
+mod convert;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use js_sys::{Array, Float32Array, Promise};
+use phoenix_core::error::{invalid_option, Result};
+use phoenix_core::session::{self, js_numbers, Generation, GenerationStats, LoadedModel};
+use phoenix_core::tokenizer::{Tokenizer, TOKENIZER_FILE};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// Monotonic milliseconds (Node ≥ 16, browsers, workers). The core's own clock is `0` on wasm32.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Maps a core error to a JS `Error` carrying the wire form.
+fn js_error(e: phoenix_core::PhoenixError) -> JsError {
+    JsError::new(&e.to_wire())
+}
+
+/// Runs a core call with panics caught (panic=unwind builds; with panic=abort a panic traps).
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> std::result::Result<T, JsError> {
+    // A panic this call caught must not be reported for a later trap.
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    phoenix_core::error::catch_panic(f).map_err(js_error)
+}
+
+/// A settled promise, so async-shaped methods of `RawModel` / `RawGeneration` keep their types.
+fn settled(result: std::result::Result<JsValue, JsError>) -> Promise {
+    match result {
+        Ok(v) => Promise::resolve(&v),
+        Err(e) => Promise::reject(&JsValue::from(e)),
+    }
+}
+
+// ------------------------------------------------------------------------------------ panics
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
+    }));
+}
+
+/// The message of the panic that trapped this instance, if any (read by the JS entry after a trap).
+#[wasm_bindgen(js_name = lastPanic)]
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+// ------------------------------------------------------------------------------------ module fns
+
+/// Loads a model from its files held in memory: `{ "config.json": Uint8Array, "model.safetensors":
+/// …, "tokenizer.json"?: … }` or a `Map` of the same. Names are as inside a model folder.
+#[wasm_bindgen(js_name = loadModelFromFiles)]
+pub fn load_model_from_files(files: JsValue) -> std::result::Result<RawModel, JsError> {
+    let model = guarded(|| {
+        let files = convert::files_from_js(&files)?;
+        let tokenizer = match files.iter().find(|(name, _)| name == TOKENIZER_FILE) {
+            Some((name, bytes)) => Some(Tokenizer::from_bytes_named(bytes, name.clone())?),
+            None => None,
+        };
+        let model = phoenix_core::models::load_model_from_memory(files)?;
+        LoadedModel::new(model, tokenizer)
+    })?;
+    Ok(RawModel { inner: Some(Arc::new(model)) })
+}
+
+/// Core version, SIMD level the module was compiled for (`simd128` or `none`), threads (always 1).
+#[wasm_bindgen(js_name = buildInfo)]
+pub fn build_info() -> std::result::Result<JsValue, JsError> {
+    guarded(|| {
+        let mut info = session::build_info();
+        info.threads = 1;
+        convert::build_info_to_js(&info)
+    })
+}
+
+/// Accepted for parity with the native addon (same validation); WASM always runs on one thread.
+#[wasm_bindgen(js_name = setThreads)]
+pub fn set_threads(n: f64) -> std::result::Result<(), JsError> {
+    guarded(|| js_numbers::count_from_number("setThreads", n, session::MAX_THREADS).map(|_| ()))
+}
+
+// ------------------------------------------------------------------------------------ RawModel
+
+/// A loaded model. `dispose()` drops this handle's reference to the weights; running generations
+/// hold their own, so the memory goes when the last of them ends.
+#[wasm_bindgen]
+pub struct RawModel {
+    inner: Option<Arc<LoadedModel>>,
+}
+
+// Sound to assert: a `LoadedModel` is never mutated after loading (forward passes take `&self`), so
+// a panic caught mid-call cannot leave it half-updated. Needed by wasm-bindgen in panic=unwind builds.
+impl std::panic::UnwindSafe for RawModel {}
+impl std::panic::RefUnwindSafe for RawModel {}
+
+impl RawModel {
+    fn model(&self) -> std::result::Result<&Arc<LoadedModel>, JsError> {
+        self.inner.as_ref().ok_or_else(|| js_error(invalid_option("model disposed")))
+    }
+}
+
+#[wasm_bindgen]
+impl RawModel {
+    pub fn info(&self) -> std::result::Result<JsValue, JsError> {
+        let model = self.model()?;
+        guarded(|| convert::info_to_js(&model.info()))
+    }
+
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> std::result::Result<Array, JsError> {
+        let model = self.model()?;
+        guarded(|| model.tokenize(text, add_special_tokens).map(|ids| convert::ids_to_js(&ids)))
+    }
+
+    pub fn detokenize(&self, ids: Vec<f64>, skip_special_tokens: bool) -> std::result::Result<String, JsError> {
+        let model = self.model()?;
+        guarded(|| model.detokenize(&js_numbers::ids_from_numbers("detokenize", &ids)?, skip_special_tokens))
+    }
+
+    /// `Promise<Float32Array>`: logits for every position (`ids.length * vocabSize`, row-major).
+    pub fn logits(&self, ids: Vec<f64>) -> Promise {
+        settled(self.model().and_then(|model| {
+            guarded(|| {
+                let ids = js_numbers::ids_from_numbers("logits", &ids)?;
+                Ok(Float32Array::from(model.logits(&ids)?.as_slice()).into())
+            })
+        }))
+    }
+
+    /// Starts a generation (cheap: the prefill runs in the first `next()`).
+    pub fn generate(&self, prompt: JsValue, options: JsValue, state: Option<Vec<u8>>) -> std::result::Result<RawGeneration, JsError> {
+        let model = self.model()?;
+        let generation = guarded(|| {
+            let prompt = convert::prompt_from_js(prompt)?;
+            let options = convert::options_from_js(options)?;
+            model.generate_raw(prompt, &options, state.as_deref())
+        })?;
+        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, timing: Timing::default(), panicked: false })
+    }
+
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
+}
+
+// ------------------------------------------------------------------------------------ RawGeneration
+
+/// Wall time of steps, measured here because the core's clock reads 0 on wasm32. Split the way the
+/// core splits it natively: the first step (and any pending feed before `exportState`) is prefill.
+#[derive(Default, Clone, Copy)]
+struct Timing {
+    prefill_ms: f64,
+    decode_ms: f64,
+}
+
+/// One running generation. Each `next()` runs its step synchronously and returns a settled promise.
+#[wasm_bindgen]
+pub struct RawGeneration {
+    inner: Generation,
+    cancel: Arc<AtomicBool>,
+    timing: Timing,
+    /// Set when a call into `inner` panicked (only an unwinding build survives that): the state may
+    /// be half-advanced, so, like the native addon's poisoned lock, every later call fails.
+    panicked: bool,
+}
+
+// Sound to assert: `panicked` marks a generation a panic interrupted, and every method checks it.
+impl std::panic::UnwindSafe for RawGeneration {}
+impl std::panic::RefUnwindSafe for RawGeneration {}
+
+impl RawGeneration {
+    fn usable(&self) -> std::result::Result<(), JsError> {
+        if self.panicked {
+            return Err(js_error(phoenix_core::error::internal(
+                "generation unusable: an earlier step hit an internal error (panic)",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the generation, marking it unusable if `f` does not return (a caught panic).
+    fn with_inner<T>(&mut self, f: impl FnOnce(&mut Generation) -> Result<T>) -> std::result::Result<T, JsError> {
+        self.usable()?;
+        let mut returned = false;
+        let inner = &mut self.inner;
+        let result = guarded(|| {
+            let r = f(inner);
+            returned = true;
+            r
+        });
+        self.panicked = !returned;
+        result
+    }
+}
+
+#[wasm_bindgen]
+impl RawGeneration {
+    /// `Promise<RawStep | null>`: the prefill on the first call, then one decode step per call.
+    pub fn next(&mut self) -> Promise {
+        let first = self.inner.stats().generated_tokens == 0;
+        let started = performance_now();
+        let result = self.with_inner(|g| g.next_step().and_then(convert::step_to_js));
+        let elapsed = performance_now() - started;
+        if first {
+            self.timing.prefill_ms += elapsed;
+        } else {
+            self.timing.decode_ms += elapsed;
+        }
+        settled(result)
+    }
+
+    /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    #[wasm_bindgen(js_name = exportState)]
+    pub fn export_state(&mut self) -> std::result::Result<Vec<u8>, JsError> {
+        // Only before the first step is a prefill pending (later the state lags by one token).
+        let pending = self.inner.stats().generated_tokens == 0 && !self.inner.is_finished();
+        let started = performance_now();
+        let bytes = self.with_inner(|g| g.export_state());
+        if pending {
+            self.timing.prefill_ms += performance_now() - started;
+        }
+        bytes
+    }
+
+    pub fn stats(&self) -> std::result::Result<JsValue, JsError> {
+        self.usable()?;
+        let stats = GenerationStats { prefill_ms: self.timing.prefill_ms, decode_ms: self.timing.decode_ms, ..self.inner.stats() };
+        guarded(|| convert::stats_to_js(&stats))
+    }
+
+    #[wasm_bindgen(js_name = tokenIds)]
+    pub fn token_ids(&self) -> std::result::Result<Array, JsError> {
+        self.usable()?;
+        Ok(convert::ids_to_js(self.inner.token_ids()))
+    }
+}
