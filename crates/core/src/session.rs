@@ -2,6 +2,7 @@
 //! stepwise generation with exportable state. Bindings wrap exactly this; they add no logic.
 
 mod generation;
+
 pub mod js_numbers;
 pub mod runtime;
 pub mod snapshot;
@@ -16,6 +17,9 @@ use crate::error::{invalid_option, tokenizer_error, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
 use crate::tokenizer::{self, Tokenizer};
+
+/// Most logits one `logits` call returns (2^28 f32 = 1 GiB).
+pub const MAX_LOGITS_VALUES: usize = 1 << 28;
 
 /// What a generation starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +122,15 @@ impl LoadedModel {
             return Err(invalid_option("logits: `ids` is empty"));
         }
         self.check_ids("ids", ids)?;
+        // Every row is returned at once: refuse an output that cannot be allocated rather than let the
+        // allocation abort the host (native) or trap (WASM).
+        let vocab = self.model.info().vocab_size;
+        if ids.len().checked_mul(vocab).map_or(true, |n| n > MAX_LOGITS_VALUES) {
+            return Err(invalid_option(format!(
+                "logits: {} ids x {vocab} vocabulary columns exceeds the {MAX_LOGITS_VALUES}-value limit of one call; score in pieces",
+                ids.len()
+            )));
+        }
         let mut state = self.model.new_state();
         self.model.forward(ids, state.as_mut(), LogitsWanted::All)
     }

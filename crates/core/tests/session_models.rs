@@ -202,3 +202,13 @@ fn a_state_moves_between_formats_of_the_same_weights_and_needs_no_tokenizer() {
     // Text needs a tokenizer.
     assert_eq!(original.tokenize("hi", true).unwrap_err().code, ErrorCode::Tokenizer);
 }
+
+#[test]
+fn logits_refuses_an_output_too_large_to_allocate() {
+    let m = phoenix();
+    // 70k ids x 4096 columns > 2^28 values: refused up front, not an allocation failure.
+    let ids = vec![1u32; 70_000];
+    let err = m.logits(&ids).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidOption);
+    assert!(err.message.contains("limit"), "{}", err.message);
+}
