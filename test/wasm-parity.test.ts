@@ -1,0 +1,109 @@
+/**
+ * Native ⇄ WASM parity: the same engine code over both bindings must give the same numbers, the same
+ * text, interchangeable state snapshots and the same error codes.
+ *
+ * Runs whenever the WASM build exists (`npm run build:wasm` → wasm/); with PHOENIX_REQUIRE_WASM=1 a
+ * missing build is a failure, not a skip.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
+import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
+import type { LoadedModel } from '../ts/engines/types.js';
+import { LocalModelManager } from '../ts/models/manager.js';
+import { LITE, TINY, expectCode, readJson, requireNativeAddon, tempDir, type LiteReference, type TinyReference } from './helpers.js';
+
+const wasmBuilt = existsSync(defaultWasmPath());
+const wasmRequired = process.env.PHOENIX_REQUIRE_WASM === '1';
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let max = 0;
+  for (let i = 0; i < b.length; i++) max = Math.max(max, Math.abs((a[i] as number) - (b[i] as number)));
+  return max;
+}
+
+describe.runIf(wasmBuilt || wasmRequired)('native and WASM bindings agree', () => {
+  const engines: Record<'native' | 'wasm', MambaSSMEngine> = {} as never;
+  const lite: Partial<Record<'native' | 'wasm', LoadedModel>> = {};
+  let manager: LocalModelManager;
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
+  let liteRef: LiteReference;
+  let tinyRef: TinyReference;
+
+  beforeAll(async () => {
+    requireNativeAddon();
+    if (!wasmBuilt) throw new Error(`PHOENIX_REQUIRE_WASM=1 but no WASM build at ${defaultWasmPath()}: run \`npm run build:wasm\``);
+    engines.native = new MambaSSMEngine({ binding: await loadBinding({ backend: 'native' }) });
+    engines.wasm = new MambaSSMEngine({ binding: await loadBinding({ backend: 'wasm' }) });
+    scratch = await tempDir();
+    manager = new LocalModelManager({ modelsDir: scratch.dir, engines: [engines.native], measurePerformance: false });
+    const meta = await manager.getModelMetadataAt(LITE);
+    lite.native = await engines.native.loadModel(meta);
+    lite.wasm = await engines.wasm.loadModel(meta);
+    liteRef = await readJson<LiteReference>(path.join(LITE, 'reference.json'));
+    tinyRef = await readJson<TinyReference>(path.join(TINY, 'reference.json'));
+  });
+
+  afterAll(async () => {
+    lite.native?.dispose();
+    lite.wasm?.dispose();
+    await scratch?.cleanup();
+  });
+
+  it('the WASM binding reports itself as such', async () => {
+    expect((await loadBinding({ backend: 'wasm' })).backend).toBe('wasm');
+    expect(lite.wasm?.info.modelType).toBe('mamba');
+  });
+
+  it('logits: WASM within 1e-4 of native and both within 1e-3 of the float64 reference', async () => {
+    for (const [model, ref] of [
+      [LITE, liteRef],
+      [TINY, tinyRef],
+    ] as const) {
+      const meta = await manager.getModelMetadataAt(model);
+      const [n, w] = [await engines.native.loadModel(meta), await engines.wasm.loadModel(meta)];
+      try {
+        const [sn, sw] = [await engines.native.score(n, { ids: ref.input_ids }), await engines.wasm.score(w, { ids: ref.input_ids })];
+        ref.logits.forEach((row, i) => {
+          expect(maxAbsDiff(sw.logits[i] as Float32Array, sn.logits[i] as Float32Array)).toBeLessThan(1e-4);
+          expect(maxAbsDiff(sw.logits[i] as Float32Array, row)).toBeLessThan(1e-3);
+          expect(maxAbsDiff(sn.logits[i] as Float32Array, row)).toBeLessThan(1e-3);
+        });
+      } finally {
+        n.dispose();
+        w.dispose();
+      }
+    }
+  });
+
+  it('greedy and seeded sampling give identical text on both', async () => {
+    for (const options of [{ temperature: 0 }, { temperature: 0.8, topP: 0.9, topK: 40, minP: 0.02, repeatPenalty: 1.1, seed: 42 }]) {
+      const n = await engines.native.predict(lite.native!, liteRef.prompt, { ...options, maxTokens: 48 });
+      const w = await engines.wasm.predict(lite.wasm!, liteRef.prompt, { ...options, maxTokens: 48 });
+      expect(w.tokenIds).toEqual(n.tokenIds);
+      expect(w.text).toBe(n.text);
+    }
+  });
+
+  it('a snapshot taken on native continues on WASM, and back, identically', async () => {
+    const whole = await engines.native.predict(lite.native!, liteRef.prompt, { maxTokens: 30 });
+    const first = await engines.native.predict(lite.native!, liteRef.prompt, { maxTokens: 10, returnState: true });
+    const onWasm = await engines.wasm.predict(lite.wasm!, '', { state: first.state, maxTokens: 10, returnState: true });
+    const backOnNative = await engines.native.predict(lite.native!, '', { state: onWasm.state, maxTokens: 10 });
+    expect([...first.tokenIds, ...onWasm.tokenIds, ...backOnNative.tokenIds]).toEqual(whole.tokenIds);
+    expect(first.text + onWasm.text + backOnNative.text).toBe(whole.text);
+  });
+
+  it('bad input gives the same error codes on both', async () => {
+    for (const kind of ['native', 'wasm'] as const) {
+      const engine = engines[kind];
+      const model = lite[kind]!;
+      await expectCode(engine.predict(model, '', {}), 'E_INVALID_OPTION');
+      await expectCode(engine.predict(model, 'x', { topP: 1.5 }), 'E_INVALID_OPTION');
+      await expectCode(engine.predict(model, 'x', { state: new Uint8Array([1, 2, 3]) }), 'E_STATE_MISMATCH');
+      await expectCode(engine.score(model, { ids: [model.info.vocabSize + 5] }), 'E_INVALID_OPTION');
+    }
+  });
+});
