@@ -13,10 +13,10 @@ const EXP_MIN: f32 = -87.336_55;
 /// Above this, e^x overflows f32.
 const EXP_MAX: f32 = 88.722_83;
 
-/// e^x, relative error ≤ ~2e-7 on the normal range; 0 below −87.34, +inf above 88.72, NaN stays NaN.
+/// Shared core of [`exp`] and [`exp_nonpositive`]: for `xc` in the clamped range, returns
+/// `(e^r, n)` with `xc = n·ln2 + r`, `r ∈ [-ln2/2, ln2/2]`, so `e^xc = e^r · 2^n`.
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    let xc = x.clamp(EXP_MIN, EXP_MAX);
+fn exp_reduced(xc: f32) -> (f32, i32) {
     let shifted = xc * LOG2E + ROUND_MAGIC;
     let n = shifted - ROUND_MAGIC;
     // The rounded integer sits in the low mantissa bits of `shifted`: reading it from the bits avoids a
@@ -30,7 +30,13 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
-    let er = p * r * r + r + 1.0;
+    (p * r * r + r + 1.0, ni)
+}
+
+/// e^x, relative error ≤ ~2e-7 on the normal range; 0 below −87.34, +inf above 88.72, NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let (er, ni) = exp_reduced(x.clamp(EXP_MIN, EXP_MAX));
     // 2^n: n ∈ [-126, 128]; build as two factors so n = 128 does not overflow the exponent field.
     let half = ni >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
@@ -49,18 +55,7 @@ pub fn exp(x: f32) -> f32 {
 /// and with a single exponent factor — a few ops less in the hottest loop.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
-    let xc = x.max(EXP_MIN);
-    let shifted = xc * LOG2E + ROUND_MAGIC;
-    let n = shifted - ROUND_MAGIC;
-    let ni = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_2e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5e-1;
-    let er = p * r * r + r + 1.0;
+    let (er, ni) = exp_reduced(x.max(EXP_MIN));
     // n ∈ [-126, 0]: 2^n is a normal float.
     let y = er * f32::from_bits(((ni + 127) as u32) << 23);
     if x < EXP_MIN {
