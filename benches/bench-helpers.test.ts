@@ -4,13 +4,13 @@ import { describe, expect, it } from 'vitest';
 import type { WorkerResult } from './engines/types.js';
 import { parseArgs } from './lib/args.js';
 import { promptIds } from './lib/prompt.js';
-import { formatRatios, ratios, summarise } from './lib/report.js';
+import { formatRatios, formatWasmRatios, ratios, summarise, wasmRatios } from './lib/report.js';
 import { median, spread } from './lib/stats.js';
 
-function fakeResult(engine: WorkerResult['engine'], threads: number, prefillMs: number[], decodeMs: number[]): WorkerResult {
+function fakeResult(engine: WorkerResult['engine'], threads: number, prefillMs: number[], decodeMs: number[], backend?: string): WorkerResult {
   return {
     engine,
-    backend: engine === 'llama.cpp' ? 'cpu' : 'native',
+    backend: backend ?? (engine === 'llama.cpp' ? 'cpu' : 'native'),
     threads,
     describe: {},
     load: { loadMs: 100, breakdown: { model_ms: 100 } },
@@ -50,9 +50,14 @@ describe('bench args', () => {
     expect(parseArgs(['--threads=4,2,1'])).toMatchObject({ threads: [4, 2, 1], promptTokens: 512 });
     expect(parseArgs(['--help'])).toBe('help');
   });
+  it('runs every engine by default and WASM alone with --engines=phoenix-local-wasm', () => {
+    expect(parseArgs([])).toMatchObject({ engines: ['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'] });
+    expect(parseArgs(['--engines=phoenix-local-wasm'])).toMatchObject({ engines: ['phoenix-local-wasm'] });
+  });
   it('rejects bad values with the flag named', () => {
     expect(() => parseArgs(['--runs=0'])).toThrow(/--runs/);
     expect(() => parseArgs(['--engines=vllm'])).toThrow(/--engines/);
+    expect(() => parseArgs(['--engines=wasm'])).toThrow(/phoenix-local-wasm/);
     expect(() => parseArgs(['--bogus'])).toThrow(/unknown option/);
   });
 });
@@ -72,5 +77,25 @@ describe('bench report', () => {
     const missing = ratios([llama], 2);
     expect(missing.prefill).toBeNull();
     expect(missing.targets.decode.pass).toBeNull();
+  });
+  it('compares WASM with native at 1 thread and keeps it out of the llama.cpp ratios', () => {
+    const native1 = summarise([fakeResult('phoenix-local', 1, [500, 500], [100, 100])], 'm', 'f32', 512, 10);
+    const native2 = summarise([fakeResult('phoenix-local', 2, [250, 250], [50, 50])], 'm', 'f32', 512, 10);
+    const wasm = summarise([fakeResult('phoenix-local', 1, [2000, 2000], [250, 250], 'wasm')], 'm', 'f32', 512, 10);
+    const llama1 = summarise([fakeResult('llama.cpp', 1, [1000, 1000], [100, 100])], 'm', 'f32', 512, 10);
+    expect(wasm.backend).toBe('wasm');
+    expect(wasm.engine).toBe('phoenix-local');
+    // The WASM row (also phoenix-local @ 1 thread) must not stand in for the native one.
+    expect(ratios([wasm, native1, llama1], 1).prefill).toBeCloseTo(2.0, 3);
+    const w = wasmRatios([native2, wasm, native1]);
+    expect(w.native_threads).toBe(1);
+    expect(w.prefill).toBeCloseTo(0.25, 3);
+    expect(w.decode).toBeCloseTo(0.4, 3);
+    expect(w.targets.decode).toEqual({ target: 0.5, value: 0.4, pass: false });
+    expect(formatWasmRatios(w)).toContain('MISS');
+    const none = wasmRatios([native2, wasm]);
+    expect(none.decode).toBeNull();
+    expect(none.targets.decode.pass).toBeNull();
+    expect(formatWasmRatios(none)).toContain('n/a');
   });
 });

@@ -1,20 +1,23 @@
 /**
  * `npm run bench`: phoenix-local (native addon) against llama.cpp (node-llama-cpp, CPU) on the same
  * Mamba-130M-shaped f32 model with the same token ids, same threads, one engine at a time, each in
- * its own process. Prints a table and writes bench-results.json at the repo root.
+ * its own process; plus phoenix-local on its WASM binding (single-threaded: one 1-thread row,
+ * compared with native at 1 thread). Prints a table and writes bench-results.json at the repo root.
  * Options: `npm run bench -- --help`.
  */
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { EngineName, WorkerResult } from './engines/types.js';
+import { defaultWasmPath } from '../ts/index.js';
+
+import { WASM_THREADS, type EngineId, type WorkerResult } from './engines/types.js';
 import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
 import { ensureBenchModel, MODEL_NAME, type BenchModel } from './lib/bench-model.js';
 import { machineInfo } from './lib/machine.js';
 import { promptIds } from './lib/prompt.js';
-import { formatRatios, formatTable, formatVerification, ratios, summarise, TARGETS, type ResultRow } from './lib/report.js';
+import { formatRatios, formatTable, formatVerification, formatWasmRatios, ratios, summarise, TARGETS, wasmRatios, type ResultRow } from './lib/report.js';
 import { runWorker } from './lib/spawn-worker.js';
 import { verifyLogits, type Verification } from './lib/verify.js';
 
@@ -36,7 +39,7 @@ function greedyAgreement(a: readonly number[], b: readonly number[]): { identica
 function oversubscriptionWarnings(rows: readonly ResultRow[]): string[] {
   const warnings: string[] = [];
   for (const row of rows) {
-    const single = rows.find((r) => r.engine === row.engine && r.threads === 1);
+    const single = rows.find((r) => r.engine === row.engine && r.backend === row.backend && r.threads === 1);
     if (!single || row.threads <= 1) continue;
     if (row.decode_tps < single.decode_tps || row.prefill_tps < single.prefill_tps) {
       warnings.push(`${row.engine} is slower at ${row.threads} threads than at 1: the cores were busy (oversubscribed); these numbers are not representative`);
@@ -45,16 +48,25 @@ function oversubscriptionWarnings(rows: readonly ResultRow[]): string[] {
   return warnings;
 }
 
+const WASM: EngineId = 'phoenix-local-wasm';
+
+/** Thread count a worker of `engine` runs with in the `threads` pass (WASM: always 1). */
+const workerThreads = (engine: EngineId, threads: number) => (engine === WASM ? WASM_THREADS : threads);
+
 async function benchmark(opts: BenchOptions, model: BenchModel, ids: number[]) {
   const results = new Map<string, WorkerResult[]>();
   const errors: Record<string, string> = {};
-  const failed = new Set<EngineName>();
-  for (const threads of opts.threads) {
+  const failed = new Set<EngineId>();
+  // WASM runs in one pass only: the 1-thread pass if there is one, else the last.
+  const wasmPass = opts.threads.includes(WASM_THREADS) ? WASM_THREADS : opts.threads[opts.threads.length - 1]!;
+  for (const passThreads of opts.threads) {
     for (let run = 0; run < opts.runs; run++) {
       // Alternate the order so slow drifts in machine load hit both engines alike.
-      const order = run % 2 === 0 ? opts.engines : [...opts.engines].reverse();
+      const engines = opts.engines.filter((e) => e !== WASM || passThreads === wasmPass);
+      const order = run % 2 === 0 ? engines : [...engines].reverse();
       for (const engine of order) {
         if (failed.has(engine)) continue;
+        const threads = workerThreads(engine, passThreads);
         process.stdout.write(`[bench] ${engine} threads=${threads} run ${run + 1}/${opts.runs} ... `);
         try {
           const r = await runWorker(
@@ -90,6 +102,19 @@ async function main(): Promise<number> {
   const model = ensureBenchModel(REPO_ROOT);
   const ids = promptIds(opts.promptTokens);
   const headline = opts.threads[0]!;
+  const skipped: Record<string, string> = {};
+  if (opts.engines.includes(WASM)) {
+    const wasmPath = process.env.PHOENIX_WASM_PATH || defaultWasmPath();
+    if (!existsSync(wasmPath)) {
+      skipped[WASM] = `WASM build not found at ${wasmPath} (run \`npm run build:wasm\`)`;
+      console.log(`[bench] note: skipping phoenix-local WASM rows: ${skipped[WASM]}`);
+      opts.engines = opts.engines.filter((e) => e !== WASM);
+    }
+  }
+  if (!opts.engines.length) {
+    console.log('[bench] nothing to run');
+    return 0;
+  }
   console.log(
     `[bench] model ${MODEL_NAME} (${(model.manifest.param_count / 1e6).toFixed(1)}M params, ${model.manifest.dtype}, random weights, ` +
       `${model.generated ? 'generated now' : 'reused'}); prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
@@ -98,7 +123,7 @@ async function main(): Promise<number> {
 
   let verification: Verification | undefined;
   if (opts.verify) {
-    console.log('[bench] checking logits of both engines against each other and the float64 reference ...');
+    console.log(`[bench] checking logits of ${opts.engines.join(', ')} against each other and the float64 reference ...`);
     verification = await verifyLogits(REPO_ROOT, model, opts.engines, headline);
   }
 
@@ -106,11 +131,15 @@ async function main(): Promise<number> {
   const rows: ResultRow[] = [];
   for (const threads of opts.threads) {
     for (const engine of opts.engines) {
+      if (engine === WASM) continue;
       const r = results.get(`${engine}@${threads}`);
       if (r?.length) rows.push(summarise(r, MODEL_NAME, model.manifest.dtype, ids.length, opts.decodeTokens));
     }
   }
+  const wasmResults = results.get(`${WASM}@${WASM_THREADS}`);
+  if (wasmResults?.length) rows.push(summarise(wasmResults, MODEL_NAME, model.manifest.dtype, ids.length, opts.decodeTokens));
   const byThreads = Object.fromEntries(opts.threads.map((t) => [String(t), ratios(rows, t)]));
+  const wasm = opts.engines.includes(WASM) ? wasmRatios(rows) : undefined;
   const headlineRatios = byThreads[String(headline)]!;
 
   const phoenixTokens = results.get(`phoenix-local@${headline}`)?.[0]?.firstTokens;
@@ -129,7 +158,7 @@ async function main(): Promise<number> {
   const output = {
     rows,
     // reliable=false: the ratios were measured on a busy machine and must not be quoted.
-    ratios: { ...headlineRatios, by_threads: byThreads, reliable: caveats.length === 0, caveats },
+    ratios: { ...headlineRatios, by_threads: byThreads, ...(wasm ? { wasm_vs_native: wasm } : {}), reliable: caveats.length === 0, caveats },
     machine,
     verification: verification && {
       ...verification,
@@ -160,6 +189,7 @@ async function main(): Promise<number> {
       },
     },
     errors,
+    ...(Object.keys(skipped).length ? { skipped } : {}),
   };
   const outPath = path.resolve(REPO_ROOT, opts.out);
   writeFileSync(`${outPath}.tmp`, JSON.stringify(output, null, 2) + '\n');
@@ -167,8 +197,12 @@ async function main(): Promise<number> {
 
   console.log('');
   console.log(formatTable(rows));
+  if (rows.some((r) => r.backend === 'wasm')) console.log('(backend wasm = phoenix-local on its WASM binding: single-threaded, one row at 1 thread whatever --threads says)');
   console.log('');
-  for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + (caveats.length ? '  [UNRELIABLE: busy machine]' : ''));
+  const unreliable = caveats.length ? '  [UNRELIABLE: busy machine]' : '';
+  for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
+  if (wasm) console.log(formatWasmRatios(wasm) + unreliable);
+  for (const [engine, why] of Object.entries(skipped)) console.log(`note: ${engine} skipped: ${why}`);
   if (verification) console.log(formatVerification(verification));
   if (greedy) console.log(`greedy continuation @ ${headline} threads: first ${greedy.identicalPrefix} of ${greedy.compared} tokens identical`);
   if (opts.profile) {

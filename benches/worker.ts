@@ -23,7 +23,8 @@ function rssMb(field: 'VmHWM' | 'VmRSS'): number {
 }
 
 function makeEngine(job: WorkerJob): BenchEngine {
-  if (job.engine === 'phoenix-local') return new PhoenixEngine(job.hfDir, job.threads);
+  if (job.engine === 'phoenix-local') return new PhoenixEngine(job.hfDir, job.threads, 'native');
+  if (job.engine === 'phoenix-local-wasm') return new PhoenixEngine(job.hfDir, job.threads, 'wasm');
   return new LlamaCppEngine(job.ggufPath, job.threads, job.promptIds.length + job.decodeSteps + 8);
 }
 

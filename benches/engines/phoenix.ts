@@ -1,7 +1,7 @@
 /**
- * phoenix-local through its native binding, obtained from the library's public API (`loadBinding`
- * of ts/index.ts, backend forced to 'native' so a WASM fallback can never be benchmarked by
- * mistake). It drives the binding's RawModel/RawGeneration directly: token ids in, token ids out,
+ * phoenix-local through one of its bindings, obtained from the library's public API (`loadBinding`
+ * of ts/index.ts, backend forced to 'native' or 'wasm' so a fallback can never be benchmarked by
+ * mistake; the WASM build is single-threaded). It drives the binding's RawModel/RawGeneration directly: token ids in, token ids out,
  * like the llama.cpp side, so neither tokenizing nor detokenizing is part of the timings.
  */
 import { statSync } from 'node:fs';
@@ -14,7 +14,6 @@ const now = () => performance.now();
 
 export class PhoenixEngine implements BenchEngine {
   readonly name = 'phoenix-local' as const;
-  readonly backend = 'native';
   private selection?: BindingSelection;
   private model?: RawModel;
   private initMs = 0;
@@ -22,12 +21,13 @@ export class PhoenixEngine implements BenchEngine {
   constructor(
     private readonly modelDir: string,
     private readonly threads: number,
+    readonly backend: 'native' | 'wasm' = 'native',
   ) {}
 
   describe(): Record<string, unknown> {
     const info = this.model?.info();
     return {
-      binding: 'phoenix-local loadBinding({ backend: \'native\' })',
+      binding: `phoenix-local loadBinding({ backend: '${this.backend}' })`,
       addon: this.selection?.path,
       addonModified: this.selection ? statSync(this.selection.path).mtime.toISOString() : undefined,
       buildInfo: this.selection ? this.selection.binding.buildInfo() : undefined,
@@ -40,7 +40,7 @@ export class PhoenixEngine implements BenchEngine {
 
   async load(): Promise<LoadOutcome> {
     const t0 = now();
-    this.selection = await loadBinding({ backend: 'native' });
+    this.selection = await loadBinding({ backend: this.backend });
     this.selection.binding.setThreads(this.threads);
     this.initMs = now() - t0;
     const t1 = now();

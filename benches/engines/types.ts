@@ -5,6 +5,17 @@
  */
 export type EngineName = 'phoenix-local' | 'llama.cpp';
 
+/**
+ * What `--engines` selects and what a worker runs: an engine, plus `phoenix-local-wasm` for
+ * phoenix-local on its WASM binding (its rows keep engine 'phoenix-local', with backend 'wasm').
+ */
+export type EngineId = EngineName | 'phoenix-local-wasm';
+
+export const ENGINE_IDS: readonly EngineId[] = ['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'];
+
+/** WASM is single-threaded: its only row is this thread count, whatever `--threads` says. */
+export const WASM_THREADS = 1;
+
 export interface LoadOutcome {
   /** Wall time until the engine can evaluate tokens (model load + context creation where separate). */
   loadMs: number;
@@ -27,7 +38,7 @@ export interface GenerationTiming {
 
 export interface BenchEngine {
   readonly name: EngineName;
-  /** 'native' for phoenix's napi addon, 'cpu' for llama.cpp's CPU build. */
+  /** 'native' for phoenix's napi addon, 'wasm' for its WASM binding, 'cpu' for llama.cpp's CPU build. */
   readonly backend: string;
   /** Engine/version facts for the results file. */
   describe(): Record<string, unknown>;
@@ -46,7 +57,7 @@ export interface BenchEngine {
 
 /** What the parent sends a worker process. */
 export interface WorkerJob {
-  engine: EngineName;
+  engine: EngineId;
   threads: number;
   /** Hugging Face folder (phoenix-local). */
   hfDir: string;

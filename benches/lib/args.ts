@@ -1,5 +1,5 @@
 /** Command-line options of `npm run bench` (see `npm run bench -- --help`). */
-import type { EngineName } from '../engines/types.js';
+import { ENGINE_IDS, type EngineId } from '../engines/types.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -12,7 +12,8 @@ export interface BenchOptions {
   iterations: number;
   promptTokens: number;
   decodeTokens: number;
-  engines: EngineName[];
+  /** Engines to run; `phoenix-local-wasm` = phoenix-local on its WASM binding (one 1-thread row). */
+  engines: EngineId[];
   verify: boolean;
   out: string;
 }
@@ -26,7 +27,10 @@ export const USAGE = `Usage: npm run bench -- [options]
   --iterations=N      measured iterations per process (default 2)
   --prompt=N          prompt tokens (default 512)
   --decode=N          greedy tokens decoded after the first (default 128)
-  --engines=a,b       phoenix-local,llama.cpp (default both)
+  --engines=a,b,c     any of phoenix-local (native addon), phoenix-local-wasm (WASM binding),
+                      llama.cpp (default all three). WASM is single-threaded: it runs once at
+                      1 thread whatever --threads says, and is skipped with a note if wasm/ is
+                      not built (\`npm run build:wasm\`). --engines=phoenix-local-wasm runs only WASM
   --no-verify         skip the logit-agreement check
   --out=FILE          results file (default bench-results.json at the repo root)
 `;
@@ -46,7 +50,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     iterations: 2,
     promptTokens: 512,
     decodeTokens: 128,
-    engines: ['phoenix-local', 'llama.cpp'],
+    engines: [...ENGINE_IDS],
     verify: true,
     out: 'bench-results.json',
   };
@@ -86,9 +90,9 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
       case '--engines': {
         const names = value.split(',');
         for (const n of names) {
-          if (n !== 'phoenix-local' && n !== 'llama.cpp') throw new Error(`--engines: unknown engine ${JSON.stringify(n)} (phoenix-local, llama.cpp)`);
+          if (!ENGINE_IDS.includes(n as EngineId)) throw new Error(`--engines: unknown engine ${JSON.stringify(n)} (${ENGINE_IDS.join(', ')})`);
         }
-        opts.engines = names as EngineName[];
+        opts.engines = [...new Set(names)] as EngineId[];
         break;
       }
       case '--out':

@@ -1,4 +1,4 @@
-/** Turns worker results into result rows, phoenix/llama.cpp ratios, and the printed table. */
+/** Turns worker results into result rows, phoenix/llama.cpp and WASM/native ratios, and the printed table. */
 import type { EngineName, WorkerResult } from '../engines/types.js';
 import { median, round, spread } from './stats.js';
 import type { Verification } from './verify.js';
@@ -46,7 +46,21 @@ export interface RatioSet {
   targets: { decode: Target; prefill: Target };
 }
 
-export const TARGETS = { decode: 1.0, prefill: 2.0 } as const;
+/**
+ * decode/prefill: phoenix-local (native) over llama.cpp at the same threads.
+ * wasm_decode_vs_native_1t: phoenix-local on WASM over phoenix-local native at 1 thread (WASM is
+ * single-threaded).
+ */
+export const TARGETS = { decode: 1.0, prefill: 2.0, wasm_decode_vs_native_1t: 0.5 } as const;
+
+/** phoenix-local WASM against phoenix-local native, both at one thread. */
+export interface WasmRatioSet {
+  /** Thread count of the native row compared against (always 1). */
+  native_threads: number;
+  prefill: number | null;
+  decode: number | null;
+  targets: { decode: Target };
+}
 
 function medianOfKey(samples: readonly Record<string, number>[], key: string): number | undefined {
   const values = samples.map((s) => s[key]).filter((v): v is number => typeof v === 'number');
@@ -110,7 +124,7 @@ function target(goal: number, value: number | null): Target {
 }
 
 export function ratios(rows: readonly ResultRow[], threads: number): RatioSet {
-  const phoenix = rows.find((r) => r.engine === 'phoenix-local' && r.threads === threads);
+  const phoenix = rows.find((r) => r.engine === 'phoenix-local' && r.backend === 'native' && r.threads === threads);
   const llama = rows.find((r) => r.engine === 'llama.cpp' && r.threads === threads);
   const prefill = phoenix && llama ? phoenix.prefill_tps / llama.prefill_tps : null;
   const decode = phoenix && llama ? phoenix.decode_tps / llama.decode_tps : null;
@@ -119,6 +133,20 @@ export function ratios(rows: readonly ResultRow[], threads: number): RatioSet {
     prefill: prefill === null ? null : round(prefill, 3),
     decode: decode === null ? null : round(decode, 3),
     targets: { decode: target(TARGETS.decode, decode), prefill: target(TARGETS.prefill, prefill) },
+  };
+}
+
+/** WASM/native ratios (prefill, decode) of phoenix-local, native at 1 thread; null where a row is missing. */
+export function wasmRatios(rows: readonly ResultRow[]): WasmRatioSet {
+  const native = rows.find((r) => r.engine === 'phoenix-local' && r.backend === 'native' && r.threads === 1);
+  const wasm = rows.find((r) => r.engine === 'phoenix-local' && r.backend === 'wasm');
+  const prefill = native && wasm ? wasm.prefill_tps / native.prefill_tps : null;
+  const decode = native && wasm ? wasm.decode_tps / native.decode_tps : null;
+  return {
+    native_threads: 1,
+    prefill: prefill === null ? null : round(prefill, 3),
+    decode: decode === null ? null : round(decode, 3),
+    targets: { decode: target(TARGETS.wasm_decode_vs_native_1t, decode) },
   };
 }
 
@@ -147,6 +175,13 @@ export function formatRatios(set: RatioSet): string {
   const fmt = (name: string, t: Target) =>
     t.value === null ? `${name} n/a` : `${name} ${t.value.toFixed(2)}x (target >= ${t.target.toFixed(1)}x: ${t.pass ? 'PASS' : 'MISS'})`;
   return `phoenix-local / llama.cpp @ ${set.threads} thread(s): ${fmt('prefill', set.targets.prefill)}, ${fmt('decode', set.targets.decode)}`;
+}
+
+export function formatWasmRatios(set: WasmRatioSet): string {
+  const head = `phoenix-local wasm / native @ ${set.native_threads} thread:`;
+  if (set.prefill === null || set.decode === null) return `${head} n/a (needs a wasm row and a native row at 1 thread; e.g. --threads=2,1)`;
+  const t = set.targets.decode;
+  return `${head} prefill ${set.prefill.toFixed(2)}x, decode ${set.decode.toFixed(2)}x (aim decode >= ${t.target.toFixed(1)}x native single-thread: ${t.pass ? 'PASS' : 'MISS'})`;
 }
 
 export function formatVerification(v: Verification): string {

@@ -22,7 +22,7 @@ export async function runWorker(
     NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true',
   };
   // candle/rayon size their pools from this; the binding's setThreads is called as well.
-  if (job.engine === 'phoenix-local') env.RAYON_NUM_THREADS = String(job.threads);
+  if (job.engine.startsWith('phoenix-local')) env.RAYON_NUM_THREADS = String(job.threads);
   try {
     const output: string[] = [];
     const code = await new Promise<number | null>((resolve, reject) => {

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { EngineName } from '../engines/types.js';
+import { WASM_THREADS, type EngineId } from '../engines/types.js';
 import type { BenchModel } from './bench-model.js';
 import { runWorker } from './spawn-worker.js';
 
@@ -51,7 +51,7 @@ function compare(a: string, x: Float32Array | Float64Array, b: string, y: Float3
   return { a, b, maxAbsDiff, relToMax: maxAbsDiff / maxB, argmaxAgree: `${agree}/${rows}` };
 }
 
-export async function verifyLogits(repoRoot: string, model: BenchModel, engines: readonly EngineName[], threads: number): Promise<Verification> {
+export async function verifyLogits(repoRoot: string, model: BenchModel, engines: readonly EngineId[], threads: number): Promise<Verification> {
   const ids = model.manifest.check_ids;
   const refBytes = readFileSync(path.join(model.dir, model.manifest.reference_logits.file));
   const reference = new Float64Array(refBytes.buffer, refBytes.byteOffset, refBytes.byteLength / 8);
@@ -64,7 +64,7 @@ export async function verifyLogits(repoRoot: string, model: BenchModel, engines:
       try {
         await runWorker(
           repoRoot,
-          { engine, threads, hfDir: model.hfDir, ggufPath: model.ggufPath, mode: 'logits', promptIds: ids, decodeSteps: 0, iterations: 0, logitsOut },
+          { engine, threads: engine === 'phoenix-local-wasm' ? WASM_THREADS : threads, hfDir: model.hfDir, ggufPath: model.ggufPath, mode: 'logits', promptIds: ids, decodeSteps: 0, iterations: 0, logitsOut },
           10 * 60_000,
         );
         const bytes = readFileSync(logitsOut);
@@ -82,5 +82,8 @@ export async function verifyLogits(repoRoot: string, model: BenchModel, engines:
   if (phoenix && llama) comparisons.push(compare('phoenix-local', phoenix, 'llama.cpp', llama, ids.length));
   if (phoenix) comparisons.push(compare('phoenix-local', phoenix, 'float64 reference', reference, ids.length));
   if (llama) comparisons.push(compare('llama.cpp', llama, 'float64 reference', reference, ids.length));
+  const wasm = got.get('phoenix-local-wasm');
+  if (wasm && phoenix) comparisons.push(compare('phoenix-local-wasm', wasm, 'phoenix-local', phoenix, ids.length));
+  if (wasm) comparisons.push(compare('phoenix-local-wasm', wasm, 'float64 reference', reference, ids.length));
   return { checkIds: ids, referenceAbsMax: model.manifest.reference_logits.abs_max, comparisons, errors };
 }
