@@ -43,7 +43,9 @@ pub struct MambaConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
-const FILE: &str = "config.json";
+/// The file name looked for inside a model folder.
+pub const CONFIG_FILE: &str = "config.json";
+const FILE: &str = CONFIG_FILE;
 
 impl MambaConfig {
     /// Parses the text of `config.json`. Syntax errors name the line and column; bad fields name the field.

@@ -8,6 +8,7 @@
 
 pub mod files;
 mod pth;
+pub mod read_plan;
 mod safetensors_file;
 
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ use crate::error::{bad_weights, model_not_found, Result};
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
 pub const PTH_FILE: &str = "pytorch_model.bin";
+/// Weight containers in the order they are looked for: the first one present is used.
+pub const WEIGHT_CONTAINERS: [&str; 3] = [SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE, PTH_FILE];
 
 /// Element types a checkpoint may store; all are converted to f32 on load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,19 +77,22 @@ pub struct TensorStore {
 impl TensorStore {
     /// Detects the weight container in `files` and indexes its tensors (no conversion yet).
     pub fn open(files: &ModelFiles) -> Result<Self> {
-        let (format, list) = if files.has(SAFETENSORS_INDEX_FILE) {
-            (WeightFormat::ShardedSafetensors, safetensors_file::read_sharded(files)?)
-        } else if files.has(SAFETENSORS_FILE) {
-            let bytes = files.bytes(SAFETENSORS_FILE)?;
-            (WeightFormat::Safetensors, safetensors_file::read(bytes, &files.describe(SAFETENSORS_FILE))?)
-        } else if files.has(PTH_FILE) {
-            let bytes = files.bytes(PTH_FILE)?;
-            (WeightFormat::Pth, pth::read(bytes, &files.describe(PTH_FILE))?)
-        } else {
-            return Err(model_not_found(format!(
-                "{}: no weights found (expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {PTH_FILE})",
-                files.describe_root()
-            )));
+        let (format, list) = match WEIGHT_CONTAINERS.into_iter().find(|file| files.has(file)) {
+            Some(SAFETENSORS_INDEX_FILE) => (WeightFormat::ShardedSafetensors, safetensors_file::read_sharded(files)?),
+            Some(SAFETENSORS_FILE) => {
+                let bytes = files.bytes(SAFETENSORS_FILE)?;
+                (WeightFormat::Safetensors, safetensors_file::read(bytes, &files.describe(SAFETENSORS_FILE))?)
+            }
+            Some(_) => {
+                let bytes = files.bytes(PTH_FILE)?;
+                (WeightFormat::Pth, pth::read(bytes, &files.describe(PTH_FILE))?)
+            }
+            None => {
+                return Err(model_not_found(format!(
+                    "{}: no weights found (expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {PTH_FILE})",
+                    files.describe_root()
+                )))
+            }
         };
         Ok(Self { format, tensors: list.into_iter().collect() })
     }

@@ -15,6 +15,7 @@ pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
 
 use crate::error::{invalid_option, tokenizer_error, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
+use crate::loader::ModelFiles;
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
 use crate::tokenizer::{self, Tokenizer};
 
@@ -61,8 +62,13 @@ impl LoadedModel {
     /// Loads a model folder: weights and config via [`crate::models::load_model_dir`], plus
     /// `tokenizer.json` if present (absent → no text I/O; present but broken → `E_TOKENIZER`).
     pub fn load(dir: &Path) -> Result<Self> {
-        let model = crate::models::load_model_dir(dir)?;
-        let tokenizer = tokenizer::load_optional(dir)?;
+        Self::from_files(&ModelFiles::from_dir(dir)?)
+    }
+
+    /// Loads from any file source (a folder, or files in memory as the WASM glue has them).
+    pub fn from_files(files: &ModelFiles) -> Result<Self> {
+        let model = crate::models::load_model_files(files)?;
+        let tokenizer = tokenizer::load_optional(files)?;
         Self::new(model, tokenizer)
     }
 

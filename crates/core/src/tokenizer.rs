@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::error::{tokenizer_error, Result};
+use crate::loader::ModelFiles;
 
 /// The file name looked for inside a model folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -82,11 +83,15 @@ impl Tokenizer {
     }
 }
 
-/// Loads `dir/tokenizer.json` if it exists. Absent → `Ok(None)`; present but broken → `E_TOKENIZER`.
-pub fn load_optional(dir: &Path) -> Result<Option<Tokenizer>> {
-    let path = dir.join(TOKENIZER_FILE);
-    if !path.exists() {
+/// Loads `tokenizer.json` from `files` if it is there. Absent → `Ok(None)`; present but broken →
+/// `E_TOKENIZER` naming the file.
+pub fn load_optional(files: &ModelFiles) -> Result<Option<Tokenizer>> {
+    if !files.has(TOKENIZER_FILE) {
         return Ok(None);
     }
-    Tokenizer::from_file(&path).map(Some)
+    let shown = files.describe(TOKENIZER_FILE);
+    let bytes = files
+        .bytes(TOKENIZER_FILE)
+        .map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {}", e.message)))?;
+    Tokenizer::from_bytes_named(&bytes, shown).map(Some)
 }

@@ -11,6 +11,7 @@ use phoenix_core::generate::processors as p;
 use phoenix_core::generate::{
     FinishReason, GenerateOptions, RawGenerateOptions, Sampler, StopStrings, StreamDetokenizer,
 };
+use phoenix_core::loader::ModelFiles;
 use phoenix_core::session::{LoadedModel, Prompt};
 use phoenix_core::tokenizer::Tokenizer;
 use phoenix_core::ErrorCode;
@@ -297,9 +298,17 @@ fn missing_or_broken_tokenizer_is_e_tokenizer_naming_the_file() {
     let e = Tokenizer::from_file(&missing).unwrap_err();
     assert_eq!(e.code, ErrorCode::Tokenizer);
     assert!(e.message.contains(&missing.display().to_string()), "{}", e.message);
-    assert_eq!(phoenix_core::tokenizer::load_optional(&dir).unwrap_err().code, ErrorCode::Tokenizer);
+    let folder = ModelFiles::from_dir(&dir).unwrap();
+    let e = phoenix_core::tokenizer::load_optional(&folder).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Tokenizer);
+    assert!(e.message.contains(&missing.display().to_string()), "{}", e.message);
+    // In memory, with the folder it came from: the message names the same file.
+    let root = Some(dir.display().to_string());
+    let in_memory = ModelFiles::from_memory_named(root, vec![("tokenizer.json".into(), b"{ not json".to_vec())]);
+    let e = phoenix_core::tokenizer::load_optional(&in_memory).unwrap_err();
+    assert!(e.message.contains(&missing.display().to_string()), "{}", e.message);
     std::fs::remove_file(&missing).unwrap();
-    assert!(phoenix_core::tokenizer::load_optional(&dir).unwrap().is_none());
+    assert!(phoenix_core::tokenizer::load_optional(&folder).unwrap().is_none());
     std::fs::remove_dir(&dir).unwrap();
 }
 

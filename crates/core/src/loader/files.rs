@@ -28,7 +28,11 @@ impl Deref for FileBytes {
 
 enum Source {
     Dir(PathBuf),
-    Memory(HashMap<String, Arc<FileBytes>>),
+    /// In-memory files and, when known, where they were read from (a folder path or base URL).
+    Memory {
+        files: HashMap<String, Arc<FileBytes>>,
+        root: Option<String>,
+    },
 }
 
 /// A model folder's files, addressed by name (`config.json`, `model.safetensors`, …).
@@ -50,15 +54,23 @@ impl ModelFiles {
 
     /// Files already in memory, as `(name, bytes)` pairs (names as they would be inside the folder).
     pub fn from_memory(files: Vec<(String, Vec<u8>)>) -> Self {
-        let map = files.into_iter().map(|(name, bytes)| (name, Arc::new(FileBytes::Owned(bytes)))).collect();
-        Self { source: Source::Memory(map) }
+        Self::from_memory_named(None, files)
+    }
+
+    /// Like [`Self::from_memory`], with the folder path or base URL the files were read from, so
+    /// messages name `<root>/config.json` rather than a bare file name.
+    pub fn from_memory_named(root: Option<String>, files: Vec<(String, Vec<u8>)>) -> Self {
+        let files = files.into_iter().map(|(name, bytes)| (name, Arc::new(FileBytes::Owned(bytes)))).collect();
+        Self { source: Source::Memory { files, root: root.filter(|r| !r.is_empty()) } }
     }
 
     /// How to name `file` in messages: its full path for folders, its name otherwise.
     pub fn describe(&self, file: &str) -> String {
         match &self.source {
             Source::Dir(dir) => dir.join(file).display().to_string(),
-            Source::Memory(_) => file.to_string(),
+            Source::Memory { root: Some(root), .. } if root.ends_with('/') => format!("{root}{file}"),
+            Source::Memory { root: Some(root), .. } => format!("{root}/{file}"),
+            Source::Memory { root: None, .. } => file.to_string(),
         }
     }
 
@@ -66,23 +78,25 @@ impl ModelFiles {
     pub fn describe_root(&self) -> String {
         match &self.source {
             Source::Dir(dir) => dir.display().to_string(),
-            Source::Memory(_) => "<in-memory model files>".to_string(),
+            Source::Memory { root: Some(root), .. } => root.clone(),
+            Source::Memory { root: None, .. } => "<in-memory model files>".to_string(),
         }
     }
 
     pub fn has(&self, file: &str) -> bool {
         match &self.source {
             Source::Dir(dir) => dir.join(file).is_file(),
-            Source::Memory(map) => map.contains_key(file),
+            Source::Memory { files, .. } => files.contains_key(file),
         }
     }
 
     /// The bytes of `file` (memory-mapped for folders). Missing file gives `E_MODEL_NOT_FOUND`.
     pub fn bytes(&self, file: &str) -> Result<Arc<FileBytes>> {
         match &self.source {
-            Source::Memory(map) => {
-                map.get(file).cloned().ok_or_else(|| model_not_found(format!("{file} is missing from the model files")))
-            }
+            Source::Memory { files, .. } => files
+                .get(file)
+                .cloned()
+                .ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file)))),
             Source::Dir(dir) => {
                 let path = dir.join(file);
                 let f = std::fs::File::open(&path)

@@ -31,26 +31,28 @@ pub(super) fn read(bytes: Arc<FileBytes>, label: &str) -> Result<Vec<(String, Ra
     Ok(out)
 }
 
-/// Reads `model.safetensors.index.json` and indexes every shard it names.
-pub(super) fn read_sharded(files: &ModelFiles) -> Result<Vec<(String, RawTensor)>> {
-    let index_label = files.describe(SAFETENSORS_INDEX_FILE);
-    let text = files.text(SAFETENSORS_INDEX_FILE)?;
-    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        bad_weights(format!("{index_label}: invalid JSON at line {} column {}: {e}", e.line(), e.column()))
-    })?;
+/// The shard files `model.safetensors.index.json` (text `text`, named `label` in messages) lists.
+pub(super) fn index_shards(text: &str, label: &str) -> Result<BTreeSet<String>> {
+    let index: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| bad_weights(format!("{label}: invalid JSON at line {} column {}: {e}", e.line(), e.column())))?;
     let map = index
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| bad_weights(format!("{index_label}: field `weight_map` missing or not an object")))?;
-    let mut shards = BTreeSet::new();
-    for (tensor, file) in map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| bad_weights(format!("{index_label}: weight_map entry `{tensor}` is not a file name")))?;
-        shards.insert(file.to_string());
-    }
+        .ok_or_else(|| bad_weights(format!("{label}: field `weight_map` missing or not an object")))?;
+    map.iter()
+        .map(|(tensor, file)| {
+            file.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad_weights(format!("{label}: weight_map entry `{tensor}` is not a file name")))
+        })
+        .collect()
+}
+
+/// Reads `model.safetensors.index.json` and indexes every shard it names.
+pub(super) fn read_sharded(files: &ModelFiles) -> Result<Vec<(String, RawTensor)>> {
+    let index_label = files.describe(SAFETENSORS_INDEX_FILE);
     let mut out = Vec::new();
-    for shard in shards {
+    for shard in index_shards(&files.text(SAFETENSORS_INDEX_FILE)?, &index_label)? {
         if !files.has(&shard) {
             return Err(bad_weights(format!("{index_label}: shard {} is missing", files.describe(&shard))));
         }

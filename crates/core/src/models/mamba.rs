@@ -10,7 +10,7 @@ mod weights;
 
 pub use state::{MambaState, StateShape};
 
-use crate::config::{ConfigLayout, MambaConfig};
+use crate::config::{ConfigLayout, MambaConfig, CONFIG_FILE};
 use crate::error::{bad_config, invalid_option, model_not_found, state_mismatch, Result};
 use crate::loader::{ModelFiles, TensorStore, WeightFormat};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
@@ -34,14 +34,11 @@ pub struct MambaModel {
 impl MambaModel {
     /// Reads `config.json` and the weights from `files`.
     pub fn load(files: &ModelFiles) -> Result<Self> {
-        if !files.has("config.json") {
-            return Err(model_not_found(format!("{} not found", files.describe("config.json"))));
+        if !files.has(CONFIG_FILE) {
+            return Err(model_not_found(format!("{} not found", files.describe(CONFIG_FILE))));
         }
-        let cfg = MambaConfig::from_json_str(&files.text("config.json")?).map_err(|e| {
-            crate::error::PhoenixError::new(
-                e.code,
-                e.message.replacen("config.json", &files.describe("config.json"), 1),
-            )
+        let cfg = MambaConfig::from_json_str(&files.text(CONFIG_FILE)?).map_err(|e| {
+            crate::error::PhoenixError::new(e.code, e.message.replacen(CONFIG_FILE, &files.describe(CONFIG_FILE), 1))
         })?;
         let store = TensorStore::open(files)?;
         Self::from_store(cfg, &store)

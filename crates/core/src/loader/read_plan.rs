@@ -1,0 +1,117 @@
+//! Which files to hand the core when it cannot open them itself (WASM: JS reads a folder or fetches
+//! URLs). The caller asks, reads what it is told, and asks again until the answer is empty; the
+//! order and the choice of weight container are the core's, so a folder holding both
+//! `model.safetensors` and `pytorch_model.bin` is read once, and no binding keeps a copy of the rules.
+
+use super::{safetensors_file, SAFETENSORS_INDEX_FILE, WEIGHT_CONTAINERS};
+use crate::config::CONFIG_FILE;
+use crate::error::{invalid_option, Result};
+use crate::tokenizer::TOKENIZER_FILE;
+
+/// Read whenever present, before any weights (so a bad config fails before megabytes are fetched).
+pub const SIDE_FILES: [&str; 2] = [CONFIG_FILE, TOKENIZER_FILE];
+
+/// What the caller has looked for so far.
+#[derive(Debug, Default, Clone)]
+pub struct ReadProgress<'a> {
+    /// Files read (present).
+    pub present: &'a [String],
+    /// Files looked for and not found.
+    pub absent: &'a [String],
+    /// The bytes of `model.safetensors.index.json` once it is present (its shards come next).
+    pub index: Option<&'a [u8]>,
+    /// Where the files come from (folder path / base URL), for messages about a bad index.
+    pub root: &'a str,
+}
+
+/// The next files to read (empty: everything needed has been looked for; load now). A load then
+/// reports anything still missing with its usual error, e.g. no weights → `E_MODEL_NOT_FOUND`.
+pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
+    let seen = |name: &str| progress.present.iter().chain(progress.absent).any(|f| f == name);
+    let side: Vec<String> = SIDE_FILES.iter().filter(|f| !seen(f)).map(|f| f.to_string()).collect();
+    if !side.is_empty() {
+        return Ok(side);
+    }
+    for container in WEIGHT_CONTAINERS {
+        if progress.absent.iter().any(|f| f == container) {
+            continue;
+        }
+        if !progress.present.iter().any(|f| f == container) {
+            return Ok(vec![container.to_string()]);
+        }
+        if container != SAFETENSORS_INDEX_FILE {
+            return Ok(Vec::new());
+        }
+        let index = progress.index.ok_or_else(|| {
+            invalid_option(format!(
+                "files_to_read: {SAFETENSORS_INDEX_FILE} was read; pass its bytes to list its shards"
+            ))
+        })?;
+        let label = if progress.root.is_empty() {
+            SAFETENSORS_INDEX_FILE.to_string()
+        } else {
+            format!("{}/{SAFETENSORS_INDEX_FILE}", progress.root.trim_end_matches('/'))
+        };
+        let text = String::from_utf8_lossy(index);
+        let shards = safetensors_file::index_shards(&text, &label)?;
+        // A shard found absent is reported by the load ("shard … is missing"), not asked for again.
+        return Ok(shards.into_iter().filter(|s| !seen(s)).collect());
+    }
+    Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::loader::{PTH_FILE, SAFETENSORS_FILE};
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn plan(present: &[&str], absent: &[&str], index: Option<&[u8]>) -> Result<Vec<String>> {
+        let (present, absent) = (names(present), names(absent));
+        files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: "models/m" })
+    }
+
+    #[test]
+    fn side_files_come_first_then_containers_in_detection_order() {
+        assert_eq!(plan(&[], &[], None).unwrap(), names(&[CONFIG_FILE, TOKENIZER_FILE]));
+        let side = [CONFIG_FILE, TOKENIZER_FILE];
+        assert_eq!(plan(&side, &[], None).unwrap(), names(&[SAFETENSORS_INDEX_FILE]));
+        assert_eq!(
+            plan(&[CONFIG_FILE], &[TOKENIZER_FILE, SAFETENSORS_INDEX_FILE], None).unwrap(),
+            names(&[SAFETENSORS_FILE])
+        );
+        let no_st = [TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE];
+        assert_eq!(plan(&[CONFIG_FILE], &no_st, None).unwrap(), names(&[PTH_FILE]));
+    }
+
+    #[test]
+    fn stops_at_the_first_container_present() {
+        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_FILE];
+        assert!(plan(&present, &[SAFETENSORS_INDEX_FILE], None).unwrap().is_empty());
+        // Nothing found at all: done, and the load reports the missing weights.
+        let absent = [TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE, PTH_FILE];
+        assert!(plan(&[CONFIG_FILE], &absent, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_index_asks_for_each_shard_once() {
+        let index = br#"{"weight_map": {"a": "s-1.safetensors", "b": "s-2.safetensors", "c": "s-1.safetensors"}}"#;
+        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        assert_eq!(plan(&present, &[], Some(index)).unwrap(), names(&["s-1.safetensors", "s-2.safetensors"]));
+        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, "s-1.safetensors"];
+        assert!(plan(&present, &["s-2.safetensors"], Some(index)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_index_is_a_typed_error_naming_the_file() {
+        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        let e = plan(&present, &[], Some(b"{not json")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadWeights);
+        assert!(e.message.contains("models/m/model.safetensors.index.json"), "{}", e.message);
+        assert_eq!(plan(&present, &[], None).unwrap_err().code, ErrorCode::InvalidOption);
+    }
+}
