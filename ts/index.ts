@@ -22,6 +22,10 @@ export type {
   RawStep,
   RawGenerationStats,
   RawFinishReason,
+  RawModelSource,
+  ModelFileMap,
+  ModelFileReader,
+  ModelFileData,
 } from './binding/types.js';
 
 export { BindingEngine } from './engines/binding-engine.js';

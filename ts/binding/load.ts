@@ -92,6 +92,25 @@ function checkShape(module: unknown, file: string): RawBinding {
   return module as RawBinding;
 }
 
+/** The native addon reads folders itself (memory-mapped); other sources are a WASM feature. */
+function pathsOnly(raw: RawBinding): RawBinding {
+  return {
+    ...raw,
+    loadModel(source) {
+      if (typeof source !== 'string') {
+        throw new PhoenixError(
+          'E_INVALID_OPTION',
+          'the native backend loads model folders by path; in-memory files and file readers need the WASM backend',
+          { option: 'source' },
+        );
+      }
+      return raw.loadModel(source);
+    },
+    buildInfo: () => raw.buildInfo(),
+    setThreads: (n) => raw.setThreads(n),
+  };
+}
+
 function nativeCandidate(file: string): BackendCandidate {
   return {
     backend: 'native',
@@ -101,7 +120,7 @@ function nativeCandidate(file: string): BackendCandidate {
         throw new Error(`native addon not found at ${file} (run \`npm run build:native\`)`);
       }
       const require = createRequire(import.meta.url);
-      return checkShape(require(file), file);
+      return pathsOnly(checkShape(require(file), file));
     },
   };
 }

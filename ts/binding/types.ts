@@ -105,10 +105,32 @@ export interface RawModel {
 
 export type BackendKind = 'native' | 'wasm';
 
+/**
+ * The contents of one model file: bytes, or a `Blob` (a browser `File`, a fetched body, Node's
+ * `fs.openAsBlob`) that the WASM binding streams into its memory in chunks, never holding a whole
+ * JS-side copy.
+ */
+export type ModelFileData = Uint8Array | Blob;
+
+/** A model's files, by their names inside the model folder. */
+export type ModelFileMap = Readonly<Record<string, ModelFileData>> | ReadonlyMap<string, ModelFileData>;
+
+/**
+ * Reads one file of a model by its name inside the folder (`config.json`, `model.safetensors`, …);
+ * resolves `null` when the file does not exist. Called only for the files the core needs.
+ */
+export type ModelFileReader = (name: string) => Promise<ModelFileData | null>;
+
+/**
+ * Where a binding loads a model from: a folder path (native; WASM in Node), a base URL (WASM in a
+ * browser), a {@link ModelFileReader}, or the files in memory. The native addon takes paths only.
+ */
+export type RawModelSource = string | ModelFileReader | ModelFileMap;
+
 /** What a binding module exports. */
 export interface RawBinding {
-  /** Loads a model folder (config.json + weights [+ tokenizer.json]) off the JS thread. */
-  loadModel(dir: string): Promise<RawModel>;
+  /** Loads a model (config.json + weights [+ tokenizer.json]) off the JS thread. */
+  loadModel(source: RawModelSource): Promise<RawModel>;
   /** Core version and build facts, e.g. `{ version, simd, threads }`. */
   buildInfo(): { version: string; simd: string; threads: number };
   /** Caps the core's worker threads (0 = all cores). */

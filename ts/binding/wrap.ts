@@ -47,7 +47,7 @@ export function wrapModel(raw: RawModel): RawModel {
 /** Wraps a whole binding module. */
 export function wrapBinding(raw: RawBinding): RawBinding {
   return {
-    loadModel: (dir) => guardAsync(async () => wrapModel(await raw.loadModel(dir))),
+    loadModel: (source) => guardAsync(async () => wrapModel(await raw.loadModel(source))),
     buildInfo: () => guard(() => raw.buildInfo()),
     setThreads: (n) => guard(() => raw.setThreads(n)),
   };

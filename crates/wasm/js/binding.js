@@ -3,8 +3,10 @@
  * entry (`browser.js`). It turns the wasm-bindgen module (crates/wasm/src/lib.rs) into a `RawBinding`
  * of ts/binding/types.ts:
  *
- * - `loadModel(source)`: a folder path (Node) or base URL (browser) is read into memory by the
- *   entry's `readModelFiles`; an object / Map of file name → Uint8Array is passed through.
+ * - `loadModel(source)`: a folder path (Node) or base URL (browser) is read through the entry's
+ *   `fileReader`; a reader function `(name) => Promise<Uint8Array | Blob | null>` is asked for just
+ *   the files the core needs; an object / Map of file name → Uint8Array is copied in. Blobs are
+ *   streamed into WASM memory in chunks (no whole-file JS copy).
  * - Traps (`WebAssembly.RuntimeError`): a Rust panic in a panic=abort build, or in any build a stack
  *   overflow / out-of-memory abort. Rethrown as `[E_INTERNAL] …` (with the panic message when there
  *   is one); the instance is marked dead (its memory may be mid-update), every handle from it then
@@ -14,44 +16,44 @@
  * No model, tokenizer or sampling logic lives here.
  */
 
-/** Files the core may read from a model folder, besides the weights. */
-const CONFIG_FILE = 'config.json';
-const TOKENIZER_FILE = 'tokenizer.json';
-/** Weight containers in the core's detection order (crates/core/src/loader.rs `TensorStore::open`). */
-const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
-const SAFETENSORS_FILE = 'model.safetensors';
-const PTH_FILE = 'pytorch_model.bin';
+/**
+ * Copies one file into the set: a `Uint8Array` at once; a `Blob` (a browser `File`, a fetched body,
+ * Node's `fs.openAsBlob`) chunk by chunk, so no full JS copy of a large checkpoint is ever held.
+ */
+async function addFile(set, name, data) {
+  if (data instanceof ArrayBuffer) data = new Uint8Array(data);
+  if (data instanceof Uint8Array) return set.add(name, data);
+  if (typeof Blob !== 'undefined' && data instanceof Blob) {
+    set.begin(name, data.size);
+    const reader = data.stream().getReader();
+    for (let part = await reader.read(); !part.done; part = await reader.read()) set.append(part.value);
+    return undefined;
+  }
+  throw new Error(`[E_INVALID_OPTION] files[${JSON.stringify(name)}]: expected a Uint8Array, ArrayBuffer or Blob`);
+}
 
 /**
- * Reads the files of one model through `read(name)` (resolves `Uint8Array`, or `null` when the file
- * does not exist). Only the weight container the core will pick is read, so a folder holding both
- * `model.safetensors` and `pytorch_model.bin` does not load twice the bytes.
+ * Fills a `ModelFileSet` through `read(name)` (resolves the file's bytes / Blob, or `null` when it
+ * does not exist), asking the core which files to read next (`filesToRead`): the core's own order
+ * and choice of weight container, so e.g. a folder holding both `model.safetensors` and
+ * `pytorch_model.bin` does not load twice the bytes.
  */
-export async function collectModelFiles(read) {
-  const files = {};
-  const take = async (name) => {
-    const bytes = await read(name);
-    if (bytes) files[name] = bytes;
-    return bytes;
-  };
-  await take(CONFIG_FILE);
-  await take(TOKENIZER_FILE);
-  const index = await take(SAFETENSORS_INDEX_FILE);
-  if (index) {
-    // Shard names only; the core parses and checks the index itself (bad JSON → its E_BAD_WEIGHTS).
-    let shards = [];
-    try {
-      shards = [...new Set(Object.values(JSON.parse(new TextDecoder().decode(index)).weight_map ?? {}))];
-    } catch {
-      shards = [];
+async function readModelFiles(set, read) {
+  const absent = [];
+  for (let wanted = set.filesToRead(absent); wanted.length > 0; wanted = set.filesToRead(absent)) {
+    for (const name of wanted) {
+      const data = await read(name);
+      if (data === null || data === undefined) absent.push(name);
+      else await addFile(set, name, data);
     }
-    for (const shard of shards) {
-      if (typeof shard === 'string') await take(shard);
-    }
-  } else if (!(await take(SAFETENSORS_FILE))) {
-    await take(PTH_FILE);
   }
-  return files;
+}
+
+/** The entries of an in-memory `{ name: bytes }` object or `Map`. */
+function fileEntries(files) {
+  if (files instanceof Map) return [...files.entries()];
+  if (files && typeof files === 'object') return Object.entries(files);
+  throw new Error('[E_INVALID_OPTION] loadModel: expected a folder path / URL, a reader function, or { name: Uint8Array }');
 }
 
 /**
@@ -80,11 +82,12 @@ function isTrap(error) {
 }
 
 /**
- * @param {{ instantiate: () => object | Promise<object>, readModelFiles?: (source: string) => Promise<Record<string, Uint8Array>> }} entry
+ * @param {{ instantiate: () => object | Promise<object>, fileReader?: (source: string) => Promise<(name: string) => Promise<Uint8Array | null>> }} entry
+ *   `fileReader(source)` checks a folder path / base URL and returns the reader of its files.
  *   `instantiate` returns a fresh, initialised wasm-bindgen module on each call (synchronously in
  *   Node, so `buildInfo()` works right after import; browsers await `ready()` first).
  */
-export function createBinding({ instantiate, readModelFiles }) {
+export function createBinding({ instantiate, fileReader }) {
   /** The live instance: `{ core, dead: string | null }`. */
   let current = null;
   /** Instances started so far (shown in messages, useful when a trap forced a new one). */
@@ -167,17 +170,36 @@ export function createBinding({ instantiate, readModelFiles }) {
   }
 
   return {
-    /** A folder path (Node) / base URL (browser), or `{ name: Uint8Array }` / `Map` of the model's files. */
+    /**
+     * A folder path (Node) / base URL (browser), a reader `(name) => Promise<Uint8Array | null>`, or
+     * `{ name: Uint8Array }` / `Map` of the model's files.
+     */
     async loadModel(source) {
-      let files = source;
-      if (typeof source === 'string') {
-        if (!readModelFiles) {
-          throw new Error('[E_INVALID_OPTION] loadModel: this WASM entry cannot read model folders; pass the files as { name: Uint8Array }');
-        }
-        files = await readModelFiles(source);
-      }
       const instance = await live();
-      return wrapModel(instance, call(instance, () => instance.core.loadModelFromFiles(files)));
+      const root = typeof source === 'string' ? source : undefined;
+      const set = call(instance, () => new instance.core.ModelFileSet(root));
+      try {
+        // Every call into the set goes through `call`, so a trap while copying is translated too.
+        const guarded = {
+          add: (name, bytes) => call(instance, () => set.add(name, bytes)),
+          begin: (name, size) => call(instance, () => set.begin(name, size)),
+          append: (chunk) => call(instance, () => set.append(chunk)),
+          filesToRead: (absent) => call(instance, () => set.filesToRead(absent)),
+        };
+        if (typeof source === 'string') {
+          if (!fileReader) {
+            throw new Error('[E_INVALID_OPTION] loadModel: this WASM entry cannot read model folders; pass a reader function or { name: Uint8Array }');
+          }
+          await readModelFiles(guarded, await fileReader(source));
+        } else if (typeof source === 'function') {
+          await readModelFiles(guarded, source);
+        } else {
+          for (const [name, bytes] of fileEntries(source)) await addFile(guarded, name, bytes);
+        }
+        return wrapModel(instance, call(instance, () => set.load()));
+      } finally {
+        if (!instance.dead) set.free();
+      }
     },
     buildInfo() {
       const instance = liveSync();
@@ -193,5 +215,10 @@ export function createBinding({ instantiate, readModelFiles }) {
     },
     /** How many instances were started (1 unless a trap forced re-instantiation). */
     instances: () => started,
+    /** Test hook: fails inside WASM on purpose (`'panic'` | `'trap'`) to exercise the recovery above. */
+    injectFault(kind) {
+      const instance = liveSync();
+      return call(instance, () => instance.core.injectFault(kind));
+    },
   };
 }

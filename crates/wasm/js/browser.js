@@ -3,10 +3,11 @@
  * `--target web` module in ./web/. Same `RawBinding` as the Node entry, except:
  * - `await ready()` once before `buildInfo()` / `setThreads()` (instantiation is async here);
  * - `loadModel(url)` fetches the model's files relative to a base URL (e.g. `models/phoenix-ssm-lite/`);
- *   `loadModel({ 'config.json': bytes, … })` takes files the page already has (e.g. a folder picker).
+ *   `loadModel((name) => Promise<Uint8Array | null>)` reads just the files the core asks for (e.g. from
+ *   a folder picker's File objects); `loadModel({ 'config.json': bytes, … })` takes files in memory.
  * Run it in a Web Worker: every call runs synchronously on the calling thread.
  */
-import { collectModelFiles, createBinding } from './binding.js';
+import { createBinding } from './binding.js';
 
 const GLUE = new URL('./web/phoenix_local_core.js', import.meta.url);
 const WASM = new URL('./web/phoenix_local_core_bg.wasm', import.meta.url);
@@ -24,23 +25,27 @@ async function instantiate() {
   return glue;
 }
 
-async function readModelFiles(base) {
+/** Fetches files relative to `base`; a 404 means the file is absent. */
+async function fileReader(base) {
   const root = new URL(base.endsWith('/') ? base : `${base}/`, globalThis.location?.href);
-  return collectModelFiles(async (name) => {
+  return async (name) => {
     const url = new URL(name, root);
     const response = await fetch(url).catch((error) => {
       throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: ${error instanceof Error ? error.message : String(error)}`);
     });
     if (response.status === 404) return null;
     if (!response.ok) throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: HTTP ${response.status}`);
-    return new Uint8Array(await response.arrayBuffer());
-  });
+    // A Blob: the browser holds the body outside the JS heap; binding.js streams it into WASM memory.
+    return response.blob();
+  };
 }
 
-const binding = createBinding({ instantiate, readModelFiles });
+const binding = createBinding({ instantiate, fileReader });
 
 export const loadModel = binding.loadModel;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const ready = binding.ready;
 export const instances = binding.instances;
+/** Test hook (see binding.js). */
+export const injectFault = binding.injectFault;

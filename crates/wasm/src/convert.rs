@@ -2,12 +2,12 @@
 //! the camelCase shapes the core already derives, so field names match `ts/binding/types.ts` and
 //! the napi glue without a second hand-written list.
 
-use js_sys::{Array, Uint8Array};
+use js_sys::Array;
 use phoenix_core::error::{invalid_option, Result};
 use phoenix_core::generate::{RawGenerateOptions, Step};
 use phoenix_core::session::{js_numbers, GenerationStats, Prompt};
 use serde::{Deserialize, Serialize};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
 /// Plain objects for maps, `null` for `None`, numbers (not BigInt) for 64-bit sizes.
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue> {
@@ -36,7 +36,9 @@ struct RawStep {
 pub fn step_to_js(step: Option<Step>) -> Result<JsValue> {
     match step {
         None => Ok(JsValue::NULL),
-        Some(s) => to_js(&RawStep { token_id: s.token_id, text: s.text, finish_reason: s.finish_reason.map(|r| r.as_str()) }),
+        Some(s) => {
+            to_js(&RawStep { token_id: s.token_id, text: s.text, finish_reason: s.finish_reason.map(|r| r.as_str()) })
+        }
     }
 }
 
@@ -79,28 +81,4 @@ pub fn options_from_js(value: JsValue) -> Result<RawGenerateOptions> {
         options.seed = Some((js_sys::Math::random() * 9_007_199_254_740_992.0).floor());
     }
     Ok(options)
-}
-
-/// `{ name: Uint8Array }` (plain object) or `Map<string, Uint8Array>` → `(name, bytes)` pairs,
-/// copied into WASM memory (the core owns its file buffers).
-pub fn files_from_js(value: &JsValue) -> Result<Vec<(String, Vec<u8>)>> {
-    let entries: Array = if let Some(map) = value.dyn_ref::<js_sys::Map>() {
-        Array::from(&map.entries().into())
-    } else if value.is_object() {
-        js_sys::Object::entries(value.unchecked_ref())
-    } else {
-        return Err(invalid_option("files: expected an object or Map of file name → Uint8Array"));
-    };
-    entries
-        .iter()
-        .map(|entry| {
-            let pair: Array = entry.unchecked_into();
-            let name = pair.get(0).as_string().ok_or_else(|| invalid_option("files: file names must be strings"))?;
-            let bytes = pair.get(1);
-            let bytes = bytes
-                .dyn_ref::<Uint8Array>()
-                .ok_or_else(|| invalid_option(format!("files[{name}]: expected a Uint8Array")))?;
-            Ok((name, bytes.to_vec()))
-        })
-        .collect()
 }

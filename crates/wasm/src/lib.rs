@@ -3,9 +3,9 @@
 //! sampling decision is made in the core. Two things differ from the napi glue, both forced by the
 //! platform:
 //!
-//! - No file system: the model arrives as in-memory files (`loadModelFromFiles`). Reading a folder
-//!   (Node) or fetching URLs (browser) happens in the JS entry (`crates/wasm/js/`), which also gives
-//!   `loadModel(dir)` its `RawBinding` shape.
+//! - No file system: the model arrives as in-memory files (`ModelFileSet`, filled whole or in chunks,
+//!   in the order the core asks for). Reading a folder (Node) or fetching URLs (browser) happens in
+//!   the JS entry (`crates/wasm/js/`), which also gives `loadModel(source)` its `RawBinding` shape.
 //! - No threads: calls run on the calling JS thread (a Web Worker in the browser) and return
 //!   already-settled promises; `setThreads` only validates its argument.
 //!
@@ -16,6 +16,9 @@
 //! and the JS layer (`js/binding.js`) turns the trap into `[E_INTERNAL] …` and re-instantiates.
 
 mod convert;
+mod file_set;
+
+pub use file_set::ModelFileSet;
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +27,6 @@ use std::sync::Arc;
 use js_sys::{Array, Float32Array, Promise};
 use phoenix_core::error::{invalid_option, Result};
 use phoenix_core::session::{self, js_numbers, Generation, GenerationStats, LoadedModel};
-use phoenix_core::tokenizer::{Tokenizer, TOKENIZER_FILE};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -76,20 +78,17 @@ pub fn last_panic() -> Option<String> {
 
 // ------------------------------------------------------------------------------------ module fns
 
-/// Loads a model from its files held in memory: `{ "config.json": Uint8Array, "model.safetensors":
-/// …, "tokenizer.json"?: … }` or a `Map` of the same. Names are as inside a model folder.
-#[wasm_bindgen(js_name = loadModelFromFiles)]
-pub fn load_model_from_files(files: JsValue) -> std::result::Result<RawModel, JsError> {
-    let model = guarded(|| {
-        let files = convert::files_from_js(&files)?;
-        let tokenizer = match files.iter().find(|(name, _)| name == TOKENIZER_FILE) {
-            Some((name, bytes)) => Some(Tokenizer::from_bytes_named(bytes, name.clone())?),
-            None => None,
-        };
-        let model = phoenix_core::models::load_model_from_memory(files)?;
-        LoadedModel::new(model, tokenizer)
-    })?;
-    Ok(RawModel { inner: Some(Arc::new(model)) })
+/// Deliberately fails inside WASM, for the tests of the JS layer's recovery: `"panic"` panics in
+/// the core's call path (caught as `E_INTERNAL` by unwinding builds, a trap in abort builds),
+/// `"trap"` executes `unreachable` (a trap in every build; the JS layer re-instantiates).
+#[wasm_bindgen(js_name = injectFault)]
+pub fn inject_fault(kind: &str) -> std::result::Result<(), JsError> {
+    match kind {
+        "panic" => guarded(|| panic!("fault injected on request (injectFault)")),
+        #[cfg(target_arch = "wasm32")]
+        "trap" => core::arch::wasm32::unreachable(),
+        other => Err(js_error(invalid_option(format!("injectFault: unknown kind {other:?} (panic | trap)")))),
+    }
 }
 
 /// Core version, SIMD level the module was compiled for (`simd128` or `none`), threads (always 1).
@@ -123,6 +122,10 @@ impl std::panic::UnwindSafe for RawModel {}
 impl std::panic::RefUnwindSafe for RawModel {}
 
 impl RawModel {
+    fn new(model: LoadedModel) -> Self {
+        RawModel { inner: Some(Arc::new(model)) }
+    }
+
     fn model(&self) -> std::result::Result<&Arc<LoadedModel>, JsError> {
         self.inner.as_ref().ok_or_else(|| js_error(invalid_option("model disposed")))
     }
@@ -156,14 +159,24 @@ impl RawModel {
     }
 
     /// Starts a generation (cheap: the prefill runs in the first `next()`).
-    pub fn generate(&self, prompt: JsValue, options: JsValue, state: Option<Vec<u8>>) -> std::result::Result<RawGeneration, JsError> {
+    pub fn generate(
+        &self,
+        prompt: JsValue,
+        options: JsValue,
+        state: Option<Vec<u8>>,
+    ) -> std::result::Result<RawGeneration, JsError> {
         let model = self.model()?;
         let generation = guarded(|| {
             let prompt = convert::prompt_from_js(prompt)?;
             let options = convert::options_from_js(options)?;
             model.generate_raw(prompt, &options, state.as_deref())
         })?;
-        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, timing: Timing::default(), panicked: false })
+        Ok(RawGeneration {
+            cancel: generation.cancel_handle(),
+            inner: generation,
+            timing: Timing::default(),
+            panicked: false,
+        })
     }
 
     pub fn dispose(&mut self) {
@@ -256,7 +269,11 @@ impl RawGeneration {
 
     pub fn stats(&self) -> std::result::Result<JsValue, JsError> {
         self.usable()?;
-        let stats = GenerationStats { prefill_ms: self.timing.prefill_ms, decode_ms: self.timing.decode_ms, ..self.inner.stats() };
+        let stats = GenerationStats {
+            prefill_ms: self.timing.prefill_ms,
+            decode_ms: self.timing.decode_ms,
+            ..self.inner.stats()
+        };
         guarded(|| convert::stats_to_js(&stats))
     }
 

@@ -1,0 +1,126 @@
+//! `ModelFileSet`: a model's files being copied into WASM memory, whole or chunk by chunk. Chunks let
+//! the JS side stream a multi-hundred-MB checkpoint from disk / the network straight into the buffer
+//! the core will keep, instead of holding a full JS copy next to the WASM one. Which files to read is
+//! the core's decision (`loader::read_plan`), asked through `filesToRead`.
+
+use js_sys::Uint8Array;
+use phoenix_core::error::{invalid_option, unsupported_model, Result};
+use phoenix_core::loader::read_plan::{self, ReadProgress};
+use phoenix_core::loader::{ModelFiles, SAFETENSORS_INDEX_FILE};
+use phoenix_core::session::LoadedModel;
+use wasm_bindgen::prelude::*;
+
+use crate::{guarded, RawModel};
+
+/// One file: its bytes so far and the size announced by `begin`.
+struct File {
+    name: String,
+    bytes: Vec<u8>,
+    size: usize,
+}
+
+#[wasm_bindgen]
+pub struct ModelFileSet {
+    files: Vec<File>,
+    /// Folder path or base URL the files come from, for messages.
+    root: Option<String>,
+}
+
+impl ModelFileSet {
+    fn get(&self, name: &str) -> Option<&File> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    fn begin_file(&mut self, name: String, size: usize) -> Result<&mut File> {
+        if self.get(&name).is_some() {
+            return Err(invalid_option(format!("files: {name} was given twice")));
+        }
+        let mut bytes = Vec::new();
+        // Reserve it all now: a file that cannot fit WASM's 4 GiB address space fails here, as a
+        // typed error, instead of as an allocation trap halfway through the copy.
+        bytes.try_reserve_exact(size).map_err(|_| {
+            unsupported_model(format!(
+                "{name} ({size} bytes) does not fit in WASM memory (4 GiB address space); use the native backend"
+            ))
+        })?;
+        self.files.push(File { name, bytes, size });
+        Ok(self.files.last_mut().expect("just pushed"))
+    }
+}
+
+#[wasm_bindgen]
+impl ModelFileSet {
+    #[wasm_bindgen(constructor)]
+    pub fn new(root: Option<String>) -> ModelFileSet {
+        ModelFileSet { files: Vec::new(), root: root.filter(|r| !r.is_empty()) }
+    }
+
+    /// Adds a whole file (copied into WASM memory).
+    pub fn add(&mut self, name: String, bytes: &Uint8Array) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            let file = self.begin_file(name, bytes.length() as usize)?;
+            file.bytes.resize(file.size, 0);
+            bytes.copy_to(&mut file.bytes);
+            Ok(())
+        })
+    }
+
+    /// Starts a file of `size` bytes whose contents follow through `append`.
+    pub fn begin(&mut self, name: String, size: f64) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            if !(size >= 0.0 && size.fract() == 0.0 && size <= u32::MAX as f64) {
+                return Err(invalid_option(format!("files: size of {name} must be a byte count, got {size}")));
+            }
+            self.begin_file(name, size as usize).map(|_| ())
+        })
+    }
+
+    /// Appends the next chunk of the file begun last.
+    pub fn append(&mut self, chunk: &Uint8Array) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            let file = self.files.last_mut().ok_or_else(|| invalid_option("files: append before begin"))?;
+            let (start, len) = (file.bytes.len(), chunk.length() as usize);
+            if start + len > file.size {
+                return Err(invalid_option(format!(
+                    "files: {} is longer than the {} bytes announced",
+                    file.name, file.size
+                )));
+            }
+            file.bytes.resize(start + len, 0);
+            chunk.copy_to(&mut file.bytes[start..]);
+            Ok(())
+        })
+    }
+
+    /// The next file names to read (empty: done), given the ones found `absent`. The core decides
+    /// the order and the weight container; an index's shards follow once the index is in the set.
+    #[wasm_bindgen(js_name = filesToRead)]
+    pub fn files_to_read(&self, absent: Vec<String>) -> std::result::Result<Vec<String>, JsError> {
+        guarded(|| {
+            let present: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
+            let root = self.root.clone().unwrap_or_default();
+            let index = self.get(SAFETENSORS_INDEX_FILE).map(|f| f.bytes.as_slice());
+            read_plan::files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: &root })
+        })
+    }
+
+    /// Loads the model from the files added so far; the set is empty afterwards (its buffers now
+    /// belong to the model, no copy).
+    pub fn load(&mut self) -> std::result::Result<RawModel, JsError> {
+        let files = std::mem::take(&mut self.files);
+        let root = self.root.clone();
+        let model = guarded(|| {
+            if let Some(short) = files.iter().find(|f| f.bytes.len() != f.size) {
+                return Err(invalid_option(format!(
+                    "files: {} ended after {} of its {} bytes",
+                    short.name,
+                    short.bytes.len(),
+                    short.size
+                )));
+            }
+            let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
+            LoadedModel::from_files(&ModelFiles::from_memory_named(root, files))
+        })?;
+        Ok(RawModel::new(model))
+    }
+}
