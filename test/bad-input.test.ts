@@ -7,184 +7,186 @@ import { chmod, mkdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { getDefaultBinding } from '../ts/binding/load.js';
+import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import type { GenerationOptions, LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { DAMAGES, LITE, ROOT, TINY, TINY_ORIGINAL, brokenTiny, copyModel, expectCode, requireNativeAddon, tempDir } from './helpers.js';
+import { DAMAGES, LITE, ROOT, TINY, TINY_ORIGINAL, brokenTiny, copyModel, expectCode, TEST_BACKENDS, requireBackend, tempDir } from './helpers.js';
 
-let scratch: Awaited<ReturnType<typeof tempDir>>;
-let modelsDir: string;
-let manager: LocalModelManager;
-let engine: MambaSSMEngine;
-let lite: LoadedModel;
+describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
+  let modelsDir: string;
+  let manager: LocalModelManager;
+  let engine: MambaSSMEngine;
+  let lite: LoadedModel;
 
-beforeAll(async () => {
-  requireNativeAddon();
-  scratch = await tempDir();
-  modelsDir = path.join(scratch.dir, 'models');
-  await mkdir(modelsDir);
-  for (const { name, damage } of DAMAGES) await brokenTiny(modelsDir, name, damage);
-  await copyModel(TINY_ORIGINAL, path.join(modelsDir, 'no-tokenizer'));
-  await copyModel(LITE, path.join(modelsDir, 'lite'));
-  engine = new MambaSSMEngine();
-  manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
-  lite = await manager.loadModel('lite');
-});
+  beforeAll(async () => {
+    requireBackend(backend);
+    scratch = await tempDir();
+    modelsDir = path.join(scratch.dir, 'models');
+    await mkdir(modelsDir);
+    for (const { name, damage } of DAMAGES) await brokenTiny(modelsDir, name, damage);
+    await copyModel(TINY_ORIGINAL, path.join(modelsDir, 'no-tokenizer'));
+    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    engine = new MambaSSMEngine({ binding: await loadBinding({ backend }) });
+    manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    lite = await manager.loadModel('lite');
+  });
 
-afterAll(async () => {
-  manager?.dispose();
-  await scratch?.cleanup();
-});
+  afterAll(async () => {
+    manager?.dispose();
+    await scratch?.cleanup();
+  });
 
-/** After each failure the same process must still generate correctly. */
-async function stillAlive(): Promise<void> {
-  const result = await engine.predict(lite, 'Once upon a time', { maxTokens: 3, temperature: 0 });
-  expect(result.generatedTokens).toBe(3);
-}
+  /** After each failure the same process must still generate correctly. */
+  async function stillAlive(): Promise<void> {
+    const result = await engine.predict(lite, 'Once upon a time', { maxTokens: 3, temperature: 0 });
+    expect(result.generatedTokens).toBe(3);
+  }
 
-describe('broken model folders', () => {
-  for (const { name, code } of DAMAGES) {
-    it(`${name} → ${code} (manager and binding), process alive`, async () => {
-      const error = await expectCode(manager.loadModel(name), code);
-      expect(error.message.length).toBeGreaterThan(10);
-      const metadata = await manager.getModelMetadata(name);
-      expect(metadata.status).toBe('error');
-      expect(metadata.error?.code).toBe(code);
+  describe('broken model folders', () => {
+    for (const { name, code } of DAMAGES) {
+      it(`${name} → ${code} (manager and binding), process alive`, async () => {
+        const error = await expectCode(manager.loadModel(name), code);
+        expect(error.message.length).toBeGreaterThan(10);
+        const metadata = await manager.getModelMetadata(name);
+        expect(metadata.status).toBe('error');
+        expect(metadata.error?.code).toBe(code);
+        await stillAlive();
+      });
+    }
+
+    it('the core itself reports the weight/config errors with the file or tensor named', async () => {
+      const { binding } = await engine.binding();
+      const missing = await expectCode(binding.loadModel(path.join(modelsDir, 'missing-tensor')), 'E_BAD_WEIGHTS');
+      expect(missing.message).toContain('backbone.layers.1.mixer.x_proj.weight');
+      const shape = await expectCode(binding.loadModel(path.join(modelsDir, 'wrong-tensor-shape')), 'E_BAD_WEIGHTS');
+      expect(shape.message).toContain('norm_f');
+      const truncated = await expectCode(binding.loadModel(path.join(modelsDir, 'truncated-safetensors')), 'E_BAD_WEIGHTS');
+      expect(truncated.message).toContain('model.safetensors');
+      const config = await expectCode(binding.loadModel(path.join(modelsDir, 'malformed-config')), 'E_BAD_CONFIG');
+      expect(config.message).toContain('config.json');
+      await expectCode(binding.loadModel(path.join(modelsDir, 'unknown-model-type')), 'E_UNSUPPORTED_MODEL');
       await stillAlive();
     });
-  }
 
-  it('the core itself reports the weight/config errors with the file or tensor named', async () => {
-    const { binding } = await getDefaultBinding();
-    const missing = await expectCode(binding.loadModel(path.join(modelsDir, 'missing-tensor')), 'E_BAD_WEIGHTS');
-    expect(missing.message).toContain('backbone.layers.1.mixer.x_proj.weight');
-    const shape = await expectCode(binding.loadModel(path.join(modelsDir, 'wrong-tensor-shape')), 'E_BAD_WEIGHTS');
-    expect(shape.message).toContain('norm_f');
-    const truncated = await expectCode(binding.loadModel(path.join(modelsDir, 'truncated-safetensors')), 'E_BAD_WEIGHTS');
-    expect(truncated.message).toContain('model.safetensors');
-    const config = await expectCode(binding.loadModel(path.join(modelsDir, 'malformed-config')), 'E_BAD_CONFIG');
-    expect(config.message).toContain('config.json');
-    await expectCode(binding.loadModel(path.join(modelsDir, 'unknown-model-type')), 'E_UNSUPPORTED_MODEL');
-    await stillAlive();
-  });
-
-  it('a missing folder → E_MODEL_NOT_FOUND', async () => {
-    await expectCode(manager.loadModel('not-there'), 'E_MODEL_NOT_FOUND');
-    await expectCode(manager.loadModelAt(path.join(scratch.dir, 'not-there')), 'E_MODEL_NOT_FOUND');
-    const { binding } = await getDefaultBinding();
-    await expectCode(binding.loadModel(path.join(scratch.dir, 'not-there')), 'E_MODEL_NOT_FOUND');
-    await stillAlive();
-  });
-
-  it('an unreadable folder → E_MODEL_NOT_FOUND naming it (checked as an unprivileged user when run as root)', async () => {
-    const folder = await copyModel(TINY, path.join(scratch.dir, 'unreadable'));
-    await chmod(folder, 0o000);
-    try {
-      const isRoot = process.getuid?.() === 0;
-      if (!isRoot) {
-        const error = await expectCode(manager.loadModelAt(folder), 'E_MODEL_NOT_FOUND');
-        expect(error.message).toContain(folder);
-      } else {
-        // Root reads anything: run the CLI (compiled by the cli test, or here) as `nobody`.
-        spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT });
-        const child = spawnSync(process.execPath, [path.join(ROOT, 'bin/phoenix-local.js'), 'info', folder, '--no-load'], {
-          cwd: scratch.dir,
-          uid: 65534,
-          gid: 65534,
-          encoding: 'utf8',
-          env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir },
-        });
-        expect(child.stderr).toContain('E_MODEL_NOT_FOUND');
-        expect(child.stderr).toContain(folder);
-        expect(child.status).toBe(1);
-      }
-    } finally {
-      await chmod(folder, 0o755);
-    }
-    await stillAlive();
-  });
-
-  it('a text prompt on a model without tokenizer.json → E_TOKENIZER; ids work', async () => {
-    const model = await manager.loadModel('no-tokenizer');
-    expect(model.info.hasTokenizer).toBe(false);
-    const error = await expectCode(engine.predict(model, 'hello', { maxTokens: 2 }), 'E_TOKENIZER');
-    expect(error.message).toMatch(/tokenizer/);
-    await expectCode(engine.score(model, 'hello'), 'E_TOKENIZER');
-    await expectCode(async () => model.tokenize('hello'), 'E_TOKENIZER');
-    await expectCode(async () => model.detokenize([1, 2]), 'E_TOKENIZER');
-    expect((await engine.predict(model, { ids: [1, 2, 3] }, { maxTokens: 2 })).generatedTokens).toBe(2);
-    await stillAlive();
-  });
-
-  it('names that leave the models dir → E_INVALID_OPTION naming them', async () => {
-    await symlink('/etc', path.join(modelsDir, 'etc-link'));
-    for (const name of ['../models', '../../etc', '/etc/passwd', 'lite/../../x', 'etc-link']) {
-      const error = await expectCode(manager.loadModel(name), 'E_INVALID_OPTION');
-      expect(error.message).toContain(JSON.stringify(name));
-    }
-    await stillAlive();
-  });
-});
-
-describe('bad prompts and options', () => {
-  it('empty prompt → E_INVALID_OPTION (text or ids, with or without a tokenizer)', async () => {
-    const error = await expectCode(engine.predict(lite, '', { maxTokens: 2 }), 'E_INVALID_OPTION');
-    expect(error.message).toMatch(/empty/);
-    await expectCode(engine.predict(lite, { text: '' }, { maxTokens: 2 }), 'E_INVALID_OPTION');
-    await expectCode(engine.predict(lite, { ids: [] }, { maxTokens: 2 }), 'E_INVALID_OPTION');
-    await expectCode(engine.score(lite, { ids: [] }), 'E_INVALID_OPTION');
-    await expectCode(engine.score(lite, ''), 'E_INVALID_OPTION');
-    const tiny = await manager.loadModel('no-tokenizer');
-    await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 2 }), 'E_INVALID_OPTION');
-    // Unconditional generation is explicit: the BOS id as the prompt.
-    expect((await engine.predict(lite, { ids: [0] }, { maxTokens: 2 })).promptTokens).toBe(1);
-    await stillAlive();
-  });
-
-  const outOfRange: [string, GenerationOptions][] = [
-    ['maxTokens', { maxTokens: 0 }],
-    ['maxTokens', { maxTokens: -5 }],
-    ['maxTokens', { maxTokens: 1.5 }],
-    ['maxTokens', { maxTokens: Number.POSITIVE_INFINITY }],
-    ['temperature', { temperature: -1 }],
-    ['temperature', { temperature: Number.NaN }],
-    ['topK', { topK: -1 }],
-    ['topP', { topP: 0 }],
-    ['topP', { topP: 1.5 }],
-    ['minP', { minP: -0.1 }],
-    ['minP', { minP: 2 }],
-    ['repeatPenalty', { repeatPenalty: 0 }],
-    ['repeatLastN', { repeatLastN: -1 }],
-    ['seed', { seed: -1 }],
-    ['seed', { seed: 0.5 }],
-    ['stopTokenIds', { stopTokenIds: [4096] }],
-    ['stop', { stop: [''] }],
-    ['maxTokens', { maxTokens: '10' as unknown as number }],
-    ['stop', { stop: 'x' as unknown as string[] }],
-    ['stopTokenIds', { stopTokenIds: [-1] }],
-    ['state', { state: 'bytes' as unknown as Uint8Array }],
-    ['signal', { signal: {} as AbortSignal }],
-  ];
-  for (const [option, options] of outOfRange) {
-    it(`${option} ${JSON.stringify(options, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))} → E_INVALID_OPTION naming it`, async () => {
-      const error = await expectCode(engine.predict(lite, 'Once', options), 'E_INVALID_OPTION');
-      const named = option === 'stop' ? /stop/ : new RegExp(option);
-      expect(error.message).toMatch(named);
+    it('a missing folder → E_MODEL_NOT_FOUND', async () => {
+      await expectCode(manager.loadModel('not-there'), 'E_MODEL_NOT_FOUND');
+      await expectCode(manager.loadModelAt(path.join(scratch.dir, 'not-there')), 'E_MODEL_NOT_FOUND');
+      const { binding } = await engine.binding();
+      await expectCode(binding.loadModel(path.join(scratch.dir, 'not-there')), 'E_MODEL_NOT_FOUND');
+      await stillAlive();
     });
-  }
 
-  it('prompt ids outside the vocabulary or of the wrong type → E_INVALID_OPTION', async () => {
-    await expectCode(engine.predict(lite, { ids: [4096] }), 'E_INVALID_OPTION');
-    await expectCode(engine.predict(lite, { ids: [-1] }), 'E_INVALID_OPTION');
-    await expectCode(engine.score(lite, { ids: [1, 99999] }), 'E_INVALID_OPTION');
-    await expectCode(engine.predict(lite, 42 as unknown as string), 'E_INVALID_OPTION');
-    await stillAlive();
+    it('an unreadable folder → E_MODEL_NOT_FOUND naming it (checked as an unprivileged user when run as root)', async () => {
+      const folder = await copyModel(TINY, path.join(scratch.dir, 'unreadable'));
+      await chmod(folder, 0o000);
+      try {
+        const isRoot = process.getuid?.() === 0;
+        if (!isRoot) {
+          const error = await expectCode(manager.loadModelAt(folder), 'E_MODEL_NOT_FOUND');
+          expect(error.message).toContain(folder);
+        } else {
+          // Root reads anything: run the CLI (compiled by the cli test, or here) as `nobody`.
+          spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT });
+          const child = spawnSync(process.execPath, [path.join(ROOT, 'bin/phoenix-local.js'), 'info', folder, '--no-load'], {
+            cwd: scratch.dir,
+            uid: 65534,
+            gid: 65534,
+            encoding: 'utf8',
+            env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir, PHOENIX_BACKEND: backend },
+          });
+          expect(child.stderr).toContain('E_MODEL_NOT_FOUND');
+          expect(child.stderr).toContain(folder);
+          expect(child.status).toBe(1);
+        }
+      } finally {
+        await chmod(folder, 0o755);
+      }
+      await stillAlive();
+    });
+
+    it('a text prompt on a model without tokenizer.json → E_TOKENIZER; ids work', async () => {
+      const model = await manager.loadModel('no-tokenizer');
+      expect(model.info.hasTokenizer).toBe(false);
+      const error = await expectCode(engine.predict(model, 'hello', { maxTokens: 2 }), 'E_TOKENIZER');
+      expect(error.message).toMatch(/tokenizer/);
+      await expectCode(engine.score(model, 'hello'), 'E_TOKENIZER');
+      await expectCode(async () => model.tokenize('hello'), 'E_TOKENIZER');
+      await expectCode(async () => model.detokenize([1, 2]), 'E_TOKENIZER');
+      expect((await engine.predict(model, { ids: [1, 2, 3] }, { maxTokens: 2 })).generatedTokens).toBe(2);
+      await stillAlive();
+    });
+
+    it('names that leave the models dir → E_INVALID_OPTION naming them', async () => {
+      await symlink('/etc', path.join(modelsDir, 'etc-link'));
+      for (const name of ['../models', '../../etc', '/etc/passwd', 'lite/../../x', 'etc-link']) {
+        const error = await expectCode(manager.loadModel(name), 'E_INVALID_OPTION');
+        expect(error.message).toContain(JSON.stringify(name));
+      }
+      await stillAlive();
+    });
   });
 
-  it('a model from another engine instance is still accepted; a foreign object is not', async () => {
-    const other = new MambaSSMEngine();
-    expect((await other.predict(lite, 'Once', { maxTokens: 1 })).generatedTokens).toBe(1);
-    await expectCode(engine.predict({ name: 'fake' } as unknown as LoadedModel, 'Once'), 'E_INVALID_OPTION');
+  describe('bad prompts and options', () => {
+    it('empty prompt → E_INVALID_OPTION (text or ids, with or without a tokenizer)', async () => {
+      const error = await expectCode(engine.predict(lite, '', { maxTokens: 2 }), 'E_INVALID_OPTION');
+      expect(error.message).toMatch(/empty/);
+      await expectCode(engine.predict(lite, { text: '' }, { maxTokens: 2 }), 'E_INVALID_OPTION');
+      await expectCode(engine.predict(lite, { ids: [] }, { maxTokens: 2 }), 'E_INVALID_OPTION');
+      await expectCode(engine.score(lite, { ids: [] }), 'E_INVALID_OPTION');
+      await expectCode(engine.score(lite, ''), 'E_INVALID_OPTION');
+      const tiny = await manager.loadModel('no-tokenizer');
+      await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 2 }), 'E_INVALID_OPTION');
+      // Unconditional generation is explicit: the BOS id as the prompt.
+      expect((await engine.predict(lite, { ids: [0] }, { maxTokens: 2 })).promptTokens).toBe(1);
+      await stillAlive();
+    });
+
+    const outOfRange: [string, GenerationOptions][] = [
+      ['maxTokens', { maxTokens: 0 }],
+      ['maxTokens', { maxTokens: -5 }],
+      ['maxTokens', { maxTokens: 1.5 }],
+      ['maxTokens', { maxTokens: Number.POSITIVE_INFINITY }],
+      ['temperature', { temperature: -1 }],
+      ['temperature', { temperature: Number.NaN }],
+      ['topK', { topK: -1 }],
+      ['topP', { topP: 0 }],
+      ['topP', { topP: 1.5 }],
+      ['minP', { minP: -0.1 }],
+      ['minP', { minP: 2 }],
+      ['repeatPenalty', { repeatPenalty: 0 }],
+      ['repeatLastN', { repeatLastN: -1 }],
+      ['seed', { seed: -1 }],
+      ['seed', { seed: 0.5 }],
+      ['stopTokenIds', { stopTokenIds: [4096] }],
+      ['stop', { stop: [''] }],
+      ['maxTokens', { maxTokens: '10' as unknown as number }],
+      ['stop', { stop: 'x' as unknown as string[] }],
+      ['stopTokenIds', { stopTokenIds: [-1] }],
+      ['state', { state: 'bytes' as unknown as Uint8Array }],
+      ['signal', { signal: {} as AbortSignal }],
+    ];
+    for (const [option, options] of outOfRange) {
+      it(`${option} ${JSON.stringify(options, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))} → E_INVALID_OPTION naming it`, async () => {
+        const error = await expectCode(engine.predict(lite, 'Once', options), 'E_INVALID_OPTION');
+        const named = option === 'stop' ? /stop/ : new RegExp(option);
+        expect(error.message).toMatch(named);
+      });
+    }
+
+    it('prompt ids outside the vocabulary or of the wrong type → E_INVALID_OPTION', async () => {
+      await expectCode(engine.predict(lite, { ids: [4096] }), 'E_INVALID_OPTION');
+      await expectCode(engine.predict(lite, { ids: [-1] }), 'E_INVALID_OPTION');
+      await expectCode(engine.score(lite, { ids: [1, 99999] }), 'E_INVALID_OPTION');
+      await expectCode(engine.predict(lite, 42 as unknown as string), 'E_INVALID_OPTION');
+      await stillAlive();
+    });
+
+    it('a model from another engine instance is still accepted; a foreign object is not', async () => {
+      const other = new MambaSSMEngine({ binding: engine.binding() });
+      expect((await other.predict(lite, 'Once', { maxTokens: 1 })).generatedTokens).toBe(1);
+      await expectCode(engine.predict({ name: 'fake' } as unknown as LoadedModel, 'Once'), 'E_INVALID_OPTION');
+    });
   });
 });

@@ -1,10 +1,12 @@
 /**
- * MambaSSMEngine over the real native addon and the real models: reference logits, greedy text,
- * streaming, abort, snapshots, dispose, memory across load/dispose cycles.
+ * MambaSSMEngine over each binding (the native addon, and the WASM build when present) and the real
+ * models: reference logits, greedy text, streaming, abort, snapshots, dispose, memory across
+ * load/dispose cycles. The same assertions on both bindings are the WASM fallback's parity contract.
  */
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import type { LoadedModel, TokenChunk } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
@@ -16,288 +18,291 @@ import {
   expectCode,
   readJson,
   reliableGreedyPrefix,
-  requireNativeAddon,
+  TEST_BACKENDS,
+  requireBackend,
   tempDir,
   type LiteReference,
   type TinyReference,
 } from './helpers.js';
 
-let engine: MambaSSMEngine;
-let manager: LocalModelManager;
-let liteMeta: ModelMetadata;
-let tinyMeta: ModelMetadata;
-let lite: LoadedModel;
-let liteRef: LiteReference;
-let tinyRef: TinyReference;
-let scratch: Awaited<ReturnType<typeof tempDir>>;
+describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
+  let engine: MambaSSMEngine;
+  let manager: LocalModelManager;
+  let liteMeta: ModelMetadata;
+  let tinyMeta: ModelMetadata;
+  let lite: LoadedModel;
+  let liteRef: LiteReference;
+  let tinyRef: TinyReference;
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
 
-beforeAll(async () => {
-  requireNativeAddon();
-  scratch = await tempDir();
-  engine = new MambaSSMEngine();
-  manager = new LocalModelManager({ modelsDir: scratch.dir, engines: [engine], measurePerformance: false });
-  liteMeta = await manager.getModelMetadataAt(LITE);
-  tinyMeta = await manager.getModelMetadataAt(TINY);
-  lite = await engine.loadModel(liteMeta);
-  liteRef = await readJson<LiteReference>(path.join(LITE, 'reference.json'));
-  tinyRef = await readJson<TinyReference>(path.join(TINY, 'reference.json'));
-});
-
-afterAll(async () => {
-  lite?.dispose();
-  await scratch?.cleanup();
-});
-
-function maxAbsDiff(actual: Float32Array, expected: number[]): number {
-  let max = 0;
-  expected.forEach((v, i) => {
-    max = Math.max(max, Math.abs((actual[i] as number) - v));
-  });
-  return max;
-}
-
-describe('reference numerics through the TypeScript API', () => {
-  it('mamba1-tiny logits match the float64 reference within 1e-3 at every position', async () => {
-    const tiny = await engine.loadModel(tinyMeta);
-    try {
-      const scored = await engine.score(tiny, { ids: tinyRef.input_ids });
-      expect(scored.ids).toEqual(tinyRef.input_ids);
-      expect(scored.logits).toHaveLength(tinyRef.logits.length);
-      expect(scored.vocabSize).toBe(512);
-      const worst = Math.max(...tinyRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
-      expect(worst).toBeLessThan(1e-3);
-      expect(scored.tokenLogprobs).toHaveLength(tinyRef.input_ids.length - 1);
-      expect(scored.perplexity).toBeGreaterThan(1);
-    } finally {
-      tiny.dispose();
-    }
+  beforeAll(async () => {
+    requireBackend(backend);
+    scratch = await tempDir();
+    engine = new MambaSSMEngine({ binding: await loadBinding({ backend }) });
+    manager = new LocalModelManager({ modelsDir: scratch.dir, engines: [engine], measurePerformance: false });
+    liteMeta = await manager.getModelMetadataAt(LITE);
+    tinyMeta = await manager.getModelMetadataAt(TINY);
+    lite = await engine.loadModel(liteMeta);
+    liteRef = await readJson<LiteReference>(path.join(LITE, 'reference.json'));
+    tinyRef = await readJson<TinyReference>(path.join(TINY, 'reference.json'));
   });
 
-  it('mamba1-tiny-original (state-spaces pytorch_model.bin) gives the same logits', async () => {
-    const original = await engine.loadModel(await manager.getModelMetadataAt(TINY_ORIGINAL));
-    try {
-      expect(original.metadata.format).toBe('state-spaces-pth');
-      const scored = await engine.score(original, { ids: tinyRef.input_ids });
-      const worst = Math.max(...tinyRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
-      expect(worst).toBeLessThan(1e-3);
-    } finally {
-      original.dispose();
-    }
+  afterAll(async () => {
+    lite?.dispose();
+    await scratch?.cleanup();
   });
 
-  it('phoenix-ssm-lite logits match its reference within 1e-3', async () => {
-    const scored = await engine.score(lite, { ids: liteRef.input_ids });
-    const worst = Math.max(...liteRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
-    expect(worst).toBeLessThan(1e-3);
-  });
-
-  it('tokenizes the reference prompt to the reference ids (BOS included)', () => {
-    expect(lite.tokenize(liteRef.prompt)).toEqual(liteRef.input_ids);
-    expect(lite.tokenize(tinyRef.prompt, { addSpecialTokens: false }).length).toBeGreaterThan(0);
-  });
-
-  it('greedy generation of phoenix-ssm-lite equals the reference continuation (ids and decoded text)', async () => {
-    const expected = reliableGreedyPrefix(liteRef.greedy_new_ids, liteRef.greedy_top1_top2_margin);
-    const result = await engine.predict(lite, liteRef.prompt, { maxTokens: liteRef.greedy_new_ids.length, temperature: 0 });
-    expect(result.tokenIds.slice(0, expected.length)).toEqual(expected);
-    expect(result.promptTokens).toBe(liteRef.input_ids.length);
-    expect(result.generatedTokens).toBe(liteRef.greedy_new_ids.length);
-    expect(result.finishReason).toBe('length');
-    expect(lite.detokenize(result.tokenIds)).toBe(liteRef.greedy_text);
-    expect(result.text).toBe(liteRef.greedy_text);
-    expect(result.tokensPerSecond).toBeGreaterThan(0);
-    expect(result.timings.timeToFirstTokenMs).toBeGreaterThan(0);
-  });
-
-  it('mamba1-tiny greedy ids match the reference', async () => {
-    const tiny = await engine.loadModel(tinyMeta);
-    try {
-      const expected = reliableGreedyPrefix(tinyRef.greedy.new_ids, tinyRef.greedy.top1_top2_margin);
-      const result = await engine.predict(tiny, { ids: tinyRef.input_ids }, { maxTokens: expected.length, temperature: 0 });
-      expect(result.tokenIds).toEqual(expected);
-    } finally {
-      tiny.dispose();
-    }
-  });
-});
-
-describe('streaming and sampling', () => {
-  it('streams the same tokens and text as predict, one chunk per token', async () => {
-    const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 12, temperature: 0 });
-    const chunks: TokenChunk[] = [];
-    for await (const chunk of stream) chunks.push(chunk);
-    const result = await stream.result;
-    expect(chunks.filter((c) => c.tokenId !== null).map((c) => c.tokenId)).toEqual(result.tokenIds);
-    expect(chunks.map((c) => c.text).join('')).toBe(result.text);
-    expect(result.tokenIds).toEqual(liteRef.greedy_new_ids.slice(0, 12));
-  });
-
-  it('`result` alone drains the stream', async () => {
-    const result = await engine.stream(lite, liteRef.prompt, { maxTokens: 5, temperature: 0 }).result;
-    expect(result.generatedTokens).toBe(5);
-  });
-
-  it('the same seed gives the same sample; sampling options are honoured', async () => {
-    const options = { maxTokens: 20, temperature: 0.9, topK: 40, topP: 0.9, minP: 0.02, repeatPenalty: 1.1, seed: 1234 };
-    const a = await engine.predict(lite, 'The little dog', options);
-    const b = await engine.predict(lite, 'The little dog', options);
-    expect(a.tokenIds).toEqual(b.tokenIds);
-    expect(a.text).toBe(b.text);
-    const seeds = await Promise.all([1, 2, 3, 4].map((seed) => engine.predict(lite, 'The little dog', { ...options, temperature: 1.5, topK: 0, topP: 1, minP: 0, seed })));
-    expect(new Set(seeds.map((r) => r.text)).size).toBeGreaterThan(1);
-  });
-
-  it('stop strings end the text before the stop string', async () => {
-    const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 40, temperature: 0, stop: ['.'] });
-    expect(result.finishReason).toBe('stop');
-    expect(result.text).toBe(' girl named Lily');
-  });
-
-  it('stopTokenIds end the generation at that token', async () => {
-    const stopId = liteRef.greedy_new_ids[3] as number;
-    const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 40, temperature: 0, stopTokenIds: [stopId] });
-    expect(result.finishReason).toBe('stop');
-    expect(result.tokenIds).toEqual(liteRef.greedy_new_ids.slice(0, 4));
-  });
-});
-
-describe('abort', () => {
-  it('an AbortSignal stops the generation within one token', async () => {
-    const controller = new AbortController();
-    const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0, signal: controller.signal });
-    let seen = 0;
-    for await (const chunk of stream) {
-      if (chunk.tokenId !== null) seen++;
-      if (seen === 3) controller.abort();
-    }
-    const result = await stream.result;
-    expect(result.finishReason).toBe('abort');
-    expect(result.generatedTokens).toBeGreaterThanOrEqual(3);
-    expect(result.generatedTokens).toBeLessThanOrEqual(4);
-  });
-
-  it('an abort from a timer while steps run asynchronously also ends within one token', async () => {
-    const controller = new AbortController();
-    const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 100_000, temperature: 0, signal: controller.signal });
-    let countAtAbort = -1;
-    let count = 0;
-    setTimeout(() => {
-      countAtAbort = count;
-      controller.abort();
-    }, 40);
-    for await (const chunk of stream) if (chunk.tokenId !== null) count++;
-    const result = await stream.result;
-    expect(result.finishReason).toBe('abort');
-    expect(countAtAbort).toBeGreaterThanOrEqual(0);
-    expect(result.generatedTokens - countAtAbort).toBeLessThanOrEqual(1);
-  });
-
-  it('an already-aborted signal generates nothing', async () => {
-    const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 50, signal: AbortSignal.abort() });
-    expect(result.finishReason).toBe('abort');
-    expect(result.generatedTokens).toBe(0);
-  });
-
-  it('breaking out of the loop ends the generation and resolves the result', async () => {
-    const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0 });
-    for await (const _ of stream) break;
-    const result = await stream.result;
-    expect(result.finishReason).toBe('abort');
-    expect(result.generatedTokens).toBe(1);
-  });
-});
-
-describe('state snapshots', () => {
-  it('save after prompt + output, restore in a freshly loaded model: continues identically', async () => {
-    const full = await engine.predict(lite, liteRef.prompt, { maxTokens: 24, temperature: 0 });
-    const first = await engine.predict(lite, liteRef.prompt, { maxTokens: 10, temperature: 0, returnState: true });
-    expect(first.state).toBeInstanceOf(Uint8Array);
-    const fresh = await engine.loadModel(liteMeta);
-    try {
-      const rest = await engine.predict(fresh, '', { maxTokens: 14, temperature: 0, state: first.state });
-      expect([...first.tokenIds, ...rest.tokenIds]).toEqual(full.tokenIds);
-      expect(first.text + rest.text).toBe(full.text);
-      expect(rest.promptTokens).toBe(0);
-    } finally {
-      fresh.dispose();
-    }
-  });
-
-  it('a snapshot continues with extra prompt text, same as the whole text from scratch', async () => {
-    const head = await engine.predict(lite, 'Once upon a time', { maxTokens: 1, temperature: 0, returnState: true });
-    const continued = await engine.predict(lite, { ids: lite.tokenize(' there was', { addSpecialTokens: false }) }, { maxTokens: 8, temperature: 0, state: head.state });
-    const ids = [...lite.tokenize('Once upon a time'), ...head.tokenIds, ...lite.tokenize(' there was', { addSpecialTokens: false })];
-    const direct = await engine.predict(lite, { ids }, { maxTokens: 8, temperature: 0 });
-    expect(continued.tokenIds).toEqual(direct.tokenIds);
-  });
-
-  it('exportState() of a stream mid-way equals returnState at that point', async () => {
-    const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 6, temperature: 0 });
-    for await (const _ of stream) {
-      // run to the end
-    }
-    const exported = stream.exportState();
-    const again = await engine.predict(lite, liteRef.prompt, { maxTokens: 6, temperature: 0, returnState: true });
-    expect(Buffer.from(exported).equals(Buffer.from(again.state as Uint8Array))).toBe(true);
-  });
-
-  it('a state from another model is rejected with E_STATE_MISMATCH', async () => {
-    const { state } = await engine.predict(lite, liteRef.prompt, { maxTokens: 1, returnState: true });
-    const tiny = await engine.loadModel(tinyMeta);
-    try {
-      await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 3, state }), 'E_STATE_MISMATCH');
-      await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 3, state: new Uint8Array([1, 2, 3]) }), 'E_STATE_MISMATCH');
-    } finally {
-      tiny.dispose();
-    }
-  });
-});
-
-describe('lifecycle', () => {
-  it('dispose frees the model; later calls throw E_INVALID_OPTION; dispose is idempotent', async () => {
-    const tiny = await engine.loadModel(tinyMeta);
-    expect(tiny.disposed).toBe(false);
-    tiny.dispose();
-    tiny.dispose();
-    expect(tiny.disposed).toBe(true);
-    await expectCode(engine.predict(tiny, { ids: [1, 2, 3] }), 'E_INVALID_OPTION');
-    await expectCode(engine.score(tiny, { ids: [1, 2, 3] }), 'E_INVALID_OPTION');
-    await expectCode(async () => tiny.tokenize('x'), 'E_INVALID_OPTION');
-  });
-
-  it('`using` disposes at the end of the block', async () => {
-    let escaped: LoadedModel;
-    {
-      using tiny = await engine.loadModel(tinyMeta);
-      escaped = tiny;
-      expect((await engine.score(tiny, { ids: [5, 6] })).ids).toEqual([5, 6]);
-    }
-    expect(escaped.disposed).toBe(true);
-  });
-
-  /** Loads, runs `use`, disposes, `cycles` times after a warm-up; returns the RSS growth in bytes. */
-  async function rssGrowth(cycles: number, use: (model: LoadedModel) => Promise<unknown>): Promise<number> {
-    const cycle = async (): Promise<void> => {
-      const model = await engine.loadModel(liteMeta);
-      await use(model);
-      model.dispose();
-    };
-    for (let i = 0; i < 5; i++) await cycle(); // warm-up: allocator pools, code paths
-    const before = process.memoryUsage().rss;
-    for (let i = 0; i < cycles; i++) await cycle();
-    return process.memoryUsage().rss - before;
+  function maxAbsDiff(actual: Float32Array, expected: number[]): number {
+    let max = 0;
+    expected.forEach((v, i) => {
+      max = Math.max(max, Math.abs((actual[i] as number) - v));
+    });
+    return max;
   }
 
-  it('many load/score/dispose cycles do not grow RSS unreasonably', async () => {
-    const grown = await rssGrowth(40, (model) => engine.score(model, { ids: [0, 393, 394] }));
-    // 40 leaked copies of phoenix-ssm-lite would be ~560 MiB; allow a small fraction of one copy per cycle.
-    expect(grown).toBeLessThan(3 * liteMeta.sizeBytes);
+  describe('reference numerics through the TypeScript API', () => {
+    it('mamba1-tiny logits match the float64 reference within 1e-3 at every position', async () => {
+      const tiny = await engine.loadModel(tinyMeta);
+      try {
+        const scored = await engine.score(tiny, { ids: tinyRef.input_ids });
+        expect(scored.ids).toEqual(tinyRef.input_ids);
+        expect(scored.logits).toHaveLength(tinyRef.logits.length);
+        expect(scored.vocabSize).toBe(512);
+        const worst = Math.max(...tinyRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
+        expect(worst).toBeLessThan(1e-3);
+        expect(scored.tokenLogprobs).toHaveLength(tinyRef.input_ids.length - 1);
+        expect(scored.perplexity).toBeGreaterThan(1);
+      } finally {
+        tiny.dispose();
+      }
+    });
+
+    it('mamba1-tiny-original (state-spaces pytorch_model.bin) gives the same logits', async () => {
+      const original = await engine.loadModel(await manager.getModelMetadataAt(TINY_ORIGINAL));
+      try {
+        expect(original.metadata.format).toBe('state-spaces-pth');
+        const scored = await engine.score(original, { ids: tinyRef.input_ids });
+        const worst = Math.max(...tinyRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
+        expect(worst).toBeLessThan(1e-3);
+      } finally {
+        original.dispose();
+      }
+    });
+
+    it('phoenix-ssm-lite logits match its reference within 1e-3', async () => {
+      const scored = await engine.score(lite, { ids: liteRef.input_ids });
+      const worst = Math.max(...liteRef.logits.map((row, i) => maxAbsDiff(scored.logits[i] as Float32Array, row)));
+      expect(worst).toBeLessThan(1e-3);
+    });
+
+    it('tokenizes the reference prompt to the reference ids (BOS included)', () => {
+      expect(lite.tokenize(liteRef.prompt)).toEqual(liteRef.input_ids);
+      expect(lite.tokenize(tinyRef.prompt, { addSpecialTokens: false }).length).toBeGreaterThan(0);
+    });
+
+    it('greedy generation of phoenix-ssm-lite equals the reference continuation (ids and decoded text)', async () => {
+      const expected = reliableGreedyPrefix(liteRef.greedy_new_ids, liteRef.greedy_top1_top2_margin);
+      const result = await engine.predict(lite, liteRef.prompt, { maxTokens: liteRef.greedy_new_ids.length, temperature: 0 });
+      expect(result.tokenIds.slice(0, expected.length)).toEqual(expected);
+      expect(result.promptTokens).toBe(liteRef.input_ids.length);
+      expect(result.generatedTokens).toBe(liteRef.greedy_new_ids.length);
+      expect(result.finishReason).toBe('length');
+      expect(lite.detokenize(result.tokenIds)).toBe(liteRef.greedy_text);
+      expect(result.text).toBe(liteRef.greedy_text);
+      expect(result.tokensPerSecond).toBeGreaterThan(0);
+      expect(result.timings.timeToFirstTokenMs).toBeGreaterThan(0);
+    });
+
+    it('mamba1-tiny greedy ids match the reference', async () => {
+      const tiny = await engine.loadModel(tinyMeta);
+      try {
+        const expected = reliableGreedyPrefix(tinyRef.greedy.new_ids, tinyRef.greedy.top1_top2_margin);
+        const result = await engine.predict(tiny, { ids: tinyRef.input_ids }, { maxTokens: expected.length, temperature: 0 });
+        expect(result.tokenIds).toEqual(expected);
+      } finally {
+        tiny.dispose();
+      }
+    });
   });
 
-  it('many load/generate/dispose cycles do not grow RSS unreasonably', async () => {
-    const grown = await rssGrowth(40, (model) => engine.predict(model, { ids: [0, 393, 394] }, { maxTokens: 2 }));
-    // dispose() promises to free the weights now. A finished generation must not keep them alive
-    // until V8 happens to collect its handle (V8 does not see the native memory behind it).
-    expect(grown, `RSS grew ${(grown / 2 ** 20).toFixed(0)} MiB over 40 cycles`).toBeLessThan(3 * liteMeta.sizeBytes);
+  describe('streaming and sampling', () => {
+    it('streams the same tokens and text as predict, one chunk per token', async () => {
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 12, temperature: 0 });
+      const chunks: TokenChunk[] = [];
+      for await (const chunk of stream) chunks.push(chunk);
+      const result = await stream.result;
+      expect(chunks.filter((c) => c.tokenId !== null).map((c) => c.tokenId)).toEqual(result.tokenIds);
+      expect(chunks.map((c) => c.text).join('')).toBe(result.text);
+      expect(result.tokenIds).toEqual(liteRef.greedy_new_ids.slice(0, 12));
+    });
+
+    it('`result` alone drains the stream', async () => {
+      const result = await engine.stream(lite, liteRef.prompt, { maxTokens: 5, temperature: 0 }).result;
+      expect(result.generatedTokens).toBe(5);
+    });
+
+    it('the same seed gives the same sample; sampling options are honoured', async () => {
+      const options = { maxTokens: 20, temperature: 0.9, topK: 40, topP: 0.9, minP: 0.02, repeatPenalty: 1.1, seed: 1234 };
+      const a = await engine.predict(lite, 'The little dog', options);
+      const b = await engine.predict(lite, 'The little dog', options);
+      expect(a.tokenIds).toEqual(b.tokenIds);
+      expect(a.text).toBe(b.text);
+      const seeds = await Promise.all([1, 2, 3, 4].map((seed) => engine.predict(lite, 'The little dog', { ...options, temperature: 1.5, topK: 0, topP: 1, minP: 0, seed })));
+      expect(new Set(seeds.map((r) => r.text)).size).toBeGreaterThan(1);
+    });
+
+    it('stop strings end the text before the stop string', async () => {
+      const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 40, temperature: 0, stop: ['.'] });
+      expect(result.finishReason).toBe('stop');
+      expect(result.text).toBe(' girl named Lily');
+    });
+
+    it('stopTokenIds end the generation at that token', async () => {
+      const stopId = liteRef.greedy_new_ids[3] as number;
+      const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 40, temperature: 0, stopTokenIds: [stopId] });
+      expect(result.finishReason).toBe('stop');
+      expect(result.tokenIds).toEqual(liteRef.greedy_new_ids.slice(0, 4));
+    });
+  });
+
+  describe('abort', () => {
+    it('an AbortSignal stops the generation within one token', async () => {
+      const controller = new AbortController();
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0, signal: controller.signal });
+      let seen = 0;
+      for await (const chunk of stream) {
+        if (chunk.tokenId !== null) seen++;
+        if (seen === 3) controller.abort();
+      }
+      const result = await stream.result;
+      expect(result.finishReason).toBe('abort');
+      expect(result.generatedTokens).toBeGreaterThanOrEqual(3);
+      expect(result.generatedTokens).toBeLessThanOrEqual(4);
+    });
+
+    it('an abort from a timer while steps run asynchronously also ends within one token', async () => {
+      const controller = new AbortController();
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 100_000, temperature: 0, signal: controller.signal });
+      let countAtAbort = -1;
+      let count = 0;
+      setTimeout(() => {
+        countAtAbort = count;
+        controller.abort();
+      }, 40);
+      for await (const chunk of stream) if (chunk.tokenId !== null) count++;
+      const result = await stream.result;
+      expect(result.finishReason).toBe('abort');
+      expect(countAtAbort).toBeGreaterThanOrEqual(0);
+      expect(result.generatedTokens - countAtAbort).toBeLessThanOrEqual(1);
+    });
+
+    it('an already-aborted signal generates nothing', async () => {
+      const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 50, signal: AbortSignal.abort() });
+      expect(result.finishReason).toBe('abort');
+      expect(result.generatedTokens).toBe(0);
+    });
+
+    it('breaking out of the loop ends the generation and resolves the result', async () => {
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0 });
+      for await (const _ of stream) break;
+      const result = await stream.result;
+      expect(result.finishReason).toBe('abort');
+      expect(result.generatedTokens).toBe(1);
+    });
+  });
+
+  describe('state snapshots', () => {
+    it('save after prompt + output, restore in a freshly loaded model: continues identically', async () => {
+      const full = await engine.predict(lite, liteRef.prompt, { maxTokens: 24, temperature: 0 });
+      const first = await engine.predict(lite, liteRef.prompt, { maxTokens: 10, temperature: 0, returnState: true });
+      expect(first.state).toBeInstanceOf(Uint8Array);
+      const fresh = await engine.loadModel(liteMeta);
+      try {
+        const rest = await engine.predict(fresh, '', { maxTokens: 14, temperature: 0, state: first.state });
+        expect([...first.tokenIds, ...rest.tokenIds]).toEqual(full.tokenIds);
+        expect(first.text + rest.text).toBe(full.text);
+        expect(rest.promptTokens).toBe(0);
+      } finally {
+        fresh.dispose();
+      }
+    });
+
+    it('a snapshot continues with extra prompt text, same as the whole text from scratch', async () => {
+      const head = await engine.predict(lite, 'Once upon a time', { maxTokens: 1, temperature: 0, returnState: true });
+      const continued = await engine.predict(lite, { ids: lite.tokenize(' there was', { addSpecialTokens: false }) }, { maxTokens: 8, temperature: 0, state: head.state });
+      const ids = [...lite.tokenize('Once upon a time'), ...head.tokenIds, ...lite.tokenize(' there was', { addSpecialTokens: false })];
+      const direct = await engine.predict(lite, { ids }, { maxTokens: 8, temperature: 0 });
+      expect(continued.tokenIds).toEqual(direct.tokenIds);
+    });
+
+    it('exportState() of a stream mid-way equals returnState at that point', async () => {
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 6, temperature: 0 });
+      for await (const _ of stream) {
+        // run to the end
+      }
+      const exported = stream.exportState();
+      const again = await engine.predict(lite, liteRef.prompt, { maxTokens: 6, temperature: 0, returnState: true });
+      expect(Buffer.from(exported).equals(Buffer.from(again.state as Uint8Array))).toBe(true);
+    });
+
+    it('a state from another model is rejected with E_STATE_MISMATCH', async () => {
+      const { state } = await engine.predict(lite, liteRef.prompt, { maxTokens: 1, returnState: true });
+      const tiny = await engine.loadModel(tinyMeta);
+      try {
+        await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 3, state }), 'E_STATE_MISMATCH');
+        await expectCode(engine.predict(tiny, { ids: [] }, { maxTokens: 3, state: new Uint8Array([1, 2, 3]) }), 'E_STATE_MISMATCH');
+      } finally {
+        tiny.dispose();
+      }
+    });
+  });
+
+  describe('lifecycle', () => {
+    it('dispose frees the model; later calls throw E_INVALID_OPTION; dispose is idempotent', async () => {
+      const tiny = await engine.loadModel(tinyMeta);
+      expect(tiny.disposed).toBe(false);
+      tiny.dispose();
+      tiny.dispose();
+      expect(tiny.disposed).toBe(true);
+      await expectCode(engine.predict(tiny, { ids: [1, 2, 3] }), 'E_INVALID_OPTION');
+      await expectCode(engine.score(tiny, { ids: [1, 2, 3] }), 'E_INVALID_OPTION');
+      await expectCode(async () => tiny.tokenize('x'), 'E_INVALID_OPTION');
+    });
+
+    it('`using` disposes at the end of the block', async () => {
+      let escaped: LoadedModel;
+      {
+        using tiny = await engine.loadModel(tinyMeta);
+        escaped = tiny;
+        expect((await engine.score(tiny, { ids: [5, 6] })).ids).toEqual([5, 6]);
+      }
+      expect(escaped.disposed).toBe(true);
+    });
+
+    /** Loads, runs `use`, disposes, `cycles` times after a warm-up; returns the RSS growth in bytes. */
+    async function rssGrowth(cycles: number, use: (model: LoadedModel) => Promise<unknown>): Promise<number> {
+      const cycle = async (): Promise<void> => {
+        const model = await engine.loadModel(liteMeta);
+        await use(model);
+        model.dispose();
+      };
+      for (let i = 0; i < 5; i++) await cycle(); // warm-up: allocator pools, code paths
+      const before = process.memoryUsage().rss;
+      for (let i = 0; i < cycles; i++) await cycle();
+      return process.memoryUsage().rss - before;
+    }
+
+    it('many load/score/dispose cycles do not grow RSS unreasonably', async () => {
+      const grown = await rssGrowth(40, (model) => engine.score(model, { ids: [0, 393, 394] }));
+      // 40 leaked copies of phoenix-ssm-lite would be ~560 MiB; allow a small fraction of one copy per cycle.
+      expect(grown).toBeLessThan(3 * liteMeta.sizeBytes);
+    });
+
+    it('many load/generate/dispose cycles do not grow RSS unreasonably', async () => {
+      const grown = await rssGrowth(40, (model) => engine.predict(model, { ids: [0, 393, 394] }, { maxTokens: 2 }));
+      // dispose() promises to free the weights now. A finished generation must not keep them alive
+      // until V8 happens to collect its handle (V8 does not see the native memory behind it).
+      expect(grown, `RSS grew ${(grown / 2 ** 20).toFixed(0)} MiB over 40 cycles`).toBeLessThan(3 * liteMeta.sizeBytes);
+    });
   });
 });

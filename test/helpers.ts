@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { defaultNativePath } from '../ts/binding/load.js';
+import { defaultNativePath, defaultWasmPath } from '../ts/binding/load.js';
+import type { BackendKind } from '../ts/binding/types.js';
 import { PhoenixError, type ErrorCode } from '../ts/binding/errors.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -18,6 +19,19 @@ export const TINY = path.join(ROOT, 'test/fixtures/mamba1-tiny');
 export const TINY_ORIGINAL = path.join(ROOT, 'test/fixtures/mamba1-tiny-original');
 /** A WASM glue path that does not exist: for tests about a backend that cannot load. */
 export const NO_WASM = '/nonexistent/phoenix-local.js';
+
+/** Whether `npm run build:wasm` has been run in this checkout. */
+export const WASM_BUILT = existsSync(defaultWasmPath());
+/** PHOENIX_REQUIRE_WASM=1 (CI): a missing WASM build fails the WASM tests instead of skipping them. */
+export const WASM_REQUIRED = process.env.PHOENIX_REQUIRE_WASM === '1';
+/** Backends the binding-generic suites run on: native always, WASM when built (or required). */
+export const TEST_BACKENDS: BackendKind[] = WASM_BUILT || WASM_REQUIRED ? ['native', 'wasm'] : ['native'];
+
+/** Fails loudly (not a skip) when `backend`'s build is missing. */
+export function requireBackend(backend: BackendKind): void {
+  if (backend === 'native') return requireNativeAddon();
+  if (!WASM_BUILT) throw new Error(`no WASM build at ${defaultWasmPath()}: run \`npm run build:wasm\``);
+}
 
 /** Fails loudly (not a skip) when the native addon has not been built. */
 export function requireNativeAddon(): void {

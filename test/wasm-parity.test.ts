@@ -5,18 +5,26 @@
  * Runs whenever the WASM build exists (`npm run build:wasm` → wasm/); with PHOENIX_REQUIRE_WASM=1 a
  * missing build is a failure, not a skip.
  */
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
+import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import type { LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { LITE, TINY, expectCode, readJson, requireNativeAddon, tempDir, type LiteReference, type TinyReference } from './helpers.js';
+import {
+  LITE,
+  TINY,
+  WASM_BUILT,
+  WASM_REQUIRED,
+  expectCode,
+  readJson,
+  requireBackend,
+  tempDir,
+  type LiteReference,
+  type TinyReference,
+} from './helpers.js';
 
-const wasmBuilt = existsSync(defaultWasmPath());
-const wasmRequired = process.env.PHOENIX_REQUIRE_WASM === '1';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let max = 0;
@@ -24,7 +32,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return max;
 }
 
-describe.runIf(wasmBuilt || wasmRequired)('native and WASM bindings agree', () => {
+describe.runIf(WASM_BUILT || WASM_REQUIRED)('native and WASM bindings agree', () => {
   const engines: Record<'native' | 'wasm', MambaSSMEngine> = {} as never;
   const lite: Partial<Record<'native' | 'wasm', LoadedModel>> = {};
   let manager: LocalModelManager;
@@ -33,8 +41,8 @@ describe.runIf(wasmBuilt || wasmRequired)('native and WASM bindings agree', () =
   let tinyRef: TinyReference;
 
   beforeAll(async () => {
-    requireNativeAddon();
-    if (!wasmBuilt) throw new Error(`PHOENIX_REQUIRE_WASM=1 but no WASM build at ${defaultWasmPath()}: run \`npm run build:wasm\``);
+    requireBackend('native');
+    requireBackend('wasm');
     engines.native = new MambaSSMEngine({ binding: await loadBinding({ backend: 'native' }) });
     engines.wasm = new MambaSSMEngine({ binding: await loadBinding({ backend: 'wasm' }) });
     scratch = await tempDir();

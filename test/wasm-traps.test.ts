@@ -1,0 +1,91 @@
+/**
+ * Failures inside WASM: a core panic and a hard trap (`unreachable`) must reach JS as typed
+ * `E_INTERNAL` errors, never kill the process, and leave the binding usable — the same instance when
+ * the panic was caught (panic=unwind builds), a fresh instance after a trap (its memory may be
+ * mid-update, so every handle from it is refused). Faults are injected through the module's
+ * `injectFault` test hook; everything else is the real module and model.
+ */
+import { pathToFileURL } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import { toPhoenixError } from '../ts/binding/errors.js';
+import { defaultWasmPath } from '../ts/binding/load.js';
+import type { RawBinding, RawModel } from '../ts/binding/types.js';
+import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend } from './helpers.js';
+
+interface WasmEntry extends RawBinding {
+  instances(): number;
+  injectFault(kind: 'panic' | 'trap' | string): void;
+}
+
+/** The raw module's error as a PhoenixError (what the TS wrapper would throw). */
+async function failure(fn: () => unknown): Promise<ReturnType<typeof toPhoenixError>> {
+  try {
+    await fn();
+  } catch (error) {
+    return toPhoenixError(error);
+  }
+  throw new Error('expected the call to fail');
+}
+
+describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () => {
+  let wasm: WasmEntry;
+  let reference: Float32Array;
+
+  beforeAll(async () => {
+    requireBackend('wasm');
+    wasm = (await import(pathToFileURL(defaultWasmPath()).href)) as WasmEntry;
+    const model = await wasm.loadModel(TINY);
+    reference = await model.logits([0, 1, 2]);
+    model.dispose();
+  });
+
+  async function stillComputes(model: RawModel): Promise<void> {
+    expect(Array.from(await model.logits([0, 1, 2]))).toEqual(Array.from(reference));
+  }
+
+  it('a core panic is E_INTERNAL with the panic message; the binding keeps working', async () => {
+    const model = await wasm.loadModel(TINY);
+    const before = wasm.instances();
+    const error = await failure(() => wasm.injectFault('panic'));
+    expect(error.code).toBe('E_INTERNAL');
+    expect(error.message).toContain('fault injected on request');
+    if (error.message.includes('caught panic')) {
+      // panic=unwind: caught in the core like natively; same instance, same models.
+      expect(wasm.instances()).toBe(before);
+      await stillComputes(model);
+    } else {
+      // panic=abort: a trap; the instance is replaced and its handles are refused.
+      expect((await failure(() => model.logits([0]))).code).toBe('E_INTERNAL');
+      await stillComputes(await wasm.loadModel(TINY));
+      expect(wasm.instances()).toBe(before + 1);
+    }
+  });
+
+  it('a trap is E_INTERNAL; handles of the trapped instance are refused; the next load gets a fresh instance', async () => {
+    const model = await wasm.loadModel(TINY);
+    const generation = model.generate({ ids: [0, 1] }, { maxTokens: 8, temperature: 0 }, null);
+    expect(await generation.next()).not.toBeNull();
+    const before = wasm.instances();
+
+    const trap = await failure(() => wasm.injectFault('trap'));
+    expect(trap.code).toBe('E_INTERNAL');
+    expect(trap.message).toMatch(/WebAssembly trap|unreachable/i);
+
+    const stale = await failure(() => model.logits([0, 1, 2]));
+    expect(stale.code).toBe('E_INTERNAL');
+    expect(stale.message).toContain('trapped earlier');
+    expect((await failure(() => generation.next())).code).toBe('E_INTERNAL');
+
+    const fresh = await wasm.loadModel(TINY);
+    expect(wasm.instances()).toBe(before + 1);
+    await stillComputes(fresh);
+    fresh.dispose();
+  });
+
+  it('an unknown fault kind is a plain E_INVALID_OPTION (no trap, same instance)', async () => {
+    const before = wasm.instances();
+    await expectCode(failure(() => wasm.injectFault('meteor')).then((e) => Promise.reject(e)), 'E_INVALID_OPTION');
+    expect(wasm.instances()).toBe(before);
+  });
+});
