@@ -4,6 +4,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
+import { combineChecksums as combineWith } from './describe.js';
+
 /** Progress of hashing one file. */
 export type HashProgress = (bytesDone: number, bytesTotal: number) => void;
 
@@ -24,15 +26,7 @@ export async function sha256File(file: string, sizeBytes: number, onProgress?: H
   return hash.digest('hex');
 }
 
-/**
- * The checksum of a set of weight files: the file's own sha256 when there is one file, otherwise the
- * sha256 of a `sha256sum`-style listing (`<hex>  <name>\n`, sorted by name).
- */
+/** The checksum of a set of weight files (rule in ./describe.ts), hashed with node:crypto. */
 export function combineChecksums(files: readonly { name: string; sha256: string }[]): string {
-  if (files.length === 1) return (files[0] as { sha256: string }).sha256;
-  const listing = [...files]
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map((f) => `${f.sha256}  ${f.name}\n`)
-    .join('');
-  return createHash('sha256').update(listing).digest('hex');
+  return combineWith(files, (listing) => createHash('sha256').update(listing).digest('hex'));
 }

@@ -1,0 +1,157 @@
+/**
+ * `ModelMetadata` for models a browser has: served over HTTP(S) under a base URL, or given as files
+ * (a folder picker's `File`s, or bytes in memory). The description rules are the folder reader's
+ * (ts/models/describe.ts); only the file access differs. No `node:` imports.
+ */
+import { PhoenixError } from '../binding/errors.js';
+import type { ModelFileData, ModelFileReader, RawModelSource } from '../binding/types.js';
+import { combineChecksums, describeModel, type ModelFileAccess } from '../models/describe.js';
+import type { ModelMetadata, WeightFileInfo } from '../models/metadata.js';
+
+/** Options of {@link modelFromUrl} and {@link modelFromFiles}. */
+export interface BrowserModelOptions {
+  /**
+   * Compute the weights' sha256 (`crypto.subtle`). Default: `true` when the weights are already in
+   * memory (`Uint8Array`s), `false` otherwise, since it reads every weight byte once more than the
+   * load does; `checksum` and each `sha256` are then `''` (not computed).
+   */
+  checksum?: boolean;
+  /** Called when the load reads a file given as a `Blob`, with its name and size (files it needs only). */
+  onRead?: (name: string, bytes: number) => void;
+}
+
+/** A model's files by name (no folders): bytes in memory, or `Blob`s / `File`s read on demand. */
+export type BrowserModelFiles = Readonly<Record<string, ModelFileData>> | ReadonlyMap<string, ModelFileData>;
+
+/** File access plus what metadata needs beyond the description: sizes, bytes, times. */
+interface BrowserFiles extends ModelFileAccess {
+  /** Size in bytes (`NaN` when the server does not say); the file is known to exist. */
+  size(name: string): Promise<number>;
+  bytes(name: string): Promise<Uint8Array>;
+  mtime(name: string): number;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function sha256Hex(data: Uint8Array | string): Promise<string> {
+  const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
+  const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function metadataOf(name: string, files: BrowserFiles, source: RawModelSource, checksum: boolean): Promise<ModelMetadata> {
+  const described = await describeModel(files);
+  const weightFiles: WeightFileInfo[] = [];
+  for (const file of described.weightFiles) {
+    const size = await files.size(file);
+    const sha256 = checksum ? await sha256Hex(await files.bytes(file)) : '';
+    weightFiles.push({ name: file, sizeBytes: Number.isFinite(size) ? size : 0, mtimeMs: files.mtime(file), sha256 });
+  }
+  return {
+    name,
+    version: described.version,
+    modelType: described.modelType,
+    format: described.format,
+    path: files.where,
+    source,
+    sizeBytes: weightFiles.reduce((sum, f) => sum + f.sizeBytes, 0),
+    checksum: checksum ? await combineChecksums(weightFiles, sha256Hex) : '',
+    weightFiles,
+    status: 'available',
+    hasTokenizer: described.hasTokenizer,
+  };
+}
+
+/**
+ * Metadata of a model served over HTTP(S): `config.json`, `tokenizer.json` and the weights relative
+ * to `baseUrl` (HEAD requests for presence and sizes; weights are fetched only by the load, or for
+ * `checksum`). The engine then loads it from that URL.
+ *
+ * @throws {@link PhoenixError} `E_BAD_CONFIG` (config.json missing/malformed), `E_BAD_WEIGHTS` (no
+ * weight file), `E_MODEL_NOT_FOUND` (the server cannot be reached or fails).
+ */
+export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
+  const base = new URL(baseUrl, globalThis.location?.href);
+  if (!base.pathname.endsWith('/')) base.pathname += '/';
+  const request = async (name: string, method: 'GET' | 'HEAD'): Promise<Response | null> => {
+    const url = new URL(name, base);
+    let response: Response;
+    try {
+      response = await fetch(url, { method });
+    } catch (error) {
+      throw new PhoenixError('E_MODEL_NOT_FOUND', `cannot fetch ${url.href}: ${messageOf(error)}`, { url: url.href });
+    }
+    if (response.status === 404) return null;
+    if (!response.ok) throw new PhoenixError('E_MODEL_NOT_FOUND', `cannot fetch ${url.href}: HTTP ${response.status}`, { url: url.href });
+    return response;
+  };
+  const get = async (name: string): Promise<Response> => {
+    const response = await request(name, 'GET');
+    if (!response) throw new PhoenixError('E_MODEL_NOT_FOUND', `${new URL(name, base).href} vanished`, { file: name });
+    return response;
+  };
+  // Presence and size come from one HEAD per file.
+  const heads = new Map<string, Promise<Response | null>>();
+  const head = (name: string): Promise<Response | null> => {
+    let response = heads.get(name);
+    if (!response) heads.set(name, (response = request(name, 'HEAD')));
+    return response;
+  };
+  const files: BrowserFiles = {
+    where: base.href,
+    describe: (file) => new URL(file, base).href,
+    has: async (file) => (await head(file)) !== null,
+    readText: async (file) => (await get(file)).text(),
+    size: async (file) => Number((await head(file))?.headers.get('content-length') ?? Number.NaN),
+    bytes: async (file) => new Uint8Array(await (await get(file)).arrayBuffer()),
+    mtime: () => 0,
+  };
+  const name = decodeURIComponent(base.pathname.split('/').filter(Boolean).pop() ?? base.host);
+  return metadataOf(name, files, base.href, options.checksum ?? false);
+}
+
+/**
+ * Metadata of a model given as files, e.g. from `<input type="file" webkitdirectory>` (a `File` per
+ * name) or already in memory. `Blob`s are read only when the core asks for them (the reader form of
+ * the binding's `loadModel`) and streamed into WASM memory, so extra files in a folder cost nothing.
+ *
+ * @throws {@link PhoenixError} `E_BAD_CONFIG` (config.json missing/malformed), `E_BAD_WEIGHTS` (no weight file).
+ */
+export async function modelFromFiles(name: string, fileSet: BrowserModelFiles, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
+  const entries: ReadonlyMap<string, ModelFileData> = fileSet instanceof Map ? fileSet : new Map(Object.entries(fileSet));
+  const entry = (file: string): ModelFileData => {
+    const data = entries.get(file);
+    if (data === undefined) throw new PhoenixError('E_MODEL_NOT_FOUND', `${name}/${file} is missing`, { file });
+    return data;
+  };
+  const bytes = async (file: string): Promise<Uint8Array> => {
+    const data = entry(file);
+    return data instanceof Uint8Array ? data : new Uint8Array(await data.arrayBuffer());
+  };
+  const files: BrowserFiles = {
+    where: `${name}/`,
+    describe: (file) => `${name}/${file}`,
+    has: async (file) => entries.has(file),
+    readText: async (file) => new TextDecoder().decode(await bytes(file)),
+    size: async (file) => {
+      const data = entry(file);
+      return data instanceof Uint8Array ? data.byteLength : data.size;
+    },
+    bytes,
+    mtime: (file) => {
+      const data = entries.get(file);
+      return typeof File !== 'undefined' && data instanceof File ? data.lastModified : 0;
+    },
+  };
+  // What the engine's load reads: the core asks for each file it needs, once.
+  const reader: ModelFileReader = async (file) => {
+    const data = entries.get(file);
+    if (data === undefined) return null;
+    if (!(data instanceof Uint8Array)) options.onRead?.(file, data.size);
+    return data;
+  };
+  const inMemory = [...entries.values()].every((data) => data instanceof Uint8Array);
+  return metadataOf(name, files, inMemory ? entries : reader, options.checksum ?? inMemory);
+}
