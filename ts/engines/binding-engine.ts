@@ -3,7 +3,9 @@
  * stream and score. Subclasses only say which models they accept.
  */
 import { PhoenixError } from '../binding/errors.js';
-import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
+// Type-only: load.ts is Node-only (fs, module); it is imported lazily below so this module graph
+// also runs in browsers, where a binding is always passed in.
+import type { BindingSelection } from '../binding/load.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
 import { BindingGenerationStream } from './generation-stream.js';
@@ -42,8 +44,10 @@ export abstract class BindingEngine implements InferenceEngine {
   abstract canLoad(metadata: ModelMetadata): boolean;
 
   /** The binding this engine runs on (loads the default one on first use). */
-  binding(): Promise<BindingSelection> {
-    return Promise.resolve(this.#binding ?? getDefaultBinding());
+  async binding(): Promise<BindingSelection> {
+    if (this.#binding) return this.#binding;
+    const { getDefaultBinding } = await import('../binding/load.js');
+    return getDefaultBinding();
   }
 
   async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
@@ -55,7 +59,7 @@ export abstract class BindingEngine implements InferenceEngine {
       );
     }
     const { binding } = await this.binding();
-    const raw = await binding.loadModel(metadata.path);
+    const raw = await binding.loadModel(metadata.source ?? metadata.path);
     return new BindingLoadedModel(raw, metadata, this.name);
   }
 

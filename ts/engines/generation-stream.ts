@@ -39,7 +39,8 @@ export class BindingGenerationStream implements GenerationStream {
     if (!this.#consumed && !this.#drainScheduled) {
       this.#drainScheduled = true;
       // Give a caller that reads `result` and then iterates in the same tick the chance to iterate.
-      setImmediate(() => {
+      // setTimeout, not setImmediate: browsers and workers have no setImmediate.
+      setTimeout(() => {
         if (this.#consumed) return;
         void (async () => {
           try {

@@ -1,6 +1,7 @@
 /**
  * What phoenix-local knows about a local model folder before and after loading it.
  */
+import type { RawModelSource } from '../binding/types.js';
 
 /** On-disk layout of a model folder. */
 export type ModelFormat = 'hf-safetensors' | 'hf-safetensors-sharded' | 'state-spaces-pth';
@@ -52,8 +53,13 @@ export interface ModelMetadata {
   modelType: string;
   /** On-disk layout; `unknown` when the folder could not be inspected (status `error`). */
   format: ModelFormat | 'unknown';
-  /** Absolute path of the model folder. */
+  /** Absolute path of the model folder (in a browser: the base URL or a display name of the files). */
   path: string;
+  /**
+   * Where the engine reads the files from when not a local folder: a base URL, in-memory files or a
+   * reader (browser). Engines load `source ?? path`.
+   */
+  source?: RawModelSource;
   /** Total bytes of the weight files. */
   sizeBytes: number;
   /**
