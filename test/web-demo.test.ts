@@ -216,6 +216,36 @@ describe.skipIf(skip)(`web demo in headless Chromium${skip ? ` (skipped: ${missi
     expect((await get('/dist/browser.js', 'POST')).status).toBe(405);
   });
 
+  it('a trap inside WASM in the browser is E_INTERNAL and the next load gets a fresh instance', async () => {
+    // On the page's own thread, through the browser entry directly: its re-instantiation path
+    // (a re-imported glue module over the cached compiled module) only exists in browsers.
+    // A string, not a function: vitest rewrites `import()` inside test functions for Node.
+    const outcome = (await page.evaluate(`(async () => {
+      const wasm = await import('/wasm/browser.js');
+      const messageOf = async (fn) => {
+        try {
+          await fn();
+          return 'no error';
+        } catch (error) {
+          return error instanceof Error ? error.message : String(error);
+        }
+      };
+      await wasm.ready();
+      const first = await wasm.loadModel('/models/phoenix-ssm-lite/');
+      const before = Array.from(await first.logits([0, 1, 2]));
+      const instancesBefore = wasm.instances();
+      const trap = await messageOf(() => wasm.injectFault('trap'));
+      const stale = await messageOf(() => first.logits([0]));
+      const second = await wasm.loadModel('/models/phoenix-ssm-lite/');
+      const after = Array.from(await second.logits([0, 1, 2]));
+      return { trap, stale, fresh: wasm.instances() - instancesBefore, same: before.length > 0 && before.every((v, i) => v === after[i]) };
+    })()`)) as { trap: string; stale: string; fresh: number; same: boolean };
+    expect(outcome.trap).toMatch(/^\[E_INTERNAL\] .*WebAssembly trap/);
+    expect(outcome.stale).toMatch(/^\[E_INTERNAL\] .*trapped earlier/);
+    expect(outcome.fresh, 'one new instance').toBe(1);
+    expect(outcome.same, 'the fresh instance computes the same logits').toBe(true);
+  });
+
   it('fetched nothing but the local server, and no page error occurred', () => {
     const origin = new URL(server.url).origin;
     // The browser entry never pulls in the Node-only loader (node:fs, node:module) when given a binding.
