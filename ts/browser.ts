@@ -15,42 +15,7 @@
  *
  * @packageDocumentation
  */
-export { PhoenixError, ERROR_CODES, isErrorCode, isPhoenixError, parseWireError, toPhoenixError } from './binding/errors.js';
-export type { ErrorCode } from './binding/errors.js';
-export type { BindingSelection, BackendAttempt } from './binding/load.js';
-export type {
-  BackendKind,
-  RawBinding,
-  RawModel,
-  RawModelInfo,
-  RawGeneration,
-  RawGenerateOptions,
-  RawPrompt,
-  RawStep,
-  RawGenerationStats,
-  RawFinishReason,
-  RawModelSource,
-  ModelFileMap,
-  ModelFileReader,
-  ModelFileData,
-} from './binding/types.js';
-export { BindingEngine } from './engines/binding-engine.js';
-export type { BindingEngineOptions } from './engines/binding-engine.js';
-export { MambaSSMEngine, MAMBA_MODEL_TYPES } from './engines/mamba-engine.js';
-export type {
-  InferenceEngine,
-  LoadedModel,
-  GenerationInput,
-  GenerationOptions,
-  GenerationResult,
-  GenerationStream,
-  GenerationTimings,
-  TokenChunk,
-  FinishReason,
-  ScoreResult,
-} from './engines/types.js';
-export type { ModelMetadata, ModelFormat, ModelStatus, PerformanceProfile, WeightFileInfo } from './models/metadata.js';
-
+export * from './portable.js';
 export { loadWasmBinding } from './browser/binding.js';
 export type { LoadWasmBindingOptions } from './browser/binding.js';
 export { modelFromFiles, modelFromUrl } from './browser/models.js';

@@ -7,47 +7,13 @@
  * @packageDocumentation
  */
 
-export { PhoenixError, ERROR_CODES, isErrorCode, isPhoenixError, parseWireError, toPhoenixError } from './binding/errors.js';
-export type { ErrorCode } from './binding/errors.js';
+export * from './portable.js';
 export { loadBinding, getDefaultBinding, defaultNativePath, defaultWasmPath, nativePlatformSuffix } from './binding/load.js';
-export type { LoadBindingOptions, BindingSelection, BackendAttempt } from './binding/load.js';
-export type {
-  BackendKind,
-  RawBinding,
-  RawModel,
-  RawModelInfo,
-  RawGeneration,
-  RawGenerateOptions,
-  RawPrompt,
-  RawStep,
-  RawGenerationStats,
-  RawFinishReason,
-  RawModelSource,
-  ModelFileMap,
-  ModelFileReader,
-  ModelFileData,
-} from './binding/types.js';
-
-export { BindingEngine } from './engines/binding-engine.js';
-export type { BindingEngineOptions } from './engines/binding-engine.js';
-export { MambaSSMEngine, MAMBA_MODEL_TYPES } from './engines/mamba-engine.js';
-export type {
-  InferenceEngine,
-  LoadedModel,
-  GenerationInput,
-  GenerationOptions,
-  GenerationResult,
-  GenerationStream,
-  GenerationTimings,
-  TokenChunk,
-  FinishReason,
-  ScoreResult,
-} from './engines/types.js';
+export type { LoadBindingOptions } from './binding/load.js';
 
 export { LocalModelManager, defaultModelsDir } from './models/manager.js';
 export type { LocalModelManagerOptions, ModelProgressEvent, ModelLease, FallbackOptions } from './models/manager.js';
 export { MANIFEST_FILE_NAME } from './models/manifest.js';
-export type { ModelMetadata, ModelFormat, ModelStatus, PerformanceProfile, WeightFileInfo } from './models/metadata.js';
 
 export { LocalAIPipeline } from './pipeline/pipeline.js';
 export type { LocalAIPipelineOptions, SystemStatus } from './pipeline/pipeline.js';
