@@ -196,6 +196,19 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       expect(result.generatedTokens - countAtAbort).toBeLessThanOrEqual(1);
     });
 
+    // Native only: there the prefill runs on a worker thread while JS waits, so the abort can
+    // arrive mid-prefill; a WASM step blocks the JS thread until it returns.
+    it.runIf(backend === 'native')('an abort during a long prefill ends it between prefill pieces, before any token', async () => {
+      const controller = new AbortController();
+      const ids = Array.from({ length: 100_000 }, (_, i) => 1 + (i % 1000));
+      const stream = engine.stream(lite, { ids }, { maxTokens: 5, temperature: 0, signal: controller.signal });
+      setTimeout(() => controller.abort(), 50);
+      const result = await stream.result;
+      expect(result.finishReason).toBe('abort');
+      // Without cancellation inside the prefill, all 100k tokens would be fed and one sampled first.
+      expect(result.generatedTokens).toBe(0);
+    });
+
     it('an already-aborted signal generates nothing', async () => {
       const result = await engine.predict(lite, liteRef.prompt, { maxTokens: 50, signal: AbortSignal.abort() });
       expect(result.finishReason).toBe('abort');

@@ -52,6 +52,13 @@ pub trait LanguageModel: Send + Sync {
     /// Consumes `ids` after whatever `state` already holds and returns logits as `which` asks.
     /// `ids` may be any length ≥ 1; a long call is a prefill, a one-token call a decode step.
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>>;
+
+    /// Tokens a forward call processes in one piece. Feeding a prompt in calls of this many tokens
+    /// gives bit-identical results to one call, so a generation can check for cancellation between
+    /// them. Default: no internal pieces.
+    fn prefill_chunk(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// One sequence's recurrent state (conv + SSM state for Mamba; a KV cache for attention later).

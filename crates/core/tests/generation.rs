@@ -483,6 +483,49 @@ fn cancel_ends_at_the_next_step_with_abort() {
 }
 
 #[test]
+fn cancel_during_a_long_prefill_stops_between_pieces_and_the_state_stays_exportable() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let cancel: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
+    let (seen, flag) = (Arc::clone(&calls), Arc::clone(&cancel));
+    // Cancels from inside the first prefill piece, as another thread would while it runs.
+    let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |n| {
+        seen.lock().unwrap().push(n);
+        if let Some(flag) = flag.get() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
+    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
+    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
+    cancel.set(g.cancel_handle()).unwrap();
+    let step = g.next_step().unwrap().unwrap();
+    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    assert_eq!(*calls.lock().unwrap(), vec![100], "one prefill piece ran, then the cancel was seen");
+    assert_eq!(g.stats().generated_tokens, 0);
+    // The snapshot still holds the whole prompt: export feeds the rest (cancel does not apply).
+    let state = g.export_state().unwrap();
+    calls.lock().unwrap().clear();
+    let uncancelled =
+        toy(4096, 2, vec![], false).generate(Prompt::Ids(prompt), greedy(5), None).unwrap().export_state().unwrap();
+    assert_eq!(state, uncancelled);
+}
+
+#[test]
+fn a_prefill_fed_in_pieces_gives_the_same_tokens_as_one_call() {
+    let in_pieces = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(7, |_| {});
+    let pieces = Arc::new(LoadedModel::new(Box::new(in_pieces), None).unwrap());
+    let whole = toy(4096, 2, vec![], false);
+    let prompt: Vec<u32> = (0..50).map(|i| (i * 37) % 4000).collect();
+    for opts in [greedy(20), sampled(20, 5)] {
+        let a = ids_of(&run_all(&mut pieces.generate(Prompt::Ids(prompt.clone()), opts.clone(), None).unwrap()));
+        let b = ids_of(&run_all(&mut whole.generate(Prompt::Ids(prompt.clone()), opts, None).unwrap()));
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
 fn snapshot_restore_gives_identical_tokens_greedy_and_seeded() {
     for opts in [greedy(30), sampled(30, 99)] {
         let a = toy(4096, 2, vec![], true);

@@ -203,6 +203,10 @@ impl LanguageModel for MambaModel {
         Box::new(MambaState::new(self.state_shape()))
     }
 
+    fn prefill_chunk(&self) -> usize {
+        PREFILL_CHUNK
+    }
+
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         if ids.is_empty() {
             return Err(invalid_option("forward: `ids` must hold at least one token"));

@@ -2,8 +2,8 @@
 //!
 //! Feeding is lazy: the model state always holds every history token except the last (see
 //! [`super::snapshot`]). A step feeds what is pending — the whole prompt minus its last token as
-//! one prefill call, then the last token as a one-token call — samples, and appends the sample to
-//! the history unfed. A fresh run, a run restored from a snapshot and a run that continues a
+//! a prefill (in the model's own pieces, checking for cancellation between them), then the last
+//! token as a one-token call — samples, and appends the sample to the history unfed. A fresh run, a run restored from a snapshot and a run that continues a
 //! snapshot with more prompt therefore go through the same calls and give the same tokens.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -168,7 +168,13 @@ impl Generation {
         }
         let first = self.stats.generated_tokens == 0;
         let started = now_ms();
-        self.feed_all_but_last()?;
+        if !self.feed_all_but_last(true)? {
+            // Cancelled between prefill pieces: the state holds the prompt up to `fed` (a later
+            // export_state feeds the rest), nothing was sampled.
+            self.stats.prefill_ms += now_ms() - started;
+            let text = self.flush()?.0;
+            return Ok(self.finish(FinishReason::Abort, None, text));
+        }
         let last = *self.history.last().expect("history is never empty");
         let model = self.model.as_ref().ok_or_else(released)?;
         let mut logits = model.model().forward(&[last], self.state.as_mut(), LogitsWanted::Last)?;
@@ -204,15 +210,25 @@ impl Generation {
         Ok(Step { token_id: Some(token), text: check.emit, finish_reason: None })
     }
 
-    /// Feeds pending history tokens except the last (one prefill call), restoring the invariant.
-    fn feed_all_but_last(&mut self) -> Result<()> {
+    /// Feeds pending history tokens except the last, restoring the invariant, in the model's
+    /// prefill pieces (same results as one call). With `cancellable`, a cancel between pieces stops
+    /// it early: `Ok(false)`, and `fed` says how far it got.
+    fn feed_all_but_last(&mut self, cancellable: bool) -> Result<bool> {
         let upto = self.history.len() - 1;
-        if self.fed < upto {
-            let model = self.model.as_ref().ok_or_else(released)?;
-            model.model().forward(&self.history[self.fed..upto], self.state.as_mut(), LogitsWanted::Last)?;
-            self.fed = upto;
+        if self.fed >= upto {
+            return Ok(true);
         }
-        Ok(())
+        let model = Arc::clone(self.model.as_ref().ok_or_else(released)?);
+        let piece = model.model().prefill_chunk().max(1);
+        while self.fed < upto {
+            if cancellable && self.cancel.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            let end = upto.min(self.fed.saturating_add(piece));
+            model.model().forward(&self.history[self.fed..end], self.state.as_mut(), LogitsWanted::Last)?;
+            self.fed = end;
+        }
+        Ok(true)
     }
 
     /// Releases text still held by the detokeniser and the stop-string matcher. `.1`: whether that
@@ -263,7 +279,7 @@ impl Generation {
         }
         let started = now_ms();
         let pending = self.fed + 1 < self.history.len();
-        if let Err(e) = self.feed_all_but_last() {
+        if let Err(e) = self.feed_all_but_last(false) {
             self.fail(e.clone());
             return Err(e);
         }

@@ -9,6 +9,10 @@ use phoenix_core::{LanguageModel, LogitsWanted, ModelInfo, ModelState, Result};
 
 pub struct ToyModel {
     info: ModelInfo,
+    /// `prefill_chunk()` (the trait's default unless set).
+    chunk: Option<usize>,
+    /// Called with the length of every forward call (to observe or interfere with feeding).
+    on_forward: Option<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 #[derive(Clone)]
@@ -43,7 +47,16 @@ impl ToyModel {
                 bos_token_id: Some(0),
                 eos_token_ids: eos,
             },
+            chunk: None,
+            on_forward: None,
         }
+    }
+
+    /// Reports `chunk` as its prefill piece and calls `on_forward(ids.len())` on every forward call.
+    pub fn with_prefill_chunk(mut self, chunk: usize, on_forward: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.chunk = Some(chunk);
+        self.on_forward = Some(Box::new(on_forward));
+        self
     }
 }
 
@@ -56,8 +69,15 @@ impl LanguageModel for ToyModel {
         Box::new(ToyState { hash: 0, count: 0 })
     }
 
+    fn prefill_chunk(&self) -> usize {
+        self.chunk.unwrap_or(usize::MAX)
+    }
+
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         assert!(!ids.is_empty(), "forward with no ids");
+        if let Some(hook) = &self.on_forward {
+            hook(ids.len());
+        }
         let s = state.as_any_mut().downcast_mut::<ToyState>().expect("toy state");
         let v = self.info.vocab_size;
         let mut out = Vec::new();
