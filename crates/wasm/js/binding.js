@@ -23,13 +23,26 @@
 async function addFile(set, name, data) {
   if (data instanceof ArrayBuffer) data = new Uint8Array(data);
   if (data instanceof Uint8Array) return set.add(name, data);
-  if (typeof Blob !== 'undefined' && data instanceof Blob) {
-    set.begin(name, data.size);
-    const reader = data.stream().getReader();
-    for (let part = await reader.read(); !part.done; part = await reader.read()) set.append(part.value);
-    return undefined;
-  }
+  if (typeof Blob !== 'undefined' && data instanceof Blob) return appendStream(set, name, data.size, data.stream());
+  if (data instanceof SizedBody) return appendStream(set, name, data.size, data.body);
   throw new Error(`[E_INVALID_OPTION] files[${JSON.stringify(name)}]: expected a Uint8Array, ArrayBuffer or Blob`);
+}
+
+/**
+ * An HTTP body of known length (the browser entry's fetches): streamed straight into WASM memory,
+ * without first collecting it into a Blob.
+ */
+export class SizedBody {
+  constructor(size, body) {
+    this.size = size;
+    this.body = body;
+  }
+}
+
+async function appendStream(set, name, size, stream) {
+  set.begin(name, size);
+  const reader = stream.getReader();
+  for (let part = await reader.read(); !part.done; part = await reader.read()) set.append(part.value);
 }
 
 /**

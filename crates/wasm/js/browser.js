@@ -7,7 +7,7 @@
  *   a folder picker's File objects); `loadModel({ 'config.json': bytes, … })` takes files in memory.
  * Run it in a Web Worker: every call runs synchronously on the calling thread.
  */
-import { createBinding } from './binding.js';
+import { SizedBody, createBinding } from './binding.js';
 
 const GLUE = new URL('./web/phoenix_local_core.js', import.meta.url);
 const WASM = new URL('./web/phoenix_local_core_bg.wasm', import.meta.url);
@@ -35,7 +35,13 @@ async function fileReader(base) {
     });
     if (response.status === 404) return null;
     if (!response.ok) throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: HTTP ${response.status}`);
-    // A Blob: the browser holds the body outside the JS heap; binding.js streams it into WASM memory.
+    // Known length and no content coding: stream the body straight into WASM memory. Otherwise a
+    // Blob (held by the browser outside the JS heap), then streamed in.
+    const header = response.headers.get('content-length');
+    const length = header === null ? Number.NaN : Number(header);
+    if (response.body && Number.isSafeInteger(length) && !response.headers.get('content-encoding')) {
+      return new SizedBody(length, response.body);
+    }
     return response.blob();
   };
 }
