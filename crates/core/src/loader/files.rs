@@ -68,8 +68,7 @@ impl ModelFiles {
     pub fn describe(&self, file: &str) -> String {
         match &self.source {
             Source::Dir(dir) => dir.join(file).display().to_string(),
-            Source::Memory { root: Some(root), .. } if root.ends_with('/') => format!("{root}{file}"),
-            Source::Memory { root: Some(root), .. } => format!("{root}/{file}"),
+            Source::Memory { root: Some(root), .. } => in_root(root, file),
             Source::Memory { root: None, .. } => file.to_string(),
         }
     }
@@ -127,5 +126,16 @@ impl ModelFiles {
         let bytes = self.bytes(file)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| crate::error::bad_config(format!("{} is not valid UTF-8", self.describe(file))))
+    }
+}
+
+/// `file` named inside `root`, a folder path or base URL given as text (with or without a final `/`).
+pub(crate) fn in_root(root: &str, file: &str) -> String {
+    if root.is_empty() {
+        file.to_string()
+    } else if root.ends_with('/') {
+        format!("{root}{file}")
+    } else {
+        format!("{root}/{file}")
     }
 }

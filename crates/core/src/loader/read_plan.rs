@@ -3,6 +3,7 @@
 //! order and the choice of weight container are the core's, so a folder holding both
 //! `model.safetensors` and `pytorch_model.bin` is read once, and no binding keeps a copy of the rules.
 
+use super::files::in_root;
 use super::{safetensors_file, SAFETENSORS_INDEX_FILE, WEIGHT_CONTAINERS};
 use crate::config::CONFIG_FILE;
 use crate::error::{invalid_option, Result};
@@ -47,11 +48,7 @@ pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
                 "files_to_read: {SAFETENSORS_INDEX_FILE} was read; pass its bytes to list its shards"
             ))
         })?;
-        let label = if progress.root.is_empty() {
-            SAFETENSORS_INDEX_FILE.to_string()
-        } else {
-            format!("{}/{SAFETENSORS_INDEX_FILE}", progress.root.trim_end_matches('/'))
-        };
+        let label = in_root(progress.root, SAFETENSORS_INDEX_FILE);
         let text = String::from_utf8_lossy(index);
         let shards = safetensors_file::index_shards(&text, &label)?;
         // A shard found absent is reported by the load ("shard … is missing"), not asked for again.
