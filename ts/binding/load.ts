@@ -10,7 +10,7 @@ import path from 'node:path';
 
 import { PhoenixError } from './errors.js';
 import type { BackendKind, RawBinding } from './types.js';
-import { wrapBinding } from './wrap.js';
+import { checkBindingShape, wrapBinding } from './wrap.js';
 
 /** Options of {@link loadBinding}. */
 export interface LoadBindingOptions {
@@ -82,16 +82,6 @@ export function defaultWasmPath(): string {
   return path.join(PACKAGE_ROOT, 'wasm', 'phoenix-local.js');
 }
 
-function checkShape(module: unknown, file: string): RawBinding {
-  const candidate = module as Partial<Record<keyof RawBinding, unknown>> | null;
-  for (const name of ['loadModel', 'buildInfo', 'setThreads'] as const) {
-    if (typeof candidate?.[name] !== 'function') {
-      throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
-    }
-  }
-  return module as RawBinding;
-}
-
 /** The native addon reads folders itself (memory-mapped); other sources are a WASM feature. */
 function pathsOnly(raw: RawBinding): RawBinding {
   return {
@@ -120,7 +110,7 @@ function nativeCandidate(file: string): BackendCandidate {
         throw new Error(`native addon not found at ${file} (run \`npm run build:native\`)`);
       }
       const require = createRequire(import.meta.url);
-      return pathsOnly(checkShape(require(file), file));
+      return pathsOnly(checkBindingShape(require(file), file));
     },
   };
 }
@@ -138,7 +128,7 @@ function wasmCandidate(file: string): BackendCandidate {
       if (typeof module.default === 'function' && typeof module.loadModel !== 'function') {
         await (module.default as () => Promise<unknown>)();
       }
-      return checkShape(module, file);
+      return checkBindingShape(module, file);
     },
   };
 }

@@ -52,3 +52,17 @@ export function wrapBinding(raw: RawBinding): RawBinding {
     setThreads: (n) => guard(() => raw.setThreads(n)),
   };
 }
+
+/**
+ * Checks that a loaded module exports the `RawBinding` functions (and `extra` ones, e.g. the browser
+ * entry's `ready`); throws naming the first missing one.
+ */
+export function checkBindingShape<T extends RawBinding = RawBinding>(module: unknown, file: string, extra: readonly string[] = []): T {
+  const candidate = module as Record<string, unknown> | null;
+  for (const name of ['loadModel', 'buildInfo', 'setThreads', ...extra]) {
+    if (typeof candidate?.[name] !== 'function') {
+      throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
+    }
+  }
+  return module as T;
+}

@@ -5,7 +5,7 @@
 import { PhoenixError } from '../binding/errors.js';
 import type { BackendAttempt, BindingSelection } from '../binding/load.js';
 import type { RawBinding } from '../binding/types.js';
-import { wrapBinding } from '../binding/wrap.js';
+import { checkBindingShape, wrapBinding } from '../binding/wrap.js';
 
 /** Options of {@link loadWasmBinding}. */
 export interface LoadWasmBindingOptions {
@@ -37,16 +37,12 @@ export async function loadWasmBinding(options: LoadWasmBindingOptions = {}): Pro
     const attempts: BackendAttempt[] = [{ backend: 'wasm', path: url.href, ok: false, reason: why }];
     return new PhoenixError('E_BACKEND_UNAVAILABLE', `backend "wasm" cannot be loaded: ${why}`, { attempts });
   };
-  let module: Partial<BrowserWasmModule>;
+  let raw: BrowserWasmModule;
   try {
-    module = (await import(/* @vite-ignore */ url.href)) as Partial<BrowserWasmModule>;
+    raw = checkBindingShape<BrowserWasmModule>(await import(/* @vite-ignore */ url.href), url.href, ['ready']);
   } catch (error) {
-    throw fail(`cannot import ${url.href} (${messageOf(error)}); ${BUILD_HINT}`);
+    throw fail(`cannot use ${url.href}: ${messageOf(error)}; ${BUILD_HINT}`);
   }
-  for (const name of ['loadModel', 'buildInfo', 'setThreads', 'ready'] as const) {
-    if (typeof module[name] !== 'function') throw fail(`${url.href} does not export ${name}() (not the browser entry of the binding, or an outdated build)`);
-  }
-  const raw = module as BrowserWasmModule;
   try {
     await raw.ready();
   } catch (error) {
