@@ -38,7 +38,7 @@ SPEC = {
     "layer_norm_epsilon": 1e-5,
 }
 
-# "Hey how are you doing?" + "Mamba is a state-space model." as GPT-NeoX ids (shared/tokenizers/README.md).
+# "Hey how are you doing?" + "Mamba is a state-space model." as GPT-NeoX ids (verified encodings listed in the project shared data, tokenizers/README.md).
 CHECK_IDS = [8262, 849, 403, 368, 2509, 32, 46, 31834, 310, 247, 1375, 14, 5641, 1566, 15]
 
 

@@ -95,7 +95,7 @@ export function ensureBenchModel(repoRoot: string): BenchModel {
   const reason = invalidReason(dir, sha256File(generator));
   let generated = false;
   if (reason !== null) {
-    const tokenizerDir = process.env.PHOENIX_BENCH_TOKENIZER_DIR ?? path.resolve(repoRoot, '..', 'shared', 'tokenizers', 'gpt-neox-20b');
+    const tokenizerDir = process.env.PHOENIX_BENCH_TOKENIZER_DIR ?? path.join(repoRoot, 'test', 'fixtures', 'gpt-neox-20b');
     if (!existsSync(path.join(tokenizerDir, 'tokenizer.json'))) {
       throw new Error(
         `bench: the GPT-NeoX-20B tokenizer is needed to build the benchmark model and was not found at ${tokenizerDir} ` +

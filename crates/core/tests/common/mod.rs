@@ -20,9 +20,9 @@ pub fn tiny_dir() -> PathBuf {
     repo_root().join("test/fixtures/mamba1-tiny")
 }
 
-/// The real GPT-NeoX tokenizer, read from the shared data beside the repo (never copied into it).
+/// The real GPT-NeoX-20B tokenizer (that of the Mamba-130M…2.8B checkpoints), a test fixture.
 pub fn neox_tokenizer_path() -> PathBuf {
-    repo_root().join("../shared/tokenizers/gpt-neox-20b/tokenizer.json")
+    repo_root().join("test/fixtures/gpt-neox-20b/tokenizer.json")
 }
 
 /// Runs a generation to the end; returns every step.
