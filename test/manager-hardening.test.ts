@@ -183,7 +183,37 @@ describe('integrity: every file the model reads, changes beyond size + mtime', (
   });
 });
 
+describe('a leased model whose files change', () => {
+  it('stays with its holder, is refused to new callers, and is unloaded at release', async () => {
+    const dir = await modelsDirNamed('leased-change');
+    const folder = await copyModel(TINY, path.join(dir, 'm'));
+    const m = manager(dir);
+    const lease = await m.acquireModel('m');
+    const file = path.join(folder, 'model.safetensors');
+    const bytes = await readFile(file);
+    bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0xff;
+    await writeFile(file, bytes);
+    await expectCode(m.loadModel('m'), 'E_CHECKSUM');
+    expect(lease.model.disposed).toBe(false);
+    lease.release();
+    expect(lease.model.disposed).toBe(true);
+    expect(m.loadedModels()).toEqual([]);
+  });
+});
+
 describe('the manifest shared between processes', () => {
+  it('a damaged manifest entry is dropped, not a crash (the model is recorded afresh)', async () => {
+    const dir = await modelsDirNamed('damaged-manifest');
+    await copyModel(TINY, path.join(dir, 'm'));
+    const manifest = path.join(dir, MANIFEST_FILE_NAME);
+    await writeFile(manifest, JSON.stringify({ version: 1, models: { [path.join(dir, 'm')]: { checksum: 'x', files: 'not a list' } } }));
+    const meta = await manager(dir).getModelMetadata('m');
+    expect(meta.error).toBeUndefined();
+    expect(meta.status).toBe('available');
+    const saved = JSON.parse(await readFile(manifest, 'utf8')) as { models: Record<string, { checksum: string }> };
+    expect(saved.models[path.join(dir, 'm')]?.checksum).toBe(meta.checksum);
+  });
+
   it('never writes through a planted symlink at a temp-file name', async () => {
     const dir = await modelsDirNamed('planted');
     await copyModel(TINY, path.join(dir, 'm'));

@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 
-import { PhoenixError } from '../binding/errors.js';
 import { openRegularFile } from '../fs/regular-file.js';
+import { throwIfAborted } from './abort.js';
 import { combineChecksums as combineWith } from './describe.js';
 
 /** Progress of hashing one file. */
@@ -14,11 +14,6 @@ export type HashProgress = (bytesDone: number, bytesTotal: number) => void;
 
 const CHUNK_BYTES = 1 << 20;
 const PROGRESS_EVERY = 64 << 20;
-
-/** `E_ABORTED` when `signal` is aborted. */
-export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
-  if (signal?.aborted) throw new PhoenixError('E_ABORTED', `${what} was aborted`);
-}
 
 /**
  * Hex sha256 of the first `sizeBytes` bytes of an opened file. `onProgress` is called about every

@@ -2,19 +2,22 @@
  * LocalModelManager: the single source of truth for local models — discovery, metadata, checksums,
  * loading through registered engines, caching, and unloading past a memory budget.
  */
-import { statSync } from 'node:fs';
 import { realpath, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
-import { bundledModelsDir } from './bundled.js';
-import { combineChecksums, sha256Handle, throwIfAborted } from './checksum.js';
+import { abortable, throwIfAborted } from './abort.js';
+import { combineChecksums, sha256Handle } from './checksum.js';
 import { describeFolder } from './discovery.js';
+import { filesOf, sameIdentity, sameStats, sideFileChange } from './file-identity.js';
 import { Manifest, MANIFEST_FILE_NAME, type ManifestEntry } from './manifest.js';
 import type { ModelMetadata, ModelStatus, PerformanceProfile, WeightFileInfo } from './metadata.js';
 import { openModelFile, type ModelFolder } from './model-files.js';
+import { defaultModelsDir, isDirectory, modelsDirCandidates } from './models-dir.js';
 import { resolveModelFolder } from './names.js';
+
+export { defaultModelsDir, modelsDirCandidates };
 
 /** Progress of a long step, for UIs and the CLI. */
 export type ModelProgressEvent =
@@ -85,45 +88,6 @@ interface ModelRecord {
   /** `unloadModel` was called while leased: unload at the last release (a new lease cancels it). */
   unloadPending?: boolean;
   loadError?: PhoenixError;
-}
-
-function isDirectory(dir: string): boolean {
-  try {
-    return statSync(dir).isDirectory();
-  } catch {
-    return false;
-  }
-}
-
-/** Where {@link defaultModelsDir} looks, in order (PHOENIX_MODELS_DIR alone when set). */
-export function modelsDirCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
-  if (env.PHOENIX_MODELS_DIR) return [path.resolve(env.PHOENIX_MODELS_DIR)];
-  return [...new Set([path.resolve('models'), bundledModelsDir()])];
-}
-
-/**
- * The default models dir: `PHOENIX_MODELS_DIR`, else `<cwd>/models` when it exists, else the package's
- * bundled models folder (`<package root>/models`) when it exists, else `<cwd>/models`.
- */
-export function defaultModelsDir(env: NodeJS.ProcessEnv = process.env): string {
-  const candidates = modelsDirCandidates(env);
-  return candidates.find(isDirectory) ?? (candidates[0] as string);
-}
-
-/** Rejects with `E_ABORTED` when `signal` aborts first; `work` itself keeps running. */
-function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return work;
-  throwIfAborted(signal, what);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new PhoenixError('E_ABORTED', `${what} was aborted`));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-/** Whether a file's size, mtime, ctime and inode are those recorded (any unknown → it may have changed). */
-function sameIdentity(a: WeightFileInfo, b: WeightFileInfo): boolean {
-  return a.sizeBytes === b.sizeBytes && a.mtimeMs === b.mtimeMs && a.ctimeMs !== undefined && a.ctimeMs === b.ctimeMs && a.ino !== undefined && a.ino === b.ino;
 }
 
 /**
@@ -555,8 +519,8 @@ export class LocalModelManager {
     if (same) return;
     const metadata = await this.#describe(record.name, record.folder, signal);
     if (metadata.status === 'corrupted' || metadata.status === 'error') {
-      // Leased models stay with their holders; a fresh load is refused either way.
-      if (record.leases <= 1) this.#unload(record, 'request');
+      // Current holders keep their model until they release it; then it goes. New callers are refused.
+      record.unloadPending = true;
       const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
       throw new PhoenixError(code as PhoenixError['code'], message, { model: record.name, path: record.folder });
     }
@@ -642,21 +606,6 @@ export class LocalModelManager {
 
 function baseMeta(): ModelMetadata {
   return { name: '', version: '1', modelType: 'unknown', format: 'unknown', path: '', sizeBytes: 0, checksum: '', weightFiles: [], status: 'error', hasTokenizer: false };
-}
-
-function sameStats(a: readonly WeightFileInfo[], b: readonly WeightFileInfo[]): boolean {
-  return a.length === b.length && a.every((f, i) => f.name === b[i]?.name && sameIdentity(f, b[i] as WeightFileInfo));
-}
-
-/** The first side file (config, tokenizer, index) that appeared, disappeared or changed bytes since recorded. */
-function sideFileChange(recorded: readonly WeightFileInfo[], now: readonly WeightFileInfo[]): string | undefined {
-  for (const file of now) if (recorded.find((f) => f.name === file.name)?.sha256 !== file.sha256) return file.name;
-  return recorded.find((f) => !now.some((n) => n.name === f.name))?.name;
-}
-
-/** Every file a model was described from, with full paths, for the cheap re-stat of a cached model. */
-function filesOf(folder: string, metadata: ModelMetadata): { file: string; info: WeightFileInfo }[] {
-  return [...metadata.weightFiles, ...(metadata.sideFiles ?? [])].map((info) => ({ file: path.join(folder, info.name), info }));
 }
 
 /** The real path of a folder when it exists (so symlinked and direct names share one record). */

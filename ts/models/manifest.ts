@@ -46,10 +46,30 @@ const LOCK_STALE_MS = 30_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+function isFileInfo(value: unknown): value is WeightFileInfo {
+  const f = value as WeightFileInfo | null;
+  return typeof f === 'object' && f !== null && typeof f.name === 'string' && typeof f.sha256 === 'string' && Number.isFinite(f.sizeBytes) && Number.isFinite(f.mtimeMs);
+}
+
+/** Whether `value` has the shape of an entry; anything else in the file (hand-edited, damaged) is dropped. */
+function isEntry(value: unknown): value is ManifestEntry {
+  const e = value as ManifestEntry | null;
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    typeof e.checksum === 'string' &&
+    Array.isArray(e.files) &&
+    e.files.every(isFileInfo) &&
+    (e.sideFiles === undefined || (Array.isArray(e.sideFiles) && e.sideFiles.every(isFileInfo)))
+  );
+}
+
 function parseManifest(text: string): ManifestFile | undefined {
   const parsed = JSON.parse(text) as Partial<ManifestFile> | null;
-  if (parsed?.version === 1 && parsed.models && typeof parsed.models === 'object' && !Array.isArray(parsed.models)) return parsed as ManifestFile;
-  return undefined;
+  if (parsed?.version !== 1 || !parsed.models || typeof parsed.models !== 'object' || Array.isArray(parsed.models)) return undefined;
+  const models: Record<string, ManifestEntry> = Object.create(null) as Record<string, ManifestEntry>;
+  for (const [folder, entry] of Object.entries(parsed.models)) if (isEntry(entry)) models[folder] = entry;
+  return { version: 1, models };
 }
 
 /** The manifest on disk; `undefined` when absent. Throws for unreadable / malformed ones. */
@@ -131,7 +151,7 @@ async function replaceFile(file: string, text: string): Promise<void> {
 /** The manifest file of a models dir, cached in memory; see the module comment. */
 export class Manifest {
   readonly file: string;
-  #data: ManifestFile = { version: 1, models: {} };
+  #data: ManifestFile = { version: 1, models: Object.create(null) as Record<string, ManifestEntry> };
   #warning: string | undefined;
   #saving: Promise<void> = Promise.resolve();
   /** Folders this process changed: merged into the file's current content on save, so managers sharing a dir do not erase each other's entries. */
@@ -182,7 +202,7 @@ export class Manifest {
         await withLock(this.file, async () => {
           const onDisk = await readManifest(this.file).catch(() => undefined);
           if (onDisk) {
-            const merged = { ...onDisk.models };
+            const merged = onDisk.models;
             for (const key of this.#dirty) if (this.#data.models[key]) merged[key] = this.#data.models[key] as ManifestEntry;
             this.#data = { version: 1, models: merged };
           }
