@@ -243,6 +243,18 @@ describe('the manifest shared between processes', () => {
     expect(existsSync(path.join(dir, `${MANIFEST_FILE_NAME}.lock`))).toBe(false);
   });
 
+  it('a folder planted at the lock path makes the manifest in-memory at once, not a hang', async () => {
+    const dir = await modelsDirNamed('lock-folder');
+    await copyModel(TINY, path.join(dir, 'm'));
+    await mkdir(path.join(dir, `${MANIFEST_FILE_NAME}.lock`));
+    await writeFile(path.join(dir, `${MANIFEST_FILE_NAME}.lock`, 'keep'), 'x');
+    const m = manager(dir);
+    expect((await within(5_000, m.getModelMetadata('m'))).status).toBe('available');
+    const status = await m.manifestStatus();
+    expect(status.persistent).toBe(false);
+    expect(status.warning).toMatch(/not writable.*in memory/);
+  });
+
   it('three processes describing 20 models each keep all 60 entries', async () => {
     const dir = await modelsDirNamed('concurrent');
     const names: string[][] = [[], [], []];
@@ -312,6 +324,7 @@ describe('abort signals', () => {
     await expectCode(m.getModelMetadata('m', { signal }), 'E_ABORTED');
     await expectCode(m.loadModel('m', { signal }), 'E_ABORTED');
     await expectCode(m.acquireModel('m', { signal }), 'E_ABORTED');
+    await expectCode(m.getFallbackModel('mamba', { signal }), 'E_ABORTED');
     expect(m.loadedModels()).toEqual([]);
     expect((await m.loadModel('m')).disposed).toBe(false); // nothing stuck afterwards
     m.dispose();

@@ -51,6 +51,8 @@ export interface FallbackOptions {
   maxSizeBytes?: number;
   /** Only models with a tokenizer (for text prompts). */
   requireTokenizer?: boolean;
+  /** Stops the listing (checksums) with `E_ABORTED`. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -257,9 +259,9 @@ export class LocalModelManager {
    * @param options - a name to exclude, or `{ exclude, maxSizeBytes, requireTokenizer }`.
    */
   async getFallbackModel(modelType: string, options: string | FallbackOptions = {}): Promise<ModelMetadata | undefined> {
-    const { exclude = [], maxSizeBytes = Number.POSITIVE_INFINITY, requireTokenizer = false } = typeof options === 'string' ? { exclude: options } : options;
+    const { exclude = [], maxSizeBytes = Number.POSITIVE_INFINITY, requireTokenizer = false, signal } = typeof options === 'string' ? { exclude: options } : options;
     const excluded = new Set(typeof exclude === 'string' ? [exclude] : exclude);
-    const candidates = (await this.listModels()).filter(
+    const candidates = (await this.listModels({ signal })).filter(
       (m) =>
         m.modelType === modelType &&
         !excluded.has(m.name) &&

@@ -117,8 +117,10 @@ async function withLock<T>(file: string, work: () => Promise<T>): Promise<T> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       if (await lockIsStale(lock)) {
-        await unlink(lock).catch(() => undefined);
-        continue;
+        // A lock that cannot be removed (a folder planted there) would be waited on forever: give up now.
+        const removed = await unlink(lock).then(() => true, (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+        if (removed) continue;
+        throw Object.assign(new Error(`lock ${lock} cannot be removed`), { code: 'ELOCKED' });
       }
       if (Date.now() > deadline) throw Object.assign(new Error(`lock ${lock} is held`), { code: 'ELOCKED' });
       await sleep(5 + Math.random() * 20);
