@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 import { readRegularText, RegularFileError } from '../fs/regular-file.js';
@@ -91,7 +91,7 @@ async function lockIsStale(lock: string): Promise<boolean> {
   const info = await lstat(lock).catch(() => undefined);
   if (!info) return false; // gone already: just retry
   if (!info.isFile() || Date.now() - info.mtimeMs > LOCK_STALE_MS) return true;
-  const pid = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10);
+  const pid = Number.parseInt(await readRegularText(lock, 64).catch(() => ''), 10);
   if (!Number.isSafeInteger(pid) || pid <= 0) return Date.now() - info.mtimeMs > 1_000; // still being written, or junk
   try {
     process.kill(pid, 0);
