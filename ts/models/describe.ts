@@ -30,7 +30,15 @@ export interface ModelDescription {
   version: string;
   /** Weight file names relative to the model folder. */
   weightFiles: string[];
+  /** The other files a load reads (config.json, tokenizer.json when present, the shard index): integrity covers them too. */
+  sideFiles: string[];
   hasTokenizer: boolean;
+}
+
+/** Where JSON.parse stopped, without quoting the text (engines put a snippet of it in their message). */
+function jsonErrorPosition(error: unknown): string {
+  const position = /position (\d+)/.exec(error instanceof Error ? error.message : '')?.[1];
+  return position === undefined ? '' : ` (at character ${position})`;
 }
 
 async function readJson(files: ModelFileAccess, name: string): Promise<unknown> {
@@ -40,7 +48,7 @@ async function readJson(files: ModelFileAccess, name: string): Promise<unknown> 
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new PhoenixError('E_BAD_CONFIG', `${file} is not valid JSON: ${(error as Error).message}`, { file });
+    throw new PhoenixError('E_BAD_CONFIG', `${file} is not valid JSON${jsonErrorPosition(error)}`, { file });
   }
 }
 
@@ -116,7 +124,9 @@ export async function describeModel(files: ModelFileAccess, fallbackVersion?: ()
     );
   }
   const version = configVersion(record) ?? (await fallbackVersion?.()) ?? '1';
-  return { modelType, format, version, weightFiles, hasTokenizer: await files.has(TOKENIZER_FILE) };
+  const hasTokenizer = await files.has(TOKENIZER_FILE);
+  const sideFiles = [CONFIG_FILE, ...(hasTokenizer ? [TOKENIZER_FILE] : []), ...(format === 'hf-safetensors-sharded' ? [SHARD_INDEX_FILE] : [])];
+  return { modelType, format, version, weightFiles, sideFiles, hasTokenizer };
 }
 
 /**

@@ -1,15 +1,24 @@
 /**
  * Reads what a model folder on disk is (family, format, weight files, version) without loading
- * weights: the folder side of ./describe.ts. Every problem is a typed error naming the file at fault.
+ * weights: the folder side of ./describe.ts. Every problem is a typed error naming the file at fault;
+ * every file is read through ./model-files.ts (regular files inside the folder, bounded reads).
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
-import { describeModel, type ModelDescription, type ModelFileAccess } from './describe.js';
+import { describeModel, SHARD_INDEX_FILE, type ModelDescription, type ModelFileAccess } from './describe.js';
+import { readModelText, readModelTextPrefix, type ModelFolder } from './model-files.js';
+import { README_SCAN_BYTES, versionFromReadme } from './readme-version.js';
 
 /** What a folder's files say about the model in it. */
 export type FolderDescription = ModelDescription;
+
+/** Caps on metadata files read whole (a real config is a few KB; a shard index of a huge model a few MB). */
+export const METADATA_MAX_BYTES: Readonly<Record<string, number>> = {
+  [SHARD_INDEX_FILE]: 32 << 20,
+};
+const DEFAULT_METADATA_MAX_BYTES = 4 << 20;
 
 async function listFolder(dir: string): Promise<Set<string>> {
   let info;
@@ -27,33 +36,26 @@ async function listFolder(dir: string): Promise<Set<string>> {
   }
 }
 
-/** A version line in the folder's README.md (`version: 1.2`, `**Version**: v3`), if any. */
-async function readmeVersion(dir: string, files: Set<string>): Promise<string | undefined> {
+/** A version line in the folder's README.md, if any. An unreadable README (a FIFO, a folder…) has none. */
+async function readmeVersion(model: ModelFolder, files: Set<string>): Promise<string | undefined> {
   if (!files.has('README.md')) return undefined;
-  const readme = await readFile(path.join(dir, 'README.md'), 'utf8').catch(() => '');
-  return /^[\s*_-]*version[*_]*\s*[:=]\s*`?v?([0-9][\w.+-]*)/im.exec(readme)?.[1];
+  const readme = await readModelTextPrefix(model, 'README.md', README_SCAN_BYTES).catch(() => '');
+  return versionFromReadme(readme);
 }
 
 /**
- * Describes the model folder `dir`.
- * @throws `E_MODEL_NOT_FOUND` (no such / unreadable folder), `E_BAD_CONFIG` (config.json missing or
- * malformed), `E_BAD_WEIGHTS` (no weight file, missing shard).
+ * Describes the model folder `dir`. Its files must resolve inside `dir` or one of `roots` (the models dir).
+ * @throws `E_MODEL_NOT_FOUND` (no such / unreadable folder), `E_BAD_CONFIG` (config.json missing,
+ * malformed, not a regular file, too large), `E_BAD_WEIGHTS` (no weight file, missing shard).
  */
-export async function describeFolder(dir: string): Promise<FolderDescription> {
+export async function describeFolder(dir: string, roots: readonly string[] = []): Promise<FolderDescription> {
   const names = await listFolder(dir);
+  const model: ModelFolder = { folder: dir, roots };
   const access: ModelFileAccess = {
     where: dir,
     describe: (file) => path.join(dir, file),
     has: async (file) => names.has(file),
-    async readText(file) {
-      const full = path.join(dir, file);
-      try {
-        return await readFile(full, 'utf8');
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code ?? String(error);
-        throw new PhoenixError('E_BAD_CONFIG', `${full} cannot be read (${code})`, { file: full });
-      }
-    },
+    readText: (file) => readModelText(model, file, METADATA_MAX_BYTES[file] ?? DEFAULT_METADATA_MAX_BYTES),
   };
-  return describeModel(access, () => readmeVersion(dir, names));
+  return describeModel(access, () => readmeVersion(model, names));
 }

@@ -7,11 +7,17 @@ import path from 'node:path';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
-import { combineChecksums, sha256File } from './checksum.js';
+import { abortable, throwIfAborted } from './abort.js';
+import { combineChecksums, sha256Handle } from './checksum.js';
 import { describeFolder } from './discovery.js';
+import { filesOf, sameIdentity, sameStats, sideFileChange } from './file-identity.js';
 import { Manifest, MANIFEST_FILE_NAME, type ManifestEntry } from './manifest.js';
 import type { ModelMetadata, ModelStatus, PerformanceProfile, WeightFileInfo } from './metadata.js';
+import { openModelFile, type ModelFolder } from './model-files.js';
+import { defaultModelsDir, isDirectory, modelsDirCandidates } from './models-dir.js';
 import { resolveModelFolder } from './names.js';
+
+export { defaultModelsDir, modelsDirCandidates };
 
 /** Progress of a long step, for UIs and the CLI. */
 export type ModelProgressEvent =
@@ -45,27 +51,45 @@ export interface FallbackOptions {
   maxSizeBytes?: number;
   /** Only models with a tokenizer (for text prompts). */
   requireTokenizer?: boolean;
+  /** Stops the listing (checksums) with `E_ABORTED`. */
+  signal?: AbortSignal;
 }
 
-/** A model held for the duration of some work; `release()` lets the LRU policy unload it again. */
+/**
+ * A model held for the duration of some work; `release()` lets the LRU policy unload it again.
+ * A leased model is never disposed by the manager (budget or `unloadModel`) until its last lease ends;
+ * only `dispose()` of the whole manager ends it regardless.
+ */
 export interface ModelLease {
   readonly model: LoadedModel;
   release(): void;
 }
+
+/** The optional last argument of the manager's long-running methods. */
+export interface ManagerCallOptions {
+  /** Stops checksum hashing and waiting with `E_ABORTED`. A load already running in the core finishes in the background and stays cached. */
+  signal?: AbortSignal;
+}
+
+type UnloadReason = 'request' | 'memory-budget' | 'dispose';
 
 interface ModelRecord {
   folder: string;
   name: string;
   loaded?: LoadedModel;
   loading?: Promise<LoadedModel>;
+  /** Aborts the shared load's checksum step once every caller waiting for it gave up. */
+  loadAbort?: AbortController;
+  loadWaiters: number;
+  /** Files the loaded model was read from, as they were when hashed (re-stat'ed before handing it out again). */
+  loadedFiles?: { file: string; info: WeightFileInfo }[];
   lastUsed: number;
   leases: number;
+  /** `loadModel` results on their way to callers: an unload request waits for them (the budget does not). */
+  handOvers: number;
+  /** `unloadModel` was called while leased: unload at the last release (a new lease cancels it). */
+  unloadPending?: boolean;
   loadError?: PhoenixError;
-}
-
-/** The default models dir: `PHOENIX_MODELS_DIR`, else `<cwd>/models`. */
-export function defaultModelsDir(env: NodeJS.ProcessEnv = process.env): string {
-  return path.resolve(env.PHOENIX_MODELS_DIR || 'models');
 }
 
 /**
@@ -81,6 +105,8 @@ export function defaultModelsDir(env: NodeJS.ProcessEnv = process.env): string {
 export class LocalModelManager {
   /** Absolute path of the models dir. */
   readonly modelsDir: string;
+  /** The folders looked in for the models dir (named when a model is not found). */
+  readonly #searched: readonly string[];
   readonly #engines: InferenceEngine[] = [];
   readonly #records = new Map<string, ModelRecord>();
   readonly #manifest: Promise<Manifest>;
@@ -92,6 +118,7 @@ export class LocalModelManager {
 
   constructor(options: LocalModelManagerOptions = {}) {
     this.modelsDir = path.resolve(options.modelsDir ?? defaultModelsDir());
+    this.#searched = options.modelsDir === undefined ? modelsDirCandidates() : [this.modelsDir];
     const budget = options.memoryBudgetBytes ?? Number.POSITIVE_INFINITY;
     if (typeof budget !== 'number' || Number.isNaN(budget) || budget < 0) {
       throw new PhoenixError('E_INVALID_OPTION', `option memoryBudgetBytes must be a number ≥ 0, got ${String(budget)}`, { option: 'memoryBudgetBytes' });
@@ -126,7 +153,7 @@ export class LocalModelManager {
   }
 
   /** Every model folder in the models dir (hidden entries skipped), sorted by name. Broken folders have status `error`. */
-  async listModels(): Promise<ModelMetadata[]> {
+  async listModels(options: ManagerCallOptions = {}): Promise<ModelMetadata[]> {
     let entries;
     try {
       entries = await readdir(this.modelsDir, { withFileTypes: true });
@@ -142,6 +169,7 @@ export class LocalModelManager {
       .sort();
     const result: ModelMetadata[] = [];
     for (const name of names) {
+      throwIfAborted(options.signal, 'listing models');
       let folder: string;
       try {
         folder = await resolveModelFolder(this.modelsDir, name);
@@ -149,7 +177,7 @@ export class LocalModelManager {
         continue; // symlinks escaping the models dir are not models of this dir
       }
       if (!(await stat(folder).then((s) => s.isDirectory(), () => false))) continue;
-      result.push(await this.#describe(name, folder));
+      result.push(await this.#describe(name, folder, options.signal));
     }
     return result;
   }
@@ -157,69 +185,59 @@ export class LocalModelManager {
   /**
    * Metadata of the model named `name` (a folder in the models dir). A folder that exists but cannot be
    * used is returned with status `error` (see `error`).
-   * @throws `E_INVALID_OPTION` (name leaves the models dir), `E_MODEL_NOT_FOUND`.
+   * @throws `E_INVALID_OPTION` (name leaves the models dir), `E_MODEL_NOT_FOUND`, `E_ABORTED`.
    */
-  async getModelMetadata(name: string): Promise<ModelMetadata> {
-    const folder = await resolveModelFolder(this.modelsDir, name);
-    return this.#describe(name, folder);
+  async getModelMetadata(name: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
+    const folder = await this.#resolve(name);
+    return this.#describe(name, folder, options.signal);
   }
 
   /** Metadata of the model folder at `folderPath` (any location; the name is the folder's base name). */
-  async getModelMetadataAt(folderPath: string): Promise<ModelMetadata> {
+  async getModelMetadataAt(folderPath: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
     const folder = path.resolve(folderPath);
-    return this.#describe(path.basename(folder), folder);
+    return this.#describe(path.basename(folder), folder, options.signal);
   }
 
   /**
-   * Loads the model named `name` (cached: a loaded model is returned as is; concurrent calls share one
-   * load). May unload least-recently-used models to stay within the memory budget.
+   * Loads the model named `name` (cached: a loaded model is returned as long as its files are unchanged;
+   * concurrent calls share one load). May unload least-recently-used idle models to stay within the
+   * memory budget. The model is live when the promise resolves; to hold it across awaits without the
+   * budget or `unloadModel` disposing it, use {@link acquireModel}.
    * @throws `E_INVALID_OPTION`, `E_MODEL_NOT_FOUND`, `E_BAD_CONFIG`, `E_BAD_WEIGHTS`, `E_UNSUPPORTED_MODEL`,
-   * `E_CHECKSUM` (weights changed since their checksum was recorded; see {@link acceptChecksum}), …
+   * `E_CHECKSUM` (files changed since their checksum was recorded; see {@link acceptChecksum}), `E_ABORTED`, …
    */
-  async loadModel(name: string): Promise<LoadedModel> {
-    const folder = await canonical(await resolveModelFolder(this.modelsDir, name));
-    return this.#load(name, folder);
+  async loadModel(name: string, options: ManagerCallOptions = {}): Promise<LoadedModel> {
+    const folder = await canonical(await this.#resolve(name));
+    return this.#handOver(name, folder, options.signal);
   }
 
-  /** Loads the model folder at `folderPath` (outside or inside the models dir). */
-  async loadModelAt(folderPath: string): Promise<LoadedModel> {
+  /** Loads the model folder at `folderPath` (outside or inside the models dir); as {@link loadModel}. */
+  async loadModelAt(folderPath: string, options: ManagerCallOptions = {}): Promise<LoadedModel> {
     const folder = await canonical(path.resolve(folderPath));
-    return this.#load(path.basename(path.resolve(folderPath)), folder);
+    return this.#handOver(path.basename(path.resolve(folderPath)), folder, options.signal);
   }
 
   /**
-   * Loads `name` and holds it until `release()`, so the memory budget never unloads it mid-use.
+   * Loads `name` and holds it until `release()`: neither the memory budget nor `unloadModel` disposes it
+   * mid-use (an unload requested meanwhile happens at the last release).
    */
-  async acquireModel(name: string): Promise<ModelLease> {
-    const folder = await canonical(await resolveModelFolder(this.modelsDir, name));
-    const record = this.#record(name, folder);
-    record.leases++;
-    try {
-      const model = await this.#load(name, folder);
-      let released = false;
-      return {
-        model,
-        release: () => {
-          if (released) return;
-          released = true;
-          record.leases--;
-          record.lastUsed = ++this.#clock;
-          this.#enforceBudget();
-        },
-      };
-    } catch (error) {
-      record.leases--;
-      throw error;
-    }
+  async acquireModel(name: string, options: ManagerCallOptions = {}): Promise<ModelLease> {
+    const folder = await canonical(await this.#resolve(name));
+    const { model, release } = await this.#lease(name, folder, options.signal);
+    return { model, release };
   }
 
-  /** Frees a loaded model (no-op when it is not loaded). */
+  /**
+   * Frees a loaded model (no-op when it is not loaded). A load in progress is waited for; a leased
+   * model is freed when its last lease is released (unless it is leased again before that).
+   */
   async unloadModel(name: string): Promise<void> {
-    const folder = await resolveModelFolder(this.modelsDir, name);
+    const folder = await this.#resolve(name);
     const record = this.#records.get(await canonical(folder));
     if (!record) return;
     await record.loading?.catch(() => undefined);
-    this.#unload(record, 'request');
+    record.unloadPending = true;
+    this.#unloadIfPendingAndIdle(record);
   }
 
   /** Every model currently in memory, most recently used first. */
@@ -241,9 +259,9 @@ export class LocalModelManager {
    * @param options - a name to exclude, or `{ exclude, maxSizeBytes, requireTokenizer }`.
    */
   async getFallbackModel(modelType: string, options: string | FallbackOptions = {}): Promise<ModelMetadata | undefined> {
-    const { exclude = [], maxSizeBytes = Number.POSITIVE_INFINITY, requireTokenizer = false } = typeof options === 'string' ? { exclude: options } : options;
+    const { exclude = [], maxSizeBytes = Number.POSITIVE_INFINITY, requireTokenizer = false, signal } = typeof options === 'string' ? { exclude: options } : options;
     const excluded = new Set(typeof exclude === 'string' ? [exclude] : exclude);
-    const candidates = (await this.listModels()).filter(
+    const candidates = (await this.listModels({ signal })).filter(
       (m) =>
         m.modelType === modelType &&
         !excluded.has(m.name) &&
@@ -256,20 +274,21 @@ export class LocalModelManager {
   }
 
   /**
-   * Trusts the weights as they are now: records their current checksum so a `corrupted` model can be
-   * loaded again. Use only after checking the new files are the intended ones.
+   * Trusts the model's files as they are now: records their current checksums so a `corrupted` model
+   * can be loaded again. Use only after checking the new files are the intended ones.
    */
   async acceptChecksum(name: string): Promise<ModelMetadata> {
-    const folder = await resolveModelFolder(this.modelsDir, name);
-    const described = await describeFolder(folder);
+    const folder = await this.#resolve(name);
     const key = await canonical(folder);
-    const files = await this.#hashFiles(name, folder, described.weightFiles, undefined);
+    const described = await describeFolder(folder, [this.modelsDir]);
+    const files = await this.#hashFiles(name, folder, described.weightFiles, undefined, undefined);
+    const sideFiles = await this.#hashFiles(name, folder, described.sideFiles, undefined, undefined);
     const manifest = await this.#manifest;
-    await manifest.set(key, { files, checksum: combineChecksums(files), updatedAt: new Date().toISOString() });
+    await manifest.set(key, { files, sideFiles, checksum: combineChecksums(files), updatedAt: new Date().toISOString() });
     return this.#describe(name, folder);
   }
 
-  /** Unloads every model. */
+  /** Unloads every model, leased or not (the manager's end). */
   dispose(): void {
     for (const record of this.#records.values()) this.#unload(record, 'dispose');
   }
@@ -280,11 +299,24 @@ export class LocalModelManager {
 
   // ── internals ─────────────────────────────────────────────────────────────
 
+  /** The folder of `name` in the models dir; a missing model's error names the folders searched. */
+  async #resolve(name: string): Promise<string> {
+    try {
+      return await resolveModelFolder(this.modelsDir, name);
+    } catch (thrown) {
+      const error = toPhoenixError(thrown);
+      if (error.code !== 'E_MODEL_NOT_FOUND') throw error;
+      const searched = this.#searched.length > 1 ? ` (models dirs searched: ${this.#searched.join(', ')})` : '';
+      const dirMissing = isDirectory(this.modelsDir) ? '' : `; the models dir ${this.modelsDir} does not exist`;
+      throw new PhoenixError('E_MODEL_NOT_FOUND', `${error.message}${dirMissing}${searched}`, { ...error.details, modelsDir: this.modelsDir });
+    }
+  }
+
   /** The record of a folder; `key` is its canonical (real) path. */
   #record(name: string, key: string): ModelRecord {
     let record = this.#records.get(key);
     if (!record) {
-      record = { folder: key, name, lastUsed: 0, leases: 0 };
+      record = { folder: key, name, lastUsed: 0, leases: 0, loadWaiters: 0, handOvers: 0 };
       this.#records.set(key, record);
     }
     return record;
@@ -297,21 +329,23 @@ export class LocalModelManager {
     return undefined;
   }
 
-  async #describe(name: string, folder: string): Promise<ModelMetadata> {
+  async #describe(name: string, folder: string, signal?: AbortSignal): Promise<ModelMetadata> {
     const key = await canonical(folder);
     const record = this.#records.get(key);
     try {
-      const described = await describeFolder(folder);
+      const described = await describeFolder(folder, [this.modelsDir]);
       const manifest = await this.#manifest;
       const entry = manifest.get(key);
-      const files = await this.#hashFiles(name, folder, described.weightFiles, entry);
+      const files = await this.#hashFiles(name, folder, described.weightFiles, entry?.files, signal);
+      const sideFiles = await this.#hashFiles(name, folder, described.sideFiles, entry?.sideFiles, signal);
       const checksum = combineChecksums(files);
       const sizeBytes = files.reduce((sum, f) => sum + f.sizeBytes, 0);
       let status: ModelStatus = 'available';
       let expectedChecksum: string | undefined;
       let error: ModelMetadata['error'];
+      const changedSide = entry?.sideFiles ? sideFileChange(entry.sideFiles, sideFiles) : undefined;
       if (!entry) {
-        await manifest.set(key, { files, checksum, updatedAt: new Date().toISOString() });
+        await manifest.set(key, { files, sideFiles, checksum, updatedAt: new Date().toISOString() });
       } else if (entry.checksum !== checksum) {
         status = 'corrupted';
         expectedChecksum = entry.checksum;
@@ -319,8 +353,14 @@ export class LocalModelManager {
           code: 'E_CHECKSUM',
           message: `weights of "${name}" changed: sha256 ${checksum} differs from the recorded ${entry.checksum} (${manifest.file}); call acceptChecksum("${name}") if the change is intended`,
         };
-      } else if (!sameStats(entry.files, files)) {
-        await manifest.set(key, { ...entry, files, updatedAt: new Date().toISOString() });
+      } else if (changedSide) {
+        status = 'corrupted';
+        error = {
+          code: 'E_CHECKSUM',
+          message: `${path.join(folder, changedSide)} of "${name}" changed since its checksum was recorded (${manifest.file}); call acceptChecksum("${name}") if the change is intended`,
+        };
+      } else if (!entry.sideFiles || !sameStats(entry.files, files) || !sameStats(entry.sideFiles, sideFiles)) {
+        await manifest.set(key, { ...entry, files, sideFiles, updatedAt: new Date().toISOString() });
       }
       if (status === 'available' && !this.#engines.some((e) => e.canLoad({ ...baseMeta(), modelType: described.modelType, format: described.format }))) {
         if (this.#engines.length > 0) {
@@ -343,6 +383,7 @@ export class LocalModelManager {
         checksum,
         ...(expectedChecksum ? { expectedChecksum } : {}),
         weightFiles: files,
+        sideFiles,
         status: status === 'available' ? (this.#statusOf(record) ?? status) : status,
         ...(error ? { error } : {}),
         hasTokenizer: described.hasTokenizer,
@@ -350,48 +391,147 @@ export class LocalModelManager {
       };
     } catch (thrown) {
       const error = toPhoenixError(thrown, { model: name });
+      if (error.code === 'E_ABORTED') throw error;
       if (error.code === 'E_MODEL_NOT_FOUND' && !(await stat(folder).then(() => true, () => false))) throw error;
       return { ...baseMeta(), name, path: folder, status: 'error', error: { code: error.code, message: error.message } };
     }
   }
 
-  /** Stats every weight file and hashes those whose size/mtime differ from the manifest entry. */
-  async #hashFiles(name: string, folder: string, names: string[], entry: ManifestEntry | undefined): Promise<WeightFileInfo[]> {
+  /**
+   * Opens every file (regular files inside the model folder only), and hashes through the opened
+   * descriptor those whose size, mtime, ctime or inode differ from the recorded ones.
+   */
+  async #hashFiles(name: string, folder: string, names: string[], recorded: readonly WeightFileInfo[] | undefined, signal: AbortSignal | undefined): Promise<WeightFileInfo[]> {
+    const model: ModelFolder = { folder, roots: [this.modelsDir] };
     const files: WeightFileInfo[] = [];
     for (const file of names) {
+      throwIfAborted(signal, `checking the files of "${name}"`);
       const full = path.join(folder, file);
-      let info;
+      const { handle, stats } = await openModelFile(model, file);
       try {
-        info = await stat(full);
-      } catch {
-        throw new PhoenixError('E_BAD_WEIGHTS', `${full} is missing`, { file: full });
+        const now: WeightFileInfo = { name: file, sizeBytes: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs, ino: stats.ino, sha256: '' };
+        const known = recorded?.find((f) => f.name === file && sameIdentity(f, now));
+        now.sha256 =
+          known?.sha256 ??
+          (await sha256Handle(handle, stats.size, {
+            signal,
+            what: `hashing ${full}`,
+            onProgress: (bytesDone, bytesTotal) => this.#onProgress?.({ kind: 'checksum', model: name, file: full, bytesDone, bytesTotal }),
+          }));
+        files.push(now);
+      } finally {
+        await handle.close().catch(() => undefined);
       }
-      const known = entry?.files.find((f) => f.name === file && f.sizeBytes === info.size && f.mtimeMs === info.mtimeMs);
-      const sha256 =
-        known?.sha256 ??
-        (await sha256File(full, info.size, (bytesDone, bytesTotal) =>
-          this.#onProgress?.({ kind: 'checksum', model: name, file: full, bytesDone, bytesTotal }),
-        ));
-      files.push({ name: file, sizeBytes: info.size, mtimeMs: info.mtimeMs, sha256 });
     }
     return files;
   }
 
-  #load(name: string, folder: string): Promise<LoadedModel> {
-    const record = this.#record(name, folder);
-    record.lastUsed = ++this.#clock;
-    if (record.loaded && !record.loaded.disposed) return Promise.resolve(record.loaded);
-    if (record.loading) return record.loading;
-    const loading = this.#loadFresh(record).finally(() => {
-      if (record.loading === loading) record.loading = undefined;
-    });
-    record.loading = loading;
-    return loading;
+  /** Takes a lease on the model at `key` (loading it if needed); the lease is dropped again if the load fails. */
+  async #lease(name: string, key: string, signal: AbortSignal | undefined): Promise<ModelLease & { releaseKeeping(): void }> {
+    const record = this.#record(name, key);
+    record.leases++;
+    record.unloadPending = false; // a new user outranks an earlier unload request
+    let released = false;
+    /** `keepForCaller`: the model was just handed to a `loadModel` caller; the budget evicts others first. */
+    const release = (keepForCaller = false): void => {
+      if (released) return;
+      released = true;
+      record.leases--;
+      record.lastUsed = ++this.#clock;
+      this.#unloadIfPendingAndIdle(record);
+      this.#enforceBudget(keepForCaller ? record : undefined);
+    };
+    try {
+      const model = await this.#load(record, signal);
+      return { model, release: () => release(), releaseKeeping: () => release(true) };
+    } catch (error) {
+      release();
+      throw error;
+    }
   }
 
-  async #loadFresh(record: ModelRecord): Promise<LoadedModel> {
+  /**
+   * `loadModel`: a model that is live when the caller receives it. The lease ends at once (the budget
+   * may evict the model later, as documented), but an unload request that raced the load waits until
+   * the caller's `await` has resumed: microtasks run before setImmediate.
+   */
+  async #handOver(name: string, key: string, signal: AbortSignal | undefined): Promise<LoadedModel> {
+    const lease = await this.#lease(name, key, signal);
+    const record = this.#record(name, key);
+    record.handOvers++;
+    lease.releaseKeeping();
+    setImmediate(() => {
+      record.handOvers--;
+      this.#unloadIfPendingAndIdle(record);
+    });
+    return lease.model;
+  }
+
+  /** Carries out a deferred `unloadModel` once nobody holds or is being handed the model. */
+  #unloadIfPendingAndIdle(record: ModelRecord): void {
+    if (!record.unloadPending || record.leases > 0 || record.handOvers > 0) return;
+    record.unloadPending = false;
+    this.#unload(record, 'request');
+  }
+
+  async #load(record: ModelRecord, signal: AbortSignal | undefined): Promise<LoadedModel> {
+    record.lastUsed = ++this.#clock;
+    throwIfAborted(signal, `loading "${record.name}"`);
+    if (record.loaded && !record.loaded.disposed) {
+      const cached = record.loaded;
+      await this.#checkUnchanged(record, signal);
+      if (record.loaded === cached && !cached.disposed) return cached;
+      // Unloaded while checking (by a change or a request): load afresh below.
+    }
+    if (!record.loading) {
+      const controller = new AbortController();
+      const loading = this.#loadFresh(record, controller.signal).finally(() => {
+        if (record.loading === loading) {
+          record.loading = undefined;
+          record.loadAbort = undefined;
+        }
+      });
+      loading.catch(() => undefined); // waiters get the error; a load nobody waits for anymore must not be an unhandled rejection
+      record.loading = loading;
+      record.loadAbort = controller;
+    }
+    const loading = record.loading;
+    record.loadWaiters++;
+    try {
+      return await abortable(loading, signal, `loading "${record.name}"`);
+    } finally {
+      record.loadWaiters--;
+      // Everyone gave up: stop the checksum step (a load already in the engine finishes and stays cached).
+      if (record.loadWaiters === 0 && record.loading === loading && signal?.aborted) record.loadAbort?.abort();
+    }
+  }
+
+  /**
+   * Re-stats the files a cached model was loaded from (cheap). When one may have changed, it is
+   * rehashed: unchanged bytes keep the model; changed ones unload it (when idle) and throw, as
+   * `listModels` then says `corrupted`.
+   */
+  async #checkUnchanged(record: ModelRecord, signal: AbortSignal | undefined): Promise<void> {
+    const files = record.loadedFiles ?? [];
+    const stats = await Promise.all(files.map(({ file }) => stat(file).catch(() => undefined)));
+    const same = files.every(({ info }, i) => {
+      const s = stats[i];
+      return s !== undefined && sameIdentity(info, { ...info, sizeBytes: s.size, mtimeMs: s.mtimeMs, ctimeMs: s.ctimeMs, ino: s.ino });
+    });
+    if (same) return;
+    const metadata = await this.#describe(record.name, record.folder, signal);
+    if (metadata.status === 'corrupted' || metadata.status === 'error') {
+      // Current holders keep their model until they release it; then it goes. New callers are refused.
+      record.unloadPending = true;
+      const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
+      throw new PhoenixError(code as PhoenixError['code'], message, { model: record.name, path: record.folder });
+    }
+    record.loadedFiles = filesOf(record.folder, metadata);
+  }
+
+  async #loadFresh(record: ModelRecord, signal: AbortSignal): Promise<LoadedModel> {
     record.loadError = undefined;
-    const metadata = await this.#describe(record.name, record.folder);
+    const metadata = await this.#describe(record.name, record.folder, signal);
     if (metadata.status === 'corrupted' || metadata.status === 'error') {
       const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
       throw new PhoenixError(code as PhoenixError['code'], message, { model: record.name, path: record.folder });
@@ -401,6 +541,7 @@ export class LocalModelManager {
       const why = this.#engines.length === 0 ? 'no engine is registered' : `no registered engine runs model_type "${metadata.modelType}"`;
       throw new PhoenixError('E_UNSUPPORTED_MODEL', `cannot load "${record.name}": ${why}`, { model: record.name, modelType: metadata.modelType });
     }
+    throwIfAborted(signal, `loading "${record.name}"`);
     this.#onProgress?.({ kind: 'load-start', model: record.name, engine: engine.name });
     const started = performance.now();
     let model: LoadedModel;
@@ -413,6 +554,7 @@ export class LocalModelManager {
     }
     const loadMs = performance.now() - started;
     record.loaded = model;
+    record.loadedFiles = filesOf(record.folder, metadata);
     record.lastUsed = ++this.#clock;
     this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
     if (this.#measure && !metadata.performance) await this.#probe(record, engine, model, metadata, loadMs);
@@ -466,10 +608,6 @@ export class LocalModelManager {
 
 function baseMeta(): ModelMetadata {
   return { name: '', version: '1', modelType: 'unknown', format: 'unknown', path: '', sizeBytes: 0, checksum: '', weightFiles: [], status: 'error', hasTokenizer: false };
-}
-
-function sameStats(a: readonly WeightFileInfo[], b: readonly WeightFileInfo[]): boolean {
-  return a.length === b.length && a.every((f, i) => f.name === b[i]?.name && f.sizeBytes === b[i]?.sizeBytes && f.mtimeMs === b[i]?.mtimeMs);
 }
 
 /** The real path of a folder when it exists (so symlinked and direct names share one record). */

@@ -1,18 +1,28 @@
 /**
  * The manifest `<modelsDir>/.phoenix-manifest.json`: recorded checksums (keyed by folder path, with
- * each weight file's size and mtime) and measured performance profiles. When the file cannot be
- * written the manifest lives on in memory and says so through `warning`.
+ * each covered file's size, times and inode) and measured performance profiles. When the file cannot
+ * be written the manifest lives on in memory and says so through `warning`.
+ *
+ * Several processes may share one models dir: a save takes an exclusive lock file, re-reads the file,
+ * merges in the entries this process changed, and replaces the file atomically through a temporary
+ * file created exclusively under a random name (O_EXCL | O_NOFOLLOW: a planted file or symlink makes
+ * the save fail, it is never written through).
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
+import { readRegularText, RegularFileError } from '../fs/regular-file.js';
 import type { PerformanceProfile, WeightFileInfo } from './metadata.js';
 
 /** What is remembered about one model folder. */
 export interface ManifestEntry {
-  /** Weight files with the size/mtime at which their sha256 was computed. */
+  /** Weight files with the size/times at which their sha256 was computed. */
   files: WeightFileInfo[];
-  /** The trusted checksum (first seen, or explicitly accepted). */
+  /** config.json, tokenizer.json, the shard index: digests recorded like the weights' (absent in old manifests). */
+  sideFiles?: WeightFileInfo[];
+  /** The trusted checksum of the weights (first seen, or explicitly accepted). */
   checksum: string;
   /** Measured for `checksum` on this machine. */
   performance?: PerformanceProfile;
@@ -27,10 +37,123 @@ interface ManifestFile {
 /** File name of the manifest inside a models dir. */
 export const MANIFEST_FILE_NAME = '.phoenix-manifest.json';
 
+/** A manifest bigger than this is not read (thousands of models fit in a few MB). */
+export const MANIFEST_MAX_BYTES = 64 << 20;
+/** How long a save waits for another process's lock before giving up (the manifest then stays in memory). */
+const LOCK_WAIT_MS = 15_000;
+/** A lock older than this is left over by a crashed process (a save takes milliseconds). */
+const LOCK_STALE_MS = 30_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function isFileInfo(value: unknown): value is WeightFileInfo {
+  const f = value as WeightFileInfo | null;
+  return typeof f === 'object' && f !== null && typeof f.name === 'string' && typeof f.sha256 === 'string' && Number.isFinite(f.sizeBytes) && Number.isFinite(f.mtimeMs);
+}
+
+/** Whether `value` has the shape of an entry; anything else in the file (hand-edited, damaged) is dropped. */
+function isEntry(value: unknown): value is ManifestEntry {
+  const e = value as ManifestEntry | null;
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    typeof e.checksum === 'string' &&
+    Array.isArray(e.files) &&
+    e.files.every(isFileInfo) &&
+    (e.sideFiles === undefined || (Array.isArray(e.sideFiles) && e.sideFiles.every(isFileInfo)))
+  );
+}
+
+function parseManifest(text: string): ManifestFile | undefined {
+  const parsed = JSON.parse(text) as Partial<ManifestFile> | null;
+  if (parsed?.version !== 1 || !parsed.models || typeof parsed.models !== 'object' || Array.isArray(parsed.models)) return undefined;
+  const models: Record<string, ManifestEntry> = Object.create(null) as Record<string, ManifestEntry>;
+  for (const [folder, entry] of Object.entries(parsed.models)) if (isEntry(entry)) models[folder] = entry;
+  return { version: 1, models };
+}
+
+/** The manifest on disk; `undefined` when absent. Throws for unreadable / malformed ones. */
+async function readManifest(file: string): Promise<ManifestFile | undefined> {
+  let text: string;
+  try {
+    text = await readRegularText(file, MANIFEST_MAX_BYTES);
+  } catch (error) {
+    if (error instanceof RegularFileError && error.problem === 'missing') return undefined;
+    throw error;
+  }
+  const parsed = parseManifest(text);
+  if (!parsed) throw new Error(`manifest ${file} has an unknown layout`);
+  return parsed;
+}
+
+/** Whether the lock at `lock` was left by a dead process or is too old to be a live one. */
+async function lockIsStale(lock: string): Promise<boolean> {
+  const info = await lstat(lock).catch(() => undefined);
+  if (!info) return false; // gone already: just retry
+  if (!info.isFile() || Date.now() - info.mtimeMs > LOCK_STALE_MS) return true;
+  const pid = Number.parseInt(await readRegularText(lock, 64).catch(() => ''), 10);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return Date.now() - info.mtimeMs > 1_000; // still being written, or junk
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/** Runs `work` holding `<file>.lock` (created exclusively; stale locks of dead processes are removed). */
+async function withLock<T>(file: string, work: () => Promise<T>): Promise<T> {
+  const lock = `${file}.lock`;
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      const handle = await open(lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      try {
+        await handle.writeFile(`${process.pid}\n`);
+      } finally {
+        await handle.close();
+      }
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (await lockIsStale(lock)) {
+        // A lock that cannot be removed (a folder planted there) would be waited on forever: give up now.
+        const removed = await unlink(lock).then(() => true, (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+        if (removed) continue;
+        throw Object.assign(new Error(`lock ${lock} cannot be removed`), { code: 'ELOCKED' });
+      }
+      if (Date.now() > deadline) throw Object.assign(new Error(`lock ${lock} is held`), { code: 'ELOCKED' });
+      await sleep(5 + Math.random() * 20);
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await unlink(lock).catch(() => undefined);
+  }
+}
+
+/** Writes `text` to `file` atomically: a fresh, exclusively created temp file beside it, then rename. */
+async function replaceFile(file: string, text: string): Promise<void> {
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomUUID()}.tmp`);
+  const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  try {
+    try {
+      await handle.writeFile(text);
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, file);
+  } catch (error) {
+    await unlink(temp).catch(() => undefined);
+    throw error;
+  }
+}
+
 /** The manifest file of a models dir, cached in memory; see the module comment. */
 export class Manifest {
   readonly file: string;
-  #data: ManifestFile = { version: 1, models: {} };
+  #data: ManifestFile = { version: 1, models: Object.create(null) as Record<string, ManifestEntry> };
   #warning: string | undefined;
   #saving: Promise<void> = Promise.resolve();
   /** Folders this process changed: merged into the file's current content on save, so managers sharing a dir do not erase each other's entries. */
@@ -44,12 +167,10 @@ export class Manifest {
   static async open(file: string): Promise<Manifest> {
     const manifest = new Manifest(file);
     try {
-      const parsed = JSON.parse(await readFile(file, 'utf8')) as Partial<ManifestFile>;
-      if (parsed.version === 1 && parsed.models && typeof parsed.models === 'object') manifest.#data = parsed as ManifestFile;
-      else manifest.#warning = `manifest ${file} has an unknown layout; starting a new one`;
+      manifest.#data = (await readManifest(file)) ?? manifest.#data;
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') manifest.#warning = `manifest ${file} could not be read (${code ?? (error as Error).message}); starting a new one`;
+      const why = error instanceof RegularFileError ? error.message : error instanceof SyntaxError ? 'not valid JSON' : (error as Error).message;
+      manifest.#warning = `manifest ${file} could not be read (${why}); starting a new one`;
     }
     return manifest;
   }
@@ -75,20 +196,20 @@ export class Manifest {
     return this.save();
   }
 
-  /** Writes the manifest atomically (temp file + rename). Never throws. */
+  /** Writes the manifest atomically, merged with what other processes wrote meanwhile. Never throws. */
   save(): Promise<void> {
     this.#saving = this.#saving.then(async () => {
-      const temp = `${this.file}.${process.pid}.tmp`;
       try {
-        const onDisk = await readFile(this.file, 'utf8').then((text) => JSON.parse(text) as Partial<ManifestFile>, () => undefined);
-        if (onDisk?.version === 1 && onDisk.models && typeof onDisk.models === 'object') {
-          const merged = { ...onDisk.models };
-          for (const key of this.#dirty) if (this.#data.models[key]) merged[key] = this.#data.models[key] as ManifestEntry;
-          this.#data = { version: 1, models: merged };
-        }
         await mkdir(path.dirname(this.file), { recursive: true });
-        await writeFile(temp, JSON.stringify(this.#data, null, 2) + '\n');
-        await rename(temp, this.file);
+        await withLock(this.file, async () => {
+          const onDisk = await readManifest(this.file).catch(() => undefined);
+          if (onDisk) {
+            const merged = onDisk.models;
+            for (const key of this.#dirty) if (this.#data.models[key]) merged[key] = this.#data.models[key] as ManifestEntry;
+            this.#data = { version: 1, models: merged };
+          }
+          await replaceFile(this.file, JSON.stringify(this.#data, null, 2) + '\n');
+        });
         if (this.#warning?.includes('in memory')) this.#warning = undefined;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;

@@ -12,7 +12,8 @@ export type ModelFormat = 'hf-safetensors' | 'hf-safetensors-sharded' | 'state-s
  * - `loading` – a load is in progress;
  * - `loaded` – in memory;
  * - `error` – the folder cannot be used (see `error`);
- * - `corrupted` – weight files changed since their checksum was recorded (loading throws `E_CHECKSUM`).
+ * - `corrupted` – weight files (or config.json, tokenizer.json, the shard index) changed since their
+ *   checksum was recorded (loading throws `E_CHECKSUM`).
  */
 export type ModelStatus = 'available' | 'loading' | 'loaded' | 'error' | 'corrupted';
 
@@ -39,6 +40,12 @@ export interface WeightFileInfo {
   name: string;
   sizeBytes: number;
   mtimeMs: number;
+  /**
+   * Change time and inode at hashing time (on disk only). With size and mtime they tell whether the
+   * file may have changed: `touch` can restore an mtime, not a ctime, and a replaced file has a new inode.
+   */
+  ctimeMs?: number;
+  ino?: number;
   /** Hex sha256 of the file's bytes. */
   sha256: string;
 }
@@ -70,6 +77,11 @@ export interface ModelMetadata {
   /** The checksum recorded in the manifest when it differs from `checksum` (status `corrupted`). */
   expectedChecksum?: string;
   weightFiles: WeightFileInfo[];
+  /**
+   * The other files a load reads (config.json, tokenizer.json, the shard index) with their digests:
+   * a change to one of them also makes the model `corrupted` (on disk only).
+   */
+  sideFiles?: WeightFileInfo[];
   status: ModelStatus;
   /** Why the status is `error` / `corrupted`. */
   error?: { code: string; message: string };
