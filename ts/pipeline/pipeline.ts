@@ -1,23 +1,25 @@
 /**
- * LocalAIPipeline: takes requests, picks a model within the mode's limits, loads it (falling back
- * to a smaller model of the same type when loading fails), runs it under a deadline and an energy
- * budget with bounded concurrency, and reports results, metrics and system status.
+ * LocalAIPipeline: takes requests, picks a model within the mode's limits, loads it (falling back to
+ * any other model that fits the mode when loading fails, and reporting every model skipped and why),
+ * runs it under a deadline (covering selection, checksums, loading and generation) and an energy budget
+ * with bounded concurrency, and reports results, metrics and system status.
  */
 import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { MambaSSMEngine } from '../engines/mamba-engine.js';
-import type { GenerationOptions, InferenceEngine, LoadedModel, TokenChunk } from '../engines/types.js';
+import type { GenerationOptions, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
-import type { ModelMetadata } from '../models/metadata.js';
+import type { ModelMetadata, ModelStatus } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
-import { selectModel } from './select.js';
-import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, StopCause, TaskType } from './types.js';
+import { raceStop, stoppedError, type RequestPhase } from './deadline.js';
+import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
+import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, SkippedModel, StopCause, TaskType } from './types.js';
 
 /** Options of {@link LocalAIPipeline}. */
 export interface LocalAIPipelineOptions {
@@ -47,6 +49,15 @@ export interface SystemStatus {
     | { available: true; kind: string; path: string; reason: string; version: string; simd: string; threads: number; attempts: BindingSelection['attempts'] }
     | { available: false; error: string };
   loadedModels: { name: string; engine: string; memoryBytes: number; modelType: string }[];
+  /** The folder models are listed from (the manager's `modelsDir`). */
+  modelsDir: string;
+  /**
+   * Every local model with its status; `error` says why a model with status `error` / `corrupted` is
+   * skipped by requests (the manager's code and message, e.g. `E_CHECKSUM`, or the last load failure).
+   */
+  models: SystemModelStatus[];
+  /** Set when the models dir could not be listed (then `models` is empty). */
+  modelsError?: { code: string; message: string };
   memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number; budgetBytes: number };
   queue: QueueStatus;
   offline: ConnectivityState;
@@ -56,6 +67,17 @@ export interface SystemStatus {
   metrics: MetricsSnapshot;
 }
 
+/** One local model in {@link SystemStatus.models}. */
+export interface SystemModelStatus {
+  name: string;
+  status: ModelStatus;
+  modelType: string;
+  sizeBytes: number;
+  hasTokenizer: boolean;
+  /** Why the model cannot be used (status `error` / `corrupted`). */
+  error?: { code: string; message: string };
+}
+
 const TASKS: readonly TaskType[] = ['generation', 'scoring'];
 
 /** Fields every result carries, filled as the request proceeds. */
@@ -63,6 +85,20 @@ interface Progress {
   metadata: ResultMetadata;
   modelUsed?: string;
   fallbackUsed: boolean;
+  skipped: SkippedModel[];
+}
+
+/** Runs one awaited step of a request as `phase`, ending it when the request's signal fires. */
+type Within = <T>(phase: RequestPhase, step: Promise<T>, late?: { subject?: string; onLate?: (value: T) => void }) => Promise<T>;
+
+/**
+ * The manager calls the pipeline makes. Each takes an optional `{ signal }` that stops hashing and
+ * waiting; a manager that ignores it is still bounded, because the pipeline races every call.
+ */
+interface AbortableManager {
+  listModels(options?: { signal?: AbortSignal }): Promise<ModelMetadata[]>;
+  getModelMetadata(name: string, options?: { signal?: AbortSignal }): Promise<ModelMetadata>;
+  acquireModel(name: string, options?: { signal?: AbortSignal }): Promise<ModelLease>;
 }
 
 /**
@@ -124,15 +160,21 @@ export class LocalAIPipeline {
     return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
   }
 
-  /** Backend, loaded models, memory, queue, connectivity (not probed in OFFLINE_ONLY), metrics. */
+  /**
+   * Backend, loaded models, every local model with its status and why it is unusable, memory, queue,
+   * connectivity (not probed in OFFLINE_ONLY), metrics.
+   */
   async getSystemStatus(): Promise<SystemStatus> {
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
     const offline = await this.#detector.check({ offlineOnly: !this.#limits[this.#defaultMode].allowConnectivityProbes });
+    const models = await this.#modelStatuses();
     return {
       backend,
       loadedModels: loaded.map((m) => ({ name: m.name, engine: m.engine, memoryBytes: m.memoryBytes, modelType: m.metadata.modelType })),
+      modelsDir: this.manager.modelsDir,
+      ...models,
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, loadedModelBytes: this.manager.loadedBytes(), budgetBytes: this.manager.memoryBudgetBytes },
       queue: this.#queue.status(),
       offline,
@@ -155,6 +197,25 @@ export class LocalAIPipeline {
 
   // ── internals ─────────────────────────────────────────────────────────────
 
+  async #modelStatuses(): Promise<Pick<SystemStatus, 'models' | 'modelsError'>> {
+    try {
+      const models = await this.manager.listModels();
+      return {
+        models: models.map((m) => ({
+          name: m.name,
+          status: m.status,
+          modelType: m.modelType,
+          sizeBytes: m.sizeBytes,
+          hasTokenizer: m.hasTokenizer,
+          ...(m.error ? { error: { code: m.error.code, message: m.error.message } } : {}),
+        })),
+      };
+    } catch (thrown) {
+      const error = toPhoenixError(thrown);
+      return { models: [], modelsError: { code: error.code, message: error.message } };
+    }
+  }
+
   async #backendStatus(): Promise<SystemStatus['backend']> {
     const engine = this.manager.engines.find((e): e is BindingEngine => e instanceof BindingEngine);
     if (!engine) return { available: false, error: 'no binding-backed engine registered' };
@@ -169,17 +230,25 @@ export class LocalAIPipeline {
   async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
     const startedAt = performance.now();
     const mode = (request as Partial<ProcessingRequest> | null)?.mode ?? this.#defaultMode;
-    const progress: Progress = { metadata: { mode }, fallbackUsed: false };
+    const progress: Progress = { metadata: { mode }, fallbackUsed: false, skipped: [] };
     const controller = new AbortController();
     let stoppedBy: StopCause | undefined;
+    let phase: RequestPhase = 'queue';
+    let deadlineMs = Number.POSITIVE_INFINITY;
     let timer: NodeJS.Timeout | undefined;
     let energy = { joules: 0, source: this.#energy.source };
     let lease: ModelLease | undefined;
+    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
+    // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
+    const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
+      phase = stepPhase;
+      return raceStop(step, controller.signal, () => stoppedError(stepPhase, cause(), subject), onLate);
+    };
     try {
       validateRequest(request);
       const limits = this.#limits[mode];
-      if (!limits.allowConnectivityProbes) await this.#detector.check({ offlineOnly: true });
-      const deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
+      // The deadline runs from the call: selection, checksums and loading count, not only generation.
+      deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
       progress.metadata.deadlineMs = deadlineMs;
       if (Number.isFinite(deadlineMs)) {
         timer = setTimeout(() => {
@@ -187,6 +256,7 @@ export class LocalAIPipeline {
           controller.abort(new PhoenixError('E_ABORTED', `maxProcessingTime of ${deadlineMs} ms exceeded`));
         }, deadlineMs);
       }
+      if (!limits.allowConnectivityProbes) await this.#detector.check({ offlineOnly: true });
       const callerSignal = request.options?.signal;
       const onCallerAbort = (): void => {
         stoppedBy ??= 'signal';
@@ -196,19 +266,24 @@ export class LocalAIPipeline {
       callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
       try {
         const queuedAt = performance.now();
-        return await this.#queue.run(async () => {
+        return await this.#queue.run(async (holdSlot) => {
           progress.metadata.queueWaitMs = performance.now() - queuedAt;
           const meter = this.#energy.start();
           const readEnergy = (): void => {
             energy = meter.read();
           };
+          // Work on the model still running after the request ended (a scoring call raced by the deadline).
+          let inFlight: Promise<unknown> | undefined;
           try {
-            lease = await this.#acquire(request, mode, limits, progress);
+            const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string', preference: request.modelPreference };
+            lease = await this.#acquire(needs, progress, within, controller.signal);
             throwIfStopped(controller.signal, stoppedBy);
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
-              const scored = await engine.score(model, toInput(request.input));
+              inFlight = engine.score(model, toInput(request.input));
+              const scored = await within('scoring', inFlight as Promise<ScoreResult>);
+              inFlight = undefined;
               throwIfStopped(controller.signal, stoppedBy);
               readEnergy();
               return this.#finish(request, startedAt, progress, energy, {
@@ -222,10 +297,12 @@ export class LocalAIPipeline {
                 },
               });
             }
+            phase = 'generation';
             const maxTokens = Math.min(request.options?.maxTokens ?? limits.maxTokens, limits.maxTokens);
             progress.metadata.maxTokens = maxTokens;
             const { returnLogits: _unused, signal: _caller, ...rest } = request.options ?? {};
             const options: GenerationOptions = { ...rest, maxTokens, signal: controller.signal };
+            // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
             const stream = engine.stream(model, toInput(request.input), options);
             for await (const chunk of stream) {
               channel.push(chunk);
@@ -245,7 +322,7 @@ export class LocalAIPipeline {
               ...(generated.state ? { state: generated.state } : {}),
             });
             const stopped = generated.finishReason === 'abort';
-            if (stopped) progress.metadata.stoppedBy = stoppedBy ?? 'signal';
+            if (stopped) Object.assign(progress.metadata, { stoppedBy: stoppedBy ?? 'signal', stoppedDuring: 'generation' });
             return this.#finish(request, startedAt, progress, energy, {
               success: !stopped,
               text: generated.text,
@@ -256,7 +333,16 @@ export class LocalAIPipeline {
             });
           } finally {
             readEnergy();
-            lease?.release();
+            const held = lease;
+            if (held && inFlight) {
+              // The model stays leased (and the slot busy) until the abandoned computation ends.
+              const settled = inFlight.then(
+                () => undefined,
+                () => undefined,
+              );
+              holdSlot(settled);
+              void settled.then(() => held.release());
+            } else held?.release();
           }
         }, controller.signal);
       } finally {
@@ -264,30 +350,38 @@ export class LocalAIPipeline {
       }
     } catch (thrown) {
       const error = toPhoenixError(thrown);
-      if (stoppedBy) progress.metadata.stoppedBy = stoppedBy;
+      if (stoppedBy) Object.assign(progress.metadata, { stoppedBy, stoppedDuring: phase });
       return this.#finish(request, startedAt, progress, energy, { success: false, errorCode: error.code, errorMessage: error.message });
     } finally {
       clearTimeout(timer);
     }
   }
 
-  /** Selects and loads a model, falling back to smaller models of the same type on load failure. */
-  async #acquire(request: ProcessingRequest, mode: ProcessingMode, limits: ModeLimits, progress: Progress): Promise<ModelLease> {
-    const requireTokenizer = typeof request.input === 'string';
-    const models = await this.manager.listModels();
-    if (request.modelPreference !== undefined && !models.some((m) => m.name === request.modelPreference)) {
-      await this.manager.getModelMetadata(request.modelPreference); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
+  /**
+   * Selects and loads a model: the candidates of {@link planCandidates} in order until one loads. Every
+   * model ruled out or failing to load is recorded in `progress.skipped`. Each step is raced against
+   * the request's signal; a lease that arrives after the request stopped is released at once.
+   */
+  async #acquire(needs: ModelNeeds, progress: Progress, within: Within, signal: AbortSignal): Promise<ModelLease> {
+    const manager: AbortableManager = this.manager;
+    const models = await within('selection', manager.listModels({ signal }));
+    if (needs.preference !== undefined && !models.some((m) => m.name === needs.preference)) {
+      await within('selection', manager.getModelMetadata(needs.preference, { signal })); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
     }
-    const { model: primary, reason } = selectModel(models, { mode, limits, requireTokenizer, preference: request.modelPreference });
-    progress.metadata.selection = reason;
-    const tried: string[] = [];
+    const plan = planCandidates(models, needs);
+    progress.metadata.selection = plan.reason;
+    progress.skipped.push(...plan.skipped);
+    const primary = plan.candidates[0];
+    if (!primary) throw noUsableModel(models, plan, needs, this.manager.modelsDir);
     const reasons: string[] = [];
-    let candidate: ModelMetadata | undefined = primary;
     let firstError: PhoenixError | undefined;
-    while (candidate) {
+    for (const candidate of plan.candidates) {
       const loadStarted = performance.now();
       try {
-        const lease = await this.manager.acquireModel(candidate.name);
+        const lease = await within('loading', manager.acquireModel(candidate.name, { signal }), {
+          subject: `loading model "${candidate.name}"`,
+          onLate: (late) => late.release(),
+        });
         progress.metadata.loadMs = performance.now() - loadStarted;
         progress.modelUsed = candidate.name;
         if (candidate !== primary) {
@@ -298,15 +392,17 @@ export class LocalAIPipeline {
         return lease;
       } catch (thrown) {
         const error = toPhoenixError(thrown);
+        if (signal.aborted) throw error; // stopped: no more candidates
         firstError ??= error;
-        tried.push(candidate.name);
         reasons.push(`${candidate.name}: [${error.code}] ${error.message}`);
-        candidate = await this.manager.getFallbackModel(primary.modelType, { exclude: tried, maxSizeBytes: Math.min(limits.maxModelBytes, primary.sizeBytes || Infinity), requireTokenizer });
+        progress.skipped.push({ name: candidate.name, status: candidate.status, reason: 'load-failed', code: error.code, message: error.message });
       }
     }
     progress.metadata.fallbackReasons = reasons;
     const error = firstError as PhoenixError;
-    throw new PhoenixError(error.code, tried.length > 1 ? `${error.message} (fallbacks failed too: ${reasons.slice(1).join('; ')})` : error.message, error.details);
+    const others = progress.skipped.filter((s) => s.reason !== 'load-failed');
+    const message = `${error.message}${reasons.length > 1 ? ` (fallbacks failed too: ${reasons.slice(1).join('; ')})` : ''}${others.length > 0 ? `; not tried in ${this.manager.modelsDir}: ${describeSkips(others)}` : ''}`;
+    throw new PhoenixError(error.code, message, error.details);
   }
 
   #engineFor(model: LoadedModel): InferenceEngine {
@@ -331,6 +427,7 @@ export class LocalAIPipeline {
       energyConsumed: energy.joules,
       energySource: energy.source,
       fallbackUsed: progress.fallbackUsed,
+      skippedModels: progress.skipped,
       ...(progress.modelUsed ? { modelUsed: progress.modelUsed } : {}),
       metadata: progress.metadata,
       ...fields,
@@ -349,7 +446,7 @@ function throwIfStopped(signal: AbortSignal, cause: StopCause | undefined): void
 }
 
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
-  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded; output is partial`;
+  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded during generation; output is partial`;
   if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used); output is partial`;
   return 'aborted by the caller; output is partial';
 }

@@ -1,0 +1,202 @@
+/**
+ * The pipeline's deadline covers every phase of a request (selection with its checksums, loading,
+ * scoring), not only generation: a slow or hanging step ends the request on time with E_ABORTED naming
+ * the phase, and whatever the step yields later is released (no lease left behind, no model disposed
+ * while still in use).
+ */
+import { constants, openSync, closeSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LocalModelManager } from '../ts/models/manager.js';
+import type { ModelMetadata } from '../ts/models/metadata.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import { ProcessingMode } from '../ts/pipeline/modes.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { TINY, copyModel, tempDir } from './helpers.js';
+import { Gate, ScriptedEngine } from './scripted-engine.js';
+
+/** Deadline of the requests below, and how late past it a result may come. */
+const DEADLINE_MS = 300;
+const SLACK_MS = 700;
+
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+
+beforeAll(async () => {
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  await copyModel(TINY, path.join(modelsDir, 'a-small'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+/** A manager whose listing is held until `gate` opens: a models dir that takes long to list and hash. */
+class SlowListingManager extends LocalModelManager {
+  constructor(
+    options: ConstructorParameters<typeof LocalModelManager>[0],
+    readonly gate: Gate,
+  ) {
+    super(options);
+  }
+  override async listModels(): Promise<ModelMetadata[]> {
+    await this.gate.opened;
+    return super.listModels();
+  }
+}
+
+function request(id: string, extra: Partial<ProcessingRequest> = {}): ProcessingRequest {
+  return { id, input: { ids: [1, 2, 3] }, taskType: 'generation', mode: ProcessingMode.FULL_CAPABILITY, maxProcessingTime: DEADLINE_MS, ...extra };
+}
+
+/** Waits until `check` holds (polling), or fails after `ms`. */
+async function eventually(check: () => boolean, ms = 5000): Promise<void> {
+  const until = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > until) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('the deadline covers selection', () => {
+  it('a listing that takes far longer than maxProcessingTime ends the request on time, naming the phase', async () => {
+    const gate = new Gate();
+    const manager = new SlowListingManager({ modelsDir, engines: [new ScriptedEngine(new Set(), 5)], measurePerformance: false }, gate);
+    const pipeline = new LocalAIPipeline({ manager });
+    const opener = setTimeout(() => gate.open(), 4000); // so that a pipeline without the fix ends too (late)
+    try {
+      const started = performance.now();
+      const result = await pipeline.process(request('slow-list'));
+      const elapsed = performance.now() - started;
+      expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+      expect(result.errorMessage).toMatch(new RegExp(`maxProcessingTime of ${DEADLINE_MS} ms exceeded during selection`));
+      expect(result.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'selection', deadlineMs: DEADLINE_MS });
+      expect(elapsed).toBeGreaterThanOrEqual(DEADLINE_MS - 5);
+      expect(elapsed).toBeLessThan(DEADLINE_MS + SLACK_MS);
+      expect(pipeline.getMetrics().aborted).toBe(1);
+    } finally {
+      clearTimeout(opener);
+      gate.open();
+    }
+  });
+
+  it('a model folder whose weight file is a FIFO does not hold the request past its deadline', async () => {
+    const dir = path.join(scratch.dir, 'fifo-models');
+    await mkdir(dir);
+    await copyModel(TINY, path.join(dir, 'good'));
+    const fifoModel = await copyModel(TINY, path.join(dir, 'piped'));
+    const fifo = path.join(fifoModel, 'model.safetensors');
+    await rm(fifo);
+    execFileSync('mkfifo', [fifo]);
+    const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir: dir, engines: [new ScriptedEngine(new Set(), 5)], measurePerformance: false }) });
+    try {
+      const started = performance.now();
+      const result = await pipeline.process(request('fifo', { modelPreference: 'piped' }));
+      expect(performance.now() - started).toBeLessThan(DEADLINE_MS + SLACK_MS);
+      expect(result.modelUsed).not.toBe('piped');
+      if (result.success) {
+        // A manager that refuses non-regular files: the FIFO model is skipped, and said so.
+        expect(result.modelUsed).toBe('good');
+        expect(result.skippedModels.map((s) => s.name)).toContain('piped');
+      } else {
+        // A manager that blocks reading it: the deadline ends the request while selecting or loading.
+        expect(result.errorCode).toBe('E_ABORTED');
+        expect(['selection', 'loading']).toContain(result.metadata.stoppedDuring);
+      }
+    } finally {
+      // Unblock a reader still waiting on the FIFO (if any), so no thread stays stuck after the test.
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: nobody is reading it
+      }
+    }
+  });
+});
+
+describe('the deadline covers loading', () => {
+  it('a load slower than maxProcessingTime ends the request on time; the late lease is released', async () => {
+    const engine = new ScriptedEngine(new Set(), 5);
+    engine.loadGate = new Gate();
+    // Budget 0: a model is unloaded as soon as nobody leases it, so a leaked lease would keep it loaded.
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    const pipeline = new LocalAIPipeline({ manager });
+    const opener = setTimeout(() => engine.loadGate?.open(), 4000);
+    try {
+      const started = performance.now();
+      const result = await pipeline.process(request('slow-load'));
+      const elapsed = performance.now() - started;
+      expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+      expect(result.errorMessage).toMatch(new RegExp(`maxProcessingTime of ${DEADLINE_MS} ms exceeded during loading \\(loading model "a-small"\\)`));
+      expect(result.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'loading' });
+      expect(elapsed).toBeLessThan(DEADLINE_MS + SLACK_MS);
+      // The load finishes after the request ended: the manager gets its lease back and may unload it.
+      engine.loadGate.open();
+      await eventually(() => engine.loaded.length === 1);
+      await eventually(() => engine.loaded[0]?.disposed === true);
+      expect(manager.loadedModels()).toEqual([]);
+      // The pipeline is still usable: the next request loads the model again and is served.
+      engine.loadGate = undefined;
+      const next = await pipeline.process(request('after', { maxProcessingTime: undefined }));
+      expect(next).toMatchObject({ success: true, modelUsed: 'a-small' });
+      expect(manager.loadedModels()).toEqual([]); // released again
+    } finally {
+      clearTimeout(opener);
+      engine.loadGate?.open();
+    }
+  });
+
+  it('the caller signal ends a request stuck in loading just as promptly', async () => {
+    const engine = new ScriptedEngine(new Set(), 5);
+    engine.loadGate = new Gate();
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    const pipeline = new LocalAIPipeline({ manager });
+    const controller = new AbortController();
+    const opener = setTimeout(() => engine.loadGate?.open(), 4000);
+    try {
+      setTimeout(() => controller.abort(), 100);
+      const started = performance.now();
+      const result = await pipeline.process(request('caller', { maxProcessingTime: undefined, options: { signal: controller.signal } }));
+      expect(performance.now() - started).toBeLessThan(100 + SLACK_MS);
+      expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+      expect(result.errorMessage).toMatch(/aborted by the caller during loading/);
+      expect(result.metadata).toMatchObject({ stoppedBy: 'signal', stoppedDuring: 'loading' });
+      engine.loadGate.open();
+      await eventually(() => engine.loaded[0]?.disposed === true);
+      expect(manager.loadedModels()).toEqual([]);
+    } finally {
+      clearTimeout(opener);
+      engine.loadGate?.open();
+    }
+  });
+});
+
+describe('the deadline covers scoring', () => {
+  it('a scoring call past the deadline ends the request; the model stays leased until the call returns', async () => {
+    const engine = new ScriptedEngine(new Set(), 5);
+    engine.scoreGate = new Gate();
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    const pipeline = new LocalAIPipeline({ manager, maxConcurrency: 1 });
+    const opener = setTimeout(() => engine.scoreGate?.open(), 4000);
+    try {
+      const started = performance.now();
+      const result = await pipeline.process(request('slow-score', { taskType: 'scoring' }));
+      expect(performance.now() - started).toBeLessThan(DEADLINE_MS + SLACK_MS);
+      expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+      expect(result.metadata.stoppedDuring).toBe('scoring');
+      // Still computing: the model must not be unloaded under it, and the slot stays busy.
+      expect(engine.scoring).toBe(1);
+      expect(manager.loadedModels().map((m) => m.name)).toEqual(['a-small']);
+      expect((await pipeline.getSystemStatus()).queue.running).toBe(1);
+      engine.scoreGate.open();
+      await eventually(() => engine.scoring === 0 && manager.loadedModels().length === 0);
+      expect((await pipeline.getSystemStatus()).queue.running).toBe(0);
+    } finally {
+      clearTimeout(opener);
+      engine.scoreGate?.open();
+    }
+  });
+});
