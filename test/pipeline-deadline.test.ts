@@ -200,3 +200,26 @@ describe('the deadline covers scoring', () => {
     }
   });
 });
+
+describe('the system status is bounded too', () => {
+  it('a models dir slow to list gives modelsError E_ABORTED naming the folder, on time; the rest of the status is there', async () => {
+    const gate = new Gate();
+    const manager = new SlowListingManager({ modelsDir, engines: [new ScriptedEngine(new Set(), 5)], measurePerformance: false }, gate);
+    const pipeline = new LocalAIPipeline({ manager, defaultMode: ProcessingMode.OFFLINE_ONLY });
+    try {
+      const started = performance.now();
+      const status = await pipeline.getSystemStatus({ modelsTimeoutMs: 200 });
+      expect(performance.now() - started).toBeLessThan(200 + SLACK_MS);
+      expect(status.models).toEqual([]);
+      expect(status.modelsError?.code).toBe('E_ABORTED');
+      expect(status.modelsError?.message).toBe(`listing the models in ${modelsDir} took longer than 200 ms`);
+      expect(status.queue).toMatchObject({ running: 0, waiting: 0 });
+      gate.open();
+      const later = await pipeline.getSystemStatus({ modelsTimeoutMs: 5000 });
+      expect(later.modelsError).toBeUndefined();
+      expect(later.models.map((m) => [m.name, m.status])).toEqual([['a-small', 'available']]);
+    } finally {
+      gate.open();
+    }
+  });
+});

@@ -56,7 +56,7 @@ export interface SystemStatus {
    * skipped by requests (the manager's code and message, e.g. `E_CHECKSUM`, or the last load failure).
    */
   models: SystemModelStatus[];
-  /** Set when the models dir could not be listed (then `models` is empty). */
+  /** Set when the models dir could not be listed in time or at all (then `models` is empty). */
   modelsError?: { code: string; message: string };
   memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number; budgetBytes: number };
   queue: QueueStatus;
@@ -66,6 +66,16 @@ export interface SystemStatus {
   manifest: { file: string; persistent: boolean; warning?: string };
   metrics: MetricsSnapshot;
 }
+
+/** Options of {@link LocalAIPipeline.getSystemStatus}. */
+export interface SystemStatusOptions {
+  /** Stops listing the models (then `modelsError` is `E_ABORTED`). */
+  signal?: AbortSignal;
+  /** Longest the model listing may take (it hashes files it has not seen); default 10 000 ms. */
+  modelsTimeoutMs?: number;
+}
+
+const DEFAULT_STATUS_LISTING_MS = 10_000;
 
 /** One local model in {@link SystemStatus.models}. */
 export interface SystemModelStatus {
@@ -164,12 +174,12 @@ export class LocalAIPipeline {
    * Backend, loaded models, every local model with its status and why it is unusable, memory, queue,
    * connectivity (not probed in OFFLINE_ONLY), metrics.
    */
-  async getSystemStatus(): Promise<SystemStatus> {
+  async getSystemStatus(options: SystemStatusOptions = {}): Promise<SystemStatus> {
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
     const offline = await this.#detector.check({ offlineOnly: !this.#limits[this.#defaultMode].allowConnectivityProbes });
-    const models = await this.#modelStatuses();
+    const models = await this.#modelStatuses(options);
     return {
       backend,
       loadedModels: loaded.map((m) => ({ name: m.name, engine: m.engine, memoryBytes: m.memoryBytes, modelType: m.metadata.modelType })),
@@ -197,9 +207,22 @@ export class LocalAIPipeline {
 
   // ── internals ─────────────────────────────────────────────────────────────
 
-  async #modelStatuses(): Promise<Pick<SystemStatus, 'models' | 'modelsError'>> {
+  /** Every local model's status; the listing (which may hash new files) is bounded in time. */
+  async #modelStatuses({ signal, modelsTimeoutMs = DEFAULT_STATUS_LISTING_MS }: SystemStatusOptions): Promise<Pick<SystemStatus, 'models' | 'modelsError'>> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), modelsTimeoutMs);
+    const onAbort = (): void => controller.abort();
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const manager: AbortableManager = this.manager;
     try {
-      const models = await this.manager.listModels();
+      const stopped = (): PhoenixError =>
+        new PhoenixError(
+          'E_ABORTED',
+          signal?.aborted ? `listing the models in ${this.manager.modelsDir} was aborted by the caller` : `listing the models in ${this.manager.modelsDir} took longer than ${modelsTimeoutMs} ms`,
+          { path: this.manager.modelsDir },
+        );
+      const models = await raceStop(manager.listModels({ signal: controller.signal }), controller.signal, stopped);
       return {
         models: models.map((m) => ({
           name: m.name,
@@ -213,6 +236,9 @@ export class LocalAIPipeline {
     } catch (thrown) {
       const error = toPhoenixError(thrown);
       return { models: [], modelsError: { code: error.code, message: error.message } };
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -277,14 +303,14 @@ export class LocalAIPipeline {
           try {
             const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string', preference: request.modelPreference };
             lease = await this.#acquire(needs, progress, within, controller.signal);
-            throwIfStopped(controller.signal, stoppedBy);
+            if (controller.signal.aborted) throw stoppedError(phase, cause());
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
               inFlight = engine.score(model, toInput(request.input));
               const scored = await within('scoring', inFlight as Promise<ScoreResult>);
               inFlight = undefined;
-              throwIfStopped(controller.signal, stoppedBy);
+              if (controller.signal.aborted) throw stoppedError(phase, cause());
               readEnergy();
               return this.#finish(request, startedAt, progress, energy, {
                 success: true,
@@ -439,10 +465,6 @@ export class LocalAIPipeline {
 
 function toInput(input: ProcessingRequest['input']): string | { ids: readonly number[] } {
   return typeof input === 'string' ? input : { ids: input.ids };
-}
-
-function throwIfStopped(signal: AbortSignal, cause: StopCause | undefined): void {
-  if (signal.aborted) throw new PhoenixError('E_ABORTED', `request stopped (${cause ?? 'signal'}) before it could run`);
 }
 
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
