@@ -29,6 +29,10 @@ export class ScriptedEngine implements InferenceEngine {
   loadGate: Gate | undefined;
   /** When set, every scoring call waits for it. */
   scoreGate: Gate | undefined;
+  /** Tokens each generation yields (the first after `delayMs`, the rest one per event-loop turn). */
+  tokensPerStream = 1;
+  /** Tokens yielded by all generations so far. */
+  produced = 0;
   /** Scoring calls that have not finished. */
   scoring = 0;
   active = 0;
@@ -85,14 +89,22 @@ export class ScriptedEngine implements InferenceEngine {
         self.maxActive = Math.max(self.maxActive, self.active);
         await new Promise((r) => setTimeout(r, delay));
         self.active--;
-        const aborted = options.signal?.aborted ?? false;
-        if (!aborted) yield { text: `${model.name}:${tag}`, tokenId: 1 };
+        // Pull-based like the real engines: each token is computed when the reader asks for it.
+        let generated = 0;
+        while (generated < self.tokensPerStream && !options.signal?.aborted) {
+          if (generated > 0) await new Promise((r) => setImmediate(r));
+          generated++;
+          self.produced++;
+          yield { text: generated === 1 ? `${model.name}:${tag}` : '.', tokenId: 1 };
+        }
+        const aborted = generated < self.tokensPerStream;
+        const text = generated === 0 ? '' : `${model.name}:${tag}${'.'.repeat(generated - 1)}`;
         resolve({
-          text: aborted ? '' : `${model.name}:${tag}`,
-          tokenIds: aborted ? [] : [1],
+          text,
+          tokenIds: Array.from({ length: generated }, () => 1),
           finishReason: aborted ? 'abort' : 'length',
           promptTokens: 1,
-          generatedTokens: aborted ? 0 : 1,
+          generatedTokens: generated,
           timings: { prefillMs: delay, decodeMs: 0, timeToFirstTokenMs: delay, totalMs: delay },
           tokensPerSecond: 1000 / delay,
         });

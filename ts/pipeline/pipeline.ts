@@ -35,6 +35,11 @@ export interface LocalAIPipelineOptions {
   maxConcurrency?: number;
   /** Requests that may wait; more are rejected with `E_ABORTED` (default 64). */
   maxQueueSize?: number;
+  /**
+   * Tokens a {@link LocalAIPipeline.stream} reader may fall behind before generation pauses for it
+   * (default 64). A stream whose `result` is read without iterating it is not held back.
+   */
+  streamBufferTokens?: number;
   /** Mode of requests that do not name one (default `FULL_CAPABILITY`). */
   defaultMode?: ProcessingMode;
   /** Overrides of the per-mode limits table. */
@@ -125,6 +130,7 @@ export class LocalAIPipeline {
   readonly manager: LocalModelManager;
   readonly #ownsManager: boolean;
   readonly #queue: BoundedQueue;
+  readonly #streamBuffer: number;
   readonly #limits: Record<ProcessingMode, ModeLimits>;
   readonly #defaultMode: ProcessingMode;
   readonly #energy: EnergyMeter;
@@ -141,6 +147,11 @@ export class LocalAIPipeline {
         engines: [new MambaSSMEngine({ binding: options.binding })],
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
+    const buffer = options.streamBufferTokens ?? 64;
+    if (!Number.isInteger(buffer) || buffer < 1) {
+      throw new PhoenixError('E_INVALID_OPTION', `option \`streamBufferTokens\` must be an integer ≥ 1, got ${String(buffer)}`, { option: 'streamBufferTokens' });
+    }
+    this.#streamBuffer = buffer;
     this.#limits = resolveModeLimits(options.modeLimits);
     const mode = options.defaultMode ?? ProcessingMode.FULL_CAPABILITY;
     if (!PROCESSING_MODES.includes(mode)) throw new PhoenixError('E_INVALID_OPTION', `option \`defaultMode\` must be one of ${PROCESSING_MODES.join(', ')}, got ${String(mode)}`, { option: 'defaultMode' });
@@ -163,11 +174,29 @@ export class LocalAIPipeline {
     return stream.result;
   }
 
-  /** Runs a request, streaming generated tokens; `result` resolves (never rejects) when it ends. */
+  /**
+   * Runs a request, streaming generated tokens; `result` resolves (never rejects) when it ends.
+   * Generation pauses while the reader is `streamBufferTokens` behind (the deadline still runs). Reading
+   * `result` without starting to iterate in the same tick, or leaving the loop early, lets generation
+   * run on unread.
+   */
   stream(request: ProcessingRequest): ProcessingStream {
-    const channel = new AsyncChannel<TokenChunk>();
+    const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
     const result = this.#run(request, channel).finally(() => channel.close());
-    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+    let drainScheduled = false;
+    return {
+      get result(): Promise<ProcessingResult> {
+        if (!channel.iterated && !drainScheduled) {
+          drainScheduled = true;
+          // Give a caller that reads `result` and then iterates in the same tick the chance to iterate.
+          setTimeout(() => {
+            if (!channel.iterated) channel.drain();
+          });
+        }
+        return result;
+      },
+      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
+    };
   }
 
   /**
@@ -331,7 +360,7 @@ export class LocalAIPipeline {
             // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
             const stream = engine.stream(model, toInput(request.input), options);
             for await (const chunk of stream) {
-              channel.push(chunk);
+              await channel.push(chunk, controller.signal);
               if (request.energyBudget !== undefined) {
                 readEnergy();
                 if (energy.joules > request.energyBudget && !controller.signal.aborted) {
