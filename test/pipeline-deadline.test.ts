@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LocalModelManager } from '../ts/models/manager.js';
+import { LocalModelManager, type ModelLease } from '../ts/models/manager.js';
 import type { ModelMetadata } from '../ts/models/metadata.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
@@ -45,6 +45,32 @@ class SlowListingManager extends LocalModelManager {
   override async listModels(): Promise<ModelMetadata[]> {
     await this.gate.opened;
     return super.listModels();
+  }
+}
+
+/** Counts the leases it hands out that are not yet released, and the acquisitions still in flight. */
+class CountingManager extends LocalModelManager {
+  outstanding = 0;
+  inFlight = 0;
+  override async acquireModel(name: string, options?: { signal?: AbortSignal }): Promise<ModelLease> {
+    this.inFlight++;
+    try {
+      // Passes the options on to a manager that takes them (the call is typed for either signature).
+      const acquire = LocalModelManager.prototype.acquireModel as (this: LocalModelManager, name: string, options?: { signal?: AbortSignal }) => Promise<ModelLease>;
+      const lease = await acquire.call(this, name, options);
+      this.outstanding++;
+      let released = false;
+      return {
+        model: lease.model,
+        release: () => {
+          if (!released) this.outstanding--;
+          released = true;
+          lease.release();
+        },
+      };
+    } finally {
+      this.inFlight--;
+    }
   }
 }
 
@@ -118,11 +144,10 @@ describe('the deadline covers selection', () => {
 });
 
 describe('the deadline covers loading', () => {
-  it('a load slower than maxProcessingTime ends the request on time; the late lease is released', async () => {
+  it('a load slower than maxProcessingTime ends the request on time; a lease that arrives late is released', async () => {
     const engine = new ScriptedEngine(new Set(), 5);
     engine.loadGate = new Gate();
-    // Budget 0: a model is unloaded as soon as nobody leases it, so a leaked lease would keep it loaded.
-    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    const manager = new CountingManager({ modelsDir, engines: [engine], measurePerformance: false });
     const pipeline = new LocalAIPipeline({ manager });
     const opener = setTimeout(() => engine.loadGate?.open(), 4000);
     try {
@@ -133,16 +158,19 @@ describe('the deadline covers loading', () => {
       expect(result.errorMessage).toMatch(new RegExp(`maxProcessingTime of ${DEADLINE_MS} ms exceeded during loading \\(loading model "a-small"\\)`));
       expect(result.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'loading' });
       expect(elapsed).toBeLessThan(DEADLINE_MS + SLACK_MS);
-      // The load finishes after the request ended: the manager gets its lease back and may unload it.
+      // The load finishes after the request ended: whatever the manager hands out then goes back.
       engine.loadGate.open();
-      await eventually(() => engine.loaded.length === 1);
-      await eventually(() => engine.loaded[0]?.disposed === true);
+      await eventually(() => engine.loaded.length === 1 && manager.inFlight === 0);
+      expect(manager.outstanding).toBe(0);
+      // Nobody holds it: it can be unloaded.
+      await manager.unloadModel('a-small');
+      expect(engine.loaded[0]?.disposed).toBe(true);
       expect(manager.loadedModels()).toEqual([]);
-      // The pipeline is still usable: the next request loads the model again and is served.
+      // The pipeline is still usable: the next request is served, and gives its lease back.
       engine.loadGate = undefined;
       const next = await pipeline.process(request('after', { maxProcessingTime: undefined }));
       expect(next).toMatchObject({ success: true, modelUsed: 'a-small' });
-      expect(manager.loadedModels()).toEqual([]); // released again
+      expect(manager.outstanding).toBe(0);
     } finally {
       clearTimeout(opener);
       engine.loadGate?.open();
@@ -152,21 +180,23 @@ describe('the deadline covers loading', () => {
   it('the caller signal ends a request stuck in loading just as promptly', async () => {
     const engine = new ScriptedEngine(new Set(), 5);
     engine.loadGate = new Gate();
-    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    const manager = new CountingManager({ modelsDir, engines: [engine], measurePerformance: false });
     const pipeline = new LocalAIPipeline({ manager });
     const controller = new AbortController();
     const opener = setTimeout(() => engine.loadGate?.open(), 4000);
     try {
-      setTimeout(() => controller.abort(), 100);
-      const started = performance.now();
-      const result = await pipeline.process(request('caller', { maxProcessingTime: undefined, options: { signal: controller.signal } }));
-      expect(performance.now() - started).toBeLessThan(100 + SLACK_MS);
+      const pending = pipeline.process(request('caller', { maxProcessingTime: undefined, options: { signal: controller.signal } }));
+      await eventually(() => engine.loadAttempts.length === 1); // the engine is loading
+      const abortedAt = performance.now();
+      controller.abort();
+      const result = await pending;
+      expect(performance.now() - abortedAt).toBeLessThan(SLACK_MS);
       expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
       expect(result.errorMessage).toMatch(/aborted by the caller during loading/);
       expect(result.metadata).toMatchObject({ stoppedBy: 'signal', stoppedDuring: 'loading' });
       engine.loadGate.open();
-      await eventually(() => engine.loaded[0]?.disposed === true);
-      expect(manager.loadedModels()).toEqual([]);
+      await eventually(() => engine.loaded.length === 1 && manager.inFlight === 0);
+      expect(manager.outstanding).toBe(0);
     } finally {
       clearTimeout(opener);
       engine.loadGate?.open();
@@ -178,7 +208,8 @@ describe('the deadline covers scoring', () => {
   it('a scoring call past the deadline ends the request; the model stays leased until the call returns', async () => {
     const engine = new ScriptedEngine(new Set(), 5);
     engine.scoreGate = new Gate();
-    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
+    // Budget 0: a model nobody leases is unloaded at once, so an early release would unload it mid-call.
+    const manager = new CountingManager({ modelsDir, engines: [engine], measurePerformance: false, memoryBudgetBytes: 0 });
     const pipeline = new LocalAIPipeline({ manager, maxConcurrency: 1 });
     const opener = setTimeout(() => engine.scoreGate?.open(), 4000);
     try {
@@ -189,10 +220,12 @@ describe('the deadline covers scoring', () => {
       expect(result.metadata.stoppedDuring).toBe('scoring');
       // Still computing: the model must not be unloaded under it, and the slot stays busy.
       expect(engine.scoring).toBe(1);
+      expect(manager.outstanding).toBe(1);
       expect(manager.loadedModels().map((m) => m.name)).toEqual(['a-small']);
       expect((await pipeline.getSystemStatus()).queue.running).toBe(1);
       engine.scoreGate.open();
-      await eventually(() => engine.scoring === 0 && manager.loadedModels().length === 0);
+      await eventually(() => engine.scoring === 0 && manager.outstanding === 0);
+      expect(manager.loadedModels()).toEqual([]); // budget 0: released, then unloaded
       expect((await pipeline.getSystemStatus()).queue.running).toBe(0);
     } finally {
       clearTimeout(opener);
