@@ -141,6 +141,8 @@ describe('no usable model', () => {
     const pipeline = pipelineOver(dir, new ScriptedEngine(new Set(['a-small']), 5), { modeLimits: { MINIMAL_RESOURCES: { maxModelBytes: 530_000 } } });
     const result = await pipeline.process(idsRequest('7', { mode: ProcessingMode.MINIMAL_RESOURCES }));
     expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS' });
-    expect(result.errorMessage).toBe(`a-small: scripted failure; not tried in ${dir}: b-large (too-large: 534439 bytes of weights exceed MINIMAL_RESOURCES's maxModelBytes of 530000)`);
+    expect(result.errorMessage).toBe(
+      `a-small: scripted failure; no other model in ${dir} can serve the request: b-large (too-large: 534439 bytes of weights exceed MINIMAL_RESOURCES's maxModelBytes of 530000)`,
+    );
   });
 });

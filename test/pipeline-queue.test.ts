@@ -47,6 +47,7 @@ describe('pipeline orchestration', () => {
     expect(engine.loadAttempts[0]).toBe('a-small');
     expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS', fallbackUsed: false });
     expect(result.errorMessage).toMatch(/fallbacks failed too/);
+    expect(result.errorMessage).toContain(`no other model in ${modelsDir} can serve the request`);
   });
 
   it('runs queued requests with bounded concurrency', async () => {

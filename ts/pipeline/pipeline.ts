@@ -456,7 +456,9 @@ export class LocalAIPipeline {
     progress.metadata.fallbackReasons = reasons;
     const error = firstError as PhoenixError;
     const others = progress.skipped.filter((s) => s.reason !== 'load-failed');
-    const message = `${error.message}${reasons.length > 1 ? ` (fallbacks failed too: ${reasons.slice(1).join('; ')})` : ''}${others.length > 0 ? `; not tried in ${this.manager.modelsDir}: ${describeSkips(others)}` : ''}`;
+    const fallbacks = reasons.length > 1 ? ` (fallbacks failed too: ${reasons.slice(1).join('; ')})` : '';
+    const rest = others.length > 0 ? `: ${describeSkips(others)}` : '';
+    const message = `${error.message}${fallbacks}; no other model in ${this.manager.modelsDir} can serve the request${rest}`;
     throw new PhoenixError(error.code, message, error.details);
   }
 

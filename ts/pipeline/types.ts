@@ -30,7 +30,12 @@ export interface ProcessingRequest {
   modelPreference?: string;
   /** Default: the pipeline's `defaultMode`. */
   mode?: ProcessingMode;
-  /** Deadline in ms from the call (capped by the mode's `maxProcessingTimeMs`). */
+  /**
+   * Deadline in ms from the call (capped by the mode's `maxProcessingTimeMs`). It covers every phase:
+   * queueing, selection (listing and checksumming models), loading, scoring and generation; when it
+   * passes the result is `E_ABORTED` naming the phase (`metadata.stoppedDuring`). A generation ends within
+   * one token (a prompt's prefill already running finishes first).
+   */
   maxProcessingTime?: number;
   /** Joules the request may use; generation stops once exceeded. */
   energyBudget?: number;
