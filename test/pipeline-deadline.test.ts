@@ -15,7 +15,7 @@ import type { ModelMetadata } from '../ts/models/metadata.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TINY, copyModel, tempDir } from './helpers.js';
+import { TINY, copyModel, expectCode, tempDir } from './helpers.js';
 import { Gate, ScriptedEngine } from './scripted-engine.js';
 
 /** Deadline of the requests below, and how late past it a result may come. */
@@ -248,6 +248,7 @@ describe('the system status is bounded too', () => {
       expect(status.modelsError?.message).toBe(`listing the models in ${modelsDir} took longer than 200 ms`);
       expect(status.queue).toMatchObject({ running: 0, waiting: 0 });
       gate.open();
+      await expectCode(pipeline.getSystemStatus({ modelsTimeoutMs: 0 }), 'E_INVALID_OPTION');
       const later = await pipeline.getSystemStatus({ modelsTimeoutMs: 5000 });
       expect(later.modelsError).toBeUndefined();
       expect(later.models.map((m) => [m.name, m.status])).toEqual([['a-small', 'available']]);

@@ -202,8 +202,13 @@ export class LocalAIPipeline {
   /**
    * Backend, loaded models, every local model with its status and why it is unusable, memory, queue,
    * connectivity (not probed in OFFLINE_ONLY), metrics.
+   * @throws `E_INVALID_OPTION` for a `modelsTimeoutMs` that is not a number > 0.
    */
   async getSystemStatus(options: SystemStatusOptions = {}): Promise<SystemStatus> {
+    const timeout = options.modelsTimeoutMs;
+    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout > 0))) {
+      throw new PhoenixError('E_INVALID_OPTION', `option \`modelsTimeoutMs\` must be a number > 0, got ${String(timeout)}`, { option: 'modelsTimeoutMs' });
+    }
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
