@@ -10,7 +10,7 @@ import { BindingEngine } from '../engines/binding-engine.js';
 import { MambaSSMEngine } from '../engines/mamba-engine.js';
 import type { GenerationOptions, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
-import type { ModelMetadata, ModelStatus } from '../models/metadata.js';
+import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
@@ -18,6 +18,8 @@ import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
 import { raceStop, stoppedError, type RequestPhase } from './deadline.js';
+import type { AbortableManager } from './manager-calls.js';
+import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type SystemStatusOptions } from './model-status.js';
 import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
 import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, SkippedModel, StopCause, TaskType } from './types.js';
 
@@ -48,6 +50,8 @@ export interface LocalAIPipelineOptions {
   offlineDetector?: OfflineDetector;
 }
 
+export type { SystemModelStatus, SystemStatusOptions } from './model-status.js';
+
 /** What {@link LocalAIPipeline.getSystemStatus} reports. */
 export interface SystemStatus {
   backend:
@@ -62,7 +66,7 @@ export interface SystemStatus {
    */
   models: SystemModelStatus[];
   /** Set when the models dir could not be listed in time or at all (then `models` is empty). */
-  modelsError?: { code: string; message: string };
+  modelsError?: ModelStatuses['modelsError'];
   memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number; budgetBytes: number };
   queue: QueueStatus;
   offline: ConnectivityState;
@@ -70,27 +74,6 @@ export interface SystemStatus {
   energySource: EnergySource;
   manifest: { file: string; persistent: boolean; warning?: string };
   metrics: MetricsSnapshot;
-}
-
-/** Options of {@link LocalAIPipeline.getSystemStatus}. */
-export interface SystemStatusOptions {
-  /** Stops listing the models (then `modelsError` is `E_ABORTED`). */
-  signal?: AbortSignal;
-  /** Longest the model listing may take (it hashes files it has not seen); default 10 000 ms. */
-  modelsTimeoutMs?: number;
-}
-
-const DEFAULT_STATUS_LISTING_MS = 10_000;
-
-/** One local model in {@link SystemStatus.models}. */
-export interface SystemModelStatus {
-  name: string;
-  status: ModelStatus;
-  modelType: string;
-  sizeBytes: number;
-  hasTokenizer: boolean;
-  /** Why the model cannot be used (status `error` / `corrupted`). */
-  error?: { code: string; message: string };
 }
 
 const TASKS: readonly TaskType[] = ['generation', 'scoring'];
@@ -105,16 +88,6 @@ interface Progress {
 
 /** Runs one awaited step of a request as `phase`, ending it when the request's signal fires. */
 type Within = <T>(phase: RequestPhase, step: Promise<T>, late?: { subject?: string; onLate?: (value: T) => void }) => Promise<T>;
-
-/**
- * The manager calls the pipeline makes. Each takes an optional `{ signal }` that stops hashing and
- * waiting; a manager that ignores it is still bounded, because the pipeline races every call.
- */
-interface AbortableManager {
-  listModels(options?: { signal?: AbortSignal }): Promise<ModelMetadata[]>;
-  getModelMetadata(name: string, options?: { signal?: AbortSignal }): Promise<ModelMetadata>;
-  acquireModel(name: string, options?: { signal?: AbortSignal }): Promise<ModelLease>;
-}
 
 /**
  * Serves generation and scoring requests over local models.
@@ -205,15 +178,11 @@ export class LocalAIPipeline {
    * @throws `E_INVALID_OPTION` for a `modelsTimeoutMs` that is not a number > 0.
    */
   async getSystemStatus(options: SystemStatusOptions = {}): Promise<SystemStatus> {
-    const timeout = options.modelsTimeoutMs;
-    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout > 0))) {
-      throw new PhoenixError('E_INVALID_OPTION', `option \`modelsTimeoutMs\` must be a number > 0, got ${String(timeout)}`, { option: 'modelsTimeoutMs' });
-    }
+    const models = await listModelStatuses(this.manager, options);
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
     const offline = await this.#detector.check({ offlineOnly: !this.#limits[this.#defaultMode].allowConnectivityProbes });
-    const models = await this.#modelStatuses(options);
     return {
       backend,
       loadedModels: loaded.map((m) => ({ name: m.name, engine: m.engine, memoryBytes: m.memoryBytes, modelType: m.metadata.modelType })),
@@ -240,41 +209,6 @@ export class LocalAIPipeline {
   }
 
   // ── internals ─────────────────────────────────────────────────────────────
-
-  /** Every local model's status; the listing (which may hash new files) is bounded in time. */
-  async #modelStatuses({ signal, modelsTimeoutMs = DEFAULT_STATUS_LISTING_MS }: SystemStatusOptions): Promise<Pick<SystemStatus, 'models' | 'modelsError'>> {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), modelsTimeoutMs);
-    const onAbort = (): void => controller.abort();
-    if (signal?.aborted) onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const manager: AbortableManager = this.manager;
-    try {
-      const stopped = (): PhoenixError =>
-        new PhoenixError(
-          'E_ABORTED',
-          signal?.aborted ? `listing the models in ${this.manager.modelsDir} was aborted by the caller` : `listing the models in ${this.manager.modelsDir} took longer than ${modelsTimeoutMs} ms`,
-          { path: this.manager.modelsDir },
-        );
-      const models = await raceStop(manager.listModels({ signal: controller.signal }), controller.signal, stopped);
-      return {
-        models: models.map((m) => ({
-          name: m.name,
-          status: m.status,
-          modelType: m.modelType,
-          sizeBytes: m.sizeBytes,
-          hasTokenizer: m.hasTokenizer,
-          ...(m.error ? { error: { code: m.error.code, message: m.error.message } } : {}),
-        })),
-      };
-    } catch (thrown) {
-      const error = toPhoenixError(thrown);
-      return { models: [], modelsError: { code: error.code, message: error.message } };
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    }
-  }
 
   async #backendStatus(): Promise<SystemStatus['backend']> {
     const engine = this.manager.engines.find((e): e is BindingEngine => e instanceof BindingEngine);

@@ -135,7 +135,11 @@ export interface ProcessingResult {
   metadata: ResultMetadata;
 }
 
-/** A streaming request: iterate for tokens, then read `result` (which never rejects). */
+/**
+ * A streaming request: iterate for tokens, then read `result` (which never rejects). Generation waits
+ * while the reader is the pipeline's `streamBufferTokens` behind; reading `result` without starting to
+ * iterate in the same tick, or leaving the loop early, lets it run on with the tokens unread.
+ */
 export interface ProcessingStream extends AsyncIterable<TokenChunk> {
   readonly result: Promise<ProcessingResult>;
 }
