@@ -108,6 +108,24 @@ describe('BoundedQueue', () => {
     expect(queue.status().running).toBe(0);
   });
 
+  it('a task may hold its slot for work still running after it returns; the slot then passes on', async () => {
+    const queue = new BoundedQueue(1, 5);
+    let finishWork!: () => void;
+    const work = new Promise<void>((resolve) => (finishWork = resolve));
+    expect(await queue.run(async (holdSlot) => (holdSlot(work), 'first'))).toBe('first');
+    expect(queue.status().running).toBe(1);
+    let secondStarted = false;
+    const second = queue.run(async () => {
+      secondStarted = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(secondStarted).toBe(false);
+    finishWork();
+    await second;
+    expect(secondStarted).toBe(true);
+    expect(queue.status()).toMatchObject({ running: 0, waiting: 0 });
+  });
+
   it('validates its limits', async () => {
     await expectCode(async () => new BoundedQueue(0, 1), 'E_INVALID_OPTION');
     await expectCode(async () => new BoundedQueue(1, -1), 'E_INVALID_OPTION');
