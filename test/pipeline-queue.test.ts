@@ -7,86 +7,12 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { PhoenixError } from '../ts/binding/errors.js';
-import type { GenerationResult, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import type { ModelMetadata } from '../ts/models/metadata.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import { BoundedQueue } from '../ts/pipeline/queue.js';
 import { TINY, TINY_ORIGINAL, copyModel, expectCode, tempDir } from './helpers.js';
-
-/** Loads only the names it is told to; generation emits a fixed text after a delay. */
-class ScriptedEngine implements InferenceEngine {
-  readonly name = 'scripted';
-  readonly loadAttempts: string[] = [];
-  readonly started: string[] = [];
-  active = 0;
-  maxActive = 0;
-  constructor(readonly failing: Set<string>, readonly delayMs: number) {}
-  canLoad(metadata: ModelMetadata): boolean {
-    return metadata.modelType === 'mamba';
-  }
-  async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
-    this.loadAttempts.push(metadata.name);
-    if (this.failing.has(metadata.name)) throw new PhoenixError('E_BAD_WEIGHTS', `${metadata.name}: scripted failure`);
-    let disposed = false;
-    return {
-      name: metadata.name,
-      metadata,
-      info: { vocabSize: 512 } as LoadedModel['info'],
-      engine: this.name,
-      memoryBytes: metadata.sizeBytes,
-      get disposed() {
-        return disposed;
-      },
-      tokenize: () => [],
-      detokenize: () => '',
-      dispose: () => {
-        disposed = true;
-      },
-      [Symbol.dispose]() {
-        disposed = true;
-      },
-    };
-  }
-  async predict(): Promise<GenerationResult> {
-    throw new Error('unused');
-  }
-  stream(model: LoadedModel, input: unknown, options: { signal?: AbortSignal } = {}): GenerationStream {
-    const tag = typeof input === 'string' ? input : JSON.stringify(input);
-    this.started.push(tag);
-    const delay = this.delayMs;
-    const self = this;
-    let resolve!: (r: GenerationResult) => void;
-    const result = new Promise<GenerationResult>((r) => (resolve = r));
-    return {
-      result,
-      cancel() {},
-      exportState: () => new Uint8Array(),
-      async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
-        self.active++;
-        self.maxActive = Math.max(self.maxActive, self.active);
-        await new Promise((r) => setTimeout(r, delay));
-        self.active--;
-        const aborted = options.signal?.aborted ?? false;
-        if (!aborted) yield { text: `${model.name}:${tag}`, tokenId: 1 };
-        resolve({
-          text: aborted ? '' : `${model.name}:${tag}`,
-          tokenIds: aborted ? [] : [1],
-          finishReason: aborted ? 'abort' : 'length',
-          promptTokens: 1,
-          generatedTokens: aborted ? 0 : 1,
-          timings: { prefillMs: delay, decodeMs: 0, timeToFirstTokenMs: delay, totalMs: delay },
-          tokensPerSecond: 1000 / delay,
-        });
-      },
-    };
-  }
-  async score(): Promise<ScoreResult> {
-    throw new Error('unused');
-  }
-}
+import { ScriptedEngine } from './scripted-engine.js';
 
 let scratch: Awaited<ReturnType<typeof tempDir>>;
 let modelsDir: string;
@@ -104,7 +30,7 @@ beforeAll(async () => {
 afterAll(async () => scratch?.cleanup());
 
 describe('pipeline orchestration', () => {
-  it('tries the largest first in FULL_CAPABILITY, then falls back smallest-first within the type', async () => {
+  it('tries the largest first in FULL_CAPABILITY, then falls back in the mode\'s ranking', async () => {
     const engine = new ScriptedEngine(new Set(['b-large', 'a-small']), 5);
     const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
     const pipeline = new LocalAIPipeline({ manager });
@@ -121,6 +47,7 @@ describe('pipeline orchestration', () => {
     expect(engine.loadAttempts[0]).toBe('a-small');
     expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS', fallbackUsed: false });
     expect(result.errorMessage).toMatch(/fallbacks failed too/);
+    expect(result.errorMessage).toContain(`no other model in ${modelsDir} can serve the request`);
   });
 
   it('runs queued requests with bounded concurrency', async () => {
@@ -179,6 +106,24 @@ describe('BoundedQueue', () => {
     await expect(first).rejects.toThrow('task failed');
     expect(await second).toBe('second');
     expect(queue.status().running).toBe(0);
+  });
+
+  it('a task may hold its slot for work still running after it returns; the slot then passes on', async () => {
+    const queue = new BoundedQueue(1, 5);
+    let finishWork!: () => void;
+    const work = new Promise<void>((resolve) => (finishWork = resolve));
+    expect(await queue.run(async (holdSlot) => (holdSlot(work), 'first'))).toBe('first');
+    expect(queue.status().running).toBe(1);
+    let secondStarted = false;
+    const second = queue.run(async () => {
+      secondStarted = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(secondStarted).toBe(false);
+    finishWork();
+    await second;
+    expect(secondStarted).toBe(true);
+    expect(queue.status()).toMatchObject({ running: 0, waiting: 0 });
   });
 
   it('validates its limits', async () => {

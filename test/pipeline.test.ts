@@ -78,7 +78,7 @@ describe('generation', () => {
 describe('modes', () => {
   it('FULL_CAPABILITY takes the largest usable model, MINIMAL_RESOURCES the smallest that fits', async () => {
     const full = await pipeline.process(generation('full', { mode: ProcessingMode.FULL_CAPABILITY }));
-    // lite-broken is largest but fails to load → fallback to a smaller model of the same type
+    // lite-broken is largest but fails to load → fallback to the next model in the mode's ranking
     expect(full.success).toBe(true);
     expect(full.modelUsed).not.toBe('lite-broken');
     expect(full.metadata.selection).toContain('lite-broken');
@@ -107,11 +107,11 @@ describe('modes', () => {
 });
 
 describe('fallback', () => {
-  it('when the preferred model fails to load, a smaller model of the same type serves the request', async () => {
+  it('when the preferred model fails to load, another model that fits the mode serves the request', async () => {
     const result = await pipeline.process(generation('fb', { modelPreference: 'lite-broken' }));
     expect(result.success).toBe(true);
     expect(result.fallbackUsed).toBe(true);
-    expect(result.modelUsed).toBe('tiny'); // the smallest other usable model of type mamba (with a tokenizer: text prompt)
+    expect(result.modelUsed).toBe('tiny'); // ENERGY_EFFICIENT ranks smallest first (with a tokenizer: text prompt)
     expect(result.metadata.fallbackFrom).toBe('lite-broken');
     expect(result.metadata.fallbackReasons?.[0]).toMatch(/^lite-broken: \[E_BAD_WEIGHTS\]/);
   });

@@ -16,7 +16,7 @@ export type { LocalModelManagerOptions, ModelProgressEvent, ModelLease, Fallback
 export { MANIFEST_FILE_NAME } from './models/manifest.js';
 
 export { LocalAIPipeline } from './pipeline/pipeline.js';
-export type { LocalAIPipelineOptions, SystemStatus } from './pipeline/pipeline.js';
+export type { LocalAIPipelineOptions, SystemStatus, SystemStatusOptions, SystemModelStatus } from './pipeline/pipeline.js';
 export { ProcessingMode, PROCESSING_MODES, DEFAULT_MODE_LIMITS } from './pipeline/modes.js';
 export type { ModeLimits } from './pipeline/modes.js';
 export type {
@@ -26,6 +26,9 @@ export type {
   RequestOptions,
   ResultMetadata,
   ScoringOutput,
+  SkippedModel,
+  SkipReason,
+  RequestPhase,
   StopCause,
   TaskType,
 } from './pipeline/types.js';

@@ -1,16 +1,46 @@
 /**
- * A single-consumer async queue: a producer pushes values and closes it; one `for await` reads them.
+ * A single-consumer async queue with backpressure: a producer pushes values and closes it; one
+ * `for await` reads them. Once `capacity` values wait unread, `push` resolves only when the reader takes
+ * one (or the producer's signal fires), so a slow reader pauses the producer instead of growing memory.
  */
 export class AsyncChannel<T> implements AsyncIterable<T> {
   readonly #buffer: T[] = [];
+  readonly #capacity: number;
   #closed = false;
+  /** Nobody will read: values are dropped and pushes never wait. */
+  #draining = false;
   #wake: (() => void) | undefined;
+  #space: (() => void) | undefined;
   #iterated = false;
 
-  push(value: T): void {
-    if (this.#closed) return;
+  /** @param capacity - values that may wait unread before `push` waits (default: no limit). */
+  constructor(capacity = Number.POSITIVE_INFINITY) {
+    this.#capacity = capacity;
+  }
+
+  /** Whether a reader has started iterating. */
+  get iterated(): boolean {
+    return this.#iterated;
+  }
+
+  /**
+   * Adds a value. Resolves at once while fewer than `capacity` values wait, else when the reader takes
+   * one, the channel is drained, or `signal` fires (then the value is kept and the producer goes on).
+   */
+  push(value: T, signal?: AbortSignal): Promise<void> {
+    if (this.#closed || this.#draining) return Promise.resolve();
     this.#buffer.push(value);
     this.#wake?.();
+    if (this.#buffer.length < this.#capacity || signal?.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', done);
+        this.#space = undefined;
+        resolve();
+      };
+      this.#space = done;
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 
   close(): void {
@@ -18,16 +48,32 @@ export class AsyncChannel<T> implements AsyncIterable<T> {
     this.#wake?.();
   }
 
+  /** Nobody will read (the reader left, or only a final result is wanted): drop values, stop waiting. */
+  drain(): void {
+    this.#draining = true;
+    this.#buffer.length = 0;
+    this.#space?.();
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     if (this.#iterated) throw new Error('AsyncChannel can be iterated only once');
     this.#iterated = true;
-    for (;;) {
-      while (this.#buffer.length > 0) yield this.#buffer.shift() as T;
-      if (this.#closed) return;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
-      this.#wake = undefined;
+    try {
+      for (;;) {
+        while (this.#buffer.length > 0) {
+          const value = this.#buffer.shift() as T;
+          if (this.#buffer.length < this.#capacity) this.#space?.();
+          yield value;
+        }
+        if (this.#closed || this.#draining) return;
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+        });
+        this.#wake = undefined;
+      }
+    } finally {
+      // A reader that stops early must not leave the producer waiting for room.
+      if (!this.#closed) this.drain();
     }
   }
 }

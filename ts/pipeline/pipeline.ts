@@ -1,13 +1,14 @@
 /**
- * LocalAIPipeline: takes requests, picks a model within the mode's limits, loads it (falling back
- * to a smaller model of the same type when loading fails), runs it under a deadline and an energy
- * budget with bounded concurrency, and reports results, metrics and system status.
+ * LocalAIPipeline: takes requests, picks a model within the mode's limits, loads it (falling back to
+ * any other model that fits the mode when loading fails, and reporting every model skipped and why),
+ * runs it under a deadline (covering selection, checksums, loading and generation) and an energy budget
+ * with bounded concurrency, and reports results, metrics and system status.
  */
 import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { MambaSSMEngine } from '../engines/mamba-engine.js';
-import type { GenerationOptions, InferenceEngine, LoadedModel, TokenChunk } from '../engines/types.js';
+import type { GenerationOptions, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
@@ -16,8 +17,11 @@ import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energ
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
-import { selectModel } from './select.js';
-import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, StopCause, TaskType } from './types.js';
+import { raceStop, stoppedError, type RequestPhase } from './deadline.js';
+import type { AbortableManager } from './manager-calls.js';
+import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type SystemStatusOptions } from './model-status.js';
+import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
+import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, SkippedModel, StopCause, TaskType } from './types.js';
 
 /** Options of {@link LocalAIPipeline}. */
 export interface LocalAIPipelineOptions {
@@ -33,6 +37,11 @@ export interface LocalAIPipelineOptions {
   maxConcurrency?: number;
   /** Requests that may wait; more are rejected with `E_ABORTED` (default 64). */
   maxQueueSize?: number;
+  /**
+   * Tokens a {@link LocalAIPipeline.stream} reader may fall behind before generation pauses for it
+   * (default 64). A stream whose `result` is read without iterating it is not held back.
+   */
+  streamBufferTokens?: number;
   /** Mode of requests that do not name one (default `FULL_CAPABILITY`). */
   defaultMode?: ProcessingMode;
   /** Overrides of the per-mode limits table. */
@@ -41,12 +50,23 @@ export interface LocalAIPipelineOptions {
   offlineDetector?: OfflineDetector;
 }
 
+export type { SystemModelStatus, SystemStatusOptions } from './model-status.js';
+
 /** What {@link LocalAIPipeline.getSystemStatus} reports. */
 export interface SystemStatus {
   backend:
     | { available: true; kind: string; path: string; reason: string; version: string; simd: string; threads: number; attempts: BindingSelection['attempts'] }
     | { available: false; error: string };
   loadedModels: { name: string; engine: string; memoryBytes: number; modelType: string }[];
+  /** The folder models are listed from (the manager's `modelsDir`). */
+  modelsDir: string;
+  /**
+   * Every local model with its status; `error` says why a model with status `error` / `corrupted` is
+   * skipped by requests (the manager's code and message, e.g. `E_CHECKSUM`, or the last load failure).
+   */
+  models: SystemModelStatus[];
+  /** Set when the models dir could not be listed in time or at all (then `models` is empty). */
+  modelsError?: ModelStatuses['modelsError'];
   memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number; budgetBytes: number };
   queue: QueueStatus;
   offline: ConnectivityState;
@@ -63,7 +83,11 @@ interface Progress {
   metadata: ResultMetadata;
   modelUsed?: string;
   fallbackUsed: boolean;
+  skipped: SkippedModel[];
 }
+
+/** Runs one awaited step of a request as `phase`, ending it when the request's signal fires. */
+type Within = <T>(phase: RequestPhase, step: Promise<T>, late?: { subject?: string; onLate?: (value: T) => void }) => Promise<T>;
 
 /**
  * Serves generation and scoring requests over local models.
@@ -79,6 +103,7 @@ export class LocalAIPipeline {
   readonly manager: LocalModelManager;
   readonly #ownsManager: boolean;
   readonly #queue: BoundedQueue;
+  readonly #streamBuffer: number;
   readonly #limits: Record<ProcessingMode, ModeLimits>;
   readonly #defaultMode: ProcessingMode;
   readonly #energy: EnergyMeter;
@@ -95,6 +120,11 @@ export class LocalAIPipeline {
         engines: [new MambaSSMEngine({ binding: options.binding })],
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
+    const buffer = options.streamBufferTokens ?? 64;
+    if (!Number.isInteger(buffer) || buffer < 1) {
+      throw new PhoenixError('E_INVALID_OPTION', `option \`streamBufferTokens\` must be an integer ≥ 1, got ${String(buffer)}`, { option: 'streamBufferTokens' });
+    }
+    this.#streamBuffer = buffer;
     this.#limits = resolveModeLimits(options.modeLimits);
     const mode = options.defaultMode ?? ProcessingMode.FULL_CAPABILITY;
     if (!PROCESSING_MODES.includes(mode)) throw new PhoenixError('E_INVALID_OPTION', `option \`defaultMode\` must be one of ${PROCESSING_MODES.join(', ')}, got ${String(mode)}`, { option: 'defaultMode' });
@@ -117,15 +147,38 @@ export class LocalAIPipeline {
     return stream.result;
   }
 
-  /** Runs a request, streaming generated tokens; `result` resolves (never rejects) when it ends. */
+  /**
+   * Runs a request, streaming generated tokens; `result` resolves (never rejects) when it ends.
+   * Generation pauses while the reader is `streamBufferTokens` behind (the deadline still runs). Reading
+   * `result` without starting to iterate in the same tick, or leaving the loop early, lets generation
+   * run on unread.
+   */
   stream(request: ProcessingRequest): ProcessingStream {
-    const channel = new AsyncChannel<TokenChunk>();
+    const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
     const result = this.#run(request, channel).finally(() => channel.close());
-    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+    let drainScheduled = false;
+    return {
+      get result(): Promise<ProcessingResult> {
+        if (!channel.iterated && !drainScheduled) {
+          drainScheduled = true;
+          // Give a caller that reads `result` and then iterates in the same tick the chance to iterate.
+          setTimeout(() => {
+            if (!channel.iterated) channel.drain();
+          });
+        }
+        return result;
+      },
+      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
+    };
   }
 
-  /** Backend, loaded models, memory, queue, connectivity (not probed in OFFLINE_ONLY), metrics. */
-  async getSystemStatus(): Promise<SystemStatus> {
+  /**
+   * Backend, loaded models, every local model with its status and why it is unusable, memory, queue,
+   * connectivity (not probed in OFFLINE_ONLY), metrics.
+   * @throws `E_INVALID_OPTION` for a `modelsTimeoutMs` that is not a number > 0.
+   */
+  async getSystemStatus(options: SystemStatusOptions = {}): Promise<SystemStatus> {
+    const models = await listModelStatuses(this.manager, options);
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
@@ -133,6 +186,8 @@ export class LocalAIPipeline {
     return {
       backend,
       loadedModels: loaded.map((m) => ({ name: m.name, engine: m.engine, memoryBytes: m.memoryBytes, modelType: m.metadata.modelType })),
+      modelsDir: this.manager.modelsDir,
+      ...models,
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, loadedModelBytes: this.manager.loadedBytes(), budgetBytes: this.manager.memoryBudgetBytes },
       queue: this.#queue.status(),
       offline,
@@ -169,17 +224,25 @@ export class LocalAIPipeline {
   async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
     const startedAt = performance.now();
     const mode = (request as Partial<ProcessingRequest> | null)?.mode ?? this.#defaultMode;
-    const progress: Progress = { metadata: { mode }, fallbackUsed: false };
+    const progress: Progress = { metadata: { mode }, fallbackUsed: false, skipped: [] };
     const controller = new AbortController();
     let stoppedBy: StopCause | undefined;
+    let phase: RequestPhase = 'queue';
+    let deadlineMs = Number.POSITIVE_INFINITY;
     let timer: NodeJS.Timeout | undefined;
     let energy = { joules: 0, source: this.#energy.source };
     let lease: ModelLease | undefined;
+    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
+    // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
+    const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
+      phase = stepPhase;
+      return raceStop(step, controller.signal, () => stoppedError(stepPhase, cause(), subject), onLate);
+    };
     try {
       validateRequest(request);
       const limits = this.#limits[mode];
-      if (!limits.allowConnectivityProbes) await this.#detector.check({ offlineOnly: true });
-      const deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
+      // The deadline runs from the call: selection, checksums and loading count, not only generation.
+      deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
       progress.metadata.deadlineMs = deadlineMs;
       if (Number.isFinite(deadlineMs)) {
         timer = setTimeout(() => {
@@ -187,6 +250,7 @@ export class LocalAIPipeline {
           controller.abort(new PhoenixError('E_ABORTED', `maxProcessingTime of ${deadlineMs} ms exceeded`));
         }, deadlineMs);
       }
+      if (!limits.allowConnectivityProbes) await this.#detector.check({ offlineOnly: true });
       const callerSignal = request.options?.signal;
       const onCallerAbort = (): void => {
         stoppedBy ??= 'signal';
@@ -196,20 +260,25 @@ export class LocalAIPipeline {
       callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
       try {
         const queuedAt = performance.now();
-        return await this.#queue.run(async () => {
+        return await this.#queue.run(async (holdSlot) => {
           progress.metadata.queueWaitMs = performance.now() - queuedAt;
           const meter = this.#energy.start();
           const readEnergy = (): void => {
             energy = meter.read();
           };
+          // Work on the model still running after the request ended (a scoring call raced by the deadline).
+          let inFlight: Promise<unknown> | undefined;
           try {
-            lease = await this.#acquire(request, mode, limits, progress);
-            throwIfStopped(controller.signal, stoppedBy);
+            const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string', preference: request.modelPreference };
+            lease = await this.#acquire(needs, progress, within, controller.signal);
+            if (controller.signal.aborted) throw stoppedError(phase, cause());
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
-              const scored = await engine.score(model, toInput(request.input));
-              throwIfStopped(controller.signal, stoppedBy);
+              inFlight = engine.score(model, toInput(request.input));
+              const scored = await within('scoring', inFlight as Promise<ScoreResult>);
+              inFlight = undefined;
+              if (controller.signal.aborted) throw stoppedError(phase, cause());
               readEnergy();
               return this.#finish(request, startedAt, progress, energy, {
                 success: true,
@@ -222,13 +291,15 @@ export class LocalAIPipeline {
                 },
               });
             }
+            phase = 'generation';
             const maxTokens = Math.min(request.options?.maxTokens ?? limits.maxTokens, limits.maxTokens);
             progress.metadata.maxTokens = maxTokens;
             const { returnLogits: _unused, signal: _caller, ...rest } = request.options ?? {};
             const options: GenerationOptions = { ...rest, maxTokens, signal: controller.signal };
+            // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
             const stream = engine.stream(model, toInput(request.input), options);
             for await (const chunk of stream) {
-              channel.push(chunk);
+              await channel.push(chunk, controller.signal);
               if (request.energyBudget !== undefined) {
                 readEnergy();
                 if (energy.joules > request.energyBudget && !controller.signal.aborted) {
@@ -245,7 +316,7 @@ export class LocalAIPipeline {
               ...(generated.state ? { state: generated.state } : {}),
             });
             const stopped = generated.finishReason === 'abort';
-            if (stopped) progress.metadata.stoppedBy = stoppedBy ?? 'signal';
+            if (stopped) Object.assign(progress.metadata, { stoppedBy: stoppedBy ?? 'signal', stoppedDuring: 'generation' });
             return this.#finish(request, startedAt, progress, energy, {
               success: !stopped,
               text: generated.text,
@@ -256,7 +327,16 @@ export class LocalAIPipeline {
             });
           } finally {
             readEnergy();
-            lease?.release();
+            const held = lease;
+            if (held && inFlight) {
+              // The model stays leased (and the slot busy) until the abandoned computation ends.
+              const settled = inFlight.then(
+                () => undefined,
+                () => undefined,
+              );
+              holdSlot(settled);
+              void settled.then(() => held.release());
+            } else held?.release();
           }
         }, controller.signal);
       } finally {
@@ -264,30 +344,38 @@ export class LocalAIPipeline {
       }
     } catch (thrown) {
       const error = toPhoenixError(thrown);
-      if (stoppedBy) progress.metadata.stoppedBy = stoppedBy;
+      if (stoppedBy) Object.assign(progress.metadata, { stoppedBy, stoppedDuring: phase });
       return this.#finish(request, startedAt, progress, energy, { success: false, errorCode: error.code, errorMessage: error.message });
     } finally {
       clearTimeout(timer);
     }
   }
 
-  /** Selects and loads a model, falling back to smaller models of the same type on load failure. */
-  async #acquire(request: ProcessingRequest, mode: ProcessingMode, limits: ModeLimits, progress: Progress): Promise<ModelLease> {
-    const requireTokenizer = typeof request.input === 'string';
-    const models = await this.manager.listModels();
-    if (request.modelPreference !== undefined && !models.some((m) => m.name === request.modelPreference)) {
-      await this.manager.getModelMetadata(request.modelPreference); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
+  /**
+   * Selects and loads a model: the candidates of {@link planCandidates} in order until one loads. Every
+   * model ruled out or failing to load is recorded in `progress.skipped`. Each step is raced against
+   * the request's signal; a lease that arrives after the request stopped is released at once.
+   */
+  async #acquire(needs: ModelNeeds, progress: Progress, within: Within, signal: AbortSignal): Promise<ModelLease> {
+    const manager: AbortableManager = this.manager;
+    const models = await within('selection', manager.listModels({ signal }));
+    if (needs.preference !== undefined && !models.some((m) => m.name === needs.preference)) {
+      await within('selection', manager.getModelMetadata(needs.preference, { signal })); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
     }
-    const { model: primary, reason } = selectModel(models, { mode, limits, requireTokenizer, preference: request.modelPreference });
-    progress.metadata.selection = reason;
-    const tried: string[] = [];
+    const plan = planCandidates(models, needs);
+    progress.metadata.selection = plan.reason;
+    progress.skipped.push(...plan.skipped);
+    const primary = plan.candidates[0];
+    if (!primary) throw noUsableModel(models, plan, needs, this.manager.modelsDir);
     const reasons: string[] = [];
-    let candidate: ModelMetadata | undefined = primary;
     let firstError: PhoenixError | undefined;
-    while (candidate) {
+    for (const candidate of plan.candidates) {
       const loadStarted = performance.now();
       try {
-        const lease = await this.manager.acquireModel(candidate.name);
+        const lease = await within('loading', manager.acquireModel(candidate.name, { signal }), {
+          subject: `loading model "${candidate.name}"`,
+          onLate: (late) => late.release(),
+        });
         progress.metadata.loadMs = performance.now() - loadStarted;
         progress.modelUsed = candidate.name;
         if (candidate !== primary) {
@@ -298,15 +386,19 @@ export class LocalAIPipeline {
         return lease;
       } catch (thrown) {
         const error = toPhoenixError(thrown);
+        if (signal.aborted) throw error; // stopped: no more candidates
         firstError ??= error;
-        tried.push(candidate.name);
         reasons.push(`${candidate.name}: [${error.code}] ${error.message}`);
-        candidate = await this.manager.getFallbackModel(primary.modelType, { exclude: tried, maxSizeBytes: Math.min(limits.maxModelBytes, primary.sizeBytes || Infinity), requireTokenizer });
+        progress.skipped.push({ name: candidate.name, status: candidate.status, reason: 'load-failed', code: error.code, message: error.message });
       }
     }
     progress.metadata.fallbackReasons = reasons;
     const error = firstError as PhoenixError;
-    throw new PhoenixError(error.code, tried.length > 1 ? `${error.message} (fallbacks failed too: ${reasons.slice(1).join('; ')})` : error.message, error.details);
+    const others = progress.skipped.filter((s) => s.reason !== 'load-failed');
+    const fallbacks = reasons.length > 1 ? ` (fallbacks failed too: ${reasons.slice(1).join('; ')})` : '';
+    const rest = others.length > 0 ? `: ${describeSkips(others)}` : '';
+    const message = `${error.message}${fallbacks}; no other model in ${this.manager.modelsDir} can serve the request${rest}`;
+    throw new PhoenixError(error.code, message, error.details);
   }
 
   #engineFor(model: LoadedModel): InferenceEngine {
@@ -331,6 +423,7 @@ export class LocalAIPipeline {
       energyConsumed: energy.joules,
       energySource: energy.source,
       fallbackUsed: progress.fallbackUsed,
+      skippedModels: progress.skipped,
       ...(progress.modelUsed ? { modelUsed: progress.modelUsed } : {}),
       metadata: progress.metadata,
       ...fields,
@@ -344,12 +437,8 @@ function toInput(input: ProcessingRequest['input']): string | { ids: readonly nu
   return typeof input === 'string' ? input : { ids: input.ids };
 }
 
-function throwIfStopped(signal: AbortSignal, cause: StopCause | undefined): void {
-  if (signal.aborted) throw new PhoenixError('E_ABORTED', `request stopped (${cause ?? 'signal'}) before it could run`);
-}
-
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
-  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded; output is partial`;
+  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded during generation; output is partial`;
   if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used); output is partial`;
   return 'aborted by the caller; output is partial';
 }

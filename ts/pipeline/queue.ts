@@ -39,14 +39,17 @@ export class BoundedQueue {
 
   /**
    * Runs `task` when a slot is free. Rejects with `E_ABORTED` when the queue is full or `signal`
-   * fires while waiting.
+   * fires while waiting. The slot is freed when `task` settles, or later when it passed work still
+   * running to `holdSlot` (a computation its result no longer waits for still occupies the machine).
    */
-  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async run<T>(task: (holdSlot: (work: Promise<unknown>) => void) => Promise<T>, signal?: AbortSignal): Promise<T> {
     await this.#acquire(signal);
+    const held: Promise<unknown>[] = [];
     try {
-      return await task();
+      return await task((work) => held.push(work));
     } finally {
-      this.#release();
+      if (held.length === 0) this.#release();
+      else void Promise.allSettled(held).then(() => this.#release());
     }
   }
 

@@ -1,9 +1,11 @@
 /**
- * Picks the model for a request from the manager's models, the mode's limits and the preference.
+ * Orders the models a request may use: the preference first (when it fits the mode), then every usable
+ * model that fits the mode's limits in the mode's own ranking; and says why each other model is out.
  */
-import { PhoenixError } from '../binding/errors.js';
+import { isErrorCode, PhoenixError } from '../binding/errors.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import type { ModeLimits, ProcessingMode } from './modes.js';
+import type { SkippedModel } from './types.js';
 
 /** What a request needs from a model. */
 export interface ModelNeeds {
@@ -14,9 +16,13 @@ export interface ModelNeeds {
   preference?: string;
 }
 
-/** The chosen model and a sentence saying why. */
-export interface Selection {
-  model: ModelMetadata;
+/** The models to try, in order, and the ones ruled out before trying. */
+export interface CandidatePlan {
+  /** Models to try in order; empty when nothing fits. */
+  candidates: ModelMetadata[];
+  /** Models ruled out by the mode's limits, the input, or their status. */
+  skipped: SkippedModel[];
+  /** A sentence saying how the first candidate was chosen. */
   reason: string;
 }
 
@@ -24,37 +30,61 @@ function usable(m: ModelMetadata): boolean {
   return m.status === 'available' || m.status === 'loaded' || m.status === 'loading';
 }
 
-function fits(m: ModelMetadata, needs: ModelNeeds): boolean {
-  return m.sizeBytes <= needs.limits.maxModelBytes && (!needs.requireTokenizer || m.hasTokenizer);
+/** Why `m` does not fit the request's limits, or `undefined` when it does. */
+function misfit(m: ModelMetadata, needs: ModelNeeds): SkippedModel | undefined {
+  if (m.sizeBytes > needs.limits.maxModelBytes) {
+    return { name: m.name, status: m.status, reason: 'too-large', message: `${m.sizeBytes} bytes of weights exceed ${needs.mode}'s maxModelBytes of ${needs.limits.maxModelBytes}` };
+  }
+  if (needs.requireTokenizer && !m.hasTokenizer) {
+    return { name: m.name, status: m.status, reason: 'no-tokenizer', message: 'no tokenizer.json, and the prompt is text' };
+  }
+  return undefined;
+}
+
+/** A model the manager reports as `error` / `corrupted`, with the manager's reason. */
+function unusableEntry(m: ModelMetadata): SkippedModel {
+  const code = m.error?.code;
+  return { name: m.name, status: m.status, reason: 'unusable', ...(isErrorCode(code) ? { code } : {}), message: m.error?.message ?? `status ${m.status}` };
 }
 
 /**
- * Chooses a model. A preferred model is used when it fits the mode's limits even if it is broken
- * (loading it then fails and the pipeline falls back to a smaller model of its type).
- * @throws `E_MODEL_NOT_FOUND` when nothing fits.
+ * Plans which models to try. A preferred model that fits the mode is tried first even when its status
+ * is `error` / `corrupted` (so a repaired folder is picked up again; a failure then falls back).
  */
-export function selectModel(models: readonly ModelMetadata[], needs: ModelNeeds): Selection {
-  let note = '';
-  if (needs.preference !== undefined) {
-    const preferred = models.find((m) => m.name === needs.preference);
-    if (preferred && fits(preferred, needs)) return { model: preferred, reason: `preferred model "${preferred.name}"` };
-    note = preferred
-      ? `preferred "${preferred.name}" does not fit ${needs.mode} (${preferred.sizeBytes} bytes, limit ${needs.limits.maxModelBytes}${needs.requireTokenizer && !preferred.hasTokenizer ? ', no tokenizer for a text prompt' : ''}); `
-      : '';
-  }
-  const candidates = models.filter((m) => usable(m) && fits(m, needs));
-  if (candidates.length === 0) {
-    throw new PhoenixError(
-      'E_MODEL_NOT_FOUND',
-      `${note}no usable model fits ${needs.mode} (max ${needs.limits.maxModelBytes} bytes${needs.requireTokenizer ? ', tokenizer needed for a text prompt' : ''}) among ${models.length} local model(s)`,
-      { mode: needs.mode },
-    );
+export function planCandidates(models: readonly ModelMetadata[], needs: ModelNeeds): CandidatePlan {
+  const skipped: SkippedModel[] = [];
+  const fitting: ModelMetadata[] = [];
+  let preferred: ModelMetadata | undefined;
+  for (const m of models) {
+    const out = misfit(m, needs);
+    if (out) skipped.push(out);
+    else if (m.name === needs.preference) preferred = m;
+    else if (usable(m)) fitting.push(m);
+    else skipped.push(unusableEntry(m));
   }
   const sign = needs.limits.prefer === 'largest' ? -1 : 1;
   // By size in the mode's direction; among equals a loaded model (no load cost) wins.
-  candidates.sort(
-    (a, b) => sign * (a.sizeBytes - b.sizeBytes) || Number(b.status === 'loaded') - Number(a.status === 'loaded') || a.name.localeCompare(b.name),
-  );
-  const model = candidates[0] as ModelMetadata;
-  return { model, reason: `${note}${needs.limits.prefer} usable model for ${needs.mode}${model.status === 'loaded' ? ' (already loaded)' : ''}: "${model.name}"` };
+  fitting.sort((a, b) => sign * (a.sizeBytes - b.sizeBytes) || Number(b.status === 'loaded') - Number(a.status === 'loaded') || a.name.localeCompare(b.name));
+  const candidates = preferred ? [preferred, ...fitting] : fitting;
+  const first = candidates[0];
+  const unmet = needs.preference !== undefined && !preferred ? skipped.find((s) => s.name === needs.preference) : undefined;
+  const note = unmet ? `preferred "${unmet.name}" does not fit ${needs.mode} (${unmet.message}); ` : '';
+  const reason = !first
+    ? `${note}no usable model fits ${needs.mode}`
+    : first === preferred
+      ? `preferred model "${first.name}"`
+      : `${note}${needs.limits.prefer} usable model for ${needs.mode}${first.status === 'loaded' ? ' (already loaded)' : ''}: "${first.name}"`;
+  return { candidates, skipped, reason };
+}
+
+/** `E_MODEL_NOT_FOUND` for a request no model can serve: the folder searched and why each model is out. */
+export function noUsableModel(models: readonly ModelMetadata[], plan: CandidatePlan, needs: ModelNeeds, modelsDir: string): PhoenixError {
+  const limits = `max ${needs.limits.maxModelBytes} bytes${needs.requireTokenizer ? ', tokenizer needed for a text prompt' : ''}`;
+  const why = models.length === 0 ? `no model folders in ${modelsDir}` : `among ${models.length} local model(s) in ${modelsDir}: ${describeSkips(plan.skipped)}`;
+  return new PhoenixError('E_MODEL_NOT_FOUND', `no usable model fits ${needs.mode} (${limits}); ${why}`, { mode: needs.mode, modelsDir });
+}
+
+/** `name (reason[, CODE]: message); …` */
+export function describeSkips(skipped: readonly SkippedModel[]): string {
+  return skipped.map((s) => `${s.name} (${s.reason}${s.code ? `, ${s.code}` : ''}: ${s.message})`).join('; ');
 }

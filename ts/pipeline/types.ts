@@ -3,6 +3,8 @@
  */
 import type { ErrorCode } from '../binding/errors.js';
 import type { FinishReason, GenerationOptions, TokenChunk } from '../engines/types.js';
+import type { ModelStatus } from '../models/metadata.js';
+import type { RequestPhase } from './deadline.js';
 import type { EnergySource } from './energy.js';
 import type { ProcessingMode } from './modes.js';
 
@@ -28,7 +30,12 @@ export interface ProcessingRequest {
   modelPreference?: string;
   /** Default: the pipeline's `defaultMode`. */
   mode?: ProcessingMode;
-  /** Deadline in ms from the call (capped by the mode's `maxProcessingTimeMs`). */
+  /**
+   * Deadline in ms from the call (capped by the mode's `maxProcessingTimeMs`). It covers every phase:
+   * queueing, selection (listing and checksumming models), loading, scoring and generation; when it
+   * passes the result is `E_ABORTED` naming the phase (`metadata.stoppedDuring`). A generation ends within
+   * one token (a prompt's prefill already running finishes first).
+   */
   maxProcessingTime?: number;
   /** Joules the request may use; generation stops once exceeded. */
   energyBudget?: number;
@@ -48,6 +55,29 @@ export interface ScoringOutput {
 /** Why a request stopped before completing what it asked for. */
 export type StopCause = 'deadline' | 'energy-budget' | 'signal';
 
+export type { RequestPhase } from './deadline.js';
+
+/**
+ * Why a model did not serve a request:
+ * - `unusable` – its status is `error` or `corrupted` (the manager's error is in `code` / `message`);
+ * - `too-large` – its weights exceed the mode's `maxModelBytes`;
+ * - `no-tokenizer` – the prompt is text and the model has no `tokenizer.json`;
+ * - `load-failed` – it was tried and loading it failed (`code` / `message` of that failure).
+ */
+export type SkipReason = 'unusable' | 'too-large' | 'no-tokenizer' | 'load-failed';
+
+/** A local model that did not serve a request, and why. */
+export interface SkippedModel {
+  name: string;
+  /** The model's status as listed for this request. */
+  status: ModelStatus;
+  reason: SkipReason;
+  /** Error code behind `unusable` / `load-failed` (the manager's or the load's; e.g. `E_CHECKSUM`, `E_BAD_WEIGHTS`). */
+  code?: ErrorCode;
+  /** One sentence saying why (the manager's or the load's error message, or the limit it exceeds). */
+  message: string;
+}
+
 /** Everything else worth knowing about how a request was served. */
 export interface ResultMetadata {
   mode: ProcessingMode;
@@ -55,8 +85,10 @@ export interface ResultMetadata {
   selection?: string;
   /** The model that was tried first when a fallback served the request. */
   fallbackFrom?: string;
-  /** Why earlier candidates failed to load, in order. */
+  /** Why earlier candidates failed to load, in order (`name: [CODE] message`; see also {@link ProcessingResult.skippedModels}). */
   fallbackReasons?: string[];
+  /** The phase the request was in when it stopped (deadline, energy budget or caller signal); set with `stoppedBy`. */
+  stoppedDuring?: RequestPhase;
   queueWaitMs?: number;
   /** Load time when this request loaded the model (0 when it was already loaded). */
   loadMs?: number;
@@ -89,13 +121,25 @@ export interface ProcessingResult {
   /** Joules used (see `energySource`). */
   energyConsumed: number;
   energySource: EnergySource;
+  /** Whether a model other than the first candidate (the preference, else the mode's first choice) served the request. */
   fallbackUsed: boolean;
+  /**
+   * Every local model that did not serve this request and why, in the order considered: models the mode's
+   * limits or the input rule out, unusable ones (`error` / `corrupted`), and candidates whose load failed.
+   * Usable models that fit but were not needed (a better-ranked one served) are not listed. Set on every
+   * result, failed ones included (e.g. `E_MODEL_NOT_FOUND` when no model can serve the request).
+   */
+  skippedModels: SkippedModel[];
   errorMessage?: string;
   errorCode?: ErrorCode;
   metadata: ResultMetadata;
 }
 
-/** A streaming request: iterate for tokens, then read `result` (which never rejects). */
+/**
+ * A streaming request: iterate for tokens, then read `result` (which never rejects). Generation waits
+ * while the reader is the pipeline's `streamBufferTokens` behind; reading `result` without starting to
+ * iterate in the same tick, or leaving the loop early, lets it run on with the tokens unread.
+ */
 export interface ProcessingStream extends AsyncIterable<TokenChunk> {
   readonly result: Promise<ProcessingResult>;
 }

@@ -1,0 +1,100 @@
+/**
+ * The pipeline's token stream holds at most `streamBufferTokens` unread tokens: a slow reader pauses
+ * generation instead of growing memory; reading only `result`, or leaving the loop early, still lets the
+ * request finish; the deadline still ends a request whose reader stopped reading.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LocalModelManager } from '../ts/models/manager.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { TINY, copyModel, expectCode, tempDir } from './helpers.js';
+import { ScriptedEngine } from './scripted-engine.js';
+
+const TOKENS = 3000;
+const BUFFER = 8;
+
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+
+beforeAll(async () => {
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  await copyModel(TINY, path.join(modelsDir, 'a-small'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+function setup(): { engine: ScriptedEngine; pipeline: LocalAIPipeline } {
+  const engine = new ScriptedEngine(new Set(), 1);
+  engine.tokensPerStream = TOKENS;
+  const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+  return { engine, pipeline: new LocalAIPipeline({ manager, streamBufferTokens: BUFFER }) };
+}
+
+const request = (id: string, extra: Partial<ProcessingRequest> = {}): ProcessingRequest => ({
+  id,
+  input: { ids: [1] },
+  taskType: 'generation',
+  options: { maxTokens: TOKENS },
+  ...extra,
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('stream backpressure', () => {
+  it('a reader that pauses pauses generation: at most streamBufferTokens tokens wait unread', async () => {
+    const { engine, pipeline } = setup();
+    const stream = pipeline.stream(request('slow-reader'));
+    const iterator = stream[Symbol.asyncIterator]();
+    let text = '';
+    const first = await iterator.next();
+    text += first.done ? '' : first.value.text;
+    await sleep(200); // long enough to generate every token if nothing held it back
+    expect(engine.produced).toBeGreaterThan(1);
+    expect(engine.produced).toBeLessThanOrEqual(1 + BUFFER + 1);
+    let chunks = 1;
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) {
+      text += next.value.text;
+      chunks++;
+    }
+    const result = await stream.result;
+    expect(chunks).toBe(TOKENS);
+    expect(result).toMatchObject({ success: true, generatedTokens: TOKENS });
+    expect(result.text).toBe(text);
+  });
+
+  it('reading only `result` is not held back', async () => {
+    const { engine, pipeline } = setup();
+    const result = await pipeline.stream(request('result-only')).result;
+    expect(result).toMatchObject({ success: true, generatedTokens: TOKENS });
+    expect(engine.produced).toBe(TOKENS);
+  });
+
+  it('a reader that leaves the loop early does not hold the request back', async () => {
+    const { pipeline } = setup();
+    const stream = pipeline.stream(request('early-exit'));
+    for await (const _ of stream) break;
+    const result = await stream.result;
+    expect(result).toMatchObject({ success: true, generatedTokens: TOKENS });
+  });
+
+  it('the deadline ends a request whose reader stopped reading', async () => {
+    const { engine, pipeline } = setup();
+    const stream = pipeline.stream(request('stalled', { maxProcessingTime: 300 }));
+    await stream[Symbol.asyncIterator]().next(); // one token, then the reader stalls for good
+    const started = performance.now();
+    const result = await stream.result;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+    expect(result.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'generation' });
+    expect(engine.produced).toBeLessThanOrEqual(1 + BUFFER + 1);
+  });
+
+  it('streamBufferTokens must be an integer ≥ 1', async () => {
+    for (const bad of [0, 1.5, Number.NaN]) await expectCode(async () => new LocalAIPipeline({ modelsDir, streamBufferTokens: bad }), 'E_INVALID_OPTION');
+  });
+});
