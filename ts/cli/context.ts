@@ -3,6 +3,7 @@
  * resolution of `<model>` (a name in the models dir, or a path to a folder).
  */
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -76,6 +77,22 @@ export class CliContext {
       case 'unload':
         break;
     }
+  }
+
+  /** Fails unless the models dir is an existing folder, naming it and where its path came from. */
+  async requireModelsDir(): Promise<void> {
+    const dir = this.manager.modelsDir;
+    const from =
+      this.flags['models-dir'] !== undefined ? '--models-dir' : process.env.PHOENIX_MODELS_DIR ? '$PHOENIX_MODELS_DIR' : 'the default ./models; give --models-dir';
+    let info;
+    try {
+      info = await stat(dir);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read (${code})`;
+      throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${dir} (${from}) ${why}`, { path: dir });
+    }
+    if (!info.isDirectory()) throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${dir} (${from}) is not a folder`, { path: dir });
   }
 
   /** Whether `<model>` should be read as a path rather than a name in the models dir. */
