@@ -187,6 +187,7 @@ describe('phoenix-local CLI', () => {
       [['--top-k', '-5'], /option `topK` must be/],
       [['-n', '-2'], /option `maxTokens` must be/],
       [['--repeat-penalty', '-1.5'], /option `repeatPenalty` must be/],
+      [['--threads', '-1'], /setThreads: must be/],
     ];
     for (const [flags, message] of cases) {
       const run = await cli(['run', 'phoenix-ssm-lite', 'Once', ...flags, '-q']);
@@ -194,6 +195,9 @@ describe('phoenix-local CLI', () => {
       expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /m);
       expect(run.stderr).toMatch(message);
     }
+    const info = await cli(['info', 'phoenix-ssm-lite', '--threads', '-2', '-q']);
+    expect(info.status).toBe(1);
+    expect(info.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
     // A negative value is still a value: the prompt after it is not mistaken for one.
     const ok = await cli(['run', 'phoenix-ssm-lite', '--max-tokens', '3', '--top-k', '-0', liteRef.prompt, '-t', '0', '-q']);
     expect(ok.status).toBe(0);
@@ -218,6 +222,7 @@ describe('phoenix-local CLI', () => {
       [['info', 'phoenix-ssm-lite', '--max-tokens', '4'], /info does not take --max-tokens/],
       [['list', '--save-state', 'x'], /list does not take --save-state/],
       [['list', 'phoenix-ssm-lite'], /list takes no arguments/],
+      [['list', '--threads', '-1'], /list does not take --threads/],
       [['info', 'phoenix-ssm-lite', 'extra'], /info takes at most 1 argument/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', missingDir], /--save-state .*out\.state: folder .*no-such-dir does not exist/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', scratch.dir], /--save-state .*: is a folder/],

@@ -40,14 +40,14 @@ export interface ParsedCommandLine {
 }
 
 /** Flags every command accepts. */
-const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'threads', 'quiet', 'help', 'version'];
+const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'help', 'version'];
 
 /** Flags each command reads besides the global ones; any other flag is a usage error. */
 const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   list: ['json'],
-  info: ['json', 'no-load'],
-  run: ['max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids'],
-  score: ['ids', 'text', 'json'],
+  info: ['json', 'no-load', 'threads'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids'],
+  score: ['threads', 'ids', 'text', 'json'],
 };
 
 function parse(argv: string[]) {

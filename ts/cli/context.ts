@@ -38,12 +38,15 @@ export class CliContext {
       throw new PhoenixError('E_INVALID_OPTION', `--backend must be native, wasm or auto, got ${JSON.stringify(backend)}`, { option: 'backend', usage: true });
     }
     const threads = numberFlag(flags, 'threads');
-    this.#binding = loadBinding(backend ? { backend } : {}).then((selection) => {
+    this.#binding = loadBinding(backend ? { backend } : {});
+    this.#binding.catch(() => undefined); // reported by the command that needs it
+    // A bad --threads fails what runs the model (typed error, exit 1), not the backend report of `info`.
+    const configured = this.#binding.then((selection) => {
       if (threads !== undefined) selection.binding.setThreads(threads);
       return selection;
     });
-    this.#binding.catch(() => undefined); // reported by the command that needs it
-    this.engine = new MambaSSMEngine({ binding: this.#binding });
+    configured.catch(() => undefined);
+    this.engine = new MambaSSMEngine({ binding: configured });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
       engines: [this.engine],

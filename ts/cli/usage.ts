@@ -12,7 +12,7 @@ export function isCommand(name: string | undefined): name is CommandName {
 const GLOBAL_OPTIONS = `Global options:
   --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models)
   --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
-  --threads <n>                worker threads of the core (0 = all cores)
+  --threads <n>                worker threads of the core (0 = all cores; info, run, score)
   -q, --quiet                  no progress on stderr
   -h, --help    -v, --version`;
 
