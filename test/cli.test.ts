@@ -198,6 +198,10 @@ describe('phoenix-local CLI', () => {
     const info = await cli(['info', 'phoenix-ssm-lite', '--threads', '-2', '-q']);
     expect(info.status).toBe(1);
     expect(info.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
+    // Any value may start with a dash, not only numbers.
+    const dashText = await cli(['score', 'phoenix-ssm-lite', '--text', '-1 is negative', '--json', '-q']);
+    expect(dashText.status).toBe(0);
+    expect((JSON.parse(dashText.stdout) as { ids: number[] }).ids.length).toBeGreaterThan(1);
     // A negative value is still a value: the prompt after it is not mistaken for one.
     const ok = await cli(['run', 'phoenix-ssm-lite', '--max-tokens', '3', '--top-k', '-0', liteRef.prompt, '-t', '0', '-q']);
     expect(ok.status).toBe(0);

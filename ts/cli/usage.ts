@@ -59,6 +59,7 @@ Options:
 
 Generates text: it streams to stdout, the stats line goes to stderr. ${MODEL_ARG}
 Out-of-range values (e.g. --temperature -1) are refused by the library with E_INVALID_OPTION.
+A prompt that starts with "-" goes after "--": phoenix-local run <model> -n 20 -- "-5 degrees and falling"
 
 Options:
   -n, --max-tokens <n>         tokens to generate
