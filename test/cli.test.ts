@@ -67,8 +67,26 @@ describe('phoenix-local CLI', () => {
   });
 
   it('--models-dir overrides the env', async () => {
+    await mkdir(path.join(scratch.dir, 'empty'), { recursive: true });
     const other = await cli(['list', '--models-dir', path.join(scratch.dir, 'empty')]);
+    expect(other.status).toBe(0);
     expect(other.stdout).toMatch(/no models in/);
+  });
+
+  it('list fails (exit 1) naming a models dir that does not exist or is not a folder', async () => {
+    const missing = path.join(scratch.dir, 'no-such-dir');
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['list', '--models-dir', missing], {}, /\(--models-dir\) does not exist/],
+      [['list', '--json'], { PHOENIX_MODELS_DIR: missing }, /\(\$PHOENIX_MODELS_DIR\) does not exist/],
+      [['list', '--models-dir', BIN], {}, /\(--models-dir\) is not a folder/],
+    ];
+    for (const [args, env, message] of cases) {
+      const run = await cli(args, env);
+      expect({ args, status: run.status }).toEqual({ args, status: 1 });
+      expect(run.stdout).toBe('');
+      expect(run.stderr).toMatch(/^phoenix-local: E_MODEL_NOT_FOUND: models dir /m);
+      expect(run.stderr).toMatch(message);
+    }
   });
 
   it('info prints metadata, architecture, profile, and the backend chosen and why', async () => {
@@ -158,6 +176,83 @@ describe('phoenix-local CLI', () => {
       expect({ args, status: run.status }).toEqual({ args, status });
       expect(run.stderr).toMatch(stderr);
     }
+  });
+
+  it("negative numbers reach the library's range checks (exit 1, its typed error), in both flag forms", async () => {
+    const cases: [string[], RegExp][] = [
+      [['--temperature', '-1'], /option `temperature` must be/],
+      [['-t', '-1'], /option `temperature` must be/],
+      [['--temperature=-1'], /option `temperature` must be/],
+      [['--seed', '-3'], /option `seed` must be/],
+      [['--top-k', '-5'], /option `topK` must be/],
+      [['-n', '-2'], /option `maxTokens` must be/],
+      [['--repeat-penalty', '-1.5'], /option `repeatPenalty` must be/],
+      [['--threads', '-1'], /setThreads: must be/],
+    ];
+    for (const [flags, message] of cases) {
+      const run = await cli(['run', 'phoenix-ssm-lite', 'Once', ...flags, '-q']);
+      expect({ flags, status: run.status }).toEqual({ flags, status: 1 });
+      expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /m);
+      expect(run.stderr).toMatch(message);
+    }
+    const info = await cli(['info', 'phoenix-ssm-lite', '--threads', '-2', '-q']);
+    expect(info.status).toBe(1);
+    expect(info.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
+    // Any value may start with a dash, not only numbers.
+    const dashText = await cli(['score', 'phoenix-ssm-lite', '--text', '-1 is negative', '--json', '-q']);
+    expect(dashText.status).toBe(0);
+    expect((JSON.parse(dashText.stdout) as { ids: number[] }).ids.length).toBeGreaterThan(1);
+    // A negative value is still a value: the prompt after it is not mistaken for one.
+    const ok = await cli(['run', 'phoenix-ssm-lite', '--max-tokens', '3', '--top-k', '-0', liteRef.prompt, '-t', '0', '-q']);
+    expect(ok.status).toBe(0);
+    expect(liteRef.greedy_text.startsWith(ok.stdout)).toBe(true);
+  });
+
+  it('usage errors exit 2 before any model is loaded', async () => {
+    const missingDir = path.join(scratch.dir, 'no-such-dir', 'out.state');
+    const cases: [string[], RegExp][] = [
+      [['run', 'phoenix-ssm-lite', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+      [['run', 'phoenix-ssm-lite', 'x', '--seed'], /--seed needs a value/],
+      [['run', 'phoenix-ssm-lite', 'x', '--seed', '--quiet'], /--seed needs a value/],
+      [['run', 'phoenix-ssm-lite', 'x', '-n', '-q'], /-n needs a value/],
+      [['run', 'phoenix-ssm-lite', 'x', '--seed', '0x10'], /--seed must be a number, got "0x10"/],
+      [['run', 'phoenix-ssm-lite', 'x', '--temperature', '1,5'], /--temperature must be a number/],
+      [['run', 'phoenix-ssm-lite', 'x', '--threads', 'many'], /--threads must be a number/],
+      [['run', 'phoenix-ssm-lite'], /missing "<prompt>"/],
+      [['run'], /missing <model>/],
+      [['score'], /missing <model>/],
+      [['score', 'phoenix-ssm-lite', '--text', 'a', 'b'], /--text or as an argument, not both/],
+      [['score', 'phoenix-ssm-lite', '--ids', '1,2', '--temperature', '0'], /score does not take --temperature/],
+      [['info', 'phoenix-ssm-lite', '--max-tokens', '4'], /info does not take --max-tokens/],
+      [['list', '--save-state', 'x'], /list does not take --save-state/],
+      [['list', 'phoenix-ssm-lite'], /list takes no arguments/],
+      [['list', '--threads', '-1'], /list does not take --threads/],
+      [['info', 'phoenix-ssm-lite', 'extra'], /info takes at most 1 argument/],
+      [['run', 'phoenix-ssm-lite', 'x', '--save-state', missingDir], /--save-state .*out\.state: folder .*no-such-dir does not exist/],
+      [['run', 'phoenix-ssm-lite', 'x', '--save-state', scratch.dir], /--save-state .*: is a folder/],
+      [['run', 'phoenix-ssm-lite', 'x', '--save-state', '/dev/null'], /--save-state \/dev\/null: is not a regular file/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await cli(args);
+      expect({ args, status: run.status }).toEqual({ args, status: 2 });
+      expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /m);
+      expect(run.stderr).toMatch(message);
+      expect(run.stderr).not.toMatch(/loading|checksumming/);
+      expect(run.stdout).toBe('');
+    }
+  });
+
+  it('every command has its own --help (exit 0, stdout), also as `help <command>`', async () => {
+    for (const command of ['list', 'info', 'run', 'score']) {
+      for (const args of [[command, '--help'], [command, '-h'], ['help', command], [command, 'phoenix-ssm-lite', 'x', '--help']]) {
+        const run = await cli(args);
+        expect({ args, status: run.status }).toEqual({ args, status: 0 });
+        expect(run.stdout).toMatch(new RegExp(`^Usage: phoenix-local ${command} `));
+        expect(run.stdout).not.toMatch(/^Commands:/m);
+        expect(run.stderr).toBe('');
+      }
+    }
+    expect((await cli(['run', '--help'])).stdout).toMatch(/--save-state <file>/);
   });
 
   it('PHOENIX_BACKEND=wasm is honoured and reported by info', async () => {

@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 
 import { PhoenixError } from '../binding/errors.js';
+import type { CommandName } from './usage.js';
 
 /** Every flag the CLI knows; each command reads the ones it uses. */
 const OPTIONS = {
@@ -30,6 +31,7 @@ const OPTIONS = {
 } as const;
 
 export type ParsedFlags = ReturnType<typeof parse>['values'];
+type FlagName = keyof typeof OPTIONS;
 
 export interface ParsedCommandLine {
   command: string | undefined;
@@ -37,14 +39,70 @@ export interface ParsedCommandLine {
   flags: ParsedFlags;
 }
 
+/** Flags every command accepts. */
+const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'help', 'version'];
+
+/** Flags each command reads besides the global ones; any other flag is a usage error. */
+const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
+  list: ['json'],
+  info: ['json', 'no-load', 'threads'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids'],
+  score: ['threads', 'ids', 'text', 'json'],
+};
+
 function parse(argv: string[]) {
   return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
 }
 
-/** Parses argv (without `node` and the script). Unknown flags → `E_INVALID_OPTION`. */
+const SHORT_TO_LONG = new Map<string, FlagName>(
+  Object.entries(OPTIONS).flatMap(([name, spec]) => ('short' in spec ? [[`-${spec.short}`, name as FlagName] as const] : [])),
+);
+
+/** The name of a flag that takes a value (`--temperature`, `-t`), else undefined. */
+function valueFlag(arg: string): FlagName | undefined {
+  const name = arg.startsWith('--') ? arg.slice(2) : SHORT_TO_LONG.get(arg);
+  return name !== undefined && Object.hasOwn(OPTIONS, name) && OPTIONS[name as FlagName].type === 'string' ? (name as FlagName) : undefined;
+}
+
+/** Whether `arg` is one of our flags (so it cannot be the value of the flag before it). */
+function isKnownFlag(arg: string): boolean {
+  if (SHORT_TO_LONG.has(arg)) return true;
+  return arg.startsWith('--') && Object.hasOwn(OPTIONS, arg.slice(2).split('=')[0] as string);
+}
+
+/**
+ * `--temperature -1` → `--temperature=-1`: a flag that takes a value takes the next argument, as
+ * getopt does, so negative numbers reach the library's range checks (parseArgs alone refuses any value
+ * starting with a dash). A missing value, or one of our flags in its place, is a usage error.
+ */
+function attachValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const name = valueFlag(arg);
+    if (name === undefined) {
+      out.push(arg);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next === undefined || next === '--' || isKnownFlag(next)) {
+      throw new PhoenixError('E_INVALID_OPTION', `${arg} needs a value`, { option: name, usage: true });
+    }
+    out.push(`--${name}=${next}`);
+    i++;
+  }
+  return out;
+}
+
+/** Parses argv (without `node` and the script). Unknown flags, missing values → `E_INVALID_OPTION` (usage). */
 export function parseCommandLine(argv: string[]): ParsedCommandLine {
+  const args = attachValues(argv);
   try {
-    const { values, positionals } = parse(argv);
+    const { values, positionals } = parse(args);
     const [command, ...rest] = positionals;
     return { command, positionals: rest, flags: values };
   } catch (error) {
@@ -52,13 +110,41 @@ export function parseCommandLine(argv: string[]): ParsedCommandLine {
   }
 }
 
-/** A numeric flag, or `undefined` when absent. Non-numbers → `E_INVALID_OPTION` naming the flag (ranges are the core's job). */
+/** Refuses flags `command` does not read (e.g. `score --temperature`), which would be silently ignored. */
+export function checkFlagsFor(command: CommandName, flags: ParsedFlags): void {
+  const allowed = new Set<string>([...GLOBAL_FLAGS, ...COMMAND_FLAGS[command]]);
+  const stray = Object.keys(flags).filter((name) => !allowed.has(name));
+  if (stray.length > 0) {
+    throw new PhoenixError('E_INVALID_OPTION', `${command} does not take ${stray.map((f) => `--${f}`).join(', ')} (see phoenix-local ${command} --help)`, {
+      option: stray[0],
+      usage: true,
+    });
+  }
+}
+
+/** Refuses positional arguments beyond the `max` a command takes. */
+export function checkPositionals(command: CommandName, positionals: string[], max: number): void {
+  if (positionals.length > max) {
+    throw new PhoenixError('E_INVALID_OPTION', `${command} takes ${max === 0 ? 'no arguments' : `at most ${max} argument${max > 1 ? 's' : ''}`}, got ${JSON.stringify(positionals[max])} too`, {
+      usage: true,
+    });
+  }
+}
+
+/** A decimal number, optionally signed, with an optional fraction and exponent (no hex, no Infinity). */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * A numeric flag, or `undefined` when absent. Bad syntax → `E_INVALID_OPTION` naming the flag (a usage
+ * error); any well-formed number, negative included, goes on to the library, which owns the ranges.
+ */
 export function numberFlag(flags: ParsedFlags, name: keyof ParsedFlags): number | undefined {
   const value = flags[name];
   if (value === undefined) return undefined;
-  const parsed = typeof value === 'string' && value.trim() !== '' ? Number(value) : Number.NaN;
-  if (Number.isNaN(parsed)) throw new PhoenixError('E_INVALID_OPTION', `--${name} must be a number, got ${JSON.stringify(value)}`, { option: name, usage: true });
-  return parsed;
+  if (typeof value !== 'string' || !DECIMAL.test(value.trim())) {
+    throw new PhoenixError('E_INVALID_OPTION', `--${name} must be a number, got ${JSON.stringify(value)}`, { option: name, usage: true });
+  }
+  return Number(value);
 }
 
 /** `--ids 1,2,3` → `[1, 2, 3]`. */
@@ -71,35 +157,3 @@ export function idsFlag(value: string): number[] {
   }
   return ids;
 }
-
-export const USAGE = `Usage: phoenix-local <command> [options]
-
-Commands:
-  list                         models in the models dir (name, type, format, size, status)
-  info <model>                 metadata, architecture, performance profile, backend chosen and why
-  run <model> "<prompt>"       generate: text streams to stdout, stats to stderr
-  score <model> (--ids 1,2,3 | --text "…") [--json]
-                               next-token logits of every position (--json: {"ids":[…],"logits":[[…],…]})
-
-<model> is a folder name in the models dir, or a path to a model folder.
-
-Global options:
-  --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models)
-  --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
-  --threads <n>                worker threads of the core (0 = all cores)
-  --json                       machine-readable output (list, info, score)
-  -q, --quiet                  no progress on stderr
-  -h, --help    -v, --version
-
-run options:
-  -n, --max-tokens <n>  -t, --temperature <t>  --top-k <k>  --top-p <p>  --min-p <p>
-  --repeat-penalty <r>  --seed <n>  --stop <text> (repeatable)
-  --save-state <file>          write the state after prompt + output
-  --state <file>               continue from a saved state (the prompt may then be empty)
-  --ids 1,2,3                  prompt as token ids instead of text
-
-info options:
-  --no-load                    do not load the model (metadata only)
-
-Exit status: 0 success, 1 runtime error, 2 usage error. Errors print "phoenix-local: E_CODE: message" on stderr.
-`;

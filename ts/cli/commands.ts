@@ -1,15 +1,18 @@
 /**
  * The four CLI commands. Each is a thin layer over the public API.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import type { GenerationInput, GenerationOptions } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
+import { checkWritableFile, writeOutputFile } from './destination.js';
 
 /** `list`: every model folder of the models dir. */
 export async function listCommand(ctx: CliContext): Promise<number> {
+  // The library lists a missing folder as empty; on the command line that hides a wrong path.
+  await ctx.requireModelsDir();
   const models = await ctx.manager.listModels();
   if (ctx.flags.json) {
     ctx.io.stdout.write(JSON.stringify(models, null, 2) + '\n');
@@ -102,7 +105,12 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
   if (flags.state !== undefined) options.state = await readState(flags.state);
   if (flags.ids !== undefined && promptArgs.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the prompt as text or as --ids, not both', { usage: true });
+  if (modelArg === undefined || (promptArgs.length === 0 && flags.ids === undefined && flags.state === undefined)) {
+    throw new PhoenixError('E_INVALID_OPTION', `missing ${modelArg === undefined ? '<model> and ' : ''}"<prompt>" (or --ids, or --state to continue a saved state)`, { usage: true });
+  }
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : promptArgs.join(' ');
+  const saveTo = flags['save-state'];
+  if (saveTo !== undefined) await checkWritableFile('save-state', saveTo);
   const model = await ctx.load(modelArg);
 
   const controller = new AbortController();
@@ -113,7 +121,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
     const result = await stream.result;
     if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
-    if (result.state && flags['save-state']) await writeFile(flags['save-state'], result.state);
+    if (result.state && saveTo !== undefined) await writeOutputFile('save-state', saveTo, result.state);
     const ttft = result.timings.timeToFirstTokenMs;
     ctx.io.stderr.write(
       `\n${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens, ` +
@@ -129,7 +137,9 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
 /** `score <model> --ids … | --text …`: logits of every position. */
 export async function scoreCommand(ctx: CliContext, modelArg: string | undefined, rest: string[]): Promise<number> {
   const { flags } = ctx;
+  if (flags.text !== undefined && rest.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the text as --text or as an argument, not both', { usage: true });
   const text = flags.text ?? (rest.length > 0 ? rest.join(' ') : undefined);
+  if (modelArg === undefined) throw new PhoenixError('E_INVALID_OPTION', 'missing <model> (a name in the models dir or a path to a model folder)', { usage: true });
   if ((flags.ids === undefined) === (text === undefined)) {
     throw new PhoenixError('E_INVALID_OPTION', 'score needs exactly one of --ids 1,2,3 or --text "…"', { usage: true });
   }

@@ -3,6 +3,7 @@
  * resolution of `<model>` (a name in the models dir, or a path to a folder).
  */
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -37,12 +38,15 @@ export class CliContext {
       throw new PhoenixError('E_INVALID_OPTION', `--backend must be native, wasm or auto, got ${JSON.stringify(backend)}`, { option: 'backend', usage: true });
     }
     const threads = numberFlag(flags, 'threads');
-    this.#binding = loadBinding(backend ? { backend } : {}).then((selection) => {
+    this.#binding = loadBinding(backend ? { backend } : {});
+    this.#binding.catch(() => undefined); // reported by the command that needs it
+    // A bad --threads fails what runs the model (typed error, exit 1), not the backend report of `info`.
+    const configured = this.#binding.then((selection) => {
       if (threads !== undefined) selection.binding.setThreads(threads);
       return selection;
     });
-    this.#binding.catch(() => undefined); // reported by the command that needs it
-    this.engine = new MambaSSMEngine({ binding: this.#binding });
+    configured.catch(() => undefined);
+    this.engine = new MambaSSMEngine({ binding: configured });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
       engines: [this.engine],
@@ -76,6 +80,22 @@ export class CliContext {
       case 'unload':
         break;
     }
+  }
+
+  /** Fails unless the models dir is an existing folder, naming it and where its path came from. */
+  async requireModelsDir(): Promise<void> {
+    const dir = this.manager.modelsDir;
+    const from =
+      this.flags['models-dir'] !== undefined ? '--models-dir' : process.env.PHOENIX_MODELS_DIR ? '$PHOENIX_MODELS_DIR' : 'the default ./models; give --models-dir';
+    let info;
+    try {
+      info = await stat(dir);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read (${code})`;
+      throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${dir} (${from}) ${why}`, { path: dir });
+    }
+    if (!info.isDirectory()) throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${dir} (${from}) is not a folder`, { path: dir });
   }
 
   /** Whether `<model>` should be read as a path rather than a name in the models dir. */

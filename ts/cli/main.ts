@@ -4,9 +4,10 @@
 import { readFileSync } from 'node:fs';
 
 import { toPhoenixError } from '../binding/errors.js';
-import { parseCommandLine, USAGE } from './args.js';
+import { checkFlagsFor, checkPositionals, parseCommandLine } from './args.js';
 import { infoCommand, listCommand, runCommand, scoreCommand } from './commands.js';
 import { CliContext, type CliIO } from './context.js';
+import { commandUsage, isCommand, USAGE } from './usage.js';
 
 // `phoenix-local … | head`: a closed pipe ends the output quietly instead of crashing.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
@@ -39,24 +40,38 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
       io.stdout.write(`phoenix-local ${packageVersion()}\n`);
       return 0;
     }
-    if (flags.help || command === undefined || command === 'help') {
-      (command === undefined && !flags.help ? io.stderr : io.stdout).write(USAGE);
-      return command === undefined && !flags.help ? 2 : 0;
+    if (command === 'help') {
+      const topic = positionals[0];
+      io.stdout.write(isCommand(topic) ? commandUsage(topic) : USAGE);
+      return 0;
     }
+    if (command === undefined) {
+      (flags.help ? io.stdout : io.stderr).write(USAGE);
+      return flags.help ? 0 : 2;
+    }
+    if (!isCommand(command)) {
+      io.stderr.write(`phoenix-local: E_INVALID_OPTION: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+      return 2;
+    }
+    if (flags.help) {
+      io.stdout.write(commandUsage(command));
+      return 0;
+    }
+    // Usage errors are found here, before any model folder is read or loaded.
+    checkFlagsFor(command, flags);
     ctx = new CliContext(flags, io);
     const [model, ...rest] = positionals;
     switch (command) {
       case 'list':
+        checkPositionals(command, positionals, 0);
         return await listCommand(ctx);
       case 'info':
+        checkPositionals(command, positionals, 1);
         return await infoCommand(ctx, model);
       case 'run':
         return await runCommand(ctx, model, rest);
-      case 'score':
-        return await scoreCommand(ctx, model, rest);
       default:
-        io.stderr.write(`phoenix-local: E_INVALID_OPTION: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
-        return 2;
+        return await scoreCommand(ctx, model, rest);
     }
   } catch (thrown) {
     const error = toPhoenixError(thrown);

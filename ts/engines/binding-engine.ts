@@ -8,7 +8,7 @@ import { PhoenixError } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
-import { BindingGenerationStream } from './generation-stream.js';
+import { BindingGenerationStream, FailedGenerationStream } from './generation-stream.js';
 import { toRawOptions, toRawPrompt } from './options.js';
 import type {
   GenerationInput,
@@ -63,13 +63,19 @@ export abstract class BindingEngine implements InferenceEngine {
     return new BindingLoadedModel(raw, metadata, this.name);
   }
 
+  /** Never throws: every error (options, prompt, model) surfaces from the iterator and from `result`. */
   stream(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): GenerationStream {
     const startedAt = performance.now();
-    const own = this.#own(model);
-    const rawOptions = toRawOptions(options ?? {});
-    const prompt = toRawPrompt(input, options.state !== undefined);
-    const generation = own.raw.generate(prompt, rawOptions, options.state ?? null);
-    return new BindingGenerationStream(generation, { signal: options.signal, returnState: options.returnState, startedAt });
+    try {
+      const own = this.#own(model);
+      const opts = options ?? {};
+      const rawOptions = toRawOptions(opts);
+      const prompt = toRawPrompt(input, opts.state !== undefined);
+      const generation = own.raw.generate(prompt, rawOptions, opts.state ?? null);
+      return new BindingGenerationStream(generation, { signal: opts.signal, returnState: opts.returnState, startedAt });
+    } catch (error) {
+      return new FailedGenerationStream(error);
+    }
   }
 
   async predict(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): Promise<GenerationResult> {

@@ -140,3 +140,31 @@ export class BindingGenerationStream implements GenerationStream {
     }
   }
 }
+
+/**
+ * A {@link GenerationStream} for a generation that could not start (bad options, bad prompt, disposed
+ * model): the error surfaces from the first `next()` and from `result`, as for errors during a
+ * generation, so callers handle one path. Consuming only one of them leaves no unhandled rejection.
+ */
+export class FailedGenerationStream implements GenerationStream {
+  readonly #error: PhoenixError;
+  readonly result: Promise<GenerationResult>;
+
+  constructor(error: unknown) {
+    this.#error = toPhoenixError(error);
+    this.result = Promise.reject(this.#error);
+    this.result.catch(() => undefined);
+  }
+
+  cancel(): void {
+    // nothing runs
+  }
+
+  exportState(): Uint8Array {
+    throw this.#error;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
+    throw this.#error;
+  }
+}

@@ -1,6 +1,8 @@
 //! Timing probe: a Mamba-130M-shaped f32 model (d_model 768, 24 layers, vocab 50280) with random
 //! weights generated in-process, loaded through the real in-memory loader, then prefill-512 and decode
-//! tokens/s; also decode-shaped matvec vs `gemm` (m = 1).
+//! tokens/s, and the streaming read bandwidth that bounds decode. The kernels themselves are
+//! crate-private; their timing probe against the `gemm` crate is the ignored unit test
+//! `ops::matmul::tests::speed_probe` (`cargo test --release -p phoenix-core --lib speed_probe -- --ignored --nocapture`).
 //!
 //! cargo run --release -p phoenix-core --example mamba_speed [-- d_model layers vocab prompt decode]
 //! Thread count: rayon's global pool (RAYON_NUM_THREADS).
@@ -8,7 +10,6 @@
 use std::time::Instant;
 
 use phoenix_core::models::load_model_from_memory;
-use phoenix_core::ops::matmul::{gemm_crate, gemm_rows, matvec, MatRef};
 use phoenix_core::LogitsWanted;
 
 struct Rng(u64);
@@ -100,10 +101,6 @@ fn main() {
     let mut state = model.new_state();
     model.forward(&ids[..64.min(prompt)], state.as_mut(), LogitsWanted::Last).unwrap();
 
-    if std::env::var("MAMBA_SPEED_GEMM").is_ok() {
-        compare_gemms(prompt, d, e);
-        return;
-    }
     let decode_only = std::env::var("MAMBA_SPEED_DECODE_ONLY").is_ok();
     let mut best = f64::MAX;
     let reps: usize = std::env::var("MAMBA_SPEED_PREFILL_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -163,62 +160,6 @@ fn main() {
             "streaming read of 1 GiB: {:.1} GB/s (decode floor ≈ {:.1} ms/token for these weights)",
             (1u64 << 30) as f64 / best / 1e9,
             info.weight_bytes as f64 / ((1u64 << 30) as f64 / best) * 1e3
-        );
-    }
-
-    // Decode-shaped products: our matvec vs gemm with one row.
-    for (rows, cols, what) in [(2 * e, d, "in_proj"), (d, e, "out_proj"), (vocab, d, "lm_head")] {
-        let w: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 * 0.01).collect();
-        let x: Vec<f32> = (0..cols).map(|i| (i % 7) as f32 * 0.1).collect();
-        let mut out = vec![0f32; rows];
-        let reps = (2_000_000_000 / (rows * cols * 4)).clamp(5, 500);
-        let t = Instant::now();
-        for _ in 0..reps {
-            matvec(&x, &w, None, &mut out, false);
-        }
-        let mv = t.elapsed().as_secs_f64() / reps as f64;
-        let t = Instant::now();
-        for _ in 0..reps {
-            gemm_rows(MatRef::rows(&x, 1, cols), &w, rows, &mut out, false);
-        }
-        let gm = t.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "{what} [{rows}x{cols}] 1 row: matvec {:.1} µs ({:.1} GB/s), gemm {:.1} µs ({:.1} GB/s)",
-            mv * 1e6,
-            (rows * cols * 4) as f64 / mv / 1e9,
-            gm * 1e6,
-            (rows * cols * 4) as f64 / gm / 1e9
-        );
-    }
-}
-
-/// Prefill-shaped products: our `gemm_rows` (AVX-512 kernel where available) vs the `gemm` crate.
-fn compare_gemms(m: usize, d: usize, e: usize) {
-    for (n, k, what, col_major) in [(2 * e, d, "in_proj", false), (d, e, "out_proj (strided lhs)", true)] {
-        let x: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| (i % 13) as f32 * 0.01).collect();
-        let view = if col_major {
-            MatRef { data: &x, rows: m, cols: k, row_stride: 1, col_stride: m }
-        } else {
-            MatRef::rows(&x, m, k)
-        };
-        let mut out = vec![0f32; m * n];
-        let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
-        for _ in 0..5 {
-            let t = Instant::now();
-            gemm_rows(view, &w, n, &mut out, false);
-            ours = ours.min(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            gemm_crate(view, &w, n, &mut out, false);
-            theirs = theirs.min(t.elapsed().as_secs_f64());
-        }
-        let flop = 2.0 * (m * n * k) as f64;
-        println!(
-            "{what} [{m}x{k}]·[{n}x{k}]ᵀ: gemm_rows {:.2} ms ({:.0} GFLOP/s), gemm crate {:.2} ms ({:.0} GFLOP/s)",
-            ours * 1e3,
-            flop / ours / 1e9,
-            theirs * 1e3,
-            flop / theirs / 1e9
         );
     }
 }

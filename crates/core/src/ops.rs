@@ -7,13 +7,32 @@
 //! compiled several times (AVX-512, AVX2+FMA, baseline) and picked at run time, so one portable binary
 //! (and later WASM) still gets wide vectors where the CPU has them.
 
+//!
+//! The kernels are crate-private: they take raw slices and sizes and guard `unsafe` code with checks
+//! that the model upholds by construction; outside the crate only the model (`LanguageModel`) runs
+//! them. The SIMD level in use is public (build info, tests at each level).
+
 #[macro_use]
 mod dispatch;
-pub mod conv;
+pub(crate) mod conv;
 mod gemm_avx512;
-pub mod math;
-pub mod matmul;
-pub mod norm;
-pub mod scan;
+#[cfg(test)]
+mod kernel_tests;
+pub(crate) mod math;
+pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod scan;
 
 pub use dispatch::{simd_level, SimdLevel};
+
+/// `a * b`, panicking (never wrapping) on overflow: size products that guard `unsafe` code.
+#[inline]
+pub(crate) fn size_mul(a: usize, b: usize) -> usize {
+    a.checked_mul(b).expect("kernel size product overflows usize")
+}
+
+/// `a + b`, panicking (never wrapping) on overflow.
+#[inline]
+pub(crate) fn size_add(a: usize, b: usize) -> usize {
+    a.checked_add(b).expect("kernel size sum overflows usize")
+}

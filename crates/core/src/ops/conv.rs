@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use super::{size_add, size_mul};
+
 /// Tokens per rayon task in prefill (enough work to amortise scheduling).
 const ROWS_PER_TASK: usize = 16;
 
@@ -16,7 +18,7 @@ const ROWS_PER_TASK: usize = 16;
 /// `x`: `l` rows of stride `x_stride` whose first `E` values are the conv inputs; `weight_t`: `[K, E]`;
 /// `bias`: `[E]`; `conv_state`: `[E, K]`; `hist`: scratch of `(K-1) * E`; `u`: `[l, E]`.
 #[allow(clippy::too_many_arguments)]
-pub fn causal_conv_silu(
+pub(crate) fn causal_conv_silu(
     x: &[f32],
     x_stride: usize,
     l: usize,
@@ -27,10 +29,11 @@ pub fn causal_conv_silu(
     u: &mut [f32],
 ) {
     let e = bias.len();
+    assert!(e >= 1, "causal_conv_silu: no channels");
     let k = weight_t.len() / e;
     assert!(k >= 1 && weight_t.len() == k * e && conv_state.len() == e * k);
-    assert!(hist.len() >= (k - 1) * e && u.len() >= l * e);
-    assert!(l == 0 || x.len() >= (l - 1) * x_stride + e);
+    assert!(hist.len() >= (k - 1) * e && u.len() >= size_mul(l, e));
+    assert!(l == 0 || x.len() >= size_add(size_mul(l - 1, x_stride), e));
 
     // History rows h = 0..K-1 hold positions -(K-1)+h, i.e. state columns 1..K, channel-contiguous.
     for h in 0..k - 1 {

@@ -31,14 +31,15 @@ thread_local! {
 }
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
-pub fn try_gemm(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) -> bool {
+pub(crate) fn try_gemm(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if super::simd_level() != super::SimdLevel::Avx512 {
             return false;
         }
         let (m, k) = (x.rows, x.cols);
-        assert!(w.len() >= n * k && out.len() >= m * n);
+        x.check();
+        assert!(w.len() >= super::size_mul(n, k) && out.len() >= super::size_mul(m, n));
         if m == 0 || n == 0 {
             return true;
         }

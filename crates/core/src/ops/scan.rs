@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::math::{exp_nonpositive, silu, softplus};
+use super::{size_add, size_mul};
 
 /// Channels per block (lanes of the inner loop).
 pub const CB: usize = 32;
@@ -51,18 +52,21 @@ unsafe impl Send for RowsOut {}
 unsafe impl Sync for RowsOut {}
 
 /// Runs the scan. `state`: `[E, N]` in/out. `y`: output `[L, E]` row-major (what out_proj reads).
-pub fn selective_scan(inp: &ScanInputs, state: &mut [f32], y: &mut [f32]) {
+pub(crate) fn selective_scan(inp: &ScanInputs, state: &mut [f32], y: &mut [f32]) {
     let e = inp.dt_bias.len();
+    assert!(e >= 1, "selective_scan: no channels");
     let n = inp.a.len() / e;
     let l = inp.len;
+    // Checked arithmetic: the blocks write `y` through a raw pointer, trusting `y.len() >= l * e`.
     assert!(n >= 1 && inp.a.len() == e * n && state.len() == e * n);
-    assert!(inp.d.len() == e && y.len() >= e * l);
-    assert!(l == 0 || (inp.u.len() >= l * e && inp.dt.len() >= l * e));
-    assert!(l == 0 || inp.bc.len() >= (l - 1) * inp.bc_stride + inp.b_offset.max(inp.c_offset) + n);
-    assert!(l == 0 || inp.z.len() >= (l - 1) * inp.z_stride + inp.z_offset + e);
+    assert!(inp.d.len() == e && y.len() >= size_mul(e, l));
     if l == 0 {
         return;
     }
+    assert!(inp.u.len() >= size_mul(l, e) && inp.dt.len() >= size_mul(l, e));
+    let b_end = size_add(size_add(size_mul(l - 1, inp.bc_stride), inp.b_offset.max(inp.c_offset)), n);
+    assert!(inp.bc.len() >= b_end);
+    assert!(inp.z.len() >= size_add(size_add(size_mul(l - 1, inp.z_stride), inp.z_offset), e));
     // Blocks own disjoint column ranges of `y`, which is at least l × e long (asserted above).
     let out = RowsOut(y.as_mut_ptr());
     // Small scans (a decode step of a tiny model) are not worth waking the pool; a 130M-sized
@@ -158,7 +162,8 @@ fn scan_block_core(
 }
 
 /// Straightforward per-token reference of the same maths in f64 (libm exp/ln1p), for tests.
-pub fn selective_scan_reference(inp: &ScanInputs, state: &mut [f32]) -> Vec<f32> {
+#[cfg(test)]
+pub(crate) fn selective_scan_reference(inp: &ScanInputs, state: &mut [f32]) -> Vec<f32> {
     let e = inp.dt_bias.len();
     let n = inp.a.len() / e;
     let mut y = vec![0f32; inp.len * e];

@@ -1,8 +1,56 @@
 //! Kernel tests on random data: the fused selective scan against a naive f64 per-token loop, chunked
 //! (prefill) against one-token (decode) calls, and the causal conv against its definition.
+//!
+//! The kernels run at the SIMD level `simd_level()` picks; CI runs these tests once per level the
+//! machine has (`PHOENIX_SIMD=avx2|baseline`, see .ci/run), and `simd_level_is_the_one_asked_for`
+//! makes sure such a run really is at the level it names.
 
-use phoenix_core::ops::conv::causal_conv_silu;
-use phoenix_core::ops::scan::{selective_scan, selective_scan_reference, ScanInputs};
+use std::io::Write;
+
+use super::conv::causal_conv_silu;
+use super::scan::{selective_scan, selective_scan_reference, ScanInputs};
+use super::{simd_level, SimdLevel};
+
+/// Reports a test skipped because this run lacks a SIMD level. Written to the real stderr, not through
+/// `eprintln!`, which the test harness captures and hides for passing tests.
+pub(crate) fn skip(test: &str, level: &str) {
+    let line =
+        format!("SKIPPED {test}: needs {level}; this run's SIMD level is {:?} (CPU or PHOENIX_SIMD)\n", simd_level());
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// The widest level this CPU offers, without the `PHOENIX_SIMD` cap.
+fn cpu_level() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if fma && is_x86_feature_detected!("avx512f") {
+            return SimdLevel::Avx512;
+        }
+        if fma {
+            return SimdLevel::Avx2;
+        }
+    }
+    SimdLevel::Baseline
+}
+
+#[test]
+fn simd_level_is_the_one_asked_for() {
+    let cpu = cpu_level();
+    let asked = std::env::var("PHOENIX_SIMD").unwrap_or_default();
+    let expected = match asked.as_str() {
+        "" | "avx512" => cpu,
+        "avx2" if cpu == SimdLevel::Avx512 => SimdLevel::Avx2,
+        "avx2" => cpu,
+        "baseline" => SimdLevel::Baseline,
+        other => panic!("PHOENIX_SIMD={other:?} is not a level (avx512, avx2, baseline): this run would test the CPU's level under another name"),
+    };
+    if (asked == "avx512" && cpu != SimdLevel::Avx512) || (asked == "avx2" && cpu == SimdLevel::Baseline) {
+        skip("simd_level_is_the_one_asked_for", &asked);
+    }
+    assert_eq!(simd_level(), expected, "PHOENIX_SIMD={asked:?} on a {cpu:?} CPU");
+    let _ = std::io::stderr().write_all(format!("ops kernels tested at SIMD level {:?}\n", simd_level()).as_bytes());
+}
 
 struct Rng(u64);
 impl Rng {

@@ -1,0 +1,57 @@
+/**
+ * Files the CLI writes (`--save-state`): checked before any model loads, so a long generation is not
+ * lost to a typo in the path, then written with a typed error naming the file.
+ */
+import { constants } from 'node:fs';
+import { access, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+import { PhoenixError } from '../binding/errors.js';
+
+function refuse(flag: string, file: string, why: string): PhoenixError {
+  return new PhoenixError('E_INVALID_OPTION', `--${flag} ${file}: ${why}`, { option: flag, usage: true });
+}
+
+/**
+ * `file` may be created or replaced: its folder exists and is writable, and `file` is absent or a
+ * regular file (not a folder, FIFO or device, which would fail or block the write).
+ */
+export async function checkWritableFile(flag: string, file: string): Promise<void> {
+  if (file === '') throw refuse(flag, file, 'empty path');
+  const folder = path.dirname(path.resolve(file));
+  let folderStat;
+  try {
+    folderStat = await stat(folder);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw refuse(flag, file, code === 'ENOENT' || code === 'ENOTDIR' ? `folder ${folder} does not exist` : `folder ${folder} cannot be read (${code})`);
+  }
+  if (!folderStat.isDirectory()) throw refuse(flag, file, `${folder} is not a folder`);
+  try {
+    await access(folder, constants.W_OK);
+  } catch {
+    throw refuse(flag, file, `folder ${folder} is not writable`);
+  }
+  let fileStat;
+  try {
+    fileStat = await stat(file);
+  } catch {
+    return; // absent (or a dangling link): the write creates it
+  }
+  if (fileStat.isDirectory()) throw refuse(flag, file, 'is a folder');
+  if (!fileStat.isFile()) throw refuse(flag, file, 'is not a regular file');
+  try {
+    await access(file, constants.W_OK);
+  } catch {
+    throw refuse(flag, file, 'is not writable');
+  }
+}
+
+/** Writes `bytes` to `file`; a failure (disk full, folder removed meanwhile) names the flag and file. */
+export async function writeOutputFile(flag: string, file: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await writeFile(file, bytes);
+  } catch (error) {
+    throw new PhoenixError('E_INVALID_OPTION', `--${flag} ${file} cannot be written (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { option: flag });
+  }
+}

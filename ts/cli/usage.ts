@@ -1,0 +1,86 @@
+/**
+ * Help texts: the global usage and one per command (`phoenix-local <command> --help`).
+ */
+
+export const COMMANDS = ['list', 'info', 'run', 'score'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+export function isCommand(name: string | undefined): name is CommandName {
+  return (COMMANDS as readonly (string | undefined)[]).includes(name);
+}
+
+const GLOBAL_OPTIONS = `Global options:
+  --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models)
+  --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
+  --threads <n>                worker threads of the core (0 = all cores; info, run, score)
+  -q, --quiet                  no progress on stderr
+  -h, --help    -v, --version`;
+
+const MODEL_ARG = '<model> is a folder name in the models dir, or a path to a model folder.';
+
+const EXIT_STATUS = 'Exit status: 0 success, 1 runtime error, 2 usage error. Errors print "phoenix-local: E_CODE: message" on stderr.';
+
+export const USAGE = `Usage: phoenix-local <command> [options]
+
+Commands:
+  list                         models in the models dir (name, type, format, size, status)
+  info <model>                 metadata, architecture, performance profile, backend chosen and why
+  run <model> "<prompt>"       generate: text streams to stdout, stats to stderr
+  score <model> (--ids 1,2,3 | --text "…") [--json]
+                               next-token logits of every position (--json: {"ids":[…],"logits":[[…],…]})
+
+${MODEL_ARG}
+"phoenix-local <command> --help" describes one command.
+
+${GLOBAL_OPTIONS}
+
+${EXIT_STATUS}
+`;
+
+const COMMAND_USAGE: Record<CommandName, string> = {
+  list: `Usage: phoenix-local list [--json]
+
+Lists the models in the models dir: name, type, format, size, status, version, sha256.
+Fails (exit 1) when the models dir does not exist.
+
+Options:
+  --json                       the metadata of every model as JSON`,
+  info: `Usage: phoenix-local info <model> [--json] [--no-load]
+
+Prints a model's metadata, its architecture and measured performance (after loading it), and the
+backend chosen and why. ${MODEL_ARG}
+
+Options:
+  --json                       machine-readable output
+  --no-load                    do not load the model (metadata only)`,
+  run: `Usage: phoenix-local run <model> "<prompt>" [options]
+       phoenix-local run <model> --ids 1,2,3 [options]
+       phoenix-local run <model> --state <file> ["<more prompt>"] [options]
+
+Generates text: it streams to stdout, the stats line goes to stderr. ${MODEL_ARG}
+Out-of-range values (e.g. --temperature -1) are refused by the library with E_INVALID_OPTION.
+A prompt that starts with "-" goes after "--": phoenix-local run <model> -n 20 -- "-5 degrees and falling"
+
+Options:
+  -n, --max-tokens <n>         tokens to generate
+  -t, --temperature <t>        0 = greedy
+  --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
+  --stop <text>                stop before this text (repeatable)
+  --save-state <file>          write the state after prompt + output (the folder must exist)
+  --state <file>               continue from a saved state (the prompt may then be empty)
+  --ids 1,2,3                  prompt as token ids instead of text`,
+  score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
+
+Prints the next-token logits of every position: per position the log-probability of the next
+token and the argmax, then the perplexity. ${MODEL_ARG}
+
+Options:
+  --ids 1,2,3                  the sequence as token ids
+  --text "…"                   the sequence as text (tokenized with the model's tokenizer)
+  --json                       {"ids":[…],"logits":[[…],…]}: every position, every vocabulary column`,
+};
+
+/** The help of one command, with the global options and exit statuses. */
+export function commandUsage(command: CommandName): string {
+  return `${COMMAND_USAGE[command]}\n\n${GLOBAL_OPTIONS}\n\n${EXIT_STATUS}\n`;
+}
