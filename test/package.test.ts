@@ -110,14 +110,15 @@ describe('native addon lookup', () => {
 });
 
 describe('browser entry types', () => {
-  it('compile in a project without @types/node (types: [], DOM lib, no skipLibCheck)', async () => {
+  // A page (DOM) and a Web Worker (the recommended place to generate) without @types/node.
+  it.each([['DOM'], ['WebWorker']])('compile in a project without @types/node (types: [], %s lib, no skipLibCheck)', async (environmentLib) => {
     await mkdir(path.join(tmp, 'node_modules'), { recursive: true });
     await symlink(ROOT, path.join(tmp, 'node_modules', 'phoenix-local'), 'dir');
     await writeFile(path.join(tmp, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     await writeFile(
       path.join(tmp, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022', 'DOM'], types: [], strict: true, noEmit: true, skipLibCheck: false },
+        compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022', environmentLib], types: [], strict: true, noEmit: true, skipLibCheck: false },
         files: ['main.ts'],
       }),
     );
