@@ -2,18 +2,20 @@
 // `npm run pack -- <dir>`: writes every tarball users install into <dir> — the main package
 // (phoenix-local: JS, types, CLI, the WASM fallback, the bundled model) and one package per native
 // platform (npm/<platform>, napi-rs convention: its `.node` file as main, os/cpu/libc fields), which
-// the main package lists as optionalDependencies.
+// the packed main package lists as optionalDependencies (scripts/pack-manifest.mjs).
 //
 // It rebuilds the TypeScript itself (seconds; a clean dist/ so no stale file ships). The native addon
 // (`npm run build:native`) and the WASM build (`npm run build:wasm`) take minutes, so it refuses,
 // naming the command to run, when one is missing, rather than building them. It packs what is built.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { platformPackages, publishedManifest } from './pack-manifest.mjs';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const NPM_DIR = path.join(ROOT, 'npm');
 
 function die(message) {
   process.stderr.write(`[pack] error: ${message}\n`);
@@ -29,19 +31,12 @@ const outDir = path.resolve(outArg);
 mkdirSync(outDir, { recursive: true });
 
 const main = readJson(path.join(ROOT, 'package.json'));
-
-// The platform packages and the main package's optionalDependencies must name each other at one version.
-const platforms = readdirSync(NPM_DIR, { withFileTypes: true })
-  .filter((entry) => entry.isDirectory())
-  .map((entry) => ({ dir: path.join(NPM_DIR, entry.name), manifest: readJson(path.join(NPM_DIR, entry.name, 'package.json')) }));
-const optional = main.optionalDependencies ?? {};
-for (const { dir, manifest } of platforms) {
-  if (manifest.version !== main.version) die(`${path.relative(ROOT, dir)}/package.json has version ${manifest.version}, the main package ${main.version}: run \`npx napi version\``);
-  if (optional[manifest.name] !== main.version) die(`package.json optionalDependencies must list "${manifest.name}": "${main.version}"`);
-}
-const platformNames = new Set(platforms.map((p) => p.manifest.name));
-for (const name of Object.keys(optional)) {
-  if (!platformNames.has(name)) die(`optionalDependencies lists ${name}, which has no folder in npm/ (\`npx napi create-npm-dirs\`)`);
+const platforms = platformPackages(ROOT);
+let published;
+try {
+  published = publishedManifest(main, platforms);
+} catch (error) {
+  die(error.message);
 }
 
 // What takes minutes to build must already be there.
@@ -64,10 +59,25 @@ for (const { dir, manifest } of platforms) {
   copyFileSync(path.join(ROOT, 'native', manifest.main), path.join(dir, manifest.main));
 }
 
-const written = [];
-for (const cwd of [ROOT, ...platforms.map((p) => p.dir)]) {
-  const [result] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', outDir], cwd));
-  written.push(path.join(outDir, result.filename));
-  say(`${result.filename}: ${result.entryCount} files, ${(result.size / 1e6).toFixed(1)} MB`);
+// The main package is packed from a staging copy of exactly the files its `files` list selects, with
+// the published manifest (optionalDependencies added); the checked-in package.json stays as it is.
+const [listing] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts']));
+const staging = mkdtempSync(path.join(os.tmpdir(), 'phoenix-pack-'));
+try {
+  for (const { path: file } of listing.files) {
+    if (file === 'package.json') continue;
+    mkdirSync(path.dirname(path.join(staging, file)), { recursive: true });
+    copyFileSync(path.join(ROOT, file), path.join(staging, file));
+  }
+  writeFileSync(path.join(staging, 'package.json'), `${JSON.stringify(published, null, 2)}\n`);
+
+  const written = [];
+  for (const cwd of [staging, ...platforms.map((p) => p.dir)]) {
+    const [result] = JSON.parse(run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', outDir], cwd));
+    written.push(path.join(outDir, result.filename));
+    say(`${result.filename}: ${result.entryCount} files, ${(result.size / 1e6).toFixed(1)} MB`);
+  }
+  process.stdout.write(`${written.join('\n')}\n`);
+} finally {
+  rmSync(staging, { recursive: true, force: true });
 }
-process.stdout.write(`${written.join('\n')}\n`);

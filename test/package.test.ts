@@ -11,17 +11,14 @@ import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { locateNativeAddon, nativePackageName, nativePlatformSuffix } from '../ts/binding/load.js';
+import { platformPackages, publishedManifest, type PackageManifest } from '../scripts/pack-manifest.mjs';
 import { readJson, ROOT, WASM_BUILT, WASM_REQUIRED } from './helpers.js';
 
 const run = promisify(execFile);
 
-interface PackageJson {
-  name: string;
-  version: string;
-  main?: string;
+interface PackageJson extends PackageManifest {
   os?: string[];
   cpu?: string[];
-  optionalDependencies?: Record<string, string>;
 }
 
 let tmp: string;
@@ -59,15 +56,21 @@ describe('main package tarball', () => {
     expect(unwanted).toEqual([]);
   });
 
-  it('lists each platform package of npm/ as an optional dependency at its own version', async () => {
+  it('is published with each platform package of npm/ as an optional dependency at its version', async () => {
     const main = await readJson<PackageJson>(path.join(ROOT, 'package.json'));
-    const platform = await readJson<PackageJson>(path.join(ROOT, 'npm', nativePlatformSuffix(), 'package.json'));
-    expect(platform.name).toBe(nativePackageName());
+    // Not in the checked-in manifest: `npm ci` of this repo would fetch them.
+    expect(main.optionalDependencies).toBeUndefined();
+    const platforms = platformPackages(ROOT);
+    const host = platforms.find((p) => p.manifest.name === nativePackageName());
+    expect(host, `npm/${nativePlatformSuffix()} (napi create-npm-dirs)`).toBeDefined();
+    const platform = host?.manifest as PackageJson;
     expect(platform.version).toBe(main.version);
     expect(platform.main).toBe(`phoenix-local.${nativePlatformSuffix()}.node`);
     expect(platform.os).toEqual([process.platform]);
     expect(platform.cpu).toEqual([process.arch]);
-    expect(main.optionalDependencies?.[platform.name]).toBe(main.version);
+    const published = publishedManifest(main, platforms);
+    expect(published.optionalDependencies).toEqual(Object.fromEntries(platforms.map((p) => [p.manifest.name, main.version])));
+    expect(() => publishedManifest({ ...main, version: '9.9.9' }, platforms)).toThrow(/napi version/);
   });
 });
 
