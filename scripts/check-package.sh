@@ -56,13 +56,15 @@ phoenix() {
     PATH="$bin" npx --no phoenix-local "$@" ${models_flag[@]+"${models_flag[@]}"})
 }
 
-# Prints the backend kind `info` reports, after checking it loaded from the installed packages.
+# Prints the backend kind `info` reports, after checking it was loaded from the installed packages:
+# the native addon from a platform package, the WASM build from the main package.
 backend_of() {
   phoenix info "$MODEL" --json | node -e '
     let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
       const b = JSON.parse(s).backend ?? {};
       if (!b.kind) { console.error(`no backend: ${b.unavailable ?? "?"}`); process.exit(1); }
-      if (!b.path.includes("/node_modules/")) { console.error(`backend loaded from outside the install: ${b.path}`); process.exit(1); }
+      const expected = b.kind === "native" ? /\/node_modules\/phoenix-local-[^/]+\/[^/]+\.node$/ : /\/node_modules\/phoenix-local\/wasm\//;
+      if (!expected.test(b.path)) { console.error(`${b.kind} backend loaded from outside the installed packages: ${b.path}`); process.exit(1); }
       console.log(b.kind);
     });'
 }
