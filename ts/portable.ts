@@ -1,3 +1,6 @@
+// The engines' models are `Disposable` (`[Symbol.dispose]`): consumers get the lib that declares it
+// from this directive, not from @types/node. `preserve` keeps it in the emitted .d.ts.
+/// <reference lib="esnext.disposable" preserve="true" />
 /**
  * The part of the public API that runs anywhere — Node, browsers, Web Workers — because nothing
  * behind it imports a `node:` module: typed errors, binding types, the engines and model metadata

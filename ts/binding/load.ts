@@ -16,12 +16,12 @@ import { checkBindingShape, wrapBinding } from './wrap.js';
 export interface LoadBindingOptions {
   /** Force one backend (`auto` = try all in order). Overrides `PHOENIX_BACKEND`. */
   backend?: BackendKind | 'auto';
-  /** Explicit path of the native `.node` file (default: `PHOENIX_NATIVE_PATH`, else `native/phoenix-local.<platform>.node`). */
+  /** Explicit path of the native `.node` file (default: `PHOENIX_NATIVE_PATH`, else the dev build `native/phoenix-local.<platform>.node`, else the platform package `phoenix-local-<platform>`). */
   nativePath?: string;
   /** Explicit path of the WASM glue module (default: `PHOENIX_WASM_PATH`, else `wasm/phoenix-local.js`). */
   wasmPath?: string;
   /** Environment to read `PHOENIX_BACKEND`, `PHOENIX_NATIVE_PATH` and `PHOENIX_WASM_PATH` from (default `process.env`). */
-  env?: NodeJS.ProcessEnv;
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** The outcome of trying one backend. */
@@ -72,9 +72,34 @@ function isMusl(): boolean {
   return !report?.header?.glibcVersionRuntime;
 }
 
-/** Default location of the native addon for this platform. */
+/**
+ * The npm package that carries this platform's native addon (napi-rs convention: `<name>-<platform>`,
+ * an optional dependency of phoenix-local, so npm installs only the one matching `os`/`cpu`/`libc`).
+ */
+export function nativePackageName(): string {
+  return `phoenix-local-${nativePlatformSuffix()}`;
+}
+
+/**
+ * Where the native addon for this platform is, for the package rooted at `packageRoot`: the dev build
+ * in `native/` (`npm run build:native`) when it exists, else the addon of the platform package installed
+ * beside it (resolved the way Node resolves a dependency of `packageRoot`). When neither exists, the
+ * dev build's path, so the loader's message names where to build it.
+ */
+export function locateNativeAddon(packageRoot: string): string {
+  const devBuild = path.join(packageRoot, 'native', `phoenix-local.${nativePlatformSuffix()}.node`);
+  if (existsSync(devBuild)) return devBuild;
+  try {
+    // The platform package's `main` is its `.node` file; resolve fails when it is absent.
+    return createRequire(path.join(packageRoot, 'package.json')).resolve(nativePackageName());
+  } catch {
+    return devBuild;
+  }
+}
+
+/** Default location of the native addon for this platform (see {@link locateNativeAddon}). */
 export function defaultNativePath(): string {
-  return path.join(PACKAGE_ROOT, 'native', `phoenix-local.${nativePlatformSuffix()}.node`);
+  return locateNativeAddon(PACKAGE_ROOT);
 }
 
 /** Default location of the WASM glue module (built by `crates/wasm`). */
@@ -101,13 +126,14 @@ function pathsOnly(raw: RawBinding): RawBinding {
   };
 }
 
-function nativeCandidate(file: string): BackendCandidate {
+function nativeCandidate(file: string, isDefault: boolean): BackendCandidate {
   return {
     backend: 'native',
     path: file,
     async load() {
       if (!existsSync(file)) {
-        throw new Error(`native addon not found at ${file} (run \`npm run build:native\`)`);
+        const where = isDefault ? `; the package ${nativePackageName()} is not installed either` : '';
+        throw new Error(`native addon not found at ${file} (run \`npm run build:native\`)${where}`);
       }
       const require = createRequire(import.meta.url);
       return pathsOnly(checkBindingShape(require(file), file));
@@ -157,8 +183,9 @@ export async function loadBinding(options: LoadBindingOptions = {}): Promise<Bin
   const requested = requestedBackend(options);
   const forcedBy = options.backend !== undefined ? `backend option "${requested}"` : `PHOENIX_BACKEND=${requested}`;
   const env = options.env ?? process.env;
+  const explicitNative = options.nativePath ?? (env.PHOENIX_NATIVE_PATH || undefined);
   const all = [
-    nativeCandidate(options.nativePath ?? (env.PHOENIX_NATIVE_PATH || defaultNativePath())),
+    nativeCandidate(explicitNative ?? defaultNativePath(), explicitNative === undefined),
     wasmCandidate(options.wasmPath ?? (env.PHOENIX_WASM_PATH || defaultWasmPath())),
   ];
   const candidates = requested === 'auto' ? all : all.filter((c) => c.backend === requested);
