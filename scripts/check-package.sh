@@ -43,17 +43,13 @@ for tool in cargo rustc; do
   if PATH="$bin" command -v "$tool" >/dev/null 2>&1; then die "$tool is still on the check's PATH"; fi
 done
 
-# The bundled model is found without a models/ folder once ts/models/bundled.ts (another branch of
-# issue 8) is merged; until then, point at the installed package's models/ and say so.
-models_flag=()
-if [ ! -f "$pkg/dist/models/bundled.js" ]; then
-  say "note: this build has no bundled-model lookup (dist/models/bundled.js); passing --models-dir $pkg/models"
-  models_flag=(--models-dir "$pkg/models")
-fi
+# No --models-dir and no models/ folder in the app: the CLI must find the package's bundled model.
+[ -f "$pkg/dist/models/bundled.js" ] || die "the package has no bundled-model lookup (dist/models/bundled.js)"
+[ ! -e "$app/models" ] || die "the app folder must not have a models/ folder for this check"
 
 phoenix() {
   (cd "$app" && env -u PHOENIX_BACKEND -u PHOENIX_NATIVE_PATH -u PHOENIX_WASM_PATH -u PHOENIX_MODELS_DIR \
-    PATH="$bin" npx --no phoenix-local "$@" ${models_flag[@]+"${models_flag[@]}"})
+    PATH="$bin" npx --no phoenix-local "$@")
 }
 
 # Prints the backend kind `info` reports, after checking it was loaded from the installed packages:
