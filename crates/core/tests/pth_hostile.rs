@@ -235,4 +235,18 @@ fn tensors_sharing_storages_at_offsets_load_the_plain_numbers() {
     let (a, b) = (logits(plain.as_ref(), &ids), logits(shared.as_ref(), &ids));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "shared-storage logits differ");
+    // The original re-zipped without torch's 64-byte alignment (storages at odd offsets, so converted
+    // rather than borrowed in place), from memory: the same numbers again.
+    let unaligned = checkpoint_with_pickle(&original_pickle());
+    let mut zip = zip::ZipArchive::new(Cursor::new(&unaligned[..])).unwrap();
+    let misaligned = (0..zip.len())
+        .filter(|&i| {
+            let f = zip.by_index_raw(i).unwrap();
+            f.name().unwrap().contains("/data/") && f.data_start().unwrap() % 4 != 0
+        })
+        .count();
+    assert!(misaligned > 0, "the re-zipped storages happen to be aligned");
+    let rezipped = load(unaligned, Duration::from_secs(10)).unwrap();
+    let c = logits(rezipped.as_ref(), &ids);
+    assert!(a.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()), "unaligned checkpoint logits differ");
 }

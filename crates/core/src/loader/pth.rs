@@ -16,7 +16,7 @@ use candle_core::pickle::{Object, Stack};
 use zip::{CompressionMethod, ZipArchive};
 
 use super::pickle_guard;
-use super::pth_tensor::{tensor_view, StorageId};
+use super::pth_tensor::{tensor_view, StorageId, TensorView};
 use super::{raw_tensor, FileBytes, RawTensor};
 use crate::error::{bad_weights, Result};
 
@@ -68,16 +68,22 @@ pub(super) fn read(bytes: Arc<FileBytes>, label: &str) -> Result<Vec<(String, Ra
                 range
             }
         };
-        // In range by construction: the view lies inside its storage (pth_tensor checked it in elements)
-        // and the storage's bytes are exactly numel × dtype size (checked below).
-        let size = view.storage.dtype.size();
-        let numel = view.numel().expect("pth_tensor checked the element count");
-        let start = storage_bytes.start + view.offset * size;
-        let tensor =
-            raw_tensor(label, name, view.storage.dtype, view.shape, bytes.clone(), start, start + numel * size)?;
+        // The view lies inside its storage (pth_tensor checked it in elements) and the storage's bytes are
+        // exactly its elements (storage_range checked), so this cannot fail; checked all the same.
+        let (start, end) = view_bytes(&view, &storage_bytes)
+            .ok_or_else(|| bad_weights(format!("{label}: tensor `{name}` lies outside its storage")))?;
+        let tensor = raw_tensor(label, name, view.storage.dtype, view.shape, bytes.clone(), start, end)?;
         out.push((name.clone(), tensor));
     }
     Ok(out)
+}
+
+/// Byte range of `view` in the checkpoint, given the byte range of its storage.
+fn view_bytes(view: &TensorView, storage: &Range<usize>) -> Option<(usize, usize)> {
+    let size = view.storage.dtype.size();
+    let start = storage.start.checked_add(view.offset.checked_mul(size)?)?;
+    let end = start.checked_add(view.numel.checked_mul(size)?)?;
+    (end <= storage.end).then_some((start, end))
 }
 
 /// The key/value pairs of the top-level state dict (`OrderedDict` decodes as a dict, possibly rebuilt).

@@ -17,6 +17,8 @@ pub(super) struct TensorView {
     /// Offset into the storage, in elements.
     pub offset: usize,
     pub shape: Vec<usize>,
+    /// Elements in the view (the product of `shape`, checked).
+    pub numel: usize,
 }
 
 /// A storage as the pickle names it: its key (`data/<key>` in the zip), dtype and length in elements.
@@ -25,13 +27,6 @@ pub(super) struct StorageId {
     pub key: String,
     pub dtype: WeightDType,
     pub numel: usize,
-}
-
-impl TensorView {
-    /// Elements in the view (checked product of the shape).
-    pub fn numel(&self) -> Option<usize> {
-        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
-    }
 }
 
 type Found<T> = std::result::Result<T, String>;
@@ -82,19 +77,18 @@ fn rebuild_tensor_v2(args: &Object) -> Found<TensorView> {
     if stride.len() != shape.len() {
         return Err(format!("has {} strides for {} dimensions", stride.len(), shape.len()));
     }
-    let view = TensorView { storage, offset, shape };
-    let numel = view.numel().ok_or("has a size whose element count overflows")?;
-    if numel > 0 && !row_major(&view.shape, &stride) {
+    let numel =
+        shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("has a size whose element count overflows")?;
+    if numel > 0 && !row_major(&shape, &stride) {
         return Err(format!(
-            "is not stored contiguously (size {:?}, stride {stride:?}); save it with .contiguous()",
-            view.shape
+            "is not stored contiguously (size {shape:?}, stride {stride:?}); save it with .contiguous()"
         ));
     }
-    let end = view.offset.checked_add(numel).ok_or("has a storage offset that overflows")?;
-    if end > view.storage.numel {
-        return Err(format!("covers elements {}..{end} of a storage of {} elements", view.offset, view.storage.numel));
+    let end = offset.checked_add(numel).ok_or("has a storage offset that overflows")?;
+    if end > storage.numel {
+        return Err(format!("covers elements {offset}..{end} of a storage of {} elements", storage.numel));
     }
-    Ok(view)
+    Ok(TensorView { storage, offset, shape, numel })
 }
 
 /// Strides of a row-major (C-contiguous) layout; a dimension of size 1 may have any stride.
