@@ -361,6 +361,67 @@ mod tests {
         assert!(e.contains("objects") || e.contains("levels deep"), "{e}");
     }
 
+    /// The fixture checkpoint's pickle (a real torch.save state dict).
+    fn real_pickle() -> Vec<u8> {
+        use std::io::Read;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/mamba1-tiny-original/pytorch_model.bin");
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(std::fs::read(path).unwrap())).unwrap();
+        let mut pickle = Vec::new();
+        zip.by_name("pytorch_model/data.pkl").unwrap().read_to_end(&mut pickle).unwrap();
+        pickle
+    }
+
+    /// Whether candle decodes `pickle`; what it decodes goes through `pth_tensor` (which must not panic).
+    fn candle_decodes(pickle: &[u8]) -> bool {
+        let mut stack = candle_core::pickle::Stack::empty();
+        let Ok(object) = stack.read_loop(&mut &pickle[..]).and_then(|()| stack.finalize()) else { return false };
+        if let candle_core::pickle::Object::Dict(entries) = &object {
+            for (_, value) in entries {
+                let _ = super::super::pth_tensor::tensor_view(value);
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn accepts_exactly_what_candle_decodes_below_the_bounds() {
+        // The replay mirrors candle's reader: on the real pickle and on thousands of damaged copies
+        // (bytes overwritten, truncated), the guard accepts exactly what candle decodes.
+        let real = real_pickle();
+        assert_eq!(check(&real), Ok(()));
+        assert!(candle_decodes(&real));
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..10_000 {
+            let mut p = real.clone();
+            for _ in 0..1 + round % 3 {
+                let at = next() as usize % p.len();
+                p[at] = next() as u8;
+            }
+            if round % 5 == 0 {
+                p.truncate(next() as usize % p.len());
+            }
+            // Far below every bound, so the two agree both ways (nothing readable is refused), except
+            // that a LONG1 wider than 8 bytes, which candle wraps into a wrong number, is refused.
+            let verdict = check(&p);
+            let ok = verdict.is_ok();
+            let deliberate = verdict.as_ref().is_err_and(|e| e.contains("does not fit 64 bits"));
+            assert!(ok == candle_decodes(&p) || deliberate, "round {round}: guard {verdict:?}; candle disagrees");
+            if ok {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(accepted > 500 && refused > 500, "accepted {accepted}, refused {refused}");
+    }
+
     #[test]
     fn refuses_truncation_bad_lengths_and_kinds() {
         assert!(check(b"\x80\x02X\xff\xff\xff\xff").unwrap_err().contains("past the end"));
