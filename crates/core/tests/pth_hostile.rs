@@ -113,8 +113,8 @@ fn memo_amplification_is_bad_weights_quickly() {
     let list_into_itself = [b"]q\x00".to_vec(), repeat(b"h\x00aq\x00", 60)].concat();
     let pairs = [b"]q\x00".to_vec(), repeat(b"h\x00h\x00\x86q\x00", 60)].concat();
     let dict_of_copies = [b"}q\x00".to_vec(), repeat(b"(K\x01h\x00K\x02h\x00uq\x00", 40)].concat();
-    let wide = [b"]q\x00".to_vec(), repeat(&[b"(".to_vec(), repeat(b"h\x00", 16), b"eq\x00".to_vec()].concat(), 20)]
-        .concat();
+    let wide =
+        [b"]q\x00".to_vec(), repeat(&[b"(".to_vec(), repeat(b"h\x00", 16), b"eq\x00".to_vec()].concat(), 20)].concat();
     for body in [list_into_itself, pairs, dict_of_copies, wide] {
         assert!(body.len() < 800);
         let e = load_err(checkpoint_with_pickle(&pickle(&body)));
@@ -242,7 +242,7 @@ fn tensors_sharing_storages_at_offsets_load_the_plain_numbers() {
     let misaligned = (0..zip.len())
         .filter(|&i| {
             let f = zip.by_index_raw(i).unwrap();
-            f.name().unwrap().contains("/data/") && f.data_start().unwrap() % 4 != 0
+            f.name().unwrap().contains("/data/") && !f.data_start().unwrap().is_multiple_of(4)
         })
         .count();
     assert!(misaligned > 0, "the re-zipped storages happen to be aligned");

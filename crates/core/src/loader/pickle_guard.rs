@@ -343,8 +343,8 @@ mod tests {
     #[test]
     fn refuses_deep_nesting() {
         let mut p = vec![0x80, 2];
-        p.extend(std::iter::repeat(b']').take(200));
-        p.extend(std::iter::repeat(b'a').take(199));
+        p.extend(std::iter::repeat_n(b']', 200));
+        p.extend(std::iter::repeat_n(b'a', 199));
         p.push(b'.');
         assert!(check(&p).unwrap_err().contains("levels deep"));
     }
