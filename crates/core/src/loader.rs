@@ -7,7 +7,9 @@
 //! borrowed in place (no copy, so a memory-mapped checkpoint is resident once), anything else converted.
 
 pub mod files;
+mod pickle_guard;
 mod pth;
+mod pth_tensor;
 pub mod read_plan;
 mod safetensors_file;
 
