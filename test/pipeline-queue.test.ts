@@ -40,7 +40,8 @@ class ScriptedEngine implements InferenceEngine {
       get disposed() {
         return disposed;
       },
-      tokenize: () => [],
+      tokenize: async () => [],
+      snapshotLength: () => 0,
       detokenize: () => '',
       dispose: () => {
         disposed = true;

@@ -1,10 +1,11 @@
 /**
  * The four CLI commands. Each is a thin layer over the public API.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
-import type { GenerationInput, GenerationOptions } from '../engines/types.js';
+import { readStateFile } from '../engines/state-file.js';
+import type { GenerationInput, GenerationOptions, LoadedModel } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
 
@@ -100,10 +101,10 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     returnState: flags['save-state'] !== undefined,
   };
   for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
-  if (flags.state !== undefined) options.state = await readState(flags.state);
   if (flags.ids !== undefined && promptArgs.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the prompt as text or as --ids, not both', { usage: true });
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : promptArgs.join(' ');
   const model = await ctx.load(modelArg);
+  if (flags.state !== undefined) options.state = await readState(flags.state, model);
 
   const controller = new AbortController();
   const onSigint = (): void => controller.abort();
@@ -155,10 +156,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   return 0;
 }
 
-async function readState(file: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (error) {
-    throw new PhoenixError('E_INVALID_OPTION', `--state ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { option: 'state' });
-  }
+/** `--state <file>`: regular files only, exactly the snapshot length the core reads from its header. */
+async function readState(file: string, model: LoadedModel): Promise<Uint8Array> {
+  return readStateFile(file, model, '--state');
 }
