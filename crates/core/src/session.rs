@@ -49,6 +49,8 @@ pub struct LoadedModelInfo {
     #[serde(flatten)]
     pub model: ModelInfo,
     pub has_tokenizer: bool,
+    /// Bytes of a snapshot's fixed header: what [`LoadedModel::snapshot_length`] needs to read.
+    pub snapshot_header_bytes: usize,
 }
 
 /// A model with its tokenizer. Share it as `Arc<LoadedModel>`: every [`Generation`] holds a clone,
@@ -91,7 +93,11 @@ impl LoadedModel {
     }
 
     pub fn info(&self) -> LoadedModelInfo {
-        LoadedModelInfo { model: self.model.info().clone(), has_tokenizer: self.tokenizer.is_some() }
+        LoadedModelInfo {
+            model: self.model.info().clone(),
+            has_tokenizer: self.tokenizer.is_some(),
+            snapshot_header_bytes: snapshot::HEADER_BYTES,
+        }
     }
 
     pub fn model_info(&self) -> &ModelInfo {
