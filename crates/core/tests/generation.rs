@@ -108,6 +108,16 @@ fn argmax_takes_the_first_of_equal_maxima_and_ignores_nan() {
 }
 
 #[test]
+fn an_infinite_logit_wins_instead_of_being_skipped() {
+    // A temperature can overflow a huge finite logit to +inf: it is the most likely token, not a hole.
+    let inf = f32::INFINITY;
+    assert_eq!(p::argmax(&[1.0, inf, 3.0, inf]), Some(1));
+    for u in [0.0, 0.5, 0.999] {
+        assert_eq!(p::sample_softmax(&[1.0, 2.0, inf, 3.0], u), Some(2));
+    }
+}
+
+#[test]
 fn processors_run_in_hf_order() {
     // Penalty first: token 0 (seen) goes 4.0 → 2.0, so token 1 (3.0) wins greedy.
     let opts = GenerateOptions { repeat_penalty: 2.0, ..Default::default() };
