@@ -3,15 +3,31 @@
  * Broken model folders are built from the real fixtures in a temp dir.
  */
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdir, symlink } from 'node:fs/promises';
+import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
+import { readStateFile } from '../ts/engines/state-file.js';
 import type { GenerationOptions, LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { DAMAGES, LITE, ROOT, TINY, TINY_ORIGINAL, brokenTiny, copyModel, expectCode, TEST_BACKENDS, requireBackend, tempDir } from './helpers.js';
+import {
+  DAMAGES,
+  LITE,
+  ROOT,
+  TINY,
+  TINY_ORIGINAL,
+  brokenTiny,
+  copyModel,
+  expectCode,
+  readJson,
+  readSafetensors,
+  TEST_BACKENDS,
+  requireBackend,
+  tempDir,
+  writeSafetensors,
+} from './helpers.js';
 
 describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
   let scratch: Awaited<ReturnType<typeof tempDir>>;
@@ -187,6 +203,98 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       const other = new MambaSSMEngine({ binding: engine.binding() });
       expect((await other.predict(lite, 'Once', { maxTokens: 1 })).generatedTokens).toBe(1);
       await expectCode(engine.predict({ name: 'fake' } as unknown as LoadedModel, 'Once'), 'E_INVALID_OPTION');
+    });
+  });
+
+  describe('hostile snapshots, tokenizers and weights', () => {
+    /** A copy of mamba1-tiny whose tensor `name` has every value replaced by `f(value)`. */
+    async function tinyWithTensor(name: string, folder: string, f: (v: number) => number): Promise<string> {
+      const dir = await copyModel(TINY, path.join(scratch.dir, folder));
+      const file = path.join(dir, 'model.safetensors');
+      const { tensors, metadata } = await readSafetensors(file);
+      const t = tensors.get(name);
+      if (!t || t.dtype !== 'F32') throw new Error(`fixture lacks f32 ${name}`);
+      const values = new Float32Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.length));
+      tensors.set(name, { ...t, data: Buffer.from(Float32Array.from(values, f).buffer) });
+      await writeSafetensors(file, tensors, metadata);
+      return dir;
+    }
+
+    async function liteState(): Promise<Uint8Array> {
+      const head = await engine.predict(lite, 'Once upon a time', { maxTokens: 2, temperature: 0, returnState: true });
+      return head.state as Uint8Array;
+    }
+
+    it('state files are read as regular files of exactly the length their header announces', async () => {
+      const state = await liteState();
+      const file = path.join(scratch.dir, 'lite.state');
+      await writeFile(file, state);
+      expect(Buffer.from(await readStateFile(file, lite)).equals(Buffer.from(state))).toBe(true);
+
+      // Never-ending or special files are refused without reading (before: read until out of memory / hang).
+      await expectCode(readStateFile('/dev/zero', lite), 'E_INVALID_OPTION');
+      await expectCode(readStateFile(scratch.dir, lite), 'E_INVALID_OPTION');
+      const fifo = path.join(scratch.dir, 'state.fifo');
+      expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+      await expectCode(readStateFile(fifo, lite), 'E_INVALID_OPTION');
+
+      // Longer or shorter than announced, or a header announcing a huge history: refused.
+      await writeFile(file, Buffer.concat([state, Buffer.alloc(1 << 20)]));
+      expect((await expectCode(readStateFile(file, lite), 'E_STATE_MISMATCH')).message).toContain(`${state.length}`);
+      await writeFile(file, state.subarray(0, state.length - 1));
+      await expectCode(readStateFile(file, lite), 'E_STATE_MISMATCH');
+      const huge = Buffer.from(state);
+      huge.writeUInt32LE(0xffffffff, 28);
+      await writeFile(file, huge);
+      await expectCode(readStateFile(file, lite), 'E_STATE_MISMATCH');
+      await writeFile(file, Buffer.alloc(10));
+      await expectCode(readStateFile(file, lite), 'E_STATE_MISMATCH');
+      await stillAlive();
+    });
+
+    it('a snapshot with one flipped byte, or from the same shape with other weights → E_STATE_MISMATCH', async () => {
+      const state = await liteState();
+      for (const at of [20, 50, Math.floor(state.length / 2), state.length - 1]) {
+        const bad = Uint8Array.from(state);
+        bad[at] = (bad[at] as number) ^ 0x01;
+        await expectCode(engine.predict(lite, '', { state: bad, maxTokens: 1 }), 'E_STATE_MISMATCH');
+      }
+      const tiny = await manager.loadModelAt(TINY);
+      const other = await manager.loadModelAt(await tinyWithTensor('backbone.norm_f.weight', 'tiny-other-weights', (v) => v * 1.5));
+      const tinyState = (await engine.predict(tiny, { ids: [1, 2, 3] }, { maxTokens: 2, temperature: 0, returnState: true })).state as Uint8Array;
+      await expectCode(() => other.snapshotLength(tinyState.subarray(0, other.info.snapshotHeaderBytes)), 'E_STATE_MISMATCH');
+      expect(tiny.snapshotLength(tinyState.subarray(0, tiny.info.snapshotHeaderBytes))).toBe(tinyState.length);
+      const error = await expectCode(engine.predict(other, { ids: [] }, { state: tinyState, maxTokens: 1 }), 'E_STATE_MISMATCH');
+      expect(error.message).toContain('other weights');
+      expect((await engine.predict(tiny, { ids: [] }, { state: tinyState, maxTokens: 1 })).generatedTokens).toBe(1);
+      await stillAlive();
+    });
+
+    it('weights whose logits overflow → E_BAD_WEIGHTS naming the position, never null or a skipped value', async () => {
+      const dir = await tinyWithTensor('backbone.norm_f.weight', 'tiny-overflow', (v) => (v >= 0 ? 3e38 : -3e38));
+      const model = await manager.loadModelAt(dir);
+      const scored = await expectCode(engine.score(model, { ids: [1, 2, 3] }), 'E_BAD_WEIGHTS');
+      expect(scored.message).toMatch(/non-finite logit \((NaN|\+inf|-inf)\) at position 0 of 3/);
+      const greedy = await expectCode(engine.predict(model, { ids: [1, 2, 3] }, { maxTokens: 2, temperature: 0 }), 'E_BAD_WEIGHTS');
+      expect(greedy.message).toContain('at position 2 of 3');
+      await expectCode(engine.predict(model, { ids: [4] }, { maxTokens: 2, temperature: 0.7, seed: 1 }), 'E_BAD_WEIGHTS');
+      await stillAlive();
+    });
+
+    it('a tokenizer whose normalizers explode the text → E_TOKENIZER at load; tokenizing is async', async () => {
+      const dir = await copyModel(TINY, path.join(scratch.dir, 'tiny-exploding-tokenizer'));
+      const tokenizer = await readJson<Record<string, unknown>>(path.join(dir, 'tokenizer.json'));
+      const grow = { type: 'Replace', pattern: { String: 'e' }, content: 'eeeeeeeeeeeeeeee' };
+      tokenizer.normalizer = { type: 'Sequence', normalizers: Array(8).fill(grow) };
+      await writeFile(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+      const error = await expectCode(manager.loadModelAt(dir), 'E_TOKENIZER');
+      expect(error.message).toContain('tokenizer.json');
+      expect(error.message).toContain('normalizer refused');
+
+      const pending = lite.tokenize('Once upon a time');
+      expect(pending).toBeInstanceOf(Promise);
+      expect((await pending).length).toBeGreaterThan(0);
+      await stillAlive();
     });
   });
 });

@@ -58,7 +58,8 @@ export class ScriptedEngine implements InferenceEngine {
       get disposed() {
         return disposed;
       },
-      tokenize: () => [],
+      tokenize: async () => [],
+      snapshotLength: () => 0,
       detokenize: () => '',
       dispose: () => {
         disposed = true;

@@ -10,6 +10,7 @@
 export * from './portable.js';
 export { loadBinding, getDefaultBinding, defaultNativePath, defaultWasmPath, nativePlatformSuffix } from './binding/load.js';
 export type { LoadBindingOptions } from './binding/load.js';
+export { readStateFile } from './engines/state-file.js';
 
 export { LocalModelManager, defaultModelsDir } from './models/manager.js';
 export type { LocalModelManagerOptions, ModelProgressEvent, ModelLease, FallbackOptions } from './models/manager.js';

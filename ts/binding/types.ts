@@ -25,6 +25,8 @@ export interface RawModelInfo {
   eosTokenIds: number[];
   /** Whether a tokenizer.json was found (text in/out needs one; id-level scoring does not). */
   hasTokenizer: boolean;
+  /** Bytes of a state snapshot's fixed header (what {@link RawModel.snapshotLength} reads). */
+  snapshotHeaderBytes: number;
 }
 
 /** Sampling and stopping options as the core validates them (all optional; core applies defaults). */
@@ -90,8 +92,15 @@ export interface RawGeneration {
 /** A loaded model held by the Rust side. */
 export interface RawModel {
   info(): RawModelInfo;
-  tokenize(text: string, addSpecialTokens: boolean): number[];
+  /** Text → ids, off the JS thread (native; WASM resolves after running on the calling thread). */
+  tokenize(text: string, addSpecialTokens: boolean): Promise<number[]>;
   detokenize(ids: number[], skipSpecialTokens: boolean): string;
+  /**
+   * The total byte length of the state snapshot whose first `info().snapshotHeaderBytes` bytes are
+   * `head`, when this model can continue it (same shape and weights, its state size); otherwise
+   * throws `E_STATE_MISMATCH`. Lets a reader read exactly that many bytes of a state file.
+   */
+  snapshotLength(head: Uint8Array): number;
   /** Logits for every position: `ids.length * vocabSize` floats, row-major. */
   logits(ids: number[]): Promise<Float32Array>;
   /**

@@ -36,7 +36,8 @@ export function wrapGeneration(raw: RawGeneration): RawGeneration {
 export function wrapModel(raw: RawModel): RawModel {
   return {
     info: () => guard(() => raw.info()),
-    tokenize: (text, addSpecialTokens) => guard(() => raw.tokenize(text, addSpecialTokens)),
+    tokenize: (text, addSpecialTokens) => guardAsync(() => raw.tokenize(text, addSpecialTokens)),
+    snapshotLength: (head) => guard(() => raw.snapshotLength(head)),
     detokenize: (ids, skipSpecialTokens) => guard(() => raw.detokenize(ids, skipSpecialTokens)),
     logits: (ids) => guardAsync(() => raw.logits(ids)),
     generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),

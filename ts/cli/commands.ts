@@ -1,9 +1,9 @@
 /**
  * The four CLI commands. Each is a thin layer over the public API.
  */
-import { readFile } from 'node:fs/promises';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import { readStateFile } from '../engines/state-file.js';
 import type { GenerationInput, GenerationOptions } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
@@ -103,7 +103,6 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     returnState: flags['save-state'] !== undefined,
   };
   for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
-  if (flags.state !== undefined) options.state = await readState(flags.state);
   if (flags.ids !== undefined && promptArgs.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the prompt as text or as --ids, not both', { usage: true });
   if (modelArg === undefined || (promptArgs.length === 0 && flags.ids === undefined && flags.state === undefined)) {
     throw new PhoenixError('E_INVALID_OPTION', `missing ${modelArg === undefined ? '<model> and ' : ''}"<prompt>" (or --ids, or --state to continue a saved state)`, { usage: true });
@@ -112,6 +111,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   const saveTo = flags['save-state'];
   if (saveTo !== undefined) await checkWritableFile('save-state', saveTo);
   const model = await ctx.load(modelArg);
+  if (flags.state !== undefined) options.state = await readStateFile(flags.state, model, '--state');
 
   const controller = new AbortController();
   const onSigint = (): void => controller.abort();
@@ -165,10 +165,3 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   return 0;
 }
 
-async function readState(file: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (error) {
-    throw new PhoenixError('E_INVALID_OPTION', `--state ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { option: 'state' });
-  }
-}

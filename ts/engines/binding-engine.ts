@@ -90,7 +90,7 @@ export abstract class BindingEngine implements InferenceEngine {
     const own = this.#own(model);
     const vocabSize = own.info.vocabSize;
     const prompt = toRawPrompt(input);
-    const ids = prompt.ids ?? own.tokenize(prompt.text ?? '', { addSpecialTokens: true });
+    const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
     const flat = await own.raw.logits(ids);
     if (flat.length !== ids.length * vocabSize) {
       throw new PhoenixError('E_INTERNAL', `binding returned ${flat.length} logits for ${ids.length} ids × vocab ${vocabSize}`);

@@ -46,9 +46,13 @@ export class BindingLoadedModel implements LoadedModel {
     return this.#raw;
   }
 
-  tokenize(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+  async tokenize(text: string, options: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string') throw new PhoenixError('E_INVALID_OPTION', 'tokenize(text): text must be a string', { option: 'text' });
     return this.raw.tokenize(text, options.addSpecialTokens ?? true);
+  }
+
+  snapshotLength(head: Uint8Array): number {
+    return this.raw.snapshotLength(head);
   }
 
   detokenize(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

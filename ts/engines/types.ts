@@ -114,10 +114,18 @@ export interface LoadedModel {
   /** Bytes of weights held in memory. */
   readonly memoryBytes: number;
   readonly disposed: boolean;
-  /** Text → ids (`E_TOKENIZER` without a tokenizer). */
-  tokenize(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  /**
+   * Text → ids, computed off the JS thread (`E_TOKENIZER` without a tokenizer, or for a text whose
+   * worst-case normalisation by this tokenizer exceeds the core's limit).
+   */
+  tokenize(text: string, options?: { addSpecialTokens?: boolean }): Promise<number[]>;
   /** Ids → text (`E_TOKENIZER` without a tokenizer). */
   detokenize(ids: readonly number[], options?: { skipSpecialTokens?: boolean }): string;
+  /**
+   * Total bytes of the state snapshot whose header (the first `info.snapshotHeaderBytes` bytes) is
+   * `head`, if this model can continue it; `E_STATE_MISMATCH` otherwise. See `readStateFile`.
+   */
+  snapshotLength(head: Uint8Array): number;
   /** Frees the weights now; later calls throw `E_INVALID_OPTION`. Idempotent. */
   dispose(): void;
   [Symbol.dispose](): void;

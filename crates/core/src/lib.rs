@@ -10,6 +10,7 @@ pub mod models;
 pub mod ops;
 pub mod session;
 pub mod tokenizer;
+pub mod weights_identity;
 
 pub use error::{ErrorCode, PhoenixError, Result};
 pub use model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};

@@ -56,6 +56,10 @@ pub trait LanguageModel: Send + Sync {
     /// Tokens a forward call processes in one piece. Feeding a prompt in calls of this many tokens
     /// gives bit-identical results to one call, so a generation can check for cancellation between
     /// them. Default: no internal pieces.
+    /// Identity of the weight values ([`crate::weights_identity`]): differs between models of the
+    /// same shape with other weights; snapshots are only continued by a model with the same one.
+    fn weights_identity(&self) -> u64;
+
     fn prefill_chunk(&self) -> usize {
         usize::MAX
     }

@@ -1,6 +1,7 @@
 //! A loaded model ready to serve requests: weights + optional tokenizer, scoring (`logits`) and
 //! stepwise generation with exportable state. Bindings wrap exactly this; they add no logic.
 
+mod finite;
 mod generation;
 
 pub mod js_numbers;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 pub use generation::{Generation, GenerationStats};
 pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
 
-use crate::error::{invalid_option, tokenizer_error, Result};
+use crate::error::{invalid_option, state_mismatch, tokenizer_error, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
 use crate::loader::ModelFiles;
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
@@ -48,6 +49,8 @@ pub struct LoadedModelInfo {
     #[serde(flatten)]
     pub model: ModelInfo,
     pub has_tokenizer: bool,
+    /// Bytes of a snapshot's fixed header: what [`LoadedModel::snapshot_length`] needs to read.
+    pub snapshot_header_bytes: usize,
 }
 
 /// A model with its tokenizer. Share it as `Arc<LoadedModel>`: every [`Generation`] holds a clone,
@@ -90,7 +93,11 @@ impl LoadedModel {
     }
 
     pub fn info(&self) -> LoadedModelInfo {
-        LoadedModelInfo { model: self.model.info().clone(), has_tokenizer: self.tokenizer.is_some() }
+        LoadedModelInfo {
+            model: self.model.info().clone(),
+            has_tokenizer: self.tokenizer.is_some(),
+            snapshot_header_bytes: snapshot::HEADER_BYTES,
+        }
     }
 
     pub fn model_info(&self) -> &ModelInfo {
@@ -109,6 +116,46 @@ impl LoadedModel {
     /// The same weights loaded from another format (HF safetensors vs state-spaces `.bin`) agree.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// Identifies the weight values ([`crate::weights_identity`]); snapshots carry it.
+    pub fn weights_identity(&self) -> u64 {
+        self.model.weights_identity()
+    }
+
+    /// The exact byte length of the snapshot whose first [`snapshot::HEADER_BYTES`] bytes are `head`,
+    /// if this model can continue it: the header must be well formed, from this model (shape and
+    /// weights) and announce this model's state size. Lets a reader read exactly that many bytes of
+    /// a state file, never more. Anything else → `E_STATE_MISMATCH`.
+    pub fn snapshot_length(&self, head: &[u8]) -> Result<usize> {
+        let header = snapshot::parse_header(head)?;
+        self.check_snapshot_origin(header.fingerprint, header.weights_identity)?;
+        let expected = self.model.info().state_bytes;
+        if header.state_len != expected {
+            return Err(state_mismatch(format!(
+                "state: the snapshot holds a {}-byte model state, this model's is {expected} bytes",
+                header.state_len
+            )));
+        }
+        Ok(header.total_len())
+    }
+
+    /// A snapshot saved from another model shape or other weights → `E_STATE_MISMATCH`.
+    pub(crate) fn check_snapshot_origin(&self, fingerprint: u64, weights_identity: u64) -> Result<()> {
+        let info = self.model.info();
+        if fingerprint != self.fingerprint {
+            return Err(state_mismatch(format!(
+                "state: saved from a different model (fingerprint {fingerprint:016x}, this model {:016x}: {} with {} layers, hidden {})",
+                self.fingerprint, info.model_type, info.num_layers, info.hidden_size
+            )));
+        }
+        if weights_identity != self.weights_identity() {
+            return Err(state_mismatch(format!(
+                "state: saved from a model of the same shape but other weights (weights identity {weights_identity:016x}, this model {:016x})",
+                self.weights_identity()
+            )));
+        }
+        Ok(())
     }
 
     pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
@@ -138,7 +185,9 @@ impl LoadedModel {
             )));
         }
         let mut state = self.model.new_state();
-        self.model.forward(ids, state.as_mut(), LogitsWanted::All)
+        let logits = self.model.forward(ids, state.as_mut(), LogitsWanted::All)?;
+        finite::check_rows(&logits, vocab, 0, ids.len())?;
+        Ok(logits)
     }
 
     /// Starts a generation (nothing runs until its first [`Generation::next_step`]). With `state`

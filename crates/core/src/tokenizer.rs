@@ -2,9 +2,13 @@
 //!
 //! Loads from a model folder's `tokenizer.json` or from its bytes (the WASM build has no files).
 //! Streaming text output lives in [`crate::generate::detokenize`]; this module only does whole-sequence
-//! encode / decode.
+//! encode / decode. Normalisation is bounded: see [`expansion`].
+
+mod expansion;
 
 use std::path::Path;
+
+pub use expansion::{Expansion, MAX_FACTOR as MAX_NORMALIZER_GROWTH, MAX_NORMALIZED_BYTES};
 
 use crate::error::{tokenizer_error, Result};
 use crate::loader::ModelFiles;
@@ -18,6 +22,8 @@ pub struct Tokenizer {
     /// One past the largest id the tokenizer knows (base vocabulary and added tokens); ids at or
     /// above it have no text, e.g. the padded rows of an embedding matrix.
     id_limit: usize,
+    /// Worst-case growth of a text through the normalizers (checked before every encode).
+    expansion: Expansion,
     /// Where it came from, for error messages (`…/tokenizer.json` or `<bytes>`).
     source: String,
 }
@@ -49,7 +55,8 @@ impl Tokenizer {
         if id_limit == 0 {
             return Err(tokenizer_error(format!("{source}: the tokenizer has an empty vocabulary")));
         }
-        Ok(Self { inner, id_limit, source })
+        let expansion = normalizer_expansion(&inner, &source)?;
+        Ok(Self { inner, id_limit, expansion, source })
     }
 
     /// One past the largest token id this tokenizer can produce or decode.
@@ -62,7 +69,19 @@ impl Tokenizer {
     }
 
     /// Encodes `text`; with `add_special_tokens` the post-processor adds its tokens (e.g. a BOS id).
+    /// A text whose worst-case normalised length exceeds [`MAX_NORMALIZED_BYTES`] → `E_TOKENIZER`
+    /// (checked before the normalizers run, so a hostile normalizer chain cannot exhaust memory).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let limit = self.expansion.max_input_bytes();
+        if text.len() > limit {
+            return Err(tokenizer_error(format!(
+                "{}: a text of {} bytes is too long to tokenize: this tokenizer's normalizers may grow it {}x (+{} bytes), and at most {MAX_NORMALIZED_BYTES} normalised bytes are allowed ({limit} bytes of text)",
+                self.source,
+                text.len(),
+                self.expansion.factor,
+                self.expansion.extra
+            )));
+        }
         let encoding = self
             .inner
             .encode(text, add_special_tokens)
@@ -81,6 +100,23 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+}
+
+/// The normalizers' worst-case growth; unbounded or beyond [`MAX_NORMALIZER_GROWTH`] → `E_TOKENIZER`.
+fn normalizer_expansion(inner: &tokenizers::Tokenizer, source: &str) -> Result<Expansion> {
+    let refuse = |why: String| tokenizer_error(format!("{source}: normalizer refused: {why}"));
+    let normalizer = serde_json::to_value(inner.get_normalizer()).map_err(|e| refuse(e.to_string()))?;
+    let expansion = expansion::of_normalizer(&normalizer).map_err(refuse)?;
+    if !(expansion.factor <= MAX_NORMALIZER_GROWTH)
+        || !expansion.extra.is_finite()
+        || expansion.extra > MAX_NORMALIZED_BYTES as f64
+    {
+        return Err(refuse(format!(
+            "its steps may grow a text {}x (+{} bytes), more than the {MAX_NORMALIZER_GROWTH}x allowed (a chain of expanding `Replace` steps or an oversized replacement)",
+            expansion.factor, expansion.extra
+        )));
+    }
+    Ok(expansion)
 }
 
 /// Loads `tokenizer.json` from `files` if it is there. Absent → `Ok(None)`; present but broken →

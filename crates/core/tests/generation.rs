@@ -108,6 +108,16 @@ fn argmax_takes_the_first_of_equal_maxima_and_ignores_nan() {
 }
 
 #[test]
+fn an_infinite_logit_wins_instead_of_being_skipped() {
+    // A temperature can overflow a huge finite logit to +inf: it is the most likely token, not a hole.
+    let inf = f32::INFINITY;
+    assert_eq!(p::argmax(&[1.0, inf, 3.0, inf]), Some(1));
+    for u in [0.0, 0.5, 0.999] {
+        assert_eq!(p::sample_softmax(&[1.0, 2.0, inf, 3.0], u), Some(2));
+    }
+}
+
+#[test]
 fn processors_run_in_hf_order() {
     // Penalty first: token 0 (seen) goes 4.0 → 2.0, so token 1 (3.0) wins greedy.
     let opts = GenerateOptions { repeat_penalty: 2.0, ..Default::default() };
@@ -389,10 +399,12 @@ fn empty_prompt_without_state_is_rejected() {
     let e = m.generate(Prompt::Ids(vec![]), greedy(3), None).err().unwrap();
     assert_eq!(e.code, ErrorCode::InvalidOption);
     assert!(e.message.contains("prompt is empty"));
-    let e = m
+    // A text prompt is tokenized by the first step (on the binding's worker thread): the error comes from there.
+    let mut g = m
         .generate(Prompt::Text(String::new()), GenerateOptions { add_special_tokens: Some(false), ..greedy(3) }, None)
-        .err()
         .unwrap();
+    let e = g.next_step().unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
     assert!(e.message.contains("prompt is empty"));
 }
 
@@ -572,7 +584,8 @@ fn bad_states_are_state_mismatch() {
 fn text_continuation_from_a_state_skips_bos_by_default() {
     let m = toy(4096, 2, vec![], true);
     let state = m.generate(Prompt::Text("Once upon".into()), greedy(1), None).unwrap().export_state().unwrap();
-    let g = m.generate(Prompt::Text(" a time".into()), greedy(1), Some(&state)).unwrap();
+    let mut g = m.generate(Prompt::Text(" a time".into()), greedy(1), Some(&state)).unwrap();
+    g.export_state().unwrap(); // tokenizes the pending text prompt (as the first step would)
     let ids = g.token_ids().to_vec();
     let fresh = m.tokenize("Once upon", true).unwrap();
     assert_eq!(ids[..fresh.len()], fresh[..]);

@@ -22,6 +22,7 @@ pub struct RawModelInfo {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub has_tokenizer: bool,
+    pub snapshot_header_bytes: f64,
 }
 
 impl From<LoadedModelInfo> for RawModelInfo {
@@ -43,6 +44,7 @@ impl From<LoadedModelInfo> for RawModelInfo {
             bos_token_id: m.bos_token_id,
             eos_token_ids: m.eos_token_ids,
             has_tokenizer: i.has_tokenizer,
+            snapshot_header_bytes: i.snapshot_header_bytes as f64,
         }
     }
 }

@@ -96,6 +96,25 @@ impl Task for LogitsTask {
     }
 }
 
+pub struct TokenizeTask {
+    model: Arc<LoadedModel>,
+    text: String,
+    add_special_tokens: bool,
+}
+
+impl Task for TokenizeTask {
+    type Output = Vec<u32>;
+    type JsValue = Vec<u32>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| self.model.tokenize(&self.text, self.add_special_tokens))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
 #[napi]
 impl RawModel {
     #[napi]
@@ -104,10 +123,19 @@ impl RawModel {
         guarded(|| Ok(model.info().into()))
     }
 
+    /// Text → ids on a libuv worker (a tokenizer's normalizers can be slow on long text).
+    #[napi(ts_return_type = "Promise<number[]>")]
+    pub fn tokenize(&self, text: String, add_special_tokens: bool) -> napi::Result<AsyncTask<TokenizeTask>> {
+        let model = Arc::clone(self.model()?);
+        Ok(AsyncTask::new(TokenizeTask { model, text, add_special_tokens }))
+    }
+
+    /// Total bytes of the snapshot whose header is `head` (its first `snapshotHeaderBytes`), if this
+    /// model can continue it; the core decides.
     #[napi]
-    pub fn tokenize(&self, text: String, add_special_tokens: bool) -> napi::Result<Vec<u32>> {
+    pub fn snapshot_length(&self, head: Uint8Array) -> napi::Result<f64> {
         let model = self.model()?;
-        guarded(|| model.tokenize(&text, add_special_tokens))
+        guarded(|| model.snapshot_length(&head).map(|n| n as f64))
     }
 
     #[napi]

@@ -173,7 +173,8 @@ export function createBinding({ instantiate, fileReader }) {
   function wrapModel(instance, raw) {
     return {
       info: () => call(instance, () => raw.info()),
-      tokenize: (text, addSpecialTokens) => call(instance, () => raw.tokenize(text, addSpecialTokens)),
+      tokenize: (text, addSpecialTokens) => yieldToEventLoop().then(() => call(instance, () => raw.tokenize(text, addSpecialTokens))),
+      snapshotLength: (head) => call(instance, () => raw.snapshotLength(head)),
       detokenize: (ids, skipSpecialTokens) => call(instance, () => raw.detokenize(ids, skipSpecialTokens)),
       logits: (ids) => yieldToEventLoop().then(() => call(instance, () => raw.logits(ids))),
       generate: (prompt, options, state) =>

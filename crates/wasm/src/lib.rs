@@ -138,9 +138,18 @@ impl RawModel {
         guarded(|| convert::info_to_js(&model.info()))
     }
 
-    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> std::result::Result<Array, JsError> {
+    /// `Promise<number[]>` (settled: WASM runs on the calling thread), the native addon's shape.
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Promise {
+        settled(self.model().and_then(|model| {
+            guarded(|| model.tokenize(text, add_special_tokens).map(|ids| convert::ids_to_js(&ids).into()))
+        }))
+    }
+
+    /// Total bytes of the snapshot whose header is `head`, if this model can continue it.
+    #[wasm_bindgen(js_name = snapshotLength)]
+    pub fn snapshot_length(&self, head: &[u8]) -> std::result::Result<f64, JsError> {
         let model = self.model()?;
-        guarded(|| model.tokenize(text, add_special_tokens).map(|ids| convert::ids_to_js(&ids)))
+        guarded(|| model.snapshot_length(head).map(|n| n as f64))
     }
 
     pub fn detokenize(&self, ids: Vec<f64>, skip_special_tokens: bool) -> std::result::Result<String, JsError> {

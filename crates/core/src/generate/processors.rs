@@ -92,12 +92,13 @@ pub fn min_p(logits: &mut [f32], p: f32) {
     }
 }
 
-/// Index of the largest logit (the lowest id among equals, as `torch.argmax`); `None` if no logit
-/// is finite. NaN is ignored.
+/// Index of the largest logit (the lowest id among equals, as `torch.argmax`); `+inf` wins like
+/// any other largest value. `None` if every logit is NaN or `-inf`. NaN is ignored (the session
+/// refuses non-finite model output before processing; only a processor can make a value infinite).
 pub fn argmax(logits: &[f32]) -> Option<u32> {
     let mut best: Option<(u32, f32)> = None;
     for (i, &l) in logits.iter().enumerate() {
-        if l.is_finite() && best.is_none_or(|(_, b)| l > b) {
+        if !l.is_nan() && l > f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
             best = Some((i as u32, l));
         }
     }
@@ -105,8 +106,12 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
 }
 
 /// Draws an id with probability softmax(logits); `u` is uniform in [0, 1). Walks ids in order, in
-/// f64, so the result depends only on the logits and `u`. `None` if no logit is finite.
+/// f64, so the result depends only on the logits and `u`. A `+inf` logit holds all the probability
+/// (the lowest such id is returned). `None` if no logit is finite or `+inf`.
 pub fn sample_softmax(logits: &[f32], u: f64) -> Option<u32> {
+    if let Some(i) = logits.iter().position(|&l| l == f32::INFINITY) {
+        return Some(i as u32);
+    }
     let max = max_finite(logits)?;
     let total: f64 = logits.iter().filter(|l| l.is_finite()).map(|&l| ((l - max) as f64).exp()).sum();
     let target = u * total;

@@ -207,6 +207,10 @@ impl LanguageModel for MambaModel {
         PREFILL_CHUNK
     }
 
+    fn weights_identity(&self) -> u64 {
+        self.w.identity
+    }
+
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         if ids.is_empty() {
             return Err(invalid_option("forward: `ids` must hold at least one token"));

@@ -9,12 +9,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{snapshot, LoadedModel, Prompt};
+use super::{finite, snapshot, LoadedModel, Prompt};
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
 use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
 use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
 use crate::model::{LogitsWanted, ModelState};
+use crate::tokenizer::Tokenizer;
 
 /// Counters for `stats()`. Times are 0 on targets without a clock (wasm32).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
@@ -33,17 +34,22 @@ pub struct Generation {
     /// Released (`None`) once the generation finishes with nothing left to feed, so a finished
     /// generation whose JS handle has not been garbage-collected yet does not keep the weights alive.
     model: Option<Arc<LoadedModel>>,
-    /// The model's fingerprint, kept for `export_state` after the model is released.
+    /// The model's fingerprint and weights identity, kept for `export_state` after the model is released.
     fingerprint: u64,
+    weights_identity: u64,
     state: Box<dyn ModelState>,
     /// Every token of the context: restored history, prompt, generated.
     history: Vec<u32>,
     /// How many of `history` the state has consumed.
     fed: usize,
+    /// A text prompt not tokenized yet, with whether to add special tokens (see `take_prompt`).
+    pending_text: Option<(String, bool)>,
     max_tokens: usize,
     /// The model's EOS ids and the caller's stop ids.
     stop_ids: Vec<u32>,
     sampler: Sampler,
+    tokenizer: Option<Arc<Tokenizer>>,
+    /// Built by `take_prompt` (it needs the tokenized prompt as context).
     detokenizer: Option<StreamDetokenizer>,
     stop_strings: StopStrings,
     cancel: Arc<AtomicBool>,
@@ -68,16 +74,7 @@ impl Generation {
         let mut history = Vec::new();
         if let Some(bytes) = state {
             let snap = snapshot::decode(bytes)?;
-            if snap.fingerprint != model.fingerprint() {
-                return Err(state_mismatch(format!(
-                    "state: saved from a different model (fingerprint {:016x}, this model {:016x}: {} with {} layers, hidden {})",
-                    snap.fingerprint,
-                    model.fingerprint(),
-                    info.model_type,
-                    info.num_layers,
-                    info.hidden_size
-                )));
-            }
+            model.check_snapshot_origin(snap.fingerprint, snap.weights_identity)?;
             if let Some(bad) = snap.history.iter().find(|&&id| id as usize >= vocab) {
                 return Err(state_mismatch(format!(
                     "state: token id {bad} is outside this model's vocabulary 0..{vocab}"
@@ -95,34 +92,31 @@ impl Generation {
         }
         let fed = history.len().saturating_sub(1);
 
-        let prompt_ids = match prompt {
+        // A text prompt is tokenized by the first step (on the binding's worker thread), not here.
+        let mut prompt_tokens = 0;
+        let pending_text = match prompt {
             Prompt::Ids(ids) => {
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
                     return Err(invalid_option(format!("prompt: token id {bad} is outside the vocabulary 0..{vocab}")));
                 }
-                ids
+                prompt_tokens = ids.len();
+                history.extend(ids);
+                None
             }
             Prompt::Text(text) => {
-                let t = tokenizer.as_ref().ok_or_else(|| {
-                    tokenizer_error("prompt: a text prompt needs a tokenizer.json in the model folder")
-                })?;
-                let add_special = options.add_special_tokens.unwrap_or(state.is_none());
-                t.encode(&text, add_special)?
+                if tokenizer.is_none() {
+                    return Err(tokenizer_error("prompt: a text prompt needs a tokenizer.json in the model folder"));
+                }
+                Some((text, options.add_special_tokens.unwrap_or(state.is_none())))
             }
         };
-        let prompt_tokens = prompt_ids.len();
-        history.extend(prompt_ids);
-        if history.is_empty() {
-            return Err(invalid_option("prompt is empty (give text or ids, or a state to continue)"));
+        if history.is_empty() && pending_text.is_none() {
+            return Err(empty_prompt());
         }
 
         if !options.stop_strings.is_empty() && tokenizer.is_none() {
             return Err(tokenizer_error("option `stopStrings` needs a tokenizer.json in the model folder"));
         }
-        let detokenizer = match &tokenizer {
-            Some(t) => Some(StreamDetokenizer::new(Arc::clone(t), &history, true)?),
-            None => None,
-        };
         let id_limit = tokenizer.as_ref().map_or(vocab, |t| t.id_limit().min(vocab));
         let mut stop_ids = info.eos_token_ids.clone();
         stop_ids.extend_from_slice(&options.stop_token_ids);
@@ -130,19 +124,42 @@ impl Generation {
         Ok(Self {
             sampler: Sampler::new(&options, options.seed.unwrap_or_else(fresh_seed), id_limit),
             fingerprint: model.fingerprint(),
+            weights_identity: model.weights_identity(),
             model: Some(model),
             state: model_state,
             history,
             fed,
+            pending_text,
             max_tokens: options.max_tokens,
             stop_ids,
-            detokenizer,
+            tokenizer,
+            detokenizer: None,
             stop_strings: StopStrings::new(options.stop_strings),
             cancel: Arc::new(AtomicBool::new(false)),
             finished: None,
             failed: None,
             stats: GenerationStats { prompt_tokens, ..Default::default() },
         })
+    }
+
+    /// Tokenizes a pending text prompt into the history and sets up the streaming detokeniser (with
+    /// the whole context so far). Runs once, inside the first step or export.
+    fn take_prompt(&mut self) -> Result<()> {
+        if let Some((text, add_special)) = self.pending_text.take() {
+            let tokenizer = self.tokenizer.as_ref().ok_or_else(|| tokenizer_error("prompt: no tokenizer"))?;
+            let ids = tokenizer.encode(&text, add_special)?;
+            self.stats.prompt_tokens += ids.len();
+            self.history.extend(ids);
+            if self.history.is_empty() {
+                return Err(empty_prompt());
+            }
+        }
+        if self.detokenizer.is_none() && self.finished.is_none() {
+            if let Some(t) = &self.tokenizer {
+                self.detokenizer = Some(StreamDetokenizer::new(Arc::clone(t), &self.history, true)?);
+            }
+        }
+        Ok(())
     }
 
     /// Runs one step: on the first call the prefill plus the first sample, later one decode step.
@@ -162,6 +179,7 @@ impl Generation {
     }
 
     fn step(&mut self) -> Result<Step> {
+        self.take_prompt()?;
         if self.cancel.load(Ordering::Relaxed) {
             let text = self.flush()?.0;
             return Ok(self.finish(FinishReason::Abort, None, text));
@@ -178,6 +196,8 @@ impl Generation {
         let last = *self.history.last().expect("history is never empty");
         let model = self.model.as_ref().ok_or_else(released)?;
         let mut logits = model.model().forward(&[last], self.state.as_mut(), LogitsWanted::Last)?;
+        let position = self.history.len() - 1;
+        finite::check_rows(&logits, logits.len(), position, self.history.len())?;
         self.fed = self.history.len();
         let token = self.sampler.sample(&mut logits, &self.history)?;
         self.history.push(token);
@@ -248,8 +268,9 @@ impl Generation {
     fn finish(&mut self, reason: FinishReason, token_id: Option<u32>, text: String) -> Step {
         self.finished = Some(reason);
         self.detokenizer = None; // holds the tokenizer: free it with the weights
-        if self.fed + 1 >= self.history.len() {
+        if self.pending_text.is_none() && self.fed + 1 >= self.history.len() {
             self.model = None; // export_state needs no more forward calls
+            self.tokenizer = None;
         }
         Step { token_id, text, finish_reason: Some(reason) }
     }
@@ -259,6 +280,7 @@ impl Generation {
         self.failed = Some(e);
         self.model = None;
         self.detokenizer = None;
+        self.tokenizer = None;
     }
 
     /// Ends the generation at the next step boundary (that step reports `abort`). Thread-safe.
@@ -278,6 +300,10 @@ impl Generation {
             return Err(e.clone());
         }
         let started = now_ms();
+        if let Err(e) = self.take_prompt() {
+            self.fail(e.clone());
+            return Err(e);
+        }
         let pending = self.fed + 1 < self.history.len();
         if let Err(e) = self.feed_all_but_last(false) {
             self.fail(e.clone());
@@ -286,7 +312,7 @@ impl Generation {
         if pending {
             self.stats.prefill_ms += now_ms() - started;
         }
-        Ok(snapshot::encode(self.fingerprint, &self.history, &self.state.to_bytes()))
+        Ok(snapshot::encode(self.fingerprint, self.weights_identity, &self.history, &self.state.to_bytes()))
     }
 
     pub fn stats(&self) -> GenerationStats {
@@ -294,6 +320,7 @@ impl Generation {
     }
 
     /// Every token of the context: restored history, prompt and generated tokens (stop tokens included).
+    /// A text prompt appears once the first step (or an export) has tokenized it.
     pub fn token_ids(&self) -> &[u32] {
         &self.history
     }
@@ -310,6 +337,10 @@ impl Generation {
     pub fn model(&self) -> Option<&Arc<LoadedModel>> {
         self.model.as_ref()
     }
+}
+
+fn empty_prompt() -> PhoenixError {
+    invalid_option("prompt is empty (give text or ids, or a state to continue)")
 }
 
 fn released() -> PhoenixError {

@@ -73,6 +73,11 @@ impl LanguageModel for ToyModel {
         self.chunk.unwrap_or(usize::MAX)
     }
 
+    /// The toy's "weights" are its shape: a different vocabulary or depth is another model.
+    fn weights_identity(&self) -> u64 {
+        (self.info.vocab_size as u64) << 16 | self.info.num_layers as u64
+    }
+
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         assert!(!ids.is_empty(), "forward with no ids");
         if let Some(hook) = &self.on_forward {

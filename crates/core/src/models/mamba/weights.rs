@@ -3,6 +3,7 @@
 use crate::config::MambaConfig;
 use crate::error::Result;
 use crate::loader::{F32Buf, TensorStore};
+use crate::weights_identity::WeightsDigest;
 
 pub(crate) struct MixerWeights {
     pub norm: F32Buf,                  // [D]
@@ -27,15 +28,19 @@ pub(crate) struct Weights {
     pub layers: Vec<MixerWeights>,
     /// Parameters as stored (tied head counted once).
     pub param_count: usize,
+    /// [`crate::weights_identity`] of the tensors loaded (snapshots carry it).
+    pub identity: u64,
 }
 
 pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
     let (d, e, n, k, r, v) =
         (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel, cfg.dt_rank, cfg.vocab_size);
     let mut count = 0usize;
+    let mut digest = WeightsDigest::new();
     let mut get = |name: &str, shape: &[usize]| -> Result<F32Buf> {
         let t = store.load_f32(name, shape)?;
         count += t.len();
+        digest.add(name, &t);
         Ok(t)
     };
     let embedding = get("backbone.embeddings.weight", &[v, d])?;
@@ -79,5 +84,5 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
     } else {
         None
     };
-    Ok(Weights { embedding, lm_head, norm_f, layers, param_count: count })
+    Ok(Weights { embedding, lm_head, norm_f, layers, param_count: count, identity: digest.finish() })
 }
