@@ -51,8 +51,8 @@ const FILE: &str = CONFIG_FILE;
 impl MambaConfig {
     /// Parses the text of `config.json`. Syntax errors name the line and column; bad fields name the field.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| bad_config(format!("{FILE}: {}", json_problem(&e))))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| bad_config(format!("{FILE}: {}", json_problem(&e))))?;
         let obj = value.as_object().ok_or_else(|| bad_config(format!("{FILE}: top level must be a JSON object")))?;
         match obj.get("model_type") {
             Some(Value::String(t)) if t == "mamba" || t == "falcon_mamba" => parse_hf(obj, t),
@@ -88,16 +88,22 @@ impl MambaConfig {
     /// state, a prefill chunk of `chunk` tokens' activations, all in f32 bytes) fits `usize`, so no
     /// later product can wrap. Whether the sizes match the weights is the loader's check.
     pub fn check_sizes(&self, chunk: usize) -> Result<()> {
-        let (d, e, n, k, r, v) =
-            (self.hidden_size, self.intermediate_size, self.state_size, self.conv_kernel, self.dt_rank, self.vocab_size);
+        let (d, e, n, k, r, v) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.state_size,
+            self.conv_kernel,
+            self.dt_rank,
+            self.vocab_size,
+        );
         let mul = |a: Option<usize>, b: usize| a.and_then(|a| a.checked_mul(b));
         let x_width = n.checked_mul(2).and_then(|n2| n2.checked_add(r));
         let products = [
-            mul(mul(Some(v), d), 4),                                     // embedding / head [V, D]
-            mul(mul(Some(e), 2), d).and_then(|p| p.checked_mul(4)),      // in_proj [2E, D]
-            mul(mul(x_width, e), 4),                                     // x_proj [R + 2N, E]
-            mul(mul(Some(e), r.max(n).max(k)), 4),                       // dt_proj, A_log, conv
-            mul(mul(mul(Some(e), 2), chunk), 4),                         // activations of a chunk
+            mul(mul(Some(v), d), 4),                                // embedding / head [V, D]
+            mul(mul(Some(e), 2), d).and_then(|p| p.checked_mul(4)), // in_proj [2E, D]
+            mul(mul(x_width, e), 4),                                // x_proj [R + 2N, E]
+            mul(mul(Some(e), r.max(n).max(k)), 4),                  // dt_proj, A_log, conv
+            mul(mul(mul(Some(e), 2), chunk), 4),                    // activations of a chunk
             mul(mul(x_width, chunk), 4),
             mul(mul(Some(d), chunk), 4),
             k.checked_add(n).and_then(|kn| mul(mul(mul(Some(self.num_layers), e), kn), 4)), // state

@@ -117,9 +117,11 @@ impl TensorStore {
         let t = self.get(name, expected)?;
         match F32Buf::borrow(t) {
             Some(view) => Ok(view),
-            None => Ok(F32Buf::Owned(to_f32(t.dtype, t.data()).ok_or_else(|| {
-                bad_weights(format!("{}: tensor `{name}` does not fit in memory as f32", t.file))
-            })?)),
+            None => {
+                Ok(F32Buf::Owned(to_f32(t.dtype, t.data()).ok_or_else(|| {
+                    bad_weights(format!("{}: tensor `{name}` does not fit in memory as f32", t.file))
+                })?))
+            }
         }
     }
 
@@ -224,9 +226,7 @@ fn to_f32(dtype: WeightDType, data: &[u8]) -> Option<Vec<f32>> {
     match dtype {
         WeightDType::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
         WeightDType::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        WeightDType::BF16 => {
-            out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()))
-        }
+        WeightDType::BF16 => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
         WeightDType::F64 => {
             out.extend(data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32))
         }

@@ -554,7 +554,8 @@ fn shard_names_must_be_plain_file_names_in_the_folder() {
         std::fs::copy(m.path("model.safetensors"), m.base.join("outside.safetensors")).unwrap();
         std::fs::create_dir(m.path("sub")).unwrap();
         std::fs::copy(m.path("model.safetensors"), m.path("sub/s-1.safetensors")).unwrap();
-        let shard = if bad == "ABSOLUTE" { m.base.join("outside.safetensors").display().to_string() } else { bad.into() };
+        let shard =
+            if bad == "ABSOLUTE" { m.base.join("outside.safetensors").display().to_string() } else { bad.into() };
         write_shards(&m, |_| vec![S1], |_| Some(shard.clone()));
         let e = load_err(&m.dir);
         assert_err(&e, ErrorCode::BadWeights, &["model.safetensors.index.json", "plain file name"]);

@@ -203,12 +203,20 @@ impl ModelFiles {
 
     fn memory_file<'a>(&self, files: &'a HashMap<String, Arc<FileBytes>>, file: &str) -> Result<&'a Arc<FileBytes>> {
         self.check_name(file)?;
-        files.get(file).ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file))))
+        files
+            .get(file)
+            .ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file))))
     }
 
     fn check_name(&self, file: &str) -> Result<()> {
         plain_file_name(file).map_err(|why| {
-            problem(file, format!("{}: cannot open a model file whose name is not a plain file name: {why}", self.describe_root()))
+            problem(
+                file,
+                format!(
+                    "{}: cannot open a model file whose name is not a plain file name: {why}",
+                    self.describe_root()
+                ),
+            )
         })
     }
 
@@ -279,9 +287,7 @@ fn read_capped(f: std::fs::File, len: u64, cap: usize, shown: &str) -> Result<Ve
     let fail = |m: String| PhoenixError::new(ErrorCode::Internal, m);
     check_cap(len, cap, shown).map_err(fail)?;
     let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(len as usize)
-        .map_err(|_| fail(format!("{shown} ({len} bytes) does not fit in memory")))?;
+    bytes.try_reserve_exact(len as usize).map_err(|_| fail(format!("{shown} ({len} bytes) does not fit in memory")))?;
     f.take(cap as u64 + 1).read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read {shown}: {e}")))?;
     check_cap(bytes.len() as u64, cap, shown).map_err(fail)?;
     Ok(bytes)

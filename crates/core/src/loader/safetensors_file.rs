@@ -47,7 +47,9 @@ fn header_problem(e: &SafeTensorError) -> String {
         InvalidHeaderDeserialization(e) | JsonError(e) => format!("header: {}", json_problem(e)),
         HeaderTooLarge => "header too large".to_string(),
         HeaderTooSmall | InvalidHeaderLength => "header length is invalid (truncated or corrupt)".to_string(),
-        TensorNotFound(_) | InvalidOffset(_) => "a tensor's data offsets are invalid (truncated or corrupt)".to_string(),
+        TensorNotFound(_) | InvalidOffset(_) => {
+            "a tensor's data offsets are invalid (truncated or corrupt)".to_string()
+        }
         TensorInvalidInfo | InvalidTensorView(..) => "a tensor's dtype, shape and offsets disagree".to_string(),
         MetadataIncompleteBuffer => "tensor data does not cover the file (truncated or corrupt)".to_string(),
         ValidationOverflow => "a tensor's size overflows".to_string(),
@@ -78,9 +80,9 @@ impl ShardIndex {
         let mut weight_map = BTreeMap::new();
         for (tensor, file) in map {
             let tensor_shown = shown_name(tensor);
-            let file = file.as_str().ok_or_else(|| {
-                bad_weights(format!("{label}: weight_map entry `{tensor_shown}` is not a file name"))
-            })?;
+            let file = file
+                .as_str()
+                .ok_or_else(|| bad_weights(format!("{label}: weight_map entry `{tensor_shown}` is not a file name")))?;
             plain_file_name(file).map_err(|why| {
                 bad_weights(format!(
                     "{label}: weight_map entry `{tensor_shown}` names a shard that is not a plain file name inside the model folder ({why})"

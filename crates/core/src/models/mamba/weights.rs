@@ -62,7 +62,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
         } else {
             load(&conv_name, &[e, 1, k], true)?
         };
-        let mut conv_weight_t = vec![0f32; conv.len()];
+        let mut conv_weight_t = zeros(conv.len(), &conv_name)?;
         for c in 0..e {
             for j in 0..k {
                 conv_weight_t[j * e + c] = conv[c * k + j];
@@ -77,12 +77,16 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
             conv_bias: if cfg.use_conv_bias {
                 load(&format!("{m}conv1d.bias"), &[e], true)?
             } else {
-                vec![0.0; e].into()
+                zeros(e, "conv1d.bias")?.into()
             },
             x_proj: load(&format!("{m}x_proj.weight"), &[r + 2 * n, e], false)?,
             dt_proj: load(&format!("{m}dt_proj.weight"), &[e, r], false)?,
             dt_bias: load(&format!("{m}dt_proj.bias"), &[e], true)?,
-            a: a_log.iter().map(|x| -x.exp()).collect(),
+            a: {
+                let mut a = zeros(a_log.len(), "A_log")?;
+                a.iter_mut().zip(a_log.iter()).for_each(|(a, x)| *a = -x.exp());
+                a
+            },
             d: load(&format!("{m}D"), &[e], true)?,
             out_proj: load(&format!("{m}out_proj.weight"), &[d, e], false)?,
             out_proj_bias: if cfg.use_bias { Some(load(&format!("{m}out_proj.bias"), &[d], true)?) } else { None },
@@ -105,4 +109,14 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
         )));
     };
     Ok(Weights { embedding, lm_head, norm_f, layers, param_count: count })
+}
+
+/// `len` zeros for a buffer derived from tensor `what`; its size comes from a file, so running out of
+/// memory is a typed error, not an abort.
+fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| bad_weights(format!("buffer for `{what}` ({len} values) does not fit in memory")))?;
+    v.resize(len, 0.0);
+    Ok(v)
 }
