@@ -78,40 +78,66 @@ impl MambaConfig {
 
     /// The `config.json` field that sets the layer count, for messages.
     pub fn layers_field(&self) -> &'static str {
+        self.size_fields()[0]
+    }
+
+    /// The fields that set layers, hidden, vocab, intermediate, state, conv and Δ-rank sizes in
+    /// this config's layout, in that order (for messages).
+    fn size_fields(&self) -> [&'static str; 7] {
         match self.layout {
-            ConfigLayout::HuggingFace => "num_hidden_layers",
-            ConfigLayout::StateSpaces => "n_layer",
+            ConfigLayout::HuggingFace => [
+                "num_hidden_layers",
+                "hidden_size",
+                "vocab_size",
+                "intermediate_size",
+                "state_size",
+                "conv_kernel",
+                "time_step_rank",
+            ],
+            ConfigLayout::StateSpaces => [
+                "n_layer",
+                "d_model",
+                "vocab_size",
+                "ssm_cfg.d_inner",
+                "ssm_cfg.d_state",
+                "ssm_cfg.d_conv",
+                "ssm_cfg.dt_rank",
+            ],
         }
     }
 
     /// Checks that every size product the model computes from this config (tensor shapes, the
-    /// state, a prefill chunk of `chunk` tokens' activations, all in f32 bytes) fits `usize`, so no
-    /// later product can wrap. Whether the sizes match the weights is the loader's check.
+    /// state, a prefill chunk of `chunk` tokens' activations, all in f32 bytes) fits `usize` (32 bits
+    /// on WASM), so no later product can wrap. Whether the sizes match the weights is the loader's check.
     pub fn check_sizes(&self, chunk: usize) -> Result<()> {
-        let (d, e, n, k, r, v) = (
+        let (l, d, v, e, n, k, r) = (
+            self.num_layers,
             self.hidden_size,
+            self.vocab_size,
             self.intermediate_size,
             self.state_size,
             self.conv_kernel,
             self.dt_rank,
-            self.vocab_size,
         );
+        let [fl, fd, fv, fe, fn_, fk, fr] = self.size_fields();
         let mul = |a: Option<usize>, b: usize| a.and_then(|a| a.checked_mul(b));
         let x_width = n.checked_mul(2).and_then(|n2| n2.checked_add(r));
-        let products = [
-            mul(mul(Some(v), d), 4),                                // embedding / head [V, D]
-            mul(mul(Some(e), 2), d).and_then(|p| p.checked_mul(4)), // in_proj [2E, D]
-            mul(mul(x_width, e), 4),                                // x_proj [R + 2N, E]
-            mul(mul(Some(e), r.max(n).max(k)), 4),                  // dt_proj, A_log, conv
-            mul(mul(mul(Some(e), 2), chunk), 4),                    // activations of a chunk
-            mul(mul(x_width, chunk), 4),
-            mul(mul(Some(d), chunk), 4),
-            k.checked_add(n).and_then(|kn| mul(mul(mul(Some(self.num_layers), e), kn), 4)), // state
+        // Each product with the fields it comes from.
+        let products: [(Option<usize>, &[&str]); 8] = [
+            (mul(mul(Some(v), d), 4), &[fv, fd]),         // embedding / head [V, D]
+            (mul(mul(mul(Some(e), 2), d), 4), &[fe, fd]), // in_proj [2E, D]
+            (mul(mul(x_width, e), 4), &[fr, fn_, fe]),    // x_proj [R + 2N, E]
+            (mul(mul(Some(e), r.max(n).max(k)), 4), &[fe, fr, fn_, fk]), // dt_proj, A_log, conv
+            (mul(mul(mul(Some(e), 2), chunk), 4), &[fe]), // a chunk's activations
+            (mul(mul(x_width, chunk), 4), &[fr, fn_]),
+            (mul(mul(Some(d), chunk), 4), &[fd]),
+            (k.checked_add(n).and_then(|kn| mul(mul(mul(Some(l), e), kn), 4)), &[fl, fe, fk, fn_]), // state
         ];
-        if products.iter().any(Option::is_none) {
+        if let Some((_, fields)) = products.iter().find(|(p, _)| p.is_none()) {
+            let fields: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
             return Err(bad_config(format!(
-                "{FILE}: the model sizes (hidden {d}, intermediate {e}, state {n}, conv {k}, dt rank {r}, vocab {v}, layers {}) overflow when multiplied; not a real model",
-                self.num_layers
+                "{FILE}: sizes from {} overflow when multiplied (layers {l}, hidden {d}, vocab {v}, intermediate {e}, state {n}, conv {k}, dt rank {r}); not a model this build can hold",
+                fields.join(", ")
             )));
         }
         Ok(())

@@ -320,7 +320,7 @@ fn size_products_that_overflow_are_bad_config() {
     edit_config(&m, "\"hidden_size\": 64", &format!("\"hidden_size\": {}", u64::MAX / 2));
     edit_config(&m, "\"intermediate_size\": 128,", "");
     // Refused as a config problem before any tensor is looked at (it wrapped silently before).
-    assert_err(&load_err(&m.dir), ErrorCode::BadConfig, &["config.json", "overflow"]);
+    assert_err(&load_err(&m.dir), ErrorCode::BadConfig, &["config.json", "overflow", "`hidden_size`"]);
 }
 
 #[cfg(unix)]
