@@ -3,7 +3,7 @@
  * Broken model folders are built from the real fixtures in a temp dir.
  */
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -140,6 +140,34 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
         const error = await expectCode(manager.loadModel(name), 'E_INVALID_OPTION');
         expect(error.message).toContain(JSON.stringify(name));
       }
+      await stillAlive();
+    });
+
+    it('hostile folders (huge layer count, shard outside the folder, NaN in A_log) → typed core errors, process alive', async () => {
+      const { binding } = await engine.binding();
+      const hostile = path.join(scratch.dir, 'hostile');
+      await mkdir(hostile, { recursive: true });
+      const layers = await brokenTiny(hostile, 'layers', async (f) => {
+        const config = JSON.parse(await readFile(path.join(f, 'config.json'), 'utf8'));
+        await writeFile(path.join(f, 'config.json'), JSON.stringify({ ...config, num_hidden_layers: 100_000_000 }));
+      });
+      expect((await expectCode(binding.loadModel(layers), 'E_BAD_CONFIG')).message).toContain('num_hidden_layers');
+      const outside = path.join(scratch.dir, 'outside.safetensors');
+      const shard = await brokenTiny(hostile, 'shard', async (f) => {
+        const { tensors } = await readSafetensors(path.join(f, 'model.safetensors'));
+        await writeSafetensors(outside, tensors);
+        const weight_map = Object.fromEntries([...tensors.keys()].map((name) => [name, outside]));
+        await writeFile(path.join(f, 'model.safetensors.index.json'), JSON.stringify({ weight_map }));
+        await rm(path.join(f, 'model.safetensors'));
+      });
+      expect((await expectCode(binding.loadModel(shard), 'E_BAD_WEIGHTS')).message).toContain('plain file name');
+      const nan = await brokenTiny(hostile, 'nan', async (f) => {
+        const file = path.join(f, 'model.safetensors');
+        const { tensors, metadata } = await readSafetensors(file);
+        tensors.get('backbone.layers.0.mixer.A_log')!.data.writeFloatLE(Number.NaN, 4);
+        await writeSafetensors(file, tensors, metadata);
+      });
+      expect((await expectCode(binding.loadModel(nan), 'E_BAD_WEIGHTS')).message).toContain('backbone.layers.0.mixer.A_log');
       await stillAlive();
     });
   });

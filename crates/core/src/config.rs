@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{bad_config, unsupported_model, Result};
+use crate::loader::shown::{json_kind, json_problem, shown_name};
 
 /// Which `config.json` dialect the folder uses (decides tensor naming and defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +51,18 @@ const FILE: &str = CONFIG_FILE;
 impl MambaConfig {
     /// Parses the text of `config.json`. Syntax errors name the line and column; bad fields name the field.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| bad_config(format!("{FILE}: invalid JSON at line {} column {}: {e}", e.line(), e.column())))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| bad_config(format!("{FILE}: {}", json_problem(&e))))?;
         let obj = value.as_object().ok_or_else(|| bad_config(format!("{FILE}: top level must be a JSON object")))?;
         match obj.get("model_type") {
             Some(Value::String(t)) if t == "mamba" || t == "falcon_mamba" => parse_hf(obj, t),
             Some(Value::String(t)) => Err(unsupported_model(format!(
-                "{FILE}: model_type `{t}` is not supported (supported: mamba, falcon_mamba, state-spaces Mamba-1)"
+                "{FILE}: model_type `{}` is not supported (supported: mamba, falcon_mamba, state-spaces Mamba-1)",
+                shown_name(t)
             ))),
-            Some(other) => Err(bad_config(format!("{FILE}: field `model_type` must be a string, got {other}"))),
+            Some(other) => {
+                Err(bad_config(format!("{FILE}: field `model_type` must be a string, got {}", json_kind(other))))
+            }
             None if obj.contains_key("d_model") => parse_state_spaces(obj),
             None => Err(unsupported_model(format!(
                 "{FILE}: no `model_type` and no `d_model`: not a Hugging Face or state-spaces Mamba config"
@@ -67,8 +71,76 @@ impl MambaConfig {
     }
 
     /// Bytes of one sequence's recurrent state: per layer conv `[E, K]` + ssm `[E, N]`, f32.
+    /// Fits `usize` for every config [`Self::check_sizes`] accepts.
     pub fn state_bytes(&self) -> usize {
         self.num_layers * self.intermediate_size * (self.conv_kernel + self.state_size) * 4
+    }
+
+    /// The `config.json` field that sets the layer count, for messages.
+    pub fn layers_field(&self) -> &'static str {
+        self.size_fields()[0]
+    }
+
+    /// The fields that set layers, hidden, vocab, intermediate, state, conv and Δ-rank sizes in
+    /// this config's layout, in that order (for messages).
+    fn size_fields(&self) -> [&'static str; 7] {
+        match self.layout {
+            ConfigLayout::HuggingFace => [
+                "num_hidden_layers",
+                "hidden_size",
+                "vocab_size",
+                "intermediate_size",
+                "state_size",
+                "conv_kernel",
+                "time_step_rank",
+            ],
+            ConfigLayout::StateSpaces => [
+                "n_layer",
+                "d_model",
+                "vocab_size",
+                "ssm_cfg.d_inner",
+                "ssm_cfg.d_state",
+                "ssm_cfg.d_conv",
+                "ssm_cfg.dt_rank",
+            ],
+        }
+    }
+
+    /// Checks that every size product the model computes from this config (tensor shapes, the
+    /// state, a prefill chunk of `chunk` tokens' activations, all in f32 bytes) fits `usize` (32 bits
+    /// on WASM), so no later product can wrap. Whether the sizes match the weights is the loader's check.
+    pub fn check_sizes(&self, chunk: usize) -> Result<()> {
+        let (l, d, v, e, n, k, r) = (
+            self.num_layers,
+            self.hidden_size,
+            self.vocab_size,
+            self.intermediate_size,
+            self.state_size,
+            self.conv_kernel,
+            self.dt_rank,
+        );
+        let [fl, fd, fv, fe, fn_, fk, fr] = self.size_fields();
+        let mul = |a: Option<usize>, b: usize| a.and_then(|a| a.checked_mul(b));
+        let x_width = n.checked_mul(2).and_then(|n2| n2.checked_add(r));
+        // Each product with the fields it comes from.
+        let products: [(Option<usize>, &[&str]); 8] = [
+            (mul(mul(Some(v), d), 4), &[fv, fd]),         // embedding / head [V, D]
+            (mul(mul(mul(Some(e), 2), d), 4), &[fe, fd]), // in_proj [2E, D]
+            (mul(mul(x_width, e), 4), &[fr, fn_, fe]),    // x_proj [R + 2N, E]
+            (mul(mul(Some(e), r.max(n).max(k)), 4), &[fe, fr, fn_, fk]), // dt_proj, A_log, conv
+            (mul(mul(mul(Some(e), 2), chunk), 4), &[fe]), // a chunk's activations
+            (mul(mul(x_width, chunk), 4), &[fr, fn_]),
+            (mul(mul(Some(d), chunk), 4), &[fd]),
+            (k.checked_add(n).and_then(|kn| mul(mul(mul(Some(l), e), kn), 4)), &[fl, fe, fk, fn_]), // state
+        ];
+        if let Some((_, fields)) = products.iter().find(|(p, _)| p.is_none()) {
+            let fields: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+            return Err(bad_config(format!(
+                "{FILE}: sizes from {} overflow when multiplied (layers {l}, hidden {d}, vocab {v}, intermediate {e}, state {n}, conv {k}, dt rank {r}); not a model this build can hold",
+                fields.join(", ")
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -127,13 +199,16 @@ fn parse_state_spaces(obj: &Map<String, Value>) -> Result<MambaConfig> {
     let ssm = match obj.get("ssm_cfg") {
         None | Some(Value::Null) => &empty,
         Some(Value::Object(m)) => m,
-        Some(other) => return Err(bad_config(format!("{FILE}: field `ssm_cfg` must be an object, got {other}"))),
+        Some(other) => {
+            return Err(bad_config(format!("{FILE}: field `ssm_cfg` must be an object, got {}", json_kind(other))))
+        }
     };
     let s = Fields { obj: ssm, prefix: "ssm_cfg." };
     if let Some(layer) = s.str_opt("layer")? {
         if layer != "Mamba1" {
             return Err(unsupported_model(format!(
-                "{FILE}: ssm_cfg.layer `{layer}` is not supported (only Mamba1 for now)"
+                "{FILE}: ssm_cfg.layer `{}` is not supported (only Mamba1 for now)",
+                shown_name(layer)
             )));
         }
     }
@@ -200,6 +275,8 @@ fn validate(cfg: MambaConfig) -> Result<MambaConfig> {
             return Err(bad_config(format!("{FILE}: {what} must be > 0")));
         }
     }
+    // Sizes of one token's activations; a whole prefill chunk is checked by the model.
+    cfg.check_sizes(1)?;
     let bad_eps = |e: f32| !e.is_finite() || e < 0.0;
     if bad_eps(cfg.norm_eps) || cfg.mixer_rms_eps.is_some_and(bad_eps) {
         return Err(bad_config(format!("{FILE}: norm epsilon must be a non-negative number")));
@@ -215,7 +292,7 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn err(&self, key: &str, want: &str, got: &Value) -> crate::error::PhoenixError {
-        bad_config(format!("{FILE}: field `{}{key}` must be {want}, got {got}", self.prefix))
+        bad_config(format!("{FILE}: field `{}{key}` must be {want}, got {}", self.prefix, json_kind(got)))
     }
 
     fn get(&self, key: &str) -> Option<&Value> {

@@ -12,6 +12,7 @@ mod pth;
 mod pth_tensor;
 pub mod read_plan;
 mod safetensors_file;
+pub(crate) mod shown;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +116,42 @@ impl TensorStore {
 
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
     pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
+        let t = self.get(name, expected)?;
+        match F32Buf::borrow(t) {
+            Some(view) => Ok(view),
+            None => {
+                Ok(F32Buf::Owned(to_f32(t.dtype, t.data()).ok_or_else(|| {
+                    bad_weights(format!("{}: tensor `{name}` does not fit in memory as f32", t.file))
+                })?))
+            }
+        }
+    }
+
+    /// Like [`Self::load_f32`], and every value must be finite: for the small per-channel tensors
+    /// (norms, biases, `A_log`, `D`, conv taps) where one NaN silently skews every output.
+    pub fn load_f32_finite(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
+        let values = self.load_f32(name, expected)?;
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            let file = &self.get(name, expected)?.file;
+            return Err(bad_weights(format!(
+                "{file}: tensor `{name}` holds a non-finite value (NaN or infinity) at element {at}"
+            )));
+        }
+        Ok(values)
+    }
+
+    /// Layers the checkpoint holds: one past the highest `i` of any `backbone.layers.{i}.` tensor
+    /// (0 when there are none).
+    pub fn layer_count(&self) -> usize {
+        self.tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix("backbone.layers.")?.split('.').next()?.parse::<usize>().ok())
+            .map(|i| i.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn get(&self, name: &str, expected: &[usize]) -> Result<&RawTensor> {
         let t =
             self.resolve(name).ok_or_else(|| bad_weights(format!("tensor `{name}` is missing from the weights")))?;
         if t.shape != expected {
@@ -123,7 +160,7 @@ impl TensorStore {
                 t.file, t.shape, expected
             )));
         }
-        Ok(F32Buf::borrow(t).unwrap_or_else(|| F32Buf::Owned(to_f32(t.dtype, t.data()))))
+        Ok(t)
     }
 }
 
@@ -183,16 +220,20 @@ fn stored_names(canonical: &str) -> Vec<String> {
     names
 }
 
-/// Little-endian bytes of `dtype` to f32 (works on unaligned buffers).
-fn to_f32(dtype: WeightDType, data: &[u8]) -> Vec<f32> {
+/// Little-endian bytes of `dtype` to f32 (works on unaligned buffers); `None` when the result
+/// cannot be allocated (its size comes from a file).
+fn to_f32(dtype: WeightDType, data: &[u8]) -> Option<Vec<f32>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(data.len() / dtype.size()).ok()?;
     match dtype {
-        WeightDType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        WeightDType::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        WeightDType::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        WeightDType::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        WeightDType::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        WeightDType::BF16 => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
         WeightDType::F64 => {
-            data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32).collect()
+            out.extend(data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32))
         }
     }
+    Some(out)
 }
 
 /// Checks a tensor's byte range fits its file and matches dtype × shape, then builds it.
@@ -205,10 +246,11 @@ fn raw_tensor(
     start: usize,
     end: usize,
 ) -> Result<RawTensor> {
-    let want = shape.iter().product::<usize>() * dtype.size();
-    if end < start || end > bytes.len() || end - start != want {
+    let want = shape.iter().try_fold(dtype.size(), |acc, &dim| acc.checked_mul(dim));
+    if end < start || end > bytes.len() || Some(end - start) != want {
+        let name = shown::shown_name(name);
         return Err(bad_weights(format!(
-            "{file_label}: tensor `{name}` data range {start}..{end} does not hold {want} bytes of {dtype:?} {shape:?} (file truncated or corrupt)"
+            "{file_label}: tensor `{name}` data range {start}..{end} does not hold {dtype:?} {shape:?} (file truncated or corrupt)"
         )));
     }
     Ok(RawTensor { dtype, shape, file: file_label.to_string(), bytes, start, end })
@@ -229,12 +271,12 @@ mod tests {
     fn converts_every_dtype() {
         let v = [1.5f32, -2.25];
         let f32b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        assert_eq!(to_f32(WeightDType::F32, &f32b), v);
+        assert_eq!(to_f32(WeightDType::F32, &f32b).unwrap(), v);
         let f16b: Vec<u8> = v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
-        assert_eq!(to_f32(WeightDType::F16, &f16b), v);
+        assert_eq!(to_f32(WeightDType::F16, &f16b).unwrap(), v);
         let bf16b: Vec<u8> = v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
-        assert_eq!(to_f32(WeightDType::BF16, &bf16b), v);
+        assert_eq!(to_f32(WeightDType::BF16, &bf16b).unwrap(), v);
         let f64b: Vec<u8> = v.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect();
-        assert_eq!(to_f32(WeightDType::F64, &f64b), v);
+        assert_eq!(to_f32(WeightDType::F64, &f64b).unwrap(), v);
     }
 }

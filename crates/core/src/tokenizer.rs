@@ -10,7 +10,9 @@ use std::path::Path;
 
 pub use expansion::{Expansion, MAX_FACTOR as MAX_NORMALIZER_GROWTH, MAX_NORMALIZED_BYTES};
 
-use crate::error::{tokenizer_error, Result};
+use crate::error::{tokenizer_error, ErrorCode, Result};
+use crate::loader::files::{read_regular_file, TOKENIZER_FILE_CAP};
+use crate::loader::shown::json_problem;
 use crate::loader::ModelFiles;
 
 /// The file name looked for inside a model folder.
@@ -38,7 +40,8 @@ impl Tokenizer {
     /// Reads `path` (a `tokenizer.json`). Missing, unreadable or malformed → `E_TOKENIZER` naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {e}")))?;
+        let bytes = read_regular_file(path, TOKENIZER_FILE_CAP, ErrorCode::Tokenizer)
+            .map_err(|e| tokenizer_error(format!("cannot read tokenizer: {}", e.message)))?;
         Self::from_bytes_named(&bytes, shown)
     }
 
@@ -49,8 +52,11 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::from_bytes`], with the name errors should show.
     pub fn from_bytes_named(bytes: &[u8], source: String) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tokenizer_error(format!("{source}: not a valid tokenizer.json: {e}")))?;
+        // The parser's own message can quote the file; say where and what kind of problem instead.
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+            let why = e.downcast_ref::<serde_json::Error>().map(json_problem).unwrap_or_else(|| "unreadable".into());
+            tokenizer_error(format!("{source}: not a valid tokenizer.json: {why}"))
+        })?;
         let id_limit = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
         if id_limit == 0 {
             return Err(tokenizer_error(format!("{source}: the tokenizer has an empty vocabulary")));
@@ -127,7 +133,7 @@ pub fn load_optional(files: &ModelFiles) -> Result<Option<Tokenizer>> {
     }
     let shown = files.describe(TOKENIZER_FILE);
     let bytes = files
-        .bytes(TOKENIZER_FILE)
+        .read_capped(TOKENIZER_FILE, TOKENIZER_FILE_CAP)
         .map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {}", e.message)))?;
     Tokenizer::from_bytes_named(&bytes, shown).map(Some)
 }

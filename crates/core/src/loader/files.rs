@@ -1,12 +1,30 @@
 //! Where a model's files come from: a folder on disk (memory-mapped) or in-memory bytes (WASM, tests).
 //! Everything above this module only asks for a file by its name inside the model folder.
+//!
+//! A model folder is untrusted, so every read here is guarded the same way:
+//! - names are plain file names ([`plain_file_name`], the one rule for shard names too);
+//! - a file must resolve (symlinks followed) inside the model folder or the folder holding it (the
+//!   models dir), so a `config.json` linked to `/etc/passwd` is refused, not read;
+//! - it is opened without blocking (a FIFO's open would wait for a writer) and checked with `fstat`
+//!   on the opened descriptor: only regular files are read (no FIFO, device or folder);
+//! - whole-file reads of metadata are capped ([`JSON_FILE_CAP`], [`TOKENIZER_FILE_CAP`]); weights are
+//!   memory-mapped, so their size costs address space, not memory.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{model_not_found, Result};
+use crate::config::CONFIG_FILE;
+use crate::error::{model_not_found, ErrorCode, PhoenixError, Result};
+use crate::tokenizer::TOKENIZER_FILE;
+
+/// Largest `config.json` / `model.safetensors.index.json` read. Real ones are a few KB (an index of
+/// a 70B checkpoint is under 100 KB); anything far bigger is not metadata.
+pub const JSON_FILE_CAP: usize = 4 << 20;
+/// Largest `tokenizer.json` read. Real ones reach ~20 MB (large multilingual vocabularies).
+pub const TOKENIZER_FILE_CAP: usize = 64 << 20;
 
 /// The bytes of one file, either memory-mapped or owned.
 pub enum FileBytes {
@@ -26,13 +44,45 @@ impl Deref for FileBytes {
     }
 }
 
+/// Why `name` is not a plain file name inside a folder, if it is not one: the one rule for every
+/// name a model's files give (shards of an index) and every file the core opens.
+pub fn plain_file_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        Err("it is empty")
+    } else if name == "." || name == ".." {
+        Err("it names a folder")
+    } else if name.contains(['/', '\\']) {
+        Err("it holds a path separator")
+    } else if name.contains('\0') {
+        Err("it holds a NUL character")
+    } else if name.contains(':') {
+        Err("it holds a drive or stream separator (`:`)")
+    } else {
+        Ok(())
+    }
+}
+
+/// The code a problem with `file` (not its absence) is reported under: that of the file's role.
+fn code_for(file: &str) -> ErrorCode {
+    match file {
+        CONFIG_FILE => ErrorCode::BadConfig,
+        TOKENIZER_FILE => ErrorCode::Tokenizer,
+        _ => ErrorCode::BadWeights,
+    }
+}
+
+fn problem(file: &str, message: String) -> PhoenixError {
+    PhoenixError::new(code_for(file), message)
+}
+
 enum Source {
-    Dir(PathBuf),
-    /// In-memory files and, when known, where they were read from (a folder path or base URL).
-    Memory {
-        files: HashMap<String, Arc<FileBytes>>,
-        root: Option<String>,
+    Dir {
+        dir: PathBuf,
+        /// Real paths a file of the model may resolve into: the folder and the folder holding it.
+        roots: Vec<PathBuf>,
     },
+    /// In-memory files and, when known, where they were read from (a folder path or base URL).
+    Memory { files: HashMap<String, Arc<FileBytes>>, root: Option<String> },
 }
 
 /// A model folder's files, addressed by name (`config.json`, `model.safetensors`, …).
@@ -49,7 +99,18 @@ impl ModelFiles {
         if !dir.is_dir() {
             return Err(model_not_found(format!("model path {} is not a folder", dir.display())));
         }
-        Ok(Self { source: Source::Dir(dir.to_path_buf()) })
+        let real = std::fs::canonicalize(dir)
+            .map_err(|e| model_not_found(format!("cannot resolve model folder {}: {e}", dir.display())))?;
+        // The models dir as the caller named it (the folder may itself be a link into it), and the
+        // real parent of the real folder.
+        let named_parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut roots = vec![real.clone()];
+        roots.extend(std::fs::canonicalize(named_parent).ok());
+        roots.extend(real.parent().map(Path::to_path_buf));
+        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots } })
     }
 
     /// Files already in memory, as `(name, bytes)` pairs (names as they would be inside the folder).
@@ -67,7 +128,7 @@ impl ModelFiles {
     /// How to name `file` in messages: its full path for folders, its name otherwise.
     pub fn describe(&self, file: &str) -> String {
         match &self.source {
-            Source::Dir(dir) => dir.join(file).display().to_string(),
+            Source::Dir { dir, .. } => dir.join(file).display().to_string(),
             Source::Memory { root: Some(root), .. } => in_root(root, file),
             Source::Memory { root: None, .. } => file.to_string(),
         }
@@ -76,15 +137,20 @@ impl ModelFiles {
     /// How to name the whole model in messages.
     pub fn describe_root(&self) -> String {
         match &self.source {
-            Source::Dir(dir) => dir.display().to_string(),
+            Source::Dir { dir, .. } => dir.display().to_string(),
             Source::Memory { root: Some(root), .. } => root.clone(),
             Source::Memory { root: None, .. } => "<in-memory model files>".to_string(),
         }
     }
 
+    /// Whether the folder has an entry called `file` (of any kind: reading it then says what is
+    /// wrong with a FIFO or a folder, instead of calling it absent).
     pub fn has(&self, file: &str) -> bool {
+        if plain_file_name(file).is_err() {
+            return false;
+        }
         match &self.source {
-            Source::Dir(dir) => dir.join(file).is_file(),
+            Source::Dir { dir, .. } => std::fs::symlink_metadata(dir.join(file)).is_ok(),
             Source::Memory { files, .. } => files.contains_key(file),
         }
     }
@@ -92,41 +158,139 @@ impl ModelFiles {
     /// The bytes of `file` (memory-mapped for folders). Missing file gives `E_MODEL_NOT_FOUND`.
     pub fn bytes(&self, file: &str) -> Result<Arc<FileBytes>> {
         match &self.source {
-            Source::Memory { files, .. } => files
-                .get(file)
-                .cloned()
-                .ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file)))),
-            Source::Dir(dir) => {
-                let path = dir.join(file);
-                let f = std::fs::File::open(&path)
-                    .map_err(|e| model_not_found(format!("cannot open {}: {e}", path.display())))?;
+            Source::Memory { files, .. } => self.memory_file(files, file).cloned(),
+            Source::Dir { .. } => {
+                let (f, len, shown) = self.open(file)?;
                 #[cfg(not(target_arch = "wasm32"))]
                 {
+                    let _ = len;
                     // SAFETY: the mapping is read-only; model files are not expected to change while
                     // loaded (the same assumption every mmap-based loader, candle's included, makes).
                     let map = unsafe { memmap2::Mmap::map(&f) }
-                        .map_err(|e| model_not_found(format!("cannot map {}: {e}", path.display())))?;
+                        .map_err(|e| problem(file, format!("cannot map {shown}: {e}")))?;
                     Ok(Arc::new(FileBytes::Mapped(map)))
                 }
                 #[cfg(target_arch = "wasm32")]
                 {
-                    use std::io::Read;
-                    let mut v = Vec::new();
-                    let mut f = f;
-                    f.read_to_end(&mut v)
-                        .map_err(|e| model_not_found(format!("cannot read {}: {e}", path.display())))?;
-                    Ok(Arc::new(FileBytes::Owned(v)))
+                    read_capped(f, len, usize::MAX, &shown)
+                        .map(|v| Arc::new(FileBytes::Owned(v)))
+                        .map_err(|e| problem(file, e.message))
                 }
             }
         }
     }
 
-    /// `file` as UTF-8 text.
-    pub fn text(&self, file: &str) -> Result<String> {
-        let bytes = self.bytes(file)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| crate::error::bad_config(format!("{} is not valid UTF-8", self.describe(file))))
+    /// The whole of `file`, refused when it holds more than `cap` bytes.
+    pub fn read_capped(&self, file: &str, cap: usize) -> Result<Vec<u8>> {
+        match &self.source {
+            Source::Memory { files, .. } => {
+                let bytes = self.memory_file(files, file)?;
+                check_cap(bytes.len() as u64, cap, &self.describe(file)).map_err(|m| problem(file, m))?;
+                Ok(bytes.to_vec())
+            }
+            Source::Dir { .. } => {
+                let (f, len, shown) = self.open(file)?;
+                read_capped(f, len, cap, &shown).map_err(|e| problem(file, e.message))
+            }
+        }
     }
+
+    /// `file` as UTF-8 text (metadata: at most [`JSON_FILE_CAP`] bytes).
+    pub fn text(&self, file: &str) -> Result<String> {
+        let bytes = self.read_capped(file, JSON_FILE_CAP)?;
+        String::from_utf8(bytes).map_err(|_| problem(file, format!("{} is not valid UTF-8", self.describe(file))))
+    }
+
+    fn memory_file<'a>(&self, files: &'a HashMap<String, Arc<FileBytes>>, file: &str) -> Result<&'a Arc<FileBytes>> {
+        self.check_name(file)?;
+        files
+            .get(file)
+            .ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file))))
+    }
+
+    fn check_name(&self, file: &str) -> Result<()> {
+        plain_file_name(file).map_err(|why| {
+            problem(
+                file,
+                format!(
+                    "{}: cannot open a model file whose name is not a plain file name: {why}",
+                    self.describe_root()
+                ),
+            )
+        })
+    }
+
+    /// Opens `file` of a folder source after the name, containment and file-kind checks; returns the
+    /// open file, its size and how to name it.
+    fn open(&self, file: &str) -> Result<(std::fs::File, u64, String)> {
+        let Source::Dir { dir, roots } = &self.source else { unreachable!("open is for folders") };
+        self.check_name(file)?;
+        let path = dir.join(file);
+        let shown = path.display().to_string();
+        let real = std::fs::canonicalize(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => model_not_found(format!("{shown} not found (or a dangling link)")),
+            _ => model_not_found(format!("cannot open {shown}: {e}")),
+        })?;
+        if !roots.iter().any(|root| real.starts_with(root)) {
+            return Err(problem(
+                file,
+                format!("{shown} resolves outside the model folder and the models dir; refused"),
+            ));
+        }
+        let f = open_nonblocking(&real).map_err(|e| model_not_found(format!("cannot open {shown}: {e}")))?;
+        let len = regular_len(&f, &shown).map_err(|m| problem(file, m))?;
+        Ok((f, len, shown))
+    }
+}
+
+/// Reads the file at `path` named by a caller (not a model folder), with the same file-kind check and
+/// cap; problems come back under `code`, naming the path.
+pub fn read_regular_file(path: &Path, cap: usize, code: ErrorCode) -> Result<Vec<u8>> {
+    let shown = path.display().to_string();
+    let f = open_nonblocking(path).map_err(|e| PhoenixError::new(code, format!("{shown}: cannot open: {e}")))?;
+    let len = regular_len(&f, &shown).map_err(|m| PhoenixError::new(code, m))?;
+    read_capped(f, len, cap, &shown).map_err(|e| PhoenixError::new(code, e.message))
+}
+
+/// Opens for reading without waiting: a FIFO with no writer would block a plain `open` forever.
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// The size of an open file when it is a regular file (`fstat` on the descriptor, so what was checked
+/// is what is read), else a message naming it.
+fn regular_len(f: &std::fs::File, shown: &str) -> std::result::Result<u64, String> {
+    let meta = f.metadata().map_err(|e| format!("cannot inspect {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file (a folder, FIFO, socket or device); refused"));
+    }
+    Ok(meta.len())
+}
+
+fn check_cap(len: u64, cap: usize, shown: &str) -> std::result::Result<(), String> {
+    if len > cap as u64 {
+        return Err(format!("{shown} is too large ({len} bytes; at most {cap} are read for this file)"));
+    }
+    Ok(())
+}
+
+/// Reads all of `f` (announced as `len` bytes) unless it holds more than `cap`; a file that grows
+/// while read is cut at `cap + 1` and refused, never read without end.
+fn read_capped(f: std::fs::File, len: u64, cap: usize, shown: &str) -> Result<Vec<u8>> {
+    let fail = |m: String| PhoenixError::new(ErrorCode::Internal, m);
+    check_cap(len, cap, shown).map_err(fail)?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len as usize).map_err(|_| fail(format!("{shown} ({len} bytes) does not fit in memory")))?;
+    f.take(cap as u64 + 1).read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read {shown}: {e}")))?;
+    check_cap(bytes.len() as u64, cap, shown).map_err(fail)?;
+    Ok(bytes)
 }
 
 /// `file` named inside `root`, a folder path or base URL given as text (with or without a final `/`).
@@ -137,5 +301,33 @@ pub(crate) fn in_root(root: &str, file: &str) -> String {
         format!("{root}{file}")
     } else {
         format!("{root}/{file}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_pass() {
+        for good in ["model.safetensors", "model-00001-of-00002.safetensors", "a..b", ".hidden"] {
+            assert_eq!(plain_file_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "..", "/etc/passwd", "../x", "a/b", "a\\b", "C:x", "a\0b"] {
+            assert!(plain_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn memory_sources_apply_the_name_rule_and_caps() {
+        let files = ModelFiles::from_memory(vec![
+            ("../x".into(), vec![1]),
+            ("config.json".into(), vec![b' '; JSON_FILE_CAP + 1]),
+        ]);
+        assert!(!files.has("../x"));
+        assert_eq!(files.bytes("../x").err().unwrap().code, ErrorCode::BadWeights);
+        let e = files.text("config.json").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadConfig);
+        assert!(e.message.contains("too large"), "{}", e.message);
     }
 }

@@ -50,9 +50,9 @@ pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
         })?;
         let label = in_root(progress.root, SAFETENSORS_INDEX_FILE);
         let text = String::from_utf8_lossy(index);
-        let shards = safetensors_file::index_shards(&text, &label)?;
+        let index = safetensors_file::ShardIndex::parse(&text, &label)?;
         // A shard found absent is reported by the load ("shard … is missing"), not asked for again.
-        return Ok(shards.into_iter().filter(|s| !seen(s)).collect());
+        return Ok(index.shards().into_iter().filter(|s| !seen(s)).map(str::to_string).collect());
     }
     Ok(Vec::new())
 }
@@ -110,5 +110,16 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadWeights);
         assert!(e.message.contains("models/m/model.safetensors.index.json"), "{}", e.message);
         assert_eq!(plan(&present, &[], None).unwrap_err().code, ErrorCode::InvalidOption);
+    }
+
+    #[test]
+    fn shards_outside_the_folder_are_never_asked_for() {
+        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        for bad in ["/etc/passwd", "../m2/model.safetensors", "sub/s.safetensors", "..\\x", ""] {
+            let index = serde_json::json!({"weight_map": {"a": "s-1.safetensors", "b": bad}}).to_string();
+            let e = plan(&present, &[], Some(index.as_bytes())).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadWeights, "{bad}");
+            assert!(e.message.contains("plain file name") && !e.message.contains("passwd"), "{}", e.message);
+        }
     }
 }

@@ -46,6 +46,8 @@ impl MambaModel {
 
     /// Builds the model from a parsed config and an indexed tensor store.
     pub fn from_store(cfg: MambaConfig, store: &TensorStore) -> Result<Self> {
+        // Every product below and in the kernels (shapes, state, a prefill chunk's scratch) fits.
+        cfg.check_sizes(PREFILL_CHUNK)?;
         let w = weights::load(&cfg, store)?;
         let format = match (cfg.layout, store.format) {
             (ConfigLayout::HuggingFace, WeightFormat::Safetensors) => "hf-safetensors",
@@ -71,7 +73,7 @@ impl MambaModel {
             state_size: cfg.state_size,
             conv_kernel: cfg.conv_kernel,
             param_count: w.param_count,
-            weight_bytes: w.param_count * 4,
+            weight_bytes: w.param_count.saturating_mul(4),
             state_bytes: cfg.state_bytes(),
             dtype: "f32".to_string(),
             bos_token_id: cfg.bos_token_id,
