@@ -7,6 +7,7 @@ import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { ErrorCode } from '../ts/binding/errors.js';
 import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import { readStateFile } from '../ts/engines/state-file.js';
@@ -168,6 +169,70 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
         await writeSafetensors(file, tensors, metadata);
       });
       expect((await expectCode(binding.loadModel(nan), 'E_BAD_WEIGHTS')).message).toContain('backbone.layers.0.mixer.A_log');
+      await stillAlive();
+    });
+
+    it('files that are FIFOs, folders, dangling links or links out of the folder → the core typed error (native and WASM alike), no hang', async () => {
+      const { binding } = await engine.binding();
+      const native = await loadBinding({ backend: 'native' });
+      const hostile = path.join(scratch.dir, 'hostile-files');
+      await mkdir(hostile, { recursive: true });
+      const cases: { name: string; code: ErrorCode; says: string; damage: (f: string) => Promise<void> }[] = [
+        {
+          name: 'fifo-tokenizer',
+          code: 'E_TOKENIZER',
+          says: 'not a regular file',
+          damage: async (f) => {
+            await rm(path.join(f, 'tokenizer.json'), { force: true });
+            spawnSync('mkfifo', [path.join(f, 'tokenizer.json')]);
+          },
+        },
+        {
+          name: 'fifo-weights',
+          code: 'E_BAD_WEIGHTS',
+          says: 'not a regular file',
+          damage: async (f) => {
+            await rm(path.join(f, 'model.safetensors'));
+            spawnSync('mkfifo', [path.join(f, 'model.safetensors')]);
+          },
+        },
+        {
+          name: 'folder-config',
+          code: 'E_BAD_CONFIG',
+          says: 'not a regular file',
+          damage: async (f) => {
+            await rm(path.join(f, 'config.json'));
+            await mkdir(path.join(f, 'config.json'));
+          },
+        },
+        {
+          name: 'config-outside',
+          code: 'E_BAD_CONFIG',
+          says: 'resolves outside the model folder',
+          damage: async (f) => {
+            await rm(path.join(f, 'config.json'));
+            await symlink('/etc/passwd', path.join(f, 'config.json'));
+          },
+        },
+        {
+          name: 'dangling-weights',
+          code: 'E_MODEL_NOT_FOUND',
+          says: 'dangling link',
+          damage: async (f) => {
+            await rm(path.join(f, 'model.safetensors'));
+            await symlink(path.join(f, 'nowhere'), path.join(f, 'model.safetensors'));
+          },
+        },
+      ];
+      for (const { name, code, says, damage } of cases) {
+        const folder = await brokenTiny(hostile, name, damage);
+        const error = await expectCode(binding.loadModel(folder), code);
+        expect(error.message, name).toContain(says);
+        expect(error.message, name).not.toContain('root:');
+        // The WASM reader applies the core's rules where the files are and lets the core word the error.
+        const reference = await expectCode(native.binding.loadModel(folder), code);
+        expect(error.message, name).toBe(reference.message);
+      }
       await stillAlive();
     });
   });

@@ -17,7 +17,7 @@ pub(crate) mod shown;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use files::{FileBytes, ModelFiles};
+pub use files::{FileBytes, FileRefusal, ModelFiles};
 
 use crate::error::{bad_weights, model_not_found, Result};
 

@@ -40,9 +40,27 @@ export class SizedBody {
 }
 
 async function appendStream(set, name, size, stream) {
-  set.begin(name, size);
   const reader = stream.getReader();
-  for (let part = await reader.read(); !part.done; part = await reader.read()) set.append(part.value);
+  try {
+    set.begin(name, size);
+    for (let part = await reader.read(); !part.done; part = await reader.read()) set.append(part.value);
+  } catch (error) {
+    // Release the source (e.g. an open file handle) instead of leaving it to the garbage collector.
+    await reader.cancel().catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * What a reader returns for a file it found but will not read: `reason` is `not-regular` (a FIFO,
+ * device or folder), `outside` (it resolves outside the model folder and the models dir) or
+ * `dangling` (a link to nothing). The core then fails the load on that file exactly as its native
+ * folder loader does (same code, same message).
+ */
+export class RefusedFile {
+  constructor(reason) {
+    this.reason = reason;
+  }
 }
 
 /**
@@ -57,6 +75,7 @@ async function readModelFiles(set, read) {
     for (const name of wanted) {
       const data = await read(name);
       if (data === null || data === undefined) absent.push(name);
+      else if (data instanceof RefusedFile) set.refuse(name, data.reason);
       else await addFile(set, name, data);
     }
   }
@@ -199,6 +218,7 @@ export function createBinding({ instantiate, fileReader }) {
           begin: (name, size) => call(instance, () => set.begin(name, size)),
           append: (chunk) => call(instance, () => set.append(chunk)),
           filesToRead: (absent) => call(instance, () => set.filesToRead(absent)),
+          refuse: (name, reason) => call(instance, () => set.refuse(name, reason)),
         };
         if (typeof source === 'string') {
           if (!fileReader) {

@@ -4,12 +4,12 @@
  * `--target nodejs` module in ./node/. WASM has no file system, so the model folder is read here
  * and handed to the core as bytes.
  */
-import { openAsBlob } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, realpath, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-import { createBinding } from './binding.js';
+import { RefusedFile, SizedBody, createBinding } from './binding.js';
 
 const require = createRequire(import.meta.url);
 const CORE = require.resolve('./node/phoenix_local_core.js');
@@ -20,24 +20,75 @@ function instantiate() {
   return require(CORE);
 }
 
-/** Checks `dir` (same messages as the core's folder loader, crates/core/src/loader/files.rs) and reads its files. */
+const CHUNK_BYTES = 1 << 20;
+
+function cannotOpen(file, error) {
+  return new Error(`[E_MODEL_NOT_FOUND] cannot open ${file}: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+/** The first `size` bytes of an opened file, chunk by chunk; the handle closes at the end or on cancel. */
+function fileStream(handle, size) {
+  let position = 0;
+  return new ReadableStream({
+    async pull(controller) {
+      const want = Math.min(CHUNK_BYTES, size - position);
+      const chunk = new Uint8Array(Math.max(want, 0));
+      const { bytesRead } = want > 0 ? await handle.read(chunk, 0, want, position) : { bytesRead: 0 };
+      if (bytesRead === 0) {
+        await handle.close();
+        controller.close();
+        return;
+      }
+      position += bytesRead;
+      controller.enqueue(chunk.subarray(0, bytesRead));
+    },
+    cancel: () => handle.close(),
+  });
+}
+
+/**
+ * Checks `dir` (same messages as the core's folder loader, crates/core/src/loader/files.rs) and
+ * returns the reader of its files. The core's rules for folders, applied where the files are: a
+ * file must resolve inside the model folder or the folder holding it (the models dir), and only a
+ * regular file is read — opened without blocking (a FIFO's open would wait for a writer) and checked
+ * with fstat on the opened handle, which is then the one read. A refused file is reported to the
+ * core (RefusedFile), which words the error.
+ */
 async function fileReader(dir) {
   const info = await stat(dir).catch(() => null);
   if (!info) throw new Error(`[E_MODEL_NOT_FOUND] model folder ${dir} does not exist`);
   if (!info.isDirectory()) throw new Error(`[E_MODEL_NOT_FOUND] model path ${dir} is not a folder`);
+  const realDir = await realpath(dir);
+  const roots = [realDir, path.dirname(realDir)];
+  const namedParent = await realpath(path.dirname(path.resolve(dir))).catch(() => null);
+  if (namedParent !== null) roots.push(namedParent);
+  const inside = (real) => roots.some((root) => real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep));
+
   return async (name) => {
     const file = path.join(dir, name);
-    const found = await stat(file).catch((error) => {
-      if (error && error.code === 'ENOENT') return null;
-      throw new Error(`[E_MODEL_NOT_FOUND] cannot open ${file}: ${error instanceof Error ? error.message : String(error)}`);
+    const entry = await lstat(file).catch((error) => {
+      if (error && (error.code === 'ENOENT' || error.code === 'ENOTDIR')) return null;
+      throw cannotOpen(file, error);
     });
-    if (!found) return null;
-    try {
-      // A lazy Blob over the file: binding.js streams it into WASM memory in chunks.
-      return await openAsBlob(file);
-    } catch (error) {
-      throw new Error(`[E_MODEL_NOT_FOUND] cannot open ${file}: ${error instanceof Error ? error.message : String(error)}`);
+    if (!entry) return null;
+    const real = await realpath(file).catch((error) => {
+      if (error && error.code === 'ENOENT') return null;
+      throw cannotOpen(file, error);
+    });
+    if (real === null) return new RefusedFile('dangling');
+    if (!inside(real)) return new RefusedFile('outside');
+    const handle = await open(real, constants.O_RDONLY | constants.O_NONBLOCK).catch((error) => {
+      throw cannotOpen(file, error);
+    });
+    const stats = await handle.stat().catch(async (error) => {
+      await handle.close();
+      throw cannotOpen(file, error);
+    });
+    if (!stats.isFile()) {
+      await handle.close();
+      return new RefusedFile('not-regular');
     }
+    return new SizedBody(stats.size, fileStream(handle, stats.size));
   };
 }
 

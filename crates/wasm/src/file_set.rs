@@ -6,7 +6,7 @@
 use js_sys::Uint8Array;
 use phoenix_core::error::{invalid_option, unsupported_model, Result};
 use phoenix_core::loader::read_plan::{self, ReadProgress};
-use phoenix_core::loader::{ModelFiles, SAFETENSORS_INDEX_FILE};
+use phoenix_core::loader::{FileRefusal, ModelFiles, SAFETENSORS_INDEX_FILE};
 use phoenix_core::session::LoadedModel;
 use wasm_bindgen::prelude::*;
 
@@ -22,6 +22,8 @@ struct File {
 #[wasm_bindgen]
 pub struct ModelFileSet {
     files: Vec<File>,
+    /// Files the reader found but would not read (see `refuse`).
+    refused: Vec<(String, FileRefusal)>,
     /// Folder path or base URL the files come from, for messages.
     root: Option<String>,
 }
@@ -52,7 +54,7 @@ impl ModelFileSet {
 impl ModelFileSet {
     #[wasm_bindgen(constructor)]
     pub fn new(root: Option<String>) -> ModelFileSet {
-        ModelFileSet { files: Vec::new(), root: root.filter(|r| !r.is_empty()) }
+        ModelFileSet { files: Vec::new(), refused: Vec::new(), root: root.filter(|r| !r.is_empty()) }
     }
 
     /// Adds a whole file (copied into WASM memory).
@@ -92,12 +94,25 @@ impl ModelFileSet {
         })
     }
 
+    /// Records that the reader found `name` but refused to read it (`reason`: `not-regular`,
+    /// `outside` or `dangling`); loading then fails on it as the native folder loader does.
+    pub fn refuse(&mut self, name: String, reason: String) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            let refusal = FileRefusal::parse(&reason)
+                .ok_or_else(|| invalid_option(format!("files: unknown refusal {reason:?} for {name}")))?;
+            self.refused.push((name, refusal));
+            Ok(())
+        })
+    }
+
     /// The next file names to read (empty: done), given the ones found `absent`. The core decides
     /// the order and the weight container; an index's shards follow once the index is in the set.
     #[wasm_bindgen(js_name = filesToRead)]
     pub fn files_to_read(&self, absent: Vec<String>) -> std::result::Result<Vec<String>, JsError> {
         guarded(|| {
-            let present: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
+            // A refused file counts as found: the load reports it.
+            let present: Vec<String> =
+                self.files.iter().map(|f| f.name.clone()).chain(self.refused.iter().map(|(n, _)| n.clone())).collect();
             let root = self.root.clone().unwrap_or_default();
             let index = self.get(SAFETENSORS_INDEX_FILE).map(|f| f.bytes.as_slice());
             read_plan::files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: &root })
@@ -108,6 +123,7 @@ impl ModelFileSet {
     /// belong to the model, no copy).
     pub fn load(&mut self) -> std::result::Result<RawModel, JsError> {
         let files = std::mem::take(&mut self.files);
+        let refused = std::mem::take(&mut self.refused);
         let root = self.root.clone();
         let model = guarded(|| {
             if let Some(short) = files.iter().find(|f| f.bytes.len() != f.size) {
@@ -119,7 +135,7 @@ impl ModelFileSet {
                 )));
             }
             let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
-            LoadedModel::from_files(&ModelFiles::from_memory_named(root, files))
+            LoadedModel::from_files(&ModelFiles::from_memory_refusing(root, files, refused))
         })?;
         Ok(RawModel::new(model))
     }

@@ -75,14 +75,55 @@ fn problem(file: &str, message: String) -> PhoenixError {
     PhoenixError::new(code_for(file), message)
 }
 
+/// Why a model file is not read. A folder source finds these itself; a source without a file system
+/// (WASM reading a folder through Node) is told them by its reader, and reports them with the same
+/// code and message as the native loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRefusal {
+    /// A FIFO, device, socket or folder where a file was expected.
+    NotRegular,
+    /// The file resolves (links followed) outside the model folder and the models dir.
+    Outside,
+    /// A link whose target does not exist.
+    Dangling,
+}
+
+impl FileRefusal {
+    /// A refusal from its wire name: `not-regular`, `outside` or `dangling`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "not-regular" => Some(Self::NotRegular),
+            "outside" => Some(Self::Outside),
+            "dangling" => Some(Self::Dangling),
+            _ => None,
+        }
+    }
+
+    /// The typed error for model file `file`, shown to users as `shown`.
+    fn error(self, file: &str, shown: &str) -> PhoenixError {
+        match self {
+            Self::NotRegular => problem(file, not_regular_message(shown)),
+            Self::Outside => {
+                problem(file, format!("{shown} resolves outside the model folder and the models dir; refused"))
+            }
+            Self::Dangling => model_not_found(format!("{shown} not found (or a dangling link)")),
+        }
+    }
+}
+
+fn not_regular_message(shown: &str) -> String {
+    format!("{shown} is not a regular file (a folder, FIFO, socket or device); refused")
+}
+
 enum Source {
     Dir {
         dir: PathBuf,
         /// Real paths a file of the model may resolve into: the folder and the folder holding it.
         roots: Vec<PathBuf>,
     },
-    /// In-memory files and, when known, where they were read from (a folder path or base URL).
-    Memory { files: HashMap<String, Arc<FileBytes>>, root: Option<String> },
+    /// In-memory files, the files its reader refused, and, when known, where they were read from (a
+    /// folder path or base URL).
+    Memory { files: HashMap<String, Arc<FileBytes>>, refused: HashMap<String, FileRefusal>, root: Option<String> },
 }
 
 /// A model folder's files, addressed by name (`config.json`, `model.safetensors`, …).
@@ -121,8 +162,19 @@ impl ModelFiles {
     /// Like [`Self::from_memory`], with the folder path or base URL the files were read from, so
     /// messages name `<root>/config.json` rather than a bare file name.
     pub fn from_memory_named(root: Option<String>, files: Vec<(String, Vec<u8>)>) -> Self {
+        Self::from_memory_refusing(root, files, Vec::new())
+    }
+
+    /// Like [`Self::from_memory_named`], plus files the reader found but refused to read: reading
+    /// one of them fails exactly as it does for a folder on disk.
+    pub fn from_memory_refusing(
+        root: Option<String>,
+        files: Vec<(String, Vec<u8>)>,
+        refused: Vec<(String, FileRefusal)>,
+    ) -> Self {
         let files = files.into_iter().map(|(name, bytes)| (name, Arc::new(FileBytes::Owned(bytes)))).collect();
-        Self { source: Source::Memory { files, root: root.filter(|r| !r.is_empty()) } }
+        let refused = refused.into_iter().collect();
+        Self { source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) } }
     }
 
     /// How to name `file` in messages: its full path for folders, its name otherwise.
@@ -151,14 +203,14 @@ impl ModelFiles {
         }
         match &self.source {
             Source::Dir { dir, .. } => std::fs::symlink_metadata(dir.join(file)).is_ok(),
-            Source::Memory { files, .. } => files.contains_key(file),
+            Source::Memory { files, refused, .. } => files.contains_key(file) || refused.contains_key(file),
         }
     }
 
     /// The bytes of `file` (memory-mapped for folders). Missing file gives `E_MODEL_NOT_FOUND`.
     pub fn bytes(&self, file: &str) -> Result<Arc<FileBytes>> {
         match &self.source {
-            Source::Memory { files, .. } => self.memory_file(files, file).cloned(),
+            Source::Memory { .. } => self.memory_file(file).cloned(),
             Source::Dir { .. } => {
                 let (f, len, shown) = self.open(file)?;
                 #[cfg(not(target_arch = "wasm32"))]
@@ -183,8 +235,8 @@ impl ModelFiles {
     /// The whole of `file`, refused when it holds more than `cap` bytes.
     pub fn read_capped(&self, file: &str, cap: usize) -> Result<Vec<u8>> {
         match &self.source {
-            Source::Memory { files, .. } => {
-                let bytes = self.memory_file(files, file)?;
+            Source::Memory { .. } => {
+                let bytes = self.memory_file(file)?;
                 check_cap(bytes.len() as u64, cap, &self.describe(file)).map_err(|m| problem(file, m))?;
                 Ok(bytes.to_vec())
             }
@@ -201,8 +253,14 @@ impl ModelFiles {
         String::from_utf8(bytes).map_err(|_| problem(file, format!("{} is not valid UTF-8", self.describe(file))))
     }
 
-    fn memory_file<'a>(&self, files: &'a HashMap<String, Arc<FileBytes>>, file: &str) -> Result<&'a Arc<FileBytes>> {
+    fn memory_file(&self, file: &str) -> Result<&Arc<FileBytes>> {
+        let Source::Memory { files, refused, .. } = &self.source else {
+            unreachable!("memory_file is for memory sources")
+        };
         self.check_name(file)?;
+        if let Some(refusal) = refused.get(file) {
+            return Err(refusal.error(file, &self.describe(file)));
+        }
         files
             .get(file)
             .ok_or_else(|| model_not_found(format!("{} is missing from the model files", self.describe(file))))
@@ -228,14 +286,11 @@ impl ModelFiles {
         let path = dir.join(file);
         let shown = path.display().to_string();
         let real = std::fs::canonicalize(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => model_not_found(format!("{shown} not found (or a dangling link)")),
+            std::io::ErrorKind::NotFound => FileRefusal::Dangling.error(file, &shown),
             _ => model_not_found(format!("cannot open {shown}: {e}")),
         })?;
         if !roots.iter().any(|root| real.starts_with(root)) {
-            return Err(problem(
-                file,
-                format!("{shown} resolves outside the model folder and the models dir; refused"),
-            ));
+            return Err(FileRefusal::Outside.error(file, &shown));
         }
         let f = open_nonblocking(&real).map_err(|e| model_not_found(format!("cannot open {shown}: {e}")))?;
         let len = regular_len(&f, &shown).map_err(|m| problem(file, m))?;
@@ -269,7 +324,7 @@ fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 fn regular_len(f: &std::fs::File, shown: &str) -> std::result::Result<u64, String> {
     let meta = f.metadata().map_err(|e| format!("cannot inspect {shown}: {e}"))?;
     if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file (a folder, FIFO, socket or device); refused"));
+        return Err(not_regular_message(shown));
     }
     Ok(meta.len())
 }
@@ -329,5 +384,36 @@ mod tests {
         let e = files.text("config.json").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadConfig);
         assert!(e.message.contains("too large"), "{}", e.message);
+    }
+
+    /// A reader without a file system (WASM over Node) reports what it refused; the load then fails
+    /// with the code and message a folder on disk gives for the same file.
+    #[cfg(unix)]
+    #[test]
+    fn refusals_told_by_a_reader_match_the_folder_loader() {
+        let dir = std::env::temp_dir().join(format!("phoenix-refusal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join(CONFIG_FILE)).unwrap(); // a folder where a file belongs
+        std::os::unix::fs::symlink("/etc/hostname", dir.join(TOKENIZER_FILE)).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("model.safetensors")).unwrap();
+        let disk = ModelFiles::from_dir(&dir).unwrap();
+        let root = dir.display().to_string();
+        let told = ModelFiles::from_memory_refusing(
+            Some(root),
+            vec![],
+            vec![
+                (CONFIG_FILE.into(), FileRefusal::NotRegular),
+                (TOKENIZER_FILE.into(), FileRefusal::Outside),
+                ("model.safetensors".into(), FileRefusal::Dangling),
+            ],
+        );
+        for file in [CONFIG_FILE, TOKENIZER_FILE, "model.safetensors"] {
+            assert!(told.has(file), "{file}");
+            let (a, b) = (disk.bytes(file).err().unwrap(), told.bytes(file).err().unwrap());
+            assert_eq!((a.code, &a.message), (b.code, &b.message), "{file}");
+        }
+        assert_eq!(FileRefusal::parse("outside"), Some(FileRefusal::Outside));
+        assert_eq!(FileRefusal::parse("other"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
