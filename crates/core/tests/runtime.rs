@@ -17,3 +17,20 @@ fn threads_can_be_set_once_then_only_confirmed() {
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert!(!info.simd.is_empty());
 }
+
+/// `info` names the level the kernels run at: under `PHOENIX_SIMD` (CI runs this file once per
+/// level), the capped one, not the CPU's widest.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn build_info_names_the_simd_level_the_kernels_use() {
+    use phoenix_core::ops::{simd_level, SimdLevel};
+    let expected = match simd_level() {
+        SimdLevel::Avx512 => "avx512f",
+        SimdLevel::Avx2 => "avx2+fma",
+        SimdLevel::Baseline => "baseline (sse2)",
+    };
+    assert_eq!(build_info().simd, expected);
+    if std::env::var("PHOENIX_SIMD").as_deref() == Ok("baseline") {
+        assert_eq!(simd_level(), SimdLevel::Baseline);
+    }
+}

@@ -77,19 +77,16 @@ fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+/// The vector level the kernels run at: the CPU's widest, or lower when `PHOENIX_SIMD` caps it (so
+/// `info` says what runs, not what the CPU could do).
 fn simd() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
+        match crate::ops::simd_level() {
+            crate::ops::SimdLevel::Avx512 => "avx512f",
+            crate::ops::SimdLevel::Avx2 => "avx2+fma",
+            crate::ops::SimdLevel::Baseline => "baseline (sse2)",
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return "avx2+fma";
-        }
-        if std::arch::is_x86_feature_detected!("sse4.1") {
-            return "sse4.1";
-        }
-        "sse2"
     }
     #[cfg(target_arch = "aarch64")]
     {
