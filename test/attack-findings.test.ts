@@ -1,14 +1,14 @@
 /**
  * Attacks on the hardened TypeScript side that its first fixes missed (issue 8, attack share).
  */
-import { cpSync, mkdtempSync, readSync, openSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readSync, openSync, writeFileSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { LocalModelManager, MambaSSMEngine, PhoenixError } from '../ts/index.js';
+import { LocalModelManager, MambaSSMEngine, MANIFEST_FILE_NAME, PhoenixError } from '../ts/index.js';
 import type { ModelMetadata } from '../ts/index.js';
 
 const BUNDLED = fileURLToPath(new URL('../models/phoenix-ssm-lite', import.meta.url));
@@ -18,11 +18,11 @@ afterEach(() => {
   for (const dir of folders.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A models dir holding a copy of the bundled model as `lite`. */
-function modelsDirWithCopy(): string {
+/** A models dir holding copies of the bundled model named `names` (default: `lite`). */
+function modelsDirWithCopy(names: readonly string[] = ['lite']): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'phoenix-attack-'));
   folders.push(dir);
-  cpSync(BUNDLED, path.join(dir, 'lite'), { recursive: true });
+  for (const name of names) cpSync(BUNDLED, path.join(dir, name), { recursive: true });
   return dir;
 }
 
@@ -77,5 +77,51 @@ describe('a weight file changed between its checksum and the engine reading it',
     } finally {
       manager.dispose();
     }
+  });
+});
+
+describe('a manifest lock that never goes away', () => {
+  const models = ['a', 'b', 'c'];
+
+  function recordedModels(dir: string): string[] {
+    const manifest = JSON.parse(readFileSync(path.join(dir, MANIFEST_FILE_NAME), 'utf8')) as { models: Record<string, unknown> };
+    return Object.keys(manifest.models).map((folder) => path.basename(folder)).sort();
+  }
+
+  it('is stale when its mtime lies in the future (planted), instead of costing every save 15 s', async () => {
+    const dir = modelsDirWithCopy(models);
+    const lock = path.join(dir, `${MANIFEST_FILE_NAME}.lock`);
+    // A live pid (pid 1 always exists) and an mtime no save could have written.
+    writeFileSync(lock, '1\n');
+    utimesSync(lock, new Date('2030-01-01'), new Date('2030-01-01'));
+    const manager = new LocalModelManager({ modelsDir: dir, measurePerformance: false });
+    const started = performance.now();
+    const listed = await manager.listModels();
+    const elapsed = performance.now() - started;
+    expect(listed.map((m) => m.status)).toEqual(['available', 'available', 'available']);
+    expect(elapsed).toBeLessThan(10_000); // was 3 × 15 s
+    expect((await manager.manifestStatus()).persistent).toBe(true);
+    expect(recordedModels(dir)).toEqual(models);
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('held by a live process: one save waits for it, the following ones do not wait again', async () => {
+    const dir = modelsDirWithCopy(models);
+    const lock = path.join(dir, `${MANIFEST_FILE_NAME}.lock`);
+    writeFileSync(lock, `${process.pid}\n`); // alive, fresh: not stale
+    const manager = new LocalModelManager({ modelsDir: dir, measurePerformance: false });
+    const started = performance.now();
+    const listed = await manager.listModels();
+    const elapsed = performance.now() - started;
+    expect(listed).toHaveLength(3);
+    expect(elapsed).toBeLessThan(25_000); // one wait of 15 s, not three (45 s)
+    const status = await manager.manifestStatus();
+    expect(status.persistent).toBe(false);
+    expect(status.warning).toMatch(/ELOCKED/);
+    // Once the lock is gone, the next save reaches the disk again.
+    rmSync(lock);
+    await manager.acceptChecksum('a');
+    expect((await manager.manifestStatus()).persistent).toBe(true);
+    expect(recordedModels(dir)).toEqual(models);
   });
 });
