@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { main } from '../ts/cli/main.js';
 import { LocalModelManager, MambaSSMEngine, MANIFEST_FILE_NAME, PhoenixError } from '../ts/index.js';
 import type { ModelMetadata } from '../ts/index.js';
 
@@ -123,5 +124,42 @@ describe('a manifest lock that never goes away', () => {
     await manager.acceptChecksum('a');
     expect((await manager.manifestStatus()).persistent).toBe(true);
     expect(recordedModels(dir)).toEqual(models);
+  });
+});
+
+describe('model folder names written to a terminal', () => {
+  /** Runs the CLI in-process, capturing what it writes. */
+  async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    let stdout = '';
+    let stderr = '';
+    const code = await main(args, { stdout: { write: (t) => void (stdout += t) }, stderr: { write: (t) => void (stderr += t) } });
+    return { code, stdout, stderr };
+  }
+  const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/u;
+
+  it('cannot inject escape sequences or forge rows of list, info or error output', async () => {
+    // An ANSI colour, a newline that starts a fake row, and a right-to-left override.
+    const forged = 'x\u001b[31mred\u001b[0m\nfake-model  mamba  hf-safetensors  1 B  available\u202e';
+    const dir = modelsDirWithCopy([forged]);
+    cpSync(BUNDLED, path.join(dir, `${forged}-broken`), { recursive: true });
+    rmSync(path.join(dir, `${forged}-broken`, 'config.json'));
+
+    const list = await cli(['list', '--models-dir', dir, '-q']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).not.toMatch(CONTROL);
+    // The header, one row per model, and the broken model's error line: nothing forged.
+    expect(list.stdout.trimEnd().split('\n')).toHaveLength(4);
+    expect(list.stdout).toContain('\\u{1b}[31mred');
+
+    const info = await cli(['info', '--no-load', '--models-dir', dir, forged]);
+    expect(info.code).toBe(0);
+    expect(info.stdout).not.toMatch(CONTROL);
+    expect(info.stdout.split('\n').filter((line) => line.startsWith('fake-model'))).toEqual([]);
+
+    const failed = await cli(['info', '--no-load', '--models-dir', dir, `${forged}-broken`]);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: /);
+    expect(failed.stderr).not.toMatch(CONTROL);
+    expect(failed.stderr.trimEnd().split('\n')).toHaveLength(1);
   });
 });
