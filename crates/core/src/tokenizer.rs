@@ -50,7 +50,7 @@ impl Tokenizer {
     /// Like [`Tokenizer::from_bytes`], with the name errors should show.
     pub fn from_bytes_named(bytes: &[u8], source: String) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tokenizer_error(format!("{source}: not a valid tokenizer.json: {e}")))?;
+            .map_err(|e| tokenizer_error(format!("{source}: not a valid tokenizer.json: {}", parse_problem(&*e))))?;
         let id_limit = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
         if id_limit == 0 {
             return Err(tokenizer_error(format!("{source}: the tokenizer has an empty vocabulary")));
@@ -100,6 +100,22 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+}
+
+/// Why a `tokenizer.json` was not accepted, without quoting it: serde's and the `tokenizers` crate's
+/// messages repeat the offending value (a symlinked or hard-linked secret would appear in the error),
+/// so only the kind of problem and its line and column are told.
+fn parse_problem(error: &(dyn std::error::Error + 'static)) -> String {
+    let Some(json) = error.downcast_ref::<serde_json::Error>() else {
+        return "its contents are not a tokenizer the `tokenizers` library accepts".to_string();
+    };
+    let what = match json.classify() {
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Eof => "the JSON ends early",
+        serde_json::error::Category::Data => "a field has a wrong type or value",
+        serde_json::error::Category::Io => "cannot be read",
+    };
+    format!("{what} at line {}, column {}", json.line(), json.column())
 }
 
 /// The normalizers' worst-case growth; unbounded or beyond [`MAX_NORMALIZER_GROWTH`] → `E_TOKENIZER`.

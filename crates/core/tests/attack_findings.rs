@@ -49,3 +49,23 @@ fn the_encode_limit_counts_the_prepend_once_per_piece() {
     let ids = tokenizer.encode(&"<s>a".repeat(100), false).unwrap();
     assert_eq!(ids.iter().filter(|&&id| id == 0).count(), 100);
 }
+
+/// serde (and the `tokenizers` crate inside it) quote the value they reject: a tokenizer.json that is
+/// a link to a secret, or carries one, had it repeated in the `E_TOKENIZER` message.
+#[test]
+fn a_malformed_tokenizer_is_refused_without_quoting_its_contents() {
+    let secret = "root:x:0:0:SECRET-HASH";
+    let mut doc: serde_json::Value = serde_json::from_slice(&tokenizer_json(serde_json::Value::Null)).unwrap();
+    doc["model"]["vocab"]["a"] = json!(secret); // a string where an id belongs
+    let wrong_type = serde_json::to_vec(&doc).unwrap();
+    let not_json = format!("{secret} is not JSON").into_bytes();
+    let mut unknown_model = doc.clone();
+    unknown_model["model"] = json!({ "type": secret });
+    let unknown_model = serde_json::to_vec(&unknown_model).unwrap();
+    for bytes in [wrong_type, not_json, unknown_model] {
+        let error = Tokenizer::from_bytes(&bytes).expect_err("malformed tokenizer.json");
+        assert_eq!(error.code, ErrorCode::Tokenizer);
+        assert!(!error.message.contains("SECRET"), "the message quotes the file: {}", error.message);
+        assert!(error.message.contains("line 1, column"), "the message says where: {}", error.message);
+    }
+}
