@@ -2,12 +2,14 @@
  * Attacks on the hardened TypeScript side that its first fixes missed (issue 8, attack share).
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, readSync, openSync, writeFileSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { checkWritableFile, writeOutputFile } from '../ts/cli/destination.js';
 import { main } from '../ts/cli/main.js';
 import { LocalModelManager, MambaSSMEngine, MANIFEST_FILE_NAME, PhoenixError } from '../ts/index.js';
 import type { ModelMetadata } from '../ts/index.js';
@@ -161,5 +163,34 @@ describe('model folder names written to a terminal', () => {
     expect(failed.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: /);
     expect(failed.stderr).not.toMatch(CONTROL);
     expect(failed.stderr.trimEnd().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('--save-state replaced by a FIFO while the model generated', () => {
+  it('fails with a typed error instead of blocking forever on the write', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'phoenix-attack-'));
+    folders.push(dir);
+    const target = path.join(dir, 'state.bin');
+    await checkWritableFile('save-state', target); // absent: fine when checked before the generation
+    execFileSync('mkfifo', [target]); // planted during the generation; nobody reads it
+    const outcome = await Promise.race([
+      writeOutputFile('save-state', target, new Uint8Array([1, 2, 3])).then(
+        () => 'written',
+        (e: unknown) => e,
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('still blocked after 5 s'), 5_000).unref()),
+    ]);
+    expect(outcome).toBeInstanceOf(PhoenixError);
+    expect((outcome as PhoenixError).code).toBe('E_INVALID_OPTION');
+    expect((outcome as PhoenixError).message).toContain(target);
+  });
+
+  it('still writes a regular file, replacing longer old contents', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'phoenix-attack-'));
+    folders.push(dir);
+    const target = path.join(dir, 'state.bin');
+    writeFileSync(target, 'old contents that are longer');
+    await writeOutputFile('save-state', target, new Uint8Array([1, 2, 3]));
+    expect([...readFileSync(target)]).toEqual([1, 2, 3]);
   });
 });
