@@ -2,7 +2,7 @@
  * Attacks on the hardened TypeScript side that its first fixes missed (issue 8, attack share).
  */
 import { cpSync, existsSync, mkdtempSync, readFileSync, readSync, openSync, writeFileSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -192,5 +192,39 @@ describe('--save-state replaced by a FIFO while the model generated', () => {
     writeFileSync(target, 'old contents that are longer');
     await writeOutputFile('save-state', target, new Uint8Array([1, 2, 3]));
     expect([...readFileSync(target)]).toEqual([1, 2, 3]);
+  });
+});
+
+const WASM_BUILT = existsSync(fileURLToPath(new URL('../wasm/phoenix-local.js', import.meta.url)));
+
+describe('engine.loadModel on the WASM backend with a FIFO for config.json', () => {
+  // The public engine path has no manager in front of it; native refused the FIFO, WASM read it
+  // forever with the JS thread blocked (no timer could fire), so the load runs in a child process.
+  it.skipIf(!WASM_BUILT)('refuses it as native does instead of blocking forever (needs npm run build:wasm)', () => {
+    const dir = modelsDirWithCopy();
+    const folder = path.join(dir, 'lite');
+    rmSync(path.join(folder, 'config.json'));
+    execFileSync('mkfifo', [path.join(folder, 'config.json')]);
+    const script = path.join(dir, 'load.mts');
+    writeFileSync(
+      script,
+      `import { loadBinding, MambaSSMEngine } from ${JSON.stringify(fileURLToPath(new URL('../ts/index.ts', import.meta.url)))};
+const metadata = { name: 'lite', path: ${JSON.stringify(folder)}, modelType: 'mamba', format: 'hf-safetensors', version: '1',
+  sizeBytes: 0, checksum: '', weightFiles: [], status: 'available', hasTokenizer: true };
+const out = {};
+for (const backend of ['native', 'wasm']) {
+  const engine = new MambaSSMEngine({ binding: loadBinding({ backend }) });
+  out[backend] = await engine.loadModel(metadata).then(() => 'loaded', (e) => ({ code: e.code, message: e.message }));
+}
+console.log(JSON.stringify(out));
+process.exit(0);
+`,
+    );
+    const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+    const child = spawnSync(tsx, [script], { encoding: 'utf8', timeout: 30_000 });
+    expect(child.signal, `the load blocked (stderr: ${child.stderr})`).toBeNull();
+    const { native, wasm } = JSON.parse(child.stdout.trim().split('\n').pop() as string) as Record<string, { code: string; message: string }>;
+    expect(native?.code).toBe('E_MODEL_NOT_FOUND');
+    expect(wasm).toEqual(native);
   });
 });

@@ -31,7 +31,9 @@ async function fileReader(dir) {
       if (error && error.code === 'ENOENT') return null;
       throw new Error(`[E_MODEL_NOT_FOUND] cannot open ${file}: ${error instanceof Error ? error.message : String(error)}`);
     });
-    if (!found) return null;
+    // Like the core's folder loader on native: only regular files count (reading a FIFO blocks
+    // forever, a device such as /dev/zero never ends).
+    if (!found || !found.isFile()) return null;
     try {
       // A lazy Blob over the file: binding.js streams it into WASM memory in chunks.
       return await openAsBlob(file);
