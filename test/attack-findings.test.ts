@@ -1,7 +1,7 @@
 /**
  * Attacks on the hardened TypeScript side that its first fixes missed (issue 8, attack share).
  */
-import { cpSync, existsSync, mkdtempSync, readFileSync, readSync, openSync, writeFileSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readSync, openSync, writeFileSync, writeSync, closeSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { checkWritableFile, writeOutputFile } from '../ts/cli/destination.js';
 import { main } from '../ts/cli/main.js';
-import { LocalModelManager, MambaSSMEngine, MANIFEST_FILE_NAME, PhoenixError } from '../ts/index.js';
+import { LocalAIPipeline, LocalModelManager, MambaSSMEngine, MANIFEST_FILE_NAME, PhoenixError, ProcessingMode } from '../ts/index.js';
 import type { ModelMetadata } from '../ts/index.js';
 
 const BUNDLED = fileURLToPath(new URL('../models/phoenix-ssm-lite', import.meta.url));
@@ -226,5 +226,46 @@ process.exit(0);
     const { native, wasm } = JSON.parse(child.stdout.trim().split('\n').pop() as string) as Record<string, { code: string; message: string }>;
     expect(native?.code).toBe('E_MODEL_NOT_FOUND');
     expect(wasm).toEqual(native);
+  });
+});
+
+describe('the pipeline reporting a broken model it skipped', () => {
+  it("gives the manager's error, not 'no-tokenizer' read off the placeholder metadata", async () => {
+    const dir = modelsDirWithCopy(['broken', 'lite']);
+    const weights = path.join(dir, 'broken', 'model.safetensors');
+    rmSync(weights);
+    mkdirSync(weights); // a folder where the weights belong: the manager lists the model as `error`
+    const pipeline = new LocalAIPipeline({ modelsDir: dir });
+    const result = await pipeline.process({
+      id: 'skip-report',
+      input: 'Once upon a time',
+      taskType: 'generation',
+      mode: ProcessingMode.OFFLINE_ONLY,
+      options: { maxTokens: 2 },
+    });
+    expect(result.success).toBe(true);
+    expect(result.modelUsed).toBe('lite');
+    const skipped = result.skippedModels?.find((s) => s.name === 'broken');
+    expect(skipped).toMatchObject({ reason: 'unusable', code: 'E_BAD_WEIGHTS', status: 'error' });
+    expect(skipped?.message).toContain('model.safetensors');
+  });
+
+  it('still tries a broken preferred model first, and reports why it failed', async () => {
+    const dir = modelsDirWithCopy(['broken', 'lite']);
+    const weights = path.join(dir, 'broken', 'model.safetensors');
+    rmSync(weights);
+    mkdirSync(weights);
+    const pipeline = new LocalAIPipeline({ modelsDir: dir });
+    const result = await pipeline.process({
+      id: 'skip-report-preferred',
+      input: 'Once upon a time',
+      taskType: 'generation',
+      mode: ProcessingMode.OFFLINE_ONLY,
+      modelPreference: 'broken',
+      options: { maxTokens: 2 },
+    });
+    expect(result.modelUsed).toBe('lite');
+    expect(result.fallbackUsed).toBe(true);
+    expect(result.skippedModels?.find((s) => s.name === 'broken')?.code).toBe('E_BAD_WEIGHTS');
   });
 });
