@@ -124,7 +124,8 @@ fn normalizer_expansion(inner: &tokenizers::Tokenizer, source: &str) -> Result<E
     let normalizer = serde_json::to_value(inner.get_normalizer()).map_err(|e| refuse(e.to_string()))?;
     let expansion = expansion::of_normalizer(&normalizer).map_err(refuse)?;
     // `per_byte`, not `factor`: a long `Prepend` is paid again for every piece between added tokens.
-    if !(expansion.per_byte() <= MAX_NORMALIZER_GROWTH) {
+    let growth = expansion.per_byte();
+    if growth.is_nan() || growth > MAX_NORMALIZER_GROWTH {
         return Err(refuse(format!(
             "its steps may grow a text {}x (+{} bytes per piece between added tokens), more than the {MAX_NORMALIZER_GROWTH}x allowed (a chain of expanding `Replace` steps or an oversized replacement or prepended text)",
             expansion.factor, expansion.extra
