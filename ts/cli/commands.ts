@@ -8,6 +8,7 @@ import type { GenerationInput, GenerationOptions } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
 import { checkWritableFile, writeOutputFile } from './destination.js';
+import { printable } from './printable.js';
 
 /** `list`: every model folder of the models dir. */
 export async function listCommand(ctx: CliContext): Promise<number> {
@@ -22,11 +23,11 @@ export async function listCommand(ctx: CliContext): Promise<number> {
     ctx.io.stdout.write(`no models in ${ctx.manager.modelsDir}\n`);
     return 0;
   }
-  const rows = models.map((m) => [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.checksum.slice(0, 12)]);
+  const rows = models.map((m) => [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.checksum.slice(0, 12)].map(printable));
   const header = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'STATUS', 'VERSION', 'SHA256'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   for (const row of [header, ...rows]) ctx.io.stdout.write(row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
-  for (const m of models) if (m.error) ctx.io.stdout.write(`  ${m.name}: ${m.error.code}: ${m.error.message}\n`);
+  for (const m of models) if (m.error) ctx.io.stdout.write(printable(`  ${m.name}: ${m.error.code}: ${m.error.message}`) + '\n');
   return 0;
 }
 
@@ -78,7 +79,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     lines.push(['backend', 'kind' in backend ? `${backend.kind} (${backend.path})` : `unavailable: ${backend.unavailable}`]);
     if ('kind' in backend) lines.push(['backend why', backend.reason], ['core', `v${backend.version}, simd ${backend.simd}, ${backend.threads} threads`]);
     if (manifest.warning) lines.push(['manifest', manifest.warning]);
-    for (const [key, value] of lines) ctx.io.stdout.write(`${key.padEnd(13)} ${String(value)}\n`);
+    for (const [key, value] of lines) ctx.io.stdout.write(`${key.padEnd(13)} ${printable(String(value))}\n`);
   }
   // No backend is reported on the backend line above; any other load failure fails the command.
   if (loadError && loadError.code !== 'E_BACKEND_UNAVAILABLE') throw loadError;

@@ -13,6 +13,7 @@ import type { LoadedModel } from '../engines/types.js';
 import { LocalModelManager, type ModelProgressEvent } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { numberFlag, type ParsedFlags } from './args.js';
+import { printable } from './printable.js';
 
 export interface Output {
   write(text: string): void;
@@ -60,7 +61,7 @@ export class CliContext {
 
   /** A line of progress on stderr (unless --quiet). */
   note(text: string): void {
-    if (!this.flags.quiet) this.io.stderr.write(`${text}\n`);
+    if (!this.flags.quiet) this.io.stderr.write(`${printable(text)}\n`);
   }
 
   #progress(event: ModelProgressEvent): void {

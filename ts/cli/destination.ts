@@ -3,7 +3,7 @@
  * lost to a typo in the path, then written with a typed error naming the file.
  */
 import { constants } from 'node:fs';
-import { access, stat, writeFile } from 'node:fs/promises';
+import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -47,11 +47,28 @@ export async function checkWritableFile(flag: string, file: string): Promise<voi
   }
 }
 
-/** Writes `bytes` to `file`; a failure (disk full, folder removed meanwhile) names the flag and file. */
+/**
+ * Writes `bytes` to `file`; a failure (disk full, folder removed meanwhile) names the flag and file.
+ * The path was checked before the generation, but may have been replaced since: it is opened without
+ * blocking (a FIFO put there would otherwise hang the write forever) and without truncating, and only
+ * a regular file (by `fstat` of that descriptor) is truncated and written.
+ */
 export async function writeOutputFile(flag: string, file: string, bytes: Uint8Array): Promise<void> {
+  const failed = (why: string): PhoenixError => new PhoenixError('E_INVALID_OPTION', `--${flag} ${file} cannot be written (${why})`, { option: flag });
+  let handle;
   try {
-    await writeFile(file, bytes);
+    handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_NONBLOCK, 0o644);
   } catch (error) {
-    throw new PhoenixError('E_INVALID_OPTION', `--${flag} ${file} cannot be written (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { option: flag });
+    throw failed((error as NodeJS.ErrnoException).code ?? String(error));
+  }
+  try {
+    if (!(await handle.stat()).isFile()) throw failed('not a regular file anymore');
+    await handle.truncate(0);
+    await handle.writeFile(bytes);
+  } catch (error) {
+    if (error instanceof PhoenixError) throw error;
+    throw failed((error as NodeJS.ErrnoException).code ?? String(error));
+  } finally {
+    await handle.close().catch(() => undefined);
   }
 }

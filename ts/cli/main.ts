@@ -7,6 +7,7 @@ import { toPhoenixError } from '../binding/errors.js';
 import { checkFlagsFor, checkPositionals, parseCommandLine } from './args.js';
 import { infoCommand, listCommand, runCommand, scoreCommand } from './commands.js';
 import { CliContext, type CliIO } from './context.js';
+import { printable } from './printable.js';
 import { commandUsage, isCommand, USAGE } from './usage.js';
 
 // `phoenix-local … | head`: a closed pipe ends the output quietly instead of crashing.
@@ -75,7 +76,7 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
     }
   } catch (thrown) {
     const error = toPhoenixError(thrown);
-    io.stderr.write(`phoenix-local: ${error.code}: ${error.message}\n`);
+    io.stderr.write(`phoenix-local: ${error.code}: ${printable(error.message)}\n`);
     return error.details.usage ? 2 : 1;
   } finally {
     ctx?.manager.dispose();

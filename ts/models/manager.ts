@@ -553,8 +553,17 @@ export class LocalModelManager {
       throw typed;
     }
     const loadMs = performance.now() - started;
-    record.loaded = model;
+    // The engine read the files by path after they were hashed: one edited or swapped meanwhile must
+    // not be served (the same re-stat, and rehash on doubt, as for a cached model).
     record.loadedFiles = filesOf(record.folder, metadata);
+    try {
+      await this.#checkUnchanged(record, signal);
+    } catch (error) {
+      record.loadedFiles = undefined;
+      model.dispose();
+      throw error;
+    }
+    record.loaded = model;
     record.lastUsed = ++this.#clock;
     this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
     if (this.#measure && !metadata.performance) await this.#probe(record, engine, model, metadata, loadMs);

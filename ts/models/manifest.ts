@@ -43,6 +43,8 @@ export const MANIFEST_MAX_BYTES = 64 << 20;
 const LOCK_WAIT_MS = 15_000;
 /** A lock older than this is left over by a crashed process (a save takes milliseconds). */
 const LOCK_STALE_MS = 30_000;
+/** How far in the future a lock's mtime may lie (clock steps, coarse timestamps) and still be live. */
+const LOCK_CLOCK_SKEW_MS = 5_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -90,7 +92,9 @@ async function readManifest(file: string): Promise<ManifestFile | undefined> {
 async function lockIsStale(lock: string): Promise<boolean> {
   const info = await lstat(lock).catch(() => undefined);
   if (!info) return false; // gone already: just retry
-  if (!info.isFile() || Date.now() - info.mtimeMs > LOCK_STALE_MS) return true;
+  const age = Date.now() - info.mtimeMs;
+  // A lock "from the future" was not written by a save of this machine's clock (a planted one): stale.
+  if (!info.isFile() || age > LOCK_STALE_MS || age < -LOCK_CLOCK_SKEW_MS) return true;
   const pid = Number.parseInt(await readRegularText(lock, 64).catch(() => ''), 10);
   if (!Number.isSafeInteger(pid) || pid <= 0) return Date.now() - info.mtimeMs > 1_000; // still being written, or junk
   try {
@@ -101,10 +105,13 @@ async function lockIsStale(lock: string): Promise<boolean> {
   }
 }
 
-/** Runs `work` holding `<file>.lock` (created exclusively; stale locks of dead processes are removed). */
-async function withLock<T>(file: string, work: () => Promise<T>): Promise<T> {
+/**
+ * Runs `work` holding `<file>.lock` (created exclusively; stale locks of dead processes are removed),
+ * waiting at most `waitMs` for another holder.
+ */
+async function withLock<T>(file: string, waitMs: number, work: () => Promise<T>): Promise<T> {
   const lock = `${file}.lock`;
-  const deadline = Date.now() + LOCK_WAIT_MS;
+  const deadline = Date.now() + waitMs;
   for (;;) {
     try {
       const handle = await open(lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
@@ -122,7 +129,7 @@ async function withLock<T>(file: string, work: () => Promise<T>): Promise<T> {
         if (removed) continue;
         throw Object.assign(new Error(`lock ${lock} cannot be removed`), { code: 'ELOCKED' });
       }
-      if (Date.now() > deadline) throw Object.assign(new Error(`lock ${lock} is held`), { code: 'ELOCKED' });
+      if (Date.now() >= deadline) throw Object.assign(new Error(`lock ${lock} is held`), { code: 'ELOCKED' });
       await sleep(5 + Math.random() * 20);
     }
   }
@@ -158,6 +165,12 @@ export class Manifest {
   #saving: Promise<void> = Promise.resolve();
   /** Folders this process changed: merged into the file's current content on save, so managers sharing a dir do not erase each other's entries. */
   readonly #dirty = new Set<string>();
+  /**
+   * How long the next save waits for the lock. After one save gave up on a lock that never went away
+   * (a live process holding it, or one planted), later saves only try once: otherwise every model of
+   * a `list` would wait the full time again.
+   */
+  #lockWaitMs = LOCK_WAIT_MS;
 
   private constructor(file: string) {
     this.file = file;
@@ -201,7 +214,7 @@ export class Manifest {
     this.#saving = this.#saving.then(async () => {
       try {
         await mkdir(path.dirname(this.file), { recursive: true });
-        await withLock(this.file, async () => {
+        await withLock(this.file, this.#lockWaitMs, async () => {
           const onDisk = await readManifest(this.file).catch(() => undefined);
           if (onDisk) {
             const merged = onDisk.models;
@@ -210,9 +223,11 @@ export class Manifest {
           }
           await replaceFile(this.file, JSON.stringify(this.#data, null, 2) + '\n');
         });
+        this.#lockWaitMs = LOCK_WAIT_MS;
         if (this.#warning?.includes('in memory')) this.#warning = undefined;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+        if (code === 'ELOCKED') this.#lockWaitMs = 0;
         this.#warning = `manifest ${this.file} is not writable (${code}); checksums and profiles are kept in memory only`;
       }
     });

@@ -56,7 +56,9 @@ export function planCandidates(models: readonly ModelMetadata[], needs: ModelNee
   const fitting: ModelMetadata[] = [];
   let preferred: ModelMetadata | undefined;
   for (const m of models) {
-    const out = misfit(m, needs);
+    // A folder the manager could not describe (`error`) has no known size or tokenizer: its own
+    // error is the reason it is out, not a limit judged on placeholder values.
+    const out = m.status === 'error' ? undefined : misfit(m, needs);
     if (out) skipped.push(out);
     else if (m.name === needs.preference) preferred = m;
     else if (usable(m)) fitting.push(m);

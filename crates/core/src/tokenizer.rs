@@ -81,7 +81,7 @@ impl Tokenizer {
         let limit = self.expansion.max_input_bytes();
         if text.len() > limit {
             return Err(tokenizer_error(format!(
-                "{}: a text of {} bytes is too long to tokenize: this tokenizer's normalizers may grow it {}x (+{} bytes), and at most {MAX_NORMALIZED_BYTES} normalised bytes are allowed ({limit} bytes of text)",
+                "{}: a text of {} bytes is too long to tokenize: this tokenizer's normalizers may grow it {}x (+{} bytes per piece between added tokens), and at most {MAX_NORMALIZED_BYTES} normalised bytes are allowed ({limit} bytes of text)",
                 self.source,
                 text.len(),
                 self.expansion.factor,
@@ -113,12 +113,11 @@ fn normalizer_expansion(inner: &tokenizers::Tokenizer, source: &str) -> Result<E
     let refuse = |why: String| tokenizer_error(format!("{source}: normalizer refused: {why}"));
     let normalizer = serde_json::to_value(inner.get_normalizer()).map_err(|e| refuse(e.to_string()))?;
     let expansion = expansion::of_normalizer(&normalizer).map_err(refuse)?;
-    if !(expansion.factor <= MAX_NORMALIZER_GROWTH)
-        || !expansion.extra.is_finite()
-        || expansion.extra > MAX_NORMALIZED_BYTES as f64
-    {
+    // `per_byte`, not `factor`: a long `Prepend` is paid again for every piece between added tokens.
+    let growth = expansion.per_byte();
+    if growth.is_nan() || growth > MAX_NORMALIZER_GROWTH {
         return Err(refuse(format!(
-            "its steps may grow a text {}x (+{} bytes), more than the {MAX_NORMALIZER_GROWTH}x allowed (a chain of expanding `Replace` steps or an oversized replacement)",
+            "its steps may grow a text {}x (+{} bytes per piece between added tokens), more than the {MAX_NORMALIZER_GROWTH}x allowed (a chain of expanding `Replace` steps or an oversized replacement or prepended text)",
             expansion.factor, expansion.extra
         )));
     }

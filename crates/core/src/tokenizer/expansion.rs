@@ -3,8 +3,10 @@
 //! A normalizer runs over the whole prompt in one go inside the `tokenizers` crate, so a chain of
 //! `Replace` steps that each turn one character into many (or one `Replace` with a huge `content`)
 //! would grow memory without bound from a short prompt. Every normalizer type has a worst case of the
-//! form `out ≤ factor · in + extra` (UTF-8 bytes); a `Sequence` composes its steps. At load, a bound
-//! whose factor exceeds [`MAX_FACTOR`] is refused; at encode time, a text whose worst-case normalised
+//! form `out ≤ factor · in + extra` (UTF-8 bytes); a `Sequence` composes its steps. The crate runs the
+//! normalizers once per piece of text between added tokens, so `extra` counts once per piece (up to
+//! once per input byte, see [`Expansion::per_byte`]). At load, a bound whose per-byte growth exceeds
+//! [`MAX_FACTOR`] is refused; at encode time, a text whose worst-case normalised
 //! length exceeds [`MAX_NORMALIZED_BYTES`] is refused before the normaliser runs.
 //!
 //! Per-step worst cases (UTF-8 bytes out per byte in):
@@ -49,14 +51,21 @@ impl Expansion {
         Expansion { factor: self.factor * next.factor, extra: self.extra * next.factor + next.extra }
     }
 
+    /// Growth per input byte of a whole text. The `tokenizers` crate normalises each piece between
+    /// added tokens separately, so `extra` is paid once per piece, and a text of `n` bytes has at
+    /// most `n + 1` pieces (every added token is at least one byte): `out ≤ (factor + extra)·n + extra`.
+    pub fn per_byte(&self) -> f64 {
+        self.factor + self.extra
+    }
+
     /// Worst-case normalised length of `input_bytes` bytes (saturating, never overflows).
     pub fn worst_case(&self, input_bytes: usize) -> f64 {
-        self.factor * input_bytes as f64 + self.extra
+        self.per_byte() * input_bytes as f64 + self.extra
     }
 
     /// Longest input (bytes) whose worst case fits [`MAX_NORMALIZED_BYTES`].
     pub fn max_input_bytes(&self) -> usize {
-        (((MAX_NORMALIZED_BYTES as f64) - self.extra).max(0.0) / self.factor) as usize
+        (((MAX_NORMALIZED_BYTES as f64) - self.extra).max(0.0) / self.per_byte()) as usize
     }
 }
 
