@@ -384,6 +384,30 @@ describe('the default models dir', () => {
     }
   });
 
+  it('a ./models without the name does not hide the bundled model (unless a models dir is given)', async () => {
+    const project = await modelsDirNamed('cwd-with-unrelated-models');
+    await mkdir(path.join(project, 'models', 'unrelated'), { recursive: true });
+    const saved = process.cwd();
+    const savedEnv = process.env.PHOENIX_MODELS_DIR;
+    try {
+      process.chdir(project);
+      delete process.env.PHOENIX_MODELS_DIR;
+      const m = new LocalModelManager({ engines: [engine], measurePerformance: false });
+      expect(m.modelsDir).toBe(path.join(process.cwd(), 'models'));
+      const metadata = await m.getModelMetadata('phoenix-ssm-lite');
+      expect(metadata.path).toBe(path.join(bundledModelsDir(), 'phoenix-ssm-lite'));
+      expect(metadata.status).toBe('available');
+      const model = await m.loadModel('phoenix-ssm-lite');
+      expect(model.disposed).toBe(false);
+      m.dispose();
+      const explicit = new LocalModelManager({ modelsDir: path.join(project, 'models'), engines: [engine] });
+      await expectCode(explicit.getModelMetadata('phoenix-ssm-lite'), 'E_MODEL_NOT_FOUND');
+    } finally {
+      process.chdir(saved);
+      if (savedEnv !== undefined) process.env.PHOENIX_MODELS_DIR = savedEnv;
+    }
+  });
+
   it('E_MODEL_NOT_FOUND names the folders searched', async () => {
     const missing = path.join(scratch.dir, 'no-such-models-dir');
     const error = await expectCode(manager(missing).loadModel('nope'), 'E_MODEL_NOT_FOUND');

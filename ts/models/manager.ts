@@ -299,13 +299,23 @@ export class LocalModelManager {
 
   // ── internals ─────────────────────────────────────────────────────────────
 
-  /** The folder of `name` in the models dir; a missing model's error names the folders searched. */
+  /**
+   * The folder of `name` in the models dir (or, when the models dir was not given, in the next default
+   * dir that has it); a missing model's error names the folders searched.
+   */
   async #resolve(name: string): Promise<string> {
     try {
       return await resolveModelFolder(this.modelsDir, name);
     } catch (thrown) {
       const error = toPhoenixError(thrown);
       if (error.code !== 'E_MODEL_NOT_FOUND') throw error;
+      // A defaulted models dir (./models of some project) must not hide the package's bundled models:
+      // a name it lacks is looked up in the other default dirs, in order.
+      for (const dir of this.#searched) {
+        if (dir === this.modelsDir) continue;
+        const found = await resolveModelFolder(dir, name).catch(() => undefined);
+        if (found !== undefined) return found;
+      }
       const searched = this.#searched.length > 1 ? ` (models dirs searched: ${this.#searched.join(', ')})` : '';
       const dirMissing = isDirectory(this.modelsDir) ? '' : `; the models dir ${this.modelsDir} does not exist`;
       throw new PhoenixError('E_MODEL_NOT_FOUND', `${error.message}${dirMissing}${searched}`, { ...error.details, modelsDir: this.modelsDir });
