@@ -158,7 +158,7 @@ describe('phoenix-local CLI', () => {
     const cases: [string[], number, RegExp][] = [
       [['info', 'no-such-model'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/m],
       [['run', '../escape', 'x'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: /m],
-      [['run', 'phoenix-ssm-lite', 'x', '--max-tokens', '0'], 1, /^phoenix-local: E_INVALID_OPTION: .*maxTokens/m],
+      [['run', 'phoenix-ssm-lite', 'x', '--max-tokens', '0'], 2, /^phoenix-local: E_INVALID_OPTION: .*maxTokens/m],
       [['run', 'phoenix-ssm-lite', 'x', '--temperature', 'hot'], 2, /^phoenix-local: E_INVALID_OPTION: --temperature must be a number/m],
       [['run', 'phoenix-ssm-lite', ''], 1, /^phoenix-local: E_INVALID_OPTION: prompt is empty/m],
       [['run', TINY_ORIGINAL, 'hello'], 1, /^phoenix-local: E_TOKENIZER: /m],
@@ -178,7 +178,7 @@ describe('phoenix-local CLI', () => {
     }
   });
 
-  it("negative numbers reach the library's range checks (exit 1, its typed error), in both flag forms", async () => {
+  it("negative numbers reach the library's range checks before any model loads (exit 2, its typed error), in both flag forms", async () => {
     const cases: [string[], RegExp][] = [
       [['--temperature', '-1'], /option `temperature` must be/],
       [['-t', '-1'], /option `temperature` must be/],
@@ -187,14 +187,18 @@ describe('phoenix-local CLI', () => {
       [['--top-k', '-5'], /option `topK` must be/],
       [['-n', '-2'], /option `maxTokens` must be/],
       [['--repeat-penalty', '-1.5'], /option `repeatPenalty` must be/],
-      [['--threads', '-1'], /setThreads: must be/],
     ];
     for (const [flags, message] of cases) {
-      const run = await cli(['run', 'phoenix-ssm-lite', 'Once', ...flags, '-q']);
-      expect({ flags, status: run.status }).toEqual({ flags, status: 1 });
+      // A model that does not exist: a check after loading would fail with E_MODEL_NOT_FOUND instead.
+      const run = await cli(['run', 'no-such-model', 'Once', ...flags, '-q']);
+      expect({ flags, status: run.status }).toEqual({ flags, status: 2 });
       expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /m);
       expect(run.stderr).toMatch(message);
     }
+    // `run` checks --threads with the other options before loading (usage, 2); `info` when it loads (1).
+    const threads = await cli(['run', 'phoenix-ssm-lite', 'Once', '--threads', '-1', '-q']);
+    expect(threads.status).toBe(2);
+    expect(threads.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
     const info = await cli(['info', 'phoenix-ssm-lite', '--threads', '-2', '-q']);
     expect(info.status).toBe(1);
     expect(info.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);

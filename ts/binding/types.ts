@@ -144,4 +144,9 @@ export interface RawBinding {
   buildInfo(): { version: string; simd: string; threads: number };
   /** Caps the core's worker threads (0 = all cores). */
   setThreads(n: number): void;
+  /**
+   * Checks generation options that do not depend on a model (types and ranges), so a caller can refuse
+   * them before loading one (`E_INVALID_OPTION` naming the option).
+   */
+  checkGenerateOptions(options: RawGenerateOptions): void;
 }

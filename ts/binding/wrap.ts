@@ -51,6 +51,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
     loadModel: (source) => guardAsync(async () => wrapModel(await raw.loadModel(source))),
     buildInfo: () => guard(() => raw.buildInfo()),
     setThreads: (n) => guard(() => raw.setThreads(n)),
+    checkGenerateOptions: (options) => guard(() => raw.checkGenerateOptions(options)),
   };
 }
 
@@ -60,7 +61,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
  */
 export function checkBindingShape<T extends RawBinding = RawBinding>(module: unknown, file: string, extra: readonly string[] = []): T {
   const candidate = module as Record<string, unknown> | null;
-  for (const name of ['loadModel', 'buildInfo', 'setThreads', ...extra]) {
+  for (const name of ['loadModel', 'buildInfo', 'setThreads', 'checkGenerateOptions', ...extra]) {
     if (typeof candidate?.[name] !== 'function') {
       throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
     }

@@ -111,6 +111,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : promptArgs.join(' ');
   const saveTo = flags['save-state'];
   if (saveTo !== undefined) await checkWritableFile('save-state', saveTo);
+  await checkOptionsBeforeLoading(ctx, options);
   const model = await ctx.load(modelArg);
   if (flags.state !== undefined) options.state = await readStateFile(flags.state, model, '--state');
 
@@ -166,3 +167,13 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   return 0;
 }
 
+/** Option values out of range are usage errors (exit 2), found by the library before a model loads. */
+async function checkOptionsBeforeLoading(ctx: CliContext, options: GenerationOptions): Promise<void> {
+  try {
+    await ctx.engine.checkOptions(options);
+  } catch (thrown) {
+    const error = toPhoenixError(thrown);
+    if (error.code !== 'E_INVALID_OPTION') throw error;
+    throw new PhoenixError(error.code, error.message, { ...error.details, usage: true });
+  }
+}

@@ -63,6 +63,16 @@ export abstract class BindingEngine implements InferenceEngine {
     return new BindingLoadedModel(raw, metadata, this.name);
   }
 
+  /**
+   * Checks generation options without a model (types and ranges; only stop-token ids need the model's
+   * vocabulary), so a caller can refuse bad options before loading one.
+   * @throws `E_INVALID_OPTION` naming the option.
+   */
+  async checkOptions(options: GenerationOptions): Promise<void> {
+    const { binding } = await this.binding();
+    binding.checkGenerateOptions(toRawOptions(options));
+  }
+
   /** Never throws: every error (options, prompt, model) surfaces from the iterator and from `result`. */
   stream(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): GenerationStream {
     const startedAt = performance.now();

@@ -63,6 +63,12 @@ pub fn set_threads(n: f64) -> napi::Result<()> {
     guarded(|| session::set_threads(js_numbers::count_from_number("setThreads", n, session::MAX_THREADS)?))
 }
 
+/// Checks generation options that do not depend on a model (types, ranges), before loading one.
+#[napi]
+pub fn check_generate_options(options: RawGenerateOptions) -> napi::Result<()> {
+    guarded(|| phoenix_core::generate::RawGenerateOptions::from(options).check_without_model())
+}
+
 // ------------------------------------------------------------------------------------ RawModel
 
 /// A loaded model. `dispose()` drops this handle's reference to the weights; running generations

@@ -243,6 +243,10 @@ export function createBinding({ instantiate, fileReader }) {
       const instance = liveSync();
       return call(instance, () => instance.core.setThreads(n));
     },
+    checkGenerateOptions(options) {
+      const instance = liveSync();
+      return call(instance, () => instance.core.checkGenerateOptions(options));
+    },
     /** Starts the first instance now (entries call this so `buildInfo()` works right after import). */
     async ready() {
       await live();

@@ -51,6 +51,7 @@ const binding = createBinding({ instantiate, fileReader });
 export const loadModel = binding.loadModel;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
+export const checkGenerateOptions = binding.checkGenerateOptions;
 export const ready = binding.ready;
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

@@ -97,6 +97,7 @@ const binding = createBinding({ instantiate, fileReader });
 export const loadModel = binding.loadModel;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
+export const checkGenerateOptions = binding.checkGenerateOptions;
 /** Instances started so far (more than 1 after a trap forced a fresh one). */
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

@@ -107,6 +107,12 @@ pub fn set_threads(n: f64) -> std::result::Result<(), JsError> {
     guarded(|| js_numbers::count_from_number("setThreads", n, session::MAX_THREADS).map(|_| ()))
 }
 
+/// Checks generation options that do not depend on a model (types, ranges), before loading one.
+#[wasm_bindgen(js_name = checkGenerateOptions)]
+pub fn check_generate_options(options: JsValue) -> std::result::Result<(), JsError> {
+    guarded(|| convert::options_from_js(options)?.check_without_model())
+}
+
 // ------------------------------------------------------------------------------------ RawModel
 
 /// A loaded model. `dispose()` drops this handle's reference to the weights; running generations

@@ -128,6 +128,12 @@ impl GenerateOptions {
 }
 
 impl RawGenerateOptions {
+    /// Checks every option that does not depend on a model (types and ranges; only `stopTokenIds`'
+    /// upper bound needs the vocabulary), so a caller can refuse bad options before loading one.
+    pub fn check_without_model(&self) -> Result<()> {
+        self.resolve(usize::MAX).map(|_| ())
+    }
+
     /// Converts JS numbers to typed options (integers must be integral and non-negative), applies
     /// the defaults of [`GenerateOptions::default`] and validates against `vocab_size`.
     pub fn resolve(&self, vocab_size: usize) -> Result<GenerateOptions> {
