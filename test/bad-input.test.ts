@@ -238,6 +238,14 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
   });
 
   describe('bad prompts and options', () => {
+    it('engine.checkOptions refuses out-of-range options without a model', async () => {
+      for (const options of [{ temperature: -1 }, { seed: -3 }, { topK: -5 }, { maxTokens: 0 }] as GenerationOptions[]) {
+        const error = await expectCode(engine.checkOptions(options), 'E_INVALID_OPTION');
+        expect(error.message).toMatch(new RegExp(`option \`${Object.keys(options)[0]}\``));
+      }
+      await engine.checkOptions({ temperature: 0.7, seed: 3, stopTokenIds: [1_000_000] });
+    });
+
     it('empty prompt → E_INVALID_OPTION (text or ids, with or without a tokenizer)', async () => {
       const error = await expectCode(engine.predict(lite, '', { maxTokens: 2 }), 'E_INVALID_OPTION');
       expect(error.message).toMatch(/empty/);

@@ -199,3 +199,21 @@ fn count(option: &str, v: f64, allowed: &str) -> Result<usize> {
 fn float(v: Option<f64>, default: f32) -> f32 {
     v.map(|x| x as f32).unwrap_or(default)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_without_a_model_except_for_the_vocabulary_bound() {
+        let bad = RawGenerateOptions { temperature: Some(-1.0), ..Default::default() };
+        let e = bad.check_without_model().unwrap_err();
+        assert!(e.message.contains("temperature"), "{}", e.message);
+        let seed = RawGenerateOptions { seed: Some(-3.0), ..Default::default() };
+        assert!(seed.check_without_model().is_err());
+        // Stop ids need the vocabulary: any id passes here, the model's check bounds it later.
+        let stops = RawGenerateOptions { stop_token_ids: Some(vec![1e9]), ..Default::default() };
+        stops.check_without_model().unwrap();
+        assert!(stops.resolve(100).is_err());
+    }
+}
