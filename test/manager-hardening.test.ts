@@ -284,8 +284,13 @@ describe('leases: a model handed out is never already disposed', () => {
     let live = 0;
     for (let i = 0; i < 50; i++) {
       if (i % 2 === 1) await m.loadModel('m'); // half the runs race against a cached model
-      const [model] = await Promise.all([m.loadModel('m'), m.unloadModel('m')]);
-      if (!model.disposed && model.info.vocabSize > 0) live++;
+      // The guarantee: the model is live when loadModel's promise resolves (checked right then; by the
+      // time Promise.all resumes, the unload the caller asked for may legitimately have run).
+      const load = m.loadModel('m').then((model) => {
+        if (!model.disposed && model.info.vocabSize > 0) live++;
+        return model;
+      });
+      const [model] = await Promise.all([load, m.unloadModel('m')]);
       // Afterwards the unload has happened (after the hand-over) or came first (the load then stands):
       // never a disposed model in the cache, never a live one missing from it.
       await new Promise((resolve) => setImmediate(resolve));
