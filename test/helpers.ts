@@ -3,7 +3,7 @@
  * folders (derived from the real fixtures, byte for byte, then damaged in one specific way).
  */
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +77,18 @@ export async function tempDir(prefix = 'phoenix-test-'): Promise<{ dir: string; 
 export async function copyModel(from: string, to: string): Promise<string> {
   await cp(from, to, { recursive: true });
   return to;
+}
+
+/**
+ * A temp folder holding `models/` with a copy of each model folder given (`{ name: source }`).
+ * `cleanup()` removes the whole temp folder.
+ */
+export async function tempModelsDir(copies: Record<string, string>): Promise<{ dir: string; modelsDir: string; cleanup: () => Promise<void> }> {
+  const scratch = await tempDir();
+  const modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  for (const [name, source] of Object.entries(copies)) await copyModel(source, path.join(modelsDir, name));
+  return { ...scratch, modelsDir };
 }
 
 /** Asserts `promise` rejects with a PhoenixError of `code`; returns it. */

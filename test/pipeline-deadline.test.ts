@@ -15,21 +15,19 @@ import type { ModelMetadata } from '../ts/models/metadata.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TINY, copyModel, expectCode, tempDir } from './helpers.js';
+import { TINY, copyModel, expectCode, tempModelsDir } from './helpers.js';
 import { Gate, ScriptedEngine } from './scripted-engine.js';
 
 /** Deadline of the requests below, and how late past it a result may come. */
 const DEADLINE_MS = 300;
 const SLACK_MS = 700;
 
-let scratch: Awaited<ReturnType<typeof tempDir>>;
+let scratch: Awaited<ReturnType<typeof tempModelsDir>>;
 let modelsDir: string;
 
 beforeAll(async () => {
-  scratch = await tempDir();
-  modelsDir = path.join(scratch.dir, 'models');
-  await mkdir(modelsDir);
-  await copyModel(TINY, path.join(modelsDir, 'a-small'));
+  scratch = await tempModelsDir({ 'a-small': TINY });
+  modelsDir = scratch.modelsDir;
 });
 
 afterAll(async () => scratch?.cleanup());

@@ -3,28 +3,22 @@
  * and FIFO queueing. (The only test that does not use the real binding: it checks orchestration,
  * not inference; pipeline.test.ts covers the real path.)
  */
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalModelManager } from '../ts/models/manager.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import { BoundedQueue } from '../ts/pipeline/queue.js';
-import { TINY, TINY_ORIGINAL, copyModel, expectCode, tempDir } from './helpers.js';
+import { TINY, TINY_ORIGINAL, expectCode, tempModelsDir } from './helpers.js';
 import { ScriptedEngine } from './scripted-engine.js';
 
-let scratch: Awaited<ReturnType<typeof tempDir>>;
+let scratch: Awaited<ReturnType<typeof tempModelsDir>>;
 let modelsDir: string;
 
 beforeAll(async () => {
-  scratch = await tempDir();
-  modelsDir = path.join(scratch.dir, 'models');
-  await mkdir(modelsDir);
   // Real folders (sizes differ: the .bin is larger than the safetensors).
-  await copyModel(TINY, path.join(modelsDir, 'a-small'));
-  await copyModel(TINY_ORIGINAL, path.join(modelsDir, 'b-large'));
-  await copyModel(TINY, path.join(modelsDir, 'c-small-too'));
+  scratch = await tempModelsDir({ 'a-small': TINY, 'b-large': TINY_ORIGINAL, 'c-small-too': TINY });
+  modelsDir = scratch.modelsDir;
 });
 
 afterAll(async () => scratch?.cleanup());

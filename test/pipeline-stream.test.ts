@@ -3,27 +3,23 @@
  * generation instead of growing memory; reading only `result`, or leaving the loop early, still lets the
  * request finish; the deadline still ends a request whose reader stopped reading.
  */
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalModelManager } from '../ts/models/manager.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TINY, copyModel, expectCode, tempDir } from './helpers.js';
+import { TINY, expectCode, tempModelsDir } from './helpers.js';
 import { ScriptedEngine } from './scripted-engine.js';
 
 const TOKENS = 3000;
 const BUFFER = 8;
 
-let scratch: Awaited<ReturnType<typeof tempDir>>;
+let scratch: Awaited<ReturnType<typeof tempModelsDir>>;
 let modelsDir: string;
 
 beforeAll(async () => {
-  scratch = await tempDir();
-  modelsDir = path.join(scratch.dir, 'models');
-  await mkdir(modelsDir);
-  await copyModel(TINY, path.join(modelsDir, 'a-small'));
+  scratch = await tempModelsDir({ 'a-small': TINY });
+  modelsDir = scratch.modelsDir;
 });
 
 afterAll(async () => scratch?.cleanup());
