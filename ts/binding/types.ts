@@ -7,26 +7,60 @@
  * `ts/binding/errors.ts` turns them into a typed `PhoenixError` with `.code`.
  */
 
-/** Architecture facts of a loaded model (mirrors `phoenix_core::ModelInfo`, camelCase). */
+/** Engine kind of a family: decides how the state grows and which TypeScript engine runs it. */
+export type RawEngineKind = 'ssm' | 'transformer' | 'hybrid';
+
+/** Facts of a loaded model (mirrors `phoenix_core::ModelInfo`, camelCase); the same fields for every family. */
 export interface RawModelInfo {
+  /** `model_type` of config.json (`mamba` for a state-spaces config). */
   modelType: string;
+  /** The core family that loaded it (see {@link RawFamily}). */
+  family: string;
+  engine: RawEngineKind;
   format: string;
+  /** Dtype of the large weight matrices as held in memory (`f32`, `f16`, `bf16`). */
+  dtype: string;
   vocabSize: number;
   hiddenSize: number;
   numLayers: number;
-  intermediateSize: number;
-  stateSize: number;
-  convKernel: number;
   paramCount: number;
+  /** Bytes the weights occupy in memory as held. */
   weightBytes: number;
+  /** Bytes of one sequence's state with an empty context (the whole state for SSMs). */
   stateBytes: number;
-  dtype: string;
+  /** Bytes the state grows by per token of context (0 for SSMs). */
+  stateBytesPerToken: number;
+  /** Most tokens of context; `null` when unlimited (SSMs). */
+  contextLength: number | null;
   bosTokenId?: number | null;
   eosTokenIds: number[];
+  /** Family-specific sizes as the core names them (e.g. Mamba's `stateSize`, `convKernel`). */
+  architecture: Record<string, unknown>;
   /** Whether a tokenizer.json was found (text in/out needs one; id-level scoring does not). */
   hasTokenizer: boolean;
   /** Bytes of a state snapshot's fixed header (what {@link RawModel.snapshotLength} reads). */
   snapshotHeaderBytes: number;
+}
+
+/** What the core would load from a model folder, from its metadata only (no weights read). */
+export interface RawModelLayout {
+  modelType: string;
+  family: string;
+  engine: RawEngineKind;
+  /** Config dialect + weight container, e.g. `hf-safetensors`. */
+  format: string;
+  /** Files holding the weights, sorted (one, or the shards). */
+  weightFiles: string[];
+  /** The other files a load reads: config.json, tokenizer.json when present, the shard index. */
+  sideFiles: string[];
+  hasTokenizer: boolean;
+}
+
+/** One entry of the core's family registry. */
+export interface RawFamily {
+  name: string;
+  modelTypes: string[];
+  engine: RawEngineKind;
 }
 
 /** Sampling and stopping options as the core validates them (all optional; core applies defaults). */

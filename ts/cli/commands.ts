@@ -70,8 +70,11 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     ];
     if (metadata.error) lines.push(['error', `${metadata.error.code}: ${metadata.error.message}`]);
     if (architecture) {
-      const a = architecture as Record<string, number | string>;
-      lines.push(['architecture', `${a.numLayers} layers, hidden ${a.hiddenSize}, inner ${a.intermediateSize}, state ${a.stateSize}, conv ${a.convKernel}, vocab ${a.vocabSize}`]);
+      const a = architecture as Record<string, unknown>;
+      const family = Object.entries((a.architecture ?? {}) as Record<string, unknown>).map(([k, v]) => `${k} ${String(v)}`);
+      lines.push(['family', `${a.family} (${a.engine} engine)`]);
+      lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
+      lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
       lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence)`]);
     }
     const p = metadata.performance;

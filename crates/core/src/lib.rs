@@ -2,6 +2,7 @@
 //! `crates/node` and `crates/wasm` only convert values and call into this crate.
 
 pub mod config;
+pub mod describe;
 pub mod error;
 pub mod generate;
 pub mod loader;

@@ -54,6 +54,52 @@ pub enum WeightFormat {
     Pth,
 }
 
+impl WeightFormat {
+    /// The file that decides the container (the index for shards).
+    pub fn container_file(self) -> &'static str {
+        match self {
+            WeightFormat::Safetensors => SAFETENSORS_FILE,
+            WeightFormat::ShardedSafetensors => SAFETENSORS_INDEX_FILE,
+            WeightFormat::Pth => PTH_FILE,
+        }
+    }
+}
+
+/// The weight container of `files`: the first of [`WEIGHT_CONTAINERS`] present.
+pub fn detect_container(files: &ModelFiles) -> Result<WeightFormat> {
+    match WEIGHT_CONTAINERS.into_iter().find(|file| files.has(file)) {
+        Some(SAFETENSORS_INDEX_FILE) => Ok(WeightFormat::ShardedSafetensors),
+        Some(SAFETENSORS_FILE) => Ok(WeightFormat::Safetensors),
+        Some(_) => Ok(WeightFormat::Pth),
+        None => Err(model_not_found(format!(
+            "{}: no weights found (expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {PTH_FILE})",
+            files.describe_root()
+        ))),
+    }
+}
+
+/// The files holding the weights of `format` (the shards the index names, each once, sorted).
+/// Reads only the shard index; a listed shard that is missing is `E_BAD_WEIGHTS`.
+pub fn weight_files(files: &ModelFiles, format: WeightFormat) -> Result<Vec<String>> {
+    match format {
+        WeightFormat::ShardedSafetensors => safetensors_file::shard_files(files),
+        other => Ok(vec![other.container_file().to_string()]),
+    }
+}
+
+/// The format name every layer reports: config dialect + weight container.
+pub fn format_name(layout: crate::config::ConfigLayout, container: WeightFormat) -> &'static str {
+    use crate::config::ConfigLayout::*;
+    match (layout, container) {
+        (HuggingFace, WeightFormat::Safetensors) => "hf-safetensors",
+        (HuggingFace, WeightFormat::ShardedSafetensors) => "hf-safetensors-sharded",
+        (HuggingFace, WeightFormat::Pth) => "hf-pth",
+        (StateSpaces, WeightFormat::Safetensors) => "state-spaces-safetensors",
+        (StateSpaces, WeightFormat::ShardedSafetensors) => "state-spaces-safetensors-sharded",
+        (StateSpaces, WeightFormat::Pth) => "state-spaces-pth",
+    }
+}
+
 /// One tensor as stored: dtype, shape and a byte range of a (shared) file buffer.
 pub struct RawTensor {
     pub dtype: WeightDType,
@@ -80,22 +126,13 @@ pub struct TensorStore {
 impl TensorStore {
     /// Detects the weight container in `files` and indexes its tensors (no conversion yet).
     pub fn open(files: &ModelFiles) -> Result<Self> {
-        let (format, list) = match WEIGHT_CONTAINERS.into_iter().find(|file| files.has(file)) {
-            Some(SAFETENSORS_INDEX_FILE) => (WeightFormat::ShardedSafetensors, safetensors_file::read_sharded(files)?),
-            Some(SAFETENSORS_FILE) => {
-                let bytes = files.bytes(SAFETENSORS_FILE)?;
-                (WeightFormat::Safetensors, safetensors_file::read(bytes, &files.describe(SAFETENSORS_FILE))?)
+        let format = detect_container(files)?;
+        let list = match format {
+            WeightFormat::ShardedSafetensors => safetensors_file::read_sharded(files)?,
+            WeightFormat::Safetensors => {
+                safetensors_file::read(files.bytes(SAFETENSORS_FILE)?, &files.describe(SAFETENSORS_FILE))?
             }
-            Some(_) => {
-                let bytes = files.bytes(PTH_FILE)?;
-                (WeightFormat::Pth, pth::read(bytes, &files.describe(PTH_FILE))?)
-            }
-            None => {
-                return Err(model_not_found(format!(
-                    "{}: no weights found (expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {PTH_FILE})",
-                    files.describe_root()
-                )))
-            }
+            WeightFormat::Pth => pth::read(files.bytes(PTH_FILE)?, &files.describe(PTH_FILE))?,
         };
         Ok(Self { format, tensors: list.into_iter().collect() })
     }

@@ -4,33 +4,44 @@
 //! Sessions never look inside a state: they only create, advance, serialise and restore it.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 
 use crate::error::Result;
+use crate::models::EngineKind;
 
-/// Architecture facts every layer above needs (sizes, special ids, memory).
+/// Facts every layer above needs (sizes, special ids, memory), the same fields for every family;
+/// numbers only one family has are in `architecture`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelInfo {
-    /// Family id as written in `config.json` (`mamba`, `falcon_mamba`, …).
+    /// `model_type` as written in `config.json` (`mamba`, `falcon_mamba`, …).
     pub model_type: String,
+    /// The family that loaded it ([`crate::models::FAMILIES`]).
+    pub family: String,
+    /// `ssm`, `transformer` or `hybrid`.
+    pub engine: EngineKind,
     /// `hf-safetensors`, `hf-safetensors-sharded`, `state-spaces-pth`, …
     pub format: String,
+    /// Dtype of the large weight matrices as held in memory (`f32`, `f16`, `bf16`).
+    pub dtype: String,
     /// Rows of the embedding / LM head (padded vocabulary).
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_layers: usize,
-    pub intermediate_size: usize,
-    pub state_size: usize,
-    pub conv_kernel: usize,
     pub param_count: usize,
-    /// Bytes the weights occupy in memory.
+    /// Bytes the weights occupy in memory as held (mapped or owned).
     pub weight_bytes: usize,
-    /// Bytes of one sequence's recurrent state (fixed for SSMs, whatever the context length).
+    /// Bytes of one sequence's state with an empty context (for SSMs the whole state, whatever the
+    /// context length).
     pub state_bytes: usize,
-    /// Weight dtype as loaded (`f32`).
-    pub dtype: String,
+    /// Bytes the state grows by per token of context (0 for SSMs; the KV cache for attention).
+    pub state_bytes_per_token: usize,
+    /// Most tokens of context the model supports; `None` when it has no limit (SSMs).
+    pub context_length: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Family-specific sizes (camelCase names, e.g. Mamba's `stateSize`, `convKernel`).
+    pub architecture: BTreeMap<String, serde_json::Value>,
 }
 
 /// Which logits a forward call returns.

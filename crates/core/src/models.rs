@@ -1,16 +1,19 @@
-//! Model families and the entry points that load them from a folder or from in-memory files.
+//! Model families (one module each) and the entry points that load them from a folder or from
+//! in-memory files. Which family loads a folder is decided by [`registry`].
 
 pub mod mamba;
+pub mod registry;
 
 use std::path::Path;
 
 pub use mamba::{MambaModel, MambaState};
+pub use registry::{EngineKind, Family, FAMILIES};
 
 use crate::error::Result;
 use crate::loader::ModelFiles;
 use crate::model::LanguageModel;
 
-/// Loads the model in `dir` (config.json + HF safetensors, sharded safetensors or a state-spaces
+/// Loads the model in `dir` (config.json + HF safetensors, sharded safetensors or a PyTorch
 /// `pytorch_model.bin`; the format is detected from the files present).
 pub fn load_model_dir(dir: &Path) -> Result<Box<dyn LanguageModel>> {
     load_model_files(&ModelFiles::from_dir(dir)?)
@@ -21,7 +24,7 @@ pub fn load_model_from_memory(files: Vec<(String, Vec<u8>)>) -> Result<Box<dyn L
     load_model_files(&ModelFiles::from_memory(files))
 }
 
-/// Loads a model from any file source.
+/// Loads a model from any file source, with the family its `config.json` names.
 pub fn load_model_files(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
-    Ok(Box::new(MambaModel::load(files)?))
+    registry::load(files)
 }

@@ -230,17 +230,18 @@ impl LoadedModel {
 
 /// FNV-1a over the shape facts, so the value is the same on every platform and Rust version.
 fn fingerprint(info: &ModelInfo) -> u64 {
+    // `architecture` is a sorted map: its JSON is the same on every platform.
+    let architecture = serde_json::to_string(&info.architecture).unwrap_or_default();
     let shape = format!(
-        "{}|vocab={}|hidden={}|layers={}|inner={}|state={}|conv={}|params={}|state_bytes={}",
+        "{}|{}|vocab={}|hidden={}|layers={}|params={}|state_bytes={}|per_token={}|{architecture}",
+        info.family,
         info.model_type,
         info.vocab_size,
         info.hidden_size,
         info.num_layers,
-        info.intermediate_size,
-        info.state_size,
-        info.conv_kernel,
         info.param_count,
-        info.state_bytes
+        info.state_bytes,
+        info.state_bytes_per_token,
     );
     shape.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }

@@ -569,3 +569,42 @@ fn shard_names_must_be_plain_file_names_in_the_folder() {
         assert_err(&e, ErrorCode::BadWeights, &["plain file name"]);
     }
 }
+
+/// `describe` (what the TypeScript manager lists and hashes) agrees with what a load reads and reports,
+/// for every container, and fails the way a load fails first.
+#[test]
+fn describe_names_the_files_and_format_a_load_uses() {
+    use phoenix_core::describe::describe_dir;
+    for (fixture_name, format, weights) in [
+        ("mamba1-tiny", "hf-safetensors", vec!["model.safetensors"]),
+        ("mamba1-tiny-original", "state-spaces-pth", vec!["pytorch_model.bin"]),
+    ] {
+        let layout = describe_dir(&fixture(fixture_name)).unwrap();
+        let info = load_model_dir(&fixture(fixture_name)).unwrap().info().clone();
+        assert_eq!((layout.format.as_str(), layout.family.as_str()), (format, "mamba"), "{fixture_name}");
+        assert_eq!(
+            (layout.format.as_str(), layout.model_type.as_str()),
+            (info.format.as_str(), info.model_type.as_str())
+        );
+        assert_eq!((layout.engine, layout.family), (info.engine, info.family));
+        assert_eq!(layout.weight_files, weights);
+    }
+    // Shards: every shard once, sorted; the index is a side file.
+    let m = TempModel::copy_of("mamba1-tiny", "describe-shards");
+    write_shards(&m, |n| vec![if first(n) { S1 } else { S2 }], |n| Some(if first(n) { S1 } else { S2 }.to_string()));
+    let layout = describe_dir(&m.dir).unwrap();
+    assert_eq!(layout.weight_files, vec![S1, S2]);
+    assert_eq!(layout.side_files, vec!["config.json", "tokenizer.json", "model.safetensors.index.json"]);
+    assert_eq!(layout.format, load_model_dir(&m.dir).unwrap().info().format);
+    // A listed shard that is missing, an unknown family, no weights: the codes a load gives.
+    std::fs::remove_file(m.path(S2)).unwrap();
+    assert_err(&describe_dir(&m.dir).unwrap_err(), ErrorCode::BadWeights, &[S2, "missing"]);
+    let m = TempModel::copy_of("mamba1-tiny", "describe-family");
+    edit_config(&m, "\"model_type\": \"mamba\"", "\"model_type\": \"gpt9\"");
+    let e = describe_dir(&m.dir).unwrap_err();
+    assert_eq!(e, load_err(&m.dir));
+    assert_err(&e, ErrorCode::UnsupportedModel, &["gpt9", "mamba, falcon_mamba"]);
+    let m = TempModel::copy_of("mamba1-tiny", "describe-noweights");
+    std::fs::remove_file(m.path("model.safetensors")).unwrap();
+    assert_eq!(describe_dir(&m.dir).unwrap_err(), load_err(&m.dir));
+}

@@ -99,7 +99,13 @@ fn both_layouts_give_the_same_model() {
     let orig = load_model_dir(&fixture("mamba1-tiny-original")).unwrap();
     let (a, b) = (hf.info(), orig.info());
     assert_eq!((a.vocab_size, a.hidden_size, a.num_layers), (b.vocab_size, b.hidden_size, b.num_layers));
-    assert_eq!((a.intermediate_size, a.state_size, a.conv_kernel), (b.intermediate_size, b.state_size, b.conv_kernel));
+    assert_eq!(a.architecture, b.architecture);
+    assert_eq!(a.architecture["intermediateSize"], 128);
+    assert_eq!((a.architecture["stateSize"].as_u64(), a.architecture["convKernel"].as_u64()), (Some(16), Some(4)));
+    assert_eq!(
+        (a.family.as_str(), a.engine.as_str(), a.context_length, a.state_bytes_per_token),
+        ("mamba", "ssm", None, 0)
+    );
     assert_eq!((a.param_count, a.state_bytes), (b.param_count, b.state_bytes));
     // d_model 64, 3 layers, E 128, N 16, K 4, R 4, vocab 512, tied head.
     let per_layer = 64 + 256 * 64 + 128 * 4 + 128 + (4 + 32) * 128 + 128 * 4 + 128 + 128 * 16 + 128 + 64 * 128;

@@ -8,19 +8,22 @@ use phoenix_core::session::{self, GenerationStats, LoadedModelInfo};
 #[napi(object)]
 pub struct RawModelInfo {
     pub model_type: String,
+    pub family: String,
+    pub engine: String,
     pub format: String,
+    pub dtype: String,
     pub vocab_size: f64,
     pub hidden_size: f64,
     pub num_layers: f64,
-    pub intermediate_size: f64,
-    pub state_size: f64,
-    pub conv_kernel: f64,
     pub param_count: f64,
     pub weight_bytes: f64,
     pub state_bytes: f64,
-    pub dtype: String,
+    pub state_bytes_per_token: f64,
+    pub context_length: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Family-specific sizes, as the core names them.
+    pub architecture: serde_json::Value,
     pub has_tokenizer: bool,
     pub snapshot_header_bytes: f64,
 }
@@ -30,23 +33,59 @@ impl From<LoadedModelInfo> for RawModelInfo {
         let m = i.model;
         Self {
             model_type: m.model_type,
+            family: m.family,
+            engine: m.engine.as_str().to_string(),
             format: m.format,
+            dtype: m.dtype,
             vocab_size: m.vocab_size as f64,
             hidden_size: m.hidden_size as f64,
             num_layers: m.num_layers as f64,
-            intermediate_size: m.intermediate_size as f64,
-            state_size: m.state_size as f64,
-            conv_kernel: m.conv_kernel as f64,
             param_count: m.param_count as f64,
             weight_bytes: m.weight_bytes as f64,
             state_bytes: m.state_bytes as f64,
-            dtype: m.dtype,
+            state_bytes_per_token: m.state_bytes_per_token as f64,
+            context_length: m.context_length.map(|n| n as f64),
             bos_token_id: m.bos_token_id,
             eos_token_ids: m.eos_token_ids,
+            architecture: serde_json::Value::Object(m.architecture.into_iter().collect()),
             has_tokenizer: i.has_tokenizer,
             snapshot_header_bytes: i.snapshot_header_bytes as f64,
         }
     }
+}
+
+/// `describeModel(dir)`: what the core would load from a folder, without loading weights.
+#[napi(object)]
+pub struct RawModelLayout {
+    pub model_type: String,
+    pub family: String,
+    pub engine: String,
+    pub format: String,
+    pub weight_files: Vec<String>,
+    pub side_files: Vec<String>,
+    pub has_tokenizer: bool,
+}
+
+impl From<phoenix_core::describe::ModelLayout> for RawModelLayout {
+    fn from(l: phoenix_core::describe::ModelLayout) -> Self {
+        Self {
+            model_type: l.model_type,
+            family: l.family,
+            engine: l.engine.as_str().to_string(),
+            format: l.format,
+            weight_files: l.weight_files,
+            side_files: l.side_files,
+            has_tokenizer: l.has_tokenizer,
+        }
+    }
+}
+
+/// `supportedFamilies()`: the core's family registry.
+#[napi(object)]
+pub struct RawFamily {
+    pub name: String,
+    pub model_types: Vec<String>,
+    pub engine: String,
 }
 
 /// Sampling and stopping options; the core validates and defaults them.

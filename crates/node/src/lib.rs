@@ -18,7 +18,9 @@ use phoenix_core::error::{catch_panic, internal, invalid_option};
 use phoenix_core::generate::Step;
 use phoenix_core::session::{self, js_numbers, Generation, LoadedModel, Prompt};
 
-pub use convert::{BuildInfo, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawPrompt, RawStep};
+pub use convert::{
+    BuildInfo, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawModelLayout, RawPrompt, RawStep,
+};
 
 /// Runs a core call with panics caught; maps the error to a JS Error carrying the wire form.
 fn guarded<T>(f: impl FnOnce() -> phoenix_core::Result<T>) -> napi::Result<T> {
@@ -48,6 +50,43 @@ impl Task for LoadModelTask {
 #[napi(ts_return_type = "Promise<RawModel>")]
 pub fn load_model(dir: String) -> AsyncTask<LoadModelTask> {
     AsyncTask::new(LoadModelTask { dir: PathBuf::from(dir) })
+}
+
+pub struct DescribeModelTask {
+    dir: PathBuf,
+}
+
+impl Task for DescribeModelTask {
+    type Output = phoenix_core::describe::ModelLayout;
+    type JsValue = RawModelLayout;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| phoenix_core::describe::describe_dir(&self.dir))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output.into())
+    }
+}
+
+/// What the core would load from a model folder (family, engine kind, format, the files a load
+/// reads), from config.json and the shard index only — no weights; on a libuv worker thread.
+#[napi(ts_return_type = "Promise<RawModelLayout>")]
+pub fn describe_model(dir: String) -> AsyncTask<DescribeModelTask> {
+    AsyncTask::new(DescribeModelTask { dir: PathBuf::from(dir) })
+}
+
+/// The model families this build runs (the core's registry).
+#[napi]
+pub fn supported_families() -> Vec<RawFamily> {
+    phoenix_core::models::FAMILIES
+        .iter()
+        .map(|f| RawFamily {
+            name: f.name.to_string(),
+            model_types: f.model_types.iter().map(|t| t.to_string()).collect(),
+            engine: f.engine.as_str().to_string(),
+        })
+        .collect()
 }
 
 /// Core version, detected SIMD level and worker thread count.

@@ -99,6 +99,23 @@ impl ShardIndex {
     }
 }
 
+/// The shard files `model.safetensors.index.json` names, sorted, each once; every one must exist.
+pub(super) fn shard_files(files: &ModelFiles) -> Result<Vec<String>> {
+    let index_label = files.describe(SAFETENSORS_INDEX_FILE);
+    let index = ShardIndex::parse(&files.text(SAFETENSORS_INDEX_FILE)?, &index_label)?;
+    let shards: Vec<String> = index.shards().into_iter().map(str::to_string).collect();
+    if shards.is_empty() {
+        return Err(bad_weights(format!("{index_label}: weight_map lists no shards")));
+    }
+    if let Some(missing) = shards.iter().find(|s| !files.has(s)) {
+        return Err(bad_weights(format!(
+            "{index_label}: shard {} (named in weight_map) is missing",
+            files.describe(missing)
+        )));
+    }
+    Ok(shards)
+}
+
 /// Reads `model.safetensors.index.json` and indexes every shard it names, as the map says.
 pub(super) fn read_sharded(files: &ModelFiles) -> Result<Vec<(String, RawTensor)>> {
     let index_label = files.describe(SAFETENSORS_INDEX_FILE);

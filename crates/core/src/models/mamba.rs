@@ -10,9 +10,9 @@ mod weights;
 
 pub use state::{MambaState, StateShape};
 
-use crate::config::{ConfigLayout, MambaConfig, CONFIG_FILE};
-use crate::error::{bad_config, invalid_option, model_not_found, state_mismatch, Result};
-use crate::loader::{ModelFiles, TensorStore, WeightFormat};
+use crate::config::MambaConfig;
+use crate::error::{bad_config, invalid_option, state_mismatch, Result};
+use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
 use crate::ops::conv::causal_conv_silu;
 use crate::ops::matmul::{linear, MatRef};
@@ -20,6 +20,16 @@ use crate::ops::norm::{rms_norm_in_place, rms_norm_rows};
 use crate::ops::scan::{selective_scan, ScanInputs};
 use state::Scratch;
 use weights::{MixerWeights, Weights};
+
+use super::registry::{self, EngineKind, Family};
+
+/// Mamba-1 and FalconMamba, from Hugging Face or original state-spaces folders.
+pub const FAMILY: Family = Family {
+    name: "mamba",
+    model_types: &["mamba", "falcon_mamba"],
+    engine: EngineKind::Ssm,
+    load: |files, config| Ok(Box::new(MambaModel::load_with_config(files, config)?)),
+};
 
 /// Tokens per pass through the stack during prefill: big enough for efficient GEMMs, small enough
 /// that activations stay a few MB.
@@ -34,12 +44,13 @@ pub struct MambaModel {
 impl MambaModel {
     /// Reads `config.json` and the weights from `files`.
     pub fn load(files: &ModelFiles) -> Result<Self> {
-        if !files.has(CONFIG_FILE) {
-            return Err(model_not_found(format!("{} not found", files.describe(CONFIG_FILE))));
-        }
-        let cfg = MambaConfig::from_json_str(&files.text(CONFIG_FILE)?).map_err(|e| {
-            crate::error::PhoenixError::new(e.code, e.message.replacen(CONFIG_FILE, &files.describe(CONFIG_FILE), 1))
-        })?;
+        let (text, _) = registry::read_config(files)?;
+        Self::load_with_config(files, &text)
+    }
+
+    /// Loads the weights in `files` for the `config.json` text `config`.
+    pub fn load_with_config(files: &ModelFiles, config: &str) -> Result<Self> {
+        let cfg = MambaConfig::from_json_str(config).map_err(|e| registry::name_config_file(e, files))?;
         let store = TensorStore::open(files)?;
         Self::from_store(cfg, &store)
     }
@@ -49,35 +60,38 @@ impl MambaModel {
         // Every product below and in the kernels (shapes, state, a prefill chunk's scratch) fits.
         cfg.check_sizes(PREFILL_CHUNK)?;
         let w = weights::load(&cfg, store)?;
-        let format = match (cfg.layout, store.format) {
-            (ConfigLayout::HuggingFace, WeightFormat::Safetensors) => "hf-safetensors",
-            (ConfigLayout::HuggingFace, WeightFormat::ShardedSafetensors) => "hf-safetensors-sharded",
-            (ConfigLayout::HuggingFace, WeightFormat::Pth) => "hf-pth",
-            (ConfigLayout::StateSpaces, WeightFormat::Safetensors) => "state-spaces-safetensors",
-            (ConfigLayout::StateSpaces, WeightFormat::ShardedSafetensors) => "state-spaces-safetensors-sharded",
-            (ConfigLayout::StateSpaces, WeightFormat::Pth) => "state-spaces-pth",
-        };
         if cfg.eos_token_ids.iter().chain(cfg.bos_token_id.iter()).any(|&id| id as usize >= cfg.vocab_size) {
             return Err(bad_config(format!(
                 "config.json: bos/eos token ids {:?}/{:?} exceed the vocabulary ({})",
                 cfg.bos_token_id, cfg.eos_token_ids, cfg.vocab_size
             )));
         }
+        let architecture = [
+            ("intermediateSize", cfg.intermediate_size),
+            ("stateSize", cfg.state_size),
+            ("convKernel", cfg.conv_kernel),
+            ("dtRank", cfg.dt_rank),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+        .collect();
         let info = ModelInfo {
             model_type: cfg.model_type.clone(),
-            format: format.to_string(),
+            family: FAMILY.name.to_string(),
+            engine: FAMILY.engine,
+            format: format_name(cfg.layout, store.format).to_string(),
+            dtype: "f32".to_string(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             num_layers: cfg.num_layers,
-            intermediate_size: cfg.intermediate_size,
-            state_size: cfg.state_size,
-            conv_kernel: cfg.conv_kernel,
             param_count: w.param_count,
             weight_bytes: w.param_count.saturating_mul(4),
             state_bytes: cfg.state_bytes(),
-            dtype: "f32".to_string(),
+            state_bytes_per_token: 0,
+            context_length: None,
             bos_token_id: cfg.bos_token_id,
             eos_token_ids: cfg.eos_token_ids.clone(),
+            architecture,
         };
         Ok(Self { cfg, info, w })
     }

@@ -1,0 +1,110 @@
+//! The one list of model families. A family is one module under `models/` plus one line in
+//! [`FAMILIES`]: everything above (loading, `describe`, the bindings, the TypeScript engines) asks this
+//! list instead of keeping its own.
+
+use serde_json::{Map, Value};
+
+use crate::config::{ConfigLayout, CONFIG_FILE};
+use crate::error::{bad_config, model_not_found, unsupported_model, PhoenixError, Result};
+use crate::loader::shown::{json_kind, json_problem, shown_name};
+use crate::loader::ModelFiles;
+use crate::model::LanguageModel;
+
+/// Which kind of engine runs a family: decides how its state grows (fixed for SSMs, per token for
+/// attention) and which TypeScript engine takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Recurrent state-space model: fixed-size state whatever the context length.
+    Ssm,
+    /// Attention decoder: a KV cache that grows with the context.
+    Transformer,
+    /// Both kinds of layer in one stack.
+    Hybrid,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Ssm => "ssm",
+            EngineKind::Transformer => "transformer",
+            EngineKind::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// What `config.json` says before any family parses it: the `model_type` and the dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigHead {
+    /// `model_type`, or `mamba` for an original state-spaces config (no `model_type`, has `d_model`).
+    pub model_type: String,
+    pub layout: ConfigLayout,
+}
+
+/// A model family and how to load it.
+pub struct Family {
+    /// Stable family id (`mamba`).
+    pub name: &'static str,
+    /// `model_type`s of `config.json` this family loads.
+    pub model_types: &'static [&'static str],
+    pub engine: EngineKind,
+    /// Builds the model from its files; `config` is the text of `config.json`.
+    pub(crate) load: fn(files: &ModelFiles, config: &str) -> Result<Box<dyn LanguageModel>>,
+}
+
+/// Every family this build runs. Add a family here and nowhere else.
+pub static FAMILIES: &[Family] = &[super::mamba::FAMILY];
+
+/// The family that loads `model_type`; `E_UNSUPPORTED_MODEL` naming the supported ones otherwise.
+pub fn family_for(model_type: &str) -> Result<&'static Family> {
+    FAMILIES.iter().find(|f| f.model_types.contains(&model_type)).ok_or_else(|| {
+        let supported: Vec<&str> = FAMILIES.iter().flat_map(|f| f.model_types.iter().copied()).collect();
+        unsupported_model(format!(
+            "{CONFIG_FILE}: model_type `{}` is not supported (supported: {}, state-spaces Mamba-1)",
+            shown_name(model_type),
+            supported.join(", ")
+        ))
+    })
+}
+
+/// Reads `config.json` from `files`: its text and what it says about the family.
+pub fn read_config(files: &ModelFiles) -> Result<(String, ConfigHead)> {
+    if !files.has(CONFIG_FILE) {
+        return Err(model_not_found(format!("{} not found", files.describe(CONFIG_FILE))));
+    }
+    let text = files.text(CONFIG_FILE)?;
+    let head = config_head(&text).map_err(|e| name_config_file(e, files))?;
+    Ok((text, head))
+}
+
+/// Replaces the bare file name a config message starts with by the file's full name.
+pub(crate) fn name_config_file(e: PhoenixError, files: &ModelFiles) -> PhoenixError {
+    PhoenixError::new(e.code, e.message.replacen(CONFIG_FILE, &files.describe(CONFIG_FILE), 1))
+}
+
+/// The `model_type` and dialect of a `config.json` text.
+pub fn config_head(text: &str) -> Result<ConfigHead> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bad_config(format!("{CONFIG_FILE}: {}", json_problem(&e))))?;
+    let obj: &Map<String, Value> =
+        value.as_object().ok_or_else(|| bad_config(format!("{CONFIG_FILE}: top level must be a JSON object")))?;
+    match obj.get("model_type") {
+        Some(Value::String(t)) => Ok(ConfigHead { model_type: t.clone(), layout: ConfigLayout::HuggingFace }),
+        Some(other) => {
+            Err(bad_config(format!("{CONFIG_FILE}: field `model_type` must be a string, got {}", json_kind(other))))
+        }
+        None if obj.contains_key("d_model") => {
+            Ok(ConfigHead { model_type: "mamba".to_string(), layout: ConfigLayout::StateSpaces })
+        }
+        None => Err(unsupported_model(format!(
+            "{CONFIG_FILE}: no `model_type` and no `d_model`: not a Hugging Face or state-spaces config"
+        ))),
+    }
+}
+
+/// Loads the model in `files` with the family its `config.json` names.
+pub fn load(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+    let (text, head) = read_config(files)?;
+    let family = family_for(&head.model_type).map_err(|e| name_config_file(e, files))?;
+    (family.load)(files, &text)
+}
