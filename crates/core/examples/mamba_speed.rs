@@ -98,14 +98,14 @@ fn main() {
 
     let ids: Vec<u32> = (0..prompt).map(|i| ((i * 7919) % (vocab - 3)) as u32).collect();
     // Warm-up (page in weights, spin up the pool).
-    let mut state = model.new_state();
+    let mut state = model.new_state().unwrap();
     model.forward(&ids[..64.min(prompt)], state.as_mut(), LogitsWanted::Last).unwrap();
 
     let decode_only = std::env::var("MAMBA_SPEED_DECODE_ONLY").is_ok();
     let mut best = f64::MAX;
     let reps: usize = std::env::var("MAMBA_SPEED_PREFILL_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for _ in 0..if decode_only { 0 } else { reps } {
-        let mut state = model.new_state();
+        let mut state = model.new_state().unwrap();
         let t = Instant::now();
         let logits = model.forward(&ids, state.as_mut(), LogitsWanted::Last).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
@@ -116,7 +116,7 @@ fn main() {
         return;
     }
 
-    let mut state = model.new_state();
+    let mut state = model.new_state().unwrap();
     let mut logits = model.forward(&ids, state.as_mut(), LogitsWanted::Last).unwrap();
     let t = Instant::now();
     for _ in 0..decode {

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod session;
 pub mod tokenizer;

@@ -58,7 +58,24 @@ pub trait LanguageModel: Send + Sync {
     fn info(&self) -> &ModelInfo;
 
     /// A fresh state (empty context).
-    fn new_state(&self) -> Box<dyn ModelState>;
+    fn new_state(&self) -> Result<Box<dyn ModelState>>;
+
+    /// Byte length of a serialised state of `layout` if this model can continue it: same family,
+    /// dtype and dims as its own states (`E_STATE_MISMATCH` naming the difference otherwise).
+    fn state_bytes_for(&self, layout: &StateLayout) -> Result<usize> {
+        let own = self.new_state()?.layout();
+        if (&own.family, &own.dtype, &own.dims) != (&layout.family, &layout.dtype, &layout.dims) {
+            return Err(crate::error::state_mismatch(format!(
+                "the state is a {} {} state with dims {:?}; this model's states are {} {} with dims {:?}",
+                layout.family, layout.dtype, layout.dims, own.family, own.dtype, own.dims
+            )));
+        }
+        let info = self.info();
+        let grown = usize::try_from(layout.tokens).ok().and_then(|t| t.checked_mul(info.state_bytes_per_token));
+        grown.and_then(|g| g.checked_add(info.state_bytes)).ok_or_else(|| {
+            crate::error::state_mismatch(format!("the state's token count {} is too large", layout.tokens))
+        })
+    }
 
     /// Consumes `ids` after whatever `state` already holds and returns logits as `which` asks.
     /// `ids` may be any length ≥ 1; a long call is a prefill, a one-token call a decode step.
@@ -76,14 +93,31 @@ pub trait LanguageModel: Send + Sync {
     }
 }
 
-/// One sequence's recurrent state (conv + SSM state for Mamba; a KV cache for attention later).
-pub trait ModelState: Send {
-    /// Raw little-endian contents; same length for every state of one model (for SSMs).
-    fn to_bytes(&self) -> Vec<u8>;
+/// What a state holds, as snapshots record it: restoring needs the same family, dtype and dims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    /// The family that made it (`mamba`).
+    pub family: String,
+    /// Element type of the serialised values (`f32`).
+    pub dtype: String,
+    /// Family-defined sizes that fix the layout (Mamba: layers, channels, conv taps, state size; a
+    /// KV cache: layers, heads, head size — never the token count).
+    pub dims: Vec<usize>,
+    /// Tokens of context the state has consumed.
+    pub tokens: u64,
+}
 
-    /// Restores contents written by `to_bytes` of a state of the same model shape.
-    /// Wrong length gives `E_STATE_MISMATCH`.
-    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()>;
+/// One sequence's state (conv + SSM state for Mamba; a KV cache for attention).
+pub trait ModelState: Send {
+    fn layout(&self) -> StateLayout;
+
+    /// Raw little-endian contents: for SSMs the same length for every state of one model, for a KV
+    /// cache a length that grows with `layout().tokens`.
+    fn to_bytes(&self) -> Result<Vec<u8>>;
+
+    /// Restores contents written by `to_bytes` of a state with the same layout dims, holding
+    /// `tokens` tokens. Wrong length gives `E_STATE_MISMATCH`.
+    fn load_bytes(&mut self, bytes: &[u8], tokens: u64) -> Result<()>;
 
     fn clone_box(&self) -> Box<dyn ModelState>;
 

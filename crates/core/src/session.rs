@@ -130,14 +130,22 @@ impl LoadedModel {
     pub fn snapshot_length(&self, head: &[u8]) -> Result<usize> {
         let header = snapshot::parse_header(head)?;
         self.check_snapshot_origin(header.fingerprint, header.weights_identity)?;
-        let expected = self.model.info().state_bytes;
-        if header.state_len != expected {
+        self.check_state_len(&header.layout, header.state_len)?;
+        Ok(header.total_len())
+    }
+
+    /// The model state of a snapshot must be one this model can continue (family, dtype, dims) and
+    /// hold exactly the bytes that layout and token count take → `E_STATE_MISMATCH` otherwise.
+    pub(crate) fn check_state_len(&self, layout: &crate::model::StateLayout, state_len: usize) -> Result<()> {
+        let expected =
+            self.model.state_bytes_for(layout).map_err(|e| state_mismatch(format!("state: {}", e.message)))?;
+        if state_len != expected {
             return Err(state_mismatch(format!(
-                "state: the snapshot holds a {}-byte model state, this model's is {expected} bytes",
-                header.state_len
+                "state: the snapshot holds a {state_len}-byte model state, this model's is {expected} bytes for {} tokens",
+                layout.tokens
             )));
         }
-        Ok(header.total_len())
+        Ok(())
     }
 
     /// A snapshot saved from another model shape or other weights → `E_STATE_MISMATCH`.
@@ -184,7 +192,7 @@ impl LoadedModel {
                 ids.len()
             )));
         }
-        let mut state = self.model.new_state();
+        let mut state = self.model.new_state()?;
         let logits = self.model.forward(ids, state.as_mut(), LogitsWanted::All)?;
         finite::check_rows(&logits, vocab, 0, ids.len())?;
         Ok(logits)

@@ -264,7 +264,7 @@ fn sharded_safetensors_with_f32_and_bf16_shards_load() {
     assert_eq!(model.info().format, "hf-safetensors-sharded");
     let reference = load_model_dir(&fixture("mamba1-tiny")).unwrap();
     let ids = [285u32, 71, 262, 69];
-    let (mut a, mut b) = (model.new_state(), reference.new_state());
+    let (mut a, mut b) = (model.new_state().unwrap(), reference.new_state().unwrap());
     let la = model.forward(&ids, a.as_mut(), phoenix_core::LogitsWanted::Last).unwrap();
     let lb = reference.forward(&ids, b.as_mut(), phoenix_core::LogitsWanted::Last).unwrap();
     let diff = la.iter().zip(&lb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);

@@ -41,8 +41,8 @@ fn falcon_mamba_applies_dt_b_c_norms() {
     let falcon = load_model_from_memory(tiny_files(Some("falcon_mamba"))).unwrap();
     assert_eq!(falcon.info().model_type, "falcon_mamba");
 
-    let mut s1 = plain.new_state();
-    let mut s2 = falcon.new_state();
+    let mut s1 = plain.new_state().unwrap();
+    let mut s2 = falcon.new_state().unwrap();
     let a = plain.forward(ids, s1.as_mut(), LogitsWanted::All).unwrap();
     let b = falcon.forward(ids, s2.as_mut(), LogitsWanted::All).unwrap();
     let differ = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
@@ -56,7 +56,7 @@ fn falcon_mamba_applies_dt_b_c_norms() {
     assert!(worst <= 1e-3, "falcon prefill vs naive f64: max |Δ| = {worst}");
 
     // Decode path too.
-    let mut st = falcon.new_state();
+    let mut st = falcon.new_state().unwrap();
     let mut worst_decode = 0f64;
     for (t, &id) in ids.iter().enumerate() {
         let row = falcon.forward(&[id], st.as_mut(), LogitsWanted::Last).unwrap();

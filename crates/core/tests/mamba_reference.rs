@@ -14,14 +14,14 @@ const TOL: f64 = 1e-3;
 /// Prefill of all ids: every row within TOL. Returns the max |Δ|.
 fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
     let v = model.info().vocab_size;
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let got = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::All).unwrap();
     assert_eq!(got.len(), r.input_ids.len() * v);
     let worst =
         r.logits.iter().enumerate().map(|(t, want)| max_abs_diff(&got[t * v..(t + 1) * v], want)).fold(0.0, f64::max);
     assert!(worst <= TOL, "prefill max |Δ logit| = {worst}");
     // `Last` returns exactly the last row of `All`.
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let last = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
     assert_eq!(last.len(), v);
     let n = r.input_ids.len();
@@ -31,7 +31,7 @@ fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
 
 /// Prefill the first k ids, then one-token decode steps; each step's logits are the next row.
 fn check_decode(model: &dyn LanguageModel, r: &Reference, k: usize) -> f64 {
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let first = model.forward(&r.input_ids[..k], st.as_mut(), LogitsWanted::Last).unwrap();
     let mut worst = max_abs_diff(&first, &r.logits[k - 1]);
     for t in k..r.input_ids.len() {
@@ -44,7 +44,7 @@ fn check_decode(model: &dyn LanguageModel, r: &Reference, k: usize) -> f64 {
 
 /// Greedy continuation matches the reference for steps with margin > 1e-3, up to the first that isn't.
 fn check_greedy(model: &dyn LanguageModel, r: &Reference) -> usize {
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let mut row = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
     let mut checked = 0;
     for (step, (&want, &margin)) in r.greedy_ids.iter().zip(&r.greedy_margins).enumerate() {
@@ -121,42 +121,43 @@ fn state_round_trip_continues_identically() {
     let r = read_reference(lite_model().join("reference.json"));
     let model = load_model_dir(&lite_model()).unwrap();
     let split = 4;
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     model.forward(&r.input_ids[..split], st.as_mut(), LogitsWanted::Last).unwrap();
-    let bytes = st.to_bytes();
+    let bytes = st.to_bytes().unwrap();
+    assert_eq!(st.layout().tokens, split as u64);
     assert_eq!(bytes.len(), model.info().state_bytes);
 
     let expected = model.forward(&r.input_ids[split..], st.as_mut(), LogitsWanted::All).unwrap();
 
     let fresh_model = load_model_dir(&lite_model()).unwrap();
-    let mut restored = fresh_model.new_state();
-    restored.load_bytes(&bytes).unwrap();
+    let mut restored = fresh_model.new_state().unwrap();
+    restored.load_bytes(&bytes, split as u64).unwrap();
     let got = fresh_model.forward(&r.input_ids[split..], restored.as_mut(), LogitsWanted::All).unwrap();
     assert_eq!(got, expected, "restored state must continue bit-identically");
 
     // A clone is an independent copy.
-    let mut a = fresh_model.new_state();
-    a.load_bytes(&bytes).unwrap();
+    let mut a = fresh_model.new_state().unwrap();
+    a.load_bytes(&bytes, split as u64).unwrap();
     let mut b = a.clone_box();
     let la = fresh_model.forward(&[5], a.as_mut(), LogitsWanted::Last).unwrap();
     let lb = fresh_model.forward(&[5], b.as_mut(), LogitsWanted::Last).unwrap();
     assert_eq!(la, lb);
 
-    let err = restored.load_bytes(&bytes[..bytes.len() - 4]).unwrap_err();
+    let err = restored.load_bytes(&bytes[..bytes.len() - 4], split as u64).unwrap_err();
     assert_eq!(err.code, phoenix_core::ErrorCode::StateMismatch);
 }
 
 #[test]
 fn forward_rejects_bad_ids_and_foreign_states() {
     let model = load_model_dir(&fixture("mamba1-tiny")).unwrap();
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let e = model.forward(&[], st.as_mut(), LogitsWanted::Last).unwrap_err();
     assert_eq!(e.code, phoenix_core::ErrorCode::InvalidOption);
     let e = model.forward(&[512], st.as_mut(), LogitsWanted::Last).unwrap_err();
     assert_eq!(e.code, phoenix_core::ErrorCode::InvalidOption);
     assert!(e.message.contains("512"));
     let lite = load_model_dir(&lite_model()).unwrap();
-    let mut other = lite.new_state();
+    let mut other = lite.new_state().unwrap();
     let e = model.forward(&[1], other.as_mut(), LogitsWanted::Last).unwrap_err();
     assert_eq!(e.code, phoenix_core::ErrorCode::StateMismatch);
 }
@@ -167,12 +168,12 @@ fn prefill_and_decode_agree_and_long_prompts_chunk_consistently() {
     let v = model.info().vocab_size;
     // Longer than two prefill chunks (PREFILL_CHUNK = 512).
     let ids: Vec<u32> = (0..1100u32).map(|i| (i * 7919 + 13) % 512).collect();
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     let all = model.forward(&ids, st.as_mut(), LogitsWanted::All).unwrap();
     assert_eq!(all.len(), ids.len() * v);
 
     // Same sequence fed as uneven pieces, the last ones token by token (decode path).
-    let mut st2 = model.new_state();
+    let mut st2 = model.new_state().unwrap();
     let mut pieced = model.forward(&ids[..700], st2.as_mut(), LogitsWanted::All).unwrap();
     pieced.extend(model.forward(&ids[700..1090], st2.as_mut(), LogitsWanted::All).unwrap());
     for t in 1090..ids.len() {
@@ -183,10 +184,10 @@ fn prefill_and_decode_agree_and_long_prompts_chunk_consistently() {
     assert!(all.iter().all(|x| x.is_finite()));
 
     // `Last` over several chunks is the last row of `All`, and the states end up the same.
-    let mut st3 = model.new_state();
+    let mut st3 = model.new_state().unwrap();
     let last = model.forward(&ids, st3.as_mut(), LogitsWanted::Last).unwrap();
     // (The head is a matvec for one row and a GEMM for many: equal up to summation order.)
     let head_diff = last.iter().zip(&all[(ids.len() - 1) * v..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(head_diff < 1e-5, "Last vs All differ by {head_diff}");
-    assert_eq!(st3.to_bytes(), st.to_bytes());
+    assert_eq!(st3.to_bytes().unwrap(), st.to_bytes().unwrap());
 }

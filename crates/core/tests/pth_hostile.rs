@@ -219,7 +219,7 @@ fn a_storage_entry_of_the_wrong_size_is_bad_weights() {
 
 /// All logits for the reference prompt.
 fn logits(model: &dyn LanguageModel, ids: &[u32]) -> Vec<f32> {
-    let mut st = model.new_state();
+    let mut st = model.new_state().unwrap();
     model.forward(ids, st.as_mut(), LogitsWanted::All).unwrap()
 }
 

@@ -1,9 +1,8 @@
-//! Mamba-1 language model (also FalconMamba) on the fused CPU kernels of `crate::ops`.
+//! Mamba-1 language model (also FalconMamba), on candle tensors and the fused custom ops of `crate::nn`.
 //!
 //! forward(ids): tokens go through the whole stack in chunks of up to `PREFILL_CHUNK` (bounded memory
-//! for any prompt length); a one-token call is the recurrent decode step — same code, but matvecs
-//! instead of GEMMs, no rayon for the tiny per-token kernels, and scratch buffers reused from the state
-//! (no per-token allocation besides the returned logits). Residual stream and all SSM maths in f32.
+//! for any prompt length); a one-token call is the recurrent decode step — the same graph, where the
+//! linear op picks the threaded mat-vec instead of the GEMM. Residual stream and all SSM maths in f32.
 
 mod state;
 mod weights;
@@ -14,12 +13,12 @@ use crate::config::MambaConfig;
 use crate::error::{bad_config, invalid_option, state_mismatch, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
-use crate::ops::conv::causal_conv_silu;
-use crate::ops::matmul::{linear, MatRef};
-use crate::ops::norm::{rms_norm_in_place, rms_norm_rows};
-use crate::ops::scan::{selective_scan, ScanInputs};
-use state::Scratch;
+use crate::nn::scan::ScanOperands;
+use crate::nn::GroupRmsNorm;
+use state::LayerState;
 use weights::{MixerWeights, Weights};
+
+use candle_core::{Device, Tensor};
 
 use super::registry::{self, EngineKind, Family};
 
@@ -39,6 +38,7 @@ pub struct MambaModel {
     cfg: MambaConfig,
     info: ModelInfo,
     w: Weights,
+    device: Device,
 }
 
 impl MambaModel {
@@ -59,7 +59,8 @@ impl MambaModel {
     pub fn from_store(cfg: MambaConfig, store: &TensorStore) -> Result<Self> {
         // Every product below and in the kernels (shapes, state, a prefill chunk's scratch) fits.
         cfg.check_sizes(PREFILL_CHUNK)?;
-        let w = weights::load(&cfg, store)?;
+        let device = Device::Cpu;
+        let w = weights::load(&cfg, store, &device)?;
         if cfg.eos_token_ids.iter().chain(cfg.bos_token_id.iter()).any(|&id| id as usize >= cfg.vocab_size) {
             return Err(bad_config(format!(
                 "config.json: bos/eos token ids {:?}/{:?} exceed the vocabulary ({})",
@@ -85,7 +86,7 @@ impl MambaModel {
             hidden_size: cfg.hidden_size,
             num_layers: cfg.num_layers,
             param_count: w.param_count,
-            weight_bytes: w.param_count.saturating_mul(4),
+            weight_bytes: w.weight_bytes,
             state_bytes: cfg.state_bytes(),
             state_bytes_per_token: 0,
             context_length: None,
@@ -93,7 +94,7 @@ impl MambaModel {
             eos_token_ids: cfg.eos_token_ids.clone(),
             architecture,
         };
-        Ok(Self { cfg, info, w })
+        Ok(Self { cfg, info, w, device })
     }
 
     pub fn config(&self) -> &MambaConfig {
@@ -109,104 +110,46 @@ impl MambaModel {
         }
     }
 
-    fn lm_head(&self) -> &[f32] {
-        self.w.lm_head.as_deref().unwrap_or(&self.w.embedding)
-    }
-
     /// Runs `ids` through every layer, then appends the logits `head` asks for to `logits`.
-    fn run_chunk(&self, ids: &[u32], st: &mut MambaState, head: Option<LogitsWanted>, logits: &mut Vec<f32>) {
-        let (d, v, l) = (self.cfg.hidden_size, self.cfg.vocab_size, ids.len());
-        ensure_scratch(&mut st.scratch, &self.cfg, l);
-        {
-            let residual = &mut st.scratch.residual[..l * d];
-            for (row, &id) in residual.chunks_exact_mut(d).zip(ids) {
-                row.copy_from_slice(&self.w.embedding[id as usize * d..(id as usize + 1) * d]);
-            }
+    fn run_chunk(
+        &self,
+        ids: &[u32],
+        st: &mut MambaState,
+        head: Option<LogitsWanted>,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let mut residual = self.w.embedding.forward(ids, &self.device)?;
+        for (layer, state) in self.w.layers.iter().zip(st.layers.iter_mut()) {
+            residual = self.mixer(layer, &residual, state)?;
         }
-        for (i, layer) in self.w.layers.iter().enumerate() {
-            let (conv, ssm, scratch) = st.layer_mut(i);
-            self.mixer(layer, l, conv, ssm, scratch);
-        }
-        let s = &mut st.scratch;
-        let eps = self.cfg.norm_eps;
+        let l = ids.len();
         let rows = match head {
-            None => return,
-            Some(LogitsWanted::All) => 0..l,
-            Some(LogitsWanted::Last) => l - 1..l,
+            None => return Ok(()),
+            Some(LogitsWanted::All) => residual,
+            Some(LogitsWanted::Last) => residual.narrow(0, l - 1, 1)?,
         };
-        let m = rows.len();
-        rms_norm_rows(&s.residual[rows.start * d..rows.end * d], &self.w.norm_f, eps, &mut s.normed[..m * d]);
-        let start = logits.len();
-        logits.resize(start + m * v, 0.0);
-        linear(MatRef::rows(&s.normed[..m * d], m, d), self.lm_head(), None, &mut logits[start..], false);
+        let out = self.w.lm_head.forward(&self.w.norm_f.forward(&rows)?)?;
+        logits.extend(out.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
     }
 
-    /// One Mamba block over `l` tokens: `residual += out_proj(ssm(conv(in_proj(norm(residual)))))`.
-    fn mixer(&self, w: &MixerWeights, l: usize, conv: &mut [f32], ssm: &mut [f32], s: &mut Scratch) {
+    /// One Mamba block: `residual + out_proj(ssm(conv(in_proj(norm(residual)))))`.
+    fn mixer(&self, w: &MixerWeights, residual: &Tensor, state: &mut LayerState) -> Result<Tensor> {
         let c = &self.cfg;
-        let (d, e, n, r) = (c.hidden_size, c.intermediate_size, c.state_size, c.dt_rank);
-        let xw = r + 2 * n;
-
-        rms_norm_rows(&s.residual[..l * d], &w.norm, c.norm_eps, &mut s.normed[..l * d]);
-        linear(MatRef::rows(&s.normed[..l * d], l, d), &w.in_proj, w.in_proj_bias.as_deref(), &mut s.xz, false);
-        // x = xz[:, :E] feeds the conv; z = xz[:, E:] is the gate.
-        causal_conv_silu(&s.xz, 2 * e, l, conv, &w.conv_weight_t, &w.conv_bias, &mut s.conv_hist, &mut s.u);
-        linear(MatRef::rows(&s.u[..l * e], l, e), &w.x_proj, None, &mut s.x_dbl, false);
+        let (e, n, r) = (c.intermediate_size, c.state_size, c.dt_rank);
+        let xz = w.in_proj.forward(&w.norm.forward(residual)?)?;
+        // x = xz[:, :E] feeds the conv; z = xz[:, E:] is the gate (read in place by the scan).
+        let (u, conv) = w.conv.forward(&xz, &state.conv)?;
+        let mut x_dbl = w.x_proj.forward(&u)?;
         if let Some(eps) = c.mixer_rms_eps {
             // FalconMamba: weightless RMSNorm of dt_low, B and C, each over its own width.
-            for row in s.x_dbl[..l * xw].chunks_exact_mut(xw) {
-                let (dt_low, bc) = row.split_at_mut(r);
-                let (b, cc) = bc.split_at_mut(n);
-                rms_norm_in_place(dt_low, eps);
-                rms_norm_in_place(b, eps);
-                rms_norm_in_place(cc, eps);
-            }
+            x_dbl = GroupRmsNorm { widths: vec![r, n, n], eps }.forward(&x_dbl)?;
         }
-        let dt_low = MatRef { data: &s.x_dbl[..l * xw], rows: l, cols: r, row_stride: xw, col_stride: 1 };
-        linear(dt_low, &w.dt_proj, None, &mut s.dt, false);
-        let inputs = ScanInputs {
-            len: l,
-            u: &s.u,
-            dt: &s.dt,
-            dt_bias: &w.dt_bias,
-            a: &w.a,
-            bc: &s.x_dbl,
-            bc_stride: xw,
-            b_offset: r,
-            c_offset: r + n,
-            d: &w.d,
-            z: &s.xz,
-            z_stride: 2 * e,
-            z_offset: e,
-        };
-        selective_scan(&inputs, ssm, &mut s.y);
-        // out_proj adds straight into the residual stream.
-        linear(
-            MatRef::rows(&s.y[..l * e], l, e),
-            &w.out_proj,
-            w.out_proj_bias.as_deref(),
-            &mut s.residual[..l * d],
-            true,
-        );
-    }
-}
-
-/// Sizes every scratch buffer for `l` tokens (no allocation once they are big enough).
-fn ensure_scratch(s: &mut Scratch, c: &MambaConfig, l: usize) {
-    let (d, e, n, r, k) = (c.hidden_size, c.intermediate_size, c.state_size, c.dt_rank, c.conv_kernel);
-    for (buf, len) in [
-        (&mut s.residual, l * d),
-        (&mut s.normed, l * d),
-        (&mut s.xz, l * 2 * e),
-        (&mut s.u, l * e),
-        (&mut s.x_dbl, l * (r + 2 * n)),
-        (&mut s.dt, l * e),
-        (&mut s.y, l * e),
-        (&mut s.conv_hist, (k - 1) * e),
-    ] {
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
+        let dt = w.dt_proj.forward(&x_dbl.narrow(1, 0, r)?)?;
+        let operands = ScanOperands { u: &u, dt: &dt, bc: &x_dbl, b_offset: r, c_offset: r + n, z: &xz, z_offset: e };
+        let (y, ssm) = w.scan.forward(&operands, &state.ssm)?;
+        *state = LayerState { conv, ssm };
+        Ok((residual + w.out_proj.forward(&y)?)?)
     }
 }
 
@@ -215,8 +158,8 @@ impl LanguageModel for MambaModel {
         &self.info
     }
 
-    fn new_state(&self) -> Box<dyn ModelState> {
-        Box::new(MambaState::new(self.state_shape()))
+    fn new_state(&self) -> Result<Box<dyn ModelState>> {
+        Ok(Box::new(MambaState::new(self.state_shape(), &self.device)?))
     }
 
     fn prefill_chunk(&self) -> usize {
@@ -255,11 +198,12 @@ impl LanguageModel for MambaModel {
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
             // Only the last chunk's last row matters for `Last`: skip the head elsewhere.
             let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, st, head, &mut logits);
+            self.run_chunk(chunk, st, head, &mut logits)?;
+            st.tokens = st.tokens.saturating_add(chunk.len() as u64);
         }
         if ids.len() > 1 {
-            // Prefill buffers are large; keep only what decode steps need.
-            st.scratch = Scratch::default();
+            // The states are views into the prefill's large packed outputs: keep only the states.
+            st.compact()?;
         }
         Ok(logits)
     }

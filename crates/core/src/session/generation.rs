@@ -70,7 +70,7 @@ impl Generation {
         let vocab = info.vocab_size;
         let tokenizer = model.tokenizer().cloned();
 
-        let mut model_state = model.model().new_state();
+        let mut model_state = model.model().new_state()?;
         let mut history = Vec::new();
         if let Some(bytes) = state {
             let snap = snapshot::decode(bytes)?;
@@ -80,14 +80,8 @@ impl Generation {
                     "state: token id {bad} is outside this model's vocabulary 0..{vocab}"
                 )));
             }
-            let expected = model_state.to_bytes().len();
-            if snap.state.len() != expected {
-                return Err(state_mismatch(format!(
-                    "state: the model state holds {} bytes, this model's holds {expected}",
-                    snap.state.len()
-                )));
-            }
-            model_state.load_bytes(&snap.state)?;
+            model.check_state_len(&snap.layout, snap.state.len())?;
+            model_state.load_bytes(&snap.state, snap.layout.tokens)?;
             history = snap.history;
         }
         let fed = history.len().saturating_sub(1);
@@ -312,7 +306,8 @@ impl Generation {
         if pending {
             self.stats.prefill_ms += now_ms() - started;
         }
-        Ok(snapshot::encode(self.fingerprint, self.weights_identity, &self.history, &self.state.to_bytes()))
+        let layout = self.state.layout();
+        Ok(snapshot::encode(self.fingerprint, self.weights_identity, &layout, &self.history, &self.state.to_bytes()?))
     }
 
     pub fn stats(&self) -> GenerationStats {

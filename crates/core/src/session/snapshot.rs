@@ -1,22 +1,25 @@
 //! The byte format of an exported generation state ("snapshot").
 //!
 //! All integers little-endian. A fixed-size header says everything needed to know the total length
-//! (so a reader never reads more than that, see [`total_len`]), then the payload:
+//! (so a reader never reads more than that, see [`Header::total_len`]) and what the model state is,
+//! then the payload:
 //!
 //! | offset | size | field                                                                                   |
 //! |--------|------|-----------------------------------------------------------------------------------------|
 //! | 0      | 8    | magic `PHXSTATE`                                                                        |
-//! | 8      | 4    | format version (u32, currently 2; version 1 had no checksum or weights identity)        |
+//! | 8      | 4    | format version (u32, currently 3; 2 had no state layout, 1 no checksum)                 |
 //! | 12     | 8    | model shape fingerprint (u64, [`crate::session::LoadedModel::fingerprint`])            |
 //! | 20     | 8    | weights identity (u64, [`crate::LanguageModel::weights_identity`])                     |
 //! | 28     | 4    | `n`: number of token ids in the history (u32, 1 ≤ n ≤ [`MAX_HISTORY`])                 |
-//! | 32     | 8    | `m`: byte length of the model state (u64; the model's `state_bytes`)                   |
-//! | 40     | 4    | CRC-32 (IEEE) of bytes 0..40 followed by every byte after the header                    |
-//! | 44     | 4·n  | token history (u32 each): every token of the context, prompt + generated                |
-//! | 44+4n  | m    | `ModelState::to_bytes()` (fixed size for a given SSM)                                  |
-//!
-//! Size: `44 + 4·n + m` bytes — the model state is fixed for an SSM, the history grows by 4 bytes per
-//! token of context.
+//! | 32     | 8    | `m`: byte length of the model state (u64)                                              |
+//! | 40     | 8    | tokens the model state has consumed (u64; always `n - 1`, see the invariant)           |
+//! | 48     | 16   | state family, ASCII, NUL-padded (`mamba`)                                              |
+//! | 64     | 8    | state dtype, ASCII, NUL-padded (`f32`)                                                 |
+//! | 72     | 4    | `r`: rank of the state dims (u32, ≤ 8)                                                 |
+//! | 76     | 64   | state dims (8 × u64, the first `r` used, the rest 0)                                   |
+//! | 140    | 4    | CRC-32 (IEEE) of bytes 0..140 followed by every byte after the header                   |
+//! | 144    | 4·n  | token history (u32 each): every token of the context, prompt + generated                |
+//! | 144+4n | m    | `ModelState::to_bytes()` (fixed size for an SSM; grows with the tokens for a KV cache) |
 //!
 //! Invariant: the model state has consumed every history token **except the last**, which is still
 //! pending. The next step feeds it (together with any new prompt) and samples from the logits that
@@ -24,29 +27,35 @@
 //! yields the same tokens. The history also feeds the repetition penalty and the detokeniser context.
 
 use crate::error::{state_mismatch, Result};
+use crate::model::StateLayout;
 
 pub const MAGIC: &[u8; 8] = b"PHXSTATE";
-pub const VERSION: u32 = 2;
-/// Bytes of the fixed header; [`total_len`] needs exactly these.
-pub const HEADER_BYTES: usize = 44;
+pub const VERSION: u32 = 3;
+/// Bytes of the fixed header; [`Header::total_len`] needs exactly these.
+pub const HEADER_BYTES: usize = 144;
 /// Most history tokens a snapshot may hold (64 MiB of ids): bounds what a reader accepts.
 pub const MAX_HISTORY: usize = 1 << 24;
-const CRC_AT: usize = 40;
+const CRC_AT: usize = 140;
+const FAMILY_BYTES: usize = 16;
+const DTYPE_BYTES: usize = 8;
+const MAX_RANK: usize = 8;
 
 /// A parsed snapshot (not yet checked against a model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub fingerprint: u64,
     pub weights_identity: u64,
+    pub layout: StateLayout,
     pub history: Vec<u32>,
     pub state: Vec<u8>,
 }
 
 /// The header fields (checked for magic, version and bounds, not against a model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub fingerprint: u64,
     pub weights_identity: u64,
+    pub layout: StateLayout,
     pub history_len: usize,
     pub state_len: usize,
     crc: u32,
@@ -61,7 +70,14 @@ impl Header {
     }
 }
 
-pub fn encode(fingerprint: u64, weights_identity: u64, history: &[u32], state: &[u8]) -> Vec<u8> {
+fn padded(text: &str, width: usize) -> Vec<u8> {
+    let mut out = text.as_bytes()[..text.len().min(width)].to_vec();
+    out.resize(width, 0);
+    out
+}
+
+pub fn encode(fingerprint: u64, weights_identity: u64, layout: &StateLayout, history: &[u32], state: &[u8]) -> Vec<u8> {
+    assert!(layout.dims.len() <= MAX_RANK, "state rank {} > {MAX_RANK}", layout.dims.len());
     let mut out = Vec::with_capacity(HEADER_BYTES + 4 * history.len() + state.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -69,7 +85,15 @@ pub fn encode(fingerprint: u64, weights_identity: u64, history: &[u32], state: &
     out.extend_from_slice(&weights_identity.to_le_bytes());
     out.extend_from_slice(&(history.len() as u32).to_le_bytes());
     out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    out.extend_from_slice(&layout.tokens.to_le_bytes());
+    out.extend_from_slice(&padded(&layout.family, FAMILY_BYTES));
+    out.extend_from_slice(&padded(&layout.dtype, DTYPE_BYTES));
+    out.extend_from_slice(&(layout.dims.len() as u32).to_le_bytes());
+    for i in 0..MAX_RANK {
+        out.extend_from_slice(&(layout.dims.get(i).copied().unwrap_or(0) as u64).to_le_bytes());
+    }
     out.extend_from_slice(&[0; 4]);
+    debug_assert_eq!(out.len(), HEADER_BYTES);
     for id in history {
         out.extend_from_slice(&id.to_le_bytes());
     }
@@ -80,7 +104,7 @@ pub fn encode(fingerprint: u64, weights_identity: u64, history: &[u32], state: &
 }
 
 /// Parses the fixed header at the start of `bytes` (only its first [`HEADER_BYTES`] are read).
-/// Bad magic, another version, an empty or oversized history → `E_STATE_MISMATCH`.
+/// Bad magic, another version, an empty or oversized history, a malformed layout → `E_STATE_MISMATCH`.
 pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     let mut r = Reader { bytes: &bytes[..bytes.len().min(HEADER_BYTES)], at: 0 };
     if r.take(8).ok() != Some(MAGIC.as_slice()) {
@@ -113,8 +137,30 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
         .ok()
         .filter(|&m| m <= isize::MAX as usize / 2)
         .ok_or_else(|| state_mismatch("state: the snapshot header claims an impossible model-state size"))?;
+    let tokens = r.u64()?;
+    if tokens != history_len as u64 - 1 {
+        return Err(state_mismatch(format!(
+            "state: the model state has consumed {tokens} tokens, but the history holds {history_len} (expected one more than consumed)"
+        )));
+    }
+    let family = r.text(FAMILY_BYTES, "family")?;
+    let dtype = r.text(DTYPE_BYTES, "dtype")?;
+    let rank = r.u32()? as usize;
+    if rank > MAX_RANK {
+        return Err(state_mismatch(format!("state: the state layout has rank {rank}, at most {MAX_RANK}")));
+    }
+    let mut dims = Vec::with_capacity(rank);
+    for i in 0..MAX_RANK {
+        let dim = r.u64()?;
+        if i < rank {
+            dims.push(
+                usize::try_from(dim).map_err(|_| state_mismatch("state: a state dim does not fit this machine"))?,
+            );
+        }
+    }
     let crc = r.u32()?;
-    Ok(Header { fingerprint, weights_identity, history_len, state_len, crc })
+    let layout = StateLayout { family, dtype, dims, tokens };
+    Ok(Header { fingerprint, weights_identity, layout, history_len, state_len, crc })
 }
 
 /// Parses and verifies `bytes`: exact length, checksum; anything malformed → `E_STATE_MISMATCH`.
@@ -138,6 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
     Ok(Snapshot {
         fingerprint: header.fingerprint,
         weights_identity: header.weights_identity,
+        layout: header.layout,
         history,
         state: bytes[history_end..].to_vec(),
     })
@@ -175,6 +222,18 @@ impl<'a> Reader<'a> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
+    /// A NUL-padded ASCII name (letters, digits, `_`, `-`); never quoted back in messages.
+    fn text(&mut self, width: usize, what: &str) -> Result<String> {
+        let b = self.take(width)?;
+        let used = b.iter().position(|&c| c == 0).unwrap_or(width);
+        let ok = used > 0
+            && b[..used].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+            && b[used..].iter().all(|&c| c == 0);
+        if !ok {
+            return Err(state_mismatch(format!("state: the state {what} in the snapshot header is malformed")));
+        }
+        Ok(String::from_utf8_lossy(&b[..used]).into_owned())
+    }
 }
 
 #[cfg(test)]
@@ -182,8 +241,12 @@ mod tests {
     use super::*;
     use crate::ErrorCode;
 
+    fn layout() -> StateLayout {
+        StateLayout { family: "mamba".into(), dtype: "f32".into(), dims: vec![2, 3, 4, 5], tokens: 2 }
+    }
+
     fn sample() -> Vec<u8> {
-        encode(0xABCD, 0x1234, &[0, 5, 7], &[1, 2, 3, 4, 5])
+        encode(0xABCD, 0x1234, &layout(), &[0, 5, 7], &[1, 2, 3, 4, 5])
     }
 
     #[test]
@@ -197,6 +260,7 @@ mod tests {
             Snapshot {
                 fingerprint: 0xABCD,
                 weights_identity: 0x1234,
+                layout: layout(),
                 history: vec![0, 5, 7],
                 state: vec![1, 2, 3, 4, 5]
             }
@@ -237,7 +301,24 @@ mod tests {
         v1.extend_from_slice(&[1, 2, 3, 4]);
         let e = decode(&v1).unwrap_err();
         assert_eq!(e.code, ErrorCode::StateMismatch);
-        assert!(e.message.contains("version 1") && e.message.contains("only version 2"), "{}", e.message);
+        assert!(e.message.contains("version 1") && e.message.contains("only version 3"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_layout_is_checked_for_form_and_consistency() {
+        // A token count that disagrees with the history, an unterminated or non-name family, a rank
+        // past the dims field: all refused (each with a valid checksum, so the parser itself decides).
+        let with = |edit: &dyn Fn(&mut StateLayout)| {
+            let mut l = layout();
+            edit(&mut l);
+            encode(1, 2, &l, &[0, 5, 7], &[1, 2, 3])
+        };
+        assert!(decode(&with(&|l| l.tokens = 3)).unwrap_err().message.contains("consumed 3 tokens"));
+        assert!(decode(&with(&|l| l.family = "ma mba".into())).unwrap_err().message.contains("family"));
+        assert!(decode(&with(&|l| l.family = String::new())).unwrap_err().message.contains("family"));
+        let mut rank = sample();
+        rank[72..76].copy_from_slice(&9u32.to_le_bytes());
+        assert!(parse_header(&rank).unwrap_err().message.contains("rank 9"));
     }
 
     #[test]

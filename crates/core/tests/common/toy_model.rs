@@ -67,8 +67,8 @@ impl LanguageModel for ToyModel {
         &self.info
     }
 
-    fn new_state(&self) -> Box<dyn ModelState> {
-        Box::new(ToyState { hash: 0, count: 0 })
+    fn new_state(&self) -> Result<Box<dyn ModelState>> {
+        Ok(Box::new(ToyState { hash: 0, count: 0 }))
     }
 
     fn prefill_chunk(&self) -> usize {
@@ -103,11 +103,20 @@ impl LanguageModel for ToyModel {
 }
 
 impl ModelState for ToyState {
-    fn to_bytes(&self) -> Vec<u8> {
-        [self.hash.to_le_bytes(), self.count.to_le_bytes()].concat()
+    fn layout(&self) -> phoenix_core::model::StateLayout {
+        phoenix_core::model::StateLayout {
+            family: "toy".into(),
+            dtype: "u64".into(),
+            dims: vec![2],
+            tokens: self.count,
+        }
     }
 
-    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok([self.hash.to_le_bytes(), self.count.to_le_bytes()].concat())
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8], _tokens: u64) -> Result<()> {
         if bytes.len() != 16 {
             return Err(state_mismatch(format!("toy state: {} bytes, expected 16", bytes.len())));
         }

@@ -1,11 +1,14 @@
 //! One sequence's Mamba-1 recurrent state: per layer the conv state `[E, K]` (last K pre-conv
-//! inputs, oldest first) followed by the SSM state `[E, N]`, all f32. Serialised as those values in
-//! little-endian order; the size is fixed by the model shape, whatever the context length.
+//! inputs, oldest first) and the SSM state `[E, N]`, f32 tensors on the model's device. Serialised
+//! as those values in little-endian order, layer by layer (conv then SSM); the size is fixed by the
+//! model shape, whatever the context length.
 
 use std::any::Any;
 
+use candle_core::{Device, Tensor};
+
 use crate::error::{state_mismatch, Result};
-use crate::model::ModelState;
+use crate::model::{ModelState, StateLayout};
 
 /// Sizes that decide a state's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,73 +29,101 @@ impl StateShape {
     }
 }
 
-/// Reusable activation buffers (not part of the state's value; never serialised or cloned).
-#[derive(Default)]
-pub(crate) struct Scratch {
-    pub residual: Vec<f32>,
-    pub normed: Vec<f32>,
-    pub xz: Vec<f32>,
-    pub u: Vec<f32>,
-    pub x_dbl: Vec<f32>,
-    pub dt: Vec<f32>,
-    pub y: Vec<f32>,
-    pub conv_hist: Vec<f32>,
+/// One layer's state tensors.
+#[derive(Clone)]
+pub(crate) struct LayerState {
+    /// `[E, K]`.
+    pub conv: Tensor,
+    /// `[E, N]`.
+    pub ssm: Tensor,
 }
 
 pub struct MambaState {
     pub(crate) shape: StateShape,
-    /// `layers × ([E, K] conv, then [E, N] ssm)`.
-    pub(crate) data: Vec<f32>,
-    pub(crate) scratch: Scratch,
+    pub(crate) layers: Vec<LayerState>,
+    /// Tokens consumed since the empty context.
+    pub(crate) tokens: u64,
 }
 
 impl MambaState {
-    pub fn new(shape: StateShape) -> Self {
-        Self { shape, data: vec![0.0; shape.bytes() / 4], scratch: Scratch::default() }
+    pub fn new(shape: StateShape, device: &Device) -> Result<Self> {
+        let (e, k, n) = (shape.channels, shape.conv_kernel, shape.state_size);
+        let layer = LayerState {
+            conv: Tensor::zeros((e, k), candle_core::DType::F32, device)?,
+            ssm: Tensor::zeros((e, n), candle_core::DType::F32, device)?,
+        };
+        // Tensors are immutable values (ops return new states), so layers may share the zeros.
+        Ok(Self { shape, layers: vec![layer; shape.layers], tokens: 0 })
     }
 
     pub fn shape(&self) -> StateShape {
         self.shape
     }
 
-    /// Mutable conv `[E, K]` and ssm `[E, N]` states of `layer`, plus the scratch buffers.
-    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&mut [f32], &mut [f32], &mut Scratch) {
-        let s = self.shape;
-        let block = &mut self.data[layer * s.per_layer()..(layer + 1) * s.per_layer()];
-        let (conv, ssm) = block.split_at_mut(s.channels * s.conv_kernel);
-        (conv, ssm, &mut self.scratch)
+    /// Copies every layer's state into storage of its own: after a prefill the states are views
+    /// into the chunk's large packed outputs, which would otherwise stay alive.
+    pub(crate) fn compact(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            layer.conv = layer.conv.copy()?;
+            layer.ssm = layer.ssm.copy()?;
+        }
+        Ok(())
     }
 }
 
 impl ModelState for MambaState {
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.len() * 4);
-        for v in &self.data {
-            out.extend_from_slice(&v.to_le_bytes());
+    fn layout(&self) -> StateLayout {
+        let s = self.shape;
+        StateLayout {
+            family: "mamba".to_string(),
+            dtype: "f32".to_string(),
+            dims: vec![s.layers, s.channels, s.conv_kernel, s.state_size],
+            tokens: self.tokens,
         }
-        out
     }
 
-    fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() != self.shape.bytes() {
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.shape.bytes());
+        for layer in &self.layers {
+            for t in [&layer.conv, &layer.ssm] {
+                for v in t.flatten_all()?.to_vec1::<f32>()? {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8], tokens: u64) -> Result<()> {
+        let s = self.shape;
+        if bytes.len() != s.bytes() {
             return Err(state_mismatch(format!(
                 "state snapshot has {} bytes, this model's state has {} (layers {}, channels {}, conv {}, state {})",
                 bytes.len(),
-                self.shape.bytes(),
-                self.shape.layers,
-                self.shape.channels,
-                self.shape.conv_kernel,
-                self.shape.state_size
+                s.bytes(),
+                s.layers,
+                s.channels,
+                s.conv_kernel,
+                s.state_size
             )));
         }
-        for (v, b) in self.data.iter_mut().zip(bytes.chunks_exact(4)) {
-            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let (e, k, n) = (s.channels, s.conv_kernel, s.state_size);
+        let mut at = 0;
+        for layer in &mut self.layers {
+            let device = layer.conv.device().clone();
+            layer.conv = Tensor::from_slice(&values[at..at + e * k], (e, k), &device)?;
+            at += e * k;
+            layer.ssm = Tensor::from_slice(&values[at..at + e * n], (e, n), &device)?;
+            at += e * n;
         }
+        self.tokens = tokens;
         Ok(())
     }
 
     fn clone_box(&self) -> Box<dyn ModelState> {
-        Box::new(MambaState { shape: self.shape, data: self.data.clone(), scratch: Scratch::default() })
+        // Tensors are never mutated in place: sharing them is a full copy in value.
+        Box::new(MambaState { shape: self.shape, layers: self.layers.clone(), tokens: self.tokens })
     }
 
     fn as_any(&self) -> &dyn Any {

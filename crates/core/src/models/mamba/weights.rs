@@ -1,33 +1,36 @@
-//! Mamba-1 weights as f32 slices in the layouts the kernels want, loaded with shape checks.
+//! Mamba-1 weights as the layers of `crate::nn` (big matrices mapped, small tensors on the device),
+//! loaded with shape checks.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
 
 use crate::config::{ConfigLayout, MambaConfig, CONFIG_FILE};
 use crate::error::{bad_config, bad_weights, Result};
 use crate::loader::{F32Buf, TensorStore};
+use crate::nn::{CausalConvSilu, Embedding, Linear, RmsNorm, SelectiveScan, WeightMatrix};
 use crate::weights_identity::WeightsDigest;
 
 pub(crate) struct MixerWeights {
-    pub norm: F32Buf,                  // [D]
-    pub in_proj: F32Buf,               // [2E, D]
-    pub in_proj_bias: Option<F32Buf>,  // [2E]
-    pub conv_weight_t: Vec<f32>,       // [K, E] (tap-major; stored [E, 1, K])
-    pub conv_bias: F32Buf,             // [E] (zeros without conv bias)
-    pub x_proj: F32Buf,                // [R + 2N, E]
-    pub dt_proj: F32Buf,               // [E, R]
-    pub dt_bias: F32Buf,               // [E]
-    pub a: Vec<f32>,                   // [E, N] = -exp(A_log), in f32 (reference §7.1)
-    pub d: F32Buf,                     // [E]
-    pub out_proj: F32Buf,              // [D, E]
-    pub out_proj_bias: Option<F32Buf>, // [D]
+    pub norm: RmsNorm,
+    pub in_proj: Linear,
+    pub conv: CausalConvSilu,
+    pub x_proj: Linear,
+    pub dt_proj: Linear,
+    pub scan: SelectiveScan,
+    pub out_proj: Linear,
 }
 
 pub(crate) struct Weights {
-    pub embedding: F32Buf, // [V, D]
-    /// `None` when the head is tied to the embedding.
-    pub lm_head: Option<F32Buf>, // [V, D]
-    pub norm_f: F32Buf,    // [D]
+    pub embedding: Embedding,
+    /// The embedding matrix itself when the head is tied.
+    pub lm_head: Linear,
+    pub norm_f: RmsNorm,
     pub layers: Vec<MixerWeights>,
     /// Parameters as stored (tied head counted once).
     pub param_count: usize,
+    /// Bytes the weights occupy in memory as held.
+    pub weight_bytes: usize,
     /// [`crate::weights_identity`] of the tensors loaded (snapshots carry it).
     pub identity: u64,
 }
@@ -35,7 +38,7 @@ pub(crate) struct Weights {
 /// Loads every tensor with its shape checked against `cfg`. Every size in `cfg` is thereby checked
 /// against a tensor actually present before anything sized by it is allocated (the layer count
 /// against the layers stored), so a config cannot make the loader reserve more than the file holds.
-pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
+pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> Result<Weights> {
     let (d, e, n, k, r, v) =
         (cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.conv_kernel, cfg.dt_rank, cfg.vocab_size);
     let stored_layers = store.layer_count();
@@ -47,15 +50,19 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
         )));
     }
     let mut count = 0usize;
+    let mut bytes = 0usize;
     let mut digest = WeightsDigest::new();
     // `small`: a per-channel tensor, scanned for NaN / infinity (big matrices are not).
     let mut load = |name: &str, shape: &[usize], small: bool| -> Result<F32Buf> {
         let t = if small { store.load_f32_finite(name, shape)? } else { store.load_f32(name, shape)? };
         count = count.saturating_add(t.len());
+        bytes = bytes.saturating_add(t.len().saturating_mul(4));
         digest.add(name, &t);
         Ok(t)
     };
-    let embedding = load("backbone.embeddings.weight", &[v, d], false)?;
+    let tensor = |values: &[f32], shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_slice(values, shape, device)?) };
+    let matrix = |values: F32Buf, rows: usize, cols: usize| Arc::new(WeightMatrix::new(values, rows, cols));
+    let embedding = matrix(load("backbone.embeddings.weight", &[v, d], false)?, v, d);
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let p = format!("backbone.layers.{i}.");
@@ -73,37 +80,50 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
                 conv_weight_t[j * e + c] = conv[c * k + j];
             }
         }
+        let conv_bias = if cfg.use_conv_bias {
+            load(&format!("{m}conv1d.bias"), &[e], true)?
+        } else {
+            zeros(e, "conv1d.bias")?.into()
+        };
         let a_log = load(&format!("{m}A_log"), &[e, n], true)?;
+        // A = -exp(A_log), in f32 (reference §7.1).
+        let a: Vec<f32> = a_log.iter().map(|x| -x.exp()).collect();
+        let bias = |load: &mut dyn FnMut(&str, &[usize], bool) -> Result<F32Buf>,
+                    name: String,
+                    len: usize|
+         -> Result<Option<Tensor>> {
+            if !cfg.use_bias {
+                return Ok(None);
+            }
+            Ok(Some(tensor(&load(&name, &[len], true)?, &[len])?))
+        };
+        let norm = RmsNorm::new(tensor(&load(&format!("{p}norm.weight"), &[d], true)?, &[d])?, cfg.norm_eps);
+        let in_proj_w = matrix(load(&format!("{m}in_proj.weight"), &[2 * e, d], false)?, 2 * e, d);
+        let in_proj = Linear::new(in_proj_w, bias(&mut load, format!("{m}in_proj.bias"), 2 * e)?);
+        let x_proj =
+            Linear::new(matrix(load(&format!("{m}x_proj.weight"), &[r + 2 * n, e], false)?, r + 2 * n, e), None);
+        let dt_proj = Linear::new(matrix(load(&format!("{m}dt_proj.weight"), &[e, r], false)?, e, r), None);
+        let dt_bias = tensor(&load(&format!("{m}dt_proj.bias"), &[e], true)?, &[e])?;
+        let d_skip = tensor(&load(&format!("{m}D"), &[e], true)?, &[e])?;
+        let out_proj_w = matrix(load(&format!("{m}out_proj.weight"), &[d, e], false)?, d, e);
+        let out_proj = Linear::new(out_proj_w, bias(&mut load, format!("{m}out_proj.bias"), d)?);
         layers.push(MixerWeights {
-            norm: load(&format!("{p}norm.weight"), &[d], true)?,
-            in_proj: load(&format!("{m}in_proj.weight"), &[2 * e, d], false)?,
-            in_proj_bias: if cfg.use_bias { Some(load(&format!("{m}in_proj.bias"), &[2 * e], true)?) } else { None },
-            conv_weight_t,
-            conv_bias: if cfg.use_conv_bias {
-                load(&format!("{m}conv1d.bias"), &[e], true)?
-            } else {
-                zeros(e, "conv1d.bias")?.into()
-            },
-            x_proj: load(&format!("{m}x_proj.weight"), &[r + 2 * n, e], false)?,
-            dt_proj: load(&format!("{m}dt_proj.weight"), &[e, r], false)?,
-            dt_bias: load(&format!("{m}dt_proj.bias"), &[e], true)?,
-            a: {
-                let mut a = zeros(a_log.len(), "A_log")?;
-                a.iter_mut().zip(a_log.iter()).for_each(|(a, x)| *a = -x.exp());
-                a
-            },
-            d: load(&format!("{m}D"), &[e], true)?,
-            out_proj: load(&format!("{m}out_proj.weight"), &[d, e], false)?,
-            out_proj_bias: if cfg.use_bias { Some(load(&format!("{m}out_proj.bias"), &[d], true)?) } else { None },
+            norm,
+            in_proj,
+            conv: CausalConvSilu::new(tensor(&conv_weight_t, &[k, e])?, tensor(&conv_bias, &[e])?, e, k),
+            x_proj,
+            dt_proj,
+            scan: SelectiveScan::new(tensor(&a, &[e, n])?, dt_bias, d_skip, e, n),
+            out_proj,
         });
     }
-    let norm_f = load("backbone.norm_f.weight", &[d], true)?;
+    let norm_f = RmsNorm::new(tensor(&load("backbone.norm_f.weight", &[d], true)?, &[d])?, cfg.norm_eps);
     // Tied (the default) ⇒ reuse the embedding; a stored duplicate is not loaded. Untied ⇒ the head
     // must be stored: silently tying would run a different model than the one described.
     let lm_head = if cfg.tie_embeddings {
-        None
+        embedding.clone()
     } else if store.contains("lm_head.weight") {
-        Some(load("lm_head.weight", &[v, d], false)?)
+        matrix(load("lm_head.weight", &[v, d], false)?, v, d)
     } else {
         let field = match cfg.layout {
             ConfigLayout::HuggingFace => "tie_word_embeddings",
@@ -113,7 +133,15 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore) -> Result<Weights> {
             "tensor `lm_head.weight` is missing from the weights, and {CONFIG_FILE} sets `{field}: false` (the head is not the embedding)"
         )));
     };
-    Ok(Weights { embedding, lm_head, norm_f, layers, param_count: count, identity: digest.finish() })
+    Ok(Weights {
+        embedding: Embedding::new(embedding),
+        lm_head: Linear::new(lm_head, None),
+        norm_f,
+        layers,
+        param_count: count,
+        weight_bytes: bytes,
+        identity: digest.finish(),
+    })
 }
 
 /// `len` zeros for a buffer derived from tensor `what`; its size comes from a file, so running out of

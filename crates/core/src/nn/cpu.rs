@@ -1,0 +1,36 @@
+//! What custom ops' CPU bodies share: f32 slices out of candle storages, and the CUDA slot's error.
+
+use candle_core::{bail, CpuStorage, Layout, Result, Storage};
+
+/// The contiguous f32 values `layout` names in `storage`.
+pub(crate) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(values) = storage else { bail!("{op}: {what} must be f32") };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&values[start..end]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// The contiguous f32 values of an operand a custom op holds besides the ones candle passes it
+/// (lock it with `Tensor::storage_and_layout` for as long as the slice is used).
+pub(crate) fn held_f32s<'a>(storage: &'a Storage, layout: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => f32s(cpu, layout, op, what),
+        _ => bail!("{op}: {what} is not on the CPU while the op runs there"),
+    }
+}
+
+/// The CUDA body of an op this build has no CUDA kernel for.
+pub(crate) fn no_cuda<T>(op: &str) -> Result<T> {
+    bail!("{op}: phoenix-core was not built with CUDA kernels (CPU only)")
+}
+
+/// `len` zeros for an op's output.
+pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(len).is_err() {
+        bail!("{op}: output of {len} values does not fit in memory");
+    }
+    v.resize(len, 0.0);
+    Ok(v)
+}
