@@ -5,6 +5,7 @@ mod finite;
 mod generation;
 mod score;
 
+pub mod handles;
 pub mod js_numbers;
 pub mod runtime;
 pub mod snapshot;

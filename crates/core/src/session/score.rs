@@ -13,7 +13,7 @@ use crate::model::LogitsWanted;
 
 /// Options of [`LoadedModel::score`] (a binding's `{ includeLogits? }`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ScoreOptions {
     /// Also return every position's logits (bounded by [`MAX_LOGITS_VALUES`]).
     pub include_logits: bool,
@@ -82,7 +82,8 @@ impl LoadedModel {
             }
         }
 
-        let log_likelihood: f64 = token_logprobs.iter().sum();
+        // From +0.0: `Sum` for floats starts at -0.0, which a single id would report.
+        let log_likelihood = token_logprobs.iter().fold(0.0, |sum, lp| sum + lp);
         let perplexity = (!token_logprobs.is_empty()).then(|| (-log_likelihood / token_logprobs.len() as f64).exp());
         Ok(Score { token_count: ids.len(), token_logprobs, log_likelihood, perplexity, next_argmax, logits })
     }
