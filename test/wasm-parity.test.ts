@@ -132,6 +132,15 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('native and WASM bindings agree', ()
       expect(s.prefillMs).toBeGreaterThan(0);
       expect(s.decodeMs).toBeGreaterThan(0);
     }
+
+    // A generation cancelled before its first step ran no model call: the core times nothing (a
+    // clock around the whole binding call, as the WASM glue had, counted the call itself).
+    for (const kind of ['native', 'wasm'] as const) {
+      const generation = (lite[kind] as BindingLoadedModel).raw.generate({ ids: liteRef.input_ids }, { maxTokens: 6 });
+      generation.cancel();
+      expect((await generation.next())?.finishReason, kind).toBe('abort');
+      expect(generation.stats(), kind).toEqual({ promptTokens: liteRef.input_ids.length, generatedTokens: 0, prefillMs: 0, decodeMs: 0 });
+    }
   });
 
   it('the core words handle errors and thread rules for both bindings', async () => {
