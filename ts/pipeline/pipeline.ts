@@ -275,7 +275,7 @@ export class LocalAIPipeline {
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
-              const includeLogits = request.options?.returnLogits === true;
+              const includeLogits = Boolean(request.options?.returnLogits);
               inFlight = engine.score(model, toInput(request.input), { includeLogits });
               const scored = await within('scoring', inFlight as Promise<ScoreResult>);
               inFlight = undefined;
