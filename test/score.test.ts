@@ -98,6 +98,7 @@ describe.each(TEST_BACKENDS)('score on the %s binding', (backend) => {
     const { model } = lite as (typeof models)[number];
     const text = await engine.score(model, 'Once upon a time');
     expect(text.ids).toEqual(await model.tokenize('Once upon a time', { addSpecialTokens: true }));
+    expect((await rawOf(model).score([5])).perplexity, 'the binding itself gives null').toBeNull();
     const single = await engine.score(model, { ids: [5] });
     expect(single.tokenLogprobs).toEqual([]);
     expect(single.logLikelihood).toBe(0);

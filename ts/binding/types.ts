@@ -89,8 +89,8 @@ export interface RawScore {
   tokenLogprobs: number[];
   /** The sum of `tokenLogprobs`. */
   logLikelihood: number;
-  /** `exp(-logLikelihood / (n - 1))`; absent / `null` for a single id. */
-  perplexity?: number | null;
+  /** `exp(-logLikelihood / (n - 1))`; `null` for a single id. */
+  perplexity: number | null;
   /** The most likely next token after each position (`n` ids; a tie goes to the lowest id). */
   nextArgmax: number[];
   /** `n * vocabSize` logits, row-major: only when `includeLogits` was set. */

@@ -113,7 +113,7 @@ export abstract class BindingEngine implements InferenceEngine {
       vocabSize,
       tokenLogprobs: scored.tokenLogprobs,
       logLikelihood: scored.logLikelihood,
-      perplexity: scored.perplexity ?? null,
+      perplexity: scored.perplexity,
       nextArgmax: scored.nextArgmax,
     };
     if (includeLogits) result.logits = rowsOf(scored.logits, ids.length, vocabSize);

@@ -1,7 +1,7 @@
 //! JS object shapes of `ts/binding/types.ts` and their field-by-field conversions to and from core
 //! types. Sizes are `f64` (JS numbers): weight byte counts of larger models exceed u32.
 
-use napi::bindgen_prelude::Float32Array;
+use napi::bindgen_prelude::{Either, Float32Array, Null};
 use napi_derive::napi;
 use phoenix_core::generate::{self, Step};
 use phoenix_core::session::{self, GenerationStats, LoadedModelInfo, Score, ScoreOptions};
@@ -155,7 +155,9 @@ pub struct RawScore {
     pub token_count: f64,
     pub token_logprobs: Vec<f64>,
     pub log_likelihood: f64,
-    pub perplexity: Option<f64>,
+    /// `null` for a single id (as the WASM binding gives it; an `Option` would be `undefined`).
+    #[napi(ts_type = "number | null")]
+    pub perplexity: Either<f64, Null>,
     pub next_argmax: Vec<u32>,
     pub logits: Option<Float32Array>,
 }
@@ -166,7 +168,7 @@ impl From<Score> for RawScore {
             token_count: s.token_count as f64,
             token_logprobs: s.token_logprobs,
             log_likelihood: s.log_likelihood,
-            perplexity: s.perplexity,
+            perplexity: s.perplexity.map_or(Either::B(Null), Either::A),
             next_argmax: s.next_argmax,
             logits: s.logits.map(Float32Array::new),
         }
