@@ -154,6 +154,22 @@ describe('phoenix-local CLI', () => {
     expect(human.stdout).toMatch(/^perplexity \d+\.\d{4}$/m);
   });
 
+  it('score without --json prints what it printed when it computed from the logits: each position, logprob, next argmax', async () => {
+    const json = JSON.parse((await cli(['score', 'mamba1-tiny', '--ids', tinyRef.input_ids.join(','), '--json', '-q'])).stdout) as { ids: number[]; logits: number[][] };
+    const human = (await cli(['score', 'mamba1-tiny', '--ids', tinyRef.input_ids.join(','), '-q'])).stdout;
+    // The text the CLI printed before the core computed these facts, from the --json logits.
+    const lines = json.ids.map((id, i) => {
+      const row = json.logits[i] as number[];
+      let best = 0;
+      for (let j = 1; j < row.length; j++) if ((row[j] as number) > (row[best] as number)) best = j;
+      const prev = json.logits[i - 1] as number[];
+      const max = i > 0 ? Math.max(...prev) : 0;
+      const lp = i > 0 ? ((prev[id] as number) - max - Math.log(prev.reduce((sum, v) => sum + Math.exp(v - max), 0))).toFixed(4) : '—';
+      return `${String(i).padStart(4)}  id ${String(id).padStart(6)}  logprob ${lp.padStart(9)}  next argmax ${best}`;
+    });
+    expect(human.split('\n').slice(1, 1 + lines.length)).toEqual(lines);
+  });
+
   it('failures: non-zero exit, code and message on stderr', async () => {
     const cases: [string[], number, RegExp][] = [
       [['info', 'no-such-model'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/m],

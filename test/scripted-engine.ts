@@ -118,7 +118,9 @@ export class ScriptedEngine implements InferenceEngine {
       await this.scoreGate?.opened;
       if (model.disposed) throw new PhoenixError('E_INVALID_OPTION', `model "${model.name}" was disposed while scoring`);
       const ids = typeof input === 'object' && input && 'ids' in input ? [...(input as { ids: number[] }).ids] : [1];
-      return { ids, vocabSize: 512, logits: ids.map(() => new Float32Array(512)), tokenLogprobs: ids.slice(1).map(() => -Math.log(512)), perplexity: ids.length > 1 ? 512 : null };
+      const tokenLogprobs = ids.slice(1).map(() => -Math.log(512));
+      const logLikelihood = tokenLogprobs.reduce((a, b) => a + b, 0);
+      return { ids, vocabSize: 512, logits: ids.map(() => new Float32Array(512)), tokenLogprobs, logLikelihood, perplexity: ids.length > 1 ? 512 : null, nextArgmax: ids.map(() => 0) };
     } finally {
       this.scoring--;
     }

@@ -20,6 +20,8 @@ export type {
   RawPrompt,
   RawStep,
   RawGenerationStats,
+  RawScore,
+  RawScoreOptions,
   RawFinishReason,
   RawModelSource,
   ModelFileMap,
@@ -40,6 +42,7 @@ export type {
   GenerationTimings,
   TokenChunk,
   FinishReason,
+  ScoreOptions,
   ScoreResult,
 } from './engines/types.js';
 export type { ModelMetadata, ModelFormat, ModelStatus, PerformanceProfile, WeightFileInfo } from './models/metadata.js';

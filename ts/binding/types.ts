@@ -110,6 +110,27 @@ export interface RawGenerationStats {
   decodeMs: number;
 }
 
+/** Options of {@link RawModel.score}. */
+export interface RawScoreOptions {
+  /** Also return every position's logits (bounded by the core's one-call limit). Default false. */
+  includeLogits?: boolean;
+}
+
+/** What the core computed for a scored sequence of `tokenCount` ids. */
+export interface RawScore {
+  tokenCount: number;
+  /** `ln p(ids[i] | ids[<i])` for i = 1…n-1 (log-softmax in float64 in the core). */
+  tokenLogprobs: number[];
+  /** The sum of `tokenLogprobs`. */
+  logLikelihood: number;
+  /** `exp(-logLikelihood / (n - 1))`; `null` for a single id. */
+  perplexity: number | null;
+  /** The most likely next token after each position (`n` ids; a tie goes to the lowest id). */
+  nextArgmax: number[];
+  /** `n * vocabSize` logits, row-major: only when `includeLogits` was set. */
+  logits?: Float32Array;
+}
+
 /** A running generation (one sequence with its own state). Pull-based: each `next()` runs one step. */
 export interface RawGeneration {
   /** Runs the prefill on the first call, then one decode step per call. Resolves `null` once finished. */
@@ -137,6 +158,8 @@ export interface RawModel {
   snapshotLength(head: Uint8Array): number;
   /** Logits for every position: `ids.length * vocabSize` floats, row-major. */
   logits(ids: number[]): Promise<Float32Array>;
+  /** Log-probs, log-likelihood and perplexity of `ids` (fresh context), computed in the core. */
+  score(ids: number[], options?: RawScoreOptions): Promise<RawScore>;
   /**
    * Starts a generation. With `state` (bytes from `exportState`), the prompt continues that
    * context; the prompt may then be empty.

@@ -40,6 +40,7 @@ export function wrapModel(raw: RawModel): RawModel {
     snapshotLength: (head) => guard(() => raw.snapshotLength(head)),
     detokenize: (ids, skipSpecialTokens) => guard(() => raw.detokenize(ids, skipSpecialTokens)),
     logits: (ids) => guardAsync(() => raw.logits(ids)),
+    score: (ids, options) => guardAsync(() => raw.score(ids, options)),
     generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),
     dispose: () => guard(() => raw.dispose()),
   };

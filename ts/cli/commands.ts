@@ -139,7 +139,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   }
 }
 
-/** `score <model> --ids … | --text …`: logits of every position. */
+/** `score <model> --ids … | --text …`: log-probs and perplexity; `--json`: ids and every position's logits. */
 export async function scoreCommand(ctx: CliContext, modelArg: string | undefined, rest: string[]): Promise<number> {
   const { flags } = ctx;
   if (flags.text !== undefined && rest.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the text as --text or as an argument, not both', { usage: true });
@@ -150,19 +150,17 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   }
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : { text: text as string };
   const model = await ctx.load(modelArg);
-  const scored = await ctx.engine.score(model, input);
+  const scored = await ctx.engine.score(model, input, { includeLogits: flags.json === true });
   if (flags.json) {
     // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify.
     ctx.io.stdout.write(`{"ids":${JSON.stringify(scored.ids)},"logits":[`);
-    scored.logits.forEach((row, i) => ctx.io.stdout.write(`${i ? ',' : ''}${JSON.stringify(Array.from(row))}`));
+    (scored.logits ?? []).forEach((row, i) => ctx.io.stdout.write(`${i ? ',' : ''}${JSON.stringify(Array.from(row))}`));
     ctx.io.stdout.write(']}\n');
     return 0;
   }
   ctx.io.stdout.write(`${scored.ids.length} tokens, vocabulary ${scored.vocabSize}\n`);
   scored.ids.forEach((id, i) => {
-    const row = scored.logits[i] as Float32Array;
-    let best = 0;
-    for (let j = 1; j < row.length; j++) if ((row[j] as number) > (row[best] as number)) best = j;
+    const best = scored.nextArgmax[i] as number;
     const lp = i > 0 ? (scored.tokenLogprobs[i - 1] as number).toFixed(4) : '—';
     ctx.io.stdout.write(`${String(i).padStart(4)}  id ${String(id).padStart(6)}  logprob ${lp.padStart(9)}  next argmax ${best}\n`);
   });

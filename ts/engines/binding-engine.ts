@@ -17,6 +17,7 @@ import type {
   GenerationStream,
   InferenceEngine,
   LoadedModel,
+  ScoreOptions,
   ScoreResult,
 } from './types.js';
 
@@ -96,19 +97,27 @@ export abstract class BindingEngine implements InferenceEngine {
     return stream.result;
   }
 
-  async score(model: LoadedModel, input: GenerationInput): Promise<ScoreResult> {
+  /** Log-probs, log-likelihood and perplexity come from the core; logits only with `includeLogits`. */
+  async score(model: LoadedModel, input: GenerationInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const own = this.#own(model);
+    const includeLogits = options?.includeLogits ?? false;
+    if (typeof includeLogits !== 'boolean') {
+      throw new PhoenixError('E_INVALID_OPTION', 'score: option `includeLogits` must be a boolean', { option: 'includeLogits' });
+    }
     const vocabSize = own.info.vocabSize;
     const prompt = toRawPrompt(input);
     const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
-    const flat = await own.raw.logits(ids);
-    if (flat.length !== ids.length * vocabSize) {
-      throw new PhoenixError('E_INTERNAL', `binding returned ${flat.length} logits for ${ids.length} ids × vocab ${vocabSize}`);
-    }
-    const logits = ids.map((_, i) => flat.subarray(i * vocabSize, (i + 1) * vocabSize));
-    const tokenLogprobs = ids.slice(1).map((id, i) => logSoftmaxAt(logits[i] as Float32Array, id));
-    const perplexity = tokenLogprobs.length ? Math.exp(-tokenLogprobs.reduce((a, b) => a + b, 0) / tokenLogprobs.length) : null;
-    return { ids, vocabSize, logits, tokenLogprobs, perplexity };
+    const scored = await own.raw.score(ids, { includeLogits });
+    const result: ScoreResult = {
+      ids,
+      vocabSize,
+      tokenLogprobs: scored.tokenLogprobs,
+      logLikelihood: scored.logLikelihood,
+      perplexity: scored.perplexity,
+      nextArgmax: scored.nextArgmax,
+    };
+    if (includeLogits) result.logits = rowsOf(scored.logits, ids.length, vocabSize);
+    return result;
   }
 
   #own(model: LoadedModel): BindingLoadedModel {
@@ -119,11 +128,10 @@ export abstract class BindingEngine implements InferenceEngine {
   }
 }
 
-/** `log softmax(row)[index]`, computed stably in float64. */
-function logSoftmaxAt(row: Float32Array, index: number): number {
-  let max = -Infinity;
-  for (const v of row) if (v > max) max = v;
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  return (row[index] as number) - max - Math.log(sum);
+/** `count` rows of `width` values, as views of the binding's flat array (no copy). */
+function rowsOf(flat: Float32Array | undefined, count: number, width: number): Float32Array[] {
+  if (!flat || flat.length !== count * width) {
+    throw new PhoenixError('E_INTERNAL', `binding returned ${flat?.length ?? 'no'} logits for ${count} ids × vocab ${width}`);
+  }
+  return Array.from({ length: count }, (_, i) => flat.subarray(i * width, (i + 1) * width));
 }

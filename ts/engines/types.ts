@@ -90,17 +90,30 @@ export interface GenerationStream extends AsyncIterable<TokenChunk> {
   exportState(): Uint8Array;
 }
 
-/** Per-position next-token scores of a sequence. */
+/** Options of {@link InferenceEngine.score}. */
+export interface ScoreOptions {
+  /** Also return every position's logits (`ids.length × vocabSize` floats). Default false. */
+  includeLogits?: boolean;
+}
+
+/** Per-position next-token scores of a sequence, computed by the core. */
 export interface ScoreResult {
   /** The scored token ids. */
   ids: number[];
   vocabSize: number;
-  /** `ids.length` rows of `vocabSize` logits: row `i` predicts the token after `ids[i]`. */
-  logits: Float32Array[];
+  /**
+   * `ids.length` rows of `vocabSize` logits (row `i` predicts the token after `ids[i]`): only with
+   * `includeLogits`.
+   */
+  logits?: Float32Array[];
   /** `log p(ids[i] | ids[<i])` for i = 1…n-1 (the first token has no prediction). */
   tokenLogprobs: number[];
+  /** The sum of `tokenLogprobs` (0 for a single token). */
+  logLikelihood: number;
   /** `exp(-mean(tokenLogprobs))`; `null` for a single token. */
   perplexity: number | null;
+  /** The most likely next token after each position (`ids.length` ids; a tie goes to the lowest id). */
+  nextArgmax: number[];
 }
 
 /** A model held in memory by an engine. Dispose it (or use `using`) to free its weights. */
@@ -143,6 +156,6 @@ export interface InferenceEngine {
   predict(model: LoadedModel, input: GenerationInput, options?: GenerationOptions): Promise<GenerationResult>;
   /** Generates token by token. Errors surface from the iterator and from `result`. */
   stream(model: LoadedModel, input: GenerationInput, options?: GenerationOptions): GenerationStream;
-  /** Logits for every position of a sequence (text or ids). */
-  score(model: LoadedModel, input: GenerationInput): Promise<ScoreResult>;
+  /** Log-probs and perplexity of a sequence (text or ids); its logits too with `includeLogits`. */
+  score(model: LoadedModel, input: GenerationInput, options?: ScoreOptions): Promise<ScoreResult>;
 }

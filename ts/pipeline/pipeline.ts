@@ -275,7 +275,8 @@ export class LocalAIPipeline {
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
-              inFlight = engine.score(model, toInput(request.input));
+              const includeLogits = Boolean(request.options?.returnLogits);
+              inFlight = engine.score(model, toInput(request.input), { includeLogits });
               const scored = await within('scoring', inFlight as Promise<ScoreResult>);
               inFlight = undefined;
               if (controller.signal.aborted) throw stoppedError(phase, cause());
@@ -287,7 +288,7 @@ export class LocalAIPipeline {
                   ids: scored.ids,
                   tokenLogprobs: scored.tokenLogprobs,
                   perplexity: scored.perplexity,
-                  ...(request.options?.returnLogits ? { logits: scored.logits.map((row) => Array.from(row)) } : {}),
+                  ...(includeLogits && scored.logits ? { logits: scored.logits.map((row) => Array.from(row)) } : {}),
                 },
               });
             }

@@ -1,9 +1,11 @@
-//! A loaded model ready to serve requests: weights + optional tokenizer, scoring (`logits`) and
+//! A loaded model ready to serve requests: weights + optional tokenizer, scoring (`logits`, `score`) and
 //! stepwise generation with exportable state. Bindings wrap exactly this; they add no logic.
 
 mod finite;
 mod generation;
+mod score;
 
+pub mod handles;
 pub mod js_numbers;
 pub mod runtime;
 pub mod snapshot;
@@ -12,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use generation::{Generation, GenerationStats};
+pub use score::{Score, ScoreOptions};
 pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
 
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, Result};
@@ -183,15 +186,8 @@ impl LoadedModel {
             return Err(invalid_option("logits: `ids` is empty"));
         }
         self.check_ids("ids", ids)?;
-        // Every row is returned at once: refuse an output that cannot be allocated rather than let the
-        // allocation abort the host (native) or trap (WASM).
         let vocab = self.model.info().vocab_size;
-        if ids.len().checked_mul(vocab).map_or(true, |n| n > MAX_LOGITS_VALUES) {
-            return Err(invalid_option(format!(
-                "logits: {} ids x {vocab} vocabulary columns exceeds the {MAX_LOGITS_VALUES}-value limit of one call; score in pieces",
-                ids.len()
-            )));
-        }
+        score::check_logits_budget("logits", ids.len(), vocab)?;
         let mut state = self.model.new_state()?;
         let logits = self.model.forward(ids, state.as_mut(), LogitsWanted::All)?;
         finite::check_rows(&logits, vocab, 0, ids.len())?;

@@ -1,9 +1,10 @@
 //! JS object shapes of `ts/binding/types.ts` and their field-by-field conversions to and from core
 //! types. Sizes are `f64` (JS numbers): weight byte counts of larger models exceed u32.
 
+use napi::bindgen_prelude::{Either, Float32Array, Null};
 use napi_derive::napi;
 use phoenix_core::generate::{self, Step};
-use phoenix_core::session::{self, GenerationStats, LoadedModelInfo};
+use phoenix_core::session::{self, GenerationStats, LoadedModelInfo, Score, ScoreOptions};
 
 #[napi(object)]
 pub struct RawModelInfo {
@@ -172,5 +173,43 @@ pub struct BuildInfo {
 impl From<session::BuildInfo> for BuildInfo {
     fn from(b: session::BuildInfo) -> Self {
         Self { version: b.version, simd: b.simd, threads: b.threads as u32 }
+    }
+}
+
+/// `score()` options.
+#[napi(object)]
+pub struct RawScoreOptions {
+    pub include_logits: Option<bool>,
+}
+
+impl From<RawScoreOptions> for ScoreOptions {
+    fn from(o: RawScoreOptions) -> Self {
+        Self { include_logits: o.include_logits.unwrap_or(false) }
+    }
+}
+
+/// `score()` result; `logits` (flat, row-major) only when asked for.
+#[napi(object)]
+pub struct RawScore {
+    pub token_count: f64,
+    pub token_logprobs: Vec<f64>,
+    pub log_likelihood: f64,
+    /// `null` for a single id (as the WASM binding gives it; an `Option` would be `undefined`).
+    #[napi(ts_type = "number | null")]
+    pub perplexity: Either<f64, Null>,
+    pub next_argmax: Vec<u32>,
+    pub logits: Option<Float32Array>,
+}
+
+impl From<Score> for RawScore {
+    fn from(s: Score) -> Self {
+        Self {
+            token_count: s.token_count as f64,
+            token_logprobs: s.token_logprobs,
+            log_likelihood: s.log_likelihood,
+            perplexity: s.perplexity.map_or(Either::B(Null), Either::A),
+            next_argmax: s.next_argmax,
+            logits: s.logits.map(Float32Array::new),
+        }
     }
 }

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use napi::bindgen_prelude::{AsyncTask, Float32Array, Uint8Array};
 use napi::{Env, Task};
 use napi_derive::napi;
-use phoenix_core::error::{catch_panic, internal, invalid_option};
+use phoenix_core::error::catch_panic;
 use phoenix_core::generate::Step;
-use phoenix_core::session::{self, js_numbers, Generation, LoadedModel, Prompt};
+use phoenix_core::session::{self, handles, js_numbers, Generation, LoadedModel, Prompt, Score, ScoreOptions};
 
 pub use convert::{
-    BuildInfo, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawModelLayout, RawPrompt, RawStep,
+    BuildInfo, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawModelLayout, RawPrompt, RawScore,
+    RawScoreOptions, RawStep,
 };
 
 /// Runs a core call with panics caught; maps the error to a JS Error carrying the wire form.
@@ -119,7 +120,7 @@ pub struct RawModel {
 
 impl RawModel {
     fn model(&self) -> napi::Result<&Arc<LoadedModel>> {
-        self.inner.as_ref().ok_or_else(|| napi::Error::from_reason(invalid_option("model disposed").to_wire()))
+        self.inner.as_ref().ok_or_else(|| napi::Error::from_reason(handles::disposed_model().to_wire()))
     }
 }
 
@@ -138,6 +139,25 @@ impl Task for LogitsTask {
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
         Ok(Float32Array::new(output))
+    }
+}
+
+pub struct ScoreTask {
+    model: Arc<LoadedModel>,
+    ids: Vec<u32>,
+    options: ScoreOptions,
+}
+
+impl Task for ScoreTask {
+    type Output = Score;
+    type JsValue = RawScore;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guarded(|| self.model.score(&self.ids, self.options))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(output.into())
     }
 }
 
@@ -197,6 +217,15 @@ impl RawModel {
         Ok(AsyncTask::new(LogitsTask { model, ids }))
     }
 
+    /// Per-token log-probs, log-likelihood, perplexity (and logits when asked), off the JS thread.
+    #[napi(ts_return_type = "Promise<RawScore>")]
+    pub fn score(&self, ids: Vec<f64>, options: Option<RawScoreOptions>) -> napi::Result<AsyncTask<ScoreTask>> {
+        let model = Arc::clone(self.model()?);
+        let ids = guarded(|| js_numbers::ids_from_numbers("score", &ids))?;
+        let options = options.map_or_else(ScoreOptions::default, ScoreOptions::from);
+        Ok(AsyncTask::new(ScoreTask { model, ids, options }))
+    }
+
     /// Starts a generation (cheap: the prefill runs in the first `next()`).
     #[napi]
     pub fn generate(
@@ -233,7 +262,7 @@ pub struct RawGeneration {
 }
 
 fn lock(generation: &Mutex<Generation>) -> phoenix_core::Result<MutexGuard<'_, Generation>> {
-    generation.lock().map_err(|_| internal("generation unusable: an earlier step hit an internal error (panic)"))
+    generation.lock().map_err(|_| handles::unusable_generation())
 }
 
 pub struct NextTask {

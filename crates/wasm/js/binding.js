@@ -196,6 +196,7 @@ export function createBinding({ instantiate, fileReader }) {
       snapshotLength: (head) => call(instance, () => raw.snapshotLength(head)),
       detokenize: (ids, skipSpecialTokens) => call(instance, () => raw.detokenize(ids, skipSpecialTokens)),
       logits: (ids) => yieldToEventLoop().then(() => call(instance, () => raw.logits(ids))),
+      score: (ids, options) => yieldToEventLoop().then(() => call(instance, () => raw.score(ids, options))),
       generate: (prompt, options, state) =>
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
       dispose: () => call(instance, () => raw.dispose()),

@@ -2,10 +2,10 @@
 //! the camelCase shapes the core already derives, so field names match `ts/binding/types.ts` and
 //! the napi glue without a second hand-written list.
 
-use js_sys::Array;
+use js_sys::{Array, Float32Array, Reflect};
 use phoenix_core::error::{invalid_option, Result};
 use phoenix_core::generate::{RawGenerateOptions, Step};
-use phoenix_core::session::{js_numbers, GenerationStats, Prompt};
+use phoenix_core::session::{js_numbers, GenerationStats, Prompt, Score, ScoreOptions};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
@@ -69,16 +69,29 @@ pub fn prompt_from_js(value: JsValue) -> Result<Prompt> {
     Prompt::from_parts(raw.text, ids)
 }
 
-/// Generation options; `undefined` / `null` = all defaults. Without a `seed` the core would fall back
-/// to a fixed one (wasm32 has no entropy of its own), so a fresh seed is drawn from JS here.
+/// Generation options; `undefined` / `null` = all defaults (a missing seed is drawn by the core).
 pub fn options_from_js(value: JsValue) -> Result<RawGenerateOptions> {
-    let mut options: RawGenerateOptions = if value.is_undefined() || value.is_null() {
-        RawGenerateOptions::default()
-    } else {
-        serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("options: {e}")))?
-    };
-    if options.seed.is_none() {
-        options.seed = Some((js_sys::Math::random() * 9_007_199_254_740_992.0).floor());
+    if value.is_undefined() || value.is_null() {
+        return Ok(RawGenerateOptions::default());
     }
-    Ok(options)
+    serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("options: {e}")))
+}
+
+/// `score()` options; `undefined` / `null` = defaults.
+pub fn score_options_from_js(value: JsValue) -> Result<ScoreOptions> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(ScoreOptions::default());
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("score options: {e}")))
+}
+
+/// `RawScore` of types.ts: the serde fields, plus `logits` as one `Float32Array` when asked for
+/// (not a serde array of numbers: it can hold millions of values).
+pub fn score_to_js(score: Score) -> Result<JsValue> {
+    let object = to_js(&score)?;
+    if let Some(logits) = &score.logits {
+        Reflect::set(&object, &JsValue::from_str("logits"), &Float32Array::from(logits.as_slice()))
+            .map_err(|_| phoenix_core::error::internal("cannot convert a result to JS: setting `logits`"))?;
+    }
+    Ok(object)
 }

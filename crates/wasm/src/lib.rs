@@ -7,7 +7,7 @@
 //!   in the order the core asks for). Reading a folder (Node) or fetching URLs (browser) happens in
 //!   the JS entry (`crates/wasm/js/`), which also gives `loadModel(source)` its `RawBinding` shape.
 //! - No threads: calls run on the calling JS thread (a Web Worker in the browser) and return
-//!   already-settled promises; `setThreads` only validates its argument.
+//!   already-settled promises; the core's `setThreads` only validates its argument there.
 //!
 //! Errors are JS `Error`s whose message is the core's wire form `[E_CODE] message`. Panics depend on
 //! the build (scripts/build-wasm.sh, `PHOENIX_WASM_PANIC`): with `panic=unwind` (WASM exception
@@ -26,15 +26,8 @@ use std::sync::Arc;
 
 use js_sys::{Array, Float32Array, Promise};
 use phoenix_core::error::{invalid_option, Result};
-use phoenix_core::session::{self, js_numbers, Generation, GenerationStats, LoadedModel};
+use phoenix_core::session::{self, handles, js_numbers, Generation, LoadedModel};
 use wasm_bindgen::prelude::*;
-
-#[wasm_bindgen]
-extern "C" {
-    /// Monotonic milliseconds (Node ≥ 16, browsers, workers). The core's own clock is `0` on wasm32.
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn performance_now() -> f64;
-}
 
 /// Maps a core error to a JS `Error` carrying the wire form.
 fn js_error(e: phoenix_core::PhoenixError) -> JsError {
@@ -91,20 +84,16 @@ pub fn inject_fault(kind: &str) -> std::result::Result<(), JsError> {
     }
 }
 
-/// Core version, SIMD level the module was compiled for (`simd128` or `none`), threads (always 1).
+/// Core version, SIMD level the module was compiled for (`simd128` or `none`), threads (1 on wasm32).
 #[wasm_bindgen(js_name = buildInfo)]
 pub fn build_info() -> std::result::Result<JsValue, JsError> {
-    guarded(|| {
-        let mut info = session::build_info();
-        info.threads = 1;
-        convert::build_info_to_js(&info)
-    })
+    guarded(|| convert::build_info_to_js(&session::build_info()))
 }
 
-/// Accepted for parity with the native addon (same validation); WASM always runs on one thread.
+/// The core's `setThreads` (on wasm32 it validates the count; WASM always runs on one thread).
 #[wasm_bindgen(js_name = setThreads)]
 pub fn set_threads(n: f64) -> std::result::Result<(), JsError> {
-    guarded(|| js_numbers::count_from_number("setThreads", n, session::MAX_THREADS).map(|_| ()))
+    guarded(|| session::set_threads(js_numbers::count_from_number("setThreads", n, session::MAX_THREADS)?))
 }
 
 /// Checks generation options that do not depend on a model (types, ranges), before loading one.
@@ -133,7 +122,7 @@ impl RawModel {
     }
 
     fn model(&self) -> std::result::Result<&Arc<LoadedModel>, JsError> {
-        self.inner.as_ref().ok_or_else(|| js_error(invalid_option("model disposed")))
+        self.inner.as_ref().ok_or_else(|| js_error(handles::disposed_model()))
     }
 }
 
@@ -173,6 +162,16 @@ impl RawModel {
         }))
     }
 
+    /// `Promise<RawScore>`: per-token log-probs, log-likelihood, perplexity (and logits when asked).
+    pub fn score(&self, ids: Vec<f64>, options: JsValue) -> Promise {
+        settled(self.model().and_then(|model| {
+            guarded(|| {
+                let ids = js_numbers::ids_from_numbers("score", &ids)?;
+                convert::score_to_js(model.score(&ids, convert::score_options_from_js(options)?)?)
+            })
+        }))
+    }
+
     /// Starts a generation (cheap: the prefill runs in the first `next()`).
     pub fn generate(
         &self,
@@ -186,12 +185,7 @@ impl RawModel {
             let options = convert::options_from_js(options)?;
             model.generate_raw(prompt, &options, state.as_deref())
         })?;
-        Ok(RawGeneration {
-            cancel: generation.cancel_handle(),
-            inner: generation,
-            timing: Timing::default(),
-            panicked: false,
-        })
+        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, panicked: false })
     }
 
     pub fn dispose(&mut self) {
@@ -201,20 +195,11 @@ impl RawModel {
 
 // ------------------------------------------------------------------------------------ RawGeneration
 
-/// Wall time of steps, measured here because the core's clock reads 0 on wasm32. Split the way the
-/// core splits it natively: the first step (and any pending feed before `exportState`) is prefill.
-#[derive(Default, Clone, Copy)]
-struct Timing {
-    prefill_ms: f64,
-    decode_ms: f64,
-}
-
 /// One running generation. Each `next()` runs its step synchronously and returns a settled promise.
 #[wasm_bindgen]
 pub struct RawGeneration {
     inner: Generation,
     cancel: Arc<AtomicBool>,
-    timing: Timing,
     /// Set when a call into `inner` panicked (only an unwinding build survives that): the state may
     /// be half-advanced, so, like the native addon's poisoned lock, every later call fails.
     panicked: bool,
@@ -227,9 +212,7 @@ impl std::panic::RefUnwindSafe for RawGeneration {}
 impl RawGeneration {
     fn usable(&self) -> std::result::Result<(), JsError> {
         if self.panicked {
-            return Err(js_error(phoenix_core::error::internal(
-                "generation unusable: an earlier step hit an internal error (panic)",
-            )));
+            return Err(js_error(handles::unusable_generation()));
         }
         Ok(())
     }
@@ -253,16 +236,7 @@ impl RawGeneration {
 impl RawGeneration {
     /// `Promise<RawStep | null>`: the prefill on the first call, then one decode step per call.
     pub fn next(&mut self) -> Promise {
-        let first = self.inner.stats().generated_tokens == 0;
-        let started = performance_now();
-        let result = self.with_inner(|g| g.next_step().and_then(convert::step_to_js));
-        let elapsed = performance_now() - started;
-        if first {
-            self.timing.prefill_ms += elapsed;
-        } else {
-            self.timing.decode_ms += elapsed;
-        }
-        settled(result)
+        settled(self.with_inner(|g| g.next_step().and_then(convert::step_to_js)))
     }
 
     /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
@@ -272,24 +246,12 @@ impl RawGeneration {
 
     #[wasm_bindgen(js_name = exportState)]
     pub fn export_state(&mut self) -> std::result::Result<Vec<u8>, JsError> {
-        // Only before the first step is a prefill pending (later the state lags by one token).
-        let pending = self.inner.stats().generated_tokens == 0 && !self.inner.is_finished();
-        let started = performance_now();
-        let bytes = self.with_inner(|g| g.export_state());
-        if pending {
-            self.timing.prefill_ms += performance_now() - started;
-        }
-        bytes
+        self.with_inner(|g| g.export_state())
     }
 
     pub fn stats(&self) -> std::result::Result<JsValue, JsError> {
         self.usable()?;
-        let stats = GenerationStats {
-            prefill_ms: self.timing.prefill_ms,
-            decode_ms: self.timing.decode_ms,
-            ..self.inner.stats()
-        };
-        guarded(|| convert::stats_to_js(&stats))
+        guarded(|| convert::stats_to_js(&self.inner.stats()))
     }
 
     #[wasm_bindgen(js_name = tokenIds)]

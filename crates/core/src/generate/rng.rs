@@ -40,13 +40,15 @@ impl Rng {
     }
 }
 
-/// A seed for callers that gave none: random per process on native targets (std's hasher keys),
-/// fixed on targets without entropy (the WASM glue passes its own seed from JS).
+/// A seed for callers that gave none: from the platform's entropy (`getrandom`: the OS natively,
+/// `crypto.getRandomValues` on wasm32), else std's per-process hasher keys.
 pub fn fresh_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5EED);
-    h.finish()
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5EED);
+        h.finish()
+    })
 }
 
 #[cfg(test)]

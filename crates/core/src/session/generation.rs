@@ -17,7 +17,7 @@ use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings,
 use crate::model::{LogitsWanted, ModelState};
 use crate::tokenizer::Tokenizer;
 
-/// Counters for `stats()`. Times are 0 on targets without a clock (wasm32).
+/// Counters for `stats()`. Times are wall milliseconds from the core's clock (`generate::clock`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationStats {

@@ -24,7 +24,8 @@ pub fn build_info() -> BuildInfo {
     BuildInfo { version: env!("CARGO_PKG_VERSION").to_string(), simd: simd().to_string(), threads: threads() }
 }
 
-/// Sets the size of the global rayon pool all kernels run on; `0` = one thread per core.
+/// Sets the size of the global rayon pool all kernels run on; `0` = one thread per core. On wasm32
+/// (one thread) it only validates `n`.
 ///
 /// rayon's global pool can be built only once, and is built implicitly by the first parallel
 /// kernel: so call this before loading or running any model. Calling it again with the same
@@ -33,6 +34,10 @@ pub fn build_info() -> BuildInfo {
 pub fn set_threads(n: usize) -> Result<()> {
     if n > MAX_THREADS {
         return Err(invalid_option(format!("setThreads({n}): the thread count must be in 0..={MAX_THREADS}")));
+    }
+    if cfg!(target_arch = "wasm32") {
+        // No threads on wasm32: any valid count is accepted; the kernels run on the calling thread.
+        return Ok(());
     }
     let wanted = if n == 0 { default_threads() } else { n };
     if let Some(&current) = CONFIGURED_THREADS.get() {
@@ -65,6 +70,9 @@ pub fn set_threads(n: usize) -> Result<()> {
 
 /// Threads in use, without starting the pool (starting it would make `set_threads` fail).
 fn threads() -> usize {
+    if cfg!(target_arch = "wasm32") {
+        return 1;
+    }
     CONFIGURED_THREADS.get().copied().unwrap_or_else(default_threads)
 }
 
