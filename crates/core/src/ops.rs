@@ -26,6 +26,8 @@ pub(crate) mod norm;
 #[cfg(test)]
 mod product_tests;
 pub(crate) mod scan;
+#[cfg(test)]
+mod speed_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
