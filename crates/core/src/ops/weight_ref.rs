@@ -72,18 +72,21 @@ impl Element for bf16 {
 }
 
 impl Element for f16 {
-    /// Exact for every f16 (normal, subnormal, ±0, ±inf, NaN stays NaN).
+    /// Exact for every f16 (normal, subnormal, ±0, ±inf, NaN stays NaN), with integer ops and one
+    /// subtraction of normal floats: no arithmetic on subnormal f32s, which x86 runs ~100× slower.
     #[inline(always)]
     fn widen(self) -> f32 {
+        const EXP_MASK: u32 = 0x7c00 << 13;
         let h = self.to_bits() as u32;
         let sign = (h & 0x8000) << 16;
-        let magnitude = h & 0x7fff;
-        // Exponent and mantissa moved into f32 position read as the value · 2^-112 (exact, subnormals
-        // included, since f32 has 8 more exponent bits); scaling by 2^112 is exact.
-        let scaled = f32::from_bits(magnitude << 13) * f32::from_bits((127 + 112) << 23);
-        // f16 exponent 31 (inf/NaN) must become f32 exponent 255.
-        let inf_nan = if magnitude >= 0x7c00 { 0x7f80_0000 } else { 0 };
-        f32::from_bits(scaled.to_bits() | inf_nan | sign)
+        let shifted = (h & 0x7fff) << 13;
+        let exp = shifted & EXP_MASK;
+        // Rebias the exponent (15 → 127); inf/NaN (exponent 31) go to exponent 255.
+        let normal = shifted + ((127 - 15) << 23);
+        let normal = if exp == EXP_MASK { normal + ((128 - 16) << 23) } else { normal };
+        // Zero and subnormals: m · 2^-24 = (2^-14 · (1 + m/1024)) − 2^-14, exact.
+        let tiny = (f32::from_bits(normal + (1 << 23)) - f32::from_bits(113 << 23)).to_bits();
+        f32::from_bits(if exp == 0 { tiny } else { normal } | sign)
     }
 }
 
