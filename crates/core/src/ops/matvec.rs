@@ -24,6 +24,7 @@ const GROUP: usize = 4;
 /// How far ahead of each stream the x86 kernels prefetch. With the hardware prefetcher alone the
 /// half-precision kernels (which consume a stream's bytes twice as fast per instruction) reached
 /// ~70 % of the read bandwidth; 1 KB ahead lifted every dtype (2 and 4 KB measured no better).
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD_BYTES: usize = 1024;
 /// Weight bytes below which splitting a task further costs more in scheduling than it gains.
 const MIN_TASK_BYTES: usize = 32 << 10;
