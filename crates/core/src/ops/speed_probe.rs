@@ -8,9 +8,9 @@
 //! (a model's weights do not stay cached between tokens). Prefill: GFLOP/s of our GEMM path against
 //! the `gemm` crate, and of half-precision weights (widened a block at a time) against f32.
 //!
-//! Both sides count their fastest short window (one call; one 8 MiB read): on a shared machine a
-//! long average mostly measures other processes' share of the cores. lm_head calls take ~10 ms, so
-//! they are the noisiest rows there.
+//! Both sides count their fastest short window (≥ 8 MiB of reads: one piece of the buffer; enough
+//! consecutive calls): on a shared machine a long average mostly measures other processes' share of
+//! the cores. lm_head calls take ~10 ms, so they are the noisiest rows there.
 //! Env: `PHOENIX_SIMD=avx2|baseline` (narrower kernels), `PROBE_THREADS=1,2` (thread counts),
 //! `PROBE_SHAPES=in_proj,x_proj` (matvec rows), `PROBE_NO_GEMM=1` (skip prefill).
 
@@ -21,6 +21,8 @@ use rayon::prelude::*;
 
 use super::matmul::{gemm_crate, gemm_rows, matvec, MatRef, WeightRef};
 
+/// Bytes in one timed window of the read-bandwidth measurement.
+const READ_PIECE_BYTES: usize = 8 << 20;
 /// Bytes each timed sweep covers, so that nothing it reads is still cached from the last sweep.
 const SWEEP_BYTES: usize = 1 << 30;
 
@@ -81,7 +83,7 @@ fn sum_chunk4_body(c: &[f32]) -> f32 {
 /// (a core's prefetchers fetch more with several streams); the fastest piece of either counts.
 fn read_bandwidth(buf: &[f32]) -> f64 {
     let threads = rayon::current_num_threads();
-    let piece: usize = (8 << 20) / 4;
+    let piece = READ_PIECE_BYTES / 4;
     let per = piece.div_ceil(threads).next_multiple_of(64);
     let mut fastest = [f64::MAX; 2];
     // One pattern per whole sweep: a piece read twice in a row would come from cache the second time.
@@ -160,16 +162,22 @@ fn speed_probe() {
                     let (ring, copies) = Ring::new(dtype, rows, cols);
                     let x = data(cols, 2);
                     let mut out = vec![0f32; rows];
-                    // Fastest single call over ≥ 2 sweeps of the ring and ≥ 32 calls.
+                    // Windows of consecutive calls streaming ≥ one read piece (8 MiB) each, so small
+                    // matrices are timed over as much memory traffic as the limit; fastest window of
+                    // ≥ 2 sweeps of the ring and ≥ 32 windows.
+                    let bytes = (rows * cols * if dtype == "f32" { 4 } else { 2 }) as f64;
+                    let per_window = ((READ_PIECE_BYTES as f64 / bytes).ceil() as usize).clamp(1, copies);
+                    let windows = copies / per_window;
                     let mut secs = f64::MAX;
-                    for _ in 0..32usize.div_ceil(copies).max(2) {
-                        for c in 0..copies {
+                    for _ in 0..32usize.div_ceil(windows).max(2) {
+                        for win in 0..windows {
                             let t = Instant::now();
-                            matvec(&x, ring.copy(c, rows * cols), None, &mut out, false);
-                            secs = secs.min(t.elapsed().as_secs_f64());
+                            for c in win * per_window..(win + 1) * per_window {
+                                matvec(&x, ring.copy(c, rows * cols), None, &mut out, false);
+                            }
+                            secs = secs.min(t.elapsed().as_secs_f64() / per_window as f64);
                         }
                     }
-                    let bytes = (rows * cols * if dtype == "f32" { 4 } else { 2 }) as f64;
                     println!(
                         "  {what:<9} {:>12} {dtype:>6} {:>10.1} {:>8.1} {:>7.0}%",
                         format!("{rows}x{cols}"),
