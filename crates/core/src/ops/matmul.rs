@@ -14,11 +14,11 @@ use rayon::prelude::*;
 
 pub use super::mat_ref::MatRef;
 pub(crate) use super::matvec::matvec;
+use super::size_mul;
+use super::weight_ref::widen;
 // `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).
 #[allow(unused_imports)]
 pub(crate) use super::weight_ref::{widen_rows, WeightRef};
-use super::size_mul;
-use super::weight_ref::widen;
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i] + bias[o]`, `w` row-major `[out_features, x.cols]`,
 /// `out` row-major `[x.rows, out_features]`. With `accumulate` the product is added to `out`.

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::weight_ref::{Element, WeightRef};
-use super::{size_mul, simd_level, SimdLevel};
+use super::{simd_level, size_mul, SimdLevel};
 
 /// Rows dotted per kernel step, one from each of GROUP equal shares of the task's rows: GROUP long
 /// sequential streams through W. (Consecutive rows instead would be GROUP streams a row long —

@@ -126,7 +126,12 @@ fn linear_w_reads_strided_and_offset_lhs_views() {
                 let want = naive(view, &wide, n);
                 let mut out = vec![-0.25f32; m * n];
                 linear_w(view, w, None, &mut out, true);
-                assert_close(&format!("{m}x{k}x{n} strides {}/{}", view.row_stride, view.col_stride), &out, &want, |_| -0.25);
+                assert_close(
+                    &format!("{m}x{k}x{n} strides {}/{}", view.row_stride, view.col_stride),
+                    &out,
+                    &want,
+                    |_| -0.25,
+                );
             }
         }
     }

@@ -98,7 +98,11 @@ fn read_bandwidth(buf: &[f32]) -> f64 {
         }
     }
     let rate = |secs: f64| (piece * 4) as f64 / secs;
-    println!("  read: 1 stream per thread {:.1} GB/s, 4 streams per thread {:.1} GB/s", rate(fastest[0]) / 1e9, rate(fastest[1]) / 1e9);
+    println!(
+        "  read: 1 stream per thread {:.1} GB/s, 4 streams per thread {:.1} GB/s",
+        rate(fastest[0]) / 1e9,
+        rate(fastest[1]) / 1e9
+    );
     rate(fastest[0].min(fastest[1]))
 }
 
@@ -136,7 +140,11 @@ fn thread_counts() -> Vec<usize> {
         return list.split(',').map(|t| t.trim().parse().expect("PROBE_THREADS: numbers")).collect();
     }
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if all > 1 { vec![1, all] } else { vec![1] }
+    if all > 1 {
+        vec![1, all]
+    } else {
+        vec![1]
+    }
 }
 
 #[test]

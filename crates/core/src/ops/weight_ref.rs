@@ -129,7 +129,10 @@ mod tests {
         for bits in 0..=u16::MAX {
             let h = f16::from_bits(bits);
             let (got, want) = (h.widen(), h.to_f32());
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "f16 {bits:#06x}: {got} vs {want}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "f16 {bits:#06x}: {got} vs {want}"
+            );
         }
     }
 
@@ -138,7 +141,10 @@ mod tests {
         for bits in 0..=u16::MAX {
             let h = bf16::from_bits(bits);
             let (got, want) = (h.widen(), h.to_f32());
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "bf16 {bits:#06x}: {got} vs {want}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "bf16 {bits:#06x}: {got} vs {want}"
+            );
         }
     }
 
