@@ -150,14 +150,14 @@ fn rows_portable<E: Element>(x: &[f32], w: &[E], out: &mut [f32], accumulate: bo
             finish(&acc[q], r, &mut out[q * share + j]);
         }
     }
-    for r in GROUP * share..n {
+    for (r, o) in out.iter_mut().enumerate().skip(GROUP * share) {
         let mut acc = [0f32; LANES];
         for (xs, ws) in x[..main].chunks_exact(LANES).zip(row(r).chunks_exact(LANES)) {
             for l in 0..LANES {
                 acc[l] += ws[l].widen() * xs[l];
             }
         }
-        finish(&acc, row(r), &mut out[r]);
+        finish(&acc, row(r), o);
     }
 }
 
