@@ -5,6 +5,7 @@
 //! `ops::matmul::tests::speed_probe` (`cargo test --release -p phoenix-core --lib speed_probe -- --ignored --nocapture`).
 //!
 //! cargo run --release -p phoenix-core --example mamba_speed [-- d_model layers vocab prompt decode]
+//! Weights dtype: MAMBA_SPEED_DTYPE=f32 (default) | f16 | bf16.
 //! Thread count: rayon's global pool (RAYON_NUM_THREADS).
 
 use std::time::Instant;
@@ -55,14 +56,27 @@ fn main() {
     }
     rand("backbone.norm_f.weight".into(), vec![d], 0.1, 1.0);
 
-    // Serialise as safetensors in memory (header JSON + little-endian f32 data).
+    // Serialise as safetensors in memory (header JSON + little-endian data) in the dtype asked for:
+    // MAMBA_SPEED_DTYPE=f32 (default) | f16 | bf16.
+    let dtype = std::env::var("MAMBA_SPEED_DTYPE").unwrap_or_else(|_| "f32".into());
+    let (tag, width) = match dtype.as_str() {
+        "f32" => ("F32", 4),
+        "f16" => ("F16", 2),
+        "bf16" => ("BF16", 2),
+        other => panic!("MAMBA_SPEED_DTYPE={other:?}: f32, f16 or bf16"),
+    };
+    let encode = |v: f32, out: &mut Vec<u8>| match tag {
+        "F32" => out.extend_from_slice(&v.to_le_bytes()),
+        "F16" => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+        _ => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+    };
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (name, shape, data) in &tensors {
-        let len = data.len() * 4;
+        let len = data.len() * width;
         header.insert(
             name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+            serde_json::json!({"dtype": tag, "shape": shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }
@@ -71,8 +85,8 @@ fn main() {
     st.extend_from_slice(&(header.len() as u64).to_le_bytes());
     st.extend_from_slice(&header);
     for (_, _, data) in &tensors {
-        for v in data {
-            st.extend_from_slice(&v.to_le_bytes());
+        for &v in data {
+            encode(v, &mut st);
         }
     }
     drop(tensors);
@@ -88,6 +102,7 @@ fn main() {
     ])
     .unwrap();
     let info = model.info();
+    println!("weights stored as {dtype}");
     println!(
         "loaded in {:.2}s: {:.1}M params, {:.0} MB weights, state {} KB",
         t0.elapsed().as_secs_f64(),

@@ -18,10 +18,17 @@ pub(crate) mod conv;
 mod gemm_avx512;
 #[cfg(test)]
 mod kernel_tests;
+mod mat_ref;
 pub(crate) mod math;
 pub(crate) mod matmul;
+mod matvec;
 pub(crate) mod norm;
+#[cfg(test)]
+mod product_tests;
 pub(crate) mod scan;
+#[cfg(test)]
+mod speed_probe;
+mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
 

@@ -1,6 +1,7 @@
 //! Run-time selection between copies of one kernel compiled for different x86 vector extensions.
 //!
-//! `multiversion!` wraps an `#[inline(always)]` body in `#[target_feature]` copies (AVX-512, AVX2+FMA)
+//! `multiversion!` wraps an `#[inline(always)]` body in `#[target_feature]` copies (AVX-512, AVX2+FMA;
+//! both with F16C, the f16 → f32 conversion every AVX2 CPU has)
 //! plus the baseline build, and picks one per call from cached CPU detection. The body must be
 //! `#[inline(always)]` so LLVM re-vectorises it inside each copy. Elsewhere (WASM, ARM) only the
 //! baseline copy exists.
@@ -30,9 +31,10 @@ pub fn simd_level() -> SimdLevel {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    if avx2 && is_x86_feature_detected!("avx512f") {
         SimdLevel::Avx512
-    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    } else if avx2 {
         SimdLevel::Avx2
     } else {
         SimdLevel::Baseline
@@ -45,15 +47,15 @@ fn detect() -> SimdLevel {
 }
 
 /// `multiversion!(pub fn name(a: A, b: B) -> R = body_fn);` defines `name` dispatching to copies of
-/// `body_fn` compiled with AVX-512 / AVX2+FMA enabled.
+/// `body_fn` compiled with AVX-512 / AVX2+FMA (+F16C) enabled.
 macro_rules! multiversion {
     ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[target_feature(enable = "avx512f,avx2,fma,f16c")]
                 unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
+                #[target_feature(enable = "avx2,fma,f16c")]
                 unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
                 match $crate::ops::simd_level() {
                     // SAFETY: the CPU was checked to support these features.

@@ -6,6 +6,8 @@
 //! output rows of W into k-major order (so one k step is two 16-lane vectors), then sweeps MR = 8
 //! token rows at a time with a register-blocked micro-kernel (16 zmm accumulators, broadcast-FMA via
 //! `std::arch` intrinsics — LLVM did not vectorise the plain-Rust version — no horizontal sums). Only used when the CPU has AVX-512; otherwise `gemm` runs.
+//! Half-precision W is widened while packing (the panel is f32), so f16/bf16 cost one conversion per
+//! weight per task, not a widened copy of W.
 // Off x86_64 (WASM) `try_gemm` always declines, leaving the kernel's helpers unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
@@ -13,7 +15,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::matmul::MatRef;
+use super::mat_ref::MatRef;
+use super::weight_ref::{Element, WeightRef};
 
 const MR: usize = 8;
 const NR: usize = 32;
@@ -31,23 +34,33 @@ thread_local! {
 }
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
-pub(crate) fn try_gemm(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) -> bool {
+pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) -> bool {
+    if super::simd_level() != super::SimdLevel::Avx512 {
+        return false;
+    }
+    match w {
+        WeightRef::F32(w) => gemm(x, w, n, out, accumulate),
+        WeightRef::F16(w) => gemm(x, w, n, out, accumulate),
+        WeightRef::BF16(w) => gemm(x, w, n, out, accumulate),
+    }
+    true
+}
+
+/// The product, on a CPU with AVX-512 (checked by the caller).
+fn gemm<E: Element>(x: MatRef, w: &[E], n: usize, out: &mut [f32], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        if super::simd_level() != super::SimdLevel::Avx512 {
-            return false;
-        }
         let (m, k) = (x.rows, x.cols);
         x.check();
         assert!(w.len() >= super::size_mul(n, k) && out.len() >= super::size_mul(m, n));
         if m == 0 || n == 0 {
-            return true;
+            return;
         }
         if k == 0 {
             if !accumulate {
                 out[..m * n].fill(0.0);
             }
-            return true;
+            return;
         }
         // The micro-kernel wants token rows contiguous along k; copy strided views (e.g. the scan's
         // transposed output) once — O(m·k), small next to the O(m·n·k) product.
@@ -93,21 +106,20 @@ pub(crate) fn try_gemm(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumula
         } else {
             (0..panels * groups).into_par_iter().for_each(task);
         }
-        true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (x, w, n, out, accumulate);
-        false
+        unreachable!("AVX-512 level off x86_64");
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_task(
+unsafe fn panel_task<E: Element>(
     x: MatRef,
-    w: &[f32],
+    w: &[E],
     n: usize,
     p: usize,
     rows: std::ops::Range<usize>,
@@ -127,7 +139,7 @@ unsafe fn panel_task(
         let dst = &mut packed[q * k * NR..(q + 1) * k * NR];
         for kk in 0..k {
             for j in 0..nr {
-                *dst.get_unchecked_mut(kk * NR + j) = *w.get_unchecked((o0 + j) * k + kk);
+                *dst.get_unchecked_mut(kk * NR + j) = w.get_unchecked((o0 + j) * k + kk).widen();
             }
         }
     }

@@ -20,10 +20,11 @@ pub(crate) fn skip(test: &str, level: &str) {
 }
 
 /// The widest level this CPU offers, without the `PHOENIX_SIMD` cap.
-fn cpu_level() -> SimdLevel {
+pub(crate) fn cpu_level() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
-        let fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let fma =
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
         if fma && is_x86_feature_detected!("avx512f") {
             return SimdLevel::Avx512;
         }

@@ -1,56 +1,41 @@
-//! `out = x · Wᵀ (+ b)` for PyTorch-layout weights `W[out, in]`.
+//! `out = x · Wᵀ (+ b)` for PyTorch-layout weights `W[out, in]` stored as f32, f16 or bf16.
 //!
 //! Many rows (prefill): our AVX-512 packed-panel GEMM (`gemm_avx512`) where the CPU has AVX-512,
 //! otherwise the `gemm` crate — the GEMM candle's CPU backend calls — used directly on our slices (no
 //! tensor copies). Both run on rayon's global pool and fold the residual add in (`accumulate`).
-//! One row (decode): a rayon-parallel matvec that streams each weight row once through SIMD-friendly
-//! 4-row dot products; decode is bound by weight bandwidth, and this measured faster than `gemm` with
-//! m = 1 on the decode shapes (see the ignored `tests::speed_probe` below).
+//! Half-precision W is widened a block at a time (while packing panels, or into a per-thread f32
+//! block handed to `gemm`): O(n·k) per call next to the O(m·n·k) product, and never a full f32 copy.
+//! One row (decode): the bandwidth-bound threaded matvec (`matvec`), which reads half weights directly;
+//! it measured faster than `gemm` with m = 1 on the decode shapes (see the ignored `tests::speed_probe`).
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{size_add, size_mul};
-
-/// A read-only matrix view: element (r, c) at `data[r * row_stride + c * col_stride]`.
-#[derive(Clone, Copy)]
-pub struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
-}
-
-impl<'a> MatRef<'a> {
-    /// A contiguous row-major `rows × cols` matrix.
-    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
-    }
-
-    /// Every element the view names lies inside `data` (checked arithmetic: a wrapped product
-    /// would let `unsafe` GEMM code read outside it), and the strides fit the `isize` GEMM takes.
-    pub(crate) fn check(&self) {
-        assert!(
-            isize::try_from(self.row_stride).is_ok() && isize::try_from(self.col_stride).is_ok(),
-            "matrix stride too large"
-        );
-        if self.rows > 0 && self.cols > 0 {
-            let last = size_add(size_mul(self.rows - 1, self.row_stride), size_mul(self.cols - 1, self.col_stride));
-            assert!(last < self.data.len(), "matrix view out of bounds");
-        }
-    }
-}
+pub use super::mat_ref::MatRef;
+pub(crate) use super::matvec::matvec;
+use super::size_mul;
+use super::weight_ref::widen;
+// `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).
+#[allow(unused_imports)]
+pub(crate) use super::weight_ref::{widen_rows, WeightRef};
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i] + bias[o]`, `w` row-major `[out_features, x.cols]`,
 /// `out` row-major `[x.rows, out_features]`. With `accumulate` the product is added to `out`.
 pub(crate) fn linear(x: MatRef, w: &[f32], bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
+    linear_w(x, WeightRef::F32(w), bias, out, accumulate);
+}
+
+/// [`linear`] with W in its stored dtype: half-precision weights are read as they are (widened in
+/// registers or a block at a time), products and sums in f32.
+pub(crate) fn linear_w(x: MatRef, w: WeightRef, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
     x.check();
     let k = x.cols;
     assert!(k > 0, "linear: input has no columns");
     let n = w.len() / k;
-    assert!(w.len() == n * k && out.len() >= size_mul(x.rows, n));
+    assert!(w.len() == n * k && out.len() >= size_mul(x.rows, n), "linear: weight or output size disagrees");
     if let Some(b) = bias {
-        assert_eq!(b.len(), n);
+        assert_eq!(b.len(), n, "linear: bias length");
     }
     let out = &mut out[..x.rows * n];
     if x.rows == 1 && x.col_stride == 1 {
@@ -68,12 +53,15 @@ pub(crate) fn linear(x: MatRef, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]
 }
 
 /// The many-rows path: our AVX-512 kernel where the CPU has it, else the `gemm` crate.
-pub(crate) fn gemm_rows(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumulate: bool) {
+pub(crate) fn gemm_rows(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
     x.check();
     if super::gemm_avx512::try_gemm(x, w, n, out, accumulate) {
         return;
     }
-    gemm_crate(x, w, n, out, accumulate);
+    match w {
+        WeightRef::F32(w) => gemm_crate(x, w, n, out, accumulate),
+        _ => gemm_crate_widening(x, w, n, out, accumulate),
+    }
 }
 
 /// The `gemm` crate (what candle's CPU matmul calls), on our slices.
@@ -83,117 +71,98 @@ pub(crate) fn gemm_crate(x: MatRef, w: &[f32], n: usize, out: &mut [f32], accumu
     assert!(w.len() >= size_mul(n, k) && out.len() >= size_mul(m, n));
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: every index gemm touches is inside the checked views: lhs by `x.check()`, rhs = Wᵀ
-    // (element (i, j) at w[j * k + i]) within `n * k`, dst within `m * n`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            x.data.as_ptr(),
-            x.col_stride as isize,
-            x.row_stride as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    // SAFETY: the views were checked just above; `out` holds the whole m × n destination.
+    unsafe { gemm_raw(x, w, n, out.as_mut_ptr(), n, accumulate, parallelism) };
+}
+
+/// `dst[r · dst_row_stride + o] (+)= x[r, :] · w[o, :]` for o < n, through the `gemm` crate.
+/// Safety: `x` is checked (`MatRef::check`), `w.len() ≥ n · x.cols`, and `dst` is valid for writes
+/// at every `r · dst_row_stride + o` (r < x.rows, o < n) with no other thread touching those.
+unsafe fn gemm_raw(
+    x: MatRef,
+    w: &[f32],
+    n: usize,
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    let (m, k) = (x.rows, x.cols);
+    // rhs = Wᵀ: element (i, j) at w[j * k + i].
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row_stride as isize,
+        accumulate,
+        x.data.as_ptr(),
+        x.col_stride as isize,
+        x.row_stride as isize,
+        w.as_ptr(),
+        k as isize,
+        1,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// Raw output pointer shared by tasks that write disjoint column blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
-/// `out[o] (+)= w[o, :] · x + bias[o]` split over rayon tasks by output rows.
-pub(crate) fn matvec(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
-    let k = x.len();
-    let n = out.len();
-    assert!(w.len() == size_mul(n, k));
+thread_local! {
+    /// One task's block of W widened to f32, reused across calls.
+    static WIDE_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Half-precision W through the `gemm` crate: each task widens a block of W's rows into a per-thread
+/// f32 buffer and multiplies it into its own columns of `out`.
+pub(crate) fn gemm_crate_widening(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
+    x.check();
+    let (m, k) = (x.rows, x.cols);
+    assert!(w.len() >= size_mul(n, k) && out.len() >= size_mul(m, n));
+    if m == 0 || n == 0 {
+        return;
+    }
     let threads = rayon::current_num_threads();
-    // ~8 tasks per thread for balance, in multiples of 4 rows, and enough work per task.
-    let per_task = (n.div_ceil(threads * 8)).max(4096 / k.max(1)).max(4).next_multiple_of(4);
-    if threads == 1 || per_task >= n {
-        matvec_rows(x, w, out, accumulate);
+    // Blocks of up to 256 rows of W (≤ 1.5 MB widened for k = 1536), ~4 per thread.
+    let block = n.div_ceil(4 * threads).clamp(16, 256).next_multiple_of(16);
+    let blocks = n.div_ceil(block);
+    let sequential = threads == 1 || blocks == 1;
+    let inner = if sequential && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let dst = OutPtr(out.as_mut_ptr());
+    let task = |b: usize| {
+        let o0 = b * block;
+        let rows = block.min(n - o0);
+        WIDE_BLOCK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            buf.resize(rows * k, 0.0);
+            widen(w.slice(o0 * k, rows * k), &mut buf);
+            // SAFETY: task b writes only columns o0 .. o0 + rows of the m × n `out` (asserted to hold
+            // m · n elements), disjoint from every other task's; `x` was checked above.
+            unsafe { gemm_raw(x, &buf, rows, dst.get().add(o0), n, accumulate, inner) };
+        });
+    };
+    if sequential {
+        (0..blocks).for_each(task);
     } else {
-        out.par_chunks_mut(per_task)
-            .zip(w.par_chunks(per_task * k))
-            .for_each(|(o, wr)| matvec_rows(x, wr, o, accumulate));
+        (0..blocks).into_par_iter().for_each(task);
     }
-    if let Some(b) = bias {
-        for (o, &bv) in out.iter_mut().zip(b) {
-            *o += bv;
-        }
-    }
-}
-
-multiversion!(fn matvec_rows(x: &[f32], w: &[f32], out: &mut [f32], accumulate: bool) = matvec_rows_body);
-
-const LANES: usize = 16;
-
-#[inline(always)]
-fn matvec_rows_body(x: &[f32], w: &[f32], out: &mut [f32], accumulate: bool) {
-    let k = x.len();
-    let mut rows = w.chunks_exact(k);
-    let mut outs = out.chunks_exact_mut(4);
-    for o4 in &mut outs {
-        let (r0, r1, r2, r3) = (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
-        let mut acc = [[0f32; LANES]; 4];
-        let iter = x
-            .chunks_exact(LANES)
-            .zip(r0.chunks_exact(LANES))
-            .zip(r1.chunks_exact(LANES))
-            .zip(r2.chunks_exact(LANES))
-            .zip(r3.chunks_exact(LANES));
-        for ((((xs, w0), w1), w2), w3) in iter {
-            for l in 0..LANES {
-                acc[0][l] += w0[l] * xs[l];
-                acc[1][l] += w1[l] * xs[l];
-                acc[2][l] += w2[l] * xs[l];
-                acc[3][l] += w3[l] * xs[l];
-            }
-        }
-        let tail = k - k % LANES;
-        for (q, r) in [r0, r1, r2, r3].into_iter().enumerate() {
-            let mut s = hsum(&acc[q]);
-            for i in tail..k {
-                s += r[i] * x[i];
-            }
-            o4[q] = if accumulate { o4[q] + s } else { s };
-        }
-    }
-    for o in outs.into_remainder() {
-        let r = rows.next().unwrap();
-        let mut acc = [0f32; LANES];
-        for (xs, ws) in x.chunks_exact(LANES).zip(r.chunks_exact(LANES)) {
-            for l in 0..LANES {
-                acc[l] += ws[l] * xs[l];
-            }
-        }
-        let mut s = hsum(&acc);
-        for i in k - k % LANES..k {
-            s += r[i] * x[i];
-        }
-        *o = if accumulate { *o + s } else { s };
-    }
-}
-
-#[inline(always)]
-fn hsum(v: &[f32; LANES]) -> f32 {
-    let mut a = *v;
-    let mut w = LANES / 2;
-    while w > 0 {
-        for i in 0..w {
-            a[i] += a[i + w];
-        }
-        w /= 2;
-    }
-    a[0]
 }
 
 #[cfg(test)]
@@ -257,7 +226,7 @@ mod tests {
         // Called directly (not through gemm_rows) so a declined call cannot fall back to `gemm` unseen.
         assert_matches_naive("avx512", |x, w, n, out| {
             assert!(
-                super::super::gemm_avx512::try_gemm(x, w, n, out, true),
+                super::super::gemm_avx512::try_gemm(x, WeightRef::F32(w), n, out, true),
                 "AVX-512 level but the AVX-512 GEMM declined"
             );
         });
@@ -276,7 +245,10 @@ mod tests {
         assert!(std::panic::catch_unwind(|| wrapping.check()).is_err());
         // n * k and m * n both wrap to 0 (4 * 2^62): unchecked, GEMM would run over 2^62 output columns.
         let x = MatRef::rows(&data, 4, 4);
-        for product in [gemm_crate as fn(MatRef, &[f32], usize, &mut [f32], bool), gemm_rows] {
+        fn gemm_rows_f32(x: MatRef, w: &[f32], n: usize, out: &mut [f32], acc: bool) {
+            gemm_rows(x, WeightRef::F32(w), n, out, acc)
+        }
+        for product in [gemm_crate as fn(MatRef, &[f32], usize, &mut [f32], bool), gemm_rows_f32 as _] {
             let (w, mut out) = ([0f32; 16], [0f32; 16]);
             assert!(std::panic::catch_unwind(move || product(x, &w, 1 << (usize::BITS - 2), &mut out, false)).is_err());
         }
@@ -300,50 +272,6 @@ mod tests {
         let want = naive(&x, m, k, &w, n);
         for i in 0..m * n {
             assert!((out[i] as f64 - want[i]).abs() < 1e-4);
-        }
-    }
-
-    /// Timing probe (not a check): our products against the `gemm` crate on Mamba-130M shapes.
-    /// `cargo test --release -p phoenix-core --lib speed_probe -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing probe; run with --ignored --nocapture"]
-    fn speed_probe() {
-        use std::time::Instant;
-        let (d, e, vocab, m) = (768usize, 1536usize, 50280usize, 512usize);
-        let best = |f: &mut dyn FnMut()| {
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::MAX, f64::min)
-        };
-        // Decode-shaped (one row): matvec vs the GEMM path.
-        for (rows, cols, what) in [(2 * e, d, "in_proj"), (d, e, "out_proj"), (vocab, d, "lm_head")] {
-            let (w, x) = (data(rows * cols, 1), data(cols, 2));
-            let mut out = vec![0f32; rows];
-            let mv = best(&mut || matvec(&x, &w, None, &mut out, false));
-            let gm = best(&mut || gemm_rows(MatRef::rows(&x, 1, cols), &w, rows, &mut out, false));
-            println!("{what} [{rows}x{cols}] 1 row: matvec {:.1} µs, gemm {:.1} µs", mv * 1e6, gm * 1e6);
-        }
-        // Prefill-shaped: gemm_rows (AVX-512 kernel where available) vs the gemm crate.
-        for (n, k, what, col_major) in [(2 * e, d, "in_proj", false), (d, e, "out_proj (strided lhs)", true)] {
-            let (x, w) = (data(m * k, 3), data(n * k, 4));
-            let view = if col_major {
-                MatRef { data: &x, rows: m, cols: k, row_stride: 1, col_stride: m }
-            } else {
-                MatRef::rows(&x, m, k)
-            };
-            let mut out = vec![0f32; m * n];
-            let ours = best(&mut || gemm_rows(view, &w, n, &mut out, false));
-            let theirs = best(&mut || gemm_crate(view, &w, n, &mut out, false));
-            let gflop = 2.0 * (m * n * k) as f64 / 1e9;
-            println!(
-                "{what} [{m}x{k}]·[{n}x{k}]ᵀ: gemm_rows {:.0} GFLOP/s, gemm crate {:.0} GFLOP/s",
-                gflop / ours,
-                gflop / theirs
-            );
         }
     }
 }

@@ -1,0 +1,206 @@
+//! The products (`linear_w`: matvec and GEMM paths) for every weight dtype against a float64 naive
+//! product of the widened weights: accumulate, bias, strided and offset lhs views, uneven shapes, and
+//! sizes that disagree or overflow (a panic, caught, never an out-of-bounds read).
+//!
+//! `linear_w` runs at this run's SIMD level (CI reruns `ops::` under each `PHOENIX_SIMD` level); the
+//! matvec kernels are also called at every level this CPU has, so one run covers all of them.
+
+use half::{bf16, f16};
+
+use super::kernel_tests::{cpu_level, skip};
+use super::matmul::{gemm_crate_widening, gemm_rows, linear_w, MatRef, WeightRef};
+use super::matvec::rows_at_level;
+use super::weight_ref::Element;
+use super::SimdLevel;
+
+/// Deterministic values in [-1, 1), never exactly 0 (a dropped term must show).
+fn data(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let v = ((i as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) >> 8) % 1000;
+            (v as f32 + 0.5) / 500.0 - 1.0
+        })
+        .collect()
+}
+
+/// One weight matrix stored in each dtype, plus its widened values for the reference.
+struct Weights {
+    f32: Vec<f32>,
+    f16: Vec<f16>,
+    bf16: Vec<bf16>,
+}
+
+impl Weights {
+    fn new(len: usize, seed: u32) -> Self {
+        let f32 = data(len, seed);
+        Self {
+            f16: f32.iter().map(|&v| f16::from_f32(v)).collect(),
+            bf16: f32.iter().map(|&v| bf16::from_f32(v)).collect(),
+            f32,
+        }
+    }
+
+    fn each(&self) -> [(WeightRef<'_>, Vec<f64>); 3] {
+        let wide = |w: &[f32]| w.iter().map(|&v| v as f64).collect();
+        [
+            (WeightRef::F32(&self.f32), wide(&self.f32)),
+            (WeightRef::F16(&self.f16), self.f16.iter().map(|v| v.widen() as f64).collect()),
+            (WeightRef::BF16(&self.bf16), self.bf16.iter().map(|v| v.widen() as f64).collect()),
+        ]
+    }
+}
+
+/// `(Σ_i x[r, i] · w[o, i], Σ_i |x[r, i] · w[o, i]|)` in f64; the second scales the rounding bound.
+fn naive(x: MatRef, w: &[f64], n: usize) -> Vec<(f64, f64)> {
+    let k = x.cols;
+    let mut out = Vec::with_capacity(x.rows * n);
+    for r in 0..x.rows {
+        for o in 0..n {
+            let terms = (0..k).map(|i| x.data[r * x.row_stride + i * x.col_stride] as f64 * w[o * k + i]);
+            out.push(terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs())));
+        }
+    }
+    out
+}
+
+/// f32 accumulation over ≤ a few thousand terms: far below 1e-5 of the terms' magnitude; one wrong,
+/// missing or doubled term is ≥ ~1e-3 of it.
+fn assert_close(what: &str, got: &[f32], want: &[(f64, f64)], offset: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &(s, a))) in got.iter().zip(want).enumerate() {
+        let expect = s + offset(i);
+        let err = (g as f64 - expect).abs();
+        assert!(err <= 1e-5 * (1.0 + a + offset(i).abs()), "{what}: element {i} is {g}, want {expect} (error {err})");
+    }
+}
+
+/// (m, k, n): k below, at and off the vector widths and 2-vector steps; n not a multiple of the
+/// 4-row group, the 8-row tile or the 32-wide panel; Mamba-130M's decode shapes.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 3, 5),
+    (1, 37, 13),
+    (1, 48, 1536),
+    (1, 64, 4099),
+    (1, 768, 101),
+    (1, 1536, 80),
+    (2, 768, 80),
+    (5, 70, 33),
+    (37, 100, 200),
+    (300, 48, 1000),
+];
+
+#[test]
+fn linear_w_matches_f64_for_every_dtype_shape_bias_and_accumulate() {
+    for &(m, k, n) in SHAPES {
+        let x = data(m * k, 1);
+        let b = data(n, 3);
+        let weights = Weights::new(n * k, 2);
+        for (w, wide) in weights.each() {
+            let view = MatRef::rows(&x, m, k);
+            let want = naive(view, &wide, n);
+            let what = format!("{m}x{k}x{n} {w:?}").chars().take(40).collect::<String>();
+            let mut out = vec![f32::NAN; m * n];
+            linear_w(view, w, None, &mut out, false);
+            assert_close(&format!("{what} plain"), &out, &want, |_| 0.0);
+            let mut out = vec![0.75f32; m * n];
+            linear_w(view, w, Some(&b), &mut out, true);
+            assert_close(&format!("{what} bias+accumulate"), &out, &want, |i| 0.75 + b[i % n] as f64);
+        }
+    }
+}
+
+#[test]
+fn linear_w_reads_strided_and_offset_lhs_views() {
+    // Column-major lhs ([k, m] storage; the scan output), a one-row column view (not the matvec
+    // path), and rows inside a wider buffer at an offset (dt's low-rank slice of x_dbl).
+    for &(m, k, n) in &[(6usize, 9usize, 5usize), (1, 40, 21), (33, 70, 45)] {
+        let buf = data(3 * m * k + 7, 4);
+        let weights = Weights::new(n * k, 5);
+        let views = [
+            MatRef { data: &buf, rows: m, cols: k, row_stride: 1, col_stride: m },
+            MatRef { data: &buf[7..], rows: m, cols: k, row_stride: 3 * k, col_stride: 1 },
+            MatRef { data: &buf[1..], rows: m, cols: k, row_stride: 2, col_stride: 2 * m + 1 },
+        ];
+        for view in views {
+            for (w, wide) in weights.each() {
+                let want = naive(view, &wide, n);
+                let mut out = vec![-0.25f32; m * n];
+                linear_w(view, w, None, &mut out, true);
+                assert_close(
+                    &format!("{m}x{k}x{n} strides {}/{}", view.row_stride, view.col_stride),
+                    &out,
+                    &want,
+                    |_| -0.25,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_kernels_at_every_cpu_level_match_f64() {
+    let cpu = cpu_level();
+    let mut levels = vec![SimdLevel::Baseline];
+    if matches!(cpu, SimdLevel::Avx2 | SimdLevel::Avx512) {
+        levels.push(SimdLevel::Avx2);
+    } else {
+        skip("matvec_kernels_at_every_cpu_level_match_f64 (AVX2 kernel)", "AVX2+FMA+F16C");
+    }
+    if cpu == SimdLevel::Avx512 {
+        levels.push(SimdLevel::Avx512);
+    } else {
+        skip("matvec_kernels_at_every_cpu_level_match_f64 (AVX-512 kernel)", "AVX-512");
+    }
+    for &(_, k, n) in SHAPES.iter().filter(|s| s.0 == 1) {
+        let x = data(k, 6);
+        let weights = Weights::new(n * k, 7);
+        for (w, wide) in weights.each() {
+            let want = naive(MatRef::rows(&x, 1, k), &wide, n);
+            for &level in &levels {
+                let mut out = vec![2.0f32; n];
+                rows_at_level(level, &x, w, &mut out, true);
+                assert_close(&format!("{level:?} 1x{k}x{n} {}", w.element_bytes()), &out, &want, |_| 2.0);
+                rows_at_level(level, &x, w, &mut out, false);
+                assert_close(&format!("{level:?} 1x{k}x{n} {} plain", w.element_bytes()), &out, &want, |_| 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn half_weight_gemm_through_the_gemm_crate_matches_f64() {
+    // The non-AVX-512 prefill path, called directly so it is tested on AVX-512 machines too.
+    for &(m, k, n) in &[(37usize, 100usize, 200usize), (300, 48, 1000), (2, 768, 80), (9, 1536, 3)] {
+        let x = data(m * k, 8);
+        let weights = Weights::new(n * k, 9);
+        for (w, wide) in weights.each().into_iter().skip(1) {
+            let view = MatRef::rows(&x, m, k);
+            let want = naive(view, &wide, n);
+            let mut out = vec![0.5f32; m * n];
+            gemm_crate_widening(view, w, n, &mut out, true);
+            assert_close(&format!("gemm crate {m}x{k}x{n}"), &out, &want, |_| 0.5);
+        }
+    }
+}
+
+#[test]
+fn sizes_that_disagree_or_overflow_panic_for_every_dtype() {
+    let weights = Weights::new(64, 1);
+    let x = data(16, 2);
+    for (w, _) in weights.each() {
+        let w12 = w.slice(0, 60);
+        let panics = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        // W not a whole number of k-wide rows; output shorter than m · n; bias of the wrong length.
+        assert!(panics(&|| linear_w(MatRef::rows(&x, 1, 8), w12.slice(0, 59), None, &mut [0.0; 8], false)));
+        assert!(panics(&|| linear_w(MatRef::rows(&x, 2, 8), w, None, &mut [0.0; 15], false)));
+        assert!(panics(&|| linear_w(MatRef::rows(&x, 1, 8), w, Some(&[0.0; 7]), &mut [0.0; 8], false)));
+        // A view past its data; n · k wrapping to a small number (4 · 2^62 = 0).
+        let past = MatRef { data: &x, rows: 2, cols: 8, row_stride: 9, col_stride: 1 };
+        assert!(panics(&|| linear_w(past, w, None, &mut [0.0; 16], false)));
+        let huge_n = 1usize << (usize::BITS - 2);
+        assert!(panics(&|| gemm_rows(MatRef::rows(&x, 4, 4), w, huge_n, &mut [0.0; 16], false)));
+        assert!(panics(&|| gemm_crate_widening(MatRef::rows(&x, 4, 4), w, huge_n, &mut [0.0; 16], false)));
+        // A matvec whose W does not match out · k.
+        assert!(panics(&|| super::matvec::matvec(&x[..8], w, None, &mut [0.0; 9], false)));
+    }
+}
