@@ -154,7 +154,7 @@ impl TensorStore {
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
     pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
         let t = self.get(name, expected)?;
-        match F32Buf::borrow(t) {
+        match Buf::<f32>::borrow(t) {
             Some(view) => Ok(view),
             None => {
                 Ok(F32Buf::Owned(to_f32(t.dtype, t.data()).ok_or_else(|| {
@@ -162,6 +162,24 @@ impl TensorStore {
                 })?))
             }
         }
+    }
+
+    /// Loads a large matrix `name` in the dtype it is stored in (f16 / bf16 stay half precision;
+    /// f64 becomes f32), checking it has shape `expected`.
+    pub fn load_matrix(&self, name: &str, expected: &[usize]) -> Result<MatrixData> {
+        let t = self.get(name, expected)?;
+        let too_big = || bad_weights(format!("{}: tensor `{name}` does not fit in memory", t.file));
+        Ok(match t.dtype {
+            WeightDType::F16 => MatrixData::F16(match Buf::borrow(t) {
+                Some(view) => view,
+                None => Buf::Owned(to_half(t.data(), half::f16::from_bits).ok_or_else(too_big)?),
+            }),
+            WeightDType::BF16 => MatrixData::BF16(match Buf::borrow(t) {
+                Some(view) => view,
+                None => Buf::Owned(to_half(t.data(), half::bf16::from_bits).ok_or_else(too_big)?),
+            }),
+            WeightDType::F32 | WeightDType::F64 => MatrixData::F32(self.load_f32(name, expected)?),
+        })
     }
 
     /// Like [`Self::load_f32`], and every value must be finite: for the small per-channel tensors
@@ -201,10 +219,26 @@ impl TensorStore {
     }
 }
 
-/// f32 weights: borrowed in place from the (memory-mapped) file buffer, or converted and owned.
-pub enum F32Buf {
-    Owned(Vec<f32>),
-    /// `len` f32 values at byte `start` of `bytes`; only built when aligned and little-endian.
+/// Element types weights are held in: `f32`, or `f16` / `bf16` kept as stored.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The stored dtype that can be borrowed as `Self` without conversion.
+    const DTYPE: WeightDType;
+}
+impl Element for f32 {
+    const DTYPE: WeightDType = WeightDType::F32;
+}
+impl Element for half::f16 {
+    const DTYPE: WeightDType = WeightDType::F16;
+}
+impl Element for half::bf16 {
+    const DTYPE: WeightDType = WeightDType::BF16;
+}
+
+/// Weights of element type `T`: borrowed in place from the (memory-mapped) file buffer, or
+/// converted and owned.
+pub enum Buf<T: Element> {
+    Owned(Vec<T>),
+    /// `len` values at byte `start` of `bytes`; only built when aligned and little-endian.
     Borrowed {
         bytes: Arc<FileBytes>,
         start: usize,
@@ -212,35 +246,85 @@ pub enum F32Buf {
     },
 }
 
-impl F32Buf {
-    /// Zero-copy view of an f32 tensor whose data is 4-byte aligned on a little-endian machine.
+/// f32 weights (see [`Buf`]).
+pub type F32Buf = Buf<f32>;
+
+impl<T: Element> Buf<T> {
+    /// Zero-copy view of a tensor stored as `T` whose data is aligned for `T`, on a little-endian machine.
     fn borrow(t: &RawTensor) -> Option<Self> {
-        let aligned = (t.data().as_ptr() as usize) % std::mem::align_of::<f32>() == 0;
-        (cfg!(target_endian = "little") && t.dtype == WeightDType::F32 && aligned).then(|| F32Buf::Borrowed {
+        let size = std::mem::size_of::<T>();
+        let aligned = (t.data().as_ptr() as usize) % std::mem::align_of::<T>() == 0;
+        (cfg!(target_endian = "little") && t.dtype == T::DTYPE && aligned).then(|| Buf::Borrowed {
             bytes: t.bytes.clone(),
             start: t.start,
-            len: (t.end - t.start) / 4,
+            len: (t.end - t.start) / size,
         })
     }
 }
 
-impl From<Vec<f32>> for F32Buf {
-    fn from(v: Vec<f32>) -> Self {
-        F32Buf::Owned(v)
+impl<T: Element> From<Vec<T>> for Buf<T> {
+    fn from(v: Vec<T>) -> Self {
+        Buf::Owned(v)
     }
 }
 
-impl std::ops::Deref for F32Buf {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
+impl<T: Element> std::ops::Deref for Buf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
         match self {
-            F32Buf::Owned(v) => v,
-            F32Buf::Borrowed { bytes, start, len } => {
-                let data = &bytes[*start..*start + *len * 4];
-                // SAFETY: `borrow` checked 4-byte alignment and that the range holds `len` f32s; the
-                // buffer is immutable and kept alive by the Arc for as long as this view exists.
-                unsafe { std::slice::from_raw_parts(data.as_ptr() as *const f32, *len) }
+            Buf::Owned(v) => v,
+            Buf::Borrowed { bytes, start, len } => {
+                let data = &bytes[*start..*start + *len * std::mem::size_of::<T>()];
+                // SAFETY: `borrow` checked alignment for `T`, that the stored dtype is `T`'s (f32 /
+                // f16 / bf16: plain little-endian bit patterns, every one valid), and that the range
+                // holds `len` values; the buffer is immutable and kept alive by the Arc.
+                unsafe { std::slice::from_raw_parts(data.as_ptr() as *const T, *len) }
             }
+        }
+    }
+}
+
+/// A large weight matrix as held: f32, or f16 / bf16 kept as stored (never widened at load).
+pub enum MatrixData {
+    F32(Buf<f32>),
+    F16(Buf<half::f16>),
+    BF16(Buf<half::bf16>),
+}
+
+impl MatrixData {
+    pub fn len(&self) -> usize {
+        match self {
+            MatrixData::F32(b) => b.len(),
+            MatrixData::F16(b) => b.len(),
+            MatrixData::BF16(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i` widened to f32.
+    pub fn get_f32(&self, i: usize) -> f32 {
+        match self {
+            MatrixData::F32(b) => b[i],
+            MatrixData::F16(b) => b[i].to_f32(),
+            MatrixData::BF16(b) => b[i].to_f32(),
+        }
+    }
+
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            MatrixData::F32(_) => "f32",
+            MatrixData::F16(_) => "f16",
+            MatrixData::BF16(_) => "bf16",
+        }
+    }
+
+    pub fn element_bytes(&self) -> usize {
+        match self {
+            MatrixData::F32(_) => 4,
+            MatrixData::F16(_) | MatrixData::BF16(_) => 2,
         }
     }
 }
@@ -270,6 +354,14 @@ fn to_f32(dtype: WeightDType, data: &[u8]) -> Option<Vec<f32>> {
             out.extend(data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32))
         }
     }
+    Some(out)
+}
+
+/// Little-endian 16-bit values (works on unaligned buffers); `None` when they cannot be allocated.
+fn to_half<T>(data: &[u8], from_bits: fn(u16) -> T) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(data.len() / 2).ok()?;
+    out.extend(data.chunks_exact(2).map(|b| from_bits(u16::from_le_bytes([b[0], b[1]]))));
     Some(out)
 }
 

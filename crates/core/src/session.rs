@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use generation::{Generation, GenerationStats};
-pub use score::{Score, ScoreOptions};
 pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
+pub use score::{Score, ScoreOptions};
 
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};

@@ -34,27 +34,27 @@ impl WeightsDigest {
 
     /// Adds one tensor under its canonical (HF) name.
     pub fn add(&mut self, name: &str, values: &[f32]) {
+        self.add_values(name, values.len(), |i| values[i]);
+    }
+
+    /// Like [`Self::add`] for `n` values read (widened to f32) through `value`: a half-precision
+    /// matrix gives the identity its f32 widening would.
+    pub fn add_values(&mut self, name: &str, n: usize, value: impl Fn(usize) -> f32) {
         self.bytes(name.as_bytes());
-        self.bytes(&(values.len() as u64).to_le_bytes());
-        let n = values.len();
-        if n <= 3 * SAMPLE_VALUES {
-            self.values(values);
+        self.bytes(&(n as u64).to_le_bytes());
+        let ranges = if n <= 3 * SAMPLE_VALUES {
+            vec![0..n]
         } else {
             let mid = n / 2 - SAMPLE_VALUES / 2;
-            self.values(&values[..SAMPLE_VALUES]);
-            self.values(&values[mid..mid + SAMPLE_VALUES]);
-            self.values(&values[n - SAMPLE_VALUES..]);
+            vec![0..SAMPLE_VALUES, mid..mid + SAMPLE_VALUES, n - SAMPLE_VALUES..n]
+        };
+        for i in ranges.into_iter().flatten() {
+            self.bytes(&value(i).to_bits().to_le_bytes());
         }
     }
 
     pub fn finish(&self) -> u64 {
         self.hash
-    }
-
-    fn values(&mut self, values: &[f32]) {
-        for v in values {
-            self.bytes(&v.to_bits().to_le_bytes());
-        }
     }
 
     /// FNV-1a: the same value on every platform and Rust version (native and WASM must agree).

@@ -1,4 +1,4 @@
-//! `y = x · Wᵀ (+ b)` with a [`WeightMatrix`]: a custom op whose CPU body is `ops::matmul::linear`
+//! `y = x · Wᵀ (+ b)` with a [`WeightMatrix`]: a custom op whose CPU body is `ops::matmul::linear_w`
 //! (threaded mat-vec for one row, packed GEMM for many). `x` may be a strided 2-D view (e.g. the
 //! first columns of a wider activation) without a copy.
 
@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::cpu::{no_cuda, zeros};
 use super::WeightMatrix;
 use crate::error::Result;
-use crate::ops::matmul::{linear, MatRef};
+use crate::ops::matmul::{linear_w, MatRef};
 
 pub struct Linear {
     weight: Arc<WeightMatrix>,
@@ -59,7 +59,7 @@ impl CustomOp1 for LinearOp<'_> {
         let x = MatRef { data: &values[layout.start_offset()..], rows: m, cols: k, row_stride, col_stride };
         let n = self.w.rows;
         let mut out = zeros(m * n, NAME)?;
-        linear(x, self.w.f32s(), None, &mut out, false);
+        linear_w(x, self.w.weight_ref(), None, &mut out, false);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 

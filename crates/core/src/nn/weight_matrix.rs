@@ -1,37 +1,44 @@
-//! A `[rows, cols]` weight matrix kept where the checkpoint has it (memory-mapped, or converted once
-//! when the file's bytes cannot be borrowed), read by the mat-vec / GEMM kernels directly.
+//! A `[rows, cols]` weight matrix kept where and as the checkpoint has it (memory-mapped; f32, or
+//! f16 / bf16 never widened at load), read by the mat-vec / GEMM kernels directly: they widen
+//! half-precision values in registers and accumulate in f32.
 
-use crate::loader::F32Buf;
+use crate::loader::MatrixData;
+use crate::ops::matmul::WeightRef;
 
 pub struct WeightMatrix {
     pub rows: usize,
     pub cols: usize,
-    data: F32Buf,
+    data: MatrixData,
 }
 
 impl WeightMatrix {
     /// `data` must hold `rows × cols` values (the loader checked the tensor's shape).
-    pub(crate) fn new(data: F32Buf, rows: usize, cols: usize) -> Self {
+    pub(crate) fn new(data: MatrixData, rows: usize, cols: usize) -> Self {
         assert_eq!(Some(data.len()), rows.checked_mul(cols), "weight matrix size");
         Self { rows, cols, data }
     }
 
-    pub(crate) fn f32s(&self) -> &[f32] {
-        &self.data
+    /// The values as the kernels take them.
+    pub(crate) fn weight_ref(&self) -> WeightRef<'_> {
+        match &self.data {
+            MatrixData::F32(b) => WeightRef::F32(b),
+            MatrixData::F16(b) => WeightRef::F16(b),
+            MatrixData::BF16(b) => WeightRef::BF16(b),
+        }
     }
 
     /// Row `r` widened to f32 into `out` (`cols` values).
     pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
-        out.copy_from_slice(&self.data[r * self.cols..(r + 1) * self.cols]);
+        crate::ops::matmul::widen_rows(self.weight_ref(), r, 1, self.cols, out);
     }
 
-    /// Dtype as held (`f32`).
+    /// Dtype as held (`f32`, `f16`, `bf16`).
     pub fn dtype(&self) -> &'static str {
-        "f32"
+        self.data.dtype_name()
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.len() * self.data.element_bytes()
     }
 }

@@ -35,6 +35,41 @@ pub(crate) struct Weights {
     pub identity: u64,
 }
 
+/// Reads tensors from the store, counting parameters and bytes and feeding the weights identity.
+struct Reader<'a> {
+    store: &'a TensorStore,
+    device: &'a Device,
+    count: usize,
+    bytes: usize,
+    digest: WeightsDigest,
+}
+
+impl Reader<'_> {
+    /// A small per-channel tensor as f32, scanned for NaN / infinity (one skews every output).
+    fn small(&mut self, name: &str, shape: &[usize]) -> Result<F32Buf> {
+        let t = self.store.load_f32_finite(name, shape)?;
+        self.count = self.count.saturating_add(t.len());
+        self.bytes = self.bytes.saturating_add(t.len().saturating_mul(4));
+        self.digest.add(name, &t);
+        Ok(t)
+    }
+
+    /// [`Self::small`] as a tensor on the device.
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.small(name, shape)?;
+        Ok(Tensor::from_slice(&t, shape, self.device)?)
+    }
+
+    /// A large matrix in its stored dtype (f16 / bf16 stay half precision; not scanned).
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
+        let data = self.store.load_matrix(name, &[rows, cols])?;
+        self.count = self.count.saturating_add(data.len());
+        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
+        self.digest.add_values(name, data.len(), |i| data.get_f32(i));
+        Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
+    }
+}
+
 /// Loads every tensor with its shape checked against `cfg`. Every size in `cfg` is thereby checked
 /// against a tensor actually present before anything sized by it is allocated (the layer count
 /// against the layers stored), so a config cannot make the loader reserve more than the file holds.
@@ -49,20 +84,10 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
             cfg.num_layers
         )));
     }
-    let mut count = 0usize;
-    let mut bytes = 0usize;
-    let mut digest = WeightsDigest::new();
-    // `small`: a per-channel tensor, scanned for NaN / infinity (big matrices are not).
-    let mut load = |name: &str, shape: &[usize], small: bool| -> Result<F32Buf> {
-        let t = if small { store.load_f32_finite(name, shape)? } else { store.load_f32(name, shape)? };
-        count = count.saturating_add(t.len());
-        bytes = bytes.saturating_add(t.len().saturating_mul(4));
-        digest.add(name, &t);
-        Ok(t)
-    };
-    let tensor = |values: &[f32], shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_slice(values, shape, device)?) };
-    let matrix = |values: F32Buf, rows: usize, cols: usize| Arc::new(WeightMatrix::new(values, rows, cols));
-    let embedding = matrix(load("backbone.embeddings.weight", &[v, d], false)?, v, d);
+    let mut rd = Reader { store, device, count: 0, bytes: 0, digest: WeightsDigest::new() };
+    let on_device =
+        |values: &[f32], shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_slice(values, shape, device)?) };
+    let embedding = rd.matrix("backbone.embeddings.weight", v, d)?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let p = format!("backbone.layers.{i}.");
@@ -70,9 +95,9 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
         let conv_name = format!("{m}conv1d.weight");
         // Accept the squeezed [E, K] form some converters write as well as PyTorch's [E, 1, K].
         let conv = if store.shape(&conv_name) == Some(&[e, k][..]) {
-            load(&conv_name, &[e, k], true)?
+            rd.small(&conv_name, &[e, k])?
         } else {
-            load(&conv_name, &[e, 1, k], true)?
+            rd.small(&conv_name, &[e, 1, k])?
         };
         let mut conv_weight_t = zeros(conv.len(), &conv_name)?;
         for c in 0..e {
@@ -81,49 +106,38 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
             }
         }
         let conv_bias = if cfg.use_conv_bias {
-            load(&format!("{m}conv1d.bias"), &[e], true)?
+            rd.small(&format!("{m}conv1d.bias"), &[e])?
         } else {
             zeros(e, "conv1d.bias")?.into()
         };
-        let a_log = load(&format!("{m}A_log"), &[e, n], true)?;
         // A = -exp(A_log), in f32 (reference §7.1).
-        let a: Vec<f32> = a_log.iter().map(|x| -x.exp()).collect();
-        let bias = |load: &mut dyn FnMut(&str, &[usize], bool) -> Result<F32Buf>,
-                    name: String,
-                    len: usize|
-         -> Result<Option<Tensor>> {
-            if !cfg.use_bias {
-                return Ok(None);
-            }
-            Ok(Some(tensor(&load(&name, &[len], true)?, &[len])?))
-        };
-        let norm = RmsNorm::new(tensor(&load(&format!("{p}norm.weight"), &[d], true)?, &[d])?, cfg.norm_eps);
-        let in_proj_w = matrix(load(&format!("{m}in_proj.weight"), &[2 * e, d], false)?, 2 * e, d);
-        let in_proj = Linear::new(in_proj_w, bias(&mut load, format!("{m}in_proj.bias"), 2 * e)?);
-        let x_proj =
-            Linear::new(matrix(load(&format!("{m}x_proj.weight"), &[r + 2 * n, e], false)?, r + 2 * n, e), None);
-        let dt_proj = Linear::new(matrix(load(&format!("{m}dt_proj.weight"), &[e, r], false)?, e, r), None);
-        let dt_bias = tensor(&load(&format!("{m}dt_proj.bias"), &[e], true)?, &[e])?;
-        let d_skip = tensor(&load(&format!("{m}D"), &[e], true)?, &[e])?;
-        let out_proj_w = matrix(load(&format!("{m}out_proj.weight"), &[d, e], false)?, d, e);
-        let out_proj = Linear::new(out_proj_w, bias(&mut load, format!("{m}out_proj.bias"), d)?);
+        let a: Vec<f32> = rd.small(&format!("{m}A_log"), &[e, n])?.iter().map(|x| -x.exp()).collect();
+        let norm = RmsNorm::new(rd.tensor(&format!("{p}norm.weight"), &[d])?, cfg.norm_eps);
+        let in_proj_w = rd.matrix(&format!("{m}in_proj.weight"), 2 * e, d)?;
+        let in_proj_b = if cfg.use_bias { Some(rd.tensor(&format!("{m}in_proj.bias"), &[2 * e])?) } else { None };
+        let x_proj = Linear::new(rd.matrix(&format!("{m}x_proj.weight"), r + 2 * n, e)?, None);
+        let dt_proj = Linear::new(rd.matrix(&format!("{m}dt_proj.weight"), e, r)?, None);
+        let dt_bias = rd.tensor(&format!("{m}dt_proj.bias"), &[e])?;
+        let d_skip = rd.tensor(&format!("{m}D"), &[e])?;
+        let out_proj_w = rd.matrix(&format!("{m}out_proj.weight"), d, e)?;
+        let out_proj_b = if cfg.use_bias { Some(rd.tensor(&format!("{m}out_proj.bias"), &[d])?) } else { None };
         layers.push(MixerWeights {
             norm,
-            in_proj,
-            conv: CausalConvSilu::new(tensor(&conv_weight_t, &[k, e])?, tensor(&conv_bias, &[e])?, e, k),
+            in_proj: Linear::new(in_proj_w, in_proj_b),
+            conv: CausalConvSilu::new(on_device(&conv_weight_t, &[k, e])?, on_device(&conv_bias, &[e])?, e, k),
             x_proj,
             dt_proj,
-            scan: SelectiveScan::new(tensor(&a, &[e, n])?, dt_bias, d_skip, e, n),
-            out_proj,
+            scan: SelectiveScan::new(on_device(&a, &[e, n])?, dt_bias, d_skip, e, n),
+            out_proj: Linear::new(out_proj_w, out_proj_b),
         });
     }
-    let norm_f = RmsNorm::new(tensor(&load("backbone.norm_f.weight", &[d], true)?, &[d])?, cfg.norm_eps);
+    let norm_f = RmsNorm::new(rd.tensor("backbone.norm_f.weight", &[d])?, cfg.norm_eps);
     // Tied (the default) ⇒ reuse the embedding; a stored duplicate is not loaded. Untied ⇒ the head
     // must be stored: silently tying would run a different model than the one described.
     let lm_head = if cfg.tie_embeddings {
         embedding.clone()
     } else if store.contains("lm_head.weight") {
-        matrix(load("lm_head.weight", &[v, d], false)?, v, d)
+        rd.matrix("lm_head.weight", v, d)?
     } else {
         let field = match cfg.layout {
             ConfigLayout::HuggingFace => "tie_word_embeddings",
@@ -138,9 +152,9 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
         lm_head: Linear::new(lm_head, None),
         norm_f,
         layers,
-        param_count: count,
-        weight_bytes: bytes,
-        identity: digest.finish(),
+        param_count: rd.count,
+        weight_bytes: rd.bytes,
+        identity: rd.digest.finish(),
     })
 }
 
