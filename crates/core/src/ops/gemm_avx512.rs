@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::mat_ref::MatRef;
-use super::weight_ref::{Element, WeightRef};
+use super::weight_ref::{widen, Element, WeightRef};
 
 const MR: usize = 8;
 const NR: usize = 32;
@@ -31,6 +31,8 @@ unsafe impl Sync for OutPtr {}
 
 thread_local! {
     static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Half-precision W rows of one panel widened (contiguous, vectorised) before the transposing pack.
+    static WIDE_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
@@ -114,6 +116,16 @@ fn gemm<E: Element>(x: MatRef, w: &[E], n: usize, out: &mut [f32], accumulate: b
     }
 }
 
+/// `dst[kk * NR + j] = rows[j * k + kk]` for the `rows.len() / k` (≤ NR) rows given.
+#[inline(always)]
+fn pack(rows: &[f32], k: usize, dst: &mut [f32]) {
+    for (kk, step) in dst.chunks_exact_mut(NR).take(k).enumerate() {
+        for (d, row) in step.iter_mut().zip(rows.chunks_exact(k)) {
+            *d = row[kk];
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -137,10 +149,17 @@ unsafe fn panel_task<E: Element>(
         let o0 = (first + q) * NR;
         let nr = NR.min(n - o0);
         let dst = &mut packed[q * k * NR..(q + 1) * k * NR];
-        for kk in 0..k {
-            for j in 0..nr {
-                *dst.get_unchecked_mut(kk * NR + j) = w.get_unchecked((o0 + j) * k + kk).widen();
-            }
+        match E::as_f32(w) {
+            Some(w) => pack(&w[o0 * k..(o0 + nr) * k], k, dst),
+            // The panel's rows are contiguous in W: widen them in one vectorised pass, then pack
+            // from f32 (a transposing gather that widened element by element measured ~10 % slower).
+            None => WIDE_ROWS.with(|rows| {
+                let mut rows = rows.borrow_mut();
+                rows.clear();
+                rows.resize(nr * k, 0.0);
+                widen(E::weight_ref(&w[o0 * k..(o0 + nr) * k]), &mut rows);
+                pack(&rows, k, dst);
+            }),
         }
     }
     let xd = x.data.as_ptr();

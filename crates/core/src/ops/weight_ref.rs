@@ -54,6 +54,15 @@ impl<'a> From<&'a [f32]> for WeightRef<'a> {
 /// conversions instead (see `matvec`).
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
+    /// The slice as a [`WeightRef`] (back from generic code to the dtype-dispatching functions).
+    fn weight_ref(s: &[Self]) -> WeightRef<'_>;
+    /// The slice itself when it already is f32.
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        match Self::weight_ref(s) {
+            WeightRef::F32(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl Element for f32 {
@@ -61,9 +70,16 @@ impl Element for f32 {
     fn widen(self) -> f32 {
         self
     }
+    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
+        WeightRef::F32(s)
+    }
 }
 
 impl Element for bf16 {
+    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
+        WeightRef::BF16(s)
+    }
+
     /// bf16 is the top half of an f32: exact.
     #[inline(always)]
     fn widen(self) -> f32 {
@@ -72,6 +88,9 @@ impl Element for bf16 {
 }
 
 impl Element for f16 {
+    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
+        WeightRef::F16(s)
+    }
     /// Exact for every f16 (normal, subnormal, ±0, ±inf, NaN stays NaN), with integer ops and one
     /// subtraction of normal floats: no arithmetic on subnormal f32s, which x86 runs ~100× slower.
     #[inline(always)]
