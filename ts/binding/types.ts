@@ -174,6 +174,14 @@ export type RawModelSource = string | ModelFileReader | ModelFileMap;
 export interface RawBinding {
   /** Loads a model (config.json + weights [+ tokenizer.json]) off the JS thread. */
   loadModel(source: RawModelSource): Promise<RawModel>;
+  /**
+   * What the core would load from `source` (family, engine kind, format, the files a load reads),
+   * reading only config.json and a shard index — never the weights. Fails with the error a load of
+   * the same files would give first.
+   */
+  describeModel(source: RawModelSource): Promise<RawModelLayout>;
+  /** The model families this build runs (the core's registry). */
+  supportedFamilies(): RawFamily[];
   /** Core version and build facts, e.g. `{ version, simd, threads }`. */
   buildInfo(): { version: string; simd: string; threads: number };
   /** Caps the core's worker threads (0 = all cores). */
