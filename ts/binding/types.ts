@@ -160,9 +160,11 @@ export type ModelFileMap = Readonly<Record<string, ModelFileData>> | ReadonlyMap
 
 /**
  * Reads one file of a model by its name inside the folder (`config.json`, `model.safetensors`, …);
- * resolves `null` when the file does not exist. Called only for the files the core needs.
+ * resolves `null` when the file does not exist. Called only for the files the core needs. With
+ * `{ probe: true }` (from `describeModel`) only presence matters: a reader may answer without
+ * reading (e.g. a HEAD request); what it returns is not read.
  */
-export type ModelFileReader = (name: string) => Promise<ModelFileData | null>;
+export type ModelFileReader = (name: string, options?: { probe?: boolean }) => Promise<ModelFileData | null>;
 
 /**
  * Where a binding loads a model from: a folder path (native; WASM in Node), a base URL (WASM in a
