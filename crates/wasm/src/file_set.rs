@@ -151,12 +151,17 @@ impl ModelFileSet {
     #[wasm_bindgen(js_name = filesToRead)]
     pub fn files_to_read(&self, absent: Vec<String>) -> std::result::Result<Vec<String>, JsError> {
         guarded(|| {
-            // A refused file counts as found: the load reports it.
-            let present: Vec<String> =
-                self.files.iter().map(|f| f.name.clone()).chain(self.refused.iter().map(|(n, _)| n.clone())).collect();
+            let present: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
+            let refused: Vec<String> = self.refused.iter().map(|(n, _)| n.clone()).collect();
             let root = self.root.clone().unwrap_or_default();
             let index = self.get(SAFETENSORS_INDEX_FILE).map(|f| f.bytes.as_slice());
-            read_plan::files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: &root })
+            read_plan::files_to_read(&ReadProgress {
+                present: &present,
+                absent: &absent,
+                refused: &refused,
+                index,
+                root: &root,
+            })
         })
     }
 
