@@ -160,7 +160,8 @@ describe('model folder names written to a terminal', () => {
 
     const failed = await cli(['info', '--no-load', '--models-dir', dir, `${forged}-broken`]);
     expect(failed.code).toBe(1);
-    expect(failed.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: /);
+    // No config.json: the core's code (the manager no longer keeps a rule of its own).
+    expect(failed.stderr).toMatch(/^phoenix-local: E_MODEL_NOT_FOUND: /);
     expect(failed.stderr).not.toMatch(CONTROL);
     expect(failed.stderr.trimEnd().split('\n')).toHaveLength(1);
   });

@@ -7,7 +7,7 @@ import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { ErrorCode } from '../ts/binding/errors.js';
+import type { ErrorCode, PhoenixError } from '../ts/binding/errors.js';
 import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import { readStateFile } from '../ts/engines/state-file.js';
@@ -215,6 +215,15 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
           },
         },
         {
+          name: 'fifo-index',
+          code: 'E_BAD_WEIGHTS',
+          says: 'not a regular file',
+          damage: async (f) => {
+            await rm(path.join(f, 'model.safetensors'));
+            spawnSync('mkfifo', [path.join(f, 'model.safetensors.index.json')]);
+          },
+        },
+        {
           name: 'dangling-weights',
           code: 'E_MODEL_NOT_FOUND',
           says: 'dangling link',
@@ -232,6 +241,9 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
         // The WASM reader applies the core's rules where the files are and lets the core word the error.
         const reference = await expectCode(native.binding.loadModel(folder), code);
         expect(error.message, name).toBe(reference.message);
+        // Describing (no weights read) agrees too: the same layout, or the same error.
+        const outcome = (describing: Promise<unknown>): Promise<unknown> => describing.catch((e: PhoenixError) => ({ code: e.code, message: e.message }));
+        expect(await outcome(binding.describeModel(folder)), name).toEqual(await outcome(native.binding.describeModel(folder)));
       }
       await stillAlive();
     });

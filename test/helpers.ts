@@ -161,8 +161,10 @@ export const DAMAGES: { name: string; code: ErrorCode; damage: (folder: string) 
     damage: async (f) => writeFile(path.join(f, 'config.json'), '{ "model_type": "mamba", "hidden_size": 64,'),
   },
   {
+    // The core's code for a missing config.json (crates/core/tests/bad_models.rs); the manager now
+    // reports what the core's describe says instead of a rule of its own.
     name: 'missing-config',
-    code: 'E_BAD_CONFIG',
+    code: 'E_MODEL_NOT_FOUND',
     damage: async (f) => rm(path.join(f, 'config.json')),
   },
   {
@@ -206,8 +208,9 @@ export const DAMAGES: { name: string; code: ErrorCode; damage: (folder: string) 
     },
   },
   {
+    // As the core says (and errors.ts documents: a missing weight file is E_MODEL_NOT_FOUND).
     name: 'no-weights',
-    code: 'E_BAD_WEIGHTS',
+    code: 'E_MODEL_NOT_FOUND',
     damage: async (f) => rm(path.join(f, 'model.safetensors')),
   },
 ];

@@ -15,6 +15,9 @@ export type {
   RawBinding,
   RawModel,
   RawModelInfo,
+  RawModelLayout,
+  RawFamily,
+  RawEngineKind,
   RawGeneration,
   RawGenerateOptions,
   RawPrompt,
@@ -31,7 +34,7 @@ export type {
 
 export { BindingEngine } from './engines/binding-engine.js';
 export type { BindingEngineOptions } from './engines/binding-engine.js';
-export { MambaSSMEngine, MAMBA_MODEL_TYPES } from './engines/mamba-engine.js';
+export { MambaSSMEngine } from './engines/mamba-engine.js';
 export type {
   InferenceEngine,
   LoadedModel,

@@ -26,7 +26,8 @@ function reportError(error, during) {
 async function load(spec) {
   const startedAt = performance.now();
   const onRead = (name, bytes) => post({ type: 'read', name, bytes });
-  const metadata = spec.kind === 'url' ? await modelFromUrl(spec.url) : await modelFromFiles(spec.name, spec.files, { onRead });
+  const metadata =
+    spec.kind === 'url' ? await modelFromUrl(spec.url, { binding: selection }) : await modelFromFiles(spec.name, spec.files, { onRead, binding: selection });
   const loaded = await engine.loadModel(metadata);
   model?.dispose();
   model = loaded;

@@ -9,7 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 
 import { PhoenixError } from './errors.js';
-import type { BackendKind, RawBinding } from './types.js';
+import type { BackendKind, RawBinding, RawModelSource } from './types.js';
 import { checkBindingShape, wrapBinding } from './wrap.js';
 
 /** Options of {@link loadBinding}. */
@@ -109,18 +109,21 @@ export function defaultWasmPath(): string {
 
 /** The native addon reads folders itself (memory-mapped); other sources are a WASM feature. */
 function pathsOnly(raw: RawBinding): RawBinding {
+  const folderPath = (source: RawModelSource): string => {
+    if (typeof source !== 'string') {
+      throw new PhoenixError(
+        'E_INVALID_OPTION',
+        'the native backend loads model folders by path; in-memory files and file readers need the WASM backend',
+        { option: 'source' },
+      );
+    }
+    return source;
+  };
   return {
     ...raw,
-    loadModel(source) {
-      if (typeof source !== 'string') {
-        throw new PhoenixError(
-          'E_INVALID_OPTION',
-          'the native backend loads model folders by path; in-memory files and file readers need the WASM backend',
-          { option: 'source' },
-        );
-      }
-      return raw.loadModel(source);
-    },
+    loadModel: (source) => raw.loadModel(folderPath(source)),
+    describeModel: (source) => raw.describeModel(folderPath(source)),
+    supportedFamilies: () => raw.supportedFamilies(),
     buildInfo: () => raw.buildInfo(),
     setThreads: (n) => raw.setThreads(n),
   };

@@ -183,9 +183,11 @@ export type ModelFileMap = Readonly<Record<string, ModelFileData>> | ReadonlyMap
 
 /**
  * Reads one file of a model by its name inside the folder (`config.json`, `model.safetensors`, …);
- * resolves `null` when the file does not exist. Called only for the files the core needs.
+ * resolves `null` when the file does not exist. Called only for the files the core needs. With
+ * `{ probe: true }` (from `describeModel`) only presence matters: a reader may answer without
+ * reading (e.g. a HEAD request); what it returns is not read.
  */
-export type ModelFileReader = (name: string) => Promise<ModelFileData | null>;
+export type ModelFileReader = (name: string, options?: { probe?: boolean }) => Promise<ModelFileData | null>;
 
 /**
  * Where a binding loads a model from: a folder path (native; WASM in Node), a base URL (WASM in a
@@ -197,6 +199,14 @@ export type RawModelSource = string | ModelFileReader | ModelFileMap;
 export interface RawBinding {
   /** Loads a model (config.json + weights [+ tokenizer.json]) off the JS thread. */
   loadModel(source: RawModelSource): Promise<RawModel>;
+  /**
+   * What the core would load from `source` (family, engine kind, format, the files a load reads),
+   * reading only config.json and a shard index — never the weights. Fails with the error a load of
+   * the same files would give first.
+   */
+  describeModel(source: RawModelSource): Promise<RawModelLayout>;
+  /** The model families this build runs (the core's registry). */
+  supportedFamilies(): RawFamily[];
   /** Core version and build facts, e.g. `{ version, simd, threads }`. */
   buildInfo(): { version: string; simd: string; threads: number };
   /** Caps the core's worker threads (0 = all cores). */

@@ -50,6 +50,8 @@ export function wrapModel(raw: RawModel): RawModel {
 export function wrapBinding(raw: RawBinding): RawBinding {
   return {
     loadModel: (source) => guardAsync(async () => wrapModel(await raw.loadModel(source))),
+    describeModel: (source) => guardAsync(() => raw.describeModel(source)),
+    supportedFamilies: () => guard(() => raw.supportedFamilies()),
     buildInfo: () => guard(() => raw.buildInfo()),
     setThreads: (n) => guard(() => raw.setThreads(n)),
     checkGenerateOptions: (options) => guard(() => raw.checkGenerateOptions(options)),
@@ -62,7 +64,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
  */
 export function checkBindingShape<T extends RawBinding = RawBinding>(module: unknown, file: string, extra: readonly string[] = []): T {
   const candidate = module as Record<string, unknown> | null;
-  for (const name of ['loadModel', 'buildInfo', 'setThreads', 'checkGenerateOptions', ...extra]) {
+  for (const name of ['loadModel', 'describeModel', 'supportedFamilies', 'buildInfo', 'setThreads', 'checkGenerateOptions', ...extra]) {
     if (typeof candidate?.[name] !== 'function') {
       throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
     }

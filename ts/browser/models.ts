@@ -1,12 +1,15 @@
 /**
  * `ModelMetadata` for models a browser has: served over HTTP(S) under a base URL, or given as files
- * (a folder picker's `File`s, or bytes in memory). The description rules are the folder reader's
+ * (a folder picker's `File`s, or bytes in memory). The core describes them (family, format, the
+ * files a load reads) through the WASM binding's `describeModel`, as it does folders on disk
  * (ts/models/describe.ts); only the file access differs. No `node:` imports.
  */
 import { PhoenixError } from '../binding/errors.js';
+import type { BindingSelection } from '../binding/load.js';
 import type { ModelFileData, ModelFileReader, RawModelSource } from '../binding/types.js';
-import { combineChecksums, describeModel, type ModelFileAccess } from '../models/describe.js';
+import { combineChecksums, CONFIG_FILE, describeModel } from '../models/describe.js';
 import type { ModelMetadata, WeightFileInfo } from '../models/metadata.js';
+import { loadWasmBinding } from './binding.js';
 
 /** Options of {@link modelFromUrl} and {@link modelFromFiles}. */
 export interface BrowserModelOptions {
@@ -18,13 +21,22 @@ export interface BrowserModelOptions {
   checksum?: boolean;
   /** Called when the load reads a file given as a `Blob`, with its name and size (files it needs only). */
   onRead?: (name: string, bytes: number) => void;
+  /**
+   * The binding whose core describes the model (pass the engine's, to share its WASM instance).
+   * Default: one {@link loadWasmBinding} shared by every call that gives none.
+   */
+  binding?: BindingSelection | Promise<BindingSelection>;
 }
 
 /** A model's files by name (no folders): bytes in memory, or `Blob`s / `File`s read on demand. */
 export type BrowserModelFiles = Readonly<Record<string, ModelFileData>> | ReadonlyMap<string, ModelFileData>;
 
-/** File access plus what metadata needs beyond the description: sizes, bytes, times. */
-interface BrowserFiles extends ModelFileAccess {
+/** What metadata needs beyond the core's description: config.json's text (the version), sizes, bytes, times. */
+interface BrowserFiles {
+  /** How to name the whole model (its base URL or a display name). */
+  readonly where: string;
+  /** The text of a file the core found. */
+  readText(name: string): Promise<string>;
   /** Size in bytes (`NaN` when the server does not say); the file is known to exist. */
   size(name: string): Promise<number>;
   bytes(name: string): Promise<Uint8Array>;
@@ -41,8 +53,32 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-async function metadataOf(name: string, files: BrowserFiles, source: RawModelSource, checksum: boolean): Promise<ModelMetadata> {
-  const described = await describeModel(files);
+let sharedBinding: Promise<BindingSelection> | undefined;
+
+/** The binding of `options`, else one WASM binding shared by calls that give none (a failed load is retried). */
+function bindingOf(options: BrowserModelOptions): Promise<BindingSelection> {
+  if (options.binding) return Promise.resolve(options.binding);
+  sharedBinding ??= loadWasmBinding().catch((error: unknown) => {
+    sharedBinding = undefined;
+    throw error;
+  });
+  return sharedBinding;
+}
+
+/**
+ * Metadata of the model whose files `files` reads: described by the core from `describeSource`
+ * (the same files, in a form the binding reads), loaded later by the engine from `source`.
+ */
+async function metadataOf(
+  name: string,
+  files: BrowserFiles,
+  describeSource: RawModelSource,
+  source: RawModelSource,
+  checksum: boolean,
+  options: BrowserModelOptions,
+): Promise<ModelMetadata> {
+  const { binding } = await bindingOf(options);
+  const described = await describeModel(binding, describeSource, () => files.readText(CONFIG_FILE));
   const weightFiles: WeightFileInfo[] = [];
   for (const file of described.weightFiles) {
     const size = await files.size(file);
@@ -54,6 +90,8 @@ async function metadataOf(name: string, files: BrowserFiles, source: RawModelSou
     version: described.version,
     modelType: described.modelType,
     format: described.format,
+    family: described.family,
+    engine: described.engine,
     path: files.where,
     source,
     sizeBytes: weightFiles.reduce((sum, f) => sum + f.sizeBytes, 0),
@@ -69,8 +107,9 @@ async function metadataOf(name: string, files: BrowserFiles, source: RawModelSou
  * to `baseUrl` (HEAD requests for presence and sizes; weights are fetched only by the load, or for
  * `checksum`). The engine then loads it from that URL.
  *
- * @throws {@link PhoenixError} `E_BAD_CONFIG` (config.json missing/malformed), `E_BAD_WEIGHTS` (no
- * weight file), `E_MODEL_NOT_FOUND` (the server cannot be reached or fails).
+ * @throws {@link PhoenixError} with the core's code for the files, as a load would fail first:
+ * `E_MODEL_NOT_FOUND` (no config.json or weights; the server cannot be reached or fails),
+ * `E_BAD_CONFIG` (config.json malformed), `E_UNSUPPORTED_MODEL` (a family the core does not run).
  */
 export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
   const base = new URL(baseUrl, globalThis.location?.href);
@@ -101,15 +140,13 @@ export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelO
   };
   const files: BrowserFiles = {
     where: base.href,
-    describe: (file) => new URL(file, base).href,
-    has: async (file) => (await head(file)) !== null,
     readText: async (file) => (await get(file)).text(),
     size: async (file) => Number((await head(file))?.headers.get('content-length') ?? Number.NaN),
     bytes: async (file) => new Uint8Array(await (await get(file)).arrayBuffer()),
     mtime: () => 0,
   };
   const name = decodeURIComponent(base.pathname.split('/').filter(Boolean).pop() ?? base.host);
-  return metadataOf(name, files, base.href, options.checksum ?? false);
+  return metadataOf(name, files, base.href, base.href, options.checksum ?? false, options);
 }
 
 /**
@@ -117,7 +154,8 @@ export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelO
  * name) or already in memory. `Blob`s are read only when the core asks for them (the reader form of
  * the binding's `loadModel`) and streamed into WASM memory, so extra files in a folder cost nothing.
  *
- * @throws {@link PhoenixError} `E_BAD_CONFIG` (config.json missing/malformed), `E_BAD_WEIGHTS` (no weight file).
+ * @throws {@link PhoenixError} with the core's code for the files, as a load would fail first:
+ * `E_MODEL_NOT_FOUND` (no config.json or weights), `E_BAD_CONFIG`, `E_UNSUPPORTED_MODEL`.
  */
 export async function modelFromFiles(name: string, fileSet: BrowserModelFiles, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
   const entries: ReadonlyMap<string, ModelFileData> = fileSet instanceof Map ? fileSet : new Map(Object.entries(fileSet));
@@ -132,8 +170,6 @@ export async function modelFromFiles(name: string, fileSet: BrowserModelFiles, o
   };
   const files: BrowserFiles = {
     where: `${name}/`,
-    describe: (file) => `${name}/${file}`,
-    has: async (file) => entries.has(file),
     readText: async (file) => new TextDecoder().decode(await bytes(file)),
     size: async (file) => {
       const data = entry(file);
@@ -153,5 +189,5 @@ export async function modelFromFiles(name: string, fileSet: BrowserModelFiles, o
     return data;
   };
   const inMemory = [...entries.values()].every((data) => data instanceof Uint8Array);
-  return metadataOf(name, files, inMemory ? entries : reader, options.checksum ?? inMemory);
+  return metadataOf(name, files, entries, inMemory ? entries : reader, options.checksum ?? inMemory, options);
 }

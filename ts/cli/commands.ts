@@ -23,8 +23,10 @@ export async function listCommand(ctx: CliContext): Promise<number> {
     ctx.io.stdout.write(`no models in ${ctx.manager.modelsDir}\n`);
     return 0;
   }
-  const rows = models.map((m) => [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.checksum.slice(0, 12)].map(printable));
-  const header = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'STATUS', 'VERSION', 'SHA256'];
+  const rows = models.map((m) =>
+    [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.family ?? '-', m.engine ?? '-', m.checksum.slice(0, 12)].map(printable),
+  );
+  const header = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'STATUS', 'VERSION', 'FAMILY', 'ENGINE', 'SHA256'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   for (const row of [header, ...rows]) ctx.io.stdout.write(row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd() + '\n');
   for (const m of models) if (m.error) ctx.io.stdout.write(printable(`  ${m.name}: ${m.error.code}: ${m.error.message}`) + '\n');
@@ -63,6 +65,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       ['status', metadata.status],
       ['model type', metadata.modelType],
       ['format', metadata.format],
+      ...(metadata.family ? [['family', `${metadata.family} (${metadata.engine} engine)`] as [string, unknown]] : []),
       ['version', metadata.version],
       ['size', `${formatBytes(metadata.sizeBytes)} (${metadata.sizeBytes} bytes)`],
       ['sha256', metadata.checksum],
@@ -72,7 +75,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     if (architecture) {
       const a = architecture as Record<string, unknown>;
       const family = Object.entries((a.architecture ?? {}) as Record<string, unknown>).map(([k, v]) => `${k} ${String(v)}`);
-      lines.push(['family', `${a.family} (${a.engine} engine)`]);
+      if (!metadata.family) lines.push(['family', `${a.family} (${a.engine} engine)`]);
       lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
       lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
       lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence)`]);

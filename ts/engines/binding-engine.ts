@@ -52,16 +52,27 @@ export abstract class BindingEngine implements InferenceEngine {
   }
 
   async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
-    if (!this.canLoad(metadata)) {
+    const source = metadata.source ?? metadata.path;
+    // Metadata built by hand may not say which engine kind runs the model: the core does (from
+    // config.json, without reading weights), and its errors are the ones the load would give.
+    const described = metadata.engine === undefined ? await this.#described(metadata, source) : metadata;
+    if (!this.canLoad(described)) {
       throw new PhoenixError(
         'E_UNSUPPORTED_MODEL',
-        `engine ${this.name} cannot run model "${metadata.name}" (model_type "${metadata.modelType}", format ${metadata.format})`,
-        { model: metadata.name, modelType: metadata.modelType },
+        `engine ${this.name} cannot run model "${metadata.name}" (${described.engine ?? 'unknown'} engine kind, model_type "${described.modelType}", format ${described.format})`,
+        { model: metadata.name, modelType: described.modelType },
       );
     }
     const { binding } = await this.binding();
-    const raw = await binding.loadModel(metadata.source ?? metadata.path);
-    return new BindingLoadedModel(raw, metadata, this.name);
+    const raw = await binding.loadModel(source);
+    return new BindingLoadedModel(raw, described, this.name);
+  }
+
+  /** `metadata` with the core's family, engine kind, model type and format for `source`. */
+  async #described(metadata: ModelMetadata, source: NonNullable<ModelMetadata['source']>): Promise<ModelMetadata> {
+    const { binding } = await this.binding();
+    const { modelType, family, engine, format } = await binding.describeModel(source);
+    return { ...metadata, modelType, family, engine, format };
   }
 
   /**

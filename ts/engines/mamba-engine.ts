@@ -1,16 +1,18 @@
 /**
- * Runs Mamba-family selective state-space models (`mamba`, `falcon_mamba`) on the Rust core.
+ * Runs the core's state-space families (Mamba-1 today: `mamba`, `falcon_mamba`) on the Rust core.
  */
-import type { ModelFormat, ModelMetadata } from '../models/metadata.js';
+import type { RawEngineKind } from '../binding/types.js';
+import type { ModelMetadata } from '../models/metadata.js';
 import { BindingEngine, type BindingEngineOptions } from './binding-engine.js';
 
-/** `model_type`s the Mamba engine runs. */
-export const MAMBA_MODEL_TYPES: readonly string[] = ['mamba', 'falcon_mamba'];
-const FORMATS: readonly string[] = ['hf-safetensors', 'hf-safetensors-sharded', 'state-spaces-pth'] satisfies ModelFormat[];
+/** The engine kind this engine runs, as the core's family registry names it (`supportedFamilies()`). */
+const ENGINE_KIND: RawEngineKind = 'ssm';
 
 /**
- * The engine for Mamba-1 models: constant-size recurrent state, so generation memory does not grow
- * with context and a whole context can be snapshotted into a few hundred kilobytes.
+ * The engine for the core's state-space models: constant-size recurrent state, so generation memory
+ * does not grow with context and a whole context can be snapshotted into a few hundred kilobytes.
+ * Which `model_type`s and formats that covers is the core's answer (`metadata.engine`, from the
+ * binding's `describeModel`), not a list kept here.
  *
  * @example
  * ```ts
@@ -27,7 +29,8 @@ export class MambaSSMEngine extends BindingEngine {
     super(options);
   }
 
+  /** Whether the core reports the model's engine kind as `ssm` (metadata without one: `loadModel` asks the core). */
   canLoad(metadata: ModelMetadata): boolean {
-    return MAMBA_MODEL_TYPES.includes(metadata.modelType) && FORMATS.includes(metadata.format);
+    return metadata.engine === ENGINE_KIND;
   }
 }

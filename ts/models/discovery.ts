@@ -1,24 +1,23 @@
 /**
  * Reads what a model folder on disk is (family, format, weight files, version) without loading
- * weights: the folder side of ./describe.ts. Every problem is a typed error naming the file at fault;
- * every file is read through ./model-files.ts (regular files inside the folder, bounded reads).
+ * weights: the folder side of ./describe.ts. The core describes the folder (through the binding);
+ * this side reads only what the manager keeps for itself (the version in config.json or README.md),
+ * through ./model-files.ts (regular files inside the folder, bounded reads). Every problem is a
+ * typed error naming the file at fault.
  */
 import { readdir, stat } from 'node:fs/promises';
-import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
-import { describeModel, SHARD_INDEX_FILE, type ModelDescription, type ModelFileAccess } from './describe.js';
+import type { RawBinding } from '../binding/types.js';
+import { CONFIG_FILE, describeModel, type ModelDescription } from './describe.js';
 import { readModelText, readModelTextPrefix, type ModelFolder } from './model-files.js';
 import { README_SCAN_BYTES, versionFromReadme } from './readme-version.js';
 
 /** What a folder's files say about the model in it. */
 export type FolderDescription = ModelDescription;
 
-/** Caps on metadata files read whole (a real config is a few KB; a shard index of a huge model a few MB). */
-export const METADATA_MAX_BYTES: Readonly<Record<string, number>> = {
-  [SHARD_INDEX_FILE]: 32 << 20,
-};
-const DEFAULT_METADATA_MAX_BYTES = 4 << 20;
+/** Cap on config.json read for its version (a real config is a few KB; the core refuses larger ones too). */
+const CONFIG_MAX_BYTES = 4 << 20;
 
 async function listFolder(dir: string): Promise<Set<string>> {
   let info;
@@ -44,18 +43,19 @@ async function readmeVersion(model: ModelFolder, files: Set<string>): Promise<st
 }
 
 /**
- * Describes the model folder `dir`. Its files must resolve inside `dir` or one of `roots` (the models dir).
- * @throws `E_MODEL_NOT_FOUND` (no such / unreadable folder), `E_BAD_CONFIG` (config.json missing,
- * malformed, not a regular file, too large), `E_BAD_WEIGHTS` (no weight file, missing shard).
+ * Describes the model folder `dir` with the core (`binding.describeModel`), plus its version. Its
+ * files must resolve inside `dir` or one of `roots` (the models dir).
+ * @throws `E_MODEL_NOT_FOUND` (no such / unreadable folder, no config.json, no weights),
+ * `E_BAD_CONFIG` (config.json malformed, not a regular file, too large), `E_UNSUPPORTED_MODEL` (a
+ * family this build does not run), `E_BAD_WEIGHTS` (a bad shard index, a missing shard).
  */
-export async function describeFolder(dir: string, roots: readonly string[] = []): Promise<FolderDescription> {
+export async function describeFolder(dir: string, roots: readonly string[], binding: RawBinding): Promise<FolderDescription> {
   const names = await listFolder(dir);
   const model: ModelFolder = { folder: dir, roots };
-  const access: ModelFileAccess = {
-    where: dir,
-    describe: (file) => path.join(dir, file),
-    has: async (file) => names.has(file),
-    readText: (file) => readModelText(model, file, METADATA_MAX_BYTES[file] ?? DEFAULT_METADATA_MAX_BYTES),
-  };
-  return describeModel(access, () => readmeVersion(model, names));
+  return describeModel(
+    binding,
+    dir,
+    () => readModelText(model, CONFIG_FILE, CONFIG_MAX_BYTES),
+    () => readmeVersion(model, names),
+  );
 }

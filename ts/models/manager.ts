@@ -6,6 +6,7 @@ import { realpath, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
 import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
@@ -41,6 +42,12 @@ export interface LocalModelManagerOptions {
   measurePerformance?: boolean;
   /** Called during long steps (checksumming, loading). */
   onProgress?: (event: ModelProgressEvent) => void;
+  /**
+   * The binding whose core describes model folders (family, format, the files a load reads).
+   * Default: the process-wide binding (`getDefaultBinding()`, honouring `PHOENIX_BACKEND`). When none
+   * loads, every model is listed with status `error` and `E_BACKEND_UNAVAILABLE`.
+   */
+  binding?: BindingSelection | Promise<BindingSelection>;
 }
 
 /** Filters of {@link LocalModelManager.getFallbackModel}. */
@@ -113,6 +120,7 @@ export class LocalModelManager {
   readonly #budget: number;
   readonly #measure: boolean;
   readonly #onProgress: ((event: ModelProgressEvent) => void) | undefined;
+  readonly #binding: LocalModelManagerOptions['binding'];
   /** Monotonic use counter for LRU order (timestamps can tie). */
   #clock = 0;
 
@@ -126,6 +134,7 @@ export class LocalModelManager {
     this.#budget = budget;
     this.#measure = options.measurePerformance ?? true;
     this.#onProgress = options.onProgress;
+    this.#binding = options.binding;
     this.#manifest = Manifest.open(options.manifestPath ?? path.join(this.modelsDir, MANIFEST_FILE_NAME));
     for (const engine of options.engines ?? []) this.registerEngine(engine);
   }
@@ -280,7 +289,7 @@ export class LocalModelManager {
   async acceptChecksum(name: string): Promise<ModelMetadata> {
     const folder = await this.#resolve(name);
     const key = await canonical(folder);
-    const described = await describeFolder(folder, [this.modelsDir]);
+    const described = await describeFolder(folder, [this.modelsDir], await this.#describer());
     const files = await this.#hashFiles(name, folder, described.weightFiles, undefined, undefined);
     const sideFiles = await this.#hashFiles(name, folder, described.sideFiles, undefined, undefined);
     const manifest = await this.#manifest;
@@ -332,6 +341,11 @@ export class LocalModelManager {
     return record;
   }
 
+  /** The binding that describes folders (loaded on first use; a failure is retried next time). */
+  async #describer(): Promise<BindingSelection['binding']> {
+    return (await (this.#binding ?? getDefaultBinding())).binding;
+  }
+
   #statusOf(record: ModelRecord | undefined): ModelStatus | undefined {
     if (!record) return undefined;
     if (record.loading) return 'loading';
@@ -343,7 +357,7 @@ export class LocalModelManager {
     const key = await canonical(folder);
     const record = this.#records.get(key);
     try {
-      const described = await describeFolder(folder, [this.modelsDir]);
+      const described = await describeFolder(folder, [this.modelsDir], await this.#describer());
       const manifest = await this.#manifest;
       const entry = manifest.get(key);
       const files = await this.#hashFiles(name, folder, described.weightFiles, entry?.files, signal);
@@ -372,10 +386,14 @@ export class LocalModelManager {
       } else if (!entry.sideFiles || !sameStats(entry.files, files) || !sameStats(entry.sideFiles, sideFiles)) {
         await manifest.set(key, { ...entry, files, sideFiles, updatedAt: new Date().toISOString() });
       }
-      if (status === 'available' && !this.#engines.some((e) => e.canLoad({ ...baseMeta(), modelType: described.modelType, format: described.format }))) {
+      const kind = { modelType: described.modelType, format: described.format, family: described.family, engine: described.engine };
+      if (status === 'available' && !this.#engines.some((e) => e.canLoad({ ...baseMeta(), ...kind }))) {
         if (this.#engines.length > 0) {
           status = 'error';
-          error = { code: 'E_UNSUPPORTED_MODEL', message: `no registered engine runs model_type "${described.modelType}" (${described.format}) of "${name}"` };
+          error = {
+            code: 'E_UNSUPPORTED_MODEL',
+            message: `no registered engine runs ${described.engine} models (family ${described.family}, model_type "${described.modelType}", ${described.format}) of "${name}"`,
+          };
         }
       }
       if (status === 'available' && record?.loadError) {
@@ -388,6 +406,8 @@ export class LocalModelManager {
         version: described.version,
         modelType: described.modelType,
         format: described.format,
+        family: described.family,
+        engine: described.engine,
         path: folder,
         sizeBytes,
         checksum,
@@ -548,7 +568,7 @@ export class LocalModelManager {
     }
     const engine = this.#engines.find((e) => e.canLoad(metadata));
     if (!engine) {
-      const why = this.#engines.length === 0 ? 'no engine is registered' : `no registered engine runs model_type "${metadata.modelType}"`;
+      const why = this.#engines.length === 0 ? 'no engine is registered' : `no registered engine runs ${metadata.engine} models (model_type "${metadata.modelType}")`;
       throw new PhoenixError('E_UNSUPPORTED_MODEL', `cannot load "${record.name}": ${why}`, { model: record.name, modelType: metadata.modelType });
     }
     throwIfAborted(signal, `loading "${record.name}"`);

@@ -1,10 +1,14 @@
 /**
  * What phoenix-local knows about a local model folder before and after loading it.
  */
-import type { RawModelSource } from '../binding/types.js';
+import type { RawEngineKind, RawModelSource } from '../binding/types.js';
 
-/** On-disk layout of a model folder. */
-export type ModelFormat = 'hf-safetensors' | 'hf-safetensors-sharded' | 'state-spaces-pth';
+/**
+ * On-disk layout of a model folder as the core names it: config dialect + weight container, e.g.
+ * `hf-safetensors`, `hf-safetensors-sharded`, `hf-pth`, `state-spaces-pth` (the core's list is the
+ * only one; see `describeModel` of the binding).
+ */
+export type ModelFormat = string;
 
 /**
  * Lifecycle of a model in a {@link LocalModelManager}:
@@ -58,8 +62,15 @@ export interface ModelMetadata {
   version: string;
   /** `model_type` of `config.json` (`mamba`, `falcon_mamba`, …); `mamba` for the state-spaces layout. */
   modelType: string;
-  /** On-disk layout; `unknown` when the folder could not be inspected (status `error`). */
+  /** On-disk layout, as the core names it; `unknown` when the folder could not be inspected (status `error`). */
   format: ModelFormat | 'unknown';
+  /** The core family that loads it (e.g. `mamba`); absent when the folder could not be inspected. */
+  family?: string;
+  /**
+   * Which kind of engine runs it (`ssm`, `transformer`, `hybrid`), as the core reports: engines accept
+   * models by it. Absent when the folder could not be inspected.
+   */
+  engine?: RawEngineKind;
   /** Absolute path of the model folder (in a browser: the base URL or a display name of the files). */
   path: string;
   /**

@@ -9,12 +9,16 @@ import path from 'node:path';
 
 import { PhoenixError, type ErrorCode } from '../binding/errors.js';
 import { openRegularFile, readRange, RegularFileError, type OpenedRegularFile } from '../fs/regular-file.js';
-import { CONFIG_FILE, SHARD_INDEX_FILE, TOKENIZER_FILE } from './describe.js';
+import { CONFIG_FILE, TOKENIZER_FILE } from './describe.js';
 import { isInside } from './names.js';
 
-/** The error code for a problem with `name`: the file's role decides it. */
+/**
+ * The error code for a problem with `name`: the file's role decides it, as in the core's loader
+ * (config → E_BAD_CONFIG, tokenizer → E_TOKENIZER, weights and the shard index → E_BAD_WEIGHTS), so a
+ * file the manager cannot open is reported under the code the core's load gives for it.
+ */
 export function codeForFile(name: string): ErrorCode {
-  if (name === CONFIG_FILE || name === SHARD_INDEX_FILE) return 'E_BAD_CONFIG';
+  if (name === CONFIG_FILE) return 'E_BAD_CONFIG';
   if (name === TOKENIZER_FILE) return 'E_TOKENIZER';
   return 'E_BAD_WEIGHTS';
 }

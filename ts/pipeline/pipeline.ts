@@ -29,7 +29,7 @@ export interface LocalAIPipelineOptions {
   manager?: LocalModelManager;
   /** Models dir of the default manager (default `PHOENIX_MODELS_DIR` or `models/`). */
   modelsDir?: string;
-  /** Binding for the default engine (default: the process-wide one). */
+  /** Binding for the default engine and manager (default: the process-wide one). */
   binding?: BindingSelection | Promise<BindingSelection>;
   /** Memory budget of the default manager, in bytes. */
   memoryBudgetBytes?: number;
@@ -118,6 +118,7 @@ export class LocalAIPipeline {
         modelsDir: options.modelsDir,
         memoryBudgetBytes: options.memoryBudgetBytes,
         engines: [new MambaSSMEngine({ binding: options.binding })],
+        binding: options.binding,
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
     const buffer = options.streamBufferTokens ?? 64;

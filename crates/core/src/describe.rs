@@ -11,6 +11,11 @@ use crate::loader::{detect_container, format_name, weight_files, ModelFiles, SAF
 use crate::models::registry::{family_for, name_config_file, read_config, EngineKind};
 use crate::tokenizer::TOKENIZER_FILE;
 
+/// The files [`describe`] reads; of every other file it only asks whether it exists. A reader
+/// without a file system (WASM: JS reads a folder or fetches URLs) reads these and only looks for
+/// the rest, so describing a model never transfers its weights.
+pub const DESCRIBE_READS: [&str; 2] = [CONFIG_FILE, SAFETENSORS_INDEX_FILE];
+
 /// A model folder as the core would load it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,6 +7,9 @@
  *   `fileReader`; a reader function `(name) => Promise<Uint8Array | Blob | null>` is asked for just
  *   the files the core needs; an object / Map of file name → Uint8Array is copied in. Blobs are
  *   streamed into WASM memory in chunks (no whole-file JS copy).
+ * - `describeModel(source)`: the same sources, described as the core would load them (family,
+ *   format, the files a load reads) from the files the core's describe reads (`describeReads()`);
+ *   every other file is only looked for (`read(name, { probe: true })`), so no weights are read.
  * - Traps (`WebAssembly.RuntimeError`): a Rust panic in a panic=abort build, or in any build a stack
  *   overflow / out-of-memory abort. Rethrown as `[E_INTERNAL] …` (with the panic message when there
  *   is one); the instance is marked dead (its memory may be mid-update), every handle from it then
@@ -79,6 +82,39 @@ async function readModelFiles(set, read) {
       else await addFile(set, name, data);
     }
   }
+}
+
+/** Lets go of what a reader returned for a file that is only looked for (closes a file, ends a download). */
+async function discard(data) {
+  const stream = data instanceof SizedBody ? data.body : null;
+  await stream?.cancel?.().catch(() => undefined);
+}
+
+/**
+ * Fills a `ModelFileSet` for describing: the files the load would look for, in the core's order
+ * (`filesToRead`), read only when the core's describe reads them (`reads`), otherwise recorded as
+ * found. `read(name, { probe: true })` may answer without reading (a HEAD request, an fstat).
+ */
+async function describeModelFiles(set, read, reads) {
+  const absent = [];
+  for (let wanted = set.filesToRead(absent); wanted.length > 0; wanted = set.filesToRead(absent)) {
+    for (const name of wanted) {
+      const probe = !reads.includes(name);
+      const data = await read(name, { probe });
+      if (data === null || data === undefined) absent.push(name);
+      else if (data instanceof RefusedFile) set.refuse(name, data.reason);
+      else if (probe) {
+        await discard(data);
+        set.found(name);
+      } else await addFile(set, name, data);
+    }
+  }
+}
+
+/** A reader over an in-memory `{ name: bytes }` object or `Map`. */
+function mapReader(files) {
+  const entries = new Map(fileEntries(files));
+  return async (name) => entries.get(name) ?? null;
 }
 
 /** The entries of an in-memory `{ name: bytes }` object or `Map`. */
@@ -203,38 +239,73 @@ export function createBinding({ instantiate, fileReader }) {
     };
   }
 
+  /**
+   * Runs `fill(set, read)` on a fresh `ModelFileSet` for `source` and then `finish(set)`; every call
+   * into the set goes through `call`, so a trap while copying is translated too.
+   */
+  async function withFileSet(source, fill, finish) {
+    const instance = await live();
+    const root = typeof source === 'string' ? source : undefined;
+    const set = call(instance, () => new instance.core.ModelFileSet(root));
+    try {
+      const guarded = {
+        add: (name, bytes) => call(instance, () => set.add(name, bytes)),
+        begin: (name, size) => call(instance, () => set.begin(name, size)),
+        append: (chunk) => call(instance, () => set.append(chunk)),
+        filesToRead: (absent) => call(instance, () => set.filesToRead(absent)),
+        refuse: (name, reason) => call(instance, () => set.refuse(name, reason)),
+        found: (name) => call(instance, () => set.found(name)),
+      };
+      await fill(instance, guarded);
+      return finish(instance, set);
+    } finally {
+      if (!instance.dead) set.free();
+    }
+  }
+
+  /** The reader of a folder path / base URL through the entry's `fileReader`. */
+  async function readerOf(source, what) {
+    if (!fileReader) {
+      throw new Error(`[E_INVALID_OPTION] ${what}: this WASM entry cannot read model folders; pass a reader function or { name: Uint8Array }`);
+    }
+    return fileReader(source);
+  }
+
   return {
     /**
      * A folder path (Node) / base URL (browser), a reader `(name) => Promise<Uint8Array | null>`, or
      * `{ name: Uint8Array }` / `Map` of the model's files.
      */
     async loadModel(source) {
-      const instance = await live();
-      const root = typeof source === 'string' ? source : undefined;
-      const set = call(instance, () => new instance.core.ModelFileSet(root));
-      try {
-        // Every call into the set goes through `call`, so a trap while copying is translated too.
-        const guarded = {
-          add: (name, bytes) => call(instance, () => set.add(name, bytes)),
-          begin: (name, size) => call(instance, () => set.begin(name, size)),
-          append: (chunk) => call(instance, () => set.append(chunk)),
-          filesToRead: (absent) => call(instance, () => set.filesToRead(absent)),
-          refuse: (name, reason) => call(instance, () => set.refuse(name, reason)),
-        };
-        if (typeof source === 'string') {
-          if (!fileReader) {
-            throw new Error('[E_INVALID_OPTION] loadModel: this WASM entry cannot read model folders; pass a reader function or { name: Uint8Array }');
-          }
-          await readModelFiles(guarded, await fileReader(source));
-        } else if (typeof source === 'function') {
-          await readModelFiles(guarded, source);
-        } else {
-          for (const [name, bytes] of fileEntries(source)) await addFile(guarded, name, bytes);
-        }
-        return wrapModel(instance, call(instance, () => set.load()));
-      } finally {
-        if (!instance.dead) set.free();
-      }
+      return withFileSet(
+        source,
+        async (_, set) => {
+          if (typeof source === 'string') await readModelFiles(set, await readerOf(source, 'loadModel'));
+          else if (typeof source === 'function') await readModelFiles(set, source);
+          else for (const [name, bytes] of fileEntries(source)) await addFile(set, name, bytes);
+        },
+        (instance, set) => wrapModel(instance, call(instance, () => set.load())),
+      );
+    },
+    /**
+     * What the core would load from `source` (the sources of `loadModel`): family, engine kind,
+     * format and the files a load reads. Reads only the files the core's describe reads.
+     */
+    async describeModel(source) {
+      return withFileSet(
+        source,
+        async (instance, set) => {
+          const reads = call(instance, () => instance.core.describeReads());
+          const read =
+            typeof source === 'string' ? await readerOf(source, 'describeModel') : typeof source === 'function' ? source : mapReader(source);
+          await describeModelFiles(set, read, reads);
+        },
+        (instance, set) => call(instance, () => set.describe()),
+      );
+    },
+    supportedFamilies() {
+      const instance = liveSync();
+      return call(instance, () => instance.core.supportedFamilies());
     },
     buildInfo() {
       const instance = liveSync();

@@ -25,16 +25,17 @@ async function instantiate() {
   return glue;
 }
 
-/** Fetches files relative to `base`; a 404 means the file is absent. */
+/** Fetches files relative to `base`; a 404 means the file is absent. `{ probe: true }`: a HEAD request. */
 async function fileReader(base) {
   const root = new URL(base.endsWith('/') ? base : `${base}/`, globalThis.location?.href);
-  return async (name) => {
+  return async (name, { probe = false } = {}) => {
     const url = new URL(name, root);
-    const response = await fetch(url).catch((error) => {
+    const response = await fetch(url, probe ? { method: 'HEAD' } : undefined).catch((error) => {
       throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: ${error instanceof Error ? error.message : String(error)}`);
     });
     if (response.status === 404) return null;
     if (!response.ok) throw new Error(`[E_MODEL_NOT_FOUND] cannot fetch ${url}: HTTP ${response.status}`);
+    if (probe) return new SizedBody(Number(response.headers.get('content-length') ?? Number.NaN), null);
     // Known length and no content coding: stream the body straight into WASM memory. Otherwise a
     // Blob (held by the browser outside the JS heap), then streamed in.
     const header = response.headers.get('content-length');
@@ -49,6 +50,8 @@ async function fileReader(base) {
 const binding = createBinding({ instantiate, fileReader });
 
 export const loadModel = binding.loadModel;
+export const describeModel = binding.describeModel;
+export const supportedFamilies = binding.supportedFamilies;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;

@@ -1,6 +1,6 @@
 /**
  * Node entry of the WASM binding (`wasm/phoenix-local.js`, loaded by ts/binding/load.ts): the
- * `RawBinding` exports `loadModel(dir)`, `buildInfo()`, `setThreads(n)` over the wasm-bindgen
+ * `RawBinding` exports `loadModel(dir)`, `describeModel(dir)`, `buildInfo()`, `setThreads(n)`… over the wasm-bindgen
  * `--target nodejs` module in ./node/. WASM has no file system, so the model folder is read here
  * and handed to the core as bytes.
  */
@@ -52,7 +52,7 @@ function fileStream(handle, size) {
  * file must resolve inside the model folder or the folder holding it (the models dir), and only a
  * regular file is read — opened without blocking (a FIFO's open would wait for a writer) and checked
  * with fstat on the opened handle, which is then the one read. A refused file is reported to the
- * core (RefusedFile), which words the error.
+ * core (RefusedFile), which words the error. `{ probe: true }`: the same checks, nothing read.
  */
 async function fileReader(dir) {
   const info = await stat(dir).catch(() => null);
@@ -64,7 +64,7 @@ async function fileReader(dir) {
   if (namedParent !== null) roots.push(namedParent);
   const inside = (real) => roots.some((root) => real === root || real.startsWith(root.endsWith(path.sep) ? root : root + path.sep));
 
-  return async (name) => {
+  return async (name, { probe = false } = {}) => {
     const file = path.join(dir, name);
     const entry = await lstat(file).catch((error) => {
       if (error && (error.code === 'ENOENT' || error.code === 'ENOTDIR')) return null;
@@ -88,6 +88,10 @@ async function fileReader(dir) {
       await handle.close();
       return new RefusedFile('not-regular');
     }
+    if (probe) {
+      await handle.close();
+      return new SizedBody(stats.size, null);
+    }
     return new SizedBody(stats.size, fileStream(handle, stats.size));
   };
 }
@@ -95,6 +99,8 @@ async function fileReader(dir) {
 const binding = createBinding({ instantiate, fileReader });
 
 export const loadModel = binding.loadModel;
+export const describeModel = binding.describeModel;
+export const supportedFamilies = binding.supportedFamilies;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;

@@ -20,6 +20,28 @@ pub fn info_to_js(info: &phoenix_core::session::LoadedModelInfo) -> Result<JsVal
     to_js(info)
 }
 
+/// `RawModelLayout` of types.ts (the core's serde shape: camelCase, engine kind in lowercase).
+pub fn layout_to_js(layout: &phoenix_core::describe::ModelLayout) -> Result<JsValue> {
+    to_js(layout)
+}
+
+/// `RawFamily` of types.ts: one entry of the core's family registry.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFamily {
+    name: &'static str,
+    model_types: &'static [&'static str],
+    engine: phoenix_core::models::EngineKind,
+}
+
+pub fn families_to_js() -> Result<JsValue> {
+    let families: Vec<RawFamily> = phoenix_core::models::FAMILIES
+        .iter()
+        .map(|f| RawFamily { name: f.name, model_types: f.model_types, engine: f.engine })
+        .collect();
+    to_js(&families)
+}
+
 pub fn build_info_to_js(info: &phoenix_core::session::BuildInfo) -> Result<JsValue> {
     to_js(info)
 }

@@ -2,21 +2,27 @@
 //! the JS side stream a multi-hundred-MB checkpoint from disk / the network straight into the buffer
 //! the core will keep, instead of holding a full JS copy next to the WASM one. Which files to read is
 //! the core's decision (`loader::read_plan`), asked through `filesToRead`.
+//!
+//! The same set describes a model without its weights (`describe`): the reader then adds only the
+//! files the core's describe reads (`describeReads`) and reports the others it found (`found`).
 
 use js_sys::Uint8Array;
+use phoenix_core::describe::{self, DESCRIBE_READS};
 use phoenix_core::error::{invalid_option, unsupported_model, Result};
 use phoenix_core::loader::read_plan::{self, ReadProgress};
 use phoenix_core::loader::{FileRefusal, ModelFiles, SAFETENSORS_INDEX_FILE};
 use phoenix_core::session::LoadedModel;
 use wasm_bindgen::prelude::*;
 
-use crate::{guarded, RawModel};
+use crate::{convert, guarded, RawModel};
 
 /// One file: its bytes so far and the size announced by `begin`.
 struct File {
     name: String,
     bytes: Vec<u8>,
     size: usize,
+    /// Found by the reader but not read (`found`): enough to describe, not to load.
+    unread: bool,
 }
 
 #[wasm_bindgen]
@@ -45,8 +51,34 @@ impl ModelFileSet {
                 "{name} ({size} bytes) does not fit in WASM memory (4 GiB address space); use the native backend"
             ))
         })?;
-        self.files.push(File { name, bytes, size });
+        self.files.push(File { name, bytes, size, unread: false });
         Ok(self.files.last_mut().expect("just pushed"))
+    }
+
+    /// Takes the files and refusals out (the set is empty afterwards), refusing a file cut short
+    /// and, unless `unread_ok`, one only looked for; `unread_ok` still requires the bytes of what
+    /// describe reads.
+    fn take_files(&mut self, unread_ok: bool) -> Result<ModelFiles> {
+        let files = std::mem::take(&mut self.files);
+        let refused = std::mem::take(&mut self.refused);
+        if let Some(short) = files.iter().find(|f| !f.unread && f.bytes.len() != f.size) {
+            return Err(invalid_option(format!(
+                "files: {} ended after {} of its {} bytes",
+                short.name,
+                short.bytes.len(),
+                short.size
+            )));
+        }
+        if let Some(unread) =
+            files.iter().find(|f| f.unread && (!unread_ok || DESCRIBE_READS.contains(&f.name.as_str())))
+        {
+            return Err(invalid_option(format!(
+                "files: {} was only found, not read; its bytes are needed",
+                unread.name
+            )));
+        }
+        let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
+        Ok(ModelFiles::from_memory_refusing(self.root.clone(), files, refused))
     }
 }
 
@@ -94,6 +126,15 @@ impl ModelFileSet {
         })
     }
 
+    /// Records that the reader found `name` without reading it (describing needs only the bytes of
+    /// `describeReads()`; a load refuses a set holding such a file).
+    pub fn found(&mut self, name: String) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            self.begin_file(name, 0)?.unread = true;
+            Ok(())
+        })
+    }
+
     /// Records that the reader found `name` but refused to read it (`reason`: `not-regular`,
     /// `outside` or `dangling`); loading then fails on it as the native folder loader does.
     pub fn refuse(&mut self, name: String, reason: String) -> std::result::Result<(), JsError> {
@@ -110,33 +151,30 @@ impl ModelFileSet {
     #[wasm_bindgen(js_name = filesToRead)]
     pub fn files_to_read(&self, absent: Vec<String>) -> std::result::Result<Vec<String>, JsError> {
         guarded(|| {
-            // A refused file counts as found: the load reports it.
-            let present: Vec<String> =
-                self.files.iter().map(|f| f.name.clone()).chain(self.refused.iter().map(|(n, _)| n.clone())).collect();
+            let present: Vec<String> = self.files.iter().map(|f| f.name.clone()).collect();
+            let refused: Vec<String> = self.refused.iter().map(|(n, _)| n.clone()).collect();
             let root = self.root.clone().unwrap_or_default();
             let index = self.get(SAFETENSORS_INDEX_FILE).map(|f| f.bytes.as_slice());
-            read_plan::files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: &root })
+            read_plan::files_to_read(&ReadProgress {
+                present: &present,
+                absent: &absent,
+                refused: &refused,
+                index,
+                root: &root,
+            })
         })
     }
 
     /// Loads the model from the files added so far; the set is empty afterwards (its buffers now
     /// belong to the model, no copy).
     pub fn load(&mut self) -> std::result::Result<RawModel, JsError> {
-        let files = std::mem::take(&mut self.files);
-        let refused = std::mem::take(&mut self.refused);
-        let root = self.root.clone();
-        let model = guarded(|| {
-            if let Some(short) = files.iter().find(|f| f.bytes.len() != f.size) {
-                return Err(invalid_option(format!(
-                    "files: {} ended after {} of its {} bytes",
-                    short.name,
-                    short.bytes.len(),
-                    short.size
-                )));
-            }
-            let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
-            LoadedModel::from_files(&ModelFiles::from_memory_refusing(root, files, refused))
-        })?;
+        let model = guarded(|| LoadedModel::from_files(&self.take_files(false)?))?;
         Ok(RawModel::new(model))
+    }
+
+    /// What the core would load from these files (`RawModelLayout` of types.ts), as
+    /// `describeModel` of the native addon reports it for a folder; the set is empty afterwards.
+    pub fn describe(&mut self) -> std::result::Result<JsValue, JsError> {
+        guarded(|| convert::layout_to_js(&describe::describe(&self.take_files(true)?)?))
     }
 }

@@ -90,6 +90,19 @@ pub fn build_info() -> std::result::Result<JsValue, JsError> {
     guarded(|| convert::build_info_to_js(&session::build_info()))
 }
 
+/// The model families this build runs (the core's registry), as `supportedFamilies()` of the native addon.
+#[wasm_bindgen(js_name = supportedFamilies)]
+pub fn supported_families() -> std::result::Result<JsValue, JsError> {
+    guarded(convert::families_to_js)
+}
+
+/// The files describing a model reads (`ModelFileSet.describe`); of the others a reader only says
+/// whether they exist (`ModelFileSet.found`).
+#[wasm_bindgen(js_name = describeReads)]
+pub fn describe_reads() -> Vec<String> {
+    phoenix_core::describe::DESCRIBE_READS.iter().map(|f| f.to_string()).collect()
+}
+
 /// The core's `setThreads` (on wasm32 it validates the count; WASM always runs on one thread).
 #[wasm_bindgen(js_name = setThreads)]
 pub fn set_threads(n: f64) -> std::result::Result<(), JsError> {

@@ -19,6 +19,9 @@ pub struct ReadProgress<'a> {
     pub present: &'a [String],
     /// Files looked for and not found.
     pub absent: &'a [String],
+    /// Files found but refused by the reader (a FIFO, a link out of the folder): counted as found,
+    /// never read, so a refused shard index ends the plan and the load reports the refusal.
+    pub refused: &'a [String],
     /// The bytes of `model.safetensors.index.json` once it is present (its shards come next).
     pub index: Option<&'a [u8]>,
     /// Where the files come from (folder path / base URL), for messages about a bad index.
@@ -28,7 +31,7 @@ pub struct ReadProgress<'a> {
 /// The next files to read (empty: everything needed has been looked for; load now). A load then
 /// reports anything still missing with its usual error, e.g. no weights → `E_MODEL_NOT_FOUND`.
 pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
-    let seen = |name: &str| progress.present.iter().chain(progress.absent).any(|f| f == name);
+    let seen = |name: &str| progress.present.iter().chain(progress.absent).chain(progress.refused).any(|f| f == name);
     let side: Vec<String> = SIDE_FILES.iter().filter(|f| !seen(f)).map(|f| f.to_string()).collect();
     if !side.is_empty() {
         return Ok(side);
@@ -36,6 +39,9 @@ pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
     for container in WEIGHT_CONTAINERS {
         if progress.absent.iter().any(|f| f == container) {
             continue;
+        }
+        if progress.refused.iter().any(|f| f == container) {
+            return Ok(Vec::new());
         }
         if !progress.present.iter().any(|f| f == container) {
             return Ok(vec![container.to_string()]);
@@ -69,7 +75,7 @@ mod tests {
 
     fn plan(present: &[&str], absent: &[&str], index: Option<&[u8]>) -> Result<Vec<String>> {
         let (present, absent) = (names(present), names(absent));
-        files_to_read(&ReadProgress { present: &present, absent: &absent, index, root: "models/m" })
+        files_to_read(&ReadProgress { present: &present, absent: &absent, refused: &[], index, root: "models/m" })
     }
 
     #[test]
@@ -101,6 +107,16 @@ mod tests {
         assert_eq!(plan(&present, &[], Some(index)).unwrap(), names(&["s-1.safetensors", "s-2.safetensors"]));
         let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, "s-1.safetensors"];
         assert!(plan(&present, &["s-2.safetensors"], Some(index)).unwrap().is_empty());
+    }
+
+    /// A refused index (a FIFO, a link out of the folder) has no bytes to list shards from: the plan
+    /// ends there and the load reports the refusal, as a folder on disk does.
+    #[test]
+    fn a_refused_container_ends_the_plan() {
+        let (present, refused) = (names(&[CONFIG_FILE]), names(&[TOKENIZER_FILE, SAFETENSORS_INDEX_FILE]));
+        let progress =
+            ReadProgress { present: &present, absent: &[], refused: &refused, index: None, root: "models/m" };
+        assert!(files_to_read(&progress).unwrap().is_empty());
     }
 
     #[test]
