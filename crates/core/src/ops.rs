@@ -1,16 +1,13 @@
-//! CPU kernels of the Mamba forward pass, on plain contiguous f32 slices.
-//!
-//! Why plain functions and not candle `CustomOp`s: the model keeps its weights and activations as f32
-//! slices (no `Tensor` bookkeeping in the per-token loop), so the kernels can write straight into
-//! caller-owned scratch buffers and fuse what a tensor graph would split (softplus + discretisation +
-//! scan + readout + D skip + gate in one pass; residual add inside the output GEMM). Each hot loop is
-//! compiled several times (AVX-512, AVX2+FMA, baseline) and picked at run time, so one portable binary
-//! (and later WASM) still gets wide vectors where the CPU has them.
-
+//! The CPU bodies of the fused custom ops in `crate::nn`, on plain slices: the GEMM and threaded
+//! mat-vec (f32, or f16 / bf16 weights widened in registers), causal conv + SiLU, RMSNorm and the
+//! selective scan. `nn` wraps each as a candle `CustomOp` whose `cpu_fwd` calls in here; the kernels
+//! fuse what a tensor graph would split (softplus + discretisation + scan + readout + D skip + gate in
+//! one pass). Each hot loop is compiled several times (AVX-512, AVX2+FMA+F16C, baseline; simd128 on
+//! WASM) and picked at run time, so one portable binary still gets wide vectors where the CPU has them.
 //!
 //! The kernels are crate-private: they take raw slices and sizes and guard `unsafe` code with checks
-//! that the model upholds by construction; outside the crate only the model (`LanguageModel`) runs
-//! them. The SIMD level in use is public (build info, tests at each level).
+//! that their callers uphold by construction. The SIMD level in use is public (build info, tests at
+//! each level).
 
 #[macro_use]
 mod dispatch;
