@@ -29,6 +29,8 @@ use crate::error::{internal, PhoenixError};
 /// (files are checked before any op runs).
 impl From<candle_core::Error> for PhoenixError {
     fn from(e: candle_core::Error) -> Self {
-        internal(format!("tensor op failed: {e}"))
+        // The first line only: with RUST_BACKTRACE set candle appends a backtrace.
+        let text = e.to_string();
+        internal(format!("tensor op failed: {}", text.lines().next().unwrap_or_default()))
     }
 }

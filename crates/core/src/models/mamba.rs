@@ -149,7 +149,8 @@ impl MambaModel {
         let operands = ScanOperands { u: &u, dt: &dt, bc: &x_dbl, b_offset: r, c_offset: r + n, z: &xz, z_offset: e };
         let (y, ssm) = w.scan.forward(&operands, &state.ssm)?;
         *state = LayerState { conv, ssm };
-        Ok((residual + w.out_proj.forward(&y)?)?)
+        // out_proj adds straight into the residual stream.
+        w.out_proj.forward_add(&y, residual)
     }
 }
 

@@ -22,12 +22,13 @@ impl CausalConvSilu {
         Self { weight_t, bias, channels, kernel }
     }
 
-    /// `xs`: `[l, width]` rows whose first `E` columns are the conv inputs; `state`: `[E, K]`.
+    /// `xs`: `[l, width]` rows whose first `E` columns are the conv inputs; `state`: `[E, K]` values
+    /// (any shape; kept flat so the new state is a view of the op's output without a reshape).
     /// Returns `u` `[l, E]` and the state after the last row.
     pub fn forward(&self, xs: &Tensor, state: &Tensor) -> Result<(Tensor, Tensor)> {
         let (l, (e, k)) = (xs.dim(0)?, (self.channels, self.kernel));
         let packed = xs.apply_op2_no_bwd(state, self)?;
-        let new_state = packed.narrow(0, 0, e * k)?.reshape((e, k))?;
+        let new_state = packed.narrow(0, 0, e * k)?;
         let u = packed.narrow(0, e * k, l * e)?.reshape((l, e))?;
         Ok((u, new_state))
     }
@@ -50,7 +51,7 @@ impl CustomOp2 for CausalConvSilu {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (e, k) = (self.channels, self.kernel);
         let (l, width) = xs_layout.shape().dims2()?;
-        if width < e || state_layout.shape().dims2()? != (e, k) {
+        if width < e || state_layout.shape().elem_count() != e * k {
             bail!("{NAME}: input [{l}, {width}] / state {:?} do not fit {e} channels × {k} taps", state_layout.dims());
         }
         let xs = f32s(xs, xs_layout, NAME, "input")?;

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::cpu::{no_cuda, zeros};
+use super::cpu::{f32s, no_cuda, zeros};
 use super::WeightMatrix;
 use crate::error::Result;
 use crate::ops::matmul::{linear_w, MatRef};
@@ -25,6 +25,16 @@ impl Linear {
         &self.weight
     }
 
+    /// `residual + x · Wᵀ (+ b)`: the product accumulates straight into a copy of `residual`
+    /// (`[m, out]`), one op instead of a product and an add.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let y = x.apply_op2_no_bwd(residual, &LinearAddOp { w: &self.weight })?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
     /// `x`: `[m, in]` f32 → `[m, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.apply_op1_no_bwd(&LinearOp { w: &self.weight })?;
@@ -40,6 +50,58 @@ struct LinearOp<'a> {
 }
 
 const NAME: &str = "phoenix-linear";
+const ADD_NAME: &str = "phoenix-linear-add";
+
+/// The lhs view of a 2-D (possibly strided) f32 input.
+fn lhs<'a>(op: &str, w: &WeightMatrix, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<MatRef<'a>> {
+    let (m, k) = layout.shape().dims2()?;
+    if k != w.cols {
+        bail!("{op}: input has {k} columns, the weight {} ({}x{})", w.cols, w.rows, w.cols);
+    }
+    let CpuStorage::F32(values) = storage else { bail!("{op}: input must be f32") };
+    let (row_stride, col_stride) = match layout.stride() {
+        [r, c] => (*r, *c),
+        _ => bail!("{op}: input must be 2-D"),
+    };
+    Ok(MatRef { data: &values[layout.start_offset()..], rows: m, cols: k, row_stride, col_stride })
+}
+
+struct LinearAddOp<'a> {
+    w: &'a WeightMatrix,
+}
+
+impl CustomOp2 for LinearAddOp<'_> {
+    fn name(&self) -> &'static str {
+        ADD_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        residual: &CpuStorage,
+        residual_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = lhs(ADD_NAME, self.w, x, x_layout)?;
+        let n = self.w.rows;
+        if residual_layout.shape().dims2()? != (x.rows, n) {
+            bail!("{ADD_NAME}: residual {:?} is not [{}, {n}]", residual_layout.dims(), x.rows);
+        }
+        let mut out = f32s(residual, residual_layout, ADD_NAME, "residual")?.to_vec();
+        linear_w(x, self.w.weight_ref(), None, &mut out, true);
+        Ok((CpuStorage::F32(out), Shape::from((x.rows, n))))
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        no_cuda(ADD_NAME)
+    }
+}
 
 impl CustomOp1 for LinearOp<'_> {
     fn name(&self) -> &'static str {
@@ -47,17 +109,8 @@ impl CustomOp1 for LinearOp<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = layout.shape().dims2()?;
-        if k != self.w.cols {
-            bail!("{NAME}: input has {k} columns, the weight {} ({}x{})", self.w.cols, self.w.rows, self.w.cols);
-        }
-        let CpuStorage::F32(values) = storage else { bail!("{NAME}: input must be f32") };
-        let (row_stride, col_stride) = match layout.stride() {
-            [r, c] => (*r, *c),
-            _ => bail!("{NAME}: input must be 2-D"),
-        };
-        let x = MatRef { data: &values[layout.start_offset()..], rows: m, cols: k, row_stride, col_stride };
-        let n = self.w.rows;
+        let x = lhs(NAME, self.w, storage, layout)?;
+        let (m, n) = (x.rows, self.w.rows);
         let mut out = zeros(m * n, NAME)?;
         linear_w(x, self.w.weight_ref(), None, &mut out, false);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))

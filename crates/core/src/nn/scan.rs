@@ -6,7 +6,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, held_f32s, no_cuda, zeros};
 use crate::error::Result;
-use crate::ops::scan::{selective_scan, ScanInputs};
+use crate::ops::scan::{selective_scan_from, ScanInputs};
 
 pub struct SelectiveScan {
     /// `[E, N]` = -exp(A_log).
@@ -39,12 +39,13 @@ impl SelectiveScan {
         Self { a, dt_bias, d, channels, state_size }
     }
 
-    /// Runs the scan from `state` (`[E, N]`); returns `y` `[l, E]` and the state after the last token.
+    /// Runs the scan from `state` (`[E, N]` values, kept flat); returns `y` `[l, E]` and the state
+    /// after the last token.
     pub fn forward(&self, x: &ScanOperands, state: &Tensor) -> Result<(Tensor, Tensor)> {
         let (l, e, n) = (x.u.dim(0)?, self.channels, self.state_size);
         let op = ScanOp { scan: self, x };
         let packed = x.u.apply_op3_no_bwd(x.dt, state, &op)?;
-        let new_state = packed.narrow(0, 0, e * n)?.reshape((e, n))?;
+        let new_state = packed.narrow(0, 0, e * n)?;
         let y = packed.narrow(0, e * n, l * e)?.reshape((l, e))?;
         Ok((y, new_state))
     }
@@ -78,7 +79,7 @@ impl CustomOp3 for ScanOp<'_> {
         let (z_rows, z_width) = self.x.z.dims2()?;
         if ue != e
             || dt_layout.shape().dims2()? != (l, e)
-            || state_layout.shape().dims2()? != (e, n)
+            || state_layout.shape().elem_count() != e * n
             || bc_rows != l
             || z_rows != l
             || self.x.b_offset.max(self.x.c_offset) + n > bc_width
@@ -113,8 +114,7 @@ impl CustomOp3 for ScanOp<'_> {
         };
         let mut out = zeros(e * n + l * e, NAME)?;
         let (new_state, y) = out.split_at_mut(e * n);
-        new_state.copy_from_slice(state);
-        selective_scan(&inputs, new_state, y);
+        selective_scan_from(&inputs, state, new_state, y);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

@@ -17,11 +17,12 @@ pub(crate) use super::matvec::matvec;
 use super::size_mul;
 use super::weight_ref::widen;
 // `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).
-#[allow(unused_imports)]
 pub(crate) use super::weight_ref::{widen_rows, WeightRef};
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i] + bias[o]`, `w` row-major `[out_features, x.cols]`,
 /// `out` row-major `[x.rows, out_features]`. With `accumulate` the product is added to `out`.
+/// f32 weights only (tests; the model goes through [`linear_w`]).
+#[cfg(test)]
 pub(crate) fn linear(x: MatRef, w: &[f32], bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
     linear_w(x, WeightRef::F32(w), bias, out, accumulate);
 }

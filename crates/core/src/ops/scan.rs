@@ -51,16 +51,26 @@ struct RowsOut(*mut f32);
 unsafe impl Send for RowsOut {}
 unsafe impl Sync for RowsOut {}
 
-/// Runs the scan. `state`: `[E, N]` in/out. `y`: output `[L, E]` row-major (what out_proj reads).
+/// Runs the scan with `state` (`[E, N]`) updated in place (tests; the model uses [`selective_scan_from`]).
+#[cfg(test)]
 pub(crate) fn selective_scan(inp: &ScanInputs, state: &mut [f32], y: &mut [f32]) {
+    let old = state.to_vec();
+    selective_scan_from(inp, &old, state, y);
+}
+
+/// Runs the scan from `state_in` (`[E, N]`), writing the state after the last token to `state_out`
+/// (each block reads its old state once and writes the new one once: no separate copy) and
+/// `y`: output `[L, E]` row-major (what out_proj reads).
+pub(crate) fn selective_scan_from(inp: &ScanInputs, state_in: &[f32], state: &mut [f32], y: &mut [f32]) {
     let e = inp.dt_bias.len();
     assert!(e >= 1, "selective_scan: no channels");
     let n = inp.a.len() / e;
     let l = inp.len;
     // Checked arithmetic: the blocks write `y` through a raw pointer, trusting `y.len() >= l * e`.
-    assert!(n >= 1 && inp.a.len() == e * n && state.len() == e * n);
+    assert!(n >= 1 && inp.a.len() == e * n && state.len() == e * n && state_in.len() == e * n);
     assert!(inp.d.len() == e && y.len() >= size_mul(e, l));
     if l == 0 {
+        state.copy_from_slice(state_in);
         return;
     }
     assert!(inp.u.len() >= size_mul(l, e) && inp.dt.len() >= size_mul(l, e));
@@ -72,26 +82,30 @@ pub(crate) fn selective_scan(inp: &ScanInputs, state: &mut [f32], y: &mut [f32])
     // Small scans (a decode step of a tiny model) are not worth waking the pool; a 130M-sized
     // decode step (E·N = 24576) is.
     if l * e * n < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
-        for (b, s) in state.chunks_mut(CB * n).enumerate() {
-            scan_block(inp, b * CB, s, out);
+        for (b, (s, old)) in state.chunks_mut(CB * n).zip(state_in.chunks(CB * n)).enumerate() {
+            scan_block(inp, b * CB, old, s, out);
         }
     } else {
-        state.par_chunks_mut(CB * n).enumerate().for_each(|(b, s)| scan_block(inp, b * CB, s, out));
+        state
+            .par_chunks_mut(CB * n)
+            .zip(state_in.par_chunks(CB * n))
+            .enumerate()
+            .for_each(|(b, (s, old))| scan_block(inp, b * CB, old, s, out));
     }
 }
 
-multiversion!(fn scan_block(inp: &ScanInputs, c0: usize, state: &mut [f32], out: RowsOut) = scan_block_body);
+multiversion!(fn scan_block(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) = scan_block_body);
 
 #[inline(always)]
-fn scan_block_body(inp: &ScanInputs, c0: usize, state: &mut [f32], out: RowsOut) {
+fn scan_block_body(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) {
     let n = inp.a.len() / inp.dt_bias.len();
     // Every released Mamba-1 has N = 16: give LLVM the constant; other sizes use heap buffers.
     if n == 16 {
         let (mut s, mut a) = ([[0f32; CB]; 16], [[0f32; CB]; 16]);
-        scan_block_core(inp, c0, state, out, &mut s, &mut a);
+        scan_block_core(inp, c0, state_in, state, out, &mut s, &mut a);
     } else {
         let (mut s, mut a) = (vec![[0f32; CB]; n], vec![[0f32; CB]; n]);
-        scan_block_core(inp, c0, state, out, &mut s, &mut a);
+        scan_block_core(inp, c0, state_in, state, out, &mut s, &mut a);
     }
 }
 
@@ -100,6 +114,7 @@ fn scan_block_body(inp: &ScanInputs, c0: usize, state: &mut [f32], out: RowsOut)
 fn scan_block_core(
     inp: &ScanInputs,
     c0: usize,
+    state_in: &[f32],
     state: &mut [f32],
     out: RowsOut,
     s: &mut [[f32; CB]],
@@ -113,7 +128,7 @@ fn scan_block_core(
     // Lanes ≥ cb stay zero and are never stored back.
     for i in 0..cb {
         for j in 0..n {
-            s[j][i] = state[i * n + j];
+            s[j][i] = state_in[i * n + j];
             a[j][i] = inp.a[(c0 + i) * n + j];
         }
     }

@@ -111,7 +111,6 @@ impl Element for f16 {
 
 /// `out[..rows·cols]` = rows `first_row .. first_row + rows` of the `cols`-wide matrix `w`, widened
 /// to f32 (an embedding gather). Panics when the rows lie outside `w` or `out` is too short.
-#[allow(dead_code)] // until the model's embedding lookup calls it
 pub(crate) fn widen_rows(w: WeightRef, first_row: usize, rows: usize, cols: usize, out: &mut [f32]) {
     let len = size_mul(rows, cols);
     assert!(out.len() >= len, "widen_rows: output shorter than {rows} rows of {cols}");

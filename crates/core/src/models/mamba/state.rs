@@ -32,9 +32,9 @@ impl StateShape {
 /// One layer's state tensors.
 #[derive(Clone)]
 pub(crate) struct LayerState {
-    /// `[E, K]`.
+    /// `[E, K]` values, flat.
     pub conv: Tensor,
-    /// `[E, N]`.
+    /// `[E, N]` values, flat.
     pub ssm: Tensor,
 }
 
@@ -49,8 +49,8 @@ impl MambaState {
     pub fn new(shape: StateShape, device: &Device) -> Result<Self> {
         let (e, k, n) = (shape.channels, shape.conv_kernel, shape.state_size);
         let layer = LayerState {
-            conv: Tensor::zeros((e, k), candle_core::DType::F32, device)?,
-            ssm: Tensor::zeros((e, n), candle_core::DType::F32, device)?,
+            conv: Tensor::zeros(e * k, candle_core::DType::F32, device)?,
+            ssm: Tensor::zeros(e * n, candle_core::DType::F32, device)?,
         };
         // Tensors are immutable values (ops return new states), so layers may share the zeros.
         Ok(Self { shape, layers: vec![layer; shape.layers], tokens: 0 })
@@ -86,7 +86,7 @@ impl ModelState for MambaState {
         let mut out = Vec::with_capacity(self.shape.bytes());
         for layer in &self.layers {
             for t in [&layer.conv, &layer.ssm] {
-                for v in t.flatten_all()?.to_vec1::<f32>()? {
+                for v in t.to_vec1::<f32>()? {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -112,9 +112,9 @@ impl ModelState for MambaState {
         let mut at = 0;
         for layer in &mut self.layers {
             let device = layer.conv.device().clone();
-            layer.conv = Tensor::from_slice(&values[at..at + e * k], (e, k), &device)?;
+            layer.conv = Tensor::from_slice(&values[at..at + e * k], e * k, &device)?;
             at += e * k;
-            layer.ssm = Tensor::from_slice(&values[at..at + e * n], (e, n), &device)?;
+            layer.ssm = Tensor::from_slice(&values[at..at + e * n], e * n, &device)?;
             at += e * n;
         }
         self.tokens = tokens;
