@@ -266,7 +266,7 @@ async function main(): Promise<number> {
         prefill_tps: 'prompt tokens / wall time to consume the prompt from an empty state and pick the next token by argmax',
         ttft_ms: 'wall time from starting a greedy generation on the prompt to receiving its first token',
         decode_tps: 'greedy tokens after the first / their wall time, one token per step',
-        peak_rss_mb: 'VmHWM of the engine\'s own worker process (includes Node itself)',
+        peak_rss_mb: 'VmHWM of the process the engine computes in: its own Node worker (Node included), or for llama.cpp cpu-native the driver process (no Node)',
         weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
         bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',

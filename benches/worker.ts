@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2] ?? '') as WorkerJob;
   const engine = makeEngine(job);
   const load = await engine.load();
-  const rssAfterLoadMb = rssMb('VmRSS');
+  const rssAfterLoadMb = engine.engineRssMb?.('VmRSS') ?? rssMb('VmRSS');
   const result: WorkerResult = {
     engine: engine.name,
     backend: engine.backend,
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
 
   result.describe = engine.describe();
   result.weightBytes = engine.weightBytes();
-  result.peakRssMb = rssMb('VmHWM');
+  result.peakRssMb = engine.engineRssMb?.('VmHWM') ?? rssMb('VmHWM');
   await engine.dispose();
   writeFileSync(job.resultOut, JSON.stringify(result));
 }

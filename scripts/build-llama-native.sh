@@ -58,10 +58,11 @@ if [[ ! -f "$PREFIX/.built" ]]; then
 fi
 
 DRIVER="$PREFIX/bin/phoenix-llama-driver"
-if [[ ! -x "$DRIVER" || "$DRIVER_SRC" -nt "$DRIVER" ]]; then
+if [[ ! -x "$DRIVER" || "$DRIVER_SRC" -nt "$DRIVER" || "${BASH_SOURCE[0]}" -nt "$DRIVER" ]]; then
   mkdir -p "$PREFIX/bin"
   cc -O2 -std=c11 -Wall -Wextra -I"$PREFIX/include" "$DRIVER_SRC" -o "$DRIVER.tmp" \
-    -L"$PREFIX/lib" -lllama -lggml -lggml-base -Wl,-rpath,"$PREFIX/lib"
+    -L"$PREFIX/lib" -lllama -lggml -lggml-base \
+    -Wl,--disable-new-dtags,-rpath,"$PREFIX/lib" # RPATH, not RUNPATH: also finds libllama's own ggml dependencies
   mv "$DRIVER.tmp" "$DRIVER"
 fi
 echo "$DRIVER"

@@ -68,6 +68,18 @@ export class LlamaCppNativeEngine implements BenchEngine {
     return this.ready?.weightBytes;
   }
 
+  /** The driver's own resident set (no Node in it), from /proc; undefined off Linux. */
+  engineRssMb(field: 'VmHWM' | 'VmRSS'): number | undefined {
+    if (!this.child?.pid) return undefined;
+    try {
+      const status = readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
+      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+      return match ? Number(match[1]) / 1024 : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   private async readLine(): Promise<string> {
     const next = await this.lines!.next();
     if (next.done) throw new Error(`llama.cpp driver exited: ${this.stderr.trim().split('\n').slice(-5).join(' | ') || 'no message'}`);

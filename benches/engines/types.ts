@@ -59,6 +59,11 @@ export interface BenchEngine {
    * once: every matrix is read for one mat-vec, and the tied embedding doubles as the output head.
    */
   weightBytes(): number | undefined;
+  /**
+   * Resident set (VmRSS after load, VmHWM peak) of the process the engine computes in, MiB, when that is
+   * not the worker itself (llama.cpp's native driver is a child process); undefined: the worker's own.
+   */
+  engineRssMb?(field: 'VmHWM' | 'VmRSS'): number | undefined;
   load(): Promise<LoadOutcome>;
   /**
    * Consumes `ids` from an empty state and produces the next-token logits of the last position

@@ -11,6 +11,7 @@
  * On start it prints "ready <load_ms> <weight_bytes> <n_params> <n_vocab>" (weight bytes: llama_model_size,
  * the bytes of every tensor as loaded). Errors go to stderr with a non-zero exit.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
