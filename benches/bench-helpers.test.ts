@@ -1,4 +1,9 @@
 /** Pure helpers of the benchmark harness (no engines, no model files). */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
 import { describe, expect, it } from 'vitest';
 
 import { parseDriverReady, parseDriverToken } from './engines/llamacpp-native.js';
@@ -6,6 +11,7 @@ import type { WorkerResult } from './engines/types.js';
 import { parseArgs } from './lib/args.js';
 import { bandwidthShare, fitsInCache, formatBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
 import type { BenchVariant } from './lib/bench-model.js';
+import { findNativeLlama } from './lib/llama-native.js';
 import { planWorkers } from './lib/plan.js';
 import { promptIds } from './lib/prompt.js';
 import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, ratios, summarise, wasmRatios } from './lib/report.js';
@@ -254,5 +260,22 @@ describe('bench args and prompt for the new rows', () => {
     expect(new Set(ids).size).toBeGreaterThan(400);
     expect(promptIds(512, 1234, 1e9)).toEqual(promptIds(512));
     expect(() => promptIds(4, 1234, 2)).toThrow(/no ordinary ids/);
+  });
+});
+
+describe('bench llama.cpp native build lookup', () => {
+  it('reports a missing build without starting one', () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'phoenix-llama-native-'));
+    const saved = process.env.PHOENIX_LLAMA_NATIVE_DIR;
+    process.env.PHOENIX_LLAMA_NATIVE_DIR = cache;
+    try {
+      const found = findNativeLlama(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'));
+      expect(found).toEqual({ missing: expect.stringMatching(/not built .*scripts\/build-llama-native\.sh/) });
+      expect(readdirSync(cache)).toEqual([]); // nothing fetched, nothing built
+    } finally {
+      if (saved === undefined) delete process.env.PHOENIX_LLAMA_NATIVE_DIR;
+      else process.env.PHOENIX_LLAMA_NATIVE_DIR = saved;
+      rmSync(cache, { recursive: true, force: true });
+    }
   });
 });
