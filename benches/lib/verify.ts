@@ -74,7 +74,7 @@ export async function verifyLogits(
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-logits-'));
   const got = new Map<string, Float32Array>();
   const errors: Record<string, string> = {};
-  const checked = workers.filter((w) => w.variant.reference && (w.engine !== 'llama.cpp' || w.variant.ggufPath));
+  const checked = workers.filter((w) => w.variant.reference);
   try {
     for (const w of checked) {
       const label = logitsLabel(w);
