@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { parseDriverReady, parseDriverToken } from './engines/llamacpp-native.js';
 import type { WorkerResult } from './engines/types.js';
 import { parseArgs } from './lib/args.js';
-import { bandwidthShare, fitsInCache, formatBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
+import { bandwidthShare, fitsInCache, formatBandwidth, mergeBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
 import type { BenchVariant } from './lib/bench-model.js';
 import { findNativeLlama } from './lib/llama-native.js';
 import { planWorkers } from './lib/plan.js';
@@ -151,6 +151,20 @@ describe('bench bandwidth', () => {
     expect(fitsInCache(258e6, 480 * 2 ** 20)).toBe(true);
     expect(fitsInCache(516e6, 480 * 2 ** 20)).toBe(false);
     expect(fitsInCache(516e6, null)).toBe(false);
+  });
+
+  it('takes the better of the probes before and after the engines, per thread count', () => {
+    const one = (threads: number, gbps: number): BandwidthSample => ({ ...sample, threads, best_gbps: gbps });
+    const before = { by_threads: { '1': one(1, 9), '2': one(2, 6) }, method: 'probe', last_level_cache_bytes: 1, errors: {} };
+    const after = { by_threads: { '1': one(1, 8), '2': one(2, 10) }, method: 'probe', last_level_cache_bytes: 1, errors: { '4': 'failed' } };
+    const merged = mergeBandwidth(before, after);
+    expect(merged.by_threads['1']!.best_gbps).toBe(9);
+    expect(merged.by_threads['2']!.best_gbps).toBe(10);
+    expect(merged.errors).toEqual({ '4': 'failed' });
+    expect(merged.method).toContain('before and after');
+    const failedOnce = mergeBandwidth({ ...before, by_threads: {}, errors: { '1': 'busy' } }, { ...after, errors: {} });
+    expect(failedOnce.errors).toEqual({});
+    expect(failedOnce.by_threads['1']!.best_gbps).toBe(8);
   });
 
   it('puts weight GB/s and the share in each decode row, marking cache-resident weights', () => {

@@ -18,7 +18,7 @@ import { defaultWasmPath } from '../ts/index.js';
 
 import { WASM_THREADS, type EngineId, type LlamaBuild, type WorkerResult } from './engines/types.js';
 import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
-import { formatBandwidth, measureBandwidth, type Bandwidth } from './lib/bandwidth.js';
+import { formatBandwidth, measureBandwidth, mergeBandwidth, type Bandwidth } from './lib/bandwidth.js';
 import { defaultModelVariant, ensureBenchModel, MODEL_NAME, type BenchVariant } from './lib/bench-model.js';
 import { findNativeLlama } from './lib/llama-native.js';
 import { machineInfo } from './lib/machine.js';
@@ -182,8 +182,9 @@ async function main(): Promise<number> {
 
   // Before the engines, on an otherwise idle process tree: the memory limit each decode row runs against.
   console.log('[bench] measuring the machine\'s read bandwidth ...');
-  const bandwidth: Bandwidth = measureBandwidth(REPO_ROOT, [...opts.threads, ...(opts.engines.includes(WASM) ? [WASM_THREADS] : [])]);
-  console.log(`[bench] ${formatBandwidth(bandwidth)}`);
+  const probeThreads = [...opts.threads, ...(opts.engines.includes(WASM) ? [WASM_THREADS] : [])];
+  const bandwidthBefore: Bandwidth = measureBandwidth(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatBandwidth(bandwidthBefore)}`);
 
   let verification: Verification | undefined;
   if (opts.verify) {
@@ -192,6 +193,10 @@ async function main(): Promise<number> {
   }
 
   const { results, errors } = await benchmark(opts, plan, llamaDriver);
+  console.log('[bench] measuring the machine\'s read bandwidth again ...');
+  const bandwidthAfter = measureBandwidth(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatBandwidth(bandwidthAfter)}`);
+  const bandwidth = mergeBandwidth(bandwidthBefore, bandwidthAfter);
   const rows: ResultRow[] = [];
   const addRow = (w: PlannedWorker, threads: number) => {
     const r = results.get(`${w.id}@${threads}`);
@@ -236,7 +241,7 @@ async function main(): Promise<number> {
       reliable: caveats.length === 0,
       caveats,
     },
-    bandwidth,
+    bandwidth: { ...bandwidth, before: bandwidthBefore.by_threads, after: bandwidthAfter.by_threads },
     machine,
     verification: verification && {
       ...verification,
