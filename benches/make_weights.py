@@ -6,8 +6,13 @@ The same weights are written twice so two engines can run the *same* model:
   <out>/model.gguf   GGUF F32 for llama.cpp, converted exactly as llama.cpp's Mamba converter does
                      (A_log -> ssm_a = -exp(A_log), conv weight squeezed to [E, K], tied head omitted,
                      GPT-NeoX BPE vocab padded to the embedding rows with UNUSED "[PAD<id>]" tokens).
-It also writes float64 reference logits of a short check prompt (a plain numpy forward pass) and
-manifest.json (written last), which benches/run.ts uses to decide whether the files can be reused.
+and once more in bfloat16, as a bf16 checkpoint of the same model would be shipped:
+  <out>/hf-bf16/         every tensor BF16 (the f32 weights rounded to nearest even)
+  <out>/model-bf16.gguf  what the converter makes of that checkpoint with --outtype bf16: BF16 matrices,
+                         F32 for 1-D tensors, norms, ssm_conv1d and ssm_a (its tensor-type rules)
+It also writes float64 reference logits of a short check prompt (a plain numpy forward pass) for both
+weight sets and manifest.json (written last), which benches/run.ts uses to decide whether the files can
+be reused.
 
 Real (trained) weights cannot be fetched offline; for speed only the shapes matter, and the
 magnitudes below follow Mamba's own initialisation so activations stay finite and realistic.
@@ -24,8 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from safetensors import TensorSpec, serialize_file
 from safetensors.numpy import save_file
 import gguf
+from gguf import quants
 
 SPEC = {
     "hidden_size": 768,
@@ -82,6 +89,21 @@ def make_weights(seed: int) -> dict[str, np.ndarray]:
     return w
 
 
+def to_bf16(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights rounded to bfloat16 (gguf-py's rounding, the converter's own), held widened as float32."""
+    bf16 = gguf.GGMLQuantizationType.BF16
+    return {k: quants.dequantize(quants.quantize(v, bf16), bf16).reshape(v.shape) for k, v in weights.items()}
+
+
+def save_bf16_safetensors(path: Path, weights: dict[str, np.ndarray]) -> None:
+    """A BF16 model.safetensors (numpy has no bfloat16 dtype: the raw bits go through safetensors' serializer)."""
+    bf16 = gguf.GGMLQuantizationType.BF16
+    bits = {k: np.ascontiguousarray(quants.quantize(v, bf16)) for k, v in weights.items()}  # keeps buffers alive
+    specs = {k: TensorSpec(dtype="bfloat16", shape=list(weights[k].shape), data_ptr=b.ctypes.data, data_len=b.nbytes)
+             for k, b in bits.items()}
+    serialize_file(specs, str(path), metadata={"format": "pt"})
+
+
 def hf_config() -> dict:
     d = SPEC["hidden_size"]
     return {
@@ -110,10 +132,15 @@ def hf_config() -> dict:
     }
 
 
-def write_hf(out: Path, weights: dict[str, np.ndarray], tokenizer_dir: Path) -> None:
+def write_hf(out: Path, weights: dict[str, np.ndarray], tokenizer_dir: Path, dtype: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config(), indent=2) + "\n")
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = hf_config()
+    config["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16"}[dtype]
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if dtype == "bf16":
+        save_bf16_safetensors(out / "model.safetensors", weights)
+    else:
+        save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(tokenizer_dir / name, out / name)
 
@@ -143,7 +170,17 @@ def gguf_vocab(tokenizer_json: Path, n_vocab: int) -> tuple[list[str], list[int]
     return tokens, types
 
 
-def write_gguf(path: Path, weights: dict[str, np.ndarray], hf_dir: Path) -> None:
+def gguf_tensor_type(gguf_name: str, n_dims: int, dtype: str) -> gguf.GGMLQuantizationType:
+    """The converter's tensor-type rules (conversion/base.py prepare_tensors) for the tensors of a Mamba-1."""
+    f32 = gguf.GGMLQuantizationType.F32
+    if dtype == "f32" or n_dims <= 1 or gguf_name.endswith("_norm.weight"):
+        return f32
+    if ".ssm_conv1d." in gguf_name or not gguf_name.endswith(".weight"):  # ssm_conv1d; ssm_a
+        return f32
+    return gguf.GGMLQuantizationType.BF16
+
+
+def write_gguf(path: Path, weights: dict[str, np.ndarray], hf_dir: Path, dtype: str) -> None:
     d = SPEC["hidden_size"]
     n_layer = SPEC["num_hidden_layers"]
     w = gguf.GGUFWriter(str(path), "mamba")
@@ -159,7 +196,7 @@ def write_gguf(path: Path, weights: dict[str, np.ndarray], hf_dir: Path) -> None
     w.add_ssm_time_step_rank(SPEC["time_step_rank"])
     w.add_layer_norm_rms_eps(SPEC["layer_norm_epsilon"])
     w.add_ssm_dt_b_c_rms(False)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_BF16 if dtype == "bf16" else gguf.LlamaFileType.ALL_F32)
 
     tokens, types = gguf_vocab(hf_dir / "tokenizer.json", SPEC["vocab_size"])
     w.add_tokenizer_model("gpt2")
@@ -170,22 +207,26 @@ def write_gguf(path: Path, weights: dict[str, np.ndarray], hf_dir: Path) -> None
     special = gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=len(tokens))
     special.add_to_gguf(w, quiet=True)
 
-    # GGUFWriter writes ne[] reversed from the numpy shape, i.e. PyTorch [out, in] -> ne {in, out}.
-    w.add_tensor("token_embd.weight", weights["backbone.embeddings.weight"])
+    def add(name: str, data: np.ndarray) -> None:
+        qtype = gguf_tensor_type(name, data.ndim, dtype)
+        # GGUFWriter writes ne[] reversed from the numpy shape, i.e. PyTorch [out, in] -> ne {in, out}.
+        w.add_tensor(name, quants.quantize(data, qtype), raw_dtype=qtype)
+
+    add("token_embd.weight", weights["backbone.embeddings.weight"])
     for i in range(n_layer):
         p = f"backbone.layers.{i}."
         b = f"blk.{i}."
-        w.add_tensor(b + "attn_norm.weight", weights[p + "norm.weight"])
-        w.add_tensor(b + "ssm_in.weight", weights[p + "mixer.in_proj.weight"])
-        w.add_tensor(b + "ssm_conv1d.weight", np.ascontiguousarray(weights[p + "mixer.conv1d.weight"][:, 0, :]))
-        w.add_tensor(b + "ssm_conv1d.bias", weights[p + "mixer.conv1d.bias"])
-        w.add_tensor(b + "ssm_x.weight", weights[p + "mixer.x_proj.weight"])
-        w.add_tensor(b + "ssm_dt.weight", weights[p + "mixer.dt_proj.weight"])
-        w.add_tensor(b + "ssm_dt.bias", weights[p + "mixer.dt_proj.bias"])
-        w.add_tensor(b + "ssm_a", (-np.exp(weights[p + "mixer.A_log"].astype(np.float64))).astype(np.float32))
-        w.add_tensor(b + "ssm_d", weights[p + "mixer.D"])
-        w.add_tensor(b + "ssm_out.weight", weights[p + "mixer.out_proj.weight"])
-    w.add_tensor("output_norm.weight", weights["backbone.norm_f.weight"])
+        add(b + "attn_norm.weight", weights[p + "norm.weight"])
+        add(b + "ssm_in.weight", weights[p + "mixer.in_proj.weight"])
+        add(b + "ssm_conv1d.weight", np.ascontiguousarray(weights[p + "mixer.conv1d.weight"][:, 0, :]))
+        add(b + "ssm_conv1d.bias", weights[p + "mixer.conv1d.bias"])
+        add(b + "ssm_x.weight", weights[p + "mixer.x_proj.weight"])
+        add(b + "ssm_dt.weight", weights[p + "mixer.dt_proj.weight"])
+        add(b + "ssm_dt.bias", weights[p + "mixer.dt_proj.bias"])
+        add(b + "ssm_a", (-np.exp(weights[p + "mixer.A_log"].astype(np.float64))).astype(np.float32))
+        add(b + "ssm_d", weights[p + "mixer.D"])
+        add(b + "ssm_out.weight", weights[p + "mixer.out_proj.weight"])
+    add("output_norm.weight", weights["backbone.norm_f.weight"])
     # output.weight omitted: the head is tied, and the converter drops it when equal to token_embd.
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -264,25 +305,30 @@ def main() -> int:
     manifest_path.unlink(missing_ok=True)  # written last: its presence marks a complete model
 
     weights = make_weights(args.seed)
+    files: dict[str, Path] = {}
+    variants: dict[str, dict] = {}
+    ref = None
+    for dtype, tensors, suffix in (("f32", weights, ""), ("bf16", to_bf16(weights), "-bf16")):
+        hf_dir = out / f"hf{suffix}"
+        write_hf(hf_dir, tensors, args.tokenizer_dir, dtype)
+        gguf_path = out / f"model{suffix}.gguf"
+        write_gguf(gguf_path, tensors, hf_dir, dtype)
+        logits = reference_logits(tensors, CHECK_IDS)
+        if not np.isfinite(logits).all():
+            print(f"make_weights: {dtype} reference logits are not finite", file=sys.stderr)
+            return 1
+        ref_path = out / f"reference_logits{suffix}.f64"
+        logits.astype("<f8").tofile(ref_path)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            files[f"{hf_dir.name}/{name}"] = hf_dir / name
+        files[gguf_path.name] = gguf_path
+        files[ref_path.name] = ref_path
+        variants[dtype] = {"hf_dir": hf_dir.name, "gguf": gguf_path.name, "reference_logits": ref_path.name,
+                           "reference_abs_max": float(np.abs(logits).max())}
+        if dtype == "f32":
+            ref = logits
     hf_dir = out / "hf"
-    write_hf(hf_dir, weights, args.tokenizer_dir)
     gguf_path = out / "model.gguf"
-    write_gguf(gguf_path, weights, hf_dir)
-
-    ref = reference_logits(weights, CHECK_IDS)
-    if not np.isfinite(ref).all():
-        print("make_weights: reference logits are not finite", file=sys.stderr)
-        return 1
-    ref_path = out / "reference_logits.f64"
-    ref.astype("<f8").tofile(ref_path)
-
-    files = {
-        "hf/config.json": hf_dir / "config.json",
-        "hf/model.safetensors": hf_dir / "model.safetensors",
-        "hf/tokenizer.json": hf_dir / "tokenizer.json",
-        "model.gguf": gguf_path,
-        "reference_logits.f64": ref_path,
-    }
     manifest = {
         # benches/run.ts regenerates when this script changes (its hash no longer matches).
         "generator_sha256": sha256(Path(__file__)),
@@ -295,6 +341,8 @@ def main() -> int:
                              "dtype": "float64-le", "abs_max": float(np.abs(ref).max()),
                              "std": float(ref.std())},
         "files": {k: {"bytes": p.stat().st_size} for k, p in files.items()},
+        # The same weights per dtype: HF folder, GGUF and float64 reference logits of the check prompt.
+        "variants": variants,
         "gguf_sha256": sha256(gguf_path),
         "safetensors_sha256": sha256(hf_dir / "model.safetensors"),
     }

@@ -1,8 +1,12 @@
 /**
- * `npm run bench`: phoenix-local (native addon) against llama.cpp (node-llama-cpp, CPU) on the same
- * Mamba-130M-shaped f32 model with the same token ids, same threads, one engine at a time, each in
- * its own process; plus phoenix-local on its WASM binding (single-threaded: one 1-thread row,
- * compared with native at 1 thread). Prints a table and writes bench-results.json at the repo root.
+ * `npm run bench`: phoenix-local (native addon) against llama.cpp on the same Mamba-130M-shaped model,
+ * in f32 and in bf16, with the same token ids, same threads, one engine at a time, each in its own
+ * process. llama.cpp runs twice: node-llama-cpp's generic prebuilt binary and llama.cpp built from
+ * source for this CPU (scripts/build-llama-native.sh); every ratio is against the faster of the two.
+ * Also phoenix-local on its WASM binding (single-threaded: one 1-thread row, compared with native at
+ * 1 thread) and on the project's default model (a small model, where per-op overhead shows). The
+ * machine's read bandwidth is measured in the same run, and each decode row reports the weight GB/s it
+ * streamed and its share of that limit. Prints a table and writes bench-results.json at the repo root.
  * Options: `npm run bench -- --help`.
  */
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
@@ -12,12 +16,28 @@ import { fileURLToPath } from 'node:url';
 
 import { defaultWasmPath } from '../ts/index.js';
 
-import { WASM_THREADS, type EngineId, type WorkerResult } from './engines/types.js';
+import { WASM_THREADS, type EngineId, type LlamaBuild, type WorkerResult } from './engines/types.js';
 import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
-import { ensureBenchModel, MODEL_NAME, type BenchModel } from './lib/bench-model.js';
+import { formatBandwidth, measureBandwidth, mergeBandwidth, type Bandwidth } from './lib/bandwidth.js';
+import { defaultModelVariant, ensureBenchModel, MODEL_NAME, type BenchVariant } from './lib/bench-model.js';
+import { findNativeLlama } from './lib/llama-native.js';
 import { machineInfo } from './lib/machine.js';
+import { planWorkers, type PlannedWorker } from './lib/plan.js';
 import { promptIds } from './lib/prompt.js';
-import { formatRatios, formatTable, formatVerification, formatWasmRatios, ratios, summarise, TARGETS, wasmRatios, type ResultRow } from './lib/report.js';
+import {
+  bandwidthShortfalls,
+  formatHalfRatios,
+  formatRatios,
+  formatTable,
+  formatVerification,
+  formatWasmRatios,
+  halfRatios,
+  ratios,
+  summarise,
+  TARGETS,
+  wasmRatios,
+  type ResultRow,
+} from './lib/report.js';
 import { runWorker } from './lib/spawn-worker.js';
 import { verifyLogits, type Verification } from './lib/verify.js';
 
@@ -39,10 +59,14 @@ function greedyAgreement(a: readonly number[], b: readonly number[]): { identica
 function oversubscriptionWarnings(rows: readonly ResultRow[]): string[] {
   const warnings: string[] = [];
   for (const row of rows) {
-    const single = rows.find((r) => r.engine === row.engine && r.backend === row.backend && r.threads === 1);
+    const single = rows.find(
+      (r) => r.engine === row.engine && r.backend === row.backend && r.model === row.model && r.dtype === row.dtype && r.threads === 1,
+    );
     if (!single || row.threads <= 1) continue;
     if (row.decode_tps < single.decode_tps || row.prefill_tps < single.prefill_tps) {
-      warnings.push(`${row.engine} is slower at ${row.threads} threads than at 1: the cores were busy (oversubscribed); these numbers are not representative`);
+      warnings.push(
+        `${row.engine} (${row.backend}, ${row.model} ${row.dtype}) is slower at ${row.threads} threads than at 1: the cores were busy (oversubscribed); these numbers are not representative`,
+      );
     }
   }
   return warnings;
@@ -53,36 +77,51 @@ const WASM: EngineId = 'phoenix-local-wasm';
 /** Thread count a worker of `engine` runs with in the `threads` pass (WASM: always 1). */
 const workerThreads = (engine: EngineId, threads: number) => (engine === WASM ? WASM_THREADS : threads);
 
-async function benchmark(opts: BenchOptions, model: BenchModel, ids: number[]) {
+/** Prompt ids a variant is run with (the same ids for every engine on the same weights). */
+const variantIds = (opts: BenchOptions, v: BenchVariant) => promptIds(opts.promptTokens, undefined, v.vocabSize);
+
+async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], llamaDriver: string | undefined) {
   const results = new Map<string, WorkerResult[]>();
   const errors: Record<string, string> = {};
-  const failed = new Set<EngineId>();
+  const failed = new Set<string>();
   // WASM runs in one pass only: the 1-thread pass if there is one, else the last.
   const wasmPass = opts.threads.includes(WASM_THREADS) ? WASM_THREADS : opts.threads[opts.threads.length - 1]!;
   for (const passThreads of opts.threads) {
     for (let run = 0; run < opts.runs; run++) {
-      // Alternate the order so slow drifts in machine load hit both engines alike.
-      const engines = opts.engines.filter((e) => e !== WASM || passThreads === wasmPass);
-      const order = run % 2 === 0 ? engines : [...engines].reverse();
-      for (const engine of order) {
-        if (failed.has(engine)) continue;
-        const threads = workerThreads(engine, passThreads);
-        process.stdout.write(`[bench] ${engine} threads=${threads} run ${run + 1}/${opts.runs} ... `);
+      // Alternate the order so slow drifts in machine load hit every engine alike.
+      const workers = plan.filter((w) => w.engine !== WASM || passThreads === wasmPass);
+      const order = run % 2 === 0 ? workers : [...workers].reverse();
+      for (const w of order) {
+        if (failed.has(w.id)) continue;
+        const threads = workerThreads(w.engine, passThreads);
+        const ids = variantIds(opts, w.variant);
+        process.stdout.write(`[bench] ${w.id} threads=${threads} run ${run + 1}/${opts.runs} ... `);
         try {
           const r = await runWorker(
             REPO_ROOT,
-            { engine, threads, hfDir: model.hfDir, ggufPath: model.ggufPath, mode: 'bench', promptIds: ids, decodeSteps: opts.decodeTokens, iterations: opts.iterations },
+            {
+              engine: w.engine,
+              threads,
+              hfDir: w.variant.hfDir,
+              ggufPath: w.variant.ggufPath ?? '',
+              llamaBuild: w.llamaBuild,
+              llamaDriver,
+              mode: 'bench',
+              promptIds: ids,
+              decodeSteps: opts.decodeTokens,
+              iterations: opts.iterations,
+            },
             WORKER_TIMEOUT_MS,
           );
-          const key = `${engine}@${threads}`;
+          const key = `${w.id}@${threads}`;
           results.set(key, [...(results.get(key) ?? []), r]);
           const pre = r.prefillMs.map((ms) => ((ids.length / ms) * 1000).toFixed(1)).join('/');
           const dec = r.generations.map((g) => ((g.decodeSteps / g.decodeMs) * 1000).toFixed(1)).join('/');
           console.log(`load ${r.load.loadMs.toFixed(0)} ms, prefill ${pre} tok/s, decode ${dec} tok/s, peak RSS ${r.peakRssMb.toFixed(0)} MB`);
         } catch (error) {
           console.log('FAILED');
-          errors[engine] = (error as Error).message;
-          failed.add(engine);
+          errors[w.id] = (error as Error).message;
+          failed.add(w.id);
           console.error(`[bench] ${(error as Error).message}`);
         }
       }
@@ -100,7 +139,6 @@ async function main(): Promise<number> {
   const opts = parsed;
   const machine = machineInfo(REPO_ROOT);
   const model = ensureBenchModel(REPO_ROOT);
-  const ids = promptIds(opts.promptTokens);
   const headline = opts.threads[0]!;
   const skipped: Record<string, string> = {};
   if (opts.engines.includes(WASM)) {
@@ -111,39 +149,76 @@ async function main(): Promise<number> {
       opts.engines = opts.engines.filter((e) => e !== WASM);
     }
   }
-  if (!opts.engines.length) {
+  let llamaDriver: string | undefined;
+  const llamaBuilds: LlamaBuild[] = [...opts.llamaBuilds];
+  if (opts.engines.includes('llama.cpp') && llamaBuilds.includes('native')) {
+    const found = findNativeLlama(REPO_ROOT);
+    if ('driver' in found) llamaDriver = found.driver;
+    else {
+      skipped['llama.cpp-native'] = `llama.cpp built from source is not available: ${found.missing}`;
+      console.log(`[bench] NOTE: skipping the llama.cpp -march=native rows (ratios use the prebuilt build only): ${found.missing}`);
+      llamaBuilds.splice(llamaBuilds.indexOf('native'), 1);
+    }
+  }
+  const variants: BenchVariant[] = model.variants.filter((v) => opts.models.includes(v.dtype as 'f32' | 'bf16'));
+  if (opts.models.includes('default')) {
+    const v = defaultModelVariant(REPO_ROOT);
+    if (typeof v === 'string') {
+      skipped['default model'] = v;
+      console.log(`[bench] note: no default-model row: ${v}`);
+    } else variants.push(v);
+  }
+  const plan = planWorkers(opts.engines, variants, llamaBuilds);
+  if (!plan.length) {
     console.log('[bench] nothing to run');
     return 0;
   }
+  const ids = promptIds(opts.promptTokens);
   console.log(
-    `[bench] model ${MODEL_NAME} (${(model.manifest.param_count / 1e6).toFixed(1)}M params, ${model.manifest.dtype}, random weights, ` +
+    `[bench] model ${MODEL_NAME} (${(model.manifest.param_count / 1e6).toFixed(1)}M params, ${variants.map((v) => `${v.model} ${v.dtype}`).join(', ')}, random weights, ` +
       `${model.generated ? 'generated now' : 'reused'}); prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
       `threads ${opts.threads.join(',')}, ${opts.runs} run(s) x ${opts.iterations} iteration(s); ${machine.cpu}, ${machine.logicalCores} cores`,
   );
 
+  // Before the engines, on an otherwise idle process tree: the memory limit each decode row runs against.
+  console.log('[bench] measuring the machine\'s read bandwidth ...');
+  const probeThreads = [...opts.threads, ...(opts.engines.includes(WASM) ? [WASM_THREADS] : [])];
+  const bandwidthBefore: Bandwidth = measureBandwidth(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatBandwidth(bandwidthBefore)}`);
+
   let verification: Verification | undefined;
   if (opts.verify) {
-    console.log(`[bench] checking logits of ${opts.engines.join(', ')} against each other and the float64 reference ...`);
-    verification = await verifyLogits(REPO_ROOT, model, opts.engines, headline);
+    console.log(`[bench] checking logits of ${[...new Set(plan.filter((w) => w.variant.reference).map((w) => w.id))].join(', ')} against each other and the float64 references ...`);
+    verification = await verifyLogits(REPO_ROOT, model, plan, headline, llamaDriver);
   }
 
-  const { results, errors } = await benchmark(opts, model, ids);
+  const { results, errors } = await benchmark(opts, plan, llamaDriver);
+  console.log('[bench] measuring the machine\'s read bandwidth again ...');
+  const bandwidthAfter = measureBandwidth(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatBandwidth(bandwidthAfter)}`);
+  const bandwidth = mergeBandwidth(bandwidthBefore, bandwidthAfter);
   const rows: ResultRow[] = [];
-  for (const threads of opts.threads) {
-    for (const engine of opts.engines) {
-      if (engine === WASM) continue;
-      const r = results.get(`${engine}@${threads}`);
-      if (r?.length) rows.push(summarise(r, MODEL_NAME, model.manifest.dtype, ids.length, opts.decodeTokens));
+  const addRow = (w: PlannedWorker, threads: number) => {
+    const r = results.get(`${w.id}@${threads}`);
+    if (r?.length) {
+      rows.push(summarise(r, w.variant.model, w.variant.dtype, opts.promptTokens, opts.decodeTokens, bandwidth.by_threads[String(threads)], bandwidth.last_level_cache_bytes));
     }
-  }
-  const wasmResults = results.get(`${WASM}@${WASM_THREADS}`);
-  if (wasmResults?.length) rows.push(summarise(wasmResults, MODEL_NAME, model.manifest.dtype, ids.length, opts.decodeTokens));
-  const byThreads = Object.fromEntries(opts.threads.map((t) => [String(t), ratios(rows, t)]));
-  const wasm = opts.engines.includes(WASM) ? wasmRatios(rows) : undefined;
+  };
+  for (const threads of opts.threads) for (const w of plan) if (w.engine !== WASM) addRow(w, threads);
+  for (const w of plan) if (w.engine === WASM) addRow(w, WASM_THREADS);
+
+  const byThreads = Object.fromEntries(opts.threads.map((t) => [String(t), ratios(rows, t, 'f32', MODEL_NAME)]));
+  const bf16 = opts.models.includes('bf16')
+    ? Object.fromEntries(
+        opts.threads.map((t) => [String(t), { vs_llama_cpp: ratios(rows, t, 'bf16', MODEL_NAME), vs_f32: halfRatios(rows, t, MODEL_NAME) }]),
+      )
+    : undefined;
+  const wasm = opts.engines.includes(WASM) ? wasmRatios(rows, MODEL_NAME) : undefined;
   const headlineRatios = byThreads[String(headline)]!;
 
-  const phoenixTokens = results.get(`phoenix-local@${headline}`)?.[0]?.firstTokens;
-  const llamaTokens = results.get(`llama.cpp@${headline}`)?.[0]?.firstTokens;
+  const firstTokens = (id: string) => results.get(`${id}@${headline}`)?.[0]?.firstTokens;
+  const phoenixTokens = firstTokens(`phoenix-local ${MODEL_NAME}/f32`);
+  const llamaTokens = firstTokens(`llama.cpp-prebuilt ${MODEL_NAME}/f32`) ?? firstTokens(`llama.cpp-native ${MODEL_NAME}/f32`);
   const greedy = phoenixTokens && llamaTokens ? greedyAgreement(phoenixTokens, llamaTokens) : undefined;
 
   machine.loadAvgEnd = os.loadavg()[0]!;
@@ -158,7 +233,15 @@ async function main(): Promise<number> {
   const output = {
     rows,
     // reliable=false: the ratios were measured on a busy machine and must not be quoted.
-    ratios: { ...headlineRatios, by_threads: byThreads, ...(wasm ? { wasm_vs_native: wasm } : {}), reliable: caveats.length === 0, caveats },
+    ratios: {
+      ...headlineRatios,
+      by_threads: byThreads,
+      ...(bf16 ? { bf16: { by_threads: bf16 } } : {}),
+      ...(wasm ? { wasm_vs_native: wasm } : {}),
+      reliable: caveats.length === 0,
+      caveats,
+    },
+    bandwidth: { ...bandwidth, before: bandwidthBefore.by_threads, after: bandwidthAfter.by_threads },
     machine,
     verification: verification && {
       ...verification,
@@ -171,6 +254,7 @@ async function main(): Promise<number> {
     },
     config: {
       model: MODEL_NAME,
+      models: variants.map((v) => ({ model: v.model, dtype: v.dtype, hf: path.relative(REPO_ROOT, v.hfDir), gguf: v.ggufPath && path.relative(REPO_ROOT, v.ggufPath) })),
       model_spec: model.manifest.spec,
       seed: model.manifest.seed,
       prompt_tokens: ids.length,
@@ -179,13 +263,18 @@ async function main(): Promise<number> {
       runs: opts.runs,
       iterations: opts.iterations,
       quick: opts.quick,
+      llama_builds: llamaBuilds,
+      llama_native_driver: llamaDriver,
       targets: TARGETS,
       definitions: {
         load_ms: 'model load until tokens can be evaluated (llama.cpp: loadModel + createContext; phoenix: loadModel)',
         prefill_tps: 'prompt tokens / wall time to consume the prompt from an empty state and pick the next token by argmax',
         ttft_ms: 'wall time from starting a greedy generation on the prompt to receiving its first token',
         decode_tps: 'greedy tokens after the first / their wall time, one token per step',
-        peak_rss_mb: 'VmHWM of the engine\'s own worker process (includes Node itself)',
+        peak_rss_mb: 'VmHWM of the process the engine computes in: its own Node worker (Node included), or for llama.cpp cpu-native the driver process (no Node)',
+        weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
+        bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
+        ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
       },
     },
     errors,
@@ -198,10 +287,22 @@ async function main(): Promise<number> {
   console.log('');
   console.log(formatTable(rows));
   if (rows.some((r) => r.backend === 'wasm')) console.log('(backend wasm = phoenix-local on its WASM binding: single-threaded, one row at 1 thread whatever --threads says)');
+  console.log('(cpu-prebuilt = node-llama-cpp\'s generic binary; cpu-native = llama.cpp built from source with -march=native)');
+  console.log(formatBandwidth(bandwidth));
   console.log('');
   const unreliable = caveats.length ? '  [UNRELIABLE: busy machine]' : '';
   for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
+  if (bf16) {
+    for (const t of opts.threads) {
+      console.log(formatRatios(bf16[String(t)]!.vs_llama_cpp) + unreliable);
+      console.log(formatHalfRatios(bf16[String(t)]!.vs_f32) + unreliable);
+    }
+  }
   if (wasm) console.log(formatWasmRatios(wasm) + unreliable);
+  const short = bandwidthShortfalls(rows.filter((r) => r.engine === 'phoenix-local'));
+  for (const r of short) {
+    console.log(`decode below ${(TARGETS.decode_bandwidth_share * 100).toFixed(0)}% of read bandwidth: phoenix-local ${r.backend} ${r.model} ${r.dtype} @ ${r.threads}: ${(r.bandwidth_share! * 100).toFixed(0)}%`);
+  }
   for (const [engine, why] of Object.entries(skipped)) console.log(`note: ${engine} skipped: ${why}`);
   if (verification) console.log(formatVerification(verification));
   if (greedy) console.log(`greedy continuation @ ${headline} threads: first ${greedy.identicalPrefix} of ${greedy.compared} tokens identical`);
@@ -209,7 +310,7 @@ async function main(): Promise<number> {
     for (const row of rows.filter((r) => r.detail.internal)) {
       const i = row.detail.internal!;
       const parts = Object.entries(i).map(([k, v]) => `${k} ${v}`).join(', ');
-      console.log(`profile ${row.engine} @ ${row.threads} thread(s): ${parts}; wall prefill ${(ids.length / row.prefill_tps * 1000).toFixed(1)} ms`);
+      console.log(`profile ${row.engine} ${row.model} ${row.dtype} @ ${row.threads} thread(s): ${parts}; wall prefill ${(opts.promptTokens / row.prefill_tps * 1000).toFixed(1)} ms`);
     }
     if (!rows.some((r) => r.detail.internal)) console.log('profile: no engine reported internal timings');
   }

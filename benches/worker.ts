@@ -7,6 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 
 import { LlamaCppEngine } from './engines/llamacpp.js';
+import { LlamaCppNativeEngine } from './engines/llamacpp-native.js';
 import { PhoenixEngine } from './engines/phoenix.js';
 import type { BenchEngine, WorkerJob, WorkerResult } from './engines/types.js';
 
@@ -25,14 +26,19 @@ function rssMb(field: 'VmHWM' | 'VmRSS'): number {
 function makeEngine(job: WorkerJob): BenchEngine {
   if (job.engine === 'phoenix-local') return new PhoenixEngine(job.hfDir, job.threads, 'native');
   if (job.engine === 'phoenix-local-wasm') return new PhoenixEngine(job.hfDir, job.threads, 'wasm');
-  return new LlamaCppEngine(job.ggufPath, job.threads, job.promptIds.length + job.decodeSteps + 8);
+  const contextTokens = job.promptIds.length + job.decodeSteps + 8;
+  if (job.llamaBuild === 'native') {
+    if (!job.llamaDriver) throw new Error('llama.cpp native build: no driver given');
+    return new LlamaCppNativeEngine(job.llamaDriver, job.ggufPath, job.threads, contextTokens);
+  }
+  return new LlamaCppEngine(job.ggufPath, job.threads, contextTokens);
 }
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2] ?? '') as WorkerJob;
   const engine = makeEngine(job);
   const load = await engine.load();
-  const rssAfterLoadMb = rssMb('VmRSS');
+  const rssAfterLoadMb = engine.engineRssMb?.('VmRSS') ?? rssMb('VmRSS');
   const result: WorkerResult = {
     engine: engine.name,
     backend: engine.backend,
@@ -67,7 +73,8 @@ async function main(): Promise<void> {
   }
 
   result.describe = engine.describe();
-  result.peakRssMb = rssMb('VmHWM');
+  result.weightBytes = engine.weightBytes();
+  result.peakRssMb = engine.engineRssMb?.('VmHWM') ?? rssMb('VmHWM');
   await engine.dispose();
   writeFileSync(job.resultOut, JSON.stringify(result));
 }

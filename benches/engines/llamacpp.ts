@@ -13,13 +13,13 @@ import {
   type Token,
 } from 'node-llama-cpp';
 
-import type { BenchEngine, GenerationTiming, LoadOutcome } from './types.js';
+import { LLAMA_BACKEND, type BenchEngine, type GenerationTiming, type LoadOutcome } from './types.js';
 
 const now = () => performance.now();
 
 export class LlamaCppEngine implements BenchEngine {
   readonly name = 'llama.cpp' as const;
-  readonly backend = 'cpu';
+  readonly backend = LLAMA_BACKEND.prebuilt;
   private llama?: Llama;
   private model?: LlamaModel;
   private context?: LlamaContext;
@@ -43,6 +43,10 @@ export class LlamaCppEngine implements BenchEngine {
       mmap: this.model?.useMmap,
       backendInitMs: this.initMs,
     };
+  }
+
+  weightBytes(): number | undefined {
+    return this.model?.size; // llama_model_size: every tensor's bytes as loaded
   }
 
   async load(): Promise<LoadOutcome> {

@@ -38,6 +38,10 @@ export class PhoenixEngine implements BenchEngine {
     };
   }
 
+  weightBytes(): number | undefined {
+    return this.model?.info().weightBytes;
+  }
+
   async load(): Promise<LoadOutcome> {
     const t0 = now();
     this.selection = await loadBinding({ backend: this.backend });

@@ -1,7 +1,8 @@
 /**
  * What the harness needs from an engine under test. One adapter per engine (phoenix-local through
- * its binding, llama.cpp through node-llama-cpp); the measuring code in worker.ts is shared, so both
- * engines are timed by exactly the same loop.
+ * its binding; llama.cpp through node-llama-cpp's prebuilt binary and through a driver of llama.cpp
+ * built from source for this CPU); the measuring code in worker.ts is shared, so every engine is timed
+ * by exactly the same loop.
  */
 export type EngineName = 'phoenix-local' | 'llama.cpp';
 
@@ -12,6 +13,16 @@ export type EngineName = 'phoenix-local' | 'llama.cpp';
 export type EngineId = EngineName | 'phoenix-local-wasm';
 
 export const ENGINE_IDS: readonly EngineId[] = ['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'];
+
+/**
+ * The two llama.cpp builds the `llama.cpp` engine runs as: node-llama-cpp's generic prebuilt binary, and
+ * llama.cpp compiled from source with -march=native (scripts/build-llama-native.sh). Every phoenix ratio
+ * is taken against the faster of the two.
+ */
+export type LlamaBuild = 'prebuilt' | 'native';
+export const LLAMA_BUILDS: readonly LlamaBuild[] = ['prebuilt', 'native'];
+/** Row backend of each llama.cpp build. */
+export const LLAMA_BACKEND: Record<LlamaBuild, string> = { prebuilt: 'cpu-prebuilt', native: 'cpu-native' };
 
 /** WASM is single-threaded: its only row is this thread count, whatever `--threads` says. */
 export const WASM_THREADS = 1;
@@ -42,6 +53,17 @@ export interface BenchEngine {
   readonly backend: string;
   /** Engine/version facts for the results file. */
   describe(): Record<string, unknown>;
+  /**
+   * Bytes of weights as the engine holds them after load, from the engine itself (phoenix: info's
+   * weightBytes; llama.cpp: the size of every tensor as loaded). A decoded token streams all of them
+   * once: every matrix is read for one mat-vec, and the tied embedding doubles as the output head.
+   */
+  weightBytes(): number | undefined;
+  /**
+   * Resident set (VmRSS after load, VmHWM peak) of the process the engine computes in, MiB, when that is
+   * not the worker itself (llama.cpp's native driver is a child process); undefined: the worker's own.
+   */
+  engineRssMb?(field: 'VmHWM' | 'VmRSS'): number | undefined;
   load(): Promise<LoadOutcome>;
   /**
    * Consumes `ids` from an empty state and produces the next-token logits of the last position
@@ -63,6 +85,10 @@ export interface WorkerJob {
   hfDir: string;
   /** GGUF file (llama.cpp). */
   ggufPath: string;
+  /** Which llama.cpp build runs the GGUF (default prebuilt). */
+  llamaBuild?: LlamaBuild;
+  /** The from-source build's driver executable (llamaBuild 'native'). */
+  llamaDriver?: string;
   mode: 'bench' | 'logits';
   promptIds: number[];
   decodeSteps: number;
@@ -88,5 +114,7 @@ export interface WorkerResult {
   peakRssMb: number;
   /** Resident set right after load, MiB. */
   rssAfterLoadMb: number;
+  /** BenchEngine.weightBytes() after load. */
+  weightBytes?: number;
   logitsShape?: [number, number];
 }

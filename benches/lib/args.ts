@@ -1,5 +1,9 @@
 /** Command-line options of `npm run bench` (see `npm run bench -- --help`). */
-import { ENGINE_IDS, type EngineId } from '../engines/types.js';
+import { ENGINE_IDS, LLAMA_BUILDS, type EngineId, type LlamaBuild } from '../engines/types.js';
+
+/** Model sets a run can include: the benchmark weights in f32 and bf16, and the project's default model. */
+export const MODEL_SETS = ['f32', 'bf16', 'default'] as const;
+export type ModelSet = (typeof MODEL_SETS)[number];
 
 export interface BenchOptions {
   quick: boolean;
@@ -14,6 +18,10 @@ export interface BenchOptions {
   decodeTokens: number;
   /** Engines to run; `phoenix-local-wasm` = phoenix-local on its WASM binding (one 1-thread row). */
   engines: EngineId[];
+  /** llama.cpp builds the llama.cpp engine runs as (native is skipped with a note when not built). */
+  llamaBuilds: LlamaBuild[];
+  /** Which models get rows. */
+  models: ModelSet[];
   verify: boolean;
   out: string;
 }
@@ -31,6 +39,12 @@ export const USAGE = `Usage: npm run bench -- [options]
                       llama.cpp (default all three). WASM is single-threaded: it runs once at
                       1 thread whatever --threads says, and is skipped with a note if wasm/ is
                       not built (\`npm run build:wasm\`). --engines=phoenix-local-wasm runs only WASM
+  --llama-builds=a,b  llama.cpp builds to run: prebuilt (node-llama-cpp's generic binary), native
+                      (built from source with -march=native by scripts/build-llama-native.sh; skipped
+                      with a note when not built). Default both; ratios use the faster per metric
+  --models=a,b,c      f32 (Mamba-130M-shaped benchmark weights, every engine), bf16 (the same
+                      weights in bf16: phoenix native and llama.cpp's BF16 GGUF), default
+                      (models/phoenix-ssm-lite, phoenix native only). Default all three
   --no-verify         skip the logit-agreement check
   --out=FILE          results file (default bench-results.json at the repo root)
 `;
@@ -39,6 +53,15 @@ function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/** A comma-separated subset of `allowed`, deduplicated, in the order given. */
+function listOf<T extends string>(name: string, value: string, allowed: readonly T[]): T[] {
+  const names = value.split(',');
+  for (const n of names) {
+    if (!allowed.includes(n as T)) throw new Error(`--${name}: unknown value ${JSON.stringify(n)} (${allowed.join(', ')})`);
+  }
+  return [...new Set(names)] as T[];
 }
 
 export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
@@ -51,6 +74,8 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     promptTokens: 512,
     decodeTokens: 128,
     engines: [...ENGINE_IDS],
+    llamaBuilds: [...LLAMA_BUILDS],
+    models: [...MODEL_SETS],
     verify: true,
     out: 'bench-results.json',
   };
@@ -95,6 +120,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
         opts.engines = [...new Set(names)] as EngineId[];
         break;
       }
+      case '--llama-builds':
+        opts.llamaBuilds = listOf(name, value, LLAMA_BUILDS);
+        break;
+      case '--models':
+        opts.models = listOf(name, value, MODEL_SETS);
+        break;
       case '--out':
         if (!value) throw new Error('--out needs a file name');
         opts.out = value;

@@ -17,6 +17,25 @@ export interface BenchModelManifest {
   check_ids: number[];
   reference_logits: { file: string; rows: number; cols: number; dtype: string; abs_max: number; std: number };
   files: Record<string, { bytes: number }>;
+  /** The same weights per dtype (f32, bf16): folders, GGUF and reference logits, relative to the model folder. */
+  variants: Record<string, { hf_dir: string; gguf: string; reference_logits: string; reference_abs_max: number }>;
+}
+
+/** One model as the rows run it: a Hugging Face folder for phoenix and, where llama.cpp runs it too, a GGUF. */
+export interface BenchVariant {
+  /** Row label. */
+  model: string;
+  /** Weight dtype as stored in the files. */
+  dtype: string;
+  hfDir: string;
+  /** The same weights as GGUF; absent: a phoenix-only row. */
+  ggufPath?: string;
+  /** Float64 logits of manifest.check_ids for these exact weights (the logit check). */
+  reference?: { file: string; absMax: number };
+  /** One past the largest prompt id (the model's vocabulary); absent: the default prompt range. */
+  vocabSize?: number;
+  /** Whether phoenix's WASM binding runs it too (single-threaded row). */
+  wasm: boolean;
 }
 
 export interface BenchModel {
@@ -24,6 +43,8 @@ export interface BenchModel {
   hfDir: string;
   ggufPath: string;
   manifest: BenchModelManifest;
+  /** f32 (every engine) and bf16 (phoenix native and both llama.cpp builds) of the same weights. */
+  variants: BenchVariant[];
   /** Whether this call generated it. */
   generated: boolean;
 }
@@ -61,6 +82,7 @@ function invalidReason(dir: string, generatorSha: string): string | null {
     return `unreadable manifest.json (${(error as Error).message})`;
   }
   if (manifest.generator_sha256 !== generatorSha) return 'benches/make_weights.py changed since it was generated';
+  if (!manifest.variants?.f32 || !manifest.variants?.bf16) return 'manifest has no f32/bf16 variants';
   for (const [key, value] of Object.entries(EXPECTED_SPEC)) {
     if (manifest.spec?.[key] !== value) return `manifest spec.${key} is ${manifest.spec?.[key]}, expected ${value}`;
   }
@@ -110,5 +132,31 @@ export function ensureBenchModel(repoRoot: string): BenchModel {
     generated = true;
   }
   const manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as BenchModelManifest;
-  return { dir, hfDir: path.join(dir, 'hf'), ggufPath: path.join(dir, 'model.gguf'), manifest, generated };
+  const variants = (['f32', 'bf16'] as const).map((dtype): BenchVariant => {
+    const v = manifest.variants[dtype]!;
+    return {
+      model: MODEL_NAME,
+      dtype,
+      hfDir: path.join(dir, v.hf_dir),
+      ggufPath: path.join(dir, v.gguf),
+      reference: { file: path.join(dir, v.reference_logits), absMax: v.reference_abs_max },
+      wasm: dtype === 'f32',
+    };
+  });
+  return { dir, hfDir: path.join(dir, 'hf'), ggufPath: path.join(dir, 'model.gguf'), manifest, variants, generated };
+}
+
+/** The project's default model: a phoenix-only row, so per-op overhead of a small (6-layer) model shows. */
+export const DEFAULT_MODEL_NAME = 'phoenix-ssm-lite';
+
+export function defaultModelVariant(repoRoot: string): BenchVariant | string {
+  const hfDir = path.join(repoRoot, 'models', DEFAULT_MODEL_NAME);
+  const configPath = path.join(hfDir, 'config.json');
+  if (!existsSync(configPath)) return `${path.relative(repoRoot, hfDir)} not found`;
+  // The repository's own model: its config is trusted here (only the prompt's id range is taken from it).
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as { vocab_size?: unknown; dtype?: unknown; torch_dtype?: unknown };
+  const vocab = config.vocab_size;
+  if (typeof vocab !== 'number' || !Number.isInteger(vocab) || vocab < 16) return `${path.relative(repoRoot, configPath)}: no usable vocab_size`;
+  const dtype = String(config.dtype ?? config.torch_dtype ?? 'float32');
+  return { model: DEFAULT_MODEL_NAME, dtype: dtype === 'float32' ? 'f32' : dtype, hfDir, vocabSize: vocab, wasm: false };
 }

@@ -18,7 +18,10 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-export function promptIds(count: number, seed = 1234): number[] {
+/** `count` ids in [2, min(vocabSize, 50254)): a smaller model (phoenix-ssm-lite: 4096) gets ids it has. */
+export function promptIds(count: number, seed = 1234, vocabSize = END_ID): number[] {
+  const end = Math.min(END_ID, vocabSize);
+  if (end <= FIRST_ID) throw new Error(`promptIds: vocabulary of ${vocabSize} has no ordinary ids`);
   const next = mulberry32(seed);
-  return Array.from({ length: count }, () => FIRST_ID + Math.floor(next() * (END_ID - FIRST_ID)));
+  return Array.from({ length: count }, () => FIRST_ID + Math.floor(next() * (end - FIRST_ID)));
 }

@@ -1,14 +1,15 @@
 /**
- * Proof that both engines run the same model: logits of the check prompt from phoenix-local (HF
- * safetensors) and llama.cpp (GGUF), each compared with the other and with the float64 numpy
- * reference that make_weights.py computed from the same weights.
+ * Proof that every engine runs the same model: logits of the check prompt from phoenix-local (HF
+ * safetensors) and llama.cpp (GGUF; both builds), each compared with phoenix and with the float64
+ * numpy reference that make_weights.py computed from the same weights (f32, and the bf16-rounded ones).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { WASM_THREADS, type EngineId } from '../engines/types.js';
+import { WASM_THREADS } from '../engines/types.js';
 import type { BenchModel } from './bench-model.js';
+import type { PlannedWorker } from './plan.js';
 import { runWorker } from './spawn-worker.js';
 
 export interface LogitComparison {
@@ -51,39 +52,74 @@ function compare(a: string, x: Float32Array | Float64Array, b: string, y: Float3
   return { a, b, maxAbsDiff, relToMax: maxAbsDiff / maxB, argmaxAgree: `${agree}/${rows}` };
 }
 
-export async function verifyLogits(repoRoot: string, model: BenchModel, engines: readonly EngineId[], threads: number): Promise<Verification> {
+/** Label of a worker's logits in the comparisons ("llama.cpp" is the prebuilt build, as before). */
+export function logitsLabel(w: Pick<PlannedWorker, 'engine' | 'llamaBuild' | 'variant'>): string {
+  const name = w.engine === 'llama.cpp' && w.llamaBuild === 'native' ? 'llama.cpp-native' : w.engine;
+  return w.variant.dtype === 'f32' ? name : `${name} ${w.variant.dtype}`;
+}
+
+/**
+ * Logits of the check prompt from every planned worker that has a float64 reference (the benchmark
+ * model's f32 and bf16 weights), each compared with its reference and with phoenix-local native on
+ * the same weights.
+ */
+export async function verifyLogits(
+  repoRoot: string,
+  model: BenchModel,
+  workers: readonly PlannedWorker[],
+  threads: number,
+  llamaDriver?: string,
+): Promise<Verification> {
   const ids = model.manifest.check_ids;
-  const refBytes = readFileSync(path.join(model.dir, model.manifest.reference_logits.file));
-  const reference = new Float64Array(refBytes.buffer, refBytes.byteOffset, refBytes.byteLength / 8);
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-logits-'));
   const got = new Map<string, Float32Array>();
   const errors: Record<string, string> = {};
+  const checked = workers.filter((w) => w.variant.reference);
   try {
-    for (const engine of engines) {
-      const logitsOut = path.join(tmp, `${engine}.f32`);
+    for (const w of checked) {
+      const label = logitsLabel(w);
+      const logitsOut = path.join(tmp, `${label.replace(/[^a-z0-9.-]/gi, '_')}.f32`);
       try {
         await runWorker(
           repoRoot,
-          { engine, threads: engine === 'phoenix-local-wasm' ? WASM_THREADS : threads, hfDir: model.hfDir, ggufPath: model.ggufPath, mode: 'logits', promptIds: ids, decodeSteps: 0, iterations: 0, logitsOut },
+          {
+            engine: w.engine,
+            threads: w.engine === 'phoenix-local-wasm' ? WASM_THREADS : threads,
+            hfDir: w.variant.hfDir,
+            ggufPath: w.variant.ggufPath ?? '',
+            llamaBuild: w.llamaBuild,
+            llamaDriver,
+            mode: 'logits',
+            promptIds: ids,
+            decodeSteps: 0,
+            iterations: 0,
+            logitsOut,
+          },
           10 * 60_000,
         );
         const bytes = readFileSync(logitsOut);
-        got.set(engine, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+        got.set(label, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
       } catch (error) {
-        errors[engine] = (error as Error).message;
+        errors[label] = (error as Error).message;
       }
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
   const comparisons: LogitComparison[] = [];
-  const phoenix = got.get('phoenix-local');
-  const llama = got.get('llama.cpp');
-  if (phoenix && llama) comparisons.push(compare('phoenix-local', phoenix, 'llama.cpp', llama, ids.length));
-  if (phoenix) comparisons.push(compare('phoenix-local', phoenix, 'float64 reference', reference, ids.length));
-  if (llama) comparisons.push(compare('llama.cpp', llama, 'float64 reference', reference, ids.length));
-  const wasm = got.get('phoenix-local-wasm');
-  if (wasm && phoenix) comparisons.push(compare('phoenix-local-wasm', wasm, 'phoenix-local', phoenix, ids.length));
-  if (wasm) comparisons.push(compare('phoenix-local-wasm', wasm, 'float64 reference', reference, ids.length));
+  const dtypes = [...new Set(checked.map((w) => w.variant.dtype))];
+  for (const dtype of dtypes) {
+    const group = checked.filter((w) => w.variant.dtype === dtype);
+    const reference = group[0]!.variant.reference!;
+    const refBytes = readFileSync(reference.file);
+    const ref = new Float64Array(refBytes.buffer, refBytes.byteOffset, refBytes.byteLength / 8);
+    const refLabel = dtype === 'f32' ? 'float64 reference' : `float64 reference (${dtype} weights)`;
+    const phoenixLabel = logitsLabel({ engine: 'phoenix-local', variant: group[0]!.variant });
+    const phoenix = got.get(phoenixLabel);
+    const others = group.map(logitsLabel).filter((l) => l !== phoenixLabel && got.has(l));
+    for (const label of others) if (phoenix) comparisons.push(compare(label, got.get(label)!, phoenixLabel, phoenix, ids.length));
+    if (phoenix) comparisons.push(compare(phoenixLabel, phoenix, refLabel, ref, ids.length));
+    for (const label of others) comparisons.push(compare(label, got.get(label)!, refLabel, ref, ids.length));
+  }
   return { checkIds: ids, referenceAbsMax: model.manifest.reference_logits.abs_max, comparisons, errors };
 }
