@@ -113,6 +113,36 @@ fn the_snapshot_length_comes_from_its_header_and_the_model() {
     assert_eq!(tiny.snapshot_length(&zeros).unwrap_err().code, ErrorCode::StateMismatch);
 }
 
+/// A snapshot re-encoded (valid checksum) with the layout another family, dtype or shape would write:
+/// the origin checks pass (same fingerprint and weights), the state layout check refuses it before
+/// the payload is read — on the header alone (`snapshot_length`) and on a restore.
+#[test]
+fn a_state_of_another_family_dtype_or_shape_is_refused_from_its_header() {
+    let tiny = Arc::new(LoadedModel::load(&tiny_dir()).unwrap());
+    let snap = snapshot::decode(&saved_state(&tiny)).unwrap();
+    assert_eq!((snap.layout.family.as_str(), snap.layout.dtype.as_str()), ("mamba", "f32"));
+    assert_eq!(snap.layout.tokens as usize, snap.history.len() - 1);
+    let edits: [(&str, &dyn Fn(&mut phoenix_core::model::StateLayout)); 4] = [
+        ("family", &|l| l.family = "llama".into()),
+        ("dtype", &|l| l.dtype = "bf16".into()),
+        ("dims", &|l| l.dims[1] *= 2),
+        ("dims", &|l| l.dims.push(1)),
+    ];
+    for (what, edit) in edits {
+        let mut layout = snap.layout.clone();
+        edit(&mut layout);
+        let bytes = snapshot::encode(snap.fingerprint, snap.weights_identity, &layout, &snap.history, &snap.state);
+        let e = tiny.snapshot_length(&bytes[..snapshot::HEADER_BYTES]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::StateMismatch, "{what}");
+        assert!(e.message.contains("dims") && e.message.contains("mamba"), "{what}: {}", e.message);
+        let e = tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&bytes)).err().expect("refused");
+        assert_eq!(e.code, ErrorCode::StateMismatch, "{what}: {}", e.message);
+    }
+    // Unchanged, the same re-encoding continues.
+    let same = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &snap.state);
+    assert!(tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&same)).is_ok());
+}
+
 // ---------------------------------------------------------------- non-finite logits
 
 /// norm_f scaled to near f32::MAX: every value in the file is finite, the logits overflow.

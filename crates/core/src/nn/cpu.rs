@@ -25,12 +25,21 @@ pub(crate) fn no_cuda<T>(op: &str) -> Result<T> {
     bail!("{op}: phoenix-core was not built with CUDA kernels (CPU only)")
 }
 
-/// `len` zeros for an op's output.
+/// `len` zeros for an op's output, from the allocator's zeroed memory: a large buffer is fresh
+/// zero pages, so no serial memset runs here and the page faults are taken by the (threaded) kernel
+/// that first writes each page. Fallible: too large is an error, not an abort.
 pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    if v.try_reserve_exact(len).is_err() {
-        bail!("{op}: output of {len} values does not fit in memory");
+    if len == 0 {
+        return Ok(Vec::new());
     }
-    v.resize(len, 0.0);
-    Ok(v)
+    let Ok(layout) = std::alloc::Layout::array::<f32>(len) else { bail!("{op}: output of {len} values is too large") };
+    // SAFETY: `layout` has a non-zero size; a non-null result is `len` zeroed f32s (all-zero bits are
+    // 0.0), allocated with the global allocator under exactly the layout `Vec` frees it with.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut f32;
+        if ptr.is_null() {
+            bail!("{op}: output of {len} values does not fit in memory");
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
 }
