@@ -54,9 +54,12 @@ impl<'a> From<&'a [f32]> for WeightRef<'a> {
 /// conversions instead (see `matvec`).
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
-    /// The slice as a [`WeightRef`] (back from generic code to the dtype-dispatching functions).
+    /// The slice as a [`WeightRef`] (back from generic code to the dtype-dispatching functions; the
+    /// AVX-512 GEMM uses these two, so wasm32 builds do not).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn weight_ref(s: &[Self]) -> WeightRef<'_>;
     /// The slice itself when it already is f32.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
         match Self::weight_ref(s) {
             WeightRef::F32(s) => Some(s),
