@@ -22,7 +22,7 @@ pub struct ModelInfo {
     pub engine: EngineKind,
     /// `hf-safetensors`, `hf-safetensors-sharded`, `state-spaces-pth`, …
     pub format: String,
-    /// Dtype of the large weight matrices as held in memory (`f32`, `f16`, `bf16`).
+    /// Dtype of the large weight matrices as held in memory (`f32`, `f16`, `bf16`; `mixed` when they differ).
     pub dtype: String,
     /// Rows of the embedding / LM head (padded vocabulary).
     pub vocab_size: usize,

@@ -15,6 +15,11 @@ const HALF_TOL: f64 = 5e-2;
 
 /// A copy of model folder `src` whose model.safetensors holds every tensor as `dtype`.
 fn half_copy(src: &Path, dtype: Dtype, tag: &str) -> PathBuf {
+    half_copy_where(src, &|_| dtype, tag)
+}
+
+/// A copy of model folder `src` whose model.safetensors holds tensor `name` as `dtype_of(name)`.
+fn half_copy_where(src: &Path, dtype_of: &dyn Fn(&str) -> Dtype, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("phoenix-half-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -26,30 +31,32 @@ fn half_copy(src: &Path, dtype: Dtype, tag: &str) -> PathBuf {
     }
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
+    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
         .tensors()
         .into_iter()
         .map(|(name, view)| {
             assert_eq!(view.dtype(), Dtype::F32, "{name}");
+            let dtype = dtype_of(&name);
             let data: Vec<u8> = view
                 .data()
                 .chunks_exact(4)
                 .flat_map(|b| {
                     let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                     match dtype {
-                        Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes(),
-                        Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                        Dtype::BF16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
+                        Dtype::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
+                        Dtype::F32 => v.to_le_bytes().to_vec(),
                         other => panic!("{other:?}"),
                     }
                 })
                 .collect();
-            (name, view.shape().to_vec(), data)
+            (name, dtype, view.shape().to_vec(), data)
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = converted
         .iter()
-        .map(|(name, shape, data)| {
-            (name.clone(), safetensors::tensor::TensorView::new(dtype, shape.clone(), data).unwrap())
+        .map(|(name, dtype, shape, data)| {
+            (name.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap())
         })
         .collect();
     std::fs::write(dir.join("model.safetensors"), safetensors::tensor::serialize(views, None).unwrap()).unwrap();
@@ -111,4 +118,21 @@ fn bf16_copies_keep_bf16_and_match_the_float64_references() {
 fn f16_copies_keep_f16_and_match_the_float64_references() {
     check(fixture("mamba1-tiny"), fixture("mamba1-tiny/reference.json"), Dtype::F16, "f16");
     check(lite_model(), lite_model().join("reference.json"), Dtype::F16, "f16");
+}
+
+#[test]
+fn a_checkpoint_mixing_matrix_dtypes_reports_mixed() {
+    let dtype_of = |name: &str| {
+        if name.contains("in_proj") {
+            Dtype::F16
+        } else if name.contains("out_proj") {
+            Dtype::BF16
+        } else {
+            Dtype::F32
+        }
+    };
+    let dir = half_copy_where(&fixture("mamba1-tiny"), &dtype_of, "mixed");
+    let model = load_model_dir(&dir).unwrap();
+    assert_eq!(model.info().dtype, "mixed");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -81,7 +81,7 @@ impl MambaModel {
             family: FAMILY.name.to_string(),
             engine: FAMILY.engine,
             format: format_name(cfg.layout, store.format).to_string(),
-            dtype: w.embedding.weight().dtype().to_string(),
+            dtype: w.dtype.to_string(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             num_layers: cfg.num_layers,

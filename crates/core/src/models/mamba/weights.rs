@@ -31,6 +31,8 @@ pub(crate) struct Weights {
     pub param_count: usize,
     /// Bytes the weights occupy in memory as held.
     pub weight_bytes: usize,
+    /// Dtype of the large matrices as held (`f32`, `f16`, `bf16`), or `mixed` when they differ.
+    pub dtype: &'static str,
     /// [`crate::weights_identity`] of the tensors loaded (snapshots carry it).
     pub identity: u64,
 }
@@ -42,6 +44,8 @@ struct Reader<'a> {
     count: usize,
     bytes: usize,
     digest: WeightsDigest,
+    /// Dtype of the matrices read so far (`None` before the first).
+    dtype: Option<&'static str>,
 }
 
 impl Reader<'_> {
@@ -66,6 +70,11 @@ impl Reader<'_> {
         self.count = self.count.saturating_add(data.len());
         self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
         self.digest.add_values(name, data.len(), |i| data.get_f32(i));
+        let dtype = data.dtype_name();
+        self.dtype = Some(match self.dtype {
+            Some(seen) if seen != dtype => "mixed",
+            _ => dtype,
+        });
         Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
     }
 }
@@ -84,7 +93,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
             cfg.num_layers
         )));
     }
-    let mut rd = Reader { store, device, count: 0, bytes: 0, digest: WeightsDigest::new() };
+    let mut rd = Reader { store, device, count: 0, bytes: 0, digest: WeightsDigest::new(), dtype: None };
     let on_device =
         |values: &[f32], shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_slice(values, shape, device)?) };
     let embedding = rd.matrix("backbone.embeddings.weight", v, d)?;
@@ -154,6 +163,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
         layers,
         param_count: rd.count,
         weight_bytes: rd.bytes,
+        dtype: rd.dtype.unwrap_or("f32"),
         identity: rd.digest.finish(),
     })
 }
