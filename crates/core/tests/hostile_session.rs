@@ -138,6 +138,13 @@ fn a_state_of_another_family_dtype_or_shape_is_refused_from_its_header() {
         let e = tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&bytes)).err().expect("refused");
         assert_eq!(e.code, ErrorCode::StateMismatch, "{what}: {}", e.message);
     }
+    // A non-finite value in the state payload is a damaged snapshot, not bad weights.
+    let mut state = snap.state.clone();
+    state[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let bytes = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &state);
+    let e = tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&bytes)).err().expect("refused");
+    assert_eq!(e.code, ErrorCode::StateMismatch, "{}", e.message);
+    assert!(e.message.contains("non-finite"), "{}", e.message);
     // Unchanged, the same re-encoding continues.
     let same = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &snap.state);
     assert!(tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&same)).is_ok());

@@ -156,6 +156,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
             dims.push(
                 usize::try_from(dim).map_err(|_| state_mismatch("state: a state dim does not fit this machine"))?,
             );
+        } else if dim != 0 {
+            return Err(state_mismatch(format!("state: dim slot {i} past the state's rank {rank} is not 0")));
         }
     }
     let crc = r.u32()?;
@@ -222,7 +224,7 @@ impl<'a> Reader<'a> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
-    /// A NUL-padded ASCII name (letters, digits, `_`, `-`); never quoted back in messages.
+    /// A NUL-padded ASCII name (letters, digits, `_`, `-`): only such a name is ever shown in a message.
     fn text(&mut self, width: usize, what: &str) -> Result<String> {
         let b = self.take(width)?;
         let used = b.iter().position(|&c| c == 0).unwrap_or(width);
@@ -319,6 +321,10 @@ mod tests {
         let mut rank = sample();
         rank[72..76].copy_from_slice(&9u32.to_le_bytes());
         assert!(parse_header(&rank).unwrap_err().message.contains("rank 9"));
+        // Unused dim slots must be 0 (rank 4: slots 4..8), so one layout has one encoding.
+        let mut slot = sample();
+        slot[76 + 8 * 7] = 7;
+        assert!(parse_header(&slot).unwrap_err().message.contains("dim slot 7"));
     }
 
     #[test]

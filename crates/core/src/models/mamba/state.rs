@@ -108,6 +108,13 @@ impl ModelState for MambaState {
             )));
         }
         let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        // A saved state is finite (every step checks its logits): NaN / infinity means a damaged or
+        // crafted snapshot, not bad weights, which is what the first logits would otherwise claim.
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(state_mismatch(format!(
+                "state snapshot holds a non-finite value (NaN or infinity) at element {at}"
+            )));
+        }
         let (e, k, n) = (s.channels, s.conv_kernel, s.state_size);
         let mut at = 0;
         for layer in &mut self.layers {
