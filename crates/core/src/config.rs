@@ -5,7 +5,12 @@
 use serde_json::{Map, Value};
 
 use crate::error::{bad_config, unsupported_model, Result};
-use crate::loader::shown::{json_kind, json_problem, shown_name};
+use crate::loader::shown::{json_kind, shown_name};
+
+pub mod fields;
+pub mod json;
+
+use fields::Fields;
 
 /// Which `config.json` dialect the folder uses (decides tensor naming and defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +56,7 @@ const FILE: &str = CONFIG_FILE;
 impl MambaConfig {
     /// Parses the text of `config.json`. Syntax errors name the line and column; bad fields name the field.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| bad_config(format!("{FILE}: {}", json_problem(&e))))?;
+        let value = json::parse_config(text)?;
         let obj = value.as_object().ok_or_else(|| bad_config(format!("{FILE}: top level must be a JSON object")))?;
         match obj.get("model_type") {
             Some(Value::String(t)) if t == "mamba" || t == "falcon_mamba" => parse_hf(obj, t),
@@ -145,7 +149,7 @@ impl MambaConfig {
 }
 
 fn parse_hf(obj: &Map<String, Value>, model_type: &str) -> Result<MambaConfig> {
-    let f = Fields { obj, prefix: "" };
+    let f = Fields::new(obj, "");
     let hidden_size = f.usize_req("hidden_size")?;
     let num_layers = f.usize_req("num_hidden_layers")?;
     let vocab_size = f.usize_req("vocab_size")?;
@@ -176,7 +180,7 @@ fn parse_hf(obj: &Map<String, Value>, model_type: &str) -> Result<MambaConfig> {
 }
 
 fn parse_state_spaces(obj: &Map<String, Value>) -> Result<MambaConfig> {
-    let f = Fields { obj, prefix: "" };
+    let f = Fields::new(obj, "");
     let hidden_size = f.usize_req("d_model")?;
     let num_layers = f.usize_req("n_layer")?;
     let raw_vocab = f.usize_req("vocab_size")?;
@@ -196,14 +200,7 @@ fn parse_state_spaces(obj: &Map<String, Value>) -> Result<MambaConfig> {
         return Err(unsupported_model(format!("{FILE}: `d_intermediate` > 0 (MLP blocks) is not supported")));
     }
     let empty = Map::new();
-    let ssm = match obj.get("ssm_cfg") {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(bad_config(format!("{FILE}: field `ssm_cfg` must be an object, got {}", json_kind(other))))
-        }
-    };
-    let s = Fields { obj: ssm, prefix: "ssm_cfg." };
+    let s = f.object_opt("ssm_cfg")?.unwrap_or_else(|| Fields::new(&empty, "ssm_cfg."));
     if let Some(layer) = s.str_opt("layer")? {
         if layer != "Mamba1" {
             return Err(unsupported_model(format!(
@@ -253,8 +250,8 @@ fn derive_intermediate(f: &Fields, key: &str, expand: f64, hidden: usize) -> Res
 
 /// Δ rank: an integer or `"auto"` (= ceil(D / 16), as in state-spaces and HF).
 fn derive_dt_rank(f: &Fields, key: &str, hidden: usize) -> Result<usize> {
-    match f.obj.get(key) {
-        None | Some(Value::Null) => Ok(hidden.div_ceil(16)),
+    match f.get(key) {
+        None => Ok(hidden.div_ceil(16)),
         Some(Value::String(s)) if s == "auto" => Ok(hidden.div_ceil(16)),
         Some(_) => f.usize_req(key),
     }
@@ -282,79 +279,6 @@ fn validate(cfg: MambaConfig) -> Result<MambaConfig> {
         return Err(bad_config(format!("{FILE}: norm epsilon must be a non-negative number")));
     }
     Ok(cfg)
-}
-
-/// Typed field access with errors that name `config.json` and the field.
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    prefix: &'static str,
-}
-
-impl Fields<'_> {
-    fn err(&self, key: &str, want: &str, got: &Value) -> crate::error::PhoenixError {
-        bad_config(format!("{FILE}: field `{}{key}` must be {want}, got {}", self.prefix, json_kind(got)))
-    }
-
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.err(key, "a non-negative integer", v)),
-        }
-    }
-
-    fn usize_req(&self, key: &str) -> Result<usize> {
-        self.usize_opt(key)?
-            .ok_or_else(|| bad_config(format!("{FILE}: required field `{}{key}` is missing", self.prefix)))
-    }
-
-    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.err(key, "a number", v)),
-        }
-    }
-
-    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.err(key, "true or false", v)),
-        }
-    }
-
-    fn str_opt(&self, key: &str) -> Result<Option<&str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(key, "a string", v)),
-        }
-    }
-
-    fn token_id_opt(&self, key: &str) -> Result<Option<u32>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => as_u32(v).map(Some).ok_or_else(|| self.err(key, "a token id", v)),
-        }
-    }
-
-    /// `eos_token_id` may be one id or a list of ids.
-    fn token_ids_opt(&self, key: &str) -> Result<Option<Vec<u32>>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| as_u32(v).ok_or_else(|| self.err(key, "a token id or a list of token ids", v)))
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
-            Some(v) => as_u32(v).map(|id| Some(vec![id])).ok_or_else(|| self.err(key, "a token id", v)),
-        }
-    }
-}
-
-fn as_u32(v: &Value) -> Option<u32> {
-    v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{ConfigLayout, CONFIG_FILE};
 use crate::error::{bad_config, model_not_found, unsupported_model, PhoenixError, Result};
-use crate::loader::shown::{json_kind, json_problem, shown_name};
+use crate::loader::shown::{json_kind, shown_name};
 use crate::loader::ModelFiles;
 use crate::model::LanguageModel;
 
@@ -84,8 +84,7 @@ pub(crate) fn name_config_file(e: PhoenixError, files: &ModelFiles) -> PhoenixEr
 
 /// The `model_type` and dialect of a `config.json` text.
 pub fn config_head(text: &str) -> Result<ConfigHead> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad_config(format!("{CONFIG_FILE}: {}", json_problem(&e))))?;
+    let value: Value = crate::config::json::parse_config(text)?;
     let obj: &Map<String, Value> =
         value.as_object().ok_or_else(|| bad_config(format!("{CONFIG_FILE}: top level must be a JSON object")))?;
     match obj.get("model_type") {
