@@ -37,6 +37,10 @@ pub struct RawGenerateOptions {
 pub struct GenerateOptions {
     /// Tokens to generate at most (1 ..= [`MAX_TOKENS_LIMIT`]).
     pub max_tokens: usize,
+    /// Whether the caller asked for `max_tokens` (`maxTokens` given). A model with a context limit
+    /// refuses an asked-for count that does not fit (`E_INVALID_OPTION`); the default count is cut
+    /// to the room left, and the generation ends with finish reason `length` when it fills it.
+    pub max_tokens_given: bool,
     /// 0 = greedy (argmax); otherwise logits are divided by it before sampling (below 1e-5: greedy).
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens (ties kept); 0 = off.
@@ -64,6 +68,7 @@ impl Default for GenerateOptions {
     fn default() -> Self {
         Self {
             max_tokens: 256,
+            max_tokens_given: false,
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
@@ -143,6 +148,7 @@ impl RawGenerateOptions {
                 Some(v) => count("maxTokens", v, "an integer in 1..=1048576")?,
                 None => d.max_tokens,
             },
+            max_tokens_given: self.max_tokens.is_some(),
             temperature: float(self.temperature, d.temperature),
             top_k: match self.top_k {
                 // Any non-negative integer; values above the vocabulary simply keep everything.
