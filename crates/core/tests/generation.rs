@@ -533,7 +533,7 @@ fn a_context_limit_refuses_asked_for_tokens_that_do_not_fit_and_cuts_the_default
         seen.fetch_add(1, Ordering::Relaxed);
     });
     let m = Arc::new(LoadedModel::new(Box::new(limited), Some(phoenix_tokenizer())).unwrap());
-    let asked = |n| GenerateOptions { max_tokens: n, max_tokens_given: true, ..Default::default() };
+    let asked = |n| GenerateOptions { max_tokens: n, max_tokens_strict: true, ..Default::default() };
     let prompt: Vec<u32> = (1..=6).collect();
 
     // 6 + 5 > 10: refused before any forward pass, naming the option and the limit.
@@ -571,6 +571,13 @@ fn a_context_limit_refuses_asked_for_tokens_that_do_not_fit_and_cuts_the_default
     assert_eq!(e.code, ErrorCode::InvalidOption, "{}", e.message);
     let steps = run_all(&mut m.generate(Prompt::Ids(vec![7]), GenerateOptions::default(), Some(&state)).unwrap());
     assert_eq!((steps.len(), finish_of(&steps)), (1, Some(FinishReason::Length)));
+
+    // `fitToContext` makes an asked-for count a cap.
+    let raw = RawGenerateOptions { max_tokens: Some(50.0), fit_to_context: Some(true), ..Default::default() };
+    let steps = run_all(&mut m.generate(Prompt::Ids(prompt.clone()), raw.resolve(4096).unwrap(), None).unwrap());
+    assert_eq!((steps.len(), finish_of(&steps)), (4, Some(FinishReason::Length)));
+    let raw = RawGenerateOptions { max_tokens: Some(50.0), ..Default::default() };
+    assert!(m.generate(Prompt::Ids(prompt.clone()), raw.resolve(4096).unwrap(), None).is_err());
 
     // Without a limit (SSMs) nothing changes.
     let free = toy(4096, 2, vec![], false);

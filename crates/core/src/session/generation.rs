@@ -45,8 +45,8 @@ pub struct Generation {
     /// A text prompt not tokenized yet, with whether to add special tokens (see `take_prompt`).
     pending_text: Option<(String, bool)>,
     max_tokens: usize,
-    /// `maxTokens` was given (see [`GenerateOptions::max_tokens_given`]).
-    max_tokens_given: bool,
+    /// See [`GenerateOptions::max_tokens_strict`].
+    max_tokens_strict: bool,
     /// The model's context limit in tokens (`None`: no limit, SSMs).
     context_length: Option<usize>,
     /// The model's EOS ids and the caller's stop ids.
@@ -130,7 +130,7 @@ impl Generation {
             fed,
             pending_text,
             max_tokens: options.max_tokens,
-            max_tokens_given: options.max_tokens_given,
+            max_tokens_strict: options.max_tokens_strict,
             context_length,
             stop_ids,
             tokenizer,
@@ -169,8 +169,8 @@ impl Generation {
     }
 
     /// Checks the context (restored history + prompt) plus the tokens to generate against the
-    /// model's context limit, before any forward pass: an asked-for `maxTokens` that does not fit is
-    /// `E_INVALID_OPTION`; the default one is cut to the room left.
+    /// model's context limit, before any forward pass: a strict `maxTokens` that does not fit is
+    /// `E_INVALID_OPTION`; any other is cut to the room left.
     fn fit_to_context(&mut self) -> Result<()> {
         let Some(limit) = self.context_length else { return Ok(()) };
         let used = self.history.len();
@@ -183,7 +183,7 @@ impl Generation {
         if self.max_tokens <= room {
             return Ok(());
         }
-        if self.max_tokens_given {
+        if self.max_tokens_strict {
             return Err(invalid_option(format!(
                 "maxTokens: {used} tokens of context plus maxTokens {} exceed the model's context of {limit} tokens (at most {room} more fit)",
                 self.max_tokens
