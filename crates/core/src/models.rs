@@ -2,6 +2,7 @@
 //! in-memory files. Which family loads a folder is decided by [`registry`].
 
 pub mod mamba;
+pub mod mamba2;
 pub mod registry;
 
 use std::path::Path;

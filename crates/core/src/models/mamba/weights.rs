@@ -37,20 +37,25 @@ pub(crate) struct Weights {
     pub identity: u64,
 }
 
-/// Reads tensors from the store, counting parameters and bytes and feeding the weights identity.
-struct Reader<'a> {
-    store: &'a TensorStore,
-    device: &'a Device,
-    count: usize,
-    bytes: usize,
-    digest: WeightsDigest,
+/// Reads tensors from the store, counting parameters and bytes and feeding the weights identity
+/// (shared by the SSM families).
+pub(crate) struct Reader<'a> {
+    pub store: &'a TensorStore,
+    pub device: &'a Device,
+    pub count: usize,
+    pub bytes: usize,
+    pub digest: WeightsDigest,
     /// Dtype of the matrices read so far (`None` before the first).
-    dtype: Option<&'static str>,
+    pub dtype: Option<&'static str>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub fn new(store: &'a TensorStore, device: &'a Device) -> Self {
+        Reader { store, device, count: 0, bytes: 0, digest: WeightsDigest::new(), dtype: None }
+    }
+
     /// A small per-channel tensor as f32, scanned for NaN / infinity (one skews every output).
-    fn small(&mut self, name: &str, shape: &[usize]) -> Result<F32Buf> {
+    pub fn small(&mut self, name: &str, shape: &[usize]) -> Result<F32Buf> {
         let t = self.store.load_f32_finite(name, shape)?;
         self.count = self.count.saturating_add(t.len());
         self.bytes = self.bytes.saturating_add(t.len().saturating_mul(4));
@@ -59,13 +64,13 @@ impl Reader<'_> {
     }
 
     /// [`Self::small`] as a tensor on the device.
-    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.small(name, shape)?;
         Ok(Tensor::from_slice(&t, shape, self.device)?)
     }
 
     /// A large matrix in its stored dtype (f16 / bf16 stay half precision; not scanned).
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
+    pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
         let data = self.store.load_matrix(name, &[rows, cols])?;
         self.count = self.count.saturating_add(data.len());
         self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
@@ -170,7 +175,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
 
 /// `len` zeros for a buffer derived from tensor `what`; its size comes from a file, so running out of
 /// memory is a typed error, not an abort.
-fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| bad_weights(format!("buffer for `{what}` ({len} values) does not fit in memory")))?;
