@@ -3,6 +3,7 @@
 
 pub mod mamba;
 pub mod mamba2;
+pub(crate) mod reader;
 pub mod registry;
 
 use std::path::Path;
