@@ -85,7 +85,13 @@ impl EditedCopy {
         std::fs::create_dir_all(&dir).unwrap();
         for e in std::fs::read_dir(fixture(name)).unwrap() {
             let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+            let to = dir.join(e.file_name());
+            std::fs::copy(e.path(), &to).unwrap();
+            // Fixture files may be read-only; the copy's config.json is rewritten below.
+            let mut perms = std::fs::metadata(&to).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&to, perms).unwrap();
         }
         let path = dir.join("config.json");
         let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -255,4 +261,116 @@ fn forward_refuses_past_the_context_and_foreign_states() {
     assert_eq!(e.code, ErrorCode::StateMismatch);
     let e = mamba.state_bytes_for(&st.layout()).unwrap_err();
     assert_eq!(e.code, ErrorCode::StateMismatch);
+}
+
+/// Own fixtures (test/fixtures/make-llama-fixtures.py): each RoPE scaling kind, biases, Qwen2, tied head.
+const OWN_FIXTURES: [&str; 5] =
+    ["llama-rope-linear", "llama-rope-dynamic", "llama-rope-llama3", "llama-rope-yarn", "qwen2-tiny-bias"];
+
+#[test]
+fn own_fixtures_match_their_references() {
+    for name in OWN_FIXTURES {
+        check_against_reference(&fixture(name), fixture(&format!("{name}/reference.json")));
+    }
+}
+
+/// 5.x `rope_parameters` ⇄ 4.x `rope_theta` + `rope_scaling` (and `head_dim` dropped / written).
+fn other_spelling(c: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::{json, Value};
+    let head_dim = c["hidden_size"].as_u64().unwrap() / c["num_attention_heads"].as_u64().unwrap();
+    match c.remove("rope_parameters") {
+        Some(Value::Object(mut p)) => {
+            c.insert("rope_theta".into(), p.remove("rope_theta").unwrap());
+            let kind = p.remove("rope_type").unwrap();
+            // 4.x wrote `type` in older files.
+            let scaling = if kind == "default" {
+                Value::Null
+            } else {
+                p.insert("type".into(), kind);
+                Value::Object(p)
+            };
+            c.insert("rope_scaling".into(), scaling);
+            c.remove("head_dim");
+        }
+        _ => {
+            let theta = c.remove("rope_theta").unwrap();
+            let mut p = match c.remove("rope_scaling") {
+                Some(Value::Object(p)) => p,
+                _ => serde_json::Map::from_iter([("rope_type".to_string(), json!("default"))]),
+            };
+            p.insert("rope_theta".into(), theta);
+            c.insert("rope_parameters".into(), Value::Object(p));
+            c.insert("head_dim".into(), head_dim.into());
+        }
+    }
+}
+
+#[test]
+fn both_config_spellings_of_each_fixture_give_the_same_logits() {
+    for name in OWN_FIXTURES {
+        let other = EditedCopy::new(name, other_spelling);
+        let text = std::fs::read_to_string(other.0.join("config.json")).unwrap();
+        let was_v5 = std::fs::read_to_string(fixture(name).join("config.json")).unwrap().contains("rope_parameters");
+        assert_eq!(text.contains("rope_parameters"), !was_v5, "{name}: converted");
+        let ids = read_reference(fixture(&format!("{name}/reference.json"))).input_ids;
+        let (a, b) = (load_model_dir(&fixture(name)).unwrap(), load_model_dir(&other.0).unwrap());
+        assert_eq!(a.info(), b.info(), "{name}");
+        let run = |m: &dyn LanguageModel| m.forward(&ids, m.new_state().unwrap().as_mut(), LogitsWanted::All).unwrap();
+        assert!(run(a.as_ref()) == run(b.as_ref()), "{name}: the two spellings give other logits");
+    }
+}
+
+#[test]
+fn rope_frequencies_match_transformers_past_the_context() {
+    use phoenix_core::models::llama::LlamaConfig;
+    for name in OWN_FIXTURES {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}/reference.json"))).unwrap())
+                .unwrap();
+        let check = &v["rope_check"];
+        let cfg =
+            LlamaConfig::from_json_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap();
+        let (inv, scale) = cfg.rope.frequencies(check["seq_len"].as_u64().unwrap() as usize);
+        let want: Vec<f64> = check["inv_freq"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(inv.len(), want.len(), "{name}");
+        for (j, (g, w)) in inv.iter().zip(&want).enumerate() {
+            assert!(((*g as f64 - w) / w).abs() < 1e-6, "{name}: inv_freq[{j}] = {g}, transformers {w}");
+        }
+        let want_scale = check["attention_scaling"].as_f64().unwrap();
+        assert!((scale as f64 - want_scale).abs() < 1e-6, "{name}: attention scaling {scale} vs {want_scale}");
+    }
+}
+
+#[test]
+fn each_scaling_kind_changes_the_logits_it_is_checked_on() {
+    // Within the context only linear, llama3 and yarn change anything (dynamic starts past it,
+    // checked by `rope_frequencies_match_transformers_past_the_context`).
+    for name in ["llama-rope-linear", "llama-rope-llama3", "llama-rope-yarn"] {
+        let plain = EditedCopy::new(name, |c| {
+            let theta = c.remove("rope_theta").or_else(|| c["rope_parameters"].get("rope_theta").cloned()).unwrap();
+            c.remove("rope_scaling");
+            c.insert("rope_parameters".into(), serde_json::json!({"rope_type": "default", "rope_theta": theta}));
+        });
+        let r = read_reference(fixture(&format!("{name}/reference.json")));
+        let m = load_model_dir(&plain.0).unwrap();
+        let got = m.forward(&r.input_ids, m.new_state().unwrap().as_mut(), LogitsWanted::All).unwrap();
+        let v = m.info().vocab_size;
+        let worst =
+            r.logits.iter().enumerate().map(|(t, w)| max_abs_diff(&got[t * v..(t + 1) * v], w)).fold(0.0, f64::max);
+        assert!(worst > 1e-2, "{name}: default RoPE is within {worst} of the scaled reference");
+    }
+}
+
+#[test]
+fn qwen2_reads_its_biases_and_ties_its_head() {
+    let m = load_model_dir(&fixture("qwen2-tiny-bias")).unwrap();
+    let a = m.info();
+    assert_eq!((a.model_type.as_str(), a.family.as_str()), ("qwen2", "llama"));
+    assert_eq!(
+        (a.architecture["qkvBias"].as_bool(), a.architecture["tiedEmbeddings"].as_bool()),
+        (Some(true), Some(true))
+    );
+    // Tied: one [V, D] matrix; q/k/v biases; no o / MLP biases.
+    let per_layer = 2 * 64 + (64 * 64 + 64) + 2 * (32 * 64 + 32) + 64 * 64 + 3 * 96 * 64;
+    assert_eq!(a.param_count, 512 * 64 + 2 * per_layer + 64);
 }

@@ -59,6 +59,15 @@ impl LlamaConfig {
         if qwen2 && f.bool_opt("use_sliding_window")?.unwrap_or(false) {
             return Err(unsupported_model(format!("{FILE}: field `use_sliding_window` = true is not supported")));
         }
+        // transformers 5 lists each layer's attention kind; only full causal attention is implemented.
+        if let Some(kinds) = f.str_list_opt("layer_types")? {
+            if let Some((i, kind)) = kinds.iter().enumerate().find(|(_, k)| **k != "full_attention") {
+                return Err(unsupported_model(format!(
+                    "{FILE}: field `layer_types[{i}]` = `{}` is not supported (only full_attention)",
+                    shown_name(kind)
+                )));
+            }
+        }
         let hidden_size = nonzero(&f, "hidden_size", f.usize_req("hidden_size")?)?;
         let num_heads = nonzero(&f, "num_attention_heads", f.usize_req("num_attention_heads")?)?;
         let num_kv_heads =
