@@ -1,78 +1,17 @@
 //! Llama / Qwen2 weights as `crate::nn` layers, every tensor shape-checked against the config, and
 //! the loaders a hybrid family reuses for its attention layers and (fused) SwiGLU MLPs.
 
-use std::sync::Arc;
-
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use super::config::LlamaConfig;
 use crate::config::CONFIG_FILE;
 use crate::error::{bad_config, bad_weights, Result};
-use crate::loader::{F32Buf, TensorStore};
+use crate::loader::TensorStore;
 use crate::nn::attention::{AttentionBlock, AttentionShape};
 use crate::nn::mlp::{SwiGluMlp, UpProjection};
-use crate::nn::{Embedding, Linear, RmsNorm, WeightMatrix};
-use crate::weights_identity::WeightsDigest;
+use crate::nn::{Embedding, Linear, RmsNorm};
 
-/// Reads tensors from a store, counting parameters and bytes and feeding the weights identity.
-pub(crate) struct TensorReader<'a> {
-    store: &'a TensorStore,
-    device: &'a Device,
-    pub count: usize,
-    pub bytes: usize,
-    digest: WeightsDigest,
-    /// Dtype of the matrices read so far (`mixed` once two differ).
-    pub dtype: Option<&'static str>,
-}
-
-impl<'a> TensorReader<'a> {
-    pub(crate) fn new(store: &'a TensorStore, device: &'a Device) -> Self {
-        Self { store, device, count: 0, bytes: 0, digest: WeightsDigest::new(), dtype: None }
-    }
-
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.store.contains(name)
-    }
-
-    /// A small tensor (norm weight, bias) as f32 on the device, scanned for NaN / infinity.
-    pub(crate) fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t: F32Buf = self.store.load_f32_finite(name, shape)?;
-        self.count = self.count.saturating_add(t.len());
-        self.bytes = self.bytes.saturating_add(t.len().saturating_mul(4));
-        self.digest.add(name, &t);
-        Ok(Tensor::from_slice(&t, shape, self.device)?)
-    }
-
-    /// A large matrix in its stored dtype (mapped where possible).
-    pub(crate) fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
-        let data = self.store.load_matrix(name, &[rows, cols])?;
-        self.count = self.count.saturating_add(data.len());
-        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
-        self.digest.add_values(name, data.len(), |i| data.get_f32(i));
-        let dtype = data.dtype_name();
-        self.dtype = Some(match self.dtype {
-            Some(seen) if seen != dtype => "mixed",
-            _ => dtype,
-        });
-        Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
-    }
-
-    /// `{name}.weight` `[rows, cols]` and, when `bias`, `{name}.bias` `[rows]`.
-    pub(crate) fn linear(&mut self, name: &str, rows: usize, cols: usize, bias: bool) -> Result<Linear> {
-        let w = self.matrix(&format!("{name}.weight"), rows, cols)?;
-        let b = if bias { Some(self.tensor(&format!("{name}.bias"), &[rows])?) } else { None };
-        Ok(Linear::new(w, b))
-    }
-
-    pub(crate) fn rms_norm(&mut self, name: &str, width: usize, eps: f32) -> Result<RmsNorm> {
-        Ok(RmsNorm::new(self.tensor(name, &[width])?, eps))
-    }
-
-    /// [`crate::weights_identity`] of everything read.
-    pub(crate) fn identity(self) -> u64 {
-        self.digest.finish()
-    }
-}
+pub(crate) use crate::models::reader::TensorReader;
 
 /// Sizes of an attention block (see [`load_attention`]).
 #[derive(Debug, Clone, Copy)]
