@@ -1,6 +1,7 @@
 //! Granite-4.0-H hybrids against float64 references from transformers: `granite-hybrid-tiny` (dense,
 //! layers mamba/attention/mamba/mamba, the shared fixture) and `granite-moe-tiny` (mixture-of-experts
-//! layers, µP multipliers ≠ 1, written by `test/fixtures/make-granite-moe.py`); the hybrid state
+//! layers, µP multipliers ≠ 1) and `granite-rope-tiny` (attention with RoPE), both written by
+//! `test/fixtures/make-granite-fixtures.py`; the hybrid state
 //! (SSM states + KV cache) as one snapshot; both tensor namings of MoE layers.
 
 mod model_support;
@@ -20,6 +21,33 @@ fn dense_hybrid_matches_transformers() {
 #[test]
 fn moe_hybrid_with_multipliers_matches_transformers() {
     check_model_dir(&fixture("granite-moe-tiny"), &[1, 2, 8, 9, 20, 31]);
+}
+
+#[test]
+fn rope_attention_matches_transformers_in_both_config_spellings() {
+    let dir = fixture("granite-rope-tiny");
+    check_model_dir(&dir, &[1, 5, 16, 31]);
+    let model = load_model_dir(&dir).unwrap();
+    assert_eq!(model.info().architecture["positionEmbedding"], "rope (default)");
+    // transformers 4.x spelling: `rope_theta` at the top level, no `rope_parameters`.
+    let v4 = Edited::new("granite-rope-tiny", |dir| {
+        edit_config(dir, |c| {
+            let theta = c.remove("rope_parameters").unwrap()["rope_theta"].clone();
+            c.insert("rope_theta".into(), theta);
+        })
+    });
+    let ids = long_prompt(40);
+    let logits = |dir: &Path| {
+        let model = load_model_dir(dir).unwrap();
+        let mut st = model.new_state().unwrap();
+        model.forward(&ids, st.as_mut(), LogitsWanted::All).unwrap()
+    };
+    assert_eq!(logits(&v4.dir), logits(&dir));
+    // Without RoPE the same weights give other logits: the positions are really encoded.
+    let nope = Edited::new("granite-rope-tiny", |dir| edit_config(dir, |c| {
+        c.insert("position_embedding_type".into(), "nope".into());
+    }));
+    assert_ne!(logits(&nope.dir), logits(&dir));
 }
 
 #[test]
@@ -137,8 +165,8 @@ impl Drop for Edited {
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
     let path = dir.join("config.json");
-    // The shared fixture's config is valid JSON (transformers 5.x spelling of infinity).
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The core's reader: the fixtures spell infinity both ways (bare `Infinity` is not JSON).
+    let mut v = phoenix_core::config::json::parse_config(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(v.as_object_mut().unwrap());
     std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
@@ -178,7 +206,11 @@ fn bad_configs_and_tensors_are_typed_errors_naming_the_field() {
         ("kv heads", Box::new(|c| { c["num_key_value_heads"] = 3.into(); }), ErrorCode::BadConfig, "num_key_value_heads"),
         ("hidden / heads", Box::new(|c| { c["num_attention_heads"] = 6.into(); c["num_key_value_heads"] = 6.into(); }), ErrorCode::BadConfig, "hidden_size"),
         ("mamba heads", Box::new(|c| { c["mamba_n_heads"] = 6.into(); }), ErrorCode::BadConfig, "mamba_n_heads"),
-        ("rope", Box::new(|c| { c["position_embedding_type"] = "alibi".into(); }), ErrorCode::UnsupportedModel, "position_embedding_type"),
+        ("position kind", Box::new(|c| { c["position_embedding_type"] = "alibi".into(); }), ErrorCode::UnsupportedModel, "position_embedding_type"),
+        ("rope kind", Box::new(|c| {
+            c["position_embedding_type"] = "rope".into();
+            c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0});
+        }), ErrorCode::UnsupportedModel, "rope"),
         ("top k", Box::new(|c| { c["num_local_experts"] = 2.into(); c["num_experts_per_tok"] = 3.into(); }), ErrorCode::BadConfig, "num_experts_per_tok"),
         ("more layers stored", Box::new(|c| { c["num_hidden_layers"] = 3.into(); c["layer_types"].as_array_mut().unwrap().pop(); }), ErrorCode::BadConfig, "num_hidden_layers"),
         ("moe tensors missing", Box::new(|c| { c["num_local_experts"] = 2.into(); c["num_experts_per_tok"] = 1.into(); }), ErrorCode::BadWeights, "block_sparse_moe"),

@@ -194,7 +194,8 @@ impl GraniteHybridModel {
         ] {
             architecture.insert(k.into(), serde_json::Value::from(v as f64));
         }
-        architecture.insert("positionEmbedding".into(), serde_json::Value::from("none"));
+        let position = cfg.rope.as_ref().map_or("none".to_string(), |r| format!("rope ({})", r.scaling.kind()));
+        architecture.insert("positionEmbedding".into(), serde_json::Value::from(position));
         ModelInfo {
             model_type: "granitemoehybrid".to_string(),
             family: FAMILY.name.to_string(),
@@ -230,10 +231,15 @@ impl GraniteHybridModel {
     fn run_chunk(
         &self,
         ids: &[u32],
+        tokens_before: usize,
         layers: &mut [LayerState],
         head: Option<LogitsWanted>,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        let rope = match &self.cfg.rope {
+            Some(spec) => Some(spec.tables(tokens_before, ids.len())?),
+            None => None,
+        };
         let mut x = self.embedding.forward(ids, &self.device)?;
         if self.cfg.embedding_multiplier != 1.0 {
             x = x.affine(self.cfg.embedding_multiplier as f64, 0.0)?;
@@ -242,9 +248,9 @@ impl GraniteHybridModel {
             let h = block.input_norm.forward(&x)?;
             let h = match (&block.mixer, state) {
                 (Mixer::Mamba(m), LayerState::Mamba(s)) => m.forward(&h, s)?,
-                // No positional encoding: Granite-4.0-H's attention sees positions only through the
-                // causal mask and the Mamba layers.
-                (Mixer::Attention(a), LayerState::Attention(cache)) => a.forward(&h, None, cache)?,
+                // Granite-4.0-H has no positional encoding (`rope` None): its attention sees positions
+                // only through the causal mask and the Mamba layers.
+                (Mixer::Attention(a), LayerState::Attention(cache)) => a.forward(&h, rope.as_ref(), cache)?,
                 _ => return Err(state_mismatch("forward: the state's layer kinds do not match this model")),
             };
             x = self.add_scaled(&x, h)?;
@@ -321,7 +327,7 @@ impl LanguageModel for GraniteHybridModel {
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
             // Only the last piece's last row matters for `Last`: skip the head elsewhere.
             let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, &mut st.layers, head, &mut logits)?;
+            self.run_chunk(chunk, st.tokens as usize, &mut st.layers, head, &mut logits)?;
             st.tokens = st.tokens.saturating_add(chunk.len() as u64);
         }
         if ids.len() > 1 {

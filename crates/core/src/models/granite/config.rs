@@ -7,7 +7,9 @@ use crate::config::fields::Fields;
 use crate::config::{json, CONFIG_FILE as FILE};
 use crate::error::{bad_config, unsupported_model, Result};
 use crate::loader::shown::shown_name;
+use crate::models::llama::config::parse_rope;
 use crate::models::mamba2::config::{mixer_from_fields, Mamba2MixerConfig, MixerFieldNames};
+use crate::nn::rope::RopeSpec;
 
 /// What one layer's mixer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,9 @@ pub struct GraniteHybridConfig {
     /// Width of the shared (dense) MLP.
     pub shared_intermediate_size: usize,
     pub max_position_embeddings: usize,
+    /// RoPE of the attention layers when `position_embedding_type` is `rope`; `None`: no positional
+    /// encoding (Granite-4.0-H).
+    pub rope: Option<RopeSpec>,
     pub rms_norm_eps: f32,
     pub embedding_multiplier: f32,
     /// Softmax scale of the attention (instead of `1/sqrt(head_dim)`).
@@ -87,20 +92,16 @@ impl GraniteHybridConfig {
                 )));
             }
         }
-        match f.str_opt("position_embedding_type")? {
-            None | Some("nope") => {}
-            Some("rope") => {
-                return Err(unsupported_model(format!(
-                    "{FILE}: field `position_embedding_type` = `rope` is not supported for granitemoehybrid (Granite-4.0-H attention has no positional encoding)"
-                )))
-            }
+        let use_rope = match f.str_opt("position_embedding_type")? {
+            None | Some("nope") => false,
+            Some("rope") => true,
             Some(other) => {
                 return Err(unsupported_model(format!(
-                    "{FILE}: field `position_embedding_type` = `{}` is not supported (none / `nope`)",
+                    "{FILE}: field `position_embedding_type` = `{}` is not supported (`rope`, or none / `nope`)",
                     shown_name(other)
                 )))
             }
-        }
+        };
         let num_heads = positive(&f, "num_attention_heads", f.usize_req("num_attention_heads")?)?;
         let num_kv_heads = positive(&f, "num_key_value_heads", f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads))?;
         if num_heads % num_kv_heads != 0 {
@@ -117,6 +118,10 @@ impl GraniteHybridConfig {
         if eps < 0.0 {
             return Err(f.invalid("rms_norm_eps", "must be ≥ 0"));
         }
+        let head_dim = hidden_size / num_heads;
+        let max_position_embeddings =
+            positive(&f, "max_position_embeddings", f.usize_opt("max_position_embeddings")?.unwrap_or(2048))?;
+        let rope = if use_rope { Some(parse_rope(&f, head_dim, max_position_embeddings)?) } else { None };
         let mixer = mixer_config(&f, hidden_size, eps as f32)?;
         mixer.validate(&GRANITE_MIXER_FIELDS, rows)?;
         let multiplier = |key: &str| -> Result<f32> {
@@ -132,17 +137,14 @@ impl GraniteHybridConfig {
             layer_kinds,
             num_heads,
             num_kv_heads,
-            head_dim: hidden_size / num_heads,
+            head_dim,
             shared_intermediate_size: positive(
                 &f,
                 "shared_intermediate_size",
                 f.usize_opt("shared_intermediate_size")?.unwrap_or(1024),
             )?,
-            max_position_embeddings: positive(
-                &f,
-                "max_position_embeddings",
-                f.usize_opt("max_position_embeddings")?.unwrap_or(2048),
-            )?,
+            max_position_embeddings,
+            rope,
             rms_norm_eps: eps as f32,
             embedding_multiplier: multiplier("embedding_multiplier")?,
             attention_multiplier: multiplier("attention_multiplier")?,

@@ -175,7 +175,7 @@ fn nonzero(f: &Fields, key: &str, v: usize) -> Result<usize> {
 }
 
 /// RoPE from `rope_parameters` (5.x) or `rope_theta` + `rope_scaling` (4.x).
-fn parse_rope(f: &Fields, head_dim: usize, max_pos: usize) -> Result<RopeSpec> {
+pub(crate) fn parse_rope(f: &Fields, head_dim: usize, max_pos: usize) -> Result<RopeSpec> {
     let top_theta = f.f64_opt("rope_theta")?;
     let params = match f.object_opt("rope_parameters")? {
         Some(p) => Some(p),
