@@ -133,6 +133,27 @@ describe('phoenix-local CLI', () => {
     expect(wrongModel.stderr).toMatch(/^phoenix-local: E_STATE_MISMATCH: /m);
   });
 
+  it('a transformer and a hybrid run through the CLI on their engines; a KV-cache snapshot continues in another process', async () => {
+    const llama = path.join(ROOT, 'test/fixtures/llama-tiny');
+    const info = await cli(['info', llama, '-q']);
+    expect(info.status).toBe(0);
+    expect(info.stdout).toMatch(/family\s+llama \(transformer engine\)/);
+    expect(info.stdout).toMatch(/context\s+256 tokens/);
+    expect(info.stdout).toMatch(/per token of context/);
+    const ref = await readJson<TinyReference>(path.join(llama, 'reference.json'));
+    const whole = await cli(['run', llama, '--ids', ref.input_ids.join(','), '--max-tokens', '12', '-q']);
+    const stateFile = path.join(scratch.dir, 'llama.state');
+    const head = await cli(['run', llama, '--ids', ref.input_ids.join(','), '--max-tokens', '5', '--save-state', stateFile, '-q']);
+    const tail = await cli(['run', llama, '--state', stateFile, '--max-tokens', '7', '-q']);
+    expect([whole.status, head.status, tail.status]).toEqual([0, 0, 0]);
+    expect(head.stdout + tail.stdout).toBe(whole.stdout);
+    const tooLong = await cli(['run', llama, '--ids', ref.input_ids.join(','), '--max-tokens', '300', '-q']);
+    expect(tooLong.status).not.toBe(0);
+    expect(tooLong.stderr).toMatch(/E_INVALID_OPTION: .*256/);
+    const granite = await cli(['info', path.join(ROOT, 'test/fixtures/granite-hybrid-tiny'), '-q']);
+    expect(granite.stdout).toMatch(/family\s+granitemoehybrid \(hybrid engine\)/);
+  });
+
   it('score --ids --json prints every position and every vocabulary column', async () => {
     const run = await cli(['score', 'mamba1-tiny', '--ids', tinyRef.input_ids.join(','), '--json', '-q']);
     expect(run.status).toBe(0);

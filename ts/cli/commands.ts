@@ -78,7 +78,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       if (!metadata.family) lines.push(['family', `${a.family} (${a.engine} engine)`]);
       lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
       lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
-      lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence)`]);
+      lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence${Number(a.stateBytesPerToken) > 0 ? ` + ${formatBytes(Number(a.stateBytesPerToken))} per token of context` : ''})`]);
     }
     const p = metadata.performance;
     if (p) lines.push(['performance', `load ${p.loadMs.toFixed(0)} ms, prefill ${p.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${p.decodeTokensPerSecond.toFixed(0)} tok/s (measured ${p.measuredAt})`]);
