@@ -25,10 +25,10 @@ pub(crate) mod rope;
 #[cfg(test)]
 mod product_tests;
 pub(crate) mod scan;
-pub(crate) mod ssd;
-pub(crate) mod ssd_norm;
 #[cfg(test)]
 mod speed_probe;
+pub(crate) mod ssd;
+pub(crate) mod ssd_norm;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};

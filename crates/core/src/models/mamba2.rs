@@ -58,7 +58,8 @@ pub struct Mamba2Model {
 impl Mamba2Model {
     /// Loads the weights in `files` for the `config.json` text `config`.
     pub fn load_with_config(files: &ModelFiles, config: &str) -> Result<Self> {
-        let cfg = Mamba2Config::from_json_str(config, PREFILL_CHUNK).map_err(|e| registry::name_config_file(e, files))?;
+        let cfg =
+            Mamba2Config::from_json_str(config, PREFILL_CHUNK).map_err(|e| registry::name_config_file(e, files))?;
         let store = TensorStore::open(files)?;
         Self::from_store(cfg, &store)
     }

@@ -84,7 +84,10 @@ impl CustomOp2 for SsdOp<'_> {
         let (e, s) = (h * p, h * p * n);
         let (l, width) = xbc_layout.shape().dims2()?;
         let (dt_rows, dt_width) = self.dt.rows.dims2()?;
-        if width != e + 2 * g * n || dt_rows != l || self.dt.offset + h > dt_width || state_layout.shape().elem_count() != s
+        if width != e + 2 * g * n
+            || dt_rows != l
+            || self.dt.offset + h > dt_width
+            || state_layout.shape().elem_count() != s
         {
             bail!("{NAME}: operand shapes do not fit {l} tokens × {h} heads × {p} × {n} states, {g} groups");
         }

@@ -135,9 +135,9 @@ impl Mamba2MixerConfig {
         let in_dim = conv_dim.and_then(|c| c.checked_add(e)).and_then(|c| c.checked_add(h));
         let state = m(conv_dim, k).and_then(|c| m(m(Some(h), p), n).and_then(|s| s.checked_add(c)));
         let products = [
-            m(m(in_dim, d), 4),         // in_proj
-            m(m(Some(d), e), 4),        // out_proj
-            m(m(in_dim, rows), 4),      // a chunk's in_proj output
+            m(m(in_dim, d), 4),          // in_proj
+            m(m(Some(d), e), 4),         // out_proj
+            m(m(in_dim, rows), 4),       // a chunk's in_proj output
             m(m(state, rows.max(1)), 4), // state + per-token scratch
         ];
         if products.iter().any(Option::is_none) {
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn overflowing_products_are_bad_config() {
-        let huge = usize::MAX / 4;
+        let huge = 1usize << 60;
         let e = Mamba2Config::from_json_str(
             &format!(
                 r#"{{"model_type":"mamba2","hidden_size":1,"num_hidden_layers":1,"vocab_size":8,"expand":{huge},"num_heads":{huge},"head_dim":1,"state_size":{huge}}}"#

@@ -56,7 +56,8 @@ impl Mamba2Mixer {
                 conv_t[j * c + ch] = conv[ch * k + j];
             }
         }
-        let conv_bias = if cfg.use_conv_bias { rd.small(&name("conv1d.bias"), &[c])?.to_vec() } else { zeros(c, "conv1d.bias")? };
+        let conv_bias =
+            if cfg.use_conv_bias { rd.small(&name("conv1d.bias"), &[c])?.to_vec() } else { zeros(c, "conv1d.bias")? };
         // A = −exp(A_log) in f32 (reference §7.1).
         let a: Vec<f32> = rd.small(&name("A_log"), &[h])?.iter().map(|x| -x.exp()).collect();
         let dt_bias = rd.tensor(&name("dt_bias"), &[h])?;
