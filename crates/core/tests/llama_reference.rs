@@ -2,10 +2,12 @@
 //! prefill, prefill-then-decode from several split points, greedy continuation, chunked prefill,
 //! KV-cache snapshots, the context guard, and the two transformers config spellings.
 
+mod llama_support;
 mod model_support;
 
 use std::path::{Path, PathBuf};
 
+use llama_support::EditedCopy;
 use model_support::*;
 use phoenix_core::models::load_model_dir;
 use phoenix_core::{ErrorCode, LanguageModel, LogitsWanted};
@@ -70,41 +72,6 @@ pub fn check_against_reference(dir: &Path, reference: PathBuf) {
         dir.display(),
         r.greedy_ids.len()
     );
-}
-
-/// A copy of fixture `name` in a fresh temp folder whose config.json is `edit`ed; removed on drop.
-pub struct EditedCopy(pub PathBuf);
-
-impl EditedCopy {
-    pub fn new(name: &str, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "phoenix-llama-test-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        for e in std::fs::read_dir(fixture(name)).unwrap() {
-            let e = e.unwrap();
-            let to = dir.join(e.file_name());
-            std::fs::copy(e.path(), &to).unwrap();
-            // Fixture files may be read-only; the copy's config.json is rewritten below.
-            let mut perms = std::fs::metadata(&to).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(&to, perms).unwrap();
-        }
-        let path = dir.join("config.json");
-        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        edit(cfg.as_object_mut().unwrap());
-        std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for EditedCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
