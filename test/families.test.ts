@@ -54,7 +54,7 @@ describe('engine kinds', () => {
 describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
   let models: Awaited<ReturnType<typeof tempModelsDir>>;
   let manager: LocalModelManager;
-  const engineOf = (model: LoadedModel): BindingEngine => manager.engines.find((e) => e.name === model.engine) as BindingEngine;
+  const engineOf = (model: LoadedModel) => manager.engineFor(model);
 
   beforeAll(async () => {
     requireBackend(backend);

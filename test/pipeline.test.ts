@@ -268,3 +268,29 @@ describe('metrics and status', () => {
     expect(status.manifest.persistent).toBe(true);
   });
 });
+
+describe('transformer models', () => {
+  it('are served by the default TransformerEngine; the mode limit is a cap cut to the context, an asked-for maxTokens is strict', async () => {
+    const dir = await tempDir();
+    try {
+      const models = path.join(dir.dir, 'models');
+      await mkdir(models);
+      await copyModel(path.join(path.dirname(TINY), 'llama-tiny'), path.join(models, 'llama'));
+      const p = new LocalAIPipeline({ modelsDir: models, defaultMode: ProcessingMode.FULL_CAPABILITY });
+      try {
+        const ids = Array.from({ length: 250 }, (_, i) => (i * 37) % 500);
+        // FULL_CAPABILITY allows 2048 tokens; the model's context (256) leaves room for 6.
+        const capped = await p.process({ id: 't1', input: { ids }, taskType: 'generation', options: { temperature: 0 } });
+        expect(capped).toMatchObject({ success: true, modelUsed: 'llama', generatedTokens: 6 });
+        expect(capped.metadata.finishReason).toBe('length');
+        const strict = await p.process({ id: 't2', input: { ids }, taskType: 'generation', options: { maxTokens: 20 } });
+        expect(strict.success).toBe(false);
+        expect(strict.errorCode).toBe('E_INVALID_OPTION');
+      } finally {
+        p.dispose();
+      }
+    } finally {
+      await dir.cleanup();
+    }
+  });
+});

@@ -1,8 +1,10 @@
 /**
- * phoenix-local — offline Mamba-family language models for Node.
+ * phoenix-local — offline state-space (Mamba, Mamba-2, Granite-4.0-H hybrids) and transformer
+ * (Llama, Qwen2) language models for Node.
  *
  * Start with {@link LocalAIPipeline} (requests in, results out), or use {@link LocalModelManager} and
- * an engine such as {@link MambaSSMEngine} directly for token-level control.
+ * the engines ({@link defaultEngines}: a {@link MambaSSMEngine} and a {@link TransformerEngine})
+ * directly for token-level control.
  *
  * @packageDocumentation
  */

@@ -125,7 +125,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   const onSigint = (): void => controller.abort();
   process.once('SIGINT', onSigint);
   try {
-    const stream = ctx.engineFor(model).stream(model, input, { ...options, signal: controller.signal });
+    const stream = ctx.manager.engineFor(model).stream(model, input, { ...options, signal: controller.signal });
     for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
     const result = await stream.result;
     if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
@@ -153,7 +153,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   }
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : { text: text as string };
   const model = await ctx.load(modelArg);
-  const scored = await ctx.engineFor(model).score(model, input, { includeLogits: flags.json === true });
+  const scored = await ctx.manager.engineFor(model).score(model, input, { includeLogits: flags.json === true });
   if (flags.json) {
     // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify.
     ctx.io.stdout.write(`{"ids":${JSON.stringify(scored.ids)},"logits":[`);

@@ -112,13 +112,6 @@ export class CliContext {
     return this.#isPath(model) ? this.manager.getModelMetadataAt(model) : this.manager.getModelMetadata(model);
   }
 
-  /** The engine that loaded `model` (the manager picked it through `canLoad`). */
-  engineFor(model: LoadedModel): BindingEngine {
-    const engine = this.engines.find((e) => e.name === model.engine);
-    if (!engine) throw new PhoenixError('E_INTERNAL', `no CLI engine named ${model.engine} loaded model "${model.name}"`);
-    return engine;
-  }
-
   /** Any engine, for what does not depend on the model (option checks). */
   get anyEngine(): BindingEngine {
     return this.engines[0] as BindingEngine;

@@ -149,6 +149,13 @@ export class LocalModelManager {
     return this.#engines;
   }
 
+  /** The registered engine that loaded `model` (to generate or score with it). */
+  engineFor(model: LoadedModel): InferenceEngine {
+    const engine = this.#engines.find((e) => e.name === model.engine);
+    if (!engine) throw new PhoenixError('E_INVALID_OPTION', `no registered engine is named ${model.engine} (model "${model.name}" was loaded elsewhere)`, { option: 'model' });
+    return engine;
+  }
+
   /** The configured memory budget in bytes (`Infinity` = none). */
   get memoryBudgetBytes(): number {
     return this.#budget;
