@@ -276,9 +276,9 @@ describe('bench rows of the newer families', () => {
     expect(ratios([phoenix, llama], 2, 'f32', 'granite', TARGETS.by_kind.ssm).targets.prefill.pass).toBe(false);
   });
 
-  it('parses --context and defaults it to 4096 (1024 with --quick)', () => {
+  it('parses --context and defaults it to 4096 (512 with --quick)', () => {
     expect(parseArgs([])).toMatchObject({ contextTokens: 4096 });
-    expect(parseArgs(['--quick'])).toMatchObject({ contextTokens: 1024 });
+    expect(parseArgs(['--quick'])).toMatchObject({ contextTokens: 512 });
     expect(parseArgs(['--quick', '--context=0'])).toMatchObject({ contextTokens: 0 });
     expect(parseArgs(['--models=smollm135m,granite350m'])).toMatchObject({ models: ['smollm135m', 'granite350m'] });
     expect(() => parseArgs(['--context=-1'])).toThrow(/--context/);

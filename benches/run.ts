@@ -371,6 +371,8 @@ async function main(): Promise<number> {
         weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
         bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
+        by_model: 'ratios of each newer family\'s model on its own weights, against its kind\'s targets (ssm: prefill 3x, decode 1x; hybrid: prefill 2x, decode 1x; transformer: 1x both)',
+        context: 'decode_tps after a context_tokens-long prompt (one greedy generation per engine at the headline thread count; prefill_tps = context_tokens / time to the first token); vs_short = over the same engine\'s decode after the short bench prompt; llama.cpp runs with its default context settings (KV cache F16)',
       },
     },
     errors,
@@ -387,7 +389,7 @@ async function main(): Promise<number> {
   console.log(formatBandwidth(bandwidth));
   console.log('');
   const unreliable = caveats.length ? '  [UNRELIABLE: busy machine]' : '';
-  for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
+  if (model) for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
   if (bf16) {
     for (const t of opts.threads) {
       console.log(formatRatios(bf16[String(t)]!.vs_llama_cpp) + unreliable);

@@ -55,7 +55,7 @@ export const USAGE = `Usage: npm run bench -- [options]
                       skipped with the core's reason while it does not load the family). Default all
   --context=N         context table: decode tokens/s after an N-token prompt for every model with a
                       GGUF, phoenix native and llama.cpp, at the headline thread count (default 4096;
-                      1024 with --quick; 0 = no context table)
+                      512 with --quick; 0 = no context table)
   --no-verify         skip the logit-agreement check
   --out=FILE          results file (default bench-results.json at the repo root)
 `;
@@ -158,7 +158,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     if (!explicit.has('iterations')) opts.iterations = 1;
     if (!explicit.has('prompt')) opts.promptTokens = 64;
     if (!explicit.has('decode')) opts.decodeTokens = 16;
-    if (!explicit.has('context')) opts.contextTokens = 1024;
+    if (!explicit.has('context')) opts.contextTokens = 512;
   }
   return opts;
 }
