@@ -35,6 +35,8 @@ export type {
 export { BindingEngine } from './engines/binding-engine.js';
 export type { BindingEngineOptions } from './engines/binding-engine.js';
 export { MambaSSMEngine } from './engines/mamba-engine.js';
+export { TransformerEngine } from './engines/transformer-engine.js';
+export { defaultEngines } from './engines/default-engines.js';
 export type {
   InferenceEngine,
   LoadedModel,

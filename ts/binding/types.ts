@@ -83,6 +83,8 @@ export interface RawGenerateOptions {
   stopStrings?: string[];
   /** Prepend the tokenizer's special tokens (BOS) to a text prompt; default true. */
   addSpecialTokens?: boolean;
+  /** Cut `maxTokens` to the room left in the model's context instead of refusing it. */
+  fitToContext?: boolean;
 }
 
 /** The prompt: text (tokenized by the model's tokenizer) or token ids. */

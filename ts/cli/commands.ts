@@ -125,7 +125,7 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
   const onSigint = (): void => controller.abort();
   process.once('SIGINT', onSigint);
   try {
-    const stream = ctx.engine.stream(model, input, { ...options, signal: controller.signal });
+    const stream = ctx.engineFor(model).stream(model, input, { ...options, signal: controller.signal });
     for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
     const result = await stream.result;
     if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
@@ -153,7 +153,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   }
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : { text: text as string };
   const model = await ctx.load(modelArg);
-  const scored = await ctx.engine.score(model, input, { includeLogits: flags.json === true });
+  const scored = await ctx.engineFor(model).score(model, input, { includeLogits: flags.json === true });
   if (flags.json) {
     // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify.
     ctx.io.stdout.write(`{"ids":${JSON.stringify(scored.ids)},"logits":[`);
@@ -174,7 +174,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
 /** Option values out of range are usage errors (exit 2), found by the library before a model loads. */
 async function checkOptionsBeforeLoading(ctx: CliContext, options: GenerationOptions): Promise<void> {
   try {
-    await ctx.engine.checkOptions(options);
+    await ctx.anyEngine.checkOptions(options);
   } catch (thrown) {
     const error = toPhoenixError(thrown);
     if (error.code !== 'E_INVALID_OPTION') throw error;

@@ -8,7 +8,8 @@ import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
 import { loadBinding, type BindingSelection } from '../binding/load.js';
-import { MambaSSMEngine } from '../engines/mamba-engine.js';
+import type { BindingEngine } from '../engines/binding-engine.js';
+import { defaultEngines } from '../engines/default-engines.js';
 import type { LoadedModel } from '../engines/types.js';
 import { LocalModelManager, type ModelProgressEvent } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
@@ -26,7 +27,8 @@ export interface CliIO {
 
 export class CliContext {
   readonly manager: LocalModelManager;
-  readonly engine: MambaSSMEngine;
+  /** The default engines (one per engine kind), on the binding chosen by --backend. */
+  readonly engines: readonly BindingEngine[];
   readonly flags: ParsedFlags;
   readonly io: CliIO;
   readonly #binding: Promise<BindingSelection>;
@@ -47,10 +49,10 @@ export class CliContext {
       return selection;
     });
     configured.catch(() => undefined);
-    this.engine = new MambaSSMEngine({ binding: configured });
+    this.engines = defaultEngines({ binding: configured });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
-      engines: [this.engine],
+      engines: [...this.engines],
       onProgress: (event) => this.#progress(event),
     });
   }
@@ -108,6 +110,18 @@ export class CliContext {
   async metadata(arg: string | undefined): Promise<ModelMetadata> {
     const model = requireModelArg(arg);
     return this.#isPath(model) ? this.manager.getModelMetadataAt(model) : this.manager.getModelMetadata(model);
+  }
+
+  /** The engine that loaded `model` (the manager picked it through `canLoad`). */
+  engineFor(model: LoadedModel): BindingEngine {
+    const engine = this.engines.find((e) => e.name === model.engine);
+    if (!engine) throw new PhoenixError('E_INTERNAL', `no CLI engine named ${model.engine} loaded model "${model.name}"`);
+    return engine;
+  }
+
+  /** Any engine, for what does not depend on the model (option checks). */
+  get anyEngine(): BindingEngine {
+    return this.engines[0] as BindingEngine;
   }
 
   async load(arg: string | undefined): Promise<LoadedModel> {

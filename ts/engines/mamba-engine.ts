@@ -1,16 +1,19 @@
 /**
- * Runs the core's state-space families (Mamba-1 today: `mamba`, `falcon_mamba`) on the Rust core.
+ * Runs the core's state-space families (`mamba`, `falcon_mamba`, `mamba2`) and the hybrids whose
+ * stack is mostly state-space layers (`granitemoehybrid`) on the Rust core.
  */
 import type { RawEngineKind } from '../binding/types.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingEngine, type BindingEngineOptions } from './binding-engine.js';
 
-/** The engine kind this engine runs, as the core's family registry names it (`supportedFamilies()`). */
-const ENGINE_KIND: RawEngineKind = 'ssm';
+/** The engine kinds this engine runs, as the core's family registry names them (`supportedFamilies()`). */
+const ENGINE_KINDS: readonly RawEngineKind[] = ['ssm', 'hybrid'];
 
 /**
  * The engine for the core's state-space models: constant-size recurrent state, so generation memory
  * does not grow with context and a whole context can be snapshotted into a few hundred kilobytes.
+ * Hybrids (Mamba-2 layers with a few attention layers) add those layers' KV cache to the state and
+ * the attention's context limit.
  * Which `model_type`s and formats that covers is the core's answer (`metadata.engine`, from the
  * binding's `describeModel`), not a list kept here.
  *
@@ -29,8 +32,8 @@ export class MambaSSMEngine extends BindingEngine {
     super(options);
   }
 
-  /** Whether the core reports the model's engine kind as `ssm` (metadata without one: `loadModel` asks the core). */
+  /** Whether the core reports the model's engine kind as `ssm` or `hybrid` (metadata without one: `loadModel` asks the core). */
   canLoad(metadata: ModelMetadata): boolean {
-    return metadata.engine === ENGINE_KIND;
+    return metadata.engine !== undefined && ENGINE_KINDS.includes(metadata.engine);
   }
 }

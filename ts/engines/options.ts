@@ -49,9 +49,11 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
     raw.stopStrings = [...options.stop];
   }
   if (options.stopTokenIds !== undefined) raw.stopTokenIds = idList('stopTokenIds', options.stopTokenIds);
-  if (options.addSpecialTokens !== undefined) {
-    if (typeof options.addSpecialTokens !== 'boolean') throw invalid('addSpecialTokens', options.addSpecialTokens, 'a boolean');
-    raw.addSpecialTokens = options.addSpecialTokens;
+  for (const key of ['addSpecialTokens', 'fitToContext'] as const) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (typeof value !== 'boolean') throw invalid(key, value, 'a boolean');
+    raw[key] = value;
   }
   if (options.state !== undefined && !(options.state instanceof Uint8Array)) throw invalid('state', options.state, 'a Uint8Array');
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('signal', options.signal, 'an AbortSignal');

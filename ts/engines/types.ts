@@ -13,8 +13,14 @@ export type GenerationInput = string | { text: string } | { ids: readonly number
 
 /** Sampling, stopping and control options of a generation. All optional. */
 export interface GenerationOptions {
-  /** Most tokens to generate (integer ≥ 1). Core default applies when absent. */
+  /**
+   * Most tokens to generate (integer ≥ 1). Core default applies when absent. On a model with a
+   * context limit (`info.contextLength`), a prompt plus `maxTokens` beyond it is `E_INVALID_OPTION`
+   * before any work, unless `fitToContext`; the default is cut to the room left.
+   */
   maxTokens?: number;
+  /** Treat `maxTokens` as a cap: cut it to the room left in the context (finish reason `length` there). */
+  fitToContext?: boolean;
   /** Softmax temperature ≥ 0; `0` = greedy. */
   temperature?: number;
   /** Keep the k most likely tokens (integer ≥ 0; `0` disables). */

@@ -7,7 +7,7 @@
 import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
-import { MambaSSMEngine } from '../engines/mamba-engine.js';
+import { defaultEngines } from '../engines/default-engines.js';
 import type { GenerationOptions, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
@@ -25,7 +25,7 @@ import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetad
 
 /** Options of {@link LocalAIPipeline}. */
 export interface LocalAIPipelineOptions {
-  /** The model manager to use. Default: a new one over `modelsDir` with a {@link MambaSSMEngine}. */
+  /** The model manager to use. Default: a new one over `modelsDir` with the default engines (a `MambaSSMEngine` and a `TransformerEngine`). */
   manager?: LocalModelManager;
   /** Models dir of the default manager (default `PHOENIX_MODELS_DIR` or `models/`). */
   modelsDir?: string;
@@ -117,7 +117,7 @@ export class LocalAIPipeline {
       new LocalModelManager({
         modelsDir: options.modelsDir,
         memoryBudgetBytes: options.memoryBudgetBytes,
-        engines: [new MambaSSMEngine({ binding: options.binding })],
+        engines: defaultEngines({ binding: options.binding }),
         binding: options.binding,
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
@@ -297,7 +297,9 @@ export class LocalAIPipeline {
             const maxTokens = Math.min(request.options?.maxTokens ?? limits.maxTokens, limits.maxTokens);
             progress.metadata.maxTokens = maxTokens;
             const { returnLogits: _unused, signal: _caller, ...rest } = request.options ?? {};
-            const options: GenerationOptions = { ...rest, maxTokens, signal: controller.signal };
+            // Without a requested maxTokens the mode's limit is a cap, not an ask: cut to the model's context.
+            const fitToContext = rest.fitToContext ?? request.options?.maxTokens === undefined;
+            const options: GenerationOptions = { ...rest, maxTokens, fitToContext, signal: controller.signal };
             // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
             const stream = engine.stream(model, toInput(request.input), options);
             for await (const chunk of stream) {

@@ -2,6 +2,8 @@
 //! in-memory files. Which family loads a folder is decided by [`registry`].
 
 pub mod mamba;
+pub mod mamba2;
+pub(crate) mod reader;
 pub mod registry;
 
 use std::path::Path;

@@ -11,9 +11,11 @@
 pub mod conv;
 mod cpu;
 pub mod embedding;
+pub mod gated_norm;
 pub mod linear;
 pub mod norm;
 pub mod scan;
+pub mod ssd;
 pub mod weight_matrix;
 
 pub use conv::CausalConvSilu;

@@ -23,6 +23,8 @@ pub(crate) mod norm;
 #[cfg(test)]
 mod product_tests;
 pub(crate) mod scan;
+pub(crate) mod ssd;
+pub(crate) mod ssd_norm;
 #[cfg(test)]
 mod speed_probe;
 mod weight_ref;

@@ -525,6 +525,70 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_the_state_stays_exporta
 }
 
 #[test]
+fn a_context_limit_refuses_asked_for_tokens_that_do_not_fit_and_cuts_the_default_to_the_room_left() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let forwards = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&forwards);
+    let limited = ToyModel::new(4096, 2, vec![]).with_context_length(10).with_prefill_chunk(usize::MAX, move |_| {
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let m = Arc::new(LoadedModel::new(Box::new(limited), Some(phoenix_tokenizer())).unwrap());
+    let asked = |n| GenerateOptions { max_tokens: n, max_tokens_strict: true, ..Default::default() };
+    let prompt: Vec<u32> = (1..=6).collect();
+
+    // 6 + 5 > 10: refused before any forward pass, naming the option and the limit.
+    let e = m.generate(Prompt::Ids(prompt.clone()), asked(5), None).err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+    assert!(e.message.contains("maxTokens") && e.message.contains("10"), "{}", e.message);
+    assert_eq!(forwards.load(Ordering::Relaxed), 0);
+
+    // 6 + 4 = 10 fits exactly.
+    let steps = run_all(&mut m.generate(Prompt::Ids(prompt.clone()), asked(4), None).unwrap());
+    assert_eq!((steps.len(), finish_of(&steps)), (4, Some(FinishReason::Length)));
+
+    // The default count is cut to the room left; filling the context ends with `length`.
+    let steps = run_all(&mut m.generate(Prompt::Ids(prompt.clone()), GenerateOptions::default(), None).unwrap());
+    assert_eq!((steps.len(), finish_of(&steps)), (4, Some(FinishReason::Length)));
+
+    // A prompt that fills the context leaves no room, whatever maxTokens says.
+    let full: Vec<u32> = (1..=10).collect();
+    let e = m.generate(Prompt::Ids(full), GenerateOptions::default(), None).err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+
+    // A text prompt is checked once tokenized, still before the prefill.
+    forwards.store(0, Ordering::Relaxed);
+    let mut g = m.generate(Prompt::Text("one two three four five six seven eight nine ten".into()), asked(3), None).unwrap();
+    let e = g.next_step().err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+    assert_eq!(forwards.load(Ordering::Relaxed), 0);
+
+    // A restored state's tokens count: 8 saved + 1 prompt token leave room for 1.
+    let saved = m.generate(Prompt::Ids(prompt.clone()), asked(2), None).unwrap();
+    let mut saved = saved;
+    run_all(&mut saved);
+    let state = saved.export_state().unwrap();
+    let e = m.generate(Prompt::Ids(vec![7]), asked(2), Some(&state)).err().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption, "{}", e.message);
+    let steps = run_all(&mut m.generate(Prompt::Ids(vec![7]), GenerateOptions::default(), Some(&state)).unwrap());
+    assert_eq!((steps.len(), finish_of(&steps)), (1, Some(FinishReason::Length)));
+
+    // `fitToContext` makes an asked-for count a cap.
+    let raw = RawGenerateOptions { max_tokens: Some(50.0), fit_to_context: Some(true), ..Default::default() };
+    let steps = run_all(&mut m.generate(Prompt::Ids(prompt.clone()), raw.resolve(4096).unwrap(), None).unwrap());
+    assert_eq!((steps.len(), finish_of(&steps)), (4, Some(FinishReason::Length)));
+    let raw = RawGenerateOptions { max_tokens: Some(50.0), ..Default::default() };
+    assert!(m.generate(Prompt::Ids(prompt.clone()), raw.resolve(4096).unwrap(), None).is_err());
+
+    // Without a limit (SSMs) nothing changes.
+    let free = toy(4096, 2, vec![], false);
+    assert_eq!(run_all(&mut free.generate(Prompt::Ids(full_of(300)), asked(20), None).unwrap()).len(), 20);
+}
+
+fn full_of(n: u32) -> Vec<u32> {
+    (1..=n).collect()
+}
+
+#[test]
 fn a_prefill_fed_in_pieces_gives_the_same_tokens_as_one_call() {
     let in_pieces = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(7, |_| {});
     let pieces = Arc::new(LoadedModel::new(Box::new(in_pieces), None).unwrap());

@@ -20,8 +20,9 @@ pub struct RawModelInfo {
     pub weight_bytes: f64,
     pub state_bytes: f64,
     pub state_bytes_per_token: f64,
-    pub context_length: Option<f64>,
-    pub bos_token_id: Option<u32>,
+    /// `null` (not `undefined`) when absent, as the WASM binding's JSON-compatible serialiser gives.
+    pub context_length: Either<f64, Null>,
+    pub bos_token_id: Either<u32, Null>,
     pub eos_token_ids: Vec<u32>,
     /// Family-specific sizes, as the core names them.
     pub architecture: serde_json::Value,
@@ -45,14 +46,18 @@ impl From<LoadedModelInfo> for RawModelInfo {
             weight_bytes: m.weight_bytes as f64,
             state_bytes: m.state_bytes as f64,
             state_bytes_per_token: m.state_bytes_per_token as f64,
-            context_length: m.context_length.map(|n| n as f64),
-            bos_token_id: m.bos_token_id,
+            context_length: or_null(m.context_length.map(|n| n as f64)),
+            bos_token_id: or_null(m.bos_token_id),
             eos_token_ids: m.eos_token_ids,
             architecture: serde_json::Value::Object(m.architecture.into_iter().collect()),
             has_tokenizer: i.has_tokenizer,
             snapshot_header_bytes: i.snapshot_header_bytes as f64,
         }
     }
+}
+
+fn or_null<T>(value: Option<T>) -> Either<T, Null> {
+    value.map_or(Either::B(Null), Either::A)
 }
 
 /// `describeModel(dir)`: what the core would load from a folder, without loading weights.
@@ -103,6 +108,7 @@ pub struct RawGenerateOptions {
     pub stop_token_ids: Option<Vec<f64>>,
     pub stop_strings: Option<Vec<String>>,
     pub add_special_tokens: Option<bool>,
+    pub fit_to_context: Option<bool>,
 }
 
 impl From<RawGenerateOptions> for generate::RawGenerateOptions {
@@ -119,6 +125,7 @@ impl From<RawGenerateOptions> for generate::RawGenerateOptions {
             stop_token_ids: o.stop_token_ids,
             stop_strings: o.stop_strings,
             add_special_tokens: o.add_special_tokens,
+            fit_to_context: o.fit_to_context,
         }
     }
 }
@@ -207,7 +214,7 @@ impl From<Score> for RawScore {
             token_count: s.token_count as f64,
             token_logprobs: s.token_logprobs,
             log_likelihood: s.log_likelihood,
-            perplexity: s.perplexity.map_or(Either::B(Null), Either::A),
+            perplexity: or_null(s.perplexity),
             next_argmax: s.next_argmax,
             logits: s.logits.map(Float32Array::new),
         }

@@ -29,6 +29,7 @@ pub struct RawGenerateOptions {
     pub stop_token_ids: Option<Vec<f64>>,
     pub stop_strings: Option<Vec<String>>,
     pub add_special_tokens: Option<bool>,
+    pub fit_to_context: Option<bool>,
 }
 
 /// Validated options. `Default` is: 256 tokens, greedy (temperature 0, as the models'
@@ -37,6 +38,10 @@ pub struct RawGenerateOptions {
 pub struct GenerateOptions {
     /// Tokens to generate at most (1 ..= [`MAX_TOKENS_LIMIT`]).
     pub max_tokens: usize,
+    /// Whether `max_tokens` is a strict request (`maxTokens` given without `fitToContext`). A model
+    /// with a context limit refuses a strict count that does not fit (`E_INVALID_OPTION`); any other
+    /// count is cut to the room left, and the generation ends with finish reason `length` there.
+    pub max_tokens_strict: bool,
     /// 0 = greedy (argmax); otherwise logits are divided by it before sampling (below 1e-5: greedy).
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens (ties kept); 0 = off.
@@ -64,6 +69,7 @@ impl Default for GenerateOptions {
     fn default() -> Self {
         Self {
             max_tokens: 256,
+            max_tokens_strict: false,
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
@@ -143,6 +149,7 @@ impl RawGenerateOptions {
                 Some(v) => count("maxTokens", v, "an integer in 1..=1048576")?,
                 None => d.max_tokens,
             },
+            max_tokens_strict: self.max_tokens.is_some() && self.fit_to_context != Some(true),
             temperature: float(self.temperature, d.temperature),
             top_k: match self.top_k {
                 // Any non-negative integer; values above the vocabulary simply keep everything.

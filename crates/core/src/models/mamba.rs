@@ -5,7 +5,7 @@
 //! linear op picks the threaded mat-vec instead of the GEMM. Residual stream and all SSM maths in f32.
 
 mod state;
-mod weights;
+pub(crate) mod weights;
 
 pub use state::{MambaState, StateShape};
 

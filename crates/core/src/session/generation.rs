@@ -45,6 +45,10 @@ pub struct Generation {
     /// A text prompt not tokenized yet, with whether to add special tokens (see `take_prompt`).
     pending_text: Option<(String, bool)>,
     max_tokens: usize,
+    /// See [`GenerateOptions::max_tokens_strict`].
+    max_tokens_strict: bool,
+    /// The model's context limit in tokens (`None`: no limit, SSMs).
+    context_length: Option<usize>,
     /// The model's EOS ids and the caller's stop ids.
     stop_ids: Vec<u32>,
     sampler: Sampler,
@@ -68,6 +72,7 @@ impl Generation {
     ) -> Result<Self> {
         let info = model.model_info();
         let vocab = info.vocab_size;
+        let context_length = info.context_length;
         let tokenizer = model.tokenizer().cloned();
 
         let mut model_state = model.model().new_state()?;
@@ -115,7 +120,7 @@ impl Generation {
         let mut stop_ids = info.eos_token_ids.clone();
         stop_ids.extend_from_slice(&options.stop_token_ids);
 
-        Ok(Self {
+        let mut generation = Self {
             sampler: Sampler::new(&options, options.seed.unwrap_or_else(fresh_seed), id_limit),
             fingerprint: model.fingerprint(),
             weights_identity: model.weights_identity(),
@@ -125,6 +130,8 @@ impl Generation {
             fed,
             pending_text,
             max_tokens: options.max_tokens,
+            max_tokens_strict: options.max_tokens_strict,
+            context_length,
             stop_ids,
             tokenizer,
             detokenizer: None,
@@ -133,7 +140,11 @@ impl Generation {
             finished: None,
             failed: None,
             stats: GenerationStats { prompt_tokens, ..Default::default() },
-        })
+        };
+        if generation.pending_text.is_none() {
+            generation.fit_to_context()?;
+        }
+        Ok(generation)
     }
 
     /// Tokenizes a pending text prompt into the history and sets up the streaming detokeniser (with
@@ -147,12 +158,38 @@ impl Generation {
             if self.history.is_empty() {
                 return Err(empty_prompt());
             }
+            self.fit_to_context()?;
         }
         if self.detokenizer.is_none() && self.finished.is_none() {
             if let Some(t) = &self.tokenizer {
                 self.detokenizer = Some(StreamDetokenizer::new(Arc::clone(t), &self.history, true)?);
             }
         }
+        Ok(())
+    }
+
+    /// Checks the context (restored history + prompt) plus the tokens to generate against the
+    /// model's context limit, before any forward pass: a strict `maxTokens` that does not fit is
+    /// `E_INVALID_OPTION`; any other is cut to the room left.
+    fn fit_to_context(&mut self) -> Result<()> {
+        let Some(limit) = self.context_length else { return Ok(()) };
+        let used = self.history.len();
+        let room = limit.saturating_sub(used);
+        if room == 0 {
+            return Err(invalid_option(format!(
+                "prompt: {used} tokens of context (prompt and restored state) leave no room in the model's context of {limit} tokens"
+            )));
+        }
+        if self.max_tokens <= room {
+            return Ok(());
+        }
+        if self.max_tokens_strict {
+            return Err(invalid_option(format!(
+                "maxTokens: {used} tokens of context plus maxTokens {} exceed the model's context of {limit} tokens (at most {room} more fit)",
+                self.max_tokens
+            )));
+        }
+        self.max_tokens = room;
         Ok(())
     }
 

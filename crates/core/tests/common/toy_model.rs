@@ -54,6 +54,13 @@ impl ToyModel {
         }
     }
 
+    /// Reports a context limit of `tokens` (as an attention model does).
+    #[allow(dead_code)] // used by some test files only
+    pub fn with_context_length(mut self, tokens: usize) -> Self {
+        self.info.context_length = Some(tokens);
+        self
+    }
+
     /// Reports `chunk` as its prefill piece and calls `on_forward(ids.len())` on every forward call.
     pub fn with_prefill_chunk(mut self, chunk: usize, on_forward: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.chunk = Some(chunk);

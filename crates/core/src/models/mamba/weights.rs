@@ -1,15 +1,12 @@
 //! Mamba-1 weights as the layers of `crate::nn` (big matrices mapped, small tensors on the device),
 //! loaded with shape checks.
 
-use std::sync::Arc;
-
 use candle_core::{Device, Tensor};
 
 use crate::config::{ConfigLayout, MambaConfig, CONFIG_FILE};
 use crate::error::{bad_config, bad_weights, Result};
-use crate::loader::{F32Buf, TensorStore};
-use crate::nn::{CausalConvSilu, Embedding, Linear, RmsNorm, SelectiveScan, WeightMatrix};
-use crate::weights_identity::WeightsDigest;
+use crate::loader::TensorStore;
+use crate::nn::{CausalConvSilu, Embedding, Linear, RmsNorm, SelectiveScan};
 
 pub(crate) struct MixerWeights {
     pub norm: RmsNorm,
@@ -37,47 +34,8 @@ pub(crate) struct Weights {
     pub identity: u64,
 }
 
-/// Reads tensors from the store, counting parameters and bytes and feeding the weights identity.
-struct Reader<'a> {
-    store: &'a TensorStore,
-    device: &'a Device,
-    count: usize,
-    bytes: usize,
-    digest: WeightsDigest,
-    /// Dtype of the matrices read so far (`None` before the first).
-    dtype: Option<&'static str>,
-}
-
-impl Reader<'_> {
-    /// A small per-channel tensor as f32, scanned for NaN / infinity (one skews every output).
-    fn small(&mut self, name: &str, shape: &[usize]) -> Result<F32Buf> {
-        let t = self.store.load_f32_finite(name, shape)?;
-        self.count = self.count.saturating_add(t.len());
-        self.bytes = self.bytes.saturating_add(t.len().saturating_mul(4));
-        self.digest.add(name, &t);
-        Ok(t)
-    }
-
-    /// [`Self::small`] as a tensor on the device.
-    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.small(name, shape)?;
-        Ok(Tensor::from_slice(&t, shape, self.device)?)
-    }
-
-    /// A large matrix in its stored dtype (f16 / bf16 stay half precision; not scanned).
-    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
-        let data = self.store.load_matrix(name, &[rows, cols])?;
-        self.count = self.count.saturating_add(data.len());
-        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
-        self.digest.add_values(name, data.len(), |i| data.get_f32(i));
-        let dtype = data.dtype_name();
-        self.dtype = Some(match self.dtype {
-            Some(seen) if seen != dtype => "mixed",
-            _ => dtype,
-        });
-        Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
-    }
-}
+/// The shared reader, under the name the SSM families' code uses.
+pub(crate) use crate::models::reader::TensorReader as Reader;
 
 /// Loads every tensor with its shape checked against `cfg`. Every size in `cfg` is thereby checked
 /// against a tensor actually present before anything sized by it is allocated (the layer count
@@ -93,7 +51,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
             cfg.num_layers
         )));
     }
-    let mut rd = Reader { store, device, count: 0, bytes: 0, digest: WeightsDigest::new(), dtype: None };
+    let mut rd = Reader::new(store, device);
     let on_device =
         |values: &[f32], shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_slice(values, shape, device)?) };
     let embedding = rd.matrix("backbone.embeddings.weight", v, d)?;
@@ -170,7 +128,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
 
 /// `len` zeros for a buffer derived from tensor `what`; its size comes from a file, so running out of
 /// memory is a typed error, not an abort.
-fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| bad_weights(format!("buffer for `{what}` ({len} values) does not fit in memory")))?;

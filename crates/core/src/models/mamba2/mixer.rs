@@ -1,0 +1,131 @@
+//! One Mamba-2 mixer (reference §3.3 / §3.5): in_proj → (z, xBC, dt); causal conv + SiLU over xBC;
+//! SSD scan (Δ = clamp(softplus(dt + dt_bias)), A = −exp(A_log), D skip); gated group RMSNorm with
+//! z; out_proj. Prefill and decode are the same graph: the SSD op picks the chunked scan for many
+//! tokens and the recurrence for one.
+//!
+//! Reuse by a hybrid stack (Granite-4.0-H): build one [`Mamba2Mixer`] per Mamba layer with
+//! [`Mamba2Mixer::load`]`(reader, cfg, "model.layers.{i}.mamba.")`, where `cfg` comes from
+//! [`super::config::mixer_from_fields`] over the `mamba_*` keys (with the hybrid's own
+//! [`super::config::MixerFieldNames`] and `norm_eps = rms_norm_eps`) and has passed
+//! [`Mamba2MixerConfig::validate`]. Keep a [`Mamba2LayerState`] per Mamba layer
+//! ([`Mamba2LayerState::new`]), and call [`Mamba2Mixer::forward`]`(&normed_hidden, &mut layer_state)`
+//! → `[l, D]` (no residual added; apply `residual_multiplier` and add yourself). Split prompts at
+//! multiples of [`Mamba2Mixer::ssd_chunk`] to keep split prefills bit-identical.
+
+use candle_core::Tensor;
+
+use super::config::Mamba2MixerConfig;
+use super::state::Mamba2LayerState;
+use crate::error::Result;
+use crate::models::mamba::weights::{zeros, Reader};
+use crate::nn::gated_norm::{GateOperand, GatedGroupRmsNorm};
+use crate::nn::ssd::{DtOperand, SsdScan, SsdShape};
+use crate::nn::{CausalConvSilu, Linear};
+
+/// Largest SSD tile: big enough for dense intra-chunk products, small enough that a chunk's
+/// `X` and `C·Bᵀ` stay in L1/L2. A power of two, so it divides any prefill piece that is a
+/// multiple of 64.
+pub(crate) const MAX_SSD_CHUNK: usize = 64;
+
+pub(crate) struct Mamba2Mixer {
+    cfg: Mamba2MixerConfig,
+    in_proj: Linear,
+    conv: CausalConvSilu,
+    ssd: SsdScan,
+    norm: GatedGroupRmsNorm,
+    out_proj: Linear,
+}
+
+impl Mamba2Mixer {
+    /// Loads the mixer's tensors under `prefix` (`backbone.layers.{i}.mixer.`,
+    /// `model.layers.{i}.mamba.`), shapes checked against `cfg` (validated).
+    pub fn load(rd: &mut Reader, cfg: &Mamba2MixerConfig, prefix: &str) -> Result<Self> {
+        let (d, e, h, k) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.conv_kernel);
+        let (c, w_in) = (cfg.conv_dim(), cfg.in_proj_dim());
+        let name = |t: &str| format!("{prefix}{t}");
+        let conv_name = name("conv1d.weight");
+        // Accept the squeezed [C, K] form some converters write as well as PyTorch's [C, 1, K].
+        let conv = if rd.store.shape(&conv_name) == Some(&[c, k][..]) {
+            rd.small(&conv_name, &[c, k])?
+        } else {
+            rd.small(&conv_name, &[c, 1, k])?
+        };
+        let mut conv_t = zeros(c * k, &conv_name)?;
+        for ch in 0..c {
+            for j in 0..k {
+                conv_t[j * c + ch] = conv[ch * k + j];
+            }
+        }
+        let conv_bias = if cfg.use_conv_bias { rd.small(&name("conv1d.bias"), &[c])?.to_vec() } else { zeros(c, "conv1d.bias")? };
+        // A = −exp(A_log) in f32 (reference §7.1).
+        let a: Vec<f32> = rd.small(&name("A_log"), &[h])?.iter().map(|x| -x.exp()).collect();
+        let dt_bias = rd.tensor(&name("dt_bias"), &[h])?;
+        let d_skip = rd.tensor(&name("D"), &[h])?;
+        let norm_w = rd.tensor(&name("norm.weight"), &[e])?;
+        let in_w = rd.matrix(&name("in_proj.weight"), w_in, d)?;
+        let in_b = if cfg.use_bias { Some(rd.tensor(&name("in_proj.bias"), &[w_in])?) } else { None };
+        let out_w = rd.matrix(&name("out_proj.weight"), d, e)?;
+        let out_b = if cfg.use_bias { Some(rd.tensor(&name("out_proj.bias"), &[d])?) } else { None };
+        let device = rd.device;
+        let shape = SsdShape {
+            heads: h,
+            head_dim: cfg.head_dim,
+            state_size: cfg.state_size,
+            groups: cfg.n_groups,
+            chunk: ssd_chunk(cfg),
+            dt_min: cfg.dt_min,
+            dt_max: cfg.dt_max,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            in_proj: Linear::new(in_w, in_b),
+            conv: CausalConvSilu::new(
+                Tensor::from_slice(&conv_t, (k, c), device)?,
+                Tensor::from_slice(&conv_bias, c, device)?,
+                c,
+                k,
+            ),
+            ssd: SsdScan::new(dt_bias, Tensor::from_slice(&a, h, device)?, d_skip, shape),
+            norm: GatedGroupRmsNorm::new(norm_w, cfg.n_groups, cfg.norm_eps),
+            out_proj: Linear::new(out_w, out_b),
+        })
+    }
+
+    /// Tokens per SSD tile: prompts split at multiples of it give bit-identical results.
+    #[allow(dead_code)] // the hybrid family's entry point
+    pub fn ssd_chunk(&self) -> usize {
+        ssd_chunk(&self.cfg)
+    }
+
+    /// `x`: `[l, D]` normed hidden states → `[l, D]` mixer output; `state` advances by `l` tokens.
+    #[allow(dead_code)] // the hybrid family's entry point
+    pub fn forward(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let y = self.gated(x, state)?;
+        self.out_proj.forward(&y)
+    }
+
+    /// `residual + forward(x)` in one product (out_proj accumulates into the residual).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let y = self.gated(x, state)?;
+        self.out_proj.forward_add(&y, residual)
+    }
+
+    /// Everything before out_proj: the gated, normalised SSM output `[l, E]`.
+    fn gated(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let (e, c) = (self.cfg.intermediate_size, self.cfg.conv_dim());
+        // Columns: z [0, E), xBC [E, E + C), dt [E + C, E + C + H).
+        let zxbcdt = self.in_proj.forward(x)?;
+        let xbc_in = zxbcdt.narrow(1, e, c)?.contiguous()?;
+        let (xbc, conv) = self.conv.forward(&xbc_in, &state.conv)?;
+        let (y, ssm) = self.ssd.forward(&xbc, &DtOperand { rows: &zxbcdt, offset: e + c }, &state.ssm)?;
+        *state = Mamba2LayerState { conv, ssm };
+        self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
+    }
+}
+
+/// The SSD tile for `cfg`: the checkpoint's `chunk_size` rounded down to a power of two, at most
+/// [`MAX_SSD_CHUNK`] (results do not depend on it beyond float rounding).
+fn ssd_chunk(cfg: &Mamba2MixerConfig) -> usize {
+    let q = cfg.chunk_size.clamp(1, MAX_SSD_CHUNK);
+    1 << (usize::BITS - 1 - q.leading_zeros())
+}
