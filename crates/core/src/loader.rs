@@ -198,9 +198,14 @@ impl TensorStore {
     /// Layers the checkpoint holds: one past the highest `i` of any `backbone.layers.{i}.` tensor
     /// (0 when there are none).
     pub fn layer_count(&self) -> usize {
+        self.layers_under("backbone.layers.")
+    }
+
+    /// One past the highest `i` of any `{prefix}{i}.` tensor (0 when there are none).
+    pub fn layers_under(&self, prefix: &str) -> usize {
         self.tensors
             .keys()
-            .filter_map(|k| k.strip_prefix("backbone.layers.")?.split('.').next()?.parse::<usize>().ok())
+            .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
             .map(|i| i.saturating_add(1))
             .max()
             .unwrap_or(0)
@@ -262,6 +267,19 @@ impl<T: Element> Buf<T> {
     }
 }
 
+impl<T: Element> Buf<T> {
+    /// `len` values from value `start` on, as a buffer of their own: a narrower view of the same
+    /// file bytes when borrowed, a copy when owned.
+    fn slice(&self, start: usize, len: usize) -> Self {
+        match self {
+            Buf::Owned(v) => Buf::Owned(v[start..start + len].to_vec()),
+            Buf::Borrowed { bytes, start: at, .. } => {
+                Buf::Borrowed { bytes: bytes.clone(), start: at + start * std::mem::size_of::<T>(), len }
+            }
+        }
+    }
+}
+
 impl<T: Element> From<Vec<T>> for Buf<T> {
     fn from(v: Vec<T>) -> Self {
         Buf::Owned(v)
@@ -311,6 +329,19 @@ impl MatrixData {
             MatrixData::F16(b) => b[i].to_f32(),
             MatrixData::BF16(b) => b[i].to_f32(),
         }
+    }
+
+    /// The values split into `parts` equal consecutive pieces (a `[X, rows, cols]` stack of matrices
+    /// into its `X` matrices); `len` must be a multiple of `parts`.
+    pub fn split(&self, parts: usize) -> Vec<MatrixData> {
+        let each = self.len() / parts.max(1);
+        (0..parts)
+            .map(|i| match self {
+                MatrixData::F32(b) => MatrixData::F32(b.slice(i * each, each)),
+                MatrixData::F16(b) => MatrixData::F16(b.slice(i * each, each)),
+                MatrixData::BF16(b) => MatrixData::BF16(b.slice(i * each, each)),
+            })
+            .collect()
     }
 
     pub fn dtype_name(&self) -> &'static str {

@@ -1,6 +1,8 @@
 //! Model families (one module each) and the entry points that load them from a folder or from
 //! in-memory files. Which family loads a folder is decided by [`registry`].
 
+pub mod granite;
+pub mod llama;
 pub mod mamba;
 pub mod mamba2;
 pub(crate) mod reader;

@@ -8,12 +8,16 @@
 //! (candle's CPU storage owns a `Vec`, so a `Tensor` would mean a load-time copy), exactly as
 //! candle's own `QMatMul` keeps its `QTensor` outside `Tensor` and applies it as a custom op.
 
+pub mod attention;
 pub mod conv;
 mod cpu;
 pub mod embedding;
 pub mod gated_norm;
+pub mod kv_cache;
 pub mod linear;
+pub mod mlp;
 pub mod norm;
+pub mod rope;
 pub mod scan;
 pub mod ssd;
 pub mod weight_matrix;

@@ -11,6 +11,7 @@
 
 #[macro_use]
 mod dispatch;
+pub(crate) mod attention;
 pub(crate) mod conv;
 mod gemm_avx512;
 #[cfg(test)]
@@ -20,6 +21,7 @@ pub(crate) mod math;
 pub(crate) mod matmul;
 mod matvec;
 pub(crate) mod norm;
+pub(crate) mod rope;
 #[cfg(test)]
 mod product_tests;
 pub(crate) mod scan;

@@ -113,7 +113,7 @@ fn wrong_field_type_is_bad_config_naming_the_field() {
 
 #[test]
 fn unknown_model_type_is_unsupported() {
-    for kind in ["llama", "mamba2"] {
+    for kind in ["gpt2", "mamba2"] {
         let m = TempModel::copy_of("mamba1-tiny", kind);
         let text = std::fs::read_to_string(m.path("config.json")).unwrap();
         std::fs::write(

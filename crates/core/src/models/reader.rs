@@ -54,12 +54,26 @@ impl<'a> TensorReader<'a> {
         self.count = self.count.saturating_add(data.len());
         self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
         self.digest.add_values(name, data.len(), |i| data.get_f32(i));
-        let dtype = data.dtype_name();
+        self.note_dtype(data.dtype_name());
+        Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
+    }
+
+    /// A `[count, rows, cols]` stack of matrices (a mixture-of-experts layer's experts) as `count`
+    /// matrices, each a view of its part of the stored tensor.
+    pub fn matrix_stack(&mut self, name: &str, count: usize, rows: usize, cols: usize) -> Result<Vec<Arc<WeightMatrix>>> {
+        let data = self.store.load_matrix(name, &[count, rows, cols])?;
+        self.count = self.count.saturating_add(data.len());
+        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
+        self.digest.add_values(name, data.len(), |i| data.get_f32(i));
+        self.note_dtype(data.dtype_name());
+        Ok(data.split(count).into_iter().map(|d| Arc::new(WeightMatrix::new(d, rows, cols))).collect())
+    }
+
+    fn note_dtype(&mut self, dtype: &'static str) {
         self.dtype = Some(match self.dtype {
             Some(seen) if seen != dtype => "mixed",
             _ => dtype,
         });
-        Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
     }
 
     /// `{name}.weight` `[rows, cols]` and, when `bias`, `{name}.bias` `[rows]`.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod naive;
+pub mod reference_checks;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,171 @@
+//! One sequence's Granite-4.0-H state: each Mamba-2 layer's conv + SSM state (fixed size) and each
+//! attention layer's KV cache (grows with the context). Serialised as one: the Mamba layers' states
+//! in layer order, then each attention layer's keys and values of the tokens seen, in layer order —
+//! so its byte length is `state_bytes + tokens × state_bytes_per_token` like any other state.
+
+use std::any::Any;
+
+use candle_core::Device;
+
+use super::config::{GraniteHybridConfig, LayerKind};
+use crate::error::{state_mismatch, Result};
+use crate::model::{ModelState, StateLayout};
+use crate::models::mamba2::state::{finite_values, Mamba2LayerState};
+use crate::nn::kv_cache::KvCache;
+
+pub(crate) const STATE_FAMILY: &str = "granitemoehybrid";
+
+#[derive(Clone)]
+pub(crate) enum LayerState {
+    Mamba(Mamba2LayerState),
+    Attention(KvCache),
+}
+
+/// Sizes that fix a state's layout (snapshot dims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HybridStateShape {
+    pub layers: usize,
+    pub attention_layers: usize,
+    pub conv_dim: usize,
+    pub conv_kernel: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub state_size: usize,
+    pub kv_width: usize,
+}
+
+impl HybridStateShape {
+    pub fn of(cfg: &GraniteHybridConfig) -> Self {
+        let m = &cfg.mixer;
+        Self {
+            layers: cfg.num_layers(),
+            attention_layers: cfg.attention_layers(),
+            conv_dim: m.conv_dim(),
+            conv_kernel: m.conv_kernel,
+            heads: m.num_heads,
+            head_dim: m.head_dim,
+            state_size: m.state_size,
+            kv_width: cfg.kv_width(),
+        }
+    }
+
+    fn mamba_values(&self) -> usize {
+        self.conv_dim * self.conv_kernel + self.heads * self.head_dim * self.state_size
+    }
+
+    /// Bytes of the fixed (Mamba) part.
+    fn fixed_bytes(&self) -> usize {
+        (self.layers - self.attention_layers) * self.mamba_values() * 4
+    }
+}
+
+pub struct HybridState {
+    pub(crate) shape: HybridStateShape,
+    pub(crate) layers: Vec<LayerState>,
+    pub(crate) tokens: u64,
+}
+
+impl HybridState {
+    pub fn new(cfg: &GraniteHybridConfig, device: &Device) -> Result<Self> {
+        let mamba = Mamba2LayerState::new(&cfg.mixer, device)?;
+        let layers = cfg
+            .layer_kinds
+            .iter()
+            .map(|kind| match kind {
+                LayerKind::Mamba => LayerState::Mamba(mamba.clone()),
+                LayerKind::Attention => LayerState::Attention(KvCache::new(cfg.num_kv_heads, cfg.head_dim)),
+            })
+            .collect();
+        Ok(Self { shape: HybridStateShape::of(cfg), layers, tokens: 0 })
+    }
+
+    /// Copies the Mamba layers' states into storage of their own (after a prefill they are views
+    /// into the ops' large packed outputs).
+    pub(crate) fn compact(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            if let LayerState::Mamba(m) = layer {
+                m.compact()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelState for HybridState {
+    fn layout(&self) -> StateLayout {
+        let s = self.shape;
+        StateLayout {
+            family: STATE_FAMILY.to_string(),
+            dtype: "f32".to_string(),
+            dims: vec![
+                s.layers,
+                s.attention_layers,
+                s.conv_dim,
+                s.conv_kernel,
+                s.heads,
+                s.head_dim,
+                s.state_size,
+                s.kv_width,
+            ],
+            tokens: self.tokens,
+        }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            if let LayerState::Mamba(m) = layer {
+                m.write_bytes(&mut out)?;
+            }
+        }
+        for layer in &self.layers {
+            if let LayerState::Attention(cache) = layer {
+                cache.write_bytes(&mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_bytes(&mut self, bytes: &[u8], tokens: u64) -> Result<()> {
+        let s = self.shape;
+        let fixed = s.fixed_bytes();
+        let too_many = || state_mismatch(format!("state snapshot: {tokens} tokens of context is too many"));
+        let t = usize::try_from(tokens).map_err(|_| too_many())?;
+        let per_layer = t.checked_mul(s.kv_width).and_then(|x| x.checked_mul(8)).ok_or_else(too_many)?;
+        let want = per_layer.checked_mul(s.attention_layers).and_then(|x| x.checked_add(fixed)).ok_or_else(too_many)?;
+        if bytes.len() != want {
+            return Err(state_mismatch(format!(
+                "state snapshot has {} bytes; {tokens} tokens of this model's state take {want}",
+                bytes.len()
+            )));
+        }
+        let values = finite_values(&bytes[..fixed])?;
+        // Restore into copies: a bad attention cache must leave the state as it was.
+        let mut layers = self.layers.clone();
+        let (mut at, mut kv_at) = (0, fixed);
+        for layer in &mut layers {
+            match layer {
+                LayerState::Mamba(m) => at += m.read_values(&values[at..])?,
+                LayerState::Attention(cache) => {
+                    cache.read_bytes(&bytes[kv_at..kv_at + per_layer], t)?;
+                    kv_at += per_layer;
+                }
+            }
+        }
+        self.layers = layers;
+        self.tokens = tokens;
+        Ok(())
+    }
+
+    fn clone_box(&self) -> Box<dyn ModelState> {
+        Box::new(HybridState { shape: self.shape, layers: self.layers.clone(), tokens: self.tokens })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
