@@ -199,7 +199,16 @@ def write_tokenizer(tokenizer_dir: Path, out: Path, n_vocab: int) -> None:
     tok = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
     vocab: dict[str, int] = tok["model"]["vocab"]
     if max(vocab.values()) < n_vocab and all(a["id"] < n_vocab for a in tok["added_tokens"]):
-        shutil.copyfile(tokenizer_dir / "tokenizer.json", out / "tokenizer.json")
+        # Pad to the model's vocabulary with unused special tokens, as the GGUF side is padded: phoenix
+        # samples only ids its tokenizer can decode, so a tokenizer smaller than the head would make
+        # greedy tokens differ from llama.cpp's wherever a padded id wins.
+        used = set(vocab.values()) | {a["id"] for a in tok["added_tokens"]}
+        for i in range(n_vocab):
+            if i not in used:
+                tok["added_tokens"].append(
+                    {"id": i, "content": f"<|unused_{i}|>", "single_word": False, "lstrip": False,
+                     "rstrip": False, "normalized": False, "special": True})
+        (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
         return
     kept = {t: i for t, i in vocab.items() if i < n_vocab}
 
