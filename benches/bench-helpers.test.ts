@@ -1,5 +1,5 @@
 /** Pure helpers of the benchmark harness (no engines, no model files). */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,10 +11,13 @@ import type { WorkerResult } from './engines/types.js';
 import { parseArgs } from './lib/args.js';
 import { bandwidthShare, fitsInCache, formatBandwidth, mergeBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
 import type { BenchVariant } from './lib/bench-model.js';
+import { contextRow, formatContextTable, withLlamaRatios } from './lib/context.js';
 import { findNativeLlama } from './lib/llama-native.js';
+import { phoenixSkipReason } from './lib/phoenix-support.js';
+import { logitsLabel } from './lib/verify.js';
 import { planWorkers } from './lib/plan.js';
 import { promptIds } from './lib/prompt.js';
-import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, ratios, summarise, wasmRatios } from './lib/report.js';
+import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, ratios, summarise, TARGETS, wasmRatios } from './lib/report.js';
 import { median, spread } from './lib/stats.js';
 
 function fakeResult(engine: WorkerResult['engine'], threads: number, prefillMs: number[], decodeMs: number[], backend?: string): WorkerResult {
@@ -251,6 +254,67 @@ describe('bench plan', () => {
   });
 });
 
+describe('bench rows of the newer families', () => {
+  const variant = (extra: Partial<BenchVariant> = {}): BenchVariant => ({ model: 'granite', dtype: 'f32', hfDir: '/hf', ggufPath: '/g.gguf', wasm: false, ...extra });
+
+  it('gives a model whose family phoenix does not load llama.cpp rows only', () => {
+    const plan = planWorkers(['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'], [variant({ phoenixSkip: 'E_UNSUPPORTED_MODEL: no', wasm: true }), variant({ model: 'smollm' })], ['prebuilt']);
+    expect(plan.map((w) => w.id)).toEqual(['llama.cpp-prebuilt granite/f32', 'phoenix-local smollm/f32', 'llama.cpp-prebuilt smollm/f32']);
+  });
+
+  it('names the model in the logit labels of every model but the Mamba-1 one', () => {
+    expect(logitsLabel({ engine: 'llama.cpp', llamaBuild: 'native', variant: variant() })).toBe('llama.cpp-native granite');
+    expect(logitsLabel({ engine: 'phoenix-local', variant: variant({ model: 'mamba-130m-random', dtype: 'bf16' }) })).toBe('phoenix-local bf16');
+  });
+
+  it('takes each kind\'s targets: hybrid prefill 2x, Mamba-2 prefill 3x', () => {
+    const phoenix = row(timed('phoenix-local', 'native', 2, 200, 400), 'f32', 'granite');
+    const llama = row(timed('llama.cpp', 'cpu-native', 2, 500, 400), 'f32', 'granite');
+    const hybrid = ratios([phoenix, llama], 2, 'f32', 'granite', TARGETS.by_kind.hybrid);
+    expect(hybrid.prefill).toBeCloseTo(2.5, 3);
+    expect(hybrid.targets.prefill).toEqual({ target: 2, value: 2.5, pass: true });
+    expect(ratios([phoenix, llama], 2, 'f32', 'granite', TARGETS.by_kind.ssm).targets.prefill.pass).toBe(false);
+  });
+
+  it('parses --context and defaults it to 4096 (512 with --quick)', () => {
+    expect(parseArgs([])).toMatchObject({ contextTokens: 4096 });
+    expect(parseArgs(['--quick'])).toMatchObject({ contextTokens: 512 });
+    expect(parseArgs(['--quick', '--context=0'])).toMatchObject({ contextTokens: 0 });
+    expect(parseArgs(['--models=smollm135m,granite350m'])).toMatchObject({ models: ['smollm135m', 'granite350m'] });
+    expect(() => parseArgs(['--context=-1'])).toThrow(/--context/);
+  });
+
+  it('puts decode at depth next to the same engine\'s short-prompt decode and llama.cpp', () => {
+    const main = [row(timed('phoenix-local', 'native', 2, 100, 100), 'f32', 'smollm'), row(timed('llama.cpp', 'cpu-native', 2, 100, 200), 'f32', 'smollm')];
+    // 10 decode steps: 250 ms -> 40 tok/s; 4096 tokens in 2048 ms -> 2000 tok/s prefill.
+    const deep = (engine: WorkerResult['engine'], backend: string, decodeMs: number): WorkerResult => ({
+      ...fakeResult(engine, 2, [], [], backend),
+      generations: [{ ttftMs: 2048, decodeMs, decodeSteps: 10 }],
+    });
+    const rows = withLlamaRatios([
+      contextRow(deep('phoenix-local', 'native', 250), 'smollm', 'transformer', 4096, main),
+      contextRow(deep('llama.cpp', 'cpu-native', 500), 'smollm', 'transformer', 4096, main),
+      contextRow(deep('llama.cpp', 'cpu-prebuilt', 400), 'smollm', 'transformer', 4096, main),
+    ]);
+    expect(rows[0]).toMatchObject({ decode_tps: 40, prefill_tps: 2000, short_decode_tps: 100, vs_short: 0.4, vs_llama_cpp: 1.6 });
+    expect(rows[1]).toMatchObject({ decode_tps: 20, short_decode_tps: 50, vs_short: 0.4, vs_llama_cpp: null });
+    // No main row for the prebuilt build: no short-prompt figure rather than another engine's.
+    expect(rows[2]).toMatchObject({ short_decode_tps: null, vs_short: null });
+    expect(formatContextTable(rows)).toContain('1.60x');
+  });
+
+  it('skips phoenix rows with the core\'s own reason when it does not load a model type', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-support-'));
+    try {
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'not-a-family', hidden_size: 8 }));
+      const why = await phoenixSkipReason(variant({ hfDir: dir }));
+      expect(why).toMatch(/^E_UNSUPPORTED_MODEL: .*not-a-family/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('bench llama.cpp native driver protocol', () => {
   it('parses the ready and token lines and names anything else', () => {
     expect(parseDriverReady('ready 812.5 516070656 129135360 50280\n')).toEqual({ loadMs: 812.5, weightBytes: 516070656, params: 129135360, vocab: 50280 });
@@ -262,7 +326,8 @@ describe('bench llama.cpp native driver protocol', () => {
 
 describe('bench args and prompt for the new rows', () => {
   it('selects llama.cpp builds and model sets, refusing unknown ones', () => {
-    expect(parseArgs([])).toMatchObject({ llamaBuilds: ['prebuilt', 'native'], models: ['f32', 'bf16', 'default'] });
+    // The newer families' shapes are part of the default run (issue 10).
+    expect(parseArgs([])).toMatchObject({ llamaBuilds: ['prebuilt', 'native'], models: ['f32', 'bf16', 'default', 'smollm135m', 'mamba2-130m', 'granite350m'] });
     expect(parseArgs(['--llama-builds=native', '--models=bf16,f32'])).toMatchObject({ llamaBuilds: ['native'], models: ['bf16', 'f32'] });
     expect(() => parseArgs(['--llama-builds=cuda'])).toThrow(/--llama-builds/);
     expect(() => parseArgs(['--models=q4'])).toThrow(/--models/);

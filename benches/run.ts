@@ -1,6 +1,8 @@
 /**
  * `npm run bench`: phoenix-local (native addon) against llama.cpp on the same Mamba-130M-shaped model,
- * in f32 and in bf16, with the same token ids, same threads, one engine at a time, each in its own
+ * in f32 and in bf16, and on the newer families' shapes (SmolLM-135M llama, Mamba-2-130M, granite-4.0-h-350m
+ * dense hybrid; f32), plus a context table (decode tokens/s after a ~4k-token prompt: the transformer's KV
+ * cache grows, the SSMs' state does not), with the same token ids, same threads, one engine at a time, each in its own
  * process. llama.cpp runs twice: node-llama-cpp's generic prebuilt binary and llama.cpp built from
  * source for this CPU (scripts/build-llama-native.sh); every ratio is against the faster of the two.
  * Also phoenix-local on its WASM binding (single-threaded: one 1-thread row, compared with native at
@@ -19,7 +21,9 @@ import { defaultWasmPath } from '../ts/index.js';
 import { WASM_THREADS, type EngineId, type LlamaBuild, type WorkerResult } from './engines/types.js';
 import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
 import { formatBandwidth, measureBandwidth, mergeBandwidth, type Bandwidth } from './lib/bandwidth.js';
-import { defaultModelVariant, ensureBenchModel, MODEL_NAME, type BenchVariant } from './lib/bench-model.js';
+import { defaultModelVariant, ensureBenchModel, ensureFamilyModel, FAMILY_MODELS, MODEL_NAME, type BenchModel, type BenchVariant } from './lib/bench-model.js';
+import { contextRow, formatContextTable, withLlamaRatios, type ContextRow } from './lib/context.js';
+import { phoenixSkipReason } from './lib/phoenix-support.js';
 import { findNativeLlama } from './lib/llama-native.js';
 import { machineInfo } from './lib/machine.js';
 import { planWorkers, type PlannedWorker } from './lib/plan.js';
@@ -130,6 +134,47 @@ async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], lla
   return { results, errors };
 }
 
+/**
+ * The context table: one greedy generation of `opts.decodeTokens` tokens after an `opts.contextTokens`-token
+ * prompt per engine and model (f32 models with a GGUF), at the headline thread count.
+ */
+async function contextTable(opts: BenchOptions, plan: readonly PlannedWorker[], llamaDriver: string | undefined, mainRows: readonly ResultRow[]) {
+  const threads = opts.threads[0]!;
+  const rows: ContextRow[] = [];
+  const errors: Record<string, string> = {};
+  const workers = plan.filter((w) => w.engine !== WASM && w.variant.dtype === 'f32' && w.variant.ggufPath);
+  for (const w of workers) {
+    const ids = promptIds(opts.contextTokens, 4321, w.variant.vocabSize);
+    process.stdout.write(`[bench] context ${opts.contextTokens}: ${w.id} threads=${threads} ... `);
+    try {
+      const r = await runWorker(
+        REPO_ROOT,
+        {
+          engine: w.engine,
+          threads,
+          hfDir: w.variant.hfDir,
+          ggufPath: w.variant.ggufPath ?? '',
+          llamaBuild: w.llamaBuild,
+          llamaDriver,
+          mode: 'context',
+          promptIds: ids,
+          decodeSteps: opts.decodeTokens,
+          iterations: 1,
+        },
+        WORKER_TIMEOUT_MS,
+      );
+      const row = contextRow(r, w.variant.model, w.variant.kind ?? 'ssm', ids.length, mainRows);
+      rows.push(row);
+      console.log(`prefill ${row.prefill_tps.toFixed(1)} tok/s, decode ${row.decode_tps.toFixed(1)} tok/s`);
+    } catch (error) {
+      console.log('FAILED');
+      errors[w.id] = (error as Error).message;
+      console.error(`[bench] ${(error as Error).message}`);
+    }
+  }
+  return { rows: withLlamaRatios(rows), errors };
+}
+
 async function main(): Promise<number> {
   const parsed = parseArgs(process.argv.slice(2));
   if (parsed === 'help') {
@@ -138,7 +183,9 @@ async function main(): Promise<number> {
   }
   const opts = parsed;
   const machine = machineInfo(REPO_ROOT);
-  const model = ensureBenchModel(REPO_ROOT);
+  const mamba1 = opts.models.includes('f32') || opts.models.includes('bf16');
+  const model: BenchModel | undefined = mamba1 ? ensureBenchModel(REPO_ROOT) : undefined;
+  const families = FAMILY_MODELS.filter((d) => opts.models.includes(d.key as never)).map((d) => ensureFamilyModel(REPO_ROOT, d));
   const headline = opts.threads[0]!;
   const skipped: Record<string, string> = {};
   if (opts.engines.includes(WASM)) {
@@ -160,7 +207,7 @@ async function main(): Promise<number> {
       llamaBuilds.splice(llamaBuilds.indexOf('native'), 1);
     }
   }
-  const variants: BenchVariant[] = model.variants.filter((v) => opts.models.includes(v.dtype as 'f32' | 'bf16'));
+  const variants: BenchVariant[] = (model?.variants ?? []).filter((v) => opts.models.includes(v.dtype as 'f32' | 'bf16'));
   if (opts.models.includes('default')) {
     const v = defaultModelVariant(REPO_ROOT);
     if (typeof v === 'string') {
@@ -168,15 +215,30 @@ async function main(): Promise<number> {
       console.log(`[bench] note: no default-model row: ${v}`);
     } else variants.push(v);
   }
+  for (const family of families) {
+    const variant = { ...family.variant };
+    if (opts.engines.includes('phoenix-local')) {
+      const why = await phoenixSkipReason(variant);
+      if (why !== null) {
+        variant.phoenixSkip = why;
+        skipped[`phoenix-local ${variant.model}`] = why;
+        console.log(`[bench] note: no phoenix-local rows for ${variant.model} (llama.cpp only): ${why}`);
+      }
+    }
+    variants.push(variant);
+  }
   const plan = planWorkers(opts.engines, variants, llamaBuilds);
   if (!plan.length) {
     console.log('[bench] nothing to run');
     return 0;
   }
   const ids = promptIds(opts.promptTokens);
+  const params = [
+    ...(model ? [`${MODEL_NAME} ${(model.manifest.param_count / 1e6).toFixed(1)}M params (${model.generated ? 'generated now' : 'reused'})`] : []),
+    ...families.map((f) => `${f.def.name} ${(f.manifest.param_count / 1e6).toFixed(1)}M params (${f.generated ? 'generated now' : 'reused'})`),
+  ];
   console.log(
-    `[bench] model ${MODEL_NAME} (${(model.manifest.param_count / 1e6).toFixed(1)}M params, ${variants.map((v) => `${v.model} ${v.dtype}`).join(', ')}, random weights, ` +
-      `${model.generated ? 'generated now' : 'reused'}); prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
+    `[bench] models ${params.join(', ')}; rows ${variants.map((v) => `${v.model} ${v.dtype}`).join(', ')}, random weights; prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
       `threads ${opts.threads.join(',')}, ${opts.runs} run(s) x ${opts.iterations} iteration(s); ${machine.cpu}, ${machine.logicalCores} cores`,
   );
 
@@ -189,7 +251,11 @@ async function main(): Promise<number> {
   let verification: Verification | undefined;
   if (opts.verify) {
     console.log(`[bench] checking logits of ${[...new Set(plan.filter((w) => w.variant.reference).map((w) => w.id))].join(', ')} against each other and the float64 references ...`);
-    verification = await verifyLogits(REPO_ROOT, model, plan, headline, llamaDriver);
+    // Every generator writes the same check prompt (make_weights.CHECK_IDS); each manifest states it.
+    const manifests = [...(model ? [model.manifest] : []), ...families.map((f) => f.manifest)];
+    const checkIds = manifests[0]?.check_ids ?? [];
+    if (manifests.some((m) => m.check_ids.join() !== checkIds.join())) throw new Error('bench: the models\' manifests state different check prompts');
+    verification = await verifyLogits(REPO_ROOT, checkIds, plan, headline, llamaDriver);
   }
 
   const { results, errors } = await benchmark(opts, plan, llamaDriver);
@@ -215,11 +281,36 @@ async function main(): Promise<number> {
     : undefined;
   const wasm = opts.engines.includes(WASM) ? wasmRatios(rows, MODEL_NAME) : undefined;
   const headlineRatios = byThreads[String(headline)]!;
+  // The newer families: each model against llama.cpp on its own weights, with its kind's targets.
+  const byModel = Object.fromEntries(
+    families.map((f) => [
+      f.def.name,
+      {
+        kind: f.def.kind,
+        by_threads: Object.fromEntries(opts.threads.map((t) => [String(t), ratios(rows, t, 'f32', f.def.name, TARGETS.by_kind[f.def.kind])])),
+      },
+    ]),
+  );
 
   const firstTokens = (id: string) => results.get(`${id}@${headline}`)?.[0]?.firstTokens;
   const phoenixTokens = firstTokens(`phoenix-local ${MODEL_NAME}/f32`);
   const llamaTokens = firstTokens(`llama.cpp-prebuilt ${MODEL_NAME}/f32`) ?? firstTokens(`llama.cpp-native ${MODEL_NAME}/f32`);
   const greedy = phoenixTokens && llamaTokens ? greedyAgreement(phoenixTokens, llamaTokens) : undefined;
+  // The same decode-path cross-check on each newer family's weights.
+  const familyGreedy = Object.fromEntries(
+    families.flatMap((f) => {
+      const p = firstTokens(`phoenix-local ${f.def.name}/f32`);
+      const l = firstTokens(`llama.cpp-prebuilt ${f.def.name}/f32`) ?? firstTokens(`llama.cpp-native ${f.def.name}/f32`);
+      return p && l ? [[f.def.name, { ...greedyAgreement(p, l), threads: headline, phoenix_first: p.slice(0, 16), llama_cpp_first: l.slice(0, 16) }]] : [];
+    }),
+  );
+
+  let context: { rows: ContextRow[]; errors: Record<string, string> } | undefined;
+  if (opts.contextTokens > 0) {
+    console.log(`[bench] context table: decode after a ${opts.contextTokens}-token prompt at ${headline} thread(s) ...`);
+    context = await contextTable(opts, plan, llamaDriver, rows);
+    for (const [id, error] of Object.entries(context.errors)) errors[`context ${id}`] = error;
+  }
 
   machine.loadAvgEnd = os.loadavg()[0]!;
   const noisy = rows.filter((r) => r.detail.prefill_spread > 0.15 || r.detail.decode_spread > 0.15);
@@ -238,6 +329,7 @@ async function main(): Promise<number> {
       by_threads: byThreads,
       ...(bf16 ? { bf16: { by_threads: bf16 } } : {}),
       ...(wasm ? { wasm_vs_native: wasm } : {}),
+      ...(families.length ? { by_model: byModel } : {}),
       reliable: caveats.length === 0,
       caveats,
     },
@@ -251,12 +343,16 @@ async function main(): Promise<number> {
         phoenix_first: phoenixTokens!.slice(0, 16),
         llama_cpp_first: llamaTokens!.slice(0, 16),
       },
+      ...(Object.keys(familyGreedy).length ? { greedy_tokens_by_model: familyGreedy } : {}),
     },
+    ...(context ? { context: { prompt_tokens: opts.contextTokens, decode_tokens: opts.decodeTokens, threads: headline, rows: context.rows } } : {}),
     config: {
       model: MODEL_NAME,
       models: variants.map((v) => ({ model: v.model, dtype: v.dtype, hf: path.relative(REPO_ROOT, v.hfDir), gguf: v.ggufPath && path.relative(REPO_ROOT, v.ggufPath) })),
-      model_spec: model.manifest.spec,
-      seed: model.manifest.seed,
+      model_spec: model?.manifest.spec,
+      model_specs: Object.fromEntries(families.map((f) => [f.def.name, { family: f.def.family, kind: f.def.kind, params: f.manifest.param_count, ...f.manifest.spec }])),
+      seed: model?.manifest.seed ?? families[0]?.manifest.seed,
+      context_tokens: opts.contextTokens,
       prompt_tokens: ids.length,
       decode_tokens: opts.decodeTokens,
       threads: opts.threads,
@@ -275,6 +371,8 @@ async function main(): Promise<number> {
         weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
         bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
+        by_model: 'ratios of each newer family\'s model on its own weights, against its kind\'s targets (ssm: prefill 3x, decode 1x; hybrid: prefill 2x, decode 1x; transformer: 1x both)',
+        context: 'decode_tps after a context_tokens-long prompt (one greedy generation per engine at the headline thread count; prefill_tps = context_tokens / time to the first token); vs_short = over the same engine\'s decode after the short bench prompt; llama.cpp runs with its default context settings (KV cache F16)',
       },
     },
     errors,
@@ -291,7 +389,7 @@ async function main(): Promise<number> {
   console.log(formatBandwidth(bandwidth));
   console.log('');
   const unreliable = caveats.length ? '  [UNRELIABLE: busy machine]' : '';
-  for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
+  if (model) for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
   if (bf16) {
     for (const t of opts.threads) {
       console.log(formatRatios(bf16[String(t)]!.vs_llama_cpp) + unreliable);
@@ -299,6 +397,9 @@ async function main(): Promise<number> {
     }
   }
   if (wasm) console.log(formatWasmRatios(wasm) + unreliable);
+  for (const [name, m] of Object.entries(byModel)) {
+    for (const t of opts.threads) console.log(`${name} (${m.kind}): ${formatRatios(m.by_threads[String(t)]!)}${unreliable}`);
+  }
   const short = bandwidthShortfalls(rows.filter((r) => r.engine === 'phoenix-local'));
   for (const r of short) {
     console.log(`decode below ${(TARGETS.decode_bandwidth_share * 100).toFixed(0)}% of read bandwidth: phoenix-local ${r.backend} ${r.model} ${r.dtype} @ ${r.threads}: ${(r.bandwidth_share! * 100).toFixed(0)}%`);
@@ -306,6 +407,14 @@ async function main(): Promise<number> {
   for (const [engine, why] of Object.entries(skipped)) console.log(`note: ${engine} skipped: ${why}`);
   if (verification) console.log(formatVerification(verification));
   if (greedy) console.log(`greedy continuation @ ${headline} threads: first ${greedy.identicalPrefix} of ${greedy.compared} tokens identical`);
+  for (const [name, g] of Object.entries(familyGreedy)) {
+    console.log(`greedy continuation ${name} @ ${headline} threads: first ${g.identicalPrefix} of ${g.compared} tokens identical`);
+  }
+  if (context) {
+    console.log('');
+    console.log(`decode after a ${opts.contextTokens}-token prompt (transformer: KV cache grows with the context; SSM: constant state; hybrid: a few attention layers) @ ${headline} thread(s):`);
+    console.log(formatContextTable(context.rows) + (unreliable ? `\n${unreliable.trim()}` : ''));
+  }
   if (opts.profile) {
     for (const row of rows.filter((r) => r.detail.internal)) {
       const i = row.detail.internal!;

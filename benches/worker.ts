@@ -57,6 +57,11 @@ async function main(): Promise<void> {
     const logits = await engine.logits(job.promptIds);
     writeFileSync(job.logitsOut!, Buffer.from(logits.buffer, logits.byteOffset, logits.byteLength));
     result.logitsShape = [job.promptIds.length, logits.length / job.promptIds.length];
+  } else if (job.mode === 'context') {
+    await engine.generate(job.promptIds.slice(0, 16), 4);
+    const { tokens, ...timing } = await engine.generate(job.promptIds, job.decodeSteps);
+    result.generations.push(timing);
+    result.firstTokens = tokens;
   } else {
     // Warm-up: first-touch of weights, thread-pool start, allocator growth.
     await engine.generate(job.promptIds.slice(0, 16), 4);

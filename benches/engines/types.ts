@@ -89,7 +89,11 @@ export interface WorkerJob {
   llamaBuild?: LlamaBuild;
   /** The from-source build's driver executable (llamaBuild 'native'). */
   llamaDriver?: string;
-  mode: 'bench' | 'logits';
+  /**
+   * bench: prefill and generate timings; logits: the check prompt's logits; context: one greedy generation
+   * after a long prompt (decode speed at that context depth; no separate prefill timing).
+   */
+  mode: 'bench' | 'logits' | 'context';
   promptIds: number[];
   decodeSteps: number;
   iterations: number;

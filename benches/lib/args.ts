@@ -1,8 +1,11 @@
 /** Command-line options of `npm run bench` (see `npm run bench -- --help`). */
 import { ENGINE_IDS, LLAMA_BUILDS, type EngineId, type LlamaBuild } from '../engines/types.js';
 
-/** Model sets a run can include: the benchmark weights in f32 and bf16, and the project's default model. */
-export const MODEL_SETS = ['f32', 'bf16', 'default'] as const;
+/**
+ * Model sets a run can include: the Mamba-1 benchmark weights in f32 and bf16, the project's default model,
+ * and the newer families' shapes (f32): SmolLM-135M (llama), Mamba-2-130M, granite-4.0-h-350m (dense hybrid).
+ */
+export const MODEL_SETS = ['f32', 'bf16', 'default', 'smollm135m', 'mamba2-130m', 'granite350m'] as const;
 export type ModelSet = (typeof MODEL_SETS)[number];
 
 export interface BenchOptions {
@@ -23,6 +26,8 @@ export interface BenchOptions {
   /** Which models get rows. */
   models: ModelSet[];
   verify: boolean;
+  /** Prompt length of the context table (decode speed deep into a context); 0: no context table. */
+  contextTokens: number;
   out: string;
 }
 
@@ -44,7 +49,13 @@ export const USAGE = `Usage: npm run bench -- [options]
                       with a note when not built). Default both; ratios use the faster per metric
   --models=a,b,c      f32 (Mamba-130M-shaped benchmark weights, every engine), bf16 (the same
                       weights in bf16: phoenix native and llama.cpp's BF16 GGUF), default
-                      (models/phoenix-ssm-lite, phoenix native only). Default all three
+                      (models/phoenix-ssm-lite, phoenix native only), smollm135m (SmolLM-135M
+                      shape, llama), mamba2-130m (Mamba-2-130M shape), granite350m (granite-4.0-h-350m
+                      shape, dense hybrid); the last three f32, phoenix native and llama.cpp (phoenix
+                      skipped with the core's reason while it does not load the family). Default all
+  --context=N         context table: decode tokens/s after an N-token prompt for every model with a
+                      GGUF, phoenix native and llama.cpp, at the headline thread count (default 4096;
+                      512 with --quick; 0 = no context table)
   --no-verify         skip the logit-agreement check
   --out=FILE          results file (default bench-results.json at the repo root)
 `;
@@ -77,6 +88,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     llamaBuilds: [...LLAMA_BUILDS],
     models: [...MODEL_SETS],
     verify: true,
+    contextTokens: 4096,
     out: 'bench-results.json',
   };
   const explicit = new Set<string>();
@@ -126,6 +138,12 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
       case '--models':
         opts.models = listOf(name, value, MODEL_SETS);
         break;
+      case '--context': {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 0) throw new Error(`--context must be 0 or a positive integer, got ${JSON.stringify(value)}`);
+        opts.contextTokens = n;
+        break;
+      }
       case '--out':
         if (!value) throw new Error('--out needs a file name');
         opts.out = value;
@@ -140,6 +158,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     if (!explicit.has('iterations')) opts.iterations = 1;
     if (!explicit.has('prompt')) opts.promptTokens = 64;
     if (!explicit.has('decode')) opts.decodeTokens = 16;
+    if (!explicit.has('context')) opts.contextTokens = 512;
   }
   return opts;
 }

@@ -70,6 +70,12 @@ export interface RatioSet {
 export const TARGETS = {
   decode: 1.0,
   prefill: 3.0,
+  /** Per model kind of the newer families (issue 10): Mamba-2 as Mamba-1; hybrid prefill 2x; transformer 1x. */
+  by_kind: {
+    ssm: { prefill: 3.0, decode: 1.0 },
+    hybrid: { prefill: 2.0, decode: 1.0 },
+    transformer: { prefill: 1.0, decode: 1.0 },
+  },
   wasm_decode_vs_native_1t: 0.5,
   bf16_decode_vs_f32: 1.6,
   decode_bandwidth_share: 0.85,
@@ -181,7 +187,13 @@ const phoenixNative = (rows: readonly ResultRow[], threads: number) =>
  * phoenix-local (native) over llama.cpp at `threads`, same dtype (and model when given). With two
  * llama.cpp builds (prebuilt and -march=native), each metric is taken against the faster of them.
  */
-export function ratios(rows: readonly ResultRow[], threads: number, dtype = 'f32', model?: string): RatioSet {
+export function ratios(
+  rows: readonly ResultRow[],
+  threads: number,
+  dtype = 'f32',
+  model?: string,
+  goals: { prefill: number; decode: number } = TARGETS,
+): RatioSet {
   const candidates = sameWeights(rows, dtype, model);
   const phoenix = phoenixNative(candidates, threads);
   const llamas = candidates.filter((r) => r.engine === 'llama.cpp' && r.threads === threads);
@@ -195,7 +207,7 @@ export function ratios(rows: readonly ResultRow[], threads: number, dtype = 'f32
     prefill: prefill === null ? null : round(prefill, 3),
     decode: decode === null ? null : round(decode, 3),
     llama_cpp: { prefill: llamaPrefill?.backend ?? null, decode: llamaDecode?.backend ?? null },
-    targets: { decode: target(TARGETS.decode, decode), prefill: target(TARGETS.prefill, prefill) },
+    targets: { decode: target(goals.decode, decode), prefill: target(goals.prefill, prefill) },
   };
 }
 
@@ -296,7 +308,8 @@ export function formatWasmRatios(set: WasmRatioSet): string {
 }
 
 export function formatVerification(v: Verification): string {
-  const lines = [`logit agreement on ${v.checkIds.length} check tokens (reference |logit| max ${v.referenceAbsMax.toFixed(3)}):`];
+  const maxima = Object.entries(v.referenceAbsMax).map(([key, max]) => `${key} ${max.toFixed(3)}`).join(', ');
+  const lines = [`logit agreement on ${v.checkIds.length} check tokens (reference |logit| max: ${maxima}):`];
   for (const c of v.comparisons) {
     lines.push(`  ${c.a} vs ${c.b}: max |Δ| = ${c.maxAbsDiff.toExponential(2)} (rel ${c.relToMax.toExponential(1)}), argmax agrees ${c.argmaxAgree}`);
   }
