@@ -18,9 +18,10 @@ pub use state::{HybridState, HybridStateShape};
 use candle_core::{Device, Tensor};
 
 use crate::config::CONFIG_FILE;
-use crate::error::{bad_config, bad_weights, invalid_option, state_mismatch, Result};
+use crate::error::{bad_config, bad_weights, state_mismatch, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
 use crate::models::llama::weights::{load_attention, load_fused_mlp, AttentionDims};
 use crate::models::mamba2::mixer::{Mamba2Mixer, MAX_SSD_CHUNK};
 use crate::models::reader::TensorReader;
@@ -293,43 +294,15 @@ impl LanguageModel for GraniteHybridModel {
     }
 
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(invalid_option("forward: `ids` must hold at least one token"));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(invalid_option(format!(
-                "forward: token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            )));
-        }
-        let st = state
-            .as_any_mut()
-            .downcast_mut::<HybridState>()
-            .ok_or_else(|| state_mismatch("forward: the state was not created by a Granite-4.0-H model"))?;
-        if st.shape != HybridStateShape::of(&self.cfg) {
-            return Err(state_mismatch(format!(
-                "forward: state shape {:?} does not match this model ({:?})",
-                st.shape,
-                HybridStateShape::of(&self.cfg)
-            )));
-        }
-        let limit = self.cfg.max_position_embeddings as u64;
-        if st.tokens.saturating_add(ids.len() as u64) > limit {
-            return Err(invalid_option(format!(
-                "forward: {} tokens after {} would pass the model's context of {limit} tokens",
-                ids.len(),
-                st.tokens
-            )));
-        }
-        let all = which == LogitsWanted::All;
-        let mut logits = Vec::with_capacity(if all { ids.len() } else { 1 } * self.cfg.vocab_size);
-        let chunks = ids.len().div_ceil(PREFILL_CHUNK);
-        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            // Only the last piece's last row matters for `Last`: skip the head elsewhere.
-            let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, st.tokens as usize, &mut st.layers, head, &mut logits)?;
-            st.tokens = st.tokens.saturating_add(chunk.len() as u64);
-        }
+        check_ids(ids, self.cfg.vocab_size)?;
+        let want = HybridStateShape::of(&self.cfg);
+        let st = own_state(state, "Granite-4.0-H", |s: &HybridState| s.shape, want)?;
+        check_context(st.tokens, ids.len(), self.cfg.max_position_embeddings)?;
+        let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
+            self.run_chunk(piece, st.tokens as usize, &mut st.layers, head, logits)?;
+            st.tokens = st.tokens.saturating_add(piece.len() as u64);
+            Ok(())
+        })?;
         if ids.len() > 1 {
             st.compact()?;
         }

@@ -10,9 +10,10 @@ pub(crate) mod weights;
 pub use state::{MambaState, StateShape};
 
 use crate::config::MambaConfig;
-use crate::error::{bad_config, invalid_option, state_mismatch, Result};
+use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::models::forward::{check_ids, in_pieces, own_state};
 use crate::nn::scan::ScanOperands;
 use crate::nn::GroupRmsNorm;
 use state::LayerState;
@@ -172,36 +173,13 @@ impl LanguageModel for MambaModel {
     }
 
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(invalid_option("forward: `ids` must hold at least one token"));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(invalid_option(format!(
-                "forward: token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            )));
-        }
-        let st = state
-            .as_any_mut()
-            .downcast_mut::<MambaState>()
-            .ok_or_else(|| state_mismatch("forward: the state was not created by a Mamba model"))?;
-        if st.shape() != self.state_shape() {
-            return Err(state_mismatch(format!(
-                "forward: state shape {:?} does not match this model ({:?})",
-                st.shape(),
-                self.state_shape()
-            )));
-        }
-        let all = which == LogitsWanted::All;
-        let rows = if all { ids.len() } else { 1 };
-        let mut logits = Vec::with_capacity(rows * self.cfg.vocab_size);
-        let chunks = ids.len().div_ceil(PREFILL_CHUNK);
-        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            // Only the last chunk's last row matters for `Last`: skip the head elsewhere.
-            let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, st, head, &mut logits)?;
-            st.tokens = st.tokens.saturating_add(chunk.len() as u64);
-        }
+        check_ids(ids, self.cfg.vocab_size)?;
+        let st = own_state(state, "Mamba", |s: &MambaState| s.shape(), self.state_shape())?;
+        let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
+            self.run_chunk(piece, st, head, logits)?;
+            st.tokens = st.tokens.saturating_add(piece.len() as u64);
+            Ok(())
+        })?;
         if ids.len() > 1 {
             // The states are views into the prefill's large packed outputs: keep only the states.
             st.compact()?;

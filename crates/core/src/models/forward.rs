@@ -1,0 +1,70 @@
+//! What every family's `forward` does around its own layers: refuse empty or out-of-vocabulary ids,
+//! take the state as the family's own type and shape, keep within a context limit, and feed long
+//! inputs through the stack in pieces, computing the head only for the rows asked for.
+
+use std::fmt::Debug;
+
+use crate::error::{invalid_option, state_mismatch, Result};
+use crate::model::{LogitsWanted, ModelState};
+
+/// At least one id, every one inside the vocabulary.
+pub(crate) fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
+    if ids.is_empty() {
+        return Err(invalid_option("forward: `ids` must hold at least one token"));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+        return Err(invalid_option(format!("forward: token id {bad} is outside the vocabulary (size {vocab_size})")));
+    }
+    Ok(())
+}
+
+/// `state` as family type `S` with shape `want` (`shape` reads it); `E_STATE_MISMATCH` otherwise.
+pub(crate) fn own_state<'a, S: 'static, T: PartialEq + Debug>(
+    state: &'a mut dyn ModelState,
+    family: &str,
+    shape: impl Fn(&S) -> T,
+    want: T,
+) -> Result<&'a mut S> {
+    let st = state
+        .as_any_mut()
+        .downcast_mut::<S>()
+        .ok_or_else(|| state_mismatch(format!("forward: the state was not created by a {family} model")))?;
+    let got = shape(st);
+    if got != want {
+        return Err(state_mismatch(format!("forward: state shape {got:?} does not match this model ({want:?})")));
+    }
+    Ok(st)
+}
+
+/// `E_INVALID_OPTION` when `new` tokens after `held` ones would pass a context of `limit` tokens
+/// (checked before any work, so the state is untouched).
+pub(crate) fn check_context(held: u64, new: usize, limit: usize) -> Result<()> {
+    let room = (limit as u64).saturating_sub(held);
+    if new as u64 > room {
+        return Err(invalid_option(format!(
+            "forward: {new} tokens after the {held} already in the context exceed the model's context length ({limit}, `max_position_embeddings`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Feeds `ids` to `run` in pieces of at most `chunk` tokens and returns the logits `which` asks for
+/// (`vocab_size` per row). `run(piece, head, logits)` advances the state by the piece and appends
+/// the head's rows when `head` is set: on every piece for `All`, on the last one only for `Last`.
+pub(crate) fn in_pieces(
+    ids: &[u32],
+    chunk: usize,
+    which: LogitsWanted,
+    vocab_size: usize,
+    mut run: impl FnMut(&[u32], Option<LogitsWanted>, &mut Vec<f32>) -> Result<()>,
+) -> Result<Vec<f32>> {
+    let all = which == LogitsWanted::All;
+    let rows = if all { ids.len() } else { 1 };
+    let mut logits = Vec::with_capacity(rows.saturating_mul(vocab_size));
+    let pieces = ids.len().div_ceil(chunk);
+    for (i, piece) in ids.chunks(chunk).enumerate() {
+        let head = if all || i + 1 == pieces { Some(which) } else { None };
+        run(piece, head, &mut logits)?;
+    }
+    Ok(logits)
+}
