@@ -37,7 +37,7 @@ pub const FAMILY: Family = Family {
 
 /// Tokens per pass through the stack during prefill (a multiple of every SSD tile).
 pub const PREFILL_CHUNK: usize = 512;
-const _: () = assert!(PREFILL_CHUNK % mixer::MAX_SSD_CHUNK == 0);
+const _: () = assert!(PREFILL_CHUNK.is_multiple_of(mixer::MAX_SSD_CHUNK));
 
 struct Block {
     norm: RmsNorm,
