@@ -130,3 +130,41 @@ fn ssd_chunk(cfg: &Mamba2MixerConfig) -> usize {
     let q = cfg.chunk_size.clamp(1, MAX_SSD_CHUNK);
     1 << (usize::BITS - 1 - q.leading_zeros())
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::loader::{ModelFiles, TensorStore};
+    use crate::models::mamba2::config::Mamba2Config;
+
+    /// The hybrid's entry points: `forward` (no residual) plus the residual is `forward_add`, and the
+    /// state advances the same way, from a mixer loaded under an arbitrary tensor prefix.
+    #[test]
+    fn forward_without_residual_matches_forward_add() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba2-groups");
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        let cfg = Mamba2Config::from_json_str(&files.text("config.json").unwrap(), 64).unwrap();
+        let store = TensorStore::open(&files).unwrap();
+        let device = Device::Cpu;
+        let mut rd = Reader::new(&store, &device);
+        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, "backbone.layers.1.mixer.").unwrap();
+        assert_eq!(mixer.ssd_chunk(), 8);
+        let d = cfg.mixer.hidden_size;
+        let x =
+            Tensor::from_vec((0..20 * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect(), (20, d), &device)
+                .unwrap();
+        let residual = Tensor::from_vec((0..20 * d).map(|i| (i % 7) as f32 * 0.1).collect(), (20, d), &device).unwrap();
+        let (mut s1, mut s2) =
+            (Mamba2LayerState::new(&cfg.mixer, &device).unwrap(), Mamba2LayerState::new(&cfg.mixer, &device).unwrap());
+        let a =
+            (mixer.forward(&x, &mut s1).unwrap() + &residual).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = mixer.forward_add(&x, &residual, &mut s2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "forward + residual vs forward_add differ by {worst}");
+        assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
+        assert_eq!(s1.conv.to_vec1::<f32>().unwrap(), s2.conv.to_vec1::<f32>().unwrap());
+        assert!(b.iter().any(|v| v.abs() > 1e-3), "the mixer output is not all zeros");
+    }
+}
