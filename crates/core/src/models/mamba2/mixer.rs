@@ -16,7 +16,7 @@ use candle_core::Tensor;
 
 use super::config::Mamba2MixerConfig;
 use super::state::Mamba2LayerState;
-use crate::error::Result;
+use crate::error::{bad_weights, Result};
 use crate::models::mamba::weights::{zeros, Reader};
 use crate::nn::gated_norm::{GateOperand, GatedGroupRmsNorm};
 use crate::nn::ssd::{DtOperand, SsdScan, SsdShape};
@@ -58,8 +58,15 @@ impl Mamba2Mixer {
         }
         let conv_bias =
             if cfg.use_conv_bias { rd.small(&name("conv1d.bias"), &[c])?.to_vec() } else { zeros(c, "conv1d.bias")? };
-        // A = −exp(A_log) in f32 (reference §7.1).
+        // A = −exp(A_log) in f32 (reference §7.1); an A_log so large that A is −∞ would turn the
+        // chunked scan's decay differences into NaN (∞ − ∞), so it is refused here.
         let a: Vec<f32> = rd.small(&name("A_log"), &[h])?.iter().map(|x| -x.exp()).collect();
+        if let Some(at) = a.iter().position(|v| !v.is_finite()) {
+            return Err(bad_weights(format!(
+                "tensor `{}` value at element {at} is too large (exp(A_log) overflows f32)",
+                name("A_log")
+            )));
+        }
         let dt_bias = rd.tensor(&name("dt_bias"), &[h])?;
         let d_skip = rd.tensor(&name("D"), &[h])?;
         let norm_w = rd.tensor(&name("norm.weight"), &[e])?;
