@@ -29,6 +29,8 @@ pub(crate) mod scan;
 mod speed_probe;
 pub(crate) mod ssd;
 pub(crate) mod ssd_norm;
+#[cfg(test)]
+mod ssd_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};

@@ -136,6 +136,13 @@ fn missing_and_misshaped_tensors_are_named() {
         true
     }));
     assert_err(&e, ErrorCode::BadWeights, &["backbone.layers.2.mixer.A_log", "non-finite"]);
+    let e = load_err(with_tensors(|n, _, values| {
+        if n == "backbone.layers.1.mixer.A_log" {
+            values[5] = 100.0;
+        }
+        true
+    }));
+    assert_err(&e, ErrorCode::BadWeights, &["backbone.layers.1.mixer.A_log", "element 5"]);
 }
 
 #[test]

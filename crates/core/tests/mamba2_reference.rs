@@ -1,4 +1,5 @@
-//! Mamba-2 logits against float64 references: `mamba2-tiny` (transformers, 1 group) and
+//! Mamba-2 logits against float64 references: `mamba2-tiny` (transformers, 1 group; also in the
+//! original state-spaces layout, `mamba2-tiny-original`) and
 //! `mamba2-groups` (an independent numpy implementation of mamba_ssm's maths, 2 groups): full
 //! prefill, prefill-then-decode from several split points, greedy continuation, split prefill,
 //! snapshot round trip.
@@ -54,9 +55,9 @@ fn check_greedy(model: &dyn LanguageModel, r: &Reference) -> usize {
     checked
 }
 
-fn check_model(dir: PathBuf) {
+fn check_model(dir: PathBuf, reference: PathBuf) {
     let model = load_model_dir(&dir).unwrap();
-    let r = read_reference(dir.join("reference.json"));
+    let r = read_reference(reference);
     let prefill = check_prefill(model.as_ref(), &r);
     let n = r.input_ids.len();
     let mut decode = 0f64;
@@ -74,12 +75,28 @@ fn check_model(dir: PathBuf) {
 
 #[test]
 fn mamba2_tiny_matches_transformers_reference() {
-    check_model(fixture("mamba2-tiny"));
+    check_model(fixture("mamba2-tiny"), fixture("mamba2-tiny/reference.json"));
+}
+
+#[test]
+fn mamba2_original_state_spaces_layout_matches_the_same_reference() {
+    check_model(fixture("mamba2-tiny-original"), fixture("mamba2-tiny/reference.json"));
+    let hf = load_model_dir(&fixture("mamba2-tiny")).unwrap();
+    let orig = load_model_dir(&fixture("mamba2-tiny-original")).unwrap();
+    let (a, b) = (hf.info(), orig.info());
+    assert_eq!((a.format.as_str(), b.format.as_str()), ("hf-safetensors", "state-spaces-pth"));
+    // vocab_size 500 padded to a multiple of 16; the duplicate lm_head of the .bin is not loaded.
+    assert_eq!((b.vocab_size, b.family.as_str(), b.model_type.as_str()), (512, "mamba2", "mamba2"));
+    assert_eq!(
+        (a.architecture.clone(), a.param_count, a.state_bytes),
+        (b.architecture.clone(), b.param_count, b.state_bytes)
+    );
+    assert_eq!(hf.weights_identity(), orig.weights_identity());
 }
 
 #[test]
 fn mamba2_groups_matches_independent_float64_reference() {
-    check_model(fixture("mamba2-groups"));
+    check_model(fixture("mamba2-groups"), fixture("mamba2-groups/reference.json"));
 }
 
 #[test]

@@ -27,7 +27,7 @@ use state::Mamba2LayerState;
 
 use super::registry::{self, EngineKind, Family};
 
-/// Mamba-2 (Hugging Face layout).
+/// Mamba-2, from Hugging Face or original state-spaces folders.
 pub const FAMILY: Family = Family {
     name: "mamba2",
     model_types: &["mamba2"],
@@ -37,7 +37,7 @@ pub const FAMILY: Family = Family {
 
 /// Tokens per pass through the stack during prefill (a multiple of every SSD tile).
 pub const PREFILL_CHUNK: usize = 512;
-const _: () = assert!(PREFILL_CHUNK % mixer::MAX_SSD_CHUNK == 0);
+const _: () = assert!(PREFILL_CHUNK.is_multiple_of(mixer::MAX_SSD_CHUNK));
 
 struct Block {
     norm: RmsNorm,
@@ -72,7 +72,8 @@ impl Mamba2Model {
         let stored_layers = store.layer_count();
         if stored_layers != cfg.num_layers {
             return Err(bad_config(format!(
-                "{CONFIG_FILE}: field `num_hidden_layers` = {}, but the weights hold {stored_layers} layers",
+                "{CONFIG_FILE}: field `{}` = {}, but the weights hold {stored_layers} layers",
+                cfg.layers_field(),
                 cfg.num_layers
             )));
         }
@@ -100,7 +101,8 @@ impl Mamba2Model {
             rd.matrix("lm_head.weight", v, d)?
         } else {
             return Err(bad_weights(format!(
-                "tensor `lm_head.weight` is missing from the weights, and {CONFIG_FILE} sets `tie_word_embeddings: false` (the head is not the embedding)"
+                "tensor `lm_head.weight` is missing from the weights, and {CONFIG_FILE} sets `{}: false` (the head is not the embedding)",
+                cfg.tie_field()
             )));
         };
         let m = &cfg.mixer;
@@ -120,7 +122,7 @@ impl Mamba2Model {
             model_type: cfg.model_type.clone(),
             family: FAMILY.name.to_string(),
             engine: FAMILY.engine,
-            format: format_name(crate::config::ConfigLayout::HuggingFace, store.format).to_string(),
+            format: format_name(cfg.layout, store.format).to_string(),
             dtype: rd.dtype.unwrap_or("f32").to_string(),
             vocab_size: v,
             hidden_size: d,

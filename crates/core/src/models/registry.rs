@@ -93,7 +93,10 @@ pub fn config_head(text: &str) -> Result<ConfigHead> {
             Err(bad_config(format!("{CONFIG_FILE}: field `model_type` must be a string, got {}", json_kind(other))))
         }
         None if obj.contains_key("d_model") => {
-            Ok(ConfigHead { model_type: "mamba".to_string(), layout: ConfigLayout::StateSpaces })
+            // state-spaces configs name the mixer in `ssm_cfg.layer` ("Mamba1" when absent).
+            let layer = obj.get("ssm_cfg").and_then(|c| c.get("layer")).and_then(Value::as_str);
+            let model_type = if layer == Some("Mamba2") { "mamba2" } else { "mamba" };
+            Ok(ConfigHead { model_type: model_type.to_string(), layout: ConfigLayout::StateSpaces })
         }
         None => Err(unsupported_model(format!(
             "{CONFIG_FILE}: no `model_type` and no `d_model`: not a Hugging Face or state-spaces config"

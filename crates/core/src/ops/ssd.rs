@@ -3,10 +3,11 @@
 //!
 //! * [`ssd_chunked`] (prefill): tokens are tiled in chunks of `Q`; per chunk and head the output is
 //!   `Y = (L ∘ C·Bᵀ)·X + diag(e^{cs})·C·Sᵀ + D·x` and the state passes on as
-//!   `S ← e^{cs_last}·S + (e^{cs_last − cs} ∘ X)ᵀ·B` — small dense products instead of a per-token
-//!   recurrence. `C·Bᵀ` is computed once per (chunk, group) and shared by the group's heads; heads
-//!   then run in parallel (rayon). Each product's inner loop runs over `P` contiguous values, which
-//!   `multiversion!` compiles for AVX-512 / AVX2 / baseline (simd128 on WASM).
+//!   `S ← e^{cs_last}·S + (e^{cs_last − cs} ∘ B)ᵀ·X` — three small dense products (run by the `gemm`
+//!   crate's micro-kernels) instead of a per-token recurrence. `C·Bᵀ` is computed once per
+//!   (chunk, group) and shared by the group's heads; heads then run in parallel (rayon). The
+//!   element-wise work around the products (Δ, decays, coefficients) and the recurrence are
+//!   compiled by `multiversion!` for AVX-512 / AVX2 / baseline (simd128 on WASM).
 //! * [`ssd_recurrent`] (decode): the exact recurrence `S ← e^{Δ·A}·S + Δ·x⊗B`, `y = S·C + D·x`.
 //!
 //! Δ = clamp(softplus(dt + dt_bias), dt_min, dt_max); `A = −exp(A_log)` is one scalar per head;
@@ -148,13 +149,25 @@ fn recurrent_head_body(inp: &SsdInputs, h: usize, s: &mut [f32], out: RowsOut) {
         let (x, b, c) = (inp.x_row(t, h), inp.b_row(t, g), inp.c_row(t, g));
         for (pi, row) in s.chunks_exact_mut(n).enumerate() {
             let dx = dt * x[pi];
-            let mut acc = [0f32; 8];
-            for (k, ((sv, &bv), &cv)) in row.iter_mut().zip(b).zip(c).enumerate() {
+            // 16 lanes of partial sums: the loop vectorises over the state without reassociation licence.
+            let mut acc = [0f32; 16];
+            let mut rows = row.chunks_exact_mut(16);
+            let (bs, cs) = (b.chunks_exact(16), c.chunks_exact(16));
+            let (b_rest, c_rest) = (bs.remainder(), cs.remainder());
+            for ((sv, bv), cv) in (&mut rows).zip(bs).zip(cs) {
+                for k in 0..16 {
+                    let v = da * sv[k] + dx * bv[k];
+                    sv[k] = v;
+                    acc[k] += v * cv[k];
+                }
+            }
+            let mut tail = 0f32;
+            for ((sv, &bv), &cv) in rows.into_remainder().iter_mut().zip(b_rest).zip(c_rest) {
                 let v = da * *sv + dx * bv;
                 *sv = v;
-                acc[k % 8] += v * cv;
+                tail += v * cv;
             }
-            let yv = acc.iter().sum::<f32>() + inp.d[h] * x[pi];
+            let yv = acc.iter().sum::<f32>() + tail + inp.d[h] * x[pi];
             // SAFETY: row t, column h·P + pi: inside `y` (checked) and written by this head only.
             unsafe { *out.ptr().add(t * e + h * p + pi) = yv };
         }
@@ -186,7 +199,7 @@ pub(crate) fn ssd_chunked(inp: &SsdInputs, chunk: usize, state_in: &[f32], state
     let cb = &cb[..];
     let head = |(h, (s, old)): (usize, (&mut [f32], &[f32]))| {
         let mut scratch = HeadScratch::new(inp, q);
-        chunked_head(inp, h, q, cb, old, s, &mut scratch, out);
+        chunked_head(inp, h, cb, old, s, &mut scratch, out);
     };
     if threaded {
         state_out.par_chunks_mut(hs).zip(state_in.par_chunks(hs)).enumerate().for_each(head);
@@ -226,50 +239,94 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `out[m × n] += a[m × k] · b[k × n]` (row-major with strides `lda`, `ldb`, `ldo`) on the calling
+/// thread, through the `gemm` crate (what candle's CPU matmul runs: its own AVX-512 / AVX2 / NEON /
+/// simd128 micro-kernels, picked at run time). Heads are the parallel axis, so each product is serial.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn axpy(y: &mut [f32], w: f32, x: &[f32]) {
-    for (a, &b) in y.iter_mut().zip(x) {
-        *a += w * b;
+fn gemm_acc(m: usize, k: usize, n: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut [f32], ldo: usize) {
+    assert!(k <= lda && n <= ldb && n <= ldo);
+    if m == 0 || k == 0 || n == 0 {
+        return;
     }
+    assert!(a.len() >= (m - 1) * lda + k && b.len() >= (k - 1) * ldb + n && out.len() >= (m - 1) * ldo + n);
+    // SAFETY: every index gemm touches is inside the slices (asserted above); `out` is exclusive.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            ldo as isize,
+            true,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            ldb as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
 }
 
 /// One head task's working memory (allocated once per call and head).
 struct HeadScratch {
-    /// The state transposed to `[N][P]`, so every product runs over contiguous `P`.
+    /// Tokens per chunk.
+    q: usize,
+    /// The state `[N][P]` (transposed from `[P][N]`, so every product runs over contiguous `P`).
     st: Vec<f32>,
     /// `Δ_j · x_j`, `[Q][P]`.
     xs: Vec<f32>,
     /// Inclusive cumulative sum of `Δ·A` over the chunk, in f64.
     cs: Vec<f64>,
-    /// One output row, `[P]`.
-    row: Vec<f32>,
-    /// Per-token weights of the chunk-end state update.
+    /// Intra-chunk weights `(C_i·B_j) e^{cs_i − cs_j}` (zero above the diagonal), `[Q][Q]`.
     w: Vec<f32>,
+    /// `e^{cs_i} C_i`, `[Q][N]`.
+    cd: Vec<f32>,
+    /// `e^{cs_last − cs_j} B_j`, transposed to `[N][Q]`.
+    bw: Vec<f32>,
+    /// The chunk's outputs, `[Q][P]`.
+    y: Vec<f32>,
 }
 
 impl HeadScratch {
     fn new(inp: &SsdInputs, q: usize) -> Self {
         let (p, n) = (inp.head_dim, inp.state_size);
-        Self { st: vec![0.0; p * n], xs: vec![0.0; q * p], cs: vec![0.0; q], row: vec![0.0; p], w: vec![0.0; q] }
+        Self {
+            q,
+            st: vec![0.0; n * p],
+            xs: vec![0.0; q * p],
+            cs: vec![0.0; q],
+            w: vec![0.0; q * q],
+            cd: vec![0.0; q * n],
+            bw: vec![0.0; n * q],
+            y: vec![0.0; q * p],
+        }
     }
 }
 
-multiversion!(fn chunked_head(inp: &SsdInputs, h: usize, q: usize, cb: &[f32], state_in: &[f32], state: &mut [f32], sc: &mut HeadScratch, out: RowsOut) = chunked_head_body);
+multiversion!(fn chunked_head(inp: &SsdInputs, h: usize, cb: &[f32], state_in: &[f32], state: &mut [f32], sc: &mut HeadScratch, out: RowsOut) = chunked_head_body);
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn chunked_head_body(
     inp: &SsdInputs,
     h: usize,
-    q: usize,
     cb: &[f32],
     state_in: &[f32],
     state: &mut [f32],
     sc: &mut HeadScratch,
     out: RowsOut,
 ) {
-    let (p, n, g, e) = (inp.head_dim, inp.state_size, inp.group_of(h), inp.e());
+    let (p, n, g, e, q) = (inp.head_dim, inp.state_size, inp.group_of(h), inp.e(), sc.q);
     let a = inp.a[h] as f64;
+    let dh = inp.d[h];
     for pi in 0..p {
         for ni in 0..n {
             sc.st[ni * p + pi] = state_in[pi * n + ni];
@@ -285,49 +342,49 @@ fn chunked_head_body(
             let dt = inp.delta(t0 + j, h);
             acc += dt as f64 * a;
             sc.cs[j] = acc;
-            let x = inp.x_row(t0 + j, h);
-            for (xs, &xv) in sc.xs[j * p..(j + 1) * p].iter_mut().zip(x) {
+            for (xs, &xv) in sc.xs[j * p..(j + 1) * p].iter_mut().zip(inp.x_row(t0 + j, h)) {
                 *xs = dt * xv;
             }
         }
+        // Coefficients of the three products.
         for i in 0..len {
-            let row = &mut sc.row[..];
-            row.fill(0.0);
-            // Intra-chunk: Σ_{j≤i} (C_i·B_j) e^{cs_i − cs_j} Δ_j x_j.
-            for j in 0..=i {
-                let w = block[i * q + j] * exp_nonpositive((sc.cs[i] - sc.cs[j]) as f32);
-                axpy(row, w, &sc.xs[j * p..(j + 1) * p]);
+            let csi = sc.cs[i];
+            let wrow = &mut sc.w[i * q..(i + 1) * q];
+            for ((wv, &cbv), &csj) in wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs[..=i]) {
+                // j ≤ i: cs_i − cs_j ≤ 0.
+                *wv = cbv * exp_nonpositive((csi - csj) as f32);
             }
-            // From the state entering the chunk: e^{cs_i} · C_i · S.
-            let decay = exp_nonpositive(sc.cs[i] as f32);
-            let cr = inp.c_row(t0 + i, g);
-            for ni in 0..n {
-                axpy(row, decay * cr[ni], &sc.st[ni * p..(ni + 1) * p]);
+            wrow[i + 1..].fill(0.0);
+            let decay = exp_nonpositive(csi as f32);
+            for (cv, &cr) in sc.cd[i * n..(i + 1) * n].iter_mut().zip(inp.c_row(t0 + i, g)) {
+                *cv = decay * cr;
             }
-            let x = inp.x_row(t0 + i, h);
-            let dh = inp.d[h];
-            for (r, &xv) in row.iter_mut().zip(x) {
+        }
+        let last = sc.cs[len - 1];
+        for j in 0..len {
+            let wj = exp_nonpositive((last - sc.cs[j]) as f32);
+            for (ni, &bv) in inp.b_row(t0 + j, g).iter().enumerate() {
+                sc.bw[ni * q + j] = wj * bv;
+            }
+        }
+        // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
+        sc.y[..len * p].fill(0.0);
+        gemm_acc(len, len, p, &sc.w, q, &sc.xs, p, &mut sc.y, p);
+        gemm_acc(len, n, p, &sc.cd, n, &sc.st, p, &mut sc.y, p);
+        for i in 0..len {
+            let row = &mut sc.y[i * p..(i + 1) * p];
+            for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
                 *r += dh * xv;
             }
             // SAFETY: row t0+i, columns h·P .. h·P+P: inside `y` (checked) and written by this head only.
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.ptr().add((t0 + i) * e + h * p), p) };
         }
-        // State leaving the chunk: e^{cs_last} S + Σ_j e^{cs_last − cs_j} Δ_j x_j ⊗ B_j.
-        let last = sc.cs[len - 1];
+        // State leaving the chunk: e^{cs_last} S + Bwᵀ·X.
         let total = exp_nonpositive(last as f32);
-        for j in 0..len {
-            sc.w[j] = exp_nonpositive((last - sc.cs[j]) as f32);
+        for v in sc.st[..n * p].iter_mut() {
+            *v *= total;
         }
-        for ni in 0..n {
-            let srow = &mut sc.st[ni * p..(ni + 1) * p];
-            for v in srow.iter_mut() {
-                *v *= total;
-            }
-            for j in 0..len {
-                let bw = sc.w[j] * inp.b_row(t0 + j, g)[ni];
-                axpy(srow, bw, &sc.xs[j * p..(j + 1) * p]);
-            }
-        }
+        gemm_acc(n, len, p, &sc.bw, q, &sc.xs, p, &mut sc.st, p);
         t0 += len;
         c += 1;
     }

@@ -22,7 +22,7 @@ pub(crate) fn gated_group_rms_norm(
     out: &mut [f32],
 ) {
     let e = weight.len();
-    assert!(e >= 1 && groups >= 1 && e % groups == 0 && z_stride >= e);
+    assert!(e >= 1 && groups >= 1 && e.is_multiple_of(groups) && z_stride >= e);
     let l = y.len() / e;
     assert!(y.len() == size_mul(l, e) && out.len() == y.len());
     assert!(l == 0 || z.len() >= size_mul(l - 1, z_stride) + e);
@@ -91,9 +91,9 @@ mod tests {
             for grp in 0..g {
                 let part = &gated[grp * width..(grp + 1) * width];
                 let ms = part.iter().map(|v| v * v).sum::<f64>() / width as f64;
-                for k in 0..width {
+                for (k, &gk) in part.iter().enumerate() {
                     let c = grp * width + k;
-                    let want = part[k] / (ms + 1e-5).sqrt() * w[c] as f64;
+                    let want = gk / (ms + 1e-5).sqrt() * w[c] as f64;
                     assert!((out[t * e + c] as f64 - want).abs() < 1e-5, "row {t} channel {c}");
                 }
             }

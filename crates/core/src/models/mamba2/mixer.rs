@@ -16,7 +16,7 @@ use candle_core::Tensor;
 
 use super::config::Mamba2MixerConfig;
 use super::state::Mamba2LayerState;
-use crate::error::Result;
+use crate::error::{bad_weights, Result};
 use crate::models::mamba::weights::{zeros, Reader};
 use crate::nn::gated_norm::{GateOperand, GatedGroupRmsNorm};
 use crate::nn::ssd::{DtOperand, SsdScan, SsdShape};
@@ -58,8 +58,15 @@ impl Mamba2Mixer {
         }
         let conv_bias =
             if cfg.use_conv_bias { rd.small(&name("conv1d.bias"), &[c])?.to_vec() } else { zeros(c, "conv1d.bias")? };
-        // A = −exp(A_log) in f32 (reference §7.1).
+        // A = −exp(A_log) in f32 (reference §7.1); an A_log so large that A is −∞ would turn the
+        // chunked scan's decay differences into NaN (∞ − ∞), so it is refused here.
         let a: Vec<f32> = rd.small(&name("A_log"), &[h])?.iter().map(|x| -x.exp()).collect();
+        if let Some(at) = a.iter().position(|v| !v.is_finite()) {
+            return Err(bad_weights(format!(
+                "tensor `{}` value at element {at} is too large (exp(A_log) overflows f32)",
+                name("A_log")
+            )));
+        }
         let dt_bias = rd.tensor(&name("dt_bias"), &[h])?;
         let d_skip = rd.tensor(&name("D"), &[h])?;
         let norm_w = rd.tensor(&name("norm.weight"), &[e])?;
@@ -129,4 +136,42 @@ impl Mamba2Mixer {
 fn ssd_chunk(cfg: &Mamba2MixerConfig) -> usize {
     let q = cfg.chunk_size.clamp(1, MAX_SSD_CHUNK);
     1 << (usize::BITS - 1 - q.leading_zeros())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::loader::{ModelFiles, TensorStore};
+    use crate::models::mamba2::config::Mamba2Config;
+
+    /// The hybrid's entry points: `forward` (no residual) plus the residual is `forward_add`, and the
+    /// state advances the same way, from a mixer loaded under an arbitrary tensor prefix.
+    #[test]
+    fn forward_without_residual_matches_forward_add() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba2-groups");
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        let cfg = Mamba2Config::from_json_str(&files.text("config.json").unwrap(), 64).unwrap();
+        let store = TensorStore::open(&files).unwrap();
+        let device = Device::Cpu;
+        let mut rd = Reader::new(&store, &device);
+        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, "backbone.layers.1.mixer.").unwrap();
+        assert_eq!(mixer.ssd_chunk(), 8);
+        let d = cfg.mixer.hidden_size;
+        let x =
+            Tensor::from_vec((0..20 * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect(), (20, d), &device)
+                .unwrap();
+        let residual = Tensor::from_vec((0..20 * d).map(|i| (i % 7) as f32 * 0.1).collect(), (20, d), &device).unwrap();
+        let (mut s1, mut s2) =
+            (Mamba2LayerState::new(&cfg.mixer, &device).unwrap(), Mamba2LayerState::new(&cfg.mixer, &device).unwrap());
+        let a =
+            (mixer.forward(&x, &mut s1).unwrap() + &residual).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = mixer.forward_add(&x, &residual, &mut s2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "forward + residual vs forward_add differ by {worst}");
+        assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
+        assert_eq!(s1.conv.to_vec1::<f32>().unwrap(), s2.conv.to_vec1::<f32>().unwrap());
+        assert!(b.iter().any(|v| v.abs() > 1e-3), "the mixer output is not all zeros");
+    }
 }
