@@ -1,6 +1,7 @@
 //! Model families (one module each) and the entry points that load them from a folder or from
 //! in-memory files. Which family loads a folder is decided by [`registry`].
 
+pub(crate) mod forward;
 pub mod granite;
 pub mod llama;
 pub mod mamba;
