@@ -17,9 +17,10 @@ use std::sync::Arc;
 use candle_core::Device;
 
 use crate::config::CONFIG_FILE;
-use crate::error::{bad_config, bad_weights, invalid_option, state_mismatch, Result};
+use crate::error::{bad_config, bad_weights, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::models::forward::{check_ids, in_pieces, own_state};
 use crate::models::mamba::weights::Reader;
 use crate::nn::{Embedding, Linear, RmsNorm};
 use mixer::Mamba2Mixer;
@@ -207,35 +208,13 @@ impl LanguageModel for Mamba2Model {
     }
 
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(invalid_option("forward: `ids` must hold at least one token"));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(invalid_option(format!(
-                "forward: token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            )));
-        }
-        let st = state
-            .as_any_mut()
-            .downcast_mut::<Mamba2State>()
-            .ok_or_else(|| state_mismatch("forward: the state was not created by a Mamba-2 model"))?;
-        if st.shape() != self.state_shape() {
-            return Err(state_mismatch(format!(
-                "forward: state shape {:?} does not match this model ({:?})",
-                st.shape(),
-                self.state_shape()
-            )));
-        }
-        let all = which == LogitsWanted::All;
-        let mut logits = Vec::with_capacity(if all { ids.len() } else { 1 } * self.cfg.vocab_size);
-        let chunks = ids.len().div_ceil(PREFILL_CHUNK);
-        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            // Only the last piece's last row matters for `Last`: skip the head elsewhere.
-            let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, &mut st.layers, head, &mut logits)?;
-            st.tokens = st.tokens.saturating_add(chunk.len() as u64);
-        }
+        check_ids(ids, self.cfg.vocab_size)?;
+        let st = own_state(state, "Mamba-2", |s: &Mamba2State| s.shape(), self.state_shape())?;
+        let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
+            self.run_chunk(piece, &mut st.layers, head, logits)?;
+            st.tokens = st.tokens.saturating_add(piece.len() as u64);
+            Ok(())
+        })?;
         if ids.len() > 1 {
             for layer in &mut st.layers {
                 layer.compact()?;

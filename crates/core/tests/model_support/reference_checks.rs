@@ -55,13 +55,15 @@ pub fn check_greedy(model: &dyn LanguageModel, r: &Reference) -> usize {
     checked
 }
 
-/// All three checks on the model in `dir` against `dir/reference.json`, decode from `splits`.
-pub fn check_model_dir(dir: &Path, splits: &[usize]) {
+/// All three checks on the model in `dir` against `reference`, decoding after prefills of 1, 2, 3,
+/// n/2 and n-1 ids and of each of `splits` (chunk boundaries worth crossing).
+pub fn check_against_reference(dir: &Path, reference: &Path, splits: &[usize]) {
     let model = load_model_dir(dir).unwrap();
-    let r = read_reference(dir.join("reference.json"));
+    let r = read_reference(reference.to_path_buf());
     let prefill = check_prefill(model.as_ref(), &r);
+    let n = r.input_ids.len();
     let mut decode = 0f64;
-    for &k in splits {
+    for &k in [1, 2, 3, n / 2, n - 1].iter().chain(splits) {
         decode = decode.max(check_decode(model.as_ref(), &r, k));
     }
     let greedy = check_greedy(model.as_ref(), &r);
@@ -71,4 +73,9 @@ pub fn check_model_dir(dir: &Path, splits: &[usize]) {
         dir.display(),
         r.greedy_ids.len()
     );
+}
+
+/// [`check_against_reference`] with the folder's own `reference.json`.
+pub fn check_model_dir(dir: &Path, splits: &[usize]) {
+    check_against_reference(dir, &dir.join("reference.json"), splits);
 }

@@ -20,6 +20,7 @@ pub enum LayerKind {
 
 /// Granite's names for the Mamba-2 mixer keys.
 pub const GRANITE_MIXER_FIELDS: MixerFieldNames = MixerFieldNames {
+    prefix: "",
     hidden: "hidden_size",
     expand: "mamba_expand",
     heads: "mamba_n_heads",
