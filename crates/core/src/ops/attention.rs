@@ -108,6 +108,7 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, first_pos: usize, ou
         }
         let mut run = Running::new(rows, hd);
         attend(
+            false,
             hd,
             &qs,
             &ends,
@@ -147,6 +148,7 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
             let mut run = Running::new(group, hd);
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
             attend(
+                true,
                 hd,
                 &qs,
                 &ends,
@@ -183,13 +185,19 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
     }
 }
 
-multiversion!(fn attend(hd: usize, qs: &[f32], ends: &[usize], keys: &[f32], values: &[f32], width: usize, offset: usize, k0: usize, k1: usize, max: &mut [f32], sum: &mut [f32], acc: &mut [f32]) = attend_body);
+multiversion!(fn attend(direct: bool, hd: usize, qs: &[f32], ends: &[usize], keys: &[f32], values: &[f32], width: usize, offset: usize, k0: usize, k1: usize, max: &mut [f32], sum: &mut [f32], acc: &mut [f32]) = attend_body);
 
 /// Folds keys `k0..k1` (each row only up to its `ends[r]`, exclusive) into the rows' running softmax.
-/// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`.
+/// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`. Scores, by `direct`:
+/// * false (prefill tiles, many rows): each key block is transposed once (`[head_dim, KEY_BLOCK]`) and
+///   shared by every row, so a row's scores are a vectorised sum over dimensions of `q[d] · K[d, ..]`;
+/// * true (decode, one row per head): one vectorised dot product per key (no transposition to amortise).
+///
+/// Either way a score's summation order depends only on its key's position, never on the other rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_body(
+    direct: bool,
     hd: usize,
     qs: &[f32],
     ends: &[usize],
@@ -203,23 +211,46 @@ fn attend_body(
     sum: &mut [f32],
     acc: &mut [f32],
 ) {
+    let mut kt = if direct { Vec::new() } else { vec![0f32; hd * KEY_BLOCK] };
     let mut scores = [0f32; KEY_BLOCK];
     let mut j0 = k0;
     while j0 < k1 {
         let j1 = (j0 + KEY_BLOCK).min(k1);
+        let needed = ends.iter().map(|&e| e.min(j1)).max().unwrap_or(j0);
+        if needed <= j0 {
+            break; // ends only shrink the range: no row reads this block or any later one
+        }
+        if !direct {
+            for j in 0..needed - j0 {
+                let k = &keys[(j0 + j) * width + offset..][..hd];
+                for (d, &x) in k.iter().enumerate() {
+                    kt[d * KEY_BLOCK + j] = x;
+                }
+            }
+        }
         for (r, &end) in ends.iter().enumerate() {
             let end = end.min(j1);
             if end <= j0 {
                 continue;
             }
+            let n = end - j0;
+            // Whole-block lanes (a fixed trip count vectorises fully); lanes ≥ n are ignored.
             let q = &qs[r * hd..(r + 1) * hd];
-            let sc = &mut scores[..end - j0];
-            let mut block_max = f32::NEG_INFINITY;
-            for (s, j) in sc.iter_mut().zip(j0..end) {
-                *s = dot(q, &keys[j * width + offset..][..hd]);
-                block_max = block_max.max(*s);
+            if direct {
+                for (s, j) in scores[..n].iter_mut().zip(j0..end) {
+                    *s = dot(q, &keys[j * width + offset..][..hd]);
+                }
+            } else {
+                scores.fill(0.0);
+                for (d, &qd) in q.iter().enumerate() {
+                    let row: &[f32; KEY_BLOCK] = kt[d * KEY_BLOCK..(d + 1) * KEY_BLOCK].try_into().expect("block row");
+                    for (s, &k) in scores.iter_mut().zip(row) {
+                        *s += qd * k;
+                    }
+                }
             }
-            let new_max = max[r].max(block_max);
+            let sc = &mut scores[..n];
+            let new_max = max[r].max(lanes_max(sc));
             let a = &mut acc[r * hd..(r + 1) * hd];
             if new_max > max[r] {
                 let correction = exp(max[r] - new_max);
@@ -227,12 +258,10 @@ fn attend_body(
                 a.iter_mut().for_each(|x| *x *= correction);
                 max[r] = new_max;
             }
-            let mut block_sum = 0f32;
             for s in sc.iter_mut() {
                 *s = exp(*s - new_max);
-                block_sum += *s;
             }
-            sum[r] += block_sum;
+            sum[r] += lanes_sum(sc);
             for (&p, j) in sc.iter().zip(j0..end) {
                 let v = &values[j * width + offset..][..hd];
                 for (x, &vv) in a.iter_mut().zip(v) {
@@ -244,18 +273,54 @@ fn attend_body(
     }
 }
 
-/// Dot product with eight partial sums (vectorises; fixed summation order).
+/// Largest value, with sixteen running maxima (vectorises; NaN-free input).
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..16 {
+            m[k] = if c[k] > m[k] { c[k] } else { m[k] };
+        }
+    }
+    rest.iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Sum with sixteen partial sums (vectorises; fixed order for a given length).
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut p = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..16 {
+            p[k] += c[k];
+        }
+    }
+    p.iter().chain(rest).sum()
+}
+
+/// Dot product with sixteen partial sums folded pairwise (vectorises; fixed summation order).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
+        let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().expect("16"), y.try_into().expect("16"));
+        for k in 0..16 {
             acc[k] += x[k] * y[k];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            acc[k] += acc[k + w];
+        }
+    }
+    let mut s = acc[0];
     for (x, y) in ra.iter().zip(rb) {
         s += x * y;
     }
@@ -323,5 +388,41 @@ mod tests {
         causal_attention(s, &q[299 * qw..], &k, &v, 299, &mut last);
         let worst = last.iter().zip(&want[299 * qw..]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "decode vs naive {worst}");
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    fn cpu_seconds() -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
+    /// Single-thread CPU time of the SmolLM-135M shape's attention (9 heads / 3 KV heads of 64):
+    /// `cargo test --release -p phoenix-core --lib attention_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let s = AttentionShape { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125 };
+        let total = 4096;
+        let k: Vec<f32> = (0..total * 192).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        let q: Vec<f32> = (0..512 * 576).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01).collect();
+        pool.install(|| {
+            let mut out = vec![0f32; 576];
+            let t = cpu_seconds();
+            for _ in 0..20 {
+                causal_attention(s, &q[..576], &k, &k, total - 1, &mut out);
+            }
+            println!("decode at {total}: {:.1} µs per layer", (cpu_seconds() - t) / 20.0 * 1e6);
+            let mut out = vec![0f32; 512 * 576];
+            let t = cpu_seconds();
+            causal_attention(s, &q, &k[..512 * 192], &k[..512 * 192], 0, &mut out);
+            println!("prefill 512: {:.1} ms per layer", (cpu_seconds() - t) * 1e3);
+        });
     }
 }
