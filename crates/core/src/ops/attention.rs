@@ -241,13 +241,15 @@ fn attend_body(
                     *s = dot(q, &keys[j * width + offset..][..hd]);
                 }
             } else {
-                scores.fill(0.0);
+                // A local accumulator the compiler keeps in vector registers across the whole sum.
+                let mut block = [0f32; KEY_BLOCK];
                 for (d, &qd) in q.iter().enumerate() {
                     let row: &[f32; KEY_BLOCK] = kt[d * KEY_BLOCK..(d + 1) * KEY_BLOCK].try_into().expect("block row");
-                    for (s, &k) in scores.iter_mut().zip(row) {
-                        *s += qd * k;
+                    for k in 0..KEY_BLOCK {
+                        block[k] += qd * row[k];
                     }
                 }
+                scores = block;
             }
             let sc = &mut scores[..n];
             let new_max = max[r].max(lanes_max(sc));
@@ -262,15 +264,35 @@ fn attend_body(
                 *s = exp(*s - new_max);
             }
             sum[r] += lanes_sum(sc);
-            for (&p, j) in sc.iter().zip(j0..end) {
-                let v = &values[j * width + offset..][..hd];
-                for (x, &vv) in a.iter_mut().zip(v) {
-                    *x += p * vv;
+            match hd {
+                64 => add_weighted::<64>(sc, values, j0, width, offset, a),
+                128 => add_weighted::<128>(sc, values, j0, width, offset, a),
+                _ => {
+                    for (&p, j) in sc.iter().zip(j0..end) {
+                        let v = &values[j * width + offset..][..hd];
+                        for (x, &vv) in a.iter_mut().zip(v) {
+                            *x += p * vv;
+                        }
+                    }
                 }
             }
         }
         j0 = j1;
     }
+}
+
+/// `a += Σ_j p[j] · V[j0 + j]` for heads of `H` values: the accumulator stays in vector registers for
+/// the whole block (the same operations in the same order as the generic loop).
+#[inline(always)]
+fn add_weighted<const H: usize>(p: &[f32], values: &[f32], j0: usize, width: usize, offset: usize, a: &mut [f32]) {
+    let mut acc: [f32; H] = a.try_into().expect("head accumulator");
+    for (&pj, j) in p.iter().zip(j0..) {
+        let v: &[f32; H] = values[j * width + offset..][..H].try_into().expect("value row");
+        for d in 0..H {
+            acc[d] += pj * v[d];
+        }
+    }
+    a.copy_from_slice(&acc);
 }
 
 /// Largest value, with sixteen running maxima (vectorises; NaN-free input).
@@ -365,8 +387,15 @@ mod tests {
 
     #[test]
     fn matches_naive_for_prefill_and_decode_and_chunks_identically() {
-        let s = AttentionShape { heads: 6, kv_heads: 2, head_dim: 12, scale: 0.4 };
-        let (qw, kw) = (72, 24);
+        // The generic head size and the register-resident ones (64, 128).
+        for head_dim in [12, 64, 128] {
+            check_head_dim(head_dim);
+        }
+    }
+
+    fn check_head_dim(head_dim: usize) {
+        let s = AttentionShape { heads: 6, kv_heads: 2, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let (qw, kw) = (6 * head_dim, 2 * head_dim);
         let total = 300; // several key blocks and decode spans
         let q = values(total * qw, 1);
         let k = values(total * kw, 2);
