@@ -48,7 +48,7 @@ impl KvCache {
 
     /// Appends rows of keys and values (`n · width` values each).
     pub fn append(&mut self, keys: &[f32], values: &[f32]) -> Result<()> {
-        if keys.len() != values.len() || self.width == 0 || keys.len() % self.width != 0 {
+        if keys.len() != values.len() || self.width == 0 || !keys.len().is_multiple_of(self.width) {
             return Err(crate::error::internal(format!(
                 "kv cache: {} keys / {} values are not whole rows of {}",
                 keys.len(),

@@ -52,7 +52,7 @@ pub(crate) fn causal_attention(
     out: &mut [f32],
 ) {
     let (hd, qw, kw) = (s.head_dim, size_mul(s.heads, s.head_dim), size_mul(s.kv_heads, s.head_dim));
-    assert!(s.kv_heads > 0 && hd > 0 && s.heads % s.kv_heads == 0, "attention: head counts");
+    assert!(s.kv_heads > 0 && hd > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: head counts");
     let m = q.len() / qw;
     let total = past + m;
     assert!(q.len() == size_mul(m, qw) && out.len() == q.len(), "attention: q / out sizes");
@@ -67,6 +67,7 @@ pub(crate) fn causal_attention(
     }
 }
 
+#[derive(Clone, Copy)]
 struct KvView<'a> {
     keys: &'a [f32],
     values: &'a [f32],
@@ -107,21 +108,8 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, first_pos: usize, ou
             }
         }
         let mut run = Running::new(rows, hd);
-        attend(
-            false,
-            hd,
-            &qs,
-            &ends,
-            kv.keys,
-            kv.values,
-            kv.width,
-            g * hd,
-            0,
-            first_pos + n,
-            &mut run.max,
-            &mut run.sum,
-            &mut run.acc,
-        );
+        let tile = Tile { direct: false, hd, qs: &qs, ends: &ends, offset: g * hd, k0: 0, k1: first_pos + n };
+        attend(&tile, kv, &mut run);
         for t in 0..n {
             for i in 0..group {
                 let r = t * group + i;
@@ -147,21 +135,7 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
             let ends = vec![total; group];
             let mut run = Running::new(group, hd);
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
-            attend(
-                true,
-                hd,
-                &qs,
-                &ends,
-                kv.keys,
-                kv.values,
-                kv.width,
-                g * hd,
-                k0,
-                k1,
-                &mut run.max,
-                &mut run.sum,
-                &mut run.acc,
-            );
+            attend(&Tile { direct: true, hd, qs: &qs, ends: &ends, offset: g * hd, k0, k1 }, kv, &mut run);
             run
         })
         .collect();
@@ -185,7 +159,22 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
     }
 }
 
-multiversion!(fn attend(direct: bool, hd: usize, qs: &[f32], ends: &[usize], keys: &[f32], values: &[f32], width: usize, offset: usize, k0: usize, k1: usize, max: &mut [f32], sum: &mut [f32], acc: &mut [f32]) = attend_body);
+multiversion!(fn attend(tile: &Tile, kv: &KvView, run: &mut Running) = attend_body);
+
+/// The query rows of one task and the keys they fold in.
+struct Tile<'a> {
+    /// Scores by one dot product per key (decode) instead of a transposed key block (prefill).
+    direct: bool,
+    hd: usize,
+    /// Pre-scaled query rows, `hd` values each.
+    qs: &'a [f32],
+    /// Per row: one past the last key it may see.
+    ends: &'a [usize],
+    /// Column of the KV head in a cache row.
+    offset: usize,
+    k0: usize,
+    k1: usize,
+}
 
 /// Folds keys `k0..k1` (each row only up to its `ends[r]`, exclusive) into the rows' running softmax.
 /// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`. Scores, by `direct`:
@@ -194,23 +183,11 @@ multiversion!(fn attend(direct: bool, hd: usize, qs: &[f32], ends: &[usize], key
 /// * true (decode, one row per head): one vectorised dot product per key (no transposition to amortise).
 ///
 /// Either way a score's summation order depends only on its key's position, never on the other rows.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attend_body(
-    direct: bool,
-    hd: usize,
-    qs: &[f32],
-    ends: &[usize],
-    keys: &[f32],
-    values: &[f32],
-    width: usize,
-    offset: usize,
-    k0: usize,
-    k1: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
-) {
+fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
+    let Tile { direct, hd, qs, ends, offset, k0, k1 } = *tile;
+    let KvView { keys, values, width } = *kv;
+    let Running { max, sum, acc } = run;
     let mut kt = if direct { Vec::new() } else { vec![0f32; hd * KEY_BLOCK] };
     let mut scores = [0f32; KEY_BLOCK];
     let mut j0 = k0;
