@@ -397,7 +397,8 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+// Timing with the thread CPU clock (unix).
+#[cfg(all(test, unix))]
 mod speed {
     use super::*;
 
