@@ -183,9 +183,14 @@ impl LanguageModel for LlamaModel {
         let rows = if all { ids.len() } else { 1 };
         let mut logits = Vec::with_capacity(rows.saturating_mul(self.cfg.vocab_size));
         let chunks = ids.len().div_ceil(PREFILL_CHUNK);
+        let before = st.tokens();
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
             let head = if all || i + 1 == chunks { Some(which) } else { None };
-            self.run_chunk(chunk, st, head, &mut logits)?;
+            if let Err(e) = self.run_chunk(chunk, st, head, &mut logits) {
+                // Leave the state as it was: a failure part-way must not leave layers out of step.
+                st.caches.iter_mut().for_each(|c| c.truncate(before));
+                return Err(e);
+            }
         }
         Ok(logits)
     }

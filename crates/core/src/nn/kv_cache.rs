@@ -48,7 +48,7 @@ impl KvCache {
 
     /// Appends rows of keys and values (`n · width` values each).
     pub fn append(&mut self, keys: &[f32], values: &[f32]) -> Result<()> {
-        if keys.len() != values.len() || self.width == 0 || keys.len() % self.width != 0 {
+        if keys.len() != values.len() || self.width == 0 || !keys.len().is_multiple_of(self.width) {
             return Err(crate::error::internal(format!(
                 "kv cache: {} keys / {} values are not whole rows of {}",
                 keys.len(),
@@ -62,6 +62,16 @@ impl KvCache {
         self.values.extend_from_slice(values);
         self.tokens += n;
         Ok(())
+    }
+
+    /// Drops every token from `tokens` on (no-op when it holds fewer): undoes a forward pass that
+    /// failed part-way, so all layers of a state keep the same token count.
+    pub fn truncate(&mut self, tokens: usize) {
+        if tokens < self.tokens {
+            self.keys.truncate(tokens * self.width);
+            self.values.truncate(tokens * self.width);
+            self.tokens = tokens;
+        }
     }
 
     /// Room for `more` tokens: capacity rounded up to a whole block and at least doubled.
@@ -148,6 +158,8 @@ mod tests {
         d.read_bytes(&bytes, c.tokens()).unwrap();
         assert_eq!((d.keys(), d.values(), d.tokens()), (c.keys(), c.values(), c.tokens()));
         assert!(d.read_bytes(&bytes[4..], c.tokens()).is_err());
+        d.truncate(2);
+        assert_eq!((d.tokens(), d.keys(), d.values()), (2, &c.keys()[..12], &c.values()[..12]));
         let mut nan = bytes.clone();
         nan[..4].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(d.read_bytes(&nan, c.tokens()).is_err());

@@ -107,3 +107,68 @@ impl CustomOp2 for SiluMul {
         no_cuda(NAME)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::loader::{Buf, MatrixData};
+    use crate::nn::WeightMatrix;
+
+    fn matrix(rows: usize, cols: usize, seed: usize) -> Arc<WeightMatrix> {
+        let v: Vec<f32> = (0..rows * cols).map(|i| (((i * 31 + seed * 17) % 23) as f32 - 11.0) * 0.05).collect();
+        Arc::new(WeightMatrix::new(MatrixData::F32(Buf::Owned(v)), rows, cols))
+    }
+
+    /// Granite's fused `[2·I, D]` input (gate rows then up rows) is the same MLP as separate
+    /// gate / up matrices holding those rows.
+    #[test]
+    fn fused_input_equals_separate_gate_and_up() {
+        let (d, i, m) = (8, 6, 3);
+        let both = matrix(2 * i, d, 1);
+        let rows = |from: usize| {
+            let mut v = vec![0f32; i * d];
+            for r in 0..i {
+                both.row_into(from + r, &mut v[r * d..(r + 1) * d]);
+            }
+            Arc::new(WeightMatrix::new(MatrixData::F32(Buf::Owned(v)), i, d))
+        };
+        let separate = SwiGluMlp {
+            up: UpProjection::Separate { gate: Linear::new(rows(0), None), up: Linear::new(rows(i), None) },
+            down: Linear::new(matrix(d, i, 2), None),
+            intermediate: i,
+        };
+        let fused = SwiGluMlp {
+            up: UpProjection::Fused(Linear::new(both.clone(), None)),
+            down: Linear::new(matrix(d, i, 2), None),
+            intermediate: i,
+        };
+        let x: Vec<f32> = (0..m * d).map(|k| (k as f32 * 0.37).sin()).collect();
+        let x = Tensor::from_vec(x, (m, d), &Device::Cpu).unwrap();
+        let a = separate.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = fused.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+        // And the definition: down(silu(gate x) ⊙ up x) for one row.
+        let (g, u, w) = (rows(0), rows(i), matrix(d, i, 2));
+        let x0: Vec<f32> = x.get(0).unwrap().to_vec1().unwrap();
+        let row = |mat: &WeightMatrix, r: usize| {
+            let mut v = vec![0f32; mat.cols];
+            mat.row_into(r, &mut v);
+            v
+        };
+        let dotf = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
+        let h: Vec<f64> = (0..i)
+            .map(|k| {
+                let gk = dotf(&row(&g, k), &x0);
+                gk / (1.0 + (-gk).exp()) * dotf(&row(&u, k), &x0)
+            })
+            .collect();
+        for o in 0..d {
+            let want: f64 = row(&w, o).iter().zip(&h).map(|(p, q)| *p as f64 * q).sum();
+            assert!((a[o] as f64 - want).abs() < 1e-4, "output {o}: {} vs {want}", a[o]);
+        }
+    }
+}

@@ -52,7 +52,7 @@ pub(crate) fn causal_attention(
     out: &mut [f32],
 ) {
     let (hd, qw, kw) = (s.head_dim, size_mul(s.heads, s.head_dim), size_mul(s.kv_heads, s.head_dim));
-    assert!(s.kv_heads > 0 && hd > 0 && s.heads % s.kv_heads == 0, "attention: head counts");
+    assert!(s.kv_heads > 0 && hd > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: head counts");
     let m = q.len() / qw;
     let total = past + m;
     assert!(q.len() == size_mul(m, qw) && out.len() == q.len(), "attention: q / out sizes");
@@ -67,6 +67,7 @@ pub(crate) fn causal_attention(
     }
 }
 
+#[derive(Clone, Copy)]
 struct KvView<'a> {
     keys: &'a [f32],
     values: &'a [f32],
@@ -107,20 +108,8 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, first_pos: usize, ou
             }
         }
         let mut run = Running::new(rows, hd);
-        attend(
-            hd,
-            &qs,
-            &ends,
-            kv.keys,
-            kv.values,
-            kv.width,
-            g * hd,
-            0,
-            first_pos + n,
-            &mut run.max,
-            &mut run.sum,
-            &mut run.acc,
-        );
+        let tile = Tile { direct: false, hd, qs: &qs, ends: &ends, offset: g * hd, k0: 0, k1: first_pos + n };
+        attend(&tile, kv, &mut run);
         for t in 0..n {
             for i in 0..group {
                 let r = t * group + i;
@@ -146,20 +135,7 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
             let ends = vec![total; group];
             let mut run = Running::new(group, hd);
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
-            attend(
-                hd,
-                &qs,
-                &ends,
-                kv.keys,
-                kv.values,
-                kv.width,
-                g * hd,
-                k0,
-                k1,
-                &mut run.max,
-                &mut run.sum,
-                &mut run.acc,
-            );
+            attend(&Tile { direct: true, hd, qs: &qs, ends: &ends, offset: g * hd, k0, k1 }, kv, &mut run);
             run
         })
         .collect();
@@ -183,43 +159,77 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
     }
 }
 
-multiversion!(fn attend(hd: usize, qs: &[f32], ends: &[usize], keys: &[f32], values: &[f32], width: usize, offset: usize, k0: usize, k1: usize, max: &mut [f32], sum: &mut [f32], acc: &mut [f32]) = attend_body);
+multiversion!(fn attend(tile: &Tile, kv: &KvView, run: &mut Running) = attend_body);
 
-/// Folds keys `k0..k1` (each row only up to its `ends[r]`, exclusive) into the rows' running softmax.
-/// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn attend_body(
+/// The query rows of one task and the keys they fold in.
+struct Tile<'a> {
+    /// Scores by one dot product per key (decode) instead of a transposed key block (prefill).
+    direct: bool,
     hd: usize,
-    qs: &[f32],
-    ends: &[usize],
-    keys: &[f32],
-    values: &[f32],
-    width: usize,
+    /// Pre-scaled query rows, `hd` values each.
+    qs: &'a [f32],
+    /// Per row: one past the last key it may see.
+    ends: &'a [usize],
+    /// Column of the KV head in a cache row.
     offset: usize,
     k0: usize,
     k1: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    acc: &mut [f32],
-) {
+}
+
+/// Folds keys `k0..k1` (each row only up to its `ends[r]`, exclusive) into the rows' running softmax.
+/// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`. Scores, by `direct`:
+/// * false (prefill tiles, many rows): each key block is transposed once (`[head_dim, KEY_BLOCK]`) and
+///   shared by every row, so a row's scores are a vectorised sum over dimensions of `q[d] · K[d, ..]`;
+/// * true (decode, one row per head): one vectorised dot product per key (no transposition to amortise).
+///
+/// Either way a score's summation order depends only on its key's position, never on the other rows.
+#[inline(always)]
+fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
+    let Tile { direct, hd, qs, ends, offset, k0, k1 } = *tile;
+    let KvView { keys, values, width } = *kv;
+    let Running { max, sum, acc } = run;
+    let mut kt = if direct { Vec::new() } else { vec![0f32; hd * KEY_BLOCK] };
     let mut scores = [0f32; KEY_BLOCK];
     let mut j0 = k0;
     while j0 < k1 {
         let j1 = (j0 + KEY_BLOCK).min(k1);
+        let needed = ends.iter().map(|&e| e.min(j1)).max().unwrap_or(j0);
+        if needed <= j0 {
+            break; // ends only shrink the range: no row reads this block or any later one
+        }
+        if !direct {
+            for j in 0..needed - j0 {
+                let k = &keys[(j0 + j) * width + offset..][..hd];
+                for (d, &x) in k.iter().enumerate() {
+                    kt[d * KEY_BLOCK + j] = x;
+                }
+            }
+        }
         for (r, &end) in ends.iter().enumerate() {
             let end = end.min(j1);
             if end <= j0 {
                 continue;
             }
+            let n = end - j0;
+            // Whole-block lanes (a fixed trip count vectorises fully); lanes ≥ n are ignored.
             let q = &qs[r * hd..(r + 1) * hd];
-            let sc = &mut scores[..end - j0];
-            let mut block_max = f32::NEG_INFINITY;
-            for (s, j) in sc.iter_mut().zip(j0..end) {
-                *s = dot(q, &keys[j * width + offset..][..hd]);
-                block_max = block_max.max(*s);
+            if direct {
+                for (s, j) in scores[..n].iter_mut().zip(j0..end) {
+                    *s = dot(q, &keys[j * width + offset..][..hd]);
+                }
+            } else {
+                // A local accumulator the compiler keeps in vector registers across the whole sum.
+                let mut block = [0f32; KEY_BLOCK];
+                for (d, &qd) in q.iter().enumerate() {
+                    let row: &[f32; KEY_BLOCK] = kt[d * KEY_BLOCK..(d + 1) * KEY_BLOCK].try_into().expect("block row");
+                    for k in 0..KEY_BLOCK {
+                        block[k] += qd * row[k];
+                    }
+                }
+                scores = block;
             }
-            let new_max = max[r].max(block_max);
+            let sc = &mut scores[..n];
+            let new_max = max[r].max(lanes_max(sc));
             let a = &mut acc[r * hd..(r + 1) * hd];
             if new_max > max[r] {
                 let correction = exp(max[r] - new_max);
@@ -227,16 +237,20 @@ fn attend_body(
                 a.iter_mut().for_each(|x| *x *= correction);
                 max[r] = new_max;
             }
-            let mut block_sum = 0f32;
             for s in sc.iter_mut() {
                 *s = exp(*s - new_max);
-                block_sum += *s;
             }
-            sum[r] += block_sum;
-            for (&p, j) in sc.iter().zip(j0..end) {
-                let v = &values[j * width + offset..][..hd];
-                for (x, &vv) in a.iter_mut().zip(v) {
-                    *x += p * vv;
+            sum[r] += lanes_sum(sc);
+            match hd {
+                64 => add_weighted::<64>(sc, values, j0, width, offset, a),
+                128 => add_weighted::<128>(sc, values, j0, width, offset, a),
+                _ => {
+                    for (&p, j) in sc.iter().zip(j0..end) {
+                        let v = &values[j * width + offset..][..hd];
+                        for (x, &vv) in a.iter_mut().zip(v) {
+                            *x += p * vv;
+                        }
+                    }
                 }
             }
         }
@@ -244,18 +258,68 @@ fn attend_body(
     }
 }
 
-/// Dot product with eight partial sums (vectorises; fixed summation order).
+/// `a += Σ_j p[j] · V[j0 + j]` for heads of `H` values: the accumulator stays in vector registers for
+/// the whole block (the same operations in the same order as the generic loop).
+#[inline(always)]
+fn add_weighted<const H: usize>(p: &[f32], values: &[f32], j0: usize, width: usize, offset: usize, a: &mut [f32]) {
+    let mut acc: [f32; H] = a.try_into().expect("head accumulator");
+    for (&pj, j) in p.iter().zip(j0..) {
+        let v: &[f32; H] = values[j * width + offset..][..H].try_into().expect("value row");
+        for d in 0..H {
+            acc[d] += pj * v[d];
+        }
+    }
+    a.copy_from_slice(&acc);
+}
+
+/// Largest value, with sixteen running maxima (vectorises; NaN-free input).
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..16 {
+            m[k] = if c[k] > m[k] { c[k] } else { m[k] };
+        }
+    }
+    rest.iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Sum with sixteen partial sums (vectorises; fixed order for a given length).
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut p = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..16 {
+            p[k] += c[k];
+        }
+    }
+    p.iter().chain(rest).sum()
+}
+
+/// Dot product with sixteen partial sums folded pairwise (vectorises; fixed summation order).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
+        let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().expect("16"), y.try_into().expect("16"));
+        for k in 0..16 {
             acc[k] += x[k] * y[k];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut w = 16;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            acc[k] += acc[k + w];
+        }
+    }
+    let mut s = acc[0];
     for (x, y) in ra.iter().zip(rb) {
         s += x * y;
     }
@@ -300,8 +364,15 @@ mod tests {
 
     #[test]
     fn matches_naive_for_prefill_and_decode_and_chunks_identically() {
-        let s = AttentionShape { heads: 6, kv_heads: 2, head_dim: 12, scale: 0.4 };
-        let (qw, kw) = (72, 24);
+        // The generic head size and the register-resident ones (64, 128).
+        for head_dim in [12, 64, 128] {
+            check_head_dim(head_dim);
+        }
+    }
+
+    fn check_head_dim(head_dim: usize) {
+        let s = AttentionShape { heads: 6, kv_heads: 2, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+        let (qw, kw) = (6 * head_dim, 2 * head_dim);
         let total = 300; // several key blocks and decode spans
         let q = values(total * qw, 1);
         let k = values(total * kw, 2);
@@ -323,5 +394,42 @@ mod tests {
         causal_attention(s, &q[299 * qw..], &k, &v, 299, &mut last);
         let worst = last.iter().zip(&want[299 * qw..]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "decode vs naive {worst}");
+    }
+}
+
+// Timing with the thread CPU clock (unix).
+#[cfg(all(test, unix))]
+mod speed {
+    use super::*;
+
+    fn cpu_seconds() -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
+    /// Single-thread CPU time of the SmolLM-135M shape's attention (9 heads / 3 KV heads of 64):
+    /// `cargo test --release -p phoenix-core --lib attention_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn attention_speed() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let s = AttentionShape { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125 };
+        let total = 4096;
+        let k: Vec<f32> = (0..total * 192).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        let q: Vec<f32> = (0..512 * 576).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01).collect();
+        pool.install(|| {
+            let mut out = vec![0f32; 576];
+            let t = cpu_seconds();
+            for _ in 0..20 {
+                causal_attention(s, &q[..576], &k, &k, total - 1, &mut out);
+            }
+            println!("decode at {total}: {:.1} µs per layer", (cpu_seconds() - t) / 20.0 * 1e6);
+            let mut out = vec![0f32; 512 * 576];
+            let t = cpu_seconds();
+            causal_attention(s, &q, &k[..512 * 192], &k[..512 * 192], 0, &mut out);
+            println!("prefill 512: {:.1} ms per layer", (cpu_seconds() - t) * 1e3);
+        });
     }
 }

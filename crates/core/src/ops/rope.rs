@@ -4,10 +4,15 @@
 /// `x`: rows of whole heads (`2·half` values each); `cos` / `sin`: `half` values per row.
 pub(crate) fn rotate_half_rows(x: &[f32], cos: &[f32], sin: &[f32], half: usize, out: &mut [f32]) {
     let head = 2 * half;
+    assert!(half > 0 && cos.len() == sin.len() && cos.len().is_multiple_of(half), "rope: tables");
     let rows = cos.len() / half;
-    assert!(x.len() == out.len() && rows * half == cos.len() && sin.len() == cos.len() && x.len() % rows.max(1) == 0);
-    let width = if rows == 0 { 0 } else { x.len() / rows };
-    for (r, (xr, or)) in x.chunks_exact(width.max(1)).zip(out.chunks_exact_mut(width.max(1))).enumerate().take(rows) {
+    if rows == 0 {
+        return;
+    }
+    assert!(x.len() == out.len() && x.len().is_multiple_of(rows), "rope: rows");
+    let width = x.len() / rows;
+    assert!(width.is_multiple_of(head), "rope: rows of whole heads");
+    for (r, (xr, or)) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).enumerate() {
         let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
         for (xh, oh) in xr.chunks_exact(head).zip(or.chunks_exact_mut(head)) {
             let (x1, x2) = xh.split_at(half);
