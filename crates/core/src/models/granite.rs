@@ -298,11 +298,20 @@ impl LanguageModel for GraniteHybridModel {
         let want = HybridStateShape::of(&self.cfg);
         let st = own_state(state, "Granite-4.0-H", |s: &HybridState| s.shape, want)?;
         check_context(st.tokens, ids.len(), self.cfg.max_position_embeddings)?;
+        let checkpoint = st.checkpoint();
         let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
             self.run_chunk(piece, st.tokens as usize, &mut st.layers, head, logits)?;
             st.tokens = st.tokens.saturating_add(piece.len() as u64);
             Ok(())
-        })?;
+        });
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                // A failure part-way must not leave the layers out of step.
+                st.rollback(checkpoint);
+                return Err(e);
+            }
+        };
         if ids.len() > 1 {
             st.compact()?;
         }

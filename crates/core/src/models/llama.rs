@@ -16,9 +16,10 @@ use candle_core::{Device, Tensor};
 
 use super::registry::{self, EngineKind, Family};
 use crate::config::ConfigLayout;
-use crate::error::{bad_config, invalid_option, state_mismatch, Result};
+use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
 use weights::Weights;
 
 /// Llama and Qwen2 checkpoints (Hugging Face layout).
@@ -151,47 +152,14 @@ impl LanguageModel for LlamaModel {
     }
 
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            return Err(invalid_option("forward: `ids` must hold at least one token"));
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(invalid_option(format!(
-                "forward: token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            )));
-        }
-        let st = state
-            .as_any_mut()
-            .downcast_mut::<LlamaState>()
-            .ok_or_else(|| state_mismatch("forward: the state was not created by a Llama-style model"))?;
-        if st.shape() != self.kv_shape() {
-            return Err(state_mismatch(format!(
-                "forward: state shape {:?} does not match this model ({:?})",
-                st.shape(),
-                self.kv_shape()
-            )));
-        }
-        let context = self.cfg.max_position_embeddings;
-        if ids.len() > context - st.tokens().min(context) {
-            return Err(invalid_option(format!(
-                "forward: {} tokens after the {} already in the context exceed the model's context length ({context}, `max_position_embeddings`)",
-                ids.len(),
-                st.tokens()
-            )));
-        }
-        let all = which == LogitsWanted::All;
-        let rows = if all { ids.len() } else { 1 };
-        let mut logits = Vec::with_capacity(rows.saturating_mul(self.cfg.vocab_size));
-        let chunks = ids.len().div_ceil(PREFILL_CHUNK);
+        check_ids(ids, self.cfg.vocab_size)?;
+        let st = own_state(state, "Llama-style", |s: &LlamaState| s.shape(), self.kv_shape())?;
+        check_context(st.tokens() as u64, ids.len(), self.cfg.max_position_embeddings)?;
         let before = st.tokens();
-        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            let head = if all || i + 1 == chunks { Some(which) } else { None };
-            if let Err(e) = self.run_chunk(chunk, st, head, &mut logits) {
+        in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| self.run_chunk(piece, st, head, logits))
+            .inspect_err(|_| {
                 // Leave the state as it was: a failure part-way must not leave layers out of step.
                 st.caches.iter_mut().for_each(|c| c.truncate(before));
-                return Err(e);
-            }
-        }
-        Ok(logits)
+            })
     }
 }

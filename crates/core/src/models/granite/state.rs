@@ -79,6 +79,34 @@ impl HybridState {
         Ok(Self { shape: HybridStateShape::of(cfg), layers, tokens: 0 })
     }
 
+    /// What [`Self::rollback`] needs to undo a forward: the Mamba layers' states (tensors are
+    /// immutable values, so this is a cheap share) and the token count (caches only grow).
+    pub(crate) fn checkpoint(&self) -> (Vec<Option<Mamba2LayerState>>, u64) {
+        let mamba = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                LayerState::Mamba(m) => Some(m.clone()),
+                LayerState::Attention(_) => None,
+            })
+            .collect();
+        (mamba, self.tokens)
+    }
+
+    /// Puts the state back as it was at `checkpoint` (after a forward that failed part-way, so the
+    /// layers never end up out of step).
+    pub(crate) fn rollback(&mut self, checkpoint: (Vec<Option<Mamba2LayerState>>, u64)) {
+        let (mamba, tokens) = checkpoint;
+        for (layer, saved) in self.layers.iter_mut().zip(mamba) {
+            match (layer, saved) {
+                (LayerState::Mamba(m), Some(s)) => *m = s,
+                (LayerState::Attention(cache), _) => cache.truncate(tokens as usize),
+                _ => {}
+            }
+        }
+        self.tokens = tokens;
+    }
+
     /// Copies the Mamba layers' states into storage of their own (after a prefill they are views
     /// into the ops' large packed outputs).
     pub(crate) fn compact(&mut self) -> Result<()> {
