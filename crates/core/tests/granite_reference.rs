@@ -72,52 +72,58 @@ fn long_prompt(len: u32) -> Vec<u32> {
 #[test]
 fn split_prefill_is_bit_identical_and_snapshots_hold_ssm_and_kv_state() {
     for name in ["granite-hybrid-tiny", "granite-moe-tiny"] {
-        let model = load_model_dir(&fixture(name)).unwrap();
-        let ids = long_prompt(240);
+        // A longer context than the fixture's 256, so the prompt spans several prefill pieces.
+        let copy = Edited::new(name, |dir| edit_config(dir, |c| {
+            c.insert("max_position_embeddings".into(), 2048.into());
+        }));
+        let model = load_model_dir(&copy.dir).unwrap();
+        let ids = long_prompt(1100);
         let mut one = model.new_state().unwrap();
         let all = model.forward(&ids, one.as_mut(), LogitsWanted::All).unwrap();
 
-        let chunk = 64; // a multiple of the SSD tile: bit-identical by contract
+        // Pieces of prefill_chunk tokens: bit-identical by contract, whatever the SIMD level.
+        let chunk = model.prefill_chunk();
+        assert!(chunk < ids.len());
         let mut st = model.new_state().unwrap();
-        let mut pieced = Vec::new();
-        for piece in ids[..200].chunks(chunk) {
-            pieced.extend(model.forward(piece, st.as_mut(), LogitsWanted::All).unwrap());
-        }
-        // Snapshot at 200 tokens: the SSM states plus 200 tokens of keys and values.
+        let mut pieced = model.forward(&ids[..chunk], st.as_mut(), LogitsWanted::All).unwrap();
+        // Snapshot after the first piece: the SSM states plus `chunk` tokens of keys and values.
         let bytes = st.to_bytes().unwrap();
         let info = model.info();
-        assert_eq!(bytes.len(), info.state_bytes + 200 * info.state_bytes_per_token);
+        assert_eq!(bytes.len(), info.state_bytes + chunk * info.state_bytes_per_token);
         assert_eq!(model.state_bytes_for(&st.layout()).unwrap(), bytes.len());
-        for piece in ids[200..].chunks(chunk) {
+        for piece in ids[chunk..].chunks(chunk) {
             pieced.extend(model.forward(piece, st.as_mut(), LogitsWanted::All).unwrap());
         }
         assert_eq!(pieced, all, "{name}: split prefill");
         assert_eq!(st.to_bytes().unwrap(), one.to_bytes().unwrap());
 
-        // Restored in a freshly loaded model, the rest continues bit-identically (decode steps too).
-        let fresh = load_model_dir(&fixture(name)).unwrap();
+        // Restored in a freshly loaded model, the rest continues bit-identically.
+        let fresh = load_model_dir(&copy.dir).unwrap();
         let mut restored = fresh.new_state().unwrap();
-        restored.load_bytes(&bytes, 200).unwrap();
+        restored.load_bytes(&bytes, chunk as u64).unwrap();
         let mut cont = Vec::new();
-        for piece in ids[200..].chunks(chunk) {
+        for piece in ids[chunk..].chunks(chunk) {
             cont.extend(fresh.forward(piece, restored.as_mut(), LogitsWanted::All).unwrap());
         }
         let v = info.vocab_size;
-        assert_eq!(cont, all[200 * v..].to_vec(), "{name}: restored state");
+        assert_eq!(cont, all[chunk * v..].to_vec(), "{name}: restored state");
+        // Uneven pieces and a decode step after a restore agree within float rounding.
         let mut stepped = fresh.new_state().unwrap();
-        stepped.load_bytes(&bytes, 200).unwrap();
-        let step = fresh.forward(&ids[200..201], stepped.as_mut(), LogitsWanted::Last).unwrap();
-        let worst = step.iter().zip(&all[200 * v..201 * v]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!((worst as f64) < TOL, "{name}: decode after restore differs by {worst}");
+        stepped.load_bytes(&bytes, chunk as u64).unwrap();
+        let mut uneven = fresh.forward(&ids[chunk..chunk + 100], stepped.as_mut(), LogitsWanted::All).unwrap();
+        uneven.extend(fresh.forward(&ids[chunk + 100..chunk + 101], stepped.as_mut(), LogitsWanted::Last).unwrap());
+        let worst =
+            uneven.iter().zip(&all[chunk * v..(chunk + 101) * v]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!((worst as f64) < TOL, "{name}: uneven pieces and decode differ by {worst}");
 
         // A wrong length, a NaN in the KV part, and the wrong token count are refused.
         let mut bad = fresh.new_state().unwrap();
-        assert_eq!(bad.load_bytes(&bytes[..bytes.len() - 4], 200).unwrap_err().code, ErrorCode::StateMismatch);
-        assert_eq!(bad.load_bytes(&bytes, 199).unwrap_err().code, ErrorCode::StateMismatch);
+        assert_eq!(bad.load_bytes(&bytes[..bytes.len() - 4], chunk as u64).unwrap_err().code, ErrorCode::StateMismatch);
+        assert_eq!(bad.load_bytes(&bytes, chunk as u64 - 1).unwrap_err().code, ErrorCode::StateMismatch);
         let mut nan = bytes.clone();
         let at = bytes.len() - 8;
         nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert_eq!(bad.load_bytes(&nan, 200).unwrap_err().code, ErrorCode::StateMismatch);
+        assert_eq!(bad.load_bytes(&nan, chunk as u64).unwrap_err().code, ErrorCode::StateMismatch);
         // The failed loads left the state empty and usable.
         assert_eq!(bad.layout().tokens, 0);
         assert!(fresh.forward(&ids[..3], bad.as_mut(), LogitsWanted::Last).is_ok());
