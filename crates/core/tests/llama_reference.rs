@@ -12,66 +12,9 @@ use model_support::*;
 use phoenix_core::models::load_model_dir;
 use phoenix_core::{ErrorCode, LanguageModel, LogitsWanted};
 
-const TOL: f64 = 1e-3;
-
-fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
-    let v = model.info().vocab_size;
-    let mut st = model.new_state().unwrap();
-    let got = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::All).unwrap();
-    assert_eq!(got.len(), r.input_ids.len() * v);
-    let worst =
-        r.logits.iter().enumerate().map(|(t, want)| max_abs_diff(&got[t * v..(t + 1) * v], want)).fold(0.0, f64::max);
-    assert!(worst <= TOL, "prefill max |Δ logit| = {worst}");
-    let mut st = model.new_state().unwrap();
-    let last = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
-    assert!(max_abs_diff(&last, &r.logits[r.input_ids.len() - 1]) <= TOL);
-    worst
-}
-
-fn check_decode(model: &dyn LanguageModel, r: &Reference, k: usize) -> f64 {
-    let mut st = model.new_state().unwrap();
-    let first = model.forward(&r.input_ids[..k], st.as_mut(), LogitsWanted::Last).unwrap();
-    let mut worst = max_abs_diff(&first, &r.logits[k - 1]);
-    for t in k..r.input_ids.len() {
-        let row = model.forward(&r.input_ids[t..t + 1], st.as_mut(), LogitsWanted::Last).unwrap();
-        worst = worst.max(max_abs_diff(&row, &r.logits[t]));
-    }
-    assert!(worst <= TOL, "decode after prefill of {k}: max |Δ logit| = {worst}");
-    worst
-}
-
-fn check_greedy(model: &dyn LanguageModel, r: &Reference) -> usize {
-    let mut st = model.new_state().unwrap();
-    let mut row = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
-    let mut checked = 0;
-    for (step, (&want, &margin)) in r.greedy_ids.iter().zip(&r.greedy_margins).enumerate() {
-        if margin <= 1e-3 {
-            break;
-        }
-        assert_eq!(argmax(&row), want, "greedy step {step}");
-        checked += 1;
-        row = model.forward(&[want], st.as_mut(), LogitsWanted::Last).unwrap();
-    }
-    checked
-}
-
 /// Checks a model folder against a reference.json: prefill, decode from several splits, greedy.
-pub fn check_against_reference(dir: &Path, reference: PathBuf) {
-    let model = load_model_dir(dir).unwrap();
-    let r = read_reference(reference);
-    let prefill = check_prefill(model.as_ref(), &r);
-    let n = r.input_ids.len();
-    let mut decode = 0f64;
-    for k in [1, 2, 3, n / 2, n - 1] {
-        decode = decode.max(check_decode(model.as_ref(), &r, k));
-    }
-    let greedy = check_greedy(model.as_ref(), &r);
-    assert!(greedy >= 1, "at least one greedy step has a clear margin");
-    eprintln!(
-        "{}: prefill max |Δ| = {prefill:.2e}, decode max |Δ| = {decode:.2e}, greedy {greedy}/{}",
-        dir.display(),
-        r.greedy_ids.len()
-    );
+fn check_against_reference(dir: &Path, reference: PathBuf) {
+    model_support::reference_checks::check_against_reference(dir, &reference, &[]);
 }
 
 #[test]
