@@ -5,59 +5,10 @@ mod model_support;
 
 use std::path::PathBuf;
 
+use model_support::reference_checks::{check_decode, check_greedy, check_prefill};
 use model_support::*;
 use phoenix_core::models::load_model_dir;
-use phoenix_core::{LanguageModel, LogitsWanted};
-
-const TOL: f64 = 1e-3;
-
-/// Prefill of all ids: every row within TOL. Returns the max |Δ|.
-fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
-    let v = model.info().vocab_size;
-    let mut st = model.new_state().unwrap();
-    let got = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::All).unwrap();
-    assert_eq!(got.len(), r.input_ids.len() * v);
-    let worst =
-        r.logits.iter().enumerate().map(|(t, want)| max_abs_diff(&got[t * v..(t + 1) * v], want)).fold(0.0, f64::max);
-    assert!(worst <= TOL, "prefill max |Δ logit| = {worst}");
-    // `Last` returns exactly the last row of `All`.
-    let mut st = model.new_state().unwrap();
-    let last = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
-    assert_eq!(last.len(), v);
-    let n = r.input_ids.len();
-    assert!(max_abs_diff(&last, &r.logits[n - 1]) <= TOL);
-    worst
-}
-
-/// Prefill the first k ids, then one-token decode steps; each step's logits are the next row.
-fn check_decode(model: &dyn LanguageModel, r: &Reference, k: usize) -> f64 {
-    let mut st = model.new_state().unwrap();
-    let first = model.forward(&r.input_ids[..k], st.as_mut(), LogitsWanted::Last).unwrap();
-    let mut worst = max_abs_diff(&first, &r.logits[k - 1]);
-    for t in k..r.input_ids.len() {
-        let row = model.forward(&r.input_ids[t..t + 1], st.as_mut(), LogitsWanted::Last).unwrap();
-        worst = worst.max(max_abs_diff(&row, &r.logits[t]));
-    }
-    assert!(worst <= TOL, "decode after prefill of {k}: max |Δ logit| = {worst}");
-    worst
-}
-
-/// Greedy continuation matches the reference for steps with margin > 1e-3, up to the first that isn't.
-fn check_greedy(model: &dyn LanguageModel, r: &Reference) -> usize {
-    let mut st = model.new_state().unwrap();
-    let mut row = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
-    let mut checked = 0;
-    for (step, (&want, &margin)) in r.greedy_ids.iter().zip(&r.greedy_margins).enumerate() {
-        if margin <= 1e-3 {
-            break;
-        }
-        let got = argmax(&row);
-        assert_eq!(got, want, "greedy step {step}");
-        checked += 1;
-        row = model.forward(&[got], st.as_mut(), LogitsWanted::Last).unwrap();
-    }
-    checked
-}
+use phoenix_core::LogitsWanted;
 
 fn check_model(dir: PathBuf, reference: PathBuf, expect_format: &str) {
     let model = load_model_dir(&dir).unwrap();

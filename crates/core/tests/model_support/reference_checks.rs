@@ -22,6 +22,7 @@ pub fn check_prefill(model: &dyn LanguageModel, r: &Reference) -> f64 {
     assert!(worst <= TOL, "prefill max |Δ logit| = {worst}");
     let mut st = model.new_state().unwrap();
     let last = model.forward(&r.input_ids, st.as_mut(), LogitsWanted::Last).unwrap();
+    assert_eq!(last.len(), v, "`Last` returns one row");
     assert!(max_abs_diff(&last, &r.logits[r.input_ids.len() - 1]) <= TOL);
     worst
 }
