@@ -10,6 +10,7 @@ pub mod files;
 mod pickle_guard;
 mod pth;
 mod pth_tensor;
+pub mod quant_kind;
 pub mod read_plan;
 mod safetensors_file;
 pub(crate) mod shown;
@@ -18,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use files::{FileBytes, FileRefusal, ModelFiles};
+pub use quant_kind::QuantKind;
 
-use crate::error::{bad_weights, model_not_found, Result};
+use crate::error::{bad_weights, model_not_found, unsupported_model, Result};
 
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
@@ -27,21 +29,43 @@ pub const PTH_FILE: &str = "pytorch_model.bin";
 /// Weight containers in the order they are looked for: the first one present is used.
 pub const WEIGHT_CONTAINERS: [&str; 3] = [SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE, PTH_FILE];
 
-/// Element types a checkpoint may store; all are converted to f32 on load.
+/// Element types a checkpoint may store: floats, or ggml block-quantized types (GGUF).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDType {
     F32,
     F16,
     BF16,
     F64,
+    Quant(QuantKind),
 }
 
 impl WeightDType {
-    pub fn size(self) -> usize {
+    /// Bytes per value of a float type; `None` for block-quantized types (see [`Self::tensor_bytes`]).
+    pub fn size(self) -> Option<usize> {
         match self {
-            WeightDType::F16 | WeightDType::BF16 => 2,
-            WeightDType::F32 => 4,
-            WeightDType::F64 => 8,
+            WeightDType::F16 | WeightDType::BF16 => Some(2),
+            WeightDType::F32 => Some(4),
+            WeightDType::F64 => Some(8),
+            WeightDType::Quant(_) => None,
+        }
+    }
+
+    /// Bytes a tensor of `shape` takes; `None` on overflow or (quantized) rows of partial blocks.
+    pub fn tensor_bytes(self, shape: &[usize]) -> Option<usize> {
+        match self {
+            WeightDType::Quant(kind) => kind.tensor_bytes(shape),
+            float => shape.iter().try_fold(float.size()?, |acc, &dim| acc.checked_mul(dim)),
+        }
+    }
+
+    /// Name as `info` and messages give it (`f32`, `Q4_K`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDType::F32 => "f32",
+            WeightDType::F16 => "f16",
+            WeightDType::BF16 => "bf16",
+            WeightDType::F64 => "f64",
+            WeightDType::Quant(kind) => kind.name(),
         }
     }
 }
@@ -154,6 +178,9 @@ impl TensorStore {
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
     pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
         let t = self.get(name, expected)?;
+        if let WeightDType::Quant(kind) = t.dtype {
+            return Err(quantized_not_supported(t, name, kind));
+        }
         match Buf::<f32>::borrow(t) {
             Some(view) => Ok(view),
             None => {
@@ -179,6 +206,7 @@ impl TensorStore {
                 None => Buf::Owned(to_half(t.data(), half::bf16::from_bits).ok_or_else(too_big)?),
             }),
             WeightDType::F32 | WeightDType::F64 => MatrixData::F32(self.load_f32(name, expected)?),
+            WeightDType::Quant(kind) => return Err(quantized_not_supported(t, name, kind)),
         })
     }
 
@@ -360,6 +388,16 @@ impl MatrixData {
     }
 }
 
+/// A quantized tensor where this build has no kernel for it (yet).
+fn quantized_not_supported(t: &RawTensor, name: &str, kind: QuantKind) -> crate::error::PhoenixError {
+    unsupported_model(format!(
+        "{}: tensor `{}` is stored as {}, a quantized type this build cannot run",
+        t.file,
+        shown::shown_name(name),
+        kind.name()
+    ))
+}
+
 /// The one place that knows how checkpoints spell tensor names. Canonical names are the HF ones;
 /// state-spaces checkpoints use `backbone.embedding.` (singular) for the embedding.
 fn stored_names(canonical: &str) -> Vec<String> {
@@ -376,8 +414,9 @@ fn stored_names(canonical: &str) -> Vec<String> {
 /// cannot be allocated (its size comes from a file).
 fn to_f32(dtype: WeightDType, data: &[u8]) -> Option<Vec<f32>> {
     let mut out = Vec::new();
-    out.try_reserve_exact(data.len() / dtype.size()).ok()?;
+    out.try_reserve_exact(data.len() / dtype.size()?).ok()?;
     match dtype {
+        WeightDType::Quant(_) => return None,
         WeightDType::F32 => out.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
         WeightDType::F16 => out.extend(data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
         WeightDType::BF16 => out.extend(data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
@@ -406,11 +445,12 @@ fn raw_tensor(
     start: usize,
     end: usize,
 ) -> Result<RawTensor> {
-    let want = shape.iter().try_fold(dtype.size(), |acc, &dim| acc.checked_mul(dim));
+    let want = dtype.tensor_bytes(&shape);
     if end < start || end > bytes.len() || Some(end - start) != want {
         let name = shown::shown_name(name);
         return Err(bad_weights(format!(
-            "{file_label}: tensor `{name}` data range {start}..{end} does not hold {dtype:?} {shape:?} (file truncated or corrupt)"
+            "{file_label}: tensor `{name}` data range {start}..{end} does not hold {} {shape:?} (file truncated or corrupt)",
+            dtype.name()
         )));
     }
     Ok(RawTensor { dtype, shape, file: file_label.to_string(), bytes, start, end })

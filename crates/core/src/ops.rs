@@ -21,9 +21,9 @@ pub(crate) mod math;
 pub(crate) mod matmul;
 mod matvec;
 pub(crate) mod norm;
-pub(crate) mod rope;
 #[cfg(test)]
 mod product_tests;
+pub(crate) mod rope;
 pub(crate) mod scan;
 #[cfg(test)]
 mod speed_probe;

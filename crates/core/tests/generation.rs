@@ -557,7 +557,8 @@ fn a_context_limit_refuses_asked_for_tokens_that_do_not_fit_and_cuts_the_default
 
     // A text prompt is checked once tokenized, still before the prefill.
     forwards.store(0, Ordering::Relaxed);
-    let mut g = m.generate(Prompt::Text("one two three four five six seven eight nine ten".into()), asked(3), None).unwrap();
+    let mut g =
+        m.generate(Prompt::Text("one two three four five six seven eight nine ten".into()), asked(3), None).unwrap();
     let e = g.next_step().err().unwrap();
     assert_eq!(e.code, ErrorCode::InvalidOption);
     assert_eq!(forwards.load(Ordering::Relaxed), 0);

@@ -44,9 +44,11 @@ fn rope_attention_matches_transformers_in_both_config_spellings() {
     };
     assert_eq!(logits(&v4.dir), logits(&dir));
     // Without RoPE the same weights give other logits: the positions are really encoded.
-    let nope = Edited::new("granite-rope-tiny", |dir| edit_config(dir, |c| {
-        c.insert("position_embedding_type".into(), "nope".into());
-    }));
+    let nope = Edited::new("granite-rope-tiny", |dir| {
+        edit_config(dir, |c| {
+            c.insert("position_embedding_type".into(), "nope".into());
+        })
+    });
     assert_ne!(logits(&nope.dir), logits(&dir));
 }
 
@@ -54,7 +56,10 @@ fn rope_attention_matches_transformers_in_both_config_spellings() {
 fn info_reports_a_hybrid_with_fixed_and_growing_state() {
     let model = load_model_dir(&fixture("granite-hybrid-tiny")).unwrap();
     let a = model.info();
-    assert_eq!((a.family.as_str(), a.engine.as_str(), a.model_type.as_str()), ("granitemoehybrid", "hybrid", "granitemoehybrid"));
+    assert_eq!(
+        (a.family.as_str(), a.engine.as_str(), a.model_type.as_str()),
+        ("granitemoehybrid", "hybrid", "granitemoehybrid")
+    );
     assert_eq!(a.context_length, Some(256));
     // 3 Mamba layers × (conv 160×4 + SSM 8×16×16) f32; 1 attention layer × K+V × 2 heads × 16.
     assert_eq!(a.state_bytes, 3 * (160 * 4 + 8 * 16 * 16) * 4);
@@ -62,7 +67,10 @@ fn info_reports_a_hybrid_with_fixed_and_growing_state() {
     assert_eq!(a.architecture["layerTypes"], serde_json::json!(["mamba", "attention", "mamba", "mamba"]));
     assert_eq!(a.architecture["numExperts"], 0);
     let moe = load_model_dir(&fixture("granite-moe-tiny")).unwrap();
-    assert_eq!((moe.info().architecture["numExperts"].as_u64(), moe.info().architecture["expertsPerToken"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(
+        (moe.info().architecture["numExperts"].as_u64(), moe.info().architecture["expertsPerToken"].as_u64()),
+        (Some(4), Some(2))
+    );
 }
 
 fn long_prompt(len: u32) -> Vec<u32> {
@@ -73,9 +81,11 @@ fn long_prompt(len: u32) -> Vec<u32> {
 fn split_prefill_is_bit_identical_and_snapshots_hold_ssm_and_kv_state() {
     for name in ["granite-hybrid-tiny", "granite-moe-tiny"] {
         // A longer context than the fixture's 256, so the prompt spans several prefill pieces.
-        let copy = Edited::new(name, |dir| edit_config(dir, |c| {
-            c.insert("max_position_embeddings".into(), 2048.into());
-        }));
+        let copy = Edited::new(name, |dir| {
+            edit_config(dir, |c| {
+                c.insert("max_position_embeddings".into(), 2048.into());
+            })
+        });
         let model = load_model_dir(&copy.dir).unwrap();
         let ids = long_prompt(1100);
         let mut one = model.new_state().unwrap();
@@ -151,7 +161,11 @@ struct Edited {
 
 impl Edited {
     fn new(name: &str, edit: impl FnOnce(&Path)) -> Self {
-        let dir = std::env::temp_dir().join(format!("phoenix-granite-{name}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "phoenix-granite-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for f in std::fs::read_dir(fixture(name)).unwrap() {
@@ -207,20 +221,99 @@ fn moe_tensors_named_as_transformers_5_writes_them_load_the_same_model() {
 #[test]
 fn bad_configs_and_tensors_are_typed_errors_naming_the_field() {
     let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Map<String, serde_json::Value>)>, ErrorCode, &str)> = vec![
-        ("unknown layer type", Box::new(|c| { c["layer_types"][2] = "cross_attention".into(); }), ErrorCode::UnsupportedModel, "layer_types[2]"),
-        ("layer count", Box::new(|c| { c["layer_types"].as_array_mut().unwrap().pop(); }), ErrorCode::BadConfig, "layer_types"),
-        ("kv heads", Box::new(|c| { c["num_key_value_heads"] = 3.into(); }), ErrorCode::BadConfig, "num_key_value_heads"),
-        ("hidden / heads", Box::new(|c| { c["num_attention_heads"] = 6.into(); c["num_key_value_heads"] = 6.into(); }), ErrorCode::BadConfig, "hidden_size"),
-        ("mamba heads", Box::new(|c| { c["mamba_n_heads"] = 6.into(); }), ErrorCode::BadConfig, "mamba_n_heads"),
-        ("position kind", Box::new(|c| { c["position_embedding_type"] = "alibi".into(); }), ErrorCode::UnsupportedModel, "position_embedding_type"),
-        ("rope kind", Box::new(|c| {
-            c["position_embedding_type"] = "rope".into();
-            c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0});
-        }), ErrorCode::UnsupportedModel, "rope"),
-        ("top k", Box::new(|c| { c["num_local_experts"] = 2.into(); c["num_experts_per_tok"] = 3.into(); }), ErrorCode::BadConfig, "num_experts_per_tok"),
-        ("more layers stored", Box::new(|c| { c["num_hidden_layers"] = 3.into(); c["layer_types"].as_array_mut().unwrap().pop(); }), ErrorCode::BadConfig, "num_hidden_layers"),
-        ("moe tensors missing", Box::new(|c| { c["num_local_experts"] = 2.into(); c["num_experts_per_tok"] = 1.into(); }), ErrorCode::BadWeights, "block_sparse_moe"),
-        ("a Mamba layer read as attention", Box::new(|c| { c["layer_types"][0] = "attention".into(); }), ErrorCode::BadWeights, "self_attn"),
+        (
+            "unknown layer type",
+            Box::new(|c| {
+                c["layer_types"][2] = "cross_attention".into();
+            }),
+            ErrorCode::UnsupportedModel,
+            "layer_types[2]",
+        ),
+        (
+            "layer count",
+            Box::new(|c| {
+                c["layer_types"].as_array_mut().unwrap().pop();
+            }),
+            ErrorCode::BadConfig,
+            "layer_types",
+        ),
+        (
+            "kv heads",
+            Box::new(|c| {
+                c["num_key_value_heads"] = 3.into();
+            }),
+            ErrorCode::BadConfig,
+            "num_key_value_heads",
+        ),
+        (
+            "hidden / heads",
+            Box::new(|c| {
+                c["num_attention_heads"] = 6.into();
+                c["num_key_value_heads"] = 6.into();
+            }),
+            ErrorCode::BadConfig,
+            "hidden_size",
+        ),
+        (
+            "mamba heads",
+            Box::new(|c| {
+                c["mamba_n_heads"] = 6.into();
+            }),
+            ErrorCode::BadConfig,
+            "mamba_n_heads",
+        ),
+        (
+            "position kind",
+            Box::new(|c| {
+                c["position_embedding_type"] = "alibi".into();
+            }),
+            ErrorCode::UnsupportedModel,
+            "position_embedding_type",
+        ),
+        (
+            "rope kind",
+            Box::new(|c| {
+                c["position_embedding_type"] = "rope".into();
+                c["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0});
+            }),
+            ErrorCode::UnsupportedModel,
+            "rope",
+        ),
+        (
+            "top k",
+            Box::new(|c| {
+                c["num_local_experts"] = 2.into();
+                c["num_experts_per_tok"] = 3.into();
+            }),
+            ErrorCode::BadConfig,
+            "num_experts_per_tok",
+        ),
+        (
+            "more layers stored",
+            Box::new(|c| {
+                c["num_hidden_layers"] = 3.into();
+                c["layer_types"].as_array_mut().unwrap().pop();
+            }),
+            ErrorCode::BadConfig,
+            "num_hidden_layers",
+        ),
+        (
+            "moe tensors missing",
+            Box::new(|c| {
+                c["num_local_experts"] = 2.into();
+                c["num_experts_per_tok"] = 1.into();
+            }),
+            ErrorCode::BadWeights,
+            "block_sparse_moe",
+        ),
+        (
+            "a Mamba layer read as attention",
+            Box::new(|c| {
+                c["layer_types"][0] = "attention".into();
+            }),
+            ErrorCode::BadWeights,
+            "self_attn",
+        ),
     ];
     for (what, edit, code, names) in cases {
         let copy = Edited::new("granite-hybrid-tiny", |dir| edit_config(dir, edit));

@@ -80,7 +80,7 @@ pub(super) fn read(bytes: Arc<FileBytes>, label: &str) -> Result<Vec<(String, Ra
 
 /// Byte range of `view` in the checkpoint, given the byte range of its storage.
 fn view_bytes(view: &TensorView, storage: &Range<usize>) -> Option<(usize, usize)> {
-    let size = view.storage.dtype.size();
+    let size = view.storage.dtype.size()?;
     let start = storage.start.checked_add(view.offset.checked_mul(size)?)?;
     let end = start.checked_add(view.numel.checked_mul(size)?)?;
     (end <= storage.end).then_some((start, end))
@@ -106,7 +106,10 @@ fn storage_range(
     id: &StorageId,
 ) -> std::result::Result<Range<usize>, String> {
     let range = stored_range(zip, archive_len, &format!("{prefix}data/{}", id.key))?;
-    let want = id.numel.checked_mul(id.dtype.size()).ok_or("storage size overflows")?;
+    let want = id
+        .numel
+        .checked_mul(id.dtype.size().ok_or("storage dtype has no element size")?)
+        .ok_or("storage size overflows")?;
     if range.len() != want {
         return Err(format!(
             "entry holds {} bytes, the pickle declares {} elements of {:?} ({want} bytes)",

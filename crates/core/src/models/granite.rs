@@ -114,7 +114,9 @@ impl GraniteHybridModel {
             let p = format!("model.layers.{i}.");
             let mixer = match kind {
                 LayerKind::Mamba => Mixer::Mamba(Mamba2Mixer::load(&mut rd, &cfg.mixer, &format!("{p}mamba."))?),
-                LayerKind::Attention => Mixer::Attention(load_attention(&mut rd, &format!("{p}self_attn."), attention)?),
+                LayerKind::Attention => {
+                    Mixer::Attention(load_attention(&mut rd, &format!("{p}self_attn."), attention)?)
+                }
             };
             layers.push(Block {
                 input_norm: rd.rms_norm(&format!("{p}input_layernorm.weight"), d, eps)?,

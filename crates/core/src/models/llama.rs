@@ -156,10 +156,12 @@ impl LanguageModel for LlamaModel {
         let st = own_state(state, "Llama-style", |s: &LlamaState| s.shape(), self.kv_shape())?;
         check_context(st.tokens() as u64, ids.len(), self.cfg.max_position_embeddings)?;
         let before = st.tokens();
-        in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| self.run_chunk(piece, st, head, logits))
-            .inspect_err(|_| {
-                // Leave the state as it was: a failure part-way must not leave layers out of step.
-                st.caches.iter_mut().for_each(|c| c.truncate(before));
-            })
+        in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
+            self.run_chunk(piece, st, head, logits)
+        })
+        .inspect_err(|_| {
+            // Leave the state as it was: a failure part-way must not leave layers out of step.
+            st.caches.iter_mut().for_each(|c| c.truncate(before));
+        })
     }
 }

@@ -60,7 +60,13 @@ impl<'a> TensorReader<'a> {
 
     /// A `[count, rows, cols]` stack of matrices (a mixture-of-experts layer's experts) as `count`
     /// matrices, each a view of its part of the stored tensor.
-    pub fn matrix_stack(&mut self, name: &str, count: usize, rows: usize, cols: usize) -> Result<Vec<Arc<WeightMatrix>>> {
+    pub fn matrix_stack(
+        &mut self,
+        name: &str,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Arc<WeightMatrix>>> {
         let data = self.store.load_matrix(name, &[count, rows, cols])?;
         self.count = self.count.saturating_add(data.len());
         self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));

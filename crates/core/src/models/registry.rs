@@ -53,7 +53,8 @@ pub struct Family {
 }
 
 /// Every family this build runs. Add a family here and nowhere else.
-pub static FAMILIES: &[Family] = &[super::mamba::FAMILY, super::mamba2::FAMILY, super::llama::FAMILY, super::granite::FAMILY];
+pub static FAMILIES: &[Family] =
+    &[super::mamba::FAMILY, super::mamba2::FAMILY, super::llama::FAMILY, super::granite::FAMILY];
 
 /// The family that loads `model_type`; `E_UNSUPPORTED_MODEL` naming the supported ones otherwise.
 pub fn family_for(model_type: &str) -> Result<&'static Family> {

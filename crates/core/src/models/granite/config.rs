@@ -104,7 +104,8 @@ impl GraniteHybridConfig {
             }
         };
         let num_heads = positive(&f, "num_attention_heads", f.usize_req("num_attention_heads")?)?;
-        let num_kv_heads = positive(&f, "num_key_value_heads", f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads))?;
+        let num_kv_heads =
+            positive(&f, "num_key_value_heads", f.usize_opt("num_key_value_heads")?.unwrap_or(num_heads))?;
         if num_heads % num_kv_heads != 0 {
             return Err(bad_config(format!(
                 "{FILE}: field `num_attention_heads` = {num_heads} is not a multiple of `num_key_value_heads` = {num_kv_heads}"
