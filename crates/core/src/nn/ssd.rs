@@ -1,11 +1,13 @@
 //! Mamba-2's SSD scan as a custom op whose CPU body is `ops::ssd` (chunked SSD for prefill, the
 //! recurrence for one token). Functional like the conv: returns the new SSM state.
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, held_f32s, no_cuda, zeros};
 use crate::error::Result;
-use crate::ops::ssd::{ssd_chunked, ssd_recurrent, SsdInputs};
+use crate::ops::ssd::{ssd_chunked, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
 
 /// Per-head parameters and sizes of one layer's scan.
 pub struct SsdScan {
@@ -57,6 +59,97 @@ impl SsdScan {
         let y = packed.narrow(0, s, l * e)?.reshape((l, e))?;
         Ok((y, new_state))
     }
+
+    /// One decode step that updates `state` (`[H·P·N]` values) in place; returns `y` `[1, H·P]`.
+    /// Only for a state tensor whose storage nothing else reads (the caller's guarantee).
+    pub fn step_in_place(&self, xbc: &Tensor, dt: &DtOperand, state: &Tensor) -> Result<Tensor> {
+        let e = self.heads * self.head_dim;
+        let op = SsdStepOp { scan: self, dt, xbc, y: Mutex::new(None) };
+        state.inplace_op2(xbc, &op)?;
+        let y = op.y.into_inner().map_err(|_| crate::error::internal("ssd step: output lock poisoned"))?;
+        let y = y.ok_or_else(|| crate::error::internal("ssd step: the op produced no output"))?;
+        Ok(Tensor::from_vec(y, (1, e), xbc.device())?)
+    }
+
+    /// The kernel operands for `l` tokens of `xbc` rows `width` wide (shapes checked).
+    fn inputs<'a>(
+        &self,
+        l: usize,
+        width: usize,
+        xbc: &'a [f32],
+        held: [&'a [f32]; 4],
+        dt_width: usize,
+        dt_offset: usize,
+    ) -> SsdInputs<'a> {
+        let [dt, dt_bias, a, d] = held;
+        SsdInputs {
+            len: l,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            state_size: self.state_size,
+            groups: self.groups,
+            xbc,
+            xbc_stride: width,
+            dt,
+            dt_stride: dt_width,
+            dt_offset,
+            dt_bias,
+            a,
+            d,
+            dt_min: self.dt_min,
+            dt_max: self.dt_max,
+        }
+    }
+
+    /// Checks operand shapes for `l` tokens; returns `(l, xbc width, dt width)`.
+    fn check_shapes(&self, xbc: &Layout, dt: &DtOperand, state_len: usize) -> candle_core::Result<(usize, usize, usize)> {
+        let (h, p, n, g) = (self.heads, self.head_dim, self.state_size, self.groups);
+        let (l, width) = xbc.shape().dims2()?;
+        let (dt_rows, dt_width) = dt.rows.dims2()?;
+        if width != h * p + 2 * g * n || dt_rows != l || dt.offset + h > dt_width || state_len != h * p * n {
+            bail!("{NAME}: operand shapes do not fit {l} tokens × {h} heads × {p} × {n} states, {g} groups");
+        }
+        Ok((l, width, dt_width))
+    }
+}
+
+/// The decode step as an in-place op on the state; `y` comes back through the mutex.
+struct SsdStepOp<'a> {
+    scan: &'a SsdScan,
+    dt: &'a DtOperand<'a>,
+    xbc: &'a Tensor,
+    y: Mutex<Option<Vec<f32>>>,
+}
+
+impl InplaceOp2 for SsdStepOp<'_> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(&self, state: &mut CpuStorage, state_layout: &Layout, xbc: &CpuStorage, xbc_layout: &Layout) -> candle_core::Result<()> {
+        let sc = self.scan;
+        let (l, width, dt_width) = sc.check_shapes(xbc_layout, self.dt, state_layout.shape().elem_count())?;
+        if l != 1 {
+            bail!("{NAME}: an in-place step takes one token, got {l}");
+        }
+        let _ = self.xbc;
+        let xbc = f32s(xbc, xbc_layout, NAME, "xBC")?;
+        let CpuStorage::F32(values) = state else { bail!("{NAME}: state must be f32") };
+        let Some((start, end)) = state_layout.contiguous_offsets() else { bail!("{NAME}: state must be contiguous") };
+        let state = &mut values[start..end];
+        let guards = [self.dt.rows, &sc.dt_bias, &sc.a, &sc.d].map(|t| t.storage_and_layout());
+        let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
+        let held = [held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?];
+        let inputs = sc.inputs(1, width, xbc, held, dt_width, self.dt.offset);
+        let mut y = zeros(sc.heads * sc.head_dim, NAME)?;
+        ssd_recurrent_in_place(&inputs, state, &mut y);
+        *self.y.lock().map_err(|_| candle_core::Error::Msg(format!("{NAME}: output lock poisoned")))? = Some(y);
+        Ok(())
+    }
+
+    fn cuda_fwd(&self, _: &mut candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout) -> candle_core::Result<()> {
+        no_cuda(NAME)
+    }
 }
 
 struct SsdOp<'a> {
@@ -80,39 +173,14 @@ impl CustomOp2 for SsdOp<'_> {
         state_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sc = self.scan;
-        let (h, p, n, g) = (sc.heads, sc.head_dim, sc.state_size, sc.groups);
-        let (e, s) = (h * p, h * p * n);
-        let (l, width) = xbc_layout.shape().dims2()?;
-        let (dt_rows, dt_width) = self.dt.rows.dims2()?;
-        if width != e + 2 * g * n
-            || dt_rows != l
-            || self.dt.offset + h > dt_width
-            || state_layout.shape().elem_count() != s
-        {
-            bail!("{NAME}: operand shapes do not fit {l} tokens × {h} heads × {p} × {n} states, {g} groups");
-        }
+        let (e, s) = (sc.heads * sc.head_dim, sc.heads * sc.head_dim * sc.state_size);
+        let (l, width, dt_width) = sc.check_shapes(xbc_layout, self.dt, state_layout.shape().elem_count())?;
         let xbc = f32s(xbc, xbc_layout, NAME, "xBC")?;
         let state = f32s(state, state_layout, NAME, "state")?;
         let guards = [self.dt.rows, &sc.dt_bias, &sc.a, &sc.d].map(|t| t.storage_and_layout());
         let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
-        let (dt, dt_bias, a, d) = (held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?);
-        let inputs = SsdInputs {
-            len: l,
-            heads: h,
-            head_dim: p,
-            state_size: n,
-            groups: g,
-            xbc,
-            xbc_stride: width,
-            dt,
-            dt_stride: dt_width,
-            dt_offset: self.dt.offset,
-            dt_bias,
-            a,
-            d,
-            dt_min: sc.dt_min,
-            dt_max: sc.dt_max,
-        };
+        let held = [held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?];
+        let inputs = sc.inputs(l, width, xbc, held, dt_width, self.dt.offset);
         let mut out = zeros(s + l * e, NAME)?;
         let (new_state, y) = out.split_at_mut(s);
         if l == 1 {

@@ -125,8 +125,16 @@ impl Mamba2Mixer {
         let zxbcdt = self.in_proj.forward(x)?;
         let xbc_in = zxbcdt.narrow(1, e, c)?.contiguous()?;
         let (xbc, conv) = self.conv.forward(&xbc_in, &state.conv)?;
-        let (y, ssm) = self.ssd.forward(&xbc, &DtOperand { rows: &zxbcdt, offset: e + c }, &state.ssm)?;
-        *state = Mamba2LayerState { conv, ssm };
+        let dt = DtOperand { rows: &zxbcdt, offset: e + c };
+        let y = if x.dim(0)? == 1 && state.ssm_exclusive() {
+            let y = self.ssd.step_in_place(&xbc, &dt, &state.ssm)?;
+            state.conv = conv;
+            y
+        } else {
+            let (y, ssm) = self.ssd.forward(&xbc, &dt, &state.ssm)?;
+            *state = Mamba2LayerState::from_tensors(conv, ssm);
+            y
+        };
         self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
     }
 }
@@ -173,5 +181,49 @@ mod tests {
         assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
         assert_eq!(s1.conv.to_vec1::<f32>().unwrap(), s2.conv.to_vec1::<f32>().unwrap());
         assert!(b.iter().any(|v| v.abs() > 1e-3), "the mixer output is not all zeros");
+    }
+
+    /// A decode step on a state no clone shares runs in place; one whose state is shared (a fork,
+    /// a checkpoint) must leave the other holder's values untouched — and both give the same output.
+    #[test]
+    fn in_place_decode_matches_the_functional_step_and_never_touches_a_clone() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba2-groups");
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        let cfg = Mamba2Config::from_json_str(&files.text("config.json").unwrap(), 64).unwrap();
+        let store = TensorStore::open(&files).unwrap();
+        let device = Device::Cpu;
+        let mut rd = Reader::new(&store, &device);
+        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, "backbone.layers.0.mixer.").unwrap();
+        let d = cfg.mixer.hidden_size;
+        let row = |seed: usize, len: usize| {
+            let v = (0..len * d).map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 40.0).collect();
+            Tensor::from_vec(v, (len, d), &device).unwrap()
+        };
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // After a prefill the state is exclusive once compacted.
+        let mut exclusive = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        mixer.forward(&row(1, 5), &mut exclusive).unwrap();
+        exclusive.compact().unwrap();
+        let mut shared = exclusive.clone();
+        let snapshot = values(&shared.ssm);
+        for step in 0..3 {
+            assert!(!exclusive.clone().ssm_exclusive(), "a live clone makes a state shared");
+            let in_place = exclusive.ssm_exclusive();
+            assert_eq!(in_place, step > 0, "the first step shares its state with `shared`; later ones own theirs");
+            let a = values(&mixer.forward(&row(10 + step, 1), &mut exclusive).unwrap());
+            let b = values(&mixer.forward(&row(10 + step, 1), &mut shared).unwrap());
+            assert_eq!(a, b, "step {step}: in-place and functional outputs differ");
+            assert_eq!(values(&exclusive.ssm), values(&shared.ssm), "step {step}: states differ");
+            if step == 0 {
+                // A checkpoint/fork taken now must keep its values through the next step.
+                let before = values(&shared.ssm);
+                let kept = shared.clone();
+                mixer.forward(&row(99, 1), &mut shared).unwrap();
+                assert_eq!(values(&kept.ssm), before, "a step changed a clone's state");
+                assert_ne!(values(&shared.ssm), before);
+                shared = kept;
+            }
+        }
+        assert_ne!(snapshot, values(&exclusive.ssm), "the steps advanced the state");
     }
 }

@@ -4,6 +4,7 @@
 //! [`Mamba2LayerState`] is the per-layer piece a hybrid stack keeps for each of its Mamba-2 layers.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -11,13 +12,17 @@ use super::config::Mamba2MixerConfig;
 use crate::error::{state_mismatch, Result};
 use crate::model::{ModelState, StateLayout};
 
-/// One Mamba-2 layer's state tensors (flat f32 values; replaced, never mutated, by each forward).
+/// One Mamba-2 layer's state tensors (flat f32 values). A forward replaces them with new tensors,
+/// except a decode step on a state no clone shares, which updates `ssm` in place.
 #[derive(Clone)]
 pub(crate) struct Mamba2LayerState {
     /// `[C, K]`.
     pub conv: Tensor,
     /// `[H, P, N]`.
     pub ssm: Tensor,
+    /// Shared by every clone of this state (forks, checkpoints, layers started from one zero state):
+    /// while it is ours alone, nothing else reads `ssm`'s storage.
+    owner: Arc<()>,
 }
 
 impl Mamba2LayerState {
@@ -27,7 +32,19 @@ impl Mamba2LayerState {
         Ok(Self {
             conv: Tensor::zeros(cfg.conv_dim() * cfg.conv_kernel, DType::F32, device)?,
             ssm: Tensor::zeros(ssm, DType::F32, device)?,
+            owner: Arc::new(()),
         })
+    }
+
+    /// A state with these tensors (fresh from an op: not shared with any other state).
+    pub fn from_tensors(conv: Tensor, ssm: Tensor) -> Self {
+        Self { conv, ssm, owner: Arc::new(()) }
+    }
+
+    /// Whether `ssm` may be updated in place: no clone of this state exists, and `ssm` is not a
+    /// view into a wider op output (after a prefill, until [`Self::compact`]).
+    pub fn ssm_exclusive(&mut self) -> bool {
+        Arc::get_mut(&mut self.owner).is_some() && self.ssm.layout().start_offset() == 0
     }
 
     /// Appends the conv then SSM values, little-endian f32.
