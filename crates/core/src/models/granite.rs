@@ -300,7 +300,21 @@ impl LanguageModel for GraniteHybridModel {
         let want = HybridStateShape::of(&self.cfg);
         let st = own_state(state, "Granite-4.0-H", |s: &HybridState| s.shape, want)?;
         check_context(st.tokens, ids.len(), self.cfg.max_position_embeddings)?;
-        let checkpoint = st.checkpoint();
+        if st.broken {
+            return Err(state_mismatch(
+                "Granite-4.0-H state: a decode step failed part-way and left its layers out of step; restore a snapshot or start a new state",
+            ));
+        }
+        // A decode step updates the Mamba layers' states in place (no 786 KB buffer per layer per
+        // token), so there is nothing to roll back to: its KV room is reserved first, and what can
+        // still fail (an internal error) marks the state broken. Prompts keep the checkpoint.
+        let checkpoint = if ids.len() == 1 {
+            st.reserve_attention(1)?;
+            st.broken = true;
+            None
+        } else {
+            Some(st.checkpoint())
+        };
         let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
             self.run_chunk(piece, st.tokens as usize, &mut st.layers, head, logits)?;
             st.tokens = st.tokens.saturating_add(piece.len() as u64);
@@ -310,13 +324,75 @@ impl LanguageModel for GraniteHybridModel {
             Ok(l) => l,
             Err(e) => {
                 // A failure part-way must not leave the layers out of step.
-                st.rollback(checkpoint);
+                if let Some(checkpoint) = checkpoint {
+                    st.rollback(checkpoint);
+                }
                 return Err(e);
             }
         };
+        st.broken = false;
         if ids.len() > 1 {
             st.compact()?;
         }
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::models::granite::state::LayerState;
+    use crate::model::LogitsWanted;
+
+    fn model() -> GraniteHybridModel {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/granite-hybrid-tiny");
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        let config = files.text("config.json").unwrap();
+        GraniteHybridModel::load_with_config(&files, &config).unwrap()
+    }
+
+    /// Decode steps update the Mamba layers in place (their states shared with nothing), prompts
+    /// and shared states do not: a step from a restored copy (layers sharing one zero state, so
+    /// functional) gives the same logits and state.
+    #[test]
+    fn in_place_decode_steps_match_functional_steps() {
+        let m = model();
+        let mut state = m.new_state().unwrap();
+        m.forward(&[1, 5, 9, 3], state.as_mut(), LogitsWanted::Last).unwrap();
+        for (i, id) in [7u32, 2, 11].into_iter().enumerate() {
+            let hybrid = state.as_any_mut().downcast_mut::<HybridState>().unwrap();
+            for layer in &mut hybrid.layers {
+                if let LayerState::Mamba(s) = layer {
+                    assert!(s.ssm_exclusive(), "step {i}: a Mamba layer's state is shared, the step would not run in place");
+                }
+            }
+            let (bytes, tokens) = (state.to_bytes().unwrap(), state.layout().tokens);
+            let mut copy = m.new_state().unwrap();
+            copy.load_bytes(&bytes, tokens).unwrap();
+            let a = m.forward(&[id], state.as_mut(), LogitsWanted::Last).unwrap();
+            let b = m.forward(&[id], copy.as_mut(), LogitsWanted::Last).unwrap();
+            assert_eq!(a, b, "step {i}: in-place and functional steps differ");
+            assert_eq!(state.to_bytes().unwrap(), copy.to_bytes().unwrap(), "step {i}: states differ");
+            assert_ne!(state.to_bytes().unwrap(), bytes, "step {i}: the state did not advance");
+        }
+    }
+
+    /// A state a failed decode step left out of step is refused, not silently used; restoring a
+    /// snapshot makes it usable again.
+    #[test]
+    fn a_broken_state_is_refused_until_restored() {
+        let m = model();
+        let mut state = m.new_state().unwrap();
+        m.forward(&[1, 5], state.as_mut(), LogitsWanted::Last).unwrap();
+        let snapshot = state.to_bytes().unwrap();
+        let layout = state.layout();
+        state.as_any_mut().downcast_mut::<HybridState>().unwrap().broken = true;
+        let err = m.forward(&[3], state.as_mut(), LogitsWanted::Last).unwrap_err();
+        assert_eq!(err.code, ErrorCode::StateMismatch, "{err}");
+        assert!(err.message.contains("out of step"), "{err}");
+        assert_eq!(state.to_bytes().unwrap_err().code, ErrorCode::StateMismatch);
+        state.load_bytes(&snapshot, layout.tokens).unwrap();
+        m.forward(&[3], state.as_mut(), LogitsWanted::Last).unwrap();
     }
 }

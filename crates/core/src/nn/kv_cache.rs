@@ -74,8 +74,9 @@ impl KvCache {
         }
     }
 
-    /// Room for `more` tokens: capacity rounded up to a whole block and at least doubled.
-    fn reserve(&mut self, more: usize) -> Result<()> {
+    /// Room for `more` tokens: capacity rounded up to a whole block and at least doubled. After it,
+    /// appending up to `more` tokens cannot fail.
+    pub fn reserve(&mut self, more: usize) -> Result<()> {
         let need = self.tokens.checked_add(more).ok_or_else(|| too_long(self.tokens, more))?;
         let have = self.keys.capacity() / self.width;
         if need <= have {

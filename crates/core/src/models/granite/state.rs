@@ -63,6 +63,9 @@ pub struct HybridState {
     pub(crate) shape: HybridStateShape,
     pub(crate) layers: Vec<LayerState>,
     pub(crate) tokens: u64,
+    /// Set while a decode step updates Mamba layers in place (no checkpoint to roll back to); still
+    /// set only when that step failed part-way, and then the layers are out of step: refused.
+    pub(crate) broken: bool,
 }
 
 impl HybridState {
@@ -76,7 +79,7 @@ impl HybridState {
                 LayerKind::Attention => LayerState::Attention(KvCache::new(cfg.num_kv_heads, cfg.head_dim)),
             })
             .collect();
-        Ok(Self { shape: HybridStateShape::of(cfg), layers, tokens: 0 })
+        Ok(Self { shape: HybridStateShape::of(cfg), layers, tokens: 0, broken: false })
     }
 
     /// What [`Self::rollback`] needs to undo a forward: the Mamba layers' states (tensors are
@@ -91,6 +94,17 @@ impl HybridState {
             })
             .collect();
         (mamba, self.tokens)
+    }
+
+    /// Room for `more` tokens in every attention layer's cache, so a forward of that many tokens
+    /// cannot fail for want of KV space part-way.
+    pub(crate) fn reserve_attention(&mut self, more: usize) -> Result<()> {
+        for layer in &mut self.layers {
+            if let LayerState::Attention(cache) = layer {
+                cache.reserve(more)?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts the state back as it was at `checkpoint` (after a forward that failed part-way, so the
@@ -140,6 +154,9 @@ impl ModelState for HybridState {
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>> {
+        if self.broken {
+            return Err(state_mismatch("Granite-4.0-H state: left out of step by a failed decode step; nothing to snapshot"));
+        }
         let mut out = Vec::new();
         for layer in &self.layers {
             if let LayerState::Mamba(m) = layer {
@@ -182,11 +199,17 @@ impl ModelState for HybridState {
         }
         self.layers = layers;
         self.tokens = tokens;
+        self.broken = false;
         Ok(())
     }
 
     fn clone_box(&self) -> Box<dyn ModelState> {
-        Box::new(HybridState { shape: self.shape, layers: self.layers.clone(), tokens: self.tokens })
+        Box::new(HybridState {
+            shape: self.shape,
+            layers: self.layers.clone(),
+            tokens: self.tokens,
+            broken: self.broken,
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
