@@ -11,6 +11,15 @@ pub(crate) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str, what:
     }
 }
 
+/// [`f32s`] for the operand an in-place op updates.
+pub(crate) fn f32s_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str, what: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(values) = storage else { bail!("{op}: {what} must be f32") };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut values[start..end]),
+        None => bail!("{op}: {what} must be contiguous"),
+    }
+}
+
 /// The contiguous f32 values of an operand a custom op holds besides the ones candle passes it
 /// (lock it with `Tensor::storage_and_layout` for as long as the slice is used).
 pub(crate) fn held_f32s<'a>(storage: &'a Storage, layout: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, f32s_mut, held_f32s, no_cuda, zeros};
 use crate::error::Result;
 use crate::ops::ssd::{ssd_chunked, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
 
@@ -64,7 +64,7 @@ impl SsdScan {
     /// Only for a state tensor whose storage nothing else reads (the caller's guarantee).
     pub fn step_in_place(&self, xbc: &Tensor, dt: &DtOperand, state: &Tensor) -> Result<Tensor> {
         let e = self.heads * self.head_dim;
-        let op = SsdStepOp { scan: self, dt, xbc, y: Mutex::new(None) };
+        let op = SsdStepOp { scan: self, dt, y: Mutex::new(None) };
         state.inplace_op2(xbc, &op)?;
         let y = op.y.into_inner().map_err(|_| crate::error::internal("ssd step: output lock poisoned"))?;
         let y = y.ok_or_else(|| crate::error::internal("ssd step: the op produced no output"))?;
@@ -117,7 +117,6 @@ impl SsdScan {
 struct SsdStepOp<'a> {
     scan: &'a SsdScan,
     dt: &'a DtOperand<'a>,
-    xbc: &'a Tensor,
     y: Mutex<Option<Vec<f32>>>,
 }
 
@@ -132,11 +131,8 @@ impl InplaceOp2 for SsdStepOp<'_> {
         if l != 1 {
             bail!("{NAME}: an in-place step takes one token, got {l}");
         }
-        let _ = self.xbc;
         let xbc = f32s(xbc, xbc_layout, NAME, "xBC")?;
-        let CpuStorage::F32(values) = state else { bail!("{NAME}: state must be f32") };
-        let Some((start, end)) = state_layout.contiguous_offsets() else { bail!("{NAME}: state must be contiguous") };
-        let state = &mut values[start..end];
+        let state = f32s_mut(state, state_layout, NAME, "state")?;
         let guards = [self.dt.rows, &sc.dt_bias, &sc.a, &sc.d].map(|t| t.storage_and_layout());
         let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
         let held = [held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?];

@@ -154,17 +154,23 @@ mod tests {
     use crate::loader::{ModelFiles, TensorStore};
     use crate::models::mamba2::config::Mamba2Config;
 
-    /// The hybrid's entry points: `forward` (no residual) plus the residual is `forward_add`, and the
-    /// state advances the same way, from a mixer loaded under an arbitrary tensor prefix.
-    #[test]
-    fn forward_without_residual_matches_forward_add() {
+    /// Layer `i`'s mixer of the `mamba2-groups` fixture (loaded under its own tensor prefix).
+    fn mixer_of_layer(i: usize) -> (Mamba2Config, Mamba2Mixer) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba2-groups");
         let files = ModelFiles::from_dir(&dir).unwrap();
         let cfg = Mamba2Config::from_json_str(&files.text("config.json").unwrap(), 64).unwrap();
         let store = TensorStore::open(&files).unwrap();
+        let mut rd = Reader::new(&store, &Device::Cpu);
+        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, &format!("backbone.layers.{i}.mixer.")).unwrap();
+        (cfg, mixer)
+    }
+
+    /// The hybrid's entry points: `forward` (no residual) plus the residual is `forward_add`, and the
+    /// state advances the same way, from a mixer loaded under an arbitrary tensor prefix.
+    #[test]
+    fn forward_without_residual_matches_forward_add() {
+        let (cfg, mixer) = mixer_of_layer(1);
         let device = Device::Cpu;
-        let mut rd = Reader::new(&store, &device);
-        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, "backbone.layers.1.mixer.").unwrap();
         assert_eq!(mixer.ssd_chunk(), 8);
         let d = cfg.mixer.hidden_size;
         let x =
@@ -187,13 +193,8 @@ mod tests {
     /// a checkpoint) must leave the other holder's values untouched — and both give the same output.
     #[test]
     fn in_place_decode_matches_the_functional_step_and_never_touches_a_clone() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba2-groups");
-        let files = ModelFiles::from_dir(&dir).unwrap();
-        let cfg = Mamba2Config::from_json_str(&files.text("config.json").unwrap(), 64).unwrap();
-        let store = TensorStore::open(&files).unwrap();
+        let (cfg, mixer) = mixer_of_layer(0);
         let device = Device::Cpu;
-        let mut rd = Reader::new(&store, &device);
-        let mixer = Mamba2Mixer::load(&mut rd, &cfg.mixer, "backbone.layers.0.mixer.").unwrap();
         let d = cfg.mixer.hidden_size;
         let row = |seed: usize, len: usize| {
             let v = (0..len * d).map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 40.0).collect();
