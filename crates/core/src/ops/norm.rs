@@ -1,6 +1,9 @@
 //! RMSNorm, row by row: `x * rsqrt(mean(x²) + eps) [* weight]`, statistics in f32 (reference §1.1).
 
-/// Normalises each `width`-long row of `x` into `out`, scaled by `weight`.
+/// Normalises each `width`-long row of `x` into `out`, scaled by `weight`. Never inlined: one call
+/// per op, and the kernel keeps its own symbol (test/wasm-simd.test.ts checks its f32x4 code by name;
+/// LLVM's inlining choice flipped with unrelated changes).
+#[inline(never)]
 pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let width = weight.len();
     for (row, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
