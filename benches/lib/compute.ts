@@ -8,6 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { round } from './stats.js';
@@ -199,16 +200,24 @@ export function mergeCompute(first: Compute, second: Compute): Compute {
 /** Wall-time rate below this share of the CPU-time rate: the cores were shared during the probe. */
 const BUSY_PROBE_RATIO = 0.85;
 
+/**
+ * Whether other work shared the cores during this probe. Only meaningful with no more threads than cores:
+ * beyond that the probe's own threads take turns, and their CPU-time rates add up past the machine.
+ */
+function coresShared(s: ComputeSample, cores: number): boolean {
+  return s.threads <= cores && s.best_gflops < BUSY_PROBE_RATIO * s.cpu_time_gflops;
+}
+
 /** Thread counts whose probe ran on shared cores (its limit understates the machine). */
-export function busyComputeProbes(c: Compute): number[] {
+export function busyComputeProbes(c: Compute, cores = os.availableParallelism()): number[] {
   return Object.values(c.by_threads)
-    .filter((s) => s.best_gflops < BUSY_PROBE_RATIO * s.cpu_time_gflops)
+    .filter((s) => coresShared(s, cores))
     .map((s) => s.threads);
 }
 
-export function formatCompute(c: Compute): string {
+export function formatCompute(c: Compute, cores = os.availableParallelism()): string {
   const parts = Object.values(c.by_threads).map((s) => {
-    const busy = s.best_gflops < BUSY_PROBE_RATIO * s.cpu_time_gflops ? ` (cores shared: ${s.cpu_time_gflops.toFixed(0)} per CPU-second of the probe)` : '';
+    const busy = coresShared(s, cores) ? ` (cores shared: ${s.cpu_time_gflops.toFixed(0)} per CPU-second of the probe)` : '';
     return `${s.threads} thread(s) ${s.best_gflops.toFixed(1)} GFLOP/s${busy}`;
   });
   const errors = Object.entries(c.errors).map(([t, e]) => `${t} thread(s) n/a (${e})`);
