@@ -1,5 +1,5 @@
 /** Pure helpers of the benchmark harness (no engines, no model files). */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,7 +23,7 @@ import {
   prefillGflops,
   type ComputeSample,
 } from './lib/compute.js';
-import { countMatmul, modelMatmulCount, parseSafetensorsHeader, readSafetensorsShapes } from './lib/matmul-flops.js';
+import { countMatmul, modelMatmulCount, parseSafetensorsHeader, readGgufShapes, readSafetensorsShapes } from './lib/matmul-flops.js';
 import { contextRow, formatContextTable, withLlamaRatios } from './lib/context.js';
 import { findNativeLlama } from './lib/llama-native.js';
 import { phoenixSkipReason } from './lib/phoenix-support.js';
@@ -337,6 +337,39 @@ describe('bench matrix-product FLOPs per token', () => {
     };
     expect(countMatmul(parseSafetensorsHeader(JSON.stringify(llama))).matmul_params).toBe(32 * 32 + 16 * 32 + 32 * 96);
   });
+
+  it('counts GGUF tensor names alike: token_embd/output out, squeezed conv and grouped norm out', () => {
+    const gguf = [
+      { name: 'token_embd.weight', shape: [64, 1000] },
+      { name: 'output.weight', shape: [64, 1000] },
+      { name: 'output_norm.weight', shape: [64] },
+      { name: 'blk.0.ssm_in.weight', shape: [64, 256] },
+      { name: 'blk.0.ssm_conv1d.weight', shape: [4, 128] },
+      { name: 'blk.0.ssm_a', shape: [16, 128] },
+      { name: 'blk.0.ssm_norm.weight', shape: [64, 2] },
+      { name: 'blk.0.ssm_out.weight', shape: [128, 64] },
+      { name: 'blk.1.attn_output.weight', shape: [64, 64] },
+    ];
+    const c = countMatmul(gguf);
+    expect(c.matmul_params).toBe(64 * 256 + 128 * 64 + 64 * 64);
+    expect(c.excluded).toEqual(['token_embd.weight', 'output.weight']);
+  });
+
+  // The bench's generated models (benches/.work, written by the first `npm run bench`): the same weights as a
+  // Hugging Face folder and as GGUF must give the same count, whichever way llama.cpp's converter laid them out.
+  const work = path.join(REPO_ROOT, 'benches', '.work');
+  for (const name of ['mamba-130m-random', 'mamba2-130m-random', 'smollm-135m-random', 'granite-h-350m-random']) {
+    it.skipIf(!existsSync(path.join(work, name, 'model.gguf')))(`counts ${name} the same from its safetensors and its GGUF`, async () => {
+      const fromHf = await modelMatmulCount(path.join(work, name, 'hf'));
+      expect(fromHf).toMatchObject({ matmul_params: expect.any(Number) });
+      expect(countMatmul(await readGgufShapes(path.join(work, name, 'model.gguf'))).matmul_params).toBe((fromHf as { matmul_params: number }).matmul_params);
+      // No Hugging Face folder: the GGUF answers.
+      expect(await modelMatmulCount(path.join(work, name, 'no-such-folder'), path.join(work, name, 'model.gguf'))).toEqual({
+        ...(fromHf as object),
+        excluded: ['token_embd.weight'],
+      });
+    });
+  }
 
   it('refuses headers that are not a tensor table', () => {
     expect(() => parseSafetensorsHeader('not json', 'x.safetensors')).toThrow(/x\.safetensors: the header is not JSON/);

@@ -258,7 +258,7 @@ async function main(): Promise<number> {
   console.log(`[bench] ${formatCompute(computeBefore)}`);
   // What a prompt token costs each model in matrix products (from its safetensors headers).
   const matmul = new Map<string, MatmulCount | string>();
-  for (const v of variants) if (!matmul.has(v.hfDir)) matmul.set(v.hfDir, await modelMatmulCount(v.hfDir));
+  for (const v of variants) if (!matmul.has(v.hfDir)) matmul.set(v.hfDir, await modelMatmulCount(v.hfDir, v.ggufPath));
   const flopsPerToken = (v: BenchVariant): number | null => {
     const m = matmul.get(v.hfDir);
     return m === undefined || typeof m === 'string' ? null : m.flops_per_token;
@@ -422,7 +422,7 @@ async function main(): Promise<number> {
         weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
         bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
         prefill_gflops:
-          'matrix-product FLOPs per prompt token x prefill_tps / 1e9; FLOPs per token = 2 x the elements of every weight matrix (rank-2 *.weight tensors of the safetensors headers) except the token embedding (a lookup) and the LM head (last prompt token only; a tied head counts once, as the lookup). Excluded: attention scores and values (transformer/hybrid), the scan, the depthwise conv, norms, so it is a lower bound of the work (config.matmul_flops_per_token)',
+          'matrix-product FLOPs per prompt token x prefill_tps / 1e9; FLOPs per token = 2 x the elements of every weight matrix (rank-2 *.weight tensors of the safetensors headers, else of the GGUF; not conv or norm weights) except the token embedding (a lookup) and the LM head (last prompt token only; a tied head counts once, as the lookup). Excluded: attention scores and values (transformer/hybrid), the scan, the depthwise conv, norms, so it is a lower bound of the work (config.matmul_flops_per_token)',
         compute_share: 'prefill_gflops / the machine\'s f32 FMA peak at the same thread count, measured in this run (see compute.method): a lower bound of the share of the arithmetic limit a prefill uses',
         prefill_aims: 'per model and thread count: the prefill tok/s its aim (target x the faster llama.cpp build) would need, the GFLOP/s of matrix products that is, and its share of the measured FMA peak (needed_share > 1: beyond the machine)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',

@@ -1,8 +1,10 @@
 /**
  * The arithmetic a prompt token costs: 2 FLOPs (one multiply-add) per weight-matrix element it is
  * multiplied by. Counted from the shapes in the model's own safetensors headers (the files the core says
- * a load reads), so every family and the project's default model are counted the same way:
- * - a weight matrix is a rank-2 tensor named `*.weight` (projections, MLPs, x_proj/dt_proj);
+ * a load reads) or, for a model given as GGUF only, its tensor infos, so every family and the project's
+ * default model are counted the same way:
+ * - a weight matrix is a rank-2 tensor named `*.weight` (projections, MLPs, x_proj/dt_proj), but not a
+ *   conv or norm weight (GGUF stores the depthwise conv and Mamba-2's grouped norm as rank 2);
  * - the token embedding is a table lookup, not a product, and the LM head multiplies only the last
  *   prompt token, so both are left out (a tied head is the embedding itself: counted once, as a lookup);
  * - left out too: the scan / SSM state update, the depthwise conv, norms, and attention's score and
@@ -34,8 +36,10 @@ export interface MatmulCount {
 /** safetensors' own cap on the JSON header (its reference implementation refuses larger ones). */
 const MAX_HEADER_BYTES = 100_000_000;
 
-/** Token tables: the input embedding (a lookup) and the LM head (last prompt token only). */
-const TOKEN_TABLE = /(^|\.)(embed_tokens|embeddings|embedding|embed_in|embed_out|wte|word_embeddings|lm_head)\.weight$/;
+/** Token tables: the input embedding (a lookup) and the LM head (last prompt token only); HF and GGUF names. */
+const TOKEN_TABLE = /(^|\.)(embed_tokens|embeddings|embedding|embed_in|embed_out|wte|word_embeddings|lm_head)\.weight$|^(token_embd|output)\.weight$/;
+/** Rank-2 weights that are not matrix products: GGUF's squeezed depthwise conv and grouped norms. */
+const NOT_A_PRODUCT = /conv|norm/;
 
 /** Parses a safetensors JSON header (the bytes after its 8-byte length) into tensor shapes. */
 export function parseSafetensorsHeader(json: string, file = 'safetensors header'): TensorShape[] {
@@ -63,7 +67,7 @@ export function countMatmul(tensors: readonly TensorShape[]): MatmulCount {
   let params = 0;
   const excluded: string[] = [];
   for (const t of tensors) {
-    if (t.shape.length !== 2 || !t.name.endsWith('.weight')) continue;
+    if (t.shape.length !== 2 || !t.name.endsWith('.weight') || NOT_A_PRODUCT.test(t.name)) continue;
     if (TOKEN_TABLE.test(t.name)) {
       excluded.push(t.name);
       continue;
@@ -90,6 +94,13 @@ export async function readSafetensorsShapes(file: string): Promise<TensorShape[]
   }
 }
 
+/** The tensor shapes of a GGUF file (node-llama-cpp's reader: the header only, no tensor data). */
+export async function readGgufShapes(file: string): Promise<TensorShape[]> {
+  const { readGgufFileInfo } = await import('node-llama-cpp');
+  const info = await readGgufFileInfo(file, { sourceType: 'filesystem', logWarnings: false, spliceSplitFiles: false });
+  return (info.tensorInfo ?? []).map((t) => ({ name: t.name, shape: t.dimensions.map(Number) }));
+}
+
 /**
  * The weight files of a Hugging Face folder: the ones the core says a load reads, or, when the core does
  * not run the family (llama.cpp-only rows) or no addon is built, the bench generators' single file.
@@ -107,12 +118,24 @@ async function safetensorsFiles(hfDir: string): Promise<string[]> {
   }
 }
 
-/** The matmul count of a model folder, or why it is unknown (the row's FLOP columns are then n/a). */
-export async function modelMatmulCount(hfDir: string): Promise<MatmulCount | string> {
+async function shapesOf(hfDir: string, ggufPath: string | undefined): Promise<TensorShape[]> {
   try {
     const tensors: TensorShape[] = [];
     for (const file of await safetensorsFiles(hfDir)) tensors.push(...(await readSafetensorsShapes(file)));
-    const count = countMatmul(tensors);
+    return tensors;
+  } catch (error) {
+    if (ggufPath && existsSync(ggufPath)) return readGgufShapes(ggufPath);
+    throw error;
+  }
+}
+
+/**
+ * The matmul count of a model (its Hugging Face folder, else the same weights' GGUF), or why it is unknown
+ * (the row's FLOP columns are then n/a).
+ */
+export async function modelMatmulCount(hfDir: string, ggufPath?: string): Promise<MatmulCount | string> {
+  try {
+    const count = countMatmul(await shapesOf(hfDir, ggufPath));
     if (count.matmul_params === 0) return `${hfDir}: no weight matrices found`;
     return count;
   } catch (error) {
