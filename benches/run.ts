@@ -256,7 +256,7 @@ async function main(): Promise<number> {
   console.log('[bench] measuring the machine\'s f32 FMA peak ...');
   const computeBefore: Compute = measureCompute(REPO_ROOT, probeThreads);
   console.log(`[bench] ${formatCompute(computeBefore)}`);
-  // What a prompt token costs each model in matrix products (from its safetensors headers).
+  // What a prompt token costs each model in matrix products (its safetensors headers, else its GGUF's tensor infos).
   const matmul = new Map<string, MatmulCount | string>();
   for (const v of variants) if (!matmul.has(v.hfDir)) matmul.set(v.hfDir, await modelMatmulCount(v.hfDir, v.ggufPath));
   const flopsPerToken = (v: BenchVariant): number | null => {
