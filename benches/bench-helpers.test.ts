@@ -1,5 +1,5 @@
 /** Pure helpers of the benchmark harness (no engines, no model files). */
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,13 +11,26 @@ import type { WorkerResult } from './engines/types.js';
 import { parseArgs } from './lib/args.js';
 import { bandwidthShare, fitsInCache, formatBandwidth, mergeBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
 import type { BenchVariant } from './lib/bench-model.js';
+import {
+  busyComputeProbes,
+  computeShare,
+  formatCompute,
+  formatPrefillAim,
+  measureCompute,
+  mergeCompute,
+  parseComputeLine,
+  prefillAim,
+  prefillGflops,
+  type ComputeSample,
+} from './lib/compute.js';
+import { countMatmul, modelMatmulCount, parseSafetensorsHeader, readGgufShapes, readSafetensorsShapes } from './lib/matmul-flops.js';
 import { contextRow, formatContextTable, withLlamaRatios } from './lib/context.js';
 import { findNativeLlama } from './lib/llama-native.js';
 import { phoenixSkipReason } from './lib/phoenix-support.js';
 import { logitsLabel } from './lib/verify.js';
 import { planWorkers } from './lib/plan.js';
 import { promptIds } from './lib/prompt.js';
-import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, ratios, summarise, TARGETS, wasmRatios } from './lib/report.js';
+import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, modelPrefillAim, ratios, summarise, TARGETS, wasmRatios } from './lib/report.js';
 import { median, spread } from './lib/stats.js';
 
 function fakeResult(engine: WorkerResult['engine'], threads: number, prefillMs: number[], decodeMs: number[], backend?: string): WorkerResult {
@@ -189,6 +202,211 @@ describe('bench bandwidth', () => {
     expect(table).toMatch(/\d+%\*/);
     expect(table).toContain('weights fit in the last-level cache');
     expect(formatBandwidth({ by_threads: { '2': sample }, method: 'probe', last_level_cache_bytes: null, errors: { '1': 'no cc' } })).toMatch(/2 thread\(s\) 20\.0 GB\/s, 1 thread\(s\) n\/a \(no cc\)/);
+  });
+});
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+describe('bench compute limit', () => {
+  const peak: ComputeSample = { threads: 2, vector_bits: 512, repetitions: 5, best_gflops: 400, median_gflops: 390, cpu_time_gflops: 410 };
+
+  it('parses the FMA probe line and refuses incomplete or unchecked ones', () => {
+    const line =
+      '{"threads":2,"vector_bits":512,"accumulators":12,"milliseconds":200,"repetitions":5,"best_gflops":412.5,"median_gflops":401.2,"best_cpu_time_gflops":414.1,"checksum":18336.0,"checksum_ok":true}\n';
+    expect(parseComputeLine(line)).toEqual({ threads: 2, vector_bits: 512, repetitions: 5, best_gflops: 412.5, median_gflops: 401.2, cpu_time_gflops: 414.1 });
+    expect(() => parseComputeLine(line.replace('"checksum_ok":true', '"checksum_ok":false'))).toThrow(/checksum/);
+    expect(() => parseComputeLine(line.replace('"best_gflops":412.5,', ''))).toThrow(/best_gflops/);
+    expect(() => parseComputeLine(line.replace('"vector_bits":512', '"vector_bits":0'))).toThrow(/vector_bits/);
+    expect(() => parseComputeLine(line.replace('412.5', '"fast"'))).toThrow(/best_gflops/);
+    expect(() => parseComputeLine('Illegal instruction')).toThrow(/no JSON/);
+  });
+
+  it('compiles and runs the probe for this CPU: register-only FMAs, the checksum known in advance', () => {
+    const bin = mkdtempSync(path.join(os.tmpdir(), 'phoenix-fma-peak-'));
+    try {
+      const c = measureCompute(REPO_ROOT, [1], { binDir: bin, ms: 20, repetitions: 2 });
+      expect(c.errors).toEqual({});
+      const s = c.by_threads['1']!;
+      expect(s.threads).toBe(1);
+      expect([128, 256, 512]).toContain(s.vector_bits);
+      // At least one 128-bit FMA per ns at the median: far below any core that compiles this; a broken timer or
+      // a loop the compiler removed would give nonsense on one side or the other of these bounds.
+      expect(s.best_gflops).toBeGreaterThan(1);
+      expect(s.best_gflops).toBeLessThanOrEqual(s.cpu_time_gflops * 1.05);
+      expect(c.method).toContain('-ffp-contract=fast');
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('turns FLOPs per token and tokens/s into GFLOP/s and a share of the peak, per row and in the table', () => {
+    expect(prefillGflops(180e6, 500)).toBeCloseTo(90, 6);
+    expect(prefillGflops(null, 500)).toBeNull();
+    expect(prefillGflops(180e6, 0)).toBeNull();
+    expect(computeShare(90, peak)).toBeCloseTo(0.225, 6);
+    expect(computeShare(90, undefined)).toBeNull();
+    expect(computeShare(null, peak)).toBeNull();
+    // 512 tokens in 200 ms = 2560 tok/s x 100 MFLOP = 256 GFLOP/s of a 400 GFLOP/s peak.
+    const r = summarise([timed('phoenix-local', 'native', 2, 200, 400)], 'm', 'f32', 512, 10, undefined, null, { flopsPerToken: 100e6, peak });
+    expect(r.prefill_gflops).toBeCloseTo(256, 2);
+    expect(r.compute_share).toBeCloseTo(0.64, 3);
+    const unknown = summarise([timed('llama.cpp', 'cpu-native', 2, 200, 400)], 'm', 'f32', 512, 10);
+    expect(unknown.prefill_gflops).toBeNull();
+    expect(unknown.compute_share).toBeNull();
+    const table = formatTable([r, unknown]);
+    expect(table).toMatch(/prefill GFLOP\/s\s+of FMA peak/);
+    expect(table).toMatch(/256\.0\s+64%/);
+  });
+
+  it('states what a prefill aim needs of the machine, and when it is beyond it', () => {
+    const flops = 200e6;
+    const rows = [
+      row(timed('phoenix-local', 'native', 2, 1000, 400)), // 512 tok/s
+      row(timed('llama.cpp', 'cpu-prebuilt', 2, 2000, 400)), // 256 tok/s
+      row(timed('llama.cpp', 'cpu-native', 2, 1600, 400)), // 320 tok/s: the faster build
+      row(timed('llama.cpp', 'cpu-native', 1, 800, 400)), // another thread count: not compared
+    ];
+    const aim = modelPrefillAim(rows, 2, 'f32', 'm', 3, flops, peak)!;
+    expect(aim.llama_cpp_tps).toBeCloseTo(320, 6);
+    expect(aim.needed_tps).toBeCloseTo(960, 6);
+    expect(aim.needed_gflops).toBeCloseTo(192, 6);
+    expect(aim.needed_share).toBeCloseTo(0.48, 6);
+    expect(aim.phoenix_tps).toBeCloseTo(512, 6);
+    expect(aim.phoenix_share).toBeCloseTo(0.256, 6);
+    expect(formatPrefillAim('m', aim)).toMatch(/3\.0x llama\.cpp \(320\.0 tok\/s\) needs 960 tok\/s = 192\.0 GFLOP\/s .* = 48% of the measured FMA peak; phoenix-local now 512\.0 tok\/s = 26%/);
+    expect(formatPrefillAim('m', aim)).not.toContain('BEYOND');
+    const small = { ...peak, best_gflops: 150 };
+    expect(formatPrefillAim('m', modelPrefillAim(rows, 2, 'f32', 'm', 3, flops, small))).toContain('128% of the measured FMA peak — BEYOND the machine');
+    expect(modelPrefillAim(rows, 2, 'f32', 'other', 3, flops, peak)).toBeNull();
+    expect(prefillAim(3, 320, undefined, null, peak, 2)).toBeNull();
+    expect(prefillAim(3, 320, undefined, flops, undefined, 2)).toMatchObject({ needed_share: null, phoenix_tps: null });
+    expect(formatPrefillAim('m', null)).toContain('n/a');
+  });
+
+  it('takes the better probe per thread count and flags probes whose cores were shared', () => {
+    const one = (threads: number, gflops: number, cpu = gflops): ComputeSample => ({ ...peak, threads, best_gflops: gflops, cpu_time_gflops: cpu });
+    const before = { by_threads: { '1': one(1, 200), '2': one(2, 150, 410) }, method: 'fma', errors: {} };
+    const after = { by_threads: { '1': one(1, 190), '2': one(2, 405, 410) }, method: 'fma', errors: { '4': 'failed' } };
+    const merged = mergeCompute(before, after);
+    expect(merged.by_threads['1']!.best_gflops).toBe(200);
+    expect(merged.by_threads['2']!.best_gflops).toBe(405);
+    expect(merged.errors).toEqual({ '4': 'failed' });
+    expect(busyComputeProbes(before, 2)).toEqual([2]);
+    expect(busyComputeProbes(merged, 2)).toEqual([]);
+    // More threads than cores: the probe's threads share the cores among themselves, not with other work.
+    expect(busyComputeProbes(before, 1)).toEqual([]);
+    expect(formatCompute(before, 2)).toMatch(/1 thread\(s\) 200\.0 GFLOP\/s, 2 thread\(s\) 150\.0 GFLOP\/s \(cores shared: 410 per CPU-second/);
+    expect(formatCompute({ ...after, by_threads: {} })).toContain('4 thread(s) n/a (failed)');
+  });
+});
+
+describe('bench matrix-product FLOPs per token', () => {
+  /** A safetensors header with Mamba-1 tensors of one layer (names and shapes as transformers writes them). */
+  const mambaHeader = (untiedHead: boolean) =>
+    JSON.stringify({
+      __metadata__: { format: 'pt' },
+      'backbone.embeddings.weight': { dtype: 'F32', shape: [1000, 64], data_offsets: [0, 0] },
+      'backbone.layers.0.norm.weight': { dtype: 'F32', shape: [64], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.in_proj.weight': { dtype: 'F32', shape: [256, 64], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.conv1d.weight': { dtype: 'F32', shape: [128, 1, 4], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.conv1d.bias': { dtype: 'F32', shape: [128], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.x_proj.weight': { dtype: 'F32', shape: [36, 128], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.dt_proj.weight': { dtype: 'F32', shape: [128, 4], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.dt_proj.bias': { dtype: 'F32', shape: [128], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.A_log': { dtype: 'F32', shape: [128, 16], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.D': { dtype: 'F32', shape: [128], data_offsets: [0, 0] },
+      'backbone.layers.0.mixer.out_proj.weight': { dtype: 'F32', shape: [64, 128], data_offsets: [0, 0] },
+      'backbone.norm_f.weight': { dtype: 'F32', shape: [64], data_offsets: [0, 0] },
+      ...(untiedHead ? { 'lm_head.weight': { dtype: 'F32', shape: [1000, 64], data_offsets: [0, 0] } } : {}),
+    });
+
+  it('counts the projections, not the embedding, LM head, A_log, conv or norms', () => {
+    // in_proj 256x64 + x_proj 36x128 + dt_proj 128x4 + out_proj 64x128.
+    const params = 256 * 64 + 36 * 128 + 128 * 4 + 64 * 128;
+    for (const untied of [false, true]) {
+      const c = countMatmul(parseSafetensorsHeader(mambaHeader(untied)));
+      expect(c.matmul_params).toBe(params);
+      expect(c.flops_per_token).toBe(2 * params);
+      expect(c.excluded).toEqual(untied ? ['backbone.embeddings.weight', 'lm_head.weight'] : ['backbone.embeddings.weight']);
+    }
+    const llama = {
+      'model.embed_tokens.weight': { shape: [500, 32] },
+      'model.layers.0.self_attn.q_proj.weight': { shape: [32, 32] },
+      'model.layers.0.self_attn.k_proj.weight': { shape: [16, 32] },
+      'model.layers.0.mlp.down_proj.weight': { shape: [32, 96] },
+    };
+    expect(countMatmul(parseSafetensorsHeader(JSON.stringify(llama))).matmul_params).toBe(32 * 32 + 16 * 32 + 32 * 96);
+  });
+
+  it('counts GGUF tensor names alike: token_embd/output out, squeezed conv and grouped norm out', () => {
+    const gguf = [
+      { name: 'token_embd.weight', shape: [64, 1000] },
+      { name: 'output.weight', shape: [64, 1000] },
+      { name: 'output_norm.weight', shape: [64] },
+      { name: 'blk.0.ssm_in.weight', shape: [64, 256] },
+      { name: 'blk.0.ssm_conv1d.weight', shape: [4, 128] },
+      { name: 'blk.0.ssm_a', shape: [16, 128] },
+      { name: 'blk.0.ssm_norm.weight', shape: [64, 2] },
+      { name: 'blk.0.ssm_out.weight', shape: [128, 64] },
+      { name: 'blk.1.attn_output.weight', shape: [64, 64] },
+    ];
+    const c = countMatmul(gguf);
+    expect(c.matmul_params).toBe(64 * 256 + 128 * 64 + 64 * 64);
+    expect(c.excluded).toEqual(['token_embd.weight', 'output.weight']);
+  });
+
+  // The bench's generated models (benches/.work, written by the first `npm run bench`): the same weights as a
+  // Hugging Face folder and as GGUF must give the same count, whichever way llama.cpp's converter laid them out.
+  const work = path.join(REPO_ROOT, 'benches', '.work');
+  for (const name of ['mamba-130m-random', 'mamba2-130m-random', 'smollm-135m-random', 'granite-h-350m-random']) {
+    it.skipIf(!existsSync(path.join(work, name, 'model.gguf')))(`counts ${name} the same from its safetensors and its GGUF`, async () => {
+      const fromHf = await modelMatmulCount(path.join(work, name, 'hf'));
+      expect(fromHf).toMatchObject({ matmul_params: expect.any(Number) });
+      expect(countMatmul(await readGgufShapes(path.join(work, name, 'model.gguf'))).matmul_params).toBe((fromHf as { matmul_params: number }).matmul_params);
+      // No Hugging Face folder: the GGUF answers.
+      expect(await modelMatmulCount(path.join(work, name, 'no-such-folder'), path.join(work, name, 'model.gguf'))).toEqual({
+        ...(fromHf as object),
+        excluded: ['token_embd.weight'],
+      });
+    });
+  }
+
+  it('refuses headers that are not a tensor table', () => {
+    expect(() => parseSafetensorsHeader('not json', 'x.safetensors')).toThrow(/x\.safetensors: the header is not JSON/);
+    expect(() => parseSafetensorsHeader('[1,2]')).toThrow(/not a JSON object/);
+    expect(() => parseSafetensorsHeader(JSON.stringify({ 'a.weight': { shape: [2, -1] } }))).toThrow(/a\.weight.*no valid shape/);
+    expect(() => parseSafetensorsHeader(JSON.stringify({ 'a.weight': { dtype: 'F32' } }))).toThrow(/no valid shape/);
+  });
+
+  it('reads a safetensors file\'s header within bounds', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-flops-'));
+    try {
+      const json = Buffer.from(mambaHeader(false));
+      const prefix = Buffer.alloc(8);
+      prefix.writeBigUInt64LE(BigInt(json.length));
+      const file = path.join(dir, 'model.safetensors');
+      writeFileSync(file, Buffer.concat([prefix, json]));
+      expect((await readSafetensorsShapes(file)).length).toBe(12);
+      // A header length past the end of the file (or a huge one) is refused before any allocation of that size.
+      prefix.writeBigUInt64LE(2n ** 62n);
+      writeFileSync(file, Buffer.concat([prefix, json]));
+      await expect(readSafetensorsShapes(file)).rejects.toThrow(/header length/);
+      writeFileSync(file, Buffer.from([1, 2, 3]));
+      await expect(readSafetensorsShapes(file)).rejects.toThrow(/shorter than a safetensors header/);
+      expect(await modelMatmulCount(path.join(dir, 'absent'))).toEqual(expect.any(String));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('matches the Mamba-1 shape formula on the project\'s default model', async () => {
+    const dir = path.join(REPO_ROOT, 'models', 'phoenix-ssm-lite');
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, number>;
+    const d = cfg.hidden_size!, e = cfg.intermediate_size!, n = cfg.state_size!, r = cfg.time_step_rank!;
+    // Per layer: in_proj (2e x d), x_proj ((r + 2n) x e), dt_proj (e x r), out_proj (d x e).
+    const perLayer = 2 * e * d + (r + 2 * n) * e + e * r + d * e;
+    const count = await modelMatmulCount(dir);
+    expect(count).toMatchObject({ matmul_params: cfg.num_hidden_layers! * perLayer, excluded: ['backbone.embeddings.weight'] });
   });
 });
 

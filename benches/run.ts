@@ -8,7 +8,9 @@
  * Also phoenix-local on its WASM binding (single-threaded: one 1-thread row, compared with native at
  * 1 thread) and on the project's default model (a small model, where per-op overhead shows). The
  * machine's read bandwidth is measured in the same run, and each decode row reports the weight GB/s it
- * streamed and its share of that limit. Prints a table and writes bench-results.json at the repo root.
+ * streamed and its share of that limit; likewise its f32 FMA peak, and each prefill row the GFLOP/s of its
+ * matrix products and their share of that limit (with what each prefill aim would take of it).
+ * Prints a table and writes bench-results.json at the repo root.
  * Options: `npm run bench -- --help`.
  */
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
@@ -21,6 +23,8 @@ import { defaultWasmPath } from '../ts/index.js';
 import { WASM_THREADS, type EngineId, type LlamaBuild, type WorkerResult } from './engines/types.js';
 import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
 import { formatBandwidth, measureBandwidth, mergeBandwidth, type Bandwidth } from './lib/bandwidth.js';
+import { busyComputeProbes, formatCompute, formatPrefillAim, measureCompute, mergeCompute, type Compute, type PrefillAim } from './lib/compute.js';
+import { modelMatmulCount, type MatmulCount } from './lib/matmul-flops.js';
 import { defaultModelVariant, ensureBenchModel, ensureFamilyModel, FAMILY_MODELS, MODEL_NAME, type BenchModel, type BenchVariant } from './lib/bench-model.js';
 import { contextRow, formatContextTable, withLlamaRatios, type ContextRow } from './lib/context.js';
 import { phoenixSkipReason } from './lib/phoenix-support.js';
@@ -36,6 +40,7 @@ import {
   formatVerification,
   formatWasmRatios,
   halfRatios,
+  modelPrefillAim,
   ratios,
   summarise,
   TARGETS,
@@ -247,6 +252,25 @@ async function main(): Promise<number> {
   const probeThreads = [...opts.threads, ...(opts.engines.includes(WASM) ? [WASM_THREADS] : [])];
   const bandwidthBefore: Bandwidth = measureBandwidth(REPO_ROOT, probeThreads);
   console.log(`[bench] ${formatBandwidth(bandwidthBefore)}`);
+  // And the arithmetic limit each prefill row runs against.
+  console.log('[bench] measuring the machine\'s f32 FMA peak ...');
+  const computeBefore: Compute = measureCompute(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatCompute(computeBefore)}`);
+  // What a prompt token costs each model in matrix products (its safetensors headers, else its GGUF's tensor infos).
+  const matmul = new Map<string, MatmulCount | string>();
+  for (const v of variants) if (!matmul.has(v.hfDir)) matmul.set(v.hfDir, await modelMatmulCount(v.hfDir, v.ggufPath));
+  const flopsPerToken = (v: BenchVariant): number | null => {
+    const m = matmul.get(v.hfDir);
+    return m === undefined || typeof m === 'string' ? null : m.flops_per_token;
+  };
+  console.log(
+    `[bench] matrix-product FLOPs per prompt token (embedding and LM head excluded): ${variants
+      .map((v) => {
+        const m = matmul.get(v.hfDir)!;
+        return `${v.model} ${v.dtype} ${typeof m === 'string' ? `n/a (${m})` : `${(m.flops_per_token / 1e6).toFixed(1)} M`}`;
+      })
+      .join(', ')}`,
+  );
 
   let verification: Verification | undefined;
   if (opts.verify) {
@@ -263,11 +287,20 @@ async function main(): Promise<number> {
   const bandwidthAfter = measureBandwidth(REPO_ROOT, probeThreads);
   console.log(`[bench] ${formatBandwidth(bandwidthAfter)}`);
   const bandwidth = mergeBandwidth(bandwidthBefore, bandwidthAfter);
+  console.log('[bench] measuring the machine\'s f32 FMA peak again ...');
+  const computeAfter = measureCompute(REPO_ROOT, probeThreads);
+  console.log(`[bench] ${formatCompute(computeAfter)}`);
+  const compute = mergeCompute(computeBefore, computeAfter);
   const rows: ResultRow[] = [];
   const addRow = (w: PlannedWorker, threads: number) => {
     const r = results.get(`${w.id}@${threads}`);
     if (r?.length) {
-      rows.push(summarise(r, w.variant.model, w.variant.dtype, opts.promptTokens, opts.decodeTokens, bandwidth.by_threads[String(threads)], bandwidth.last_level_cache_bytes));
+      rows.push(
+        summarise(r, w.variant.model, w.variant.dtype, opts.promptTokens, opts.decodeTokens, bandwidth.by_threads[String(threads)], bandwidth.last_level_cache_bytes, {
+          flopsPerToken: flopsPerToken(w.variant),
+          peak: compute.by_threads[String(threads)],
+        }),
+      );
     }
   };
   for (const threads of opts.threads) for (const w of plan) if (w.engine !== WASM) addRow(w, threads);
@@ -290,6 +323,19 @@ async function main(): Promise<number> {
         by_threads: Object.fromEntries(opts.threads.map((t) => [String(t), ratios(rows, t, 'f32', f.def.name, TARGETS.by_kind[f.def.kind])])),
       },
     ]),
+  );
+
+  // Each prefill aim against the machine's arithmetic: the tok/s it needs and that rate's share of the FMA peak.
+  const aimModels: { model: string; target: number }[] = [
+    ...(model && opts.models.includes('f32') ? [{ model: MODEL_NAME, target: TARGETS.prefill }] : []),
+    ...families.map((f) => ({ model: f.def.name, target: TARGETS.by_kind[f.def.kind].prefill })),
+  ];
+  const prefillAims: Record<string, Record<string, PrefillAim | null>> = Object.fromEntries(
+    aimModels.map(({ model: name, target }) => {
+      const variant = variants.find((v) => v.model === name && v.dtype === 'f32');
+      const flops = variant ? flopsPerToken(variant) : null;
+      return [name, Object.fromEntries(opts.threads.map((t) => [String(t), modelPrefillAim(rows, t, 'f32', name, target, flops, compute.by_threads[String(t)])]))];
+    }),
   );
 
   const firstTokens = (id: string) => results.get(`${id}@${headline}`)?.[0]?.firstTokens;
@@ -316,10 +362,12 @@ async function main(): Promise<number> {
   const noisy = rows.filter((r) => r.detail.prefill_spread > 0.15 || r.detail.decode_spread > 0.15);
   const busy = machine.loadAvgStart > 0.5 * machine.logicalCores;
   const oversubscribed = oversubscriptionWarnings(rows);
+  const sharedProbes = busyComputeProbes(compute);
   const caveats = [
     ...(busy ? [`machine busy at start (load average ${machine.loadAvgStart.toFixed(2)} on ${machine.logicalCores} cores)`] : []),
     ...(noisy.length ? [`sample spread > 15% in ${noisy.length} row(s)`] : []),
     ...oversubscribed,
+    ...(sharedProbes.length ? [`the FMA-peak probe shared the cores with other work at ${sharedProbes.join(', ')} thread(s): its limit is understated`] : []),
   ];
   const output = {
     rows,
@@ -330,10 +378,12 @@ async function main(): Promise<number> {
       ...(bf16 ? { bf16: { by_threads: bf16 } } : {}),
       ...(wasm ? { wasm_vs_native: wasm } : {}),
       ...(families.length ? { by_model: byModel } : {}),
+      prefill_aims: prefillAims,
       reliable: caveats.length === 0,
       caveats,
     },
     bandwidth: { ...bandwidth, before: bandwidthBefore.by_threads, after: bandwidthAfter.by_threads },
+    compute: { ...compute, before: computeBefore.by_threads, after: computeAfter.by_threads },
     machine,
     verification: verification && {
       ...verification,
@@ -350,6 +400,7 @@ async function main(): Promise<number> {
       model: MODEL_NAME,
       models: variants.map((v) => ({ model: v.model, dtype: v.dtype, hf: path.relative(REPO_ROOT, v.hfDir), gguf: v.ggufPath && path.relative(REPO_ROOT, v.ggufPath) })),
       model_spec: model?.manifest.spec,
+      matmul_flops_per_token: Object.fromEntries(variants.map((v) => [`${v.model}/${v.dtype}`, matmul.get(v.hfDir) ?? null])),
       model_specs: Object.fromEntries(families.map((f) => [f.def.name, { family: f.def.family, kind: f.def.kind, params: f.manifest.param_count, ...f.manifest.spec }])),
       seed: model?.manifest.seed ?? families[0]?.manifest.seed,
       context_tokens: opts.contextTokens,
@@ -370,6 +421,10 @@ async function main(): Promise<number> {
         peak_rss_mb: 'VmHWM of the process the engine computes in: its own Node worker (Node included), or for llama.cpp cpu-native the driver process (no Node)',
         weight_gbps: 'weight bytes as the engine reports them after load (phoenix info.weightBytes; llama.cpp llama_model_size) x decode_tps / 1e9: every weight is streamed once per decoded token (the tied embedding is the output head)',
         bandwidth_share: 'weight_gbps / the machine\'s read bandwidth at the same thread count, measured in this run (see bandwidth.method)',
+        prefill_gflops:
+          'matrix-product FLOPs per prompt token x prefill_tps / 1e9; FLOPs per token = 2 x the elements of every weight matrix (rank-2 *.weight tensors of the safetensors headers, else of the GGUF; not conv or norm weights) except the token embedding (a lookup) and the LM head (last prompt token only; a tied head counts once, as the lookup). Excluded: attention scores and values (transformer/hybrid), the scan, the depthwise conv, norms, so it is a lower bound of the work (config.matmul_flops_per_token)',
+        compute_share: 'prefill_gflops / the machine\'s f32 FMA peak at the same thread count, measured in this run (see compute.method): a lower bound of the share of the arithmetic limit a prefill uses',
+        prefill_aims: 'per model and thread count: the prefill tok/s its aim (target x the faster llama.cpp build) would need, the GFLOP/s of matrix products that is, and its share of the measured FMA peak (needed_share > 1: beyond the machine)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
         by_model: 'ratios of each newer family\'s model on its own weights, against its kind\'s targets (ssm: prefill 3x, decode 1x; hybrid: prefill 2x, decode 1x; transformer: 1x both)',
         context: 'decode_tps after a context_tokens-long prompt (one greedy generation per engine at the headline thread count; prefill_tps = context_tokens / time to the first token); vs_short = over the same engine\'s decode after the short bench prompt; llama.cpp runs with its default context settings (KV cache F16)',
@@ -387,6 +442,7 @@ async function main(): Promise<number> {
   if (rows.some((r) => r.backend === 'wasm')) console.log('(backend wasm = phoenix-local on its WASM binding: single-threaded, one row at 1 thread whatever --threads says)');
   console.log('(cpu-prebuilt = node-llama-cpp\'s generic binary; cpu-native = llama.cpp built from source with -march=native)');
   console.log(formatBandwidth(bandwidth));
+  console.log(formatCompute(compute));
   console.log('');
   const unreliable = caveats.length ? '  [UNRELIABLE: busy machine]' : '';
   if (model) for (const t of opts.threads) console.log(formatRatios(byThreads[String(t)]!) + unreliable);
@@ -400,6 +456,7 @@ async function main(): Promise<number> {
   for (const [name, m] of Object.entries(byModel)) {
     for (const t of opts.threads) console.log(`${name} (${m.kind}): ${formatRatios(m.by_threads[String(t)]!)}${unreliable}`);
   }
+  for (const [name, byT] of Object.entries(prefillAims)) console.log(formatPrefillAim(name, byT[String(headline)] ?? null) + unreliable);
   const short = bandwidthShortfalls(rows.filter((r) => r.engine === 'phoenix-local'));
   for (const r of short) {
     console.log(`decode below ${(TARGETS.decode_bandwidth_share * 100).toFixed(0)}% of read bandwidth: phoenix-local ${r.backend} ${r.model} ${r.dtype} @ ${r.threads}: ${(r.bandwidth_share! * 100).toFixed(0)}%`);

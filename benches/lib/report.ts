@@ -1,6 +1,7 @@
 /** Turns worker results into result rows, phoenix/llama.cpp and WASM/native ratios, and the printed table. */
 import type { EngineName, WorkerResult } from '../engines/types.js';
 import { bandwidthShare, fitsInCache, weightGbps, type BandwidthSample } from './bandwidth.js';
+import { computeShare, prefillAim, prefillGflops, type ComputeSample, type PrefillAim } from './compute.js';
 import { median, round, spread } from './stats.js';
 import type { Verification } from './verify.js';
 
@@ -23,6 +24,10 @@ export interface ResultRow {
   bandwidth_share: number | null;
   /** The weights fit in the last-level cache: decode may read them from cache, above the DRAM limit. */
   weights_fit_in_cache: boolean;
+  /** Matrix-product FLOPs per prompt token (benches/lib/matmul-flops.ts) x prefill_tps, GFLOP/s (1e9). */
+  prefill_gflops: number | null;
+  /** prefill_gflops over the machine's measured f32 FMA peak at the same thread count (a lower bound of the work). */
+  compute_share: number | null;
   detail: {
     prompt_tokens: number;
     decode_tokens: number;
@@ -105,6 +110,8 @@ export function summarise(
   limit?: BandwidthSample,
   /** Last-level cache size, when known. */
   cacheBytes: number | null = null,
+  /** The model's matrix-product FLOPs per prompt token and the machine's FMA peak at this row's thread count. */
+  compute: { flopsPerToken: number | null; peak?: ComputeSample } = { flopsPerToken: null },
 ): ResultRow {
   const first = results[0]!;
   const prefillTps = results.flatMap((r) => r.prefillMs.map((ms) => (promptTokens / ms) * 1000));
@@ -128,13 +135,16 @@ export function summarise(
   const weightBytes = reportedBytes.length ? median(reportedBytes) : undefined;
   const gbps = weightGbps(weightBytes, decode);
   const share = bandwidthShare(gbps, limit);
+  const prefill = median(prefillTps);
+  const gflops = prefillGflops(compute.flopsPerToken, prefill);
+  const computed = computeShare(gflops, compute.peak);
   return {
     engine: first.engine,
     backend: first.backend,
     model,
     dtype,
     threads: first.threads,
-    prefill_tps: round(median(prefillTps), 1),
+    prefill_tps: round(prefill, 1),
     decode_tps: round(decode, 2),
     ttft_ms: round(median(gens.map((g) => g.ttftMs)), 1),
     load_ms: round(median(results.map((r) => r.load.loadMs)), 1),
@@ -143,6 +153,8 @@ export function summarise(
     weight_gbps: gbps === null ? null : round(gbps, 2),
     bandwidth_share: share === null ? null : round(share, 3),
     weights_fit_in_cache: fitsInCache(weightBytes ?? null, cacheBytes),
+    prefill_gflops: gflops === null ? null : round(gflops, 2),
+    compute_share: computed === null ? null : round(computed, 3),
     detail: {
       prompt_tokens: promptTokens,
       decode_tokens: decodeTokens,
@@ -211,6 +223,25 @@ export function ratios(
   };
 }
 
+/**
+ * What a prefill aim of `target` x llama.cpp (the faster build) asks of the machine for one model and dtype
+ * at `threads`: the tok/s it needs and that rate's share of the FMA peak (see compute.ts prefillAim).
+ */
+export function modelPrefillAim(
+  rows: readonly ResultRow[],
+  threads: number,
+  dtype: string,
+  model: string,
+  target: number,
+  flopsPerToken: number | null,
+  peak: ComputeSample | undefined,
+): PrefillAim | null {
+  const candidates = sameWeights(rows, dtype, model);
+  const llama = fastest(candidates.filter((r) => r.engine === 'llama.cpp' && r.threads === threads), 'prefill_tps');
+  const phoenix = phoenixNative(candidates, threads);
+  return prefillAim(target, llama?.prefill_tps, phoenix?.prefill_tps, flopsPerToken, peak, threads);
+}
+
 /** phoenix-local bf16 against phoenix-local f32 of the same weights, native, at `threads`. */
 export interface HalfRatioSet {
   threads: number;
@@ -258,7 +289,7 @@ function pad(cells: readonly string[], widths: readonly number[]): string {
 const LEFT_COLUMNS = 4;
 
 export function formatTable(rows: readonly ResultRow[]): string {
-  const header = ['engine', 'backend', 'model', 'dtype', 'threads', 'load ms', 'prefill tok/s', 'TTFT ms', 'decode tok/s', 'weight GB/s', 'of read BW', 'peak RSS MB'];
+  const header = ['engine', 'backend', 'model', 'dtype', 'threads', 'load ms', 'prefill tok/s', 'prefill GFLOP/s', 'of FMA peak', 'TTFT ms', 'decode tok/s', 'weight GB/s', 'of read BW', 'peak RSS MB'];
   const body = rows.map((r) => [
     r.engine,
     r.backend,
@@ -267,6 +298,8 @@ export function formatTable(rows: readonly ResultRow[]): string {
     String(r.threads),
     r.load_ms.toFixed(0),
     r.prefill_tps.toFixed(1),
+    r.prefill_gflops === null ? 'n/a' : r.prefill_gflops.toFixed(1),
+    r.compute_share === null ? 'n/a' : `${(r.compute_share * 100).toFixed(0)}%`,
     r.ttft_ms.toFixed(0),
     r.decode_tps.toFixed(1),
     r.weight_gbps === null ? 'n/a' : r.weight_gbps.toFixed(2),
