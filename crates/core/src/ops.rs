@@ -23,6 +23,7 @@ mod matvec;
 pub(crate) mod norm;
 #[cfg(test)]
 mod product_tests;
+mod quant;
 pub(crate) mod rope;
 pub(crate) mod scan;
 #[cfg(test)]
@@ -34,6 +35,7 @@ mod ssd_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
+pub use quant::dequantize_blocks as dequantize;
 
 /// `a * b`, panicking (never wrapping) on overflow: size products that guard `unsafe` code.
 #[inline]

@@ -44,6 +44,8 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
         WeightRef::F32(w) => gemm(x, w, n, out, accumulate),
         WeightRef::F16(w) => gemm(x, w, n, out, accumulate),
         WeightRef::BF16(w) => gemm(x, w, n, out, accumulate),
+        // Quantized W: the caller widens panels into f32 and runs the f32 GEMM on them.
+        WeightRef::Quant(_) => return false,
     }
     true
 }
