@@ -530,6 +530,9 @@ fn raw_tensor(
 }
 
 #[cfg(test)]
+mod quant_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -36,6 +36,8 @@ mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
 pub use quant::dequantize_blocks as dequantize;
+#[cfg(test)]
+pub(crate) use quant::ggml_quantize;
 
 /// `a * b`, panicking (never wrapping) on overflow: size products that guard `unsafe` code.
 #[inline]

@@ -14,6 +14,8 @@ mod formats;
 mod kernel_tests;
 
 pub(crate) use activation::QuantizedActivation;
+#[cfg(test)]
+pub(crate) use kernel_tests::ggml_quantize;
 
 use crate::loader::QuantKind;
 
