@@ -27,7 +27,7 @@ mod quant;
 pub(crate) mod rope;
 pub(crate) mod scan;
 #[cfg(test)]
-mod speed_probe;
+pub(crate) mod speed_probe;
 pub(crate) mod ssd;
 pub(crate) mod ssd_norm;
 #[cfg(test)]

@@ -12,6 +12,10 @@ mod activation;
 mod formats;
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod speed_probe;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub(crate) use activation::QuantizedActivation;
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl Format for Q5_1 {
 /// Scale and minimum of sub-block `j` (0..8) from the 12 packed 6-bit values of a Q4_K / Q5_K block
 /// (ggml's `get_scale_min_k4`).
 #[inline(always)]
-fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -330,8 +330,14 @@ macro_rules! per_kind {
             leveled!($deq(w: &[u8], out: &mut [f32]) = dequantize_body::<$fmt>);
         )*
 
-        /// [`super::rows`] at a given SIMD level (this run's, or one a test checked the CPU offers).
+        /// [`super::rows`] at a given SIMD level (this run's, or one a test checked the CPU offers):
+        /// the intrinsics kernels on x86 AVX2 / AVX-512, else the portable loops.
         pub(super) fn rows_at(level: SimdLevel, act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
+            #[cfg(target_arch = "x86_64")]
+            if level != SimdLevel::Baseline {
+                // SAFETY: the level is this CPU's (or below it); `super::rows` checked the sizes.
+                return unsafe { super::x86::rows(level == SimdLevel::Avx512, act, w, out, accumulate) };
+            }
             match act.kind() {
                 $(QuantKind::$kind => $rows(level, act, w, out, accumulate),)*
             }
