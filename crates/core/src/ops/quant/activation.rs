@@ -17,6 +17,8 @@ pub(crate) struct QuantizedActivation {
     pub d: Vec<f32>,
     /// `Σ q` over each run of [`SUM_SPAN`] values.
     pub sums: Vec<i32>,
+    /// `d · Σ q` per 32 values (≈ Σ x), for the minimum terms of Q4_1 / Q5_1 (llama.cpp's `Q8_1.s`).
+    pub scaled_sums: Vec<f32>,
 }
 
 impl QuantizedActivation {
@@ -36,8 +38,10 @@ impl QuantizedActivation {
             }
             d.push(if finite { amax / 127.0 } else { f32::NAN });
         }
-        let sums = q.chunks_exact(SUM_SPAN).map(|c| c.iter().map(|&v| v as i32).sum()).collect();
-        Self { kind, q, d, sums }
+        let sums: Vec<i32> = q.chunks_exact(SUM_SPAN).map(|c| c.iter().map(|&v| v as i32).sum()).collect();
+        let per_d = block / 32;
+        let scaled_sums = sums.chunks_exact(2).enumerate().map(|(i, p)| d[i / per_d] * (p[0] + p[1]) as f32).collect();
+        Self { kind, q, d, sums, scaled_sums }
     }
 
     pub(crate) fn kind(&self) -> QuantKind {

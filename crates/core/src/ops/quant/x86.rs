@@ -4,7 +4,8 @@
 //! minimum terms of Q4_1 / Q5_1 / Q4_K / Q5_K and Q6_K's −32 offset come from the activation's
 //! per-16 sums. Signed weights (Q8_0, Q4_0, Q5_0) use the sign trick (|w| × sign(w)·x). Products
 //! stay far from i16 saturation: |u8| ≤ 128 (or ≤ 63 unpacked) × |i8| ≤ 127, two per pair.
-//! The AVX-512 level runs these same 256-bit kernels (compiled with its features).
+//! The AVX-512 level runs these same 256-bit kernels (compiled with its features); where the CPU also
+//! has AVX-512 VNNI, `vpdpbusd` does the u8 × i8 → i32 step of the legacy types in one instruction.
 
 use std::arch::x86_64::*;
 
@@ -22,16 +23,21 @@ unsafe fn ones16() -> __m256i {
     _mm256_set1_epi16(1)
 }
 
-/// Σ pairs of u8 × i8 into 8 × i32.
+/// Σ of each 4 u8 × i8 products into 8 × i32 (`VNNI`: one `vpdpbusd`; the caller's copy has AVX-512
+/// VNNI + VL enabled).
 #[inline(always)]
-unsafe fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones16())
+unsafe fn dot_u8_i8<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones16())
+    }
 }
 
-/// Σ pairs of i8 × i8 into 8 × i32 (|w| as u8 times x with w's sign).
+/// Σ of i8 × i8 products into 8 × i32 (|w| as u8 times x with w's sign).
 #[inline(always)]
-unsafe fn dot_i8_i8(w: __m256i, x: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+unsafe fn dot_i8_i8<const VNNI: bool>(w: __m256i, x: __m256i) -> __m256i {
+    dot_u8_i8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
 }
 
 /// 16 bytes of nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in 16..32 (ggml's order).
@@ -61,7 +67,15 @@ unsafe fn load(p: *const impl Sized) -> __m256i {
 trait Kernel {
     const ELEMS: usize;
     const BYTES: usize;
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, extra: &mut f32);
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        sums: *const i32,
+        scaled_sum: *const f32,
+        acc: &mut __m256,
+        extra: &mut f32,
+    );
 }
 
 struct Q8_0;
@@ -77,8 +91,16 @@ impl Kernel for Q8_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 34;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, _: *const i32, acc: &mut __m256, _: &mut f32) {
-        let s = dot_i8_i8(load(b.add(2)), load(q));
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        _: *const i32,
+        _: *const f32,
+        acc: &mut __m256,
+        _: &mut f32,
+    ) {
+        let s = dot_i8_i8::<VNNI>(load(b.add(2)), load(q));
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * d), _mm256_cvtepi32_ps(s), *acc);
     }
 }
@@ -87,9 +109,17 @@ impl Kernel for Q4_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 18;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, _: *const i32, acc: &mut __m256, _: &mut f32) {
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        _: *const i32,
+        _: *const f32,
+        acc: &mut __m256,
+        _: &mut f32,
+    ) {
         let w = _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8));
-        let s = dot_i8_i8(w, load(q));
+        let s = dot_i8_i8::<VNNI>(w, load(q));
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * d), _mm256_cvtepi32_ps(s), *acc);
     }
 }
@@ -98,10 +128,18 @@ impl Kernel for Q4_1 {
     const ELEMS: usize = 32;
     const BYTES: usize = 20;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, extra: &mut f32) {
-        let s = dot_u8_i8(nibbles(b.add(4)), load(q));
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        _: *const i32,
+        scaled_sum: *const f32,
+        acc: &mut __m256,
+        extra: &mut f32,
+    ) {
+        let s = dot_u8_i8::<VNNI>(nibbles(b.add(4)), load(q));
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * d), _mm256_cvtepi32_ps(s), *acc);
-        *extra += f16_at(b.add(2)) * d * (*sums + *sums.add(1)) as f32;
+        *extra += f16_at(b.add(2)) * *scaled_sum;
     }
 }
 
@@ -109,11 +147,19 @@ impl Kernel for Q5_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 22;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, _: *const i32, acc: &mut __m256, _: &mut f32) {
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        _: *const i32,
+        _: *const f32,
+        acc: &mut __m256,
+        _: &mut f32,
+    ) {
         // value − 16: the nibble with 0xf0 or-ed in (−16 as i8) where the fifth bit is clear.
         let high_clear = _mm256_andnot_si256(bits_to_bytes(b.add(2)), _mm256_set1_epi8(0xf0_u8 as i8));
         let w = _mm256_or_si256(nibbles(b.add(6)), high_clear);
-        let s = dot_i8_i8(w, load(q));
+        let s = dot_i8_i8::<VNNI>(w, load(q));
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * d), _mm256_cvtepi32_ps(s), *acc);
     }
 }
@@ -122,11 +168,19 @@ impl Kernel for Q5_1 {
     const ELEMS: usize = 32;
     const BYTES: usize = 24;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, extra: &mut f32) {
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        _: *const i32,
+        scaled_sum: *const f32,
+        acc: &mut __m256,
+        extra: &mut f32,
+    ) {
         let high = _mm256_and_si256(bits_to_bytes(b.add(4)), _mm256_set1_epi8(0x10));
-        let s = dot_u8_i8(_mm256_or_si256(nibbles(b.add(8)), high), load(q));
+        let s = dot_u8_i8::<VNNI>(_mm256_or_si256(nibbles(b.add(8)), high), load(q));
         *acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(b) * d), _mm256_cvtepi32_ps(s), *acc);
-        *extra += f16_at(b.add(2)) * d * (*sums + *sums.add(1)) as f32;
+        *extra += f16_at(b.add(2)) * *scaled_sum;
     }
 }
 
@@ -138,6 +192,7 @@ unsafe fn k4_block<const FIVE: bool>(
     q: *const i8,
     d: f32,
     sums: *const i32,
+    _: *const f32,
     acc: &mut __m256,
     extra: &mut f32,
 ) {
@@ -172,8 +227,16 @@ impl Kernel for Q4K {
     const ELEMS: usize = 256;
     const BYTES: usize = 144;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, extra: &mut f32) {
-        k4_block::<false>(b, q, d, sums, acc, extra)
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        sums: *const i32,
+        scaled_sum: *const f32,
+        acc: &mut __m256,
+        extra: &mut f32,
+    ) {
+        k4_block::<false>(b, q, d, sums, scaled_sum, acc, extra)
     }
 }
 
@@ -181,8 +244,16 @@ impl Kernel for Q5K {
     const ELEMS: usize = 256;
     const BYTES: usize = 176;
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, extra: &mut f32) {
-        k4_block::<true>(b, q, d, sums, acc, extra)
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        sums: *const i32,
+        scaled_sum: *const f32,
+        acc: &mut __m256,
+        extra: &mut f32,
+    ) {
+        k4_block::<true>(b, q, d, sums, scaled_sum, acc, extra)
     }
 }
 
@@ -192,7 +263,15 @@ impl Kernel for Q6K {
     /// Unsigned 6-bit values (q, not q − 32) times x, scaled per 16; the −32 · scale · Σx terms from
     /// the per-16 sums.
     #[inline(always)]
-    unsafe fn block(b: *const u8, q: *const i8, d: f32, sums: *const i32, acc: &mut __m256, _: &mut f32) {
+    unsafe fn block<const VNNI: bool>(
+        b: *const u8,
+        q: *const i8,
+        d: f32,
+        sums: *const i32,
+        _: *const f32,
+        acc: &mut __m256,
+        _: &mut f32,
+    ) {
         let scales = b.add(192).cast::<i8>();
         let (low, three) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
         let mut total = _mm256_setzero_si256();
@@ -238,18 +317,24 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// Safety: AVX2 + FMA + F16C; `w` holds `out.len()` rows of `act.len()` values of `K`'s blocks and
 /// `act` is quantized for `K` (checked by the caller, `super::rows`).
 #[inline(always)]
-unsafe fn rows_body<K: Kernel>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
+unsafe fn rows_body<K: Kernel, const VNNI: bool>(
+    act: &QuantizedActivation,
+    w: &[u8],
+    out: &mut [f32],
+    accumulate: bool,
+) {
     let blocks = act.len() / K::ELEMS;
     let row_bytes = blocks * K::BYTES;
     let sums_per_block = K::ELEMS / SUM_SPAN;
     for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
         let (mut acc, mut extra) = (_mm256_setzero_ps(), 0f32);
         for i in 0..blocks {
-            K::block(
+            K::block::<VNNI>(
                 row.as_ptr().add(i * K::BYTES),
                 act.q.as_ptr().add(i * K::ELEMS),
                 *act.d.get_unchecked(i),
                 act.sums.as_ptr().add(i * sums_per_block),
+                act.scaled_sums.as_ptr().add(i * K::ELEMS / 32),
                 &mut acc,
                 &mut extra,
             );
@@ -261,21 +346,34 @@ unsafe fn rows_body<K: Kernel>(act: &QuantizedActivation, w: &[u8], out: &mut [f
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2<K: Kernel>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
-    rows_body::<K>(act, w, out, accumulate)
+    rows_body::<K, false>(act, w, out, accumulate)
 }
 
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn rows_avx512<K: Kernel>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
-    rows_body::<K>(act, w, out, accumulate)
+    rows_body::<K, false>(act, w, out, accumulate)
 }
 
-/// The rows at AVX2 (or, `wide`, compiled for AVX-512).
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn rows_vnni<K: Kernel>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
+    rows_body::<K, true>(act, w, out, accumulate)
+}
+
+/// Whether this CPU has AVX-512 VNNI with 256-bit forms (std caches the detection).
+fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+}
+
+/// The rows at AVX2 (or, `wide`, compiled for AVX-512, with VNNI where the CPU has it).
 /// Safety: the CPU has AVX2 + FMA + F16C (and AVX-512F when `wide`); `w` is `out.len()` whole rows
 /// of `act.len()` values of `act.kind()`.
 pub(super) unsafe fn rows(wide: bool, act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
+    let vnni = wide && has_vnni();
     macro_rules! go {
         ($k:ty) => {
-            if wide {
+            if vnni {
+                rows_vnni::<$k>(act, w, out, accumulate)
+            } else if wide {
                 rows_avx512::<$k>(act, w, out, accumulate)
             } else {
                 rows_avx2::<$k>(act, w, out, accumulate)
