@@ -1,7 +1,8 @@
-//! Quantized tensors through the loader and a whole model, without a GGUF file: the tensors of the
-//! `llama-tiny` fixture quantized with ggml's reference (candle's `k_quants`) as the real target file
-//! SmolLM2-135M-Instruct.Q4_1.gguf stores them (Q8_0 token embedding, Q4_1 every other matrix; here
-//! also the final norm as Q8_0, the small-tensor dequantizing path), handed to the model as
+//! Quantized tensors through the loader and whole models, without a GGUF file: the tensors of the
+//! `llama-tiny` and `mamba1-tiny` fixtures quantized with ggml's reference (candle's `k_quants`) as
+//! the real target file SmolLM2-135M-Instruct.Q4_1.gguf stores them (Q8_0 token embedding — the tied
+//! head too where the model ties it — Q4_1 every other matrix whose rows are whole blocks; here also
+//! the final norm as Q8_0, the small-tensor dequantizing path), handed to the model as
 //! `WeightDType::Quant` RawTensors — what the GGUF reader produces.
 
 use std::collections::HashMap;
@@ -9,14 +10,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
+use crate::config::MambaConfig;
 use crate::error::ErrorCode;
 use crate::model::{LanguageModel, LogitsWanted};
 use crate::models::llama::{LlamaConfig, LlamaModel};
+use crate::models::MambaModel;
 use crate::nn::WeightMatrix;
 use crate::ops::ggml_quantize;
 
-fn fixture() -> (ModelFiles, TensorStore) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/llama-tiny");
+fn fixture(name: &str) -> (ModelFiles, TensorStore) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures").join(name);
     let files = ModelFiles::from_dir(&dir).unwrap();
     let store = TensorStore::open(&files).unwrap();
     (files, store)
@@ -35,16 +38,18 @@ fn f32_tensor(name: &str, shape: Vec<usize>, values: &[f32]) -> RawTensor {
 /// The kind SmolLM2's Q4_1 file uses for `name`, or `None` for a tensor it keeps in f32.
 fn kind_for(name: &str, shape: &[usize]) -> Option<QuantKind> {
     match name {
-        "model.embed_tokens.weight" | "model.norm.weight" => Some(QuantKind::Q8_0),
-        _ if shape.len() == 2 => Some(QuantKind::Q4_1),
+        "model.embed_tokens.weight" | "backbone.embeddings.weight" | "model.norm.weight" | "backbone.norm_f.weight" => {
+            Some(QuantKind::Q8_0)
+        }
+        _ if shape.len() == 2 && shape[1] % 32 == 0 => Some(QuantKind::Q4_1),
         _ => None,
     }
 }
 
 /// The fixture as two stores: quantized tensors, and the same values ggml dequantizes them to, in
 /// f32; and the bytes quantizing the matrices saved.
-fn quantized_and_dequantized() -> (TensorStore, TensorStore, usize) {
-    let (_, store) = fixture();
+fn quantized_and_dequantized(fixture_name: &str) -> (TensorStore, TensorStore, usize) {
+    let (_, store) = fixture(fixture_name);
     let (mut quant, mut wide, mut saved) = (HashMap::new(), HashMap::new(), 0);
     for (name, t) in &store.tensors {
         let values = store.load_f32(name, &t.shape).unwrap();
@@ -65,8 +70,8 @@ fn quantized_and_dequantized() -> (TensorStore, TensorStore, usize) {
     (store(quant), store(wide), saved)
 }
 
-fn model(store: &TensorStore) -> LlamaModel {
-    let (files, _) = fixture();
+fn llama(store: &TensorStore) -> LlamaModel {
+    let (files, _) = fixture("llama-tiny");
     let cfg = LlamaConfig::from_json_str(&files.text("config.json").unwrap()).unwrap();
     LlamaModel::from_store(cfg, store).unwrap()
 }
@@ -77,7 +82,7 @@ fn argmax(v: &[f32]) -> u32 {
 
 /// Prefill logits for every prompt position, then `steps` greedy decode steps: (prefill, decode
 /// logits per step, generated ids).
-fn run(m: &LlamaModel, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<Vec<f32>>, Vec<u32>) {
+fn run(m: &dyn LanguageModel, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<Vec<f32>>, Vec<u32>) {
     let mut st = m.new_state().unwrap();
     let prefill = m.forward(prompt, st.as_mut(), LogitsWanted::All).unwrap();
     let vocab = m.info().vocab_size;
@@ -104,19 +109,19 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The quantized model runs the dequantized model's computation: prefill (f32 GEMM on dequantized
 /// panels) equal up to f32 summation order; decode differs only by the 8-bit activation rounding of
 /// each mat-vec (≤ half a step per value, ~0.2 % RMS of a product), compounded over 3 layers of
-/// random weights: its logits stay within 3 % of the largest logit — measured 1.1 % — and the greedy
-/// tokens are the same.
-#[test]
-fn a_quantized_llama_matches_the_same_model_on_its_dequantized_weights() {
-    let (quant, wide, saved) = quantized_and_dequantized();
-    let (q, f) = (model(&quant), model(&wide));
+/// random weights: its logits stay within 3 % of the largest logit — measured 1.1 % (llama), 1.0 %
+/// (mamba) — and the greedy tokens are the same.
+fn assert_quantized_matches_dequantized(name: &str, load: impl Fn(&TensorStore) -> Box<dyn LanguageModel>) {
+    let (quant, wide, saved) = quantized_and_dequantized(name);
+    let (q, f) = (load(&quant), load(&wide));
     assert_eq!((q.info().dtype.as_str(), f.info().dtype.as_str()), ("mixed", "f32"), "Q8_0 embedding + Q4_1");
     // Every matrix is counted at its blocks' size (the quantized norm is held as f32 once loaded).
     assert_eq!(q.info().weight_bytes + saved, f.info().weight_bytes);
 
-    let prompt: Vec<u32> = (0..14).map(|i| (i * 37 + 5) % 512).collect();
-    let (qp, qd, qids) = run(&q, &prompt, 16);
-    let (fp, fd, fids) = run(&f, &prompt, 16);
+    let vocab = q.info().vocab_size as u32;
+    let prompt: Vec<u32> = (0..14).map(|i| (i * 37 + 5) % vocab).collect();
+    let (qp, qd, qids) = run(q.as_ref(), &prompt, 16);
+    let (fp, fd, fids) = run(f.as_ref(), &prompt, 16);
     let prefill_diff = max_diff(&qp, &fp);
     assert!(prefill_diff <= 1e-4 * max_abs(&fp).max(1.0), "prefill max |Δ| {prefill_diff}");
     let mut worst = 0f32;
@@ -128,9 +133,24 @@ fn a_quantized_llama_matches_the_same_model_on_its_dequantized_weights() {
     assert_eq!(qids, fids, "greedy tokens");
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
-        format!("quantized llama-tiny: prefill max |Δ| {prefill_diff:e}, decode max |Δ| / max|logit| {worst:.4}\n")
+        format!("quantized {name}: prefill max |Δ| {prefill_diff:e}, decode max |Δ| / max|logit| {worst:.4}\n")
             .as_bytes(),
     );
+}
+
+#[test]
+fn a_quantized_llama_matches_the_same_model_on_its_dequantized_weights() {
+    assert_quantized_matches_dequantized("llama-tiny", |store| Box::new(llama(store)));
+}
+
+/// Mamba ties its head to the embedding: the Q8_0 table serves the gather and the head's mat-vec.
+#[test]
+fn a_quantized_mamba_matches_the_same_model_on_its_dequantized_weights() {
+    assert_quantized_matches_dequantized("mamba1-tiny", |store| {
+        let (files, _) = fixture("mamba1-tiny");
+        let cfg = MambaConfig::from_json_str(&files.text("config.json").unwrap()).unwrap();
+        Box::new(MambaModel::from_store(cfg, store).unwrap())
+    });
 }
 
 #[test]
