@@ -27,17 +27,8 @@ impl QuantizedActivation {
         let block = kind.block_elems();
         assert!(x.len() % block == 0, "{}: input of {} values is not whole blocks of {block}", kind.name(), x.len());
         let mut q = vec![0i8; x.len()];
-        let mut d = Vec::with_capacity(x.len() / block);
-        for (xs, qs) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)) {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let finite = xs.iter().all(|v| v.is_finite());
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            for (o, &v) in qs.iter_mut().zip(xs) {
-                // |v · inv| ≤ 127 up to rounding; `as` saturates (and maps NaN to 0, flagged by `d`).
-                *o = (v * inv).round() as i8;
-            }
-            d.push(if finite { amax / 127.0 } else { f32::NAN });
-        }
+        let mut d = vec![0f32; x.len() / block];
+        quantize_blocks(x, &mut q, &mut d);
         let sums: Vec<i32> = q.chunks_exact(SUM_SPAN).map(|c| c.iter().map(|&v| v as i32).sum()).collect();
         let per_d = block / 32;
         let scaled_sums = sums.chunks_exact(2).enumerate().map(|(i, p)| d[i / per_d] * (p[0] + p[1]) as f32).collect();
@@ -51,5 +42,24 @@ impl QuantizedActivation {
     /// Values (the product's column count).
     pub(crate) fn len(&self) -> usize {
         self.q.len()
+    }
+}
+
+// Per SIMD level: with SSE4.1 and up `round` is a vector instruction, on baseline x86 a libm call.
+multiversion!(fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32]) = quantize_blocks_body);
+
+/// `q`, `d` of [`QuantizedActivation`] for `x` in `d.len()` equal blocks.
+#[inline(always)]
+fn quantize_blocks_body(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    let block = x.len() / d.len().max(1);
+    for ((xs, qs), d) in x.chunks_exact(block).zip(q.chunks_exact_mut(block)).zip(d.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let finite = xs.iter().all(|v| v.is_finite());
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for (o, &v) in qs.iter_mut().zip(xs) {
+            // |v · inv| ≤ 127 up to rounding; `as` saturates (and maps NaN to 0, flagged by `d`).
+            *o = (v * inv).round() as i8;
+        }
+        *d = if finite { amax / 127.0 } else { f32::NAN };
     }
 }
