@@ -67,6 +67,9 @@ unsafe fn load(p: *const impl Sized) -> __m256i {
 trait Kernel {
     const ELEMS: usize;
     const BYTES: usize;
+    /// Whether rows run two at a time (measured faster for the 4- and 5-bit legacy types; not for
+    /// Q8_0, whose block already keeps the ports busy, nor the k-quants' 256-value blocks).
+    const PAIRED: bool = false;
     unsafe fn block<const VNNI: bool>(
         b: *const u8,
         q: *const i8,
@@ -107,6 +110,7 @@ impl Kernel for Q8_0 {
 
 impl Kernel for Q4_0 {
     const ELEMS: usize = 32;
+    const PAIRED: bool = true;
     const BYTES: usize = 18;
     #[inline(always)]
     unsafe fn block<const VNNI: bool>(
@@ -126,6 +130,7 @@ impl Kernel for Q4_0 {
 
 impl Kernel for Q4_1 {
     const ELEMS: usize = 32;
+    const PAIRED: bool = true;
     const BYTES: usize = 20;
     #[inline(always)]
     unsafe fn block<const VNNI: bool>(
@@ -145,6 +150,7 @@ impl Kernel for Q4_1 {
 
 impl Kernel for Q5_0 {
     const ELEMS: usize = 32;
+    const PAIRED: bool = true;
     const BYTES: usize = 22;
     #[inline(always)]
     unsafe fn block<const VNNI: bool>(
@@ -166,6 +172,7 @@ impl Kernel for Q5_0 {
 
 impl Kernel for Q5_1 {
     const ELEMS: usize = 32;
+    const PAIRED: bool = true;
     const BYTES: usize = 24;
     #[inline(always)]
     unsafe fn block<const VNNI: bool>(
@@ -326,21 +333,41 @@ unsafe fn rows_body<K: Kernel, const VNNI: bool>(
     let blocks = act.len() / K::ELEMS;
     let row_bytes = blocks * K::BYTES;
     let sums_per_block = K::ELEMS / SUM_SPAN;
-    for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        let (mut acc, mut extra) = (_mm256_setzero_ps(), 0f32);
-        for i in 0..blocks {
-            K::block::<VNNI>(
-                row.as_ptr().add(i * K::BYTES),
-                act.q.as_ptr().add(i * K::ELEMS),
-                *act.d.get_unchecked(i),
-                act.sums.as_ptr().add(i * sums_per_block),
-                act.scaled_sums.as_ptr().add(i * K::ELEMS / 32),
-                &mut acc,
-                &mut extra,
-            );
-        }
+    let block = |row: *const u8, i: usize, acc: &mut __m256, extra: &mut f32| {
+        K::block::<VNNI>(
+            row.add(i * K::BYTES),
+            act.q.as_ptr().add(i * K::ELEMS),
+            *act.d.get_unchecked(i),
+            act.sums.as_ptr().add(i * sums_per_block),
+            act.scaled_sums.as_ptr().add(i * K::ELEMS / 32),
+            acc,
+            extra,
+        )
+    };
+    let finish = |acc: __m256, extra: f32, o: &mut f32| {
         let s = hsum(acc) + extra;
         *o = if accumulate { *o + s } else { s };
+    };
+    // Two rows side by side: independent dependency chains, each activation block read once
+    // (Q4_1 ~30 %, Q5_0 ~2× faster).
+    let paired = if K::PAIRED { out.len() / 2 } else { 0 };
+    for (rows, o) in w.chunks_exact(2 * row_bytes).zip(out.chunks_exact_mut(2)).take(paired) {
+        let (r0, r1) = (rows.as_ptr(), rows.as_ptr().add(row_bytes));
+        let (mut a0, mut a1, mut e0, mut e1) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0f32, 0f32);
+        for i in 0..blocks {
+            block(r0, i, &mut a0, &mut e0);
+            block(r1, i, &mut a1, &mut e1);
+        }
+        finish(a0, e0, &mut o[0]);
+        finish(a1, e1, &mut o[1]);
+    }
+    for (r, o) in out.iter_mut().enumerate().skip(2 * paired) {
+        let (mut acc, mut extra) = (_mm256_setzero_ps(), 0f32);
+        let row = w.as_ptr().add(r * row_bytes);
+        for i in 0..blocks {
+            block(row, i, &mut acc, &mut extra);
+        }
+        finish(acc, extra, o);
     }
 }
 
