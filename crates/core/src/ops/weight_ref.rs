@@ -71,18 +71,6 @@ impl<'a> From<&'a [f32]> for WeightRef<'a> {
 /// conversions instead (see `matvec`).
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
-    /// The slice as a [`WeightRef`] (back from generic code to the dtype-dispatching functions; the
-    /// AVX-512 GEMM uses these two, so wasm32 builds do not).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    fn weight_ref(s: &[Self]) -> WeightRef<'_>;
-    /// The slice itself when it already is f32.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    fn as_f32(s: &[Self]) -> Option<&[f32]> {
-        match Self::weight_ref(s) {
-            WeightRef::F32(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 impl Element for f32 {
@@ -90,16 +78,9 @@ impl Element for f32 {
     fn widen(self) -> f32 {
         self
     }
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::F32(s)
-    }
 }
 
 impl Element for bf16 {
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::BF16(s)
-    }
-
     /// bf16 is the top half of an f32: exact.
     #[inline(always)]
     fn widen(self) -> f32 {
@@ -108,9 +89,6 @@ impl Element for bf16 {
 }
 
 impl Element for f16 {
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::F16(s)
-    }
     /// Exact for every f16 (normal, subnormal, ±0, ±inf, NaN stays NaN), with integer ops and one
     /// subtraction of normal floats: no arithmetic on subnormal f32s, which x86 runs ~100× slower.
     #[inline(always)]
