@@ -8,12 +8,13 @@ use crate::ops::weight_ref::Element;
 use crate::ops::{simd_level, SimdLevel};
 
 /// One block-quantized type: block geometry, dequantization, and the dot of a weight block with the
-/// activation block under it (`q`: its values, `d`: its scale, `sums`: its per-16 sums).
+/// activation block under it (`q`: its values, `d`: its scale, `sums`: its per-16 sums, `scaled`:
+/// its `d · Σq` per 32 values).
 pub(super) trait Format {
     const ELEMS: usize;
     const BYTES: usize;
     fn dequantize(b: &[u8], out: &mut [f32]);
-    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32]) -> f32;
+    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32], scaled: &[f32]) -> f32;
 }
 
 #[inline(always)]
@@ -41,7 +42,7 @@ impl Format for Q8_0 {
         }
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], _: &[f32]) -> f32 {
         let (w, q): (&[u8; 32], &[i8; 32]) = (b[2..34].try_into().unwrap(), q[..32].try_into().unwrap());
         let mut s = 0i32;
         for l in 0..32 {
@@ -98,7 +99,7 @@ impl Format for Q4_0 {
         nibble_dequantize(&b[2..18], out, no_high, 8, f16_at(b, 0), 0.0);
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], _: &[f32]) -> f32 {
         let (qs, q) = arrays(&b[2..18], q);
         f16_at(b, 0) * d * nibble_dot(qs, q, no_high, 8) as f32
     }
@@ -112,10 +113,10 @@ impl Format for Q4_1 {
         nibble_dequantize(&b[4..20], out, no_high, 0, f16_at(b, 0), f16_at(b, 2));
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], scaled: &[f32]) -> f32 {
         let (qs, q) = arrays(&b[4..20], q);
         let s = nibble_dot(qs, q, no_high, 0);
-        f16_at(b, 0) * d * s as f32 + f16_at(b, 2) * d * (sums[0] + sums[1]) as f32
+        f16_at(b, 0) * d * s as f32 + f16_at(b, 2) * scaled[0]
     }
 }
 
@@ -127,7 +128,7 @@ impl Format for Q5_0 {
         nibble_dequantize(&b[6..22], out, fifth_bits(b, 2), 16, f16_at(b, 0), 0.0);
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], _: &[f32]) -> f32 {
         let (qs, q) = arrays(&b[6..22], q);
         f16_at(b, 0) * d * nibble_dot(qs, q, fifth_bits(b, 2), 16) as f32
     }
@@ -141,10 +142,10 @@ impl Format for Q5_1 {
         nibble_dequantize(&b[8..24], out, fifth_bits(b, 4), 0, f16_at(b, 0), f16_at(b, 2));
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], scaled: &[f32]) -> f32 {
         let (qs, q) = arrays(&b[8..24], q);
         let s = nibble_dot(qs, q, fifth_bits(b, 4), 0);
-        f16_at(b, 0) * d * s as f32 + f16_at(b, 2) * d * (sums[0] + sums[1]) as f32
+        f16_at(b, 0) * d * s as f32 + f16_at(b, 2) * scaled[0]
     }
 }
 
@@ -214,7 +215,7 @@ impl Format for Q4K {
         k4_dequantize(b, None, b[16..144].try_into().unwrap(), out);
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32], _: &[f32]) -> f32 {
         k4_dot(b, None, b[16..144].try_into().unwrap(), q[..256].try_into().unwrap(), d, sums)
     }
 }
@@ -227,7 +228,7 @@ impl Format for Q5K {
         k4_dequantize(b, Some(b[16..48].try_into().unwrap()), b[48..176].try_into().unwrap(), out);
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32], _: &[f32]) -> f32 {
         let qh = Some(b[16..48].try_into().unwrap());
         k4_dot(b, qh, b[48..176].try_into().unwrap(), q[..256].try_into().unwrap(), d, sums)
     }
@@ -267,7 +268,7 @@ impl Format for Q6K {
         q6k_each(b, |i, s, v| out[i] = d * scales[s] as i8 as f32 * v as f32);
     }
     #[inline(always)]
-    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32]) -> f32 {
+    fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], _: &[f32]) -> f32 {
         let q: &[i8; 256] = q[..256].try_into().unwrap();
         let scales: &[u8; 16] = b[192..208].try_into().unwrap();
         let mut sub = [0i32; 16];
@@ -287,7 +288,9 @@ fn rows_body<F: Format>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], ac
         let mut s = 0f32;
         for (i, b) in row.chunks_exact(F::BYTES).enumerate() {
             let q = &act.q[i * F::ELEMS..(i + 1) * F::ELEMS];
-            s += F::dot(b, q, act.d[i], &act.sums[i * per_block_sums..(i + 1) * per_block_sums]);
+            let sums = &act.sums[i * per_block_sums..(i + 1) * per_block_sums];
+            let scaled = &act.scaled_sums[i * F::ELEMS / 32..(i + 1) * F::ELEMS / 32];
+            s += F::dot(b, q, act.d[i], sums, scaled);
         }
         *o = if accumulate { *o + s } else { s };
     }
