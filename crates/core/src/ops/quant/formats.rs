@@ -44,25 +44,37 @@ impl Format for Q8_0 {
     #[inline(always)]
     fn dot(b: &[u8], q: &[i8], d: f32, _: &[i32], _: &[f32]) -> f32 {
         let (w, q): (&[u8; 32], &[i8; 32]) = (b[2..34].try_into().unwrap(), q[..32].try_into().unwrap());
-        let mut s = 0i32;
-        for l in 0..32 {
-            s += w[l] as i8 as i32 * q[l] as i32;
-        }
-        f16_at(b, 0) * d * s as f32
+        let w: [i8; 32] = w.map(|v| v as i8);
+        f16_at(b, 0) * d * dot32(&w, q) as f32
     }
+}
+
+/// Σ w·q over 32 values, written as pairs of i16 products summed into i32 — the shape of x86's
+/// `pmaddwd` and WASM's `i32x4.dot_i16x8_s`, which LLVM then uses.
+#[inline(always)]
+fn dot32(w: &[i8; 32], q: &[i8; 32]) -> i32 {
+    let mut s = 0i32;
+    for l in 0..16 {
+        let a = w[2 * l] as i16 * q[2 * l] as i16;
+        let b = w[2 * l + 1] as i16 * q[2 * l + 1] as i16;
+        s += a as i32 + b as i32;
+    }
+    s
 }
 
 /// Σ over a 32-value block stored as 16 bytes of nibbles (low nibbles values 0..16, high 16..32),
 /// each nibble plus its fifth bit `high(j)` (0 or 16), minus `offset`.
 #[inline(always)]
 fn nibble_dot(qs: &[u8; 16], q: &[i8; 32], high: impl Fn(usize) -> (i32, i32), offset: i32) -> i32 {
-    let mut s = 0i32;
+    // Unpacked to bytes first (values −16..31 fit i8), then one vectorisable dot.
+    // Byte arithmetic (u8 → i8, no widening) so the unpacking vectorises too.
+    let (mut w, off) = ([0i8; 32], offset as i8);
     for j in 0..16 {
         let (h0, h1) = high(j);
-        s += ((qs[j] & 15) as i32 + h0 - offset) * q[j] as i32;
-        s += ((qs[j] >> 4) as i32 + h1 - offset) * q[j + 16] as i32;
+        w[j] = (((qs[j] & 15) | h0 as u8) as i8).wrapping_sub(off);
+        w[j + 16] = (((qs[j] >> 4) | h1 as u8) as i8).wrapping_sub(off);
     }
-    s
+    dot32(&w, q)
 }
 
 #[inline(always)]
