@@ -5,8 +5,11 @@
 //! to 8-bit blocks (one scale per 32 values for the legacy types, per 256 for the k-quants, with
 //! per-16 sums for the types that store a minimum), then each weight block is dotted in integers and
 //! scaled once. The only error this adds to a float product of the dequantized weights is the
-//! activation's rounding, at most half a step (`d/2`) per value. Prefill widens panels of weight rows
-//! to f32 (`dequantize`) and runs the f32 GEMM on them, like the half-precision path.
+//! activation's rounding, at most half a step (`d/2`) per value. The dots are AVX2 intrinsics on x86
+//! (`x86`: `vpmaddubsw`/`vpmaddwd`, `vpdpbusd` where AVX-512 VNNI is present) and plain loops shaped
+//! for the vector units elsewhere (`formats`: baseline x86, simd128 WASM), threaded over rows by
+//! `matvec`. Prefill widens panels of weight rows to f32 (`dequantize`) and runs the f32 GEMM on
+//! them, like the half-precision path.
 
 mod activation;
 mod formats;
@@ -54,7 +57,7 @@ impl<'a> QuantRef<'a> {
 
 /// `bytes` (whole blocks of `kind`) dequantized into `out` (as many values as the blocks hold): the
 /// loader's widening of small quantized tensors.
-pub fn dequantize_blocks(kind: QuantKind, bytes: &[u8], out: &mut [f32]) {
+pub(crate) fn dequantize_blocks(kind: QuantKind, bytes: &[u8], out: &mut [f32]) {
     dequantize(QuantRef { kind, bytes }, out);
 }
 
