@@ -348,7 +348,7 @@ impl QuantData {
     /// The bytes of `t`, checked to be whole blocks per row (the last dimension).
     fn of(t: &RawTensor, name: &str, kind: QuantKind) -> Result<Self> {
         let cols = t.shape.last().copied().unwrap_or(0);
-        if cols % kind.block_elems() != 0 || kind.tensor_bytes(&t.shape) != Some(t.end - t.start) {
+        if !cols.is_multiple_of(kind.block_elems()) || kind.tensor_bytes(&t.shape) != Some(t.end - t.start) {
             return Err(bad_weights(format!(
                 "{}: tensor `{}` is {} with rows of {cols} values, not whole blocks of {}",
                 t.file,
@@ -395,7 +395,7 @@ impl QuantData {
     /// Values `start .. start + len` (whole blocks) as a view of the same bytes.
     fn slice(&self, start: usize, len: usize) -> Self {
         let (elems, size) = (self.kind.block_elems(), self.kind.block_bytes());
-        assert!(start % elems == 0 && len % elems == 0, "quantized slice is not whole blocks");
+        assert!(start.is_multiple_of(elems) && len.is_multiple_of(elems), "quantized slice is not whole blocks");
         let from = self.start + start / elems * size;
         let to = from + len / elems * size;
         assert!(to <= self.end, "quantized slice past the tensor");

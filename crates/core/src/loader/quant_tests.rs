@@ -41,7 +41,7 @@ fn kind_for(name: &str, shape: &[usize]) -> Option<QuantKind> {
         "model.embed_tokens.weight" | "backbone.embeddings.weight" | "model.norm.weight" | "backbone.norm_f.weight" => {
             Some(QuantKind::Q8_0)
         }
-        _ if shape.len() == 2 && shape[1] % 32 == 0 => Some(QuantKind::Q4_1),
+        _ if shape.len() == 2 && shape[1].is_multiple_of(32) => Some(QuantKind::Q4_1),
         _ => None,
     }
 }

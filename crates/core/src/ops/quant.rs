@@ -44,7 +44,7 @@ impl<'a> QuantRef<'a> {
     /// Bytes holding `elems` values; panics unless they are whole blocks.
     pub(crate) fn bytes_of(&self, elems: usize) -> usize {
         let be = self.kind.block_elems();
-        assert!(elems % be == 0, "{}: {elems} values are not whole blocks of {be}", self.kind.name());
+        assert!(elems.is_multiple_of(be), "{}: {elems} values are not whole blocks of {be}", self.kind.name());
         size_mul(elems / be, self.kind.block_bytes())
     }
 

@@ -25,7 +25,12 @@ impl QuantizedActivation {
     /// `x` quantized in blocks of `kind`'s size; `x.len()` must be whole blocks.
     pub(crate) fn new(x: &[f32], kind: QuantKind) -> Self {
         let block = kind.block_elems();
-        assert!(x.len() % block == 0, "{}: input of {} values is not whole blocks of {block}", kind.name(), x.len());
+        assert!(
+            x.len().is_multiple_of(block),
+            "{}: input of {} values is not whole blocks of {block}",
+            kind.name(),
+            x.len()
+        );
         let mut q = vec![0i8; x.len()];
         let mut d = vec![0f32; x.len() / block];
         quantize_blocks(x, &mut q, &mut d);

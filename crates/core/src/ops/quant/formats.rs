@@ -210,7 +210,7 @@ fn k4_dequantize(b: &[u8], qh: Option<&[u8; 32]>, qs: &[u8; 128], out: &mut [f32
         for l in 0..32 {
             let byte = qs[32 * c + l];
             let (h0, h1) = match qh {
-                Some(qh) => ((((qh[l] >> (2 * c)) & 1) << 4) as u8, (((qh[l] >> (2 * c + 1)) & 1) << 4) as u8),
+                Some(qh) => (((qh[l] >> (2 * c)) & 1) << 4, ((qh[l] >> (2 * c + 1)) & 1) << 4),
                 None => (0, 0),
             };
             out[64 * c + l] = d0 * ((byte & 15) + h0) as f32 - min0;
