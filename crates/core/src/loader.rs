@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use files::{FileBytes, FileRefusal, ModelFiles};
 pub use quant_kind::QuantKind;
 
-use crate::error::{bad_weights, model_not_found, unsupported_model, Result};
+use crate::error::{bad_weights, model_not_found, Result};
 
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const SAFETENSORS_INDEX_FILE: &str = "model.safetensors.index.json";
@@ -175,11 +175,15 @@ impl TensorStore {
         self.resolve(name).map(|t| t.shape.as_slice())
     }
 
-    /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
+    /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`. A quantized
+    /// tensor (a norm a converter quantized) is dequantized.
     pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
         let t = self.get(name, expected)?;
         if let WeightDType::Quant(kind) = t.dtype {
-            return Err(quantized_not_supported(t, name, kind));
+            let data = QuantData::of(t, name, kind)?;
+            return data.dequantized().map(Buf::Owned).ok_or_else(|| {
+                bad_weights(format!("{}: tensor `{}` does not fit in memory as f32", t.file, shown::shown_name(name)))
+            });
         }
         match Buf::<f32>::borrow(t) {
             Some(view) => Ok(view),
@@ -191,8 +195,9 @@ impl TensorStore {
         }
     }
 
-    /// Loads a large matrix `name` in the dtype it is stored in (f16 / bf16 stay half precision;
-    /// f64 becomes f32), checking it has shape `expected`.
+    /// Loads a large matrix `name` in the dtype it is stored in (f16 / bf16 stay half precision,
+    /// quantized blocks stay quantized, borrowed from the file; f64 becomes f32), checking it has
+    /// shape `expected`.
     pub fn load_matrix(&self, name: &str, expected: &[usize]) -> Result<MatrixData> {
         let t = self.get(name, expected)?;
         let too_big = || bad_weights(format!("{}: tensor `{name}` does not fit in memory", t.file));
@@ -206,7 +211,7 @@ impl TensorStore {
                 None => Buf::Owned(to_half(t.data(), half::bf16::from_bits).ok_or_else(too_big)?),
             }),
             WeightDType::F32 | WeightDType::F64 => MatrixData::F32(self.load_f32(name, expected)?),
-            WeightDType::Quant(kind) => return Err(quantized_not_supported(t, name, kind)),
+            WeightDType::Quant(kind) => MatrixData::Quant(QuantData::of(t, name, kind)?),
         })
     }
 
@@ -330,11 +335,81 @@ impl<T: Element> std::ops::Deref for Buf<T> {
     }
 }
 
-/// A large weight matrix as held: f32, or f16 / bf16 kept as stored (never widened at load).
+/// A block-quantized tensor's bytes, a range of the (memory-mapped or in-memory) file buffer: never
+/// copied, never dequantized at load. Rows are whole blocks.
+pub struct QuantData {
+    pub kind: QuantKind,
+    bytes: Arc<FileBytes>,
+    start: usize,
+    end: usize,
+}
+
+impl QuantData {
+    /// The bytes of `t`, checked to be whole blocks per row (the last dimension).
+    fn of(t: &RawTensor, name: &str, kind: QuantKind) -> Result<Self> {
+        let cols = t.shape.last().copied().unwrap_or(0);
+        if !cols.is_multiple_of(kind.block_elems()) || kind.tensor_bytes(&t.shape) != Some(t.end - t.start) {
+            return Err(bad_weights(format!(
+                "{}: tensor `{}` is {} with rows of {cols} values, not whole blocks of {}",
+                t.file,
+                shown::shown_name(name),
+                kind.name(),
+                kind.block_elems()
+            )));
+        }
+        Ok(Self { kind, bytes: t.bytes.clone(), start: t.start, end: t.end })
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) / self.kind.block_bytes() * self.kind.block_elems()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The stored blocks.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// All values as f32; `None` when they cannot be allocated (the size comes from a file).
+    fn dequantized(&self) -> Option<Vec<f32>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.len()).ok()?;
+        out.resize(self.len(), 0.0);
+        crate::ops::dequantize(self.kind, self.bytes(), &mut out);
+        Some(out)
+    }
+
+    /// Value `i`, dequantized (its block decoded).
+    fn get_f32(&self, i: usize) -> f32 {
+        let (elems, size) = (self.kind.block_elems(), self.kind.block_bytes());
+        let at = i / elems * size;
+        let mut block = [0f32; 256];
+        crate::ops::dequantize(self.kind, &self.bytes()[at..at + size], &mut block[..elems]);
+        block[i % elems]
+    }
+
+    /// Values `start .. start + len` (whole blocks) as a view of the same bytes.
+    fn slice(&self, start: usize, len: usize) -> Self {
+        let (elems, size) = (self.kind.block_elems(), self.kind.block_bytes());
+        assert!(start.is_multiple_of(elems) && len.is_multiple_of(elems), "quantized slice is not whole blocks");
+        let from = self.start + start / elems * size;
+        let to = from + len / elems * size;
+        assert!(to <= self.end, "quantized slice past the tensor");
+        Self { kind: self.kind, bytes: self.bytes.clone(), start: from, end: to }
+    }
+}
+
+/// A large weight matrix as held: f32, f16 / bf16 or block-quantized, kept as stored (never widened
+/// at load).
 pub enum MatrixData {
     F32(Buf<f32>),
     F16(Buf<half::f16>),
     BF16(Buf<half::bf16>),
+    Quant(QuantData),
 }
 
 impl MatrixData {
@@ -343,6 +418,7 @@ impl MatrixData {
             MatrixData::F32(b) => b.len(),
             MatrixData::F16(b) => b.len(),
             MatrixData::BF16(b) => b.len(),
+            MatrixData::Quant(q) => q.len(),
         }
     }
 
@@ -356,11 +432,13 @@ impl MatrixData {
             MatrixData::F32(b) => b[i],
             MatrixData::F16(b) => b[i].to_f32(),
             MatrixData::BF16(b) => b[i].to_f32(),
+            MatrixData::Quant(q) => q.get_f32(i),
         }
     }
 
     /// The values split into `parts` equal consecutive pieces (a `[X, rows, cols]` stack of matrices
-    /// into its `X` matrices); `len` must be a multiple of `parts`.
+    /// into its `X` matrices); `len` must be a multiple of `parts` (quantized: of whole blocks, as it
+    /// is when each part is whole rows).
     pub fn split(&self, parts: usize) -> Vec<MatrixData> {
         let each = self.len() / parts.max(1);
         (0..parts)
@@ -368,6 +446,7 @@ impl MatrixData {
                 MatrixData::F32(b) => MatrixData::F32(b.slice(i * each, each)),
                 MatrixData::F16(b) => MatrixData::F16(b.slice(i * each, each)),
                 MatrixData::BF16(b) => MatrixData::BF16(b.slice(i * each, each)),
+                MatrixData::Quant(q) => MatrixData::Quant(q.slice(i * each, each)),
             })
             .collect()
     }
@@ -377,25 +456,19 @@ impl MatrixData {
             MatrixData::F32(_) => "f32",
             MatrixData::F16(_) => "f16",
             MatrixData::BF16(_) => "bf16",
+            MatrixData::Quant(q) => q.kind.name(),
         }
     }
 
-    pub fn element_bytes(&self) -> usize {
+    /// Bytes held (for quantized data the blocks' real size).
+    pub fn byte_len(&self) -> usize {
         match self {
-            MatrixData::F32(_) => 4,
-            MatrixData::F16(_) | MatrixData::BF16(_) => 2,
+            MatrixData::F32(b) => b.len() * 4,
+            MatrixData::F16(b) => b.len() * 2,
+            MatrixData::BF16(b) => b.len() * 2,
+            MatrixData::Quant(q) => q.end - q.start,
         }
     }
-}
-
-/// A quantized tensor where this build has no kernel for it (yet).
-fn quantized_not_supported(t: &RawTensor, name: &str, kind: QuantKind) -> crate::error::PhoenixError {
-    unsupported_model(format!(
-        "{}: tensor `{}` is stored as {}, a quantized type this build cannot run",
-        t.file,
-        shown::shown_name(name),
-        kind.name()
-    ))
 }
 
 /// The one place that knows how checkpoints spell tensor names. Canonical names are the HF ones;
@@ -455,6 +528,9 @@ fn raw_tensor(
     }
     Ok(RawTensor { dtype, shape, file: file_label.to_string(), bytes, start, end })
 }
+
+#[cfg(test)]
+mod quant_tests;
 
 #[cfg(test)]
 mod tests {

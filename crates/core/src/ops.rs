@@ -23,10 +23,11 @@ mod matvec;
 pub(crate) mod norm;
 #[cfg(test)]
 mod product_tests;
+mod quant;
 pub(crate) mod rope;
 pub(crate) mod scan;
 #[cfg(test)]
-mod speed_probe;
+pub(crate) mod speed_probe;
 pub(crate) mod ssd;
 pub(crate) mod ssd_norm;
 #[cfg(test)]
@@ -34,6 +35,9 @@ mod ssd_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
+pub(crate) use quant::dequantize_blocks as dequantize;
+#[cfg(test)]
+pub(crate) use quant::ggml_quantize;
 
 /// `a * b`, panicking (never wrapping) on overflow: size products that guard `unsafe` code.
 #[inline]

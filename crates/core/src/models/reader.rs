@@ -52,7 +52,7 @@ impl<'a> TensorReader<'a> {
     pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<WeightMatrix>> {
         let data = self.store.load_matrix(name, &[rows, cols])?;
         self.count = self.count.saturating_add(data.len());
-        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
+        self.bytes = self.bytes.saturating_add(data.byte_len());
         self.digest.add_values(name, data.len(), |i| data.get_f32(i));
         self.note_dtype(data.dtype_name());
         Ok(Arc::new(WeightMatrix::new(data, rows, cols)))
@@ -69,7 +69,7 @@ impl<'a> TensorReader<'a> {
     ) -> Result<Vec<Arc<WeightMatrix>>> {
         let data = self.store.load_matrix(name, &[count, rows, cols])?;
         self.count = self.count.saturating_add(data.len());
-        self.bytes = self.bytes.saturating_add(data.len().saturating_mul(data.element_bytes()));
+        self.bytes = self.bytes.saturating_add(data.byte_len());
         self.digest.add_values(name, data.len(), |i| data.get_f32(i));
         self.note_dtype(data.dtype_name());
         Ok(data.split(count).into_iter().map(|d| Arc::new(WeightMatrix::new(d, rows, cols))).collect())

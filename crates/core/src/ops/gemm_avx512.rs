@@ -6,8 +6,8 @@
 //! output rows of W into k-major order (so one k step is two 16-lane vectors), then sweeps MR = 8
 //! token rows at a time with a register-blocked micro-kernel (16 zmm accumulators, broadcast-FMA via
 //! `std::arch` intrinsics — LLVM did not vectorise the plain-Rust version — no horizontal sums). Only used when the CPU has AVX-512; otherwise `gemm` runs.
-//! Half-precision W is widened while packing (the panel is f32), so f16/bf16 cost one conversion per
-//! weight per task, not a widened copy of W.
+//! Half-precision and block-quantized W are widened while packing (the panel is f32), so they cost
+//! one conversion per weight per task, not a widened copy of W.
 // Off x86_64 (WASM) `try_gemm` always declines, leaving the kernel's helpers unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::mat_ref::MatRef;
-use super::weight_ref::{widen, Element, WeightRef};
+use super::weight_ref::{widen, WeightRef};
 
 const MR: usize = 8;
 const NR: usize = 32;
@@ -40,16 +40,12 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
     if super::simd_level() != super::SimdLevel::Avx512 {
         return false;
     }
-    match w {
-        WeightRef::F32(w) => gemm(x, w, n, out, accumulate),
-        WeightRef::F16(w) => gemm(x, w, n, out, accumulate),
-        WeightRef::BF16(w) => gemm(x, w, n, out, accumulate),
-    }
+    gemm(x, w, n, out, accumulate);
     true
 }
 
 /// The product, on a CPU with AVX-512 (checked by the caller).
-fn gemm<E: Element>(x: MatRef, w: &[E], n: usize, out: &mut [f32], accumulate: bool) {
+fn gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, k) = (x.rows, x.cols);
@@ -129,9 +125,9 @@ fn pack(rows: &[f32], k: usize, dst: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_task<E: Element>(
+unsafe fn panel_task(
     x: MatRef,
-    w: &[E],
+    w: WeightRef,
     n: usize,
     p: usize,
     rows: std::ops::Range<usize>,
@@ -149,15 +145,16 @@ unsafe fn panel_task<E: Element>(
         let o0 = (first + q) * NR;
         let nr = NR.min(n - o0);
         let dst = &mut packed[q * k * NR..(q + 1) * k * NR];
-        match E::as_f32(w) {
-            Some(w) => pack(&w[o0 * k..(o0 + nr) * k], k, dst),
-            // The panel's rows are contiguous in W: widen them in one vectorised pass, then pack
-            // from f32 (a transposing gather that widened element by element measured ~10 % slower).
-            None => WIDE_ROWS.with(|rows| {
+        match w {
+            WeightRef::F32(w) => pack(&w[o0 * k..(o0 + nr) * k], k, dst),
+            // The panel's rows are contiguous in W: widen (or dequantize: a panel is whole rows, so
+            // whole blocks) them in one vectorised pass, then pack from f32 (a transposing gather
+            // that widened element by element measured ~10 % slower).
+            _ => WIDE_ROWS.with(|rows| {
                 let mut rows = rows.borrow_mut();
                 rows.clear();
                 rows.resize(nr * k, 0.0);
-                widen(E::weight_ref(&w[o0 * k..(o0 + nr) * k]), &mut rows);
+                widen(w.slice(o0 * k, nr * k), &mut rows);
                 pack(&rows, k, dst);
             }),
         }

@@ -17,6 +17,7 @@ pub(crate) use super::matvec::matvec;
 use super::size_mul;
 use super::weight_ref::widen;
 // `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).
+pub(crate) use super::quant::QuantRef;
 pub(crate) use super::weight_ref::{widen_rows, WeightRef};
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i] + bias[o]`, `w` row-major `[out_features, x.cols]`,

@@ -1,5 +1,5 @@
 //! Decode's products: `out[o] (+)= W[o, :] · x (+ bias[o])` for one activation row, with W in its
-//! stored dtype (f32, f16 or bf16).
+//! stored dtype (f32, f16 or bf16 here; block-quantized W goes to `ops::quant` on the same tasks).
 //!
 //! Decode reads every weight once per token, so these products are bound by memory bandwidth, not
 //! arithmetic: the kernels are built to keep the memory system streaming. Each step dots 4 rows —
@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use super::quant::{self, QuantizedActivation};
 use super::weight_ref::{Element, WeightRef};
 use super::{simd_level, size_mul, SimdLevel};
 
@@ -37,24 +38,39 @@ const ROWS_PER_LINE: usize = 16;
 pub(crate) fn matvec(x: &[f32], w: WeightRef, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
     let (k, n) = (x.len(), out.len());
     assert!(k > 0, "matvec: input has no columns");
-    assert!(w.len() == size_mul(n, k), "matvec: weight is not [{n}, {k}]");
+    assert!(w.len() == size_mul(n, k), "matvec: {} weight is not [{n}, {k}]", w.dtype_name());
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "matvec: bias length");
     }
-    let threads = rayon::current_num_threads();
-    let min_rows = MIN_TASK_BYTES / size_mul(k, w.element_bytes()).max(1);
-    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(min_rows).max(1).next_multiple_of(ROWS_PER_LINE);
-    if threads == 1 || per_task >= n {
-        rows(x, w, out, accumulate);
-    } else {
-        out.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(t, o)| rows(x, w.slice(t * per_task * k, o.len() * k), o, accumulate));
+    match w {
+        // Quantized W: the activation is quantized once for every row (see `ops::quant`).
+        WeightRef::Quant(q) => {
+            let act = QuantizedActivation::new(x, q.kind);
+            in_tasks(w, k, out, |w, o| match w {
+                WeightRef::Quant(q) => quant::rows(&act, q, o, accumulate),
+                _ => unreachable!("a slice of quantized weights is quantized"),
+            });
+        }
+        _ => in_tasks(w, k, out, |w, o| rows(x, w, o, accumulate)),
     }
     if let Some(b) = bias {
         for (o, &bv) in out.iter_mut().zip(b) {
             *o += bv;
         }
+    }
+}
+
+/// Splits the rows of `w` (`[out.len(), k]`) into rayon tasks and runs `task` on each (its rows of
+/// `w`, its part of `out`). Each row is computed alone, so results do not depend on the split.
+fn in_tasks(w: WeightRef, k: usize, out: &mut [f32], task: impl Fn(WeightRef, &mut [f32]) + Sync) {
+    let n = out.len();
+    let threads = rayon::current_num_threads();
+    let min_rows = MIN_TASK_BYTES / w.bytes_of(k).max(1);
+    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(min_rows).max(1).next_multiple_of(ROWS_PER_LINE);
+    if threads == 1 || per_task >= n {
+        task(w, out);
+    } else {
+        out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| task(w.slice(t * per_task * k, o.len() * k), o));
     }
 }
 
@@ -64,6 +80,7 @@ fn rows(x: &[f32], w: WeightRef, out: &mut [f32], accumulate: bool) {
         WeightRef::F32(w) => rows_of(x, w, out, accumulate),
         WeightRef::F16(w) => rows_of(x, w, out, accumulate),
         WeightRef::BF16(w) => rows_of(x, w, out, accumulate),
+        WeightRef::Quant(_) => unreachable!("quantized weights take `quant::rows`"),
     }
 }
 
@@ -93,6 +110,10 @@ pub(super) fn rows_at_level(level: SimdLevel, x: &[f32], w: WeightRef, out: &mut
         WeightRef::F32(w) => rows_at(level, x, w, out, accumulate),
         WeightRef::F16(w) => rows_at(level, x, w, out, accumulate),
         WeightRef::BF16(w) => rows_at(level, x, w, out, accumulate),
+        WeightRef::Quant(q) => {
+            let act = QuantizedActivation::new(x, q.kind);
+            super::quant::rows_at_level(level, &act, q, out, accumulate)
+        }
     }
 }
 

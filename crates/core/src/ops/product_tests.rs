@@ -159,9 +159,9 @@ fn matvec_kernels_at_every_cpu_level_match_f64() {
             for &level in &levels {
                 let mut out = vec![2.0f32; n];
                 rows_at_level(level, &x, w, &mut out, true);
-                assert_close(&format!("{level:?} 1x{k}x{n} {}", w.element_bytes()), &out, &want, |_| 2.0);
+                assert_close(&format!("{level:?} 1x{k}x{n} {}", w.dtype_name()), &out, &want, |_| 2.0);
                 rows_at_level(level, &x, w, &mut out, false);
-                assert_close(&format!("{level:?} 1x{k}x{n} {} plain", w.element_bytes()), &out, &want, |_| 0.0);
+                assert_close(&format!("{level:?} 1x{k}x{n} {} plain", w.dtype_name()), &out, &want, |_| 0.0);
             }
         }
     }

@@ -81,7 +81,7 @@ fn sum_chunk4_body(c: &[f32]) -> f32 {
 /// STREAM-style read bandwidth (bytes/s) on the current rayon pool: 8 MiB pieces of `buf` in order,
 /// each summed by all threads, each thread reading its part as one stream or as four side by side
 /// (a core's prefetchers fetch more with several streams); the fastest piece of either counts.
-fn read_bandwidth(buf: &[f32]) -> f64 {
+pub(crate) fn read_bandwidth(buf: &[f32]) -> f64 {
     let threads = rayon::current_num_threads();
     let piece = READ_PIECE_BYTES / 4;
     let per = piece.div_ceil(threads).next_multiple_of(64);
@@ -135,7 +135,7 @@ impl Ring {
     }
 }
 
-fn thread_counts() -> Vec<usize> {
+pub(crate) fn thread_counts() -> Vec<usize> {
     if let Ok(list) = std::env::var("PROBE_THREADS") {
         return list.split(',').map(|t| t.trim().parse().expect("PROBE_THREADS: numbers")).collect();
     }

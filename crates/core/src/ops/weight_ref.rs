@@ -1,9 +1,11 @@
-//! Weights as the checkpoint stores them — f32, f16 or bf16 — read by the products without a widened
-//! copy. Half-precision values are widened to f32 where they are used (in registers, or a block at a
-//! time for the GEMMs), so a half checkpoint keeps half the memory and streams half the bytes per token.
+//! Weights as the checkpoint stores them — f32, f16, bf16 or a ggml block-quantized type — read by
+//! the products without a widened copy. Half-precision values are widened to f32 where they are used
+//! (in registers, or a block at a time for the GEMMs), so a half checkpoint keeps half the memory and
+//! streams half the bytes per token; quantized blocks likewise (see `ops::quant`).
 
 use half::{bf16, f16};
 
+use super::quant::{dequantize, QuantRef};
 use super::{size_add, size_mul};
 
 /// A row-major weight matrix's elements in their stored dtype.
@@ -12,6 +14,7 @@ pub(crate) enum WeightRef<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
+    Quant(QuantRef<'a>),
 }
 
 impl<'a> WeightRef<'a> {
@@ -21,24 +24,38 @@ impl<'a> WeightRef<'a> {
             Self::F32(s) => s.len(),
             Self::F16(s) => s.len(),
             Self::BF16(s) => s.len(),
+            Self::Quant(q) => q.len(),
         }
     }
 
-    /// Bytes per element (4 or 2).
-    pub(crate) fn element_bytes(&self) -> usize {
+    /// Bytes holding `elems` elements (for quantized weights `elems` must be whole blocks).
+    pub(crate) fn bytes_of(&self, elems: usize) -> usize {
         match self {
-            Self::F32(_) => 4,
-            Self::F16(_) | Self::BF16(_) => 2,
+            Self::F32(_) => size_mul(elems, 4),
+            Self::F16(_) | Self::BF16(_) => size_mul(elems, 2),
+            Self::Quant(q) => q.bytes_of(elems),
         }
     }
 
-    /// Elements `start .. start + len`; panics (never wraps) when that is outside the slice.
+    /// The stored dtype's name (`f32`, `Q4_K`), for messages.
+    pub(crate) fn dtype_name(&self) -> &'static str {
+        match self {
+            Self::F32(_) => "f32",
+            Self::F16(_) => "f16",
+            Self::BF16(_) => "bf16",
+            Self::Quant(q) => q.kind.name(),
+        }
+    }
+
+    /// Elements `start .. start + len` (whole blocks when quantized); panics (never wraps) when that
+    /// is outside the slice.
     pub(crate) fn slice(&self, start: usize, len: usize) -> WeightRef<'a> {
         let range = start..size_add(start, len);
         match *self {
             Self::F32(s) => Self::F32(&s[range]),
             Self::F16(s) => Self::F16(&s[range]),
             Self::BF16(s) => Self::BF16(&s[range]),
+            Self::Quant(q) => Self::Quant(q.slice(start, len)),
         }
     }
 }
@@ -54,18 +71,6 @@ impl<'a> From<&'a [f32]> for WeightRef<'a> {
 /// conversions instead (see `matvec`).
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
-    /// The slice as a [`WeightRef`] (back from generic code to the dtype-dispatching functions; the
-    /// AVX-512 GEMM uses these two, so wasm32 builds do not).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    fn weight_ref(s: &[Self]) -> WeightRef<'_>;
-    /// The slice itself when it already is f32.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    fn as_f32(s: &[Self]) -> Option<&[f32]> {
-        match Self::weight_ref(s) {
-            WeightRef::F32(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 impl Element for f32 {
@@ -73,16 +78,9 @@ impl Element for f32 {
     fn widen(self) -> f32 {
         self
     }
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::F32(s)
-    }
 }
 
 impl Element for bf16 {
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::BF16(s)
-    }
-
     /// bf16 is the top half of an f32: exact.
     #[inline(always)]
     fn widen(self) -> f32 {
@@ -91,9 +89,6 @@ impl Element for bf16 {
 }
 
 impl Element for f16 {
-    fn weight_ref(s: &[Self]) -> WeightRef<'_> {
-        WeightRef::F16(s)
-    }
     /// Exact for every f16 (normal, subnormal, ±0, ±inf, NaN stays NaN), with integer ops and one
     /// subtraction of normal floats: no arithmetic on subnormal f32s, which x86 runs ~100× slower.
     #[inline(always)]
@@ -113,7 +108,7 @@ impl Element for f16 {
 }
 
 /// `out[..rows·cols]` = rows `first_row .. first_row + rows` of the `cols`-wide matrix `w`, widened
-/// to f32 (an embedding gather). Panics when the rows lie outside `w` or `out` is too short.
+/// (or dequantized) to f32 (an embedding gather). Panics when the rows lie outside `w` or `out` is too short.
 pub(crate) fn widen_rows(w: WeightRef, first_row: usize, rows: usize, cols: usize, out: &mut [f32]) {
     let len = size_mul(rows, cols);
     assert!(out.len() >= len, "widen_rows: output shorter than {rows} rows of {cols}");
@@ -128,6 +123,7 @@ pub(crate) fn widen(src: WeightRef, out: &mut [f32]) {
         WeightRef::F32(s) => out.copy_from_slice(s),
         WeightRef::F16(s) => widen_f16(s, out),
         WeightRef::BF16(s) => widen_bf16(s, out),
+        WeightRef::Quant(q) => dequantize(q, out),
     }
 }
 
