@@ -10,7 +10,7 @@
 pub mod files;
 pub mod gguf;
 pub mod gguf_guard;
-mod gguf_names;
+pub(crate) mod gguf_names;
 mod pickle_guard;
 mod pth;
 mod pth_tensor;

@@ -7,11 +7,13 @@ use serde_json::{json, Map, Value};
 
 use crate::config::CONFIG_FILE;
 use crate::error::{bad_config, unsupported_model, PhoenixError, Result};
+use crate::loader::gguf_names::GgufArch;
 use crate::loader::{GgufFile, ModelFiles};
 
 /// The `config.json` (as text) and `model_type` equivalent to a GGUF file's metadata.
 pub fn hf_config(g: &GgufFile) -> Result<(String, String)> {
     let arch = g.architecture()?.to_string();
+    let kind = GgufArch::parse(&arch, &g.label)?;
     let k = |key: &str| format!("{arch}.{key}");
     let has = |name: &str| g.tensors.contains_key(name);
     let mut c = Map::new();
@@ -41,21 +43,21 @@ pub fn hf_config(g: &GgufFile) -> Result<(String, String)> {
         put("eos_token_id", eos_unique.into());
     }
     let eps = g.f64_opt(&k("attention.layer_norm_rms_epsilon"))?;
-    let model_type = match arch.as_str() {
-        "llama" | "qwen2" => {
+    let model_type = match kind {
+        GgufArch::Llama | GgufArch::Qwen2 => {
             put("model_type", arch.as_str().into());
             if let Some(eps) = eps {
                 put("rms_norm_eps", eps.into());
             }
             attention_keys(g, &arch, &mut put)?;
             put("intermediate_size", g.u64_req(&k("feed_forward_length"))?.into());
-            if arch == "llama" {
+            if kind == GgufArch::Llama {
                 put("attention_bias", has("blk.0.attn_q.bias").into());
                 put("mlp_bias", has("blk.0.ffn_gate.bias").into());
             }
             arch.clone()
         }
-        "mamba" => {
+        GgufArch::Mamba => {
             let falcon = g.bool_opt(&k("ssm.dt_b_c_rms"))?.unwrap_or(false);
             let model_type = if falcon { "falcon_mamba" } else { "mamba" };
             put("model_type", model_type.into());
@@ -73,7 +75,7 @@ pub fn hf_config(g: &GgufFile) -> Result<(String, String)> {
             }
             model_type.to_string()
         }
-        "mamba2" => {
+        GgufArch::Mamba2 => {
             put("model_type", "mamba2".into());
             mamba2_keys(g, &arch, "", hidden, &mut put)?;
             put("use_bias", has("blk.0.ssm_in.bias").into());
@@ -83,20 +85,13 @@ pub fn hf_config(g: &GgufFile) -> Result<(String, String)> {
             }
             "mamba2".to_string()
         }
-        "granitehybrid" => {
+        GgufArch::GraniteHybrid => {
             put("model_type", "granitemoehybrid".into());
             granite_keys(g, &arch, hidden, &mut put)?;
             if let Some(eps) = eps {
                 put("rms_norm_eps", eps.into());
             }
             "granitemoehybrid".to_string()
-        }
-        other => {
-            return Err(unsupported_model(format!(
-                "{}: GGUF architecture `{}` is not supported (supported: llama, qwen2, mamba, mamba2, granitehybrid)",
-                g.label,
-                crate::loader::shown::shown_name(other)
-            )))
         }
     };
     Ok((Value::Object(c).to_string(), model_type))
