@@ -69,6 +69,16 @@ enum Reshape {
 /// The HF names and data of every tensor of a GGUF model of `arch`.
 pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -> Result<HashMap<String, RawTensor>> {
     let mut out = HashMap::new();
+    // Two GGUF tensors for one HF name (`ffn_gate` and `ffn_gate_shexp`, say) would silently drop one.
+    let mut put = |hf: String, t: RawTensor, name: &str| -> Result<()> {
+        match out.insert(hf.clone(), t) {
+            None => Ok(()),
+            Some(_) => Err(bad_weights(format!(
+                "{label}: tensor `{}` maps to `{hf}`, which another tensor of the file already fills",
+                shown_name(name)
+            ))),
+        }
+    };
     let mut halves: HashMap<String, [Option<RawTensor>; 2]> = HashMap::new();
     for (name, t) in tensors {
         let plan = plan(arch, &name).ok_or_else(|| {
@@ -78,9 +88,7 @@ pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -
             ))
         })?;
         match plan {
-            Plan::Rename(hf) => {
-                out.insert(hf, t);
-            }
+            Plan::Rename(hf) => put(hf, t, &name)?,
             Plan::Reshape(hf, how) => {
                 let shape = match (how, t.shape.as_slice()) {
                     (Reshape::Conv, &[c, k]) => vec![c, 1, k],
@@ -89,13 +97,18 @@ pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -
                 };
                 let t = RawTensor { shape, ..t };
                 check_bytes(&t, &name, label)?;
-                out.insert(hf, t);
+                put(hf, t, &name)?;
             }
-            Plan::ALog(hf, flat) => {
-                out.insert(hf, a_log(t, &name, flat, label)?);
-            }
+            Plan::ALog(hf, flat) => put(hf, a_log(t, &name, flat, label)?, &name)?,
             Plan::Half(hf, second) => {
-                halves.entry(hf).or_default()[second as usize] = Some(t);
+                let slot = &mut halves.entry(hf.clone()).or_default()[second as usize];
+                if slot.replace(t).is_some() {
+                    return Err(bad_weights(format!(
+                        "{label}: tensor `{}` is a second {} half of `{hf}`",
+                        shown_name(&name),
+                        if second { "up" } else { "gate" }
+                    )));
+                }
             }
         }
     }
@@ -105,7 +118,8 @@ pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -
                 "{label}: `{hf}` needs both ffn_gate and ffn_up of its layer; one is missing"
             )));
         };
-        out.insert(hf.clone(), stack(a, b, &hf, label)?);
+        let both = stack(a, b, &hf, label)?;
+        put(hf.clone(), both, &hf)?;
     }
     Ok(out)
 }
