@@ -153,7 +153,9 @@ fn real_smollm2_q4_1_describes() {
         );
         return;
     };
+    let started = std::time::Instant::now();
     let d = describe_dir(path).unwrap();
+    eprintln!("describe of {} took {:?}", path.display(), started.elapsed());
     let s = d.gguf.unwrap();
     assert_eq!((d.family.as_str(), d.model_type.as_str(), s.architecture.as_str()), ("llama", "llama", "llama"));
     assert_eq!(s.quantization, "Q4_1");
