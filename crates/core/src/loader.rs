@@ -204,6 +204,11 @@ impl TensorStore {
         self.resolve(name).map(|t| t.shape.as_slice())
     }
 
+    /// Stored dtype of a tensor, if present.
+    pub fn dtype(&self, name: &str) -> Option<WeightDType> {
+        self.resolve(name).map(|t| t.dtype)
+    }
+
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`.
     pub fn load_f32(&self, name: &str, expected: &[usize]) -> Result<F32Buf> {
         let t = self.get(name, expected)?;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use model_support::reference_checks::check_against_reference;
 use model_support::*;
 use phoenix_core::describe::describe_dir;
+use phoenix_core::loader::{ModelFiles, QuantKind, TensorStore, WeightDType};
 use phoenix_core::models::load_model_dir;
 use phoenix_core::{LanguageModel, LogitsWanted};
 
@@ -165,6 +166,20 @@ fn real_smollm2_q4_1_describes() {
         assert!(s.tensor_types.contains_key(t), "{t}: {:?}", s.tensor_types);
     }
     assert!((134_000_000..136_000_000).contains(&s.param_count), "{}", s.param_count);
+    // The tensors stay in their block types, in PyTorch order, under the HF names (nothing dequantized).
+    let store = TensorStore::open(&ModelFiles::from_dir(path).unwrap()).unwrap();
+    assert!(store.rope_interleaved, "GGUF llama Q/K rows are in the interleaved order");
+    for (name, dtype, shape) in [
+        ("model.embed_tokens.weight", WeightDType::Quant(QuantKind::Q8_0), vec![49152, 576]),
+        ("model.layers.0.self_attn.q_proj.weight", WeightDType::Quant(QuantKind::Q4_1), vec![576, 576]),
+        ("model.layers.29.self_attn.k_proj.weight", WeightDType::Quant(QuantKind::Q4_1), vec![192, 576]),
+        ("model.layers.0.mlp.down_proj.weight", WeightDType::Quant(QuantKind::Q4_1), vec![576, 1536]),
+        ("model.layers.0.input_layernorm.weight", WeightDType::F32, vec![576]),
+    ] {
+        assert_eq!(store.dtype(name), Some(dtype), "{name}");
+        assert_eq!(store.shape(name), Some(shape.as_slice()), "{name}");
+    }
+    assert!(!store.contains("lm_head.weight"), "SmolLM2 ties its head to the embedding");
     // No kernels for block types in this build: loading names the type, never panics.
     if let Err(e) = load_model_dir(path) {
         assert_eq!(e.code.as_str(), "E_UNSUPPORTED_MODEL", "{}", e.message);
