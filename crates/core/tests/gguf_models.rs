@@ -83,6 +83,22 @@ fn f32_gguf_passes_the_float64_reference_checks() {
     }
 }
 
+/// RoPE scaling written as GGUF metadata (`rope.scaling.type` linear / yarn) runs as in the HF folder.
+#[test]
+fn rope_scaling_from_metadata_matches_the_hf_folder() {
+    for model in ["llama-rope-linear", "llama-rope-yarn"] {
+        let hf = load_model_dir(&fixture(model)).unwrap();
+        let g = load_model_dir(&gguf(model, "f32")).unwrap_or_else(|e| panic!("{model}: {e}"));
+        assert_eq!(g.info().architecture.get("ropeScaling"), hf.info().architecture.get("ropeScaling"), "{model}");
+        let r = read_reference(fixture(model).join("reference.json"));
+        let (hf_all, hf_steps) = logits(hf.as_ref(), &r.input_ids);
+        let (g_all, g_steps) = logits(g.as_ref(), &r.input_ids);
+        let (prefill, decode) = (max_diff(&g_all, &hf_all), max_diff(&g_steps, &hf_steps));
+        eprintln!("{model} f32 GGUF vs HF folder: prefill max |Δ| = {prefill:.1e}, decode {decode:.1e}");
+        assert!(prefill <= SAME_MODEL_TOL && decode <= SAME_MODEL_TOL, "{model}: {prefill} / {decode}");
+    }
+}
+
 #[test]
 fn f16_gguf_stays_half_precision_and_near_the_reference() {
     for (model, ..) in MODELS {

@@ -155,7 +155,8 @@ fn attention_keys(g: &GgufFile, arch: &str, put: &mut dyn FnMut(&str, Value)) ->
     rope_keys(g, arch, put)
 }
 
-/// RoPE base and scaling; a partial rotary dimension or per-frequency factors are not supported.
+/// RoPE base and scaling (none, linear, yarn); a partial rotary dimension or per-frequency factors
+/// (`rope_freqs.weight`, Llama 3.1's scaling) are not supported.
 fn rope_keys(g: &GgufFile, arch: &str, put: &mut dyn FnMut(&str, Value)) -> Result<()> {
     let k = |key: &str| format!("{arch}.{key}");
     let unsupported = |what: &str| unsupported_model(format!("{}: {what} is not supported", g.label));
@@ -177,7 +178,23 @@ fn rope_keys(g: &GgufFile, arch: &str, put: &mut dyn FnMut(&str, Value)) -> Resu
             let factor = g.f64_opt(&k("rope.scaling.factor"))?.unwrap_or(1.0);
             params = json!({ "rope_theta": theta, "rope_type": "linear", "factor": factor });
         }
-        Some(_) => return Err(unsupported("metadata `rope.scaling.type` other than none / linear")),
+        Some("yarn") => {
+            // llama.cpp scales cos/sin by 0.1·ln(factor) + 1 as transformers' default does; an explicit
+            // `attn_factor` multiplies that and has no transformers counterpart.
+            if g.get(&k("rope.scaling.attn_factor")).is_some() {
+                return Err(unsupported("metadata `rope.scaling.attn_factor`"));
+            }
+            let original = g.u64_req(&k("rope.scaling.original_context_length"))?;
+            params = json!({
+                "rope_theta": theta,
+                "rope_type": "yarn",
+                "factor": g.f64_opt(&k("rope.scaling.factor"))?.unwrap_or(1.0),
+                "original_max_position_embeddings": original,
+                "beta_fast": g.f64_opt(&k("rope.scaling.yarn_beta_fast"))?.unwrap_or(32.0),
+                "beta_slow": g.f64_opt(&k("rope.scaling.yarn_beta_slow"))?.unwrap_or(1.0),
+            });
+        }
+        Some(_) => return Err(unsupported("metadata `rope.scaling.type` other than none / linear / yarn")),
     }
     put("rope_parameters", params);
     Ok(())
