@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::config::CONFIG_FILE;
 use crate::error::Result;
+use crate::loader::gguf_names::{check_names, GgufArch};
 use crate::loader::{detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE};
 use crate::loader::{GgufFile, WeightFormat};
 use crate::models::gguf_config::hf_config;
@@ -102,6 +103,8 @@ pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
 fn describe_gguf(files: &ModelFiles, file: String) -> Result<ModelLayout> {
     let gguf = GgufFile::open_model(files)?;
     let (config, model_type) = hf_config(&gguf)?;
+    let kind = GgufArch::parse(gguf.architecture()?, &gguf.label)?;
+    check_names(kind, gguf.tensors.keys(), &gguf.label)?;
     let family = family_for(&model_type)?;
     let has_tokenizer = files.has(TOKENIZER_FILE);
     let mut side_files = Vec::new();

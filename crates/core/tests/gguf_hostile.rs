@@ -221,6 +221,24 @@ fn wrong_architecture_and_missing_keys() {
     assert!(matches!(e.code, ErrorCode::BadConfig), "{}", e.message);
 }
 
+/// Tensors this build does not map are refused by name, never ignored: per-frequency RoPE factors
+/// (how GGUF stores Llama 3.1 scaling) and an unknown tensor.
+#[test]
+fn unmapped_tensors_are_refused_by_name() {
+    let b = llama();
+    let l = layout(&b);
+    for (from, to, needles) in [
+        ("token_embd.weight", "rope_freqs.weight", vec!["rope_freqs.weight"]),
+        ("blk.0.attn_q.weight", "blk.0.attn_z.weight", vec!["blk.0.attn_z.weight", "not one this build maps"]),
+    ] {
+        assert_eq!(from.len(), to.len());
+        let (_, len_at, ..) = l.tensors.iter().find(|(n, ..)| n == from).unwrap();
+        let mut m = b.clone();
+        m[len_at + 8..len_at + 8 + to.len()].copy_from_slice(to.as_bytes());
+        expect(m, ErrorCode::UnsupportedModel, &needles);
+    }
+}
+
 /// A tokenizer is only read from a file beside the model until GGUF tokenizers are built.
 #[test]
 fn a_gguf_without_tokenizer_json_is_a_typed_tokenizer_error() {

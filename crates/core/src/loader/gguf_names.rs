@@ -66,6 +66,22 @@ enum Reshape {
     Flat,
 }
 
+/// Checks that every tensor name is one this build maps for `arch` (what [`to_hf`] refuses first),
+/// without touching tensor data: for describing a file.
+pub fn check_names<'a>(arch: GgufArch, names: impl IntoIterator<Item = &'a String>, label: &str) -> Result<()> {
+    match names.into_iter().find(|name| plan(arch, name).is_none()) {
+        Some(name) => Err(unmapped(arch, name, label)),
+        None => Ok(()),
+    }
+}
+
+fn unmapped(arch: GgufArch, name: &str, label: &str) -> crate::error::PhoenixError {
+    unsupported_model(format!(
+        "{label}: tensor `{}` is not one this build maps for GGUF architecture {arch:?}",
+        shown_name(name)
+    ))
+}
+
 /// The HF names and data of every tensor of a GGUF model of `arch`.
 pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -> Result<HashMap<String, RawTensor>> {
     let mut out = HashMap::new();
@@ -81,12 +97,7 @@ pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -
     };
     let mut halves: HashMap<String, [Option<RawTensor>; 2]> = HashMap::new();
     for (name, t) in tensors {
-        let plan = plan(arch, &name).ok_or_else(|| {
-            unsupported_model(format!(
-                "{label}: tensor `{}` is not one this build maps for GGUF architecture {arch:?}",
-                shown_name(&name)
-            ))
-        })?;
+        let plan = plan(arch, &name).ok_or_else(|| unmapped(arch, &name, label))?;
         match plan {
             Plan::Rename(hf) => put(hf, t, &name)?,
             Plan::Reshape(hf, how) => {
