@@ -87,7 +87,7 @@ fn tensor_at(l: &Layout, name: &str) -> (usize, usize) {
 fn load_err(bytes: Vec<u8>) -> PhoenixError {
     let files = ModelFiles::from_memory(vec![(NAME.to_string(), bytes)]);
     let e = load_model_files(&files).err().expect("a hostile file must not load");
-    let d = describe(&files).err().expect("a hostile file must not describe");
+    let d = describe(&files).expect_err("a hostile file must not describe");
     assert_eq!((d.code, &d.message), (e.code, &e.message));
     assert!(e.message.contains(NAME), "{}", e.message);
     e
