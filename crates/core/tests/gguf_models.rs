@@ -140,6 +140,20 @@ fn describe_reads_the_header() {
     }
 }
 
+/// In-memory files (how the WASM glue hands a model over) holding one `.gguf` load the same model.
+#[test]
+fn a_gguf_in_memory_loads_like_the_file() {
+    for (model, ..) in MODELS {
+        let path = gguf(model, "f16");
+        let from_file = load_model_dir(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let in_memory = phoenix_core::models::load_model_from_memory(vec![("model.gguf".into(), bytes)]).unwrap();
+        assert_eq!(in_memory.info(), from_file.info(), "{model}");
+        let ids = read_reference(fixture(model).join("reference.json")).input_ids;
+        assert_eq!(logits(in_memory.as_ref(), &ids), logits(from_file.as_ref(), &ids), "{model}");
+    }
+}
+
 /// A folder holding one .gguf and no config.json is that model; two .gguf files are ambiguous.
 #[test]
 fn a_folder_with_one_gguf_is_a_model() {
