@@ -139,6 +139,7 @@ pub fn format_name(layout: crate::config::ConfigLayout, container: WeightFormat)
 }
 
 /// One tensor as stored: dtype, shape and a byte range of a (shared) file buffer.
+#[derive(Clone)]
 pub struct RawTensor {
     pub dtype: WeightDType,
     pub shape: Vec<usize>,
@@ -176,7 +177,7 @@ impl TensorStore {
         if format == WeightFormat::Gguf {
             let file = gguf::GgufFile::open_model(files)?;
             let arch = gguf_names::GgufArch::parse(file.architecture()?, &file.label)?;
-            let tensors = gguf_names::to_hf(arch, file.tensors, &file.label)?;
+            let tensors = gguf_names::to_hf(arch, &file.tensors, &file.label)?;
             return Ok(Self { format, rope_interleaved: arch.qk_interleaved(), tensors });
         }
         let list = match format {

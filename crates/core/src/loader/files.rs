@@ -131,6 +131,8 @@ pub struct ModelFiles {
     source: Source,
     /// The `.gguf` file named as the model (a path to the file), inside the source's folder.
     gguf: Option<String>,
+    /// That file's header once read: config, tensors and tokenizer are read from one parse.
+    pub(super) parsed_gguf: std::sync::OnceLock<Arc<super::GgufFile>>,
 }
 
 /// Whether `name` is a GGUF file name (`*.gguf`, any case).
@@ -171,7 +173,7 @@ impl ModelFiles {
         let mut roots = vec![real.clone()];
         roots.extend(std::fs::canonicalize(named_parent).ok());
         roots.extend(real.parent().map(Path::to_path_buf));
-        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots }, gguf: None })
+        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots }, gguf: None, parsed_gguf: Default::default() })
     }
 
     /// Files already in memory, as `(name, bytes)` pairs (names as they would be inside the folder).
@@ -194,7 +196,11 @@ impl ModelFiles {
     ) -> Self {
         let files = files.into_iter().map(|(name, bytes)| (name, Arc::new(FileBytes::Owned(bytes)))).collect();
         let refused = refused.into_iter().collect();
-        Self { source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) }, gguf: None }
+        Self {
+            source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) },
+            gguf: None,
+            parsed_gguf: Default::default(),
+        }
     }
 
     /// The GGUF file that is the model: the file named as the model, else the one `.gguf` of a

@@ -27,10 +27,14 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
-    /// Reads the GGUF model of `files` (its one `.gguf` file).
-    pub fn open_model(files: &ModelFiles) -> Result<Self> {
+    /// Reads the GGUF model of `files` (its one `.gguf` file), once per `files`.
+    pub fn open_model(files: &ModelFiles) -> Result<Arc<Self>> {
+        if let Some(parsed) = files.parsed_gguf.get() {
+            return Ok(parsed.clone());
+        }
         let name = files.gguf_file()?.ok_or_else(|| bad_weights(format!("{}: no GGUF file", files.describe_root())))?;
-        Self::read(files.bytes(&name)?, &files.describe(&name))
+        let parsed = Arc::new(Self::read(files.bytes(&name)?, &files.describe(&name))?);
+        Ok(files.parsed_gguf.get_or_init(|| parsed).clone())
     }
 
     /// Checks and reads GGUF `bytes` (named `label` in messages).

@@ -83,7 +83,7 @@ fn unmapped(arch: GgufArch, name: &str, label: &str) -> crate::error::PhoenixErr
 }
 
 /// The HF names and data of every tensor of a GGUF model of `arch`.
-pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -> Result<HashMap<String, RawTensor>> {
+pub fn to_hf(arch: GgufArch, tensors: &HashMap<String, RawTensor>, label: &str) -> Result<HashMap<String, RawTensor>> {
     let mut out = HashMap::new();
     // Two GGUF tensors for one HF name (`ffn_gate` and `ffn_gate_shexp`, say) would silently drop one.
     let mut put = |hf: String, t: RawTensor, name: &str| -> Result<()> {
@@ -96,7 +96,8 @@ pub fn to_hf(arch: GgufArch, tensors: HashMap<String, RawTensor>, label: &str) -
         }
     };
     let mut halves: HashMap<String, [Option<RawTensor>; 2]> = HashMap::new();
-    for (name, t) in tensors {
+    // Cloning a raw tensor copies its shape and a reference to the file buffer, not its data.
+    for (name, t) in tensors.iter().map(|(n, t)| (n.clone(), t.clone())) {
         let plan = plan(arch, &name).ok_or_else(|| unmapped(arch, &name, label))?;
         match plan {
             Plan::Rename(hf) => put(hf, t, &name)?,
