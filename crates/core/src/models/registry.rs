@@ -8,8 +8,8 @@ use crate::config::{ConfigLayout, CONFIG_FILE};
 use crate::error::{bad_config, model_not_found, unsupported_model, PhoenixError, Result};
 use crate::loader::shown::{json_kind, shown_name};
 use crate::loader::{GgufFile, ModelFiles};
-use crate::models::gguf_config::{hf_config, name_gguf_config};
 use crate::model::LanguageModel;
+use crate::models::gguf_config::{hf_config, name_gguf_config};
 
 /// Which kind of engine runs a family: decides how its state grows (fixed for SSMs, per token for
 /// attention) and which TypeScript engine takes it.
