@@ -54,6 +54,26 @@ export interface RawModelLayout {
   /** The other files a load reads: config.json, tokenizer.json when present, the shard index. */
   sideFiles: string[];
   hasTokenizer: boolean;
+  /** What a GGUF file's header says (absent for Hugging Face folders). */
+  gguf?: RawGgufSummary;
+}
+
+/** A GGUF model as its header describes it (no tensor data read). */
+export interface RawGgufSummary {
+  /** `general.architecture` (`llama`, `mamba2`, …). */
+  architecture: string;
+  name?: string;
+  /** llama.cpp's name of the file type (`Q4_1`, `Q4_K_M`, `F16`), else the type most bytes are in. */
+  quantization: string;
+  /** Tensors per stored type (`F32`, `Q8_0`, …). */
+  tensorTypes: Record<string, number>;
+  paramCount: number;
+  weightBytes: number;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  contextLength?: number;
+  fileBytes: number;
 }
 
 /** One entry of the core's family registry. */

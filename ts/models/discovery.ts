@@ -6,10 +6,12 @@
  * typed error naming the file at fault.
  */
 import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
 import type { RawBinding } from '../binding/types.js';
 import { CONFIG_FILE, describeModel, type ModelDescription } from './describe.js';
+import { isGgufFile } from './gguf-path.js';
 import { readModelText, readModelTextPrefix, type ModelFolder } from './model-files.js';
 import { README_SCAN_BYTES, versionFromReadme } from './readme-version.js';
 
@@ -43,19 +45,21 @@ async function readmeVersion(model: ModelFolder, files: Set<string>): Promise<st
 }
 
 /**
- * Describes the model folder `dir` with the core (`binding.describeModel`), plus its version. Its
- * files must resolve inside `dir` or one of `roots` (the models dir).
+ * Describes the model folder `dir` (or GGUF file `dir`) with the core (`binding.describeModel`), plus
+ * its version. Its files must resolve inside `dir` (the GGUF's folder) or one of `roots` (the models dir).
  * @throws `E_MODEL_NOT_FOUND` (no such / unreadable folder, no config.json, no weights),
  * `E_BAD_CONFIG` (config.json malformed, not a regular file, too large), `E_UNSUPPORTED_MODEL` (a
  * family this build does not run), `E_BAD_WEIGHTS` (a bad shard index, a missing shard).
  */
 export async function describeFolder(dir: string, roots: readonly string[], binding: RawBinding): Promise<FolderDescription> {
+  if (isGgufFile(dir)) {
+    // A single GGUF file: the core reads its header; no config.json or README to take a version from.
+    await listFolder(path.dirname(dir));
+    return describeModel(binding, dir, async () => '');
+  }
   const names = await listFolder(dir);
   const model: ModelFolder = { folder: dir, roots };
-  return describeModel(
-    binding,
-    dir,
-    () => readModelText(model, CONFIG_FILE, CONFIG_MAX_BYTES),
-    () => readmeVersion(model, names),
-  );
+  // A folder holding one .gguf has no config.json: the core described it from the GGUF header.
+  const configText = names.has(CONFIG_FILE) ? () => readModelText(model, CONFIG_FILE, CONFIG_MAX_BYTES) : async () => '';
+  return describeModel(binding, dir, configText, () => readmeVersion(model, names));
 }

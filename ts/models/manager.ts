@@ -12,6 +12,7 @@ import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
 import { describeFolder } from './discovery.js';
 import { filesOf, sameIdentity, sameStats, sideFileChange } from './file-identity.js';
+import { filesFolderOf, isGgufName } from './gguf-path.js';
 import { Manifest, MANIFEST_FILE_NAME, type ManifestEntry } from './manifest.js';
 import type { ModelMetadata, ModelStatus, PerformanceProfile, WeightFileInfo } from './metadata.js';
 import { openModelFile, type ModelFolder } from './model-files.js';
@@ -168,7 +169,7 @@ export class LocalModelManager {
     return { file: manifest.file, persistent: manifest.persistent, ...(warning ? { warning } : {}) };
   }
 
-  /** Every model folder in the models dir (hidden entries skipped), sorted by name. Broken folders have status `error`. */
+  /** Every model folder (or loose `.gguf` file) in the models dir (hidden entries skipped), sorted by name. Broken ones have status `error`. */
   async listModels(options: ManagerCallOptions = {}): Promise<ModelMetadata[]> {
     let entries;
     try {
@@ -180,7 +181,7 @@ export class LocalModelManager {
       });
     }
     const names = entries
-      .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || e.isSymbolicLink()))
+      .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || e.isSymbolicLink() || (e.isFile() && isGgufName(e.name))))
       .map((e) => e.name)
       .sort();
     const result: ModelMetadata[] = [];
@@ -192,7 +193,7 @@ export class LocalModelManager {
       } catch {
         continue; // symlinks escaping the models dir are not models of this dir
       }
-      if (!(await stat(folder).then((s) => s.isDirectory(), () => false))) continue;
+      if (!(await stat(folder).then((s) => s.isDirectory() || (s.isFile() && isGgufName(name)), () => false))) continue;
       result.push(await this.#describe(name, folder, options.signal));
     }
     return result;
@@ -425,6 +426,7 @@ export class LocalModelManager {
         ...(error ? { error } : {}),
         hasTokenizer: described.hasTokenizer,
         ...(performance ? { performance } : {}),
+        ...(described.gguf ? { gguf: described.gguf } : {}),
       };
     } catch (thrown) {
       const error = toPhoenixError(thrown, { model: name });
@@ -439,11 +441,11 @@ export class LocalModelManager {
    * descriptor those whose size, mtime, ctime or inode differ from the recorded ones.
    */
   async #hashFiles(name: string, folder: string, names: string[], recorded: readonly WeightFileInfo[] | undefined, signal: AbortSignal | undefined): Promise<WeightFileInfo[]> {
-    const model: ModelFolder = { folder, roots: [this.modelsDir] };
+    const model: ModelFolder = { folder: filesFolderOf(folder), roots: [this.modelsDir] };
     const files: WeightFileInfo[] = [];
     for (const file of names) {
       throwIfAborted(signal, `checking the files of "${name}"`);
-      const full = path.join(folder, file);
+      const full = path.join(model.folder, file);
       const { handle, stats } = await openModelFile(model, file);
       try {
         const now: WeightFileInfo = { name: file, sizeBytes: stats.size, mtimeMs: stats.mtimeMs, ctimeMs: stats.ctimeMs, ino: stats.ino, sha256: '' };
@@ -563,7 +565,7 @@ export class LocalModelManager {
       const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
       throw new PhoenixError(code as PhoenixError['code'], message, { model: record.name, path: record.folder });
     }
-    record.loadedFiles = filesOf(record.folder, metadata);
+    record.loadedFiles = filesOf(filesFolderOf(record.folder), metadata);
   }
 
   async #loadFresh(record: ModelRecord, signal: AbortSignal): Promise<LoadedModel> {
@@ -592,7 +594,7 @@ export class LocalModelManager {
     const loadMs = performance.now() - started;
     // The engine read the files by path after they were hashed: one edited or swapped meanwhile must
     // not be served (the same re-stat, and rehash on doubt, as for a cached model).
-    record.loadedFiles = filesOf(record.folder, metadata);
+    record.loadedFiles = filesOf(filesFolderOf(record.folder), metadata);
     try {
       await this.#checkUnchanged(record, signal);
     } catch (error) {

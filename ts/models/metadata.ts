@@ -1,7 +1,7 @@
 /**
  * What phoenix-local knows about a local model folder before and after loading it.
  */
-import type { RawEngineKind, RawModelSource } from '../binding/types.js';
+import type { RawEngineKind, RawGgufSummary, RawModelSource } from '../binding/types.js';
 
 /**
  * On-disk layout of a model folder as the core names it: config dialect + weight container, e.g.
@@ -100,4 +100,6 @@ export interface ModelMetadata {
   hasTokenizer: boolean;
   /** Measured after the first load on this machine, when available. */
   performance?: PerformanceProfile;
+  /** For a `.gguf` model: what its header says (architecture, quantization, sizes, context length). */
+  gguf?: RawGgufSummary;
 }

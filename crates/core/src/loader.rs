@@ -5,8 +5,12 @@
 //! tensor descriptions only and executes nothing). Tensors are kept as raw bytes until asked for, then
 //! handed out as f32 with a shape check: little-endian f32 data that is aligned in its file buffer is
 //! borrowed in place (no copy, so a memory-mapped checkpoint is resident once), anything else converted.
+//! A model may also be one GGUF file (`gguf`): its tensors come under the same HF names.
 
 pub mod files;
+pub mod gguf;
+pub mod gguf_guard;
+pub(crate) mod gguf_names;
 mod pickle_guard;
 mod pth;
 mod pth_tensor;
@@ -19,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use files::{FileBytes, FileRefusal, ModelFiles};
+pub use gguf::GgufFile;
 pub use quant_kind::QuantKind;
 
 use crate::error::{bad_weights, model_not_found, Result};
@@ -76,21 +81,28 @@ pub enum WeightFormat {
     Safetensors,
     ShardedSafetensors,
     Pth,
+    /// One `.gguf` file holding metadata, tensors and tokenizer.
+    Gguf,
 }
 
 impl WeightFormat {
-    /// The file that decides the container (the index for shards).
+    /// The file that decides the container (the index for shards; for GGUF the file's name is
+    /// [`ModelFiles::gguf_file`]).
     pub fn container_file(self) -> &'static str {
         match self {
             WeightFormat::Safetensors => SAFETENSORS_FILE,
             WeightFormat::ShardedSafetensors => SAFETENSORS_INDEX_FILE,
             WeightFormat::Pth => PTH_FILE,
+            WeightFormat::Gguf => "*.gguf",
         }
     }
 }
 
-/// The weight container of `files`: the first of [`WEIGHT_CONTAINERS`] present.
+/// The weight container of `files`: a single GGUF file, else the first of [`WEIGHT_CONTAINERS`] present.
 pub fn detect_container(files: &ModelFiles) -> Result<WeightFormat> {
+    if files.gguf_file()?.is_some() {
+        return Ok(WeightFormat::Gguf);
+    }
     match WEIGHT_CONTAINERS.into_iter().find(|file| files.has(file)) {
         Some(SAFETENSORS_INDEX_FILE) => Ok(WeightFormat::ShardedSafetensors),
         Some(SAFETENSORS_FILE) => Ok(WeightFormat::Safetensors),
@@ -107,6 +119,7 @@ pub fn detect_container(files: &ModelFiles) -> Result<WeightFormat> {
 pub fn weight_files(files: &ModelFiles, format: WeightFormat) -> Result<Vec<String>> {
     match format {
         WeightFormat::ShardedSafetensors => safetensors_file::shard_files(files),
+        WeightFormat::Gguf => Ok(files.gguf_file()?.into_iter().collect()),
         other => Ok(vec![other.container_file().to_string()]),
     }
 }
@@ -115,6 +128,7 @@ pub fn weight_files(files: &ModelFiles, format: WeightFormat) -> Result<Vec<Stri
 pub fn format_name(layout: crate::config::ConfigLayout, container: WeightFormat) -> &'static str {
     use crate::config::ConfigLayout::*;
     match (layout, container) {
+        (_, WeightFormat::Gguf) => "gguf",
         (HuggingFace, WeightFormat::Safetensors) => "hf-safetensors",
         (HuggingFace, WeightFormat::ShardedSafetensors) => "hf-safetensors-sharded",
         (HuggingFace, WeightFormat::Pth) => "hf-pth",
@@ -125,6 +139,7 @@ pub fn format_name(layout: crate::config::ConfigLayout, container: WeightFormat)
 }
 
 /// One tensor as stored: dtype, shape and a byte range of a (shared) file buffer.
+#[derive(Clone)]
 pub struct RawTensor {
     pub dtype: WeightDType,
     pub shape: Vec<usize>,
@@ -139,11 +154,19 @@ impl RawTensor {
     fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
     }
+
+    /// Bytes of stored data.
+    pub fn byte_len(&self) -> usize {
+        self.end - self.start
+    }
 }
 
 /// All tensors of a model, by their stored names.
 pub struct TensorStore {
     pub format: WeightFormat,
+    /// Q/K projection rows are in the order llama.cpp's converter writes for Llama (GGUF): RoPE must
+    /// turn adjacent pairs `(2j, 2j+1)` instead of `(j, j + d/2)`.
+    pub rope_interleaved: bool,
     tensors: HashMap<String, RawTensor>,
 }
 
@@ -151,14 +174,21 @@ impl TensorStore {
     /// Detects the weight container in `files` and indexes its tensors (no conversion yet).
     pub fn open(files: &ModelFiles) -> Result<Self> {
         let format = detect_container(files)?;
+        if format == WeightFormat::Gguf {
+            let file = gguf::GgufFile::open_model(files)?;
+            let arch = gguf_names::GgufArch::parse(file.architecture()?, &file.label)?;
+            let tensors = gguf_names::to_hf(arch, &file.tensors, &file.label)?;
+            return Ok(Self { format, rope_interleaved: arch.qk_interleaved(), tensors });
+        }
         let list = match format {
             WeightFormat::ShardedSafetensors => safetensors_file::read_sharded(files)?,
             WeightFormat::Safetensors => {
                 safetensors_file::read(files.bytes(SAFETENSORS_FILE)?, &files.describe(SAFETENSORS_FILE))?
             }
             WeightFormat::Pth => pth::read(files.bytes(PTH_FILE)?, &files.describe(PTH_FILE))?,
+            WeightFormat::Gguf => unreachable!("read above"),
         };
-        Ok(Self { format, tensors: list.into_iter().collect() })
+        Ok(Self { format, rope_interleaved: false, tensors: list.into_iter().collect() })
     }
 
     /// Looks a canonical (HF) name up under every spelling a checkpoint may use.
@@ -173,6 +203,11 @@ impl TensorStore {
     /// Shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.resolve(name).map(|t| t.shape.as_slice())
+    }
+
+    /// Stored dtype of a tensor, if present.
+    pub fn dtype(&self, name: &str) -> Option<WeightDType> {
+        self.resolve(name).map(|t| t.dtype)
     }
 
     /// Loads `name` (canonical HF spelling) as f32, checking it has shape `expected`. A quantized

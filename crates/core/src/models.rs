@@ -2,6 +2,7 @@
 //! in-memory files. Which family loads a folder is decided by [`registry`].
 
 pub(crate) mod forward;
+pub mod gguf_config;
 pub mod granite;
 pub mod llama;
 pub mod mamba;

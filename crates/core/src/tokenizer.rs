@@ -127,6 +127,10 @@ fn normalizer_expansion(inner: &tokenizers::Tokenizer, source: &str) -> Result<E
 /// Loads `tokenizer.json` from `files` if it is there. Absent → `Ok(None)`; present but broken →
 /// `E_TOKENIZER` naming the file.
 pub fn load_optional(files: &ModelFiles) -> Result<Option<Tokenizer>> {
+    if files.gguf_file()?.is_some() {
+        let gguf = crate::loader::GgufFile::open_model(files)?;
+        return crate::loader::gguf::gguf_tokenizer(files, &gguf).map(Some);
+    }
     if !files.has(TOKENIZER_FILE) {
         return Ok(None);
     }

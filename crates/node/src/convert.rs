@@ -70,6 +70,41 @@ pub struct RawModelLayout {
     pub weight_files: Vec<String>,
     pub side_files: Vec<String>,
     pub has_tokenizer: bool,
+    pub gguf: Option<RawGgufSummary>,
+}
+
+/// A GGUF file's header facts (`describeModel` of a `.gguf`).
+#[napi(object)]
+pub struct RawGgufSummary {
+    pub architecture: String,
+    pub name: Option<String>,
+    pub quantization: String,
+    pub tensor_types: std::collections::HashMap<String, u32>,
+    pub param_count: f64,
+    pub weight_bytes: f64,
+    pub vocab_size: f64,
+    pub hidden_size: f64,
+    pub num_layers: f64,
+    pub context_length: Option<f64>,
+    pub file_bytes: f64,
+}
+
+impl From<phoenix_core::describe::GgufSummary> for RawGgufSummary {
+    fn from(s: phoenix_core::describe::GgufSummary) -> Self {
+        Self {
+            architecture: s.architecture,
+            name: s.name,
+            quantization: s.quantization,
+            tensor_types: s.tensor_types.into_iter().map(|(k, v)| (k, v as u32)).collect(),
+            param_count: s.param_count as f64,
+            weight_bytes: s.weight_bytes as f64,
+            vocab_size: s.vocab_size as f64,
+            hidden_size: s.hidden_size as f64,
+            num_layers: s.num_layers as f64,
+            context_length: s.context_length.map(|c| c as f64),
+            file_bytes: s.file_bytes as f64,
+        }
+    }
 }
 
 impl From<phoenix_core::describe::ModelLayout> for RawModelLayout {
@@ -82,6 +117,7 @@ impl From<phoenix_core::describe::ModelLayout> for RawModelLayout {
             weight_files: l.weight_files,
             side_files: l.side_files,
             has_tokenizer: l.has_tokenizer,
+            gguf: l.gguf.map(Into::into),
         }
     }
 }

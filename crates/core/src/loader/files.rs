@@ -129,11 +129,33 @@ enum Source {
 /// A model folder's files, addressed by name (`config.json`, `model.safetensors`, …).
 pub struct ModelFiles {
     source: Source,
+    /// The `.gguf` file named as the model (a path to the file), inside the source's folder.
+    gguf: Option<String>,
+    /// That file's header once read: config, tensors and tokenizer are read from one parse.
+    pub(super) parsed_gguf: std::sync::OnceLock<Arc<super::GgufFile>>,
+}
+
+/// Whether `name` is a GGUF file name (`*.gguf`, any case).
+pub fn is_gguf_name(name: &str) -> bool {
+    name.len() > 5 && name.is_char_boundary(name.len() - 5) && name[name.len() - 5..].eq_ignore_ascii_case(".gguf")
 }
 
 impl ModelFiles {
-    /// A folder on disk. A missing path or a path that is not a folder gives `E_MODEL_NOT_FOUND`.
+    /// A folder on disk, or a `.gguf` file (the model is that file; files beside it, such as a
+    /// `tokenizer.json`, are looked up in its folder). A missing path or a path that is neither
+    /// gives `E_MODEL_NOT_FOUND`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        if let Some(name) = dir.file_name().and_then(|n| n.to_str()).filter(|n| is_gguf_name(n)) {
+            if dir.is_file() || std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+                let parent = match dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let mut files = Self::from_dir(&parent)?;
+                files.gguf = Some(name.to_string());
+                return Ok(files);
+            }
+        }
         if !dir.exists() {
             return Err(model_not_found(format!("model folder {} does not exist", dir.display())));
         }
@@ -151,7 +173,7 @@ impl ModelFiles {
         let mut roots = vec![real.clone()];
         roots.extend(std::fs::canonicalize(named_parent).ok());
         roots.extend(real.parent().map(Path::to_path_buf));
-        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots } })
+        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots }, gguf: None, parsed_gguf: Default::default() })
     }
 
     /// Files already in memory, as `(name, bytes)` pairs (names as they would be inside the folder).
@@ -174,7 +196,45 @@ impl ModelFiles {
     ) -> Self {
         let files = files.into_iter().map(|(name, bytes)| (name, Arc::new(FileBytes::Owned(bytes)))).collect();
         let refused = refused.into_iter().collect();
-        Self { source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) } }
+        Self {
+            source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) },
+            gguf: None,
+            parsed_gguf: Default::default(),
+        }
+    }
+
+    /// The GGUF file that is the model: the file named as the model, else the one `.gguf` of a
+    /// folder without `config.json`. `None` for a Hugging Face folder; several `.gguf` files and no
+    /// `config.json` is `E_MODEL_NOT_FOUND` (which one is meant?).
+    pub fn gguf_file(&self) -> Result<Option<String>> {
+        if let Some(name) = &self.gguf {
+            return Ok(Some(name.clone()));
+        }
+        if self.has(CONFIG_FILE) {
+            return Ok(None);
+        }
+        let mut found: Vec<String> = match &self.source {
+            Source::Memory { files, refused, .. } => {
+                files.keys().chain(refused.keys()).filter(|n| is_gguf_name(n)).cloned().collect()
+            }
+            Source::Dir { dir, .. } => std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|n| is_gguf_name(n) && plain_file_name(n).is_ok())
+                        .take(64)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        found.sort();
+        match found.len() {
+            0 | 1 => Ok(found.pop()),
+            n => Err(model_not_found(format!(
+                "{} holds {n} .gguf files and no {CONFIG_FILE}; name the one to load (a path to the file)",
+                self.describe_root()
+            ))),
+        }
     }
 
     /// How to name `file` in messages: its full path for folders, its name otherwise.

@@ -80,7 +80,11 @@ impl GraniteHybridModel {
 
     /// Builds the model from a parsed config and an indexed tensor store (every tensor's shape is
     /// checked against `cfg` before anything sized by it is allocated).
-    pub fn from_store(cfg: GraniteHybridConfig, store: &TensorStore) -> Result<Self> {
+    pub fn from_store(mut cfg: GraniteHybridConfig, store: &TensorStore) -> Result<Self> {
+        // GGUF weights hold Q/K rows in the interleaved order (not unpermuted: no copy).
+        if let Some(rope) = cfg.rope.as_mut() {
+            rope.interleaved |= store.rope_interleaved;
+        }
         let device = Device::Cpu;
         let (d, v, eps) = (cfg.hidden_size, cfg.vocab_size, cfg.rms_norm_eps);
         let stored_layers = store.layers_under("model.layers.");

@@ -50,7 +50,9 @@ impl LlamaModel {
         Self::from_store(cfg, &store)
     }
 
-    pub fn from_store(cfg: LlamaConfig, store: &TensorStore) -> Result<Self> {
+    pub fn from_store(mut cfg: LlamaConfig, store: &TensorStore) -> Result<Self> {
+        // GGUF Llama weights hold Q/K rows in the interleaved order (not unpermuted: no copy).
+        cfg.rope.interleaved |= store.rope_interleaved;
         cfg.check_sizes(PREFILL_CHUNK)?;
         if cfg.eos_token_ids.iter().chain(cfg.bos_token_id.iter()).any(|&id| id as usize >= cfg.vocab_size) {
             return Err(bad_config(format!(

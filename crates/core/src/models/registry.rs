@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 use crate::config::{ConfigLayout, CONFIG_FILE};
 use crate::error::{bad_config, model_not_found, unsupported_model, PhoenixError, Result};
 use crate::loader::shown::{json_kind, shown_name};
-use crate::loader::ModelFiles;
+use crate::loader::{GgufFile, ModelFiles};
 use crate::model::LanguageModel;
+use crate::models::gguf_config::{hf_config, name_gguf_config};
 
 /// Which kind of engine runs a family: decides how its state grows (fixed for SSMs, per token for
 /// attention) and which TypeScript engine takes it.
@@ -105,9 +106,20 @@ pub fn config_head(text: &str) -> Result<ConfigHead> {
     }
 }
 
-/// Loads the model in `files` with the family its `config.json` names.
+/// Loads the model in `files` with the family its `config.json` (or GGUF architecture) names.
 pub fn load(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+    if files.gguf_file()?.is_some() {
+        return load_gguf(files);
+    }
     let (text, head) = read_config(files)?;
     let family = family_for(&head.model_type).map_err(|e| name_config_file(e, files))?;
     (family.load)(files, &text)
+}
+
+/// Loads a GGUF model: its metadata become the family's config, its tensors the family's weights.
+fn load_gguf(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+    let gguf = GgufFile::open_model(files)?;
+    let (config, model_type) = hf_config(&gguf)?;
+    let family = family_for(&model_type)?;
+    (family.load)(files, &config).map_err(|e| name_gguf_config(e, files, &gguf))
 }

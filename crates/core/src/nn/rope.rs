@@ -1,5 +1,6 @@
 //! Rotary position embedding (RoPE) in the Hugging Face "rotate_half" layout: dimension `j` of a head
-//! turns with `j + head_dim/2` by the angle `position · inv_freq[j]`.
+//! turns with `j + head_dim/2` by the angle `position · inv_freq[j]` — or, for GGUF Llama weights,
+//! in the interleaved layout: dimension `2j` turns with `2j + 1` by the same angle.
 //!
 //! The frequencies follow transformers' `modeling_rope_utils` for each scaling kind; angles are formed
 //! in f32 as transformers does (`inv_freq.float() @ positions.float()`), so positions far into the
@@ -10,7 +11,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, no_cuda, zeros};
 use crate::error::Result;
-use crate::ops::rope::rotate_half_rows;
+use crate::ops::rope::{rotate_half_rows, rotate_pairs_rows};
 
 /// A scaling kind with its parameters, as `rope_type` / `rope_scaling.type` names it.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,9 @@ pub struct RopeSpec {
     /// Rotated dimensions per head (the whole head).
     pub dim: usize,
     pub scaling: RopeScaling,
+    /// Turn adjacent pairs `(2j, 2j+1)` (Meta's original layout, kept by llama.cpp's GGUF files
+    /// whose Q/K rows the converter permuted) instead of `(j, j + dim/2)`.
+    pub interleaved: bool,
 }
 
 impl RopeSpec {
@@ -150,7 +154,7 @@ impl RopeSpec {
                 sin.push(angle.sin() as f32 * scale);
             }
         }
-        Ok(RopeTables { start, len, half, cos, sin })
+        Ok(RopeTables { start, len, half, interleaved: self.interleaved, cos, sin })
     }
 }
 
@@ -159,6 +163,7 @@ pub struct RopeTables {
     pub start: usize,
     pub len: usize,
     half: usize,
+    interleaved: bool,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
@@ -189,7 +194,11 @@ impl CustomOp1 for RopeOp<'_> {
             bail!("{NAME}: input [{rows}, {width}] does not fit {} positions of heads of {head}", self.t.len);
         }
         let mut out = zeros(x.len(), NAME)?;
-        rotate_half_rows(x, &self.t.cos, &self.t.sin, self.t.half, &mut out);
+        if self.t.interleaved {
+            rotate_pairs_rows(x, &self.t.cos, &self.t.sin, self.t.half, &mut out);
+        } else {
+            rotate_half_rows(x, &self.t.cos, &self.t.sin, self.t.half, &mut out);
+        }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 

@@ -194,7 +194,9 @@ pub(crate) fn parse_rope(f: &Fields, head_dim: usize, max_pos: usize) -> Result<
     if !theta.is_finite() || theta <= 1.0 {
         return Err(bad_config(format!("{FILE}: field `{theta_field}` = {theta} must be a finite number > 1")));
     }
-    let Some(p) = params else { return Ok(RopeSpec { theta, dim: head_dim, scaling: RopeScaling::Default }) };
+    let Some(p) = params else {
+        return Ok(RopeSpec { theta, dim: head_dim, scaling: RopeScaling::Default, interleaved: false });
+    };
     let (kind_key, kind) = match (p.str_opt("rope_type")?, p.str_opt("type")?) {
         (Some(k), _) => ("rope_type", k),
         (None, Some(k)) => ("type", k),
@@ -291,5 +293,5 @@ pub(crate) fn parse_rope(f: &Fields, head_dim: usize, max_pos: usize) -> Result<
         )))
         }
     };
-    Ok(RopeSpec { theta, dim: head_dim, scaling })
+    Ok(RopeSpec { theta, dim: head_dim, scaling, interleaved: false })
 }

@@ -1,0 +1,68 @@
+/**
+ * GGUF files in the model manager: a `.gguf` loose in the models dir or alone in a folder is a model,
+ * `loadModelAt(path-to.gguf)` loads it, its metadata come from the header (no tensors read), and its
+ * checksum is the file's sha256 as for any single weight file.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { defaultEngines } from '../ts/engines/default-engines.js';
+import { LocalModelManager } from '../ts/models/manager.js';
+import { ROOT, expectCode, requireNativeAddon, tempDir } from './helpers.js';
+
+const GGUF = path.join(ROOT, 'test/fixtures/gguf-mamba1-tiny/mamba1-tiny.f32.gguf');
+const LLAMA_GGUF = path.join(ROOT, 'test/fixtures/gguf-llama-tiny/llama-tiny.f16.gguf');
+const TOKENIZER = path.join(ROOT, 'test/fixtures/mamba1-tiny/tokenizer.json');
+
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+
+beforeAll(async () => {
+  requireNativeAddon();
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(path.join(modelsDir, 'in-a-folder'), { recursive: true });
+  await copyFile(GGUF, path.join(modelsDir, 'in-a-folder', 'model.gguf'));
+  await copyFile(TOKENIZER, path.join(modelsDir, 'in-a-folder', 'tokenizer.json'));
+  await copyFile(LLAMA_GGUF, path.join(modelsDir, 'loose.f16.gguf'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+function manager(): LocalModelManager {
+  return new LocalModelManager({ modelsDir, engines: defaultEngines(), measurePerformance: false });
+}
+
+const sha256 = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
+
+describe('GGUF models in the manager', () => {
+  it('lists a loose .gguf and a folder holding one, with header metadata and the file checksum', async () => {
+    const models = await manager().listModels();
+    expect(models.map((m) => m.name)).toEqual(['in-a-folder', 'loose.f16.gguf']);
+    const [folder, loose] = models;
+    expect(folder).toMatchObject({ format: 'gguf', family: 'mamba', modelType: 'mamba', status: 'available', hasTokenizer: true });
+    expect(folder?.weightFiles.map((f) => f.name)).toEqual(['model.gguf']);
+    expect(folder?.checksum).toBe(await sha256(GGUF));
+    expect(folder?.gguf).toMatchObject({ architecture: 'mamba', quantization: 'F32', vocabSize: 512, hiddenSize: 64, numLayers: 3 });
+    expect(loose).toMatchObject({ format: 'gguf', family: 'llama', engine: 'transformer', status: 'available' });
+    expect(loose?.path).toBe(path.join(modelsDir, 'loose.f16.gguf'));
+    expect(loose?.weightFiles.map((f) => f.name)).toEqual(['loose.f16.gguf']);
+    expect(loose?.checksum).toBe(await sha256(LLAMA_GGUF));
+    expect(loose?.gguf).toMatchObject({ architecture: 'llama', quantization: 'F16', contextLength: 256, tensorTypes: { F16: 23, F32: 7 } });
+  });
+
+  it('loadModelAt(path-to.gguf) loads it and runs it', async () => {
+    const m = manager();
+    const model = await m.loadModelAt(path.join(modelsDir, 'in-a-folder', 'model.gguf'));
+    expect(model.info).toMatchObject({ format: 'gguf', family: 'mamba', vocabSize: 512 });
+    const ids = await model.tokenize('hello world');
+    expect(ids.length).toBeGreaterThan(0);
+    m.dispose();
+  });
+
+  it('a GGUF without a tokenizer.json beside it is a typed E_TOKENIZER until GGUF tokenizers are built', async () => {
+    await expectCode(manager().loadModel('loose.f16.gguf'), 'E_TOKENIZER');
+  });
+});
