@@ -1,0 +1,307 @@
+//! A [`Tokenizer`] built from the vocabulary a GGUF file carries in its header (`tokenizer.ggml.*`),
+//! tokenizing as llama.cpp does for that file.
+//!
+//! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE from `tokens` + `merges`, with the pre-tokenizer
+//!   `tokenizer.ggml.pre` names ([`pre`]; an unknown name is refused, never defaulted).
+//! - `tokenizer.ggml.model = "llama"`: SentencePiece BPE from `tokens` + `scores` ([`spm`]), `<0xNN>`
+//!   byte fallback, spaces as `▁` and (unless `add_space_prefix` is false) a `▁` before each piece of
+//!   text, as llama.cpp adds one at the start and after every special token.
+//!
+//! Token types (gguf-py `TokenType`): CONTROL and UNKNOWN tokens become special added tokens and
+//! USER_DEFINED ones plain added tokens, so text like `<|im_start|>` is one id (llama.cpp's
+//! `parse_special`). BOS/EOS are added by the post-processor when `add_bos_token`/`add_eos_token`
+//! (or llama.cpp's default for the model and pre-tokenizer) say so.
+
+mod metadata;
+mod pre;
+mod spm;
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
+use tokenizers::{AddedToken, PostProcessorWrapper};
+
+use self::metadata::{Metadata, MAX_MERGES, MAX_TOKENS};
+pub use self::pre::PreTokenizer;
+use super::Tokenizer;
+use crate::error::Result;
+
+/// gguf-py `TokenType` values.
+const CONTROL: i64 = 3;
+const UNKNOWN: i64 = 2;
+const USER_DEFINED: i64 = 4;
+
+/// SentencePiece's word-boundary mark, which stands for a space in a `llama`-model vocabulary.
+const SPM_SPACE: &str = "\u{2581}";
+
+/// The special ids and flags of a GGUF vocabulary, after llama.cpp's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufSpecialTokens {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub unk: Option<u32>,
+    /// Whether encoding with special tokens prepends `bos` / appends `eos`.
+    pub add_bos: bool,
+    pub add_eos: bool,
+}
+
+/// The tokenizer a GGUF header describes. `source` names the file in error messages. Missing keys,
+/// wrong GGUF types, counts that disagree, ids past the vocabulary, merges naming unknown tokens, an
+/// unknown model or pre-tokenizer: `E_TOKENIZER` naming the key.
+pub fn tokenizer_from_gguf(metadata: &HashMap<String, Value>, source: &str) -> Result<Tokenizer> {
+    let md = Metadata::new(metadata, source);
+    let vocab = Vocabulary::read(&md)?;
+    let model_name = md.required_string(metadata::MODEL)?;
+    let (mut inner, add_bos_default) = match model_name {
+        "gpt2" => byte_level_bpe(&md, &vocab)?,
+        "llama" => (sentencepiece_bpe(&md, &vocab)?, true),
+        _ => {
+            return Err(md.error(
+                metadata::MODEL,
+                "this tokenizer model is not supported (supported: `gpt2` byte-level BPE, `llama` SentencePiece)",
+            ))
+        }
+    };
+    add_typed_tokens(&md, &mut inner, &vocab)?;
+    let special = special_tokens_with_default(&md, &vocab, model_name, add_bos_default)?;
+    inner.with_post_processor(Some(post_processor(&md, &vocab, &special)?));
+    Tokenizer::from_built(inner, source.to_string())
+}
+
+/// The BOS/EOS/UNK ids and add-BOS/EOS flags of a GGUF vocabulary (for stop tokens and prompts).
+pub fn gguf_special_tokens(metadata: &HashMap<String, Value>, source: &str) -> Result<GgufSpecialTokens> {
+    let md = Metadata::new(metadata, source);
+    let vocab = Vocabulary::read(&md)?;
+    let model_name = md.required_string(metadata::MODEL)?;
+    let add_bos_default = match model_name {
+        "gpt2" => pre_tokenizer(&md)?.add_bos_default,
+        _ => true,
+    };
+    special_tokens_with_default(&md, &vocab, model_name, add_bos_default)
+}
+
+/// The token list and per-token types, checked against each other.
+struct Vocabulary<'a> {
+    tokens: Vec<&'a str>,
+    types: Option<Vec<i64>>,
+}
+
+impl<'a> Vocabulary<'a> {
+    fn read(md: &Metadata<'a>) -> Result<Self> {
+        md.required_string(metadata::MODEL)?;
+        let tokens = md
+            .strings(metadata::TOKENS, MAX_TOKENS)?
+            .ok_or_else(|| md.error(metadata::TOKENS, "missing (the file carries no tokenizer)"))?;
+        if tokens.is_empty() {
+            return Err(md.error(metadata::TOKENS, "the vocabulary is empty"));
+        }
+        if let Some(i) = tokens.iter().position(|t| t.is_empty()) {
+            return Err(md.error(metadata::TOKENS, format!("token {i} is empty")));
+        }
+        let mut seen = HashMap::with_capacity(tokens.len());
+        for (id, &token) in tokens.iter().enumerate() {
+            if let Some(first) = seen.insert(token, id) {
+                return Err(md.error(metadata::TOKENS, format!("tokens {first} and {id} are the same string")));
+            }
+        }
+        let types = md.integers(metadata::TOKEN_TYPE, tokens.len())?;
+        Ok(Self { tokens, types })
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn type_of(&self, id: usize) -> Option<i64> {
+        self.types.as_ref().map(|t| t[id])
+    }
+
+    fn vocab(&self) -> Vocab {
+        self.tokens.iter().enumerate().map(|(id, &t)| (t.to_string(), id as u32)).collect()
+    }
+}
+
+fn pre_tokenizer(md: &Metadata) -> Result<PreTokenizer> {
+    // llama.cpp reads a missing `pre` as `default` (with a warning that quality degrades); so do we,
+    // but a name it carries must be one we implement.
+    let name = md.string(metadata::PRE)?.unwrap_or("default");
+    PreTokenizer::named(name).ok_or_else(|| {
+        md.error(
+            metadata::PRE,
+            format!(
+                "unknown pre-tokenizer `{}` (supported: default, gpt-2, smollm, starcoder, llama-bpe, llama3, qwen2, dbrx and their llama.cpp aliases)",
+                shown_name(name)
+            ),
+        )
+    })
+}
+
+/// `gpt2`: byte-level BPE over `tokens` and `merges`.
+fn byte_level_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<(tokenizers::Tokenizer, bool)> {
+    let pre = pre_tokenizer(md)?;
+    let merges = md
+        .strings(metadata::MERGES, MAX_MERGES)?
+        .ok_or_else(|| md.error(metadata::MERGES, "missing (a `gpt2` vocabulary needs its BPE merges)"))?;
+    let ids: HashMap<&str, usize> = vocab.tokens.iter().enumerate().map(|(id, &t)| (t, id)).collect();
+    let mut pairs = Vec::with_capacity(merges.len());
+    for (i, merge) in merges.iter().enumerate() {
+        // llama.cpp splits at the first space after the first byte (a space is never inside a
+        // byte-level token, but may start one's text in other vocabularies).
+        let at = merge.as_bytes().iter().skip(1).position(|&b| b == b' ').map(|p| p + 1);
+        let (left, right) = match at {
+            Some(at) => (&merge[..at], &merge[at + 1..]),
+            None => return Err(md.error(metadata::MERGES, format!("merge {i} is not two tokens separated by a space"))),
+        };
+        let merged = format!("{left}{right}");
+        for part in [left, right, merged.as_str()] {
+            if !ids.contains_key(part) {
+                return Err(md.error(
+                    metadata::MERGES,
+                    format!("merge {i} names a token that is not in `{}`", metadata::TOKENS),
+                ));
+            }
+        }
+        pairs.push((left.to_string(), right.to_string()));
+    }
+    let model = BPE::builder()
+        .vocab_and_merges(vocab.vocab(), pairs)
+        .ignore_merges(pre.ignore_merges)
+        .build()
+        .map_err(|e| md.error(metadata::MERGES, format!("cannot build the BPE model: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(model);
+    let name = md.string(metadata::PRE)?.unwrap_or("default");
+    let pre_tokenizer = pre.build().map_err(|e| md.error(metadata::PRE, format!("`{}`: {e}", shown_name(name))))?;
+    inner.with_pre_tokenizer(Some(pre_tokenizer));
+    inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
+    Ok((inner, pre.add_bos_default))
+}
+
+/// `llama`: SentencePiece BPE from `tokens` + `scores`, with `<0xNN>` byte fallback.
+fn sentencepiece_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<tokenizers::Tokenizer> {
+    let scores = md
+        .numbers(metadata::SCORES, vocab.len())?
+        .ok_or_else(|| md.error(metadata::SCORES, "missing (a `llama` vocabulary ranks its merges by score)"))?;
+    let merges = spm::merges_from_scores(&vocab.tokens, &scores).map_err(|e| md.error(metadata::TOKENS, e))?;
+    let merges = merges.into_iter().map(|(l, r)| (l.to_string(), r.to_string())).collect();
+    let unk = md.token_id(metadata::UNK_ID, vocab.len())?.or((vocab.len() > 0).then_some(0));
+    let mut builder = BPE::builder().vocab_and_merges(vocab.vocab(), merges).byte_fallback(true).fuse_unk(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(vocab.tokens[unk as usize].to_string());
+    }
+    let model = builder.build().map_err(|e| md.error(metadata::TOKENS, format!("cannot build the BPE model: {e}")))?;
+    let add_space_prefix = md.bool(metadata::ADD_SPACE_PREFIX)?.unwrap_or(true);
+    let escape = |e: tokenizers::Error| md.error(metadata::TOKENS, e);
+    let mut normalizers = Vec::new();
+    if add_space_prefix {
+        normalizers.push(NormalizerWrapper::Prepend(Prepend::new(SPM_SPACE.to_string())));
+    }
+    normalizers.push(NormalizerWrapper::Replace(Replace::new(" ", SPM_SPACE).map_err(escape)?));
+    let mut decoders = vec![
+        DecoderWrapper::Replace(Replace::new(SPM_SPACE, " ").map_err(escape)?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if add_space_prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    let mut inner = tokenizers::Tokenizer::new(model);
+    inner.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers)))).map_err(escape)?;
+    inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(decoders))));
+    Ok(inner)
+}
+
+/// CONTROL/UNKNOWN tokens as special added tokens, USER_DEFINED ones as plain added tokens: both are
+/// matched in raw text before anything else (llama.cpp `tokenizer_st_partition`).
+fn add_typed_tokens(md: &Metadata, inner: &mut tokenizers::Tokenizer, vocab: &Vocabulary) -> Result<()> {
+    let mut special = Vec::new();
+    let mut user = Vec::new();
+    for (id, &token) in vocab.tokens.iter().enumerate() {
+        match vocab.type_of(id) {
+            Some(CONTROL | UNKNOWN) => special.push(AddedToken::from(token.to_string(), true).normalized(false)),
+            Some(USER_DEFINED) => user.push(AddedToken::from(token.to_string(), false).normalized(false)),
+            _ => {}
+        }
+    }
+    let refuse = |e: tokenizers::Error| md.error(metadata::TOKEN_TYPE, format!("cannot add the special tokens: {e}"));
+    inner.add_special_tokens(special).map_err(refuse)?;
+    inner.add_tokens(user).map_err(refuse)?;
+    Ok(())
+}
+
+fn special_tokens_with_default(
+    md: &Metadata,
+    vocab: &Vocabulary,
+    model_name: &str,
+    add_bos_default: bool,
+) -> Result<GgufSpecialTokens> {
+    let n = vocab.len();
+    // llama.cpp's defaults per model: `llama` BOS 1, EOS 2, UNK 0 (when the vocabulary has them).
+    let default = |id: u32| (model_name == "llama" && (id as usize) < n).then_some(id);
+    let bos = md.token_id(metadata::BOS_ID, n)?.or(default(1));
+    let eos = md.token_id(metadata::EOS_ID, n)?.or(default(2));
+    let unk = md.token_id(metadata::UNK_ID, n)?.or(default(0));
+    let add_bos = md.bool(metadata::ADD_BOS)?.unwrap_or(add_bos_default);
+    let add_eos = md.bool(metadata::ADD_EOS)?.unwrap_or(false);
+    if add_bos && bos.is_none() {
+        return Err(md.error(metadata::BOS_ID, format!("missing, but BOS is to be added (`{}`)", metadata::ADD_BOS)));
+    }
+    if add_eos && eos.is_none() {
+        return Err(md.error(metadata::EOS_ID, format!("missing, but EOS is to be added (`{}`)", metadata::ADD_EOS)));
+    }
+    Ok(GgufSpecialTokens { bos, eos, unk, add_bos, add_eos })
+}
+
+/// Adds BOS / EOS around an encoded text as the flags say (the template names them by role, so any
+/// token text works).
+fn post_processor(md: &Metadata, vocab: &Vocabulary, special: &GgufSpecialTokens) -> Result<PostProcessorWrapper> {
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    let mut tokens = Vec::new();
+    let mut role = |name: &str, id: Option<u32>, on: bool| -> Result<(bool, String)> {
+        match id {
+            Some(id) if on => {
+                let token = SpecialToken::new(name.to_string(), vec![id], vec![vocab.tokens[id as usize].to_string()])
+                    .map_err(|e| md.error(metadata::TOKENS, e))?;
+                tokens.push(token);
+                Ok((true, name.to_string()))
+            }
+            _ => Ok((false, String::new())),
+        }
+    };
+    let (bos_on, bos) = role("BOS", special.bos, special.add_bos)?;
+    let (eos_on, eos) = role("EOS", special.eos, special.add_eos)?;
+    for (sequence, template) in [("$A:0", &mut single), ("$B:1", &mut pair)] {
+        if bos_on {
+            template.push(bos.clone());
+        }
+        template.push(sequence.to_string());
+        if eos_on {
+            template.push(eos.clone());
+        }
+    }
+    let pair: Vec<String> = single.iter().cloned().chain(pair).collect();
+    let mut builder = TemplateProcessing::builder();
+    builder.try_single(single.join(" ")).map_err(|e| md.error(metadata::TOKENS, e))?;
+    builder.try_pair(pair.join(" ")).map_err(|e| md.error(metadata::TOKENS, e))?;
+    let processor = builder.special_tokens(tokens).build().map_err(|e| md.error(metadata::TOKENS, e))?;
+    Ok(PostProcessorWrapper::Template(processor))
+}
+
+/// A pre-tokenizer name for a message: short names as they are, anything long or odd elided.
+fn shown_name(name: &str) -> String {
+    if name.len() <= 40 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        name.to_string()
+    } else {
+        format!("<{} bytes>", name.len())
+    }
+}
