@@ -1,7 +1,10 @@
-//! The tokenizer built from a GGUF header gives llama.cpp's ids, on the real SmolLM2-135M-Instruct
-//! Q4_1 file (`npm run models:fetch` places it in `models/`; `PHOENIX_SMOLLM2_GGUF` points elsewhere).
-//! The expected ids were written by llama.cpp itself (node-llama-cpp, same file):
-//! `test/fixtures/gguf-tokenizer/make-llamacpp-ids.mjs`. Without the file the tests say SKIPPED.
+//! The tokenizer built from a GGUF header gives llama.cpp's ids:
+//! - `gpt2` byte-level BPE: the real SmolLM2-135M-Instruct Q4_1 file (`npm run models:fetch` places it in
+//!   `models/`; `PHOENIX_SMOLLM2_GGUF` points elsewhere; without it those tests say SKIPPED);
+//! - `llama` SentencePiece: `test/fixtures/gguf-tokenizer/spm-tiny.gguf` (committed, see its script).
+//!
+//! The expected ids were written by llama.cpp itself (node-llama-cpp, same files):
+//! `test/fixtures/gguf-tokenizer/make-llamacpp-ids.mjs`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -35,8 +38,8 @@ struct Case {
     ids: Vec<u32>,
 }
 
-fn llamacpp_cases() -> Vec<Case> {
-    let path = repo().join("test/fixtures/gguf-tokenizer/smollm2-llamacpp-ids.json");
+fn llamacpp_cases(fixture: &str) -> Vec<Case> {
+    let path = repo().join("test/fixtures/gguf-tokenizer").join(fixture);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(json["parseSpecial"], true);
     assert_eq!(json["addSpecial"], false);
@@ -56,10 +59,15 @@ fn smollm2_tokenizer(test: &str) -> Option<Tokenizer> {
     Some(tokenizer_from_gguf(&metadata, &source).unwrap())
 }
 
-#[test]
-fn ids_equal_llamacpp_on_every_fixture_string() {
-    let Some(tokenizer) = smollm2_tokenizer("ids_equal_llamacpp_on_every_fixture_string") else { return };
-    let cases = llamacpp_cases();
+fn spm_tiny() -> (HashMap<String, Value>, String) {
+    let path = repo().join("test/fixtures/gguf-tokenizer/spm-tiny.gguf");
+    let content = Content::read(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    (content.metadata, path.display().to_string())
+}
+
+/// Every fixture string encodes (no BOS/EOS) to exactly llama.cpp's ids.
+fn assert_ids_equal_llamacpp(tokenizer: &Tokenizer, fixture: &str) {
+    let cases = llamacpp_cases(fixture);
     assert!(cases.len() >= 200, "the fixture holds a few hundred strings");
     let wrong: Vec<String> = cases
         .iter()
@@ -72,12 +80,53 @@ fn ids_equal_llamacpp_on_every_fixture_string() {
 }
 
 #[test]
-fn decoding_gives_the_text_back() {
-    let Some(tokenizer) = smollm2_tokenizer("decoding_gives_the_text_back") else { return };
-    for case in llamacpp_cases() {
+fn byte_level_bpe_ids_equal_llamacpp_on_every_fixture_string() {
+    let Some(tokenizer) = smollm2_tokenizer("byte_level_bpe_ids_equal_llamacpp_on_every_fixture_string") else {
+        return;
+    };
+    assert_ids_equal_llamacpp(&tokenizer, "smollm2-llamacpp-ids.json");
+}
+
+#[test]
+fn byte_level_bpe_decodes_llamacpp_ids_to_the_text() {
+    let Some(tokenizer) = smollm2_tokenizer("byte_level_bpe_decodes_llamacpp_ids_to_the_text") else { return };
+    for case in llamacpp_cases("smollm2-llamacpp-ids.json") {
         let back = tokenizer.decode(&case.ids, false).unwrap();
         assert_eq!(back, case.text, "llama.cpp's ids {:?} decode to another text", case.ids);
     }
+}
+
+#[test]
+fn sentencepiece_ids_equal_llamacpp_on_every_fixture_string() {
+    let (metadata, source) = spm_tiny();
+    let tokenizer = tokenizer_from_gguf(&metadata, &source).unwrap();
+    assert_ids_equal_llamacpp(&tokenizer, "spm-tiny-llamacpp-ids.json");
+}
+
+#[test]
+fn sentencepiece_decodes_llamacpp_ids_to_the_text() {
+    let (metadata, source) = spm_tiny();
+    let tokenizer = tokenizer_from_gguf(&metadata, &source).unwrap();
+    for case in llamacpp_cases("spm-tiny-llamacpp-ids.json") {
+        // A control token in the text (`<s>`) is followed by the `▁` llama.cpp puts before every
+        // piece of text, and a `▁` in the text is a space to SentencePiece: only texts without
+        // either come back unchanged.
+        if ["<s>", "</s>", "<unk>", "\u{2581}"].iter().any(|t| case.text.contains(t)) {
+            continue;
+        }
+        let back = tokenizer.decode(&case.ids, false).unwrap();
+        assert_eq!(back, case.text, "llama.cpp's ids {:?} decode to another text", case.ids);
+    }
+}
+
+#[test]
+fn sentencepiece_adds_bos_as_its_header_says() {
+    let (metadata, source) = spm_tiny();
+    let tokenizer = tokenizer_from_gguf(&metadata, &source).unwrap();
+    let special = gguf_special_tokens(&metadata, &source).unwrap();
+    assert_eq!((special.bos, special.eos, special.add_bos, special.add_eos), (Some(1), Some(2), true, false));
+    let plain = tokenizer.encode("Hello world", false).unwrap();
+    assert_eq!(tokenizer.encode("Hello world", true).unwrap(), [vec![1], plain].concat());
 }
 
 #[test]
