@@ -68,6 +68,7 @@ fn spm_tiny() -> (HashMap<String, Value>, String) {
 /// Every fixture string encodes (no BOS/EOS) to exactly llama.cpp's ids.
 fn assert_ids_equal_llamacpp(tokenizer: &Tokenizer, fixture: &str) {
     let cases = llamacpp_cases(fixture);
+    let fixture = fixture.to_string();
     assert!(cases.len() >= 200, "the fixture holds a few hundred strings");
     let wrong: Vec<String> = cases
         .iter()
@@ -76,7 +77,7 @@ fn assert_ids_equal_llamacpp(tokenizer: &Tokenizer, fixture: &str) {
             (ours != c.ids).then(|| format!("{:?}: llama.cpp {:?}, ours {:?}", c.text, c.ids, ours))
         })
         .collect();
-    assert!(wrong.is_empty(), "{} of {} strings differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert!(wrong.is_empty(), "{fixture}: {} of {} strings differ:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
 }
 
 #[test]
@@ -85,6 +86,18 @@ fn byte_level_bpe_ids_equal_llamacpp_on_every_fixture_string() {
         return;
     };
     assert_ids_equal_llamacpp(&tokenizer, "smollm2-llamacpp-ids.json");
+}
+
+/// The same vocabulary under each other pre-tokenizer (`tokenizer.ggml.pre`) gives llama.cpp's ids
+/// for a file that names it (`make-pre-variants.py` wrote them; each differs from `smollm` somewhere).
+#[test]
+fn every_pre_tokenizer_gives_llamacpp_ids() {
+    let Some((mut metadata, source)) = smollm2_metadata("every_pre_tokenizer_gives_llamacpp_ids") else { return };
+    for pre in ["gpt-2", "llama-bpe", "qwen2", "default", "dbrx"] {
+        metadata.insert("tokenizer.ggml.pre".to_string(), Value::String(pre.to_string()));
+        let tokenizer = tokenizer_from_gguf(&metadata, &source).unwrap();
+        assert_ids_equal_llamacpp(&tokenizer, &format!("smollm2-pre-{pre}-llamacpp-ids.json"));
+    }
 }
 
 #[test]
