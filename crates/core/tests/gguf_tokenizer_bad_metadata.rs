@@ -136,6 +136,21 @@ fn add_bos_add_eos_and_space_prefix_flags_are_honoured() {
 }
 
 #[test]
+fn end_of_generation_ids_are_eos_eot_and_the_texts_llamacpp_knows() {
+    // `<|im_end|>` typed NORMAL: llama.cpp makes it a control token (one id in text) that ends a turn.
+    let mut md = gpt2();
+    let tokens = ["<|end|>", "a", "b", "ab", "Ġ", "Ġab", "<|im_end|>", "<tool>", "<|start|>"];
+    md.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
+    md.insert("tokenizer.ggml.eot_token_id".into(), Value::U32(7));
+    let s = gguf_special_tokens(&md, SOURCE).unwrap();
+    assert_eq!(s.end_of_generation, [0, 6, 7]);
+    let t = tokenizer_from_gguf(&md, SOURCE).unwrap();
+    assert_eq!(t.encode("ab<|im_end|>", false).unwrap(), [3, 6]);
+    assert_eq!(t.decode(&[3, 6], true).unwrap(), "ab");
+    refused(&with(md, "tokenizer.ggml.eot_token_id", Value::U32(9)), "tokenizer.ggml.eot_token_id");
+}
+
+#[test]
 fn missing_keys_are_named() {
     refused(&without(gpt2(), "tokenizer.ggml.model"), "tokenizer.ggml.model");
     refused(&without(gpt2(), "tokenizer.ggml.tokens"), "tokenizer.ggml.tokens");

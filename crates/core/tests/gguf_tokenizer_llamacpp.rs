@@ -152,6 +152,8 @@ fn chat_markup_is_one_id_per_control_token_and_no_bos_is_added() {
     let special = gguf_special_tokens(&metadata, &source).unwrap();
     // SmolLM2's header: BOS 1, EOS 2, add_bos_token false.
     assert_eq!((special.bos, special.eos, special.add_bos, special.add_eos), (Some(1), Some(2), false, false));
+    // llama.cpp stops at <|endoftext|> (0) and <|im_end|> (2).
+    assert_eq!(special.end_of_generation, [0, 2]);
     let with_special = tokenizer.encode("<|im_start|>user\nHi<|im_end|>", true).unwrap();
     assert_eq!(with_special, tokenizer.encode("<|im_start|>user\nHi<|im_end|>", false).unwrap());
     assert_eq!(with_special.first(), tokenizer.token_to_id("<|im_start|>").as_ref());

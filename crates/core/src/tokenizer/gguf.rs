@@ -14,6 +14,7 @@
 
 mod metadata;
 mod pre;
+mod special;
 mod spm;
 
 use std::collections::HashMap;
@@ -28,11 +29,11 @@ use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
-use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
-use tokenizers::{AddedToken, PostProcessorWrapper};
+use tokenizers::AddedToken;
 
 use self::metadata::{Metadata, MAX_MERGES, MAX_TOKENS};
 pub use self::pre::PreTokenizer;
+pub use self::special::GgufSpecialTokens;
 use super::Tokenizer;
 use crate::error::Result;
 
@@ -43,17 +44,6 @@ const USER_DEFINED: i64 = 4;
 
 /// SentencePiece's word-boundary mark, which stands for a space in a `llama`-model vocabulary.
 const SPM_SPACE: &str = "\u{2581}";
-
-/// The special ids and flags of a GGUF vocabulary, after llama.cpp's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GgufSpecialTokens {
-    pub bos: Option<u32>,
-    pub eos: Option<u32>,
-    pub unk: Option<u32>,
-    /// Whether encoding with special tokens prepends `bos` / appends `eos`.
-    pub add_bos: bool,
-    pub add_eos: bool,
-}
 
 /// The tokenizer a GGUF header describes. `source` names the file in error messages. Missing keys,
 /// wrong GGUF types, counts that disagree, ids past the vocabulary, merges naming unknown tokens, an
@@ -73,8 +63,8 @@ pub fn tokenizer_from_gguf(metadata: &HashMap<String, Value>, source: &str) -> R
         }
     };
     add_typed_tokens(&md, &mut inner, &vocab)?;
-    let special = special_tokens_with_default(&md, &vocab, model_name, add_bos_default)?;
-    inner.with_post_processor(Some(post_processor(&md, &vocab, &special)?));
+    let special = special::read(&md, &vocab.tokens, model_name, add_bos_default)?;
+    inner.with_post_processor(Some(special::post_processor(&md, &vocab.tokens, &special)?));
     Tokenizer::from_built(inner, source.to_string())
 }
 
@@ -87,7 +77,7 @@ pub fn gguf_special_tokens(metadata: &HashMap<String, Value>, source: &str) -> R
         "gpt2" => pre_tokenizer(&md)?.add_bos_default,
         _ => true,
     };
-    special_tokens_with_default(&md, &vocab, model_name, add_bos_default)
+    special::read(&md, &vocab.tokens, model_name, add_bos_default)
 }
 
 /// The token list and per-token types, checked against each other.
@@ -221,80 +211,23 @@ fn sentencepiece_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<tokenizers::To
 }
 
 /// CONTROL/UNKNOWN tokens as special added tokens, USER_DEFINED ones as plain added tokens: both are
-/// matched in raw text before anything else (llama.cpp `tokenizer_st_partition`).
+/// matched in raw text before anything else (llama.cpp `tokenizer_st_partition`). Like llama.cpp, a
+/// token with an end-of-generation text (`<|im_end|>`) is a control token whatever its type says.
 fn add_typed_tokens(md: &Metadata, inner: &mut tokenizers::Tokenizer, vocab: &Vocabulary) -> Result<()> {
-    let mut special = Vec::new();
+    let mut specials = Vec::new();
     let mut user = Vec::new();
     for (id, &token) in vocab.tokens.iter().enumerate() {
-        match vocab.type_of(id) {
-            Some(CONTROL | UNKNOWN) => special.push(AddedToken::from(token.to_string(), true).normalized(false)),
+        let forced_control = special::is_end_of_generation_text(token).then_some(CONTROL);
+        match forced_control.or(vocab.type_of(id)) {
+            Some(CONTROL | UNKNOWN) => specials.push(AddedToken::from(token.to_string(), true).normalized(false)),
             Some(USER_DEFINED) => user.push(AddedToken::from(token.to_string(), false).normalized(false)),
             _ => {}
         }
     }
     let refuse = |e: tokenizers::Error| md.error(metadata::TOKEN_TYPE, format!("cannot add the special tokens: {e}"));
-    inner.add_special_tokens(special).map_err(refuse)?;
+    inner.add_special_tokens(specials).map_err(refuse)?;
     inner.add_tokens(user).map_err(refuse)?;
     Ok(())
-}
-
-fn special_tokens_with_default(
-    md: &Metadata,
-    vocab: &Vocabulary,
-    model_name: &str,
-    add_bos_default: bool,
-) -> Result<GgufSpecialTokens> {
-    let n = vocab.len();
-    // llama.cpp's defaults per model: `llama` BOS 1, EOS 2, UNK 0 (when the vocabulary has them).
-    let default = |id: u32| (model_name == "llama" && (id as usize) < n).then_some(id);
-    let bos = md.token_id(metadata::BOS_ID, n)?.or(default(1));
-    let eos = md.token_id(metadata::EOS_ID, n)?.or(default(2));
-    let unk = md.token_id(metadata::UNK_ID, n)?.or(default(0));
-    let add_bos = md.bool(metadata::ADD_BOS)?.unwrap_or(add_bos_default);
-    let add_eos = md.bool(metadata::ADD_EOS)?.unwrap_or(false);
-    if add_bos && bos.is_none() {
-        return Err(md.error(metadata::BOS_ID, format!("missing, but BOS is to be added (`{}`)", metadata::ADD_BOS)));
-    }
-    if add_eos && eos.is_none() {
-        return Err(md.error(metadata::EOS_ID, format!("missing, but EOS is to be added (`{}`)", metadata::ADD_EOS)));
-    }
-    Ok(GgufSpecialTokens { bos, eos, unk, add_bos, add_eos })
-}
-
-/// Adds BOS / EOS around an encoded text as the flags say (the template names them by role, so any
-/// token text works).
-fn post_processor(md: &Metadata, vocab: &Vocabulary, special: &GgufSpecialTokens) -> Result<PostProcessorWrapper> {
-    let mut single = Vec::new();
-    let mut pair = Vec::new();
-    let mut tokens = Vec::new();
-    let mut role = |name: &str, id: Option<u32>, on: bool| -> Result<(bool, String)> {
-        match id {
-            Some(id) if on => {
-                let token = SpecialToken::new(name.to_string(), vec![id], vec![vocab.tokens[id as usize].to_string()])
-                    .map_err(|e| md.error(metadata::TOKENS, e))?;
-                tokens.push(token);
-                Ok((true, name.to_string()))
-            }
-            _ => Ok((false, String::new())),
-        }
-    };
-    let (bos_on, bos) = role("BOS", special.bos, special.add_bos)?;
-    let (eos_on, eos) = role("EOS", special.eos, special.add_eos)?;
-    for (sequence, template) in [("$A:0", &mut single), ("$B:1", &mut pair)] {
-        if bos_on {
-            template.push(bos.clone());
-        }
-        template.push(sequence.to_string());
-        if eos_on {
-            template.push(eos.clone());
-        }
-    }
-    let pair: Vec<String> = single.iter().cloned().chain(pair).collect();
-    let mut builder = TemplateProcessing::builder();
-    builder.try_single(single.join(" ")).map_err(|e| md.error(metadata::TOKENS, e))?;
-    builder.try_pair(pair.join(" ")).map_err(|e| md.error(metadata::TOKENS, e))?;
-    let processor = builder.special_tokens(tokens).build().map_err(|e| md.error(metadata::TOKENS, e))?;
-    Ok(PostProcessorWrapper::Template(processor))
 }
 
 /// A pre-tokenizer name for a message: short names as they are, anything long or odd elided.
