@@ -161,3 +161,46 @@ fn chat_markup_is_one_id_per_control_token_and_no_bos_is_added() {
     assert_eq!(with_special.last(), Some(&2));
     assert_eq!(tokenizer.id_limit(), 49152);
 }
+
+/// Seeded random texts from a pool of awkward characters (no `<`, so no special token's text, and no
+/// `▁`, which SentencePiece reads as a space): `count` of them, deterministic.
+fn random_texts(count: usize) -> Vec<String> {
+    let pool: Vec<char> =
+        "aZ09 \t\n\r'.,;:!?-_/\\\"(){}[]=+*&%$#@~`|^éßøñÅΩжЖ中文字日本語한국어🙂🚀👍🏽\u{301}\u{200b}\u{a0}\u{3000}١٢٣"
+            .chars()
+            .collect();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..count)
+        .map(|_| {
+            let len = next() % 40;
+            (0..len)
+                .map(|_| match next() % 8 {
+                    // Now and then any Unicode scalar value, not only the pool's.
+                    0 => char::from_u32((next() % 0x2_FFFF) as u32)
+                        .filter(|c| *c != '<' && *c != '\u{2581}')
+                        .unwrap_or('x'),
+                    _ => pool[next() % pool.len()],
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn random_texts_round_trip_through_both_kinds_of_vocabulary() {
+    let (metadata, source) = spm_tiny();
+    let spm = tokenizer_from_gguf(&metadata, &source).unwrap();
+    let smollm2 = smollm2_tokenizer("random_texts_round_trip_through_both_kinds_of_vocabulary (SmolLM2 part)");
+    for text in random_texts(3000) {
+        let ids = spm.encode(&text, false).unwrap();
+        assert_eq!(spm.decode(&ids, false).unwrap(), text, "SentencePiece ids {ids:?}");
+        if let Some(t) = &smollm2 {
+            let ids = t.encode(&text, false).unwrap();
+            assert_eq!(t.decode(&ids, false).unwrap(), text, "byte-level BPE ids {ids:?}");
+        }
+    }
+}
