@@ -242,6 +242,14 @@ fn huge_arrays_are_refused_before_use() {
     let huge = Value::Array(vec![Value::Bool(false); (1 << 22) + 1]);
     refused(&with(gpt2(), "tokenizer.ggml.tokens", huge.clone()), "tokenizer.ggml.tokens");
     refused(&with(gpt2(), "tokenizer.ggml.merges", huge), "tokenizer.ggml.merges");
+    // Control tokens too large to match in every text (9 MiB in all).
+    let big: Vec<String> = (0..9).map(|i| format!("{i}{}", "y".repeat(1 << 20))).collect();
+    let mut tokens: Vec<&str> = vec!["<|end|>", "a", "b", "ab", "Ġ", "Ġab", SECRET, "<tool>", "<|start|>"];
+    tokens.extend(big.iter().map(String::as_str));
+    let mut md = with(gpt2(), "tokenizer.ggml.tokens", strings(&tokens));
+    md.insert("tokenizer.ggml.token_type".into(), ints(&[[3, 1, 1, 1, 1, 1, 1, 4, 3].as_slice(), &[3; 9]].concat()));
+    let message = refused(&md, "tokenizer.ggml.token_type");
+    assert!(message.contains("bytes allowed"), "{message}");
     // SentencePiece tokens too long to derive merges from in bounded time.
     let long: Vec<String> = (0..1024).map(|i| format!("{i}{}", "x".repeat(1 << 16))).collect();
     let refs: Vec<&str> = long.iter().map(String::as_str).collect();

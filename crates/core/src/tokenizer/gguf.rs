@@ -42,6 +42,10 @@ const CONTROL: i64 = 3;
 const UNKNOWN: i64 = 2;
 const USER_DEFINED: i64 = 4;
 
+/// Most bytes of text all control and user-defined tokens together may hold (matched in every text
+/// before tokenizing; real vocabularies hold a few KiB to a few hundred KiB).
+const MAX_ADDED_TOKEN_BYTES: usize = 8 << 20;
+
 /// SentencePiece's word-boundary mark, which stands for a space in a `llama`-model vocabulary.
 const SPM_SPACE: &str = "\u{2581}";
 
@@ -223,6 +227,17 @@ fn add_typed_tokens(md: &Metadata, inner: &mut tokenizers::Tokenizer, vocab: &Vo
             Some(USER_DEFINED) => user.push(AddedToken::from(token.to_string(), false).normalized(false)),
             _ => {}
         }
+    }
+    // Every added token goes into one text matcher built at load: bound what it is built from.
+    let bytes: usize = specials.iter().chain(&user).map(|t| t.content.len()).sum();
+    if bytes > MAX_ADDED_TOKEN_BYTES {
+        return Err(md.error(
+            metadata::TOKEN_TYPE,
+            format!(
+                "{} control/user-defined tokens of {bytes} bytes in all, more than the {MAX_ADDED_TOKEN_BYTES} bytes allowed",
+                specials.len() + user.len()
+            ),
+        ));
     }
     let refuse = |e: tokenizers::Error| md.error(metadata::TOKEN_TYPE, format!("cannot add the special tokens: {e}"));
     inner.add_special_tokens(specials).map_err(refuse)?;
