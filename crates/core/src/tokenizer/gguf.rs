@@ -32,7 +32,7 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::AddedToken;
 
 use self::metadata::{Metadata, MAX_MERGES, MAX_TOKENS};
-pub use self::pre::PreTokenizer;
+use self::pre::PreTokenizer;
 pub use self::special::GgufSpecialTokens;
 use super::Tokenizer;
 use crate::error::Result;
@@ -54,34 +54,58 @@ const SPM_SPACE: &str = "\u{2581}";
 /// unknown model or pre-tokenizer: `E_TOKENIZER` naming the key.
 pub fn tokenizer_from_gguf(metadata: &HashMap<String, Value>, source: &str) -> Result<Tokenizer> {
     let md = Metadata::new(metadata, source);
+    let kind = Kind::read(&md)?;
     let vocab = Vocabulary::read(&md)?;
-    let model_name = md.required_string(metadata::MODEL)?;
-    let (mut inner, add_bos_default) = match model_name {
-        "gpt2" => byte_level_bpe(&md, &vocab)?,
-        "llama" => (sentencepiece_bpe(&md, &vocab)?, true),
-        _ => {
-            return Err(md.error(
-                metadata::MODEL,
-                "this tokenizer model is not supported (supported: `gpt2` byte-level BPE, `llama` SentencePiece)",
-            ))
-        }
+    let special = special::read(&md, &vocab.tokens, kind.is_sentencepiece(), kind.add_bos_default())?;
+    let mut inner = match &kind {
+        Kind::ByteLevelBpe(pre) => byte_level_bpe(&md, &vocab, pre)?,
+        Kind::SentencePiece => sentencepiece_bpe(&md, &vocab, special.unk)?,
     };
     add_typed_tokens(&md, &mut inner, &vocab)?;
-    let special = special::read(&md, &vocab.tokens, model_name, add_bos_default)?;
     inner.with_post_processor(Some(special::post_processor(&md, &vocab.tokens, &special)?));
     Tokenizer::from_built(inner, source.to_string())
 }
 
-/// The BOS/EOS/UNK ids and add-BOS/EOS flags of a GGUF vocabulary (for stop tokens and prompts).
+/// The BOS/EOS/UNK ids, add-BOS/EOS flags and end-of-generation ids of a GGUF vocabulary (for stop
+/// tokens and prompts), with the same checks as [`tokenizer_from_gguf`].
 pub fn gguf_special_tokens(metadata: &HashMap<String, Value>, source: &str) -> Result<GgufSpecialTokens> {
     let md = Metadata::new(metadata, source);
+    let kind = Kind::read(&md)?;
     let vocab = Vocabulary::read(&md)?;
-    let model_name = md.required_string(metadata::MODEL)?;
-    let add_bos_default = match model_name {
-        "gpt2" => pre_tokenizer(&md)?.add_bos_default,
-        _ => true,
-    };
-    special::read(&md, &vocab.tokens, model_name, add_bos_default)
+    special::read(&md, &vocab.tokens, kind.is_sentencepiece(), kind.add_bos_default())
+}
+
+/// `tokenizer.ggml.model`: the two kinds of vocabulary implemented.
+enum Kind {
+    /// `gpt2`, with the pre-tokenizer `tokenizer.ggml.pre` names.
+    ByteLevelBpe(PreTokenizer),
+    /// `llama`.
+    SentencePiece,
+}
+
+impl Kind {
+    fn read(md: &Metadata) -> Result<Self> {
+        match md.required_string(metadata::MODEL)? {
+            "gpt2" => Ok(Kind::ByteLevelBpe(pre_tokenizer(md)?)),
+            "llama" => Ok(Kind::SentencePiece),
+            _ => Err(md.error(
+                metadata::MODEL,
+                "this tokenizer model is not supported (supported: `gpt2` byte-level BPE, `llama` SentencePiece)",
+            )),
+        }
+    }
+
+    fn is_sentencepiece(&self) -> bool {
+        matches!(self, Kind::SentencePiece)
+    }
+
+    /// llama.cpp adds BOS by default for SentencePiece and for some pre-tokenizers (Llama 3's).
+    fn add_bos_default(&self) -> bool {
+        match self {
+            Kind::ByteLevelBpe(pre) => pre.add_bos_default,
+            Kind::SentencePiece => true,
+        }
+    }
 }
 
 /// The token list and per-token types, checked against each other.
@@ -92,7 +116,6 @@ struct Vocabulary<'a> {
 
 impl<'a> Vocabulary<'a> {
     fn read(md: &Metadata<'a>) -> Result<Self> {
-        md.required_string(metadata::MODEL)?;
         let tokens = md
             .strings(metadata::TOKENS, MAX_TOKENS)?
             .ok_or_else(|| md.error(metadata::TOKENS, "missing (the file carries no tokenizer)"))?;
@@ -141,8 +164,7 @@ fn pre_tokenizer(md: &Metadata) -> Result<PreTokenizer> {
 }
 
 /// `gpt2`: byte-level BPE over `tokens` and `merges`.
-fn byte_level_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<(tokenizers::Tokenizer, bool)> {
-    let pre = pre_tokenizer(md)?;
+fn byte_level_bpe(md: &Metadata, vocab: &Vocabulary, pre: &PreTokenizer) -> Result<tokenizers::Tokenizer> {
     let merges = md
         .strings(metadata::MERGES, MAX_MERGES)?
         .ok_or_else(|| md.error(metadata::MERGES, "missing (a `gpt2` vocabulary needs its BPE merges)"))?;
@@ -177,31 +199,30 @@ fn byte_level_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<(tokenizers::Toke
     let pre_tokenizer = pre.build().map_err(|e| md.error(metadata::PRE, format!("`{}`: {e}", shown_name(name))))?;
     inner.with_pre_tokenizer(Some(pre_tokenizer));
     inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
-    Ok((inner, pre.add_bos_default))
+    Ok(inner)
 }
 
 /// `llama`: SentencePiece BPE from `tokens` + `scores`, with `<0xNN>` byte fallback.
-fn sentencepiece_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<tokenizers::Tokenizer> {
+fn sentencepiece_bpe(md: &Metadata, vocab: &Vocabulary, unk: Option<u32>) -> Result<tokenizers::Tokenizer> {
     let scores = md
         .numbers(metadata::SCORES, vocab.len())?
         .ok_or_else(|| md.error(metadata::SCORES, "missing (a `llama` vocabulary ranks its merges by score)"))?;
     let merges = spm::merges_from_scores(&vocab.tokens, &scores).map_err(|e| md.error(metadata::TOKENS, e))?;
     let merges = merges.into_iter().map(|(l, r)| (l.to_string(), r.to_string())).collect();
-    let unk = md.token_id(metadata::UNK_ID, vocab.len())?.or((vocab.len() > 0).then_some(0));
     let mut builder = BPE::builder().vocab_and_merges(vocab.vocab(), merges).byte_fallback(true).fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(vocab.tokens[unk as usize].to_string());
     }
     let model = builder.build().map_err(|e| md.error(metadata::TOKENS, format!("cannot build the BPE model: {e}")))?;
     let add_space_prefix = md.bool(metadata::ADD_SPACE_PREFIX)?.unwrap_or(true);
-    let escape = |e: tokenizers::Error| md.error(metadata::TOKENS, e);
+    let refuse = |e: tokenizers::Error| md.error(metadata::TOKENS, e);
     let mut normalizers = Vec::new();
     if add_space_prefix {
         normalizers.push(NormalizerWrapper::Prepend(Prepend::new(SPM_SPACE.to_string())));
     }
-    normalizers.push(NormalizerWrapper::Replace(Replace::new(" ", SPM_SPACE).map_err(escape)?));
+    normalizers.push(NormalizerWrapper::Replace(Replace::new(" ", SPM_SPACE).map_err(refuse)?));
     let mut decoders = vec![
-        DecoderWrapper::Replace(Replace::new(SPM_SPACE, " ").map_err(escape)?),
+        DecoderWrapper::Replace(Replace::new(SPM_SPACE, " ").map_err(refuse)?),
         DecoderWrapper::ByteFallback(ByteFallback::new()),
         DecoderWrapper::Fuse(Fuse::new()),
     ];
@@ -209,7 +230,7 @@ fn sentencepiece_bpe(md: &Metadata, vocab: &Vocabulary) -> Result<tokenizers::To
         decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
     }
     let mut inner = tokenizers::Tokenizer::new(model);
-    inner.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers)))).map_err(escape)?;
+    inner.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers)))).map_err(refuse)?;
     inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(decoders))));
     Ok(inner)
 }

@@ -62,10 +62,10 @@ pub fn is_end_of_generation_text(token: &str) -> bool {
     END_OF_GENERATION_TEXTS.contains(&token)
 }
 
-pub fn read(md: &Metadata, tokens: &[&str], model_name: &str, add_bos_default: bool) -> Result<GgufSpecialTokens> {
+pub fn read(md: &Metadata, tokens: &[&str], sentencepiece: bool, add_bos_default: bool) -> Result<GgufSpecialTokens> {
     let n = tokens.len();
-    // llama.cpp's defaults for a `llama` vocabulary: BOS 1, EOS 2, UNK 0 (when the vocabulary has them).
-    let default = |id: u32| (model_name == "llama" && (id as usize) < n).then_some(id);
+    // llama.cpp's defaults for a SentencePiece vocabulary: BOS 1, EOS 2, UNK 0 (when it has them).
+    let default = |id: u32| (sentencepiece && (id as usize) < n).then_some(id);
     let bos = md.token_id(metadata::BOS_ID, n)?.or(default(1));
     let eos = md.token_id(metadata::EOS_ID, n)?.or(default(2));
     let unk = md.token_id(metadata::UNK_ID, n)?.or(default(0));
