@@ -46,17 +46,18 @@ impl PreTokenizer {
             "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0"
             | "mellum" | "exaone4" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" => Self::new(&[], true),
             // LLAMA_VOCAB_PRE_TYPE_STARCODER and the types sharing its regexes (digits split one by one).
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
                 Self::new(&[r"\p{N}"], true)
             }
             // LLAMA_VOCAB_PRE_TYPE_LLAMA3: also takes whole-token words as is, and adds BOS.
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => {
-                Self { ignore_merges: true, add_bos_default: true, ..Self::new(&[LLAMA3], false) }
-            }
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+            | "jina-v5-nano" => Self { ignore_merges: true, add_bos_default: true, ..Self::new(&[LLAMA3], false) },
             // DBRX / SMAUG: llama3's regex without its flags.
             "dbrx" | "smaug-bpe" => Self::new(&[LLAMA3], false),
-            // LLAMA_VOCAB_PRE_TYPE_QWEN2 (and STABLELM2: the same regex).
-            "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => Self::new(&[QWEN2], false),
+            // LLAMA_VOCAB_PRE_TYPE_QWEN2 (and STABLELM2, HUNYUAN, SOLAR_OPEN: the same regex).
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" | "stablelm2" | "hunyuan" | "solar-open" => {
+                Self::new(&[QWEN2], false)
+            }
             _ => return None,
         })
     }
@@ -71,5 +72,39 @@ impl PreTokenizer {
         }
         steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, self.gpt2_regex_last)));
         Ok(PreTokenizerWrapper::Sequence(Sequence::new(steps)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_pre_tokenizer_builds_and_unknown_names_are_none() {
+        let names = [
+            "default",
+            "gpt-2",
+            "olmo",
+            "smollm",
+            "starcoder",
+            "mellum2",
+            "llama-bpe",
+            "llama3",
+            "jina-v5-nano",
+            "dbrx",
+            "qwen2",
+            "stablelm2",
+            "solar-open",
+        ];
+        for name in names {
+            PreTokenizer::named(name).unwrap().build().unwrap();
+        }
+        let llama3 = PreTokenizer::named("llama-bpe").unwrap();
+        assert!(llama3.ignore_merges && llama3.add_bos_default);
+        assert_eq!(PreTokenizer::named("dbrx").unwrap().splits, llama3.splits);
+        assert!(!PreTokenizer::named("dbrx").unwrap().add_bos_default);
+        for unknown in ["", "Default", "gpt2", "deepseek-coder", "tekken", "chatglm-bpe", "roberta-bpe"] {
+            assert!(PreTokenizer::named(unknown).is_none(), "{unknown}");
+        }
     }
 }
