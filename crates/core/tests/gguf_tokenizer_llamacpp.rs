@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use phoenix_core::generate::StreamDetokenizer;
 use phoenix_core::tokenizer::{gguf_special_tokens, tokenizer_from_gguf, Tokenizer};
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -201,6 +202,30 @@ fn random_texts_round_trip_through_both_kinds_of_vocabulary() {
         if let Some(t) = &smollm2 {
             let ids = t.encode(&text, false).unwrap();
             assert_eq!(t.decode(&ids, false).unwrap(), text, "byte-level BPE ids {ids:?}");
+        }
+    }
+}
+
+/// Streaming llama.cpp's ids one at a time (as generation does) gives the same text as decoding them
+/// at once, for both kinds of vocabulary (SentencePiece's leading-space strip, byte fallback and
+/// byte-level characters split over several ids).
+#[test]
+fn streamed_text_equals_decoded_text() {
+    let (metadata, source) = spm_tiny();
+    let mut tokenizers = vec![("spm-tiny-llamacpp-ids.json", tokenizer_from_gguf(&metadata, &source).unwrap())];
+    if let Some(t) = smollm2_tokenizer("streamed_text_equals_decoded_text (SmolLM2 part)") {
+        tokenizers.push(("smollm2-llamacpp-ids.json", t));
+    }
+    for (fixture, tokenizer) in tokenizers {
+        let tokenizer = std::sync::Arc::new(tokenizer);
+        for case in llamacpp_cases(fixture) {
+            let mut stream = StreamDetokenizer::new(std::sync::Arc::clone(&tokenizer), &[], false).unwrap();
+            let mut text = String::new();
+            for &id in &case.ids {
+                text += &stream.push(id).unwrap();
+            }
+            text += &stream.finish().unwrap();
+            assert_eq!(text, tokenizer.decode(&case.ids, false).unwrap(), "{fixture}: ids {:?}", case.ids);
         }
     }
 }
