@@ -5,10 +5,12 @@
 //! encode / decode. Normalisation is bounded: see [`expansion`].
 
 mod expansion;
+mod gguf;
 
 use std::path::Path;
 
 pub use expansion::{Expansion, MAX_FACTOR as MAX_NORMALIZER_GROWTH, MAX_NORMALIZED_BYTES};
+pub use gguf::{gguf_special_tokens, tokenizer_from_gguf, GgufSpecialTokens};
 
 use crate::error::{tokenizer_error, ErrorCode, Result};
 use crate::loader::files::{read_regular_file, TOKENIZER_FILE_CAP};
@@ -57,6 +59,11 @@ impl Tokenizer {
             let why = e.downcast_ref::<serde_json::Error>().map(json_problem).unwrap_or_else(|| "unreadable".into());
             tokenizer_error(format!("{source}: not a valid tokenizer.json: {why}"))
         })?;
+        Self::from_built(inner, source)
+    }
+
+    /// Wraps a tokenizer built in code (from a GGUF header) with the same checks as a parsed one.
+    fn from_built(inner: tokenizers::Tokenizer, source: String) -> Result<Self> {
         let id_limit = inner.get_vocab(true).values().map(|&id| id as usize + 1).max().unwrap_or(0);
         if id_limit == 0 {
             return Err(tokenizer_error(format!("{source}: the tokenizer has an empty vocabulary")));
