@@ -30,7 +30,8 @@ impl ChatMessage {
 }
 
 /// A rendered conversation: the prompt text and the ids that end the assistant's turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ChatPrompt {
     /// The template's output; it already holds any BOS the template writes, so it is tokenized
     /// without adding special tokens (as transformers' `apply_chat_template(tokenize=True)` does).
