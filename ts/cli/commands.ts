@@ -77,6 +77,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       const family = Object.entries((a.architecture ?? {}) as Record<string, unknown>).map(([k, v]) => `${k} ${String(v)}`);
       if (!metadata.family) lines.push(['family', `${a.family} (${a.engine} engine)`]);
       lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
+      lines.push(['chat', a.hasChatTemplate ? 'chat template (phoenix-local chat)' : 'no chat template']);
       lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
       lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence${Number(a.stateBytesPerToken) > 0 ? ` + ${formatBytes(Number(a.stateBytesPerToken))} per token of context` : ''})`]);
     }

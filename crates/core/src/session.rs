@@ -88,19 +88,18 @@ impl LoadedModel {
         let model = crate::models::load_model_files(files)?;
         let tokenizer = tokenizer::load_optional(files)?;
         let template = chat::load_optional(files);
-        let loaded = Self::new(model, tokenizer)?;
-        Ok(match template {
-            Ok(template) => loaded.with_chat_template(template),
-            Err(e) => Self { chat: ChatSupport::Broken(e), ..loaded },
-        })
+        Ok(Self::new(model, tokenizer)?.with_chat_template(template))
     }
 
-    /// Attaches a chat template (e.g. built by [`ChatTemplate::new`] from GGUF metadata); the ids
-    /// that end the assistant's turn are worked out here, with the tokenizer.
-    pub fn with_chat_template(self, template: Option<ChatTemplate>) -> Self {
+    /// Attaches the model's chat template: `Ok(Some(_))` e.g. from [`ChatTemplate::new`] over GGUF
+    /// metadata, `Ok(None)` when the model has none, `Err(_)` when it has a broken one — the load
+    /// still succeeds and `chat` reports that error. The ids that end the assistant's turn are
+    /// worked out here, with the tokenizer.
+    pub fn with_chat_template(self, template: Result<Option<ChatTemplate>>) -> Self {
         let chat = match template {
-            None => ChatSupport::Absent,
-            Some(template) => {
+            Err(e) => ChatSupport::Broken(e),
+            Ok(None) => ChatSupport::Absent,
+            Ok(Some(template)) => {
                 let end_of_turn = match &self.tokenizer {
                     Some(t) => chat::end_of_turn_ids(&template, t),
                     None => Vec::new(),

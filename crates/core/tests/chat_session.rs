@@ -167,3 +167,25 @@ fn template_sources_list_form_jinja_file_and_their_errors() {
     let model = load(&[tokenizer_config(CHATML)], None);
     assert_eq!(model.chat_prompt(&[], true).unwrap_err().code, ErrorCode::InvalidOption);
 }
+
+#[test]
+fn a_template_from_elsewhere_attaches_to_a_loaded_model() {
+    // What the GGUF loader does with `tokenizer.chat_template`: ChatTemplate::new over the source.
+    use phoenix_core::chat::ChatTemplate;
+    let files = ModelFiles::from_memory(llama_tiny_files());
+    let template = CHATML.replace("<|im_end|>", "<|padding|>");
+    let attached = LoadedModel::from_files(&files)
+        .unwrap()
+        .with_chat_template(ChatTemplate::new(&template, None, None, "m.gguf: tokenizer.chat_template").map(Some));
+    assert!(attached.info().has_chat_template);
+    let prompt = attached.chat_prompt(&user("Hi"), true).unwrap();
+    assert_eq!(prompt.text, "<|im_start|>user\nHi<|padding|>\n<|im_start|>assistant\n");
+    assert_eq!(prompt.stop_token_ids, vec![1, 0]);
+    // A source that does not compile: the model loads, chat names the source.
+    let broken = LoadedModel::from_files(&files)
+        .unwrap()
+        .with_chat_template(ChatTemplate::new("{% if %}", None, None, "m.gguf: tokenizer.chat_template").map(Some));
+    let e = broken.chat_prompt(&user("Hi"), true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadConfig);
+    assert!(e.message.contains("m.gguf: tokenizer.chat_template"), "{}", e.message);
+}
