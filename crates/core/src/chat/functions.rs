@@ -86,17 +86,112 @@ fn ascii_escaped(text: &str) -> String {
     out
 }
 
-/// Writes None, True and False as Python prints them (jinja2 renders Python values with `str`).
+/// Writes values as jinja2 prints Python values (`str(value)`): None, True, False, float reprs, and
+/// lists / dicts as their Python repr (`['a', 'b']`, `{'k': 1}`), not minijinja's JSON-like text.
 pub(super) fn python_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
     let python = match value.kind() {
-        ValueKind::None => Some("None"),
-        ValueKind::Bool if value.is_true() => Some("True"),
-        ValueKind::Bool => Some("False"),
+        ValueKind::None => Some("None".to_string()),
+        ValueKind::Bool if value.is_true() => Some("True".to_string()),
+        ValueKind::Bool => Some("False".to_string()),
+        ValueKind::Number if !value.is_integer() => f64::try_from(value.clone()).ok().map(py_float),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            let mut text = String::new();
+            py_repr(value, &mut text, 0)?;
+            Some(text)
+        }
         _ => None,
     };
     match python {
-        Some(text) => out.write_str(text).map_err(|_| Error::new(ErrorKind::WriteFailure, "formatting failed")),
+        Some(text) => out.write_str(&text).map_err(|_| Error::new(ErrorKind::WriteFailure, "formatting failed")),
         None => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// Deepest nesting a printed list / dict may have (the values are the template's own).
+const MAX_REPR_DEPTH: usize = 64;
+
+/// Python's `repr` of a value, as `str(list)` / `str(dict)` show their items.
+fn py_repr(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
+    if depth > MAX_REPR_DEPTH {
+        return Err(Error::new(ErrorKind::InvalidOperation, "a printed value is nested too deeply"));
+    }
+    match value.kind() {
+        ValueKind::None | ValueKind::Undefined => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
+        ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
+            Ok(f) => out.push_str(&py_float(f)),
+            Err(_) => out.push_str(&value.to_string()),
+        },
+        ValueKind::String => py_str_repr(value.as_str().unwrap_or_default(), out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            for (i, item) in value.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_repr(&item, out, depth + 1)?;
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            for (i, key) in value.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_repr(&key, out, depth + 1)?;
+                out.push_str(": ");
+                py_repr(&value.get_item(&key)?, out, depth + 1)?;
+            }
+            out.push('}');
+        }
+        _ => out.push_str(&value.to_string()),
+    }
+    Ok(())
+}
+
+/// Python's `repr(str)`: single quotes unless the text has one and no double quote; escapes for
+/// backslashes, the quote, and characters Python does not print as they are.
+fn py_str_repr(text: &str, out: &mut String) {
+    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x100 && (c.is_control() || (c.is_whitespace() && c != ' ')) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() || (c.is_whitespace() && c != ' ') => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, `1.0` not `1`, exponent as `1e+16` / `1e-05`.
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // Rust's `{:?}` switches to an exponent at the same thresholds as Python (< 1e-4, >= 1e16).
+    let debug = format!("{f:?}");
+    match debug.split_once('e') {
+        None => debug,
+        Some((mantissa, exp)) => {
+            let mantissa = mantissa.strip_suffix(".0").unwrap_or(mantissa);
+            let (sign, digits) = exp.strip_prefix('-').map_or(('+', exp), |d| ('-', d));
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
     }
 }
 
