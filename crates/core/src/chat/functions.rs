@@ -60,13 +60,29 @@ pub(super) fn tojson(value: Value, args: Kwargs) -> Result<Value, Error> {
     let mut bytes = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut bytes, formatter);
     let result = if sort_keys == Some(true) {
-        serde_json::to_value(&value).and_then(|v| serde::Serialize::serialize(&v, &mut ser))
+        serde_json::to_value(&value).and_then(|mut v| {
+            sort_all_keys(&mut v);
+            serde::Serialize::serialize(&v, &mut ser)
+        })
     } else {
         serde::Serialize::serialize(&value, &mut ser)
     };
     result.map_err(|_| Error::new(ErrorKind::BadSerialization, "tojson: the value cannot be written as JSON"))?;
     let text = String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::BadSerialization, "tojson: not UTF-8"))?;
     Ok(Value::from_safe_string(if ensure_ascii == Some(true) { ascii_escaped(&text) } else { text }))
+}
+
+/// Python's `sort_keys=True`, at every level (explicit: serde_json's map keeps insertion order when
+/// its `preserve_order` feature is on anywhere in the build).
+fn sort_all_keys(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.sort_keys();
+            map.values_mut().for_each(sort_all_keys);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_all_keys),
+        _ => {}
+    }
 }
 
 /// Python's `ensure_ascii`: every non-ASCII character as `\uXXXX` (UTF-16 units). Non-ASCII only
