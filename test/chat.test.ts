@@ -181,4 +181,29 @@ describe('phoenix-local run --chat', () => {
     const system = await cli(['run', 'chat-tiny', 'plain prompt', '--system', 'x']);
     expect(system.status).toBe(2);
   });
+
+  it('chat: --help describes the commands; a model without a template is refused before the prompt', async () => {
+    const help = await cli(['chat', '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/\/reset/);
+    expect(help.stdout).toMatch(/Ctrl-C/);
+    const plain = await cli(['chat', 'plain-tiny', '-q']);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toContain('E_INVALID_OPTION');
+    expect(plain.stderr).toContain('no chat template');
+    expect(plain.stdout).toBe('');
+    // Lines piped in (no terminal) are answered in turn; end of input ends the program.
+    const piped = await new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', '--verbose', '-q', '-n', '3'], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('close', (status) => resolve({ status, stderr }));
+      child.stdin.end('first\n/reset\nsecond\n');
+    });
+    expect(piped.status).toBe(0);
+    const prompts = piped.stderr.split('\n').filter((l) => l.startsWith('prompt '));
+    expect(prompts).toEqual([`prompt ${JSON.stringify(chatml([{ role: 'user', content: 'first' }]))}`, `prompt ${JSON.stringify(chatml([{ role: 'user', content: 'second' }]))}`]);
+    expect(piped.stderr).toContain('(conversation cleared)');
+  });
 });
