@@ -119,6 +119,12 @@ fn hostile_templates_fail_typed_and_bounded() {
         assert!(e.message.contains(expected), "{source}: {}", e.message);
         assert!(e.message.contains("hostile.jinja"), "{source}: {}", e.message);
     }
+    // minijinja panics reverse-slicing an empty list (granite4 with only a system message leaves
+    // `loop_messages` empty): a typed error, not a crash.
+    let granite = template_named("granite4", None, None);
+    let e = granite.render(&[ChatMessage::new("system", "only")], true).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadConfig, "{}", e.message);
+    assert!(e.message.contains("granite4.jinja"), "{}", e.message);
     // A source past the size limit is refused before compiling.
     let huge = "x".repeat(2 << 20);
     assert_eq!(render_err(&huge).code, ErrorCode::BadConfig);
@@ -137,4 +143,62 @@ fn messages_never_appear_in_compile_errors_and_oversized_conversations_are_refus
     let e = ChatTemplate::new("line one\n{% if secret_word_xyz %}", None, None, "t.jinja").unwrap_err();
     assert!(!e.message.contains("secret_word_xyz"), "{}", e.message);
     assert!(e.message.contains("line"), "{}", e.message);
+}
+
+/// Seeded mutations of the real templates (pieces of Jinja syntax inserted, characters dropped or
+/// swapped): every compile and render returns a typed error or text, never a panic.
+/// `PHOENIX_CHAT_FUZZ_ROUNDS` (default 300 per template) runs longer by hand.
+#[test]
+fn mutated_templates_fail_typed_never_panic() {
+    const PIECES: [&str; 16] =
+        ["{%", "%}", "{{", "}}", "{#", "#}", "-", "(", ")", "[", "]", "|", "'", "\"", " for x in messages ", "loop."];
+    let messages =
+        vec![ChatMessage::new("system", "S"), ChatMessage::new("user", "Hi?"), ChatMessage::new("assistant", "A")];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut rendered, mut refused) = (0, 0);
+    for name in ["smollm2", "llama3", "qwen2", "granite4", "python-features"] {
+        let source = std::fs::read_to_string(fixtures().join("templates").join(format!("{name}.jinja"))).unwrap();
+        let rounds = std::env::var("PHOENIX_CHAT_FUZZ_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(300);
+        for _ in 0..rounds {
+            let mut chars: Vec<char> = source.chars().collect();
+            for _ in 0..1 + next(3) {
+                let at = next(chars.len());
+                match next(3) {
+                    0 => {
+                        chars.remove(at);
+                    }
+                    1 => chars.splice(at..at, PIECES[next(PIECES.len())].chars()).for_each(drop),
+                    _ => {
+                        let other = next(chars.len());
+                        chars.swap(at, other)
+                    }
+                }
+            }
+            let mutated: String = chars.into_iter().collect();
+            let outcome = std::panic::catch_unwind(|| {
+                ChatTemplate::new(&mutated, Some("<s>"), Some("</s>"), "m.jinja")
+                    .and_then(|t| t.render(&messages, true))
+            });
+            match outcome.unwrap_or_else(|_| panic!("a mutation of {name} panicked:\n{mutated}")) {
+                Ok(_) => rendered += 1,
+                Err(e) => {
+                    assert!(
+                        matches!(e.code, ErrorCode::BadConfig | ErrorCode::InvalidOption),
+                        "{}: {}",
+                        e.code.as_str(),
+                        e.message
+                    );
+                    assert!(e.message.contains("m.jinja"), "{}", e.message);
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(rendered > 0 && refused > 0, "{rendered} rendered, {refused} refused");
 }

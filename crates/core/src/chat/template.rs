@@ -100,13 +100,22 @@ impl ChatTemplate {
             documents => Value::from(()),
         };
         let mut out = CappedOutput::default();
-        match template.render_captured_to(ctx, &mut out) {
-            Ok(_) => String::from_utf8(out.bytes).map_err(|_| internal_utf8(&self.origin)),
-            Err(_) if out.overflowed => Err(bad_config(format!(
+        // minijinja 2.24 panics on some templates (reverse-slicing an empty list, `[][::-1]`): that is
+        // this template failing, not the process.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            template.render_captured_to(ctx, &mut out).map(drop)
+        }));
+        match rendered {
+            Ok(Ok(())) => String::from_utf8(out.bytes).map_err(|_| internal_utf8(&self.origin)),
+            Ok(Err(_)) if out.overflowed => Err(bad_config(format!(
                 "{}: the chat template's output grew past {MAX_OUTPUT_BYTES} bytes",
                 self.origin
             ))),
-            Err(e) => Err(self.failed(&e)),
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(bad_config(format!(
+                "{}: the template engine failed on this chat template and conversation (an internal error of minijinja, e.g. reverse-slicing an empty list)",
+                self.origin
+            ))),
         }
     }
 
