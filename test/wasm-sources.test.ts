@@ -106,7 +106,8 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('WASM model sources', () => {
     for (const asBlob of [false, true]) {
       const { read, asked } = recordingReader(both, asBlob);
       expect(await logitsOf(await wasm.loadModel(read)), asBlob ? 'Blobs (streamed in chunks)' : 'bytes').toEqual(expected);
-      expect(asked).toEqual(['config.json', 'tokenizer.json', 'model.safetensors.index.json', 'model.safetensors']);
+      // The chat template's files are looked for too (absent here).
+      expect(asked).toEqual(['config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'model.safetensors.index.json', 'model.safetensors']);
     }
   });
 
@@ -118,6 +119,8 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('WASM model sources', () => {
     expect(asked).toEqual([
       'config.json',
       'tokenizer.json',
+      'tokenizer_config.json',
+      'chat_template.jinja',
       'model.safetensors.index.json',
       'model-00001-of-00002.safetensors',
       'model-00002-of-00002.safetensors',

@@ -40,6 +40,8 @@ export { defaultEngines } from './engines/default-engines.js';
 export type {
   InferenceEngine,
   LoadedModel,
+  ChatMessage,
+  ChatPrompt,
   GenerationInput,
   GenerationOptions,
   GenerationResult,

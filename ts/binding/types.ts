@@ -38,6 +38,8 @@ export interface RawModelInfo {
   architecture: Record<string, unknown>;
   /** Whether a tokenizer.json was found (text in/out needs one; id-level scoring does not). */
   hasTokenizer: boolean;
+  /** Whether the model has a chat template (`renderChat` / `generateChat` need one). */
+  hasChatTemplate: boolean;
   /** Bytes of a state snapshot's fixed header (what {@link RawModel.snapshotLength} reads). */
   snapshotHeaderBytes: number;
 }
@@ -105,6 +107,21 @@ export interface RawGenerateOptions {
   addSpecialTokens?: boolean;
   /** Cut `maxTokens` to the room left in the model's context instead of refusing it. */
   fitToContext?: boolean;
+}
+
+/** One turn of a conversation, as chat templates read it. */
+export interface RawChatMessage {
+  /** `system`, `user`, `assistant`, … (the template decides which it accepts). */
+  role: string;
+  content: string;
+}
+
+/** A conversation rendered by the model's chat template. */
+export interface RawChatPrompt {
+  /** The prompt text (it already holds any BOS the template writes). */
+  text: string;
+  /** Ids that end the assistant's turn: the template's end-of-turn token, then the EOS ids. */
+  stopTokenIds: number[];
 }
 
 /** The prompt: text (tokenized by the model's tokenizer) or token ids. */
@@ -187,6 +204,17 @@ export interface RawModel {
    * context; the prompt may then be empty.
    */
   generate(prompt: RawPrompt, options: RawGenerateOptions, state?: Uint8Array | null): RawGeneration;
+  /**
+   * `messages` rendered with the model's chat template (the assistant's turn opened when
+   * `addGenerationPrompt`). No template → `E_INVALID_OPTION`; a broken one → `E_BAD_CONFIG`.
+   */
+  renderChat(messages: RawChatMessage[], addGenerationPrompt: boolean): RawChatPrompt;
+  /**
+   * Starts the assistant's reply to `messages`: the rendered conversation is the prompt (no BOS added
+   * unless `addSpecialTokens`), and the generation also stops at the template's end-of-turn token,
+   * whose text is not returned.
+   */
+  generateChat(messages: RawChatMessage[], options: RawGenerateOptions): RawGeneration;
   /** Frees the weights now; later calls throw `E_INVALID_OPTION` ("model disposed"). */
   dispose(): void;
 }

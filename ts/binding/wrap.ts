@@ -42,6 +42,8 @@ export function wrapModel(raw: RawModel): RawModel {
     logits: (ids) => guardAsync(() => raw.logits(ids)),
     score: (ids, options) => guardAsync(() => raw.score(ids, options)),
     generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),
+    renderChat: (messages, addGenerationPrompt) => guard(() => raw.renderChat(messages, addGenerationPrompt)),
+    generateChat: (messages, options) => wrapGeneration(guard(() => raw.generateChat(messages, options))),
     dispose: () => guard(() => raw.dispose()),
   };
 }

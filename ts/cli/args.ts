@@ -28,6 +28,9 @@ const OPTIONS = {
   state: { type: 'string' },
   ids: { type: 'string' },
   text: { type: 'string' },
+  chat: { type: 'string' },
+  system: { type: 'string' },
+  verbose: { type: 'boolean' },
 } as const;
 
 export type ParsedFlags = ReturnType<typeof parse>['values'];
@@ -46,7 +49,8 @@ const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'he
 const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   list: ['json'],
   info: ['json', 'no-load', 'threads'],
-  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose'],
+  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose'],
   score: ['threads', 'ids', 'text', 'json'],
 };
 

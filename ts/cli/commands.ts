@@ -4,7 +4,7 @@
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { readStateFile } from '../engines/state-file.js';
-import type { GenerationInput, GenerationOptions } from '../engines/types.js';
+import type { ChatMessage, GenerationInput, GenerationOptions, GenerationResult, InferenceEngine } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
 import { checkWritableFile, writeOutputFile } from './destination.js';
@@ -77,6 +77,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       const family = Object.entries((a.architecture ?? {}) as Record<string, unknown>).map(([k, v]) => `${k} ${String(v)}`);
       if (!metadata.family) lines.push(['family', `${a.family} (${a.engine} engine)`]);
       lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
+      lines.push(['chat', a.hasChatTemplate ? 'chat template (phoenix-local chat)' : 'no chat template']);
       lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
       lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence${Number(a.stateBytesPerToken) > 0 ? ` + ${formatBytes(Number(a.stateBytesPerToken))} per token of context` : ''})`]);
     }
@@ -95,8 +96,8 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
   return 0;
 }
 
-/** `run <model> "<prompt>"`: streams text to stdout, stats to stderr. */
-export async function runCommand(ctx: CliContext, modelArg: string | undefined, promptArgs: string[]): Promise<number> {
+/** The sampling and stopping flags of `run` and `chat` as generation options (absent ones left out). */
+export function generationOptions(ctx: CliContext): GenerationOptions {
   const { flags } = ctx;
   const options: GenerationOptions = {
     maxTokens: numberFlag(flags, 'max-tokens'),
@@ -110,6 +111,17 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     returnState: flags['save-state'] !== undefined,
   };
   for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
+  return options;
+}
+
+/** `run <model> "<prompt>"`: streams text to stdout, stats to stderr. */
+export async function runCommand(ctx: CliContext, modelArg: string | undefined, promptArgs: string[]): Promise<number> {
+  const { flags } = ctx;
+  if (flags.chat !== undefined) return runChatCommand(ctx, modelArg, promptArgs);
+  if (flags.system !== undefined || flags.verbose) {
+    throw new PhoenixError('E_INVALID_OPTION', `${flags.system !== undefined ? '--system' : '--verbose'} goes with --chat`, { usage: true });
+  }
+  const options = generationOptions(ctx);
   if (flags.ids !== undefined && promptArgs.length > 0) throw new PhoenixError('E_INVALID_OPTION', 'give the prompt as text or as --ids, not both', { usage: true });
   if (modelArg === undefined || (promptArgs.length === 0 && flags.ids === undefined && flags.state === undefined)) {
     throw new PhoenixError('E_INVALID_OPTION', `missing ${modelArg === undefined ? '<model> and ' : ''}"<prompt>" (or --ids, or --state to continue a saved state)`, { usage: true });
@@ -130,16 +142,62 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     const result = await stream.result;
     if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
     if (result.state && saveTo !== undefined) await writeOutputFile('save-state', saveTo, result.state);
-    const ttft = result.timings.timeToFirstTokenMs;
-    ctx.io.stderr.write(
-      `\n${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens, ` +
-        `ttft ${ttft === null ? 'n/a' : `${ttft.toFixed(1)} ms`}, prefill ${result.timings.prefillMs.toFixed(1)} ms, decode ${result.timings.decodeMs.toFixed(1)} ms, ` +
-        `finish ${result.finishReason}${flags['save-state'] ? `, state saved to ${flags['save-state']}` : ''}\n`,
-    );
+    ctx.io.stderr.write(`\n${statsLine(result)}${flags['save-state'] ? `, state saved to ${flags['save-state']}` : ''}\n`);
     return result.finishReason === 'abort' ? 130 : 0;
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
+}
+
+/** `run <model> --chat "question"`: one user message (after `--system` when given), answered once. */
+async function runChatCommand(ctx: CliContext, modelArg: string | undefined, promptArgs: string[]): Promise<number> {
+  const { flags } = ctx;
+  const conflicting = promptArgs.length > 0 ? '"<prompt>"' : (['ids', 'state', 'save-state'] as const).find((f) => flags[f] !== undefined);
+  if (conflicting !== undefined) {
+    throw new PhoenixError('E_INVALID_OPTION', `--chat takes the question itself; it does not go with ${conflicting.startsWith('"') ? conflicting : `--${conflicting}`}`, { usage: true });
+  }
+  if (modelArg === undefined) throw new PhoenixError('E_INVALID_OPTION', 'missing <model>', { usage: true });
+  const options = generationOptions(ctx);
+  await checkOptionsBeforeLoading(ctx, options);
+  const model = await ctx.load(modelArg);
+  const engine = chatEngine(ctx.manager.engineFor(model));
+  const messages: ChatMessage[] = [...systemMessage(ctx), { role: 'user', content: flags.chat as string }];
+  if (flags.verbose) ctx.io.stderr.write(`prompt ${JSON.stringify(engine.renderChat(model, messages).text)}\n`);
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const stream = engine.chatStream(model, messages, { ...options, signal: controller.signal });
+    for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
+    const result = await stream.result;
+    if ((process.stdout.isTTY ?? false) && !result.text.endsWith('\n')) ctx.io.stdout.write('\n');
+    ctx.io.stderr.write(`\n${statsLine(result)}\n`);
+    return result.finishReason === 'abort' ? 130 : 0;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+}
+
+/** The `--system` message, if given. */
+export function systemMessage(ctx: CliContext): ChatMessage[] {
+  return ctx.flags.system !== undefined ? [{ role: 'system', content: ctx.flags.system }] : [];
+}
+
+/** An engine that can chat (the binding engines all do). */
+export function chatEngine(engine: InferenceEngine): Required<Pick<InferenceEngine, 'chatStream' | 'renderChat'>> {
+  const { chatStream, renderChat } = engine;
+  if (!chatStream || !renderChat) throw new PhoenixError('E_UNSUPPORTED_MODEL', `engine ${engine.name} does not support chat`);
+  return { chatStream: chatStream.bind(engine), renderChat: renderChat.bind(engine) };
+}
+
+/** The stats line of a generation. */
+export function statsLine(result: GenerationResult): string {
+  const ttft = result.timings.timeToFirstTokenMs;
+  return (
+    `${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens, ` +
+    `ttft ${ttft === null ? 'n/a' : `${ttft.toFixed(1)} ms`}, prefill ${result.timings.prefillMs.toFixed(1)} ms, decode ${result.timings.decodeMs.toFixed(1)} ms, ` +
+    `finish ${result.finishReason}`
+  );
 }
 
 /** `score <model> --ids … | --text …`: log-probs and perplexity; `--json`: ids and every position's logits. */
@@ -172,7 +230,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
 }
 
 /** Option values out of range are usage errors (exit 2), found by the library before a model loads. */
-async function checkOptionsBeforeLoading(ctx: CliContext, options: GenerationOptions): Promise<void> {
+export async function checkOptionsBeforeLoading(ctx: CliContext, options: GenerationOptions): Promise<void> {
   try {
     await ctx.anyEngine.checkOptions(options);
   } catch (thrown) {

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 
 import { toPhoenixError } from '../binding/errors.js';
 import { checkFlagsFor, checkPositionals, parseCommandLine } from './args.js';
+import { chatCommand } from './chat.js';
 import { infoCommand, listCommand, runCommand, scoreCommand } from './commands.js';
 import { CliContext, type CliIO } from './context.js';
 import { printable } from './printable.js';
@@ -71,6 +72,9 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
         return await infoCommand(ctx, model);
       case 'run':
         return await runCommand(ctx, model, rest);
+      case 'chat':
+        checkPositionals(command, positionals, 1);
+        return await chatCommand(ctx, model);
       default:
         return await scoreCommand(ctx, model, rest);
     }

@@ -2,7 +2,7 @@
  * Help texts: the global usage and one per command (`phoenix-local <command> --help`).
  */
 
-export const COMMANDS = ['list', 'info', 'run', 'score'] as const;
+export const COMMANDS = ['list', 'info', 'run', 'chat', 'score'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export function isCommand(name: string | undefined): name is CommandName {
@@ -26,6 +26,9 @@ Commands:
   list                         models in the models dir (name, type, format, size, status)
   info <model>                 metadata, architecture, performance profile, backend chosen and why
   run <model> "<prompt>"       generate: text streams to stdout, stats to stderr
+  run <model> --chat "<question>"
+                               the assistant's answer, through the model's chat template
+  chat <model>                 an interactive conversation (/reset, /exit; Ctrl-C stops an answer)
   score <model> (--ids 1,2,3 | --text "…") [--json]
                                next-token logits of every position (--json: {"ids":[…],"logits":[[…],…]})
 
@@ -68,7 +71,25 @@ Options:
   --stop <text>                stop before this text (repeatable)
   --save-state <file>          write the state after prompt + output (the folder must exist)
   --state <file>               continue from a saved state (the prompt may then be empty)
-  --ids 1,2,3                  prompt as token ids instead of text`,
+  --ids 1,2,3                  prompt as token ids instead of text
+  --chat "<question>"          ask as one user message, rendered by the model's chat template
+  --system "<text>"            with --chat: a system message before the question
+  --verbose                    with --chat: print the rendered prompt (JSON string) on stderr`,
+  chat: `Usage: phoenix-local chat <model> [options]
+
+An interactive conversation with an instruct model, through its chat template. ${MODEL_ARG}
+Type a message and Enter; the answer streams back. The conversation is kept until /reset.
+  /reset                       forget the conversation (the system message stays)
+  /exit                        quit (so do Ctrl-D and Ctrl-C at the prompt)
+  Ctrl-C                       while an answer streams: stop that answer, keep chatting
+
+Options:
+  --system "<text>"            a system message opening the conversation
+  -n, --max-tokens <n>         most tokens per answer (default: as much as the context holds)
+  -t, --temperature <t>        0 = greedy
+  --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
+  --stop <text>                end an answer before this text (repeatable)
+  --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr`,
   score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
 
 Prints the next-token logits of every position: per position the log-probability of the next

@@ -8,9 +8,12 @@ import { PhoenixError } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
+import { checkChatOptions, toRawMessages } from './chat.js';
 import { BindingGenerationStream, FailedGenerationStream } from './generation-stream.js';
 import { toRawOptions, toRawPrompt } from './options.js';
 import type {
+  ChatMessage,
+  ChatPrompt,
   GenerationInput,
   GenerationOptions,
   GenerationResult,
@@ -106,6 +109,37 @@ export abstract class BindingEngine implements InferenceEngine {
       // the stream accumulates text and ids itself
     }
     return stream.result;
+  }
+
+  /** Never throws: every error (no template, messages, options) surfaces from the iterator and from `result`. */
+  chatStream(model: LoadedModel, messages: readonly ChatMessage[], options: GenerationOptions = {}): GenerationStream {
+    const startedAt = performance.now();
+    try {
+      const own = this.#own(model);
+      const opts = options ?? {};
+      checkChatOptions(opts);
+      const generation = own.raw.generateChat(toRawMessages(messages), toRawOptions(opts));
+      return new BindingGenerationStream(generation, { signal: opts.signal, returnState: opts.returnState, startedAt });
+    } catch (error) {
+      return new FailedGenerationStream(error);
+    }
+  }
+
+  async chat(model: LoadedModel, messages: readonly ChatMessage[], options: GenerationOptions = {}): Promise<GenerationResult> {
+    const stream = this.chatStream(model, messages, options);
+    for await (const _ of stream) {
+      // the stream accumulates text and ids itself
+    }
+    return stream.result;
+  }
+
+  /** The core's rendering of `messages` with the model's template (what {@link chat} feeds the model). */
+  renderChat(model: LoadedModel, messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): ChatPrompt {
+    const addGenerationPrompt = options?.addGenerationPrompt ?? true;
+    if (typeof addGenerationPrompt !== 'boolean') {
+      throw new PhoenixError('E_INVALID_OPTION', 'renderChat: option `addGenerationPrompt` must be a boolean', { option: 'addGenerationPrompt' });
+    }
+    return this.#own(model).raw.renderChat(toRawMessages(messages), addGenerationPrompt);
   }
 
   /** Log-probs, log-likelihood and perplexity come from the core; logits only with `includeLogits`. */

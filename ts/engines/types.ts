@@ -11,6 +11,20 @@ export type FinishReason = 'stop' | 'length' | 'abort';
 /** A prompt: text (needs the model's tokenizer) or token ids. */
 export type GenerationInput = string | { text: string } | { ids: readonly number[] };
 
+/** One turn of a conversation (`system`, `user`, `assistant`, … as the model's template accepts). */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** A conversation as the model's chat template renders it. */
+export interface ChatPrompt {
+  /** The prompt text the model reads. */
+  text: string;
+  /** Ids that end the assistant's turn (the template's end-of-turn token, then the EOS ids). */
+  stopTokenIds: number[];
+}
+
 /** Sampling, stopping and control options of a generation. All optional. */
 export interface GenerationOptions {
   /**
@@ -164,4 +178,13 @@ export interface InferenceEngine {
   stream(model: LoadedModel, input: GenerationInput, options?: GenerationOptions): GenerationStream;
   /** Log-probs and perplexity of a sequence (text or ids); its logits too with `includeLogits`. */
   score(model: LoadedModel, input: GenerationInput, options?: ScoreOptions): Promise<ScoreResult>;
+  /**
+   * The assistant's reply to `messages`, with the model's chat template (`E_INVALID_OPTION` when it
+   * has none). Same options (except `state`) and result as {@link predict}.
+   */
+  chat?(model: LoadedModel, messages: readonly ChatMessage[], options?: GenerationOptions): Promise<GenerationResult>;
+  /** {@link chat}, token by token, as {@link stream}. */
+  chatStream?(model: LoadedModel, messages: readonly ChatMessage[], options?: GenerationOptions): GenerationStream;
+  /** The prompt {@link chat} gives the model for `messages` (with the assistant's turn opened). */
+  renderChat?(model: LoadedModel, messages: readonly ChatMessage[], options?: { addGenerationPrompt?: boolean }): ChatPrompt;
 }

@@ -10,6 +10,8 @@ import type { RawBinding, RawModelLayout, RawModelSource } from '../binding/type
 /** Names the manager needs for its own file handling (error codes, version lookup). */
 export const CONFIG_FILE = 'config.json';
 export const TOKENIZER_FILE = 'tokenizer.json';
+/** Where a chat template lives (the core reads them; a problem with one is E_BAD_CONFIG). */
+export const CHAT_FILES: readonly string[] = ['tokenizer_config.json', 'chat_template.jinja'];
 
 /** What a model's files say about it: the core's layout plus a version. */
 export interface ModelDescription extends RawModelLayout {

@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import { PhoenixError, type ErrorCode } from '../binding/errors.js';
 import { openRegularFile, readRange, RegularFileError, type OpenedRegularFile } from '../fs/regular-file.js';
-import { CONFIG_FILE, TOKENIZER_FILE } from './describe.js';
+import { CHAT_FILES, CONFIG_FILE, TOKENIZER_FILE } from './describe.js';
 import { isInside } from './names.js';
 
 /**
@@ -18,7 +18,7 @@ import { isInside } from './names.js';
  * file the manager cannot open is reported under the code the core's load gives for it.
  */
 export function codeForFile(name: string): ErrorCode {
-  if (name === CONFIG_FILE) return 'E_BAD_CONFIG';
+  if (name === CONFIG_FILE || CHAT_FILES.includes(name)) return 'E_BAD_CONFIG';
   if (name === TOKENIZER_FILE) return 'E_TOKENIZER';
   return 'E_BAD_WEIGHTS';
 }

@@ -8,7 +8,7 @@ import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.
 import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
-import type { GenerationOptions, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
+import type { ChatMessage, GenerationOptions, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
@@ -270,14 +270,14 @@ export class LocalAIPipeline {
           // Work on the model still running after the request ended (a scoring call raced by the deadline).
           let inFlight: Promise<unknown> | undefined;
           try {
-            const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string', preference: request.modelPreference };
+            const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string' || request.messages !== undefined, preference: request.modelPreference };
             lease = await this.#acquire(needs, progress, within, controller.signal);
             if (controller.signal.aborted) throw stoppedError(phase, cause());
             const model = lease.model;
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
               const includeLogits = Boolean(request.options?.returnLogits);
-              inFlight = engine.score(model, toInput(request.input), { includeLogits });
+              inFlight = engine.score(model, toInput(request.input!), { includeLogits });
               const scored = await within('scoring', inFlight as Promise<ScoreResult>);
               inFlight = undefined;
               if (controller.signal.aborted) throw stoppedError(phase, cause());
@@ -301,7 +301,7 @@ export class LocalAIPipeline {
             const fitToContext = rest.fitToContext ?? request.options?.maxTokens === undefined;
             const options: GenerationOptions = { ...rest, maxTokens, fitToContext, signal: controller.signal };
             // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
-            const stream = engine.stream(model, toInput(request.input), options);
+            const stream = request.messages !== undefined ? chatStream(engine, model, request.messages, options) : engine.stream(model, toInput(request.input!), options);
             for await (const chunk of stream) {
               await channel.push(chunk, controller.signal);
               if (request.energyBudget !== undefined) {
@@ -437,7 +437,15 @@ export class LocalAIPipeline {
   }
 }
 
-function toInput(input: ProcessingRequest['input']): string | { ids: readonly number[] } {
+/** The engine's chat stream; an engine without chat support cannot serve `messages`. */
+function chatStream(engine: InferenceEngine, model: LoadedModel, messages: readonly ChatMessage[], options: GenerationOptions): GenerationStream {
+  if (!engine.chatStream) {
+    throw new PhoenixError('E_UNSUPPORTED_MODEL', `engine ${engine.name} does not support chat (request.messages)`, { model: model.name });
+  }
+  return engine.chatStream(model, messages, options);
+}
+
+function toInput(input: NonNullable<ProcessingRequest['input']>): string | { ids: readonly number[] } {
   return typeof input === 'string' ? input : { ids: input.ids };
 }
 
@@ -454,9 +462,15 @@ function invalid(field: string, message: string): PhoenixError {
 function validateRequest(request: ProcessingRequest): void {
   if (request === null || typeof request !== 'object') throw invalid('', 'must be an object');
   if (typeof request.id !== 'string' || request.id.length === 0) throw invalid('id', 'must be a non-empty string');
-  const input = request.input as unknown;
-  if (typeof input !== 'string' && !(input && typeof input === 'object' && Array.isArray((input as { ids?: unknown }).ids))) {
-    throw invalid('input', 'must be a string or { ids: number[] }');
+  if (request.messages !== undefined) {
+    if (request.input !== undefined) throw invalid('messages', 'and request.input were both given: give one of them');
+    if (!Array.isArray(request.messages)) throw invalid('messages', 'must be an array of { role, content }');
+    if (request.taskType !== 'generation') throw invalid('messages', 'is for taskType "generation" only');
+  } else {
+    const input = request.input as unknown;
+    if (typeof input !== 'string' && !(input && typeof input === 'object' && Array.isArray((input as { ids?: unknown }).ids))) {
+      throw invalid('input', 'must be a string or { ids: number[] } (or give request.messages)');
+    }
   }
   if (!TASKS.includes(request.taskType)) throw invalid('taskType', `must be one of ${TASKS.join(', ')}, got ${JSON.stringify(request.taskType)}`);
   if (request.mode !== undefined && !PROCESSING_MODES.includes(request.mode)) throw invalid('mode', `must be one of ${PROCESSING_MODES.join(', ')}, got ${JSON.stringify(request.mode)}`);

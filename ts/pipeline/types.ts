@@ -2,7 +2,7 @@
  * Requests and results of {@link LocalAIPipeline}.
  */
 import type { ErrorCode } from '../binding/errors.js';
-import type { FinishReason, GenerationOptions, TokenChunk } from '../engines/types.js';
+import type { ChatMessage, FinishReason, GenerationOptions, TokenChunk } from '../engines/types.js';
 import type { ModelStatus } from '../models/metadata.js';
 import type { RequestPhase } from './deadline.js';
 import type { EnergySource } from './energy.js';
@@ -23,8 +23,13 @@ export interface RequestOptions extends Omit<GenerationOptions, 'returnState'> {
 export interface ProcessingRequest {
   /** Caller's id, echoed as `requestId`. */
   id: string;
-  /** Prompt (text needs a model with a tokenizer) or token ids. */
-  input: string | { ids: readonly number[] };
+  /** Prompt (text needs a model with a tokenizer) or token ids. Give this or `messages`. */
+  input?: string | { ids: readonly number[] };
+  /**
+   * A conversation instead of `input` (generation only): the model's chat template renders it and
+   * the reply is the assistant's next turn. A model without a template fails with `E_INVALID_OPTION`.
+   */
+  messages?: readonly ChatMessage[];
   taskType: TaskType;
   /** A model name to use when it fits the mode's limits. */
   modelPreference?: string;

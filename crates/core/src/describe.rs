@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
 use crate::error::Result;
 use crate::loader::gguf_names::{check_names, GgufArch};
@@ -32,7 +33,8 @@ pub struct ModelLayout {
     pub format: String,
     /// Files holding the weights, sorted (one, or the shards).
     pub weight_files: Vec<String>,
-    /// The other files a load reads: `config.json`, `tokenizer.json` when present, the shard index.
+    /// The other files a load reads: `config.json`, `tokenizer.json`, `tokenizer_config.json` and
+    /// `chat_template.jinja` when present, the shard index.
     pub side_files: Vec<String>,
     pub has_tokenizer: bool,
     /// What a GGUF file's header says (absent for Hugging Face folders).
@@ -84,6 +86,9 @@ pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
     if has_tokenizer {
         side_files.push(TOKENIZER_FILE.to_string());
     }
+    // The chat template's files: a load reads them when present.
+    side_files
+        .extend([TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE].into_iter().filter(|f| files.has(f)).map(str::to_string));
     if container == WeightFormat::ShardedSafetensors {
         side_files.push(SAFETENSORS_INDEX_FILE.to_string());
     }

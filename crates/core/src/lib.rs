@@ -1,6 +1,7 @@
 //! phoenix-core: everything numeric and every file format of phoenix-local. No binding types here;
 //! `crates/node` and `crates/wasm` only convert values and call into this crate.
 
+pub mod chat;
 pub mod config;
 pub mod describe;
 pub mod error;

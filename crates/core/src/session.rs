@@ -17,7 +17,8 @@ pub use generation::{Generation, GenerationStats};
 pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
 pub use score::{Score, ScoreOptions};
 
-use crate::error::{invalid_option, state_mismatch, tokenizer_error, Result};
+use crate::chat::{self, ChatMessage, ChatPrompt, ChatTemplate};
+use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
 use crate::loader::ModelFiles;
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
@@ -52,6 +53,8 @@ pub struct LoadedModelInfo {
     #[serde(flatten)]
     pub model: ModelInfo,
     pub has_tokenizer: bool,
+    /// Whether the model has a chat template (`chat` needs one).
+    pub has_chat_template: bool,
     /// Bytes of a snapshot's fixed header: what [`LoadedModel::snapshot_length`] needs to read.
     pub snapshot_header_bytes: usize,
 }
@@ -61,7 +64,16 @@ pub struct LoadedModelInfo {
 pub struct LoadedModel {
     model: Box<dyn LanguageModel>,
     tokenizer: Option<Arc<Tokenizer>>,
+    chat: ChatSupport,
     fingerprint: u64,
+}
+
+/// The model's chat template, or why it has none. A broken template never fails the load (plain
+/// generation does not need it): `chat` reports the stored error.
+enum ChatSupport {
+    Absent,
+    Broken(PhoenixError),
+    Ready { template: ChatTemplate, end_of_turn: Vec<u32> },
 }
 
 impl LoadedModel {
@@ -75,7 +87,27 @@ impl LoadedModel {
     pub fn from_files(files: &ModelFiles) -> Result<Self> {
         let model = crate::models::load_model_files(files)?;
         let tokenizer = tokenizer::load_optional(files)?;
-        Self::new(model, tokenizer)
+        let template = chat::load_optional(files);
+        Ok(Self::new(model, tokenizer)?.with_chat_template(template))
+    }
+
+    /// Attaches the model's chat template: `Ok(Some(_))` e.g. from [`ChatTemplate::new`] over GGUF
+    /// metadata, `Ok(None)` when the model has none, `Err(_)` when it has a broken one — the load
+    /// still succeeds and `chat` reports that error. The ids that end the assistant's turn are
+    /// worked out here, with the tokenizer.
+    pub fn with_chat_template(self, template: Result<Option<ChatTemplate>>) -> Self {
+        let chat = match template {
+            Err(e) => ChatSupport::Broken(e),
+            Ok(None) => ChatSupport::Absent,
+            Ok(Some(template)) => {
+                let end_of_turn = match &self.tokenizer {
+                    Some(t) => chat::end_of_turn_ids(&template, t),
+                    None => Vec::new(),
+                };
+                ChatSupport::Ready { template, end_of_turn }
+            }
+        };
+        Self { chat, ..self }
     }
 
     /// Assembles a loaded model from parts (e.g. loaded from in-memory bytes by the WASM glue).
@@ -92,13 +124,14 @@ impl LoadedModel {
             }
         }
         let fingerprint = fingerprint(model.info());
-        Ok(Self { model, tokenizer: tokenizer.map(Arc::new), fingerprint })
+        Ok(Self { model, tokenizer: tokenizer.map(Arc::new), chat: ChatSupport::Absent, fingerprint })
     }
 
     pub fn info(&self) -> LoadedModelInfo {
         LoadedModelInfo {
             model: self.model.info().clone(),
             has_tokenizer: self.tokenizer.is_some(),
+            has_chat_template: matches!(self.chat, ChatSupport::Ready { .. }),
             snapshot_header_bytes: snapshot::HEADER_BYTES,
         }
     }
@@ -215,6 +248,53 @@ impl LoadedModel {
     ) -> Result<Generation> {
         let options = options.resolve(self.model.info().vocab_size)?;
         Generation::start(Arc::clone(self), prompt, options, state)
+    }
+
+    /// `messages` rendered with the model's chat template (the assistant's turn opened when
+    /// `add_generation_prompt`), with the ids that end the assistant's turn: the template's
+    /// end-of-turn token and the model's EOS ids. No template → `E_INVALID_OPTION` saying so.
+    pub fn chat_prompt(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<ChatPrompt> {
+        let (template, end_of_turn) = match &self.chat {
+            ChatSupport::Ready { template, end_of_turn } => (template, end_of_turn),
+            ChatSupport::Broken(e) => return Err(e.clone()),
+            ChatSupport::Absent => {
+                return Err(invalid_option(format!(
+                    "messages: this model has no chat template (none in {} or {}); give a text prompt instead",
+                    chat::TOKENIZER_CONFIG_FILE,
+                    chat::CHAT_TEMPLATE_FILE
+                )))
+            }
+        };
+        if messages.is_empty() {
+            return Err(invalid_option("messages: the conversation is empty"));
+        }
+        let text = template.render(messages, add_generation_prompt)?;
+        let mut stop_token_ids = end_of_turn.clone();
+        for &id in &self.model.info().eos_token_ids {
+            if !stop_token_ids.contains(&id) {
+                stop_token_ids.push(id);
+            }
+        }
+        Ok(ChatPrompt { text, stop_token_ids })
+    }
+
+    /// Starts the assistant's reply to `messages`: the rendered conversation is the prompt (tokenized
+    /// without adding special tokens unless `addSpecialTokens` says so: the template wrote them), and
+    /// the generation also stops at the template's end-of-turn token, whose text is not returned.
+    pub fn generate_chat_raw(
+        self: &Arc<Self>,
+        messages: &[ChatMessage],
+        options: &RawGenerateOptions,
+    ) -> Result<Generation> {
+        let mut options = options.resolve(self.model.info().vocab_size)?;
+        let prompt = self.chat_prompt(messages, true)?;
+        for id in prompt.stop_token_ids {
+            if !options.stop_token_ids.contains(&id) {
+                options.stop_token_ids.push(id);
+            }
+        }
+        options.add_special_tokens = Some(options.add_special_tokens.unwrap_or(false));
+        Generation::start(Arc::clone(self), Prompt::Text(prompt.text), options, None)
     }
 
     fn require_tokenizer(&self, what: &str) -> Result<&Arc<Tokenizer>> {

@@ -109,6 +109,12 @@ impl Tokenizer {
             .map_err(|e| tokenizer_error(format!("{}: cannot decode ids: {e}", self.source)))
     }
 
+    /// Whether `id` is an added token marked special (`<|im_end|>`, `<|eot_id|>`): the kind chat
+    /// templates end turns with.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special)
+    }
+
     /// The id of a token string (`<|endoftext|>` → 0), if the tokenizer has it.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

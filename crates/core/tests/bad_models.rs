@@ -594,7 +594,10 @@ fn describe_names_the_files_and_format_a_load_uses() {
     write_shards(&m, |n| vec![if first(n) { S1 } else { S2 }], |n| Some(if first(n) { S1 } else { S2 }.to_string()));
     let layout = describe_dir(&m.dir).unwrap();
     assert_eq!(layout.weight_files, vec![S1, S2]);
-    assert_eq!(layout.side_files, vec!["config.json", "tokenizer.json", "model.safetensors.index.json"]);
+    assert_eq!(
+        layout.side_files,
+        vec!["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"]
+    );
     assert_eq!(layout.format, load_model_dir(&m.dir).unwrap().info().format);
     // A listed shard that is missing, an unknown family, no weights: the codes a load gives.
     std::fs::remove_file(m.path(S2)).unwrap();

@@ -27,6 +27,7 @@ pub struct RawModelInfo {
     /// Family-specific sizes, as the core names them.
     pub architecture: serde_json::Value,
     pub has_tokenizer: bool,
+    pub has_chat_template: bool,
     pub snapshot_header_bytes: f64,
 }
 
@@ -51,6 +52,7 @@ impl From<LoadedModelInfo> for RawModelInfo {
             eos_token_ids: m.eos_token_ids,
             architecture: serde_json::Value::Object(m.architecture.into_iter().collect()),
             has_tokenizer: i.has_tokenizer,
+            has_chat_template: i.has_chat_template,
             snapshot_header_bytes: i.snapshot_header_bytes as f64,
         }
     }
@@ -254,5 +256,31 @@ impl From<Score> for RawScore {
             next_argmax: s.next_argmax,
             logits: s.logits.map(Float32Array::new),
         }
+    }
+}
+
+/// One turn of a conversation (`RawChatMessage` of types.ts).
+#[napi(object)]
+pub struct RawChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl From<RawChatMessage> for phoenix_core::chat::ChatMessage {
+    fn from(m: RawChatMessage) -> Self {
+        Self { role: m.role, content: m.content }
+    }
+}
+
+/// A rendered conversation (`RawChatPrompt` of types.ts).
+#[napi(object)]
+pub struct RawChatPrompt {
+    pub text: String,
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl From<phoenix_core::chat::ChatPrompt> for RawChatPrompt {
+    fn from(p: phoenix_core::chat::ChatPrompt) -> Self {
+        Self { text: p.text, stop_token_ids: p.stop_token_ids }
     }
 }

@@ -19,8 +19,8 @@ use phoenix_core::generate::Step;
 use phoenix_core::session::{self, handles, js_numbers, Generation, LoadedModel, Prompt, Score, ScoreOptions};
 
 pub use convert::{
-    BuildInfo, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo, RawModelLayout, RawPrompt, RawScore,
-    RawScoreOptions, RawStep,
+    BuildInfo, RawChatMessage, RawChatPrompt, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo,
+    RawModelLayout, RawPrompt, RawScore, RawScoreOptions, RawStep,
 };
 
 /// Runs a core call with panics caught; maps the error to a JS Error carrying the wire form.
@@ -242,6 +242,32 @@ impl RawModel {
             )?;
             model.generate_raw(prompt, &options.into(), state.as_deref())
         })?;
+        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: Arc::new(Mutex::new(generation)) })
+    }
+
+    /// `messages` rendered with the model's chat template, with the ids that end the assistant's turn.
+    #[napi]
+    pub fn render_chat(
+        &self,
+        messages: Vec<RawChatMessage>,
+        add_generation_prompt: bool,
+    ) -> napi::Result<RawChatPrompt> {
+        let model = self.model()?;
+        let messages: Vec<_> = messages.into_iter().map(Into::into).collect();
+        guarded(|| model.chat_prompt(&messages, add_generation_prompt).map(Into::into))
+    }
+
+    /// Starts the assistant's reply to `messages`: the template renders here (bounded), the prefill
+    /// runs in the first `next()`.
+    #[napi]
+    pub fn generate_chat(
+        &self,
+        messages: Vec<RawChatMessage>,
+        options: RawGenerateOptions,
+    ) -> napi::Result<RawGeneration> {
+        let model = self.model()?;
+        let messages: Vec<_> = messages.into_iter().map(Into::into).collect();
+        let generation = guarded(|| model.generate_chat_raw(&messages, &options.into()))?;
         Ok(RawGeneration { cancel: generation.cancel_handle(), inner: Arc::new(Mutex::new(generation)) })
     }
 

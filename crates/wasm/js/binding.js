@@ -235,6 +235,8 @@ export function createBinding({ instantiate, fileReader }) {
       score: (ids, options) => yieldToEventLoop().then(() => call(instance, () => raw.score(ids, options))),
       generate: (prompt, options, state) =>
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
+      renderChat: (messages, addGenerationPrompt) => call(instance, () => raw.renderChat(messages, addGenerationPrompt)),
+      generateChat: (messages, options) => wrapGeneration(instance, call(instance, () => raw.generateChat(messages, options))),
       dispose: () => call(instance, () => raw.dispose()),
     };
   }

@@ -117,3 +117,13 @@ pub fn score_to_js(score: Score) -> Result<JsValue> {
     }
     Ok(object)
 }
+
+/// `RawChatMessage[]` of types.ts.
+pub fn messages_from_js(value: JsValue) -> Result<Vec<phoenix_core::chat::ChatMessage>> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| invalid_option(format!("messages: {e}")))
+}
+
+/// `RawChatPrompt` of types.ts.
+pub fn chat_prompt_to_js(prompt: &phoenix_core::chat::ChatPrompt) -> Result<JsValue> {
+    to_js(prompt)
+}

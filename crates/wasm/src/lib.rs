@@ -201,6 +201,29 @@ impl RawModel {
         Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, panicked: false })
     }
 
+    /// `RawChatPrompt`: `messages` rendered with the model's chat template, with the ids that end
+    /// the assistant's turn.
+    #[wasm_bindgen(js_name = renderChat)]
+    pub fn render_chat(&self, messages: JsValue, add_generation_prompt: bool) -> std::result::Result<JsValue, JsError> {
+        let model = self.model()?;
+        guarded(|| {
+            convert::chat_prompt_to_js(
+                &model.chat_prompt(&convert::messages_from_js(messages)?, add_generation_prompt)?,
+            )
+        })
+    }
+
+    /// Starts the assistant's reply to `messages` (the prefill runs in the first `next()`).
+    #[wasm_bindgen(js_name = generateChat)]
+    pub fn generate_chat(&self, messages: JsValue, options: JsValue) -> std::result::Result<RawGeneration, JsError> {
+        let model = self.model()?;
+        let generation = guarded(|| {
+            let messages = convert::messages_from_js(messages)?;
+            model.generate_chat_raw(&messages, &convert::options_from_js(options)?)
+        })?;
+        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, panicked: false })
+    }
+
     pub fn dispose(&mut self) {
         self.inner = None;
     }

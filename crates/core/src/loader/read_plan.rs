@@ -5,12 +5,13 @@
 
 use super::files::in_root;
 use super::{safetensors_file, SAFETENSORS_INDEX_FILE, WEIGHT_CONTAINERS};
+use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
 use crate::error::{invalid_option, Result};
 use crate::tokenizer::TOKENIZER_FILE;
 
 /// Read whenever present, before any weights (so a bad config fails before megabytes are fetched).
-pub const SIDE_FILES: [&str; 2] = [CONFIG_FILE, TOKENIZER_FILE];
+pub const SIDE_FILES: [&str; 4] = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE];
 
 /// What the caller has looked for so far.
 #[derive(Debug, Default, Clone)]
@@ -80,32 +81,52 @@ mod tests {
 
     #[test]
     fn side_files_come_first_then_containers_in_detection_order() {
-        assert_eq!(plan(&[], &[], None).unwrap(), names(&[CONFIG_FILE, TOKENIZER_FILE]));
-        let side = [CONFIG_FILE, TOKENIZER_FILE];
+        assert_eq!(plan(&[], &[], None).unwrap(), names(&SIDE_FILES));
+        let side = SIDE_FILES;
         assert_eq!(plan(&side, &[], None).unwrap(), names(&[SAFETENSORS_INDEX_FILE]));
         assert_eq!(
-            plan(&[CONFIG_FILE], &[TOKENIZER_FILE, SAFETENSORS_INDEX_FILE], None).unwrap(),
+            plan(
+                &[CONFIG_FILE],
+                &[TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_INDEX_FILE],
+                None
+            )
+            .unwrap(),
             names(&[SAFETENSORS_FILE])
         );
-        let no_st = [TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE];
+        let no_st =
+            [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE];
         assert_eq!(plan(&[CONFIG_FILE], &no_st, None).unwrap(), names(&[PTH_FILE]));
     }
 
     #[test]
     fn stops_at_the_first_container_present() {
-        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_FILE];
+        let present = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_FILE];
         assert!(plan(&present, &[SAFETENSORS_INDEX_FILE], None).unwrap().is_empty());
         // Nothing found at all: done, and the load reports the missing weights.
-        let absent = [TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, SAFETENSORS_FILE, PTH_FILE];
+        let absent = [
+            TOKENIZER_FILE,
+            TOKENIZER_CONFIG_FILE,
+            CHAT_TEMPLATE_FILE,
+            SAFETENSORS_INDEX_FILE,
+            SAFETENSORS_FILE,
+            PTH_FILE,
+        ];
         assert!(plan(&[CONFIG_FILE], &absent, None).unwrap().is_empty());
     }
 
     #[test]
     fn an_index_asks_for_each_shard_once() {
         let index = br#"{"weight_map": {"a": "s-1.safetensors", "b": "s-2.safetensors", "c": "s-1.safetensors"}}"#;
-        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        let present = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_INDEX_FILE];
         assert_eq!(plan(&present, &[], Some(index)).unwrap(), names(&["s-1.safetensors", "s-2.safetensors"]));
-        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE, "s-1.safetensors"];
+        let present = [
+            CONFIG_FILE,
+            TOKENIZER_FILE,
+            TOKENIZER_CONFIG_FILE,
+            CHAT_TEMPLATE_FILE,
+            SAFETENSORS_INDEX_FILE,
+            "s-1.safetensors",
+        ];
         assert!(plan(&present, &["s-2.safetensors"], Some(index)).unwrap().is_empty());
     }
 
@@ -114,14 +135,15 @@ mod tests {
     #[test]
     fn a_refused_container_ends_the_plan() {
         let (present, refused) = (names(&[CONFIG_FILE]), names(&[TOKENIZER_FILE, SAFETENSORS_INDEX_FILE]));
+        let absent = names(&[TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE]);
         let progress =
-            ReadProgress { present: &present, absent: &[], refused: &refused, index: None, root: "models/m" };
+            ReadProgress { present: &present, absent: &absent, refused: &refused, index: None, root: "models/m" };
         assert!(files_to_read(&progress).unwrap().is_empty());
     }
 
     #[test]
     fn a_bad_index_is_a_typed_error_naming_the_file() {
-        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        let present = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_INDEX_FILE];
         let e = plan(&present, &[], Some(b"{not json")).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadWeights);
         assert!(e.message.contains("models/m/model.safetensors.index.json"), "{}", e.message);
@@ -130,7 +152,7 @@ mod tests {
 
     #[test]
     fn shards_outside_the_folder_are_never_asked_for() {
-        let present = [CONFIG_FILE, TOKENIZER_FILE, SAFETENSORS_INDEX_FILE];
+        let present = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE, SAFETENSORS_INDEX_FILE];
         for bad in ["/etc/passwd", "../m2/model.safetensors", "sub/s.safetensors", "..\\x", ""] {
             let index = serde_json::json!({"weight_map": {"a": "s-1.safetensors", "b": bad}}).to_string();
             let e = plan(&present, &[], Some(index.as_bytes())).unwrap_err();

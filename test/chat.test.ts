@@ -1,0 +1,209 @@
+/**
+ * Chat through the engines (native, and WASM when built), the pipeline and `phoenix-local run --chat`:
+ * the prompt is the core's rendering of the model's template, the answer stops at the template's
+ * end-of-turn token (not returned), and a model without a template is a typed error.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadBinding } from '../ts/binding/load.js';
+import { TransformerEngine } from '../ts/engines/transformer-engine.js';
+import type { ChatMessage, LoadedModel } from '../ts/engines/types.js';
+import { LocalModelManager } from '../ts/models/manager.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import { ProcessingMode } from '../ts/pipeline/modes.js';
+import { END_OF_TURN_ID, EOS_ID, LLAMA_TINY, chatml, makeChatModel } from './chat-support.js';
+import { ROOT, TEST_BACKENDS, copyModel, expectCode, requireBackend, requireNativeAddon, tempDir } from './helpers.js';
+
+const CONVERSATION: ChatMessage[] = [
+  { role: 'system', content: 'You are terse.' },
+  { role: 'user', content: 'Hello there' },
+  { role: 'assistant', content: 'Hi.' },
+  { role: 'user', content: 'What is the capital of France?' },
+];
+
+let scratch: Awaited<ReturnType<typeof tempDir>>;
+let modelsDir: string;
+
+beforeAll(async () => {
+  scratch = await tempDir();
+  modelsDir = path.join(scratch.dir, 'models');
+  await mkdir(modelsDir);
+  await makeChatModel(path.join(modelsDir, 'chat-tiny'));
+  await copyModel(LLAMA_TINY, path.join(modelsDir, 'plain-tiny'));
+});
+
+afterAll(async () => scratch?.cleanup());
+
+describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
+  let engine: TransformerEngine;
+  let chat: LoadedModel;
+  let plain: LoadedModel;
+
+  beforeAll(async () => {
+    requireBackend(backend);
+    engine = new TransformerEngine({ binding: await loadBinding({ backend }) });
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    chat = await engine.loadModel(await manager.getModelMetadata('chat-tiny'));
+    plain = await engine.loadModel(await manager.getModelMetadata('plain-tiny'));
+  });
+
+  afterAll(() => {
+    chat?.dispose();
+    plain?.dispose();
+  });
+
+  it('renders the conversation with the model template and reports its turn-ending ids', () => {
+    expect(chat.info.hasChatTemplate).toBe(true);
+    expect(plain.info.hasChatTemplate).toBe(false);
+    const prompt = engine.renderChat(chat, CONVERSATION);
+    expect(prompt.text).toBe(chatml(CONVERSATION));
+    expect(prompt.stopTokenIds).toEqual([END_OF_TURN_ID, EOS_ID]);
+    expect(engine.renderChat(chat, CONVERSATION, { addGenerationPrompt: false }).text).toBe(chatml(CONVERSATION, false));
+  });
+
+  it('chat is generation on the rendered prompt that also stops at the end-of-turn token', async () => {
+    const rendered = chatml(CONVERSATION);
+    const options = { maxTokens: 24, temperature: 0 };
+    const answer = await engine.chat(chat, CONVERSATION, options);
+    // The same as generating from the rendered text (no BOS added: the template writes its own) with
+    // the turn-ending ids as stops.
+    const same = await engine.predict(chat, rendered, { ...options, addSpecialTokens: false, stopTokenIds: [END_OF_TURN_ID] });
+    expect(answer.tokenIds).toEqual(same.tokenIds);
+    expect(answer.text).toBe(same.text);
+    expect(answer.finishReason).toBe(same.finishReason);
+    expect(answer.promptTokens).toBe((await chat.tokenize(rendered, { addSpecialTokens: false })).length);
+    expect(answer.text).not.toContain('<|padding|>');
+    expect(answer.tokenIds.slice(0, -1)).not.toContain(END_OF_TURN_ID);
+    // Streaming gives the same text, chunk by chunk.
+    const stream = engine.chatStream(chat, CONVERSATION, options);
+    let streamed = '';
+    for await (const chunk of stream) streamed += chunk.text;
+    expect(streamed).toBe(answer.text);
+    expect((await stream.result).tokenIds).toEqual(answer.tokenIds);
+  });
+
+  it('an abort signal stops a chat answer', async () => {
+    const controller = new AbortController();
+    const stream = engine.chatStream(chat, CONVERSATION, { maxTokens: 100, signal: controller.signal, temperature: 1, seed: 1 });
+    let chunks = 0;
+    for await (const _ of stream) if (++chunks === 2) controller.abort();
+    const result = await stream.result;
+    expect(['abort', 'stop']).toContain(result.finishReason);
+    if (result.finishReason === 'abort') expect(result.generatedTokens).toBeLessThan(100);
+  });
+
+  it('refuses chat on a model without a template, bad messages and a state, with typed errors', async () => {
+    const e = await expectCode(engine.chat(plain, CONVERSATION), 'E_INVALID_OPTION');
+    expect(e.message).toContain('no chat template');
+    await expectCode(() => engine.renderChat(plain, CONVERSATION), 'E_INVALID_OPTION');
+    await expectCode(engine.chat(chat, [{ role: 'user' } as unknown as ChatMessage]), 'E_INVALID_OPTION');
+    await expectCode(engine.chat(chat, 'hello' as unknown as ChatMessage[]), 'E_INVALID_OPTION');
+    await expectCode(engine.chat(chat, []), 'E_INVALID_OPTION');
+    await expectCode(engine.chat(chat, CONVERSATION, { state: new Uint8Array(4) }), 'E_INVALID_OPTION');
+  });
+});
+
+describe('pipeline requests with messages', () => {
+  let pipeline: LocalAIPipeline;
+
+  beforeAll(() => {
+    requireNativeAddon();
+    pipeline = new LocalAIPipeline({ modelsDir, maxConcurrency: 1, defaultMode: ProcessingMode.ENERGY_EFFICIENT });
+  });
+
+  afterAll(() => pipeline?.dispose());
+
+  it('answers a conversation as engine.chat does', async () => {
+    const result = await pipeline.process({ id: 'c1', messages: CONVERSATION, taskType: 'generation', modelPreference: 'chat-tiny', options: { maxTokens: 16, temperature: 0 } });
+    expect(result.success).toBe(true);
+    const engine = new TransformerEngine({ binding: await loadBinding({ backend: 'native' }) });
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    const model = await engine.loadModel(await manager.getModelMetadata('chat-tiny'));
+    try {
+      const direct = await engine.chat(model, CONVERSATION, { maxTokens: 16, temperature: 0 });
+      expect(result.text).toBe(direct.text);
+      expect(result.promptTokens).toBe(direct.promptTokens);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('refuses messages with input, messages for scoring, and chat on a model without a template', async () => {
+    const both = await pipeline.process({ id: 'c2', input: 'x', messages: CONVERSATION, taskType: 'generation' });
+    expect(both).toMatchObject({ success: false, errorCode: 'E_INVALID_OPTION' });
+    const scoring = await pipeline.process({ id: 'c3', messages: CONVERSATION, taskType: 'scoring' });
+    expect(scoring).toMatchObject({ success: false, errorCode: 'E_INVALID_OPTION' });
+    const plain = await pipeline.process({ id: 'c4', messages: CONVERSATION, taskType: 'generation', modelPreference: 'plain-tiny', options: { maxTokens: 4 } });
+    expect(plain).toMatchObject({ success: false, errorCode: 'E_INVALID_OPTION' });
+    expect(plain.errorMessage).toContain('no chat template');
+  });
+});
+
+describe('phoenix-local run --chat', () => {
+  const BIN = path.join(ROOT, 'bin/phoenix-local.js');
+
+  beforeAll(() => {
+    requireNativeAddon();
+    const build = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.json')], { cwd: ROOT, encoding: 'utf8' });
+    if (build.status !== 0) throw new Error(`tsc failed:\n${build.stdout}${build.stderr}`);
+  });
+
+  function cli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+  }
+
+  it('asks one user message (after --system) and prints the rendered prompt with --verbose', async () => {
+    const run = await cli(['run', 'chat-tiny', '--chat', 'What is the capital of France?', '--system', 'Be brief.', '--verbose', '-n', '8', '-q']);
+    expect(run.stderr).toContain(`prompt ${JSON.stringify(chatml([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is the capital of France?' }]))}`);
+    expect(run.status).toBe(0);
+    expect(run.stderr).toMatch(/\d+ generated, \d+ prompt tokens/);
+    expect(run.stdout).not.toContain('<|padding|>');
+  });
+
+  it('fails typed on a model without a template and on --chat with a prompt', async () => {
+    const plain = await cli(['run', 'plain-tiny', '--chat', 'hi', '-q']);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toContain('E_INVALID_OPTION');
+    expect(plain.stderr).toContain('no chat template');
+    const both = await cli(['run', 'chat-tiny', '--chat', 'hi', 'extra prompt']);
+    expect(both.status).toBe(2);
+    const system = await cli(['run', 'chat-tiny', 'plain prompt', '--system', 'x']);
+    expect(system.status).toBe(2);
+  });
+
+  it('chat: --help describes the commands; a model without a template is refused before the prompt', async () => {
+    const help = await cli(['chat', '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/\/reset/);
+    expect(help.stdout).toMatch(/Ctrl-C/);
+    const plain = await cli(['chat', 'plain-tiny', '-q']);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toContain('E_INVALID_OPTION');
+    expect(plain.stderr).toContain('no chat template');
+    expect(plain.stdout).toBe('');
+    // Lines piped in (no terminal) are answered in turn; end of input ends the program.
+    const piped = await new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', '--verbose', '-q', '-n', '3'], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('close', (status) => resolve({ status, stderr }));
+      child.stdin.end('first\n/reset\nsecond\n');
+    });
+    expect(piped.status).toBe(0);
+    const prompts = piped.stderr.split('\n').filter((l) => l.startsWith('prompt '));
+    expect(prompts).toEqual([`prompt ${JSON.stringify(chatml([{ role: 'user', content: 'first' }]))}`, `prompt ${JSON.stringify(chatml([{ role: 'user', content: 'second' }]))}`]);
+    expect(piped.stderr).toContain('(conversation cleared)');
+  });
+});

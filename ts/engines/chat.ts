@@ -1,0 +1,30 @@
+/**
+ * Shape checks of a conversation before it crosses the binding. Only JS types are checked here;
+ * what a template accepts (roles, order) and the size limits are the core's.
+ */
+import { PhoenixError } from '../binding/errors.js';
+import type { RawChatMessage } from '../binding/types.js';
+import type { ChatMessage, GenerationOptions } from './types.js';
+
+/** `messages` as the binding takes them: an array of `{ role, content }` strings. */
+export function toRawMessages(messages: readonly ChatMessage[]): RawChatMessage[] {
+  if (!Array.isArray(messages)) throw invalidMessages('must be an array of { role, content }');
+  return messages.map((m: unknown, i) => {
+    if (m === null || typeof m !== 'object') throw invalidMessages(`[${i}] must be an object { role, content }`);
+    const { role, content } = m as Record<string, unknown>;
+    if (typeof role !== 'string') throw invalidMessages(`[${i}].role must be a string`);
+    if (typeof content !== 'string') throw invalidMessages(`[${i}].content must be a string`);
+    return { role, content };
+  });
+}
+
+/** A chat renders the whole conversation each time: continuing a saved state does not apply. */
+export function checkChatOptions(options: GenerationOptions): void {
+  if (options?.state !== undefined) {
+    throw new PhoenixError('E_INVALID_OPTION', 'option `state` does not apply to chat: pass the whole conversation in `messages`', { option: 'state' });
+  }
+}
+
+function invalidMessages(problem: string): PhoenixError {
+  return new PhoenixError('E_INVALID_OPTION', `messages${problem.startsWith('[') ? '' : ' '}${problem}`, { option: 'messages' });
+}
