@@ -1,13 +1,14 @@
 //! Where a model folder keeps its chat template: `chat_template.jinja` (what transformers ≥ 4.51
 //! saves, and prefers), else `chat_template` in `tokenizer_config.json`, a string or a list of
 //! `{name, template}` of which `default` is the one `apply_chat_template` uses. `bos_token` and
-//! `eos_token` (strings or `{content}` objects) come from `tokenizer_config.json`.
+//! `eos_token` (strings or `{content}` objects) come from `tokenizer_config.json`. A GGUF model
+//! without those side files uses the template its header carries.
 
 use super::template::{ChatTemplate, MAX_TEMPLATE_BYTES};
 use crate::error::{bad_config, Result};
 use crate::loader::files::JSON_FILE_CAP;
 use crate::loader::shown::{json_kind, json_problem};
-use crate::loader::ModelFiles;
+use crate::loader::{GgufFile, ModelFiles};
 
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
@@ -15,6 +16,9 @@ pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// The folder's chat template, if it has one. A file that is present but unreadable, malformed or
 /// holding a template that does not compile → `E_BAD_CONFIG` naming the file.
 pub fn load_optional(files: &ModelFiles) -> Result<Option<ChatTemplate>> {
+    if !files.has(TOKENIZER_CONFIG_FILE) && !files.has(CHAT_TEMPLATE_FILE) && files.gguf_file()?.is_some() {
+        return super::gguf_source::load(&*GgufFile::open_model(files)?);
+    }
     let config = match files.has(TOKENIZER_CONFIG_FILE) {
         true => Some(read_json(files)?),
         false => None,

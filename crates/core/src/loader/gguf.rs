@@ -193,7 +193,8 @@ fn weight_dtype(dtype: GgmlDType) -> Option<WeightDType> {
 }
 
 /// The tokenizer of a GGUF model: `tokenizer.json` next to the file when there is one, else the
-/// one its metadata describes. The one place that decides it.
+/// one its metadata describes (`tokenizer.ggml.*`, tokenizing as llama.cpp does). The one place
+/// that decides it.
 pub fn gguf_tokenizer(files: &ModelFiles, gguf: &GgufFile) -> Result<Tokenizer> {
     if files.has(TOKENIZER_FILE) {
         let shown = files.describe(TOKENIZER_FILE);
@@ -202,8 +203,5 @@ pub fn gguf_tokenizer(files: &ModelFiles, gguf: &GgufFile) -> Result<Tokenizer> 
             .map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {}", e.message)))?;
         return Tokenizer::from_bytes_named(&bytes, shown);
     }
-    Err(tokenizer_error(format!(
-        "{}: building a tokenizer from GGUF metadata is not supported by this build yet; put the model's tokenizer.json next to the file",
-        gguf.label
-    )))
+    crate::tokenizer::tokenizer_from_gguf(&gguf.metadata, &gguf.label)
 }

@@ -29,10 +29,7 @@ pub fn hf_config(g: &GgufFile) -> Result<(String, String)> {
     if let Some(id) = g.u64_opt("tokenizer.ggml.bos_token_id")? {
         put("bos_token_id", id.into());
     }
-    let eos: Vec<u64> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
-        .iter()
-        .filter_map(|key| g.u64_opt(key).transpose())
-        .collect::<Result<_>>()?;
+    let eos = end_of_generation_ids(g)?;
     let mut eos_unique: Vec<u64> = Vec::new();
     for id in eos {
         if !eos_unique.contains(&id) {
@@ -293,4 +290,21 @@ fn granite_keys(g: &GgufFile, arch: &str, hidden: u64, put: &mut dyn FnMut(&str,
         rope_keys(g, arch, put)?;
     }
     Ok(())
+}
+
+/// The ids that end a generation, as llama.cpp stops on them: with a vocabulary in the header, its
+/// EOS plus every end-of-generation token (`<|im_end|>`, `<|eot_id|>`, …); without one, or when
+/// the vocabulary is unusable (the tokenizer load reports that), the EOS/EOT ids the header names.
+fn end_of_generation_ids(g: &GgufFile) -> Result<Vec<u64>> {
+    if g.metadata.contains_key("tokenizer.ggml.tokens") {
+        if let Ok(special) = crate::tokenizer::gguf_special_tokens(&g.metadata, &g.label) {
+            let mut ids: Vec<u64> = special.eos.iter().map(|&id| id as u64).collect();
+            ids.extend(special.end_of_generation.iter().map(|&id| id as u64));
+            return Ok(ids);
+        }
+    }
+    ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
+        .iter()
+        .filter_map(|key| g.u64_opt(key).transpose())
+        .collect()
 }

@@ -157,7 +157,7 @@ impl GraniteHybridModel {
             embedding: Embedding::new(embedding),
             layers,
             norm,
-            lm_head: Linear::new(lm_head, None),
+            lm_head: Linear::head(lm_head, None),
             identity: rd.identity(),
             device,
             cfg,

@@ -144,7 +144,7 @@ impl Mamba2Model {
             embedding: Embedding::new(embedding),
             layers,
             norm_f,
-            lm_head: Linear::new(lm_head, None),
+            lm_head: Linear::head(lm_head, None),
             identity,
             device,
         })

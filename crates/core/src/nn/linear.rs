@@ -9,16 +9,24 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor}
 use super::cpu::{f32s, no_cuda, zeros};
 use super::WeightMatrix;
 use crate::error::Result;
-use crate::ops::matmul::{linear_w, MatRef};
+use crate::ops::matmul::{linear_with, ActivationRounding, MatRef};
 
 pub struct Linear {
     weight: Arc<WeightMatrix>,
     bias: Option<Tensor>,
+    rounding: ActivationRounding,
 }
 
 impl Linear {
     pub fn new(weight: Arc<WeightMatrix>, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, rounding: ActivationRounding::Quantized }
+    }
+
+    /// A head whose outputs are logits: with quantized weights its one-row product keeps the
+    /// activation in f32 ([`ActivationRounding::Exact`]), so the token a greedy step picks is the
+    /// one the dequantized model's float product gives.
+    pub fn head(weight: Arc<WeightMatrix>, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, rounding: ActivationRounding::Exact }
     }
 
     pub fn weight(&self) -> &Arc<WeightMatrix> {
@@ -28,7 +36,7 @@ impl Linear {
     /// `residual + x · Wᵀ (+ b)`: the product accumulates straight into a copy of `residual`
     /// (`[m, out]`), one op instead of a product and an add.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let y = x.apply_op2_no_bwd(residual, &LinearAddOp { w: &self.weight })?;
+        let y = x.apply_op2_no_bwd(residual, &LinearAddOp { w: &self.weight, rounding: self.rounding })?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -37,7 +45,7 @@ impl Linear {
 
     /// `x`: `[m, in]` f32 → `[m, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.apply_op1_no_bwd(&LinearOp { w: &self.weight })?;
+        let y = x.apply_op1_no_bwd(&LinearOp { w: &self.weight, rounding: self.rounding })?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -47,6 +55,7 @@ impl Linear {
 
 struct LinearOp<'a> {
     w: &'a WeightMatrix,
+    rounding: ActivationRounding,
 }
 
 const NAME: &str = "phoenix-linear";
@@ -68,6 +77,7 @@ fn lhs<'a>(op: &str, w: &WeightMatrix, storage: &'a CpuStorage, layout: &Layout)
 
 struct LinearAddOp<'a> {
     w: &'a WeightMatrix,
+    rounding: ActivationRounding,
 }
 
 impl CustomOp2 for LinearAddOp<'_> {
@@ -88,7 +98,7 @@ impl CustomOp2 for LinearAddOp<'_> {
             bail!("{ADD_NAME}: residual {:?} is not [{}, {n}]", residual_layout.dims(), x.rows);
         }
         let mut out = f32s(residual, residual_layout, ADD_NAME, "residual")?.to_vec();
-        linear_w(x, self.w.weight_ref(), None, &mut out, true);
+        linear_with(x, self.w.weight_ref(), None, &mut out, true, self.rounding);
         Ok((CpuStorage::F32(out), Shape::from((x.rows, n))))
     }
 
@@ -112,7 +122,7 @@ impl CustomOp1 for LinearOp<'_> {
         let x = lhs(NAME, self.w, storage, layout)?;
         let (m, n) = (x.rows, self.w.rows);
         let mut out = zeros(m * n, NAME)?;
-        linear_w(x, self.w.weight_ref(), None, &mut out, false);
+        linear_with(x, self.w.weight_ref(), None, &mut out, false, self.rounding);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 

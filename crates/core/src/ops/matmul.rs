@@ -13,7 +13,10 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 pub use super::mat_ref::MatRef;
+#[cfg(test)]
 pub(crate) use super::matvec::matvec;
+pub use super::matvec::ActivationRounding;
+use super::matvec::matvec_with;
 use super::size_mul;
 use super::weight_ref::widen;
 // `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).
@@ -22,7 +25,7 @@ pub(crate) use super::weight_ref::{widen_rows, WeightRef};
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i] + bias[o]`, `w` row-major `[out_features, x.cols]`,
 /// `out` row-major `[x.rows, out_features]`. With `accumulate` the product is added to `out`.
-/// f32 weights only (tests; the model goes through [`linear_w`]).
+/// f32 weights only (tests; the model goes through [`linear_with`]).
 #[cfg(test)]
 pub(crate) fn linear(x: MatRef, w: &[f32], bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
     linear_w(x, WeightRef::F32(w), bias, out, accumulate);
@@ -30,7 +33,21 @@ pub(crate) fn linear(x: MatRef, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]
 
 /// [`linear`] with W in its stored dtype: half-precision weights are read as they are (widened in
 /// registers or a block at a time), products and sums in f32.
+#[cfg(test)]
 pub(crate) fn linear_w(x: MatRef, w: WeightRef, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
+    linear_with(x, w, bias, out, accumulate, ActivationRounding::Quantized);
+}
+
+/// [`linear_w`] with the activation rounding of one-row products with quantized weights chosen
+/// (many rows run the GEMM on dequantized panels, exact either way).
+pub(crate) fn linear_with(
+    x: MatRef,
+    w: WeightRef,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    accumulate: bool,
+    rounding: ActivationRounding,
+) {
     x.check();
     let k = x.cols;
     assert!(k > 0, "linear: input has no columns");
@@ -41,7 +58,7 @@ pub(crate) fn linear_w(x: MatRef, w: WeightRef, bias: Option<&[f32]>, out: &mut 
     }
     let out = &mut out[..x.rows * n];
     if x.rows == 1 && x.col_stride == 1 {
-        matvec(&x.data[..k], w, bias, out, accumulate);
+        matvec_with(&x.data[..k], w, bias, out, accumulate, rounding);
         return;
     }
     gemm_rows(x, w, n, out, accumulate);

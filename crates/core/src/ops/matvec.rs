@@ -34,8 +34,31 @@ const TASKS_PER_THREAD: usize = 8;
 /// Tasks cover multiples of 16 outputs (64 bytes), so neighbouring tasks rarely share a cache line.
 const ROWS_PER_LINE: usize = 16;
 
+/// How a quantized weight's mat-vec treats the activation. `Quantized` rounds it to 8-bit blocks
+/// and dots in integers (llama.cpp's way, the fast one); `Exact` keeps it f32, so the product is the
+/// float one of the dequantized weights. The heads that produce logits use `Exact`: the rounding
+/// moves logits by ~0.1, enough to flip a close greedy choice (SmolLM2-135M's first answer token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationRounding {
+    Quantized,
+    Exact,
+}
+
 /// `out[o] (+)= Σ_i w[o, i] · x[i] + bias[o]`, `w` row-major `[out.len(), x.len()]`.
+#[cfg(test)]
 pub(crate) fn matvec(x: &[f32], w: WeightRef, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
+    matvec_with(x, w, bias, out, accumulate, ActivationRounding::Quantized);
+}
+
+/// [`matvec`] with the activation rounding for quantized weights chosen.
+pub(crate) fn matvec_with(
+    x: &[f32],
+    w: WeightRef,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    accumulate: bool,
+    rounding: ActivationRounding,
+) {
     let (k, n) = (x.len(), out.len());
     assert!(k > 0, "matvec: input has no columns");
     assert!(w.len() == size_mul(n, k), "matvec: {} weight is not [{n}, {k}]", w.dtype_name());
@@ -44,6 +67,11 @@ pub(crate) fn matvec(x: &[f32], w: WeightRef, bias: Option<&[f32]>, out: &mut [f
     }
     match w {
         // Quantized W: the activation is quantized once for every row (see `ops::quant`).
+        // The logits' product: f32 activation (see `ActivationRounding`).
+        WeightRef::Quant(_) if rounding == ActivationRounding::Exact => in_tasks(w, k, out, |w, o| match w {
+            WeightRef::Quant(q) => quant::exact_rows(x, q, o, accumulate),
+            _ => unreachable!("a slice of quantized weights is quantized"),
+        }),
         WeightRef::Quant(q) => {
             let act = QuantizedActivation::new(x, q.kind);
             in_tasks(w, k, out, |w, o| match w {

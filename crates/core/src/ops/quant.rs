@@ -76,6 +76,14 @@ pub(crate) fn rows(act: &QuantizedActivation, w: QuantRef, out: &mut [f32], accu
     formats::rows(act, w.bytes, out, accumulate);
 }
 
+/// `out[r] (+)= w[r, :] · x` with `x` as it is (f32): the float product of the dequantized
+/// weights, what a reference implementation computes. Slower than [`rows`] per block, but nothing
+/// is rounded beyond f32 sums.
+pub(crate) fn exact_rows(x: &[f32], w: QuantRef, out: &mut [f32], accumulate: bool) {
+    assert_eq!(w.len(), size_mul(out.len(), x.len()), "quantized rows: weight is not [{}, {}]", out.len(), x.len());
+    formats::exact_rows(w.kind, x, w.bytes, out, accumulate);
+}
+
 /// [`rows`] at a given SIMD level, which the caller has checked this CPU offers (tests).
 #[cfg(test)]
 pub(crate) fn rows_at_level(

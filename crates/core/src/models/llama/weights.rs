@@ -137,7 +137,7 @@ pub(crate) fn load(cfg: &LlamaConfig, store: &TensorStore, device: &Device) -> R
     let (param_count, weight_bytes, dtype) = (rd.count, rd.bytes, rd.dtype.unwrap_or("f32"));
     Ok(Weights {
         embedding: Embedding::new(embedding),
-        lm_head: Linear::new(lm_head, None),
+        lm_head: Linear::head(lm_head, None),
         norm,
         layers,
         param_count,

@@ -116,7 +116,7 @@ pub(crate) fn load(cfg: &MambaConfig, store: &TensorStore, device: &Device) -> R
     };
     Ok(Weights {
         embedding: Embedding::new(embedding),
-        lm_head: Linear::new(lm_head, None),
+        lm_head: Linear::head(lm_head, None),
         norm_f,
         layers,
         param_count: rd.count,

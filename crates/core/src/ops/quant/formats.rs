@@ -308,6 +308,29 @@ fn rows_body<F: Format>(act: &QuantizedActivation, w: &[u8], out: &mut [f32], ac
     }
 }
 
+/// The rows of one weight matrix dotted with the f32 activation itself: each weight block widened
+/// to f32 in registers-sized pieces, then multiplied and summed in f32 (16 running sums), so the
+/// result is the float product of the dequantized weights — no rounding of the activation.
+#[inline(always)]
+fn exact_rows_body<F: Format>(x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) {
+    let row_bytes = x.len() / F::ELEMS * F::BYTES;
+    let mut buf = [0f32; 256];
+    for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
+        let mut acc = [0f32; 16];
+        for (b, xs) in row.chunks_exact(F::BYTES).zip(x.chunks_exact(F::ELEMS)) {
+            let wv = &mut buf[..F::ELEMS];
+            F::dequantize(b, wv);
+            for (w16, x16) in wv.chunks_exact(16).zip(xs.chunks_exact(16)) {
+                for l in 0..16 {
+                    acc[l] += w16[l] * x16[l];
+                }
+            }
+        }
+        let s = acc.iter().sum::<f32>();
+        *o = if accumulate { *o + s } else { s };
+    }
+}
+
 #[inline(always)]
 fn dequantize_body<F: Format>(w: &[u8], out: &mut [f32]) {
     for (b, o) in w.chunks_exact(F::BYTES).zip(out.chunks_exact_mut(F::ELEMS)) {
@@ -339,9 +362,10 @@ macro_rules! leveled {
 }
 
 macro_rules! per_kind {
-    ($($kind:ident => $fmt:ident, $rows:ident, $deq:ident;)*) => {
+    ($($kind:ident => $fmt:ident, $rows:ident, $exact:ident, $deq:ident;)*) => {
         $(
             leveled!($rows(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) = rows_body::<$fmt>);
+            leveled!($exact(x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) = exact_rows_body::<$fmt>);
             leveled!($deq(w: &[u8], out: &mut [f32]) = dequantize_body::<$fmt>);
         )*
 
@@ -358,6 +382,13 @@ macro_rules! per_kind {
             }
         }
 
+        /// [`super::exact_rows`] at a given SIMD level.
+        pub(super) fn exact_rows_at(level: SimdLevel, kind: QuantKind, x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) {
+            match kind {
+                $(QuantKind::$kind => $exact(level, x, w, out, accumulate),)*
+            }
+        }
+
         /// [`super::dequantize`] at a given SIMD level.
         pub(super) fn dequantize_at(level: SimdLevel, kind: QuantKind, w: &[u8], out: &mut [f32]) {
             match kind {
@@ -368,18 +399,22 @@ macro_rules! per_kind {
 }
 
 per_kind! {
-    Q8_0 => Q8_0, rows_q8_0, dequantize_q8_0;
-    Q4_0 => Q4_0, rows_q4_0, dequantize_q4_0;
-    Q4_1 => Q4_1, rows_q4_1, dequantize_q4_1;
-    Q5_0 => Q5_0, rows_q5_0, dequantize_q5_0;
-    Q5_1 => Q5_1, rows_q5_1, dequantize_q5_1;
-    Q4K => Q4K, rows_q4k, dequantize_q4k;
-    Q5K => Q5K, rows_q5k, dequantize_q5k;
-    Q6K => Q6K, rows_q6k, dequantize_q6k;
+    Q8_0 => Q8_0, rows_q8_0, exact_rows_q8_0, dequantize_q8_0;
+    Q4_0 => Q4_0, rows_q4_0, exact_rows_q4_0, dequantize_q4_0;
+    Q4_1 => Q4_1, rows_q4_1, exact_rows_q4_1, dequantize_q4_1;
+    Q5_0 => Q5_0, rows_q5_0, exact_rows_q5_0, dequantize_q5_0;
+    Q5_1 => Q5_1, rows_q5_1, exact_rows_q5_1, dequantize_q5_1;
+    Q4K => Q4K, rows_q4k, exact_rows_q4k, dequantize_q4k;
+    Q5K => Q5K, rows_q5k, exact_rows_q5k, dequantize_q5k;
+    Q6K => Q6K, rows_q6k, exact_rows_q6k, dequantize_q6k;
 }
 
 pub(super) fn rows(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
     rows_at(simd_level(), act, w, out, accumulate);
+}
+
+pub(super) fn exact_rows(kind: QuantKind, x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) {
+    exact_rows_at(simd_level(), kind, x, w, out, accumulate);
 }
 
 pub(super) fn dequantize(kind: QuantKind, w: &[u8], out: &mut [f32]) {

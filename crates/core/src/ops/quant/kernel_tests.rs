@@ -216,3 +216,49 @@ fn a_non_finite_activation_gives_nan_not_a_clamped_number() {
     super::rows(&act, QuantRef { kind, bytes: &bytes }, &mut out, false);
     assert!(out.iter().all(|v| v.is_nan()), "{out:?}");
 }
+
+#[test]
+fn exact_matvec_is_the_float_product_of_ggml_dequantized_weights_at_every_level() {
+    for level in levels("exact_matvec_is_the_float_product_of_ggml_dequantized_weights_at_every_level") {
+        for kind in QuantKind::ALL {
+            for (ci, &k) in column_counts(kind).iter().enumerate() {
+                let n = 9;
+                let seed = (kind as u64) * 100 + ci as u64 * 10 + 3;
+                let (bytes, wd) = ggml_quantize(kind, &data(n * k, seed));
+                let x = data(k, seed + 7);
+                let mut out = vec![0.5f32; n];
+                formats::exact_rows_at(level, kind, &x, &bytes, &mut out, true);
+                for (o, row) in wd.chunks(k).enumerate() {
+                    let terms = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64);
+                    let (want, size) = terms.fold((0.5, 0.5), |(s, a), t| (s + t, a + t.abs()));
+                    // f32 products and sums only: far inside the activation-rounding bound above.
+                    let err = (out[o] as f64 - want).abs();
+                    assert!(err <= 1e-5 * size, "{} {level:?} {n}x{k} row {o}: |Δ| {err} (size {size})", kind.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_exact_one_row_product_agrees_with_the_gemm_row_and_the_rounded_one_does_not_exactly() {
+    use crate::ops::matmul::{linear_with, ActivationRounding};
+    for kind in QuantKind::ALL {
+        let (n, k) = (300, column_counts(kind)[1]);
+        let (bytes, _) = ggml_quantize(kind, &data(n * k, kind as u64 + 60));
+        let w = WeightRef::Quant(QuantRef { kind, bytes: &bytes });
+        let x = data(2 * k, 61);
+        let mut gemm = vec![0f32; 2 * n];
+        linear_w(MatRef::rows(&x, 2, k), w, None, &mut gemm, false);
+        let one_row = |rounding| {
+            let mut out = vec![0f32; n];
+            linear_with(MatRef::rows(&x[..k], 1, k), w, None, &mut out, false, rounding);
+            out
+        };
+        let (exact, rounded) = (one_row(ActivationRounding::Exact), one_row(ActivationRounding::Quantized));
+        let gap = |a: &[f32]| a.iter().zip(&gemm[..n]).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let scale = gemm[..n].iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(gap(&exact) <= 1e-5 * scale.max(1.0), "{}: exact row off the GEMM by {}", kind.name(), gap(&exact));
+        assert!(gap(&rounded) > gap(&exact), "{}: the rounded activation should move the product", kind.name());
+    }
+}
