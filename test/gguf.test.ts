@@ -62,7 +62,18 @@ describe('GGUF models in the manager', () => {
     m.dispose();
   });
 
-  it('a GGUF without a tokenizer.json beside it is a typed E_TOKENIZER until GGUF tokenizers are built', async () => {
-    await expectCode(manager().loadModel('loose.f16.gguf'), 'E_TOKENIZER');
+  it('a GGUF without a tokenizer.json beside it tokenizes with the vocabulary in its header, as its source folder does', async () => {
+    const m = manager();
+    const gguf = await m.loadModel('loose.f16.gguf');
+    const hf = await m.loadModelAt(path.join(ROOT, 'test/fixtures/llama-tiny'));
+    expect(gguf.info.hasTokenizer).toBe(true);
+    for (const text of ['hello world', ' Two  spaces, digits 12345 and ünïcode!', 'line\nbreak\ttab']) {
+      const ids = await gguf.tokenize(text);
+      expect(ids.length).toBeGreaterThan(0);
+      expect(ids).toEqual(await hf.tokenize(text));
+      expect(gguf.detokenize(ids)).toBe(hf.detokenize(ids));
+    }
+    expect(gguf.info.eosTokenIds).toEqual(expect.arrayContaining(hf.info.eosTokenIds));
+    m.dispose();
   });
 });

@@ -1,0 +1,105 @@
+/**
+ * The real model: SmolLM2-135M-Instruct as a Q4_1 GGUF (`npm run models:fetch` puts it in models/;
+ * absent → these tests skip visibly, except under CI where they fail). Checked against
+ * test/fixtures/smollm2-q4_1/reference.json: llama.cpp's token ids for the prompts, and the float64
+ * logits and greedy tokens of the file's dequantized weights (transformers). Tokenizer and chat
+ * template come from the GGUF header, nothing beside the file.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadBinding } from '../ts/binding/load.js';
+import { TransformerEngine } from '../ts/engines/transformer-engine.js';
+import type { LoadedModel } from '../ts/engines/types.js';
+import { LocalModelManager } from '../ts/models/manager.js';
+import { ROOT, TEST_BACKENDS, requireBackend } from './helpers.js';
+
+const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+const MODELS = path.join(ROOT, 'models');
+const PRESENT = existsSync(path.join(MODELS, FILE));
+if (!PRESENT) {
+  if (process.env.CI) throw new Error(`models/${FILE} is missing: .ci/run must run \`npm run models:fetch\``);
+  console.warn(`SKIPPED smollm2.test.ts: models/${FILE} is absent (run \`npm run models:fetch\`)`);
+}
+
+interface Row {
+  ids: number[];
+  logits: number[];
+}
+interface PromptReference {
+  ids: number[];
+  greedy: number[];
+  rows?: Row[];
+  argmax?: number[];
+  maxAbsLogit?: number;
+  llamaCpp: { greedy: number[]; maxAbsDiff?: number; argmaxAgrees?: number };
+}
+const FIXTURES = path.join(ROOT, 'test/fixtures/smollm2-q4_1');
+const reference = JSON.parse(readFileSync(path.join(FIXTURES, 'reference.json'), 'utf8')) as { prompts: Record<string, PromptReference> };
+const prompts = JSON.parse(readFileSync(path.join(FIXTURES, 'prompts.json'), 'utf8')) as Record<string, { text: string }>;
+const EOG = 2; // <|im_end|>, which ends the assistant's turn
+/** The reference's greedy tokens up to (not including) the end of the turn. */
+const untilEnd = (ids: number[]) => (ids.includes(EOG) ? ids.slice(0, ids.indexOf(EOG)) : ids);
+
+describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF) on the %s binding', (backend) => {
+  let engine: TransformerEngine;
+  let model: LoadedModel;
+
+  beforeAll(async () => {
+    requireBackend(backend);
+    engine = new TransformerEngine({ binding: await loadBinding({ backend }) });
+    const manager = new LocalModelManager({ modelsDir: MODELS, engines: [engine], measurePerformance: false });
+    model = await engine.loadModel(await manager.getModelMetadata(FILE));
+  }, 120_000);
+
+  afterAll(() => model?.dispose());
+
+  it('loads with the tokenizer and chat template of its header', () => {
+    expect(model.info).toMatchObject({ format: 'gguf', family: 'llama', dtype: 'mixed', hasTokenizer: true, hasChatTemplate: true, vocabSize: 49152 });
+    expect(model.info.eosTokenIds).toContain(EOG);
+  });
+
+  it("tokenizes both prompts to llama.cpp's ids, and renders the chat prompt its template writes", async () => {
+    for (const [name, p] of Object.entries(prompts)) {
+      expect(await model.tokenize(p.text, { addSpecialTokens: true }), name).toEqual(reference.prompts[name]!.ids);
+    }
+    expect(engine.renderChat(model, [{ role: 'user', content: 'What is the capital of France?' }]).text).toBe(prompts.france!.text);
+  });
+
+  it('gives the float64 logits of the dequantized weights at every position (llama.cpp: see the fixture)', async () => {
+    const ref = reference.prompts.france!;
+    const logits = await model.raw.logits(ref.ids);
+    const vocab = logits.length / ref.ids.length;
+    let maxAbsDiff = 0;
+    ref.rows!.forEach((row, r) => {
+      row.ids.forEach((id, j) => {
+        maxAbsDiff = Math.max(maxAbsDiff, Math.abs(logits[r * vocab + id]! - row.logits[j]!));
+      });
+      let best = 0;
+      for (let c = 1; c < vocab; c++) if (logits[r * vocab + c]! > logits[r * vocab + best]!) best = c;
+      expect(best, `argmax at position ${r}`).toBe(ref.argmax![r]);
+    });
+    console.log(
+      `SmolLM2 Q4_1 logits vs float64 (${ref.ids.length} positions, max |logit| ${ref.maxAbsLogit!.toFixed(1)}): ` +
+        `phoenix-local ${backend} max |Δ| ${maxAbsDiff.toExponential(2)}, argmax ${ref.ids.length}/${ref.ids.length}; ` +
+        `llama.cpp max |Δ| ${ref.llamaCpp.maxAbsDiff!.toFixed(2)}, argmax ${ref.llamaCpp.argmaxAgrees}/${ref.ids.length}`,
+    );
+    // Measured 1.6e-4 natively (f32 sums over 576–1536 terms, 30 layers); llama.cpp's 8-bit activations: 2.3.
+    expect(maxAbsDiff).toBeLessThan(2e-3);
+  });
+
+  it.each(Object.keys(prompts))('greedy decoding of the %s prompt follows the float64 greedy tokens to the end of the turn', async (name) => {
+    const ref = reference.prompts[name]!;
+    const want = untilEnd(ref.greedy);
+    const out = await engine.predict(model, { ids: ref.ids }, { maxTokens: 48, temperature: 0 });
+    expect(out.tokenIds.filter((id) => id !== EOG)).toEqual(want.slice(0, out.tokenIds.length));
+    expect(out.finishReason).toBe(ref.greedy.includes(EOG) ? 'stop' : 'length');
+  });
+
+  it('chat answers the capital of France with Paris', async () => {
+    const answer = await engine.chat(model, [{ role: 'user', content: 'What is the capital of France?' }], { maxTokens: 32, temperature: 0 });
+    expect(answer.text).toMatch(/Paris/);
+    expect(answer.finishReason).toBe('stop');
+  });
+});
