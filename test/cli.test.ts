@@ -133,6 +133,15 @@ describe('phoenix-local CLI', () => {
     expect(wrongModel.stderr).toMatch(/^phoenix-local: E_STATE_MISMATCH: /m);
   });
 
+  it('info on a .gguf path shows what its header says: architecture, quantization, tensor types, context', async () => {
+    const gguf = path.join(ROOT, 'test/fixtures/gguf-llama-tiny/llama-tiny.f16.gguf');
+    const info = await cli(['info', gguf, '-q']);
+    expect(info.status).toBe(0);
+    expect(info.stdout).toMatch(/format\s+gguf/);
+    expect(info.stdout).toMatch(/gguf\s+llama\b.*F16 \(tensors: 23 F16, 7 F32\), \d+ parameters, context 256/);
+    expect(info.stdout).toMatch(/tokenizer\s+yes/);
+  });
+
   it('a transformer and a hybrid run through the CLI on their engines; a KV-cache snapshot continues in another process', async () => {
     const llama = path.join(ROOT, 'test/fixtures/llama-tiny');
     const info = await cli(['info', llama, '-q']);

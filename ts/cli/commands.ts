@@ -71,6 +71,11 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       ['sha256', metadata.checksum],
       ['tokenizer', metadata.hasTokenizer ? 'yes' : 'no'],
     ];
+    const g = metadata.gguf;
+    if (g) {
+      const types = Object.entries(g.tensorTypes).map(([type, n]) => `${n} ${type}`).join(', ');
+      lines.push(['gguf', `${g.architecture}${g.name ? ` "${g.name}"` : ''}, ${g.quantization} (tensors: ${types}), ${g.paramCount} parameters, context ${g.contextLength ?? 'unlimited'}`]);
+    }
     if (metadata.error) lines.push(['error', `${metadata.error.code}: ${metadata.error.message}`]);
     if (architecture) {
       const a = architecture as Record<string, unknown>;
