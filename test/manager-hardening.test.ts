@@ -164,6 +164,33 @@ describe('integrity: every file the model reads, changes beyond size + mtime', (
     });
   }
 
+  it('a side file an older version did not read is adopted when it predates the record; one added later is a change', async () => {
+    const dir = await modelsDirNamed('side-adopted');
+    const folder = await copyModel(TINY, path.join(dir, 'm'));
+    await writeFile(path.join(folder, 'tokenizer_config.json'), '{"eos_token": "<|endoftext|>"}');
+    expect((await manager(dir).getModelMetadata('m')).sideFiles?.map((f) => f.name)).toContain('tokenizer_config.json');
+    const manifestFile = path.join(dir, MANIFEST_FILE_NAME);
+    // What a version that did not read tokenizer_config.json recorded: the same entry without it.
+    const forget = async (updatedAt: string) => {
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as { models: Record<string, { sideFiles: { name: string }[]; updatedAt: string }> };
+      for (const entry of Object.values(manifest.models)) {
+        entry.sideFiles = entry.sideFiles.filter((f) => f.name !== 'tokenizer_config.json');
+        entry.updatedAt = updatedAt;
+      }
+      await writeFile(manifestFile, JSON.stringify(manifest));
+    };
+    await forget(new Date(Date.now() + 1_000).toISOString());
+    const adopted = await manager(dir).getModelMetadata('m');
+    expect(adopted.status).toBe('available');
+    expect(adopted.sideFiles?.map((f) => f.name)).toContain('tokenizer_config.json');
+    expect(await readFile(manifestFile, 'utf8')).toContain('tokenizer_config.json'); // recorded from now on
+    // Recorded before the file's inode last changed: it appeared (or changed) after the record.
+    await forget(new Date(0).toISOString());
+    const added = await manager(dir).getModelMetadata('m');
+    expect(added.status).toBe('corrupted');
+    expect(added.error?.message).toContain(path.join(folder, 'tokenizer_config.json'));
+  });
+
   it('a loaded model whose weights change is not served from the cache (E_CHECKSUM, as listModels says)', async () => {
     const dir = await modelsDirNamed('cached');
     const folder = await copyModel(TINY, path.join(dir, 'm'));

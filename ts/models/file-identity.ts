@@ -18,8 +18,15 @@ export function sameStats(a: readonly WeightFileInfo[], b: readonly WeightFileIn
 }
 
 /** The first side file (config, tokenizer, index) that appeared, disappeared or changed bytes since recorded. */
-export function sideFileChange(recorded: readonly WeightFileInfo[], now: readonly WeightFileInfo[]): string | undefined {
-  for (const file of now) if (recorded.find((f) => f.name === file.name)?.sha256 !== file.sha256) return file.name;
+export function sideFileChange(recorded: readonly WeightFileInfo[], now: readonly WeightFileInfo[], recordedAtMs = Number.NaN): string | undefined {
+  for (const file of now) {
+    const was = recorded.find((f) => f.name === file.name);
+    // A file the record does not list but whose inode changed last before the record was written was
+    // already there, unread by the version that wrote it (e.g. `tokenizer_config.json` before chat
+    // templates): adopted, not a change. ctime cannot be set back from user space, unlike mtime.
+    if (!was && file.ctimeMs !== undefined && file.ctimeMs < recordedAtMs) continue;
+    if (was?.sha256 !== file.sha256) return file.name;
+  }
   return recorded.find((f) => !now.some((n) => n.name === f.name))?.name;
 }
 

@@ -375,7 +375,7 @@ export class LocalModelManager {
       let status: ModelStatus = 'available';
       let expectedChecksum: string | undefined;
       let error: ModelMetadata['error'];
-      const changedSide = entry?.sideFiles ? sideFileChange(entry.sideFiles, sideFiles) : undefined;
+      const changedSide = entry?.sideFiles ? sideFileChange(entry.sideFiles, sideFiles, Date.parse(entry.updatedAt)) : undefined;
       if (!entry) {
         await manifest.set(key, { files, sideFiles, checksum, updatedAt: new Date().toISOString() });
       } else if (entry.checksum !== checksum) {
