@@ -19,6 +19,8 @@ mod kernel_tests;
 mod speed_probe;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_exact;
 
 pub(crate) use activation::QuantizedActivation;
 #[cfg(test)]

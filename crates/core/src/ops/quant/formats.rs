@@ -384,6 +384,12 @@ macro_rules! per_kind {
 
         /// [`super::exact_rows`] at a given SIMD level.
         pub(super) fn exact_rows_at(level: SimdLevel, kind: QuantKind, x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) {
+            #[cfg(target_arch = "x86_64")]
+            if level == SimdLevel::Avx512 && super::x86_exact::has_kernel(kind) {
+                let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+                // SAFETY: the level is this CPU's (AVX-512F + F16C); `super::exact_rows` checked the sizes.
+                return unsafe { super::x86_exact::rows(kind, x, &xsum, w, out, accumulate) };
+            }
             match kind {
                 $(QuantKind::$kind => $exact(level, x, w, out, accumulate),)*
             }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::kernel_tests::ggml_quantize;
 use super::QuantRef;
 use crate::loader::QuantKind;
-use crate::ops::matmul::{linear_w, matvec, MatRef, WeightRef};
+use crate::ops::matmul::{linear_w, MatRef, WeightRef};
 use crate::ops::speed_probe::{read_bandwidth, thread_counts};
 
 const SWEEP_BYTES: usize = 256 << 20;
@@ -33,6 +33,11 @@ fn quant_speed_probe() {
     let wanted = std::env::var("PROBE_KINDS").unwrap_or_default();
     let kinds: Vec<QuantKind> =
         QuantKind::ALL.into_iter().filter(|k| wanted.is_empty() || wanted.split(',').any(|w| w == k.name())).collect();
+    // PROBE_EXACT=1: the f32-activation path (what logits heads use) instead of the 8-bit one.
+    let rounding = match std::env::var_os("PROBE_EXACT") {
+        Some(_) => crate::ops::matmul::ActivationRounding::Exact,
+        None => crate::ops::matmul::ActivationRounding::Quantized,
+    };
     let shapes = [(576usize, 576usize, "attn"), (1536, 576, "gate/up"), (576, 1536, "down"), (49152, 576, "head")];
     let big = vec![1.0f32; SWEEP_BYTES / 4];
     for threads in thread_counts() {
@@ -59,7 +64,7 @@ fn quant_speed_probe() {
                             let t = Instant::now();
                             for c in win * per_window..(win + 1) * per_window {
                                 let bytes = &ring[c * one.len()..(c + 1) * one.len()];
-                                matvec(&x, WeightRef::Quant(QuantRef { kind, bytes }), None, &mut out, false);
+                                crate::ops::matvec::matvec_with(&x, WeightRef::Quant(QuantRef { kind, bytes }), None, &mut out, false, rounding);
                             }
                             secs = secs.min(t.elapsed().as_secs_f64() / per_window as f64);
                         }
