@@ -1,32 +1,40 @@
-//! RoPE rotation kernel ("rotate_half" layout): per row, every head turns `(x[j], x[j + half])` by
-//! the row's angle `j`.
+//! RoPE rotation kernels: per row, every head turns pairs of values by the row's angles — the
+//! "rotate_half" layout (`x[j]`, `x[j + half]`) of Hugging Face checkpoints, and the interleaved one
+//! (`x[2j]`, `x[2j + 1]`) of GGUF Llama files.
 
 /// `x`: rows of whole heads (`2·half` values each); `cos` / `sin`: `half` values per row.
 pub(crate) fn rotate_half_rows(x: &[f32], cos: &[f32], sin: &[f32], half: usize, out: &mut [f32]) {
-    let head = 2 * half;
-    assert!(half > 0 && cos.len() == sin.len() && cos.len().is_multiple_of(half), "rope: tables");
-    let rows = cos.len() / half;
-    if rows == 0 {
-        return;
-    }
-    assert!(x.len() == out.len() && x.len().is_multiple_of(rows), "rope: rows");
-    let width = x.len() / rows;
-    assert!(width.is_multiple_of(head), "rope: rows of whole heads");
-    for (r, (xr, or)) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).enumerate() {
-        let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
-        for (xh, oh) in xr.chunks_exact(head).zip(or.chunks_exact_mut(head)) {
-            let (x1, x2) = xh.split_at(half);
-            let (o1, o2) = oh.split_at_mut(half);
-            for j in 0..half {
-                o1[j] = x1[j] * c[j] - x2[j] * s[j];
-                o2[j] = x2[j] * c[j] + x1[j] * s[j];
-            }
+    for_each_head(x, cos, sin, half, out, |xh, oh, c, s| {
+        let (x1, x2) = xh.split_at(half);
+        let (o1, o2) = oh.split_at_mut(half);
+        for j in 0..half {
+            o1[j] = x1[j] * c[j] - x2[j] * s[j];
+            o2[j] = x2[j] * c[j] + x1[j] * s[j];
         }
-    }
+    });
 }
 
 /// The interleaved layout (GGUF Llama): per row, every head turns `(x[2j], x[2j + 1])` by angle `j`.
 pub(crate) fn rotate_pairs_rows(x: &[f32], cos: &[f32], sin: &[f32], half: usize, out: &mut [f32]) {
+    for_each_head(x, cos, sin, half, out, |xh, oh, c, s| {
+        for j in 0..half {
+            let (a, b) = (xh[2 * j], xh[2 * j + 1]);
+            oh[2 * j] = a * c[j] - b * s[j];
+            oh[2 * j + 1] = b * c[j] + a * s[j];
+        }
+    });
+}
+
+/// Checks the shapes, then calls `turn(head in, head out, cos, sin)` for every head of every row.
+#[inline(always)]
+fn for_each_head(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    half: usize,
+    out: &mut [f32],
+    turn: impl Fn(&[f32], &mut [f32], &[f32], &[f32]),
+) {
     let head = 2 * half;
     assert!(half > 0 && cos.len() == sin.len() && cos.len().is_multiple_of(half), "rope: tables");
     let rows = cos.len() / half;
@@ -39,11 +47,7 @@ pub(crate) fn rotate_pairs_rows(x: &[f32], cos: &[f32], sin: &[f32], half: usize
     for (r, (xr, or)) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)).enumerate() {
         let (c, s) = (&cos[r * half..(r + 1) * half], &sin[r * half..(r + 1) * half]);
         for (xh, oh) in xr.chunks_exact(head).zip(or.chunks_exact_mut(head)) {
-            for j in 0..half {
-                let (a, b) = (xh[2 * j], xh[2 * j + 1]);
-                oh[2 * j] = a * c[j] - b * s[j];
-                oh[2 * j + 1] = b * c[j] + a * s[j];
-            }
+            turn(xh, oh, c, s);
         }
     }
 }
