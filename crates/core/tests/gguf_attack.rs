@@ -1,0 +1,100 @@
+//! Hostile GGUF files found by attacking the loader from outside (see the report of the `attack`
+//! session): each is refused with a typed error that names the real problem.
+
+use std::sync::Arc;
+
+use phoenix_core::loader::gguf_guard::check_header;
+use phoenix_core::loader::{FileBytes, GgufFile};
+use phoenix_core::ErrorCode;
+
+const F32: u32 = 0;
+const Q4_0: u32 = 2;
+const Q4_K: u32 = 12;
+
+/// A GGUF v3 file with no metadata and `tensors` (name, ggml `ne`, type, data offset), followed by
+/// `data_len` zero bytes of tensor data.
+fn gguf(tensors: &[(&str, &[u64], u32, u64)], data_len: usize) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    for (name, ne, ty, offset) in tensors {
+        b.extend((name.len() as u64).to_le_bytes());
+        b.extend(name.as_bytes());
+        b.extend((ne.len() as u32).to_le_bytes());
+        for d in *ne {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+    }
+    b.resize(b.len().div_ceil(32) * 32 + data_len, 0);
+    b
+}
+
+fn refusal(bytes: &[u8]) -> phoenix_core::PhoenixError {
+    check_header(bytes, "hostile.gguf").expect_err("the header must be refused")
+}
+
+#[test]
+fn tensors_sharing_bytes_are_refused() {
+    // Two tensors on the same bytes, and one starting inside another: each would read the other's data.
+    for second_offset in [0u64, 32] {
+        let bytes = gguf(&[("a.weight", &[16], F32, 0), ("b.weight", &[8], F32, second_offset)], 128);
+        let e = refusal(&bytes);
+        assert_eq!(e.code, ErrorCode::BadWeights, "{}", e.message);
+        assert!(e.message.contains("overlap"), "{}", e.message);
+        assert!(e.message.contains("`a.weight`") && e.message.contains("`b.weight`"), "{}", e.message);
+    }
+}
+
+#[test]
+fn tensors_side_by_side_in_any_order_are_accepted() {
+    let bytes = gguf(&[("b.weight", &[8], F32, 64), ("a.weight", &[16], F32, 0), ("empty", &[0], F32, 0)], 96);
+    let facts = check_header(&bytes, "ok.gguf").expect("disjoint tensors are fine");
+    assert_eq!(facts.tensors.len(), 3);
+}
+
+#[test]
+fn rows_of_partial_blocks_are_named_as_such() {
+    // Enough bytes follow for any reading of the shape: the problem is the row length, not the size.
+    for (ty, row, type_name, block) in [(Q4_0, 48u64, "Q4_0", 32), (Q4_K, 64, "Q4_K", 256)] {
+        let bytes = gguf(&[("w.weight", &[row, 4], ty, 0)], 4096);
+        let e = refusal(&bytes);
+        assert_eq!(e.code, ErrorCode::BadWeights, "{}", e.message);
+        assert!(
+            e.message.contains(&format!("rows of {row} values, not whole {type_name} blocks of {block}")),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("past the end"), "{}", e.message);
+    }
+}
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/gguf-llama-tiny/llama-tiny.f32.gguf");
+
+/// `bytes` (a GGUF file) with tensor `name`'s data offset set to `offset`.
+fn with_offset(mut bytes: Vec<u8>, name: &str, offset: u64) -> Vec<u8> {
+    // The tensor entry: u64 name length, the name, u32 dims, u64 per dim, u32 type, u64 offset.
+    let mut needle = (name.len() as u64).to_le_bytes().to_vec();
+    needle.extend(name.as_bytes());
+    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("tensor entry") + needle.len();
+    let dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let offset_at = at + 4 + 8 * dims + 4;
+    bytes[offset_at..offset_at + 8].copy_from_slice(&offset.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn a_real_file_whose_tensor_reuses_another_tensors_data_is_refused() {
+    // `blk.0.attn_q.weight` pointed at `blk.0.attn_output.weight`'s bytes (same shape, same type):
+    // the model loaded and ran with the wrong weights.
+    let original = std::fs::read(FIXTURE).expect("fixture");
+    let facts = check_header(&original, "fixture").expect("the fixture is valid");
+    let offset = facts.tensors.iter().find(|t| t.name == "blk.0.attn_output.weight").expect("tensor").offset;
+    let hostile = with_offset(original, "blk.0.attn_q.weight", offset);
+    let e = GgufFile::read(Arc::new(FileBytes::Owned(hostile)), "llama-tiny.gguf").err().expect("refused");
+    assert_eq!(e.code, ErrorCode::BadWeights, "{}", e.message);
+    assert!(e.message.contains("llama-tiny.gguf") && e.message.contains("overlap"), "{}", e.message);
+    assert!(e.message.contains("`blk.0.attn_q.weight`"), "{}", e.message);
+}
