@@ -209,10 +209,13 @@ export class LocalModelManager {
     return this.#describe(name, folder, options.signal);
   }
 
-  /** Metadata of the model folder at `folderPath` (any location; the name is the folder's base name). */
+  /**
+   * Metadata of the model folder (or `.gguf` file) at `folderPath` (any location; the name is its base
+   * name). A link named here is followed as {@link loadModelAt} follows it, so both see the same model.
+   */
   async getModelMetadataAt(folderPath: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
-    const folder = path.resolve(folderPath);
-    return this.#describe(path.basename(folder), folder, options.signal);
+    const folder = await canonical(path.resolve(folderPath));
+    return this.#describe(path.basename(path.resolve(folderPath)), folder, options.signal);
   }
 
   /**
