@@ -45,3 +45,38 @@ describe('a .gguf path that is a link to a file elsewhere', () => {
     expect(metadata.checksum).toBe(model.metadata.checksum);
   });
 });
+
+// `huggingface-cli download` leaves `snapshots/<rev>/model.gguf` as a link to `blobs/<hash>`:
+// `phoenix-local run|info <snapshot>/model.gguf` said E_MODEL_NOT_FOUND "<blob> is not a folder" (the
+// link was resolved first, losing the .gguf name), then the core refused the file as outside its folder.
+describe('a .gguf path into a Hugging Face cache snapshot', () => {
+  let tmp: string;
+  let model: string;
+  let manager: LocalModelManager;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'phoenix-gguf-hf-'));
+    const repo = path.join(tmp, 'hub', 'models--org--tiny');
+    await mkdir(path.join(repo, 'blobs'), { recursive: true });
+    await mkdir(path.join(repo, 'snapshots', '0123abcd'), { recursive: true });
+    await copyFile(fixture, path.join(repo, 'blobs', '6f52edf15a16'));
+    model = path.join(repo, 'snapshots', '0123abcd', 'tiny.f32.gguf');
+    await symlink('../../blobs/6f52edf15a16', model);
+    manager = new LocalModelManager({ modelsDir: path.join(tmp, 'models'), engines: defaultEngines() });
+  });
+
+  afterAll(async () => {
+    manager.dispose();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('is described and loaded as the GGUF model it links to', async () => {
+    const metadata = await manager.getModelMetadataAt(model);
+    expect(metadata.error).toBeUndefined();
+    expect(metadata.format).toBe('gguf');
+    expect(metadata.name).toBe('tiny.f32.gguf');
+    const loaded = await manager.loadModelAt(model);
+    expect(loaded.metadata.modelType).toBe('llama');
+    expect(loaded.metadata.checksum).toBe(metadata.checksum);
+  });
+});

@@ -98,3 +98,52 @@ fn a_real_file_whose_tensor_reuses_another_tensors_data_is_refused() {
     assert!(e.message.contains("llama-tiny.gguf") && e.message.contains("overlap"), "{}", e.message);
     assert!(e.message.contains("`blk.0.attn_q.weight`"), "{}", e.message);
 }
+
+/// An empty scratch folder for test `name`.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("phoenix-gguf-attack-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Hugging Face cache snapshot: `snapshots/<rev>/<file>.gguf` is a link to `blobs/<hash>`.
+#[cfg(unix)]
+fn hf_cache_snapshot(root: &std::path::Path) -> std::path::PathBuf {
+    let blobs = root.join("models--org--tiny").join("blobs");
+    let snapshot = root.join("models--org--tiny").join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::copy(FIXTURE, blobs.join("6f52edf15a16")).unwrap();
+    let model = snapshot.join("tiny.f32.gguf");
+    std::os::unix::fs::symlink("../../blobs/6f52edf15a16", &model).unwrap();
+    model
+}
+
+#[cfg(unix)]
+#[test]
+fn a_gguf_named_by_a_link_into_a_hugging_face_blob_store_loads() {
+    // `huggingface-cli download` leaves exactly this layout; the link was refused as resolving
+    // outside the model folder although it is the very file the caller named.
+    let tmp = scratch("hf-load");
+    let model = hf_cache_snapshot(&tmp);
+    let direct = phoenix_core::session::LoadedModel::load(std::path::Path::new(FIXTURE)).expect("the fixture loads");
+    let linked = phoenix_core::session::LoadedModel::load(&model).expect("the linked GGUF loads");
+    let prompt = [1u32, 5, 9];
+    assert_eq!(linked.logits(&prompt).unwrap(), direct.logits(&prompt).unwrap());
+}
+
+#[cfg(unix)]
+#[test]
+fn files_beside_a_linked_gguf_still_may_not_leave_its_folder() {
+    // Only the file the caller named is followed anywhere: a tokenizer.json beside it that links
+    // out of the folder is refused as before.
+    let tmp = scratch("hf-side-file");
+    let model = hf_cache_snapshot(&tmp);
+    let secret = tmp.join("secret.json");
+    std::fs::write(&secret, "{}").unwrap();
+    std::os::unix::fs::symlink(&secret, model.parent().unwrap().join("tokenizer.json")).unwrap();
+    let e = phoenix_core::session::LoadedModel::load(&model).err().expect("refused");
+    assert_eq!(e.code, ErrorCode::Tokenizer, "{}", e.message);
+    assert!(e.message.contains("resolves outside"), "{}", e.message);
+}
