@@ -147,3 +147,39 @@ fn files_beside_a_linked_gguf_still_may_not_leave_its_folder() {
     assert_eq!(e.code, ErrorCode::Tokenizer, "{}", e.message);
     assert!(e.message.contains("resolves outside"), "{}", e.message);
 }
+
+/// `bytes` (a GGUF file) with metadata `key` = string `value` added (padded with spaces so the tensor
+/// data keeps its alignment).
+fn with_string_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let mut value = value.to_string();
+    while (8 + key.len() + 4 + 8 + value.len()) % 32 != 0 {
+        value.push(' ');
+    }
+    let mut entry = (key.len() as u64).to_le_bytes().to_vec();
+    entry.extend(key.as_bytes());
+    entry.extend(8u32.to_le_bytes());
+    entry.extend((value.len() as u64).to_le_bytes());
+    entry.extend(value.as_bytes());
+    let kv_count = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let mut out = bytes[..16].to_vec();
+    out.extend((kv_count + 1).to_le_bytes());
+    out.extend(entry);
+    out.extend(&bytes[24..]);
+    out
+}
+
+#[test]
+fn loading_a_gguf_never_runs_its_chat_template() {
+    // The template is file content and minijinja bounds its instructions, not the size of the values
+    // it builds: this one asks for a 2^32-element list (hundreds of GB), and the process aborted
+    // while merely loading the model (the end-of-turn probe rendered it), e.g. `phoenix-local info`.
+    let template = "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}";
+    let bytes = with_string_metadata(&std::fs::read(FIXTURE).unwrap(), "tokenizer.chat_template", template);
+    let dir = scratch("template-at-load");
+    let model = dir.join("hostile-template.gguf");
+    std::fs::write(&model, bytes).unwrap();
+    let loaded = phoenix_core::session::LoadedModel::load(&model).expect("the model loads");
+    assert!(loaded.info().has_chat_template);
+    let direct = phoenix_core::session::LoadedModel::load(std::path::Path::new(FIXTURE)).unwrap();
+    assert_eq!(loaded.logits(&[1, 5, 9]).unwrap(), direct.logits(&[1, 5, 9]).unwrap());
+}
