@@ -75,7 +75,10 @@ enum ChatSupport {
     Broken(PhoenixError),
     /// `end_of_turn` is worked out on the first chat, not at load: it renders the template, and a
     /// template is file content, so loading a model (to list, describe or complete text) never runs it.
-    Ready { template: ChatTemplate, end_of_turn: std::sync::OnceLock<Vec<u32>> },
+    Ready {
+        template: ChatTemplate,
+        end_of_turn: std::sync::OnceLock<Vec<u32>>,
+    },
 }
 
 impl LoadedModel {
