@@ -152,7 +152,7 @@ fn files_beside_a_linked_gguf_still_may_not_leave_its_folder() {
 /// data keeps its alignment).
 fn with_string_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
     let mut value = value.to_string();
-    while (8 + key.len() + 4 + 8 + value.len()) % 32 != 0 {
+    while !(8 + key.len() + 4 + 8 + value.len()).is_multiple_of(32) {
         value.push(' ');
     }
     let mut entry = (key.len() as u64).to_le_bytes().to_vec();
