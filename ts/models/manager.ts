@@ -12,7 +12,7 @@ import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
 import { describeFolder } from './discovery.js';
 import { filesOf, sameIdentity, sameStats, sideFileChange } from './file-identity.js';
-import { filesFolderOf, isGgufName } from './gguf-path.js';
+import { filesFolderOf, isGgufFile, isGgufName } from './gguf-path.js';
 import { Manifest, MANIFEST_FILE_NAME, type ManifestEntry } from './manifest.js';
 import type { ModelMetadata, ModelStatus, PerformanceProfile, WeightFileInfo } from './metadata.js';
 import { openModelFile, type ModelFolder } from './model-files.js';
@@ -209,10 +209,13 @@ export class LocalModelManager {
     return this.#describe(name, folder, options.signal);
   }
 
-  /** Metadata of the model folder at `folderPath` (any location; the name is the folder's base name). */
+  /**
+   * Metadata of the model folder (or `.gguf` file) at `folderPath` (any location; the name is its base
+   * name). A link named here is followed as {@link loadModelAt} follows it, so both see the same model.
+   */
   async getModelMetadataAt(folderPath: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
-    const folder = path.resolve(folderPath);
-    return this.#describe(path.basename(folder), folder, options.signal);
+    const folder = await canonical(path.resolve(folderPath));
+    return this.#describe(path.basename(path.resolve(folderPath)), folder, options.signal);
   }
 
   /**
@@ -441,7 +444,7 @@ export class LocalModelManager {
    * descriptor those whose size, mtime, ctime or inode differ from the recorded ones.
    */
   async #hashFiles(name: string, folder: string, names: string[], recorded: readonly WeightFileInfo[] | undefined, signal: AbortSignal | undefined): Promise<WeightFileInfo[]> {
-    const model: ModelFolder = { folder: filesFolderOf(folder), roots: [this.modelsDir] };
+    const model: ModelFolder = { folder: filesFolderOf(folder), roots: [this.modelsDir], ...(isGgufFile(folder) ? { namedFile: path.basename(folder) } : {}) };
     const files: WeightFileInfo[] = [];
     for (const file of names) {
       throwIfAborted(signal, `checking the files of "${name}"`);
@@ -658,8 +661,16 @@ function baseMeta(): ModelMetadata {
   return { name: '', version: '1', modelType: 'unknown', format: 'unknown', path: '', sizeBytes: 0, checksum: '', weightFiles: [], status: 'error', hasTokenizer: false };
 }
 
-/** The real path of a folder when it exists (so symlinked and direct names share one record). */
+/**
+ * The real path of a folder when it exists (so symlinked and direct names share one record). A `.gguf`
+ * file keeps its own name in its real folder: it may be a link to a file named otherwise (a Hugging
+ * Face cache snapshot links `model.gguf` to `../../blobs/<hash>`), and its name is what makes it a GGUF model.
+ */
 async function canonical(folder: string): Promise<string> {
+  if (isGgufFile(folder)) {
+    const dir = path.dirname(path.resolve(folder));
+    return path.join(await realpath(dir).catch(() => dir), path.basename(folder));
+  }
   return realpath(folder).catch(() => path.resolve(folder));
 }
 

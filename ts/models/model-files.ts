@@ -28,6 +28,11 @@ export interface ModelFolder {
   folder: string;
   /** Extra roots a file may resolve into (the models dir, for shared blobs). */
   roots: readonly string[];
+  /**
+   * The `.gguf` file the caller named as the model: a link to it is followed wherever it leads (the
+   * caller chose that file), as the core follows it; the other files keep the containment rule.
+   */
+  namedFile?: string;
 }
 
 async function realRoots(model: ModelFolder): Promise<string[]> {
@@ -52,7 +57,7 @@ export async function openModelFile(model: ModelFolder, name: string): Promise<O
     throw new PhoenixError(code, `${full} ${why}`, { file: full });
   }
   const roots = await realRoots(model);
-  if (!roots.some((root) => isInside(root, real))) {
+  if (name !== model.namedFile && !roots.some((root) => isInside(root, real))) {
     throw new PhoenixError(code, `${full} resolves to ${real}, outside the model folder`, { file: full });
   }
   try {

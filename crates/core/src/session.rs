@@ -73,7 +73,12 @@ pub struct LoadedModel {
 enum ChatSupport {
     Absent,
     Broken(PhoenixError),
-    Ready { template: ChatTemplate, end_of_turn: Vec<u32> },
+    /// `end_of_turn` is worked out on the first chat, not at load: it renders the template, and a
+    /// template is file content, so loading a model (to list, describe or complete text) never runs it.
+    Ready {
+        template: ChatTemplate,
+        end_of_turn: std::sync::OnceLock<Vec<u32>>,
+    },
 }
 
 impl LoadedModel {
@@ -94,18 +99,12 @@ impl LoadedModel {
     /// Attaches the model's chat template: `Ok(Some(_))` e.g. from [`ChatTemplate::new`] over GGUF
     /// metadata, `Ok(None)` when the model has none, `Err(_)` when it has a broken one — the load
     /// still succeeds and `chat` reports that error. The ids that end the assistant's turn are
-    /// worked out here, with the tokenizer.
+    /// worked out, with the tokenizer, on the first chat.
     pub fn with_chat_template(self, template: Result<Option<ChatTemplate>>) -> Self {
         let chat = match template {
             Err(e) => ChatSupport::Broken(e),
             Ok(None) => ChatSupport::Absent,
-            Ok(Some(template)) => {
-                let end_of_turn = match &self.tokenizer {
-                    Some(t) => chat::end_of_turn_ids(&template, t),
-                    None => Vec::new(),
-                };
-                ChatSupport::Ready { template, end_of_turn }
-            }
+            Ok(Some(template)) => ChatSupport::Ready { template, end_of_turn: Default::default() },
         };
         Self { chat, ..self }
     }
@@ -269,6 +268,10 @@ impl LoadedModel {
             return Err(invalid_option("messages: the conversation is empty"));
         }
         let text = template.render(messages, add_generation_prompt)?;
+        let end_of_turn = end_of_turn.get_or_init(|| match &self.tokenizer {
+            Some(t) => chat::end_of_turn_ids(template, t),
+            None => Vec::new(),
+        });
         let mut stop_token_ids = end_of_turn.clone();
         for &id in &self.model.info().eos_token_ids {
             if !stop_token_ids.contains(&id) {

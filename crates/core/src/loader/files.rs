@@ -349,7 +349,11 @@ impl ModelFiles {
             std::io::ErrorKind::NotFound => FileRefusal::Dangling.error(file, &shown),
             _ => model_not_found(format!("cannot open {shown}: {e}")),
         })?;
-        if !roots.iter().any(|root| real.starts_with(root)) {
+        // The `.gguf` file the caller named is the model they chose, so a link to it is followed
+        // wherever it leads (a Hugging Face cache snapshot links each file into `../../blobs/<hash>`),
+        // as a model folder named through a link is; files the model names keep the containment rule.
+        let named_by_caller = self.gguf.as_deref() == Some(file);
+        if !named_by_caller && !roots.iter().any(|root| real.starts_with(root)) {
             return Err(FileRefusal::Outside.error(file, &shown));
         }
         let f = open_nonblocking(&real).map_err(|e| model_not_found(format!("cannot open {shown}: {e}")))?;

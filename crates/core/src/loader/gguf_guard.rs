@@ -175,14 +175,23 @@ pub fn check_header(bytes: &[u8], label: &str) -> Result<HeaderFacts> {
     }
     let data_start = r.at.div_ceil(alignment as usize) as u64 * alignment;
     let file_len = bytes.len() as u64;
+    let mut ranges = Vec::with_capacity(tensors.len());
     for t in &tensors {
-        check_tensor(t, alignment, data_start, file_len, label)?;
+        ranges.push(check_tensor(t, alignment, data_start, file_len, label)?);
     }
+    check_disjoint(&tensors, ranges, label)?;
     Ok(HeaderFacts { version, alignment, data_start, tensors })
 }
 
-/// A tensor's type is one this build holds, its offset is aligned and its data lies in the file.
-fn check_tensor(t: &TensorEntry, alignment: u64, data_start: u64, file_len: u64, label: &str) -> Result<()> {
+/// A tensor's type is one this build holds, its rows are whole blocks of that type, its offset is
+/// aligned and its data lies in the file. Returns its data range (file offsets).
+fn check_tensor(
+    t: &TensorEntry,
+    alignment: u64,
+    data_start: u64,
+    file_len: u64,
+    label: &str,
+) -> Result<std::ops::Range<u64>> {
     let name = shown_name(&t.name);
     match ggml_type_name(t.ggml_type) {
         None => {
@@ -204,15 +213,48 @@ fn check_tensor(t: &TensorEntry, alignment: u64, data_start: u64, file_len: u64,
             t.offset
         )));
     }
-    let size = tensor_size(t.ggml_type, &t.ne);
-    let end = size.and_then(|s| data_start.checked_add(t.offset)?.checked_add(s));
-    match end {
-        Some(end) if end <= file_len => Ok(()),
+    let block = block_elems(t.ggml_type);
+    if !t.ne[0].is_multiple_of(block) {
+        return Err(bad_weights(format!(
+            "{label}: tensor `{name}` has rows of {} values, not whole {} blocks of {block}",
+            t.ne[0],
+            ggml_type_name(t.ggml_type).unwrap_or("?")
+        )));
+    }
+    let start = data_start.checked_add(t.offset);
+    let end = start.zip(tensor_size(t.ggml_type, &t.ne)).and_then(|(start, size)| start.checked_add(size));
+    match start.zip(end) {
+        Some((start, end)) if end <= file_len => Ok(start..end),
         _ => Err(bad_weights(format!(
             "{label}: tensor `{name}` (shape {:?}, data offset {}) reaches past the end of the file ({file_len} bytes; truncated or corrupt)",
             t.ne, t.offset
         ))),
     }
+}
+
+/// No byte of tensor data belongs to two tensors (llama.cpp lays them out one after the other and
+/// refuses other layouts): overlapping ranges would make one tensor silently read another's data.
+fn check_disjoint(tensors: &[TensorEntry], ranges: Vec<std::ops::Range<u64>>, label: &str) -> Result<()> {
+    let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| !ranges[i].is_empty()).collect();
+    order.sort_unstable_by_key(|&i| ranges[i].start);
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if ranges[b].start < ranges[a].end {
+            return Err(bad_weights(format!(
+                "{label}: tensors `{}` and `{}` overlap in the file (data offsets {} and {}; corrupt)",
+                shown_name(&tensors[a].name),
+                shown_name(&tensors[b].name),
+                tensors[a].offset,
+                tensors[b].offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Values per block of held type `id` (1 for the float types).
+fn block_elems(id: u32) -> u64 {
+    quant_kind(id).map_or(1, |kind| kind.block_elems() as u64)
 }
 
 /// Bytes of a tensor of held type `id` with dimensions `ne` (ggml order); `None` on overflow or a
