@@ -14,8 +14,12 @@ const WASM_FILE = path.join(ROOT, 'wasm/node/phoenix_local_core_bg.wasm');
 const OBJDUMP = process.env.PHOENIX_WASM_OBJDUMP ?? 'wasm-objdump';
 const haveObjdump = spawnSync(OBJDUMP, ['--version'], { encoding: 'utf8' }).status === 0;
 
-/** Kernels (function-name fragments of crates/core/src/ops) that must contain f32x4 arithmetic. */
-const KERNELS = ['ops::scan::scan_block', 'ops::matvec::rows', 'ops::conv::conv_rows', 'ops::norm::rms_norm_rows'];
+/**
+ * Kernels (function-name fragments of crates/core/src/ops) that must contain f32x4 arithmetic. The
+ * mat-vec's row kernel is inlined into its task closures (`matvec_with::{closure#…}`), so any
+ * function of `ops::matvec` counts.
+ */
+const KERNELS = ['ops::scan::scan_block', 'ops::matvec::', 'ops::conv::conv_rows', 'ops::norm::rms_norm_rows'];
 const F32X4_MATH = /\bf32x4\.(add|sub|mul|div|min|max|sqrt)\b/;
 
 /** f32x4 arithmetic instructions per function name. */
