@@ -246,8 +246,10 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('GGUF models on the WASM binding', (
     const simd = simdByFunction(run.stdout);
     const count = (fragment: string, ops: RegExp): number =>
       [...simd].filter(([name]) => name.endsWith(fragment)).reduce((sum, [, byOp]) => sum + [...byOp].filter(([op]) => ops.test(op)).reduce((n, [, c]) => n + c, 0), 0);
-    // Quantized activation × quantized weights: widened integer products summed in i32x4 lanes.
-    expect(count('ops::quant::formats::rows', /^i32x4\.(add|mul|extmul_\w+|dot_i16x8_s)$/), 'i32x4 arithmetic in the quantized mat-vec').toBeGreaterThan(32);
+    // Quantized activation × quantized weights: 8-bit blocks widened to i16, multiplied and summed in
+    // pairs by `i32x4.dot_i16x8_s` (the `pmaddwd` of WASM), then added in i32x4 lanes.
+    expect(count('ops::quant::formats::rows', /^i32x4\.dot_i16x8_s$/), 'i32x4.dot_i16x8_s in the quantized mat-vec').toBeGreaterThan(8);
+    expect(count('ops::quant::formats::rows', /^i32x4\.add$/), 'i32x4.add in the quantized mat-vec').toBeGreaterThan(8);
     // The logits head (f32 activation × dequantized blocks) and dequantization: f32x4 arithmetic.
     expect(count('ops::quant::formats::exact_rows_at', /^f32x4\.(add|mul)$/), 'f32x4 arithmetic in the exact quantized rows').toBeGreaterThan(32);
   });
