@@ -8,7 +8,7 @@
  * PHOENIX_REQUIRE_BROWSER=1 turns that into a failure. Needs dist/ (`npm run build:ts`).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -16,9 +16,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadBinding } from '../ts/binding/load.js';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
+import { TransformerEngine } from '../ts/engines/transformer-engine.js';
 import type { GenerationOptions, LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { LITE, ROOT, requireNativeAddon, tempDir } from './helpers.js';
+import { LITE, MODELS_DIR, ROOT, requireNativeAddon, tempDir } from './helpers.js';
 
 const CHROMIUM = process.env.PHOENIX_CHROMIUM ?? '/usr/bin/chromium';
 const WASM_ENTRY = path.join(ROOT, 'wasm/browser.js');
@@ -34,6 +35,15 @@ const PROMPT = 'Once upon a time, there was a little';
 const SAMPLED = { maxTokens: 24, temperature: 0.8, seed: 7 } satisfies GenerationOptions;
 const GREEDY = { maxTokens: 16, temperature: 0 } satisfies GenerationOptions;
 const LONG = { maxTokens: 10_000, temperature: 3, seed: 11 } satisfies GenerationOptions;
+/** The real instruct model (`npm run models:fetch`); its test is skipped when it is absent. */
+const SMOLLM2_NAMED = path.join(MODELS_DIR, 'SmolLM2-135M-Instruct.Q4_1.gguf');
+/** Where the file really is (a checkout may link it from a shared cache; the loader refuses links out of a folder). */
+const SMOLLM2 = existsSync(SMOLLM2_NAMED) ? realpathSync(SMOLLM2_NAMED) : SMOLLM2_NAMED;
+/** Whether the demo server can serve it (a regular file in models/, not a link to elsewhere). */
+const SMOLLM2_SERVED = existsSync(SMOLLM2_NAMED) && lstatSync(SMOLLM2_NAMED).isFile();
+if (!SMOLLM2_SERVED) console.warn(`web-demo.test.ts: the .gguf-by-URL check is skipped: ${SMOLLM2_NAMED} is absent or a link (npm run models:fetch)`);
+const QUESTION = 'What is the capital of France?';
+const CHAT = { maxTokens: 16, temperature: 0 } satisfies GenerationOptions;
 
 /** Starts `tsx demo/web/serve.ts --port 0` and reads the URL from its first stdout line. */
 async function startServer(): Promise<{ url: string; child: ChildProcess }> {
@@ -193,6 +203,54 @@ describe.skipIf(skip)(`web demo in headless Chromium${skip ? ` (skipped: ${missi
     expect(read).toEqual(expect.arrayContaining(['config.json', 'tokenizer.json', 'model.safetensors']));
     for (const unneeded of ['README.md', 'reference.json']) expect(read).not.toContain(unneeded);
     expect(new Set(read).size, 'each file read once').toBe(read.length);
+  });
+
+  it.runIf(existsSync(SMOLLM2))('a picked .gguf file is a whole model: it loads, and chat answers as the WASM engine in Node does', async () => {
+    // The browser runs the WASM build: its greedy reply is WASM's (test/wasm-gguf.test.ts relates
+    // that to native's). The model is described and loaded by path here, from the picked file there.
+    const engine = new TransformerEngine({ binding: await loadBinding({ backend: 'wasm' }) });
+    const manager = new LocalModelManager({ modelsDir: scratch.dir, engines: [engine], measurePerformance: false });
+    const model = await engine.loadModel(await manager.getModelMetadataAt(SMOLLM2));
+    const expected = await engine.chat(model, [{ role: 'user', content: QUESTION }], CHAT);
+    model.dispose();
+
+    await page.setInputFiles('#gguf-input', SMOLLM2);
+    expect(await page.isChecked('#model-file'), 'picking a file selects it').toBe(true);
+    await page.fill('#prompt', QUESTION);
+    await page.fill('#max-tokens', String(CHAT.maxTokens));
+    await page.fill('#temperature', String(CHAT.temperature));
+    await page.check('#chat');
+    await page.click('#generate');
+    await waitSettled(page);
+
+    expect(expected.generatedTokens).toBeGreaterThan(0);
+    expect(await page.textContent('#output')).toBe(expected.text);
+    expect(await page.textContent('#model-info')).toMatch(/^SmolLM2-135M-Instruct\.Q4_1\.gguf: llama, .* gguf Q4_1, /);
+    // The load reads the one file (the tokenizer and chat template come from its header).
+    expect(((await page.textContent('#files-read')) ?? '').split(', ').map((entry) => entry.replace(/ \(.*\)$/, ''))).toEqual([path.basename(SMOLLM2)]);
+    await page.uncheck('#chat');
+  });
+
+  // The demo server refuses links out of its folders: a checkout whose models/ links the file from a cache skips this.
+  it.runIf(SMOLLM2_SERVED)('a URL to a .gguf file is a model (modelFromUrl): described from its header, loaded, generating as WASM in Node', async () => {
+    const engine = new TransformerEngine({ binding: await loadBinding({ backend: 'wasm' }) });
+    const manager = new LocalModelManager({ modelsDir: scratch.dir, engines: [engine], measurePerformance: false });
+    const model = await engine.loadModel(await manager.getModelMetadataAt(SMOLLM2));
+    const expected = await engine.predict(model, PROMPT, GREEDY);
+    model.dispose();
+
+    const url = new URL(`/models/${path.basename(SMOLLM2_NAMED)}`, server.url).href;
+    // A string, not a function: vitest would rewrite a function's `import()` for Node.
+    const got = await page.evaluate(`(async () => {
+      const lib = await import('/dist/browser.js');
+      const metadata = await lib.modelFromUrl(${JSON.stringify(url)});
+      const engine = lib.defaultEngines({ binding: lib.loadWasmBinding() }).find((e) => e.canLoad(metadata));
+      const loaded = await engine.loadModel(metadata);
+      const result = await engine.predict(loaded, ${JSON.stringify(PROMPT)}, ${JSON.stringify(GREEDY)});
+      loaded.dispose();
+      return { name: metadata.name, format: metadata.format, quantization: metadata.gguf?.quantization, weightFiles: metadata.weightFiles.map((f) => f.name), text: result.text };
+    })()`);
+    expect(got).toEqual({ name: path.basename(SMOLLM2_NAMED), format: 'gguf', quantization: 'Q4_1', weightFiles: [path.basename(SMOLLM2_NAMED)], text: expected.text });
   });
 
   it('serves the demo folders only, read-only, with their MIME types', async () => {

@@ -28,6 +28,12 @@ const mb = (bytes) => (bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KB` : `${
 /** The model the form currently asks for, as a worker `load` spec plus a key to compare choices. */
 function chosenModel() {
   if (/** @type {HTMLInputElement} */ ($('model-default')).checked) return { key: 'default', spec: { kind: 'url', url: DEFAULT_MODEL_URL } };
+  if (/** @type {HTMLInputElement} */ ($('model-file')).checked) {
+    // One .gguf file is a whole model (weights, tokenizer, chat template): the core finds it among the files.
+    const file = /** @type {HTMLInputElement} */ ($('gguf-input')).files?.[0];
+    if (!file) throw new Error('pick a .gguf file first');
+    return { key: `file:${file.name}:${file.size}:${file.lastModified}`, spec: { kind: 'files', name: file.name, files: { [file.name]: file } } };
+  }
   const list = [...(/** @type {HTMLInputElement} */ ($('folder-input')).files ?? [])];
   if (list.length === 0) throw new Error('pick a model folder first');
   // webkitRelativePath is "<folder>/<file>": keep the folder's own files, not its subfolders.
@@ -57,8 +63,9 @@ function requestGenerate() {
   for (const id of ['output', 'prefill-tps', 'decode-tps', 'ttft', 'token-count', 'finish-reason']) $(id).textContent = id === 'output' ? '' : '–';
   const prompt = /** @type {HTMLTextAreaElement} */ ($('prompt')).value;
   const options = { maxTokens: numberField('max-tokens'), temperature: numberField('temperature'), seed: numberField('seed') };
+  const chat = /** @type {HTMLInputElement} */ ($('chat')).checked;
   setState('generating', 'generating…');
-  worker.postMessage({ type: 'generate', prompt, options });
+  worker.postMessage({ type: 'generate', prompt, options, chat });
 }
 
 const handlers = {
@@ -127,6 +134,9 @@ $('generate-form').addEventListener('submit', (event) => {
 $('stop').addEventListener('click', () => worker.postMessage({ type: 'stop' }));
 $('folder-input').addEventListener('change', () => {
   /** @type {HTMLInputElement} */ ($('model-folder')).checked = true;
+});
+$('gguf-input').addEventListener('change', () => {
+  /** @type {HTMLInputElement} */ ($('model-file')).checked = true;
 });
 
 // A page-side timer: if the page's thread were blocked by the model, this would freeze.

@@ -237,7 +237,13 @@ export type ModelFileMap = Readonly<Record<string, ModelFileData>> | ReadonlyMap
  * `{ probe: true }` (from `describeModel`) only presence matters: a reader may answer without
  * reading (e.g. a HEAD request); what it returns is not read.
  */
-export type ModelFileReader = (name: string, options?: { probe?: boolean }) => Promise<ModelFileData | null>;
+export type ModelFileReader = ((name: string, options?: { probe?: boolean }) => Promise<ModelFileData | null>) & {
+  /**
+   * Every file name the source holds, when the reader can list them (a file picker's files): the
+   * core then finds a model that is one `.gguf` file among them, as it does in a folder on disk.
+   */
+  readonly fileNames?: readonly string[];
+};
 
 /**
  * Where a binding loads a model from: a folder path (native; WASM in Node), a base URL (WASM in a

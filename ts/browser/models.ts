@@ -6,7 +6,7 @@
  */
 import { PhoenixError } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
-import type { ModelFileData, ModelFileReader, RawModelSource } from '../binding/types.js';
+import type { ModelFileData, ModelFileReader, RawModelLayout, RawModelSource } from '../binding/types.js';
 import { combineChecksums, CONFIG_FILE, describeModel } from '../models/describe.js';
 import type { ModelMetadata, WeightFileInfo } from '../models/metadata.js';
 import { loadWasmBinding } from './binding.js';
@@ -66,19 +66,26 @@ function bindingOf(options: BrowserModelOptions): Promise<BindingSelection> {
 }
 
 /**
- * Metadata of the model whose files `files` reads: described by the core from `describeSource`
- * (the same files, in a form the binding reads), loaded later by the engine from `source`.
+ * Metadata of the model whose files `filesOf(layout)` reads: described by the core from
+ * `describeSource` (the same files, in a form the binding reads), loaded later by the engine from
+ * `source`. The files depend on the layout where a URL may name a folder or one `.gguf` file.
  */
 async function metadataOf(
   name: string,
-  files: BrowserFiles,
+  filesOf: (layout: RawModelLayout) => BrowserFiles,
   describeSource: RawModelSource,
   source: RawModelSource,
   checksum: boolean,
   options: BrowserModelOptions,
 ): Promise<ModelMetadata> {
   const { binding } = await bindingOf(options);
-  const described = await describeModel(binding, describeSource, () => files.readText(CONFIG_FILE));
+  let files: BrowserFiles | undefined;
+  // A GGUF model has no config.json (its header is its config): only a folder's is read for the version.
+  const described = await describeModel(binding, describeSource, async (layout) => {
+    files = filesOf(layout);
+    return layout.sideFiles.includes(CONFIG_FILE) ? files.readText(CONFIG_FILE) : '';
+  });
+  if (!files) throw new PhoenixError('E_INTERNAL', 'describeModel did not report the layout');
   const weightFiles: WeightFileInfo[] = [];
   for (const file of described.weightFiles) {
     const size = await files.size(file);
@@ -99,21 +106,45 @@ async function metadataOf(
     weightFiles,
     status: 'available',
     hasTokenizer: described.hasTokenizer,
+    ...(described.gguf ? { gguf: described.gguf } : {}),
   };
 }
 
 /**
  * Metadata of a model served over HTTP(S): `config.json`, `tokenizer.json` and the weights relative
  * to `baseUrl` (HEAD requests for presence and sizes; weights are fetched only by the load, or for
- * `checksum`). The engine then loads it from that URL.
+ * `checksum`). The engine then loads it from that URL. A URL to a `.gguf` file (no final `/`) is that
+ * GGUF model; describing it reads the file's header, which needs the whole file (its tensor index is
+ * checked against the file's length).
  *
  * @throws {@link PhoenixError} with the core's code for the files, as a load would fail first:
  * `E_MODEL_NOT_FOUND` (no config.json or weights; the server cannot be reached or fails),
  * `E_BAD_CONFIG` (config.json malformed), `E_UNSUPPORTED_MODEL` (a family the core does not run).
  */
 export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
-  const base = new URL(baseUrl, globalThis.location?.href);
+  const given = new URL(baseUrl, globalThis.location?.href);
+  const last = decodeURIComponent(given.pathname.split('/').pop() ?? '');
+  let base = new URL(given.href);
   if (!base.pathname.endsWith('/')) base.pathname += '/';
+  let name = decodeURIComponent(base.pathname.split('/').filter(Boolean).pop() ?? base.host);
+  const filesOf = (layout: RawModelLayout): BrowserFiles => {
+    // The binding read a URL ending in a .gguf name as that file (the core's rule): its files are
+    // the folder's, the model is named after the file.
+    if (layout.gguf && last !== '' && !given.pathname.endsWith('/') && layout.weightFiles[0] === last) {
+      base = new URL('./', given);
+      name = last;
+    }
+    return urlFiles(base);
+  };
+  const source = given.pathname.endsWith('/') ? given.href : base.href;
+  return metadataOf(name, (layout) => filesOf(layout), given.href, source, options.checksum ?? false, options).then((metadata) =>
+    // A .gguf URL loads as given (the binding reads it as the file); a folder loads from its base.
+    metadata.gguf && !given.pathname.endsWith('/') ? { ...metadata, name, path: given.href, source: given.href } : metadata,
+  );
+}
+
+/** The files of a model folder served under `base` (one HEAD per file for presence and size). */
+function urlFiles(base: URL): BrowserFiles {
   const request = async (name: string, method: 'GET' | 'HEAD'): Promise<Response | null> => {
     const url = new URL(name, base);
     let response: Response;
@@ -138,15 +169,13 @@ export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelO
     if (!response) heads.set(name, (response = request(name, 'HEAD')));
     return response;
   };
-  const files: BrowserFiles = {
+  return {
     where: base.href,
     readText: async (file) => (await get(file)).text(),
     size: async (file) => Number((await head(file))?.headers.get('content-length') ?? Number.NaN),
     bytes: async (file) => new Uint8Array(await (await get(file)).arrayBuffer()),
     mtime: () => 0,
   };
-  const name = decodeURIComponent(base.pathname.split('/').filter(Boolean).pop() ?? base.host);
-  return metadataOf(name, files, base.href, base.href, options.checksum ?? false, options);
 }
 
 /**
@@ -181,13 +210,17 @@ export async function modelFromFiles(name: string, fileSet: BrowserModelFiles, o
       return typeof File !== 'undefined' && data instanceof File ? data.lastModified : 0;
     },
   };
-  // What the engine's load reads: the core asks for each file it needs, once.
-  const reader: ModelFileReader = async (file) => {
-    const data = entries.get(file);
-    if (data === undefined) return null;
-    if (!(data instanceof Uint8Array)) options.onRead?.(file, data.size);
-    return data;
-  };
+  // What the engine's load reads: the core asks for each file it needs, once. It lists the names,
+  // so a lone `.gguf` (one file picked) is the model.
+  const reader: ModelFileReader = Object.assign(
+    async (file: string) => {
+      const data = entries.get(file);
+      if (data === undefined) return null;
+      if (!(data instanceof Uint8Array)) options.onRead?.(file, data.size);
+      return data;
+    },
+    { fileNames: [...entries.keys()] },
+  );
   const inMemory = [...entries.values()].every((data) => data instanceof Uint8Array);
-  return metadataOf(name, files, entries, inMemory ? entries : reader, options.checksum ?? inMemory, options);
+  return metadataOf(name, () => files, entries, inMemory ? entries : reader, options.checksum ?? inMemory, options);
 }

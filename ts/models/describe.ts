@@ -45,11 +45,11 @@ function configVersion(configText: string): string | undefined {
 export async function describeModel(
   binding: RawBinding,
   source: RawModelSource,
-  configText: () => Promise<string>,
+  configText: (layout: RawModelLayout) => Promise<string>,
   fallbackVersion?: () => Promise<string | undefined>,
 ): Promise<ModelDescription> {
   const layout = await binding.describeModel(source);
-  const version = configVersion(await configText()) ?? (await fallbackVersion?.()) ?? '1';
+  const version = configVersion(await configText(layout)) ?? (await fallbackVersion?.()) ?? '1';
   return { ...layout, version };
 }
 

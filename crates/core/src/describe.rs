@@ -20,6 +20,13 @@ use crate::tokenizer::TOKENIZER_FILE;
 /// the rest, so describing a model never transfers its weights.
 pub const DESCRIBE_READS: [&str; 2] = [CONFIG_FILE, SAFETENSORS_INDEX_FILE];
 
+/// Whether [`describe`] reads the bytes of `file` of a model whose GGUF file (if any) is `gguf`:
+/// [`DESCRIBE_READS`], and a GGUF model's file (its header is the description; the tensor index is
+/// checked against the file's length, so the whole file is needed).
+pub fn describe_reads(file: &str, gguf: Option<&str>) -> bool {
+    DESCRIBE_READS.contains(&file) || gguf == Some(file)
+}
+
 /// A model folder as the core would load it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -74,6 +74,7 @@ export class RefusedFile {
  */
 async function readModelFiles(set, read) {
   const absent = [];
+  describeSource(set, read);
   for (let wanted = set.filesToRead(absent); wanted.length > 0; wanted = set.filesToRead(absent)) {
     for (const name of wanted) {
       const data = await read(name);
@@ -95,11 +96,12 @@ async function discard(data) {
  * (`filesToRead`), read only when the core's describe reads them (`reads`), otherwise recorded as
  * found. `read(name, { probe: true })` may answer without reading (a HEAD request, an fstat).
  */
-async function describeModelFiles(set, read, reads) {
+async function describeModelFiles(set, read) {
   const absent = [];
+  describeSource(set, read);
   for (let wanted = set.filesToRead(absent); wanted.length > 0; wanted = set.filesToRead(absent)) {
     for (const name of wanted) {
-      const probe = !reads.includes(name);
+      const probe = !set.describeReads(name);
       const data = await read(name, { probe });
       if (data === null || data === undefined) absent.push(name);
       else if (data instanceof RefusedFile) set.refuse(name, data.reason);
@@ -111,10 +113,22 @@ async function describeModelFiles(set, read, reads) {
   }
 }
 
-/** A reader over an in-memory `{ name: bytes }` object or `Map`. */
+/**
+ * Tells the set what the reader knows beyond single files: `read.modelFile`, the file a path / URL
+ * named as the model (a `.gguf`), and `read.fileNames`, every name the source holds (a folder's
+ * entries, a file map's keys), from which the core picks a lone `.gguf`. The core decides with both.
+ */
+function describeSource(set, read) {
+  if (typeof read.modelFile === 'string') set.modelFile(read.modelFile);
+  if (Array.isArray(read.fileNames)) set.listing(read.fileNames.filter((name) => typeof name === 'string'));
+}
+
+/** A reader over an in-memory `{ name: bytes }` object or `Map` (it lists its names). */
 function mapReader(files) {
   const entries = new Map(fileEntries(files));
-  return async (name) => entries.get(name) ?? null;
+  const read = async (name) => entries.get(name) ?? null;
+  read.fileNames = [...entries.keys()];
+  return read;
 }
 
 /** The entries of an in-memory `{ name: bytes }` object or `Map`. */
@@ -150,8 +164,11 @@ function isTrap(error) {
 }
 
 /**
- * @param {{ instantiate: () => object | Promise<object>, fileReader?: (source: string) => Promise<(name: string) => Promise<Uint8Array | null>> }} entry
- *   `fileReader(source)` checks a folder path / base URL and returns the reader of its files.
+ * @param {{ instantiate: () => object | Promise<object>, fileReader?: (source: string, core: { isGgufName(name: string): Promise<boolean> }) => Promise<(name: string) => Promise<Uint8Array | null>> }} entry
+ *   `fileReader(source)` checks a folder path / base URL and returns the reader of its files. A
+ *   source naming one file (a path / URL to a `.gguf`) gives a reader of the folder holding it with
+ *   `root` (that folder) and `modelFile` (the file's name) set; a reader that can list its folder
+ *   sets `fileNames`.
  *   `instantiate` returns a fresh, initialised wasm-bindgen module on each call (synchronously in
  *   Node, so `buildInfo()` works right after import; browsers await `ready()` first).
  */
@@ -245,9 +262,8 @@ export function createBinding({ instantiate, fileReader }) {
    * Runs `fill(set, read)` on a fresh `ModelFileSet` for `source` and then `finish(set)`; every call
    * into the set goes through `call`, so a trap while copying is translated too.
    */
-  async function withFileSet(source, fill, finish) {
+  async function withFileSet(root, fill, finish) {
     const instance = await live();
-    const root = typeof source === 'string' ? source : undefined;
     const set = call(instance, () => new instance.core.ModelFileSet(root));
     try {
       const guarded = {
@@ -257,6 +273,9 @@ export function createBinding({ instantiate, fileReader }) {
         filesToRead: (absent) => call(instance, () => set.filesToRead(absent)),
         refuse: (name, reason) => call(instance, () => set.refuse(name, reason)),
         found: (name) => call(instance, () => set.found(name)),
+        modelFile: (name) => call(instance, () => set.modelFile(name)),
+        listing: (names) => call(instance, () => set.listing(names)),
+        describeReads: (name) => call(instance, () => set.describeReads(name)),
       };
       await fill(instance, guarded);
       return finish(instance, set);
@@ -265,12 +284,25 @@ export function createBinding({ instantiate, fileReader }) {
     }
   }
 
-  /** The reader of a folder path / base URL through the entry's `fileReader`. */
+  /**
+   * The reader of `source` and the root its files are named in: a folder path / base URL through the
+   * entry's `fileReader` (a path / URL to a `.gguf` file: the folder holding it, `read.root`), a
+   * reader function as given, or a reader over a file map.
+   */
   async function readerOf(source, what) {
+    if (typeof source === 'function') return { read: source, root: undefined };
+    if (typeof source !== 'string') return { read: mapReader(source), root: undefined };
     if (!fileReader) {
       throw new Error(`[E_INVALID_OPTION] ${what}: this WASM entry cannot read model folders; pass a reader function or { name: Uint8Array }`);
     }
-    return fileReader(source);
+    const read = await fileReader(source, { isGgufName });
+    return { read, root: typeof read.root === 'string' ? read.root : source };
+  }
+
+  /** The core's answer to whether `name` names a GGUF file (a path / URL ending in one is a model file). */
+  async function isGgufName(name) {
+    const instance = await live();
+    return call(instance, () => instance.core.isGgufName(name));
   }
 
   return {
@@ -279,13 +311,22 @@ export function createBinding({ instantiate, fileReader }) {
      * `{ name: Uint8Array }` / `Map` of the model's files.
      */
     async loadModel(source) {
+      if (typeof source !== 'string' && typeof source !== 'function') {
+        // Files in memory are all copied in; the set learns their names, so a lone `.gguf` is the model.
+        const entries = fileEntries(source);
+        return withFileSet(
+          undefined,
+          async (_, set) => {
+            set.listing(entries.map(([name]) => name));
+            for (const [name, bytes] of entries) await addFile(set, name, bytes);
+          },
+          (instance, set) => wrapModel(instance, call(instance, () => set.load())),
+        );
+      }
+      const { read, root } = await readerOf(source, 'loadModel');
       return withFileSet(
-        source,
-        async (_, set) => {
-          if (typeof source === 'string') await readModelFiles(set, await readerOf(source, 'loadModel'));
-          else if (typeof source === 'function') await readModelFiles(set, source);
-          else for (const [name, bytes] of fileEntries(source)) await addFile(set, name, bytes);
-        },
+        root,
+        (_, set) => readModelFiles(set, read),
         (instance, set) => wrapModel(instance, call(instance, () => set.load())),
       );
     },
@@ -294,14 +335,10 @@ export function createBinding({ instantiate, fileReader }) {
      * format and the files a load reads. Reads only the files the core's describe reads.
      */
     async describeModel(source) {
+      const { read, root } = await readerOf(source, 'describeModel');
       return withFileSet(
-        source,
-        async (instance, set) => {
-          const reads = call(instance, () => instance.core.describeReads());
-          const read =
-            typeof source === 'string' ? await readerOf(source, 'describeModel') : typeof source === 'function' ? source : mapReader(source);
-          await describeModelFiles(set, read, reads);
-        },
+        root,
+        (_, set) => describeModelFiles(set, read),
         (instance, set) => call(instance, () => set.describe()),
       );
     },

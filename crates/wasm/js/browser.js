@@ -25,9 +25,25 @@ async function instantiate() {
   return glue;
 }
 
-/** Fetches files relative to `base`; a 404 means the file is absent. `{ probe: true }`: a HEAD request. */
-async function fileReader(base) {
-  const root = new URL(base.endsWith('/') ? base : `${base}/`, globalThis.location?.href);
+/**
+ * Fetches files relative to `base`; a 404 means the file is absent. `{ probe: true }`: a HEAD request.
+ * A URL to a `.gguf` file (e.g. `models/SmolLM2-135M-Instruct.Q4_1.gguf`) is that model: its files
+ * are fetched from the folder URL holding it.
+ */
+async function fileReader(base, core) {
+  const url = new URL(base, globalThis.location?.href);
+  const last = decodeURIComponent(url.pathname.split('/').pop() ?? '');
+  const modelFile = !url.pathname.endsWith('/') && (await core.isGgufName(last)) ? last : null;
+  const root = modelFile ? new URL('./', url) : new URL(url.pathname.endsWith('/') ? url.href : `${url.href}/`);
+  const read = readerAt(root);
+  if (modelFile) {
+    read.root = root.href;
+    read.modelFile = modelFile;
+  }
+  return read;
+}
+
+function readerAt(root) {
   return async (name, { probe = false } = {}) => {
     const url = new URL(name, root);
     const response = await fetch(url, probe ? { method: 'HEAD' } : undefined).catch((error) => {

@@ -1,11 +1,12 @@
 /**
  * Node entry of the WASM binding (`wasm/phoenix-local.js`, loaded by ts/binding/load.ts): the
  * `RawBinding` exports `loadModel(dir)`, `describeModel(dir)`, `buildInfo()`, `setThreads(n)`… over the wasm-bindgen
- * `--target nodejs` module in ./node/. WASM has no file system, so the model folder is read here
- * and handed to the core as bytes.
+ * `--target nodejs` module in ./node/. WASM has no file system, so the model folder (or the `.gguf`
+ * file named as the model) is read here and handed to the core as bytes, each file copied once,
+ * chunk by chunk, straight into WASM memory.
  */
 import { constants } from 'node:fs';
-import { lstat, open, realpath, stat } from 'node:fs/promises';
+import { lstat, open, opendir, realpath, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -46,6 +47,40 @@ function fileStream(handle, size) {
   });
 }
 
+/** Most entries of a folder listed for the core (it looks for a lone `.gguf` among them). */
+const LISTING_CAP = 4096;
+
+/**
+ * The reader for a model path: a folder (its files, listed), or a file — the model is then that file
+ * (the core accepts a `.gguf` and refuses anything else, as natively), read from the folder holding it.
+ */
+async function fileReader(source) {
+  const info = await stat(source).catch(() => null);
+  if (!info) throw new Error(`[E_MODEL_NOT_FOUND] model folder ${source} does not exist`);
+  if (info.isDirectory()) {
+    const read = await folderReader(source);
+    read.fileNames = await listing(source);
+    return read;
+  }
+  const dir = path.dirname(source);
+  const read = await folderReader(dir);
+  read.root = dir;
+  read.modelFile = path.basename(source);
+  return read;
+}
+
+/** The names in `dir` (at most LISTING_CAP; kinds are checked when a file is read). */
+async function listing(dir) {
+  const names = [];
+  const entries = await opendir(dir).catch(() => null);
+  if (!entries) return names;
+  for await (const entry of entries) {
+    names.push(entry.name);
+    if (names.length >= LISTING_CAP) break;
+  }
+  return names;
+}
+
 /**
  * Checks `dir` (same messages as the core's folder loader, crates/core/src/loader/files.rs) and
  * returns the reader of its files. The core's rules for folders, applied where the files are: a
@@ -54,7 +89,7 @@ function fileStream(handle, size) {
  * with fstat on the opened handle, which is then the one read. A refused file is reported to the
  * core (RefusedFile), which words the error. `{ probe: true }`: the same checks, nothing read.
  */
-async function fileReader(dir) {
+async function folderReader(dir) {
   const info = await stat(dir).catch(() => null);
   if (!info) throw new Error(`[E_MODEL_NOT_FOUND] model folder ${dir} does not exist`);
   if (!info.isDirectory()) throw new Error(`[E_MODEL_NOT_FOUND] model path ${dir} is not a folder`);

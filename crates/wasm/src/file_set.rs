@@ -5,9 +5,12 @@
 //!
 //! The same set describes a model without its weights (`describe`): the reader then adds only the
 //! files the core's describe reads (`describeReads`) and reports the others it found (`found`).
+//!
+//! A GGUF model is one file: named by the caller (`modelFile`, a path to a `.gguf` file), or the one
+//! `.gguf` among the names a reader lists (`listing`); the core picks it and plans its reads.
 
 use js_sys::Uint8Array;
-use phoenix_core::describe::{self, DESCRIBE_READS};
+use phoenix_core::describe;
 use phoenix_core::error::{invalid_option, unsupported_model, Result};
 use phoenix_core::loader::read_plan::{self, ReadProgress};
 use phoenix_core::loader::{FileRefusal, ModelFiles, SAFETENSORS_INDEX_FILE};
@@ -32,9 +35,18 @@ pub struct ModelFileSet {
     refused: Vec<(String, FileRefusal)>,
     /// Folder path or base URL the files come from, for messages.
     root: Option<String>,
+    /// The file the caller named as the model (`modelFile`).
+    named: Option<String>,
+    /// Every file name the source holds, when its reader can list them (`listing`).
+    listed: Option<Vec<String>>,
 }
 
 impl ModelFileSet {
+    /// The GGUF file that is the model, if any (the core's choice from what the caller said).
+    fn gguf(&self) -> Result<Option<String>> {
+        read_plan::model_gguf(self.named.as_deref(), self.listed.as_deref(), self.root.as_deref().unwrap_or_default())
+    }
+
     fn get(&self, name: &str) -> Option<&File> {
         self.files.iter().find(|f| f.name == name)
     }
@@ -59,6 +71,7 @@ impl ModelFileSet {
     /// and, unless `unread_ok`, one only looked for; `unread_ok` still requires the bytes of what
     /// describe reads.
     fn take_files(&mut self, unread_ok: bool) -> Result<ModelFiles> {
+        let gguf = self.gguf()?;
         let files = std::mem::take(&mut self.files);
         let refused = std::mem::take(&mut self.refused);
         if let Some(short) = files.iter().find(|f| !f.unread && f.bytes.len() != f.size) {
@@ -70,7 +83,7 @@ impl ModelFileSet {
             )));
         }
         if let Some(unread) =
-            files.iter().find(|f| f.unread && (!unread_ok || DESCRIBE_READS.contains(&f.name.as_str())))
+            files.iter().find(|f| f.unread && (!unread_ok || describe::describe_reads(&f.name, gguf.as_deref())))
         {
             return Err(invalid_option(format!(
                 "files: {} was only found, not read; its bytes are needed",
@@ -78,7 +91,11 @@ impl ModelFileSet {
             )));
         }
         let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
-        Ok(ModelFiles::from_memory_refusing(self.root.clone(), files, refused))
+        let model = ModelFiles::from_memory_refusing(self.root.clone(), files, refused);
+        Ok(match gguf {
+            Some(name) => model.with_gguf(name),
+            None => model,
+        })
     }
 }
 
@@ -86,7 +103,36 @@ impl ModelFileSet {
 impl ModelFileSet {
     #[wasm_bindgen(constructor)]
     pub fn new(root: Option<String>) -> ModelFileSet {
-        ModelFileSet { files: Vec::new(), refused: Vec::new(), root: root.filter(|r| !r.is_empty()) }
+        ModelFileSet {
+            files: Vec::new(),
+            refused: Vec::new(),
+            root: root.filter(|r| !r.is_empty()),
+            named: None,
+            listed: None,
+        }
+    }
+
+    /// Names the model: the source was a path / URL to this file inside `root` (the core accepts
+    /// a `.gguf` file and refuses anything else as a native load of the same path does).
+    #[wasm_bindgen(js_name = modelFile)]
+    pub fn model_file(&mut self, name: String) -> std::result::Result<(), JsError> {
+        guarded(|| {
+            read_plan::model_gguf(Some(&name), None, self.root.as_deref().unwrap_or_default())?;
+            self.named = Some(name);
+            Ok(())
+        })
+    }
+
+    /// Every file name the source holds (a folder's entries, a file map's keys), for a reader that
+    /// can list them: a folder holding one `.gguf` and no `config.json` is that GGUF model.
+    pub fn listing(&mut self, names: Vec<String>) {
+        self.listed = Some(names);
+    }
+
+    /// Whether describing reads the bytes of `name` (else the reader only says it exists: `found`).
+    #[wasm_bindgen(js_name = describeReads)]
+    pub fn describe_reads(&self, name: &str) -> std::result::Result<bool, JsError> {
+        guarded(|| Ok(describe::describe_reads(name, self.gguf()?.as_deref())))
     }
 
     /// Adds a whole file (copied into WASM memory).
@@ -155,12 +201,14 @@ impl ModelFileSet {
             let refused: Vec<String> = self.refused.iter().map(|(n, _)| n.clone()).collect();
             let root = self.root.clone().unwrap_or_default();
             let index = self.get(SAFETENSORS_INDEX_FILE).map(|f| f.bytes.as_slice());
+            let gguf = self.gguf()?;
             read_plan::files_to_read(&ReadProgress {
                 present: &present,
                 absent: &absent,
                 refused: &refused,
                 index,
                 root: &root,
+                gguf: gguf.as_deref(),
             })
         })
     }

@@ -103,6 +103,12 @@ pub fn describe_reads() -> Vec<String> {
     phoenix_core::describe::DESCRIBE_READS.iter().map(|f| f.to_string()).collect()
 }
 
+/// Whether `name` is a GGUF file name (`*.gguf`): a URL or path ending in one names a model file.
+#[wasm_bindgen(js_name = isGgufName)]
+pub fn is_gguf_name(name: &str) -> bool {
+    phoenix_core::loader::files::is_gguf_name(name)
+}
+
 /// The core's `setThreads` (on wasm32 it validates the count; WASM always runs on one thread).
 #[wasm_bindgen(js_name = setThreads)]
 pub fn set_threads(n: f64) -> std::result::Result<(), JsError> {

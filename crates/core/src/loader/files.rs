@@ -140,6 +140,21 @@ pub fn is_gguf_name(name: &str) -> bool {
     name.len() > 5 && name.is_char_boundary(name.len() - 5) && name[name.len() - 5..].eq_ignore_ascii_case(".gguf")
 }
 
+/// The GGUF file that is the model among the `.gguf` names of a folder without `config.json`: the
+/// one there is, none, or `E_MODEL_NOT_FOUND` when there are several (which one is meant?). The one
+/// rule for folders on disk and for readers that list their files (WASM).
+pub fn the_one_gguf(mut found: Vec<String>, root: &str) -> Result<Option<String>> {
+    found.retain(|n| is_gguf_name(n) && plain_file_name(n).is_ok());
+    found.sort();
+    found.dedup();
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        n => Err(model_not_found(format!(
+            "{root} holds {n} .gguf files and no {CONFIG_FILE}; name the one to load (a path to the file)"
+        ))),
+    }
+}
+
 impl ModelFiles {
     /// A folder on disk, or a `.gguf` file (the model is that file; files beside it, such as a
     /// `tokenizer.json`, are looked up in its folder). A missing path or a path that is neither
@@ -213,7 +228,7 @@ impl ModelFiles {
         if self.has(CONFIG_FILE) {
             return Ok(None);
         }
-        let mut found: Vec<String> = match &self.source {
+        let found: Vec<String> = match &self.source {
             Source::Memory { files, refused, .. } => {
                 files.keys().chain(refused.keys()).filter(|n| is_gguf_name(n)).cloned().collect()
             }
@@ -227,14 +242,14 @@ impl ModelFiles {
                 })
                 .unwrap_or_default(),
         };
-        found.sort();
-        match found.len() {
-            0 | 1 => Ok(found.pop()),
-            n => Err(model_not_found(format!(
-                "{} holds {n} .gguf files and no {CONFIG_FILE}; name the one to load (a path to the file)",
-                self.describe_root()
-            ))),
-        }
+        the_one_gguf(found, &self.describe_root())
+    }
+
+    /// The same files with `name` as the model (a path to a `.gguf` file, read by a caller that has
+    /// no file system): [`Self::gguf_file`] then answers `name` whatever else the files hold.
+    pub fn with_gguf(mut self, name: String) -> Self {
+        self.gguf = Some(name);
+        self
     }
 
     /// How to name `file` in messages: its full path for folders, its name otherwise.

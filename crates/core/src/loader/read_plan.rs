@@ -3,15 +3,18 @@
 //! order and the choice of weight container are the core's, so a folder holding both
 //! `model.safetensors` and `pytorch_model.bin` is read once, and no binding keeps a copy of the rules.
 
-use super::files::in_root;
+use super::files::{in_root, is_gguf_name, plain_file_name, the_one_gguf};
 use super::{safetensors_file, SAFETENSORS_INDEX_FILE, WEIGHT_CONTAINERS};
 use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
-use crate::error::{invalid_option, Result};
+use crate::error::{invalid_option, model_not_found, Result};
 use crate::tokenizer::TOKENIZER_FILE;
 
 /// Read whenever present, before any weights (so a bad config fails before megabytes are fetched).
 pub const SIDE_FILES: [&str; 4] = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE];
+
+/// Read beside a GGUF model when present (its config comes from the header, so no `config.json`).
+pub const GGUF_SIDE_FILES: [&str; 3] = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE];
 
 /// What the caller has looked for so far.
 #[derive(Debug, Default, Clone)]
@@ -27,12 +30,39 @@ pub struct ReadProgress<'a> {
     pub index: Option<&'a [u8]>,
     /// Where the files come from (folder path / base URL), for messages about a bad index.
     pub root: &'a str,
+    /// The `.gguf` file that is the model ([`model_gguf`]), when there is one.
+    pub gguf: Option<&'a str>,
+}
+
+/// The `.gguf` file that is the model of a reader's files, as [`super::ModelFiles::gguf_file`]
+/// decides for a folder on disk: `named` (the model was named by a path to a file: that file's
+/// name; anything but a `.gguf` is not a model), else the one `.gguf` among the names the reader
+/// `listed` when they hold no `config.json`. `None`: a Hugging Face folder.
+pub fn model_gguf(named: Option<&str>, listed: Option<&[String]>, root: &str) -> Result<Option<String>> {
+    if let Some(name) = named {
+        if !is_gguf_name(name) || plain_file_name(name).is_err() {
+            return Err(model_not_found(format!("model path {} is not a folder", in_root(root, name))));
+        }
+        return Ok(Some(name.to_string()));
+    }
+    match listed {
+        Some(names) if !names.iter().any(|n| n == CONFIG_FILE) => the_one_gguf(names.to_vec(), root),
+        _ => Ok(None),
+    }
 }
 
 /// The next files to read (empty: everything needed has been looked for; load now). A load then
 /// reports anything still missing with its usual error, e.g. no weights → `E_MODEL_NOT_FOUND`.
 pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
     let seen = |name: &str| progress.present.iter().chain(progress.absent).chain(progress.refused).any(|f| f == name);
+    if let Some(gguf) = progress.gguf {
+        // The tokenizer and chat template files beside it first (small), then the model itself.
+        let wanted = GGUF_SIDE_FILES.iter().copied().filter(|f| !seen(f)).map(str::to_string).collect::<Vec<_>>();
+        if !wanted.is_empty() || seen(gguf) {
+            return Ok(wanted);
+        }
+        return Ok(vec![gguf.to_string()]);
+    }
     let side: Vec<String> = SIDE_FILES.iter().filter(|f| !seen(f)).map(|f| f.to_string()).collect();
     if !side.is_empty() {
         return Ok(side);
@@ -76,7 +106,14 @@ mod tests {
 
     fn plan(present: &[&str], absent: &[&str], index: Option<&[u8]>) -> Result<Vec<String>> {
         let (present, absent) = (names(present), names(absent));
-        files_to_read(&ReadProgress { present: &present, absent: &absent, refused: &[], index, root: "models/m" })
+        files_to_read(&ReadProgress {
+            present: &present,
+            absent: &absent,
+            refused: &[],
+            index,
+            root: "models/m",
+            gguf: None,
+        })
     }
 
     #[test]
@@ -136,8 +173,14 @@ mod tests {
     fn a_refused_container_ends_the_plan() {
         let (present, refused) = (names(&[CONFIG_FILE]), names(&[TOKENIZER_FILE, SAFETENSORS_INDEX_FILE]));
         let absent = names(&[TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE]);
-        let progress =
-            ReadProgress { present: &present, absent: &absent, refused: &refused, index: None, root: "models/m" };
+        let progress = ReadProgress {
+            present: &present,
+            absent: &absent,
+            refused: &refused,
+            index: None,
+            root: "models/m",
+            gguf: None,
+        };
         assert!(files_to_read(&progress).unwrap().is_empty());
     }
 
@@ -159,5 +202,43 @@ mod tests {
             assert_eq!(e.code, ErrorCode::BadWeights, "{bad}");
             assert!(e.message.contains("plain file name") && !e.message.contains("passwd"), "{}", e.message);
         }
+    }
+
+    /// A GGUF model is its one file plus the tokenizer / chat template files beside it; a folder's
+    /// `config.json` (e.g. of the models dir) is not read for it.
+    #[test]
+    fn a_gguf_model_reads_its_side_files_then_the_file() {
+        let step = |present: &[&str], absent: &[&str]| {
+            let (present, absent) = (names(present), names(absent));
+            let progress = ReadProgress {
+                present: &present,
+                absent: &absent,
+                refused: &[],
+                index: None,
+                root: "models",
+                gguf: Some("m.Q4_1.gguf"),
+            };
+            files_to_read(&progress).unwrap()
+        };
+        assert_eq!(step(&[], &[]), names(&GGUF_SIDE_FILES));
+        assert_eq!(step(&[TOKENIZER_FILE], &[TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE]), names(&["m.Q4_1.gguf"]));
+        assert!(step(&["m.Q4_1.gguf"], &GGUF_SIDE_FILES).is_empty());
+    }
+
+    #[test]
+    fn the_model_gguf_is_the_named_file_or_the_one_listed() {
+        assert_eq!(model_gguf(Some("a.gguf"), None, "models").unwrap().as_deref(), Some("a.gguf"));
+        let e = model_gguf(Some("a.bin"), None, "models").unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::ModelNotFound, "model path models/a.bin is not a folder"));
+        assert_eq!(model_gguf(Some("../a.gguf"), None, "models").unwrap_err().code, ErrorCode::ModelNotFound);
+        let listed = names(&["README.md", "m.Q8_0.GGUF"]);
+        assert_eq!(model_gguf(None, Some(&listed), "m").unwrap().as_deref(), Some("m.Q8_0.GGUF"));
+        let with_config = names(&[CONFIG_FILE, "m.gguf"]);
+        assert_eq!(model_gguf(None, Some(&with_config), "m").unwrap(), None);
+        assert_eq!(model_gguf(None, None, "m").unwrap(), None);
+        let two = names(&["a.gguf", "b.gguf"]);
+        let e = model_gguf(None, Some(&two), "m").unwrap_err();
+        assert_eq!(e.code, ErrorCode::ModelNotFound);
+        assert!(e.message.contains("holds 2 .gguf files"), "{}", e.message);
     }
 }

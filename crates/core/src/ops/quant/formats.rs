@@ -50,7 +50,8 @@ impl Format for Q8_0 {
 }
 
 /// Σ w·q over 32 values, written as pairs of i16 products summed into i32 — the shape of x86's
-/// `pmaddwd` and WASM's `i32x4.dot_i16x8_s`, which LLVM then uses.
+/// `pmaddwd`, which LLVM then uses.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn dot32(w: &[i8; 32], q: &[i8; 32]) -> i32 {
     let mut s = 0i32;
@@ -60,6 +61,28 @@ fn dot32(w: &[i8; 32], q: &[i8; 32]) -> i32 {
         s += a as i32 + b as i32;
     }
     s
+}
+
+/// [`dot32`] on WASM SIMD: LLVM does not find `i32x4.dot_i16x8_s` in the loop above for wasm32
+/// (it widens to i32 and multiplies lane by lane), so it is spelled out. Integer sums: the same
+/// result as the loop, bit for bit.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn dot32(w: &[i8; 32], q: &[i8; 32]) -> i32 {
+    use core::arch::wasm32::*;
+    let mut acc = i32x4_splat(0);
+    for half in 0..2 {
+        // SAFETY: each load reads 16 bytes at offset 0 or 16 of a 32-byte array (unaligned loads are allowed).
+        let (a, b) = unsafe {
+            (v128_load(w.as_ptr().add(16 * half).cast::<v128>()), v128_load(q.as_ptr().add(16 * half).cast::<v128>()))
+        };
+        acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b)));
+        acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b)));
+    }
+    i32x4_extract_lane::<0>(acc)
+        + i32x4_extract_lane::<1>(acc)
+        + i32x4_extract_lane::<2>(acc)
+        + i32x4_extract_lane::<3>(acc)
 }
 
 /// Σ over a 32-value block stored as 16 bytes of nibbles (low nibbles values 0..16, high 16..32),
