@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseDriverReady, parseDriverToken } from './engines/llamacpp-native.js';
 import type { WorkerResult } from './engines/types.js';
+import { defaultWasmPath } from '../ts/index.js';
 import { parseArgs } from './lib/args.js';
 import { bandwidthShare, fitsInCache, formatBandwidth, mergeBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
 import type { BenchModelManifest, BenchVariant } from './lib/bench-model.js';
@@ -639,6 +640,10 @@ describe('bench quantized rows (issue 11)', () => {
     const v = quantizedVariant({ model: 'smollm', ggufPath: '/w/smollm.Q4_K_M.gguf', manifest, vocabSize: 49152 }, '/w/q/smollm.Q4_K_M.gguf', { type: 'Q4_K_M', kind: 'transformer' });
     expect(v).toMatchObject({ model: 'smollm', dtype: 'q4_k_m', hfDir: '/w/q/smollm.Q4_K_M.gguf', ggufPath: '/w/q/smollm.Q4_K_M.gguf', vocabSize: 49152, crossCheckIds: [5, 6, 7], wasm: false });
     expect(v.reference).toBeUndefined();
+    // Q8_0 files also get a WASM row (simd128), where the WASM build reads them.
+    const q8 = quantizedVariant({ model: 'smollm', ggufPath: '/w/s.gguf', manifest, vocabSize: 49152 }, '/w/q/smollm.Q8_0.gguf', { type: 'Q8_0', kind: 'transformer' });
+    expect(q8).toMatchObject({ dtype: 'q8_0', wasm: true });
+    expect(planWorkers(['phoenix-local-wasm'], [q8], ['prebuilt']).map((w) => [w.id, w.variant.hfDir])).toEqual([['phoenix-local-wasm smollm/q8_0', '/w/q/smollm.Q8_0.gguf']]);
     const plan = planWorkers(['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'], [v], ['prebuilt', 'native']);
     expect(plan.map((w) => [w.id, w.variant.hfDir === w.variant.ggufPath])).toEqual([
       ['phoenix-local smollm/q4_k_m', true],
@@ -661,6 +666,30 @@ describe('bench quantized rows (issue 11)', () => {
       expect(Math.max(...v.crossCheckIds!)).toBeLessThan(49152);
     } finally {
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('asks the WASM binding, not the native addon, about a WASM row', async () => {
+    const saved = process.env.PHOENIX_WASM_PATH;
+    process.env.PHOENIX_WASM_PATH = path.join(os.tmpdir(), 'phoenix-no-such-wasm', 'phoenix-local.js');
+    try {
+      const v: BenchVariant = { model: 'm', dtype: 'q8_0', hfDir: '/nowhere', wasm: true };
+      expect(await phoenixSkipReason(v, 'wasm')).toMatch(/^WASM binding unavailable: /);
+      expect(await phoenixSkipReason(v)).not.toMatch(/WASM/);
+    } finally {
+      if (saved === undefined) delete process.env.PHOENIX_WASM_PATH;
+      else process.env.PHOENIX_WASM_PATH = saved;
+    }
+  });
+
+  it.skipIf(!existsSync(defaultWasmPath()))('takes the WASM binding\'s own reason when it cannot run a model', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-wasm-support-'));
+    try {
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'not-a-family', hidden_size: 8 }));
+      const v: BenchVariant = { model: 'm', dtype: 'q8_0', hfDir: dir, wasm: true };
+      expect(await phoenixSkipReason(v, 'wasm')).toMatch(/^E_UNSUPPORTED_MODEL: .*not-a-family/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

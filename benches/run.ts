@@ -287,6 +287,15 @@ async function main(): Promise<number> {
         console.log(`[bench] note: no phoenix-local rows for ${name} (llama.cpp only): ${why}`);
       }
     }
+    if (variant.wasm && opts.engines.includes(WASM)) {
+      // The Q8_0 files' WASM rows (simd128): only where this WASM build reads the file.
+      const why = await phoenixSkipReason(variant, 'wasm');
+      if (why !== null) {
+        variant.wasm = false;
+        skipped[`${WASM} ${variant.model} ${variant.dtype}`] = why;
+        console.log(`[bench] note: no phoenix-local WASM row for ${variant.model} ${variant.dtype}: ${why}`);
+      }
+    }
     variants.push(variant);
   }
   const plan = planWorkers(opts.engines, variants, llamaBuilds);

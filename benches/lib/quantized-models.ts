@@ -117,7 +117,8 @@ export function quantizedVariant(source: QuantSource, ggufPath: string, def: Pic
     hfDir: ggufPath,
     ggufPath,
     vocabSize: source.vocabSize,
-    wasm: false,
+    // Issue 11's WASM rows are Q8_0 (simd128); run.ts drops them where the WASM build cannot read the file.
+    wasm: def.type === 'Q8_0',
     kind: def.kind,
     crossCheckIds: source.manifest.check_ids,
   };
