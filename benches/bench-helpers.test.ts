@@ -1,5 +1,5 @@
 /** Pure helpers of the benchmark harness (no engines, no model files). */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,9 +8,12 @@ import { describe, expect, it } from 'vitest';
 
 import { parseDriverReady, parseDriverToken } from './engines/llamacpp-native.js';
 import type { WorkerResult } from './engines/types.js';
+import { defaultWasmPath } from '../ts/index.js';
 import { parseArgs } from './lib/args.js';
 import { bandwidthShare, fitsInCache, formatBandwidth, mergeBandwidth, parseBandwidthLine, parseCacheSize, probeMiB, weightGbps, type BandwidthSample } from './lib/bandwidth.js';
-import type { BenchVariant } from './lib/bench-model.js';
+import type { BenchModelManifest, BenchVariant } from './lib/bench-model.js';
+import { formatQuantAim, quantAim } from './lib/quant-aims.js';
+import { formatGgufFacts, quantizedVariant, realGgufVariant, staleReason } from './lib/quantized-models.js';
 import {
   busyComputeProbes,
   computeShare,
@@ -574,5 +577,147 @@ describe('bench llama.cpp native build lookup', () => {
       else process.env.PHOENIX_LLAMA_NATIVE_DIR = saved;
       rmSync(cache, { recursive: true, force: true });
     }
+  });
+});
+
+describe('bench quantized rows (issue 11)', () => {
+  const limit = (gbps: number): BandwidthSample => ({ threads: 2, bytes: 1, repetitions: 1, best_gbps: gbps, median_gbps: gbps });
+  // 10 decode steps: decodeMs 100 -> 100 tok/s; 512 prompt tokens: prefillMs 256 -> 2000 tok/s.
+  const q = (engine: WorkerResult['engine'], backend: string, prefillMs: number, decodeMs: number, bytes: number, bw: number, cache: number | null = null) =>
+    row(timed(engine, backend, 2, prefillMs, decodeMs, bytes), 'q8_0', 'm', limit(bw), cache);
+
+  it('aims decode at 1.2x the faster llama.cpp build and prefill at 2x', () => {
+    // phoenix 100 tok/s x 100 MB = 10 GB/s of 100 GB/s: far from the limit, so 1.2x applies.
+    const rows = [q('phoenix-local', 'native', 100, 100, 100e6, 100), q('llama.cpp', 'cpu-prebuilt', 300, 125, 100e6, 100), q('llama.cpp', 'cpu-native', 250, 200, 100e6, 100)];
+    const a = quantAim(rows, 2, 'q8_0', 'm')!;
+    expect(a.decode).toMatchObject({ basis: 'vs_llama_cpp', llama_cpp_backend: 'cpu-prebuilt', ratio: 1.25, needed_tps: 96, pass: true });
+    expect(a.prefill).toMatchObject({ llama_cpp_backend: 'cpu-native', ratio: 2.5, target: 2, pass: true });
+    expect(formatQuantAim(a)).toMatch(/decode 100\.0 vs 80\.0 tok\/s \(cpu-prebuilt\) = 1\.25x.*aim >= 1\.2x = 96\.0 tok\/s: HIT.*prefill .* = 2\.50x \(aim >= 2x\): HIT/);
+    // 1.1x decode and 1.5x prefill miss.
+    const slow = quantAim([q('phoenix-local', 'native', 200, 100, 100e6, 100), q('llama.cpp', 'cpu-native', 300, 110, 100e6, 100)], 2, 'q8_0', 'm')!;
+    expect(slow.decode.pass).toBe(false);
+    expect(slow.prefill.pass).toBe(false);
+    expect(formatQuantAim(slow)).toMatch(/MISS.*MISS/);
+  });
+
+  it('aims at 85% of the read bandwidth where 1.2x llama.cpp would exceed it', () => {
+    // llama.cpp 80 tok/s x 100 MB = 8 GB/s of 10 GB/s; 1.2x = 96 tok/s = 96% of the limit: the aim is 85 tok/s.
+    const llama = q('llama.cpp', 'cpu-native', 300, 125, 100e6, 10);
+    const hit = quantAim([q('phoenix-local', 'native', 100, 10000 / 90, 100e6, 10), llama], 2, 'q8_0', 'm')!;
+    expect(hit.decode).toMatchObject({ basis: 'read_bandwidth', needed_tps: 85, llama_cpp_bandwidth_share: 0.8, pass: true });
+    expect(formatQuantAim(hit)).toContain('aim >= 85% of read BW = 85.0 tok/s (llama.cpp streams 80% of it');
+    const miss = quantAim([q('phoenix-local', 'native', 100, 10000 / 84, 100e6, 10), llama], 2, 'q8_0', 'm')!;
+    expect(miss.decode).toMatchObject({ basis: 'read_bandwidth', pass: false });
+    // The limit is taken with phoenix's own weight bytes: holding twice the bytes halves the rate at 85%.
+    const fat = quantAim([q('phoenix-local', 'native', 100, 10000 / 50, 200e6, 10), llama], 2, 'q8_0', 'm')!;
+    expect(fat.decode.needed_tps).toBeCloseTo(42.5, 2);
+  });
+
+  it('keeps the 1.2x aim when the weights fit in the last-level cache (no DRAM limit to stream against)', () => {
+    const cache = 480 * 2 ** 20;
+    const a = quantAim([q('phoenix-local', 'native', 100, 10000 / 90, 100e6, 10, cache), q('llama.cpp', 'cpu-native', 300, 125, 100e6, 10, cache)], 2, 'q8_0', 'm')!;
+    expect(a.decode).toMatchObject({ basis: 'vs_llama_cpp', needed_tps: 96, phoenix_bandwidth_share: null, pass: false });
+  });
+
+  it('needs a phoenix row and a llama.cpp row of the same file, dtype and threads', () => {
+    const phoenix = q('phoenix-local', 'native', 100, 100, 100e6, 100);
+    const llama = q('llama.cpp', 'cpu-native', 300, 125, 100e6, 100);
+    expect(quantAim([phoenix], 2, 'q8_0', 'm')).toBeNull();
+    expect(quantAim([phoenix, llama], 1, 'q8_0', 'm')).toBeNull();
+    expect(quantAim([phoenix, llama], 2, 'q4_k_m', 'm')).toBeNull();
+    expect(quantAim([phoenix, { ...llama, model: 'other' }], 2, 'q8_0', 'm')).toBeNull();
+  });
+
+  it('selects the quantized rows by name or as `quantized`, and leaves them out of the default run', () => {
+    expect(parseArgs(['--models=quantized'])).toMatchObject({ models: ['mamba130m-q8_0', 'mamba130m-q4_k', 'smollm135m-q8_0', 'smollm135m-q4_k', 'smollm2-q4_1'] });
+    expect(parseArgs(['--models=f32,smollm2-q4_1,mamba130m-q4_k'])).toMatchObject({ models: ['f32', 'smollm2-q4_1', 'mamba130m-q4_k'] });
+    expect((parseArgs([]) as { models: string[] }).models.some((m) => m.includes('q'))).toBe(false);
+    expect(() => parseArgs(['--models=mamba130m-q2_k'])).toThrow(/--models/);
+  });
+
+  it('gives both engines the same .gguf file and checks them against each other', () => {
+    const manifest = { check_ids: [5, 6, 7] } as BenchModelManifest;
+    const v = quantizedVariant({ model: 'smollm', ggufPath: '/w/smollm.Q4_K_M.gguf', manifest, vocabSize: 49152 }, '/w/q/smollm.Q4_K_M.gguf', { type: 'Q4_K_M', kind: 'transformer' });
+    expect(v).toMatchObject({ model: 'smollm', dtype: 'q4_k_m', hfDir: '/w/q/smollm.Q4_K_M.gguf', ggufPath: '/w/q/smollm.Q4_K_M.gguf', vocabSize: 49152, crossCheckIds: [5, 6, 7], wasm: false });
+    expect(v.reference).toBeUndefined();
+    // Q8_0 files also get a WASM row (simd128), where the WASM build reads them.
+    const q8 = quantizedVariant({ model: 'smollm', ggufPath: '/w/s.gguf', manifest, vocabSize: 49152 }, '/w/q/smollm.Q8_0.gguf', { type: 'Q8_0', kind: 'transformer' });
+    expect(q8).toMatchObject({ dtype: 'q8_0', wasm: true });
+    expect(planWorkers(['phoenix-local-wasm'], [q8], ['prebuilt']).map((w) => [w.id, w.variant.hfDir])).toEqual([['phoenix-local-wasm smollm/q8_0', '/w/q/smollm.Q8_0.gguf']]);
+    const plan = planWorkers(['phoenix-local', 'phoenix-local-wasm', 'llama.cpp'], [v], ['prebuilt', 'native']);
+    expect(plan.map((w) => [w.id, w.variant.hfDir === w.variant.ggufPath])).toEqual([
+      ['phoenix-local smollm/q4_k_m', true],
+      ['llama.cpp-prebuilt smollm/q4_k_m', true],
+      ['llama.cpp-native smollm/q4_k_m', true],
+    ]);
+  });
+
+  it('skips the real SmolLM2 file visibly when absent and gives both engines the file itself, not its symlink', () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-real-'));
+    try {
+      expect(realGgufVariant(root)).toMatch(/models\/SmolLM2-135M-Instruct\.Q4_1\.gguf not found \(run `npm run models:fetch`\)/);
+      mkdirSync(path.join(root, 'models'));
+      mkdirSync(path.join(root, 'shared'));
+      writeFileSync(path.join(root, 'shared', 'real.gguf'), 'GGUF');
+      symlinkSync(path.join(root, 'shared', 'real.gguf'), path.join(root, 'models', 'SmolLM2-135M-Instruct.Q4_1.gguf'));
+      const v = realGgufVariant(root) as BenchVariant;
+      expect(v).toMatchObject({ model: 'SmolLM2-135M-Instruct', dtype: 'q4_1', hfDir: realpathSync(path.join(root, 'shared', 'real.gguf')), kind: 'transformer' });
+      expect(v.ggufPath).toBe(v.hfDir);
+      expect(Math.max(...v.crossCheckIds!)).toBeLessThan(49152);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('asks the WASM binding, not the native addon, about a WASM row', async () => {
+    const saved = process.env.PHOENIX_WASM_PATH;
+    process.env.PHOENIX_WASM_PATH = path.join(os.tmpdir(), 'phoenix-no-such-wasm', 'phoenix-local.js');
+    try {
+      const v: BenchVariant = { model: 'm', dtype: 'q8_0', hfDir: '/nowhere', wasm: true };
+      expect(await phoenixSkipReason(v, 'wasm')).toMatch(/^WASM binding unavailable: /);
+      expect(await phoenixSkipReason(v)).not.toMatch(/WASM/);
+    } finally {
+      if (saved === undefined) delete process.env.PHOENIX_WASM_PATH;
+      else process.env.PHOENIX_WASM_PATH = saved;
+    }
+  });
+
+  it.skipIf(!existsSync(defaultWasmPath()))('takes the WASM binding\'s own reason when it cannot run a model', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-wasm-support-'));
+    try {
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'not-a-family', hidden_size: 8 }));
+      const v: BenchVariant = { model: 'm', dtype: 'q8_0', hfDir: dir, wasm: true };
+      expect(await phoenixSkipReason(v, 'wasm')).toMatch(/^E_UNSUPPORTED_MODEL: .*not-a-family/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('remakes a cached quantized file when its source, quantizer or size changed', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-quant-'));
+    try {
+      const out = path.join(dir, 'm.Q8_0.gguf');
+      const manifest = path.join(dir, 'm.Q8_0.json');
+      const want = { source_gguf: 'm.gguf', source_bytes: 10, source_generator_sha256: 'abc', quantizer: '/q', quantizer_bytes: 5, type: 'Q8_0' };
+      expect(staleReason(manifest, want, out)).toBe('not made yet');
+      writeFileSync(out, 'GGUF0123');
+      writeFileSync(manifest, JSON.stringify({ ...want, bytes: 8 }));
+      expect(staleReason(manifest, want, out)).toBeNull();
+      expect(staleReason(manifest, { ...want, source_generator_sha256: 'def' }, out)).toBe('source_generator_sha256 changed');
+      expect(staleReason(manifest, { ...want, quantizer_bytes: 6 }, out)).toBe('quantizer_bytes changed');
+      writeFileSync(out, 'GGUF');
+      expect(staleReason(manifest, want, out)).toBe('file size differs from its manifest');
+      writeFileSync(manifest, '{');
+      expect(staleReason(manifest, want, out)).toBe('unreadable manifest');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('states each file\'s type mix as the core reads it', () => {
+    expect(formatGgufFacts('m q4_k_m', { quantization: 'Q4_K_M', tensorTypes: { F32: 145, Q4_K: 72, Q6_K: 1 }, weightBytes: 88.1e6, fileBytes: 9e7 })).toBe(
+      'm q4_k_m: Q4_K_M: 145 F32, 72 Q4_K, 1 Q6_K tensors, 88.1 MB of weights',
+    );
+    expect(formatGgufFacts('m', 'E_BAD_WEIGHTS: nope')).toBe('m: n/a (E_BAD_WEIGHTS: nope)');
   });
 });

@@ -10,6 +10,9 @@
  * machine's read bandwidth is measured in the same run, and each decode row reports the weight GB/s it
  * streamed and its share of that limit; likewise its f32 FMA peak, and each prefill row the GFLOP/s of its
  * matrix products and their share of that limit (with what each prefill aim would take of it).
+ * Quantized rows (--models=quantized): phoenix-local and llama.cpp on the same .gguf file (the Mamba-130M and
+ * SmolLM-135M weights quantized to Q8_0 / Q4_K_M by llama.cpp's quantizer, and the real SmolLM2 Q4_1 file),
+ * their logits checked against each other, and the aims of issue 11 (benches/lib/quant-aims.ts) stated.
  * Prints a table and writes bench-results.json at the repo root.
  * Options: `npm run bench -- --help`.
  */
@@ -49,6 +52,20 @@ import {
 } from './lib/report.js';
 import { runWorker } from './lib/spawn-worker.js';
 import { verifyLogits, type Verification } from './lib/verify.js';
+import { formatQuantAim, quantAim, QUANT_TARGETS } from './lib/quant-aims.js';
+import {
+  ensureQuantizedFile,
+  formatGgufFacts,
+  ggufFacts,
+  QUANTIZED_MODELS,
+  quantizedVariant,
+  REAL_GGUF,
+  realGgufVariant,
+  type GgufFacts,
+  type QuantizedModelDef,
+  type QuantSource,
+} from './lib/quantized-models.js';
+import type { BenchModelManifest } from './lib/bench-model.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORKER_TIMEOUT_MS = 20 * 60_000;
@@ -220,14 +237,63 @@ async function main(): Promise<number> {
       console.log(`[bench] note: no default-model row: ${v}`);
     } else variants.push(v);
   }
-  for (const family of families) {
-    const variant = { ...family.variant };
+  // Quantized .gguf files both engines load: made from the f32 benchmark weights by llama.cpp's quantizer.
+  const quantDefs = QUANTIZED_MODELS.filter((d) => opts.models.includes(d.key));
+  const quantManifests: BenchModelManifest[] = [];
+  const quantVariants: BenchVariant[] = [];
+  if (quantDefs.length) {
+    const found = findNativeLlama(REPO_ROOT);
+    const quantizer = 'quantizer' in found ? found.quantizer : undefined;
+    if (!quantizer) {
+      const why = `llama.cpp's quantizer comes with the -march=native build (scripts/build-llama-native.sh; gguf-py has no Q4_K quantizer): ${'missing' in found ? found.missing : 'phoenix-llama-quantize not linked'}`;
+      skipped[quantDefs.map((d) => d.key).join(', ')] = why;
+      console.log(`[bench] NOTE: no quantized rows ${quantDefs.map((d) => d.key).join(', ')}: ${why}`);
+    } else {
+      const sources = new Map<QuantizedModelDef['source'], QuantSource>();
+      const sourceOf = (key: QuantizedModelDef['source']): QuantSource => {
+        if (!sources.has(key)) {
+          if (key === 'mamba130m') {
+            const m = model ?? ensureBenchModel(REPO_ROOT);
+            sources.set(key, { model: MODEL_NAME, ggufPath: m.ggufPath, manifest: m.manifest });
+          } else {
+            const f = families.find((x) => x.def.key === 'smollm135m') ?? ensureFamilyModel(REPO_ROOT, FAMILY_MODELS.find((d) => d.key === 'smollm135m')!);
+            sources.set(key, { model: f.def.name, ggufPath: f.variant.ggufPath!, manifest: f.manifest, vocabSize: f.variant.vocabSize });
+          }
+          quantManifests.push(sources.get(key)!.manifest);
+        }
+        return sources.get(key)!;
+      };
+      for (const def of quantDefs) {
+        const source = sourceOf(def.source);
+        quantVariants.push(quantizedVariant(source, ensureQuantizedFile(REPO_ROOT, def, source, quantizer, headline), def));
+      }
+    }
+  }
+  if (opts.models.includes(REAL_GGUF.key)) {
+    const v = realGgufVariant(REPO_ROOT);
+    if (typeof v === 'string') {
+      skipped[REAL_GGUF.key] = v;
+      console.log(`[bench] NOTE: no ${REAL_GGUF.key} rows: ${v}`);
+    } else quantVariants.push(v);
+  }
+  for (const family of [...families.map((f) => f.variant), ...quantVariants]) {
+    const variant = { ...family };
     if (opts.engines.includes('phoenix-local')) {
       const why = await phoenixSkipReason(variant);
       if (why !== null) {
         variant.phoenixSkip = why;
-        skipped[`phoenix-local ${variant.model}`] = why;
-        console.log(`[bench] note: no phoenix-local rows for ${variant.model} (llama.cpp only): ${why}`);
+        const name = variant.dtype === 'f32' ? variant.model : `${variant.model} ${variant.dtype}`;
+        skipped[`phoenix-local ${name}`] = why;
+        console.log(`[bench] note: no phoenix-local rows for ${name} (llama.cpp only): ${why}`);
+      }
+    }
+    if (variant.wasm && opts.engines.includes(WASM)) {
+      // The Q8_0 files' WASM rows (simd128): only where this WASM build reads the file.
+      const why = await phoenixSkipReason(variant, 'wasm');
+      if (why !== null) {
+        variant.wasm = false;
+        skipped[`${WASM} ${variant.model} ${variant.dtype}`] = why;
+        console.log(`[bench] note: no phoenix-local WASM row for ${variant.model} ${variant.dtype}: ${why}`);
       }
     }
     variants.push(variant);
@@ -241,9 +307,10 @@ async function main(): Promise<number> {
   const params = [
     ...(model ? [`${MODEL_NAME} ${(model.manifest.param_count / 1e6).toFixed(1)}M params (${model.generated ? 'generated now' : 'reused'})`] : []),
     ...families.map((f) => `${f.def.name} ${(f.manifest.param_count / 1e6).toFixed(1)}M params (${f.generated ? 'generated now' : 'reused'})`),
+    ...quantVariants.map((v) => `${v.model} ${v.dtype} (${path.relative(REPO_ROOT, v.ggufPath!)})`),
   ];
   console.log(
-    `[bench] models ${params.join(', ')}; rows ${variants.map((v) => `${v.model} ${v.dtype}`).join(', ')}, random weights; prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
+    `[bench] models ${params.join(', ')}; rows ${variants.map((v) => `${v.model} ${v.dtype}`).join(', ')}, random weights${quantVariants.some((v) => v.model === REAL_GGUF.model) ? ` (but ${REAL_GGUF.model})` : ''}; prompt ${ids.length} tokens, decode ${opts.decodeTokens}, ` +
       `threads ${opts.threads.join(',')}, ${opts.runs} run(s) x ${opts.iterations} iteration(s); ${machine.cpu}, ${machine.logicalCores} cores`,
   );
 
@@ -274,10 +341,10 @@ async function main(): Promise<number> {
 
   let verification: Verification | undefined;
   if (opts.verify) {
-    console.log(`[bench] checking logits of ${[...new Set(plan.filter((w) => w.variant.reference).map((w) => w.id))].join(', ')} against each other and the float64 references ...`);
+    console.log(`[bench] checking logits of ${[...new Set(plan.filter((w) => w.variant.reference || w.variant.crossCheckIds).map((w) => w.id))].join(', ')} against each other and the float64 references ...`);
     // Every generator writes the same check prompt (make_weights.CHECK_IDS); each manifest states it.
     const manifests = [...(model ? [model.manifest] : []), ...families.map((f) => f.manifest)];
-    const checkIds = manifests[0]?.check_ids ?? [];
+    const checkIds = manifests[0]?.check_ids ?? quantManifests[0]?.check_ids ?? [];
     if (manifests.some((m) => m.check_ids.join() !== checkIds.join())) throw new Error('bench: the models\' manifests state different check prompts');
     verification = await verifyLogits(REPO_ROOT, checkIds, plan, headline, llamaDriver);
   }
@@ -351,6 +418,22 @@ async function main(): Promise<number> {
     }),
   );
 
+  // The quantized files: what each holds (the core's reading of its header), the aims, the greedy cross-check.
+  const quantized = variants.filter((v) => v.crossCheckIds);
+  const quantFacts: Record<string, GgufFacts | string> = {};
+  for (const v of quantized) quantFacts[`${v.model} ${v.dtype}`] = await ggufFacts(v.ggufPath!);
+  const quantAims = Object.fromEntries(
+    quantized.map((v) => [`${v.model} ${v.dtype}`, Object.fromEntries(opts.threads.map((t) => [String(t), quantAim(rows, t, v.dtype, v.model)]))]),
+  );
+  const quantGreedy = Object.fromEntries(
+    quantized.flatMap((v) => {
+      const tag = `${v.model}/${v.dtype}`;
+      const p = firstTokens(`phoenix-local ${tag}`);
+      const l = firstTokens(`llama.cpp-native ${tag}`) ?? firstTokens(`llama.cpp-prebuilt ${tag}`);
+      return p && l ? [[`${v.model} ${v.dtype}`, { ...greedyAgreement(p, l), threads: headline, phoenix_first: p.slice(0, 16), llama_cpp_first: l.slice(0, 16) }]] : [];
+    }),
+  );
+
   let context: { rows: ContextRow[]; errors: Record<string, string> } | undefined;
   if (opts.contextTokens > 0) {
     console.log(`[bench] context table: decode after a ${opts.contextTokens}-token prompt at ${headline} thread(s) ...`);
@@ -394,7 +477,9 @@ async function main(): Promise<number> {
         llama_cpp_first: llamaTokens!.slice(0, 16),
       },
       ...(Object.keys(familyGreedy).length ? { greedy_tokens_by_model: familyGreedy } : {}),
+      ...(Object.keys(quantGreedy).length ? { greedy_tokens_quantized: quantGreedy } : {}),
     },
+    ...(quantized.length ? { quantized: { files: quantFacts, aims: quantAims, targets: QUANT_TARGETS } } : {}),
     ...(context ? { context: { prompt_tokens: opts.contextTokens, decode_tokens: opts.decodeTokens, threads: headline, rows: context.rows } } : {}),
     config: {
       model: MODEL_NAME,
@@ -427,6 +512,8 @@ async function main(): Promise<number> {
         prefill_aims: 'per model and thread count: the prefill tok/s its aim (target x the faster llama.cpp build) would need, the GFLOP/s of matrix products that is, and its share of the measured FMA peak (needed_share > 1: beyond the machine)',
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
         by_model: 'ratios of each newer family\'s model on its own weights, against its kind\'s targets (ssm: prefill 3x, decode 1x; hybrid: prefill 2x, decode 1x; transformer: 1x both)',
+        quantized:
+          'phoenix-local and llama.cpp load the same .gguf (benches/.work/quantized: the f32 benchmark GGUFs quantized by llama.cpp\'s llama_model_quantize, which picks each tensor\'s type; models/SmolLM2-135M-Instruct.Q4_1.gguf). files: the core\'s reading of each header. aims: decode >= 1.2x the faster llama.cpp build, or where that would exceed 85% of the measured read bandwidth, 85% of it (phoenix weight bytes x tok/s); prefill >= 2x. Logits are checked phoenix vs llama.cpp (llama.cpp rounds activations to 8 bits in its quantized mat-vecs: differences reported, not failed)',
         context: 'decode_tps after a context_tokens-long prompt (one greedy generation per engine at the headline thread count; prefill_tps = context_tokens / time to the first token); vs_short = over the same engine\'s decode after the short bench prompt; llama.cpp runs with its default context settings (KV cache F16)',
       },
     },
@@ -457,6 +544,18 @@ async function main(): Promise<number> {
     for (const t of opts.threads) console.log(`${name} (${m.kind}): ${formatRatios(m.by_threads[String(t)]!)}${unreliable}`);
   }
   for (const [name, byT] of Object.entries(prefillAims)) console.log(formatPrefillAim(name, byT[String(headline)] ?? null) + unreliable);
+  if (quantized.length) {
+    console.log('');
+    console.log('quantized files (both engines load the same .gguf; made by llama.cpp\'s quantizer, llama_model_quantize):');
+    for (const [name, facts] of Object.entries(quantFacts)) console.log(`  ${formatGgufFacts(name, facts)}`);
+    console.log('aims on the quantized files: decode >= 1.2x llama.cpp (or >= 85% of read BW where 1.2x would exceed it), prefill >= 2x:');
+    for (const [name, byT] of Object.entries(quantAims)) {
+      for (const t of opts.threads) {
+        const a = byT[String(t)];
+        console.log(`  ${a ? formatQuantAim(a) : `${name} @ ${t} thread(s): n/a (needs a phoenix-local native row and a llama.cpp row)`}${unreliable}`);
+      }
+    }
+  }
   const short = bandwidthShortfalls(rows.filter((r) => r.engine === 'phoenix-local'));
   for (const r of short) {
     console.log(`decode below ${(TARGETS.decode_bandwidth_share * 100).toFixed(0)}% of read bandwidth: phoenix-local ${r.backend} ${r.model} ${r.dtype} @ ${r.threads}: ${(r.bandwidth_share! * 100).toFixed(0)}%`);
@@ -464,10 +563,13 @@ async function main(): Promise<number> {
   for (const [engine, why] of Object.entries(skipped)) console.log(`note: ${engine} skipped: ${why}`);
   if (verification) console.log(formatVerification(verification));
   if (greedy) console.log(`greedy continuation @ ${headline} threads: first ${greedy.identicalPrefix} of ${greedy.compared} tokens identical`);
+  for (const [name, g] of Object.entries(quantGreedy)) {
+    console.log(`greedy continuation ${name} (phoenix vs llama.cpp, same file) @ ${headline} threads: first ${g.identicalPrefix} of ${g.compared} tokens identical`);
+  }
   for (const [name, g] of Object.entries(familyGreedy)) {
     console.log(`greedy continuation ${name} @ ${headline} threads: first ${g.identicalPrefix} of ${g.compared} tokens identical`);
   }
-  if (context) {
+  if (context?.rows.length) {
     console.log('');
     console.log(`decode after a ${opts.contextTokens}-token prompt (transformer: KV cache grows with the context; SSM: constant state; hybrid: a few attention layers) @ ${headline} thread(s):`);
     console.log(formatContextTable(context.rows) + (unreliable ? `\n${unreliable.trim()}` : ''));

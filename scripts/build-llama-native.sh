@@ -8,7 +8,8 @@
 #
 # Idempotent: the libraries are built once per llama-cpp-python version into the cache
 # ($PHOENIX_LLAMA_NATIVE_DIR, default ~/.cache/phoenix-local/llama-native); the driver is relinked when its
-# source changes. Takes ~10+ minutes on 2 cores; runs under `nice -n 15`.
+# source changes (likewise benches/native/llama-quantize.c, llama.cpp's quantizer, as phoenix-llama-quantize
+# next to the driver). Takes ~10+ minutes on 2 cores; runs under `nice -n 15`.
 #   scripts/build-llama-native.sh            build (or reuse) and print the driver's path
 #   scripts/build-llama-native.sh --check    print the driver's path if the libraries are built (relinking
 #                                            the driver if needed, seconds); exit 3 without building if not
@@ -57,12 +58,20 @@ if [[ ! -f "$PREFIX/.built" ]]; then
   touch "$PREFIX/.built"
 fi
 
+# Links one of benches/native/*.c against the libraries (again when its source or this script changed).
+link_tool() {
+  local src="$1" exe="$2"
+  if [[ ! -x "$exe" || "$src" -nt "$exe" || "${BASH_SOURCE[0]}" -nt "$exe" ]]; then
+    mkdir -p "$PREFIX/bin"
+    cc -O2 -std=c11 -Wall -Wextra -I"$PREFIX/include" "$src" -o "$exe.tmp" \
+      -L"$PREFIX/lib" -lllama -lggml -lggml-base \
+      -Wl,--disable-new-dtags,-rpath,"$PREFIX/lib" # RPATH, not RUNPATH: also finds libllama's own ggml dependencies
+    mv "$exe.tmp" "$exe"
+  fi
+}
+
 DRIVER="$PREFIX/bin/phoenix-llama-driver"
-if [[ ! -x "$DRIVER" || "$DRIVER_SRC" -nt "$DRIVER" || "${BASH_SOURCE[0]}" -nt "$DRIVER" ]]; then
-  mkdir -p "$PREFIX/bin"
-  cc -O2 -std=c11 -Wall -Wextra -I"$PREFIX/include" "$DRIVER_SRC" -o "$DRIVER.tmp" \
-    -L"$PREFIX/lib" -lllama -lggml -lggml-base \
-    -Wl,--disable-new-dtags,-rpath,"$PREFIX/lib" # RPATH, not RUNPATH: also finds libllama's own ggml dependencies
-  mv "$DRIVER.tmp" "$DRIVER"
-fi
+link_tool "$DRIVER_SRC" "$DRIVER"
+# llama.cpp's own quantizer (llama_model_quantize) for the quantized bench files; found next to the driver.
+link_tool "$REPO_ROOT/benches/native/llama-quantize.c" "$PREFIX/bin/phoenix-llama-quantize"
 echo "$DRIVER"

@@ -1,12 +1,18 @@
 /** Command-line options of `npm run bench` (see `npm run bench -- --help`). */
 import { ENGINE_IDS, LLAMA_BUILDS, type EngineId, type LlamaBuild } from '../engines/types.js';
+import { QUANTIZED_KEYS } from './quantized-models.js';
 
 /**
  * Model sets a run can include: the Mamba-1 benchmark weights in f32 and bf16, the project's default model,
- * and the newer families' shapes (f32): SmolLM-135M (llama), Mamba-2-130M, granite-4.0-h-350m (dense hybrid).
+ * the newer families' shapes (f32): SmolLM-135M (llama), Mamba-2-130M, granite-4.0-h-350m (dense hybrid), and
+ * quantized .gguf files both engines load (Mamba-130M and SmolLM-135M at Q8_0 and Q4_K_M, the real SmolLM2 Q4_1).
  */
-export const MODEL_SETS = ['f32', 'bf16', 'default', 'smollm135m', 'mamba2-130m', 'granite350m'] as const;
+export const MODEL_SETS = ['f32', 'bf16', 'default', 'smollm135m', 'mamba2-130m', 'granite350m', ...QUANTIZED_KEYS] as const;
 export type ModelSet = (typeof MODEL_SETS)[number];
+/** What a run includes without --models: the float rows (the quantized ones are asked for by name or `quantized`). */
+const DEFAULT_MODEL_SETS: readonly ModelSet[] = ['f32', 'bf16', 'default', 'smollm135m', 'mamba2-130m', 'granite350m'];
+/** `--models=quantized`: every quantized row. */
+const QUANTIZED_GROUP = 'quantized';
 
 export interface BenchOptions {
   quick: boolean;
@@ -52,7 +58,12 @@ export const USAGE = `Usage: npm run bench -- [options]
                       (models/phoenix-ssm-lite, phoenix native only), smollm135m (SmolLM-135M
                       shape, llama), mamba2-130m (Mamba-2-130M shape), granite350m (granite-4.0-h-350m
                       shape, dense hybrid); the last three f32, phoenix native and llama.cpp (phoenix
-                      skipped with the core's reason while it does not load the family). Default all
+                      skipped with the core's reason while it does not load the family);
+                      mamba130m-q8_0, mamba130m-q4_k, smollm135m-q8_0, smollm135m-q4_k (those weights
+                      quantized by llama.cpp's quantizer to Q8_0 / Q4_K_M; needs the -march=native build),
+                      smollm2-q4_1 (models/SmolLM2-135M-Instruct.Q4_1.gguf from \`npm run models:fetch\`):
+                      phoenix native and llama.cpp load the same .gguf file; \`quantized\` = these five.
+                      Default all but the quantized ones
   --context=N         context table: decode tokens/s after an N-token prompt for every model with a
                       GGUF, phoenix native and llama.cpp, at the headline thread count (default 4096;
                       512 with --quick; 0 = no context table)
@@ -86,7 +97,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
     decodeTokens: 128,
     engines: [...ENGINE_IDS],
     llamaBuilds: [...LLAMA_BUILDS],
-    models: [...MODEL_SETS],
+    models: [...DEFAULT_MODEL_SETS],
     verify: true,
     contextTokens: 4096,
     out: 'bench-results.json',
@@ -136,7 +147,7 @@ export function parseArgs(argv: readonly string[]): BenchOptions | 'help' {
         opts.llamaBuilds = listOf(name, value, LLAMA_BUILDS);
         break;
       case '--models':
-        opts.models = listOf(name, value, MODEL_SETS);
+        opts.models = listOf(name, value.split(',').flatMap((m) => (m === QUANTIZED_GROUP ? QUANTIZED_KEYS : [m])).join(','), MODEL_SETS);
         break;
       case '--context': {
         const n = Number(value);

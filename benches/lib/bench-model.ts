@@ -41,6 +41,11 @@ export interface BenchVariant {
   wasm: boolean;
   /** Why phoenix-local gets no row for it (the core does not load this family yet); absent: it does. */
   phoenixSkip?: string;
+  /**
+   * Check-prompt ids whose logits phoenix-local and llama.cpp are compared on where there is no float64
+   * reference (quantized files: llama.cpp rounds activations to 8 bits, so differences are reported, not failed).
+   */
+  crossCheckIds?: number[];
   /** transformer / ssm / hybrid (the context table); absent: ssm (Mamba-1). */
   kind?: 'transformer' | 'ssm' | 'hybrid';
 }

@@ -3,9 +3,13 @@
  * starts that build itself (10+ minutes): when it is missing, the native rows are skipped with a note.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-export function findNativeLlama(repoRoot: string): { driver: string } | { missing: string } {
+/** The script links llama.cpp's quantizer (benches/native/llama-quantize.c) next to the driver. */
+const QUANTIZER = 'phoenix-llama-quantize';
+
+export function findNativeLlama(repoRoot: string): { driver: string; quantizer?: string } | { missing: string } {
   const script = path.join(repoRoot, 'scripts', 'build-llama-native.sh');
   const res = spawnSync('bash', [script, '--check'], { encoding: 'utf8', timeout: 120_000 });
   if (res.error) return { missing: `${script} could not run: ${res.error.message}` };
@@ -14,5 +18,7 @@ export function findNativeLlama(repoRoot: string): { driver: string } | { missin
     return { missing: why };
   }
   const driver = res.stdout.trim().split('\n').pop() ?? '';
-  return driver ? { driver } : { missing: `${script} --check printed no driver path` };
+  if (!driver) return { missing: `${script} --check printed no driver path` };
+  const quantizer = path.join(path.dirname(driver), QUANTIZER);
+  return existsSync(quantizer) ? { driver, quantizer } : { driver };
 }

@@ -7,13 +7,16 @@ import { loadBinding } from '../../ts/index.js';
 
 import type { BenchVariant } from './bench-model.js';
 
-/** null when phoenix-local can load `variant`; otherwise why not (the core's error code and message). */
-export async function phoenixSkipReason(variant: BenchVariant): Promise<string | null> {
+/**
+ * null when phoenix-local can load `variant`; otherwise why not (the core's error code and message). `backend`
+ * 'wasm' asks the WASM binding instead (a .gguf file there needs a WASM build that reads GGUF).
+ */
+export async function phoenixSkipReason(variant: BenchVariant, backend: 'native' | 'wasm' = 'native'): Promise<string | null> {
   let binding;
   try {
-    binding = (await loadBinding({ backend: 'native' })).binding;
+    binding = (await loadBinding({ backend })).binding;
   } catch (error) {
-    return `native addon unavailable: ${(error as Error).message.split('\n')[0]}`;
+    return `${backend === 'native' ? 'native addon' : 'WASM binding'} unavailable: ${(error as Error).message.split('\n')[0]}`;
   }
   try {
     await binding.describeModel(variant.hfDir);

@@ -342,7 +342,8 @@ export function formatWasmRatios(set: WasmRatioSet): string {
 
 export function formatVerification(v: Verification): string {
   const maxima = Object.entries(v.referenceAbsMax).map(([key, max]) => `${key} ${max.toFixed(3)}`).join(', ');
-  const lines = [`logit agreement on ${v.checkIds.length} check tokens (reference |logit| max: ${maxima}):`];
+  // Quantized files have no float64 reference: phoenix and llama.cpp are compared on their own check ids.
+  const lines = [maxima ? `logit agreement on ${v.checkIds.length} check tokens (reference |logit| max: ${maxima}):` : 'logit agreement (phoenix-local vs llama.cpp on the same file):'];
   for (const c of v.comparisons) {
     lines.push(`  ${c.a} vs ${c.b}: max |Δ| = ${c.maxAbsDiff.toExponential(2)} (rel ${c.relToMax.toExponential(1)}), argmax agrees ${c.argmaxAgree}`);
   }

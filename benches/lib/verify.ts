@@ -4,6 +4,7 @@
  * numpy reference that make_weights.py / make_family_weights.py computed from the same weights (f32, and
  * the bf16-rounded ones), per model. llama.cpp agreeing with the reference also checks the GGUF conversion;
  * where phoenix is skipped (its family not in the core yet) llama.cpp is still checked against the reference.
+ * Quantized files (no reference) are checked phoenix against llama.cpp on the same file (variant.crossCheckIds).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -81,7 +82,8 @@ export async function verifyLogits(
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'phoenix-bench-logits-'));
   const got = new Map<string, Float32Array>();
   const errors: Record<string, string> = {};
-  const checked = workers.filter((w) => w.variant.reference);
+  const checked = workers.filter((w) => w.variant.reference || w.variant.crossCheckIds);
+  const idsOf = (w: Pick<PlannedWorker, 'variant'>) => (w.variant.reference ? ids : (w.variant.crossCheckIds ?? ids));
   try {
     for (const w of checked) {
       const label = logitsLabel(w);
@@ -97,7 +99,7 @@ export async function verifyLogits(
             llamaBuild: w.llamaBuild,
             llamaDriver,
             mode: 'logits',
-            promptIds: ids,
+            promptIds: idsOf(w),
             decodeSteps: 0,
             iterations: 0,
             logitsOut,
@@ -118,15 +120,21 @@ export async function verifyLogits(
   for (const key of [...new Set(checked.map(weightsKey))]) {
     const group = checked.filter((w) => weightsKey(w) === key);
     const { model, dtype } = group[0]!.variant;
-    const reference = group[0]!.variant.reference!;
+    const phoenixLabel = logitsLabel({ engine: 'phoenix-local', variant: group[0]!.variant });
+    const phoenix = got.get(phoenixLabel);
+    const others = group.map(logitsLabel).filter((l) => l !== phoenixLabel && got.has(l));
+    const reference = group[0]!.variant.reference;
+    if (!reference) {
+      // A quantized file: phoenix against llama.cpp on the same file only.
+      const rows = idsOf(group[0]!).length;
+      for (const label of others) if (phoenix) comparisons.push(compare(label, got.get(label)!, phoenixLabel, phoenix, rows));
+      continue;
+    }
     referenceAbsMax[key] = reference.absMax;
     const refBytes = readFileSync(reference.file);
     const ref = new Float64Array(refBytes.buffer, refBytes.byteOffset, refBytes.byteLength / 8);
     const of = model === MODEL_NAME ? '' : ` of ${model}`;
     const refLabel = dtype === 'f32' ? `float64 reference${of}` : `float64 reference${of} (${dtype} weights)`;
-    const phoenixLabel = logitsLabel({ engine: 'phoenix-local', variant: group[0]!.variant });
-    const phoenix = got.get(phoenixLabel);
-    const others = group.map(logitsLabel).filter((l) => l !== phoenixLabel && got.has(l));
     for (const label of others) if (phoenix) comparisons.push(compare(label, got.get(label)!, phoenixLabel, phoenix, ids.length));
     if (phoenix) comparisons.push(compare(phoenixLabel, phoenix, refLabel, ref, ids.length));
     for (const label of others) comparisons.push(compare(label, got.get(label)!, refLabel, ref, ids.length));

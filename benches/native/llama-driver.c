@@ -11,7 +11,7 @@
  * On start it prints "ready <load_ms> <weight_bytes> <n_params> <n_vocab>" (weight bytes: llama_model_size,
  * the bytes of every tensor as loaded). Errors go to stderr with a non-zero exit.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _GNU_SOURCE /* clock_gettime, syscall */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,76 @@
 #include <time.h>
 
 #include "llama.h"
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <errno.h>
+#include <immintrin.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+/* Uses one AMX tile: the instructions llama.cpp's AMX kernels start with. */
+__attribute__((target("amx-tile"))) static void touch_amx_tile(void) {
+    unsigned char cfg[64] = {0};
+    cfg[0] = 1;   /* palette 1 */
+    cfg[16] = 64; /* tile 0: 64 bytes per row */
+    cfg[48] = 16; /* tile 0: 16 rows */
+    _tile_loadconfig(cfg);
+    _tile_zero(0);
+    _tile_release();
+}
+
+/* Whether AMX tiles run here: some virtual machines advertise AMX and grant the permission, yet fault on it. */
+static int amx_tiles_run(void) {
+    pid_t child = fork();
+    if (child < 0) return 1; /* cannot tell: leave llama.cpp's own choice */
+    if (child == 0) {
+        if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) _exit(0); /* no AMX: nothing to guard */
+        touch_amx_tile();
+        _exit(0);
+    }
+    int status = 0;
+    if (waitpid(child, &status, 0) != child) return 1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/*
+ * When CPUID says AMX but its instructions fault (llama.cpp's AMX buffer crashes the first batched product of a
+ * Q4_0/Q4_1/Q8_0/K-quant file), make the kernel refuse the AMX permission request (arch_prctl
+ * ARCH_REQ_XCOMP_PERM -> EPERM): llama.cpp's own probe then leaves its AMX buffer type out and runs its other
+ * CPU paths (AVX-512/VNNI kernels, weight repacking) as on a CPU without AMX.
+ */
+static void guard_faulting_amx(void) {
+    if (!__builtin_cpu_supports("avx512f") || amx_tiles_run()) return;
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_arch_prctl, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ARCH_REQ_XCOMP_PERM, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = (unsigned short)(sizeof filter / sizeof filter[0]), .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        fprintf(stderr, "phoenix-llama-driver: AMX faults here and could not be turned off\n");
+        exit(1);
+    }
+    fprintf(stderr, "phoenix-llama-driver: AMX tiles fault on this machine: llama.cpp's AMX path is off\n");
+}
+#else
+static void guard_faulting_amx(void) {}
+#endif
 
 static double now_ms(void) {
     struct timespec ts;
@@ -82,6 +152,7 @@ int main(int argc, char **argv) {
     if (threads < 1 || n_ctx < 1) die("threads and n_ctx must be positive");
     const int n_batch = 512;
 
+    guard_faulting_amx(); /* before llama.cpp probes the CPU */
     llama_log_set(quiet_log, NULL);
     llama_backend_init();
     const double t0 = now_ms();
