@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { encodeJob } from '../ts/pipeline/cluster/job.js';
-import { PREFIX, chunkStreamKey } from '../ts/pipeline/cluster/keys.js';
+import { PREFIX, cancelChannel, chunkStreamKey } from '../ts/pipeline/cluster/keys.js';
 import { decodeChunk, decodeError, decodeResult } from '../ts/pipeline/cluster/wire.js';
 import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
@@ -80,6 +80,20 @@ describe.skipIf(skip)('startWorker', () => {
     expect(error.code).toBe('E_INVALID_OPTION');
     expect(error.message).toMatch(/job\.modelPreference/);
   }, 30_000);
+
+  it('aborts a running job whose id is published on the cancel channel', async () => {
+    const request: ProcessingRequest = { id: 'w-cancel', input: 'Once upon a time', taskType: 'generation', options: { maxTokens: 4000, temperature: 0 } };
+    const job = await queue.add('process', encodeJob(request), { jobId: request.id });
+    const finished = job.waitUntilFinished(events, 30_000);
+    while ((await queue.getJobState(request.id)) !== 'active') await new Promise((r) => setTimeout(r, 5));
+    const publisher = new Redis(redis.url);
+    await publisher.publish(cancelChannel(QUEUE), request.id);
+    publisher.disconnect();
+    const result = decodeResult(await finished);
+    expect(result.success).toBe(false);
+    expect(result.errorCode).toBe('E_ABORTED');
+    expect(result.generatedTokens).toBeLessThan(4000);
+  }, 60_000);
 
   it('close() lets the active job finish', async () => {
     const request: ProcessingRequest = { id: 'w2', input: 'One day', taskType: 'generation', options: { maxTokens: 64, temperature: 0 } };
