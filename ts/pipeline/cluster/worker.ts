@@ -23,6 +23,11 @@ export interface WorkerOptions {
   modelsDir?: string;
   /** Jobs run at once (default 1: one computation uses every core). */
   concurrency?: number;
+  /**
+   * How long a job stays locked to this worker without a renewal (default 10 s): a worker that dies
+   * (SIGKILL) hands its jobs to another after about this long.
+   */
+  lockDurationMs?: number;
   /** A pipeline to run jobs on instead of a new one over `modelsDir`. */
   pipeline?: LocalAIPipeline;
 }
@@ -68,7 +73,10 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
     return encodeResult(result);
   };
 
-  const worker = new Worker(queue, run, { connection, concurrency, prefix: PREFIX, autorun: false });
+  const lockDuration = options.lockDurationMs ?? 10_000;
+  // A job whose worker died is taken up again up to maxStalledCount times, then fails: a job that
+  // kills every worker it reaches ends instead of looping.
+  const worker = new Worker(queue, run, { connection, concurrency, prefix: PREFIX, autorun: false, lockDuration, stalledInterval: Math.max(1000, lockDuration / 2), maxStalledCount: 2 });
   await subscriber.subscribe(cancelChannel(queue));
   subscriber.on('message', (_channel: string, jobId: string) => {
     worker.cancelJob(jobId, 'aborted by the caller');
