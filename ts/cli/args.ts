@@ -31,6 +31,9 @@ const OPTIONS = {
   chat: { type: 'string' },
   system: { type: 'string' },
   verbose: { type: 'boolean' },
+  redis: { type: 'string' },
+  queue: { type: 'string' },
+  concurrency: { type: 'string' },
 } as const;
 
 export type ParsedFlags = ReturnType<typeof parse>['values'];
@@ -52,6 +55,7 @@ const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose'],
   chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose'],
   score: ['threads', 'ids', 'text', 'json'],
+  worker: ['threads', 'redis', 'queue', 'concurrency'],
 };
 
 function parse(argv: string[]) {

@@ -9,6 +9,7 @@ import { chatCommand } from './chat.js';
 import { infoCommand, listCommand, runCommand, scoreCommand } from './commands.js';
 import { CliContext, type CliIO } from './context.js';
 import { printable } from './printable.js';
+import { workerCommand } from './worker.js';
 import { commandUsage, isCommand, USAGE } from './usage.js';
 
 // `phoenix-local … | head`: a closed pipe ends the output quietly instead of crashing.
@@ -75,6 +76,9 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
       case 'chat':
         checkPositionals(command, positionals, 1);
         return await chatCommand(ctx, model);
+      case 'worker':
+        checkPositionals(command, positionals, 0);
+        return await workerCommand(ctx, flags);
       default:
         return await scoreCommand(ctx, model, rest);
     }

@@ -2,7 +2,7 @@
  * Help texts: the global usage and one per command (`phoenix-local <command> --help`).
  */
 
-export const COMMANDS = ['list', 'info', 'run', 'chat', 'score'] as const;
+export const COMMANDS = ['list', 'info', 'run', 'chat', 'score', 'worker'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export function isCommand(name: string | undefined): name is CommandName {
@@ -31,6 +31,7 @@ Commands:
   chat <model>                 an interactive conversation (/reset, /exit; Ctrl-C stops an answer)
   score <model> (--ids 1,2,3 | --text "…") [--json]
                                next-token logits of every position (--json: {"ids":[…],"logits":[[…],…]})
+  worker --redis <url>         serve a queue of pipeline requests (BullMQ on Redis) with these models
 
 ${MODEL_ARG}
 "phoenix-local <command> --help" describes one command.
@@ -41,6 +42,16 @@ ${EXIT_STATUS}
 `;
 
 const COMMAND_USAGE: Record<CommandName, string> = {
+  worker: `Usage: phoenix-local worker --redis <url> [--queue <name>] [--models-dir <dir>] [--concurrency <n>]
+
+Takes requests from a BullMQ queue on Redis (what LocalAIPipeline({ queue: { redis, name } }) sends) and
+runs them through a pipeline over this models dir: same model selection, modes and deadlines. Redis is the
+only host contacted. SIGTERM or SIGINT: stop taking jobs, finish the active ones, exit 0.
+
+Options:
+  --redis <url>                redis://host:port of the queue (required)
+  --queue <name>               queue name (default phoenix)
+  --concurrency <n>            jobs run at once (default 1)`,
   list: `Usage: phoenix-local list [--json]
 
 Lists the models in the models dir: name, type, format, size, status, version, sha256.

@@ -13,6 +13,7 @@ import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
+import { QueueClient, type QueueClientOptions } from './cluster/client.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
@@ -48,6 +49,11 @@ export interface LocalAIPipelineOptions {
   modeLimits?: Partial<Record<ProcessingMode, Partial<ModeLimits>>>;
   energy?: EnergyMeterOptions;
   offlineDetector?: OfflineDetector;
+  /**
+   * Run requests on queue workers (`phoenix-local worker`) through BullMQ on Redis instead of in this
+   * process: `process` / `stream` give the same results; the workers hold the models.
+   */
+  queue?: QueueClientOptions;
 }
 
 export type { SystemModelStatus, SystemStatusOptions } from './model-status.js';
@@ -109,6 +115,7 @@ export class LocalAIPipeline {
   readonly #energy: EnergyMeter;
   readonly #detector: OfflineDetector;
   readonly #metrics = new PipelineMetrics();
+  readonly #remote: QueueClient | undefined;
 
   constructor(options: LocalAIPipelineOptions = {}) {
     this.#ownsManager = !options.manager;
@@ -132,6 +139,7 @@ export class LocalAIPipeline {
     this.#defaultMode = mode;
     this.#energy = new EnergyMeter(options.energy);
     this.#detector = options.offlineDetector ?? new OfflineDetector();
+    this.#remote = options.queue ? new QueueClient(options.queue) : undefined;
   }
 
   /** The limits of `mode` in effect for this pipeline. */
@@ -155,6 +163,7 @@ export class LocalAIPipeline {
    * run on unread.
    */
   stream(request: ProcessingRequest): ProcessingStream {
+    if (this.#remote) return this.#remote.stream(request);
     const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
     const result = this.#run(request, channel).finally(() => channel.close());
     let drainScheduled = false;
@@ -207,6 +216,7 @@ export class LocalAIPipeline {
   /** Unloads the models of a manager this pipeline created. */
   dispose(): void {
     if (this.#ownsManager) this.manager.dispose();
+    void this.#remote?.close();
   }
 
   // ── internals ─────────────────────────────────────────────────────────────

@@ -1,0 +1,93 @@
+/**
+ * `phoenix-local worker` as users run it (node bin/phoenix-local.js, needs dist/: npm run build:ts):
+ * usage errors before connecting, jobs served with the in-process text, SIGTERM finishes the active
+ * job and exits 0.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { Queue, QueueEvents } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { encodeJob } from '../ts/pipeline/cluster/job.js';
+import { PREFIX } from '../ts/pipeline/cluster/keys.js';
+import { decodeResult } from '../ts/pipeline/cluster/wire.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+
+const BIN = path.join(ROOT, 'bin/phoenix-local.js');
+const skip = skipWithoutRedis('test/cluster-cli.test.ts');
+
+describe('phoenix-local worker: usage', () => {
+  it.each([
+    [[], /--redis <url>/],
+    [['--redis', 'http://127.0.0.1:1'], /redis:\/\//],
+    [['--redis', 'redis://127.0.0.1:1', '--concurrency', '0'], /--concurrency must be an integer/],
+    [['--redis', 'redis://127.0.0.1:1', '--queue', 'a:b'], /--queue must be/],
+  ])('refuses %j with exit 2', (args, message) => {
+    const run = spawnSync(process.execPath, [BIN, 'worker', ...args], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /);
+    expect(run.stderr).toMatch(message);
+  });
+});
+
+describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
+  let redis: TestRedis;
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
+  let modelsDir: string;
+  let child: ChildProcess;
+  let stderr = '';
+  let queue: Queue;
+  let events: QueueEvents;
+
+  beforeAll(async () => {
+    requireNativeAddon();
+    redis = await TestRedis.create();
+    scratch = await tempDir();
+    modelsDir = path.join(scratch.dir, 'models');
+    await mkdir(modelsDir);
+    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    const connection = { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null };
+    queue = new Queue('cli', { connection, prefix: PREFIX });
+    events = new QueueEvents('cli', { connection, prefix: PREFIX });
+    await events.waitUntilReady();
+    child = spawn(process.execPath, [BIN, 'worker', '--redis', redis.url, '--queue', 'cli', '--models-dir', modelsDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('serving queue')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`worker exited with ${code}: ${stderr}`)));
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await events?.close();
+    await queue?.close();
+    await redis?.dispose();
+    await scratch?.cleanup();
+  });
+
+  it('serves a job with the in-process text, then on SIGTERM finishes the active job and exits 0', async () => {
+    const local = new LocalAIPipeline({ modelsDir });
+    const first: ProcessingRequest = { id: 'c1', input: 'Once upon a time, there was a little', taskType: 'generation', options: { maxTokens: 12, temperature: 0 } };
+    const second: ProcessingRequest = { id: 'c2', input: 'One day', taskType: 'generation', options: { maxTokens: 200, temperature: 0 } };
+    const [expected1, expected2] = [await local.process(first), await local.process(second)];
+    local.dispose();
+    const job1 = await queue.add('process', encodeJob(first), { jobId: 'c1' });
+    expect(decodeResult(await job1.waitUntilFinished(events, 30_000)).text).toBe(expected1.text);
+
+    const job2 = await queue.add('process', encodeJob(second), { jobId: 'c2' });
+    const finished = job2.waitUntilFinished(events, 30_000);
+    while ((await queue.getJobState('c2')) !== 'active') await new Promise((r) => setTimeout(r, 2));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(decodeResult(await finished).text).toBe(expected2.text);
+    expect(await exited).toBe(0);
+    expect(stderr).toMatch(/finishing active jobs/);
+  }, 60_000);
+});

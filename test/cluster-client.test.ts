@@ -1,0 +1,104 @@
+/**
+ * LocalAIPipeline({ queue }) against a worker on a private Redis: the same results and streamed chunks
+ * as in-process, one job and one result per request id, typed errors rebuilt, the caller's signal
+ * cancelling the job on its worker, and a full queue refused as in-process.
+ */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+
+const skip = skipWithoutRedis('test/cluster-client.test.ts');
+
+describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
+  let redis: TestRedis;
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
+  let worker: QueueWorker;
+  let local: LocalAIPipeline;
+  let remote: LocalAIPipeline;
+
+  beforeAll(async () => {
+    requireNativeAddon();
+    redis = await TestRedis.create();
+    scratch = await tempDir();
+    const modelsDir = path.join(scratch.dir, 'models');
+    await mkdir(modelsDir);
+    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    local = new LocalAIPipeline({ modelsDir });
+    worker = await startWorker({ redis: redis.url, queue: 'client', modelsDir });
+    // The client has no models of its own.
+    remote = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client' } });
+  }, 30_000);
+
+  afterAll(async () => {
+    remote?.dispose();
+    await worker?.close();
+    local?.dispose();
+    await redis?.dispose();
+    await scratch?.cleanup();
+  });
+
+  const request = (id: string, extra: Partial<ProcessingRequest['options']> = {}): ProcessingRequest => ({
+    id,
+    input: 'Once upon a time, there was a little',
+    taskType: 'generation',
+    options: { maxTokens: 24, temperature: 0, ...extra },
+  });
+
+  it('process and stream give the in-process text; chunks arrive in order', async () => {
+    const expected = await local.process(request('same-local'));
+    const processed = await remote.process(request('p1'));
+    expect(processed.success).toBe(true);
+    expect([processed.requestId, processed.text, processed.modelUsed]).toEqual(['p1', expected.text, 'lite']);
+    const seeded = { temperature: 0.8, seed: 42 };
+    const expectedSeeded = await local.process(request('seeded-local', seeded));
+    const stream = remote.stream(request('s1', seeded));
+    const chunks: string[] = [];
+    for await (const chunk of stream) chunks.push(chunk.text);
+    const result = await stream.result;
+    expect(chunks.join('')).toBe(expectedSeeded.text);
+    expect(result.text).toBe(expectedSeeded.text);
+  }, 60_000);
+
+  it('a duplicate request id gets the one result of the one job', async () => {
+    const [a, b] = await Promise.all([remote.process(request('dup')), remote.process(request('dup'))]);
+    expect(a.success).toBe(true);
+    expect(b).toEqual(a);
+    const again = await remote.process(request('dup'));
+    expect(again).toEqual(a);
+  }, 60_000);
+
+  it('rebuilds typed errors from the worker', async () => {
+    const missing = await remote.process({ ...request('missing'), modelPreference: 'nope' });
+    expect([missing.success, missing.errorCode]).toEqual([false, 'E_MODEL_NOT_FOUND']);
+    const hostile = await remote.process({ ...request('hostile'), modelPreference: '../../etc' });
+    expect(hostile.errorCode).toBe('E_INVALID_OPTION');
+    expect(hostile.errorMessage).toMatch(/job\.modelPreference/);
+  }, 60_000);
+
+  it('the caller\'s signal cancels the job on its worker', async () => {
+    const controller = new AbortController();
+    const stream = remote.stream(request('cancel-me', { maxTokens: 4000, signal: controller.signal }));
+    let seen = 0;
+    for await (const _ of stream) {
+      if (++seen === 3) controller.abort();
+    }
+    const result = await stream.result;
+    expect(result.success).toBe(false);
+    expect(result.errorCode).toBe('E_ABORTED');
+    expect(result.generatedTokens).toBeLessThan(4000);
+  }, 60_000);
+
+  it('a full queue is E_ABORTED, as in-process', async () => {
+    const full = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client', maxQueueSize: 0 } });
+    const result = await full.process(request('never'));
+    full.dispose();
+    expect([result.success, result.errorCode]).toEqual([false, 'E_ABORTED']);
+    expect(result.errorMessage).toMatch(/queue is full/);
+  }, 30_000);
+});

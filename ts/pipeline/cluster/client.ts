@@ -1,0 +1,150 @@
+/**
+ * The client side of a queue-backed {@link LocalAIPipeline}: a request becomes a BullMQ job whose id
+ * is the request id (a duplicate id joins the one job and gets its one result), its chunks are read in
+ * order from the job's Redis stream (repeats from a retried attempt dropped by sequence number), its
+ * result or typed error is rebuilt, and the caller's signal or deadline cancels it wherever it is.
+ */
+import { Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+
+import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
+import type { TokenChunk } from '../../engines/types.js';
+import { AsyncChannel } from '../channel.js';
+import { ProcessingMode } from '../modes.js';
+import type { ProcessingRequest, ProcessingResult, ProcessingStream } from '../types.js';
+import { encodeJob } from './job.js';
+import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
+import { decodeChunk, decodeError, decodeResult } from './wire.js';
+
+export interface QueueClientOptions {
+  /** Redis URL of the queue: the only host contacted. */
+  redis: string;
+  /** Queue name (default `phoenix`). */
+  name?: string;
+  /** Jobs that may wait or run at once; more are `E_ABORTED` as with the in-process queue (default 1024). */
+  maxQueueSize?: number;
+  /** Attempts of a job whose worker dies (default 3): a poisoned job ends after these. */
+  attempts?: number;
+}
+
+export class QueueClient {
+  readonly name: string;
+  readonly #redis: string;
+  readonly #maxQueueSize: number;
+  readonly #attempts: number;
+  readonly #queue: Queue;
+  readonly #events: QueueEvents;
+  readonly #publisher: Redis;
+
+  constructor(options: QueueClientOptions) {
+    this.name = options.name ?? 'phoenix';
+    this.#redis = options.redis;
+    this.#maxQueueSize = options.maxQueueSize ?? 1024;
+    this.#attempts = options.attempts ?? 3;
+    const connection = { url: options.redis, maxRetriesPerRequest: null };
+    this.#queue = new Queue(this.name, { connection: new Redis(options.redis, { maxRetriesPerRequest: null }), prefix: PREFIX });
+    this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
+    this.#publisher = new Redis(options.redis, { maxRetriesPerRequest: null });
+  }
+
+  stream(request: ProcessingRequest): ProcessingStream {
+    const channel = new AsyncChannel<TokenChunk>();
+    const result = this.#run(request, channel).finally(() => channel.close());
+    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+  }
+
+  async close(): Promise<void> {
+    await this.#events.close();
+    await this.#queue.close();
+    this.#publisher.disconnect();
+  }
+
+  async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
+    const startedAt = performance.now();
+    const signal = request?.options?.signal;
+    let stoppedBy: 'signal' | 'deadline' | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const reader = new Redis(this.#redis, { maxRetriesPerRequest: null });
+    try {
+      const payload = encodeJob(request);
+      if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });
+      const counts = await this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+      const busy = Object.values(counts).reduce((a, b) => a + b, 0);
+      const existing = await this.#queue.getJob(request.id);
+      if (!existing && busy >= this.#maxQueueSize) {
+        throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
+      }
+      await this.#events.waitUntilReady();
+      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, attempts: this.#attempts, removeOnComplete: false, removeOnFail: false }));
+      const cancel = (cause: 'signal' | 'deadline'): void => {
+        stoppedBy ??= cause;
+        void this.#publisher.publish(cancelChannel(this.name), request.id);
+        void job.remove().catch(() => undefined); // still waiting: never runs (a running job cannot be removed)
+      };
+      const onAbort = (): void => cancel('signal');
+      if (signal?.aborted) onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (request.maxProcessingTime !== undefined) timer = setTimeout(() => cancel('deadline'), request.maxProcessingTime);
+      const done = job.waitUntilFinished(this.#events).then(
+        (value: unknown) => ({ value }),
+        (error: unknown) => ({ error }),
+      );
+      let settled: { value?: unknown; error?: unknown } | undefined;
+      void done.then((s) => (settled = s));
+      // Chunks in order; a retried attempt writes the same sequence numbers again: keep the first.
+      const key = chunkStreamKey(this.name, request.id);
+      let last = '0';
+      let next = 0;
+      for (;;) {
+        const finishedBefore = settled !== undefined;
+        const read = await reader.xread('COUNT', 256, 'BLOCK', finishedBefore ? 1 : 50, 'STREAMS', key, last);
+        for (const [, entries] of read ?? []) {
+          for (const [id, fields] of entries) {
+            last = id;
+            const chunk = decodeChunk(JSON.parse(fields[1] ?? 'null'));
+            if (chunk.seq !== next) continue;
+            next++;
+            await channel.push({ text: chunk.text, tokenId: chunk.tokenId });
+          }
+        }
+        if (finishedBefore && !read) break;
+      }
+      signal?.removeEventListener('abort', onAbort);
+      const outcome = await done;
+      if ('error' in outcome) {
+        if (stoppedBy) throw new PhoenixError('E_ABORTED', stoppedBy === 'deadline' ? `maxProcessingTime of ${request.maxProcessingTime} ms exceeded` : 'aborted by the caller');
+        const reason = (outcome.error as Error)?.message ?? '';
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(reason);
+        } catch {
+          throw new PhoenixError('E_INTERNAL', `the job failed on its worker after ${this.#attempts} attempts at most: ${reason}`);
+        }
+        throw decodeError(parsed);
+      }
+      const result = decodeResult(outcome.value);
+      if (stoppedBy && !result.success) Object.assign(result.metadata, { stoppedBy });
+      return result;
+    } catch (thrown) {
+      const error = toPhoenixError(thrown);
+      return {
+        requestId: typeof request?.id === 'string' ? request.id : String(request?.id),
+        success: false,
+        errorCode: error.code,
+        errorMessage: error.message,
+        processingTime: performance.now() - startedAt,
+        promptTokens: 0,
+        generatedTokens: 0,
+        tokensPerSecond: 0,
+        energyConsumed: 0,
+        energySource: 'estimate',
+        fallbackUsed: false,
+        skippedModels: [],
+        metadata: { mode: request?.mode ?? ProcessingMode.FULL_CAPABILITY, ...(stoppedBy ? { stoppedBy } : {}) },
+      };
+    } finally {
+      clearTimeout(timer);
+      reader.disconnect();
+    }
+  }
+}
