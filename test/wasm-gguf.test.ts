@@ -218,18 +218,23 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('GGUF models on the WASM binding', (
       const d = await expectCode(bindings.wasm.describeModel(source), 'E_MODEL_NOT_FOUND');
       expect(d.message).toBe(n.message);
     }
-    // A .gguf linked from outside the folder holding the link (and its parent) is refused, by path or by folder.
+    // A .gguf linked from outside the folder holding the link (and its parent): named by its path, it
+    // is the model the caller chose and the link is followed (a Hugging Face cache snapshot links into
+    // ../../blobs); found in a folder, it is refused, by both bindings alike.
     const scratch = await tempDir();
     try {
       const inner = path.join(scratch.dir, 'models', 'm');
       await mkdir(inner, { recursive: true });
-      await symlink(TINY_GGUFS[0] as string, path.join(inner, 'linked.gguf'));
-      for (const source of [path.join(inner, 'linked.gguf'), inner]) {
-        const n = await expectCode(bindings.native.loadModel(source), 'E_BAD_WEIGHTS');
-        const w = await expectCode(bindings.wasm.loadModel(source), 'E_BAD_WEIGHTS');
-        expect(w.message).toBe(n.message);
-        expect(w.message).toMatch(/resolves outside the model folder/);
-      }
+      const link = path.join(inner, 'linked.gguf');
+      await symlink(TINY_GGUFS[0] as string, link);
+      const [n, w] = [await bindings.native.loadModel(link), await bindings.wasm.loadModel(link)];
+      expect(w.info()).toEqual(n.info());
+      expect(await w.tokenize('Hello, world!', false)).toEqual(await n.tokenize('Hello, world!', false));
+      [n, w].forEach((m) => m.dispose());
+      const nf = await expectCode(bindings.native.loadModel(inner), 'E_BAD_WEIGHTS');
+      const wf = await expectCode(bindings.wasm.loadModel(inner), 'E_BAD_WEIGHTS');
+      expect(wf.message).toBe(nf.message);
+      expect(wf.message).toMatch(/resolves outside the model folder/);
     } finally {
       await scratch.cleanup();
     }
@@ -244,14 +249,15 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('GGUF models on the WASM binding', (
     const run = spawnSync(OBJDUMP, ['-d', path.join(ROOT, 'wasm/node/phoenix_local_core_bg.wasm')], { encoding: 'utf8', maxBuffer: 1 << 30 });
     expect(run.status, run.stderr).toBe(0);
     const simd = simdByFunction(run.stdout);
+    // Functions whose name holds `fragment` (the kernels are kept out of line under these names).
     const count = (fragment: string, ops: RegExp): number =>
-      [...simd].filter(([name]) => name.endsWith(fragment)).reduce((sum, [, byOp]) => sum + [...byOp].filter(([op]) => ops.test(op)).reduce((n, [, c]) => n + c, 0), 0);
+      [...simd].filter(([name]) => name.includes(fragment)).reduce((sum, [, byOp]) => sum + [...byOp].filter(([op]) => ops.test(op)).reduce((n, [, c]) => n + c, 0), 0);
     // Quantized activation × quantized weights: 8-bit blocks widened to i16, multiplied and summed in
     // pairs by `i32x4.dot_i16x8_s` (the `pmaddwd` of WASM), then added in i32x4 lanes.
     expect(count('ops::quant::formats::rows', /^i32x4\.dot_i16x8_s$/), 'i32x4.dot_i16x8_s in the quantized mat-vec').toBeGreaterThan(8);
     expect(count('ops::quant::formats::rows', /^i32x4\.add$/), 'i32x4.add in the quantized mat-vec').toBeGreaterThan(8);
     // The logits head (f32 activation × dequantized blocks) and dequantization: f32x4 arithmetic.
-    expect(count('ops::quant::formats::exact_rows_at', /^f32x4\.(add|mul)$/), 'f32x4 arithmetic in the exact quantized rows').toBeGreaterThan(32);
+    expect(count('ops::quant::formats::exact_rows', /^f32x4\.(add|mul)$/), 'f32x4 arithmetic in the exact quantized rows').toBeGreaterThan(32);
   });
 
   describe.runIf(HAVE_SMOLLM2)(`the real SmolLM2-135M-Instruct Q4_1 file${HAVE_SMOLLM2 ? '' : ' (skipped: absent, npm run models:fetch)'}`, () => {
@@ -290,16 +296,17 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('GGUF models on the WASM binding', (
       expect(diff.baseline).toBeLessThan(1e-3);
       expect(argmaxes(lw, vocab)).toEqual(argmaxes(ln, vocab));
 
-      // A greedy reply is decided by one-row products whose activation is rounded to 8 bits
-      // (llama.cpp's way): native's AVX-512 VNNI loops and the portable loops WASM shares with
-      // native's baseline level can pick differently where two tokens are close (this prompt's first
-      // answer token: gap 0.08). Against the same loops, WASM's reply is the same token for token.
+      // Later steps of a greedy reply are one-row products whose activation is rounded to 8 bits
+      // (llama.cpp's way; the first sample keeps f32): native's AVX-512 VNNI loops and the portable
+      // loops WASM shares with native's baseline level may pick differently at a near-tie. Against
+      // the same loops, WASM's reply is the same token for token.
       const question = 'What is the capital of France?';
       const [an, aw] = [await chatAnswer(native, question, 24), await chatAnswer(wasm, question, 24)];
       const baseline = nativeBaseline(SMOLLM2, { chat: question, maxTokens: 24 });
       measured.push(`SmolLM2 chat: WASM ${JSON.stringify(aw.text)}; native ${JSON.stringify(an.text)}`);
       expect(aw.ids).toEqual(baseline);
-      expect(aw.ids.length).toBeGreaterThan(0);
+      expect(aw.text).toMatch(/Paris/);
+      expect(an.text).toMatch(/Paris/);
     });
   });
 });

@@ -63,7 +63,7 @@ async function fileReader(source) {
     return read;
   }
   const dir = path.dirname(source);
-  const read = await folderReader(dir);
+  const read = await folderReader(dir, path.basename(source));
   read.root = dir;
   read.modelFile = path.basename(source);
   return read;
@@ -88,8 +88,11 @@ async function listing(dir) {
  * regular file is read — opened without blocking (a FIFO's open would wait for a writer) and checked
  * with fstat on the opened handle, which is then the one read. A refused file is reported to the
  * core (RefusedFile), which words the error. `{ probe: true }`: the same checks, nothing read.
+ * `named`: the file the caller named (a `.gguf` path). It is the model they chose, so a link to it
+ * is followed wherever it leads (a Hugging Face cache snapshot links it into `../../blobs/<hash>`),
+ * as the core's folder loader does; the files beside it keep the rule.
  */
-async function folderReader(dir) {
+async function folderReader(dir, named = null) {
   const info = await stat(dir).catch(() => null);
   if (!info) throw new Error(`[E_MODEL_NOT_FOUND] model folder ${dir} does not exist`);
   if (!info.isDirectory()) throw new Error(`[E_MODEL_NOT_FOUND] model path ${dir} is not a folder`);
@@ -111,7 +114,7 @@ async function folderReader(dir) {
       throw cannotOpen(file, error);
     });
     if (real === null) return new RefusedFile('dangling');
-    if (!inside(real)) return new RefusedFile('outside');
+    if (name !== named && !inside(real)) return new RefusedFile('outside');
     const handle = await open(real, constants.O_RDONLY | constants.O_NONBLOCK).catch((error) => {
       throw cannotOpen(file, error);
     });

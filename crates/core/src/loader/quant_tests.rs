@@ -159,7 +159,11 @@ fn a_quantized_matrix_is_borrowed_from_the_file_and_reports_its_type_and_bytes()
     let (bytes, deq) = ggml_quantize(QuantKind::Q4_1, &values);
     let t = tensor("blk.0.w", WeightDType::Quant(QuantKind::Q4_1), vec![6, 64], bytes.clone()).unwrap();
     let file = t.bytes.as_ptr();
-    let store = TensorStore { format: WeightFormat::Safetensors, tensors: [("blk.0.w".to_string(), t)].into(), rope_interleaved: false };
+    let store = TensorStore {
+        format: WeightFormat::Safetensors,
+        tensors: [("blk.0.w".to_string(), t)].into(),
+        rope_interleaved: false,
+    };
     let data = store.load_matrix("blk.0.w", &[6, 64]).unwrap();
     let MatrixData::Quant(q) = &data else { panic!("dequantized at load: {}", data.dtype_name()) };
     assert_eq!(q.bytes().as_ptr(), file, "a copy, not the file's bytes");
@@ -192,7 +196,11 @@ fn a_quantized_tensor_whose_rows_are_not_whole_blocks_is_bad_weights_naming_it()
         start: 0,
         end: 144,
     };
-    let store = TensorStore { format: WeightFormat::Safetensors, tensors: [("w".to_string(), t)].into(), rope_interleaved: false };
+    let store = TensorStore {
+        format: WeightFormat::Safetensors,
+        tensors: [("w".to_string(), t)].into(),
+        rope_interleaved: false,
+    };
     let err = store.load_matrix("w", &[2, 128]).err().expect("rows of 128 are half a Q4_K block");
     assert_eq!(err.code, ErrorCode::BadWeights);
     assert!(err.message.contains("`w`") && err.message.contains("Q4_K"), "{}", err.message);

@@ -346,8 +346,8 @@ impl LanguageModel for GraniteHybridModel {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use crate::models::granite::state::LayerState;
     use crate::model::LogitsWanted;
+    use crate::models::granite::state::LayerState;
 
     fn model() -> GraniteHybridModel {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/granite-hybrid-tiny");
@@ -368,7 +368,10 @@ mod tests {
             let hybrid = state.as_any_mut().downcast_mut::<HybridState>().unwrap();
             for layer in &mut hybrid.layers {
                 if let LayerState::Mamba(s) = layer {
-                    assert!(s.ssm_exclusive(), "step {i}: a Mamba layer's state is shared, the step would not run in place");
+                    assert!(
+                        s.ssm_exclusive(),
+                        "step {i}: a Mamba layer's state is shared, the step would not run in place"
+                    );
                 }
             }
             let (bytes, tokens) = (state.to_bytes().unwrap(), state.layout().tokens);

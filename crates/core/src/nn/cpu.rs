@@ -12,7 +12,12 @@ pub(crate) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str, what:
 }
 
 /// [`f32s`] for the operand an in-place op updates.
-pub(crate) fn f32s_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str, what: &str) -> Result<&'a mut [f32]> {
+pub(crate) fn f32s_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<&'a mut [f32]> {
     let CpuStorage::F32(values) = storage else { bail!("{op}: {what} must be f32") };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&mut values[start..end]),

@@ -102,7 +102,12 @@ impl SsdScan {
     }
 
     /// Checks operand shapes for `l` tokens; returns `(l, xbc width, dt width)`.
-    fn check_shapes(&self, xbc: &Layout, dt: &DtOperand, state_len: usize) -> candle_core::Result<(usize, usize, usize)> {
+    fn check_shapes(
+        &self,
+        xbc: &Layout,
+        dt: &DtOperand,
+        state_len: usize,
+    ) -> candle_core::Result<(usize, usize, usize)> {
         let (h, p, n, g) = (self.heads, self.head_dim, self.state_size, self.groups);
         let (l, width) = xbc.shape().dims2()?;
         let (dt_rows, dt_width) = dt.rows.dims2()?;
@@ -125,7 +130,13 @@ impl InplaceOp2 for SsdStepOp<'_> {
         NAME
     }
 
-    fn cpu_fwd(&self, state: &mut CpuStorage, state_layout: &Layout, xbc: &CpuStorage, xbc_layout: &Layout) -> candle_core::Result<()> {
+    fn cpu_fwd(
+        &self,
+        state: &mut CpuStorage,
+        state_layout: &Layout,
+        xbc: &CpuStorage,
+        xbc_layout: &Layout,
+    ) -> candle_core::Result<()> {
         let sc = self.scan;
         let (l, width, dt_width) = sc.check_shapes(xbc_layout, self.dt, state_layout.shape().elem_count())?;
         if l != 1 {
@@ -143,7 +154,13 @@ impl InplaceOp2 for SsdStepOp<'_> {
         Ok(())
     }
 
-    fn cuda_fwd(&self, _: &mut candle_core::CudaStorage, _: &Layout, _: &candle_core::CudaStorage, _: &Layout) -> candle_core::Result<()> {
+    fn cuda_fwd(
+        &self,
+        _: &mut candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<()> {
         no_cuda(NAME)
     }
 }

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 pub use super::mat_ref::MatRef;
 #[cfg(test)]
 pub(crate) use super::matvec::matvec;
-pub use super::matvec::ActivationRounding;
 use super::matvec::matvec_with;
+pub use super::matvec::ActivationRounding;
 use super::size_mul;
 use super::weight_ref::widen;
 // `widen_rows`: the embedding gather of half-precision tables (the model's lookup moves onto it).

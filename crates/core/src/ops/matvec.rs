@@ -11,6 +11,8 @@
 //! bounds decode at ~30 % of bandwidth; f32 and bf16 stream at full speed).
 //! Rayon splits the rows into tasks, several per thread so a busy core does not hold the others up.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use super::quant::{self, QuantizedActivation};
@@ -44,6 +46,29 @@ pub enum ActivationRounding {
     Exact,
 }
 
+thread_local! {
+    /// Set while [`with_exact_activations`] runs on this thread.
+    static EXACT_SCOPE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every quantized mat-vec called on this thread treated as
+/// [`ActivationRounding::Exact`]. A generation feeds the token whose logits choose its first token
+/// this way: that choice is the one most often decided by a small gap, and the 8-bit activation of a
+/// one-token pass through every layer flipped it (SmolLM2-135M Q4_1 answered "L'Étoile…" for
+/// "Paris" on AVX2 and WASM). The decision is read on the calling thread before a product splits
+/// into tasks, and model forwards call products from their own thread, so the scope covers them.
+pub fn with_exact_activations<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the previous setting, also when `f` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            EXACT_SCOPE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(EXACT_SCOPE.with(|c| c.replace(true)));
+    f()
+}
+
 /// `out[o] (+)= Σ_i w[o, i] · x[i] + bias[o]`, `w` row-major `[out.len(), x.len()]`.
 #[cfg(test)]
 pub(crate) fn matvec(x: &[f32], w: WeightRef, bias: Option<&[f32]>, out: &mut [f32], accumulate: bool) {
@@ -65,10 +90,11 @@ pub(crate) fn matvec_with(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "matvec: bias length");
     }
+    let exact = rounding == ActivationRounding::Exact || EXACT_SCOPE.with(Cell::get);
     match w {
         // Quantized W: the activation is quantized once for every row (see `ops::quant`).
-        // The logits' product: f32 activation (see `ActivationRounding`).
-        WeightRef::Quant(_) if rounding == ActivationRounding::Exact => in_tasks(w, k, out, |w, o| match w {
+        // The logits' product, or a pass under `with_exact_activations`: f32 activation.
+        WeightRef::Quant(_) if exact => in_tasks(w, k, out, |w, o| match w {
             WeightRef::Quant(q) => quant::exact_rows(x, q, o, accumulate),
             _ => unreachable!("a slice of quantized weights is quantized"),
         }),
@@ -412,5 +438,34 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub(super) unsafe fn rows_avx512<E: LoadLanes>(x: &[f32], w: &[E], out: &mut [f32], accumulate: bool) {
         rows_body::<__m512, E>(x, w, out, accumulate)
+    }
+}
+
+#[cfg(test)]
+mod exact_scope_tests {
+    use super::{matvec_with, with_exact_activations, ActivationRounding, WeightRef};
+    use crate::loader::QuantKind;
+    use crate::ops::quant::{ggml_quantize, QuantRef};
+
+    #[test]
+    fn a_quantized_product_in_the_exact_scope_is_the_exact_one_and_the_scope_ends_with_it() {
+        let (n, k) = (64, 256);
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2).collect();
+        let (bytes, _) = ggml_quantize(QuantKind::Q4_1, &values);
+        let w = WeightRef::Quant(QuantRef { kind: QuantKind::Q4_1, bytes: &bytes });
+        let x: Vec<f32> = (0..k).map(|i| ((i * 31 % 97) as f32 / 97.0 - 0.5) * 3.0).collect();
+        let product = |rounding| {
+            let mut out = vec![0f32; n];
+            matvec_with(&x, w, None, &mut out, false, rounding);
+            out
+        };
+        let exact = product(ActivationRounding::Exact);
+        let rounded = product(ActivationRounding::Quantized);
+        assert_ne!(exact, rounded, "the 8-bit activation should move some output");
+        assert_eq!(with_exact_activations(|| product(ActivationRounding::Quantized)), exact);
+        assert_eq!(product(ActivationRounding::Quantized), rounded, "the scope must end with its call");
+        let unwound = std::panic::catch_unwind(|| with_exact_activations(|| panic!("inside the scope")));
+        assert!(unwound.is_err());
+        assert_eq!(product(ActivationRounding::Quantized), rounded, "the scope must end when its call unwinds");
     }
 }

@@ -3,8 +3,11 @@
 //! Feeding is lazy: the model state always holds every history token except the last (see
 //! [`super::snapshot`]). A step feeds what is pending — the whole prompt minus its last token as
 //! a prefill (in the model's own pieces, checking for cancellation between them), then the last
-//! token as a one-token call — samples, and appends the sample to the history unfed. A fresh run, a run restored from a snapshot and a run that continues a
-//! snapshot with more prompt therefore go through the same calls and give the same tokens.
+//! token as a one-token call — samples, and appends the sample to the history unfed. A fresh run,
+//! a run restored from a snapshot and a run that continues a snapshot with more prompt therefore go
+//! through the same calls and give the same tokens. On quantized weights the first step's one-token
+//! call keeps its activations in f32, as the prefill does; later steps round them to 8 bits
+//! (llama.cpp's decode, the fast path).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
 use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
 use crate::model::{LogitsWanted, ModelState};
+use crate::ops::with_exact_activations;
 use crate::tokenizer::Tokenizer;
 
 /// Counters for `stats()`. Times are wall milliseconds from the core's clock (`generate::clock`).
@@ -226,7 +230,9 @@ impl Generation {
         }
         let last = *self.history.last().expect("history is never empty");
         let model = self.model.as_ref().ok_or_else(released)?;
-        let mut logits = model.model().forward(&[last], self.state.as_mut(), LogitsWanted::Last)?;
+        let mut feed_last = || model.model().forward(&[last], self.state.as_mut(), LogitsWanted::Last);
+        // The first token of a generation is picked with f32 activations (see `with_exact_activations`).
+        let mut logits = if first { with_exact_activations(feed_last) } else { feed_last() }?;
         let position = self.history.len() - 1;
         finite::check_rows(&logits, logits.len(), position, self.history.len())?;
         self.fed = self.history.len();

@@ -155,7 +155,9 @@ impl ModelState for HybridState {
 
     fn to_bytes(&self) -> Result<Vec<u8>> {
         if self.broken {
-            return Err(state_mismatch("Granite-4.0-H state: left out of step by a failed decode step; nothing to snapshot"));
+            return Err(state_mismatch(
+                "Granite-4.0-H state: left out of step by a failed decode step; nothing to snapshot",
+            ));
         }
         let mut out = Vec::new();
         for layer in &self.layers {

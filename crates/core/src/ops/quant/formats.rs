@@ -438,10 +438,14 @@ per_kind! {
     Q6K => Q6K, rows_q6k, exact_rows_q6k, dequantize_q6k;
 }
 
+// `rows` and `exact_rows` stay out of line (one call per task, nothing to gain from inlining): the
+// WASM build's SIMD check (test/wasm-gguf.test.ts) finds the kernels under these names.
+#[inline(never)]
 pub(super) fn rows(act: &QuantizedActivation, w: &[u8], out: &mut [f32], accumulate: bool) {
     rows_at(simd_level(), act, w, out, accumulate);
 }
 
+#[inline(never)]
 pub(super) fn exact_rows(kind: QuantKind, x: &[f32], w: &[u8], out: &mut [f32], accumulate: bool) {
     exact_rows_at(simd_level(), kind, x, w, out, accumulate);
 }

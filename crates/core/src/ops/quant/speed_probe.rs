@@ -64,7 +64,14 @@ fn quant_speed_probe() {
                             let t = Instant::now();
                             for c in win * per_window..(win + 1) * per_window {
                                 let bytes = &ring[c * one.len()..(c + 1) * one.len()];
-                                crate::ops::matvec::matvec_with(&x, WeightRef::Quant(QuantRef { kind, bytes }), None, &mut out, false, rounding);
+                                crate::ops::matvec::matvec_with(
+                                    &x,
+                                    WeightRef::Quant(QuantRef { kind, bytes }),
+                                    None,
+                                    &mut out,
+                                    false,
+                                    rounding,
+                                );
                             }
                             secs = secs.min(t.elapsed().as_secs_f64() / per_window as f64);
                         }
