@@ -3,7 +3,7 @@
  * SIGINT, then stops taking jobs and finishes the active ones.
  */
 import { PhoenixError } from '../binding/errors.js';
-import { startWorker } from '../pipeline/cluster/worker.js';
+import { startWorker } from '../pipeline/cluster/lazy.js';
 import { LocalAIPipeline } from '../pipeline/pipeline.js';
 import type { ParsedFlags } from './args.js';
 import type { CliContext } from './context.js';

@@ -13,7 +13,8 @@ import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
-import { QueueClient, type QueueClientOptions } from './cluster/client.js';
+import type { QueueClientOptions } from './cluster/client.js';
+import { LazyQueueClient } from './cluster/lazy.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
@@ -115,7 +116,7 @@ export class LocalAIPipeline {
   readonly #energy: EnergyMeter;
   readonly #detector: OfflineDetector;
   readonly #metrics = new PipelineMetrics();
-  readonly #remote: QueueClient | undefined;
+  readonly #remote: LazyQueueClient | undefined;
 
   constructor(options: LocalAIPipelineOptions = {}) {
     this.#ownsManager = !options.manager;
@@ -139,7 +140,7 @@ export class LocalAIPipeline {
     this.#defaultMode = mode;
     this.#energy = new EnergyMeter(options.energy);
     this.#detector = options.offlineDetector ?? new OfflineDetector();
-    this.#remote = options.queue ? new QueueClient(options.queue) : undefined;
+    this.#remote = options.queue ? new LazyQueueClient(options.queue) : undefined;
   }
 
   /** The limits of `mode` in effect for this pipeline. */

@@ -9,9 +9,9 @@ import { Redis } from 'ioredis';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
-import { AsyncChannel } from '../channel.js';
-import { ProcessingMode } from '../modes.js';
-import type { ProcessingRequest, ProcessingResult, ProcessingStream } from '../types.js';
+import type { AsyncChannel } from '../channel.js';
+import type { ProcessingRequest, ProcessingResult } from '../types.js';
+import { failedResult } from './failure.js';
 import { encodeJob } from './job.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
@@ -47,19 +47,14 @@ export class QueueClient {
     this.#publisher = new Redis(options.redis, { maxRetriesPerRequest: null });
   }
 
-  stream(request: ProcessingRequest): ProcessingStream {
-    const channel = new AsyncChannel<TokenChunk>();
-    const result = this.#run(request, channel).finally(() => channel.close());
-    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
-  }
-
   async close(): Promise<void> {
     await this.#events.close();
     await this.#queue.close();
     this.#publisher.disconnect();
   }
 
-  async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
+  /** Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results). */
+  async run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
     const startedAt = performance.now();
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
@@ -126,22 +121,7 @@ export class QueueClient {
       if (stoppedBy && !result.success) Object.assign(result.metadata, { stoppedBy });
       return result;
     } catch (thrown) {
-      const error = toPhoenixError(thrown);
-      return {
-        requestId: typeof request?.id === 'string' ? request.id : String(request?.id),
-        success: false,
-        errorCode: error.code,
-        errorMessage: error.message,
-        processingTime: performance.now() - startedAt,
-        promptTokens: 0,
-        generatedTokens: 0,
-        tokensPerSecond: 0,
-        energyConsumed: 0,
-        energySource: 'estimate',
-        fallbackUsed: false,
-        skippedModels: [],
-        metadata: { mode: request?.mode ?? ProcessingMode.FULL_CAPABILITY, ...(stoppedBy ? { stoppedBy } : {}) },
-      };
+      return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
       clearTimeout(timer);
       reader.disconnect();
