@@ -4,6 +4,7 @@
  */
 import { PhoenixError } from '../binding/errors.js';
 import { startWorker } from '../pipeline/cluster/lazy.js';
+import { isQueueName } from '../pipeline/cluster/options.js';
 import { LocalAIPipeline } from '../pipeline/pipeline.js';
 import type { ParsedFlags } from './args.js';
 import type { CliContext } from './context.js';
@@ -35,7 +36,7 @@ function positiveInt(option: string, value: string | undefined, fallback: number
 export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promise<number> {
   const redis = redisUrl(flags.redis);
   const queue = flags.queue ?? 'phoenix';
-  if (queue === '' || queue.length > 128 || /[:\s]/.test(queue)) throw usageError('queue', '--queue must be 1–128 characters without ":" or spaces');
+  if (!isQueueName(queue)) throw usageError('queue', '--queue must be 1–128 characters without ":" or spaces');
   const concurrency = positiveInt('concurrency', flags.concurrency, 1);
   const pipeline = new LocalAIPipeline({ manager: ctx.manager, maxConcurrency: concurrency });
   const worker = await startWorker({ redis, queue, concurrency, pipeline });

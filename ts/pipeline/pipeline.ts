@@ -13,7 +13,7 @@ import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
-import type { QueueClientOptions } from './cluster/client.js';
+import type { QueueClientOptions } from './cluster/options.js';
 import { LazyQueueClient } from './cluster/lazy.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';

@@ -13,25 +13,14 @@ import type { AsyncChannel } from '../channel.js';
 import type { ProcessingRequest, ProcessingResult } from '../types.js';
 import { failedResult } from './failure.js';
 import { encodeJob } from './job.js';
+import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
-
-export interface QueueClientOptions {
-  /** Redis URL of the queue: the only host contacted. */
-  redis: string;
-  /** Queue name (default `phoenix`). */
-  name?: string;
-  /** Jobs that may wait or run at once; more are `E_ABORTED` as with the in-process queue (default 1024). */
-  maxQueueSize?: number;
-  /** Attempts of a job whose worker dies (default 3): a poisoned job ends after these. */
-  attempts?: number;
-}
 
 export class QueueClient {
   readonly name: string;
   readonly #redis: string;
   readonly #maxQueueSize: number;
-  readonly #attempts: number;
   readonly #queue: Queue;
   readonly #events: QueueEvents;
   readonly #publisher: Redis;
@@ -40,7 +29,6 @@ export class QueueClient {
     this.name = options.name ?? 'phoenix';
     this.#redis = options.redis;
     this.#maxQueueSize = options.maxQueueSize ?? 1024;
-    this.#attempts = options.attempts ?? 3;
     const connection = { url: options.redis, maxRetriesPerRequest: null };
     this.#queue = new Queue(this.name, { connection: new Redis(options.redis, { maxRetriesPerRequest: null }), prefix: PREFIX });
     this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
@@ -70,7 +58,7 @@ export class QueueClient {
         throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
       }
       await this.#events.waitUntilReady();
-      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, attempts: this.#attempts, removeOnComplete: false, removeOnFail: false }));
+      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: false, removeOnFail: false }));
       const cancel = (cause: 'signal' | 'deadline'): void => {
         stoppedBy ??= cause;
         void this.#publisher.publish(cancelChannel(this.name), request.id);
@@ -113,7 +101,7 @@ export class QueueClient {
         try {
           parsed = JSON.parse(reason);
         } catch {
-          throw new PhoenixError('E_INTERNAL', `the job failed on its worker after ${this.#attempts} attempts at most: ${reason}`);
+          throw new PhoenixError('E_INTERNAL', `the job failed on its worker: ${reason}`);
         }
         throw decodeError(parsed);
       }

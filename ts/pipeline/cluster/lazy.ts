@@ -8,8 +8,9 @@ import { toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
 import { AsyncChannel } from '../channel.js';
 import type { ProcessingRequest, ProcessingResult, ProcessingStream } from '../types.js';
-import type { QueueClient, QueueClientOptions } from './client.js';
+import type { QueueClient } from './client.js';
 import { failedResult } from './failure.js';
+import { checkQueueOptions, type QueueClientOptions } from './options.js';
 import type { QueueWorker, WorkerOptions } from './worker.js';
 
 /** Starts a queue worker (see `worker.ts`); resolves once it is connected and taking jobs. */
@@ -25,7 +26,7 @@ export class LazyQueueClient {
   #closed = false;
 
   constructor(options: QueueClientOptions) {
-    this.#options = options;
+    this.#options = checkQueueOptions(options);
   }
 
   client(): Promise<QueueClient> {
