@@ -22,7 +22,7 @@ describe('LocalAIPipeline({ queue })', () => {
     ['redis', {}],
     ['name', { redis: 'redis://h:1', name: 'a:b' }],
     ['name', { redis: 'redis://h:1', name: '' }],
-    ['maxQueueSize', { redis: 'redis://h:1', maxQueueSize: 0 }],
+    ['maxQueueSize', { redis: 'redis://h:1', maxQueueSize: -1 }],
     ['maxQueueSize', { redis: 'redis://h:1', maxQueueSize: 1.5 }],
   ])('refuses a bad queue.%s', async (field, queue) => {
     const error = await expectCode(build(queue), 'E_INVALID_OPTION');

@@ -41,6 +41,6 @@ export function checkQueueOptions(options: QueueClientOptions): QueueClientOptio
   if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || url.hostname === '') throw bad('redis', 'must be a redis:// or rediss:// URL with a host');
   if (options.name !== undefined && (typeof options.name !== 'string' || !isQueueName(options.name))) throw bad('name', 'must be 1–128 characters without ":" or spaces');
   const size = options.maxQueueSize;
-  if (size !== undefined && (!Number.isSafeInteger(size) || size < 1)) throw bad('maxQueueSize', `must be an integer ≥ 1, got ${String(size)}`);
+  if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) throw bad('maxQueueSize', `must be an integer ≥ 0, got ${String(size)}`);
   return options;
 }
