@@ -42,6 +42,7 @@ export type { QueueStatus } from './pipeline/queue.js';
 export { startWorker } from './pipeline/cluster/lazy.js';
 export type { WorkerOptions, QueueWorker } from './pipeline/cluster/worker.js';
 export type { QueueClientOptions } from './pipeline/cluster/options.js';
+export type { ClusterMetrics, ClusterWorkerStatus } from './pipeline/cluster/aggregate.js';
 
 export { OfflineDetector, hasExternalInterface } from './offline/detector.js';
 export type { ConnectivityProbe, ConnectivityState, OfflineDetectorOptions } from './offline/detector.js';

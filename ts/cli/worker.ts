@@ -38,9 +38,11 @@ export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promis
   const queue = flags.queue ?? 'phoenix';
   if (!isQueueName(queue)) throw usageError('queue', '--queue must be 1–128 characters without ":" or spaces');
   const concurrency = positiveInt('concurrency', flags.concurrency, 1);
+  const preload = flags.preload === undefined ? [] : flags.preload.split(',').map((name) => name.trim());
+  if (preload.some((name) => name === '')) throw usageError('preload', '--preload must be model names separated by commas');
   const pipeline = new LocalAIPipeline({ manager: ctx.manager, maxConcurrency: concurrency });
-  const worker = await startWorker({ redis, queue, concurrency, pipeline });
-  ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency})\n`);
+  const worker = await startWorker({ redis, queue, concurrency, pipeline, preload });
+  ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency}${preload.length ? `, holding ${preload.join(', ')}` : ''})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);

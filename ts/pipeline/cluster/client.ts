@@ -11,7 +11,9 @@ import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
 import type { AsyncChannel } from '../channel.js';
 import type { ProcessingRequest, ProcessingResult } from '../types.js';
+import { aggregateCluster, type ClusterMetrics } from './aggregate.js';
 import { failedResult } from './failure.js';
+import { readHeartbeats } from './heartbeat.js';
 import { encodeJob } from './job.js';
 import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
@@ -33,6 +35,13 @@ export class QueueClient {
     this.#queue = new Queue(this.name, { connection: new Redis(options.redis, { maxRetriesPerRequest: null }), prefix: PREFIX });
     this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
     this.#publisher = new Redis(options.redis, { maxRetriesPerRequest: null });
+  }
+
+  /** Job counts of the queue and its live workers' adverts, aggregated. */
+  async cluster(): Promise<ClusterMetrics> {
+    const counts = await this.#queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
+    const beats = await readHeartbeats(this.#publisher, this.name);
+    return aggregateCluster(this.name, counts, beats, Date.now());
   }
 
   async close(): Promise<void> {

@@ -4,14 +4,20 @@
  * other commands or the browser entry: they cost startup time and memory, and a browser bundle cannot
  * load them at all.
  */
-import { toPhoenixError } from '../../binding/errors.js';
+import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
 import { AsyncChannel } from '../channel.js';
 import type { ProcessingRequest, ProcessingResult, ProcessingStream } from '../types.js';
+import type { ClusterMetrics } from './aggregate.js';
 import type { QueueClient } from './client.js';
 import { failedResult } from './failure.js';
 import { checkQueueOptions, type QueueClientOptions } from './options.js';
 import type { QueueWorker, WorkerOptions } from './worker.js';
+
+/** Longest wait for the cluster's figures (Redis away: commands queue until it is back). */
+const CLUSTER_READ_MS = 5000;
+/** Most often the figures are re-read as results come in. */
+const REFRESH_MS = 1000;
 
 /** Starts a queue worker (see `worker.ts`); resolves once it is connected and taking jobs. */
 export async function startWorker(options: WorkerOptions): Promise<QueueWorker> {
@@ -24,6 +30,9 @@ export class LazyQueueClient {
   readonly #options: QueueClientOptions;
   #client: Promise<QueueClient> | undefined;
   #closed = false;
+  #latest: ClusterMetrics | undefined;
+  #refreshing: Promise<ClusterMetrics> | undefined;
+  #refreshedAt = 0;
 
   constructor(options: QueueClientOptions) {
     this.#options = checkQueueOptions(options);
@@ -40,8 +49,38 @@ export class LazyQueueClient {
     const result: Promise<ProcessingResult> = this.client()
       .then((client) => client.run(request, channel))
       .catch((error: unknown) => failedResult(request, toPhoenixError(error), startedAt))
-      .finally(() => channel.close());
+      .finally(() => {
+        channel.close();
+        if (!this.#closed && Date.now() - this.#refreshedAt >= REFRESH_MS) void this.cluster().catch(() => undefined);
+      });
     return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+  }
+
+  /** The cluster's figures as last read (after a result, at most once a second, or by {@link cluster}). */
+  get latest(): ClusterMetrics | undefined {
+    return this.#latest;
+  }
+
+  /**
+   * Reads the cluster's figures now.
+   * @throws `E_BACKEND_UNAVAILABLE` when Redis does not answer within 5 s.
+   */
+  cluster(): Promise<ClusterMetrics> {
+    this.#refreshedAt = Date.now();
+    this.#refreshing ??= (async () => {
+      const client = await this.client();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PhoenixError('E_BACKEND_UNAVAILABLE', `queue "${client.name}": Redis did not answer within ${CLUSTER_READ_MS} ms`)), CLUSTER_READ_MS);
+      });
+      try {
+        this.#latest = await Promise.race([client.cluster(), late]);
+        return this.#latest;
+      } finally {
+        clearTimeout(timer);
+      }
+    })().finally(() => (this.#refreshing = undefined));
+    return this.#refreshing;
   }
 
   async close(): Promise<void> {
