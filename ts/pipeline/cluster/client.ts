@@ -5,7 +5,7 @@
  * result or typed error is rebuilt, and the caller's signal or deadline cancels it wherever it is.
  */
 import { Queue, QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
@@ -17,6 +17,7 @@ import { readHeartbeats } from './heartbeat.js';
 import { encodeJob } from './job.js';
 import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
+import { connect } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
 
 export class QueueClient {
@@ -32,9 +33,14 @@ export class QueueClient {
     this.#redis = options.redis;
     this.#maxQueueSize = options.maxQueueSize ?? 1024;
     const connection = { url: options.redis, maxRetriesPerRequest: null };
-    this.#queue = new Queue(this.name, { connection: new Redis(options.redis, { maxRetriesPerRequest: null }), prefix: PREFIX });
+    this.#queue = new Queue(this.name, { connection: connect(options.redis), prefix: PREFIX });
     this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
-    this.#publisher = new Redis(options.redis, { maxRetriesPerRequest: null });
+    this.#publisher = connect(options.redis);
+    // Connection errors while Redis is away: BullMQ retries by itself (an unheard 'error' would throw).
+    this.#queue.on('error', () => undefined);
+    this.#events.on('error', () => undefined);
+    // job.waitUntilFinished listens on the queue once per waiting request: many by design.
+    this.#queue.setMaxListeners(0);
   }
 
   /** Job counts of the queue and its live workers' adverts, aggregated. */
@@ -56,7 +62,7 @@ export class QueueClient {
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
     let timer: NodeJS.Timeout | undefined;
-    const reader = new Redis(this.#redis, { maxRetriesPerRequest: null });
+    const reader = connect(this.#redis);
     try {
       const payload = encodeJob(request);
       if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });

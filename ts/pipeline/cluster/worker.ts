@@ -9,7 +9,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import { LocalAIPipeline } from '../pipeline.js';
@@ -18,6 +17,7 @@ import { decideAffinity } from './affinity.js';
 import { MAX_SAMPLES, publishHeartbeat, readHeartbeats, withdrawHeartbeat, type WorkerHeartbeat } from './heartbeat.js';
 import { decodeJob } from './job.js';
 import { CHUNK_TTL_S, PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
+import { connect } from './connection.js';
 import { encodeChunk, encodeError, encodeResult, type WireResult } from './wire.js';
 
 export interface WorkerOptions {
@@ -101,9 +101,9 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   const stats = new JobStats();
   let available: string[] = [];
   let availableAt = 0;
-  const connection = new Redis(options.redis, { maxRetriesPerRequest: null });
-  const subscriber = new Redis(options.redis, { maxRetriesPerRequest: null });
-  const writer = new Redis(options.redis, { maxRetriesPerRequest: null });
+  const connection = connect(options.redis);
+  const subscriber = connect(options.redis);
+  const writer = connect(options.redis);
 
   const loadedNames = (): string[] => pipeline.manager.loadedModels().map((m) => m.name);
   const refreshAvailable = async (): Promise<void> => {
@@ -180,9 +180,11 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   };
 
   const lockDuration = options.lockDurationMs ?? 10_000;
+  // `name` marks each job with the worker running it (job.processedBy).
   // A job whose worker died is taken up again up to maxStalledCount times, then fails: a job that
   // kills every worker it reaches ends instead of looping.
-  const worker = new Worker(queue, run, { connection, concurrency, prefix: PREFIX, autorun: false, lockDuration, stalledInterval: Math.max(1000, lockDuration / 2), maxStalledCount: 2 });
+  const worker = new Worker(queue, run, { name: id, connection, concurrency, prefix: PREFIX, autorun: false, lockDuration, stalledInterval: Math.max(1000, lockDuration / 2), maxStalledCount: 2 });
+  worker.on('error', () => undefined); // Redis away: BullMQ retries by itself (an unheard 'error' stops the worker)
   await subscriber.subscribe(cancelChannel(queue));
   subscriber.on('message', (_channel: string, jobId: string) => {
     worker.cancelJob(jobId, 'aborted by the caller');
