@@ -27,13 +27,16 @@ export class QueueClient {
   readonly #queue: Queue;
   readonly #events: QueueEvents;
   readonly #publisher: Redis;
+  /** Given to the Queue, so not closed by it (BullMQ leaves a connection it was handed open). */
+  readonly #queueConnection: Redis;
 
   constructor(options: QueueClientOptions) {
     this.name = options.name ?? 'phoenix';
     this.#redis = options.redis;
     this.#maxQueueSize = options.maxQueueSize ?? 1024;
     const connection = { url: options.redis, maxRetriesPerRequest: null };
-    this.#queue = new Queue(this.name, { connection: connect(options.redis), prefix: PREFIX });
+    this.#queueConnection = connect(options.redis);
+    this.#queue = new Queue(this.name, { connection: this.#queueConnection, prefix: PREFIX });
     this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
     this.#publisher = connect(options.redis);
     // Connection errors while Redis is away: BullMQ retries by itself (an unheard 'error' would throw).
@@ -51,9 +54,9 @@ export class QueueClient {
   }
 
   async close(): Promise<void> {
-    await this.#events.close();
-    await this.#queue.close();
     this.#publisher.disconnect();
+    await Promise.allSettled([this.#events.close(), this.#queue.close()]);
+    this.#queueConnection.disconnect();
   }
 
   /** Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results). */

@@ -72,6 +72,7 @@ export class LazyQueueClient {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new PhoenixError('E_BACKEND_UNAVAILABLE', `queue "${client.name}": Redis did not answer within ${CLUSTER_READ_MS} ms`)), CLUSTER_READ_MS);
+        timer.unref();
       });
       try {
         this.#latest = await Promise.race([client.cluster(), late]);
