@@ -69,6 +69,9 @@ describe('decideAffinity', () => {
   it('never takes a model missing from its dir while a live worker has it, however long it waited', () => {
     const me = { id: 'me', loaded: [], available: ['tiny'] };
     expect(decide('lite', [beat('other', [], ['lite'])], 60_000, me)).toBe(false);
+    // Its idle peers check back less often the longer it waits (at most once a second).
+    const retry = (waitedMs: number) => decideAffinity({ model: 'lite', self: me, workers: [beat('other', [], ['lite'])], waitedMs, affinityWaitMs: 2000 });
+    expect([retry(0), retry(5000), retry(60_000)].map((d) => (d.run ? 0 : d.retryInMs))).toEqual([50, 500, 1000]);
     expect(decide('lite', [beat('other', [], ['tiny'])], 0, me)).toBe(true); // nobody has it: run, the pipeline reports why
   });
   it('does not count its own advert as another holder', () => {

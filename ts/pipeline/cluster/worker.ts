@@ -55,8 +55,6 @@ export interface QueueWorker {
   close(): Promise<void>;
 }
 
-/** How long a job handed back to a model's holder waits before it is taken up again. */
-const HAND_BACK_MS = 50;
 /** How often the list of models this worker can load is re-read. */
 const AVAILABLE_REFRESH_MS = 15_000;
 
@@ -157,7 +155,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
         affinityWaitMs,
       });
       if (!decision.run) {
-        await job.moveToDelayed(Date.now() + HAND_BACK_MS, token);
+        await job.moveToDelayed(Date.now() + decision.retryInMs, token);
         throw new DelayedError(decision.reason);
       }
     }
