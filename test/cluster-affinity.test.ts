@@ -97,3 +97,43 @@ describe.skipIf(skip)('jobs naming a model go to the worker holding it', () => {
     expect(metrics.cluster?.workers).toHaveLength(2);
   }, 30_000);
 });
+
+describe.skipIf(skip)('workers with different models dirs', () => {
+  let redis: TestRedis;
+  let scratch: Awaited<ReturnType<typeof tempDir>>;
+  let liteOnly: QueueWorker;
+  let both: QueueWorker;
+  let remote: LocalAIPipeline;
+
+  beforeAll(async () => {
+    requireNativeAddon();
+    redis = await TestRedis.create();
+    scratch = await tempDir();
+    const dirs = { liteOnly: path.join(scratch.dir, 'a'), both: path.join(scratch.dir, 'b') };
+    await mkdir(dirs.liteOnly);
+    await mkdir(dirs.both);
+    await copyModel(LITE, path.join(dirs.liteOnly, 'lite'));
+    await copyModel(LITE, path.join(dirs.both, 'lite'));
+    await copyModel(TINY, path.join(dirs.both, 'tiny'));
+    liteOnly = await startWorker({ redis: redis.url, queue: 'dirs', modelsDir: dirs.liteOnly });
+    both = await startWorker({ redis: redis.url, queue: 'dirs', modelsDir: dirs.both });
+    remote = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'dirs' } });
+  }, 30_000);
+
+  afterAll(async () => {
+    remote?.dispose();
+    await liteOnly?.close();
+    await both?.close();
+    await redis?.dispose();
+    await scratch?.cleanup();
+  });
+
+  it('a job for a model only one worker has never fails on the other (which stays idle)', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => remote.process({ id: `t-${i}`, input: 'Once upon a time', taskType: 'generation', modelPreference: 'tiny', options: { maxTokens: 8, temperature: 0 } })),
+    );
+    for (const r of results) expect([r.success, r.modelUsed], `${r.errorCode} ${r.errorMessage}`).toEqual([true, 'tiny']);
+    expect(liteOnly.pipeline.getMetrics().requests).toBe(0);
+    expect(both.pipeline.getMetrics().requestsByModel).toEqual({ tiny: 8 });
+  }, 60_000);
+});
