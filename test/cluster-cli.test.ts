@@ -26,11 +26,20 @@ describe('phoenix-local worker: usage', () => {
     [['--redis', 'http://127.0.0.1:1'], /redis:\/\//],
     [['--redis', 'redis://127.0.0.1:1', '--concurrency', '0'], /--concurrency must be an integer/],
     [['--redis', 'redis://127.0.0.1:1', '--queue', 'a:b'], /--queue must be/],
+    [['--redis', 'redis://127.0.0.1:1', '--preload', 'lite,'], /--preload must be model names/],
   ])('refuses %j with exit 2', (args, message) => {
     const run = spawnSync(process.execPath, [BIN, 'worker', ...args], { encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /);
     expect(run.stderr).toMatch(message);
+  });
+});
+
+describe('phoenix-local worker --preload', () => {
+  it('loads the named models before connecting: a model that is not there is its typed error', () => {
+    const run = spawnSync(process.execPath, [BIN, 'worker', '--redis', 'redis://127.0.0.1:1', '--models-dir', path.dirname(LITE), '--preload', 'no-such-model'], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/);
   });
 });
 
@@ -54,7 +63,7 @@ describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
     queue = new Queue('cli', { connection, prefix: PREFIX });
     events = new QueueEvents('cli', { connection, prefix: PREFIX });
     await events.waitUntilReady();
-    child = spawn(process.execPath, [BIN, 'worker', '--redis', redis.url, '--queue', 'cli', '--models-dir', modelsDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = spawn(process.execPath, [BIN, 'worker', '--redis', redis.url, '--queue', 'cli', '--models-dir', modelsDir, '--preload', 'lite'], { stdio: ['ignore', 'ignore', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       child.stderr!.on('data', (d: Buffer) => {
         stderr += d.toString();
@@ -80,6 +89,7 @@ describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
     local.dispose();
     const job1 = await queue.add('process', encodeJob(first), { jobId: 'c1' });
     expect(decodeResult(await job1.waitUntilFinished(events, 30_000)).text).toBe(expected1.text);
+    expect(stderr).toMatch(/holding lite/);
 
     const job2 = await queue.add('process', encodeJob(second), { jobId: 'c2' });
     const finished = job2.waitUntilFinished(events, 30_000);

@@ -3,6 +3,7 @@
  * as in-process, one job and one result per request id, typed errors rebuilt, the caller's signal
  * cancelling the job on its worker, and a full queue refused as in-process.
  */
+import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,7 @@ import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js'
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
 import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-client.test.ts');
 
@@ -100,5 +101,23 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     full.dispose();
     expect([result.success, result.errorCode]).toEqual([false, 'E_ABORTED']);
     expect(result.errorMessage).toMatch(/queue is full/);
+  }, 30_000);
+
+  it('a disposed queue pipeline closes its connections: its process exits by itself', async () => {
+    const script = `import { LocalAIPipeline } from ${JSON.stringify(path.join(ROOT, 'dist/index.js'))};
+const client = new LocalAIPipeline({ modelsDir: '/nonexistent', queue: { redis: process.argv[1], name: 'client' } });
+const result = await client.process({ id: 'exits', input: 'Once upon a time', taskType: 'generation', options: { maxTokens: 4, temperature: 0 } });
+client.dispose();
+console.log(result.success);`;
+    // Asynchronously: the worker serving it runs in this process.
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, redis.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+    clearTimeout(killer);
+    expect([signal, code, out.trim()], err).toEqual([null, 0, 'true']);
   }, 30_000);
 });

@@ -39,9 +39,10 @@ export { EnergyMeter } from './pipeline/energy.js';
 export type { EnergyMeterOptions, EnergySource, EnergyMeasurement } from './pipeline/energy.js';
 export type { MetricsSnapshot, Distribution } from './pipeline/metrics.js';
 export type { QueueStatus } from './pipeline/queue.js';
-export { startWorker } from './pipeline/cluster/worker.js';
+export { startWorker } from './pipeline/cluster/lazy.js';
 export type { WorkerOptions, QueueWorker } from './pipeline/cluster/worker.js';
-export type { QueueClientOptions } from './pipeline/cluster/client.js';
+export type { QueueClientOptions } from './pipeline/cluster/options.js';
+export type { ClusterMetrics, ClusterWorkerStatus } from './pipeline/cluster/aggregate.js';
 
 export { OfflineDetector, hasExternalInterface } from './offline/detector.js';
 export type { ConnectivityProbe, ConnectivityState, OfflineDetectorOptions } from './offline/detector.js';

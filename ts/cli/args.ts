@@ -34,6 +34,7 @@ const OPTIONS = {
   redis: { type: 'string' },
   queue: { type: 'string' },
   concurrency: { type: 'string' },
+  preload: { type: 'string' },
 } as const;
 
 export type ParsedFlags = ReturnType<typeof parse>['values'];
@@ -55,7 +56,7 @@ const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose'],
   chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose'],
   score: ['threads', 'ids', 'text', 'json'],
-  worker: ['threads', 'redis', 'queue', 'concurrency'],
+  worker: ['threads', 'redis', 'queue', 'concurrency', 'preload'],
 };
 
 function parse(argv: string[]) {

@@ -42,7 +42,7 @@ ${EXIT_STATUS}
 `;
 
 const COMMAND_USAGE: Record<CommandName, string> = {
-  worker: `Usage: phoenix-local worker --redis <url> [--queue <name>] [--models-dir <dir>] [--concurrency <n>]
+  worker: `Usage: phoenix-local worker --redis <url> [--queue <name>] [--models-dir <dir>] [--concurrency <n>] [--preload <a,b>]
 
 Takes requests from a BullMQ queue on Redis (what LocalAIPipeline({ queue: { redis, name } }) sends) and
 runs them through a pipeline over this models dir: same model selection, modes and deadlines. Redis is the
@@ -51,7 +51,9 @@ only host contacted. SIGTERM or SIGINT: stop taking jobs, finish the active ones
 Options:
   --redis <url>                redis://host:port of the queue (required)
   --queue <name>               queue name (default phoenix)
-  --concurrency <n>            jobs run at once (default 1)`,
+  --concurrency <n>            jobs run at once (default 1)
+  --preload <a,b>              models to load before taking jobs; jobs naming a model go to a worker
+                               that holds it when one is free within 2 s`,
   list: `Usage: phoenix-local list [--json]
 
 Lists the models in the models dir: name, type, format, size, status, version, sha256.

@@ -3,7 +3,8 @@
  * SIGINT, then stops taking jobs and finishes the active ones.
  */
 import { PhoenixError } from '../binding/errors.js';
-import { startWorker } from '../pipeline/cluster/worker.js';
+import { startWorker } from '../pipeline/cluster/lazy.js';
+import { isQueueName } from '../pipeline/cluster/options.js';
 import { LocalAIPipeline } from '../pipeline/pipeline.js';
 import type { ParsedFlags } from './args.js';
 import type { CliContext } from './context.js';
@@ -35,11 +36,13 @@ function positiveInt(option: string, value: string | undefined, fallback: number
 export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promise<number> {
   const redis = redisUrl(flags.redis);
   const queue = flags.queue ?? 'phoenix';
-  if (queue === '' || queue.length > 128 || /[:\s]/.test(queue)) throw usageError('queue', '--queue must be 1–128 characters without ":" or spaces');
+  if (!isQueueName(queue)) throw usageError('queue', '--queue must be 1–128 characters without ":" or spaces');
   const concurrency = positiveInt('concurrency', flags.concurrency, 1);
+  const preload = flags.preload === undefined ? [] : flags.preload.split(',').map((name) => name.trim());
+  if (preload.some((name) => name === '')) throw usageError('preload', '--preload must be model names separated by commas');
   const pipeline = new LocalAIPipeline({ manager: ctx.manager, maxConcurrency: concurrency });
-  const worker = await startWorker({ redis, queue, concurrency, pipeline });
-  ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency})\n`);
+  const worker = await startWorker({ redis, queue, concurrency, pipeline, preload });
+  ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency}${preload.length ? `, holding ${preload.join(', ')}` : ''})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);

@@ -37,7 +37,7 @@ export interface MetricsSnapshot {
 
 const WINDOW = 1000;
 
-function distribution(values: readonly number[]): Distribution {
+export function distribution(values: readonly number[]): Distribution {
   if (values.length === 0) return { count: 0, mean: 0, p50: 0, p95: 0, max: 0 };
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;

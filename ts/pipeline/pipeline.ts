@@ -13,7 +13,9 @@ import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
 import { AsyncChannel } from './channel.js';
-import { QueueClient, type QueueClientOptions } from './cluster/client.js';
+import type { QueueClientOptions } from './cluster/options.js';
+import type { ClusterMetrics } from './cluster/aggregate.js';
+import { LazyQueueClient } from './cluster/lazy.js';
 import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energy.js';
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
@@ -80,6 +82,10 @@ export interface SystemStatus {
   energySource: EnergySource;
   manifest: { file: string; persistent: boolean; warning?: string };
   metrics: MetricsSnapshot;
+  /** A queue pipeline: the queue's job counts and its workers' adverts, aggregated (read now). */
+  cluster?: ClusterMetrics;
+  /** A queue pipeline whose Redis did not answer: why `cluster` is missing. */
+  clusterError?: string;
 }
 
 const TASKS: readonly TaskType[] = ['generation', 'scoring'];
@@ -115,7 +121,7 @@ export class LocalAIPipeline {
   readonly #energy: EnergyMeter;
   readonly #detector: OfflineDetector;
   readonly #metrics = new PipelineMetrics();
-  readonly #remote: QueueClient | undefined;
+  readonly #remote: LazyQueueClient | undefined;
 
   constructor(options: LocalAIPipelineOptions = {}) {
     this.#ownsManager = !options.manager;
@@ -139,7 +145,7 @@ export class LocalAIPipeline {
     this.#defaultMode = mode;
     this.#energy = new EnergyMeter(options.energy);
     this.#detector = options.offlineDetector ?? new OfflineDetector();
-    this.#remote = options.queue ? new QueueClient(options.queue) : undefined;
+    this.#remote = options.queue ? new LazyQueueClient(options.queue) : undefined;
   }
 
   /** The limits of `mode` in effect for this pipeline. */
@@ -163,7 +169,11 @@ export class LocalAIPipeline {
    * run on unread.
    */
   stream(request: ProcessingRequest): ProcessingStream {
-    if (this.#remote) return this.#remote.stream(request);
+    if (this.#remote) {
+      const remote = this.#remote.stream(request);
+      void remote.result.then((r) => this.#metrics.record(r, r.metadata.mode));
+      return remote;
+    }
     const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
     const result = this.#run(request, channel).finally(() => channel.close());
     let drainScheduled = false;
@@ -205,12 +215,18 @@ export class LocalAIPipeline {
       energySource: this.#energy.source,
       manifest: await this.manager.manifestStatus(),
       metrics: this.#metrics.snapshot(),
+      ...(await this.#clusterStatus()),
     };
   }
 
-  /** Counters so far. */
-  getMetrics(): MetricsSnapshot {
-    return this.#metrics.snapshot();
+  /**
+   * Counters so far (of a queue pipeline: the results it received), and for a queue pipeline `cluster`:
+   * the queue's figures across its workers as last read (refreshed after results, at most once a second;
+   * `getSystemStatus()` reads them afresh).
+   */
+  getMetrics(): MetricsSnapshot & { cluster?: ClusterMetrics } {
+    const cluster = this.#remote?.latest;
+    return { ...this.#metrics.snapshot(), ...(cluster ? { cluster } : {}) };
   }
 
   /** Unloads the models of a manager this pipeline created. */
@@ -220,6 +236,15 @@ export class LocalAIPipeline {
   }
 
   // ── internals ─────────────────────────────────────────────────────────────
+
+  async #clusterStatus(): Promise<Pick<SystemStatus, 'cluster' | 'clusterError'>> {
+    if (!this.#remote) return {};
+    try {
+      return { cluster: await this.#remote.cluster() };
+    } catch (error) {
+      return { clusterError: toPhoenixError(error).message };
+    }
+  }
 
   async #backendStatus(): Promise<SystemStatus['backend']> {
     const engine = this.manager.engines.find((e): e is BindingEngine => e instanceof BindingEngine);

@@ -5,66 +5,67 @@
  * result or typed error is rebuilt, and the caller's signal or deadline cancels it wherever it is.
  */
 import { Queue, QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { TokenChunk } from '../../engines/types.js';
-import { AsyncChannel } from '../channel.js';
-import { ProcessingMode } from '../modes.js';
-import type { ProcessingRequest, ProcessingResult, ProcessingStream } from '../types.js';
+import type { AsyncChannel } from '../channel.js';
+import type { ProcessingRequest, ProcessingResult } from '../types.js';
+import { aggregateCluster, type ClusterMetrics } from './aggregate.js';
+import { failedResult } from './failure.js';
+import { readHeartbeats } from './heartbeat.js';
 import { encodeJob } from './job.js';
+import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
+import { connect } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
-
-export interface QueueClientOptions {
-  /** Redis URL of the queue: the only host contacted. */
-  redis: string;
-  /** Queue name (default `phoenix`). */
-  name?: string;
-  /** Jobs that may wait or run at once; more are `E_ABORTED` as with the in-process queue (default 1024). */
-  maxQueueSize?: number;
-  /** Attempts of a job whose worker dies (default 3): a poisoned job ends after these. */
-  attempts?: number;
-}
 
 export class QueueClient {
   readonly name: string;
   readonly #redis: string;
   readonly #maxQueueSize: number;
-  readonly #attempts: number;
   readonly #queue: Queue;
   readonly #events: QueueEvents;
   readonly #publisher: Redis;
+  /** Given to the Queue, so not closed by it (BullMQ leaves a connection it was handed open). */
+  readonly #queueConnection: Redis;
 
   constructor(options: QueueClientOptions) {
     this.name = options.name ?? 'phoenix';
     this.#redis = options.redis;
     this.#maxQueueSize = options.maxQueueSize ?? 1024;
-    this.#attempts = options.attempts ?? 3;
     const connection = { url: options.redis, maxRetriesPerRequest: null };
-    this.#queue = new Queue(this.name, { connection: new Redis(options.redis, { maxRetriesPerRequest: null }), prefix: PREFIX });
+    this.#queueConnection = connect(options.redis);
+    this.#queue = new Queue(this.name, { connection: this.#queueConnection, prefix: PREFIX });
     this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
-    this.#publisher = new Redis(options.redis, { maxRetriesPerRequest: null });
+    this.#publisher = connect(options.redis);
+    // Connection errors while Redis is away: BullMQ retries by itself (an unheard 'error' would throw).
+    this.#queue.on('error', () => undefined);
+    this.#events.on('error', () => undefined);
+    // job.waitUntilFinished listens on the queue once per waiting request: many by design.
+    this.#queue.setMaxListeners(0);
   }
 
-  stream(request: ProcessingRequest): ProcessingStream {
-    const channel = new AsyncChannel<TokenChunk>();
-    const result = this.#run(request, channel).finally(() => channel.close());
-    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+  /** Job counts of the queue and its live workers' adverts, aggregated. */
+  async cluster(): Promise<ClusterMetrics> {
+    const counts = await this.#queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
+    const beats = await readHeartbeats(this.#publisher, this.name);
+    return aggregateCluster(this.name, counts, beats, Date.now());
   }
 
   async close(): Promise<void> {
-    await this.#events.close();
-    await this.#queue.close();
     this.#publisher.disconnect();
+    await Promise.allSettled([this.#events.close(), this.#queue.close()]);
+    this.#queueConnection.disconnect();
   }
 
-  async #run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
+  /** Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results). */
+  async run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
     const startedAt = performance.now();
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
     let timer: NodeJS.Timeout | undefined;
-    const reader = new Redis(this.#redis, { maxRetriesPerRequest: null });
+    const reader = connect(this.#redis);
     try {
       const payload = encodeJob(request);
       if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });
@@ -75,7 +76,7 @@ export class QueueClient {
         throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
       }
       await this.#events.waitUntilReady();
-      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, attempts: this.#attempts, removeOnComplete: false, removeOnFail: false }));
+      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: false, removeOnFail: false }));
       const cancel = (cause: 'signal' | 'deadline'): void => {
         stoppedBy ??= cause;
         void this.#publisher.publish(cancelChannel(this.name), request.id);
@@ -118,7 +119,7 @@ export class QueueClient {
         try {
           parsed = JSON.parse(reason);
         } catch {
-          throw new PhoenixError('E_INTERNAL', `the job failed on its worker after ${this.#attempts} attempts at most: ${reason}`);
+          throw new PhoenixError('E_INTERNAL', `the job failed on its worker: ${reason}`);
         }
         throw decodeError(parsed);
       }
@@ -126,22 +127,7 @@ export class QueueClient {
       if (stoppedBy && !result.success) Object.assign(result.metadata, { stoppedBy });
       return result;
     } catch (thrown) {
-      const error = toPhoenixError(thrown);
-      return {
-        requestId: typeof request?.id === 'string' ? request.id : String(request?.id),
-        success: false,
-        errorCode: error.code,
-        errorMessage: error.message,
-        processingTime: performance.now() - startedAt,
-        promptTokens: 0,
-        generatedTokens: 0,
-        tokensPerSecond: 0,
-        energyConsumed: 0,
-        energySource: 'estimate',
-        fallbackUsed: false,
-        skippedModels: [],
-        metadata: { mode: request?.mode ?? ProcessingMode.FULL_CAPABILITY, ...(stoppedBy ? { stoppedBy } : {}) },
-      };
+      return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
       clearTimeout(timer);
       reader.disconnect();

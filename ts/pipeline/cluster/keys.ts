@@ -2,7 +2,6 @@
  * Redis names of one phoenix queue besides BullMQ's own: the chunk stream of a job and the channel
  * clients use to cancel a job wherever it runs.
  */
-
 /** BullMQ key prefix (BullMQ's default). */
 export const PREFIX = 'bull';
 

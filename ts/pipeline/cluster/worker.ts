@@ -2,16 +2,22 @@
  * A queue worker: takes jobs from a BullMQ queue on Redis and runs each through its own in-process
  * {@link LocalAIPipeline} (same model selection, modes and deadlines), writing streamed chunks to a Redis
  * stream in order and returning the result. A job id published on the cancel channel aborts the job
- * here. `close()` stops taking jobs and waits for the active ones (what SIGTERM does in the CLI).
+ * here. It advertises itself (heartbeat: models held, memory, jobs, latencies) and hands a job naming a
+ * model back for a moment when another worker holds that model (see `affinity.ts`). `close()` stops
+ * taking jobs and waits for the active ones (what SIGTERM does in the CLI).
  */
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import { LocalAIPipeline } from '../pipeline.js';
 import type { ProcessingResult } from '../types.js';
+import { decideAffinity } from './affinity.js';
+import { MAX_SAMPLES, publishHeartbeat, readHeartbeats, withdrawHeartbeat, type WorkerHeartbeat } from './heartbeat.js';
 import { decodeJob } from './job.js';
 import { CHUNK_TTL_S, PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
+import { connect } from './connection.js';
 import { encodeChunk, encodeError, encodeResult, type WireResult } from './wire.js';
 
 export interface WorkerOptions {
@@ -28,31 +34,109 @@ export interface WorkerOptions {
    * (SIGKILL) hands its jobs to another after about this long.
    */
   lockDurationMs?: number;
+  /** Models (names in the models dir) loaded before the worker takes jobs. */
+  preload?: string[];
+  /**
+   * How long a job naming a model this worker does not hold is left to a worker that holds it, counted
+   * from when it was enqueued (default 2000 ms); after that this worker runs it (loading the model).
+   */
+  affinityWaitMs?: number;
+  /** How often the worker rewrites its advert (default 1000 ms; it expires after three missed beats). */
+  heartbeatMs?: number;
   /** A pipeline to run jobs on instead of a new one over `modelsDir`. */
   pipeline?: LocalAIPipeline;
 }
 
 export interface QueueWorker {
+  /** This worker's id in its advert (host:pid:random). */
+  readonly id: string;
   readonly pipeline: LocalAIPipeline;
-  /** Stops taking jobs, waits for the active ones, disconnects. */
+  /** Stops taking jobs, waits for the active ones, withdraws its advert, disconnects. */
   close(): Promise<void>;
 }
 
-function checkConcurrency(value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw new PhoenixError('E_INVALID_OPTION', `option \`concurrency\` must be an integer ≥ 1, got ${String(value)}`, { option: 'concurrency' });
+/** How often the list of models this worker can load is re-read. */
+const AVAILABLE_REFRESH_MS = 15_000;
+
+function checkCount(option: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min) throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` must be an integer ≥ ${min}, got ${String(value)}`, { option });
   return value;
 }
 
-/** Starts a worker; resolves once it is connected and taking jobs. */
+/** Counters and recent latencies of the jobs this worker finished. */
+class JobStats {
+  done = 0;
+  failed = 0;
+  active = 0;
+  readonly latencies: number[] = [];
+  readonly #finishedAt: number[] = [];
+
+  finished(result: ProcessingResult): void {
+    this.done++;
+    if (!result.success) this.failed++;
+    this.latencies.push(result.processingTime);
+    if (this.latencies.length > MAX_SAMPLES) this.latencies.shift();
+    this.#finishedAt.push(Date.now());
+  }
+
+  doneLastMinute(): number {
+    const since = Date.now() - 60_000;
+    while (this.#finishedAt.length > 0 && this.#finishedAt[0]! < since) this.#finishedAt.shift();
+    return this.#finishedAt.length;
+  }
+}
+
+/** Starts a worker; resolves once it is connected, its preloads are loaded and it is taking jobs. */
 export async function startWorker(options: WorkerOptions): Promise<QueueWorker> {
   const queue = options.queue ?? 'phoenix';
-  const concurrency = checkConcurrency(options.concurrency ?? 1);
+  const concurrency = checkCount('concurrency', options.concurrency ?? 1, 1);
+  const affinityWaitMs = checkCount('affinityWaitMs', options.affinityWaitMs ?? 2000, 0);
+  const heartbeatMs = checkCount('heartbeatMs', options.heartbeatMs ?? 1000, 100);
   const pipeline = options.pipeline ?? new LocalAIPipeline({ modelsDir: options.modelsDir, maxConcurrency: concurrency });
-  const connection = new Redis(options.redis, { maxRetriesPerRequest: null });
-  const subscriber = new Redis(options.redis, { maxRetriesPerRequest: null });
-  const writer = new Redis(options.redis, { maxRetriesPerRequest: null });
+  for (const name of options.preload ?? []) await pipeline.manager.loadModel(name);
+  const id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const startedAt = Date.now();
+  const stats = new JobStats();
+  let available: string[] = [];
+  let availableAt = 0;
+  const connection = connect(options.redis);
+  const subscriber = connect(options.redis);
+  const writer = connect(options.redis);
 
-  const run = async (job: Job, _token?: string, signal?: AbortSignal): Promise<WireResult> => {
+  const loadedNames = (): string[] => pipeline.manager.loadedModels().map((m) => m.name);
+  const refreshAvailable = async (): Promise<void> => {
+    if (Date.now() - availableAt < AVAILABLE_REFRESH_MS) return;
+    availableAt = Date.now();
+    const models = await pipeline.manager.listModels().catch(() => []);
+    available = models.filter((m) => m.status !== 'error' && m.status !== 'corrupted').map((m) => m.name);
+  };
+  const heartbeat = (): WorkerHeartbeat => {
+    const memory = process.memoryUsage();
+    return {
+      id,
+      host: hostname(),
+      pid: process.pid,
+      startedAt,
+      updatedAt: Date.now(),
+      loaded: pipeline.manager.loadedModels().map((m) => ({ name: m.name, memoryBytes: m.memoryBytes })),
+      available,
+      memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, loadedModelBytes: pipeline.manager.loadedBytes() },
+      jobs: { done: stats.done, failed: stats.failed, active: stats.active },
+      doneLastMinute: stats.doneLastMinute(),
+      latencyMs: [...stats.latencies],
+      requestsByModel: pipeline.getMetrics().requestsByModel,
+    };
+  };
+  let beating: Promise<void> | undefined;
+  const beat = (): Promise<void> =>
+    (beating ??= (async () => {
+      await refreshAvailable();
+      await publishHeartbeat(writer, queue, heartbeat(), heartbeatMs * 3);
+    })()
+      .catch(() => undefined) // Redis away: the next beat tries again
+      .finally(() => (beating = undefined)));
+
+  const run = async (job: Job, token?: string, signal?: AbortSignal): Promise<WireResult> => {
     const jobId = job.id!;
     let request;
     try {
@@ -62,32 +146,61 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
       // A malformed job fails at once, without retries; its typed error travels as the failure reason.
       throw new UnrecoverableError(JSON.stringify(encodeError(toPhoenixError(thrown))));
     }
-    const stream = pipeline.stream({ ...request, options: { ...request.options, signal } });
-    const key = chunkStreamKey(queue, jobId);
-    let seq = 0;
-    for await (const chunk of stream) {
-      await writer.xadd(key, '*', 'c', JSON.stringify(encodeChunk(seq++, chunk)));
+    if (request.modelPreference !== undefined) {
+      const decision = decideAffinity({
+        model: request.modelPreference,
+        self: { id, loaded: loadedNames(), available },
+        workers: await readHeartbeats(writer, queue),
+        waitedMs: Date.now() - job.timestamp,
+        affinityWaitMs,
+      });
+      if (!decision.run) {
+        await job.moveToDelayed(Date.now() + decision.retryInMs, token);
+        throw new DelayedError(decision.reason);
+      }
     }
-    await writer.expire(key, CHUNK_TTL_S);
-    const result: ProcessingResult = await stream.result; // never rejects: failures are results
-    return encodeResult(result);
+    stats.active++;
+    try {
+      const stream = pipeline.stream({ ...request, options: { ...request.options, signal } });
+      const key = chunkStreamKey(queue, jobId);
+      let seq = 0;
+      for await (const chunk of stream) {
+        await writer.xadd(key, '*', 'c', JSON.stringify(encodeChunk(seq++, chunk)));
+      }
+      await writer.expire(key, CHUNK_TTL_S);
+      const result: ProcessingResult = await stream.result; // never rejects: failures are results
+      stats.finished(result);
+      return encodeResult(result);
+    } finally {
+      stats.active--;
+      void beat(); // what it holds may have changed
+    }
   };
 
   const lockDuration = options.lockDurationMs ?? 10_000;
+  // `name` marks each job with the worker running it (job.processedBy).
   // A job whose worker died is taken up again up to maxStalledCount times, then fails: a job that
   // kills every worker it reaches ends instead of looping.
-  const worker = new Worker(queue, run, { connection, concurrency, prefix: PREFIX, autorun: false, lockDuration, stalledInterval: Math.max(1000, lockDuration / 2), maxStalledCount: 2 });
+  const worker = new Worker(queue, run, { name: id, connection, concurrency, prefix: PREFIX, autorun: false, lockDuration, stalledInterval: Math.max(1000, lockDuration / 2), maxStalledCount: 2 });
+  worker.on('error', () => undefined); // Redis away: BullMQ retries by itself (an unheard 'error' stops the worker)
   await subscriber.subscribe(cancelChannel(queue));
   subscriber.on('message', (_channel: string, jobId: string) => {
     worker.cancelJob(jobId, 'aborted by the caller');
   });
+  await beat();
+  const timer = setInterval(() => void beat(), heartbeatMs);
+  timer.unref();
   void worker.run();
   await worker.waitUntilReady();
 
   return {
+    id,
     pipeline,
     async close(): Promise<void> {
+      clearInterval(timer);
       await worker.close();
+      await beating;
+      await withdrawHeartbeat(writer, queue, id).catch(() => undefined);
       subscriber.disconnect();
       writer.disconnect();
       connection.disconnect();
