@@ -105,7 +105,7 @@ function argmaxes(logits: Float32Array, vocab: number): number[] {
 async function greedyIds(model: RawModel, ids: number[], maxTokens: number): Promise<number[]> {
   const generation = model.generate({ ids }, { maxTokens, temperature: 0 });
   const out: number[] = [];
-  for (let step = await generation.next(); step; step = await generation.next()) if (step.tokenId !== null) out.push(step.tokenId);
+  for (let step = await generation.next(); step; step = await generation.next()) if (step.tokenId != null) out.push(step.tokenId);
   return out;
 }
 
@@ -114,7 +114,7 @@ async function chatAnswer(model: RawModel, question: string, maxTokens: number):
   const ids: number[] = [];
   let text = '';
   for (let step = await generation.next(); step; step = await generation.next()) {
-    if (step.tokenId !== null) ids.push(step.tokenId);
+    if (step.tokenId != null) ids.push(step.tokenId);
     text += step.text;
   }
   return { ids, text };
