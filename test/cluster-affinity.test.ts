@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
 import { LITE, TINY, copyModel, requireNativeAddon, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-affinity.test.ts');
@@ -23,14 +23,8 @@ describe.skipIf(skip)('jobs naming a model go to the worker holding it', () => {
   let remote: LocalAIPipeline;
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    const modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
-    await copyModel(TINY, path.join(modelsDir, 'tiny'));
-    await copyModel(TINY, path.join(modelsDir, 'unheld'));
+    const { modelsDir, ...scene } = await clusterScene({ lite: LITE, tiny: TINY, unheld: TINY });
+    ({ redis, scratch } = scene);
     holdsLite = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['lite'] });
     holdsTiny = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['tiny'] });
     remote = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'aff' } });

@@ -4,7 +4,6 @@
  * job and exits 0.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,8 +13,8 @@ import { PREFIX } from '../ts/pipeline/cluster/keys.js';
 import { decodeResult } from '../ts/pipeline/cluster/wire.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, tempDir } from './helpers.js';
 
 const BIN = path.join(ROOT, 'bin/phoenix-local.js');
 const skip = skipWithoutRedis('test/cluster-cli.test.ts');
@@ -53,12 +52,7 @@ describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
   let events: QueueEvents;
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    ({ redis, scratch, modelsDir } = await clusterScene({ lite: LITE }));
     const connection = { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null };
     queue = new Queue('cli', { connection, prefix: PREFIX });
     events = new QueueEvents('cli', { connection, prefix: PREFIX });

@@ -4,15 +4,14 @@
  * cancelling the job on its worker, and a full queue refused as in-process.
  */
 import { spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-client.test.ts');
 
@@ -24,12 +23,8 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
   let remote: LocalAIPipeline;
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    const modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    const { modelsDir, ...scene } = await clusterScene({ lite: LITE });
+    ({ redis, scratch } = scene);
     local = new LocalAIPipeline({ modelsDir });
     worker = await startWorker({ redis: redis.url, queue: 'client', modelsDir });
     // The client has no models of its own.

@@ -4,15 +4,14 @@
  * with a 1 s lock, so each death is noticed quickly (needs dist/: npm run build:ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { PREFIX } from '../ts/pipeline/cluster/keys.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-poison.test.ts');
 
@@ -29,12 +28,7 @@ describe.skipIf(skip)('a poisoned job', () => {
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    ({ redis, scratch, modelsDir } = await clusterScene({ lite: LITE }));
   }, 30_000);
 
   afterAll(async () => {

@@ -7,7 +7,6 @@
  * workers' memory (RSS from their heartbeats) stays flat.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,8 +16,8 @@ import { PREFIX } from '../ts/pipeline/cluster/keys.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest, ProcessingResult } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, TINY, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, TINY, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-proof.test.ts');
 const N = 200;
@@ -72,14 +71,7 @@ describe.skipIf(skip)('200 requests on three workers, one SIGKILLed, Redis resta
   const expected = new Map<string, ReturnType<typeof outcome>>();
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
-    await copyModel(TINY, path.join(modelsDir, 'tiny'));
-    await copyModel(path.join(path.dirname(TINY), 'llama-tiny'), path.join(modelsDir, 'llama'));
+    ({ redis, scratch, modelsDir } = await clusterScene({ lite: LITE, tiny: TINY, llama: path.join(path.dirname(TINY), 'llama-tiny') }));
     const local = new LocalAIPipeline({ modelsDir });
     for (const r of requests) expected.set(r.id, outcome(await local.process(r)));
     local.dispose();

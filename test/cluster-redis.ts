@@ -9,7 +9,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+
+import { copyModel, requireNativeAddon, tempDir } from './helpers.js';
 
 export const REDIS_SERVER = process.env.PHOENIX_REDIS_SERVER ?? 'redis-server';
 export const REDIS_AVAILABLE = spawnSync(REDIS_SERVER, ['--version'], { stdio: 'ignore' }).status === 0;
@@ -117,5 +120,25 @@ export class TestRedis {
   async dispose(): Promise<void> {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What most cluster tests start from: a fresh {@link TestRedis} and a temp dir whose `models/` holds
+ * copies of `models` (name → model folder). The caller disposes `redis` and cleans `scratch` up.
+ */
+export async function clusterScene(models: Record<string, string>): Promise<{ redis: TestRedis; scratch: Awaited<ReturnType<typeof tempDir>>; modelsDir: string }> {
+  requireNativeAddon();
+  const redis = await TestRedis.create();
+  const scratch = await tempDir();
+  try {
+    const modelsDir = path.join(scratch.dir, 'models');
+    await mkdir(modelsDir);
+    for (const [name, folder] of Object.entries(models)) await copyModel(folder, path.join(modelsDir, name));
+    return { redis, scratch, modelsDir };
+  } catch (error) {
+    await redis.dispose();
+    await scratch.cleanup();
+    throw error;
   }
 }

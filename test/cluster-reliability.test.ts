@@ -4,7 +4,6 @@
  * text equals the in-process pipeline's for the same request (greedy and seeded).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PREFIX } from '../ts/pipeline/cluster/keys.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest, ProcessingResult } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, ROOT, tempDir } from './helpers.js';
 
 const BIN = path.join(ROOT, 'bin/phoenix-local.js');
 const skip = skipWithoutRedis('test/cluster-reliability.test.ts');
@@ -39,12 +38,7 @@ describe.skipIf(skip)('workers dying mid-run', () => {
   const workers: ChildProcess[] = [];
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    ({ redis, scratch, modelsDir } = await clusterScene({ lite: LITE }));
     workers.push(await startWorkerProcess(redis.url, modelsDir), await startWorkerProcess(redis.url, modelsDir));
   }, 60_000);
 

@@ -3,8 +3,6 @@
  * text as the in-process pipeline, its chunks land in order in the job's Redis stream, a malformed job
  * fails once (no retries) with a typed error, and close() lets an active job finish.
  */
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,8 +13,8 @@ import { decodeChunk, decodeError, decodeResult } from '../ts/pipeline/cluster/w
 import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
-import { TestRedis, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
+import { LITE, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-worker.test.ts');
 const QUEUE = 'worker-test';
@@ -31,12 +29,7 @@ describe.skipIf(skip)('startWorker', () => {
   let local: LocalAIPipeline;
 
   beforeAll(async () => {
-    requireNativeAddon();
-    redis = await TestRedis.create();
-    scratch = await tempDir();
-    modelsDir = path.join(scratch.dir, 'models');
-    await mkdir(modelsDir);
-    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    ({ redis, scratch, modelsDir } = await clusterScene({ lite: LITE }));
     const connection = { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null };
     queue = new Queue(QUEUE, { connection, prefix: PREFIX });
     events = new QueueEvents(QUEUE, { connection, prefix: PREFIX });
