@@ -6,15 +6,18 @@
 //! never complete; counting bytes where they are allocated covers them all.
 //!
 //! How: the process's global allocator is the system one plus a per-thread counter that is armed only
-//! on a thread running budgeted work (elsewhere the cost is one thread-local read and a branch). A
+//! on a thread running budgeted work (elsewhere the cost is one relaxed load and a branch). A
 //! budgeted job runs on its own thread. An allocation that would take it past its budget cannot fail
 //! (a null return aborts the process) nor unwind (undefined behaviour in an allocator), so that thread
 //! reports the overrun to the waiting caller and sleeps forever: its memory stays held but bounded by
 //! the budget, and the caller gets an error. A process keeps at most [`MAX_STOPPED`] such threads;
 //! later budgeted jobs are refused.
 //!
-//! On wasm32 there are no threads to stop: the job runs inline, and an allocation that fails traps
-//! the instance (the JS layer replaces it and reports `E_INTERNAL`).
+//! On wasm32 there are no threads to stop: the job runs inline under the same count, and past the
+//! budget the instance traps at once (rather than growing its memory to 4 GiB first). Just before,
+//! the caller's report (prepared before the job ran) goes to the hook the glue set with
+//! [`set_overrun_hook`]: wasm-bindgen refuses every call into a trapped module, so the JS layer must
+//! hear it first; it then replaces the trapped instance and throws that error.
 
 /// Why a budgeted job gave no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +37,117 @@ pub const MAX_STOPPED: usize = 4;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::run_with_budget;
-
-/// Runs `job` inline: wasm32 has no threads to stop (see the module notes).
 #[cfg(target_arch = "wasm32")]
-pub fn run_with_budget<T: Send + 'static>(
-    _budget: usize,
-    job: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Refused> {
-    Ok(job())
+pub use wasm::{run_with_budget, set_overrun_hook};
+
+/// Natively a job past its budget never traps the process, so there is nothing to hear about.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_overrun_hook(_hook: fn(&str)) {}
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::{Cell, RefCell};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Refused;
+
+    /// The system allocator (dlmalloc), counting live bytes while a budgeted job runs.
+    pub struct BudgetedAllocator;
+
+    #[global_allocator]
+    static ALLOCATOR: BudgetedAllocator = BudgetedAllocator;
+
+    // One thread: plain atomics are loads and stores. `LIMIT == 0`: no job is running.
+    static LIMIT: AtomicUsize = AtomicUsize::new(0);
+    static USED: AtomicUsize = AtomicUsize::new(0);
+
+    thread_local! {
+        static REPORT: RefCell<String> = const { RefCell::new(String::new()) };
+        static HOOK: Cell<Option<fn(&str)>> = const { Cell::new(None) };
+    }
+
+    /// Runs `job` inline; past `budget` live bytes the instance traps, leaving `report` for
+    /// [`overrun_report`].
+    pub fn run_with_budget<T: Send + 'static>(
+        budget: usize,
+        report: &str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        REPORT.with(|r| *r.borrow_mut() = report.to_string());
+        USED.store(0, Ordering::Relaxed);
+        LIMIT.store(budget.max(1), Ordering::Relaxed);
+        let value = job();
+        LIMIT.store(0, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    /// Called with the report of a job past its budget, just before the instance traps.
+    pub fn set_overrun_hook(hook: fn(&str)) {
+        HOOK.with(|h| h.set(Some(hook)));
+    }
+
+    #[inline(always)]
+    fn charge(bytes: usize) {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        if limit != 0 {
+            let used = USED.load(Ordering::Relaxed).saturating_add(bytes);
+            if used > limit {
+                stop();
+            }
+            USED.store(used, Ordering::Relaxed);
+        }
+    }
+
+    #[inline(always)]
+    fn credit(bytes: usize) {
+        if LIMIT.load(Ordering::Relaxed) != 0 {
+            USED.store(USED.load(Ordering::Relaxed).saturating_sub(bytes), Ordering::Relaxed);
+        }
+    }
+
+    /// Reports, then traps: neither failing (an abort, with no report) nor unwinding is allowed in an
+    /// allocator. With the budget off, the hook may allocate (dlmalloc has not been entered yet).
+    #[cold]
+    #[inline(never)]
+    fn stop() -> ! {
+        LIMIT.store(0, Ordering::Relaxed);
+        if let Some(hook) = HOOK.with(Cell::get) {
+            REPORT.with(|r| hook(&r.borrow()));
+        }
+        core::arch::wasm32::unreachable()
+    }
+
+    // SAFETY: every call forwards to `System` with the same arguments.
+    unsafe impl GlobalAlloc for BudgetedAllocator {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc(layout)
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc_zeroed(layout)
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            credit(layout.size());
+            System.dealloc(ptr, layout)
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if new_size > layout.size() {
+                charge(new_size - layout.size());
+            } else {
+                credit(layout.size() - new_size);
+            }
+            System.realloc(ptr, layout, new_size)
+        }
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -106,8 +212,10 @@ mod native {
     static METERING: AtomicUsize = AtomicUsize::new(0);
 
     /// Runs `job` on a thread of its own whose live allocations may not exceed `budget` bytes.
+    /// (`report` is for the wasm32 version, which cannot return an error once it traps.)
     pub fn run_with_budget<T: Send + 'static>(
         budget: usize,
+        _report: &str,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
         run_counting(budget, &STOPPED, MAX_STOPPED, job)

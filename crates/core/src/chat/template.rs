@@ -115,7 +115,13 @@ impl ChatTemplate {
             documents => Value::from(()),
         };
         let env = Arc::clone(&self.env);
-        match memory_budget::run_with_budget(MAX_RENDER_MEMORY, move || render_captured(&env, ctx)) {
+        let over_budget = bad_config(format!(
+            "{}: the chat template built values past the {} MiB a render may hold; it was stopped and is not rendered again",
+            self.origin,
+            MAX_RENDER_MEMORY >> 20
+        ));
+        let report = over_budget.to_wire();
+        match memory_budget::run_with_budget(MAX_RENDER_MEMORY, &report, move || render_captured(&env, ctx)) {
             Ok(Rendered::Text(bytes)) => String::from_utf8(bytes).map_err(|_| internal_utf8(&self.origin)),
             Ok(Rendered::Overflowed) => Err(bad_config(format!(
                 "{}: the chat template's output grew past {MAX_OUTPUT_BYTES} bytes",
@@ -126,16 +132,7 @@ impl ChatTemplate {
                 "{}: the template engine failed on this chat template and conversation (an internal error of minijinja, e.g. reverse-slicing an empty list)",
                 self.origin
             ))),
-            Err(Refused::OverBudget) => Err(self
-                .stopped
-                .get_or_init(|| {
-                    bad_config(format!(
-                        "{}: the chat template built values past the {} MiB a render may hold; it was stopped and is not rendered again",
-                        self.origin,
-                        MAX_RENDER_MEMORY >> 20
-                    ))
-                })
-                .clone()),
+            Err(Refused::OverBudget) => Err(self.stopped.get_or_init(|| over_budget).clone()),
             Err(Refused::TooManyStopped) => Err(bad_config(format!(
                 "{}: not rendered: {} chat templates have already been stopped in this process for holding more than {} MiB (each keeps that memory); restart the process to chat again",
                 self.origin,
