@@ -7,6 +7,7 @@ pub mod describe;
 pub mod error;
 pub mod generate;
 pub mod loader;
+pub mod memory_budget;
 pub mod model;
 pub mod models;
 pub mod nn;

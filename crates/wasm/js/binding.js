@@ -178,10 +178,19 @@ export function createBinding({ instantiate, fileReader }) {
   /** Instances started so far (shown in messages, useful when a trap forced a new one). */
   let started = 0;
 
+  /** A fresh instance's record; `stopped` is the core's error if it stops the instance on purpose. */
+  function record(core) {
+    const instance = { core, dead: null, stopped: null, number: ++started };
+    core.onStop?.((report) => {
+      instance.stopped = String(report);
+    });
+    return instance;
+  }
+
   async function live() {
     if (!current || current.dead) {
       const core = await instantiate();
-      current = { core, dead: null, number: ++started };
+      current = record(core);
     }
     return current;
   }
@@ -193,7 +202,7 @@ export function createBinding({ instantiate, fileReader }) {
       if (core && typeof core.then === 'function') {
         throw new Error('[E_BACKEND_UNAVAILABLE] the WASM module is not instantiated yet (await ready() first)');
       }
-      current = { core, dead: null, number: ++started };
+      current = record(core);
     }
     return current;
   }
@@ -206,9 +215,13 @@ export function createBinding({ instantiate, fileReader }) {
     } catch {
       panic = null;
     }
-    const what = panic ? `panic: ${panic}` : `WebAssembly trap: ${error.message}`;
+    const what = instance.stopped ?? (panic ? `panic: ${panic}` : `WebAssembly trap: ${error.message}`);
     instance.dead = what;
-    const wrapped = new Error(`[E_INTERNAL] internal error in the WASM module (${what}); its models are unloaded, load the model again`);
+    // The core stopped the instance on purpose (a chat template past its memory budget) and said why
+    // in a core error; any other trap is an internal failure.
+    const wrapped = instance.stopped
+      ? new Error(`${instance.stopped} (the WASM module was stopped: its models are unloaded, load the model again)`)
+      : new Error(`[E_INTERNAL] internal error in the WASM module (${what}); its models are unloaded, load the model again`);
     wrapped.cause = error;
     return wrapped;
   }

@@ -69,6 +69,24 @@ pub fn last_panic() -> Option<String> {
     LAST_PANIC.with(|p| p.borrow().clone())
 }
 
+thread_local! {
+    static ON_STOP: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+}
+
+/// `onStop(report => …)`: called with the core's wire-form error when the core is about to trap this
+/// instance on purpose (a chat template past its memory budget); after the trap no call gets in.
+#[wasm_bindgen(js_name = onStop)]
+pub fn on_stop(listener: js_sys::Function) {
+    ON_STOP.with(|s| *s.borrow_mut() = Some(listener));
+    phoenix_core::memory_budget::set_overrun_hook(|report| {
+        ON_STOP.with(|s| {
+            if let Some(listener) = &*s.borrow() {
+                let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(report));
+            }
+        })
+    });
+}
+
 // ------------------------------------------------------------------------------------ module fns
 
 /// Deliberately fails inside WASM, for the tests of the JS layer's recovery: `"panic"` panics in

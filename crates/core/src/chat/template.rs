@@ -8,15 +8,21 @@
 //! Limits, because a template is a model file: its source is at most [`MAX_TEMPLATE_BYTES`], a render
 //! runs at most [`FUEL`] instructions and minijinja's recursion limit, its output is cut off past
 //! [`MAX_OUTPUT_BYTES`], and the conversation is bounded ([`MAX_MESSAGES`], [`MAX_MESSAGES_BYTES`]).
+//! Fuel bounds instructions, not value sizes (`ns.x = ns.x ~ ns.x` doubles a string per instruction),
+//! so a render also runs under a memory budget, [`MAX_RENDER_MEMORY`] (see [`crate::memory_budget`]);
+//! a template that overruns it is refused from then on without rendering again.
 //! minijinja has no file system, imports or attribute access to host objects: nothing outside the
 //! template's own values can be reached.
+
+use std::sync::{Arc, OnceLock};
 
 use minijinja::value::Value;
 use minijinja::{context, Environment, ErrorKind};
 
 use super::functions::{self, RAISED};
 use super::ChatMessage;
-use crate::error::{bad_config, invalid_option, Result};
+use crate::error::{bad_config, internal, invalid_option, Result};
+use crate::memory_budget::{self, Refused};
 
 /// Longest template source accepted (real templates are a few KiB; tool-calling ones ~20 KiB).
 pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
@@ -27,15 +33,21 @@ pub const MAX_MESSAGES: usize = 10_000;
 pub const MAX_MESSAGES_BYTES: usize = 8 << 20;
 /// Instructions one render may execute (a real template spends well under 1000 per message).
 pub const FUEL: u64 = 10_000_000;
+/// Bytes a render's own values may hold at once (the conversation is built before it starts): room
+/// for copies of the largest conversation and the largest output, far below a process's memory.
+pub const MAX_RENDER_MEMORY: usize = 128 << 20;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
 /// A chat template ready to render conversations.
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    /// Shared with the render thread, which outlives the call if the render is stopped.
+    env: Arc<Environment<'static>>,
     bos_token: String,
     eos_token: String,
     origin: String,
+    /// Set when a render ran out of memory: the template is refused from then on.
+    stopped: OnceLock<crate::PhoenixError>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -72,10 +84,11 @@ impl ChatTemplate {
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| bad_config(format!("{origin}: the chat template does not compile: {}", described(&e))))?;
         Ok(Self {
-            env,
+            env: Arc::new(env),
             bos_token: bos_token.unwrap_or_default().to_string(),
             eos_token: eos_token.unwrap_or_default().to_string(),
             origin: origin.to_string(),
+            stopped: OnceLock::new(),
         })
     }
 
@@ -90,7 +103,9 @@ impl ChatTemplate {
     /// naming the template.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         check_messages(messages)?;
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| self.failed(&e))?;
+        if let Some(e) = self.stopped.get() {
+            return Err(e.clone());
+        }
         let ctx = context! {
             messages => Value::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
@@ -99,23 +114,34 @@ impl ChatTemplate {
             tools => Value::from(()),
             documents => Value::from(()),
         };
-        let mut out = CappedOutput::default();
-        // minijinja 2.24 panics on some templates (reverse-slicing an empty list, `[][::-1]`): that is
-        // this template failing, not the process.
-        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            template.render_captured_to(ctx, &mut out).map(drop)
-        }));
-        match rendered {
-            Ok(Ok(())) => String::from_utf8(out.bytes).map_err(|_| internal_utf8(&self.origin)),
-            Ok(Err(_)) if out.overflowed => Err(bad_config(format!(
+        let env = Arc::clone(&self.env);
+        let over_budget = bad_config(format!(
+            "{}: the chat template built values past the {} MiB a render may hold; it was stopped and is not rendered again",
+            self.origin,
+            MAX_RENDER_MEMORY >> 20
+        ));
+        let report = over_budget.to_wire();
+        match memory_budget::run_with_budget(MAX_RENDER_MEMORY, &report, move || render_captured(&env, ctx)) {
+            Ok(Rendered::Text(bytes)) => String::from_utf8(bytes).map_err(|_| internal_utf8(&self.origin)),
+            Ok(Rendered::Overflowed) => Err(bad_config(format!(
                 "{}: the chat template's output grew past {MAX_OUTPUT_BYTES} bytes",
                 self.origin
             ))),
-            Ok(Err(e)) => Err(self.failed(&e)),
-            Err(_) => Err(bad_config(format!(
+            Ok(Rendered::Failed(e)) => Err(self.failed(&e)),
+            Ok(Rendered::Panicked) | Err(Refused::Panicked) => Err(bad_config(format!(
                 "{}: the template engine failed on this chat template and conversation (an internal error of minijinja, e.g. reverse-slicing an empty list)",
                 self.origin
             ))),
+            Err(Refused::OverBudget) => Err(self.stopped.get_or_init(|| over_budget).clone()),
+            Err(Refused::TooManyStopped) => Err(bad_config(format!(
+                "{}: not rendered: {} chat templates have already been stopped in this process for holding more than {} MiB (each keeps that memory); restart the process to chat again",
+                self.origin,
+                memory_budget::MAX_STOPPED,
+                MAX_RENDER_MEMORY >> 20
+            ))),
+            Err(Refused::NoThread) => {
+                Err(internal(format!("{}: no thread could be started to render the chat template", self.origin)))
+            }
         }
     }
 
@@ -176,6 +202,34 @@ fn check_messages(messages: &[ChatMessage]) -> Result<()> {
 
 fn internal_utf8(origin: &str) -> crate::PhoenixError {
     crate::error::internal(format!("{origin}: the chat template's output is not UTF-8"))
+}
+
+/// How one render ended, as its thread hands it back.
+enum Rendered {
+    Text(Vec<u8>),
+    Overflowed,
+    Failed(minijinja::Error),
+    Panicked,
+}
+
+/// Renders the template into a [`CappedOutput`] (on the budgeted thread).
+fn render_captured(env: &Environment<'static>, ctx: Value) -> Rendered {
+    let template = match env.get_template(TEMPLATE_NAME) {
+        Ok(t) => t,
+        Err(e) => return Rendered::Failed(e),
+    };
+    let mut out = CappedOutput::default();
+    // minijinja 2.24 panics on some templates (reverse-slicing an empty list, `[][::-1]`): that is
+    // this template failing, not the process.
+    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        template.render_captured_to(ctx, &mut out).map(drop)
+    }));
+    match rendered {
+        Ok(Ok(())) => Rendered::Text(out.bytes),
+        Ok(Err(_)) if out.overflowed => Rendered::Overflowed,
+        Ok(Err(e)) => Rendered::Failed(e),
+        Err(_) => Rendered::Panicked,
+    }
 }
 
 /// The render's output, refusing to grow past [`MAX_OUTPUT_BYTES`].

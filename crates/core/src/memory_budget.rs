@@ -1,0 +1,404 @@
+//! A memory budget for work whose allocations file content decides (a model's chat template).
+//!
+//! Why an allocator and not checks on values: minijinja bounds instructions (fuel), not value sizes,
+//! and its operators (`~`, `+`, `*`) and filters (`join`, `replace`, `indent`, `format`, …) can each
+//! build a huge value in one instruction. Checking every way a value can grow would be a list that is
+//! never complete; counting bytes where they are allocated covers them all.
+//!
+//! How: the process's global allocator is the system one plus a per-thread counter that is armed only
+//! on a thread running budgeted work (elsewhere the cost is one relaxed load and a branch). A
+//! budgeted job runs on its own thread. An allocation that would take it past its budget cannot fail
+//! (a null return aborts the process) nor unwind (undefined behaviour in an allocator), so that thread
+//! reports the overrun to the waiting caller and sleeps forever: its memory stays held but bounded by
+//! the budget, and the caller gets an error. A process keeps at most [`MAX_STOPPED`] such threads;
+//! later budgeted jobs are refused.
+//!
+//! On wasm32 there are no threads to stop: the job runs inline under the same count, and past the
+//! budget the instance traps at once (rather than growing its memory to 4 GiB first). Just before,
+//! the caller's report (prepared before the job ran) goes to the hook the glue set with
+//! [`set_overrun_hook`]: wasm-bindgen refuses every call into a trapped module, so the JS layer must
+//! hear it first; it then replaces the trapped instance and throws that error.
+
+/// Why a budgeted job gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// It tried to hold more than its budget; its thread is stopped for good.
+    OverBudget,
+    /// [`MAX_STOPPED`] jobs are already stopped in this process; this one was not run.
+    TooManyStopped,
+    /// It panicked outside any `catch_unwind` of its own.
+    Panicked,
+    /// The operating system refused a thread for it.
+    NoThread,
+}
+
+/// Most over-budget jobs a process keeps stopped (each holds up to its budget).
+pub const MAX_STOPPED: usize = 4;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::run_with_budget;
+#[cfg(target_arch = "wasm32")]
+pub use wasm::{run_with_budget, set_overrun_hook};
+
+/// Natively a job past its budget never traps the process, so there is nothing to hear about.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_overrun_hook(_hook: fn(&str)) {}
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::{Cell, RefCell};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::Refused;
+
+    /// The system allocator (dlmalloc), counting live bytes while a budgeted job runs.
+    pub struct BudgetedAllocator;
+
+    #[global_allocator]
+    static ALLOCATOR: BudgetedAllocator = BudgetedAllocator;
+
+    // One thread: plain atomics are loads and stores. `LIMIT == 0`: no job is running.
+    static LIMIT: AtomicUsize = AtomicUsize::new(0);
+    static USED: AtomicUsize = AtomicUsize::new(0);
+
+    thread_local! {
+        static REPORT: RefCell<String> = const { RefCell::new(String::new()) };
+        static HOOK: Cell<Option<fn(&str)>> = const { Cell::new(None) };
+    }
+
+    /// Runs `job` inline; past `budget` live bytes the instance traps, leaving `report` for
+    /// [`overrun_report`].
+    pub fn run_with_budget<T: Send + 'static>(
+        budget: usize,
+        report: &str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        REPORT.with(|r| *r.borrow_mut() = report.to_string());
+        USED.store(0, Ordering::Relaxed);
+        LIMIT.store(budget.max(1), Ordering::Relaxed);
+        let value = job();
+        LIMIT.store(0, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    /// Called with the report of a job past its budget, just before the instance traps.
+    pub fn set_overrun_hook(hook: fn(&str)) {
+        HOOK.with(|h| h.set(Some(hook)));
+    }
+
+    #[inline(always)]
+    fn charge(bytes: usize) {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        if limit != 0 {
+            let used = USED.load(Ordering::Relaxed).saturating_add(bytes);
+            if used > limit {
+                stop();
+            }
+            USED.store(used, Ordering::Relaxed);
+        }
+    }
+
+    #[inline(always)]
+    fn credit(bytes: usize) {
+        if LIMIT.load(Ordering::Relaxed) != 0 {
+            USED.store(USED.load(Ordering::Relaxed).saturating_sub(bytes), Ordering::Relaxed);
+        }
+    }
+
+    /// Reports, then traps: neither failing (an abort, with no report) nor unwinding is allowed in an
+    /// allocator. With the budget off, the hook may allocate (dlmalloc has not been entered yet).
+    #[cold]
+    #[inline(never)]
+    fn stop() -> ! {
+        LIMIT.store(0, Ordering::Relaxed);
+        if let Some(hook) = HOOK.with(Cell::get) {
+            REPORT.with(|r| hook(&r.borrow()));
+        }
+        core::arch::wasm32::unreachable()
+    }
+
+    // SAFETY: every call forwards to `System` with the same arguments.
+    unsafe impl GlobalAlloc for BudgetedAllocator {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc(layout)
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc_zeroed(layout)
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            credit(layout.size());
+            System.dealloc(ptr, layout)
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if new_size > layout.size() {
+                charge(new_size - layout.size());
+            } else {
+                credit(layout.size() - new_size);
+            }
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+    use super::{Refused, MAX_STOPPED};
+
+    /// Stack of a budgeted thread (as a main thread's: a template's recursion limit is counted in
+    /// Rust frames of minijinja's evaluator).
+    const STACK_BYTES: usize = 8 << 20;
+
+    /// The system allocator, counting live bytes on threads running under a budget.
+    pub struct BudgetedAllocator;
+
+    #[global_allocator]
+    static ALLOCATOR: BudgetedAllocator = BudgetedAllocator;
+
+    /// This thread's budget: `limit == 0` means none (every thread but a budgeted job's).
+    struct Meter {
+        limit: Cell<usize>,
+        used: Cell<usize>,
+        /// Where an overrun is reported; set while `limit != 0`.
+        report: Cell<*const Report>,
+    }
+
+    thread_local! {
+        // `const` and without Drop: reading it never allocates nor registers a destructor.
+        static METER: Meter = const {
+            Meter { limit: Cell::new(0), used: Cell::new(0), report: Cell::new(std::ptr::null()) }
+        };
+    }
+
+    /// How far a job got, shared between its thread and the caller waiting on it.
+    enum State<T> {
+        Running,
+        Finished(T),
+        Panicked,
+    }
+
+    /// A job's state, type-erased for the allocator (which only ever signals an overrun).
+    struct Report {
+        over_budget: std::sync::atomic::AtomicBool,
+        lock: Mutex<()>,
+        changed: Condvar,
+    }
+
+    impl Report {
+        fn lock(&self) -> MutexGuard<'_, ()> {
+            self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+
+    /// Stopped jobs in this process.
+    static STOPPED: AtomicUsize = AtomicUsize::new(0);
+    /// Budgeted threads metering now (stopped ones excluded): while 0, which is nearly always, an
+    /// allocation costs one relaxed load more than the system allocator's, not a thread-local read
+    /// (a call to `__tls_get_addr` in the Node addon, a shared library).
+    static METERING: AtomicUsize = AtomicUsize::new(0);
+
+    /// Runs `job` on a thread of its own whose live allocations may not exceed `budget` bytes.
+    /// (`report` is for the wasm32 version, which cannot return an error once it traps.)
+    pub fn run_with_budget<T: Send + 'static>(
+        budget: usize,
+        _report: &str,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        run_counting(budget, &STOPPED, MAX_STOPPED, job)
+    }
+
+    /// [`run_with_budget`] with the stopped-job counter and cap as parameters (tests use their own).
+    pub(super) fn run_counting<T: Send + 'static>(
+        budget: usize,
+        stopped: &'static AtomicUsize,
+        max_stopped: usize,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        if stopped.load(Ordering::Acquire) >= max_stopped {
+            return Err(Refused::TooManyStopped);
+        }
+        let report = Arc::new(Report {
+            over_budget: Default::default(),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
+        });
+        let slot: Arc<Mutex<State<T>>> = Arc::new(Mutex::new(State::Running));
+        let (thread_report, thread_slot) = (report.clone(), slot.clone());
+        let worker = std::thread::Builder::new()
+            .name("phoenix-budgeted".into())
+            .stack_size(STACK_BYTES)
+            .spawn(move || {
+                METERING.fetch_add(1, Ordering::SeqCst);
+                METER.with(|m| {
+                    m.used.set(0);
+                    m.report.set(Arc::as_ptr(&thread_report));
+                    m.limit.set(budget.max(1));
+                });
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                METER.with(|m| m.limit.set(0));
+                METERING.fetch_sub(1, Ordering::SeqCst);
+                let state = match outcome {
+                    Ok(value) => State::Finished(value),
+                    Err(_) => State::Panicked,
+                };
+                *thread_slot.lock().unwrap_or_else(|p| p.into_inner()) = state;
+                let _guard = thread_report.lock();
+                thread_report.changed.notify_all();
+            })
+            .map_err(|_| Refused::NoThread)?;
+
+        let mut guard = report.lock();
+        loop {
+            if report.over_budget.load(Ordering::Acquire) {
+                drop(guard);
+                stopped.fetch_add(1, Ordering::AcqRel);
+                drop(worker); // detached: it sleeps forever holding its (bounded) memory
+                return Err(Refused::OverBudget);
+            }
+            let mut state = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *state, State::Running) {
+                State::Running => {}
+                State::Finished(value) => {
+                    drop((state, guard));
+                    let _ = worker.join();
+                    return Ok(value);
+                }
+                State::Panicked => {
+                    drop((state, guard));
+                    let _ = worker.join();
+                    return Err(Refused::Panicked);
+                }
+            }
+            drop(state);
+            guard = report.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Counts `bytes` more on a budgeted thread; past the budget, stops the thread (never returns).
+    #[inline(always)]
+    fn charge(bytes: usize) {
+        if METERING.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let _ = METER.try_with(|m| {
+            let limit = m.limit.get();
+            if limit != 0 {
+                let used = m.used.get().saturating_add(bytes);
+                if used > limit && !std::thread::panicking() {
+                    stop(m);
+                }
+                m.used.set(used);
+            }
+        });
+    }
+
+    #[inline(always)]
+    fn credit(bytes: usize) {
+        if METERING.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let _ = METER.try_with(|m| {
+            if m.limit.get() != 0 {
+                m.used.set(m.used.get().saturating_sub(bytes));
+            }
+        });
+    }
+
+    /// Reports the overrun and sleeps forever. Allocates nothing: the flag, the futex-based mutex
+    /// and condvar, and `sleep` do not. (A panicking thread is let through instead: the panic
+    /// machinery may hold the panic hook's locks while it allocates a little.)
+    #[cold]
+    #[inline(never)]
+    fn stop(m: &Meter) -> ! {
+        let report = m.report.get();
+        m.limit.set(0);
+        METERING.fetch_sub(1, Ordering::SeqCst);
+        // SAFETY: set with `limit` by `run_counting`, from an `Arc` the job's closure owns; this
+        // thread never returns from here, so the closure (and the `Arc`) is never dropped.
+        let report = unsafe { &*report };
+        {
+            let _guard = report.lock();
+            report.over_budget.store(true, Ordering::Release);
+            report.changed.notify_all();
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(u32::MAX as u64));
+        }
+    }
+
+    // SAFETY: every call forwards to `System` with the same arguments; the counters are this thread's.
+    unsafe impl GlobalAlloc for BudgetedAllocator {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc(layout)
+        }
+
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size());
+            System.alloc_zeroed(layout)
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            credit(layout.size());
+            System.dealloc(ptr, layout)
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if new_size > layout.size() {
+                charge(new_size - layout.size());
+            } else {
+                credit(layout.size() - new_size);
+            }
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::native::run_counting;
+    use super::Refused;
+
+    #[test]
+    fn jobs_within_the_budget_return_and_over_it_are_stopped_up_to_the_cap() {
+        static STOPPED: AtomicUsize = AtomicUsize::new(0);
+        const BUDGET: usize = 1 << 20;
+        // Allocations come and go: only live bytes count.
+        let churn = run_counting(BUDGET, &STOPPED, 2, || (0..100).map(|_| vec![1u8; BUDGET / 2].len()).sum::<usize>());
+        assert_eq!(churn, Ok(100 * BUDGET / 2));
+        let grow = || {
+            let mut s = String::new();
+            for _ in 0..40 {
+                s = format!("{s}{s}x");
+            }
+            s.len()
+        };
+        assert_eq!(run_counting(BUDGET, &STOPPED, 2, grow), Err(Refused::OverBudget));
+        assert_eq!(run_counting(BUDGET, &STOPPED, 2, || vec![0u8; 1 << 40].len()), Err(Refused::OverBudget));
+        assert_eq!(run_counting(BUDGET, &STOPPED, 2, || 1), Err(Refused::TooManyStopped));
+        // The caller's thread is not budgeted.
+        assert_eq!(vec![0u8; 4 * BUDGET].len(), 4 * BUDGET);
+        let panicked = run_counting(BUDGET, Box::leak(Box::new(AtomicUsize::new(0))), 2, || -> usize { panic!("job") });
+        assert_eq!(panicked, Err(Refused::Panicked));
+    }
+}
