@@ -231,11 +231,8 @@ mod native {
         if stopped.load(Ordering::Acquire) >= max_stopped {
             return Err(Refused::TooManyStopped);
         }
-        let report = Arc::new(Report {
-            over_budget: Default::default(),
-            lock: Mutex::new(()),
-            changed: Condvar::new(),
-        });
+        let report =
+            Arc::new(Report { over_budget: Default::default(), lock: Mutex::new(()), changed: Condvar::new() });
         let slot: Arc<Mutex<State<T>>> = Arc::new(Mutex::new(State::Running));
         let (thread_report, thread_slot) = (report.clone(), slot.clone());
         let worker = std::thread::Builder::new()

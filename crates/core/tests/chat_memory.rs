@@ -92,8 +92,9 @@ fn render_one_hostile_case() {
     assert_eq!((again.code, &again.message), (e.code, &e.message));
 
     // Other templates still render in this process.
-    let fine = ChatTemplate::new("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", None, None, "ok")
-        .unwrap();
+    let fine =
+        ChatTemplate::new("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", None, None, "ok")
+            .unwrap();
     assert_eq!(fine.render(&conversation, false).unwrap(), "user: hi\n");
 }
 
@@ -109,7 +110,8 @@ fn a_large_legitimate_conversation_renders_within_the_budget() {
     )
     .unwrap();
     let body = "word ".repeat(200_000); // 1 MB each
-    let conversation: Vec<_> = (0..6).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, body.clone())).collect();
+    let conversation: Vec<_> =
+        (0..6).map(|i| ChatMessage::new(if i % 2 == 0 { "user" } else { "assistant" }, body.clone())).collect();
     let text = template.render(&conversation, true).unwrap();
     assert!(text.len() > 6_000_000, "{}", text.len());
 }

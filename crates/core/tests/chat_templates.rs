@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use phoenix_core::chat::{ChatMessage, ChatTemplate, MAX_OUTPUT_BYTES};
+use phoenix_core::chat::{ChatMessage, ChatTemplate, MAX_OUTPUT_BYTES, MAX_TEMPLATE_BYTES};
 use phoenix_core::ErrorCode;
 
 fn fixtures() -> PathBuf {
@@ -201,4 +201,25 @@ fn mutated_templates_fail_typed_never_panic() {
         }
     }
     assert!(rendered > 0 && refused > 0, "{rendered} rendered, {refused} refused");
+}
+
+/// Parsing and code generation recurse once per link of a postfix chain: a 50,000-link filter chain
+/// overflowed the stack and killed the process (an overflow cannot be caught). At the longest source
+/// allowed, every chain kind compiles, and renders or fails typed; the test thread's own stack is
+/// 2 MiB, so a compile on it would overflow here.
+#[test]
+fn the_longest_postfix_chains_a_template_can_spell_compile_without_overflowing() {
+    for link in ["|e", ".a", "[0]", "()", "|string"] {
+        let links = (MAX_TEMPLATE_BYTES - 32) / link.len();
+        let source = format!("{{{{ messages{} }}}}", link.repeat(links));
+        assert!(source.len() <= MAX_TEMPLATE_BYTES);
+        match ChatTemplate::new(&source, None, None, "chain") {
+            Ok(t) => {
+                if let Err(e) = t.render(&[ChatMessage::new("user", "hi")], true) {
+                    assert_eq!(e.code, ErrorCode::BadConfig, "{link}: {}", e.message);
+                }
+            }
+            Err(e) => assert_eq!(e.code, ErrorCode::BadConfig, "{link}: {}", e.message),
+        }
+    }
 }

@@ -71,18 +71,7 @@ impl ChatTemplate {
         if source.trim().is_empty() {
             return Err(bad_config(format!("{origin}: the chat template is empty")));
         }
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_keep_trailing_newline(false);
-        env.set_fuel(Some(FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.set_formatter(functions::python_formatter);
-        env.add_function("raise_exception", functions::raise_exception);
-        env.add_function("strftime_now", functions::strftime_now);
-        env.add_filter("tojson", functions::tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| bad_config(format!("{origin}: the chat template does not compile: {}", described(&e))))?;
+        let env = compile_with_room(source, origin)?;
         Ok(Self {
             env: Arc::new(env),
             bos_token: bos_token.unwrap_or_default().to_string(),
@@ -161,6 +150,53 @@ impl ChatTemplate {
 }
 
 /// An error by kind and line: minijinja's detail can quote the template's text.
+/// Stack bytes the compile thread gets per byte of source, on top of [`COMPILE_STACK_BASE`]: parsing
+/// and code generation recurse once per link of a postfix chain (`x.a.a.a…`, `x|e|e…`, two bytes a
+/// link), ~400 bytes of stack each; a 50,000-link filter chain overflowed an 8 MiB stack and killed
+/// the process (a stack overflow cannot be caught). Virtual reservation only: untouched pages cost nothing.
+const COMPILE_STACK_PER_SOURCE_BYTE: usize = 512;
+const COMPILE_STACK_BASE: usize = 16 << 20;
+
+/// Compiles `source` on a thread whose stack fits the deepest expression it can spell (see
+/// [`COMPILE_STACK_PER_SOURCE_BYTE`]); on wasm32 (no threads) inline, where an overflow traps the
+/// instance, which the binding reports and replaces, instead of the process.
+fn compile_with_room(source: &str, origin: &str) -> Result<Environment<'static>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let (source, origin) = (source.to_string(), origin.to_string());
+        let stack = COMPILE_STACK_BASE + source.len().saturating_mul(COMPILE_STACK_PER_SOURCE_BYTE);
+        let shown = origin.clone();
+        std::thread::Builder::new()
+            .name("chat-template-compile".into())
+            .stack_size(stack)
+            .spawn(move || compile(&source, &origin))
+            .map_err(|_| internal(format!("{shown}: no thread could be started to compile the chat template")))?
+            .join()
+            .map_err(|_| bad_config(format!("{shown}: the template engine failed while compiling the chat template")))?
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        compile(source, origin)
+    }
+}
+
+/// The environment transformers gives jinja2, with the template compiled into it.
+fn compile(source: &str, origin: &str) -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(false);
+    env.set_fuel(Some(FUEL));
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_formatter(functions::python_formatter);
+    env.add_function("raise_exception", functions::raise_exception);
+    env.add_function("strftime_now", functions::strftime_now);
+    env.add_filter("tojson", functions::tojson);
+    env.add_template_owned(TEMPLATE_NAME, source.to_string())
+        .map_err(|e| bad_config(format!("{origin}: the chat template does not compile: {}", described(&e))))?;
+    Ok(env)
+}
+
 fn described(e: &minijinja::Error) -> String {
     let kind = e.kind().to_string();
     match e.line() {
@@ -221,9 +257,8 @@ fn render_captured(env: &Environment<'static>, ctx: Value) -> Rendered {
     let mut out = CappedOutput::default();
     // minijinja 2.24 panics on some templates (reverse-slicing an empty list, `[][::-1]`): that is
     // this template failing, not the process.
-    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        template.render_captured_to(ctx, &mut out).map(drop)
-    }));
+    let rendered =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.render_captured_to(ctx, &mut out).map(drop)));
     match rendered {
         Ok(Ok(())) => Rendered::Text(out.bytes),
         Ok(Err(_)) if out.overflowed => Rendered::Overflowed,
