@@ -17,6 +17,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+mod packed;
 pub mod rope;
 pub mod scan;
 pub mod ssd;

@@ -5,6 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::conv::causal_conv_silu;
 
@@ -23,14 +24,12 @@ impl CausalConvSilu {
     }
 
     /// `xs`: `[l, width]` rows whose first `E` columns are the conv inputs; `state`: `[E, K]` values
-    /// (any shape; kept flat so the new state is a view of the op's output without a reshape).
+    /// (any shape; kept flat).
     /// Returns `u` `[l, E]` and the state after the last row.
     pub fn forward(&self, xs: &Tensor, state: &Tensor) -> Result<(Tensor, Tensor)> {
         let (l, (e, k)) = (xs.dim(0)?, (self.channels, self.kernel));
         let packed = xs.apply_op2_no_bwd(state, self)?;
-        let new_state = packed.narrow(0, 0, e * k)?;
-        let u = packed.narrow(0, e * k, l * e)?.reshape((l, e))?;
-        Ok((u, new_state))
+        split_state(&packed, e * k, l, e)
     }
 }
 

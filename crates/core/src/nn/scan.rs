@@ -5,6 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::scan::{selective_scan_from, ScanInputs};
 
@@ -45,9 +46,7 @@ impl SelectiveScan {
         let (l, e, n) = (x.u.dim(0)?, self.channels, self.state_size);
         let op = ScanOp { scan: self, x };
         let packed = x.u.apply_op3_no_bwd(x.dt, state, &op)?;
-        let new_state = packed.narrow(0, 0, e * n)?;
-        let y = packed.narrow(0, e * n, l * e)?.reshape((l, e))?;
-        Ok((y, new_state))
+        split_state(&packed, e * n, l, e)
     }
 }
 

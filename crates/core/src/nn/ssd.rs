@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, f32s_mut, held_f32s, no_cuda, zeros};
+use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::ssd::{ssd_chunked, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
 
@@ -55,9 +56,7 @@ impl SsdScan {
         let l = xbc.dim(0)?;
         let (e, s) = (self.heads * self.head_dim, self.heads * self.head_dim * self.state_size);
         let packed = xbc.apply_op2_no_bwd(state, &SsdOp { scan: self, dt })?;
-        let new_state = packed.narrow(0, 0, s)?;
-        let y = packed.narrow(0, s, l * e)?.reshape((l, e))?;
-        Ok((y, new_state))
+        split_state(&packed, s, l, e)
     }
 
     /// One decode step that updates `state` (`[H·P·N]` values) in place; returns `y` `[1, H·P]`.

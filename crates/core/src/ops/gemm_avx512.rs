@@ -139,12 +139,17 @@ unsafe fn panel_task(
     let first = p * PB; // first 32-row panel of this task
     let count = PB.min(n.div_ceil(NR) - first);
     // Pack panel q (W rows (first+q)*NR ..) as packed[(q * k + kk) * NR + j]; zero rows past n.
-    packed.clear();
-    packed.resize(count * k * NR, 0.0);
+    // Grown, never cleared: every value a panel reads is written below (no per-call memset).
+    if packed.len() < count * k * NR {
+        packed.resize(count * k * NR, 0.0);
+    }
     for q in 0..count {
         let o0 = (first + q) * NR;
         let nr = NR.min(n - o0);
         let dst = &mut packed[q * k * NR..(q + 1) * k * NR];
+        if nr < NR {
+            dst.fill(0.0); // the columns past n multiply into outputs that are never stored
+        }
         match w {
             WeightRef::F32(w) => pack(&w[o0 * k..(o0 + nr) * k], k, dst),
             // The panel's rows are contiguous in W: widen (or dequantize: a panel is whole rows, so
@@ -152,10 +157,12 @@ unsafe fn panel_task(
             // that widened element by element measured ~10 % slower).
             _ => WIDE_ROWS.with(|rows| {
                 let mut rows = rows.borrow_mut();
-                rows.clear();
-                rows.resize(nr * k, 0.0);
-                widen(w.slice(o0 * k, nr * k), &mut rows);
-                pack(&rows, k, dst);
+                if rows.len() < nr * k {
+                    rows.resize(nr * k, 0.0);
+                }
+                let rows = &mut rows[..nr * k];
+                widen(w.slice(o0 * k, nr * k), rows);
+                pack(rows, k, dst);
             }),
         }
     }

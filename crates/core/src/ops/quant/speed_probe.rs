@@ -109,3 +109,59 @@ fn quant_speed_probe() {
         });
     }
 }
+
+/// Prefill GEMM timing, ignored by default:
+/// `cargo test --release -p phoenix-core --lib quant_prefill_probe -- --ignored --nocapture`
+///
+/// 512 prompt rows through the SmolLM-135M and Mamba-130M projection shapes with W as f32 and as
+/// each quantized type that fits the shape (`PROBE_KINDS` to choose): GFLOP per second of this
+/// thread's CPU time (one thread, so other processes sharing the cores do not count), best of 7.
+#[cfg(unix)]
+#[test]
+#[ignore = "timing probe; run with --ignored --nocapture"]
+fn quant_prefill_probe() {
+    fn cpu_secs() -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: a valid clock id and a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+    let wanted = std::env::var("PROBE_KINDS").unwrap_or_default();
+    let kinds: Vec<QuantKind> =
+        QuantKind::ALL.into_iter().filter(|k| wanted.is_empty() || wanted.split(',').any(|w| w == k.name())).collect();
+    let m = 512usize;
+    let shapes = [
+        (576usize, 576usize, "smollm q/o"),
+        (1536, 576, "smollm gate/up"),
+        (576, 1536, "smollm down"),
+        (3072, 768, "mamba in_proj"),
+        (768, 1536, "mamba out_proj"),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        println!("1 thread, {m} rows, GFLOP per CPU-second (best of 7):");
+        for &(n, k, what) in &shapes {
+            let x = data(m * k, 3);
+            let w = data(n * k, 4);
+            let mut out = vec![0f32; m * n];
+            let time = |w: WeightRef, out: &mut [f32]| {
+                (0..7)
+                    .map(|_| {
+                        let t = cpu_secs();
+                        linear_w(MatRef::rows(&x, m, k), w, None, out, false);
+                        cpu_secs() - t
+                    })
+                    .fold(f64::MAX, f64::min)
+            };
+            let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+            let mut line =
+                format!("  {what:<15} {n:>5}x{k:<5} f32 {:>5.0}", gflop / time(WeightRef::F32(&w), &mut out));
+            for &kind in kinds.iter().filter(|kind| k % kind.block_elems() == 0) {
+                let (bytes, _) = ggml_quantize(kind, &w);
+                let secs = time(WeightRef::Quant(QuantRef { kind, bytes: &bytes }), &mut out);
+                line += &format!("  {} {:>5.0}", kind.name(), gflop / secs);
+            }
+            println!("{line}");
+        }
+    });
+}
