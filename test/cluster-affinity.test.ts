@@ -25,8 +25,11 @@ describe.skipIf(skip)('jobs naming a model go to the worker holding it', () => {
   beforeAll(async () => {
     const { modelsDir, ...scene } = await clusterScene({ lite: LITE, tiny: TINY, unheld: TINY });
     ({ redis, scratch } = scene);
-    holdsLite = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['lite'] });
-    holdsTiny = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['tiny'] });
+    // A loaded machine (CI runs test files side by side) can hold a job past the default 2 s wait or a
+    // heartbeat past its 3 s expiry, after which any worker may take it by design: room for both here.
+    const patient = { affinityWaitMs: 60_000, heartbeatMs: 5_000 };
+    holdsLite = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['lite'], ...patient });
+    holdsTiny = await startWorker({ redis: redis.url, queue: 'aff', modelsDir, preload: ['tiny'], ...patient });
     remote = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'aff' } });
   }, 30_000);
 

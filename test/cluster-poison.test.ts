@@ -67,6 +67,10 @@ describe.skipIf(skip)('a poisoned job', () => {
     expect(done.success).toBe(false);
     expect(done.errorCode).toBe('E_INTERNAL');
     expect(done.errorMessage).toMatch(/stalled/);
-    expect(deaths).toBe(3); // run, taken up twice (maxStalledCount 2), then failed
+    // Run, taken up twice (maxStalledCount 2), then failed. Under load the observer can still catch
+    // the final take-up (the one BullMQ fails at once) active before its deferred failure shows, and
+    // kill that worker too: a fourth kill, never a fourth run that goes on.
+    expect(deaths).toBeGreaterThanOrEqual(3);
+    expect(deaths).toBeLessThanOrEqual(4);
   }, 60_000);
 });

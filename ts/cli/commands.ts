@@ -73,7 +73,11 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     ];
     const g = metadata.gguf;
     if (g) {
-      const types = Object.entries(g.tensorTypes).map(([type, n]) => `${n} ${type}`).join(', ');
+      // Most common type first (ties by name), whatever order the record's keys came in.
+      const types = Object.entries(g.tensorTypes)
+        .sort(([ta, a], [tb, b]) => b - a || ta.localeCompare(tb))
+        .map(([type, n]) => `${n} ${type}`)
+        .join(', ');
       lines.push(['gguf', `${g.architecture}${g.name ? ` "${g.name}"` : ''}, ${g.quantization} (tensors: ${types}), ${g.paramCount} parameters, context ${g.contextLength ?? 'unlimited'}`]);
     }
     if (metadata.error) lines.push(['error', `${metadata.error.code}: ${metadata.error.message}`]);

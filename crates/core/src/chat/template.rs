@@ -154,7 +154,9 @@ impl ChatTemplate {
 /// and code generation recurse once per link of a postfix chain (`x.a.a.a…`, `x|e|e…`, two bytes a
 /// link), ~400 bytes of stack each; a 50,000-link filter chain overflowed an 8 MiB stack and killed
 /// the process (a stack overflow cannot be caught). Virtual reservation only: untouched pages cost nothing.
+#[cfg(not(target_arch = "wasm32"))]
 const COMPILE_STACK_PER_SOURCE_BYTE: usize = 512;
+#[cfg(not(target_arch = "wasm32"))]
 const COMPILE_STACK_BASE: usize = 16 << 20;
 
 /// Compiles `source` on a thread whose stack fits the deepest expression it can spell (see
