@@ -101,7 +101,7 @@ describe.skipIf(skip)('a queue worker and client are offline but for their Redis
   it('serves requests through 127.0.0.1:<its port> only', async () => {
     const options = { maxTokens: 8, temperature: 0 };
     const result = await client!.process({ id: 'off-1', input: 'Once upon a time', taskType: 'generation', options });
-    expect(result.success, result.error?.message).toBe(true);
+    expect(result.success, `${result.errorCode} ${result.errorMessage}`).toBe(true);
     const stream = client!.stream({ id: 'off-2', input: 'There was a little', taskType: 'generation', options });
     let text = '';
     for await (const chunk of stream) text += chunk.text;
