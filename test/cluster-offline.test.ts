@@ -3,19 +3,16 @@
  * Every outgoing TCP connection is recorded (and let through); DNS, HTTP(S), TLS and fetch are traps
  * that throw. A generation request and a streamed one run end to end, then the record is checked.
  */
-import dns from 'node:dns';
-import http from 'node:http';
-import https from 'node:https';
 import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
 import { LITE, tempDir } from './helpers.js';
+import { networkEntryPoints } from './network-entry-points.js';
 
 const skip = skipWithoutRedis('test/cluster-offline.test.ts');
 
@@ -59,19 +56,7 @@ function installRecorders(): void {
       forbidden.push(label);
       throw new Error(`network access outside the configured Redis: ${label}`);
     });
-  trap(tls, 'connect', 'tls.connect');
-  for (const fn of ['lookup', 'resolve', 'resolve4', 'resolve6', 'resolveAny']) {
-    trap(dns, fn, `dns.${fn}`);
-    trap(dns.promises, fn, `dns.promises.${fn}`);
-  }
-  for (const [mod, name] of [
-    [http, 'http'],
-    [https, 'https'],
-  ] as const) {
-    trap(mod, 'request', `${name}.request`);
-    trap(mod, 'get', `${name}.get`);
-  }
-  trap(globalThis, 'fetch', 'fetch');
+  for (const [target, key, label] of networkEntryPoints()) trap(target, key, label);
   syncBuiltinESMExports();
 }
 

@@ -4,11 +4,9 @@
  * pipeline, and the status is read. Nothing may have touched the network.
  */
 import dns from 'node:dns';
-import http from 'node:http';
 import https from 'node:https';
 import { syncBuiltinESMExports } from 'node:module';
 import net from 'node:net';
-import tls from 'node:tls';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -16,6 +14,7 @@ import { OfflineDetector } from '../ts/offline/detector.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import { LITE, copyModel, requireNativeAddon, tempDir } from './helpers.js';
+import { networkEntryPoints } from './network-entry-points.js';
 
 const calls: string[] = [];
 const restore: (() => void)[] = [];
@@ -36,19 +35,7 @@ function installTraps(): void {
   trap(net.Socket.prototype, 'connect', 'net.Socket.prototype.connect');
   trap(net, 'connect', 'net.connect');
   trap(net, 'createConnection', 'net.createConnection');
-  trap(tls, 'connect', 'tls.connect');
-  for (const fn of ['lookup', 'resolve', 'resolve4', 'resolve6', 'resolveAny', 'reverse', 'lookupService']) {
-    trap(dns, fn, `dns.${fn}`);
-    trap(dns.promises, fn, `dns.promises.${fn}`);
-  }
-  for (const [mod, name] of [
-    [http, 'http'],
-    [https, 'https'],
-  ] as const) {
-    trap(mod, 'request', `${name}.request`);
-    trap(mod, 'get', `${name}.get`);
-  }
-  trap(globalThis, 'fetch', 'fetch');
+  for (const [target, key, label] of networkEntryPoints()) trap(target, key, label);
   syncBuiltinESMExports();
 }
 
