@@ -44,6 +44,43 @@ pub use wasm::{run_with_budget, set_overrun_hook};
 #[cfg(not(target_arch = "wasm32"))]
 pub fn set_overrun_hook(_hook: fn(&str)) {}
 
+/// `GlobalAlloc` for the invoking module's `BudgetedAllocator`: every call forwards to `System` with
+/// the same arguments (that is its safety), after charging or crediting the bytes through the
+/// module's own `charge` / `credit` (native: per thread; wasm32: the one instance).
+macro_rules! budgeted_global_alloc {
+    () => {
+        unsafe impl GlobalAlloc for BudgetedAllocator {
+            #[inline]
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                charge(layout.size());
+                System.alloc(layout)
+            }
+
+            #[inline]
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                charge(layout.size());
+                System.alloc_zeroed(layout)
+            }
+
+            #[inline]
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                credit(layout.size());
+                System.dealloc(ptr, layout)
+            }
+
+            #[inline]
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                if new_size > layout.size() {
+                    charge(new_size - layout.size());
+                } else {
+                    credit(layout.size() - new_size);
+                }
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "wasm32")]
 mod wasm {
     use std::alloc::{GlobalAlloc, Layout, System};
@@ -118,36 +155,8 @@ mod wasm {
         core::arch::wasm32::unreachable()
     }
 
-    // SAFETY: every call forwards to `System` with the same arguments.
-    unsafe impl GlobalAlloc for BudgetedAllocator {
-        #[inline]
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            charge(layout.size());
-            System.alloc(layout)
-        }
-
-        #[inline]
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            charge(layout.size());
-            System.alloc_zeroed(layout)
-        }
-
-        #[inline]
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            credit(layout.size());
-            System.dealloc(ptr, layout)
-        }
-
-        #[inline]
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if new_size > layout.size() {
-                charge(new_size - layout.size());
-            } else {
-                credit(layout.size() - new_size);
-            }
-            System.realloc(ptr, layout, new_size)
-        }
-    }
+    // SAFETY: see the macro.
+    budgeted_global_alloc!();
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -337,36 +346,8 @@ mod native {
         }
     }
 
-    // SAFETY: every call forwards to `System` with the same arguments; the counters are this thread's.
-    unsafe impl GlobalAlloc for BudgetedAllocator {
-        #[inline]
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            charge(layout.size());
-            System.alloc(layout)
-        }
-
-        #[inline]
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            charge(layout.size());
-            System.alloc_zeroed(layout)
-        }
-
-        #[inline]
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            credit(layout.size());
-            System.dealloc(ptr, layout)
-        }
-
-        #[inline]
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if new_size > layout.size() {
-                charge(new_size - layout.size());
-            } else {
-                credit(layout.size() - new_size);
-            }
-            System.realloc(ptr, layout, new_size)
-        }
-    }
+    // SAFETY: see the macro; the counters are this thread's.
+    budgeted_global_alloc!();
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
