@@ -14,6 +14,7 @@ mod dispatch;
 pub(crate) mod attention;
 pub(crate) mod conv;
 mod gemm_avx512;
+mod gemm_pack;
 #[cfg(test)]
 mod kernel_tests;
 mod mat_ref;

@@ -15,8 +15,8 @@ pub struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    /// A contiguous row-major `rows × cols` matrix (used by the AVX-512 GEMM and tests; not on wasm32).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// A contiguous row-major `rows × cols` matrix (tests and timing probes).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self { data, rows, cols, row_stride: cols, col_stride: 1 }
     }

@@ -199,7 +199,18 @@ fn speed_probe() {
                 return;
             }
             // Prefill-shaped: our path (AVX-512 kernel where available) vs the gemm crate, then half W.
-            for (n, k, what, col_major) in [(2 * e, d, "in_proj", false), (d, e, "out_proj (strided lhs)", true)] {
+            // Mamba-130M's four products, then SmolLM-135M's (hidden 576, MLP 1536, 3 KV heads of 64).
+            let shapes = [
+                (2 * e, d, "in_proj", false),
+                (d, e, "out_proj", false),
+                (d, e, "out_proj (strided lhs)", true),
+                (80, e, "x_proj", false),
+                (e, 48, "dt_proj", false),
+                (576 + 2 * 192, 576, "qkv 576", false),
+                (2 * 1536, 576, "gate_up 576", false),
+                (576, 1536, "down 1536", false),
+            ];
+            for (n, k, what, col_major) in shapes {
                 let (x, w) = (data(m * k, 3), data(n * k, 4));
                 let view = if col_major {
                     MatRef { data: &x, rows: m, cols: k, row_stride: 1, col_stride: m }
