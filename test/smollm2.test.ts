@@ -14,9 +14,11 @@ import { loadBinding } from '../ts/binding/load.js';
 import { TransformerEngine } from '../ts/engines/transformer-engine.js';
 import type { LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { ROOT, TEST_BACKENDS, reliableGreedyPrefix, requireBackend } from './helpers.js';
+import { ROOT, TEST_BACKENDS, requireBackend } from './helpers.js';
 
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+/** A float64 top-1/top-2 gap this small may flip under 8-bit activations (decode steps after the first). */
+const DECODE_NEAR_TIE = 0.25;
 const MODELS = path.join(ROOT, 'models');
 const PRESENT = existsSync(path.join(MODELS, FILE));
 if (!PRESENT) {
@@ -95,9 +97,12 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
   it.each(Object.keys(prompts))('greedy decoding of the %s prompt follows the float64 greedy tokens up to the first near-tie', async (name) => {
     const ref = reference.prompts[name]!;
     const out = await engine.predict(model, { ids: ref.ids }, { maxTokens: 48, temperature: 0 });
-    // Up to the end of the turn, or to the first step whose float64 top-1/top-2 gap is ≤ 1e-3 (rome's
-    // step 21: 6e-4), where any f32 rounding may pick the other token.
-    const reliable = untilEnd(reliableGreedyPrefix(ref.greedy, ref.greedyGaps));
+    // Up to the end of the turn, or to the first step whose float64 top-1/top-2 gap is a near-tie for
+    // the kernels that pick it. Only the first answer token keeps f32 activations; later steps run the
+    // quantized mat-vecs with 8-bit activations (as llama.cpp does everywhere), which move these logits
+    // by ~0.1: rome's 0.108 gap at step 5 flipped when the prefill GEMM's summation order changed.
+    const cut = ref.greedyGaps.findIndex((gap, step) => gap <= (step === 0 ? 1e-3 : DECODE_NEAR_TIE));
+    const reliable = untilEnd(cut < 0 ? ref.greedy : ref.greedy.slice(0, cut));
     const got = out.tokenIds.filter((id) => id !== EOG);
     const follows = got.findIndex((id, i) => id !== ref.greedy[i]);
     console.log(`SmolLM2 ${name} greedy on ${backend}: follows float64 for ${follows < 0 ? got.length : follows} of ${untilEnd(ref.greedy).length} tokens (${reliable.length} before the first near-tie)`);
