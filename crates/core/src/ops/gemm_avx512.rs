@@ -29,7 +29,7 @@ use super::weight_ref::{widen, WeightRef};
 /// 32 zmm registers; 24 FMAs per 14 loads keeps both FMA ports busy (8 rows left them ~40 % idle).
 const MR: usize = 12;
 const NR: usize = 32;
-/// Panels per task: the token tile (MR × k) stays in L1 while these panels stream from L2.
+/// Panels per task: their packed panels (PB × NR × k) stay in L2 while the task's token blocks sweep them.
 const PB: usize = 4;
 /// k steps per block: one panel's KC × NR slice (32 KiB) stays in L1 while every token tile of the
 /// task sweeps it; the packed token tiles (KC × MR each) stream from L2.
