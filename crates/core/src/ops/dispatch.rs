@@ -67,4 +67,24 @@ macro_rules! multiversion {
             $body($($arg),*)
         }
     };
+    // `= body, fma`: the body takes `<const FMA: bool>`; the AVX-512 / AVX2 copies get `true` (they fuse
+    // multiply-adds, see `math::madd`), the baseline copy (and WASM) `false`.
+    ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident, fma) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+                unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
+                match $crate::ops::simd_level() {
+                    // SAFETY: the CPU was checked to support these features.
+                    $crate::ops::SimdLevel::Avx512 => return unsafe { v512($($arg),*) },
+                    $crate::ops::SimdLevel::Avx2 => return unsafe { v256($($arg),*) },
+                    $crate::ops::SimdLevel::Baseline => {}
+                }
+            }
+            $body::<false>($($arg),*)
+        }
+    };
 }

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{exp_nonpositive, silu, softplus};
+use super::math::{exp_nonpositive_fast, madd, silu, softplus};
 use super::{size_add, size_mul};
 
 /// Channels per block (lanes of the inner loop).
@@ -94,24 +94,24 @@ pub(crate) fn selective_scan_from(inp: &ScanInputs, state_in: &[f32], state: &mu
     }
 }
 
-multiversion!(fn scan_block(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) = scan_block_body);
+multiversion!(fn scan_block(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) = scan_block_body, fma);
 
 #[inline(always)]
-fn scan_block_body(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) {
+fn scan_block_body<const F: bool>(inp: &ScanInputs, c0: usize, state_in: &[f32], state: &mut [f32], out: RowsOut) {
     let n = inp.a.len() / inp.dt_bias.len();
     // Every released Mamba-1 has N = 16: give LLVM the constant; other sizes use heap buffers.
     if n == 16 {
         let (mut s, mut a) = ([[0f32; CB]; 16], [[0f32; CB]; 16]);
-        scan_block_core(inp, c0, state_in, state, out, &mut s, &mut a);
+        scan_block_core::<F>(inp, c0, state_in, state, out, &mut s, &mut a);
     } else {
         let (mut s, mut a) = (vec![[0f32; CB]; n], vec![[0f32; CB]; n]);
-        scan_block_core(inp, c0, state_in, state, out, &mut s, &mut a);
+        scan_block_core::<F>(inp, c0, state_in, state, out, &mut s, &mut a);
     }
 }
 
 /// `s`, `a`: the block's state and A, transposed to `[N][CB]` (zeroed by the caller).
 #[inline(always)]
-fn scan_block_core(
+fn scan_block_core<const F: bool>(
     inp: &ScanInputs,
     c0: usize,
     state_in: &[f32],
@@ -157,9 +157,9 @@ fn scan_block_core(
             let (sj, aj) = (&mut s[j], &a[j]);
             for i in 0..CB {
                 // Δ > 0 and A < 0, so Δ·A ≤ 0.
-                let v = exp_nonpositive(delta[i] * aj[i]) * sj[i] + du[i] * bj;
+                let v = madd::<F>(exp_nonpositive_fast::<F>(delta[i] * aj[i]), sj[i], du[i] * bj);
                 sj[i] = v;
-                y[i] += v * cj;
+                y[i] = madd::<F>(v, cj, y[i]);
             }
         }
         for i in 0..CB {
