@@ -76,31 +76,27 @@ pub fn madd<const F: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Lowest input of [`exp_nonpositive_fast`]: −127·ln 2, where the rounded exponent reaches −127,
-/// whose biased field (0) makes the scale factor exactly 0.
-const EXP_FLUSH: f32 = -88.029_69;
-
-/// e^x for x ≤ 0 with multiply-adds fused where `F` (the scan's Δ·A, its hottest op): the same
-/// reduction and polynomial as [`exp`], ~15 vector ops instead of ~27. No compare-and-blend for the
-/// underflow: inputs are clamped at [`EXP_FLUSH`], and from about −87.7 down the rounded exponent is
-/// −127, whose scale factor is +0.0 — e^x there is below the smallest normal f32 anyway.
+/// 2^t for t ≤ 0 with multiply-adds fused where `F` (the scan's dA = exp(Δ·A) = 2^(Δ·A·log2 e), its
+/// hottest op; the caller folds log2 e into A once per block, so there is no reduction by ln 2):
+/// t = k + f with k = round(t), 2^f on [-1/2, 1/2] by Cephes' exp2f polynomial, then the exponent.
+/// 11 vector ops, 8 of them multiplies. No compare-and-blend for the underflow: t is clamped at
+/// −127, whose rounded exponent's biased field (0) makes the scale factor +0.0, so 2^t is 0 from
+/// t ≈ −126.5 down (below the smallest normal f32 anyway).
 #[inline(always)]
-pub fn exp_nonpositive_fast<const F: bool>(x: f32) -> f32 {
-    let xc = x.max(EXP_FLUSH);
-    let shifted = madd::<F>(xc, LOG2E, ROUND_MAGIC);
-    let n = shifted - ROUND_MAGIC;
-    // Biased exponent n + 127 ∈ [0, 127], read from the low mantissa bits of `shifted` in one subtract.
+pub fn exp2_nonpositive<const F: bool>(t: f32) -> f32 {
+    let tc = t.max(-127.0);
+    let shifted = tc + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
+    let f = tc - k; // exact, in [-1/2, 1/2]
+    // Biased exponent k + 127 ∈ [0, 127], read from the low mantissa bits of `shifted` in one subtract.
     let biased = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits().wrapping_sub(127));
-    let r = madd::<F>(-n, LN2_HI, xc);
-    let r = madd::<F>(-n, LN2_LO, r);
-    let mut p = 1.987_569_1e-4_f32;
-    p = madd::<F>(p, r, 1.398_2e-3);
-    p = madd::<F>(p, r, 8.333_452e-3);
-    p = madd::<F>(p, r, 4.166_579_6e-2);
-    p = madd::<F>(p, r, 1.666_666_5e-1);
-    p = madd::<F>(p, r, 5e-1);
-    let er = madd::<F>(p, r * r, r) + 1.0;
-    er * f32::from_bits(biased << 23)
+    let mut p = 1.535_336_2e-4_f32;
+    p = madd::<F>(p, f, 1.339_887_4e-3);
+    p = madd::<F>(p, f, 9.618_437e-3);
+    p = madd::<F>(p, f, 5.550_332_5e-2);
+    p = madd::<F>(p, f, 2.402_264_8e-1);
+    p = madd::<F>(p, f, 6.931_472e-1);
+    madd::<F>(p, f, 1.0) * f32::from_bits(biased << 23)
 }
 
 /// Natural log for x > 0 (finite); relative error ~1e-7. Callers guarantee the domain.
@@ -192,30 +188,31 @@ mod tests {
         assert_eq!(exp(0.0), 1.0);
     }
 
-    /// Both copies of the scan's exp (fused multiply-adds or not): accurate down to the smallest
-    /// normal result, exactly 0 below the flush point, never negative, NaN-free, monotone.
+    /// Both copies of the scan's 2^t (fused multiply-adds or not): accurate down to the smallest
+    /// normal result, exactly 0 below the flush point, never negative, monotone.
     #[test]
-    fn fast_nonpositive_exp_is_accurate_and_flushes_to_zero() {
+    fn exp2_nonpositive_is_accurate_and_flushes_to_zero() {
         fn check<const F: bool>() {
             let n = 2_000_000;
             let (mut worst, mut prev) = (0.0f64, 0.0f32);
             for i in 0..=n {
-                let x = -87.3 + 87.3 * (i as f32 / n as f32);
-                let y = exp_nonpositive_fast::<F>(x);
-                worst = worst.max(rel(y, (x as f64).exp()));
-                assert!(y >= prev, "not monotone at {x} (fma {F})");
+                let t = -126.0 + 126.0 * (i as f32 / n as f32);
+                let y = exp2_nonpositive::<F>(t);
+                worst = worst.max(rel(y, (t as f64).exp2()));
+                assert!(y >= prev, "not monotone at {t} (fma {F})");
                 prev = y;
             }
             assert!(worst <= 2e-7, "max relative error {worst} (fma {F})");
-            assert_eq!(exp_nonpositive_fast::<F>(0.0), 1.0);
-            for x in [-88.1f32, -100.0, -1e6, f32::MIN, f32::NEG_INFINITY] {
-                assert_eq!(exp_nonpositive_fast::<F>(x).to_bits(), 0, "e^{x} (fma {F})");
+            assert_eq!(exp2_nonpositive::<F>(0.0), 1.0);
+            assert_eq!(exp2_nonpositive::<F>(-1.0), 0.5);
+            for t in [-126.6f32, -127.0, -200.0, -1e6, f32::MIN, f32::NEG_INFINITY] {
+                assert_eq!(exp2_nonpositive::<F>(t).to_bits(), 0, "2^{t} (fma {F})");
             }
             // Between the flush point and the smallest normal: tiny, finite, non-negative.
             for i in 0..=1000 {
-                let x = -88.1 + 0.8 * (i as f32 / 1000.0);
-                let y = exp_nonpositive_fast::<F>(x);
-                assert!((0.0..2e-38).contains(&y), "e^{x} = {y} (fma {F})");
+                let t = -126.6 + 0.6 * (i as f32 / 1000.0);
+                let y = exp2_nonpositive::<F>(t);
+                assert!((0.0..=f32::MIN_POSITIVE).contains(&y), "2^{t} = {y} (fma {F})");
             }
         }
         check::<true>();

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{exp_nonpositive_fast, madd, silu, softplus};
+use super::math::{exp2_nonpositive, madd, silu, softplus};
 use super::{size_add, size_mul};
 
 /// Channels per block (lanes of the inner loop).
@@ -109,7 +109,7 @@ fn scan_block_body<const F: bool>(inp: &ScanInputs, c0: usize, state_in: &[f32],
     }
 }
 
-/// `s`, `a`: the block's state and A, transposed to `[N][CB]` (zeroed by the caller).
+/// `s`, `a`: the block's state and A·log2 e, transposed to `[N][CB]` (zeroed by the caller).
 #[inline(always)]
 fn scan_block_core<const F: bool>(
     inp: &ScanInputs,
@@ -125,11 +125,11 @@ fn scan_block_core<const F: bool>(
     let l = inp.len;
     let cb = state.len() / n; // channels in this block (the last block may be short)
 
-    // Lanes ≥ cb stay zero and are never stored back.
+    // Lanes ≥ cb stay zero and are never stored back. `a` holds A·log2 e: dA = 2^(Δ·A·log2 e).
     for i in 0..cb {
         for j in 0..n {
             s[j][i] = state_in[i * n + j];
-            a[j][i] = inp.a[(c0 + i) * n + j];
+            a[j][i] = inp.a[(c0 + i) * n + j] * std::f32::consts::LOG2_E;
         }
     }
     let mut bias = [0f32; CB];
@@ -138,6 +138,14 @@ fn scan_block_core<const F: bool>(
     dskip[..cb].copy_from_slice(&inp.d[c0..c0 + cb]);
 
     for t in 0..l {
+        // The [L, E] inputs are read a 128-byte column strip per token, 6 KB apart at E = 1536: from
+        // L3 at prefill sizes, and a token's loads start after hundreds of the last token's ops, too
+        // far back for out-of-order execution to start them early (they stalled ~25 % of the scan).
+        let ahead = t + PREFETCH_TOKENS;
+        prefetch_lanes(inp.dt.as_ptr().wrapping_add(ahead * e + c0));
+        prefetch_lanes(inp.u.as_ptr().wrapping_add(ahead * e + c0));
+        prefetch_lanes(inp.z.as_ptr().wrapping_add(ahead * inp.z_stride + inp.z_offset + c0));
+        prefetch_lanes(out.0.wrapping_add(ahead * e + c0));
         let mut delta = [0f32; CB];
         let mut uu = [0f32; CB];
         let mut zz = [0f32; CB];
@@ -157,7 +165,7 @@ fn scan_block_core<const F: bool>(
             let (sj, aj) = (&mut s[j], &a[j]);
             for i in 0..CB {
                 // Δ > 0 and A < 0, so Δ·A ≤ 0.
-                let v = madd::<F>(exp_nonpositive_fast::<F>(delta[i] * aj[i]), sj[i], du[i] * bj);
+                let v = madd::<F>(exp2_nonpositive::<F>(delta[i] * aj[i]), sj[i], du[i] * bj);
                 sj[i] = v;
                 y[i] = madd::<F>(v, cj, y[i]);
             }
@@ -181,6 +189,24 @@ fn scan_block_core<const F: bool>(
     }
 }
 
+/// Tokens ahead that [`prefetch_lanes`] asks for.
+const PREFETCH_TOKENS: usize = 4;
+
+/// Asks for the cache lines of `CB` floats from `p` (x86; a no-op elsewhere). Never faults, so
+/// addresses past the last token are harmless.
+#[inline(always)]
+fn prefetch_lanes(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint: it reads nothing architecturally and cannot fault (SSE, baseline x86-64).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(CB - 1).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `dst[..cb]` = `src[..cb]`. A full block is a fixed-size copy (inlined vector moves); a
 /// run-time length would call `memmove` four times per token and block — 7 % of a prefill.
 #[inline(always)]
@@ -188,8 +214,16 @@ fn load_lanes(dst: &mut [f32; CB], src: &[f32], cb: usize) {
     if cb == CB {
         *dst = src[..CB].try_into().expect("a full block of lanes");
     } else {
-        dst[..cb].copy_from_slice(&src[..cb]);
+        load_partial_lanes(dst, src, cb);
     }
+}
+
+/// The last, short block's copy, kept out of line: inlined, LLVM merged the full-block copies'
+/// tails into this `memcpy` call (one call per token and block, ~10 % of the scan).
+#[cold]
+#[inline(never)]
+fn load_partial_lanes(dst: &mut [f32; CB], src: &[f32], cb: usize) {
+    dst[..cb].copy_from_slice(&src[..cb]);
 }
 
 /// Straightforward per-token reference of the same maths in f64 (libm exp/ln1p), for tests.

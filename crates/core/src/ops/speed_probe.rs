@@ -236,3 +236,47 @@ fn speed_probe() {
         });
     }
 }
+
+/// The Mamba-1 selective scan on a Mamba-130M prefill shape (L = 512, E = 1536, N = 16; inputs
+/// [L, E], 3 MB each, so they come from L3 as in a model): best µs per scan and ns per
+/// (token × channel × state) update. `cargo test --release -p phoenix-core --lib scan_probe -- --ignored --nocapture`
+#[test]
+#[ignore = "timing probe; run with --ignored --nocapture"]
+fn scan_probe() {
+    use super::scan::{selective_scan_from, ScanInputs};
+    let (l, e, n, r) = (512usize, 1536usize, 16usize, 48usize);
+    let u = data(l * e, 1);
+    // Δ before softplus: around −3 (Δ ≈ 0.05), as in trained checkpoints.
+    let dt: Vec<f32> = data(l * e, 2).iter().map(|v| v * 2.0 - 3.0).collect();
+    let dt_bias = data(e, 3);
+    let a: Vec<f32> = (0..e * n).map(|i| -((i % n) as f32 + 1.0)).collect();
+    let bc = data(l * (r + 2 * n), 4);
+    let d = data(e, 5);
+    let z = data(l * 2 * e, 6);
+    let inp = ScanInputs {
+        len: l,
+        u: &u,
+        dt: &dt,
+        dt_bias: &dt_bias,
+        a: &a,
+        bc: &bc,
+        bc_stride: r + 2 * n,
+        b_offset: r,
+        c_offset: r + n,
+        d: &d,
+        z: &z,
+        z_stride: 2 * e,
+        z_offset: e,
+    };
+    let (state_in, mut state, mut y) = (vec![0f32; e * n], vec![0f32; e * n], vec![0f32; l * e]);
+    println!("SIMD level {:?}", super::simd_level());
+    for threads in thread_counts() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let secs = pool.install(|| best(20, &mut || selective_scan_from(&inp, &state_in, &mut state, &mut y)));
+        println!(
+            "scan L {l} E {e} N {n}, {threads} thread(s): {:.0} µs, {:.3} ns per update",
+            secs * 1e6,
+            secs * 1e9 / (l * e * n) as f64
+        );
+    }
+}
