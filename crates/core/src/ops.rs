@@ -36,7 +36,7 @@ mod ssd_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
-pub use matvec::with_exact_activations;
+pub use matvec::{exact_activations_active, with_activation_scope, with_exact_activations};
 pub(crate) use quant::dequantize_blocks as dequantize;
 #[cfg(test)]
 pub(crate) use quant::ggml_quantize;

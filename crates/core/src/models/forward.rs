@@ -6,6 +6,7 @@ use std::fmt::Debug;
 
 use crate::error::{invalid_option, state_mismatch, Result};
 use crate::model::{LogitsWanted, ModelState};
+use crate::ops::{exact_activations_active, with_activation_scope};
 
 /// At least one id, every one inside the vocabulary.
 pub(crate) fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
@@ -75,11 +76,46 @@ pub(crate) fn in_pieces(
 /// has a single thread). Each kernel's parallel loop then forks and joins inside the pool, the
 /// caller taking its share. Called from outside the pool (a binding's worker thread), every loop —
 /// ~150 per decoded token of a 24-layer Mamba — injected its job and put the caller to sleep
-/// until it was done: a futex wake-up and sleep per kernel call.
+/// until it was done: a futex wake-up and sleep per kernel call. The caller's thread-local
+/// activation scope (`ops::with_exact_activations`) goes with the work.
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
         f()
     } else {
-        rayon::scope(|_| f())
+        let exact = exact_activations_active();
+        rayon::scope(|_| with_activation_scope(exact, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::with_exact_activations;
+
+    /// A forward's pieces run on a pool thread (when the pool has more than one), under the
+    /// caller's activation scope, and a job run there afterwards does not inherit it.
+    #[test]
+    fn pieces_run_in_the_pool_under_the_callers_activation_scope() {
+        let seen = |want_exact: bool| {
+            let mut calls = 0;
+            let logits = in_pieces(&[1, 2, 3], 2, LogitsWanted::Last, 1, |piece, _, logits| {
+                assert!(rayon::current_thread_index().is_some(), "not on a pool thread");
+                assert_eq!(exact_activations_active(), want_exact);
+                calls += 1;
+                logits.extend(piece.iter().map(|&id| id as f32));
+                Ok(())
+            });
+            assert_eq!(calls, 2);
+            logits.unwrap()
+        };
+        // The global pool, called from outside it (the test harness's thread), as from a binding's
+        // worker thread.
+        if rayon::current_num_threads() > 1 {
+            assert_eq!(with_exact_activations(|| seen(true)), vec![1.0, 2.0, 3.0]);
+            assert_eq!(seen(false), vec![1.0, 2.0, 3.0]);
+            assert!(rayon::scope(|_| !exact_activations_active()), "the scope leaked into the pool");
+        } else {
+            eprintln!("SKIPPED pieces_run_in_the_pool: the global pool has one thread");
+        }
     }
 }

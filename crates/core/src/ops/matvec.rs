@@ -58,6 +58,17 @@ thread_local! {
 /// "Paris" on AVX2 and WASM). The decision is read on the calling thread before a product splits
 /// into tasks, and model forwards call products from their own thread, so the scope covers them.
 pub fn with_exact_activations<R>(f: impl FnOnce() -> R) -> R {
+    with_activation_scope(true, f)
+}
+
+/// Whether [`with_exact_activations`] is in force on this thread.
+pub fn exact_activations_active() -> bool {
+    EXACT_SCOPE.with(Cell::get)
+}
+
+/// Runs `f` with this thread's scope set to `exact` (work moved to a pool thread carries its
+/// caller's setting there, and a job stolen while it waits sets its own).
+pub fn with_activation_scope<R>(exact: bool, f: impl FnOnce() -> R) -> R {
     /// Restores the previous setting, also when `f` unwinds.
     struct Restore(bool);
     impl Drop for Restore {
@@ -65,7 +76,7 @@ pub fn with_exact_activations<R>(f: impl FnOnce() -> R) -> R {
             EXACT_SCOPE.with(|c| c.set(self.0));
         }
     }
-    let _restore = Restore(EXACT_SCOPE.with(|c| c.replace(true)));
+    let _restore = Restore(EXACT_SCOPE.with(|c| c.replace(exact)));
     f()
 }
 
