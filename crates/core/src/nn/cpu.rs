@@ -39,9 +39,10 @@ pub(crate) fn no_cuda<T>(op: &str) -> Result<T> {
     bail!("{op}: phoenix-core was not built with CUDA kernels (CPU only)")
 }
 
-/// `len` zeros for an op's output, from the allocator's zeroed memory: a large buffer is fresh
-/// zero pages, so no serial memset runs here and the page faults are taken by the (threaded) kernel
-/// that first writes each page. Fallible: too large is an error, not an abort.
+/// `len` zeros for an op's output, from the allocator's zeroed memory: a fresh large buffer is zero
+/// pages (no memset; the threaded kernel that first writes each page takes its faults), a reused one
+/// (mimalloc keeps freed buffers) is cleared by one serial memset — ~1 % of a Mamba-130M prefill at
+/// 2 threads, cheaper than the page faults it replaces. Fallible: too large is an error, not an abort.
 pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
     if len == 0 {
         return Ok(Vec::new());
