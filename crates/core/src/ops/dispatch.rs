@@ -48,35 +48,24 @@ fn detect() -> SimdLevel {
 
 /// `multiversion!(pub fn name(a: A, b: B) -> R = body_fn);` defines `name` dispatching to copies of
 /// `body_fn` compiled with AVX-512 / AVX2+FMA (+F16C) enabled.
+/// `multiversion!(fn name(…) = body_fn, fma);`: the body takes `<const FMA: bool>`; the AVX-512 /
+/// AVX2 copies get `true` (they fuse multiply-adds, see `math::madd`), the baseline copy (and WASM) `false`.
 macro_rules! multiversion {
     ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:path) => {
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-                unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
-                #[target_feature(enable = "avx2,fma,f16c")]
-                unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
-                match $crate::ops::simd_level() {
-                    // SAFETY: the CPU was checked to support these features.
-                    $crate::ops::SimdLevel::Avx512 => return unsafe { v512($($arg),*) },
-                    $crate::ops::SimdLevel::Avx2 => return unsafe { v256($($arg),*) },
-                    $crate::ops::SimdLevel::Baseline => {}
-                }
-            }
-            $body($($arg),*)
-        }
+        multiversion!(@copies $vis fn $name($($arg: $ty),*) $(-> $ret)?; $body, $body);
     };
-    // `= body, fma`: the body takes `<const FMA: bool>`; the AVX-512 / AVX2 copies get `true` (they fuse
-    // multiply-adds, see `math::madd`), the baseline copy (and WASM) `false`.
     ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:ident, fma) => {
+        multiversion!(@copies $vis fn $name($($arg: $ty),*) $(-> $ret)?; $body::<true>, $body::<false>);
+    };
+    // `$wide` runs in the AVX-512 and AVX2 copies, `$base` in the baseline one.
+    (@copies $vis:vis fn $name:ident($($arg:ident : $ty:ty),*) $(-> $ret:ty)?; $wide:path, $base:path) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-                unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
+                unsafe fn v512($($arg: $ty),*) $(-> $ret)? { $wide($($arg),*) }
                 #[target_feature(enable = "avx2,fma,f16c")]
-                unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $body::<true>($($arg),*) }
+                unsafe fn v256($($arg: $ty),*) $(-> $ret)? { $wide($($arg),*) }
                 match $crate::ops::simd_level() {
                     // SAFETY: the CPU was checked to support these features.
                     $crate::ops::SimdLevel::Avx512 => return unsafe { v512($($arg),*) },
@@ -84,7 +73,7 @@ macro_rules! multiversion {
                     $crate::ops::SimdLevel::Baseline => {}
                 }
             }
-            $body::<false>($($arg),*)
+            $base($($arg),*)
         }
     };
 }

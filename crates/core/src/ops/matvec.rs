@@ -55,8 +55,9 @@ thread_local! {
 /// [`ActivationRounding::Exact`]. A generation feeds the token whose logits choose its first token
 /// this way: that choice is the one most often decided by a small gap, and the 8-bit activation of a
 /// one-token pass through every layer flipped it (SmolLM2-135M Q4_1 answered "L'Étoile…" for
-/// "Paris" on AVX2 and WASM). The decision is read on the calling thread before a product splits
-/// into tasks, and model forwards call products from their own thread, so the scope covers them.
+/// "Paris" on AVX2 and WASM). The decision is read on the thread that calls a product, before it
+/// splits into tasks; a forward moved to a pool thread takes the caller's scope along
+/// (`models::forward::in_pieces`).
 pub fn with_exact_activations<R>(f: impl FnOnce() -> R) -> R {
     with_activation_scope(true, f)
 }
@@ -101,7 +102,7 @@ pub(crate) fn matvec_with(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "matvec: bias length");
     }
-    let exact = rounding == ActivationRounding::Exact || EXACT_SCOPE.with(Cell::get);
+    let exact = rounding == ActivationRounding::Exact || exact_activations_active();
     match w {
         // Quantized W: the activation is quantized once for every row (see `ops::quant`).
         // The logits' product, or a pass under `with_exact_activations`: f32 activation.
