@@ -4,7 +4,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, for_overwrite, held_f32s, no_cuda, zeros};
 use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::conv::causal_conv_silu;
@@ -58,7 +58,8 @@ impl CustomOp2 for CausalConvSilu {
         let (w, wl) = self.weight_t.storage_and_layout();
         let (b, bl) = self.bias.storage_and_layout();
         let (w, b) = (held_f32s(&w, wl, NAME, "weight")?, held_f32s(&b, bl, NAME, "bias")?);
-        let mut out = zeros(e * k + l * e, NAME)?;
+        // The state is copied in below, and the conv writes every (token, channel) of u.
+        let mut out = for_overwrite(e * k + l * e, NAME)?;
         let (new_state, u) = out.split_at_mut(e * k);
         new_state.copy_from_slice(state);
         let mut hist = zeros((k - 1) * e, NAME)?;

@@ -78,3 +78,22 @@ pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
         Ok(Vec::from_raw_parts(ptr, len, len))
     }
 }
+
+/// `len` values for an op output that its kernel writes in full before anything reads it (each
+/// caller says why): no zeroing pass. Zeroing a Mamba-130M prefill's outputs cost ~1.7 % of it
+/// (400 MB of memset over 24 layers). Unit tests fill the buffer with NaN instead, so an output a
+/// kernel leaves unwritten shows up in every result computed from it.
+pub(crate) fn for_overwrite(len: usize, op: &str) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        bail!("{op}: output of {len} values does not fit in memory");
+    }
+    if cfg!(test) {
+        out.resize(len, f32::NAN);
+    } else {
+        // SAFETY: capacity ≥ len (reserved above); f32 has no invalid bit patterns, and the caller's
+        // kernel writes every value before any is read (the contract of this function).
+        unsafe { out.set_len(len) };
+    }
+    Ok(out)
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, no_cuda, zeros};
+use super::cpu::{f32s, for_overwrite, no_cuda};
 use super::WeightMatrix;
 use crate::error::Result;
 use crate::ops::matmul::{linear_with, ActivationRounding, MatRef};
@@ -121,7 +121,8 @@ impl CustomOp1 for LinearOp<'_> {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = lhs(NAME, self.w, storage, layout)?;
         let (m, n) = (x.rows, self.w.rows);
-        let mut out = zeros(m * n, NAME)?;
+        // Every product path stores each output when not accumulating (`ops::product_tests`).
+        let mut out = for_overwrite(m * n, NAME)?;
         linear_with(x, self.w.weight_ref(), None, &mut out, false, self.rounding);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }

@@ -2,7 +2,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, for_overwrite, held_f32s, no_cuda};
 use crate::error::Result;
 use crate::ops::norm::{rms_norm_in_place, rms_norm_rows};
 
@@ -43,7 +43,8 @@ impl CustomOp1 for RmsNormOp<'_> {
         if w.len() != width {
             bail!("{NAME}: weight has {} values for rows of {width}", w.len());
         }
-        let mut out = zeros(x.len(), NAME)?;
+        // Every row is normalised in full.
+        let mut out = for_overwrite(x.len(), NAME)?;
         rms_norm_rows(x, w, self.eps, &mut out);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

@@ -4,7 +4,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, for_overwrite, held_f32s, no_cuda};
 use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::scan::{selective_scan_from, ScanInputs};
@@ -111,7 +111,8 @@ impl CustomOp3 for ScanOp<'_> {
             z_stride: z_width,
             z_offset: self.x.z_offset,
         };
-        let mut out = zeros(e * n + l * e, NAME)?;
+        // The scan writes the whole new state and every (token, channel) of y.
+        let mut out = for_overwrite(e * n + l * e, NAME)?;
         let (new_state, y) = out.split_at_mut(e * n);
         selective_scan_from(&inputs, state, new_state, y);
         let len = out.len();
