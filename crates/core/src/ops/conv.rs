@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::math::silu_with;
 use super::{size_add, size_mul};
 
 /// Tokens per rayon task in prefill (enough work to amortise scheduling).
@@ -60,10 +61,16 @@ pub(crate) fn causal_conv_silu(
     }
 }
 
-multiversion!(fn conv_rows(t0: usize, rows: &mut [f32], x: &[f32], x_stride: usize, hist: &[f32], weight_t: &[f32], bias: &[f32]) = conv_rows_body);
+multiversion!(fn conv_rows(t0: usize, rows: &mut [f32], x: &[f32], x_stride: usize, hist: &[f32], weight_t: &[f32], bias: &[f32]) = conv_rows_body, fma);
 
+/// Channels per register block of [`conv_rows_body`] (two AVX-512 / four AVX2 vectors).
+const CONV_LANES: usize = 32;
+
+/// One output row per token: each block of [`CONV_LANES`] channels sums its K taps and takes SiLU in
+/// registers, then is stored once. (Accumulating tap by tap into the output row re-read and re-wrote
+/// it K + 1 times: ~2.3 % of a Mamba-130M prefill, 4× what the arithmetic needs.)
 #[inline(always)]
-fn conv_rows_body(
+fn conv_rows_body<const F: bool>(
     t0: usize,
     rows: &mut [f32],
     x: &[f32],
@@ -76,23 +83,36 @@ fn conv_rows_body(
     let k = weight_t.len() / e;
     for (r, out) in rows.chunks_exact_mut(e).enumerate() {
         let t = t0 + r;
-        out.copy_from_slice(bias);
-        for j in 0..k {
-            // Input position of tap j: t - (K-1) + j.
+        // Tap j's input row: position t - (K-1) + j, from the chunk or from the conv history.
+        let src = |j: usize| -> &[f32] {
             let pos = t as isize - (k as isize - 1) + j as isize;
-            let src = if pos >= 0 {
+            if pos >= 0 {
                 &x[pos as usize * x_stride..pos as usize * x_stride + e]
             } else {
                 let h = (k as isize - 1 + pos) as usize;
                 &hist[h * e..(h + 1) * e]
-            };
-            let w = &weight_t[j * e..(j + 1) * e];
-            for ((o, &s), &wv) in out.iter_mut().zip(src).zip(w) {
-                *o += wv * s;
+            }
+        };
+        let full = e - e % CONV_LANES;
+        for c0 in (0..full).step_by(CONV_LANES) {
+            let mut acc: [f32; CONV_LANES] = bias[c0..c0 + CONV_LANES].try_into().expect("a full block");
+            for j in 0..k {
+                let s: &[f32; CONV_LANES] = src(j)[c0..c0 + CONV_LANES].try_into().expect("a full block");
+                let w: &[f32; CONV_LANES] = weight_t[j * e + c0..j * e + c0 + CONV_LANES].try_into().expect("a full block");
+                for i in 0..CONV_LANES {
+                    acc[i] += w[i] * s[i];
+                }
+            }
+            for (o, a) in out[c0..c0 + CONV_LANES].iter_mut().zip(acc) {
+                *o = silu_with::<F>(a);
             }
         }
-        for o in out.iter_mut() {
-            *o = super::math::silu(*o);
+        for c in full..e {
+            let mut acc = bias[c];
+            for j in 0..k {
+                acc += weight_t[j * e + c] * src(j)[c];
+            }
+            out[c] = silu_with::<F>(acc);
         }
     }
 }

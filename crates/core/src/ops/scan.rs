@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{exp2_nonpositive, madd, silu, softplus};
+use super::math::{exp2_nonpositive, madd, silu_with, softplus_with};
 use super::{size_add, size_mul};
 
 /// Channels per block (lanes of the inner loop).
@@ -154,7 +154,7 @@ fn scan_block_core<const F: bool>(
         load_lanes(&mut zz, &inp.z[t * inp.z_stride + inp.z_offset + c0..], cb);
         let mut du = [0f32; CB];
         for i in 0..CB {
-            delta[i] = softplus(delta[i] + bias[i]);
+            delta[i] = softplus_with::<F>(delta[i] + bias[i]);
             du[i] = delta[i] * uu[i];
         }
         let brow = &inp.bc[t * inp.bc_stride + inp.b_offset..][..n];
@@ -171,7 +171,7 @@ fn scan_block_core<const F: bool>(
             }
         }
         for i in 0..CB {
-            y[i] = (y[i] + dskip[i] * uu[i]) * silu(zz[i]);
+            y[i] = (y[i] + dskip[i] * uu[i]) * silu_with::<F>(zz[i]);
         }
         // SAFETY: row t, columns c0..c0+cb: inside `y` and owned by this block only.
         unsafe {
