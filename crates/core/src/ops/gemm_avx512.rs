@@ -55,7 +55,7 @@ thread_local! {
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
 pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) -> bool {
-    if super::simd_level() != super::SimdLevel::Avx512 || pads_too_much(n) {
+    if super::simd_level() != super::SimdLevel::Avx512 {
         return false;
     }
     gemm(x, w, n, out, accumulate);
@@ -65,7 +65,7 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
 /// Whether padding `n` outputs to whole NR-wide panels wastes more than a tenth of the work: then
 /// the `gemm` crate, whose narrower tiles fit, is faster. Mamba's x_proj (n = 80 = 2.5 panels) ran at
 /// 82 GFLOP/s here against the crate's 111 (1 thread, Zen 4); wide products pad under 1 %.
-fn pads_too_much(n: usize) -> bool {
+pub(crate) fn pads_too_much(n: usize) -> bool {
     (n.div_ceil(NR) * NR - n) * 10 > n
 }
 

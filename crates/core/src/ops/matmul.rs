@@ -74,7 +74,7 @@ pub(crate) fn linear_with(
 /// The many-rows path: our AVX-512 kernel where the CPU has it, else the `gemm` crate.
 pub(crate) fn gemm_rows(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
     x.check();
-    if super::gemm_avx512::try_gemm(x, w, n, out, accumulate) {
+    if !super::gemm_avx512::pads_too_much(n) && super::gemm_avx512::try_gemm(x, w, n, out, accumulate) {
         return;
     }
     match w {
