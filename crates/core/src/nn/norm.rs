@@ -28,6 +28,9 @@ struct RmsNormOp<'a> {
     eps: f32,
 }
 
+/// Values per task when a norm's rows are split across the pool.
+const PARALLEL_NORM_VALUES: usize = 32 * 1024;
+
 const NAME: &str = "phoenix-rms-norm";
 
 impl CustomOp1 for RmsNormOp<'_> {
@@ -45,7 +48,15 @@ impl CustomOp1 for RmsNormOp<'_> {
         }
         // Every row is normalised in full.
         let mut out = for_overwrite(x.len(), NAME)?;
-        rms_norm_rows(x, w, self.eps, &mut out);
+        // A prefill's rows are split across the pool (serial, they left the other threads idle).
+        let rows_per_task = (PARALLEL_NORM_VALUES / width).max(1);
+        if x.len() >= 2 * PARALLEL_NORM_VALUES && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let chunk = rows_per_task * width;
+            out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| rms_norm_rows(x, w, self.eps, o));
+        } else {
+            rms_norm_rows(x, w, self.eps, &mut out);
+        }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
