@@ -280,3 +280,38 @@ fn scan_probe() {
         );
     }
 }
+
+/// Prefill products with W hot in cache (the same matrix every call, as `speed_probe` times them)
+/// against W streamed from DRAM (a ring of 24 copies, one per layer, as a model's prefill reads
+/// them): the gap is what reading the weights costs a product.
+/// `cargo test --release -p phoenix-core --lib gemm_cold_probe -- --ignored --nocapture`
+#[test]
+#[ignore = "timing probe; run with --ignored --nocapture"]
+fn gemm_cold_probe() {
+    let (d, e, m, layers) = (768usize, 1536usize, 512usize, 24usize);
+    for threads in thread_counts() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (n, k, what) in [(2 * e, d, "in_proj"), (d, e, "out_proj")] {
+                let x = data(m * k, 3);
+                let ring: Vec<Vec<f32>> = (0..layers).map(|i| data(n * k, 4 + i as u32)).collect();
+                let mut out = vec![0f32; m * n];
+                let gflop = 2.0 * (m * n * k) as f64 / 1e9;
+                let hot = best(5, &mut || gemm_rows(MatRef::rows(&x, m, k), WeightRef::F32(&ring[0]), n, &mut out, false));
+                let mut cold = f64::MAX;
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    for w in &ring {
+                        gemm_rows(MatRef::rows(&x, m, k), WeightRef::F32(w), n, &mut out, false);
+                    }
+                    cold = cold.min(t.elapsed().as_secs_f64() / layers as f64);
+                }
+                println!(
+                    "{threads} thread(s) {what} [{m}x{k}]·[{n}x{k}]ᵀ GFLOP/s: W in cache {:.0}, W from DRAM {:.0}",
+                    gflop / hot,
+                    gflop / cold
+                );
+            }
+        });
+    }
+}
