@@ -122,6 +122,12 @@ describe.skipIf(skip)('200 requests on three workers, one SIGKILLed, Redis resta
     });
     expect(victim, 'a worker was running a job').toBeDefined();
     victim!.child.kill('SIGKILL');
+    await new Promise((r) => victim!.child.once('exit', r));
+    // The job it held when it died: the one seen above may have finished between that look and the
+    // kill (the worker then died holding the next one, or none). A dead worker's job stays active
+    // until the stall check takes it back.
+    const held = (await observer.getActive()).find((job) => job.processedBy === victim!.id);
+    victimJob = held?.id;
     const survivors = workers.filter((w) => w !== victim).map((w) => w.id);
 
     const rss = async (): Promise<Map<string, number>> => {
@@ -140,7 +146,7 @@ describe.skipIf(skip)('200 requests on three workers, one SIGKILLed, Redis resta
     const done = await Promise.all(results);
     const rssLate = await rss();
     const counts = await observer.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
-    const retried = await observer.getJob(victimJob!);
+    const retried = victimJob === undefined ? undefined : await observer.getJob(victimJob);
     await observer.close();
     client.dispose();
 
@@ -151,7 +157,8 @@ describe.skipIf(skip)('200 requests on three workers, one SIGKILLed, Redis resta
       if (streamed) expect(streamed.join(''), `${r.requestId} chunks`).toBe(r.text);
     }
     expect(counts).toMatchObject({ waiting: 0, prioritized: 0, active: 0, delayed: 0, completed: N, failed: 0 });
-    expect(retried?.stalledCounter, `${victimJob} was taken up again`).toBe(1);
+    if (victimJob === undefined) console.log('proof: the killed worker was between jobs when it died; no job to take up again');
+    else expect(retried?.stalledCounter, `${victimJob} was taken up again`).toBe(1);
     expect([...rssEarly.keys()].sort()).toEqual([...survivors].sort());
     for (const [id, early] of rssEarly) {
       const late = rssLate.get(id)!;
