@@ -54,10 +54,7 @@ pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
     }
     if len >= PARALLEL_ZERO_MIN && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
-        let mut out: Vec<f32> = Vec::new();
-        if out.try_reserve_exact(len).is_err() {
-            bail!("{op}: output of {len} values does not fit in memory");
-        }
+        let mut out = reserved(len, op)?;
         out.spare_capacity_mut()[..len].par_chunks_mut(1 << 16).for_each(|chunk| {
             for v in chunk {
                 v.write(0.0);
@@ -84,16 +81,22 @@ pub(crate) fn zeros(len: usize, op: &str) -> Result<Vec<f32>> {
 /// (400 MB of memset over 24 layers). Unit tests fill the buffer with NaN instead, so an output a
 /// kernel leaves unwritten shows up in every result computed from it.
 pub(crate) fn for_overwrite(len: usize, op: &str) -> Result<Vec<f32>> {
-    let mut out: Vec<f32> = Vec::new();
-    if out.try_reserve_exact(len).is_err() {
-        bail!("{op}: output of {len} values does not fit in memory");
-    }
+    let mut out = reserved(len, op)?;
     if cfg!(test) {
         out.resize(len, f32::NAN);
     } else {
         // SAFETY: capacity ≥ len (reserved above); f32 has no invalid bit patterns, and the caller's
         // kernel writes every value before any is read (the contract of this function).
         unsafe { out.set_len(len) };
+    }
+    Ok(out)
+}
+
+/// An empty vector with room for `len` values; too large is an error, not an abort.
+fn reserved(len: usize, op: &str) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        bail!("{op}: output of {len} values does not fit in memory");
     }
     Ok(out)
 }

@@ -49,10 +49,9 @@ impl CustomOp1 for RmsNormOp<'_> {
         // Every row is normalised in full.
         let mut out = for_overwrite(x.len(), NAME)?;
         // A prefill's rows are split across the pool (serial, they left the other threads idle).
-        let rows_per_task = (PARALLEL_NORM_VALUES / width).max(1);
         if x.len() >= 2 * PARALLEL_NORM_VALUES && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
-            let chunk = rows_per_task * width;
+            let chunk = (PARALLEL_NORM_VALUES / width).max(1) * width;
             out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(o, x)| rms_norm_rows(x, w, self.eps, o));
         } else {
             rms_norm_rows(x, w, self.eps, &mut out);

@@ -28,6 +28,7 @@ struct Lanes([f32; CB]);
 impl Lanes {
     const ZERO: Self = Self([0.0; CB]);
 }
+
 /// Below this many (token × channel × state) updates the scan runs on the calling thread.
 const PARALLEL_MIN_WORK: usize = 16 * 1024;
 

@@ -262,53 +262,46 @@ impl Generation {
         Ok(Step { token_id: Some(token), text: check.emit, finish_reason: None })
     }
 
-    /// Feeds every unfed history token in the model's prefill pieces and returns the logits after
-    /// the last; `None` when cancelled between pieces (`fed` says how far it got). The last token
-    /// goes through the prefill with the rest: fed alone as a decode step it cost one more pass over
-    /// every weight (~2-3 % of a 512-token Mamba-130M prefill). The piece holding it runs with f32
-    /// activations when it picks a generation's first token (see `with_exact_activations`).
+    /// Feeds every unfed history token and returns the logits after the last; `None` when cancelled
+    /// between prefill pieces (`fed` says how far it got). The last token goes through the prefill
+    /// with the rest: fed alone as a decode step it cost one more pass over every weight (~2-3 % of a
+    /// 512-token Mamba-130M prefill). The piece holding it runs with f32 activations when it picks a
+    /// generation's first token (see `with_exact_activations`).
     fn feed_pending(&mut self, first: bool) -> Result<Option<Vec<f32>>> {
+        // `fed` < the history's length always holds here (the last token is never fed before its
+        // step); clamped so a step always feeds at least that token.
+        self.fed = self.fed.min(self.history.len() - 1);
+        self.feed_to(self.history.len(), true, first)
+    }
+
+    /// Feeds pending history tokens except the last, restoring the invariant.
+    fn feed_all_but_last(&mut self) -> Result<()> {
+        self.feed_to(self.history.len() - 1, false, false).map(|_| ())
+    }
+
+    /// Feeds history tokens `fed..upto` in the model's prefill pieces (same results as one call) and
+    /// returns the logits after the last piece, computed with f32 activations when `exact_last`;
+    /// `None` when there was nothing to feed, or when `cancellable` and a cancel came between pieces.
+    fn feed_to(&mut self, upto: usize, cancellable: bool, exact_last: bool) -> Result<Option<Vec<f32>>> {
+        if self.fed >= upto {
+            return Ok(None);
+        }
         let model = Arc::clone(self.model.as_ref().ok_or_else(released)?);
         let piece = model.model().prefill_chunk().max(1);
-        let upto = self.history.len();
-        // `fed` < `upto` always holds here (the last token is never fed before its step).
-        let mut start = self.fed.min(upto - 1);
         loop {
-            let end = upto.min(start.saturating_add(piece));
-            let ids = &self.history[start..end];
+            let end = upto.min(self.fed.saturating_add(piece));
+            let ids = &self.history[self.fed..end];
             let mut feed = || model.model().forward(ids, self.state.as_mut(), LogitsWanted::Last);
-            let logits = if first && end == upto { with_exact_activations(feed) } else { feed() }?;
+            let logits = if exact_last && end == upto { with_exact_activations(feed) } else { feed() }?;
             self.fed = end;
             if end == upto {
                 return Ok(Some(logits));
             }
-            // The caller checked before the first piece.
-            if self.cancel.load(Ordering::Relaxed) {
+            // Between pieces only: the step checked before the first.
+            if cancellable && self.cancel.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            start = end;
         }
-    }
-
-    /// Feeds pending history tokens except the last, restoring the invariant, in the model's
-    /// prefill pieces (same results as one call). With `cancellable`, a cancel between pieces stops
-    /// it early: `Ok(false)`, and `fed` says how far it got.
-    fn feed_all_but_last(&mut self, cancellable: bool) -> Result<bool> {
-        let upto = self.history.len() - 1;
-        if self.fed >= upto {
-            return Ok(true);
-        }
-        let model = Arc::clone(self.model.as_ref().ok_or_else(released)?);
-        let piece = model.model().prefill_chunk().max(1);
-        while self.fed < upto {
-            if cancellable && self.cancel.load(Ordering::Relaxed) {
-                return Ok(false);
-            }
-            let end = upto.min(self.fed.saturating_add(piece));
-            model.model().forward(&self.history[self.fed..end], self.state.as_mut(), LogitsWanted::Last)?;
-            self.fed = end;
-        }
-        Ok(true)
     }
 
     /// Releases text still held by the detokeniser and the stop-string matcher. `.1`: whether that
@@ -365,7 +358,7 @@ impl Generation {
             return Err(e);
         }
         let pending = self.fed + 1 < self.history.len();
-        if let Err(e) = self.feed_all_but_last(false) {
+        if let Err(e) = self.feed_all_but_last() {
             self.fail(e.clone());
             return Err(e);
         }
