@@ -98,7 +98,8 @@ fn conv_rows_body<const F: bool>(
             let mut acc: [f32; CONV_LANES] = bias[c0..c0 + CONV_LANES].try_into().expect("a full block");
             for j in 0..k {
                 let s: &[f32; CONV_LANES] = src(j)[c0..c0 + CONV_LANES].try_into().expect("a full block");
-                let w: &[f32; CONV_LANES] = weight_t[j * e + c0..j * e + c0 + CONV_LANES].try_into().expect("a full block");
+                let w: &[f32; CONV_LANES] =
+                    weight_t[j * e + c0..j * e + c0 + CONV_LANES].try_into().expect("a full block");
                 for i in 0..CONV_LANES {
                     acc[i] += w[i] * s[i];
                 }

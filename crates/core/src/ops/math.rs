@@ -101,7 +101,7 @@ pub fn exp2_nonpositive<const F: bool>(t: f32) -> f32 {
     let shifted = tc + ROUND_MAGIC;
     let k = shifted - ROUND_MAGIC;
     let f = tc - k; // exact, in [-1/2, 1/2]
-    // Biased exponent k + 127 ∈ [0, 127], read from the low mantissa bits of `shifted` in one subtract.
+                    // Biased exponent k + 127 ∈ [0, 127], read from the low mantissa bits of `shifted` in one subtract.
     let biased = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits().wrapping_sub(127));
     let mut p = 1.535_336_2e-4_f32;
     p = madd::<F>(p, f, 1.339_887_4e-3);

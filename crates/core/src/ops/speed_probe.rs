@@ -297,7 +297,8 @@ fn gemm_cold_probe() {
                 let ring: Vec<Vec<f32>> = (0..layers).map(|i| data(n * k, 4 + i as u32)).collect();
                 let mut out = vec![0f32; m * n];
                 let gflop = 2.0 * (m * n * k) as f64 / 1e9;
-                let hot = best(5, &mut || gemm_rows(MatRef::rows(&x, m, k), WeightRef::F32(&ring[0]), n, &mut out, false));
+                let hot =
+                    best(5, &mut || gemm_rows(MatRef::rows(&x, m, k), WeightRef::F32(&ring[0]), n, &mut out, false));
                 let mut cold = f64::MAX;
                 for _ in 0..3 {
                     let t = Instant::now();
