@@ -31,6 +31,7 @@ import { contextRow, formatContextTable, withLlamaRatios } from './lib/context.j
 import { findNativeLlama } from './lib/llama-native.js';
 import { phoenixSkipReason } from './lib/phoenix-support.js';
 import { logitsLabel } from './lib/verify.js';
+import { evictPageCache, formatEviction, weightFiles } from './lib/page-cache.js';
 import { planWorkers } from './lib/plan.js';
 import { promptIds } from './lib/prompt.js';
 import { bandwidthShortfalls, formatHalfRatios, formatRatios, formatTable, formatWasmRatios, halfRatios, modelPrefillAim, ratios, summarise, TARGETS, wasmRatios } from './lib/report.js';
@@ -719,5 +720,41 @@ describe('bench quantized rows (issue 11)', () => {
       'm q4_k_m: Q4_K_M: 145 F32, 72 Q4_K, 1 Q6_K tensors, 88.1 MB of weights',
     );
     expect(formatGgufFacts('m', 'E_BAD_WEIGHTS: nope')).toBe('m: n/a (E_BAD_WEIGHTS: nope)');
+  });
+});
+
+describe('page cache eviction before the engines', () => {
+  const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+  it('lists a folder\'s weight files and the GGUF, nothing else', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-evict-'));
+    try {
+      for (const f of ['model-00001.safetensors', 'pytorch_model.bin', 'config.json', 'tokenizer.json']) writeFileSync(path.join(dir, f), 'x');
+      const gguf = path.join(dir, 'model.gguf');
+      writeFileSync(gguf, 'x');
+      expect(weightFiles(dir, gguf).map((f) => path.basename(f)).sort()).toEqual(['model-00001.safetensors', 'model.gguf', 'pytorch_model.bin']);
+      expect(weightFiles(path.join(dir, 'missing'), undefined)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(os.platform() !== 'linux')('drops a just-written file from the page cache (Linux)', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-evict-'));
+    try {
+      const file = path.join(dir, 'w.safetensors');
+      writeFileSync(file, Buffer.alloc(8 << 20, 7));
+      const e = evictPageCache(repoRoot, [file, file]);
+      expect(e.problem).toBeUndefined();
+      expect(e.files).toBe(1);
+      expect(e.bytes).toBe(8 << 20);
+      expect(e.cachedBefore).toBeGreaterThan(0);
+      expect(e.cachedAfter).toBe(0);
+      expect(formatEviction(e)).toMatch(/dropped 1 weight file/);
+      const missing = evictPageCache(repoRoot, [path.join(dir, 'gone.gguf')]);
+      expect(missing.problem).toMatch(/exited with 1/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

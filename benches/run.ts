@@ -28,6 +28,7 @@ import { parseArgs, USAGE, type BenchOptions } from './lib/args.js';
 import { formatBandwidth, measureBandwidth, mergeBandwidth, type Bandwidth } from './lib/bandwidth.js';
 import { busyComputeProbes, formatCompute, formatPrefillAim, measureCompute, mergeCompute, type Compute, type PrefillAim } from './lib/compute.js';
 import { modelMatmulCount, type MatmulCount } from './lib/matmul-flops.js';
+import { evictPageCache, formatEviction, weightFiles } from './lib/page-cache.js';
 import { defaultModelVariant, ensureBenchModel, ensureFamilyModel, FAMILY_MODELS, MODEL_NAME, type BenchModel, type BenchVariant } from './lib/bench-model.js';
 import { contextRow, formatContextTable, withLlamaRatios, type ContextRow } from './lib/context.js';
 import { phoenixSkipReason } from './lib/phoenix-support.js';
@@ -339,6 +340,10 @@ async function main(): Promise<number> {
       .join(', ')}`,
   );
 
+  // Before any engine maps a weight file: every engine then reads its weights cold (see lib/page-cache.ts).
+  const eviction = evictPageCache(REPO_ROOT, [...variants, ...quantVariants].flatMap((v) => weightFiles(v.hfDir, v.ggufPath)));
+  console.log(`[bench] ${formatEviction(eviction)}`);
+
   let verification: Verification | undefined;
   if (opts.verify) {
     console.log(`[bench] checking logits of ${[...new Set(plan.filter((w) => w.variant.reference || w.variant.crossCheckIds).map((w) => w.id))].join(', ')} against each other and the float64 references ...`);
@@ -466,6 +471,7 @@ async function main(): Promise<number> {
       caveats,
     },
     bandwidth: { ...bandwidth, before: bandwidthBefore.by_threads, after: bandwidthAfter.by_threads },
+    page_cache: { evicted_before_engines: eviction, why: 'weights written (not read) into the page cache sit in 4 KiB pages; read cold they map as 2 MiB pages, which decode streams faster' },
     compute: { ...compute, before: computeBefore.by_threads, after: computeAfter.by_threads },
     machine,
     verification: verification && {

@@ -12,6 +12,7 @@
 #[macro_use]
 mod dispatch;
 pub(crate) mod attention;
+mod attention_scores;
 pub(crate) mod conv;
 mod gemm_avx512;
 mod gemm_pack;

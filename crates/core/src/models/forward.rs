@@ -72,14 +72,15 @@ pub(crate) fn in_pieces(
     })
 }
 
-/// Runs `f` on a worker of the kernels' thread pool (directly when this thread is one, or the pool
-/// has a single thread). Each kernel's parallel loop then forks and joins inside the pool, the
-/// caller taking its share. Called from outside the pool (a binding's worker thread), every loop —
-/// ~150 per decoded token of a 24-layer Mamba — injected its job and put the caller to sleep
-/// until it was done: a futex wake-up and sleep per kernel call. The caller's thread-local
-/// activation scope (`ops::with_exact_activations`) goes with the work.
+/// Runs `f` on a worker of the kernels' thread pool (directly when this thread is one). Each
+/// kernel's parallel loop then forks and joins inside the pool, the caller taking its share. Called
+/// from outside the pool (a binding's worker thread), every loop — ~150 per decoded token of a
+/// 24-layer Mamba — injected its job and put the caller to sleep until it was done: a futex
+/// wake-up and sleep per kernel call. That holds for a one-thread pool too (its loops, e.g. the
+/// attention's, still go through the pool): one hand-over per forward instead of one per loop.
+/// The caller's thread-local activation scope (`ops::with_exact_activations`) goes with the work.
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() || rayon::current_num_threads() == 1 {
+    if rayon::current_thread_index().is_some() {
         f()
     } else {
         let exact = exact_activations_active();
@@ -92,8 +93,8 @@ mod tests {
     use super::*;
     use crate::ops::with_exact_activations;
 
-    /// A forward's pieces run on a pool thread (when the pool has more than one), under the
-    /// caller's activation scope, and a job run there afterwards does not inherit it.
+    /// A forward's pieces run on a pool thread, under the caller's activation scope, and a job run
+    /// there afterwards does not inherit it.
     #[test]
     fn pieces_run_in_the_pool_under_the_callers_activation_scope() {
         let seen = |want_exact: bool| {
@@ -108,14 +109,10 @@ mod tests {
             assert_eq!(calls, 2);
             logits.unwrap()
         };
-        // The global pool, called from outside it (the test harness's thread), as from a binding's
-        // worker thread.
-        if rayon::current_num_threads() > 1 {
-            assert_eq!(with_exact_activations(|| seen(true)), vec![1.0, 2.0, 3.0]);
-            assert_eq!(seen(false), vec![1.0, 2.0, 3.0]);
-            assert!(rayon::scope(|_| !exact_activations_active()), "the scope leaked into the pool");
-        } else {
-            eprintln!("SKIPPED pieces_run_in_the_pool: the global pool has one thread");
-        }
+        // The global pool (of any size), called from outside it (the test harness's thread), as
+        // from a binding's worker thread.
+        assert_eq!(with_exact_activations(|| seen(true)), vec![1.0, 2.0, 3.0]);
+        assert_eq!(seen(false), vec![1.0, 2.0, 3.0]);
+        assert!(rayon::scope(|_| !exact_activations_active()), "the scope leaked into the pool");
     }
 }

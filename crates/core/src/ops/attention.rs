@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::attention_scores::{direct_scores, KeyRows};
 use super::math::exp;
 use super::size_mul;
 
@@ -180,16 +181,21 @@ struct Tile<'a> {
 /// Key blocks start at multiples of [`KEY_BLOCK`] from `k0`. Scores, by `direct`:
 /// * false (prefill tiles, many rows): each key block is transposed once (`[head_dim, KEY_BLOCK]`) and
 ///   shared by every row, so a row's scores are a vectorised sum over dimensions of `q[d] · K[d, ..]`;
-/// * true (decode, one row per head): one vectorised dot product per key (no transposition to amortise).
+/// * true (decode, one row per head): one dot product per key (`attention_scores`, no transposition
+///   to amortise).
 ///
 /// Either way a score's summation order depends only on its key's position, never on the other rows.
+/// The weighted values are then summed for all rows of the block at once (each value row loaded once
+/// for them), each row's sum in key order as before.
 #[inline(always)]
 fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
     let Tile { direct, hd, qs, ends, offset, k0, k1 } = *tile;
     let KvView { keys, values, width } = *kv;
     let Running { max, sum, acc } = run;
     let mut kt = if direct { Vec::new() } else { vec![0f32; hd * KEY_BLOCK] };
-    let mut scores = [0f32; KEY_BLOCK];
+    // Per row: this block's softmax weights, and how many keys it sees (0 = none).
+    let mut probs = vec![0f32; ends.len() * KEY_BLOCK];
+    let mut seen = vec![0usize; ends.len()];
     let mut j0 = k0;
     while j0 < k1 {
         let j1 = (j0 + KEY_BLOCK).min(k1);
@@ -207,17 +213,18 @@ fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
         }
         for (r, &end) in ends.iter().enumerate() {
             let end = end.min(j1);
+            seen[r] = end.saturating_sub(j0);
             if end <= j0 {
                 continue;
             }
             let n = end - j0;
-            // Whole-block lanes (a fixed trip count vectorises fully); lanes ≥ n are ignored.
             let q = &qs[r * hd..(r + 1) * hd];
+            let scores: &mut [f32; KEY_BLOCK] =
+                (&mut probs[r * KEY_BLOCK..(r + 1) * KEY_BLOCK]).try_into().expect("block");
             if direct {
-                for (s, j) in scores[..n].iter_mut().zip(j0..end) {
-                    *s = dot(q, &keys[j * width + offset..][..hd]);
-                }
+                direct_scores(q, KeyRows { keys, width, offset }, j0, &mut scores[..n]);
             } else {
+                // Whole-block lanes (a fixed trip count vectorises fully); lanes ≥ n are ignored.
                 // A local accumulator the compiler keeps in vector registers across the whole sum.
                 let mut block = [0f32; KEY_BLOCK];
                 for (d, &qd) in q.iter().enumerate() {
@@ -226,50 +233,106 @@ fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
                         block[k] += qd * row[k];
                     }
                 }
-                scores = block;
+                *scores = block;
             }
             let sc = &mut scores[..n];
             let new_max = max[r].max(lanes_max(sc));
-            let a = &mut acc[r * hd..(r + 1) * hd];
             if new_max > max[r] {
                 let correction = exp(max[r] - new_max);
                 sum[r] *= correction;
-                a.iter_mut().for_each(|x| *x *= correction);
+                acc[r * hd..(r + 1) * hd].iter_mut().for_each(|x| *x *= correction);
                 max[r] = new_max;
             }
             for s in sc.iter_mut() {
                 *s = exp(*s - new_max);
             }
             sum[r] += lanes_sum(sc);
-            match hd {
-                64 => add_weighted::<64>(sc, values, j0, width, offset, a),
-                128 => add_weighted::<128>(sc, values, j0, width, offset, a),
-                _ => {
-                    for (&p, j) in sc.iter().zip(j0..end) {
-                        let v = &values[j * width + offset..][..hd];
-                        for (x, &vv) in a.iter_mut().zip(v) {
-                            *x += p * vv;
-                        }
-                    }
-                }
+        }
+        // Values: consecutive rows that see the same keys share each value row's load.
+        let mut r0 = 0;
+        while r0 < ends.len() {
+            let n = seen[r0];
+            let rows = seen[r0..].iter().take_while(|&&m| m == n).count();
+            if n > 0 {
+                let v = ValueBlock { values, j0, n, width, offset };
+                add_weighted(
+                    hd,
+                    &probs[r0 * KEY_BLOCK..(r0 + rows) * KEY_BLOCK],
+                    &v,
+                    &mut acc[r0 * hd..(r0 + rows) * hd],
+                );
             }
+            r0 += rows;
         }
         j0 = j1;
     }
 }
 
-/// `a += Σ_j p[j] · V[j0 + j]` for heads of `H` values: the accumulator stays in vector registers for
-/// the whole block (the same operations in the same order as the generic loop).
+/// Value rows `j0 .. j0 + n` of one KV head.
+struct ValueBlock<'a> {
+    values: &'a [f32],
+    j0: usize,
+    n: usize,
+    width: usize,
+    offset: usize,
+}
+
+impl ValueBlock<'_> {
+    #[inline(always)]
+    fn row(&self, j: usize, hd: usize) -> &[f32] {
+        &self.values[(self.j0 + j) * self.width + self.offset..][..hd]
+    }
+}
+
+/// For each row `r` (probabilities `p[r · KEY_BLOCK ..]`, accumulator `a[r · hd ..]`):
+/// `a[r] += Σ_j p[r][j] · V[j0 + j]`, in order of `j`. Heads of 64 / 128 values take rows four / two
+/// at a time with their accumulators in vector registers and each value row loaded once for all.
 #[inline(always)]
-fn add_weighted<const H: usize>(p: &[f32], values: &[f32], j0: usize, width: usize, offset: usize, a: &mut [f32]) {
-    let mut acc: [f32; H] = a.try_into().expect("head accumulator");
-    for (&pj, j) in p.iter().zip(j0..) {
-        let v: &[f32; H] = values[j * width + offset..][..H].try_into().expect("value row");
-        for d in 0..H {
-            acc[d] += pj * v[d];
+fn add_weighted(hd: usize, p: &[f32], v: &ValueBlock, a: &mut [f32]) {
+    let rows = a.len() / hd;
+    let mut r = 0;
+    while r < rows {
+        let (pr, ar) = (&p[r * KEY_BLOCK..], &mut a[r * hd..]);
+        r += match (hd, rows - r) {
+            (64, 4..) => add_weighted_rows::<64, 4>(pr, v, ar),
+            (64, 3) => add_weighted_rows::<64, 3>(pr, v, ar),
+            (64, 2) => add_weighted_rows::<64, 2>(pr, v, ar),
+            (64, _) => add_weighted_rows::<64, 1>(pr, v, ar),
+            (128, 2..) => add_weighted_rows::<128, 2>(pr, v, ar),
+            (128, _) => add_weighted_rows::<128, 1>(pr, v, ar),
+            _ => {
+                for (j, &pj) in pr[..v.n].iter().enumerate() {
+                    let vr = v.row(j, hd);
+                    for (x, &vv) in ar[..hd].iter_mut().zip(vr) {
+                        *x += pj * vv;
+                    }
+                }
+                1
+            }
+        };
+    }
+}
+
+/// [`add_weighted`] for `R` rows of `H` values; returns `R`.
+#[inline(always)]
+fn add_weighted_rows<const H: usize, const R: usize>(p: &[f32], v: &ValueBlock, a: &mut [f32]) -> usize {
+    let mut acc = [[0f32; H]; R];
+    for (r, x) in acc.iter_mut().enumerate() {
+        x.copy_from_slice(&a[r * H..(r + 1) * H]);
+    }
+    for j in 0..v.n {
+        let vr: &[f32; H] = v.row(j, H).try_into().expect("value row");
+        for (r, x) in acc.iter_mut().enumerate() {
+            let pj = p[r * KEY_BLOCK + j];
+            for d in 0..H {
+                x[d] += pj * vr[d];
+            }
         }
     }
-    a.copy_from_slice(&acc);
+    for (r, x) in acc.iter().enumerate() {
+        a[r * H..(r + 1) * H].copy_from_slice(x);
+    }
+    R
 }
 
 /// Largest value, with sixteen running maxima (vectorises; NaN-free input).
@@ -298,32 +361,6 @@ fn lanes_sum(x: &[f32]) -> f32 {
         }
     }
     p.iter().chain(rest).sum()
-}
-
-/// Dot product with sixteen partial sums folded pairwise (vectorises; fixed summation order).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        let (x, y): (&[f32; 16], &[f32; 16]) = (x.try_into().expect("16"), y.try_into().expect("16"));
-        for k in 0..16 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut w = 16;
-    while w > 1 {
-        w /= 2;
-        for k in 0..w {
-            acc[k] += acc[k + w];
-        }
-    }
-    let mut s = acc[0];
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 #[cfg(test)]
@@ -410,22 +447,23 @@ mod speed {
     }
 
     /// Single-thread CPU time of the SmolLM-135M shape's attention (9 heads / 3 KV heads of 64):
-    /// `cargo test --release -p phoenix-core --lib attention_speed -- --ignored --nocapture`.
+    /// `cargo test --release -p phoenix-core --lib attention_speed -- --ignored --nocapture`;
+    /// `PROBE_CONTEXT=n` (≥ 512, default 4096) sets the decode step's context.
     #[test]
     #[ignore]
     fn attention_speed() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let s = AttentionShape { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125 };
-        let total = 4096;
+        let total = std::env::var("PROBE_CONTEXT").ok().and_then(|v| v.parse().ok()).unwrap_or(4096usize).max(512);
         let k: Vec<f32> = (0..total * 192).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
         let q: Vec<f32> = (0..512 * 576).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01).collect();
         pool.install(|| {
             let mut out = vec![0f32; 576];
             let t = cpu_seconds();
-            for _ in 0..20 {
+            for _ in 0..200 {
                 causal_attention(s, &q[..576], &k, &k, total - 1, &mut out);
             }
-            println!("decode at {total}: {:.1} µs per layer", (cpu_seconds() - t) / 20.0 * 1e6);
+            println!("decode at {total}: {:.1} µs per layer", (cpu_seconds() - t) / 200.0 * 1e6);
             let mut out = vec![0f32; 512 * 576];
             let t = cpu_seconds();
             causal_attention(s, &q, &k[..512 * 192], &k[..512 * 192], 0, &mut out);

@@ -163,7 +163,18 @@ fn speed_probe() {
                 "  {:<9} {:>12} {:>6} {:>10} {:>8} {:>8}",
                 "matvec", "shape", "dtype", "µs/call", "GB/s", "% limit"
             );
-            let shapes = [(2 * e, d, "in_proj"), (d, e, "out_proj"), (80, e, "x_proj"), (vocab, d, "lm_head")];
+            // Mamba-130M's, then SmolLM-135M's (hidden 576, MLP 1536, 3 KV heads of 64, vocab 49152).
+            let shapes = [
+                (2 * e, d, "in_proj"),
+                (d, e, "out_proj"),
+                (80, e, "x_proj"),
+                (vocab, d, "lm_head"),
+                (576, 576, "sm_q"),
+                (192, 576, "sm_kv"),
+                (1536, 576, "sm_up"),
+                (576, 1536, "sm_down"),
+                (49152, 576, "sm_head"),
+            ];
             let wanted = std::env::var("PROBE_SHAPES").unwrap_or_default();
             for (rows, cols, what) in shapes.into_iter().filter(|s| wanted.is_empty() || wanted.contains(s.2)) {
                 for dtype in ["f32", "f16", "bf16"] {
