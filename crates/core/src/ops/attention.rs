@@ -128,10 +128,12 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, first_pos: usize, ou
 fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f32]) {
     let (hd, group) = (s.head_dim, s.group());
     let spans = total.div_ceil(DECODE_SPAN);
+    // Task order: every head of one span, then the next span. A thread's consecutive tasks then
+    // read the same cache rows (each head its columns), which stay in cache from one to the next.
     let partials: Vec<Running> = (0..s.kv_heads * spans)
         .into_par_iter()
         .map(|task| {
-            let (g, span) = (task / spans, task % spans);
+            let (g, span) = (task % s.kv_heads, task / s.kv_heads);
             let qs: Vec<f32> = q[g * group * hd..(g + 1) * group * hd].iter().map(|x| x * s.scale).collect();
             let ends = vec![total; group];
             let mut run = Running::new(group, hd);
@@ -141,13 +143,13 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
         })
         .collect();
     for g in 0..s.kv_heads {
-        let parts = &partials[g * spans..(g + 1) * spans];
+        let parts: Vec<&Running> = partials.iter().skip(g).step_by(s.kv_heads).collect();
         for i in 0..group {
             let m = parts.iter().map(|p| p.max[i]).fold(f32::NEG_INFINITY, f32::max);
             let dst = &mut out[(g * group + i) * hd..][..hd];
             dst.fill(0.0);
             let mut sum = 0f32;
-            for p in parts {
+            for p in &parts {
                 let w = exp(p.max[i] - m);
                 sum += p.sum[i] * w;
                 for (d, &a) in dst.iter_mut().zip(&p.acc[i * hd..(i + 1) * hd]) {
