@@ -5,9 +5,11 @@
  * this CPU. Each decode row then reports the weight GB/s it achieved and its share of that limit.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
+import { compileNativeTool } from './native-tool.js';
 
 /** One measurement of the probe (GB = 1e9 bytes). */
 export interface BandwidthSample {
@@ -99,19 +101,6 @@ export function bandwidthShare(gbps: number | null, limit: BandwidthSample | und
   return gbps / limit.best_gbps;
 }
 
-/** Compiles the probe into benches/.work/bin when missing or older than its source; returns its path. */
-function buildProbe(repoRoot: string): string {
-  const source = path.join(repoRoot, 'benches', 'native', 'read-bandwidth.c');
-  const binDir = path.join(repoRoot, 'benches', '.work', 'bin');
-  const exe = path.join(binDir, 'read-bandwidth');
-  if (existsSync(exe) && statSync(exe).mtimeMs >= statSync(source).mtimeMs) return exe;
-  mkdirSync(binDir, { recursive: true });
-  const cc = process.env.CC || 'cc';
-  const res = spawnSync(cc, ['-O3', '-march=native', '-pthread', source, '-o', exe], { encoding: 'utf8' });
-  if (res.error) throw new Error(`${cc} could not start (${res.error.message}): install a C compiler for the bandwidth columns`);
-  if (res.status !== 0) throw new Error(`${cc} failed to compile benches/native/read-bandwidth.c: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return exe;
-}
 
 export function measureBandwidth(repoRoot: string, threads: readonly number[]): Bandwidth {
   const cache = lastLevelCacheBytes();
@@ -124,7 +113,7 @@ export function measureBandwidth(repoRoot: string, threads: readonly number[]): 
   };
   let exe: string;
   try {
-    exe = buildProbe(repoRoot);
+    exe = compileNativeTool(repoRoot, 'read-bandwidth', ['-O3', '-march=native', '-pthread']);
   } catch (error) {
     for (const t of threads) result.errors[String(t)] = (error as Error).message;
     return result;

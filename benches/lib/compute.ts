@@ -7,10 +7,10 @@
  * that limit, and each prefill aim ("3x llama.cpp") the share of the limit it would take.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { compileNativeTool } from './native-tool.js';
 import { round } from './stats.js';
 
 /** One measurement of the probe (1 FMA = 2 FLOPs, GFLOP = 1e9). */
@@ -138,18 +138,6 @@ export function formatPrefillAim(model: string, aim: PrefillAim | null): string 
   );
 }
 
-/** Compiles the probe into `binDir` when missing or older than its source; returns its path. */
-function buildProbe(repoRoot: string, binDir: string): string {
-  const source = path.join(repoRoot, 'benches', 'native', 'fma-peak.c');
-  const exe = path.join(binDir, 'fma-peak');
-  if (existsSync(exe) && statSync(exe).mtimeMs >= statSync(source).mtimeMs) return exe;
-  mkdirSync(binDir, { recursive: true });
-  const cc = process.env.CC || 'cc';
-  const res = spawnSync(cc, [...COMPILE_FLAGS, source, '-o', exe], { encoding: 'utf8' });
-  if (res.error) throw new Error(`${cc} could not start (${res.error.message}): install a C compiler for the compute columns`);
-  if (res.status !== 0) throw new Error(`${cc} failed to compile benches/native/fma-peak.c: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return exe;
-}
 
 export interface ComputeProbeOptions {
   /** Where the probe is compiled to (default benches/.work/bin, next to read-bandwidth). */
@@ -168,7 +156,7 @@ export function measureCompute(repoRoot: string, threads: readonly number[], opt
   };
   let exe: string;
   try {
-    exe = buildProbe(repoRoot, binDir);
+    exe = compileNativeTool(repoRoot, 'fma-peak', COMPILE_FLAGS, binDir);
   } catch (error) {
     for (const t of threads) result.errors[String(t)] = (error as Error).message;
     return result;

@@ -8,9 +8,11 @@
  * DONTNEED), Linux only; elsewhere it says so and goes on.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
+import { compileNativeTool } from './native-tool.js';
 
 export interface Eviction {
   files: number;
@@ -32,18 +34,6 @@ export function weightFiles(hfDir: string | undefined, ggufPath: string | undefi
   return files;
 }
 
-function buildTool(repoRoot: string): string {
-  const source = path.join(repoRoot, 'benches', 'native', 'evict-page-cache.c');
-  const binDir = path.join(repoRoot, 'benches', '.work', 'bin');
-  const exe = path.join(binDir, 'evict-page-cache');
-  if (existsSync(exe) && statSync(exe).mtimeMs >= statSync(source).mtimeMs) return exe;
-  mkdirSync(binDir, { recursive: true });
-  const cc = process.env.CC || 'cc';
-  const res = spawnSync(cc, ['-O2', source, '-o', exe], { encoding: 'utf8' });
-  if (res.error) throw new Error(`${cc} could not start (${res.error.message})`);
-  if (res.status !== 0) throw new Error(`${cc} failed to compile benches/native/evict-page-cache.c: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-  return exe;
-}
 
 /** Drops `files` from the page cache; never throws (a failure is reported in `problem`). */
 export function evictPageCache(repoRoot: string, files: readonly string[]): Eviction {
@@ -53,7 +43,7 @@ export function evictPageCache(repoRoot: string, files: readonly string[]): Evic
   if (!unique.length) return result;
   let exe: string;
   try {
-    exe = buildTool(repoRoot);
+    exe = compileNativeTool(repoRoot, 'evict-page-cache', ['-O2']);
   } catch (error) {
     return { ...result, problem: (error as Error).message };
   }
