@@ -128,18 +128,30 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, first_pos: usize, ou
 fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f32]) {
     let (hd, group) = (s.head_dim, s.group());
     let spans = total.div_ceil(DECODE_SPAN);
-    // Task order: every head of one span, then the next span. A thread's consecutive tasks then
-    // read the same cache rows (each head its columns), which stay in cache from one to the next.
-    let partials: Vec<Running> = (0..s.kv_heads * spans)
+    // A task is one span of keys for every KV head, the heads taking turns one key block at a time:
+    // a block's cache rows (every head's columns) are then read once, as one sequential stream,
+    // instead of each head striding through its own columns. Per head the blocks are the same
+    // as one head's pass over the span, so the results are too. Partials: span-major.
+    let partials: Vec<Running> = (0..spans)
         .into_par_iter()
-        .map(|task| {
-            let (g, span) = (task % s.kv_heads, task / s.kv_heads);
-            let qs: Vec<f32> = q[g * group * hd..(g + 1) * group * hd].iter().map(|x| x * s.scale).collect();
+        .flat_map_iter(|span| {
+            let qs: Vec<Vec<f32>> = (0..s.kv_heads)
+                .map(|g| q[g * group * hd..(g + 1) * group * hd].iter().map(|x| x * s.scale).collect())
+                .collect();
             let ends = vec![total; group];
-            let mut run = Running::new(group, hd);
+            let mut runs: Vec<Running> = (0..s.kv_heads).map(|_| Running::new(group, hd)).collect();
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
-            attend(&Tile { direct: true, hd, qs: &qs, ends: &ends, offset: g * hd, k0, k1 }, kv, &mut run);
-            run
+            for j0 in (k0..k1).step_by(KEY_BLOCK) {
+                let j1 = (j0 + KEY_BLOCK).min(k1);
+                for (g, run) in runs.iter_mut().enumerate() {
+                    attend(
+                        &Tile { direct: true, hd, qs: &qs[g], ends: &ends, offset: g * hd, k0: j0, k1: j1 },
+                        kv,
+                        run,
+                    );
+                }
+            }
+            runs
         })
         .collect();
     for g in 0..s.kv_heads {
