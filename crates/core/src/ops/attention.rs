@@ -8,9 +8,9 @@
 //! * Prefill (several query rows): tasks are blocks of query positions (rayon). Key blocks are aligned
 //!   to absolute positions and each row walks them in order, so a row's result does not depend on
 //!   which other rows share its call: chunked prefill is bit-identical to one call.
-//! * Decode (one query row): tasks are (KV head, span of [`DECODE_SPAN`] keys) — flash-decoding —
-//!   and the partial softmaxes are merged. The span is fixed (not per thread count), so results are
-//!   the same on every machine.
+//! * Decode (one query row): tasks are spans of [`DECODE_SPAN`] keys — flash-decoding — each for every
+//!   KV head, and the partial softmaxes are merged. The span is fixed (not per thread count), so
+//!   results are the same on every machine.
 
 use rayon::prelude::*;
 
