@@ -34,7 +34,6 @@ export function weightFiles(hfDir: string | undefined, ggufPath: string | undefi
   return files;
 }
 
-
 /** Drops `files` from the page cache; never throws (a failure is reported in `problem`). */
 export function evictPageCache(repoRoot: string, files: readonly string[]): Eviction {
   const unique = [...new Set(files)];

@@ -132,12 +132,11 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
     // a block's cache rows (every head's columns) are then read once, as one sequential stream,
     // instead of each head striding through its own columns. Per head the blocks are the same
     // as one head's pass over the span, so the results are too. Partials: span-major.
+    // Pre-scaled queries; KV head g's rows are `qs[g · group · hd ..][.. group · hd]`.
+    let qs: Vec<f32> = q.iter().map(|x| x * s.scale).collect();
     let partials: Vec<Running> = (0..spans)
         .into_par_iter()
         .flat_map_iter(|span| {
-            let qs: Vec<Vec<f32>> = (0..s.kv_heads)
-                .map(|g| q[g * group * hd..(g + 1) * group * hd].iter().map(|x| x * s.scale).collect())
-                .collect();
             let ends = vec![total; group];
             let mut runs: Vec<Running> = (0..s.kv_heads).map(|_| Running::new(group, hd)).collect();
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
@@ -145,7 +144,15 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
                 let j1 = (j0 + KEY_BLOCK).min(k1);
                 for (g, run) in runs.iter_mut().enumerate() {
                     attend(
-                        &Tile { direct: true, hd, qs: &qs[g], ends: &ends, offset: g * hd, k0: j0, k1: j1 },
+                        &Tile {
+                            direct: true,
+                            hd,
+                            qs: &qs[g * group * hd..(g + 1) * group * hd],
+                            ends: &ends,
+                            offset: g * hd,
+                            k0: j0,
+                            k1: j1,
+                        },
                         kv,
                         run,
                     );
