@@ -599,6 +599,19 @@ describe('bench quantized rows (issue 11)', () => {
     expect(slow.decode.pass).toBe(false);
     expect(slow.prefill.pass).toBe(false);
     expect(formatQuantAim(slow)).toMatch(/MISS.*MISS/);
+    expect(slow.prefill.int8).toBeUndefined();
+  });
+
+  it('judges the int8Prompt prefill beside the default one when the worker timed it', () => {
+    const timedRow = timed('phoenix-local', 'native', 2, 200, 100, 100e6);
+    // Default prompt 2560 tok/s (1.07x of 2400); int8 prompt 512 tokens in 100 ms = 5120 tok/s (2.13x).
+    const phoenix = row({ ...timedRow, prefillInt8Ms: [100, 100] }, 'q8_0', 'm', limit(100));
+    expect(phoenix.prefill_int8_tps).toBe(5120);
+    const a = quantAim([phoenix, q('llama.cpp', 'cpu-native', 213.33, 110, 100e6, 100)], 2, 'q8_0', 'm')!;
+    expect(a.prefill.pass).toBe(false);
+    expect(a.prefill.int8).toMatchObject({ phoenix_tps: 5120, pass: true });
+    expect(a.prefill.int8!.ratio).toBeCloseTo(2.13, 2);
+    expect(formatQuantAim(a)).toMatch(/= 1\.07x \(aim >= 2x\): MISS; int8Prompt 5120\.0 tok\/s = 2\.13x: HIT$/);
   });
 
   it('aims at 85% of the read bandwidth where 1.2x llama.cpp would exceed it', () => {
@@ -734,6 +747,8 @@ describe('page cache eviction before the engines', () => {
       writeFileSync(gguf, 'x');
       expect(weightFiles(dir, gguf).map((f) => path.basename(f)).sort()).toEqual(['model-00001.safetensors', 'model.gguf', 'pytorch_model.bin']);
       expect(weightFiles(path.join(dir, 'missing'), undefined)).toEqual([]);
+      // A quantized row's model is the GGUF file itself, not a folder.
+      expect(weightFiles(gguf, gguf)).toEqual([gguf, gguf]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

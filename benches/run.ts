@@ -137,6 +137,8 @@ async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], lla
               promptIds: ids,
               decodeSteps: opts.decodeTokens,
               iterations: opts.iterations,
+              // The int8-activation prompt is timed beside the default on the quantized files (native).
+              int8Prompt: w.engine === 'phoenix-local' && w.variant.crossCheckIds !== undefined,
             },
             WORKER_TIMEOUT_MS,
           );
@@ -144,7 +146,8 @@ async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], lla
           results.set(key, [...(results.get(key) ?? []), r]);
           const pre = r.prefillMs.map((ms) => ((ids.length / ms) * 1000).toFixed(1)).join('/');
           const dec = r.generations.map((g) => ((g.decodeSteps / g.decodeMs) * 1000).toFixed(1)).join('/');
-          console.log(`load ${r.load.loadMs.toFixed(0)} ms, prefill ${pre} tok/s, decode ${dec} tok/s, peak RSS ${r.peakRssMb.toFixed(0)} MB`);
+          const int8 = r.prefillInt8Ms?.length ? ` (int8 prompt ${r.prefillInt8Ms.map((ms) => ((ids.length / ms) * 1000).toFixed(1)).join('/')})` : '';
+          console.log(`load ${r.load.loadMs.toFixed(0)} ms, prefill ${pre} tok/s${int8}, decode ${dec} tok/s, peak RSS ${r.peakRssMb.toFixed(0)} MB`);
         } catch (error) {
           console.log('FAILED');
           errors[w.id] = (error as Error).message;

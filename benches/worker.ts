@@ -70,6 +70,10 @@ async function main(): Promise<void> {
       result.prefillMs.push(p.ms);
       result.prefillInternal.push(p.internal ?? {});
     }
+    if (job.int8Prompt) {
+      result.prefillInt8Ms = [];
+      for (let i = 0; i < job.iterations; i++) result.prefillInt8Ms.push((await engine.prefill(job.promptIds, { int8Prompt: true })).ms);
+    }
     for (let i = 0; i < job.iterations; i++) {
       const { tokens, ...timing } = await engine.generate(job.promptIds, job.decodeSteps);
       result.generations.push(timing);

@@ -14,7 +14,7 @@ import { loadBinding } from '../ts/binding/load.js';
 import { TransformerEngine } from '../ts/engines/transformer-engine.js';
 import type { LoadedModel } from '../ts/engines/types.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { ROOT, TEST_BACKENDS, requireBackend } from './helpers.js';
+import { ROOT, TEST_BACKENDS, expectCode, requireBackend } from './helpers.js';
 
 const FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 /** A float64 top-1/top-2 gap this small may flip under 8-bit activations (decode steps after the first). */
@@ -108,6 +108,20 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     console.log(`SmolLM2 ${name} greedy on ${backend}: follows float64 for ${follows < 0 ? got.length : follows} of ${untilEnd(ref.greedy).length} tokens (${reliable.length} before the first near-tie)`);
     expect(got.slice(0, reliable.length)).toEqual(reliable);
     if (reliable.length === untilEnd(ref.greedy).length && ref.greedy.includes(EOG)) expect(out.finishReason).toBe('stop');
+  });
+
+  it('with int8Prompt the prompt is multiplied as llama.cpp multiplies it: its greedy answer, token for token', async () => {
+    // llama.cpp rounds every activation of the prompt to 8 bits; on this file that moves the first
+    // answer token from float64's "Paris" to "L'Étoile" (the fixture's llama.cpp greedy). The int8
+    // prompt path does the same arithmetic and so follows llama.cpp, while the default stays with float64.
+    const ref = reference.prompts.france!;
+    const n = ref.llamaCpp.greedy.length;
+    const int8 = await engine.predict(model, { ids: ref.ids }, { maxTokens: n, temperature: 0, int8Prompt: true });
+    const plain = await engine.predict(model, { ids: ref.ids }, { maxTokens: n, temperature: 0 });
+    console.log(`SmolLM2 france on ${backend}: int8Prompt ${JSON.stringify(int8.tokenIds)}, default ${JSON.stringify(plain.tokenIds)}; llama.cpp ${JSON.stringify(ref.llamaCpp.greedy)}`);
+    expect(int8.tokenIds).toEqual(ref.llamaCpp.greedy);
+    expect(plain.tokenIds[0]).toBe(ref.greedy[0]);
+    await expectCode(engine.predict(model, { ids: ref.ids }, { maxTokens: 1, int8Prompt: 1 as unknown as boolean }), 'E_INVALID_OPTION');
   });
 
   it('chat answers the capital of France with Paris', async () => {

@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 
 import { loadBinding, type BindingSelection, type RawModel } from '../../ts/index.js';
 
-import type { BenchEngine, GenerationTiming, LoadOutcome } from './types.js';
+import type { BenchEngine, GenerationTiming, LoadOutcome, PrefillOptions } from './types.js';
 
 const now = () => performance.now();
 
@@ -58,10 +58,11 @@ export class PhoenixEngine implements BenchEngine {
     return this.model;
   }
 
-  async prefill(ids: readonly number[]): Promise<{ ms: number; internal: Record<string, number> }> {
+  async prefill(ids: readonly number[], options: PrefillOptions = {}): Promise<{ ms: number; internal: Record<string, number> }> {
     const model = this.loaded();
     const t0 = now();
-    const generation = model.generate({ ids: [...ids] }, { maxTokens: 1, temperature: 0 });
+    const int8 = options.int8Prompt ? { int8Prompt: true } : {};
+    const generation = model.generate({ ids: [...ids] }, { maxTokens: 1, temperature: 0, ...int8 });
     const step = await generation.next(); // prefill + greedy pick of the first token
     const ms = now() - t0;
     if (step?.tokenId == null) throw new Error('phoenix-local produced no token after the prompt');

@@ -47,6 +47,11 @@ export interface GenerationTiming {
   internal?: Record<string, number>;
 }
 
+export interface PrefillOptions {
+  /** phoenix-local on quantized weights: the prompt with 8-bit activations (`int8Prompt`), as llama.cpp multiplies it. */
+  int8Prompt?: boolean;
+}
+
 export interface BenchEngine {
   readonly name: EngineName;
   /** 'native' for phoenix's napi addon, 'wasm' for its WASM binding, 'cpu' for llama.cpp's CPU build. */
@@ -69,7 +74,7 @@ export interface BenchEngine {
    * Consumes `ids` from an empty state and produces the next-token logits of the last position
    * (argmax only; no sampling chain). Returns wall ms and engine-internal timings when available.
    */
-  prefill(ids: readonly number[]): Promise<{ ms: number; internal?: Record<string, number> }>;
+  prefill(ids: readonly number[], options?: PrefillOptions): Promise<{ ms: number; internal?: Record<string, number> }>;
   /** Greedy generation of 1 + `decodeSteps` tokens from an empty state. */
   generate(ids: readonly number[], decodeSteps: number): Promise<GenerationTiming>;
   /** Raw logits of every position of `ids` (row-major `ids.length × vocab`). */
@@ -97,6 +102,8 @@ export interface WorkerJob {
   promptIds: number[];
   decodeSteps: number;
   iterations: number;
+  /** mode bench: also time the prompt with `int8Prompt` (phoenix-local on a quantized file). */
+  int8Prompt?: boolean;
   /** For mode 'logits': where to write the Float32 logits. */
   logitsOut?: string;
   /** Where the worker writes its JSON result. */
@@ -112,6 +119,8 @@ export interface WorkerResult {
   load: LoadOutcome;
   prefillMs: number[];
   prefillInternal: Record<string, number>[];
+  /** The prompt's wall ms with `int8Prompt` (when the job asked for it). */
+  prefillInt8Ms?: number[];
   generations: Omit<GenerationTiming, 'tokens'>[];
   firstTokens: number[];
   /** Peak resident set of the worker process (VmHWM), MiB. */

@@ -8,7 +8,7 @@
  * DONTNEED), Linux only; elsewhere it says so and goes on.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -24,10 +24,15 @@ export interface Eviction {
   problem?: string;
 }
 
-/** The weight files of a model folder (safetensors shards, PyTorch checkpoints) and a GGUF file. */
+/**
+ * The weight files of a model (safetensors shards and PyTorch checkpoints of a folder; a quantized
+ * row's model is the `.gguf` file itself) and a GGUF file.
+ */
 export function weightFiles(hfDir: string | undefined, ggufPath: string | undefined): string[] {
   const files: string[] = [];
-  if (hfDir && existsSync(hfDir)) {
+  if (hfDir && existsSync(hfDir) && statSync(hfDir).isFile()) {
+    files.push(hfDir);
+  } else if (hfDir && existsSync(hfDir)) {
     for (const name of readdirSync(hfDir)) if (/\.(safetensors|bin)$/.test(name)) files.push(path.join(hfDir, name));
   }
   if (ggufPath && existsSync(ggufPath)) files.push(ggufPath);

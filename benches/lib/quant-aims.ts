@@ -5,7 +5,8 @@
  *   bandwidth (llama.cpp already streams near the limit), the aim is that 85 % instead: the decode rate at
  *   which phoenix's own weight bytes per token make 85 % of the bandwidth measured at that thread count.
  *   Weights that fit in the last-level cache have no DRAM limit, so for them the aim stays 1.2x;
- * - prefill >= 2x llama.cpp.
+ * - prefill >= 2x llama.cpp, with phoenix's default prompt (f32 activations) and with `int8Prompt` (8-bit
+ *   activations, the arithmetic llama.cpp's prompt uses), each judged.
  */
 import type { ResultRow } from './report.js';
 import { round } from './stats.js';
@@ -30,7 +31,16 @@ export interface QuantAim {
     basis: 'vs_llama_cpp' | 'read_bandwidth';
     pass: boolean;
   };
-  prefill: { phoenix_tps: number; llama_cpp_tps: number; llama_cpp_backend: string; ratio: number; target: number; pass: boolean };
+  prefill: {
+    phoenix_tps: number;
+    llama_cpp_tps: number;
+    llama_cpp_backend: string;
+    ratio: number;
+    target: number;
+    pass: boolean;
+    /** The same with `int8Prompt`, when timed. */
+    int8?: { phoenix_tps: number; ratio: number; pass: boolean };
+  };
 }
 
 const fastest = (rows: readonly ResultRow[], key: 'prefill_tps' | 'decode_tps') =>
@@ -60,6 +70,7 @@ export function quantAim(rows: readonly ResultRow[], threads: number, dtype: str
     }
   }
   const prefillRatio = phoenix.prefill_tps / llamaPrefill.prefill_tps;
+  const int8Ratio = phoenix.prefill_int8_tps === undefined ? undefined : phoenix.prefill_int8_tps / llamaPrefill.prefill_tps;
   return {
     model,
     dtype,
@@ -82,6 +93,9 @@ export function quantAim(rows: readonly ResultRow[], threads: number, dtype: str
       ratio: round(prefillRatio, 3),
       target: QUANT_TARGETS.prefill_vs_llama_cpp,
       pass: prefillRatio >= QUANT_TARGETS.prefill_vs_llama_cpp,
+      ...(int8Ratio === undefined
+        ? {}
+        : { int8: { phoenix_tps: phoenix.prefill_int8_tps!, ratio: round(int8Ratio, 3), pass: int8Ratio >= QUANT_TARGETS.prefill_vs_llama_cpp } }),
     },
   };
 }
@@ -101,6 +115,7 @@ export function formatQuantAim(a: QuantAim): string {
     `${a.model} ${a.dtype} @ ${a.threads} thread(s): decode ${d.phoenix_tps.toFixed(1)} vs ${d.llama_cpp_tps.toFixed(1)} tok/s (${d.llama_cpp_backend}) = ${d.ratio.toFixed(2)}x, ` +
     (d.phoenix_bandwidth_share === null ? '' : `phoenix at ${pct(d.phoenix_bandwidth_share)} of read BW; `) +
     `${aim}: ${verdict(d.pass)}; ` +
-    `prefill ${p.phoenix_tps.toFixed(1)} vs ${p.llama_cpp_tps.toFixed(1)} tok/s (${p.llama_cpp_backend}) = ${p.ratio.toFixed(2)}x (aim >= ${p.target}x): ${verdict(p.pass)}`
+    `prefill ${p.phoenix_tps.toFixed(1)} vs ${p.llama_cpp_tps.toFixed(1)} tok/s (${p.llama_cpp_backend}) = ${p.ratio.toFixed(2)}x (aim >= ${p.target}x): ${verdict(p.pass)}` +
+    (p.int8 ? `; int8Prompt ${p.int8.phoenix_tps.toFixed(1)} tok/s = ${p.int8.ratio.toFixed(2)}x: ${verdict(p.int8.pass)}` : '')
   );
 }

@@ -12,6 +12,8 @@ export interface ResultRow {
   dtype: string;
   threads: number;
   prefill_tps: number;
+  /** phoenix-local on quantized weights: prefill with `int8Prompt` (8-bit activations, llama.cpp's arithmetic). */
+  prefill_int8_tps?: number;
   decode_tps: number;
   ttft_ms: number;
   load_ms: number;
@@ -136,6 +138,7 @@ export function summarise(
   const gbps = weightGbps(weightBytes, decode);
   const share = bandwidthShare(gbps, limit);
   const prefill = median(prefillTps);
+  const int8Tps = results.flatMap((r) => (r.prefillInt8Ms ?? []).map((ms) => (promptTokens / ms) * 1000));
   const gflops = prefillGflops(compute.flopsPerToken, prefill);
   const computed = computeShare(gflops, compute.peak);
   return {
@@ -145,6 +148,7 @@ export function summarise(
     dtype,
     threads: first.threads,
     prefill_tps: round(prefill, 1),
+    ...(int8Tps.length ? { prefill_int8_tps: round(median(int8Tps), 1) } : {}),
     decode_tps: round(decode, 2),
     ttft_ms: round(median(gens.map((g) => g.ttftMs)), 1),
     load_ms: round(median(results.map((r) => r.load.loadMs)), 1),

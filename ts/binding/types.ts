@@ -107,6 +107,8 @@ export interface RawGenerateOptions {
   addSpecialTokens?: boolean;
   /** Cut `maxTokens` to the room left in the model's context instead of refusing it. */
   fitToContext?: boolean;
+  /** Quantized weights: multiply the prompt with 8-bit activations (see `GenerationOptions.int8Prompt`). */
+  int8Prompt?: boolean;
 }
 
 /** One turn of a conversation, as chat templates read it. */

@@ -31,6 +31,7 @@ const OPTIONS = {
   chat: { type: 'string' },
   system: { type: 'string' },
   verbose: { type: 'boolean' },
+  'int8-prompt': { type: 'boolean' },
   redis: { type: 'string' },
   queue: { type: 'string' },
   concurrency: { type: 'string' },
@@ -53,8 +54,8 @@ const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'he
 const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   list: ['json'],
   info: ['json', 'no-load', 'threads'],
-  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose'],
-  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose', 'int8-prompt'],
+  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose', 'int8-prompt'],
   score: ['threads', 'ids', 'text', 'json'],
   worker: ['threads', 'redis', 'queue', 'concurrency', 'preload'],
 };

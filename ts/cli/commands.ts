@@ -118,6 +118,7 @@ export function generationOptions(ctx: CliContext): GenerationOptions {
     seed: numberFlag(flags, 'seed'),
     ...(flags.stop ? { stop: flags.stop } : {}),
     returnState: flags['save-state'] !== undefined,
+    ...(flags['int8-prompt'] ? { int8Prompt: true } : {}),
   };
   for (const key of Object.keys(options) as (keyof GenerationOptions)[]) if (options[key] === undefined) delete options[key];
   return options;

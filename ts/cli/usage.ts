@@ -87,7 +87,9 @@ Options:
   --ids 1,2,3                  prompt as token ids instead of text
   --chat "<question>"          ask as one user message, rendered by the model's chat template
   --system "<text>"            with --chat: a system message before the question
-  --verbose                    with --chat: print the rendered prompt (JSON string) on stderr`,
+  --verbose                    with --chat: print the rendered prompt (JSON string) on stderr
+  --int8-prompt                quantized (GGUF) weights: process the prompt with 8-bit activations as
+                               llama.cpp does (faster; logits move slightly)`,
   chat: `Usage: phoenix-local chat <model> [options]
 
 An interactive conversation with an instruct model, through its chat template. ${MODEL_ARG}
@@ -102,7 +104,8 @@ Options:
   -t, --temperature <t>        0 = greedy
   --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
   --stop <text>                end an answer before this text (repeatable)
-  --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr`,
+  --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr
+  --int8-prompt                quantized (GGUF) weights: process each turn with 8-bit activations (faster)`,
   score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
 
 Prints the next-token logits of every position: per position the log-probability of the next

@@ -49,7 +49,7 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
     raw.stopStrings = [...options.stop];
   }
   if (options.stopTokenIds !== undefined) raw.stopTokenIds = idList('stopTokenIds', options.stopTokenIds);
-  for (const key of ['addSpecialTokens', 'fitToContext'] as const) {
+  for (const key of ['addSpecialTokens', 'fitToContext', 'int8Prompt'] as const) {
     const value = options[key];
     if (value === undefined) continue;
     if (typeof value !== 'boolean') throw invalid(key, value, 'a boolean');

@@ -37,7 +37,10 @@ mod ssd_probe;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};
-pub use matvec::{exact_activations_active, with_activation_scope, with_exact_activations};
+pub use matvec::{
+    activation_scope, exact_activations_active, with_activation_scope, with_exact_activations, with_int8_prompts,
+    ActivationScope,
+};
 pub(crate) use quant::dequantize_blocks as dequantize;
 #[cfg(test)]
 pub(crate) use quant::ggml_quantize;

@@ -147,6 +147,7 @@ pub struct RawGenerateOptions {
     pub stop_strings: Option<Vec<String>>,
     pub add_special_tokens: Option<bool>,
     pub fit_to_context: Option<bool>,
+    pub int8_prompt: Option<bool>,
 }
 
 impl From<RawGenerateOptions> for generate::RawGenerateOptions {
@@ -164,6 +165,7 @@ impl From<RawGenerateOptions> for generate::RawGenerateOptions {
             stop_strings: o.stop_strings,
             add_special_tokens: o.add_special_tokens,
             fit_to_context: o.fit_to_context,
+            int8_prompt: o.int8_prompt,
         }
     }
 }

@@ -24,7 +24,7 @@ export type JobRequest = Omit<ProcessingRequest, 'options'> & { options?: Omit<R
 
 const REQUEST_FIELDS = new Set(['id', 'input', 'messages', 'taskType', 'modelPreference', 'mode', 'maxProcessingTime', 'energyBudget', 'options']);
 const NUMBER_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed'] as const;
-const BOOLEAN_OPTIONS = ['fitToContext', 'addSpecialTokens', 'returnState', 'returnLogits'] as const;
+const BOOLEAN_OPTIONS = ['fitToContext', 'addSpecialTokens', 'int8Prompt', 'returnState', 'returnLogits'] as const;
 const OPTION_FIELDS = new Set<string>([...NUMBER_OPTIONS, ...BOOLEAN_OPTIONS, 'stop', 'stopTokenIds']);
 
 function bad(field: string, message: string): PhoenixError {

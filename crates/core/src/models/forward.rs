@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use crate::error::{invalid_option, state_mismatch, Result};
 use crate::model::{LogitsWanted, ModelState};
-use crate::ops::{exact_activations_active, with_activation_scope};
+use crate::ops::{activation_scope, with_activation_scope};
 
 /// At least one id, every one inside the vocabulary.
 pub(crate) fn check_ids(ids: &[u32], vocab_size: usize) -> Result<()> {
@@ -78,30 +78,30 @@ pub(crate) fn in_pieces(
 /// 24-layer Mamba — injected its job and put the caller to sleep until it was done: a futex
 /// wake-up and sleep per kernel call. That holds for a one-thread pool too (its loops, e.g. the
 /// attention's, still go through the pool): one hand-over per forward instead of one per loop.
-/// The caller's thread-local activation scope (`ops::with_exact_activations`) goes with the work.
+/// The caller's thread-local activation scope (`ops::ActivationScope`) goes with the work.
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
     } else {
-        let exact = exact_activations_active();
-        rayon::scope(|_| with_activation_scope(exact, f))
+        let scope = activation_scope();
+        rayon::scope(|_| with_activation_scope(scope, f))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::with_exact_activations;
+    use crate::ops::{with_exact_activations, with_int8_prompts, ActivationScope};
 
     /// A forward's pieces run on a pool thread, under the caller's activation scope, and a job run
     /// there afterwards does not inherit it.
     #[test]
     fn pieces_run_in_the_pool_under_the_callers_activation_scope() {
-        let seen = |want_exact: bool| {
+        let seen = |want: ActivationScope| {
             let mut calls = 0;
             let logits = in_pieces(&[1, 2, 3], 2, LogitsWanted::Last, 1, |piece, _, logits| {
                 assert!(rayon::current_thread_index().is_some(), "not on a pool thread");
-                assert_eq!(exact_activations_active(), want_exact);
+                assert_eq!(activation_scope(), want);
                 calls += 1;
                 logits.extend(piece.iter().map(|&id| id as f32));
                 Ok(())
@@ -111,8 +111,11 @@ mod tests {
         };
         // The global pool (of any size), called from outside it (the test harness's thread), as
         // from a binding's worker thread.
-        assert_eq!(with_exact_activations(|| seen(true)), vec![1.0, 2.0, 3.0]);
-        assert_eq!(seen(false), vec![1.0, 2.0, 3.0]);
-        assert!(rayon::scope(|_| !exact_activations_active()), "the scope leaked into the pool");
+        let both = ActivationScope { exact: true, int8_prompts: true };
+        assert_eq!(with_int8_prompts(|| with_exact_activations(|| seen(both))), vec![1.0, 2.0, 3.0]);
+        let exact = ActivationScope { exact: true, int8_prompts: false };
+        assert_eq!(with_exact_activations(|| seen(exact)), vec![1.0, 2.0, 3.0]);
+        assert_eq!(seen(ActivationScope::default()), vec![1.0, 2.0, 3.0]);
+        assert!(rayon::scope(|_| activation_scope() == ActivationScope::default()), "the scope leaked into the pool");
     }
 }

@@ -61,7 +61,12 @@ pub(crate) fn linear_with(
         matvec_with(&x.data[..k], w, bias, out, accumulate, rounding);
         return;
     }
-    gemm_rows(x, w, n, out, accumulate);
+    match w {
+        WeightRef::Quant(q) if rounding == ActivationRounding::Quantized && super::activation_scope().int8_prompts => {
+            quantized_rows(x, q, n, out, accumulate)
+        }
+        _ => gemm_rows(x, w, n, out, accumulate),
+    }
     if let Some(b) = bias {
         for row in out.chunks_exact_mut(n) {
             for (o, &bv) in row.iter_mut().zip(b) {
@@ -69,6 +74,21 @@ pub(crate) fn linear_with(
             }
         }
     }
+}
+
+/// Many rows with quantized weights under `with_int8_prompts`: each activation row rounded to 8 bits
+/// as a one-row product rounds it (`quant::gemm`). Under `with_exact_activations` the last row keeps f32 activations
+/// (the row whose logits pick a generation's first token); the rows before it are rounded as usual.
+fn quantized_rows(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+    if !super::exact_activations_active() {
+        super::quant::gemm(x, w, n, out, accumulate);
+        return;
+    }
+    let m = x.rows - 1;
+    super::quant::gemm(MatRef { rows: m, ..x }, w, n, &mut out[..m * n], accumulate);
+    let start = m * x.row_stride;
+    let last: Vec<f32> = (0..x.cols).map(|c| x.data[start + c * x.col_stride]).collect();
+    matvec_with(&last, WeightRef::Quant(w), None, &mut out[m * n..], accumulate, ActivationRounding::Exact);
 }
 
 /// The many-rows path: our AVX-512 kernel where the CPU has it, else the `gemm` crate.

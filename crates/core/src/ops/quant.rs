@@ -8,11 +8,16 @@
 //! activation's rounding, at most half a step (`d/2`) per value. The dots are AVX2 intrinsics on x86
 //! (`x86`: `vpmaddubsw`/`vpmaddwd`, `vpdpbusd` where AVX-512 VNNI is present) and plain loops shaped
 //! for the vector units elsewhere (`formats`: baseline x86, simd128 WASM), threaded over rows by
-//! `matvec`. Prefill widens panels of weight rows to f32 (`dequantize`) and runs the f32 GEMM on
-//! them, like the half-precision path.
+//! `matvec`. Prefill rounds every token row the same way and multiplies int8 blocks too (`gemm`:
+//! VNNI outer products on AVX-512, the one-row kernels over cached blocks of rows elsewhere); the
+//! products that keep f32 activations (logits heads, `ActivationRounding::Exact`) widen panels of
+//! weight rows to f32 (`dequantize`) and run the f32 GEMM on them, like the half-precision path.
 
 mod activation;
 mod formats;
+mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86;
 #[cfg(test)]
 mod kernel_tests;
 #[cfg(test)]
@@ -23,6 +28,9 @@ mod x86;
 mod x86_exact;
 
 pub(crate) use activation::QuantizedActivation;
+pub(crate) use gemm::gemm;
+#[cfg(test)]
+pub(crate) use gemm::gemm_by_rows;
 #[cfg(test)]
 pub(crate) use kernel_tests::ggml_quantize;
 

@@ -18,7 +18,7 @@ use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
 use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
 use crate::model::{LogitsWanted, ModelState};
-use crate::ops::with_exact_activations;
+use crate::ops::{with_exact_activations, with_int8_prompts};
 use crate::tokenizer::Tokenizer;
 
 /// Counters for `stats()`. Times are wall milliseconds from the core's clock (`generate::clock`).
@@ -51,6 +51,8 @@ pub struct Generation {
     max_tokens: usize,
     /// See [`GenerateOptions::max_tokens_strict`].
     max_tokens_strict: bool,
+    /// `GenerateOptions::int8_prompt`: prompt pieces run under `ops::with_int8_prompts`.
+    int8_prompt: bool,
     /// The model's context limit in tokens (`None`: no limit, SSMs).
     context_length: Option<usize>,
     /// The model's EOS ids and the caller's stop ids.
@@ -135,6 +137,7 @@ impl Generation {
             pending_text,
             max_tokens: options.max_tokens,
             max_tokens_strict: options.max_tokens_strict,
+            int8_prompt: options.int8_prompt,
             context_length,
             stop_ids,
             tokenizer,
@@ -291,8 +294,10 @@ impl Generation {
         loop {
             let end = upto.min(self.fed.saturating_add(piece));
             let ids = &self.history[self.fed..end];
-            let mut feed = || model.model().forward(ids, self.state.as_mut(), LogitsWanted::Last);
-            let logits = if exact_last && end == upto { with_exact_activations(feed) } else { feed() }?;
+            let state = self.state.as_mut();
+            let mut feed = || model.model().forward(ids, state, LogitsWanted::Last);
+            let mut scoped = || if exact_last && end == upto { with_exact_activations(&mut feed) } else { feed() };
+            let logits = if self.int8_prompt { with_int8_prompts(&mut scoped) } else { scoped() }?;
             self.fed = end;
             if end == upto {
                 return Ok(Some(logits));

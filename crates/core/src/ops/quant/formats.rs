@@ -13,8 +13,16 @@ use crate::ops::{simd_level, SimdLevel};
 pub(super) trait Format {
     const ELEMS: usize;
     const BYTES: usize;
+    /// Values sharing one float scale (and minimum) once a block is unpacked (see [`Format::unpack`]).
+    const GROUP: usize;
+    /// Whether the unpacked form has a minimum per group (`value = D·q + M`), else `value = D·q`.
+    const HAS_MIN: bool;
     fn dequantize(b: &[u8], out: &mut [f32]);
     fn dot(b: &[u8], q: &[i8], d: f32, sums: &[i32], scaled: &[f32]) -> f32;
+    /// The block as signed bytes and per-group floats: value `i` = `scale[i / GROUP] · q[i]
+    /// (+ min[i / GROUP])`, exactly (each scale and minimum is a product of ggml's f16 and a small
+    /// integer, which f32 holds without rounding). What the many-row product multiplies.
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]);
 }
 
 #[inline(always)]
@@ -34,6 +42,15 @@ pub(super) struct Q6K;
 impl Format for Q8_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 34;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], _: &mut [f32]) {
+        for (o, &v) in q[..32].iter_mut().zip(&b[2..34]) {
+            *o = v as i8;
+        }
+        scale[0] = f16_at(b, 0);
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         let d = f16_at(b, 0);
@@ -100,6 +117,16 @@ fn nibble_dot(qs: &[u8; 16], q: &[i8; 32], high: impl Fn(usize) -> (i32, i32), o
     dot32(&w, q)
 }
 
+/// A 32-value nibble block as bytes (values −16..31 fit i8), minus `offset`.
+#[inline(always)]
+fn nibble_unpack(qs: &[u8], q: &mut [i8], high: impl Fn(usize) -> (i32, i32), offset: i32) {
+    for j in 0..16 {
+        let (h0, h1) = high(j);
+        q[j] = ((qs[j] & 15) as i32 + h0 - offset) as i8;
+        q[j + 16] = ((qs[j] >> 4) as i32 + h1 - offset) as i8;
+    }
+}
+
 #[inline(always)]
 fn nibble_dequantize(qs: &[u8], out: &mut [f32], high: impl Fn(usize) -> (i32, i32), offset: i32, d: f32, m: f32) {
     for j in 0..16 {
@@ -128,6 +155,13 @@ fn arrays<'a>(qs: &'a [u8], q: &'a [i8]) -> (&'a [u8; 16], &'a [i8; 32]) {
 impl Format for Q4_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 18;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], _: &mut [f32]) {
+        nibble_unpack(&b[2..18], q, no_high, 8);
+        scale[0] = f16_at(b, 0);
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         // ggml: (q - 8) · d, with no minimum (adding 0.0 leaves every value as it is).
@@ -143,6 +177,13 @@ impl Format for Q4_0 {
 impl Format for Q4_1 {
     const ELEMS: usize = 32;
     const BYTES: usize = 20;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+        nibble_unpack(&b[4..20], q, no_high, 0);
+        (scale[0], min[0]) = (f16_at(b, 0), f16_at(b, 2));
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         nibble_dequantize(&b[4..20], out, no_high, 0, f16_at(b, 0), f16_at(b, 2));
@@ -158,6 +199,13 @@ impl Format for Q4_1 {
 impl Format for Q5_0 {
     const ELEMS: usize = 32;
     const BYTES: usize = 22;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], _: &mut [f32]) {
+        nibble_unpack(&b[6..22], q, fifth_bits(b, 2), 16);
+        scale[0] = f16_at(b, 0);
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         nibble_dequantize(&b[6..22], out, fifth_bits(b, 2), 16, f16_at(b, 0), 0.0);
@@ -172,6 +220,13 @@ impl Format for Q5_0 {
 impl Format for Q5_1 {
     const ELEMS: usize = 32;
     const BYTES: usize = 24;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+        nibble_unpack(&b[8..24], q, fifth_bits(b, 4), 0);
+        (scale[0], min[0]) = (f16_at(b, 0), f16_at(b, 2));
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         nibble_dequantize(&b[8..24], out, fifth_bits(b, 4), 0, f16_at(b, 0), f16_at(b, 2));
@@ -242,9 +297,37 @@ fn k4_dequantize(b: &[u8], qh: Option<&[u8; 32]>, qs: &[u8; 128], out: &mut [f32
     }
 }
 
+/// Q4_K / Q5_K unpacked: per sub-block of 32, `scale = d · sc`, `min = −dmin · m`.
+#[inline(always)]
+fn k4_unpack(b: &[u8], qh: Option<&[u8; 32]>, qs: &[u8; 128], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+    let scales: &[u8; 12] = b[4..16].try_into().unwrap();
+    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    for c in 0..4 {
+        for half in 0..2 {
+            let (sc, m) = scale_min(2 * c + half, scales);
+            (scale[2 * c + half], min[2 * c + half]) = (d * sc as f32, -(dmin * m as f32));
+        }
+        for l in 0..32 {
+            let byte = qs[32 * c + l];
+            let (h0, h1) = match qh {
+                Some(qh) => (((qh[l] >> (2 * c)) & 1) << 4, ((qh[l] >> (2 * c + 1)) & 1) << 4),
+                None => (0, 0),
+            };
+            q[64 * c + l] = ((byte & 15) | h0) as i8;
+            q[64 * c + 32 + l] = ((byte >> 4) | h1) as i8;
+        }
+    }
+}
+
 impl Format for Q4K {
     const ELEMS: usize = 256;
     const BYTES: usize = 144;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+        k4_unpack(b, None, b[16..144].try_into().unwrap(), q, scale, min);
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         k4_dequantize(b, None, b[16..144].try_into().unwrap(), out);
@@ -258,6 +341,12 @@ impl Format for Q4K {
 impl Format for Q5K {
     const ELEMS: usize = 256;
     const BYTES: usize = 176;
+    const GROUP: usize = 32;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+        k4_unpack(b, Some(b[16..48].try_into().unwrap()), b[48..176].try_into().unwrap(), q, scale, min);
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         k4_dequantize(b, Some(b[16..48].try_into().unwrap()), b[48..176].try_into().unwrap(), out);
@@ -295,6 +384,17 @@ fn q6k_each(b: &[u8], mut f: impl FnMut(usize, usize, i32)) {
 impl Format for Q6K {
     const ELEMS: usize = 256;
     const BYTES: usize = 210;
+    const GROUP: usize = 16;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn unpack(b: &[u8], q: &mut [i8], scale: &mut [f32], _: &mut [f32]) {
+        let q: &mut [i8; 256] = (&mut q[..256]).try_into().unwrap();
+        q6k_each(b, |i, _, v| q[i] = v as i8);
+        let d = f16_at(b, 208);
+        for (o, &s) in scale[..16].iter_mut().zip(&b[192..208]) {
+            *o = d * s as i8 as f32;
+        }
+    }
     #[inline(always)]
     fn dequantize(b: &[u8], out: &mut [f32]) {
         let d = f16_at(b, 208);

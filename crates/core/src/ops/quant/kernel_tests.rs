@@ -8,8 +8,9 @@
 //!   f32 rounding of the per-block scale products and their sum, bounded by `1e-4 · 3·max|w|·Σ|x|`
 //!   (measured errors are ~1e-6 relative; `3·max|w|` bounds a block's `|d·q| + |min|`). A wrong bit
 //!   layout errs by the size of the dot itself, far outside the bound.
-//! - GEMM (dequantized panels through the f32 GEMM) against the same float64 product: only f32
-//!   rounding, `1e-4 · Σ|w·x|`.
+//! - GEMM (many rows): each row rounded as the mat-vec rounds it, so within the same bound of the
+//!   float64 product and equal to the mat-vec up to f32 summation order; the packed VNNI kernel
+//!   equals the one-row kernels; the f32-activation GEMM (`Exact`) is the float product.
 //! - Threads 1 and 2 give bit-identical results; accumulate and bias as the f32 path.
 
 use candle_core::quantized::k_quants::{
@@ -20,7 +21,7 @@ use super::{dequantize, formats, rows_at_level, QuantRef, QuantizedActivation};
 use crate::loader::QuantKind;
 use crate::ops::kernel_tests::{cpu_level, skip};
 use crate::ops::matmul::{linear_w, MatRef, WeightRef};
-use crate::ops::SimdLevel;
+use crate::ops::{with_int8_prompts, SimdLevel};
 
 const LEVELS: [SimdLevel; 3] = [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512];
 
@@ -165,32 +166,119 @@ fn matvec_is_the_same_on_one_and_two_threads_with_bias() {
     }
 }
 
+/// Each row's float64 product with the dequantized weights and the bound the 8-bit activation
+/// allows it (see the module doc), for `x` `[m, k]` and `wd` `[n, k]`.
+fn float64_rows_and_bounds(kind: QuantKind, x: &[f32], wd: &[f32], m: usize, k: usize) -> Vec<(f64, f64)> {
+    let n = wd.len() / k;
+    let mut res = Vec::with_capacity(m * n);
+    for r in 0..m {
+        let xr = &x[r * k..(r + 1) * k];
+        let act = QuantizedActivation::new(xr, kind);
+        let sum_x: f64 = xr.iter().map(|v| v.abs() as f64).sum();
+        for row in wd.chunks(k) {
+            let want: f64 = row.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let max_w = row.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            res.push((want, rounding_bound(&act, row) * 1.001 + 1e-4 * 3.0 * max_w * sum_x));
+        }
+    }
+    res
+}
+
 #[test]
-fn gemm_matches_a_float64_product_of_ggml_dequantized_weights() {
+fn int8_prompt_gemm_rounds_each_row_as_the_one_row_product_within_the_bound_of_the_float64_product() {
     for kind in QuantKind::ALL {
         let k = column_counts(kind)[1];
-        for (m, n) in [(5usize, 33usize), (17, 300)] {
+        // Token rows not a multiple of the packed kernel's 6-row tile, outputs not of its 32-row panel.
+        for (m, n) in [(5usize, 33usize), (17, 300), (2, 64)] {
             let (bytes, wd) = ggml_quantize(kind, &data(n * k, kind as u64 + m as u64));
+            let w = QuantRef { kind, bytes: &bytes };
             let x = data(m * k, 9);
             let bias = data(n, 10);
             let mut out = vec![1f32; m * n];
-            linear_w(
-                MatRef::rows(&x, m, k),
-                WeightRef::Quant(QuantRef { kind, bytes: &bytes }),
-                Some(&bias),
-                &mut out,
-                true,
-            );
+            with_int8_prompts(|| linear_w(MatRef::rows(&x, m, k), WeightRef::Quant(w), Some(&bias), &mut out, true));
+            let float64 = float64_rows_and_bounds(kind, &x, &wd, m, k);
             for r in 0..m {
+                let act = QuantizedActivation::new(&x[r * k..(r + 1) * k], kind);
+                let mut one = vec![0f32; n];
+                super::rows(&act, w, &mut one, false);
                 for o in 0..n {
-                    let terms = (0..k).map(|i| x[r * k + i] as f64 * wd[o * k + i] as f64);
-                    let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                    let want = want + 1.0 + bias[o] as f64;
-                    let err = (out[r * n + o] as f64 - want).abs();
-                    assert!(err <= 1e-4 * (size + 1.0), "{} {m}x{k}x{n} at ({r}, {o}): |Δ| {err}", kind.name());
+                    let got = out[r * n + o] as f64 - 1.0 - bias[o] as f64;
+                    let (want, bound) = float64[r * n + o];
+                    let what = format!("{} {m}x{k}x{n} at ({r}, {o})", kind.name());
+                    assert!((got - want).abs() <= bound, "{what}: {got} vs float64 {want}, bound {bound}");
+                    // The same rounded activation as the one-row kernel: f32 summation order apart.
+                    let same = (got - one[o] as f64).abs();
+                    assert!(same <= 1e-5 * (want.abs() + bound + 1.0), "{what}: {got} vs one-row {}", one[o]);
                 }
             }
         }
+    }
+}
+
+#[test]
+fn the_packed_vnni_gemm_equals_the_one_row_kernels_on_one_and_two_threads_strided_input_too() {
+    #[cfg(target_arch = "x86_64")]
+    let packed = super::gemm_x86::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let packed = false;
+    if !packed {
+        skip(
+            "the_packed_vnni_gemm_equals_the_one_row_kernels_on_one_and_two_threads_strided_input_too",
+            "AVX-512 VNNI",
+        );
+        return;
+    }
+    for kind in QuantKind::ALL {
+        let k = column_counts(kind)[2];
+        for (m, n) in [(1usize, 40usize), (13, 97), (64, 256)] {
+            let (bytes, _) = ggml_quantize(kind, &data(n * k, kind as u64 * 7 + m as u64));
+            let w = QuantRef { kind, bytes: &bytes };
+            // The input as the first k columns of a wider matrix (a strided view), as the models pass it.
+            let wide = data(m * (k + 32), 11);
+            let x = MatRef { data: &wide, rows: m, cols: k, row_stride: k + 32, col_stride: 1 };
+            let start = data(m * n, 12);
+            let mut by_rows = start.clone();
+            super::gemm_by_rows(x, w, n, &mut by_rows, true);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut out = start.clone();
+                pool.install(|| super::gemm(x, w, n, &mut out, true));
+                // f32 summation order apart (the min terms of Q4_1 etc. cancel: relative to the largest output).
+                let tol = 1e-5 * by_rows.iter().fold(1f32, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in out.iter().zip(&by_rows).enumerate() {
+                    assert!((a - b).abs() <= tol, "{} {m}x{k}x{n} {threads} threads at {i}: {a} vs {b}", kind.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_exact_scope_keeps_the_last_row_in_f32_and_rounds_the_others() {
+    for kind in QuantKind::ALL {
+        let (m, n, k) = (4, 70, column_counts(kind)[1]);
+        let (bytes, _) = ggml_quantize(kind, &data(n * k, kind as u64 + 80));
+        let w = WeightRef::Quant(QuantRef { kind, bytes: &bytes });
+        let x = data(m * k, 81);
+        let product = || {
+            let mut out = vec![0f32; m * n];
+            with_int8_prompts(|| linear_w(MatRef::rows(&x, m, k), w, None, &mut out, false));
+            out
+        };
+        let (rounded, scoped) = (product(), crate::ops::with_exact_activations(product));
+        assert_eq!(rounded[..(m - 1) * n], scoped[..(m - 1) * n], "{}: rows before the last", kind.name());
+        let mut exact = vec![0f32; n];
+        super::exact_rows(
+            &x[(m - 1) * k..],
+            match w {
+                WeightRef::Quant(q) => q,
+                _ => unreachable!(),
+            },
+            &mut exact,
+            false,
+        );
+        assert_eq!(scoped[(m - 1) * n..], exact[..], "{}: the last row is the f32 one", kind.name());
+        assert_ne!(rounded[(m - 1) * n..], exact[..], "{}: rounding should move the last row", kind.name());
     }
 }
 
@@ -241,24 +329,31 @@ fn exact_matvec_is_the_float_product_of_ggml_dequantized_weights_at_every_level(
 }
 
 #[test]
-fn an_exact_one_row_product_agrees_with_the_gemm_row_and_the_rounded_one_does_not_exactly() {
+fn under_int8_prompts_a_gemm_row_is_the_rounded_one_row_product_and_otherwise_the_exact_one() {
     use crate::ops::matmul::{linear_with, ActivationRounding};
     for kind in QuantKind::ALL {
         let (n, k) = (300, column_counts(kind)[1]);
         let (bytes, _) = ggml_quantize(kind, &data(n * k, kind as u64 + 60));
         let w = WeightRef::Quant(QuantRef { kind, bytes: &bytes });
         let x = data(2 * k, 61);
-        let mut gemm = vec![0f32; 2 * n];
-        linear_w(MatRef::rows(&x, 2, k), w, None, &mut gemm, false);
-        let one_row = |rounding| {
-            let mut out = vec![0f32; n];
-            linear_with(MatRef::rows(&x[..k], 1, k), w, None, &mut out, false, rounding);
+        let product = |rows: usize, rounding| {
+            let mut out = vec![0f32; rows * n];
+            with_int8_prompts(|| {
+                linear_with(MatRef::rows(&x[..rows * k], rows, k), w, None, &mut out, false, rounding)
+            });
             out
         };
-        let (exact, rounded) = (one_row(ActivationRounding::Exact), one_row(ActivationRounding::Quantized));
-        let gap = |a: &[f32]| a.iter().zip(&gemm[..n]).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        let scale = gemm[..n].iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(gap(&exact) <= 1e-5 * scale.max(1.0), "{}: exact row off the GEMM by {}", kind.name(), gap(&exact));
-        assert!(gap(&rounded) > gap(&exact), "{}: the rounded activation should move the product", kind.name());
+        let (gemm, exact_gemm) = (product(2, ActivationRounding::Quantized), product(2, ActivationRounding::Exact));
+        // Without the int8 scope a many-row product keeps f32 activations: the exact GEMM.
+        let mut plain = vec![0f32; 2 * n];
+        linear_w(MatRef::rows(&x, 2, k), w, None, &mut plain, false);
+        assert_eq!(plain, exact_gemm, "{}: the default many-row product", kind.name());
+        let (exact, rounded) = (product(1, ActivationRounding::Exact), product(1, ActivationRounding::Quantized));
+        let gap = |a: &[f32], b: &[f32]| a.iter().zip(&b[..n]).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let scale = gemm[..n].iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        let name = kind.name();
+        assert!(gap(&rounded, &gemm) <= 1e-5 * scale, "{name}: rounded row off the GEMM by {}", gap(&rounded, &gemm));
+        assert!(gap(&exact, &exact_gemm) <= 1e-5 * scale, "{name}: exact row off the exact GEMM");
+        assert!(gap(&exact, &gemm) > gap(&rounded, &gemm), "{name}: the rounded activation should move the product");
     }
 }

@@ -139,7 +139,7 @@ fn quant_prefill_probe() {
     ];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
-        println!("1 thread, {m} rows, GFLOP per CPU-second (best of 7):");
+        println!("1 thread, {m} rows, GFLOP per CPU-second (best of 7), quantized: f32 / int8 activations:");
         for &(n, k, what) in &shapes {
             let x = data(m * k, 3);
             let w = data(n * k, 4);
@@ -158,8 +158,10 @@ fn quant_prefill_probe() {
                 format!("  {what:<15} {n:>5}x{k:<5} f32 {:>5.0}", gflop / time(WeightRef::F32(&w), &mut out));
             for &kind in kinds.iter().filter(|kind| k % kind.block_elems() == 0) {
                 let (bytes, _) = ggml_quantize(kind, &w);
-                let secs = time(WeightRef::Quant(QuantRef { kind, bytes: &bytes }), &mut out);
-                line += &format!("  {} {:>5.0}", kind.name(), gflop / secs);
+                let w = WeightRef::Quant(QuantRef { kind, bytes: &bytes });
+                let secs = time(w, &mut out);
+                let int8 = crate::ops::with_int8_prompts(|| time(w, &mut out));
+                line += &format!("  {} {:>4.0}/{:<4.0}", kind.name(), gflop / secs, gflop / int8);
             }
             println!("{line}");
         }

@@ -1,0 +1,288 @@
+//! The many-row quantized product on AVX-512 VNNI: `vpdpbusd` outer products.
+//!
+//! A weight panel is 32 rows unpacked to signed bytes (`Format::unpack`), stored group by group
+//! (a group: the values sharing one float scale, 32 or Q6_K's 16) as 4-byte column steps of all 32
+//! rows — one k step of one 16-row vector is one 64-byte load. The token rows' 8-bit activations
+//! are packed in tiles of MR rows, each 4-byte step broadcast to every lane. `vpdpbusd` multiplies
+//! unsigned bytes by signed ones, so the activation bytes are stored plus 128 (`q ^ 0x80`) and each
+//! integer accumulator starts at −128 · Σ w over the group, which cancels the offset exactly. At the
+//! end of a group each lane's i32 sum becomes `acc += D · dx · isum (+ M · dx · Σq)`, the same terms
+//! the one-row kernels add (`formats`), so prefill and decode agree up to f32 rounding.
+//!
+//! Per group of 32 and token row, 8 `vpdpbusd` cover 32 weight rows × 32 values; the f32 product
+//! needs 32 FMAs (16 lanes each) for the same work. Weight panels are unpacked once per task (O(n·k)
+//! next to the product's O(m·n·k)); every task reads the token tiles packed once per call.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::activation::QuantizedActivation;
+use super::formats::{self, Format};
+use super::gemm::OutPtr;
+use super::QuantRef;
+use crate::loader::QuantKind;
+
+/// Token rows per tile: 6 × 2 integer and 6 × 2 float accumulators + 2 weight vectors + a broadcast
+/// fit the 32 zmm registers.
+const MR: usize = 6;
+/// Weight rows per panel: two 16-lane vectors.
+const NR: usize = 32;
+/// Panels per task: their unpacked bytes (PB × 32 × k ≈ 200 KiB for k = 1536) stay in L2 while the
+/// task's token tiles pass them.
+const PB: usize = 4;
+
+/// Whether the packed kernel runs here: the AVX-512 level (not capped by `PHOENIX_SIMD`) with the
+/// byte instructions and VNNI.
+pub(super) fn available() -> bool {
+    crate::ops::simd_level() == crate::ops::SimdLevel::Avx512
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+thread_local! {
+    /// One task's unpacked weight panels, reused across calls.
+    static PANELS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The token rows' activations in tiles of MR rows: per group, the bytes as `[G/4][MR][4]` (plus
+/// 128), then each row's scale and (for types with a minimum) its `dx · Σq` over the group.
+struct Tiles {
+    bytes: Vec<u8>,
+    dx: Vec<f32>,
+    scaled: Vec<f32>,
+    /// Bytes and floats per tile.
+    tile_bytes: usize,
+    tile_floats: usize,
+}
+
+impl Tiles {
+    fn pack<F: Format>(acts: &[QuantizedActivation]) -> Self {
+        let k = acts[0].len();
+        let groups = k / F::GROUP;
+        let tiles = acts.len().div_ceil(MR);
+        let (tile_bytes, tile_floats) = (k * MR, groups * MR);
+        // Rows past the last token: activation 0 (byte 128 after the offset) with scale 0.
+        let mut bytes = vec![0x80u8; tiles * tile_bytes];
+        let mut dx = vec![0f32; tiles * tile_floats];
+        let mut scaled = vec![0f32; if F::HAS_MIN { tiles * tile_floats } else { 0 }];
+        let per_block = F::ELEMS / F::GROUP;
+        for (r, act) in acts.iter().enumerate() {
+            let (tile, t) = (r / MR, r % MR);
+            let tb = &mut bytes[tile * tile_bytes..(tile + 1) * tile_bytes];
+            for (s, step) in act.q.chunks_exact(4).enumerate() {
+                let at = (s * MR + t) * 4;
+                for (o, &v) in tb[at..at + 4].iter_mut().zip(step) {
+                    *o = v as u8 ^ 0x80;
+                }
+            }
+            for g in 0..groups {
+                let at = tile * tile_floats + g * MR + t;
+                dx[at] = act.d[g / per_block];
+                if F::HAS_MIN {
+                    // `scaled_sums` holds d · Σq per 32 values: the groups of every type with a minimum.
+                    scaled[at] = act.scaled_sums[g];
+                }
+            }
+        }
+        Self { bytes, dx, scaled, tile_bytes, tile_floats }
+    }
+}
+
+/// Bytes of one group of an unpacked panel: the values, then the 32 rows' integer start (i32), scale
+/// and minimum (f32, when the type has one).
+const fn group_bytes(group: usize, has_min: bool) -> usize {
+    group * NR + NR * 4 * (2 + has_min as usize)
+}
+
+/// `out[r, o] (+)= Σ_i x[r, i] · w[o, i]` for the quantized rows `acts` (`[m, k]`) and `w`
+/// (`[n, k]`), `out` `[m, n]`.
+/// Safety: [`available`] is true; `w` holds `n` rows of `acts[0].len()` values and `out` m · n values.
+pub(super) unsafe fn gemm(acts: &[QuantizedActivation], w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+    match w.kind {
+        QuantKind::Q8_0 => gemm_as::<formats::Q8_0>(acts, w, n, out, accumulate),
+        QuantKind::Q4_0 => gemm_as::<formats::Q4_0>(acts, w, n, out, accumulate),
+        QuantKind::Q4_1 => gemm_as::<formats::Q4_1>(acts, w, n, out, accumulate),
+        QuantKind::Q5_0 => gemm_as::<formats::Q5_0>(acts, w, n, out, accumulate),
+        QuantKind::Q5_1 => gemm_as::<formats::Q5_1>(acts, w, n, out, accumulate),
+        QuantKind::Q4K => gemm_as::<formats::Q4K>(acts, w, n, out, accumulate),
+        QuantKind::Q5K => gemm_as::<formats::Q5K>(acts, w, n, out, accumulate),
+        QuantKind::Q6K => gemm_as::<formats::Q6K>(acts, w, n, out, accumulate),
+    }
+}
+
+unsafe fn gemm_as<F: Format>(acts: &[QuantizedActivation], w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+    let (m, k) = (acts.len(), acts[0].len());
+    let tiles = Tiles::pack::<F>(acts);
+    let panels = n.div_ceil(NR * PB);
+    let threads = rayon::current_num_threads();
+    // Split the tokens too when there are few panel groups, so every thread gets work.
+    let groups = (4 * threads).div_ceil(panels).clamp(1, m.div_ceil(MR));
+    let rows_per_group = m.div_ceil(groups).next_multiple_of(MR);
+    let groups = m.div_ceil(rows_per_group);
+    let dst = OutPtr(out.as_mut_ptr());
+    let row_bytes = w.bytes_of(k);
+    let task = |i: usize| {
+        let (p, g) = (i / groups, i % groups);
+        let rows = g * rows_per_group..((g + 1) * rows_per_group).min(m);
+        let first = p * PB * NR;
+        let count = PB.min((n - first).div_ceil(NR));
+        PANELS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let panel_bytes = k / F::GROUP * group_bytes(F::GROUP, F::HAS_MIN);
+            if buf.len() < count * panel_bytes {
+                buf.resize(count * panel_bytes, 0);
+            }
+            for q in 0..count {
+                let o0 = first + q * NR;
+                let nr = NR.min(n - o0);
+                let src = &w.bytes[o0 * row_bytes..(o0 + nr) * row_bytes];
+                // SAFETY: `available` (AVX-512F/BW/VNNI) checked by the caller.
+                unsafe { pack_panel::<F>(src, nr, k, &mut buf[q * panel_bytes..(q + 1) * panel_bytes]) };
+            }
+            // SAFETY: as above; this task writes rows `rows` × columns first .. first + count · NR
+            // (clipped at n) of `out`, disjoint from every other task's.
+            unsafe { task_tiles::<F>(&tiles, &buf, panel_bytes, k, n, first, count, rows, dst, accumulate) };
+        });
+    };
+    let all = panels * groups;
+    if all == 1 || threads == 1 {
+        (0..all).for_each(task);
+    } else {
+        (0..all).into_par_iter().for_each(task);
+    }
+}
+
+/// Unpacks `nr` (≤ NR) rows of `k` values into one panel (`dst`, zeroed past row `nr`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack_panel<F: Format>(src: &[u8], nr: usize, k: usize, dst: &mut [u8]) {
+    let gb = group_bytes(F::GROUP, F::HAS_MIN);
+    let per_block = F::ELEMS / F::GROUP;
+    if nr < NR {
+        dst.fill(0);
+    }
+    let mut q = [0i8; 256];
+    let (mut scale, mut min) = ([0f32; 16], [0f32; 16]);
+    let row_bytes = k / F::ELEMS * F::BYTES;
+    for r in 0..nr {
+        let row = &src[r * row_bytes..(r + 1) * row_bytes];
+        for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+            F::unpack(block, &mut q[..F::ELEMS], &mut scale[..per_block], &mut min[..per_block]);
+            for j in 0..per_block {
+                let g = dst.as_mut_ptr().add((b * per_block + j) * gb);
+                let values = &q[j * F::GROUP..(j + 1) * F::GROUP];
+                for (s, step) in values.chunks_exact(4).enumerate() {
+                    g.add((s * NR + r) * 4).cast::<[i8; 4]>().write_unaligned(step.try_into().unwrap());
+                }
+                let sum: i32 = values.iter().map(|&v| v as i32).sum();
+                let floats = g.add(F::GROUP * NR);
+                floats.add(4 * r).cast::<i32>().write_unaligned(-128 * sum);
+                floats.add(4 * (NR + r)).cast::<f32>().write_unaligned(scale[j]);
+                if F::HAS_MIN {
+                    floats.add(4 * (2 * NR + r)).cast::<f32>().write_unaligned(min[j]);
+                }
+            }
+        }
+    }
+}
+
+/// One task: every tile of its token rows against each of its `count` panels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_tiles<F: Format>(
+    tiles: &Tiles,
+    panels: &[u8],
+    panel_bytes: usize,
+    k: usize,
+    n: usize,
+    first: usize,
+    count: usize,
+    rows: std::ops::Range<usize>,
+    out: OutPtr,
+    accumulate: bool,
+) {
+    let groups = k / F::GROUP;
+    let mut t = rows.start;
+    while t < rows.end {
+        let tile = t / MR;
+        let mr = MR.min(rows.end - t);
+        let tb = tiles.bytes.as_ptr().add(tile * tiles.tile_bytes);
+        let tdx = tiles.dx.as_ptr().add(tile * tiles.tile_floats);
+        let tsc = if F::HAS_MIN { tiles.scaled.as_ptr().add(tile * tiles.tile_floats) } else { tdx };
+        for q in 0..count {
+            let o0 = first + q * NR;
+            let nr = NR.min(n - o0);
+            let acc = tile_product::<F>(panels.as_ptr().add(q * panel_bytes), groups, tb, tdx, tsc);
+            let (mask0, mask1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
+            for (r, pair) in acc.iter().enumerate().take(mr) {
+                let dst = out.get().add((t + r) * n + o0);
+                let (mut v0, mut v1) = (pair[0], pair[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst.add(16)));
+                }
+                _mm512_mask_storeu_ps(dst, mask0, v0);
+                _mm512_mask_storeu_ps(dst.add(16), mask1, v1);
+            }
+        }
+        t += MR;
+    }
+}
+
+/// The first `lanes` (≤ 16, saturating) of a 16-lane vector.
+#[inline(always)]
+fn lane_mask(lanes: usize) -> u16 {
+    if lanes >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << lanes) - 1
+    }
+}
+
+/// One MR × NR tile over every group: integer dots per group, scaled into f32 sums.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn tile_product<F: Format>(
+    panel: *const u8,
+    groups: usize,
+    tb: *const u8,
+    tdx: *const f32,
+    tsc: *const f32,
+) -> [[__m512; 2]; MR] {
+    let mut f = [[_mm512_setzero_ps(); 2]; MR];
+    let gb = group_bytes(F::GROUP, F::HAS_MIN);
+    for g in 0..groups {
+        let p = panel.add(g * gb);
+        let floats = p.add(F::GROUP * NR);
+        let start = [_mm512_loadu_si512(floats.cast()), _mm512_loadu_si512(floats.add(64).cast())];
+        let mut acc = [start; MR];
+        let bytes = tb.add(g * F::GROUP * MR);
+        for s in 0..F::GROUP / 4 {
+            let w0 = _mm512_loadu_si512(p.add(s * NR * 4).cast());
+            let w1 = _mm512_loadu_si512(p.add(s * NR * 4 + 64).cast());
+            for (t, pair) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(bytes.add((s * MR + t) * 4).cast::<i32>().read_unaligned());
+                pair[0] = _mm512_dpbusd_epi32(pair[0], x, w0);
+                pair[1] = _mm512_dpbusd_epi32(pair[1], x, w1);
+            }
+        }
+        let d = [_mm512_loadu_ps(floats.add(4 * NR).cast()), _mm512_loadu_ps(floats.add(4 * NR + 64).cast())];
+        for (t, (sums, pair)) in f.iter_mut().zip(&acc).enumerate() {
+            let dx = _mm512_set1_ps(*tdx.add(g * MR + t));
+            for h in 0..2 {
+                sums[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair[h]), _mm512_mul_ps(d[h], dx), sums[h]);
+            }
+        }
+        if F::HAS_MIN {
+            let m = [_mm512_loadu_ps(floats.add(8 * NR).cast()), _mm512_loadu_ps(floats.add(8 * NR + 64).cast())];
+            for (t, sums) in f.iter_mut().enumerate() {
+                let s = _mm512_set1_ps(*tsc.add(g * MR + t));
+                for h in 0..2 {
+                    sums[h] = _mm512_fmadd_ps(m[h], s, sums[h]);
+                }
+            }
+        }
+    }
+    f
+}
