@@ -8,10 +8,13 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::cpu::{no_cuda, zeros};
+use super::cpu::{for_overwrite, no_cuda};
 use super::Linear;
 use crate::error::Result;
-use crate::ops::math::silu;
+use crate::ops::math::silu_mul;
+
+/// Values from which the product runs on every thread (a decode step's few thousand stay on one).
+const PARALLEL_MIN: usize = 1 << 15;
 
 pub(crate) enum UpProjection {
     Separate {
@@ -87,12 +90,15 @@ impl CustomOp2 for SiluMul {
             bail!("{NAME}: gate {:?} and up {:?} differ", gl.dims(), ul.dims());
         }
         let ((gv, gs), (uv, us)) = (rows(g, gl, "gate")?, rows(u, ul, "up")?);
-        let mut out = zeros(m * i, NAME)?;
-        for (r, o) in out.chunks_exact_mut(i.max(1)).enumerate().take(m) {
-            let (gr, ur) = (&gv[r * gs..][..i], &uv[r * us..][..i]);
-            for ((o, &a), &b) in o.iter_mut().zip(gr).zip(ur) {
-                *o = silu(a) * b;
-            }
+        // Every value is written below (rows of a non-empty output; an empty one has none).
+        let mut out = for_overwrite(m * i, NAME)?;
+        let row = |(r, o): (usize, &mut [f32])| silu_mul(&gv[r * gs..][..i], &uv[r * us..][..i], o);
+        if i > 0 && m * i >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+            // A prompt's [512, 1536] product: ~0.8 M exponentials, 5-7 % of a SmolLM prefill on one thread.
+            use rayon::prelude::*;
+            out.par_chunks_exact_mut(i).enumerate().for_each(row);
+        } else if i > 0 {
+            out.chunks_exact_mut(i).enumerate().for_each(row);
         }
         Ok((CpuStorage::F32(out), Shape::from((m, i))))
     }

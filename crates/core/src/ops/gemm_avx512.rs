@@ -214,13 +214,16 @@ unsafe fn panel_task(
                     let acc = micro_kernel(ap, wp, kc);
                     for (r, pair) in acc.iter().enumerate().take(mr) {
                         let dst = out.0.add((t + r) * n + o0);
+                        // Past the end of `out` when nr ≤ 16 (mask1 is then empty: nothing is
+                        // accessed), so computed without `add`'s in-bounds promise.
+                        let dst1 = dst.wrapping_add(16);
                         let (mut v0, mut v1) = (pair[0], pair[1]);
                         if add {
                             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
-                            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst.add(16)));
+                            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst1));
                         }
                         _mm512_mask_storeu_ps(dst, mask0, v0);
-                        _mm512_mask_storeu_ps(dst.add(16), mask1, v1);
+                        _mm512_mask_storeu_ps(dst1, mask1, v1);
                     }
                     t += MR;
                 }

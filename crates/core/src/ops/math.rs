@@ -161,6 +161,22 @@ pub fn silu_with<const F: bool>(x: f32) -> f32 {
     x / (1.0 + exp_with::<F>(-x))
 }
 
+/// `out[i] = silu(gate[i]) · up[i]` (SwiGLU's product), compiled per SIMD level so it vectorises;
+/// the same operations (no fused multiply-adds) in every copy, so every level gives the same bits.
+pub(crate) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(gate.len() == out.len() && up.len() == out.len(), "silu_mul: lengths differ");
+    silu_mul_leveled(gate, up, out);
+}
+
+multiversion!(fn silu_mul_leveled(gate: &[f32], up: &[f32], out: &mut [f32]) = silu_mul_body);
+
+#[inline(always)]
+fn silu_mul_body(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(gate).zip(up) {
+        *o = silu(a) * b;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,7 +80,7 @@ pub(crate) fn linear_with(
 /// as a one-row product rounds it (`quant::gemm`). Under `with_exact_activations` the last row keeps f32 activations
 /// (the row whose logits pick a generation's first token); the rows before it are rounded as usual.
 fn quantized_rows(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
-    if !super::exact_activations_active() {
+    if x.rows == 0 || !super::exact_activations_active() {
         super::quant::gemm(x, w, n, out, accumulate);
         return;
     }

@@ -69,12 +69,17 @@ fn quantize_blocks_body(x: &[f32], q: &mut [i8], d: &mut [f32]) {
         }
         let amax = f32::from_bits(amax_bits);
         let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        *d = amax / 127.0;
+        if inv == f32::INFINITY {
+            // amax below ~3.7e-37 (subnormal): 127 / amax overflows, and v · inv is ±inf or NaN.
+            saturating_block(xs, qs, inv);
+            continue;
+        }
         for (o, &v) in qs.iter_mut().zip(xs) {
-            // SAFETY: every value of the block is finite (checked above) and |v| ≤ amax, so
-            // |v · inv| ≤ 127 + one ulp.
+            // SAFETY: every value of the block is finite (checked above), |v| ≤ amax and `inv` is
+            // finite, so |v · inv| ≤ 127 + one ulp.
             *o = unsafe { round_half_away(v * inv) };
         }
-        *d = amax / 127.0;
     }
 }
 
@@ -94,11 +99,17 @@ unsafe fn round_half_away(v: f32) -> i8 {
 }
 
 /// A block holding NaN or ±inf: its scale is NaN, so the product is NaN as the float one would be
-/// (the values do not matter then; `as` saturates ±inf and maps NaN to 0).
+/// (the values do not matter then).
 #[cold]
 fn non_finite_block(xs: &[f32], qs: &mut [i8]) {
     let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    saturating_block(xs, qs, if amax > 0.0 { 127.0 / amax } else { 0.0 });
+}
+
+/// `q = round(v · inv)` with `as`'s saturation (±inf to ±127 / −128, NaN to 0), one value at a time:
+/// the blocks the vectorised path cannot take.
+#[cold]
+fn saturating_block(xs: &[f32], qs: &mut [i8], inv: f32) {
     for (o, &v) in qs.iter_mut().zip(xs) {
         *o = (v * inv).round() as i8;
     }
@@ -128,6 +139,10 @@ mod tests {
         x[40] = f32::NAN;
         x[300] = f32::NEG_INFINITY;
         x[600..632].fill(0.0);
+        // A block of subnormals: 127 / amax overflows to infinity.
+        for (i, v) in x[640..672].iter_mut().enumerate() {
+            *v = f32::from_bits(1 + i as u32 * 3) * if i % 2 == 0 { 1.0 } else { -1.0 };
+        }
         for kind in [QuantKind::Q8_0, QuantKind::Q4K] {
             let act = QuantizedActivation::new(&x, kind);
             let block = kind.block_elems();

@@ -33,8 +33,8 @@ const NR: usize = 32;
 /// task's token tiles pass them.
 const PB: usize = 4;
 
-/// Whether the packed kernel runs here: the AVX-512 level (not capped by `PHOENIX_SIMD`) with the
-/// byte instructions and VNNI.
+/// Whether the packed kernel runs here: this run's SIMD level is AVX-512 (`PHOENIX_SIMD` may cap it
+/// lower) and the CPU has the byte instructions and VNNI.
 pub(super) fn available() -> bool {
     crate::ops::simd_level() == crate::ops::SimdLevel::Avx512
         && is_x86_feature_detected!("avx512bw")
@@ -217,13 +217,16 @@ unsafe fn task_tiles<F: Format>(
             let (mask0, mask1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
             for (r, pair) in acc.iter().enumerate().take(mr) {
                 let dst = out.get().add((t + r) * n + o0);
+                // Past the end of `out` when nr ≤ 16 (mask1 is then empty: nothing is accessed), so
+                // computed without `add`'s in-bounds promise.
+                let dst1 = dst.wrapping_add(16);
                 let (mut v0, mut v1) = (pair[0], pair[1]);
                 if accumulate {
                     v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
-                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst.add(16)));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst1));
                 }
                 _mm512_mask_storeu_ps(dst, mask0, v0);
-                _mm512_mask_storeu_ps(dst.add(16), mask1, v1);
+                _mm512_mask_storeu_ps(dst1, mask1, v1);
             }
         }
         t += MR;

@@ -230,7 +230,8 @@ fn the_packed_vnni_gemm_equals_the_one_row_kernels_on_one_and_two_threads_stride
     }
     for kind in QuantKind::ALL {
         let k = column_counts(kind)[2];
-        for (m, n) in [(1usize, 40usize), (13, 97), (64, 256)] {
+        // n = 50: a last panel of 18 rows (a partial second half); 40: of 8 (an empty second half).
+        for (m, n) in [(1usize, 40usize), (13, 97), (7, 50), (64, 256)] {
             let (bytes, _) = ggml_quantize(kind, &data(n * k, kind as u64 * 7 + m as u64));
             let w = QuantRef { kind, bytes: &bytes };
             // The input as the first k columns of a wider matrix (a strided view), as the models pass it.

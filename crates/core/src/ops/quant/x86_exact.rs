@@ -3,7 +3,7 @@
 //! per-block f32 sum, scaled once by the block's `d`; the minimum terms use Σx per 32 values. On
 //! AVX-512 this keeps up with the integer path (the conversions replace the activation's
 //! quantization and the `vpmaddubsw` chain), so the product is the float one of the dequantized
-//! weights at the same speed. Q5_K and Q6_K have no kernel here (`None`: the caller falls back).
+//! weights at the same speed. Q5_K has no kernel here (`has_kernel`: the caller falls back).
 
 use std::arch::x86_64::*;
 
@@ -84,6 +84,9 @@ unsafe fn row_dot(kind: QuantKind, row: *const u8, x: &[f32], xsum: &[f32]) -> f
     if kind == QuantKind::Q4K {
         return q4k_row_dot(row, x, xsum);
     }
+    if kind == QuantKind::Q6K {
+        return q6k_row_dot(row, x);
+    }
     // Two accumulators over alternate blocks: two independent dependency chains.
     let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let (mut extra0, mut extra1) = (0f32, 0f32);
@@ -138,9 +141,58 @@ unsafe fn q4k_row_dot(row: *const u8, x: &[f32], xsum: &[f32]) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + extra
 }
 
+/// Q6_K: per half of 128 values, 64 bytes of low nibbles (`ql`), 32 of high bit pairs (`qh`), one
+/// i8 scale per 16 values; value = d · scale · (q − 32) (the layout of `formats::q6k_each`). Sixteen
+/// values at a time: bytes `ql[l]`, `ql[l + 32]`, `qh[l]` for l in one half of 0..32 give the four
+/// quarters' values `l`, `32 + l`, `64 + l`, `96 + l`, each quarter's sixteen sharing one scale.
+/// Q6_K is what llama.cpp's Q4_K_M files store the tied embedding / logits head in, which a
+/// generation's first token multiplies with f32 activations.
+#[inline(always)]
+unsafe fn q6k_row_dot(row: *const u8, x: &[f32]) -> f32 {
+    let xp = x.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let (low, three, off) = (_mm512_set1_epi32(15), _mm512_set1_epi32(3), _mm512_set1_epi32(32));
+    for blk in 0..x.len() / 256 {
+        let b = row.add(blk * 210);
+        for ahead in [1024usize, 1088, 1152, 1216] {
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(ahead).cast());
+        }
+        let d = f16_at(b.add(208));
+        let scales = b.add(192).cast::<i8>();
+        for h in 0..2 {
+            let (ql, qh) = (b.add(64 * h), b.add(128 + 32 * h));
+            for c in 0..2 {
+                let la = _mm512_cvtepu8_epi32(_mm_loadu_si128(ql.add(16 * c).cast()));
+                let lb = _mm512_cvtepu8_epi32(_mm_loadu_si128(ql.add(32 + 16 * c).cast()));
+                let hb = _mm512_cvtepu8_epi32(_mm_loadu_si128(qh.add(16 * c).cast()));
+                // No closures here: they would not inherit the caller's target features.
+                let high = [
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(hb, three)),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<2>(hb), three)),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<4>(hb), three)),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(hb), three)),
+                ];
+                let quarters = [
+                    _mm512_or_si512(_mm512_and_si512(la, low), high[0]),
+                    _mm512_or_si512(_mm512_and_si512(lb, low), high[1]),
+                    _mm512_or_si512(_mm512_srli_epi32::<4>(la), high[2]),
+                    _mm512_or_si512(_mm512_srli_epi32::<4>(lb), high[3]),
+                ];
+                for (i, q) in quarters.into_iter().enumerate() {
+                    let at = 256 * blk + 128 * h + 32 * i + 16 * c;
+                    let sc = *scales.add(8 * h + c + 2 * i) as f32;
+                    let p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, off)), _mm512_loadu_ps(xp.add(at)));
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(d * sc), p, acc[i]);
+                }
+            }
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
+}
+
 /// Whether [`rows`] has a kernel for `kind`.
 pub(super) fn has_kernel(kind: QuantKind) -> bool {
-    !matches!(kind, QuantKind::Q5K | QuantKind::Q6K)
+    !matches!(kind, QuantKind::Q5K)
 }
 
 /// `out[r] (+)= row r of w · x` for `kind` (which [`has_kernel`]); `xsum` as for [`row_dot`].
