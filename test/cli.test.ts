@@ -273,6 +273,7 @@ describe('phoenix-local CLI', () => {
       [['score'], /missing <model>/],
       [['score', 'phoenix-ssm-lite', '--text', 'a', 'b'], /--text or as an argument, not both/],
       [['score', 'phoenix-ssm-lite', '--ids', '1,2', '--temperature', '0'], /score does not take --temperature/],
+      [['score', 'phoenix-ssm-lite', '--ids', '1,2', '--int8-prompt'], /score does not take --int8-prompt/],
       [['info', 'phoenix-ssm-lite', '--max-tokens', '4'], /info does not take --max-tokens/],
       [['list', '--save-state', 'x'], /list does not take --save-state/],
       [['list', 'phoenix-ssm-lite'], /list takes no arguments/],
@@ -290,6 +291,15 @@ describe('phoenix-local CLI', () => {
       expect(run.stderr).not.toMatch(/loading|checksumming/);
       expect(run.stdout).toBe('');
     }
+  });
+
+  it('--int8-prompt changes nothing for f32 weights (it concerns quantized ones)', async () => {
+    const args = ['run', 'phoenix-ssm-lite', 'Once upon a time', '-n', '12', '-t', '0', '-q'];
+    const [plain, int8] = [await cli(args), await cli([...args, '--int8-prompt'])];
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(int8.status, int8.stderr).toBe(0);
+    expect(int8.stdout).toBe(plain.stdout);
+    expect(plain.stdout.length).toBeGreaterThan(0);
   });
 
   it('every command has its own --help (exit 0, stdout), also as `help <command>`', async () => {

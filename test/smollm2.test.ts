@@ -154,4 +154,14 @@ describe.skipIf(!PRESENT)('SmolLM2-135M-Instruct Q4_1 with the native kernels ca
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/Paris/);
   }, 150_000);
+
+  it.each(LOWER_LEVELS)("PHOENIX_SIMD=%s: the CLI with --int8-prompt answers as llama.cpp (L'Étoile)", (level) => {
+    const run = spawnSync(
+      process.execPath,
+      ['bin/phoenix-local.js', 'run', path.join(MODELS, FILE), '--chat', 'What is the capital of France?', '-n', '8', '-t', '0', '-q', '--backend', 'native', '--int8-prompt'],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, PHOENIX_SIMD: level }, timeout: 120_000 },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^L'Étoile/);
+  }, 150_000);
 });
