@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm_pack::{pack_panel, pack_tokens};
-use super::mat_ref::MatRef;
+use super::mat_ref::{MatRef, OutPtr};
 use super::weight_ref::{widen, WeightRef};
 
 /// Token rows per micro-tile: 12 × 2 accumulators + 2 weight vectors + 1 broadcast = 27 of the
@@ -38,12 +38,6 @@ const KC: usize = 256;
 /// the task's panels sweep them.
 const MC: usize = 144;
 const _: () = assert!(MC.is_multiple_of(MR));
-
-/// Raw output pointer shared by tasks that write disjoint (row range × column range) blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 thread_local! {
     static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -191,7 +185,6 @@ unsafe fn panel_task(
             }),
         }
     }
-    use std::arch::x86_64::*;
     // BLIS loop order: a KC × NR weight slice stays in L1 while the MC token rows' tiles (KC × MC,
     // packed, in L2) sweep it; the task's PB panels' KC slices stay in L2 across the MC blocks.
     let mut kc0 = 0;
@@ -205,7 +198,6 @@ unsafe fn panel_task(
             for q in 0..count {
                 let o0 = (first + q) * NR;
                 let nr = NR.min(n - o0);
-                let (mask0, mask1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
                 let wp = packed.as_ptr().add((q * k + kc0) * NR);
                 let mut t = mc0;
                 while t < mc_end {
@@ -213,17 +205,7 @@ unsafe fn panel_task(
                     let ap = tokens.as_ptr().add((t / MR * k + kc0) * MR);
                     let acc = micro_kernel(ap, wp, kc);
                     for (r, pair) in acc.iter().enumerate().take(mr) {
-                        let dst = out.0.add((t + r) * n + o0);
-                        // Past the end of `out` when nr ≤ 16 (mask1 is then empty: nothing is
-                        // accessed), so computed without `add`'s in-bounds promise.
-                        let dst1 = dst.wrapping_add(16);
-                        let (mut v0, mut v1) = (pair[0], pair[1]);
-                        if add {
-                            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
-                            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst1));
-                        }
-                        _mm512_mask_storeu_ps(dst, mask0, v0);
-                        _mm512_mask_storeu_ps(dst1, mask1, v1);
+                        store_row_pair(out.get().add((t + r) * n + o0), nr, *pair, add);
                     }
                     t += MR;
                 }
@@ -232,6 +214,27 @@ unsafe fn panel_task(
         }
         kc0 += kc;
     }
+}
+
+/// Stores the first `nr` (≤ 32) values of a tile row held as two 16-lane vectors at `dst`, adding
+/// what is there when `add`. Shared by the f32 and the quantized GEMM's tiles.
+/// Safety: AVX-512F; `dst .. dst + nr` is valid for reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn store_row_pair(dst: *mut f32, nr: usize, pair: [std::arch::x86_64::__m512; 2], add: bool) {
+    use std::arch::x86_64::*;
+    let (mask0, mask1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
+    // Past the end of the output when nr ≤ 16 (mask1 is then empty: nothing is accessed), so
+    // computed without `add`'s in-bounds promise.
+    let dst1 = dst.wrapping_add(16);
+    let [mut v0, mut v1] = pair;
+    if add {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst1));
+    }
+    _mm512_mask_storeu_ps(dst, mask0, v0);
+    _mm512_mask_storeu_ps(dst1, mask1, v1);
 }
 
 /// The first `lanes` (≤ 16, saturating) of a 16-lane vector.

@@ -4,6 +4,19 @@
 
 use super::{size_add, size_mul};
 
+/// Raw output pointer shared by the tasks of a product that write disjoint blocks of one output.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub *mut f32);
+// SAFETY: only moved between the tasks of one product, each writing its own disjoint block.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// A read-only matrix view: element (r, c) at `data[r * row_stride + c * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {

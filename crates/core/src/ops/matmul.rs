@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 pub use super::mat_ref::MatRef;
+use super::mat_ref::OutPtr;
 #[cfg(test)]
 pub(crate) use super::matvec::matvec;
 use super::matvec::matvec_with;
@@ -149,18 +150,6 @@ unsafe fn gemm_raw(
         false,
         parallelism,
     );
-}
-
-/// Raw output pointer shared by tasks that write disjoint column blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 thread_local! {

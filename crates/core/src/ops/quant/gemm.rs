@@ -16,20 +16,8 @@ use rayon::prelude::*;
 
 use super::activation::QuantizedActivation;
 use super::QuantRef;
-use crate::ops::mat_ref::MatRef;
+use crate::ops::mat_ref::{MatRef, OutPtr};
 use crate::ops::size_mul;
-
-/// Raw output pointer shared by tasks that write disjoint (row range × column range) blocks.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub *mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
-    pub(super) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 thread_local! {
     /// One strided activation row gathered contiguous before it is quantized.

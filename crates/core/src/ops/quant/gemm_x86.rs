@@ -20,9 +20,10 @@ use rayon::prelude::*;
 
 use super::activation::QuantizedActivation;
 use super::formats::{self, Format};
-use super::gemm::OutPtr;
 use super::QuantRef;
 use crate::loader::QuantKind;
+use crate::ops::gemm_avx512::store_row_pair;
+use crate::ops::mat_ref::OutPtr;
 
 /// Token rows per tile: 6 × 2 integer and 6 × 2 float accumulators + 2 weight vectors + a broadcast
 /// fit the 32 zmm registers.
@@ -214,32 +215,11 @@ unsafe fn task_tiles<F: Format>(
             let o0 = first + q * NR;
             let nr = NR.min(n - o0);
             let acc = tile_product::<F>(panels.as_ptr().add(q * panel_bytes), groups, tb, tdx, tsc);
-            let (mask0, mask1) = (lane_mask(nr), lane_mask(nr.saturating_sub(16)));
             for (r, pair) in acc.iter().enumerate().take(mr) {
-                let dst = out.get().add((t + r) * n + o0);
-                // Past the end of `out` when nr ≤ 16 (mask1 is then empty: nothing is accessed), so
-                // computed without `add`'s in-bounds promise.
-                let dst1 = dst.wrapping_add(16);
-                let (mut v0, mut v1) = (pair[0], pair[1]);
-                if accumulate {
-                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(mask0, dst));
-                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(mask1, dst1));
-                }
-                _mm512_mask_storeu_ps(dst, mask0, v0);
-                _mm512_mask_storeu_ps(dst1, mask1, v1);
+                store_row_pair(out.get().add((t + r) * n + o0), nr, *pair, accumulate);
             }
         }
         t += MR;
-    }
-}
-
-/// The first `lanes` (≤ 16, saturating) of a 16-lane vector.
-#[inline(always)]
-fn lane_mask(lanes: usize) -> u16 {
-    if lanes >= 16 {
-        u16::MAX
-    } else {
-        (1u16 << lanes) - 1
     }
 }
 
