@@ -44,3 +44,27 @@ fn a_saved_kv_cache_continues_identically_in_a_fresh_model() {
     assert_eq!(&all[..5], &first[..]);
     assert_eq!(&all[5..], &x[..]);
 }
+
+/// `Generation::state_bytes` (what the Node binding reports to V8) is the size of the state it
+/// holds: the snapshot's state payload, before the prompt is fed, after it, and as tokens are added;
+/// and for a restored context, from the first step on.
+#[test]
+fn state_bytes_follow_the_kv_cache_held() {
+    let a = Arc::new(LoadedModel::load(&llama_dir()).unwrap());
+    let payload =
+        |g: &mut phoenix_core::session::Generation| snapshot::decode(&g.export_state().unwrap()).unwrap().state.len();
+    let mut g = a.generate(Prompt::Ids((3..40).collect()), greedy(6), None).unwrap();
+    assert_eq!(g.state_bytes(), 0, "nothing fed before the first step");
+    let exported = payload(&mut g); // runs the prefill of all but the last prompt token
+    assert_eq!(g.state_bytes(), exported);
+    assert_eq!(exported, 36 * a.model_info().state_bytes_per_token);
+    while g.next_step().unwrap().is_some() {
+        let held = g.state_bytes();
+        assert_eq!(held, payload(&mut g));
+        assert_eq!(held, (g.token_ids().len() - 1) * a.model_info().state_bytes_per_token);
+    }
+    let state = g.export_state().unwrap();
+    let mut more = a.generate(Prompt::Ids(vec![7]), greedy(2), Some(&state)).unwrap();
+    more.next_step().unwrap();
+    assert_eq!(more.state_bytes(), payload(&mut more));
+}

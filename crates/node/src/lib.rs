@@ -8,10 +8,10 @@
 mod convert;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use napi::bindgen_prelude::{AsyncTask, Float32Array, Uint8Array};
+use napi::bindgen_prelude::{AsyncTask, Float32Array, ObjectFinalize, Uint8Array};
 use napi::{Env, Task};
 use napi_derive::napi;
 use phoenix_core::error::catch_panic;
@@ -242,7 +242,7 @@ impl RawModel {
             )?;
             model.generate_raw(prompt, &options.into(), state.as_deref())
         })?;
-        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: Arc::new(Mutex::new(generation)) })
+        Ok(RawGeneration::new(generation))
     }
 
     /// `messages` rendered with the model's chat template, with the ids that end the assistant's turn.
@@ -268,7 +268,7 @@ impl RawModel {
         let model = self.model()?;
         let messages: Vec<_> = messages.into_iter().map(Into::into).collect();
         let generation = guarded(|| model.generate_chat_raw(&messages, &options.into()))?;
-        Ok(RawGeneration { cancel: generation.cancel_handle(), inner: Arc::new(Mutex::new(generation)) })
+        Ok(RawGeneration::new(generation))
     }
 
     #[napi]
@@ -281,10 +281,62 @@ impl RawModel {
 
 /// One running generation. `next()` steps run on libuv workers; await each before the next call
 /// (a step holds the generation's lock, so `exportState` / `stats` / `tokenIds` wait for it).
-#[napi]
+///
+/// Its model state (a transformer's KV cache: tens of MB per long prompt) lives until V8 collects
+/// the handle, finished or not; the bytes are reported to V8 as external memory after each step, so
+/// its collector counts them instead of letting finished generations' caches accumulate.
+#[napi(custom_finalize)]
 pub struct RawGeneration {
     inner: Arc<Mutex<Generation>>,
     cancel: Arc<AtomicBool>,
+    memory: Arc<ReportedMemory>,
+}
+
+/// What this handle has told V8 it holds; `finalized` once the handle was collected (a step still
+/// resolving then reports nothing more).
+#[derive(Default)]
+struct ReportedMemory {
+    bytes: AtomicI64,
+    finalized: AtomicBool,
+}
+
+impl ReportedMemory {
+    /// Brings V8's external-memory count to the generation's state size now. Runs on the JS thread;
+    /// skipped while a step holds the lock (the next resolve catches up).
+    fn update(&self, env: &Env, generation: &Mutex<Generation>) -> napi::Result<()> {
+        if self.finalized.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Ok(g) = generation.try_lock() else { return Ok(()) };
+        let now = i64::try_from(g.state_bytes()).unwrap_or(i64::MAX);
+        drop(g);
+        let delta = now - self.bytes.swap(now, Ordering::Relaxed);
+        if delta != 0 {
+            env.adjust_external_memory(delta)?;
+        }
+        Ok(())
+    }
+}
+
+impl RawGeneration {
+    fn new(generation: Generation) -> Self {
+        Self {
+            cancel: generation.cancel_handle(),
+            inner: Arc::new(Mutex::new(generation)),
+            memory: Arc::new(ReportedMemory::default()),
+        }
+    }
+}
+
+impl ObjectFinalize for RawGeneration {
+    fn finalize(self, env: Env) -> napi::Result<()> {
+        self.memory.finalized.store(true, Ordering::Relaxed);
+        let held = self.memory.bytes.swap(0, Ordering::Relaxed);
+        if held != 0 {
+            env.adjust_external_memory(-held)?;
+        }
+        Ok(())
+    }
 }
 
 fn lock(generation: &Mutex<Generation>) -> phoenix_core::Result<MutexGuard<'_, Generation>> {
@@ -293,6 +345,7 @@ fn lock(generation: &Mutex<Generation>) -> phoenix_core::Result<MutexGuard<'_, G
 
 pub struct NextTask {
     generation: Arc<Mutex<Generation>>,
+    memory: Arc<ReportedMemory>,
 }
 
 impl Task for NextTask {
@@ -303,7 +356,8 @@ impl Task for NextTask {
         guarded(|| lock(&self.generation)?.next_step())
     }
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        self.memory.update(&env, &self.generation)?;
         Ok(output.map(RawStep::from))
     }
 }
@@ -313,7 +367,7 @@ impl RawGeneration {
     /// The prefill on the first call, then one decode step per call; `null` once finished.
     #[napi(ts_return_type = "Promise<RawStep | null>")]
     pub fn next(&self) -> AsyncTask<NextTask> {
-        AsyncTask::new(NextTask { generation: Arc::clone(&self.inner) })
+        AsyncTask::new(NextTask { generation: Arc::clone(&self.inner), memory: Arc::clone(&self.memory) })
     }
 
     /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
@@ -324,8 +378,11 @@ impl RawGeneration {
     }
 
     #[napi]
-    pub fn export_state(&self) -> napi::Result<Uint8Array> {
-        guarded(|| lock(&self.inner)?.export_state()).map(Uint8Array::new)
+    pub fn export_state(&self, env: Env) -> napi::Result<Uint8Array> {
+        // An export runs a pending prefill: the state may have grown.
+        let bytes = guarded(|| lock(&self.inner)?.export_state())?;
+        self.memory.update(&env, &self.inner)?;
+        Ok(Uint8Array::new(bytes))
     }
 
     #[napi]
