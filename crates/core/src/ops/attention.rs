@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::attention_scores::{direct_scores, KeyRows};
+use super::attention_scores::{direct_scores_rows, KeyRows};
 use super::math::exp;
 use super::size_mul;
 
@@ -270,6 +270,11 @@ fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
                 r += 1;
             }
         }
+        if direct {
+            // Every row's scores of the block, each key row loaded once for the group's rows (rows that
+            // end sooner get scores they never read).
+            direct_scores_rows(qs, hd, KeyRows { keys, width, offset }, j0, needed - j0, &mut probs, KEY_BLOCK);
+        }
         for (r, &end) in ends.iter().enumerate() {
             let end = end.min(j1);
             seen[r] = end.saturating_sub(j0);
@@ -277,12 +282,8 @@ fn attend_body(tile: &Tile, kv: &KvView, run: &mut Running) {
                 continue;
             }
             let n = end - j0;
-            let q = &qs[r * hd..(r + 1) * hd];
             let scores: &mut [f32; KEY_BLOCK] =
                 (&mut probs[r * KEY_BLOCK..(r + 1) * KEY_BLOCK]).try_into().expect("block");
-            if direct {
-                direct_scores(q, KeyRows { keys, width, offset }, j0, &mut scores[..n]);
-            }
             let sc = &mut scores[..n];
             let new_max = max[r].max(lanes_max(sc));
             if new_max > max[r] {

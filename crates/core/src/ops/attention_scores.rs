@@ -61,6 +61,30 @@ pub(super) fn direct_scores(q: &[f32], k: KeyRows, j0: usize, scores: &mut [f32]
     }
 }
 
+/// [`direct_scores`] for the `rows` query rows of one KV group (`qs`: `rows × hd`), into
+/// `scores[r · stride ..][.. n]`: the same bits, each key row loaded once for every query row.
+#[inline(always)]
+pub(super) fn direct_scores_rows(
+    qs: &[f32],
+    hd: usize,
+    k: KeyRows,
+    j0: usize,
+    n: usize,
+    scores: &mut [f32],
+    stride: usize,
+) {
+    let rows = qs.len() / hd;
+    #[cfg(target_arch = "x86_64")]
+    if hd == 64 && rows == 3 && super::simd_level() == super::SimdLevel::Avx512 {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { x86::scores_rows_avx512::<3>(qs, k, j0, n, scores, stride) };
+        return;
+    }
+    for r in 0..rows {
+        direct_scores(&qs[r * hd..(r + 1) * hd], k, j0, &mut scores[r * stride..][..n]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{dot, KeyRows};
@@ -105,6 +129,50 @@ mod x86 {
         }
         for (s, j) in scores[done..].iter_mut().zip(j0 + done..) {
             *s = dot(q, k.row(j, hd));
+        }
+    }
+
+    /// [`super::direct_scores_rows`] for `R` rows of 64: eight keys at a time (8 · R lane sums in
+    /// registers), each key chunk loaded once for the `R` rows, folded as [`fold16`] folds.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores_rows_avx512<const R: usize>(
+        qs: &[f32],
+        k: KeyRows,
+        j0: usize,
+        n: usize,
+        scores: &mut [f32],
+        stride: usize,
+    ) {
+        const H: usize = 64;
+        assert!(qs.len() == R * H && scores.len() >= (R - 1) * stride + n, "scores_rows: sizes");
+        let mut done = 0;
+        while done + 8 <= n {
+            let first = j0 + done;
+            let mut lanes = [[_mm512_setzero_ps(); 8]; R];
+            for c in (0..H).step_by(16) {
+                // SAFETY: c + 16 <= H; every row of `qs` and of K holds H values.
+                let x: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_loadu_ps(qs.as_ptr().add(r * H + c)) });
+                for i in 0..8 {
+                    let y = unsafe { _mm512_loadu_ps(k.row(first + i, H).as_ptr().add(c)) };
+                    for r in 0..R {
+                        lanes[r][i] = _mm512_add_ps(lanes[r][i], _mm512_mul_ps(x[r], y));
+                    }
+                }
+            }
+            for (r, l) in lanes.iter().enumerate() {
+                let zero = _mm512_setzero_ps();
+                let all =
+                    [l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], zero, zero, zero, zero, zero, zero, zero, zero];
+                let out = fold16(&all);
+                // SAFETY: done + 8 <= n, inside row r's scores.
+                unsafe { _mm256_storeu_ps(scores.as_mut_ptr().add(r * stride + done), _mm512_castps512_ps256(out)) };
+            }
+            done += 8;
+        }
+        for r in 0..R {
+            for (s, j) in scores[r * stride + done..r * stride + n].iter_mut().zip(j0 + done..) {
+                *s = dot(&qs[r * H..(r + 1) * H], k.row(j, H));
+            }
         }
     }
 
@@ -156,6 +224,23 @@ mod tests {
             direct_scores(&q, k, 5, &mut got);
             for (j, g) in got.iter().enumerate() {
                 assert_eq!(g.to_bits(), dot(&q, k.row(5 + j, hd)).to_bits(), "hd {hd} key {j}");
+            }
+            // Three rows of a group at once (the register-resident copy for hd 64), every tail length.
+            let qs: Vec<f32> = (0..3 * hd).map(|i| val(i + 555) * 2.0).collect();
+            for m in [n, 16, 9, 8, 7, 1] {
+                let stride = 40;
+                let mut rows = vec![f32::NAN; 3 * stride];
+                direct_scores_rows(&qs, hd, k, 5, m, &mut rows, stride);
+                for r in 0..3 {
+                    for j in 0..m {
+                        let want = dot(&qs[r * hd..(r + 1) * hd], k.row(5 + j, hd));
+                        assert_eq!(
+                            rows[r * stride + j].to_bits(),
+                            want.to_bits(),
+                            "hd {hd} rows of {m}: row {r} key {j}"
+                        );
+                    }
+                }
             }
         }
     }
