@@ -26,6 +26,8 @@ mod speed_probe;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_exact;
+#[cfg(target_arch = "x86_64")]
+mod x86_wide;
 
 pub(crate) use activation::QuantizedActivation;
 pub(crate) use gemm::gemm;

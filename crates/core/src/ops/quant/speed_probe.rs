@@ -167,3 +167,39 @@ fn quant_prefill_probe() {
         }
     });
 }
+
+/// One-row kernel speed with the weights hot in L2 (a 576×1536 matrix, 1 thread), at every SIMD
+/// level this CPU has: what each kernel computes per second when memory is not the limit.
+/// `cargo test --release -p phoenix-core --lib quant_hot_kernel_probe -- --ignored --nocapture`
+#[test]
+#[ignore = "timing probe; run with --ignored --nocapture"]
+fn quant_hot_kernel_probe() {
+    use crate::ops::SimdLevel;
+    let levels: Vec<SimdLevel> = match crate::ops::simd_level() {
+        SimdLevel::Avx512 => vec![SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512],
+        SimdLevel::Avx2 => vec![SimdLevel::Baseline, SimdLevel::Avx2],
+        level => vec![level],
+    };
+    let (n, k) = (576usize, 1536usize);
+    let x = data(k, 9);
+    println!("µs per {n}x{k} mat-vec (weights in L2, best of 5 × 200), and weight GB/s");
+    for kind in QuantKind::ALL {
+        let (bytes, _) = ggml_quantize(kind, &data(n * k, 3));
+        let act = super::QuantizedActivation::new(&x, kind);
+        let mut out = vec![0f32; n];
+        let mut line = format!("  {:<5}", kind.name());
+        for &level in &levels {
+            let secs = (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..200 {
+                        super::rows_at_level(level, &act, QuantRef { kind, bytes: &bytes }, &mut out, false);
+                    }
+                    t.elapsed().as_secs_f64() / 200.0
+                })
+                .fold(f64::MAX, f64::min);
+            line += &format!("  {level:?} {:>6.1} µs {:>5.1} GB/s", secs * 1e6, bytes.len() as f64 / secs / 1e9);
+        }
+        println!("{line}");
+    }
+}
