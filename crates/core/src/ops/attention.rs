@@ -588,3 +588,56 @@ mod speed {
         });
     }
 }
+
+#[cfg(test)]
+mod tmp_layout {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn tmp_head_major_cold() {
+        let total: usize = std::env::var("PROBE_CONTEXT").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+        let s = AttentionShape { heads: 9, kv_heads: 3, head_dim: 64, scale: 0.125 };
+        let s1 = AttentionShape { heads: 3, kv_heads: 1, head_dim: 64, scale: 0.125 };
+        let k: Vec<f32> = (0..total * 192).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        let q: Vec<f32> = (0..576).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01).collect();
+        let layers: Vec<(Vec<f32>, Vec<f32>)> =
+            (0..48).map(|l| (k.iter().map(|x| x + l as f32 * 1e-3).collect(), k.clone())).collect();
+        // head-major copies: per layer, per head contiguous [total, 64]
+        let hm: Vec<Vec<(Vec<f32>, Vec<f32>)>> = layers
+            .iter()
+            .map(|(lk, lv)| {
+                (0..3)
+                    .map(|g| {
+                        let pick = |a: &Vec<f32>| (0..total).flat_map(|j| a[j * 192 + g * 64..][..64].to_vec()).collect::<Vec<f32>>();
+                        (pick(lk), pick(lv))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = vec![0f32; 576];
+        for threads in [1usize, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                for round in 0..3 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..5 {
+                        for (lk, lv) in &layers {
+                            causal_attention(s, &q, lk, lv, total - 1, &mut out);
+                        }
+                    }
+                    let a = t.elapsed().as_secs_f64() / 240.0 * 1e6;
+                    let t = std::time::Instant::now();
+                    for _ in 0..5 {
+                        for heads in &hm {
+                            for (g, (lk, lv)) in heads.iter().enumerate() {
+                                causal_attention(s1, &q[g * 192..(g + 1) * 192], lk, lv, total - 1, &mut out[g * 192..(g + 1) * 192]);
+                            }
+                        }
+                    }
+                    let b = t.elapsed().as_secs_f64() / 240.0 * 1e6;
+                    println!("{threads}t round {round}: row-major {a:.1} µs/layer, head-major (3 calls) {b:.1}");
+                }
+            });
+        }
+    }
+}
