@@ -608,7 +608,9 @@ mod tmp_layout {
             .map(|(lk, lv)| {
                 (0..3)
                     .map(|g| {
-                        let pick = |a: &Vec<f32>| (0..total).flat_map(|j| a[j * 192 + g * 64..][..64].to_vec()).collect::<Vec<f32>>();
+                        let pick = |a: &Vec<f32>| {
+                            (0..total).flat_map(|j| a[j * 192 + g * 64..][..64].to_vec()).collect::<Vec<f32>>()
+                        };
                         (pick(lk), pick(lv))
                     })
                     .collect()
@@ -630,7 +632,14 @@ mod tmp_layout {
                     for _ in 0..5 {
                         for heads in &hm {
                             for (g, (lk, lv)) in heads.iter().enumerate() {
-                                causal_attention(s1, &q[g * 192..(g + 1) * 192], lk, lv, total - 1, &mut out[g * 192..(g + 1) * 192]);
+                                causal_attention(
+                                    s1,
+                                    &q[g * 192..(g + 1) * 192],
+                                    lk,
+                                    lv,
+                                    total - 1,
+                                    &mut out[g * 192..(g + 1) * 192],
+                                );
                             }
                         }
                     }

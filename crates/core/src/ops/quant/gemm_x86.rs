@@ -42,9 +42,17 @@ pub(super) fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
+/// Largest matrix whose unpacked panels are shared by the token groups of one call (SmolLM's and
+/// Mamba's projections are 0.1–3 MB unpacked; larger ones split by panels alone anyway).
+const SHARED_PANEL_BYTES: usize = 8 << 20;
+
 thread_local! {
     /// One task's unpacked weight panels, reused across calls.
     static PANELS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A whole matrix's unpacked panels, read by every task of one call (see `gemm_as`): the calling
+    /// thread's, reused across calls.
+    static SHARED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// The token rows' activations in tiles of MR rows: per group, the bytes as `[G/4][MR][4]` (plus
@@ -124,87 +132,142 @@ unsafe fn gemm_as<F: Format>(acts: &[QuantizedActivation], w: QuantRef, n: usize
     let groups = m.div_ceil(rows_per_group);
     let dst = OutPtr(out.as_mut_ptr());
     let row_bytes = w.bytes_of(k);
-    let task = |i: usize| {
+    let panel_bytes = k / F::GROUP * group_bytes(F::GROUP, F::HAS_MIN);
+    let pack = |first: usize, count: usize, buf: &mut [u8]| {
+        for q in 0..count {
+            let o0 = first + q * NR;
+            let nr = NR.min(n - o0);
+            let src = &w.bytes[o0 * row_bytes..(o0 + nr) * row_bytes];
+            // SAFETY: `available` (AVX-512F/BW/VNNI) checked by the caller.
+            unsafe { pack_panel::<F>(src, nr, k, &mut buf[q * panel_bytes..(q + 1) * panel_bytes]) };
+        }
+    };
+    let span = |i: usize| {
         let (p, g) = (i / groups, i % groups);
-        let rows = g * rows_per_group..((g + 1) * rows_per_group).min(m);
         let first = p * PB * NR;
-        let count = PB.min((n - first).div_ceil(NR));
+        (p, g * rows_per_group..((g + 1) * rows_per_group).min(m), first, PB.min((n - first).div_ceil(NR)))
+    };
+    let all = panels * groups;
+    let parallel = all > 1 && threads > 1;
+    let shared_bytes = n.div_ceil(NR) * panel_bytes;
+    if groups > 1 && shared_bytes <= SHARED_PANEL_BYTES {
+        // Several token groups read each panel group: unpack every panel once, in parallel, into one
+        // buffer they share (each task unpacking its own had redone k and v's panels four times).
+        // Taken out of the thread-local while the tasks run: a task this thread steals meanwhile may
+        // be another product's, which then finds the slot empty and uses a buffer of its own.
+        let mut shared = SHARED.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
+        if shared.len() < shared_bytes {
+            shared.resize(shared_bytes, 0);
+        }
+        let chunks = shared[..shared_bytes].par_chunks_mut(PB * panel_bytes);
+        chunks.enumerate().for_each(|(p, buf)| pack(p * PB * NR, buf.len() / panel_bytes, buf));
+        let panels_of = &shared[..shared_bytes];
+        let task = |i: usize| {
+            let (p, rows, first, count) = span(i);
+            let buf = &panels_of[p * PB * panel_bytes..];
+            // SAFETY: as in `pack`; this task writes rows `rows` × columns first .. first + count · NR
+            // (clipped at n) of `out`, disjoint from every other task's.
+            unsafe { task_tiles::<F>(&tiles, buf, panel_bytes, k, n, first, count, rows, dst, accumulate) };
+        };
+        if parallel {
+            (0..all).into_par_iter().for_each(task);
+        } else {
+            (0..all).for_each(task);
+        }
+        SHARED.with(|slot| *slot.borrow_mut() = shared);
+        return;
+    }
+    let task = |i: usize| {
+        let (_, rows, first, count) = span(i);
         PANELS.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let panel_bytes = k / F::GROUP * group_bytes(F::GROUP, F::HAS_MIN);
             if buf.len() < count * panel_bytes {
                 buf.resize(count * panel_bytes, 0);
             }
-            for q in 0..count {
-                let o0 = first + q * NR;
-                let nr = NR.min(n - o0);
-                let src = &w.bytes[o0 * row_bytes..(o0 + nr) * row_bytes];
-                // SAFETY: `available` (AVX-512F/BW/VNNI) checked by the caller.
-                unsafe { pack_panel::<F>(src, nr, k, &mut buf[q * panel_bytes..(q + 1) * panel_bytes]) };
-            }
-            // SAFETY: as above; this task writes rows `rows` × columns first .. first + count · NR
-            // (clipped at n) of `out`, disjoint from every other task's.
+            pack(first, count, &mut buf);
+            // SAFETY: as above.
             unsafe { task_tiles::<F>(&tiles, &buf, panel_bytes, k, n, first, count, rows, dst, accumulate) };
         });
     };
-    let all = panels * groups;
-    if all == 1 || threads == 1 {
-        (0..all).for_each(task);
-    } else {
+    if parallel {
         (0..all).into_par_iter().for_each(task);
+    } else {
+        (0..all).for_each(task);
     }
 }
 
 /// Unpacks `nr` (≤ NR) rows of `k` values into one panel (`dst`, zeroed past row `nr`).
 ///
-/// Block by block: the `nr` rows' unpacked bytes go to a row-major scratch tile, then each group
-/// is transposed into its 4-byte column steps — for 32-value groups as 8 × 8 transposes of 4-byte
-/// words in vector registers. (Writing each row's steps straight into the panel compiled to
-/// scattered stores and was ~8 % of an int8 SmolLM prefill.)
+/// Each row is unpacked whole (one sequential read of its blocks) into a row-major scratch, then
+/// each group is transposed into its 4-byte column steps — for 32-value groups as 8 × 8 transposes
+/// of 4-byte words in vector registers. (Writing each row's steps straight into the panel compiled
+/// to scattered stores and was ~8 % of an int8 SmolLM prefill.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn pack_panel<F: Format>(src: &[u8], nr: usize, k: usize, dst: &mut [u8]) {
     let gb = group_bytes(F::GROUP, F::HAS_MIN);
     let per_block = F::ELEMS / F::GROUP;
+    let groups = k / F::GROUP;
     if nr < NR {
         dst.fill(0);
     }
-    // Row-major scratch: the NR rows' unpacked values of one block (rows past `nr` stay 0).
-    let mut tile = [[0i8; 256]; NR];
-    let (mut scale, mut min) = ([[0f32; 16]; NR], [[0f32; 16]; NR]);
-    let row_bytes = k / F::ELEMS * F::BYTES;
-    for b in 0..k / F::ELEMS {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let Scratch { values, scales, mins } = &mut *scratch;
+        // Rows past `nr` read as 0.
+        values.clear();
+        values.resize(NR * k, 0);
+        scales.resize(NR * groups, 0.0);
+        mins.resize(NR * groups, 0.0);
+        let row_bytes = k / F::ELEMS * F::BYTES;
         for r in 0..nr {
-            let block = &src[r * row_bytes + b * F::BYTES..][..F::BYTES];
-            F::unpack(block, &mut tile[r][..F::ELEMS], &mut scale[r][..per_block], &mut min[r][..per_block]);
+            let row = &src[r * row_bytes..][..row_bytes];
+            for (b, block) in row.chunks_exact(F::BYTES).enumerate() {
+                let g0 = r * groups + b * per_block;
+                F::unpack(
+                    block,
+                    &mut values[r * k + b * F::ELEMS..][..F::ELEMS],
+                    &mut scales[g0..g0 + per_block],
+                    &mut mins[g0..g0 + per_block],
+                );
+            }
         }
-        for j in 0..per_block {
-            let g = dst.as_mut_ptr().add((b * per_block + j) * gb);
+        for j in 0..groups {
+            let g = dst.as_mut_ptr().add(j * gb);
+            let group_of = |r: usize| &values[r * k + j * F::GROUP..][..F::GROUP];
             if F::GROUP == 32 {
                 for rows in (0..NR).step_by(8) {
                     let words: [__m256i; 8] =
-                        std::array::from_fn(|i| _mm256_loadu_si256(tile[rows + i][j * 32..].as_ptr().cast()));
+                        std::array::from_fn(|i| _mm256_loadu_si256(group_of(rows + i).as_ptr().cast()));
                     for (step, col) in transpose8x8(words).into_iter().enumerate() {
                         _mm256_storeu_si256(g.add((step * NR + rows) * 4).cast(), col);
                     }
                 }
             } else {
-                for (r, row) in tile.iter().enumerate().take(nr) {
-                    for (step, word) in row[j * F::GROUP..(j + 1) * F::GROUP].chunks_exact(4).enumerate() {
+                for r in 0..nr {
+                    for (step, word) in group_of(r).chunks_exact(4).enumerate() {
                         g.add((step * NR + r) * 4).cast::<[i8; 4]>().write_unaligned(word.try_into().unwrap());
                     }
                 }
             }
             let floats = g.add(F::GROUP * NR);
             for r in 0..nr {
-                let sum: i32 = tile[r][j * F::GROUP..(j + 1) * F::GROUP].iter().map(|&v| v as i32).sum();
+                let sum: i32 = group_of(r).iter().map(|&v| v as i32).sum();
                 floats.add(4 * r).cast::<i32>().write_unaligned(-128 * sum);
-                floats.add(4 * (NR + r)).cast::<f32>().write_unaligned(scale[r][j]);
+                floats.add(4 * (NR + r)).cast::<f32>().write_unaligned(scales[r * groups + j]);
                 if F::HAS_MIN {
-                    floats.add(4 * (2 * NR + r)).cast::<f32>().write_unaligned(min[r][j]);
+                    floats.add(4 * (2 * NR + r)).cast::<f32>().write_unaligned(mins[r * groups + j]);
                 }
             }
         }
-    }
+    });
+}
+
+/// `pack_panel`'s row-major unpacked rows (NR × k values, NR × groups scales and minimums).
+#[derive(Default)]
+struct Scratch {
+    values: Vec<i8>,
+    scales: Vec<f32>,
+    mins: Vec<f32>,
 }
 
 /// Eight rows of eight 4-byte words → eight columns (column `s`: word `s` of rows 0..8).
