@@ -50,6 +50,14 @@ impl QuantizedActivation {
     }
 }
 
+/// [`QuantizedActivation::new`]'s values `q` (`x.len()`) and block scales `d` (one per block of
+/// `kind`) into the caller's buffers: the same rounding, no allocation.
+pub(crate) fn quantize_into(x: &[f32], kind: QuantKind, q: &mut [i8], d: &mut [f32]) {
+    let block = kind.block_elems();
+    assert!(x.len().is_multiple_of(block) && q.len() == x.len() && d.len() == x.len() / block, "quantize_into: sizes");
+    quantize_blocks(x, q, d);
+}
+
 // Per SIMD level: with SSE4.1 and up `round` is a vector instruction, on baseline x86 a libm call.
 multiversion!(fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32]) = quantize_blocks_body);
 

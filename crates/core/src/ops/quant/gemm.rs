@@ -34,13 +34,13 @@ pub(crate) fn gemm(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate
     if m == 0 || n == 0 {
         return;
     }
-    let acts = quantize_rows(x, w);
     #[cfg(target_arch = "x86_64")]
     if super::gemm_x86::available() {
         // SAFETY: `available` checked AVX-512F/BW/VNNI (+ AVX2, FMA, F16C); the sizes were checked above.
-        unsafe { super::gemm_x86::gemm(&acts, w, n, out, accumulate) };
+        unsafe { super::gemm_x86::gemm(x, w, n, out, accumulate) };
         return;
     }
+    let acts = quantize_rows(x, w);
     rows_in_blocks(&acts, w, n, out, accumulate);
 }
 

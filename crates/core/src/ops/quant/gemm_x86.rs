@@ -18,12 +18,12 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::activation::QuantizedActivation;
+use super::activation::quantize_into;
 use super::formats::{self, Format};
 use super::QuantRef;
 use crate::loader::QuantKind;
 use crate::ops::gemm_avx512::store_row_pair;
-use crate::ops::mat_ref::OutPtr;
+use crate::ops::mat_ref::{MatRef, OutPtr};
 
 /// Token rows per tile: 6 × 2 integer and 6 × 2 float accumulators + 2 weight vectors + a broadcast
 /// fit the 32 zmm registers.
@@ -53,6 +53,8 @@ thread_local! {
     /// thread's, reused across calls.
     static SHARED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// `Tiles::quantize`'s row (gathered when strided), its 8-bit values and its block scales.
+    static ROW_SCRATCH: RefCell<(Vec<f32>, Vec<i8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// The token rows' activations in tiles of MR rows: per group, the bytes as `[G/4][MR][4]` (plus
@@ -67,33 +69,62 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn pack<F: Format>(acts: &[QuantizedActivation]) -> Self {
-        let k = acts[0].len();
+    /// Every row of `x` rounded to 8 bits for `kind` exactly as [`QuantizedActivation::new`] rounds
+    /// it (the one-row product's rounding), written straight into its tile: no per-row vectors (they
+    /// were ~430 k allocations per int8 SmolLM prompt) and no second copy.
+    fn quantize<F: Format>(x: MatRef, kind: QuantKind) -> Self {
+        let (m, k) = (x.rows, x.cols);
         let groups = k / F::GROUP;
-        let tiles = acts.len().div_ceil(MR);
+        let tiles = m.div_ceil(MR);
         let (tile_bytes, tile_floats) = (k * MR, groups * MR);
         // Rows past the last token: activation 0 (byte 128 after the offset) with scale 0.
         let mut bytes = vec![0x80u8; tiles * tile_bytes];
         let mut dx = vec![0f32; tiles * tile_floats];
-        let mut scaled = vec![0f32; if F::HAS_MIN { tiles * tile_floats } else { 0 }];
+        let mut scaled = vec![0f32; tiles * tile_floats];
         let per_block = F::ELEMS / F::GROUP;
-        for (r, act) in acts.iter().enumerate() {
-            let (tile, t) = (r / MR, r % MR);
-            let tb = &mut bytes[tile * tile_bytes..(tile + 1) * tile_bytes];
-            for (s, step) in act.q.chunks_exact(4).enumerate() {
-                let at = (s * MR + t) * 4;
-                for (o, &v) in tb[at..at + 4].iter_mut().zip(step) {
-                    *o = v as u8 ^ 0x80;
+        let fill = |tile: usize, tb: &mut [u8], tdx: &mut [f32], tsc: &mut [f32]| {
+            ROW_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let (row, q, d) = &mut *scratch;
+                q.resize(k, 0);
+                d.resize(k / F::ELEMS, 0.0);
+                for t in 0..MR.min(m - tile * MR) {
+                    let start = (tile * MR + t) * x.row_stride;
+                    let values: &[f32] = if x.col_stride == 1 {
+                        &x.data[start..start + k]
+                    } else {
+                        row.clear();
+                        row.extend((0..k).map(|c| x.data[start + c * x.col_stride]));
+                        row
+                    };
+                    quantize_into(values, kind, q, d);
+                    for (s, step) in q.chunks_exact(4).enumerate() {
+                        let at = (s * MR + t) * 4;
+                        for (o, &v) in tb[at..at + 4].iter_mut().zip(step) {
+                            *o = v as u8 ^ 0x80;
+                        }
+                    }
+                    for g in 0..groups {
+                        let dg = d[g / per_block];
+                        tdx[g * MR + t] = dg;
+                        if F::HAS_MIN {
+                            // d · Σq over the group (32 values for every type with a minimum), as
+                            // the activation's `scaled_sums`.
+                            let sum: i32 = q[g * F::GROUP..(g + 1) * F::GROUP].iter().map(|&v| v as i32).sum();
+                            tsc[g * MR + t] = dg * sum as f32;
+                        }
+                    }
                 }
-            }
-            for g in 0..groups {
-                let at = tile * tile_floats + g * MR + t;
-                dx[at] = act.d[g / per_block];
-                if F::HAS_MIN {
-                    // `scaled_sums` holds d · Σq per 32 values: the groups of every type with a minimum.
-                    scaled[at] = act.scaled_sums[g];
-                }
-            }
+            })
+        };
+        let chunks = bytes.par_chunks_mut(tile_bytes).zip(dx.par_chunks_mut(tile_floats));
+        let chunks = chunks.zip(scaled.par_chunks_mut(tile_floats)).enumerate();
+        if tiles > 1 && rayon::current_num_threads() > 1 {
+            chunks.for_each(|(tile, ((tb, tdx), tsc))| fill(tile, tb, tdx, tsc));
+        } else {
+            let serial =
+                bytes.chunks_mut(tile_bytes).zip(dx.chunks_mut(tile_floats)).zip(scaled.chunks_mut(tile_floats));
+            serial.enumerate().for_each(|(tile, ((tb, tdx), tsc))| fill(tile, tb, tdx, tsc));
         }
         Self { bytes, dx, scaled, tile_bytes, tile_floats }
     }
@@ -105,25 +136,26 @@ const fn group_bytes(group: usize, has_min: bool) -> usize {
     group * NR + NR * 4 * (2 + has_min as usize)
 }
 
-/// `out[r, o] (+)= Σ_i x[r, i] · w[o, i]` for the quantized rows `acts` (`[m, k]`) and `w`
-/// (`[n, k]`), `out` `[m, n]`.
-/// Safety: [`available`] is true; `w` holds `n` rows of `acts[0].len()` values and `out` m · n values.
-pub(super) unsafe fn gemm(acts: &[QuantizedActivation], w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+/// `out[r, o] (+)= Σ_i x[r, i] · w[o, i]` for the rows of `x` (`[m, k]`, each rounded to 8 bits for
+/// `w`'s kind) and `w` (`[n, k]`), `out` `[m, n]`.
+/// Safety: [`available`] is true; `x` is checked, `w` holds `n` rows of `x.cols` values and `out`
+/// m · n values.
+pub(super) unsafe fn gemm(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
     match w.kind {
-        QuantKind::Q8_0 => gemm_as::<formats::Q8_0>(acts, w, n, out, accumulate),
-        QuantKind::Q4_0 => gemm_as::<formats::Q4_0>(acts, w, n, out, accumulate),
-        QuantKind::Q4_1 => gemm_as::<formats::Q4_1>(acts, w, n, out, accumulate),
-        QuantKind::Q5_0 => gemm_as::<formats::Q5_0>(acts, w, n, out, accumulate),
-        QuantKind::Q5_1 => gemm_as::<formats::Q5_1>(acts, w, n, out, accumulate),
-        QuantKind::Q4K => gemm_as::<formats::Q4K>(acts, w, n, out, accumulate),
-        QuantKind::Q5K => gemm_as::<formats::Q5K>(acts, w, n, out, accumulate),
-        QuantKind::Q6K => gemm_as::<formats::Q6K>(acts, w, n, out, accumulate),
+        QuantKind::Q8_0 => gemm_as::<formats::Q8_0>(x, w, n, out, accumulate),
+        QuantKind::Q4_0 => gemm_as::<formats::Q4_0>(x, w, n, out, accumulate),
+        QuantKind::Q4_1 => gemm_as::<formats::Q4_1>(x, w, n, out, accumulate),
+        QuantKind::Q5_0 => gemm_as::<formats::Q5_0>(x, w, n, out, accumulate),
+        QuantKind::Q5_1 => gemm_as::<formats::Q5_1>(x, w, n, out, accumulate),
+        QuantKind::Q4K => gemm_as::<formats::Q4K>(x, w, n, out, accumulate),
+        QuantKind::Q5K => gemm_as::<formats::Q5K>(x, w, n, out, accumulate),
+        QuantKind::Q6K => gemm_as::<formats::Q6K>(x, w, n, out, accumulate),
     }
 }
 
-unsafe fn gemm_as<F: Format>(acts: &[QuantizedActivation], w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
-    let (m, k) = (acts.len(), acts[0].len());
-    let tiles = Tiles::pack::<F>(acts);
+unsafe fn gemm_as<F: Format>(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+    let (m, k) = (x.rows, x.cols);
+    let tiles = Tiles::quantize::<F>(x, w.kind);
     let panels = n.div_ceil(NR * PB);
     let threads = rayon::current_num_threads();
     // Split the tokens too when there are few panel groups, so every thread gets work.
