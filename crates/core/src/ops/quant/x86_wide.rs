@@ -7,13 +7,15 @@
 //!   the fifth bits are a 64-bit byte mask (the two blocks' `qh` words), the −8 / −16 offset starts
 //!   the integer sums (from the activation's per-block Σq, computed once per call), and both
 //!   blocks' scales are one `vcvtph2ps`.
-//! * Q4_K, Q5_K, Q6_K: the AVX2 kernels (`x86`) decode each sub-block's 6-bit scale and minimum in scalar code, move it
-//! into a vector with a broadcast from a general register, and add the minimum terms one multiply
-//! at a time: at ~180 instructions per 256 values they were compute-bound at ~15 GB/s, half the
-//! read bandwidth, so k-quant decode ran slower than Q8_0's on fewer bytes. Here the 12 packed
-//! scale bytes are unpacked with three word operations (ggml's `utmp` trick), the scale vectors are
-//! permutes of one register, `vpdpwssd` applies them while accumulating, and the minimum (Q4_K,
-//! Q5_K) or −32 offset (Q6_K) terms are one 16-lane multiply with the activation's per-16 sums.
+//! * Q4_K, Q5_K, Q6_K: the AVX2 kernels (`x86`) decode each sub-block's 6-bit scale and minimum in
+//!   scalar code, move it into a vector with a broadcast from a general register, and add the
+//!   minimum terms one multiply at a time: at ~180 instructions per 256 values they were
+//!   compute-bound at ~15 GB/s, half the read bandwidth, so k-quant decode ran slower than Q8_0's on
+//!   fewer bytes. Here the 12 packed scale bytes are unpacked with three word operations (ggml's
+//!   `utmp` trick), the scale vectors are permutes of one register, `vpdpwssd` applies them while
+//!   accumulating, and the minimum (Q4_K, Q5_K) or −32 offset (Q6_K) terms are one 16-lane multiply
+//!   with the activation's per-16 sums.
+//!
 //! Integer sums are exact, so only the f32 accumulation order differs from the AVX2 kernels.
 
 use std::arch::x86_64::*;
