@@ -52,6 +52,7 @@ thread_local! {
     /// A whole matrix's unpacked panels, read by every task of one call (see `gemm_as`): the calling
     /// thread's, reused across calls.
     static SHARED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// `pack_panel`'s unpacked rows, reused across panels.
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// `Tiles::quantize`'s row (gathered when strided), its 8-bit values and its block scales.
     static ROW_SCRATCH: RefCell<(Vec<f32>, Vec<i8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
