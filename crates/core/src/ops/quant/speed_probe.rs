@@ -169,8 +169,10 @@ fn quant_prefill_probe() {
 }
 
 /// One-row kernel speed with the weights hot in L2 (a 576×1536 matrix, 1 thread), at every SIMD
-/// level this CPU has: what each kernel computes per second when memory is not the limit.
+/// level this CPU has: what each kernel computes per second when memory is not the limit, with the
+/// activation rounded to 8 bits and as f32 (the exact path of logits heads and first tokens).
 /// `cargo test --release -p phoenix-core --lib quant_hot_kernel_probe -- --ignored --nocapture`
+/// (`PROBE_KINDS=Q8_0,Q6_K` to choose types).
 #[test]
 #[ignore = "timing probe; run with --ignored --nocapture"]
 fn quant_hot_kernel_probe() {
@@ -183,23 +185,30 @@ fn quant_hot_kernel_probe() {
     let (n, k) = (576usize, 1536usize);
     let x = data(k, 9);
     println!("µs per {n}x{k} mat-vec (weights in L2, best of 5 × 200), and weight GB/s");
-    for kind in QuantKind::ALL {
+    let wanted = std::env::var("PROBE_KINDS").unwrap_or_default();
+    for kind in QuantKind::ALL.into_iter().filter(|k| wanted.is_empty() || wanted.split(',').any(|w| w == k.name())) {
         let (bytes, _) = ggml_quantize(kind, &data(n * k, 3));
         let act = super::QuantizedActivation::new(&x, kind);
         let mut out = vec![0f32; n];
-        let mut line = format!("  {:<5}", kind.name());
-        for &level in &levels {
-            let secs = (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..200 {
-                        super::rows_at_level(level, &act, QuantRef { kind, bytes: &bytes }, &mut out, false);
-                    }
-                    t.elapsed().as_secs_f64() / 200.0
-                })
-                .fold(f64::MAX, f64::min);
-            line += &format!("  {level:?} {:>6.1} µs {:>5.1} GB/s", secs * 1e6, bytes.len() as f64 / secs / 1e9);
+        for exact in [false, true] {
+            let mut line = format!("  {:<5} {}", kind.name(), if exact { "f32 x " } else { "8-bit x" });
+            for &level in &levels {
+                let secs = (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        for _ in 0..200 {
+                            if exact {
+                                super::formats::exact_rows_at(level, kind, &x, &bytes, &mut out, false);
+                            } else {
+                                super::rows_at_level(level, &act, QuantRef { kind, bytes: &bytes }, &mut out, false);
+                            }
+                        }
+                        t.elapsed().as_secs_f64() / 200.0
+                    })
+                    .fold(f64::MAX, f64::min);
+                line += &format!("  {level:?} {:>6.1} µs {:>5.1} GB/s", secs * 1e6, bytes.len() as f64 / secs / 1e9);
+            }
+            println!("{line}");
         }
-        println!("{line}");
     }
 }
