@@ -34,6 +34,7 @@ pub(crate) mod ssd;
 pub(crate) mod ssd_norm;
 #[cfg(test)]
 mod ssd_probe;
+mod transpose;
 mod weight_ref;
 
 pub use dispatch::{simd_level, SimdLevel};

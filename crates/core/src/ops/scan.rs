@@ -138,10 +138,17 @@ fn scan_block_core<const F: bool>(
     let cb = state.len() / n; // channels in this block (the last block may be short)
 
     // Lanes ≥ cb stay zero and are never stored back. `a` holds A·log2 e: dA = 2^(Δ·A·log2 e).
-    for i in 0..cb {
-        for j in 0..n {
-            s[j].0[i] = state_in[i * n + j];
-            a[j].0[i] = inp.a[(c0 + i) * n + j] * std::f32::consts::LOG2_E;
+    let tiles = n == 16 && cb == CB && super::transpose::available();
+    if tiles {
+        transpose_in(&state_in[..CB * 16], s);
+        transpose_in(&inp.a[c0 * 16..(c0 + CB) * 16], a);
+        a.iter_mut().for_each(|row| row.0.iter_mut().for_each(|v| *v *= std::f32::consts::LOG2_E));
+    } else {
+        for i in 0..cb {
+            for j in 0..n {
+                s[j].0[i] = state_in[i * n + j];
+                a[j].0[i] = inp.a[(c0 + i) * n + j] * std::f32::consts::LOG2_E;
+            }
         }
     }
     let mut bias = [0f32; CB];
@@ -194,10 +201,51 @@ fn scan_block_core<const F: bool>(
             }
         }
     }
+    if tiles {
+        transpose_out(s, &mut state[..CB * 16]);
+        return;
+    }
     for i in 0..cb {
         for j in 0..n {
             state[i * n + j] = s[j].0[i];
         }
+    }
+}
+
+/// `lanes[j].0[i] = rows[i * 16 + j]` for a whole block of N = 16 (`transpose::available`).
+#[inline(always)]
+fn transpose_in(rows: &[f32], lanes: &mut [Lanes]) {
+    assert!(rows.len() == CB * 16 && lanes.len() == 16);
+    #[cfg(target_arch = "x86_64")]
+    for h in 0..CB / 16 {
+        // SAFETY: AVX-512 (`transpose::available`); 16 rows of 16 from row 16h, and the 16 lanes'
+        // columns 16h.. (each `Lanes` is CB floats, `repr(C)`), both asserted in bounds above.
+        unsafe {
+            super::transpose::transpose16(
+                rows.as_ptr().add(h * 256),
+                16,
+                lanes.as_mut_ptr().cast::<f32>().add(16 * h),
+                CB,
+            )
+        };
+    }
+}
+
+/// The inverse of [`transpose_in`].
+#[inline(always)]
+fn transpose_out(lanes: &[Lanes], rows: &mut [f32]) {
+    assert!(rows.len() == CB * 16 && lanes.len() == 16);
+    #[cfg(target_arch = "x86_64")]
+    for h in 0..CB / 16 {
+        // SAFETY: as in `transpose_in`, the other way round.
+        unsafe {
+            super::transpose::transpose16(
+                lanes.as_ptr().cast::<f32>().add(16 * h),
+                CB,
+                rows.as_mut_ptr().add(h * 256),
+                16,
+            )
+        };
     }
 }
 
