@@ -15,6 +15,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::cpu::{f32s, no_cuda, zeros};
 use super::kv_cache::KvCache;
+use super::linear::forward_many;
 use super::rope::RopeTables;
 use super::Linear;
 use crate::error::Result;
@@ -52,8 +53,13 @@ impl AttentionBlock {
     }
 
     fn attend(&self, h: &Tensor, rope: Option<&RopeTables>, cache: &mut KvCache) -> Result<Tensor> {
-        let (mut q, mut k) = (self.q_proj.forward(h)?, self.k_proj.forward(h)?);
-        let v = self.v_proj.forward(h)?;
+        let (mut q, mut k, v) = match forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], h)? {
+            Some(qkv) => {
+                let [q, k, v]: [Tensor; 3] = qkv.try_into().expect("three projections");
+                (q, k, v)
+            }
+            None => (self.q_proj.forward(h)?, self.k_proj.forward(h)?, self.v_proj.forward(h)?),
+        };
         if let Some(r) = rope {
             q = r.apply(&q)?;
             k = r.apply(&k)?;

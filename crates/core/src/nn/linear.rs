@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor}
 use super::cpu::{f32s, for_overwrite, no_cuda};
 use super::WeightMatrix;
 use crate::error::Result;
-use crate::ops::matmul::{linear_with, ActivationRounding, MatRef};
+use crate::ops::matmul::{linear_with, matvec_many, ActivationRounding, MatRef};
 
 pub struct Linear {
     weight: Arc<WeightMatrix>,
@@ -50,6 +50,70 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// The products of one activation row with several weights of the same width (a decode step's
+/// q, k and v; gate and up), in one op and one parallel region (`ops::matmul::matvec_many`):
+/// `[1, in]` → one `[1, out]` tensor per linear, each what its own [`Linear::forward`] gives.
+/// `None` when that does not apply (several rows, differing widths or roundings): call each.
+pub fn forward_many(linears: &[&Linear], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
+    let Some(first) = linears.first() else { return Ok(None) };
+    let one_row = matches!(x.dims(), [1, k] if *k == first.weight.cols);
+    if !one_row || linears.iter().any(|l| l.weight.cols != first.weight.cols || l.rounding != first.rounding) {
+        return Ok(None);
+    }
+    let op = LinearManyOp { ws: linears.iter().map(|l| &*l.weight).collect(), rounding: first.rounding };
+    let y = x.apply_op1_no_bwd(&op)?;
+    let mut start = 0;
+    let mut outs = Vec::with_capacity(linears.len());
+    for l in linears {
+        let part = y.narrow(1, start, l.weight.rows)?;
+        start += l.weight.rows;
+        outs.push(match &l.bias {
+            Some(b) => part.broadcast_add(b)?,
+            None => part,
+        });
+    }
+    Ok(Some(outs))
+}
+
+struct LinearManyOp<'a> {
+    ws: Vec<&'a WeightMatrix>,
+    rounding: ActivationRounding,
+}
+
+const MANY_NAME: &str = "phoenix-linear-many";
+
+impl CustomOp1 for LinearManyOp<'_> {
+    fn name(&self) -> &'static str {
+        MANY_NAME
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32s(storage, layout, MANY_NAME, "input")?;
+        if layout.dims() != [1, x.len()] || self.ws.iter().any(|w| w.cols != x.len()) {
+            bail!("{MANY_NAME}: input {:?} is not one row of every weight's width", layout.dims());
+        }
+        let n: usize = self.ws.iter().map(|w| w.rows).sum();
+        let mut out = for_overwrite(n, MANY_NAME)?;
+        let mut parts = Vec::with_capacity(self.ws.len());
+        let mut rest = &mut out[..];
+        for w in &self.ws {
+            let (mine, after) = rest.split_at_mut(w.rows);
+            parts.push((w.weight_ref(), mine));
+            rest = after;
+        }
+        matvec_many(x, parts, self.rounding);
+        Ok((CpuStorage::F32(out), Shape::from((1, n))))
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        no_cuda(MANY_NAME)
     }
 }
 

@@ -9,6 +9,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::cpu::{for_overwrite, no_cuda};
+use super::linear::forward_many;
 use super::Linear;
 use crate::error::Result;
 use crate::ops::math::silu_mul;
@@ -49,7 +50,13 @@ impl SwiGluMlp {
     fn activation(&self, h: &Tensor) -> Result<Tensor> {
         let i = self.intermediate;
         let (gate, up) = match &self.up {
-            UpProjection::Separate { gate, up } => (gate.forward(h)?, up.forward(h)?),
+            UpProjection::Separate { gate, up } => match forward_many(&[gate, up], h)? {
+                Some(both) => {
+                    let [g, u]: [Tensor; 2] = both.try_into().expect("two projections");
+                    (g, u)
+                }
+                None => (gate.forward(h)?, up.forward(h)?),
+            },
             UpProjection::Fused(both) => {
                 let y = both.forward(h)?;
                 (y.narrow(1, 0, i)?, y.narrow(1, i, i)?)

@@ -16,6 +16,7 @@ pub use super::mat_ref::MatRef;
 use super::mat_ref::OutPtr;
 #[cfg(test)]
 pub(crate) use super::matvec::matvec;
+pub(crate) use super::matvec::matvec_many;
 use super::matvec::matvec_with;
 pub use super::matvec::ActivationRounding;
 use super::size_mul;

@@ -150,14 +150,62 @@ pub(crate) fn matvec_with(
 /// Splits the rows of `w` (`[out.len(), k]`) into rayon tasks and runs `task` on each (its rows of
 /// `w`, its part of `out`). Each row is computed alone, so results do not depend on the split.
 fn in_tasks(w: WeightRef, k: usize, out: &mut [f32], task: impl Fn(WeightRef, &mut [f32]) + Sync) {
-    let n = out.len();
-    let threads = rayon::current_num_threads();
-    let min_rows = MIN_TASK_BYTES / w.bytes_of(k).max(1);
-    let per_task = n.div_ceil(threads * TASKS_PER_THREAD).max(min_rows).max(1).next_multiple_of(ROWS_PER_LINE);
-    if threads == 1 || per_task >= n {
+    let (n, per_task) = (out.len(), rows_per_task(w, k, out.len()));
+    if rayon::current_num_threads() == 1 || per_task >= n {
         task(w, out);
     } else {
         out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| task(w.slice(t * per_task * k, o.len() * k), o));
+    }
+}
+
+/// Rows per task for `n` rows of `w` (`k` columns each) on this pool.
+fn rows_per_task(w: WeightRef, k: usize, n: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    let min_rows = MIN_TASK_BYTES / w.bytes_of(k).max(1);
+    n.div_ceil(threads * TASKS_PER_THREAD).max(min_rows).max(1).next_multiple_of(ROWS_PER_LINE)
+}
+
+/// Several products of one activation row `x` — a decode step's q, k and v, or gate and up — as
+/// one set of tasks: one parallel region (one wake of the pool) instead of one per matrix, and the
+/// 8-bit activation rounded once per weight type. Each matrix is split as [`matvec_with`] splits it
+/// and every row is computed alone, so each output is the bits `matvec_with` gives it.
+pub(crate) fn matvec_many(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, rounding: ActivationRounding) {
+    let k = x.len();
+    assert!(k > 0, "matvec: input has no columns");
+    for (w, out) in &parts {
+        assert!(w.len() == size_mul(out.len(), k), "matvec: {} weight is not [{}, {k}]", w.dtype_name(), out.len());
+    }
+    let exact = rounding == ActivationRounding::Exact || exact_activations_active();
+    let mut acts: Vec<QuantizedActivation> = Vec::new();
+    if !exact {
+        for (w, _) in &parts {
+            if let WeightRef::Quant(q) = w {
+                if !acts.iter().any(|a| a.kind() == q.kind) {
+                    acts.push(QuantizedActivation::new(x, q.kind));
+                }
+            }
+        }
+    }
+    let task = |w: WeightRef, o: &mut [f32]| match w {
+        WeightRef::Quant(q) if exact => quant::exact_rows(x, q, o, false),
+        WeightRef::Quant(q) => {
+            let act = acts.iter().find(|a| a.kind() == q.kind).expect("an activation per weight type");
+            quant::rows(act, q, o, false)
+        }
+        _ => rows(x, w, o, false),
+    };
+    let mut tasks: Vec<(WeightRef, &mut [f32])> = Vec::new();
+    for (w, out) in parts {
+        let per_task = rows_per_task(w, k, out.len());
+        for (t, o) in out.chunks_mut(per_task).enumerate() {
+            let len = o.len();
+            tasks.push((w.slice(t * per_task * k, len * k), o));
+        }
+    }
+    if rayon::current_num_threads() == 1 || tasks.len() == 1 {
+        tasks.into_iter().for_each(|(w, o)| task(w, o));
+    } else {
+        tasks.into_par_iter().for_each(|(w, o)| task(w, o));
     }
 }
 

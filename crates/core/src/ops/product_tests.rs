@@ -204,3 +204,45 @@ fn sizes_that_disagree_or_overflow_panic_for_every_dtype() {
         assert!(panics(&|| super::matvec::matvec(&x[..8], w, None, &mut [0.0; 9], false)));
     }
 }
+
+/// One decode step's q / k / v (or gate / up) as one set of tasks: every output equals its own
+/// mat-vec bit for bit, for mixed weight types (8-bit activations rounded once per type), with f32
+/// activations (a logits head, the exact scope), and on a pool of several threads.
+#[test]
+fn matvec_many_gives_each_output_its_own_matvec_bits() {
+    use super::matmul::{matvec_many, ActivationRounding, QuantRef};
+    use crate::loader::QuantKind;
+    let k = 512;
+    let x = data(k, 41);
+    let f16s = Weights::new(40 * k, 44);
+    let (q8, _) = super::ggml_quantize(QuantKind::Q8_0, &data(200 * k, 42));
+    let (q6, _) = super::ggml_quantize(QuantKind::Q6K, &data(72 * k, 43));
+    let q4 = super::ggml_quantize(QuantKind::Q4K, &data(130 * k, 45)).0;
+    let weights = [
+        WeightRef::Quant(QuantRef { kind: QuantKind::Q8_0, bytes: &q8 }),
+        WeightRef::Quant(QuantRef { kind: QuantKind::Q6K, bytes: &q6 }),
+        WeightRef::F16(&f16s.f16),
+        WeightRef::Quant(QuantRef { kind: QuantKind::Q4K, bytes: &q4 }),
+    ];
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for rounding in [ActivationRounding::Quantized, ActivationRounding::Exact] {
+            pool.install(|| {
+                let alone: Vec<Vec<f32>> = weights
+                    .iter()
+                    .map(|w| {
+                        let mut out = vec![0f32; w.len() / k];
+                        super::matvec::matvec_with(&x, *w, None, &mut out, false, rounding);
+                        out
+                    })
+                    .collect();
+                let mut together: Vec<Vec<f32>> = alone.iter().map(|o| vec![f32::NAN; o.len()]).collect();
+                matvec_many(&x, weights.iter().copied().zip(together.iter_mut().map(|o| &mut o[..])).collect(), rounding);
+                for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+                    let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "weight {i}, {threads} thread(s), {rounding:?}: outputs differ");
+                }
+            });
+        }
+    }
+}
