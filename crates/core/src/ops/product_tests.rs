@@ -237,7 +237,11 @@ fn matvec_many_gives_each_output_its_own_matvec_bits() {
                     })
                     .collect();
                 let mut together: Vec<Vec<f32>> = alone.iter().map(|o| vec![f32::NAN; o.len()]).collect();
-                matvec_many(&x, weights.iter().copied().zip(together.iter_mut().map(|o| &mut o[..])).collect(), rounding);
+                matvec_many(
+                    &x,
+                    weights.iter().copied().zip(together.iter_mut().map(|o| &mut o[..])).collect(),
+                    rounding,
+                );
                 for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
                     let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
                     assert!(same, "weight {i}, {threads} thread(s), {rounding:?}: outputs differ");
