@@ -99,11 +99,11 @@ impl Tiles {
                         row
                     };
                     quantize_into(values, kind, q, d);
-                    for (s, step) in q.chunks_exact(4).enumerate() {
-                        let at = (s * MR + t) * 4;
-                        for (o, &v) in tb[at..at + 4].iter_mut().zip(step) {
-                            *o = v as u8 ^ 0x80;
-                        }
+                    // Four values at a time as one word, each byte's sign bit flipped (+128); byte by
+                    // byte, with a bounds check each, this was ~4 % of an int8 SmolLM prefill.
+                    for (slot, step) in tb.chunks_exact_mut(MR * 4).zip(q.chunks_exact(4)) {
+                        let word = u32::from_ne_bytes([step[0] as u8, step[1] as u8, step[2] as u8, step[3] as u8]);
+                        slot[t * 4..t * 4 + 4].copy_from_slice(&(word ^ 0x8080_8080).to_ne_bytes());
                     }
                     for g in 0..groups {
                         let dg = d[g / per_block];
