@@ -117,44 +117,14 @@ pub(crate) fn matvec_with(
     accumulate: bool,
     rounding: ActivationRounding,
 ) {
-    let (k, n) = (x.len(), out.len());
-    assert!(k > 0, "matvec: input has no columns");
-    assert!(w.len() == size_mul(n, k), "matvec: {} weight is not [{n}, {k}]", w.dtype_name());
     if let Some(b) = bias {
-        assert_eq!(b.len(), n, "matvec: bias length");
+        assert_eq!(b.len(), out.len(), "matvec: bias length");
     }
-    let exact = rounding == ActivationRounding::Exact || exact_activations_active();
-    match w {
-        // Quantized W: the activation is quantized once for every row (see `ops::quant`).
-        // The logits' product, or a pass under `with_exact_activations`: f32 activation.
-        WeightRef::Quant(_) if exact => in_tasks(w, k, out, |w, o| match w {
-            WeightRef::Quant(q) => quant::exact_rows(x, q, o, accumulate),
-            _ => unreachable!("a slice of quantized weights is quantized"),
-        }),
-        WeightRef::Quant(q) => {
-            let act = QuantizedActivation::new(x, q.kind);
-            in_tasks(w, k, out, |w, o| match w {
-                WeightRef::Quant(q) => quant::rows(&act, q, o, accumulate),
-                _ => unreachable!("a slice of quantized weights is quantized"),
-            });
-        }
-        _ => in_tasks(w, k, out, |w, o| rows(x, w, o, accumulate)),
-    }
+    products(x, vec![(w, &mut *out)], accumulate, rounding);
     if let Some(b) = bias {
         for (o, &bv) in out.iter_mut().zip(b) {
             *o += bv;
         }
-    }
-}
-
-/// Splits the rows of `w` (`[out.len(), k]`) into rayon tasks and runs `task` on each (its rows of
-/// `w`, its part of `out`). Each row is computed alone, so results do not depend on the split.
-fn in_tasks(w: WeightRef, k: usize, out: &mut [f32], task: impl Fn(WeightRef, &mut [f32]) + Sync) {
-    let (n, per_task) = (out.len(), rows_per_task(w, k, out.len()));
-    if rayon::current_num_threads() == 1 || per_task >= n {
-        task(w, out);
-    } else {
-        out.par_chunks_mut(per_task).enumerate().for_each(|(t, o)| task(w.slice(t * per_task * k, o.len() * k), o));
     }
 }
 
@@ -167,9 +137,17 @@ fn rows_per_task(w: WeightRef, k: usize, n: usize) -> usize {
 
 /// Several products of one activation row `x` — a decode step's q, k and v, or gate and up — as
 /// one set of tasks: one parallel region (one wake of the pool) instead of one per matrix, and the
-/// 8-bit activation rounded once per weight type. Each matrix is split as [`matvec_with`] splits it
-/// and every row is computed alone, so each output is the bits `matvec_with` gives it.
+/// 8-bit activation rounded once per weight type. Each output is the bits [`matvec_with`] gives it.
 pub(crate) fn matvec_many(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, rounding: ActivationRounding) {
+    products(x, parts, false, rounding);
+}
+
+/// `out (+)= w · x` for every `(w, out)` of `parts` (`w`: `[out.len(), x.len()]`), their rows split
+/// into rayon tasks together (on one thread each matrix is one task). Each row is computed alone,
+/// so results do not depend on the split. Quantized weights: the activation is rounded to 8 bits
+/// once per weight type (see `ops::quant`), or kept f32 for a logits head or under
+/// `with_exact_activations`.
+fn products(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, accumulate: bool, rounding: ActivationRounding) {
     let k = x.len();
     assert!(k > 0, "matvec: input has no columns");
     for (w, out) in &parts {
@@ -187,13 +165,17 @@ pub(crate) fn matvec_many(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, roundi
         }
     }
     let task = |w: WeightRef, o: &mut [f32]| match w {
-        WeightRef::Quant(q) if exact => quant::exact_rows(x, q, o, false),
+        WeightRef::Quant(q) if exact => quant::exact_rows(x, q, o, accumulate),
         WeightRef::Quant(q) => {
             let act = acts.iter().find(|a| a.kind() == q.kind).expect("an activation per weight type");
-            quant::rows(act, q, o, false)
+            quant::rows(act, q, o, accumulate)
         }
-        _ => rows(x, w, o, false),
+        _ => rows(x, w, o, accumulate),
     };
+    if rayon::current_num_threads() == 1 {
+        parts.into_iter().for_each(|(w, o)| task(w, o));
+        return;
+    }
     let mut tasks: Vec<(WeightRef, &mut [f32])> = Vec::new();
     for (w, out) in parts {
         let per_task = rows_per_task(w, k, out.len());
@@ -202,7 +184,7 @@ pub(crate) fn matvec_many(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, roundi
             tasks.push((w.slice(t * per_task * k, len * k), o));
         }
     }
-    if rayon::current_num_threads() == 1 || tasks.len() == 1 {
+    if tasks.len() == 1 {
         tasks.into_iter().for_each(|(w, o)| task(w, o));
     } else {
         tasks.into_par_iter().for_each(|(w, o)| task(w, o));
