@@ -9,7 +9,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor}
 use super::cpu::{f32s, for_overwrite, no_cuda};
 use super::WeightMatrix;
 use crate::error::Result;
-use crate::ops::matmul::{linear_with, matvec_many, ActivationRounding, MatRef};
+use crate::ops::matmul::{linear_many, linear_with, ActivationRounding, MatRef};
 
 pub struct Linear {
     weight: Arc<WeightMatrix>,
@@ -53,23 +53,26 @@ impl Linear {
     }
 }
 
-/// The products of one activation row with several weights of the same width (a decode step's
-/// q, k and v; gate and up), in one op and one parallel region (`ops::matmul::matvec_many`):
-/// `[1, in]` → one `[1, out]` tensor per linear, each what its own [`Linear::forward`] gives.
-/// `None` when that does not apply (several rows, differing widths or roundings): call each.
+/// The products of the same activation rows with several weights of their width (q, k and v;
+/// gate and up), in one op (`ops::matmul::linear_many`): one parallel region for a decode step's
+/// mat-vecs, one packing of the prompt's rows for its GEMMs. `[m, in]` → one `[m, out]` tensor per
+/// linear, each what its own [`Linear::forward`] gives. `None` when the widths or roundings differ:
+/// call each.
 pub fn forward_many(linears: &[&Linear], x: &Tensor) -> Result<Option<Vec<Tensor>>> {
     let Some(first) = linears.first() else { return Ok(None) };
-    let one_row = matches!(x.dims(), [1, k] if *k == first.weight.cols);
-    if !one_row || linears.iter().any(|l| l.weight.cols != first.weight.cols || l.rounding != first.rounding) {
+    let fits = matches!(x.dims(), [_, k] if *k == first.weight.cols);
+    if !fits || linears.iter().any(|l| l.weight.cols != first.weight.cols || l.rounding != first.rounding) {
         return Ok(None);
     }
+    let m = x.dims()[0];
     let op = LinearManyOp { ws: linears.iter().map(|l| &*l.weight).collect(), rounding: first.rounding };
+    // One buffer, product after product: each `[m, out]` part is a contiguous view of it.
     let y = x.apply_op1_no_bwd(&op)?;
     let mut start = 0;
     let mut outs = Vec::with_capacity(linears.len());
     for l in linears {
-        let part = y.narrow(1, start, l.weight.rows)?;
-        start += l.weight.rows;
+        let part = y.narrow(0, start, m * l.weight.rows)?.reshape((m, l.weight.rows))?;
+        start += m * l.weight.rows;
         outs.push(match &l.bias {
             Some(b) => part.broadcast_add(b)?,
             None => part,
@@ -91,21 +94,25 @@ impl CustomOp1 for LinearManyOp<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32s(storage, layout, MANY_NAME, "input")?;
-        if layout.dims() != [1, x.len()] || self.ws.iter().any(|w| w.cols != x.len()) {
-            bail!("{MANY_NAME}: input {:?} is not one row of every weight's width", layout.dims());
+        let Some(first) = self.ws.first() else { bail!("{MANY_NAME}: no weights") };
+        let x = lhs(MANY_NAME, first, storage, layout)?;
+        if self.ws.iter().any(|w| w.cols != x.cols) {
+            bail!("{MANY_NAME}: the weights' widths differ");
         }
-        let n: usize = self.ws.iter().map(|w| w.rows).sum();
-        let mut out = for_overwrite(n, MANY_NAME)?;
+        let m = x.rows;
+        let total = self.ws.iter().try_fold(0usize, |t, w| t.checked_add(w.rows.checked_mul(m)?));
+        let Some(total) = total else { bail!("{MANY_NAME}: output size overflows") };
+        // Every product path stores each output when not accumulating (`ops::product_tests`).
+        let mut out = for_overwrite(total, MANY_NAME)?;
         let mut parts = Vec::with_capacity(self.ws.len());
         let mut rest = &mut out[..];
         for w in &self.ws {
-            let (mine, after) = rest.split_at_mut(w.rows);
+            let (mine, after) = rest.split_at_mut(m * w.rows);
             parts.push((w.weight_ref(), mine));
             rest = after;
         }
-        matvec_many(x, parts, self.rounding);
-        Ok((CpuStorage::F32(out), Shape::from((1, n))))
+        linear_many(x, parts, self.rounding);
+        Ok((CpuStorage::F32(out), Shape::from(total)))
     }
 
     fn cuda_fwd(

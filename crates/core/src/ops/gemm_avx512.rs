@@ -49,11 +49,23 @@ thread_local! {
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
 pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) -> bool {
-    if super::simd_level() != super::SimdLevel::Avx512 {
+    if !available() {
         return false;
     }
-    gemm(x, w, n, out, accumulate);
+    gemm_many(x, &mut [Product { w, n, out }], accumulate);
     true
+}
+
+/// Whether this CPU runs [`gemm_many`] (AVX-512).
+pub(crate) fn available() -> bool {
+    super::simd_level() == super::SimdLevel::Avx512
+}
+
+/// One product of [`gemm_many`]: `out` `[m, n]` (+)= `x · Wᵀ`.
+pub(crate) struct Product<'a, 'o> {
+    pub w: WeightRef<'a>,
+    pub n: usize,
+    pub out: &'o mut [f32],
 }
 
 /// Whether padding `n` outputs to whole NR-wide panels wastes more than a tenth of the work: then
@@ -63,19 +75,24 @@ pub(crate) fn pads_too_much(n: usize) -> bool {
     (n.div_ceil(NR) * NR - n) * 10 > n
 }
 
-/// The product, on a CPU with AVX-512 (checked by the caller).
-fn gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
+/// The products of the same rows `x` with several weights (a prefill's q, k and v), on a CPU with
+/// AVX-512 ([`available`], checked by the caller): the token rows are packed once for all of them
+/// and their tasks run as one parallel region. Each product's tasks, and so its bits, are those it
+/// has alone.
+pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, k) = (x.rows, x.cols);
         x.check();
-        assert!(w.len() >= super::size_mul(n, k) && out.len() >= super::size_mul(m, n));
-        if m == 0 || n == 0 {
+        for p in products.iter() {
+            assert!(p.w.len() >= super::size_mul(p.n, k) && p.out.len() >= super::size_mul(m, p.n));
+        }
+        if m == 0 {
             return;
         }
         if k == 0 {
             if !accumulate {
-                out[..m * n].fill(0.0);
+                products.iter_mut().for_each(|p| p.out[..m * p.n].fill(0.0));
             }
             return;
         }
@@ -96,48 +113,70 @@ fn gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
                 tokens.resize(len, 0.0);
             }
             let tokens = &mut tokens[..len];
-            // SAFETY: AVX-512F checked by `try_gemm`; `x` checked above.
+            // SAFETY: AVX-512F checked by the caller (`available`); `x` checked above.
             let pack = |(i, tile): (usize, &mut [f32])| unsafe { pack_tokens(x, i * MR, MR, tile) };
             if tiles > 1 && rayon::current_num_threads() > 1 {
                 tokens.par_chunks_mut(MR * k).enumerate().for_each(pack);
             } else {
                 tokens.chunks_mut(MR * k).enumerate().for_each(pack);
             }
-            run_tasks(m, k, tokens, w, n, out, accumulate);
+            run_tasks(m, k, tokens, products, accumulate);
         });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, w, n, out, accumulate);
+        let _ = (x, products, accumulate);
         unreachable!("AVX-512 level off x86_64");
     }
 }
 
-/// Splits the product into (panel group × token group) tasks and runs them on rayon.
+/// How one product splits into (panel group × token group) tasks.
+#[derive(Clone, Copy)]
+struct Split {
+    groups: usize,
+    rows_per_group: usize,
+    tasks: usize,
+}
+
+impl Split {
+    fn new(m: usize, n: usize, threads: usize) -> Self {
+        let panels = n.div_ceil(NR * PB);
+        // Split tokens too when there are few panels, so every thread gets work.
+        let groups = (4 * threads).div_ceil(panels).clamp(1, m.div_ceil(MR));
+        let rows_per_group = m.div_ceil(groups).next_multiple_of(MR);
+        let groups = m.div_ceil(rows_per_group);
+        Self { groups, rows_per_group, tasks: panels * groups }
+    }
+}
+
+/// Runs every product's (panel group × token group) tasks on rayon, as one set.
 #[cfg(target_arch = "x86_64")]
-fn run_tasks(m: usize, k: usize, tokens: &[f32], w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
-    let panels = n.div_ceil(NR * PB);
+fn run_tasks(m: usize, k: usize, tokens: &[f32], products: &mut [Product], accumulate: bool) {
     let threads = rayon::current_num_threads();
-    // Split tokens too when there are few panels, so every thread gets work.
-    let groups = (4 * threads).div_ceil(panels).clamp(1, m.div_ceil(MR));
-    let rows_per_group = m.div_ceil(groups).next_multiple_of(MR);
-    let groups = m.div_ceil(rows_per_group);
-    let ptr = OutPtr(out.as_mut_ptr());
-    let task = |i: usize| {
-        let (p, g) = (i / groups, i % groups);
-        let rows = g * rows_per_group..((g + 1) * rows_per_group).min(m);
+    let jobs: Vec<(WeightRef, usize, OutPtr, Split)> =
+        products.iter_mut().map(|p| (p.w, p.n, OutPtr(p.out.as_mut_ptr()), Split::new(m, p.n, threads))).collect();
+    let all: usize = jobs.iter().map(|j| j.3.tasks).sum();
+    let task = |mut i: usize| {
+        let mut job = 0;
+        while i >= jobs[job].3.tasks {
+            i -= jobs[job].3.tasks;
+            job += 1;
+        }
+        let (w, n, ptr, split) = jobs[job];
+        let (p, g) = (i / split.groups, i % split.groups);
+        let rows = g * split.rows_per_group..((g + 1) * split.rows_per_group).min(m);
         PANEL.with(|buf| {
             let mut buf = buf.borrow_mut();
-            // SAFETY: AVX-512F/AVX2/FMA checked above; each task writes only rows `rows` ×
-            // columns of panel `p` of `out`, disjoint from every other task; all reads are
-            // inside the views checked by the caller (`MatRef::check`) and the asserts above.
+            // SAFETY: AVX-512F/AVX2/FMA checked by the caller; each task writes only rows `rows` ×
+            // columns of panel `p` of its product's `out`, disjoint from every other task; all reads
+            // are inside the views checked by the caller (`MatRef::check`) and the asserts above.
             unsafe { panel_task(tokens, k, w, n, p, rows, ptr, accumulate, &mut buf) };
         });
     };
-    if panels * groups == 1 || threads == 1 {
-        (0..panels * groups).for_each(task);
+    if all <= 1 || threads == 1 {
+        (0..all).for_each(task);
     } else {
-        (0..panels * groups).into_par_iter().for_each(task);
+        (0..all).into_par_iter().for_each(task);
     }
 }
 

@@ -78,6 +78,72 @@ pub(crate) fn linear_with(
     }
 }
 
+/// The products of the same rows `x` with several weights of its width (a layer's q, k and v; gate
+/// and up), each `out` `[x.rows, n]` getting exactly what [`linear_with`] (no bias, not accumulating)
+/// gives it. One row: [`matvec_many`]. Several: the f32-activation AVX-512 GEMMs pack the token rows
+/// once and run as one set of tasks (`gemm_avx512::gemm_many`); the others run one by one.
+pub(crate) fn linear_many(x: MatRef, parts: Vec<(WeightRef, &mut [f32])>, rounding: ActivationRounding) {
+    x.check();
+    let k = x.cols;
+    assert!(k > 0, "linear: input has no columns");
+    for (w, out) in &parts {
+        assert!(
+            w.len() % k == 0 && out.len() == size_mul(x.rows, w.len() / k),
+            "linear: weight or output size disagrees"
+        );
+    }
+    if x.rows == 1 && x.col_stride == 1 {
+        matvec_many(&x.data[..k], parts, rounding);
+        return;
+    }
+    let int8 = |w: &WeightRef| {
+        matches!(w, WeightRef::Quant(_))
+            && rounding == ActivationRounding::Quantized
+            && super::activation_scope().int8_prompts
+    };
+    let (mut packed, mut rounded) = (Vec::new(), Vec::new());
+    for (w, out) in parts {
+        let n = w.len() / k;
+        match w {
+            WeightRef::Quant(q) if int8(&w) => rounded.push((q, out)),
+            _ if super::gemm_avx512::available() && !super::gemm_avx512::pads_too_much(n) => {
+                packed.push(super::gemm_avx512::Product { w, n, out })
+            }
+            _ => linear_with(x, w, None, out, false, rounding),
+        }
+    }
+    if !packed.is_empty() {
+        super::gemm_avx512::gemm_many(x, &mut packed, false);
+    }
+    if !rounded.is_empty() {
+        quantized_rows_many(x, rounded);
+    }
+}
+
+/// [`quantized_rows`] for several weights of the same rows: each activation row rounded once per
+/// weight kind for all of them (`quant::gemm_many`), the last row kept f32 under
+/// `with_exact_activations` as there.
+fn quantized_rows_many(x: MatRef, parts: Vec<(QuantRef, &mut [f32])>) {
+    let exact_last = x.rows > 0 && super::exact_activations_active();
+    let m = x.rows - exact_last as usize;
+    let mut products = Vec::with_capacity(parts.len());
+    let mut last_rows = Vec::new();
+    for (w, out) in parts {
+        let n = out.len() / x.rows.max(1);
+        let (body, last) = out.split_at_mut(m * n);
+        products.push(super::quant::QuantProduct { w, n, out: body });
+        if exact_last {
+            last_rows.push((WeightRef::Quant(w), last));
+        }
+    }
+    super::quant::gemm_many(MatRef { rows: m, ..x }, &mut products, false);
+    if exact_last {
+        let start = m * x.row_stride;
+        let last: Vec<f32> = (0..x.cols).map(|c| x.data[start + c * x.col_stride]).collect();
+        matvec_many(&last, last_rows, ActivationRounding::Exact);
+    }
+}
+
 /// Many rows with quantized weights under `with_int8_prompts`: each activation row rounded to 8 bits
 /// as a one-row product rounds it (`quant::gemm`). Under `with_exact_activations` the last row keeps f32 activations
 /// (the row whose logits pick a generation's first token); the rows before it are rounded as usual.

@@ -250,3 +250,59 @@ fn matvec_many_gives_each_output_its_own_matvec_bits() {
         }
     }
 }
+
+/// `linear_many` (a prefill's q, k and v as one set of products) gives each output the bits of its
+/// own `linear_with`: f32, half and quantized weights, a width that pads (the `gemm` crate's path),
+/// a strided lhs view, 8-bit prompt rows (the last one f32 or not) and f32 ones, on one and several
+/// threads.
+#[test]
+fn linear_many_gives_each_output_its_own_product_bits() {
+    use super::matmul::{linear_many, linear_with, ActivationRounding, QuantRef};
+    use super::matvec::{with_exact_activations, with_int8_prompts};
+    use crate::loader::QuantKind;
+    let (m, k) = (37, 256);
+    // Rows of 300 values, the product reading the first k of each: a strided view, as a fused
+    // projection's slice is.
+    let wide = data(m * 300, 51);
+    let x = MatRef { data: &wide, rows: m, cols: k, row_stride: 300, col_stride: 1 };
+    let f32s = Weights::new(160 * k, 52);
+    let narrow = Weights::new(80 * k, 53); // 80 outputs pad a 32-wide panel by more than a tenth
+    let (q8, _) = super::ggml_quantize(QuantKind::Q8_0, &data(96 * k, 54));
+    let (q6, _) = super::ggml_quantize(QuantKind::Q6K, &data(64 * k, 55));
+    let weights = [
+        WeightRef::F32(&f32s.f32),
+        WeightRef::Quant(QuantRef { kind: QuantKind::Q8_0, bytes: &q8 }),
+        WeightRef::BF16(&f32s.bf16),
+        WeightRef::F16(&narrow.f16),
+        WeightRef::Quant(QuantRef { kind: QuantKind::Q6K, bytes: &q6 }),
+    ];
+    let run = || {
+        let alone: Vec<Vec<f32>> = weights
+            .iter()
+            .map(|w| {
+                let mut out = vec![0f32; m * (w.len() / k)];
+                linear_with(x, *w, None, &mut out, false, ActivationRounding::Quantized);
+                out
+            })
+            .collect();
+        let mut together: Vec<Vec<f32>> = alone.iter().map(|o| vec![f32::NAN; o.len()]).collect();
+        let parts = weights.iter().copied().zip(together.iter_mut().map(|o| &mut o[..])).collect();
+        linear_many(x, parts, ActivationRounding::Quantized);
+        (alone, together)
+    };
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        // f32 prompt rows; 8-bit ones; 8-bit ones with the last row kept f32 (a generation's first token).
+        for (int8, exact) in [(false, false), (true, false), (true, true)] {
+            let scoped = || if exact { with_exact_activations(run) } else { run() };
+            let (alone, together) = pool.install(|| if int8 { with_int8_prompts(scoped) } else { scoped() });
+            for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+                let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(
+                    same,
+                    "weight {i}, {threads} thread(s), int8 prompt {int8}, exact last row {exact}: outputs differ"
+                );
+            }
+        }
+    }
+}

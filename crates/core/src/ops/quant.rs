@@ -30,9 +30,9 @@ mod x86_exact;
 mod x86_wide;
 
 pub(crate) use activation::QuantizedActivation;
-pub(crate) use gemm::gemm;
 #[cfg(test)]
 pub(crate) use gemm::gemm_by_rows;
+pub(crate) use gemm::{gemm, gemm_many, QuantProduct};
 #[cfg(test)]
 pub(crate) use kernel_tests::ggml_quantize;
 

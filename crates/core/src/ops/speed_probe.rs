@@ -303,7 +303,16 @@ fn gemm_cold_probe() {
     for threads in thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            for (n, k, what) in [(2 * e, d, "in_proj"), (d, e, "out_proj")] {
+            // Mamba-130M's, then SmolLM-135M's (q / o, k / v, gate / up, down).
+            let shapes = [
+                (2 * e, d, "in_proj"),
+                (d, e, "out_proj"),
+                (576, 576, "sm_q"),
+                (192, 576, "sm_kv"),
+                (1536, 576, "sm_up"),
+                (576, 1536, "sm_down"),
+            ];
+            for (n, k, what) in shapes {
                 let x = data(m * k, 3);
                 let ring: Vec<Vec<f32>> = (0..layers).map(|i| data(n * k, 4 + i as u32)).collect();
                 let mut out = vec![0f32; m * n];

@@ -27,21 +27,51 @@ thread_local! {
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i]` with each row of `x` quantized for `w.kind`, `w` row-major
 /// `[n, x.cols]`, `out` row-major `[x.rows, n]`.
 pub(crate) fn gemm(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
+    gemm_many(x, &mut [QuantProduct { w, n, out }], accumulate);
+}
+
+/// One product of [`gemm_many`]: `out` `[m, n]` (+)= `x · wᵀ`.
+pub(crate) struct QuantProduct<'a, 'o> {
+    pub w: QuantRef<'a>,
+    pub n: usize,
+    pub out: &'o mut [f32],
+}
+
+/// [`gemm`] of the same rows with several weights (a prefill's q, k and v): the rows are rounded
+/// (and, on VNNI, packed) once per weight kind instead of once per product. Each product's bits are
+/// those it has alone.
+pub(crate) fn gemm_many(x: MatRef, products: &mut [QuantProduct], accumulate: bool) {
     x.check();
     let (m, k) = (x.rows, x.cols);
-    assert!(w.len() == size_mul(n, k), "quantized gemm: {} weight is not [{n}, {k}]", w.kind.name());
-    assert!(out.len() >= size_mul(m, n), "quantized gemm: output smaller than [{m}, {n}]");
-    if m == 0 || n == 0 {
+    for p in products.iter() {
+        let kind = p.w.kind.name();
+        assert!(p.w.len() == size_mul(p.n, k), "quantized gemm: {kind} weight is not [{}, {k}]", p.n);
+        assert!(p.out.len() >= size_mul(m, p.n), "quantized gemm: output smaller than [{m}, {}]", p.n);
+    }
+    if m == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::gemm_x86::available() {
-        // SAFETY: `available` checked AVX-512F/BW/VNNI (+ AVX2, FMA, F16C); the sizes were checked above.
-        unsafe { super::gemm_x86::gemm(x, w, n, out, accumulate) };
-        return;
+    let mut kinds = Vec::new();
+    for p in products.iter().filter(|p| p.n > 0) {
+        if !kinds.contains(&p.w.kind) {
+            kinds.push(p.w.kind);
+        }
     }
-    let acts = quantize_rows(x, w);
-    rows_in_blocks(&acts, w, n, out, accumulate);
+    for kind in kinds {
+        let same: Vec<&mut QuantProduct> = products.iter_mut().filter(|p| p.n > 0 && p.w.kind == kind).collect();
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm_x86::available() {
+            let mut same = same;
+            // SAFETY: `available` checked AVX-512F/BW/VNNI (+ AVX2, FMA, F16C); the sizes were checked
+            // above, m and every n are > 0, and `same` holds one kind.
+            unsafe { super::gemm_x86::gemm_same_kind(x, &mut same, accumulate) };
+            continue;
+        }
+        let acts = quantize_rows(x, same[0].w);
+        for p in same {
+            rows_in_blocks(&acts, p.w, p.n, p.out, accumulate);
+        }
+    }
 }
 
 /// Every row of `x` quantized for `w`'s kind (in parallel: a 512-token prompt is ~0.4 M values).
