@@ -326,7 +326,7 @@ impl<T: Element> Buf<T> {
     /// Zero-copy view of a tensor stored as `T` whose data is aligned for `T`, on a little-endian machine.
     fn borrow(t: &RawTensor) -> Option<Self> {
         let size = std::mem::size_of::<T>();
-        let aligned = (t.data().as_ptr() as usize) % std::mem::align_of::<T>() == 0;
+        let aligned = (t.data().as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
         (cfg!(target_endian = "little") && t.dtype == T::DTYPE && aligned).then(|| Buf::Borrowed {
             bytes: t.bytes.clone(),
             start: t.start,

@@ -42,6 +42,8 @@ impl WeightsDigest {
     pub fn add_values(&mut self, name: &str, n: usize, value: impl Fn(usize) -> f32) {
         self.bytes(name.as_bytes());
         self.bytes(&(n as u64).to_le_bytes());
+        // A list of ranges: one (every value) or three samples.
+        #[allow(clippy::single_range_in_vec_init)]
         let ranges = if n <= 3 * SAMPLE_VALUES {
             vec![0..n]
         } else {

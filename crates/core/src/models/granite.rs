@@ -43,7 +43,7 @@ pub const FAMILY: Family = Family {
 /// Tokens per pass through the stack during prefill (a multiple of the SSD tile, so a prompt fed
 /// in pieces of this size gives bit-identical results).
 pub const PREFILL_CHUNK: usize = 512;
-const _: () = assert!(PREFILL_CHUNK % MAX_SSD_CHUNK == 0);
+const _: () = assert!(PREFILL_CHUNK.is_multiple_of(MAX_SSD_CHUNK));
 
 enum Mixer {
     Mamba(Mamba2Mixer),

@@ -92,7 +92,7 @@ impl CustomOp3 for ScanOp<'_> {
             f32s(state, state_layout, NAME, "state")?,
         );
         let guards =
-            [&self.x.bc, &self.x.z, &self.scan.a, &self.scan.dt_bias, &self.scan.d].map(|t| t.storage_and_layout());
+            [self.x.bc, self.x.z, &self.scan.a, &self.scan.dt_bias, &self.scan.d].map(|t| t.storage_and_layout());
         let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
         let (bc, z, a, dt_bias, d) =
             (held(0, "B/C")?, held(1, "z")?, held(2, "A")?, held(3, "dt bias")?, held(4, "D")?);

@@ -152,6 +152,7 @@ mod x86 {
             for c in (0..H).step_by(16) {
                 // SAFETY: c + 16 <= H; every row of `qs` and of K holds H values.
                 let x: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_loadu_ps(qs.as_ptr().add(r * H + c)) });
+                #[allow(clippy::needless_range_loop)] // `i` picks both the key row and the lane set
                 for i in 0..8 {
                     let y = unsafe { _mm512_loadu_ps(k.row(first + i, H).as_ptr().add(c)) };
                     for r in 0..R {

@@ -3,7 +3,7 @@
 //! weight pack alone took ~15 % of the GEMM's time (a strided gather per float), so whole 16 × 16
 //! blocks go through zmm registers (four shuffle stages, ~0.4 instructions per float) and only the
 //! edges are scalar.
-#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
 use super::mat_ref::MatRef;
 

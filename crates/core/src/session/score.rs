@@ -92,7 +92,7 @@ impl LoadedModel {
 /// Refuses a call whose `len × vocab` logits would exceed [`MAX_LOGITS_VALUES`]: the output could
 /// not be allocated, and the allocation would abort the host (native) or trap (WASM).
 pub(super) fn check_logits_budget(what: &str, len: usize, vocab: usize) -> Result<()> {
-    if len.checked_mul(vocab).map_or(true, |n| n > MAX_LOGITS_VALUES) {
+    if len.checked_mul(vocab).is_none_or(|n| n > MAX_LOGITS_VALUES) {
         return Err(invalid_option(format!(
             "{what}: {len} ids x {vocab} vocabulary columns exceeds the {MAX_LOGITS_VALUES}-value limit of one call; score in pieces"
         )));

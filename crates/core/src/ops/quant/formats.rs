@@ -10,6 +10,8 @@ use crate::ops::{simd_level, SimdLevel};
 /// One block-quantized type: block geometry, dequantization, and the dot of a weight block with the
 /// activation block under it (`q`: its values, `d`: its scale, `sums`: its per-16 sums, `scaled`:
 /// its `d · Σq` per 32 values).
+// `unpack` and its helpers feed only the x86 VNNI GEMM (`gemm_x86`); elsewhere they are unused.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) trait Format {
     const ELEMS: usize;
     const BYTES: usize;
@@ -118,6 +120,7 @@ fn nibble_dot(qs: &[u8; 16], q: &[i8; 32], high: impl Fn(usize) -> (i32, i32), o
 }
 
 /// A 32-value nibble block as bytes (values −16..31 fit i8), minus `offset`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn nibble_unpack(qs: &[u8], q: &mut [i8], high: impl Fn(usize) -> (i32, i32), offset: i32) {
     for j in 0..16 {
@@ -298,6 +301,7 @@ fn k4_dequantize(b: &[u8], qh: Option<&[u8; 32]>, qs: &[u8; 128], out: &mut [f32
 }
 
 /// Q4_K / Q5_K unpacked: per sub-block of 32, `scale = d · sc`, `min = −dmin · m`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 fn k4_unpack(b: &[u8], qh: Option<&[u8; 32]>, qs: &[u8; 128], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
     let scales: &[u8; 12] = b[4..16].try_into().unwrap();
