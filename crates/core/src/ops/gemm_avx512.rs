@@ -141,6 +141,9 @@ struct Split {
 impl Split {
     fn new(m: usize, n: usize, threads: usize) -> Self {
         let panels = n.div_ceil(NR * PB);
+        if panels == 0 {
+            return Self { groups: 1, rows_per_group: m, tasks: 0 }; // no outputs: nothing to do
+        }
         // Split tokens too when there are few panels, so every thread gets work.
         let groups = (4 * threads).div_ceil(panels).clamp(1, m.div_ceil(MR));
         let rows_per_group = m.div_ceil(groups).next_multiple_of(MR);

@@ -252,7 +252,7 @@ fn matvec_many_gives_each_output_its_own_matvec_bits() {
 }
 
 /// `linear_many` (a prefill's q, k and v as one set of products) gives each output the bits of its
-/// own `linear_with`: f32, half and quantized weights, a width that pads (the `gemm` crate's path),
+/// own `linear_with`: f32, half and quantized weights, a width that pads (the `gemm` crate's path), none,
 /// a strided lhs view, 8-bit prompt rows (the last one f32 or not) and f32 ones, on one and several
 /// threads.
 #[test]
@@ -275,6 +275,7 @@ fn linear_many_gives_each_output_its_own_product_bits() {
         WeightRef::BF16(&f32s.bf16),
         WeightRef::F16(&narrow.f16),
         WeightRef::Quant(QuantRef { kind: QuantKind::Q6K, bytes: &q6 }),
+        WeightRef::F32(&[]), // no outputs
     ];
     let run = || {
         let alone: Vec<Vec<f32>> = weights
