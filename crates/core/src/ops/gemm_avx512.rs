@@ -13,7 +13,7 @@
 //! AVX-512; otherwise `gemm` runs.
 //! Half-precision and block-quantized W are widened while packing (the panel is f32), so they cost
 //! one conversion per weight per task, not a widened copy of W.
-// Off x86_64 (WASM) `try_gemm` always declines, leaving the kernel's helpers unused there.
+// Off x86_64 (WASM) `available` is false, leaving the kernel's helpers unused there.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 
 use std::cell::RefCell;
@@ -48,6 +48,8 @@ thread_local! {
 }
 
 /// Computes the product if this CPU has AVX-512 (returns true), else does nothing (returns false).
+/// (Tests; `matmul` asks [`takes`] and calls [`gemm_many`].)
+#[cfg(test)]
 pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) -> bool {
     if !available() {
         return false;
@@ -59,6 +61,11 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
 /// Whether this CPU runs [`gemm_many`] (AVX-512).
 pub(crate) fn available() -> bool {
     super::simd_level() == super::SimdLevel::Avx512
+}
+
+/// Whether a product with `n` outputs runs here: AVX-512, and not [`pads_too_much`].
+pub(crate) fn takes(n: usize) -> bool {
+    available() && !pads_too_much(n)
 }
 
 /// One product of [`gemm_many`]: `out` `[m, n]` (+)= `x · Wᵀ`.

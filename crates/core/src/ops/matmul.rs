@@ -63,11 +63,9 @@ pub(crate) fn linear_with(
         matvec_with(&x.data[..k], w, bias, out, accumulate, rounding);
         return;
     }
-    match w {
-        WeightRef::Quant(q) if rounding == ActivationRounding::Quantized && super::activation_scope().int8_prompts => {
-            quantized_rows(x, q, n, out, accumulate)
-        }
-        _ => gemm_rows(x, w, n, out, accumulate),
+    match int8_rows(w, rounding) {
+        Some(q) => quantized_rows(x, vec![(q, out)], accumulate),
+        None => gemm_rows(x, w, n, out, accumulate),
     }
     if let Some(b) = bias {
         for row in out.chunks_exact_mut(n) {
@@ -93,37 +91,43 @@ pub(crate) fn linear_many(x: MatRef, parts: Vec<(WeightRef, &mut [f32])>, roundi
         );
     }
     if x.rows == 1 && x.col_stride == 1 {
-        matvec_many(&x.data[..k], parts, rounding);
+        matvec_many(&x.data[..k], parts, false, rounding);
         return;
     }
-    let int8 = |w: &WeightRef| {
-        matches!(w, WeightRef::Quant(_))
-            && rounding == ActivationRounding::Quantized
-            && super::activation_scope().int8_prompts
-    };
     let (mut packed, mut rounded) = (Vec::new(), Vec::new());
     for (w, out) in parts {
         let n = w.len() / k;
-        match w {
-            WeightRef::Quant(q) if int8(&w) => rounded.push((q, out)),
-            _ if super::gemm_avx512::available() && !super::gemm_avx512::pads_too_much(n) => {
-                packed.push(super::gemm_avx512::Product { w, n, out })
-            }
-            _ => linear_with(x, w, None, out, false, rounding),
+        match int8_rows(w, rounding) {
+            Some(q) => rounded.push((q, out)),
+            None if super::gemm_avx512::takes(n) => packed.push(super::gemm_avx512::Product { w, n, out }),
+            None => gemm_rows(x, w, n, out, false),
         }
     }
     if !packed.is_empty() {
         super::gemm_avx512::gemm_many(x, &mut packed, false);
     }
     if !rounded.is_empty() {
-        quantized_rows_many(x, rounded);
+        quantized_rows(x, rounded, false);
     }
 }
 
-/// [`quantized_rows`] for several weights of the same rows: each activation row rounded once per
-/// weight kind for all of them (`quant::gemm_many`), the last row kept f32 under
-/// `with_exact_activations` as there.
-fn quantized_rows_many(x: MatRef, parts: Vec<(QuantRef, &mut [f32])>) {
+/// The quantized weight of a many-row product whose activation rows are rounded to 8 bits: under
+/// `with_int8_prompts`, unless the product keeps f32 activations (a logits head).
+fn int8_rows(w: WeightRef, rounding: ActivationRounding) -> Option<QuantRef> {
+    match w {
+        WeightRef::Quant(q) if rounding == ActivationRounding::Quantized && super::activation_scope().int8_prompts => {
+            Some(q)
+        }
+        _ => None,
+    }
+}
+
+/// Many rows with quantized weights under `with_int8_prompts`, for one or several weights of the
+/// same rows (each `out` `[x.rows, n]`): each activation row rounded to 8 bits as a one-row product
+/// rounds it, once per weight kind for all of them (`quant::gemm_many`). Under
+/// `with_exact_activations` the last row keeps f32 activations (the row whose logits pick a
+/// generation's first token); the rows before it are rounded as usual.
+fn quantized_rows(x: MatRef, parts: Vec<(QuantRef, &mut [f32])>, accumulate: bool) {
     let exact_last = x.rows > 0 && super::exact_activations_active();
     let m = x.rows - exact_last as usize;
     let mut products = Vec::with_capacity(parts.len());
@@ -136,33 +140,19 @@ fn quantized_rows_many(x: MatRef, parts: Vec<(QuantRef, &mut [f32])>) {
             last_rows.push((WeightRef::Quant(w), last));
         }
     }
-    super::quant::gemm_many(MatRef { rows: m, ..x }, &mut products, false);
+    super::quant::gemm_many(MatRef { rows: m, ..x }, &mut products, accumulate);
     if exact_last {
         let start = m * x.row_stride;
         let last: Vec<f32> = (0..x.cols).map(|c| x.data[start + c * x.col_stride]).collect();
-        matvec_many(&last, last_rows, ActivationRounding::Exact);
+        matvec_many(&last, last_rows, accumulate, ActivationRounding::Exact);
     }
-}
-
-/// Many rows with quantized weights under `with_int8_prompts`: each activation row rounded to 8 bits
-/// as a one-row product rounds it (`quant::gemm`). Under `with_exact_activations` the last row keeps f32 activations
-/// (the row whose logits pick a generation's first token); the rows before it are rounded as usual.
-fn quantized_rows(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
-    if x.rows == 0 || !super::exact_activations_active() {
-        super::quant::gemm(x, w, n, out, accumulate);
-        return;
-    }
-    let m = x.rows - 1;
-    super::quant::gemm(MatRef { rows: m, ..x }, w, n, &mut out[..m * n], accumulate);
-    let start = m * x.row_stride;
-    let last: Vec<f32> = (0..x.cols).map(|c| x.data[start + c * x.col_stride]).collect();
-    matvec_with(&last, WeightRef::Quant(w), None, &mut out[m * n..], accumulate, ActivationRounding::Exact);
 }
 
 /// The many-rows path: our AVX-512 kernel where the CPU has it, else the `gemm` crate.
 pub(crate) fn gemm_rows(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) {
     x.check();
-    if !super::gemm_avx512::pads_too_much(n) && super::gemm_avx512::try_gemm(x, w, n, out, accumulate) {
+    if super::gemm_avx512::takes(n) {
+        super::gemm_avx512::gemm_many(x, &mut [super::gemm_avx512::Product { w, n, out }], accumulate);
         return;
     }
     match w {

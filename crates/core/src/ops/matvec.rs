@@ -138,8 +138,13 @@ fn rows_per_task(w: WeightRef, k: usize, n: usize) -> usize {
 /// Several products of one activation row `x` — a decode step's q, k and v, or gate and up — as
 /// one set of tasks: one parallel region (one wake of the pool) instead of one per matrix, and the
 /// 8-bit activation rounded once per weight type. Each output is the bits [`matvec_with`] gives it.
-pub(crate) fn matvec_many(x: &[f32], parts: Vec<(WeightRef, &mut [f32])>, rounding: ActivationRounding) {
-    products(x, parts, false, rounding);
+pub(crate) fn matvec_many(
+    x: &[f32],
+    parts: Vec<(WeightRef, &mut [f32])>,
+    accumulate: bool,
+    rounding: ActivationRounding,
+) {
+    products(x, parts, accumulate, rounding);
 }
 
 /// `out (+)= w · x` for every `(w, out)` of `parts` (`w`: `[out.len(), x.len()]`), their rows split

@@ -240,6 +240,7 @@ fn matvec_many_gives_each_output_its_own_matvec_bits() {
                 matvec_many(
                     &x,
                     weights.iter().copied().zip(together.iter_mut().map(|o| &mut o[..])).collect(),
+                    false,
                     rounding,
                 );
                 for (i, (a, b)) in alone.iter().zip(&together).enumerate() {

@@ -31,8 +31,10 @@ mod x86_wide;
 
 pub(crate) use activation::QuantizedActivation;
 #[cfg(test)]
+pub(crate) use gemm::gemm;
+#[cfg(test)]
 pub(crate) use gemm::gemm_by_rows;
-pub(crate) use gemm::{gemm, gemm_many, QuantProduct};
+pub(crate) use gemm::{gemm_many, QuantProduct};
 #[cfg(test)]
 pub(crate) use kernel_tests::ggml_quantize;
 

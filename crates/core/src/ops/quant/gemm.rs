@@ -25,7 +25,8 @@ thread_local! {
 }
 
 /// `out[r, o] (+)= Σ_i x[r, i] · w[o, i]` with each row of `x` quantized for `w.kind`, `w` row-major
-/// `[n, x.cols]`, `out` row-major `[x.rows, n]`.
+/// `[n, x.cols]`, `out` row-major `[x.rows, n]`. (Tests; `matmul` calls [`gemm_many`].)
+#[cfg(test)]
 pub(crate) fn gemm(x: MatRef, w: QuantRef, n: usize, out: &mut [f32], accumulate: bool) {
     gemm_many(x, &mut [QuantProduct { w, n, out }], accumulate);
 }
