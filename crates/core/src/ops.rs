@@ -16,6 +16,7 @@ mod attention_scores;
 pub(crate) mod conv;
 mod gemm_avx512;
 mod gemm_pack;
+mod gemm_small;
 #[cfg(test)]
 mod kernel_tests;
 mod mat_ref;

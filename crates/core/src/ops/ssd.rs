@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use super::gemm_small::{self, SmallProduct};
 use super::math::{exp_nonpositive, softplus};
 use super::{size_add, size_mul};
 
@@ -254,33 +255,35 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// `out[m × n] += a[m × k] · b[k × n]` (row-major with strides `lda`, `ldb`, `ldo`) on the calling
-/// thread, through the `gemm` crate (what candle's CPU matmul runs: its own AVX-512 / AVX2 / NEON /
-/// simd128 micro-kernels, picked at run time). Heads are the parallel axis, so each product is serial.
-#[allow(clippy::too_many_arguments)]
+/// `out += a · b` (see [`SmallProduct`]) on the calling thread: our AVX-512 kernel for small
+/// in-cache operands where it runs (`gemm_small`, which skips a `lower` `a`'s zero upper triangle),
+/// else the `gemm` crate (what candle's CPU matmul runs: its own AVX2 / NEON / simd128
+/// micro-kernels, picked at run time). Heads are the parallel axis, so each product is serial.
 #[inline(always)]
-fn gemm_acc(m: usize, k: usize, n: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut [f32], ldo: usize) {
-    assert!(k <= lda && n <= ldb && n <= ldo);
-    if m == 0 || k == 0 || n == 0 {
+fn gemm_acc(pr: SmallProduct, out: &mut [f32], ldo: usize) {
+    assert!(pr.fits(out, ldo), "ssd: product operands shorter than their shapes");
+    if pr.m == 0 || pr.k == 0 || pr.n == 0 {
         return;
     }
-    assert!(a.len() >= (m - 1) * lda + k && b.len() >= (k - 1) * ldb + n && out.len() >= (m - 1) * ldo + n);
-    // SAFETY: every index gemm touches is inside the slices (asserted above); `out` is exclusive.
+    if gemm_small::takes(pr.n) {
+        return gemm_small::gemm_acc(&pr, out, ldo);
+    }
+    // SAFETY: every index gemm touches is inside the slices (`fits`); `out` is exclusive.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
+            pr.m,
+            pr.n,
+            pr.k,
             out.as_mut_ptr(),
             1,
             ldo as isize,
             true,
-            a.as_ptr(),
+            pr.a.as_ptr(),
+            pr.ka as isize,
+            pr.lda as isize,
+            pr.b.as_ptr(),
             1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            ldb as isize,
+            pr.ldb as isize,
             1.0,
             1.0,
             false,
@@ -305,7 +308,7 @@ struct HeadScratch {
     w: Vec<f32>,
     /// `e^{cs_i} C_i`, `[Q][N]`.
     cd: Vec<f32>,
-    /// `e^{cs_last − cs_j} B_j`, transposed to `[N][Q]`.
+    /// `e^{cs_last − cs_j} B_j`, `[Q][N]`.
     bw: Vec<f32>,
     /// The chunk's outputs, `[Q][P]`.
     y: Vec<f32>,
@@ -367,25 +370,27 @@ fn chunked_head_body(
             let wrow = &mut sc.w[i * q..(i + 1) * q];
             for ((wv, &cbv), &csj) in wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs[..=i]) {
                 // j ≤ i: cs_i − cs_j ≤ 0.
-                *wv = cbv * exp_nonpositive((csi - csj) as f32);
+                *wv = flush_tiny(cbv * exp_nonpositive((csi - csj) as f32));
             }
             wrow[i + 1..].fill(0.0);
             let decay = exp_nonpositive(csi as f32);
             for (cv, &cr) in sc.cd[i * n..(i + 1) * n].iter_mut().zip(inp.c_row(t0 + i, g)) {
-                *cv = decay * cr;
+                *cv = flush_tiny(decay * cr);
             }
         }
         let last = sc.cs[len - 1];
         for j in 0..len {
             let wj = exp_nonpositive((last - sc.cs[j]) as f32);
-            for (ni, &bv) in inp.b_row(t0 + j, g).iter().enumerate() {
-                sc.bw[ni * q + j] = wj * bv;
+            for (bw, &bv) in sc.bw[j * n..(j + 1) * n].iter_mut().zip(inp.b_row(t0 + j, g)) {
+                *bw = flush_tiny(wj * bv);
             }
         }
         // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
         sc.y[..len * p].fill(0.0);
-        gemm_acc(len, len, p, &sc.w, q, &sc.xs, p, &mut sc.y, p);
-        gemm_acc(len, n, p, &sc.cd, n, &sc.st, p, &mut sc.y, p);
+        let (xs, w, cd, st) = (&sc.xs[..], &sc.w[..], &sc.cd[..], &sc.st[..]);
+        let intra = SmallProduct { m: len, k: len, n: p, a: w, lda: q, ka: 1, b: xs, ldb: p, lower: true };
+        gemm_acc(intra, &mut sc.y, p);
+        gemm_acc(SmallProduct { m: len, k: n, n: p, a: cd, lda: n, ka: 1, b: st, ldb: p, lower: false }, &mut sc.y, p);
         for i in 0..len {
             let row = &mut sc.y[i * p..(i + 1) * p];
             for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
@@ -399,7 +404,9 @@ fn chunked_head_body(
         for v in sc.st[..n * p].iter_mut() {
             *v *= total;
         }
-        gemm_acc(n, len, p, &sc.bw, q, &sc.xs, p, &mut sc.st, p);
+        // Bwᵀ from Bw's `[Q][N]` rows: element (state ni, token j) at `ni + j·N`.
+        let bw_t = SmallProduct { m: n, k: len, n: p, a: &sc.bw, lda: 1, ka: n, b: &sc.xs, ldb: p, lower: false };
+        gemm_acc(bw_t, &mut sc.st, p);
         t0 += len;
         c += 1;
     }
@@ -407,6 +414,19 @@ fn chunked_head_body(
         for ni in 0..n {
             state[pi * n + ni] = sc.st[ni * p + pi];
         }
+    }
+}
+
+/// A decay coefficient below 1e-30 in magnitude becomes 0. Its products with the chunk's values
+/// would be subnormal floats, which Intel cores handle in microcode (~100× slower): in `ssd_probe`'s
+/// data, whose decays reach e^-87 within a chunk, they made the whole scan 2.4× slower. What is
+/// dropped is far below the f32 rounding of any output, and native and WASM drop the same terms.
+#[inline(always)]
+fn flush_tiny(v: f32) -> f32 {
+    if v.abs() < 1e-30 {
+        0.0
+    } else {
+        v
     }
 }
 
