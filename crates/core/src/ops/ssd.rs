@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm_small::{self, SmallProduct};
 use super::math::{exp_nonpositive, softplus};
+use super::transpose::transpose;
 use super::{size_add, size_mul};
 
 /// Below this many (token × head × P × N) updates the scan stays on the calling thread.
@@ -304,6 +305,9 @@ struct HeadScratch {
     xs: Vec<f32>,
     /// Inclusive cumulative sum of `Δ·A` over the chunk, in f64.
     cs: Vec<f64>,
+    /// `cs` split as `hi + lo` (f32 each; `lo` what `hi` rounded off), for the f32 decay lanes.
+    cs_hi: Vec<f32>,
+    cs_lo: Vec<f32>,
     /// Intra-chunk weights `(C_i·B_j) e^{cs_i − cs_j}` (zero above the diagonal), `[Q][Q]`.
     w: Vec<f32>,
     /// `e^{cs_i} C_i`, `[Q][N]`.
@@ -322,6 +326,8 @@ impl HeadScratch {
             st: vec![0.0; n * p],
             xs: vec![0.0; q * p],
             cs: vec![0.0; q],
+            cs_hi: vec![0.0; q],
+            cs_lo: vec![0.0; q],
             w: vec![0.0; q * q],
             cd: vec![0.0; q * n],
             bw: vec![0.0; n * q],
@@ -345,11 +351,7 @@ fn chunked_head_body(
     let (p, n, g, e, q) = (inp.head_dim, inp.state_size, inp.group_of(h), inp.e(), sc.q);
     let a = inp.a[h] as f64;
     let dh = inp.d[h];
-    for pi in 0..p {
-        for ni in 0..n {
-            sc.st[ni * p + pi] = state_in[pi * n + ni];
-        }
-    }
+    transpose(state_in, p, n, &mut sc.st);
     let mut t0 = 0;
     let mut c = 0;
     while t0 < inp.len {
@@ -360,17 +362,22 @@ fn chunked_head_body(
             let dt = inp.delta(t0 + j, h);
             acc += dt as f64 * a;
             sc.cs[j] = acc;
+            let hi = acc as f32;
+            (sc.cs_hi[j], sc.cs_lo[j]) = (hi, (acc - hi as f64) as f32);
             for (xs, &xv) in sc.xs[j * p..(j + 1) * p].iter_mut().zip(inp.x_row(t0 + j, h)) {
                 *xs = dt * xv;
             }
         }
         // Coefficients of the three products.
         for i in 0..len {
-            let csi = sc.cs[i];
+            let (csi, hi_i, lo_i) = (sc.cs[i], sc.cs_hi[i], sc.cs_lo[i]);
             let wrow = &mut sc.w[i * q..(i + 1) * q];
-            for ((wv, &cbv), &csj) in wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs[..=i]) {
-                // j ≤ i: cs_i − cs_j ≤ 0.
-                *wv = flush_tiny(cbv * exp_nonpositive((csi - csj) as f32));
+            let lanes = wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs_hi[..=i]).zip(&sc.cs_lo[..=i]);
+            for (((wv, &cbv), &hi_j), &lo_j) in lanes {
+                // cs_i − cs_j (≤ 0 for j ≤ i) from the split sums: the same one rounding to f32 as
+                // the f64 difference, in 16 f32 lanes instead of 8 f64 ones.
+                let d = ((hi_i - hi_j) + (lo_i - lo_j)).min(0.0);
+                *wv = flush_tiny(cbv * exp_nonpositive(d));
             }
             wrow[i + 1..].fill(0.0);
             let decay = exp_nonpositive(csi as f32);
@@ -410,11 +417,7 @@ fn chunked_head_body(
         t0 += len;
         c += 1;
     }
-    for pi in 0..p {
-        for ni in 0..n {
-            state[pi * n + ni] = sc.st[ni * p + pi];
-        }
-    }
+    transpose(&sc.st, n, p, state);
 }
 
 /// A decay coefficient below 1e-30 in magnitude becomes 0. Its products with the chunk's values

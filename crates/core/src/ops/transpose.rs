@@ -46,6 +46,45 @@ pub(crate) unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f
     }
 }
 
+/// `dst[c * rows + r] = src[r * cols + c]`: a whole row-major matrix turned over, by 16 × 16 tiles
+/// where [`available`] and both sides are multiples of 16, element by element otherwise.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    let len = rows.checked_mul(cols).expect("transpose: size overflows");
+    assert!(src.len() >= len && dst.len() >= len, "transpose: buffers shorter than {rows} × {cols}");
+    #[cfg(target_arch = "x86_64")]
+    if available() && rows.is_multiple_of(16) && cols.is_multiple_of(16) {
+        for r in (0..rows).step_by(16) {
+            for c in (0..cols).step_by(16) {
+                // SAFETY: AVX-512 checked; rows r..r+16 and columns c..c+16 lie inside both buffers.
+                unsafe { transpose16(src.as_ptr().add(r * cols + c), cols, dst.as_mut_ptr().add(c * rows + r), rows) };
+            }
+        }
+        return;
+    }
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+#[cfg(test)]
+mod whole_matrix_tests {
+    #[test]
+    fn transpose_turns_any_matrix_over() {
+        for (rows, cols) in [(64, 128), (32, 48), (5, 7), (16, 3)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            super::transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows} × {cols}: row {r} column {c}");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     #[test]
