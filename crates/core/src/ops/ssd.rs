@@ -394,10 +394,10 @@ fn chunked_head_body(
         }
         // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
         sc.y[..len * p].fill(0.0);
-        let (xs, w, cd, st) = (&sc.xs[..], &sc.w[..], &sc.cd[..], &sc.st[..]);
-        let intra = SmallProduct { m: len, k: len, n: p, a: w, lda: q, ka: 1, b: xs, ldb: p, lower: true };
+        let intra = SmallProduct { m: len, k: len, n: p, a: &sc.w, lda: q, ka: 1, b: &sc.xs, ldb: p, lower: true };
         gemm_acc(intra, &mut sc.y, p);
-        gemm_acc(SmallProduct { m: len, k: n, n: p, a: cd, lda: n, ka: 1, b: st, ldb: p, lower: false }, &mut sc.y, p);
+        let from_state = SmallProduct { m: len, k: n, n: p, a: &sc.cd, lda: n, ka: 1, b: &sc.st, ldb: p, lower: false };
+        gemm_acc(from_state, &mut sc.y, p);
         for i in 0..len {
             let row = &mut sc.y[i * p..(i + 1) * p];
             for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
