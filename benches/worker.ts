@@ -63,8 +63,11 @@ async function main(): Promise<void> {
     result.generations.push(timing);
     result.firstTokens = tokens;
   } else {
-    // Warm-up: first-touch of weights, thread-pool start, allocator growth.
-    await engine.generate(job.promptIds.slice(0, 16), 4);
+    // Warm-up with the measured prompt, as llama-bench does: first touch of the weights, thread-pool
+    // start, and each engine's buffers grown to the prompt's size (a 16-token warm-up left a 512-token
+    // prefill's first run paying for fresh pages: 40 % slower than the next on a VM whose host
+    // reclaims freed guest memory).
+    await engine.generate(job.promptIds, 4);
     for (let i = 0; i < job.iterations; i++) {
       const p = await engine.prefill(job.promptIds);
       result.prefillMs.push(p.ms);
