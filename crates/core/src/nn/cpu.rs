@@ -6,7 +6,12 @@ use candle_core::{bail, CpuStorage, Layout, Result, Storage};
 pub(crate) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(values) = storage else { bail!("{op}: {what} must be f32") };
     match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&values[start..end]),
+        // An empty view may sit past its (empty) storage: a zero-row narrow keeps its start offset.
+        Some((start, end)) if start == end => Ok(&[]),
+        Some((start, end)) => match values.get(start..end) {
+            Some(v) => Ok(v),
+            None => bail!("{op}: {what} lies outside its storage"),
+        },
         None => bail!("{op}: {what} must be contiguous"),
     }
 }
@@ -20,7 +25,11 @@ pub(crate) fn f32s_mut<'a>(
 ) -> Result<&'a mut [f32]> {
     let CpuStorage::F32(values) = storage else { bail!("{op}: {what} must be f32") };
     match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&mut values[start..end]),
+        Some((start, end)) if start == end => Ok(&mut []),
+        Some((start, end)) => match values.get_mut(start..end) {
+            Some(v) => Ok(v),
+            None => bail!("{op}: {what} lies outside its storage"),
+        },
         None => bail!("{op}: {what} must be contiguous"),
     }
 }

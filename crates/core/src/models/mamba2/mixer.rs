@@ -87,12 +87,14 @@ impl Mamba2Mixer {
         Ok(Self {
             cfg: cfg.clone(),
             in_proj: Linear::new(in_w, in_b),
+            // xBC is read in place from the in_proj output, after z's E columns.
             conv: CausalConvSilu::new(
                 Tensor::from_slice(&conv_t, (k, c), device)?,
                 Tensor::from_slice(&conv_bias, c, device)?,
                 c,
                 k,
-            ),
+            )
+            .reading_from_column(e),
             ssd: SsdScan::new(dt_bias, Tensor::from_slice(&a, h, device)?, d_skip, shape),
             norm: GatedGroupRmsNorm::new(norm_w, cfg.n_groups, cfg.norm_eps),
             out_proj: Linear::new(out_w, out_b),
@@ -123,8 +125,7 @@ impl Mamba2Mixer {
         let (e, c) = (self.cfg.intermediate_size, self.cfg.conv_dim());
         // Columns: z [0, E), xBC [E, E + C), dt [E + C, E + C + H).
         let zxbcdt = self.in_proj.forward(x)?;
-        let xbc_in = zxbcdt.narrow(1, e, c)?.contiguous()?;
-        let (xbc, conv) = self.conv.forward(&xbc_in, &state.conv)?;
+        let (xbc, conv) = self.conv.forward(&zxbcdt, &state.conv)?;
         let dt = DtOperand { rows: &zxbcdt, offset: e + c };
         let y = if x.dim(0)? == 1 && state.ssm_exclusive() {
             let y = self.ssd.step_in_place(&xbc, &dt, &state.ssm)?;
