@@ -4,7 +4,7 @@
  * order from the job's Redis stream (repeats from a retried attempt dropped by sequence number), its
  * result or typed error is rebuilt, and the caller's signal or deadline cancels it wherever it is.
  */
-import { Queue, QueueEvents } from 'bullmq';
+import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
@@ -65,27 +65,42 @@ export class QueueClient {
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
     let timer: NodeJS.Timeout | undefined;
+    // The job once added, or its addition still under way (Redis slow or away).
+    let adding: Promise<Job> | undefined;
+    // Rejects once the caller's signal fires or the deadline passes: every wait before the job
+    // exists races it, so an unreachable Redis (whose commands wait for it) never outlasts them.
+    let stop: (error: PhoenixError) => void = () => undefined;
+    const stopped = new Promise<never>((_, reject) => (stop = reject));
+    stopped.catch(() => undefined);
+    const untilStopped = <T>(work: Promise<T>): Promise<T> => Promise.race([work, stopped]);
+    const cancel = (cause: 'signal' | 'deadline'): void => {
+      if (stoppedBy) return;
+      stoppedBy = cause;
+      stop(stoppedError(request, cause));
+      // A job added (now or later, if Redis comes back) is cancelled: a running one through the cancel
+      // channel, a waiting one removed so it never runs (a running job cannot be removed).
+      void adding?.then((job) => {
+        void this.#publisher.publish(cancelChannel(this.name), request.id);
+        void job.remove().catch(() => undefined);
+      }, () => undefined);
+    };
+    const onAbort = (): void => cancel('signal');
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (request?.maxProcessingTime !== undefined) timer = setTimeout(() => cancel('deadline'), request.maxProcessingTime);
     const reader = connect(this.#redis);
     try {
       const payload = encodeJob(request);
       if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });
-      const counts = await this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+      const counts = await untilStopped(this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'));
       const busy = Object.values(counts).reduce((a, b) => a + b, 0);
-      const existing = await this.#queue.getJob(request.id);
+      const existing = await untilStopped(this.#queue.getJob(request.id));
       if (!existing && busy >= this.#maxQueueSize) {
         throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
       }
-      await this.#events.waitUntilReady();
-      const job = existing ?? (await this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: false, removeOnFail: false }));
-      const cancel = (cause: 'signal' | 'deadline'): void => {
-        stoppedBy ??= cause;
-        void this.#publisher.publish(cancelChannel(this.name), request.id);
-        void job.remove().catch(() => undefined); // still waiting: never runs (a running job cannot be removed)
-      };
-      const onAbort = (): void => cancel('signal');
-      if (signal?.aborted) onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (request.maxProcessingTime !== undefined) timer = setTimeout(() => cancel('deadline'), request.maxProcessingTime);
+      await untilStopped(this.#events.waitUntilReady());
+      adding = existing ? Promise.resolve(existing) : this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: false, removeOnFail: false });
+      const job = await untilStopped(adding);
       const done = job.waitUntilFinished(this.#events).then(
         (value: unknown) => ({ value }),
         (error: unknown) => ({ error }),
@@ -113,7 +128,7 @@ export class QueueClient {
       signal?.removeEventListener('abort', onAbort);
       const outcome = await done;
       if ('error' in outcome) {
-        if (stoppedBy) throw new PhoenixError('E_ABORTED', stoppedBy === 'deadline' ? `maxProcessingTime of ${request.maxProcessingTime} ms exceeded` : 'aborted by the caller');
+        if (stoppedBy) throw stoppedError(request, stoppedBy);
         const reason = (outcome.error as Error)?.message ?? '';
         let parsed: unknown;
         try {
@@ -130,7 +145,12 @@ export class QueueClient {
       return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       reader.disconnect();
     }
   }
+}
+
+function stoppedError(request: ProcessingRequest, cause: 'signal' | 'deadline'): PhoenixError {
+  return new PhoenixError('E_ABORTED', cause === 'deadline' ? `maxProcessingTime of ${request.maxProcessingTime} ms exceeded` : 'aborted by the caller');
 }

@@ -1,0 +1,43 @@
+/**
+ * A queue pipeline whose Redis cannot be reached: the caller's deadline and signal still end a
+ * request (E_ABORTED, as their documentation says: "wherever it is"), instead of waiting on Redis
+ * commands that wait for a connection forever. Needs no Redis: the port refuses connections.
+ */
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { LITE } from './helpers.js';
+
+describe('a queue pipeline with Redis unreachable', () => {
+  const remote = new LocalAIPipeline({ modelsDir: path.dirname(LITE), queue: { redis: 'redis://127.0.0.1:1', name: 'unreachable' } });
+  afterAll(() => remote.dispose());
+  const request = (id: string, extra: Partial<ProcessingRequest> = {}): ProcessingRequest => ({
+    id,
+    input: 'Once upon a time',
+    taskType: 'generation',
+    ...extra,
+  });
+
+  it('ends a request at its maxProcessingTime', async () => {
+    const t0 = performance.now();
+    const result = await remote.process(request('deadline', { maxProcessingTime: 300 }));
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(result.success).toBe(false);
+    expect(result.errorCode).toBe('E_ABORTED');
+    expect(result.errorMessage).toMatch(/maxProcessingTime of 300 ms exceeded/);
+  }, 20_000);
+
+  it("ends a request when the caller's signal fires, or at once when it already has", async () => {
+    const t0 = performance.now();
+    const fired = await remote.process(request('signal', { options: { signal: AbortSignal.timeout(300) } }));
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect([fired.success, fired.errorCode]).toEqual([false, 'E_ABORTED']);
+    expect(fired.errorMessage).toMatch(/aborted by the caller/);
+    const controller = new AbortController();
+    controller.abort();
+    const before = await remote.process(request('aborted', { options: { signal: controller.signal } }));
+    expect([before.success, before.errorCode]).toEqual([false, 'E_ABORTED']);
+  }, 20_000);
+});
