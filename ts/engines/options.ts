@@ -7,6 +7,7 @@
  */
 import { PhoenixError } from '../binding/errors.js';
 import type { RawGenerateOptions, RawPrompt } from '../binding/types.js';
+import { refuseUnknownKeys } from './known-keys.js';
 import type { GenerationInput, GenerationOptions } from './types.js';
 
 function invalid(option: string, value: unknown, expected: string): PhoenixError {
@@ -27,6 +28,10 @@ function describe(value: unknown): string {
 }
 
 const NUMERIC = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed'] as const;
+const FLAGS = ['addSpecialTokens', 'fitToContext', 'int8Prompt'] as const;
+
+/** Every key of {@link GenerationOptions}. */
+export const GENERATION_OPTION_KEYS: ReadonlySet<string> = new Set([...NUMERIC, ...FLAGS, 'stop', 'stopTokenIds', 'signal', 'state', 'returnState']);
 
 /** A list of token ids: an array of numbers (integrality and the vocabulary range are the core's checks). */
 function idList(option: string, value: unknown): number[] {
@@ -37,6 +42,7 @@ function idList(option: string, value: unknown): number[] {
 /** Checks the JS types of `options` and converts them to the binding's form. */
 export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
   if (options === null || typeof options !== 'object') throw invalid('options', options, 'an object');
+  refuseUnknownKeys(options, GENERATION_OPTION_KEYS, 'option');
   const raw: RawGenerateOptions = {};
   for (const key of NUMERIC) {
     const value = options[key];
@@ -49,7 +55,7 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
     raw.stopStrings = [...options.stop];
   }
   if (options.stopTokenIds !== undefined) raw.stopTokenIds = idList('stopTokenIds', options.stopTokenIds);
-  for (const key of ['addSpecialTokens', 'fitToContext', 'int8Prompt'] as const) {
+  for (const key of FLAGS) {
     const value = options[key];
     if (value === undefined) continue;
     if (typeof value !== 'boolean') throw invalid(key, value, 'a boolean');

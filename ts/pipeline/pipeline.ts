@@ -8,6 +8,7 @@ import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.
 import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
+import { refuseUnknownKeys } from '../engines/known-keys.js';
 import type { ChatMessage, GenerationOptions, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
@@ -20,6 +21,7 @@ import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energ
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
+import { REQUEST_FIELDS, REQUEST_OPTION_KEYS } from './request-keys.js';
 import { raceStop, stoppedError, type RequestPhase } from './deadline.js';
 import type { AbortableManager } from './manager-calls.js';
 import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type SystemStatusOptions } from './model-status.js';
@@ -515,4 +517,6 @@ function validateRequest(request: ProcessingRequest): void {
   }
   if (request.modelPreference !== undefined && typeof request.modelPreference !== 'string') throw invalid('modelPreference', 'must be a string');
   if (request.options !== undefined && (request.options === null || typeof request.options !== 'object')) throw invalid('options', 'must be an object');
+  refuseUnknownKeys(request, REQUEST_FIELDS, 'request field', 'request.');
+  if (request.options) refuseUnknownKeys(request.options, REQUEST_OPTION_KEYS, 'request option', 'request.options.');
 }

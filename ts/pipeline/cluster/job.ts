@@ -6,6 +6,7 @@
  */
 import { PhoenixError } from '../../binding/errors.js';
 import type { ChatMessage } from '../../engines/types.js';
+import { REQUEST_FIELDS } from '../request-keys.js';
 import type { ProcessingRequest, RequestOptions } from '../types.js';
 
 /** Largest encoded job (JSON, UTF-16 code units ≈ bytes for text prompts). */
@@ -22,7 +23,6 @@ const MAX_STOP_CHARS = 1024;
 /** A request as it crosses the queue (no signal, no state snapshot). */
 export type JobRequest = Omit<ProcessingRequest, 'options'> & { options?: Omit<RequestOptions, 'signal' | 'state'> };
 
-const REQUEST_FIELDS = new Set(['id', 'input', 'messages', 'taskType', 'modelPreference', 'mode', 'maxProcessingTime', 'energyBudget', 'options']);
 const NUMBER_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed'] as const;
 const BOOLEAN_OPTIONS = ['fitToContext', 'addSpecialTokens', 'int8Prompt', 'returnState', 'returnLogits'] as const;
 const OPTION_FIELDS = new Set<string>([...NUMBER_OPTIONS, ...BOOLEAN_OPTIONS, 'stop', 'stopTokenIds']);

@@ -1,0 +1,84 @@
+/**
+ * Misspelt option and request field names are refused by name (`E_INVALID_OPTION`, with the likely
+ * intended name), never ignored: `{ maxToken: 5 }` had run a generation to its end.
+ */
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { PhoenixError } from '../ts/binding/errors.js';
+import { toRawOptions } from '../ts/engines/options.js';
+import type { GenerationOptions } from '../ts/engines/types.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
+import type { ProcessingRequest } from '../ts/pipeline/types.js';
+import { LITE } from './helpers.js';
+
+function refusal(options: Record<string, unknown>): PhoenixError {
+  try {
+    toRawOptions(options as GenerationOptions);
+  } catch (error) {
+    return error as PhoenixError;
+  }
+  throw new Error(`accepted ${JSON.stringify(options)}`);
+}
+
+describe('unknown option names', () => {
+  it('are refused with the nearest known name', () => {
+    for (const [spelling, meant] of [
+      ['maxToken', 'maxTokens'],
+      ['max_tokens', 'maxTokens'],
+      ['top_p', 'topP'],
+      ['temprature', 'temperature'],
+      ['stopStrings', 'stop'],
+    ] as const) {
+      const error = refusal({ [spelling]: 5 });
+      expect(error).toBeInstanceOf(PhoenixError);
+      expect(error.code).toBe('E_INVALID_OPTION');
+      expect(error.message).toContain(`unknown option \`${spelling}\``);
+      if (spelling !== 'stopStrings') expect(error.message).toContain(`did you mean \`${meant}\``);
+    }
+    expect(refusal({ bogus: 1 }).message).toMatch(/known: maxTokens, .*returnState/);
+  });
+
+  it('every documented option and an undefined value pass', () => {
+    const raw = toRawOptions({
+      maxTokens: 3,
+      temperature: 0,
+      topK: 1,
+      topP: 1,
+      minP: 0,
+      repeatPenalty: 1,
+      repeatLastN: 0,
+      seed: 1,
+      stop: ['x'],
+      stopTokenIds: [1],
+      addSpecialTokens: true,
+      fitToContext: true,
+      int8Prompt: false,
+      signal: new AbortController().signal,
+      returnState: false,
+      ...({ maxToken: undefined } as object),
+    });
+    expect(raw.maxTokens).toBe(3);
+  });
+});
+
+describe('unknown request fields and request options', () => {
+  const pipeline = new LocalAIPipeline({ modelsDir: path.dirname(LITE) });
+  afterAll(() => pipeline.dispose());
+  const base: ProcessingRequest = { id: 'r', input: 'Once', taskType: 'generation', options: { maxTokens: 2, temperature: 0 } };
+
+  it('fail the request, naming the field', async () => {
+    const field = await pipeline.process({ ...base, ...({ preferredModel: 'lite' } as object) });
+    expect([field.success, field.errorCode]).toEqual([false, 'E_INVALID_OPTION']);
+    expect(field.errorMessage).toContain('unknown request field `request.preferredModel`');
+    const option = await pipeline.process({ ...base, options: { ...({ maxToken: 2 } as object) } });
+    expect(option.errorMessage).toContain('unknown request option `request.options.maxToken` (did you mean `maxTokens`?)');
+    const signal = await pipeline.process({ ...base, ...({ signal: new AbortController().signal } as object) });
+    expect(signal.errorMessage).toContain('`request.signal`');
+  });
+
+  it('a well-formed request with returnLogits still runs', async () => {
+    const ok = await pipeline.process({ ...base, options: { ...base.options, returnLogits: false } });
+    expect(ok.success, ok.errorMessage).toBe(true);
+  });
+});

@@ -1,0 +1,39 @@
+/**
+ * Refusing keys an options object does not know: a misspelt option (`maxToken`, `max_tokens`) would
+ * otherwise be ignored without a word — on a model with an 8k context, a generation run to its end.
+ */
+import { PhoenixError } from '../binding/errors.js';
+
+/** Throws `E_INVALID_OPTION` for the first key of `value` (set to something) outside `known`. */
+export function refuseUnknownKeys(value: object, known: ReadonlySet<string>, what: string, prefix = ''): void {
+  for (const [key, v] of Object.entries(value)) {
+    if (v === undefined || known.has(key)) continue;
+    const near = nearest(key, known);
+    const hint = near ? ` (did you mean \`${near}\`?)` : ` (known: ${[...known].join(', ')})`;
+    throw new PhoenixError('E_INVALID_OPTION', `unknown ${what} \`${prefix}${key}\`${hint}`, { option: `${prefix}${key}` });
+  }
+}
+
+/** The known key `key` is most likely a misspelling of, if any is close. */
+function nearest(key: string, known: ReadonlySet<string>): string | undefined {
+  const fold = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    if (fold(candidate) === fold(key)) return candidate;
+    const d = distance(fold(key), fold(candidate));
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return bestDistance <= 2 ? best : undefined;
+}
+
+/** Levenshtein distance (keys are short). */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
