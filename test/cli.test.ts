@@ -206,13 +206,13 @@ describe('phoenix-local CLI', () => {
       [['run', '../escape', 'x'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: /m],
       [['run', 'phoenix-ssm-lite', 'x', '--max-tokens', '0'], 2, /^phoenix-local: E_INVALID_OPTION: .*maxTokens/m],
       [['run', 'phoenix-ssm-lite', 'x', '--temperature', 'hot'], 2, /^phoenix-local: E_INVALID_OPTION: --temperature must be a number/m],
-      [['run', 'phoenix-ssm-lite', ''], 1, /^phoenix-local: E_INVALID_OPTION: prompt is empty/m],
+      [['run', 'phoenix-ssm-lite', ''], 2, /^phoenix-local: E_INVALID_OPTION: prompt is empty/m],
       [['run', TINY_ORIGINAL, 'hello'], 1, /^phoenix-local: E_TOKENIZER: /m],
       [['score', 'phoenix-ssm-lite'], 2, /^phoenix-local: E_INVALID_OPTION: score needs exactly one of/m],
       [['score', 'phoenix-ssm-lite', '--ids', '1,x'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
       [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: Unknown option '--frobnicate'/m],
       [['explode'], 2, /unknown command "explode"/],
-      [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 1, /E_INVALID_OPTION: --state \/nonexistent\.state cannot be read/],
+      [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 2, /E_INVALID_OPTION: --state \/nonexistent\.state: no such file/],
       [['info', 'phoenix-ssm-lite', '--backend', 'wasm'], 0, /$/],
       [['run', 'phoenix-ssm-lite', 'x', '--backend', 'wasm'], 1, /^phoenix-local: E_BACKEND_UNAVAILABLE: backend "wasm" .*WASM build not found/m],
     ];
@@ -282,6 +282,10 @@ describe('phoenix-local CLI', () => {
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', missingDir], /--save-state .*out\.state: folder .*no-such-dir does not exist/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', scratch.dir], /--save-state .*: is a folder/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', '/dev/null'], /--save-state \/dev\/null: is not a regular file/],
+      [['run', 'phoenix-ssm-lite', ''], /prompt is empty/],
+      [['score', 'phoenix-ssm-lite', '--text', ''], /score needs a non-empty text/],
+      [['run', 'phoenix-ssm-lite', 'x', '--state', path.join(scratch.dir, 'absent.state')], /--state .*absent\.state: no such file/],
+      [['run', 'phoenix-ssm-lite', 'x', '--state', scratch.dir], /--state .*: not a regular file/],
     ];
     for (const [args, message] of cases) {
       const run = await cli(args);

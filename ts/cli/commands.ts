@@ -3,11 +3,12 @@
  */
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import { toRawPrompt } from '../engines/options.js';
 import { readStateFile } from '../engines/state-file.js';
 import type { ChatMessage, GenerationInput, GenerationOptions, GenerationResult, InferenceEngine } from '../engines/types.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
-import { checkWritableFile, writeOutputFile } from './destination.js';
+import { checkReadableFile, checkWritableFile, writeOutputFile } from './destination.js';
 import { printable } from './printable.js';
 
 /** `list`: every model folder of the models dir. */
@@ -137,8 +138,10 @@ export async function runCommand(ctx: CliContext, modelArg: string | undefined, 
     throw new PhoenixError('E_INVALID_OPTION', `missing ${modelArg === undefined ? '<model> and ' : ''}"<prompt>" (or --ids, or --state to continue a saved state)`, { usage: true });
   }
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : promptArgs.join(' ');
+  asUsageError(() => toRawPrompt(input, flags.state !== undefined)); // an empty prompt, before loading
   const saveTo = flags['save-state'];
   if (saveTo !== undefined) await checkWritableFile('save-state', saveTo);
+  if (flags.state !== undefined) await checkReadableFile('state', flags.state);
   await checkOptionsBeforeLoading(ctx, options);
   const model = await ctx.load(modelArg);
   if (flags.state !== undefined) options.state = await readStateFile(flags.state, model, '--state');
@@ -219,6 +222,7 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   if ((flags.ids === undefined) === (text === undefined)) {
     throw new PhoenixError('E_INVALID_OPTION', 'score needs exactly one of --ids 1,2,3 or --text "…"', { usage: true });
   }
+  if (text === '') throw new PhoenixError('E_INVALID_OPTION', 'score needs a non-empty text', { option: 'text', usage: true });
   const input: GenerationInput = flags.ids !== undefined ? { ids: idsFlag(flags.ids) } : { text: text as string };
   const model = await ctx.load(modelArg);
   const scored = await ctx.manager.engineFor(model).score(model, input, { includeLogits: flags.json === true });
@@ -244,8 +248,20 @@ export async function checkOptionsBeforeLoading(ctx: CliContext, options: Genera
   try {
     await ctx.anyEngine.checkOptions(options);
   } catch (thrown) {
-    const error = toPhoenixError(thrown);
-    if (error.code !== 'E_INVALID_OPTION') throw error;
-    throw new PhoenixError(error.code, error.message, { ...error.details, usage: true });
+    throw usage(thrown);
   }
+}
+
+/** Runs a check whose `E_INVALID_OPTION` is a usage error (exit 2). */
+function asUsageError(check: () => unknown): void {
+  try {
+    check();
+  } catch (thrown) {
+    throw usage(thrown);
+  }
+}
+
+function usage(thrown: unknown): PhoenixError {
+  const error = toPhoenixError(thrown);
+  return error.code === 'E_INVALID_OPTION' ? new PhoenixError(error.code, error.message, { ...error.details, usage: true }) : error;
 }

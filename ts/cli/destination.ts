@@ -13,6 +13,22 @@ function refuse(flag: string, file: string, why: string): PhoenixError {
 }
 
 /**
+ * `file` can be read (`--state`): it exists and is a regular file. Checked before any model loads;
+ * its contents are checked against the model once loaded.
+ */
+export async function checkReadableFile(flag: string, file: string): Promise<void> {
+  if (file === '') throw refuse(flag, file, 'empty path');
+  let fileStat;
+  try {
+    fileStat = await stat(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw refuse(flag, file, code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : `cannot be read (${code})`);
+  }
+  if (!fileStat.isFile()) throw refuse(flag, file, 'not a regular file');
+}
+
+/**
  * `file` may be created or replaced: its folder exists and is writable, and `file` is absent or a
  * regular file (not a folder, FIFO or device, which would fail or block the write).
  */
