@@ -4,6 +4,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFile, mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -256,6 +257,15 @@ describe('phoenix-local CLI', () => {
     const ok = await cli(['run', 'phoenix-ssm-lite', '--max-tokens', '3', '--top-k', '-0', liteRef.prompt, '-t', '0', '-q']);
     expect(ok.status).toBe(0);
     expect(liteRef.greedy_text.startsWith(ok.stdout)).toBe(true);
+  });
+
+  it('more --threads than CPUs runs, with a note on stderr', async () => {
+    const over = availableParallelism() + 1;
+    const run = await cli(['run', 'phoenix-ssm-lite', 'Once', '-n', '2', '-t', '0', '-q', '--threads', String(over)]);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toContain(`note: --threads ${over} is more than the ${over - 1} CPUs here`);
+    const fits = await cli(['run', 'phoenix-ssm-lite', 'Once', '-n', '2', '-t', '0', '-q', '--threads', '1']);
+    expect(fits.stderr).not.toContain('note: --threads');
   });
 
   it('usage errors exit 2 before any model is loaded', async () => {

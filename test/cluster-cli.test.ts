@@ -42,6 +42,13 @@ describe('phoenix-local worker --preload', () => {
   });
 });
 
+describe('phoenix-local worker with Redis unreachable', () => {
+  it('says it is waiting for Redis instead of sitting silent', () => {
+    const run = spawnSync(process.execPath, [BIN, 'worker', '--redis', 'redis://127.0.0.1:1', '--models-dir', path.dirname(LITE)], { encoding: 'utf8', timeout: 6_000 });
+    expect(run.stderr).toMatch(/^phoenix-local worker: waiting for Redis at redis:\/\/127\.0\.0\.1:1 /m);
+  });
+});
+
 describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
   let redis: TestRedis;
   let scratch: Awaited<ReturnType<typeof tempDir>>;

@@ -98,6 +98,12 @@ describe('hostile files in a model folder', () => {
     await within(10_000, expectCode(manager(dir).loadModel('fifo-config'), 'E_BAD_CONFIG'));
   });
 
+  it('a modelsDir that is not a string is E_INVALID_OPTION, not a raw Node error', () => {
+    for (const modelsDir of [42, null, { path: '/tmp' }]) {
+      expect(() => new LocalModelManager({ modelsDir: modelsDir as unknown as string })).toThrow(/option modelsDir must be a path string/);
+    }
+  });
+
   it('a config.json that is not JSON is named without quoting its contents', async () => {
     const dir = await modelsDirNamed('leaky');
     const folder = await copyModel(TINY, path.join(dir, 'm'));

@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -45,7 +46,12 @@ export class CliContext {
     this.#binding.catch(() => undefined); // reported by the command that needs it
     // A bad --threads fails what runs the model (typed error, exit 1), not the backend report of `info`.
     const configured = this.#binding.then((selection) => {
-      if (threads !== undefined) selection.binding.setThreads(threads);
+      if (threads !== undefined) {
+        selection.binding.setThreads(threads);
+        const cpus = availableParallelism();
+        // More threads than CPUs only adds waiting: 32 on 2 CPUs decoded ~25× slower than 2.
+        if (threads > cpus) io.stderr.write(`phoenix-local: note: --threads ${threads} is more than the ${cpus} CPUs here; expect it to run slower than --threads ${cpus}\n`);
+      }
       return selection;
     });
     configured.catch(() => undefined);

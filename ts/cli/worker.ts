@@ -41,7 +41,9 @@ export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promis
   const preload = flags.preload === undefined ? [] : flags.preload.split(',').map((name) => name.trim());
   if (preload.some((name) => name === '')) throw usageError('preload', '--preload must be model names separated by commas');
   const pipeline = new LocalAIPipeline({ manager: ctx.manager, maxConcurrency: concurrency });
-  const worker = await startWorker({ redis, queue, concurrency, pipeline, preload });
+  // startWorker waits for Redis (reconnecting quietly): say so rather than sit silent.
+  const waiting = setTimeout(() => ctx.io.stderr.write(`phoenix-local worker: waiting for Redis at ${redis} (not reachable yet; retrying)\n`), 3000);
+  const worker = await startWorker({ redis, queue, concurrency, pipeline, preload }).finally(() => clearTimeout(waiting));
   ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency}${preload.length ? `, holding ${preload.join(', ')}` : ''})\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);

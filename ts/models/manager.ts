@@ -126,6 +126,9 @@ export class LocalModelManager {
   #clock = 0;
 
   constructor(options: LocalModelManagerOptions = {}) {
+    if (options.modelsDir !== undefined && typeof options.modelsDir !== 'string') {
+      throw new PhoenixError('E_INVALID_OPTION', `option modelsDir must be a path string, got a ${typeof options.modelsDir}`, { option: 'modelsDir' });
+    }
     this.modelsDir = path.resolve(options.modelsDir ?? defaultModelsDir());
     this.#searched = options.modelsDir === undefined ? modelsDirCandidates() : [this.modelsDir];
     const budget = options.memoryBudgetBytes ?? Number.POSITIVE_INFINITY;
