@@ -77,6 +77,12 @@ describe('unknown request fields and request options', () => {
     expect(signal.errorMessage).toContain('`request.signal`');
   });
 
+  it("a value error names the option as the caller wrote it (`stop`, not the binding's `stopStrings`)", async () => {
+    const empty = await pipeline.process({ ...base, options: { ...base.options, stop: [''] } });
+    expect(empty.errorCode).toBe('E_INVALID_OPTION');
+    expect(empty.errorMessage).toContain('option `stop` must not contain an empty string');
+  });
+
   it('a well-formed request with returnLogits still runs', async () => {
     const ok = await pipeline.process({ ...base, options: { ...base.options, returnLogits: false } });
     expect(ok.success, ok.errorMessage).toBe(true);

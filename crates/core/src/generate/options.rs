@@ -115,17 +115,17 @@ impl GenerateOptions {
         }
         if self.stop_strings.len() > MAX_STOP_STRINGS {
             return Err(invalid_option(format!(
-                "option `stopStrings` may hold at most {MAX_STOP_STRINGS} strings, got {}",
+                "option `stop` may hold at most {MAX_STOP_STRINGS} strings, got {}",
                 self.stop_strings.len()
             )));
         }
         for s in &self.stop_strings {
             if s.is_empty() {
-                return Err(invalid_option("option `stopStrings` must not contain an empty string"));
+                return Err(invalid_option("option `stop` must not contain an empty string"));
             }
             if s.len() > MAX_STOP_STRING_BYTES {
                 return Err(invalid_option(format!(
-                    "option `stopStrings` entries must be at most {MAX_STOP_STRING_BYTES} bytes, got one of {}",
+                    "option `stop` entries must be at most {MAX_STOP_STRING_BYTES} bytes, got one of {}",
                     s.len()
                 )));
             }

@@ -123,7 +123,7 @@ impl Generation {
         }
 
         if !options.stop_strings.is_empty() && tokenizer.is_none() {
-            return Err(tokenizer_error("option `stopStrings` needs a tokenizer.json in the model folder"));
+            return Err(tokenizer_error("option `stop` needs a tokenizer.json in the model folder"));
         }
         let id_limit = tokenizer.as_ref().map_or(vocab, |t| t.id_limit().min(vocab));
         let mut stop_ids = info.eos_token_ids.clone();
