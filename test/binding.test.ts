@@ -65,6 +65,10 @@ describe('binding loader', () => {
   it('a file that is not a phoenix binding is refused with a reason', async () => {
     const error = await expectCode(loadBinding({ backend: 'native', nativePath: new URL('../package.json', import.meta.url).pathname }), 'E_BACKEND_UNAVAILABLE');
     expect(error.message).toMatch(/does not export loadModel/);
+    // A file Node cannot load at all: the reason names the file, whatever Node's own error says.
+    const text = new URL('../README.md', import.meta.url).pathname;
+    const garbage = await expectCode(loadBinding({ backend: 'native', nativePath: text }), 'E_BACKEND_UNAVAILABLE');
+    expect(garbage.message).toContain(`${text} does not load as a native addon: `);
   });
 
   it('a bad PHOENIX_BACKEND value is E_INVALID_OPTION', async () => {

@@ -136,10 +136,18 @@ function nativeCandidate(file: string, isDefault: boolean): BackendCandidate {
     async load() {
       if (!existsSync(file)) {
         const where = isDefault ? `; the package ${nativePackageName()} is not installed either` : '';
-        throw new Error(`native addon not found at ${file} (run \`npm run build:native\`)${where}`);
+        // Building is advice for a checkout, not for an installed package.
+        const build = file.split(/[\\/]/).includes('node_modules') ? '' : ' (run `npm run build:native`)';
+        throw new Error(`native addon not found at ${file}${build}${where}`);
       }
       const require = createRequire(import.meta.url);
-      return pathsOnly(checkBindingShape(require(file), file));
+      let module: unknown;
+      try {
+        module = require(file);
+      } catch (error) {
+        throw new Error(`${file} does not load as a native addon: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      return pathsOnly(checkBindingShape(module, file));
     },
   };
 }
