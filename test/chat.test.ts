@@ -199,11 +199,13 @@ describe('phoenix-local run --chat', () => {
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       child.on('error', reject);
       child.on('close', (status) => resolve({ status, stderr }));
-      child.stdin.end('first\n/reset\nsecond\n');
+      child.stdin.end('first\n/reset\n/rset\nsecond\n');
     });
     expect(piped.status).toBe(0);
     const prompts = piped.stderr.split('\n').filter((l) => l.startsWith('prompt '));
     expect(prompts).toEqual([`prompt ${JSON.stringify(chatml([{ role: 'user', content: 'first' }]))}`, `prompt ${JSON.stringify(chatml([{ role: 'user', content: 'second' }]))}`]);
     expect(piped.stderr).toContain('(conversation cleared)');
+    // A mistyped command is said so, not sent to the model (the two prompts above are all there were).
+    expect(piped.stderr).toContain('unknown command /rset: /reset clears the conversation, /exit quits');
   });
 });

@@ -58,6 +58,11 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
         ctx.io.stderr.write('(conversation cleared)\n');
         continue;
       }
+      // A lone unknown `/word` is a mistyped command, not a message (a message may still start with `/`).
+      if (/^\/[A-Za-z]+$/.test(text)) {
+        ctx.io.stderr.write(`unknown command ${text}: /reset clears the conversation, /exit quits\n`);
+        continue;
+      }
       const messages: ChatMessage[] = [...history, { role: 'user', content: read.line }];
       if (ctx.flags.verbose) ctx.io.stderr.write(`prompt ${JSON.stringify(engine.renderChat(model, messages).text)}\n`);
       answering = new AbortController();
