@@ -27,6 +27,12 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       model: model.name,
     });
   }
+  // Every turn's prompt holds at least one token: a maxTokens that fills the whole context would fail
+  // each question, so it is refused now (the core still checks each turn's prompt plus maxTokens).
+  const limit = model.info.contextLength;
+  if (limit !== null && options.maxTokens !== undefined && options.maxTokens >= limit) {
+    throw new PhoenixError('E_INVALID_OPTION', `--max-tokens ${options.maxTokens} leaves no room for a question in the model's ${limit}-token context`, { option: 'maxTokens', usage: true });
+  }
   const engine = chatEngine(ctx.manager.engineFor(model));
   const system = systemMessage(ctx);
   let history: ChatMessage[] = [...system];
