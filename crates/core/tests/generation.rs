@@ -344,7 +344,7 @@ fn option_validation_names_the_option_and_range() {
         (RawGenerateOptions { seed: Some(-1.0), ..Default::default() }, "seed"),
         (RawGenerateOptions { seed: Some(1.5), ..Default::default() }, "seed"),
         (RawGenerateOptions { stop_token_ids: Some(vec![4096.0]), ..Default::default() }, "stopTokenIds"),
-        (RawGenerateOptions { stop_strings: Some(vec!["".into()]), ..Default::default() }, "stopStrings"),
+        (RawGenerateOptions { stop_strings: Some(vec!["".into()]), ..Default::default() }, "stop"),
     ];
     for (raw, name) in bad {
         let e = raw.resolve(4096).unwrap_err();
