@@ -193,27 +193,23 @@ describe('phoenix-local run --chat', () => {
     expect(plain.stderr).toContain('no chat template');
     expect(plain.stdout).toBe('');
     // Lines piped in (no terminal) are answered in turn; end of input ends the program.
-    const piped = await new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', '--verbose', '-q', '-n', '3'], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.on('error', reject);
-      child.on('close', (status) => resolve({ status, stderr }));
-      child.stdin.end('first\n/reset\n/rset\nsecond\n');
-    });
+    // `chat` with `input` piped to its stdin.
+    const chatPiped = (args: string[], input: string) =>
+      new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', ...args], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+        let stderr = '';
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('error', reject);
+        child.on('close', (status) => resolve({ status, stderr }));
+        child.stdin.end(input);
+      });
+    const piped = await chatPiped(['--verbose', '-q', '-n', '3'], 'first\n/reset\n/rset\nsecond\n');
     expect(piped.status).toBe(0);
     const prompts = piped.stderr.split('\n').filter((l) => l.startsWith('prompt '));
     expect(prompts).toEqual([`prompt ${JSON.stringify(chatml([{ role: 'user', content: 'first' }]))}`, `prompt ${JSON.stringify(chatml([{ role: 'user', content: 'second' }]))}`]);
     expect(piped.stderr).toContain('(conversation cleared)');
     // A maxTokens that fills the whole context is refused at the start, not on every question.
-    const full = await new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', '-q', '-n', '1000000'], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
-      let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.on('error', reject);
-      child.on('close', (status) => resolve({ status, stderr }));
-      child.stdin.end('hello\n');
-    });
+    const full = await chatPiped(['-q', '-n', '1000000'], 'hello\n');
     expect(full.status).toBe(2);
     expect(full.stderr).toMatch(/E_INVALID_OPTION: --max-tokens 1000000 leaves no room for a question in the model's \d+-token context/);
     // A mistyped command is said so, not sent to the model (the two prompts above are all there were).
