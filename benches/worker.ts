@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   } else {
     // Warm-up with the measured prompt, as llama-bench does: first touch of the weights, thread-pool
     // start, and each engine's buffers grown to the prompt's size (a 16-token warm-up left a 512-token
-    // prefill's first run paying for fresh pages: 40 % slower than the next on a VM whose host
+    // prefill's first run paying for fresh pages: ~35 % slower than the next on a VM whose host
     // reclaims freed guest memory).
     await engine.generate(job.promptIds, 4);
     for (let i = 0; i < job.iterations; i++) {

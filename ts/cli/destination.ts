@@ -7,6 +7,7 @@ import { access, open, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
+import { openRegularFile, RegularFileError } from '../fs/regular-file.js';
 
 function refuse(flag: string, file: string, why: string): PhoenixError {
   return new PhoenixError('E_INVALID_OPTION', `--${flag} ${file}: ${why}`, { option: flag, usage: true });
@@ -18,14 +19,14 @@ function refuse(flag: string, file: string, why: string): PhoenixError {
  */
 export async function checkReadableFile(flag: string, file: string): Promise<void> {
   if (file === '') throw refuse(flag, file, 'empty path');
-  let fileStat;
   try {
-    fileStat = await stat(file);
+    const { handle } = await openRegularFile(file);
+    await handle.close();
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw refuse(flag, file, code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : `cannot be read (${code})`);
+    if (!(error instanceof RegularFileError)) throw error;
+    const why = error.problem === 'missing' ? 'no such file' : error.problem === 'not-regular' ? 'not a regular file' : `cannot be read (${error.errno ?? 'error'})`;
+    throw refuse(flag, file, why);
   }
-  if (!fileStat.isFile()) throw refuse(flag, file, 'not a regular file');
 }
 
 /**
