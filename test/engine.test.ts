@@ -282,6 +282,25 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       await expectCode(async () => tiny.tokenize('x'), 'E_INVALID_OPTION');
     });
 
+    it('a stream\'s dispose() ends it and frees its state: later exports and iteration throw E_INVALID_OPTION', async () => {
+      const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 6, temperature: 0 });
+      const chunks: TokenChunk[] = [];
+      for await (const chunk of stream) {
+        chunks.push(chunk);
+        if (chunks.length === 2) stream.dispose?.();
+      }
+      const result = await stream.result;
+      // The step after the dispose is the cancelled one: two tokens, finish reason `abort`.
+      expect([result.finishReason, result.generatedTokens]).toEqual(['abort', 2]);
+      await expectCode(async () => stream.exportState(), 'E_INVALID_OPTION');
+      stream.dispose?.(); // idempotent
+
+      // A stream disposed before anyone iterated it fails as disposed.
+      const unread = engine.stream(lite, liteRef.prompt, { maxTokens: 2 });
+      unread.dispose?.();
+      await expectCode(unread.result, 'E_INVALID_OPTION');
+    });
+
     it('`using` disposes at the end of the block', async () => {
       let escaped: LoadedModel;
       {

@@ -73,4 +73,67 @@ console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb: (info.s
       rmSync(dir, { recursive: true, force: true });
     }
   }, 180_000);
+
+  it('dispose() frees a generation at once: disposed one after another, the peak stays near one state', () => {
+    requireNativeAddon();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-native-dispose-'));
+    try {
+      const script = path.join(dir, 'loop.mts');
+      writeFileSync(
+        script,
+        `import { readFileSync } from 'node:fs';
+import { loadBinding } from ${JSON.stringify(path.join(ROOT, 'ts/binding/load.ts'))};
+const peakMb = () => Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+const { binding } = await loadBinding({ backend: 'native' });
+const model = await binding.loadModel(${JSON.stringify(FILE)});
+const ids = Array.from({ length: ${PROMPT_TOKENS} }, (_, i) => 100 + ((i * 7919) % 40000));
+const warm = model.generate({ ids }, { maxTokens: 1, temperature: 0 }, undefined);
+while ((await warm.next()) !== null);
+warm.dispose();
+const base = process.memoryUsage().rss / 2 ** 20;
+const kept = [];
+for (let i = 0; i < ${GENERATIONS}; i++) {
+  const generation = model.generate({ ids }, { maxTokens: 1, temperature: 0 }, undefined);
+  while ((await generation.next()) !== null);
+  generation.dispose();
+  kept.push(generation); // still referenced: only dispose() can have freed its state
+}
+// A dispose while a step is queued or running on a worker: that step ends as cancelled (\`abort\`),
+// or, when the dispose came before the worker took it, fails as disposed.
+const running = model.generate({ ids }, { maxTokens: 4, temperature: 0 }, undefined);
+const step = running.next();
+running.dispose();
+const first = await step.then((s) => s && s.finishReason, (e) => String(e.message));
+let exportError = '';
+try { running.exportState(); } catch (e) { exportError = String(e.message); }
+let nextError = '';
+try { await kept[0].next(); } catch (e) { nextError = String(e.message); }
+const info = model.info();
+console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb: (info.stateBytes + ${PROMPT_TOKENS} * info.stateBytesPerToken) / 2 ** 20,
+  runningFinish: first, exportError, nextError, generated: kept[0].stats().generatedTokens }));
+`,
+      );
+      const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+      const child = spawnSync(tsx, [script], { encoding: 'utf8', timeout: 120_000 });
+      expect(child.status, child.stderr).toBe(0);
+      const out = JSON.parse(child.stdout.trim().split('\n').pop() as string) as {
+        growthMb: number;
+        perGenerationMb: number;
+        runningFinish: string | null;
+        exportError: string;
+        nextError: string;
+        generated: number;
+      };
+      console.log(`disposed each: peak growth ${out.growthMb.toFixed(0)} MB, ${out.perGenerationMb.toFixed(1)} MB per generation`);
+      expect(out.perGenerationMb).toBeGreaterThan(8);
+      // Kept referenced, undisposed, they would hold GENERATIONS × perGenerationMb (282 MB).
+      expect(out.growthMb).toBeLessThan(4 * out.perGenerationMb);
+      expect(['abort', 'generation disposed']).toContain(out.runningFinish);
+      expect(out.exportError).toBe('generation disposed');
+      expect(out.nextError).toBe('generation disposed');
+      expect(out.generated).toBe(1); // stats survive a dispose
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -67,7 +67,9 @@ export class PhoenixEngine implements BenchEngine {
     const ms = now() - t0;
     if (step?.tokenId == null) throw new Error('phoenix-local produced no token after the prompt');
     const stats = generation.stats();
-    generation.cancel();
+    // As an application using predict() would: the state is freed now, not when V8 collects the
+    // handle (llama.cpp likewise reuses its context's memory between runs).
+    generation.dispose();
     return { ms, internal: { core_prefill_ms: stats.prefillMs } };
   }
 
@@ -89,7 +91,7 @@ export class PhoenixEngine implements BenchEngine {
     }
     const decodeMs = now() - t1;
     const stats = generation.stats();
-    generation.cancel();
+    generation.dispose();
     return {
       ttftMs,
       decodeMs,

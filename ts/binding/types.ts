@@ -183,6 +183,12 @@ export interface RawGeneration {
   stats(): RawGenerationStats;
   /** Token ids consumed and generated so far. */
   tokenIds(): number[];
+  /**
+   * Frees the generation's state (KV cache, SSM states) now instead of when the handle is collected;
+   * a running step is cancelled and frees it as it ends. Later `next()` / `exportState()` throw
+   * `E_INVALID_OPTION` ("generation disposed"); `stats()` still answers. Never blocks.
+   */
+  dispose(): void;
 }
 
 /** A loaded model held by the Rust side. */

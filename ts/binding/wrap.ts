@@ -29,6 +29,7 @@ export function wrapGeneration(raw: RawGeneration): RawGeneration {
     exportState: () => guard(() => raw.exportState()),
     stats: () => guard(() => raw.stats()),
     tokenIds: () => guard(() => raw.tokenIds()),
+    dispose: () => guard(() => raw.dispose()),
   };
 }
 

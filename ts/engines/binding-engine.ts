@@ -104,11 +104,7 @@ export abstract class BindingEngine implements InferenceEngine {
   }
 
   async predict(model: LoadedModel, input: GenerationInput, options: GenerationOptions = {}): Promise<GenerationResult> {
-    const stream = this.stream(model, input, options);
-    for await (const _ of stream) {
-      // the stream accumulates text and ids itself
-    }
-    return stream.result;
+    return settleAndDispose(this.stream(model, input, options));
   }
 
   /** Never throws: every error (no template, messages, options) surfaces from the iterator and from `result`. */
@@ -126,11 +122,7 @@ export abstract class BindingEngine implements InferenceEngine {
   }
 
   async chat(model: LoadedModel, messages: readonly ChatMessage[], options: GenerationOptions = {}): Promise<GenerationResult> {
-    const stream = this.chatStream(model, messages, options);
-    for await (const _ of stream) {
-      // the stream accumulates text and ids itself
-    }
-    return stream.result;
+    return settleAndDispose(this.chatStream(model, messages, options));
   }
 
   /** The core's rendering of `messages` with the model's template (what {@link chat} feeds the model). */
@@ -170,6 +162,21 @@ export abstract class BindingEngine implements InferenceEngine {
       throw new PhoenixError('E_INVALID_OPTION', `engine ${this.name} was given a model it did not load`, { option: 'model' });
     }
     return model;
+  }
+}
+
+/**
+ * Runs `stream` to its end and frees its state as soon as the result (with `state`, when asked for)
+ * is built: nobody can reach the stream after `predict` / `chat` return.
+ */
+async function settleAndDispose(stream: GenerationStream): Promise<GenerationResult> {
+  try {
+    for await (const _ of stream) {
+      // the stream accumulates text and ids itself
+    }
+    return await stream.result;
+  } finally {
+    stream.dispose?.();
   }
 }
 

@@ -20,6 +20,9 @@ export class BindingGenerationStream implements GenerationStream {
   readonly #setup: StreamSetup;
   #consumed = false;
   #drainScheduled = false;
+  /** The iterator is between its first and last step: a dispose then waits for it to end. */
+  #iterating = false;
+  #disposeRequested = false;
   readonly #result: Promise<GenerationResult>;
   #resolve!: (result: GenerationResult) => void;
   #reject!: (error: PhoenixError) => void;
@@ -64,6 +67,23 @@ export class BindingGenerationStream implements GenerationStream {
     return this.#generation.exportState();
   }
 
+  /**
+   * While the stream is being iterated this ends it as {@link cancel} does (the loop ends, `result`
+   * resolves with `abort`) and frees the state as the iteration ends; otherwise it frees it now.
+   */
+  dispose(): void {
+    this.#disposeRequested = true;
+    if (this.#iterating) {
+      this.#generation.cancel();
+      return;
+    }
+    this.#generation.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
   #buildResult(text: string[], tokenIds: number[], finishReason: FinishReason, firstTokenAt: number | null): GenerationResult {
     const stats = this.#generation.stats();
     const totalMs = performance.now() - this.#setup.startedAt;
@@ -98,6 +118,7 @@ export class BindingGenerationStream implements GenerationStream {
     const tokenIds: number[] = [];
     let firstTokenAt: number | null = null;
     let settled = false;
+    this.#iterating = true;
     try {
       for (;;) {
         if (signal?.aborted) generation.cancel();
@@ -137,6 +158,8 @@ export class BindingGenerationStream implements GenerationStream {
           this.#reject(toPhoenixError(error));
         }
       }
+      this.#iterating = false;
+      if (this.#disposeRequested) generation.dispose();
     }
   }
 }
@@ -162,6 +185,14 @@ export class FailedGenerationStream implements GenerationStream {
 
   exportState(): Uint8Array {
     throw this.#error;
+  }
+
+  dispose(): void {
+    // nothing is held
+  }
+
+  [Symbol.dispose](): void {
+    // nothing is held
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {

@@ -117,6 +117,13 @@ export interface GenerationStream extends AsyncIterable<TokenChunk> {
   cancel(): void;
   /** The recurrent state after every token consumed so far. */
   exportState(): Uint8Array;
+  /**
+   * Frees the generation's state (a transformer's KV cache, an SSM's states: tens of MB) now rather
+   * than when the stream is garbage-collected; a running step is cancelled first. Afterwards
+   * `exportState()` and further iteration throw `E_INVALID_OPTION`. `predict` and `chat` dispose their
+   * stream themselves. Optional for third-party engines.
+   */
+  dispose?(): void;
 }
 
 /** Options of {@link InferenceEngine.score}. */

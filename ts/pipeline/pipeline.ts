@@ -350,6 +350,7 @@ export class LocalAIPipeline {
               }
             }
             const generated = await stream.result;
+            stream.dispose?.(); // the result (and state, if asked for) is built: free the KV cache / SSM states now
             readEnergy();
             Object.assign(progress.metadata, {
               finishReason: generated.finishReason,

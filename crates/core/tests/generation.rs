@@ -525,6 +525,50 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_the_state_stays_exporta
 }
 
 #[test]
+fn dispose_frees_the_state_at_once_and_later_steps_and_exports_fail() {
+    let m = toy(4096, 2, vec![], false);
+    let mut g = m.generate(Prompt::Ids((0..50).collect()), greedy(3), None).unwrap();
+    g.next_step().unwrap().unwrap();
+    assert!(g.state_bytes() > 0);
+    g.dispose();
+    assert_eq!(g.state_bytes(), 0, "the state is freed, not kept until the handle goes");
+    assert!(g.token_ids().is_empty());
+    assert!(g.model().is_none(), "no reference to the weights is kept");
+    for e in [g.next_step().err().unwrap(), g.export_state().err().unwrap()] {
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::InvalidOption, "generation disposed"));
+    }
+    assert_eq!(g.stats().generated_tokens, 1, "stats still answer");
+    g.dispose(); // twice is fine
+}
+
+#[test]
+fn a_dispose_flagged_while_a_prefill_runs_cancels_it_and_frees_the_state_when_the_step_ends() {
+    use std::sync::atomic::Ordering;
+    let flags: Arc<std::sync::OnceLock<(Arc<std::sync::atomic::AtomicBool>, Arc<std::sync::atomic::AtomicBool>)>> =
+        Arc::default();
+    let seen = Arc::clone(&flags);
+    let pieces = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&pieces);
+    // Sets both flags from inside the first prefill piece, as a binding's `dispose()` would from
+    // the JS thread while the step runs on a worker.
+    let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+        if let Some((cancel, dispose)) = seen.get() {
+            dispose.store(true, Ordering::Relaxed);
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
+    let mut g = m.generate(Prompt::Ids((0..1001).collect()), greedy(5), None).unwrap();
+    flags.set((g.cancel_handle(), g.dispose_flag())).unwrap();
+    let step = g.next_step().unwrap().unwrap();
+    assert_eq!(step.finish_reason, Some(FinishReason::Abort));
+    assert_eq!(pieces.load(Ordering::Relaxed), 1, "the prefill stopped after its first piece");
+    assert_eq!(g.state_bytes(), 0);
+    assert_eq!(g.export_state().err().unwrap().message, "generation disposed");
+}
+
+#[test]
 fn a_context_limit_refuses_asked_for_tokens_that_do_not_fit_and_cuts_the_default_to_the_room_left() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let forwards = Arc::new(AtomicUsize::new(0));

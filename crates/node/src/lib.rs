@@ -282,13 +282,14 @@ impl RawModel {
 /// One running generation. `next()` steps run on libuv workers; await each before the next call
 /// (a step holds the generation's lock, so `exportState` / `stats` / `tokenIds` wait for it).
 ///
-/// Its model state (a transformer's KV cache: tens of MB per long prompt) lives until V8 collects
-/// the handle, finished or not; the bytes are reported to V8 as external memory after each step, so
+/// Its model state (a transformer's KV cache: tens of MB per long prompt) lives until `dispose()` or
+/// until V8 collects the handle; the bytes are reported to V8 as external memory after each step, so
 /// its collector counts them instead of letting finished generations' caches accumulate.
 #[napi(custom_finalize)]
 pub struct RawGeneration {
     inner: Arc<Mutex<Generation>>,
     cancel: Arc<AtomicBool>,
+    dispose: Arc<AtomicBool>,
     memory: Arc<ReportedMemory>,
 }
 
@@ -322,6 +323,7 @@ impl RawGeneration {
     fn new(generation: Generation) -> Self {
         Self {
             cancel: generation.cancel_handle(),
+            dispose: generation.dispose_flag(),
             inner: Arc::new(Mutex::new(generation)),
             memory: Arc::new(ReportedMemory::default()),
         }
@@ -375,6 +377,18 @@ impl RawGeneration {
     #[napi]
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Frees the generation's state now; while a step runs on a worker, that step is cancelled and
+    /// the state freed as it ends. Never blocks.
+    #[napi]
+    pub fn dispose(&self, env: Env) -> napi::Result<()> {
+        self.dispose.store(true, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.inner.try_lock() {
+            g.dispose_if_requested();
+        }
+        self.memory.update(&env, &self.inner)
     }
 
     #[napi]

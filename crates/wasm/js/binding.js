@@ -252,6 +252,7 @@ export function createBinding({ instantiate, fileReader }) {
       exportState: () => call(instance, () => raw.exportState()),
       stats: () => call(instance, () => raw.stats()),
       tokenIds: () => call(instance, () => raw.tokenIds()),
+      dispose: () => call(instance, () => raw.dispose()),
     };
   }
 

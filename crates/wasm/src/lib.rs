@@ -304,6 +304,11 @@ impl RawGeneration {
         self.cancel.store(true, Ordering::Relaxed);
     }
 
+    /// Frees the generation's state now (later steps and exports fail with "generation disposed").
+    pub fn dispose(&mut self) {
+        self.inner.dispose();
+    }
+
     #[wasm_bindgen(js_name = exportState)]
     pub fn export_state(&mut self) -> std::result::Result<Vec<u8>, JsError> {
         self.with_inner(|g| g.export_state())

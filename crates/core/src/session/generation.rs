@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{finite, snapshot, LoadedModel, Prompt};
+use super::{finite, handles, snapshot, LoadedModel, Prompt};
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
 use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
@@ -41,7 +41,8 @@ pub struct Generation {
     /// The model's fingerprint and weights identity, kept for `export_state` after the model is released.
     fingerprint: u64,
     weights_identity: u64,
-    state: Box<dyn ModelState>,
+    /// `None` once disposed: [`Self::dispose`] frees it without waiting for the handle's collector.
+    state: Option<Box<dyn ModelState>>,
     /// The model's `state_bytes` and `state_bytes_per_token`, kept for [`Self::state_bytes`] after
     /// the model is released.
     state_size: (usize, usize),
@@ -66,6 +67,8 @@ pub struct Generation {
     detokenizer: Option<StreamDetokenizer>,
     stop_strings: StopStrings,
     cancel: Arc<AtomicBool>,
+    /// Set from any thread by the handle of [`Self::dispose_flag`]; honoured between steps.
+    dispose_requested: Arc<AtomicBool>,
     finished: Option<FinishReason>,
     /// A failed step leaves the state half-advanced: later calls repeat the error.
     failed: Option<PhoenixError>,
@@ -135,7 +138,7 @@ impl Generation {
             fingerprint: model.fingerprint(),
             weights_identity: model.weights_identity(),
             model: Some(model),
-            state: model_state,
+            state: Some(model_state),
             state_size,
             history,
             fed,
@@ -149,6 +152,7 @@ impl Generation {
             detokenizer: None,
             stop_strings: StopStrings::new(options.stop_strings),
             cancel: Arc::new(AtomicBool::new(false)),
+            dispose_requested: Arc::new(AtomicBool::new(false)),
             finished: None,
             failed: None,
             stats: GenerationStats { prompt_tokens, ..Default::default() },
@@ -208,6 +212,7 @@ impl Generation {
     /// Runs one step: on the first call the prefill plus the first sample, later one decode step.
     /// `Ok(None)` once finished; the step that finishes carries the finish reason.
     pub fn next_step(&mut self) -> Result<Option<Step>> {
+        self.dispose_if_requested();
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -218,6 +223,8 @@ impl Generation {
         if let Err(e) = &result {
             self.fail(e.clone());
         }
+        // A dispose asked for while this step ran (it also cancelled it): free the state now.
+        self.dispose_if_requested();
         result.map(Some)
     }
 
@@ -299,7 +306,7 @@ impl Generation {
         loop {
             let end = upto.min(self.fed.saturating_add(piece));
             let ids = &self.history[self.fed..end];
-            let state = self.state.as_mut();
+            let state = self.state.as_deref_mut().ok_or_else(disposed)?;
             let mut feed = || model.model().forward(ids, state, LogitsWanted::Last);
             let mut scoped = || if exact_last && end == upto { with_exact_activations(&mut feed) } else { feed() };
             let logits = if self.int8_prompt { with_int8_prompts(&mut scoped) } else { scoped() }?;
@@ -359,6 +366,7 @@ impl Generation {
     /// The context so far as a snapshot (format in [`super::snapshot`]). Runs a pending prefill
     /// first, so the saved state is ready to continue from.
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
+        self.dispose_if_requested();
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -375,8 +383,47 @@ impl Generation {
         if pending {
             self.stats.prefill_ms += now_ms() - started;
         }
-        let layout = self.state.layout();
-        Ok(snapshot::encode(self.fingerprint, self.weights_identity, &layout, &self.history, &self.state.to_bytes()?))
+        let state = self.state.as_deref().ok_or_else(disposed)?;
+        Ok(snapshot::encode(
+            self.fingerprint,
+            self.weights_identity,
+            &state.layout(),
+            &self.history,
+            &state.to_bytes()?,
+        ))
+    }
+
+    /// Ends the generation and frees what it holds — the model state (a KV cache, SSM states), the
+    /// history, its reference to the weights — now instead of when the binding's handle is collected.
+    /// Later steps and exports fail with "generation disposed"; `stats` still answers.
+    pub fn dispose(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.dispose_requested.store(true, Ordering::Relaxed);
+        if self.state.is_none() {
+            return;
+        }
+        self.failed = Some(handles::disposed_generation());
+        self.state = None;
+        self.history = Vec::new();
+        self.fed = 0;
+        self.pending_text = None;
+        self.model = None;
+        self.tokenizer = None;
+        self.detokenizer = None;
+    }
+
+    /// A flag that, set from any thread (with the [`Self::cancel_handle`] flag, so a running prefill
+    /// stops at its next piece), disposes the generation when the running step ends — for a binding
+    /// whose step runs on another thread while the caller disposes.
+    pub fn dispose_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.dispose_requested)
+    }
+
+    /// Disposes the generation if [`Self::dispose_flag`] was set.
+    pub fn dispose_if_requested(&mut self) {
+        if self.dispose_requested.load(Ordering::Relaxed) {
+            self.dispose();
+        }
     }
 
     pub fn stats(&self) -> GenerationStats {
@@ -402,6 +449,9 @@ impl Generation {
     /// binding with a garbage collector reports them to it (V8 otherwise sees only a small object
     /// and lets finished generations' caches pile up: ~30 MB each for a 512-token SmolLM prompt).
     pub fn state_bytes(&self) -> usize {
+        if self.state.is_none() {
+            return 0;
+        }
         let (fixed, per_token) = self.state_size;
         fixed.saturating_add(self.fed.saturating_mul(per_token))
     }
@@ -414,6 +464,10 @@ impl Generation {
 
 fn empty_prompt() -> PhoenixError {
     invalid_option("prompt is empty (give text or ids, or a state to continue)")
+}
+
+fn disposed() -> PhoenixError {
+    handles::disposed_generation()
 }
 
 fn released() -> PhoenixError {
