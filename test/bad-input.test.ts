@@ -304,6 +304,23 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       });
     }
 
+    it('an out-of-range number is quoted as the caller wrote it, not as converted (Infinity, 1e+300, 2^64)', async () => {
+      const cases: [GenerationOptions, string][] = [
+        [{ maxTokens: 1e300 }, 'got 1e+300'],
+        [{ maxTokens: 2 ** 64 }, `got ${String(2 ** 64)}`],
+        [{ topK: 2 ** 64 }, `got ${String(2 ** 64)}`],
+        [{ temperature: Number.POSITIVE_INFINITY }, 'got Infinity'],
+        [{ topP: Number.NaN }, 'got NaN'],
+        [{ seed: 1e300 }, 'got 1e+300'],
+      ];
+      for (const [options, quoted] of cases) {
+        const error = await expectCode(engine.predict(lite, 'Once', options), 'E_INVALID_OPTION');
+        expect(error.message.endsWith(quoted), `${error.message} (wanted …${quoted})`).toBe(true);
+      }
+      // A finite temperature beyond f32's range is a very flat distribution, not infinity.
+      expect((await engine.predict(lite, 'Once', { temperature: 1e300, maxTokens: 2, seed: 1 })).generatedTokens).toBe(2);
+    });
+
     it('prompt ids outside the vocabulary or of the wrong type → E_INVALID_OPTION', async () => {
       await expectCode(engine.predict(lite, { ids: [4096] }), 'E_INVALID_OPTION');
       await expectCode(engine.predict(lite, { ids: [-1] }), 'E_INVALID_OPTION');

@@ -4,6 +4,7 @@
 //! allowed range.
 
 use crate::error::{invalid_option, Result};
+use crate::session::js_numbers::shown;
 
 /// Upper bound on `maxTokens`: far beyond any sensible request, low enough to catch garbage
 /// (negative numbers wrapped to u32, `Infinity`, …).
@@ -94,19 +95,19 @@ impl GenerateOptions {
     /// Checks every range. `vocab_size` bounds `stop_token_ids`.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
         if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS_LIMIT {
-            return Err(range("maxTokens", "an integer in 1..=1048576", self.max_tokens));
+            return Err(range("maxTokens", "an integer in 1..=1048576", self.max_tokens as f64));
         }
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(range("temperature", "a finite number >= 0 (0 = greedy)", self.temperature));
+            return Err(range("temperature", "a finite number >= 0 (0 = greedy)", self.temperature.into()));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(range("topP", "a number in (0, 1] (1 = off)", self.top_p));
+            return Err(range("topP", "a number in (0, 1] (1 = off)", self.top_p.into()));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(range("minP", "a number in [0, 1] (0 = off)", self.min_p));
+            return Err(range("minP", "a number in [0, 1] (0 = off)", self.min_p.into()));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return Err(range("repeatPenalty", "a finite number > 0 (1 = off)", self.repeat_penalty));
+            return Err(range("repeatPenalty", "a finite number > 0 (1 = off)", self.repeat_penalty.into()));
         }
         if let Some(&bad) = self.stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(invalid_option(format!(
@@ -196,22 +197,26 @@ impl RawGenerateOptions {
     }
 }
 
-fn range(option: &str, allowed: &str, got: impl std::fmt::Display) -> crate::PhoenixError {
-    invalid_option(format!("option `{option}` must be {allowed}, got {got}"))
+/// The error quotes `got` as JS prints it (`Infinity`, `1e+300`).
+fn range(option: &str, allowed: &str, got: f64) -> crate::PhoenixError {
+    invalid_option(format!("option `{option}` must be {allowed}, got {}", shown(got)))
 }
 
-/// A non-negative integral JS number as usize. Values beyond usize saturate (then fail range checks).
+/// A non-negative integral JS number as usize; beyond 2^53 (where JS integers stop being exact) it
+/// is refused here, quoting the number given, rather than saturated and quoted converted.
 fn count(option: &str, v: f64, allowed: &str) -> Result<usize> {
-    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
-        Ok(if v >= usize::MAX as f64 { usize::MAX } else { v as usize })
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= MAX_SAFE_INTEGER {
+        Ok(v as usize)
     } else {
         Err(range(option, allowed, v))
     }
 }
 
-/// f64 → f32 keeping NaN / ±inf so that `validate` rejects them.
+/// f64 → f32 keeping NaN / ±inf so that `validate` rejects them; a finite number beyond f32's range
+/// becomes f32's largest, not infinity (a temperature of 1e300 is a valid, very flat temperature).
 fn float(v: Option<f64>, default: f32) -> f32 {
-    v.map(|x| x as f32).unwrap_or(default)
+    v.map(|x| if x.is_finite() { x.clamp(f32::MIN.into(), f32::MAX.into()) as f32 } else { x as f32 })
+        .unwrap_or(default)
 }
 
 #[cfg(test)]

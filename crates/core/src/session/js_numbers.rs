@@ -23,8 +23,29 @@ pub fn count_from_number(what: &str, value: f64, max: usize) -> Result<usize> {
     if value.fract() == 0.0 && (0.0..=max as f64).contains(&value) {
         Ok(value as usize)
     } else {
-        Err(invalid_option(format!("{what}: must be an integer in 0..={max}, got {value}")))
+        Err(invalid_option(format!("{what}: must be an integer in 0..={max}, got {}", shown(value))))
     }
+}
+
+/// A JS number as JS prints it, for messages that quote what the caller gave: `Infinity`, `NaN`,
+/// `1e+300` (Rust's `{}` would write `inf`, or 301 digits).
+pub fn shown(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-7..1e21).contains(&magnitude) {
+        // JS switches to exponent form outside [1e-7, 1e21) and always signs the exponent.
+        let text = format!("{value:e}");
+        return match text.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+            _ => text,
+        };
+    }
+    format!("{value}")
 }
 
 #[cfg(test)]
@@ -39,6 +60,25 @@ mod tests {
             let e = ids_from_numbers("prompt.ids", &[bad]).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidOption);
             assert!(e.message.starts_with("prompt.ids:"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn numbers_are_shown_as_js_prints_them() {
+        let cases = [
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+            (1e300, "1e+300"),
+            (-2.5e21, "-2.5e+21"),
+            (1e-9, "1e-9"),
+            (18446744073709551615.0, "18446744073709552000"),
+            (-1.0, "-1"),
+            (0.5, "0.5"),
+            (0.0, "0"),
+        ];
+        for (value, js) in cases {
+            assert_eq!(shown(value), js, "{value}");
         }
     }
 
