@@ -3,7 +3,7 @@
  * compiled dist/ (built once here).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -201,6 +201,22 @@ describe('phoenix-local CLI', () => {
     expect(human.split('\n').slice(1, 1 + lines.length)).toEqual(lines);
   });
 
+  it('a model that cannot be read shows its size as unknown, not 0 B (info and list)', async () => {
+    const broken = path.join(scratch.dir, 'broken-model');
+    await mkdir(broken, { recursive: true });
+    await writeFile(path.join(broken, 'config.json'), '{ not json');
+    const info = await cli(['info', broken, '-q']);
+    expect(info.status).toBe(1);
+    expect(info.stdout).toMatch(/^size +unknown \(the model could not be read: see error\)$/m);
+    expect(info.stdout).not.toMatch(/0 B/);
+    expect(info.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: /m);
+    const listed = await cli(['list'], { PHOENIX_MODELS_DIR: scratch.dir });
+    const row = listed.stdout.split('\n').find((line) => line.startsWith('broken-model'));
+    expect(row).toBeDefined();
+    expect(row).not.toMatch(/ 0 B /);
+    expect(row).toMatch(/ \? +error /);
+  });
+
   it('failures: non-zero exit, code and message on stderr', async () => {
     const cases: [string[], number, RegExp][] = [
       [['info', 'no-such-model'], 1, /^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/m],
@@ -242,13 +258,17 @@ describe('phoenix-local CLI', () => {
       expect(run.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: /m);
       expect(run.stderr).toMatch(message);
     }
-    // `run` checks --threads with the other options before loading (usage, 2); `info` when it loads (1).
-    const threads = await cli(['run', 'phoenix-ssm-lite', 'Once', '--threads', '-1', '-q']);
-    expect(threads.status).toBe(2);
-    expect(threads.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
-    const info = await cli(['info', 'phoenix-ssm-lite', '--threads', '-2', '-q']);
-    expect(info.status).toBe(1);
-    expect(info.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: setThreads: must be/m);
+    // --threads is a count: anything else is a usage error naming the flag and what was typed.
+    for (const [command, value] of [['run', '-1'], ['info', '-2'], ['score', '1.5'], ['run', '1e400']] as const) {
+      const args = command === 'run' ? ['run', 'phoenix-ssm-lite', 'Once'] : [command, 'phoenix-ssm-lite', ...(command === 'score' ? ['x'] : [])];
+      const threads = await cli([...args, '--threads', value, '-q']);
+      expect({ command, value, status: threads.status }).toEqual({ command, value, status: 2 });
+      expect(threads.stderr).toContain(`phoenix-local: E_INVALID_OPTION: --threads must be a whole number ≥ 0, got "${value}"`);
+    }
+    // Beyond the core's limit: the core's bound, before loading for `run`.
+    const huge = await cli(['run', 'phoenix-ssm-lite', 'Once', '--threads', '100000', '-q']);
+    expect(huge.status).toBe(2);
+    expect(huge.stderr).toMatch(/E_INVALID_OPTION: .*got 100000/);
     // Any value may start with a dash, not only numbers.
     const dashText = await cli(['score', 'phoenix-ssm-lite', '--text', '-1 is negative', '--json', '-q']);
     expect(dashText.status).toBe(0);
@@ -327,6 +347,11 @@ describe('phoenix-local CLI', () => {
       }
     }
     expect((await cli(['run', '--help'])).stdout).toMatch(/--save-state <file>/);
+    // Each help lists the flags its command takes: list refuses --threads, so its help omits it.
+    expect((await cli(['list', '--help'])).stdout).not.toContain('--threads');
+    for (const command of ['info', 'run', 'score', 'chat', 'worker']) expect((await cli([command, '--help'])).stdout).toContain('--threads <n>');
+    // score's text may follow the model as an argument; its help says so.
+    expect((await cli(['score', '--help'])).stdout).toContain('phoenix-local score <model> "<text>"');
   });
 
   it('PHOENIX_BACKEND=wasm is honoured and reported by info', async () => {

@@ -60,6 +60,11 @@ const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   worker: ['threads', 'redis', 'queue', 'concurrency', 'preload'],
 };
 
+/** Whether `command` reads `flag` (its help lists only those). */
+export function commandTakes(command: CommandName, flag: FlagName): boolean {
+  return GLOBAL_FLAGS.includes(flag) || COMMAND_FLAGS[command].includes(flag);
+}
+
 function parse(argv: string[]) {
   return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
 }
@@ -155,6 +160,15 @@ export function numberFlag(flags: ParsedFlags, name: keyof ParsedFlags): number 
     throw new PhoenixError('E_INVALID_OPTION', `--${name} must be a number, got ${JSON.stringify(value)}`, { option: name, usage: true });
   }
   return Number(value);
+}
+
+/** A flag that counts something: a whole number ≥ 0, else a usage error quoting what was typed. */
+export function countFlag(flags: ParsedFlags, name: keyof ParsedFlags): number | undefined {
+  const value = numberFlag(flags, name);
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+    throw new PhoenixError('E_INVALID_OPTION', `--${name} must be a whole number ≥ 0, got ${JSON.stringify(flags[name])}`, { option: name, usage: true });
+  }
+  return value;
 }
 
 /** `--ids 1,2,3` → `[1, 2, 3]`. */

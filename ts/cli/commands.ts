@@ -6,6 +6,7 @@ import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { toRawPrompt } from '../engines/options.js';
 import { readStateFile } from '../engines/state-file.js';
 import type { ChatMessage, GenerationInput, GenerationOptions, GenerationResult, InferenceEngine } from '../engines/types.js';
+import type { ModelMetadata } from '../models/metadata.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
 import { checkReadableFile, checkWritableFile, writeOutputFile } from './destination.js';
@@ -25,7 +26,7 @@ export async function listCommand(ctx: CliContext): Promise<number> {
     return 0;
   }
   const rows = models.map((m) =>
-    [m.name, m.modelType, m.format, formatBytes(m.sizeBytes), m.status, m.version, m.family ?? '-', m.engine ?? '-', m.checksum.slice(0, 12)].map(printable),
+    [m.name, m.modelType, m.format, shownSize(m) ?? '?', m.status, m.version, m.family ?? '-', m.engine ?? '-', m.checksum.slice(0, 12)].map(printable),
   );
   const header = ['NAME', 'TYPE', 'FORMAT', 'SIZE', 'STATUS', 'VERSION', 'FAMILY', 'ENGINE', 'SHA256'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
@@ -68,7 +69,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       ['format', metadata.format],
       ...(metadata.family ? [['family', `${metadata.family} (${metadata.engine} engine)`] as [string, unknown]] : []),
       ['version', metadata.version],
-      ['size', `${formatBytes(metadata.sizeBytes)} (${metadata.sizeBytes} bytes)`],
+      ['size', shownSize(metadata) === undefined ? 'unknown (the model could not be read: see error)' : `${shownSize(metadata)} (${metadata.sizeBytes} bytes)`],
       ['sha256', metadata.checksum],
       ['tokenizer', metadata.hasTokenizer ? 'yes' : 'no'],
     ];
@@ -104,6 +105,12 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     throw new PhoenixError(metadata.error.code as PhoenixError['code'], metadata.error.message, { model: metadata.name });
   }
   return 0;
+}
+
+/** A model's size for display; `undefined` for a model in error whose files were never sized (not "0 B"). */
+function shownSize(m: ModelMetadata): string | undefined {
+  if (m.sizeBytes === 0 && m.status === 'error') return undefined;
+  return formatBytes(m.sizeBytes);
 }
 
 /** The sampling and stopping flags of `run` and `chat` as generation options (absent ones left out). */

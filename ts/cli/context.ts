@@ -14,7 +14,7 @@ import { defaultEngines } from '../engines/default-engines.js';
 import type { LoadedModel } from '../engines/types.js';
 import { LocalModelManager, type ModelProgressEvent } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
-import { numberFlag, type ParsedFlags } from './args.js';
+import { countFlag, type ParsedFlags } from './args.js';
 import { printable } from './printable.js';
 
 export interface Output {
@@ -41,7 +41,7 @@ export class CliContext {
     if (backend !== undefined && backend !== 'native' && backend !== 'wasm' && backend !== 'auto') {
       throw new PhoenixError('E_INVALID_OPTION', `--backend must be native, wasm or auto, got ${JSON.stringify(backend)}`, { option: 'backend', usage: true });
     }
-    const threads = numberFlag(flags, 'threads');
+    const threads = countFlag(flags, 'threads');
     this.#binding = loadBinding(backend ? { backend } : {});
     this.#binding.catch(() => undefined); // reported by the command that needs it
     // A bad --threads fails what runs the model (typed error, exit 1), not the backend report of `info`.

@@ -1,6 +1,7 @@
 /**
  * Help texts: the global usage and one per command (`phoenix-local <command> --help`).
  */
+import { commandTakes } from './args.js';
 
 export const COMMANDS = ['list', 'info', 'run', 'chat', 'score', 'worker'] as const;
 export type CommandName = (typeof COMMANDS)[number];
@@ -9,12 +10,16 @@ export function isCommand(name: string | undefined): name is CommandName {
   return (COMMANDS as readonly (string | undefined)[]).includes(name);
 }
 
-const GLOBAL_OPTIONS = `Global options:
+const THREADS_OPTION = '  --threads <n>                worker threads of the core (0 = all cores; not for list)\n';
+
+/** The options every command takes; `--threads` only where it means something (not `list`). */
+function globalOptions(threads: boolean): string {
+  return `Global options:
   --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models)
   --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
-  --threads <n>                worker threads of the core (0 = all cores; info, run, score)
-  -q, --quiet                  no progress on stderr
+${threads ? THREADS_OPTION : ''}  -q, --quiet                  no progress on stderr
   -h, --help    -v, --version`;
+}
 
 const MODEL_ARG = '<model> is a folder name in the models dir, or a path to a model folder.';
 
@@ -29,14 +34,14 @@ Commands:
   run <model> --chat "<question>"
                                the assistant's answer, through the model's chat template
   chat <model>                 an interactive conversation (/reset, /exit; Ctrl-C stops an answer)
-  score <model> (--ids 1,2,3 | --text "…") [--json]
+  score <model> (--ids 1,2,3 | --text "…" | "<text>") [--json]
                                next-token logits of every position (--json: {"ids":[…],"logits":[[…],…]})
   worker --redis <url>         serve a queue of pipeline requests (BullMQ on Redis) with these models
 
 ${MODEL_ARG}
 "phoenix-local <command> --help" describes one command.
 
-${GLOBAL_OPTIONS}
+${globalOptions(true)}
 
 ${EXIT_STATUS}
 `;
@@ -107,17 +112,19 @@ Options:
   --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr
   --int8-prompt                quantized (GGUF) weights: process each turn with 8-bit activations (faster)`,
   score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
+       phoenix-local score <model> "<text>" [--json]
 
 Prints the next-token logits of every position: per position the log-probability of the next
 token and the argmax, then the perplexity. ${MODEL_ARG}
 
 Options:
   --ids 1,2,3                  the sequence as token ids
-  --text "…"                   the sequence as text (tokenized with the model's tokenizer)
+  --text "…"                   the sequence as text (tokenized with the model's tokenizer); the text may
+                               also follow <model> as an argument
   --json                       {"ids":[…],"logits":[[…],…]}: every position, every vocabulary column`,
 };
 
 /** The help of one command, with the global options and exit statuses. */
 export function commandUsage(command: CommandName): string {
-  return `${COMMAND_USAGE[command]}\n\n${GLOBAL_OPTIONS}\n\n${EXIT_STATUS}\n`;
+  return `${COMMAND_USAGE[command]}\n\n${globalOptions(commandTakes(command, 'threads'))}\n\n${EXIT_STATUS}\n`;
 }
