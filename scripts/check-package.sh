@@ -47,9 +47,13 @@ done
 [ -f "$pkg/dist/models/bundled.js" ] || die "the package has no bundled-model lookup (dist/models/bundled.js)"
 [ ! -e "$app/models" ] || die "the app folder must not have a models/ folder for this check"
 
+# The shipped JS names no source maps it lacks (pack.mjs builds dist/ without them).
+maps="$(grep -rl 'sourceMappingURL' "$pkg/dist" || true)"
+[ -z "$maps" ] || die "packed dist/ files reference source maps the package does not hold: ${maps//$'\n'/ }"
+
 phoenix() {
   (cd "$app" && env -u PHOENIX_BACKEND -u PHOENIX_NATIVE_PATH -u PHOENIX_WASM_PATH -u PHOENIX_MODELS_DIR \
-    PATH="$bin" npx --no phoenix-local "$@")
+    XDG_CACHE_HOME="$work/cache" PATH="$bin" npx --no phoenix-local "$@")
 }
 
 # Prints the backend kind `info` reports, after checking it was loaded from the installed packages:
@@ -80,4 +84,7 @@ find "$app/node_modules" -name '*.node' -type f -delete
 wasm_text="$(generate)"
 say "wasm:   $wasm_text"
 [ "$native_text" = "$wasm_text" ] || die "native and WASM greedy texts differ"
+# The bundled models dir lies inside node_modules: its checksums go to the user's cache, not the package.
+[ ! -e "$pkg/models/.phoenix-manifest.json" ] || die "a manifest was written into the installed package"
+[ -n "$(find "$work/cache/phoenix-local" -name 'manifest-*.json' -print -quit 2>/dev/null)" ] || die "no manifest in \$XDG_CACHE_HOME/phoenix-local"
 say "ok: installed package runs on native and WASM with the same greedy text"

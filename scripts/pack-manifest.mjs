@@ -31,5 +31,7 @@ export function publishedManifest(main, platforms) {
     }
     optionalDependencies[manifest.name] = main.version;
   }
-  return { ...main, optionalDependencies: { ...main.optionalDependencies, ...optionalDependencies } };
+  // The repo's scripts (build, test, bench, the prepack guard) name files the tarball does not hold.
+  const { scripts: _repoScripts, ...rest } = main;
+  return { ...rest, optionalDependencies: { ...main.optionalDependencies, ...optionalDependencies } };
 }

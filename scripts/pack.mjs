@@ -49,9 +49,9 @@ for (const { manifest } of platforms) {
   }
 }
 
-say('building TypeScript into a clean dist/');
+say('building TypeScript into a clean dist/ (no source maps: the package ships no TypeScript sources)');
 rmSync(path.join(ROOT, 'dist'), { recursive: true, force: true });
-run('npm', ['run', '--silent', 'build:ts']);
+run('npm', ['run', '--silent', 'build:ts', '--', '--sourceMap', 'false']);
 
 // Each platform package ships the addon built into native/. (Not `napi artifacts`: v3 also copies every
 // addon into the package root and rewrites the package's main entry, which this package does not want.)

@@ -2,7 +2,8 @@
  * LocalModelManager: discovery, metadata, checksums + corruption, manifest, LRU budget, shared
  * concurrent loads, fallback choice, name resolution (path escapes) — on real model folders.
  */
-import { mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -115,6 +116,33 @@ describe('checksums and the manifest', () => {
     const again: ModelProgressEvent[] = [];
     await manager({ onProgress: (e) => again.push(e) }).listModels();
     expect(again.filter((e) => e.kind === 'checksum')).toEqual([]); // nothing re-hashed
+  });
+
+  it('a models dir inside node_modules (an installed package\'s) keeps its manifest in the user\'s cache, not in the package', async () => {
+    const installed = path.join(scratch.dir, 'app', 'node_modules', 'phoenix-local', 'models');
+    await copyModel(TINY, path.join(installed, 'tiny'));
+    const outside = await copyModel(TINY, path.join(scratch.dir, 'by-path-model'));
+    const cache = path.join(scratch.dir, 'xdg-cache');
+    const saved = process.env.XDG_CACHE_HOME;
+    process.env.XDG_CACHE_HOME = cache;
+    try {
+      const m = manager({ modelsDir: installed });
+      await m.listModels();
+      (await m.loadModelAt(outside)).dispose(); // a model named by path is recorded there too
+      m.dispose();
+      expect(existsSync(path.join(installed, '.phoenix-manifest.json'))).toBe(false);
+      const [file, ...more] = await readdir(path.join(cache, 'phoenix-local'));
+      expect(more).toEqual([]);
+      const manifest = JSON.parse(await readFile(path.join(cache, 'phoenix-local', file as string), 'utf8')) as { models: Record<string, unknown> };
+      expect(Object.keys(manifest.models).sort()).toEqual([path.join(installed, 'tiny'), outside].sort());
+      // The next process finds it: nothing is hashed again.
+      const again: ModelProgressEvent[] = [];
+      await manager({ modelsDir: installed, onProgress: (e) => again.push(e) }).listModels();
+      expect(again.filter((e) => e.kind === 'checksum')).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved;
+    }
   });
 
   it('changed weights → corrupted; loading throws E_CHECKSUM until the new checksum is accepted', async () => {

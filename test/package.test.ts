@@ -71,6 +71,17 @@ describe('main package tarball', () => {
     const published = publishedManifest(main, platforms);
     expect(published.optionalDependencies).toEqual(Object.fromEntries(platforms.map((p) => [p.manifest.name, main.version])));
     expect(() => publishedManifest({ ...main, version: '9.9.9' }, platforms)).toThrow(/napi version/);
+    // The repo's scripts name files the tarball lacks (and its prepack guard would refuse a repack).
+    expect((published as PackageJson & { scripts?: unknown }).scripts).toBeUndefined();
+  });
+
+  it('a plain `npm pack` is refused, naming `npm run pack` (it would ship no native addon)', async () => {
+    const plain = await run('npm', ['pack', '--dry-run', '--json'], { cwd: ROOT, maxBuffer: 16 << 20 }).then(
+      () => ({ failed: false, stderr: '' }),
+      (error: { stderr: string }) => ({ failed: true, stderr: error.stderr }),
+    );
+    expect(plain.failed).toBe(true);
+    expect(plain.stderr).toContain('npm run pack -- <output dir>');
   });
 });
 

@@ -13,10 +13,10 @@ import { combineChecksums, sha256Handle } from './checksum.js';
 import { describeFolder } from './discovery.js';
 import { filesOf, sameIdentity, sameStats, sideFileChange } from './file-identity.js';
 import { filesFolderOf, isGgufFile, isGgufName } from './gguf-path.js';
-import { Manifest, MANIFEST_FILE_NAME, type ManifestEntry } from './manifest.js';
+import { Manifest, type ManifestEntry } from './manifest.js';
 import type { ModelMetadata, ModelStatus, PerformanceProfile, WeightFileInfo } from './metadata.js';
 import { openModelFile, type ModelFolder } from './model-files.js';
-import { defaultModelsDir, isDirectory, modelsDirCandidates } from './models-dir.js';
+import { defaultManifestPath, defaultModelsDir, isDirectory, modelsDirCandidates } from './models-dir.js';
 import { resolveModelFolder } from './names.js';
 
 export { defaultModelsDir, modelsDirCandidates };
@@ -33,9 +33,15 @@ export type ModelProgressEvent =
 export interface LocalModelManagerOptions {
   /** Folder with one sub-folder per model. Default: `PHOENIX_MODELS_DIR`, else `models/` under the cwd. */
   modelsDir?: string;
-  /** Manifest file. Default `<modelsDir>/.phoenix-manifest.json`. */
+  /**
+   * Manifest file. Default `<modelsDir>/.phoenix-manifest.json`; for a models dir inside `node_modules`
+   * (an installed package's bundled models) a file in the user's cache (see `defaultManifestPath`).
+   */
   manifestPath?: string;
-  /** Bytes of weights that may stay loaded; least-recently-used models beyond it are unloaded. Default: unlimited. */
+  /**
+   * Bytes of weights that may stay loaded; least-recently-used idle models beyond it are unloaded.
+   * It evicts, never refuses: a model bigger than the whole budget still loads (alone). Default: unlimited.
+   */
   memoryBudgetBytes?: number;
   /** Engines to register right away (more via {@link LocalModelManager.registerEngine}). */
   engines?: InferenceEngine[];
@@ -139,7 +145,7 @@ export class LocalModelManager {
     this.#measure = options.measurePerformance ?? true;
     this.#onProgress = options.onProgress;
     this.#binding = options.binding;
-    this.#manifest = Manifest.open(options.manifestPath ?? path.join(this.modelsDir, MANIFEST_FILE_NAME));
+    this.#manifest = Manifest.open(options.manifestPath ?? defaultManifestPath(this.modelsDir));
     for (const engine of options.engines ?? []) this.registerEngine(engine);
   }
 
