@@ -31,20 +31,39 @@ if (!PRESENT) {
 const PROMPT_TOKENS = 200;
 const GENERATIONS = 32;
 
-describe.skipIf(!PRESENT)('native generations report their state to V8', () => {
-  it('so dropped, finished generations do not pile up in memory', () => {
-    requireNativeAddon();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-native-memory-'));
-    try {
-      const script = path.join(dir, 'loop.mts');
-      writeFileSync(
-        script,
-        `import { readFileSync } from 'node:fs';
+/**
+ * Runs `body` in a fresh tsx process after a prelude that loads the model on the native addon and
+ * defines `ids` (the prompt) and `peakMb()`; returns the JSON object of its last stdout line.
+ */
+function runLoop<T>(body: string): T {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-native-memory-'));
+  try {
+    const script = path.join(dir, 'loop.mts');
+    writeFileSync(
+      script,
+      `import { readFileSync } from 'node:fs';
 import { loadBinding } from ${JSON.stringify(path.join(ROOT, 'ts/binding/load.ts'))};
 const peakMb = () => Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
 const { binding } = await loadBinding({ backend: 'native' });
 const model = await binding.loadModel(${JSON.stringify(FILE)});
 const ids = Array.from({ length: ${PROMPT_TOKENS} }, (_, i) => 100 + ((i * 7919) % 40000));
+const perGenerationMb = (model.info().stateBytes + ${PROMPT_TOKENS} * model.info().stateBytesPerToken) / 2 ** 20;
+${body}
+`,
+    );
+    const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
+    const child = spawnSync(tsx, [script], { encoding: 'utf8', timeout: 120_000 });
+    expect(child.status, child.stderr).toBe(0);
+    return JSON.parse(child.stdout.trim().split('\n').pop() as string) as T;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe.skipIf(!PRESENT)('native generations report their state to V8', () => {
+  it('so dropped, finished generations do not pile up in memory', () => {
+    requireNativeAddon();
+    const { growthMb, perGenerationMb } = runLoop<{ growthMb: number; perGenerationMb: number }>(`
 const warm = model.generate({ ids: ids.slice(0, 8) }, { maxTokens: 2, temperature: 0 }, undefined);
 while ((await warm.next()) !== null);
 const base = process.memoryUsage().rss / 2 ** 20;
@@ -53,40 +72,17 @@ for (let i = 0; i < ${GENERATIONS}; i++) {
   while ((await generation.next()) !== null);
   await new Promise((resolve) => setImmediate(resolve)); // an application's event loop turn
 }
-const info = model.info();
-console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb: (info.stateBytes + ${PROMPT_TOKENS} * info.stateBytesPerToken) / 2 ** 20 }));
-`,
-      );
-      const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
-      const child = spawnSync(tsx, [script], { encoding: 'utf8', timeout: 120_000 });
-      expect(child.status, child.stderr).toBe(0);
-      const { growthMb, perGenerationMb } = JSON.parse(child.stdout.trim().split('\n').pop() as string) as {
-        growthMb: number;
-        perGenerationMb: number;
-      };
-      console.log(`peak growth ${growthMb.toFixed(0)} MB, ${perGenerationMb.toFixed(1)} MB per generation`);
-      expect(perGenerationMb).toBeGreaterThan(8);
-      // Kept, they would hold GENERATIONS × perGenerationMb (282 MB); the peak stays near V8's
-      // external-memory threshold for a collection (64 MB) plus the allocator's slack.
-      expect(growthMb).toBeLessThan(0.6 * GENERATIONS * perGenerationMb);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb }));`);
+    console.log(`peak growth ${growthMb.toFixed(0)} MB, ${perGenerationMb.toFixed(1)} MB per generation`);
+    expect(perGenerationMb).toBeGreaterThan(8);
+    // Kept, they would hold GENERATIONS × perGenerationMb (282 MB); the peak stays near V8's
+    // external-memory threshold for a collection (64 MB) plus the allocator's slack.
+    expect(growthMb).toBeLessThan(0.6 * GENERATIONS * perGenerationMb);
   }, 180_000);
 
   it('dispose() frees a generation at once: disposed one after another, the peak stays near one state', () => {
     requireNativeAddon();
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'phoenix-native-dispose-'));
-    try {
-      const script = path.join(dir, 'loop.mts');
-      writeFileSync(
-        script,
-        `import { readFileSync } from 'node:fs';
-import { loadBinding } from ${JSON.stringify(path.join(ROOT, 'ts/binding/load.ts'))};
-const peakMb = () => Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
-const { binding } = await loadBinding({ backend: 'native' });
-const model = await binding.loadModel(${JSON.stringify(FILE)});
-const ids = Array.from({ length: ${PROMPT_TOKENS} }, (_, i) => 100 + ((i * 7919) % 40000));
+    const out = runLoop<{ growthMb: number; perGenerationMb: number; runningFinish: string | null; exportError: string; nextError: string; generated: number }>(`
 const warm = model.generate({ ids }, { maxTokens: 1, temperature: 0 }, undefined);
 while ((await warm.next()) !== null);
 warm.dispose();
@@ -103,37 +99,19 @@ for (let i = 0; i < ${GENERATIONS}; i++) {
 const running = model.generate({ ids }, { maxTokens: 4, temperature: 0 }, undefined);
 const step = running.next();
 running.dispose();
-const first = await step.then((s) => s && s.finishReason, (e) => String(e.message));
+const runningFinish = await step.then((s) => s && s.finishReason, (e) => String(e.message));
 let exportError = '';
 try { running.exportState(); } catch (e) { exportError = String(e.message); }
 let nextError = '';
 try { await kept[0].next(); } catch (e) { nextError = String(e.message); }
-const info = model.info();
-console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb: (info.stateBytes + ${PROMPT_TOKENS} * info.stateBytesPerToken) / 2 ** 20,
-  runningFinish: first, exportError, nextError, generated: kept[0].stats().generatedTokens }));
-`,
-      );
-      const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
-      const child = spawnSync(tsx, [script], { encoding: 'utf8', timeout: 120_000 });
-      expect(child.status, child.stderr).toBe(0);
-      const out = JSON.parse(child.stdout.trim().split('\n').pop() as string) as {
-        growthMb: number;
-        perGenerationMb: number;
-        runningFinish: string | null;
-        exportError: string;
-        nextError: string;
-        generated: number;
-      };
-      console.log(`disposed each: peak growth ${out.growthMb.toFixed(0)} MB, ${out.perGenerationMb.toFixed(1)} MB per generation`);
-      expect(out.perGenerationMb).toBeGreaterThan(8);
-      // Kept referenced, undisposed, they would hold GENERATIONS × perGenerationMb (282 MB).
-      expect(out.growthMb).toBeLessThan(4 * out.perGenerationMb);
-      expect(['abort', 'generation disposed']).toContain(out.runningFinish);
-      expect(out.exportError).toBe('generation disposed');
-      expect(out.nextError).toBe('generation disposed');
-      expect(out.generated).toBe(1); // stats survive a dispose
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+console.log(JSON.stringify({ growthMb: peakMb() - base, perGenerationMb, runningFinish, exportError, nextError, generated: kept[0].stats().generatedTokens }));`);
+    console.log(`disposed each: peak growth ${out.growthMb.toFixed(0)} MB, ${out.perGenerationMb.toFixed(1)} MB per generation`);
+    expect(out.perGenerationMb).toBeGreaterThan(8);
+    // Kept referenced, undisposed, they would hold GENERATIONS × perGenerationMb (282 MB).
+    expect(out.growthMb).toBeLessThan(4 * out.perGenerationMb);
+    expect(['abort', 'generation disposed']).toContain(out.runningFinish);
+    expect(out.exportError).toBe('generation disposed');
+    expect(out.nextError).toBe('generation disposed');
+    expect(out.generated).toBe(1); // stats survive a dispose
   }, 180_000);
 });
