@@ -68,6 +68,7 @@ describe('stream backpressure', () => {
     const result = await pipeline.stream(request('result-only')).result;
     expect(result).toMatchObject({ success: true, generatedTokens: TOKENS });
     expect(engine.produced).toBe(TOKENS);
+    expect(engine.disposedStreams).toBe(1); // the engine's stream (its state) is freed once the result is built
   });
 
   it('a reader that leaves the loop early does not hold the request back', async () => {
@@ -88,6 +89,7 @@ describe('stream backpressure', () => {
     expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
     expect(result.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'generation' });
     expect(engine.produced).toBeLessThanOrEqual(1 + BUFFER + 1);
+    expect(engine.disposedStreams).toBe(1); // also when the generation was cut short
   });
 
   it('streamBufferTokens must be an integer ≥ 1', async () => {

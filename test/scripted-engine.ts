@@ -37,6 +37,8 @@ export class ScriptedEngine implements InferenceEngine {
   scoring = 0;
   active = 0;
   maxActive = 0;
+  /** Streams whose `dispose()` was called. */
+  disposedStreams = 0;
   constructor(
     readonly failing: Set<string>,
     readonly delayMs: number,
@@ -85,6 +87,9 @@ export class ScriptedEngine implements InferenceEngine {
       result,
       cancel() {},
       exportState: () => new Uint8Array(),
+      dispose: () => {
+        self.disposedStreams++;
+      },
       async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
         self.active++;
         self.maxActive = Math.max(self.maxActive, self.active);

@@ -74,8 +74,13 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       answering = new AbortController();
       try {
         const stream = engine.chatStream(model, messages, { ...options, signal: answering.signal });
-        for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
-        const result = await stream.result;
+        let result;
+        try {
+          for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
+          result = await stream.result;
+        } finally {
+          stream.dispose?.(); // each turn renders the whole conversation again: its state is not reused
+        }
         ctx.io.stdout.write('\n');
         if (result.finishReason === 'abort') ctx.io.stderr.write('(answer stopped)\n');
         if (ctx.flags.verbose) ctx.io.stderr.write(`${statsLine(result)}\n`);

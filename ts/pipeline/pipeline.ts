@@ -9,7 +9,7 @@ import type { BindingSelection } from '../binding/load.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
 import { refuseUnknownKeys } from '../engines/known-keys.js';
-import type { ChatMessage, GenerationOptions, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
+import type { ChatMessage, GenerationOptions, GenerationResult, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { OfflineDetector, type ConnectivityState } from '../offline/detector.js';
@@ -339,18 +339,22 @@ export class LocalAIPipeline {
             const options: GenerationOptions = { ...rest, maxTokens, fitToContext, signal: controller.signal };
             // The engine watches the signal and ends within one token (finish reason `abort`, partial text).
             const stream = request.messages !== undefined ? chatStream(engine, model, request.messages, options) : engine.stream(model, toInput(request.input!), options);
-            for await (const chunk of stream) {
-              await channel.push(chunk, controller.signal);
-              if (request.energyBudget !== undefined) {
-                readEnergy();
-                if (energy.joules > request.energyBudget && !controller.signal.aborted) {
-                  stoppedBy ??= 'energy-budget';
-                  controller.abort();
+            let generated: GenerationResult;
+            try {
+              for await (const chunk of stream) {
+                await channel.push(chunk, controller.signal);
+                if (request.energyBudget !== undefined) {
+                  readEnergy();
+                  if (energy.joules > request.energyBudget && !controller.signal.aborted) {
+                    stoppedBy ??= 'energy-budget';
+                    controller.abort();
+                  }
                 }
               }
+              generated = await stream.result;
+            } finally {
+              stream.dispose?.(); // the result (and state, if asked for) is built, or failed: free the KV cache / SSM states now
             }
-            const generated = await stream.result;
-            stream.dispose?.(); // the result (and state, if asked for) is built: free the KV cache / SSM states now
             readEnergy();
             Object.assign(progress.metadata, {
               finishReason: generated.finishReason,
