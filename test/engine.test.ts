@@ -282,7 +282,7 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       await expectCode(async () => tiny.tokenize('x'), 'E_INVALID_OPTION');
     });
 
-    it('a stream\'s dispose() ends it and frees its state: later exports and iteration throw E_INVALID_OPTION', async () => {
+    it('a stream\'s dispose() frees its state and ends it as a cancel; later exports throw E_INVALID_OPTION', async () => {
       const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 6, temperature: 0 });
       const chunks: TokenChunk[] = [];
       for await (const chunk of stream) {
@@ -295,10 +295,18 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       await expectCode(async () => stream.exportState(), 'E_INVALID_OPTION');
       stream.dispose?.(); // idempotent
 
-      // A stream disposed before anyone iterated it fails as disposed.
+      // A stream disposed before anyone iterated it ends as an already-cancelled one: nothing generated.
       const unread = engine.stream(lite, liteRef.prompt, { maxTokens: 2 });
       unread.dispose?.();
-      await expectCode(unread.result, 'E_INVALID_OPTION');
+      expect(await unread.result).toMatchObject({ finishReason: 'abort', generatedTokens: 0, text: '' });
+      await expectCode(async () => unread.exportState(), 'E_INVALID_OPTION');
+      // A dispose while a step runs (the prefill of a long prompt): the loop still ends as cancelled.
+      const long = engine.stream(lite, liteRef.prompt.repeat(40), { maxTokens: 4 });
+      const iterator = long[Symbol.asyncIterator]();
+      const pending = iterator.next();
+      long.dispose?.();
+      await pending;
+      expect((await long.result).finishReason).toBe('abort');
     });
 
     it('`using` disposes at the end of the block', async () => {

@@ -14,15 +14,16 @@ export interface StreamSetup {
   startedAt: number;
 }
 
+/** What a step of a disposed generation stands for: the end of the loop, as a cancel. */
+const DISPOSED = Symbol('disposed');
+
 /** {@link GenerationStream} over a binding's pull-based `RawGeneration`. Iterate once. */
 export class BindingGenerationStream implements GenerationStream {
   readonly #generation: RawGeneration;
   readonly #setup: StreamSetup;
   #consumed = false;
   #drainScheduled = false;
-  /** The iterator is between its first and last step: a dispose then waits for it to end. */
-  #iterating = false;
-  #disposeRequested = false;
+  #disposed = false;
   readonly #result: Promise<GenerationResult>;
   #resolve!: (result: GenerationResult) => void;
   #reject!: (error: PhoenixError) => void;
@@ -68,15 +69,11 @@ export class BindingGenerationStream implements GenerationStream {
   }
 
   /**
-   * While the stream is being iterated this ends it as {@link cancel} does (the loop ends, `result`
-   * resolves with `abort`) and frees the state as the iteration ends; otherwise it frees it now.
+   * Frees the state now (a step running on a worker is cancelled and frees it as it ends). A loop
+   * iterating the stream then ends as after {@link cancel}: `result` resolves with `abort`.
    */
   dispose(): void {
-    this.#disposeRequested = true;
-    if (this.#iterating) {
-      this.#generation.cancel();
-      return;
-    }
+    this.#disposed = true;
     this.#generation.dispose();
   }
 
@@ -118,11 +115,16 @@ export class BindingGenerationStream implements GenerationStream {
     const tokenIds: number[] = [];
     let firstTokenAt: number | null = null;
     let settled = false;
-    this.#iterating = true;
     try {
       for (;;) {
         if (signal?.aborted) generation.cancel();
-        const step = await generation.next();
+        // After a dispose the generation only answers "disposed": the loop ends as cancelled.
+        const step = this.#disposed ? DISPOSED : await generation.next().catch((error: unknown) => (this.#disposed ? DISPOSED : Promise.reject(error)));
+        if (step === DISPOSED) {
+          settled = true;
+          this.#resolve(this.#buildResult(text, tokenIds, 'abort', firstTokenAt));
+          return;
+        }
         if (step === null) break;
         const hasToken = step.tokenId !== undefined && step.tokenId !== null;
         if (hasToken) {
@@ -158,8 +160,6 @@ export class BindingGenerationStream implements GenerationStream {
           this.#reject(toPhoenixError(error));
         }
       }
-      this.#iterating = false;
-      if (this.#disposeRequested) generation.dispose();
     }
   }
 }

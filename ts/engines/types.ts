@@ -119,9 +119,10 @@ export interface GenerationStream extends AsyncIterable<TokenChunk> {
   exportState(): Uint8Array;
   /**
    * Frees the generation's state (a transformer's KV cache, an SSM's states: tens of MB) now rather
-   * than when the stream is garbage-collected; a running step is cancelled first. Afterwards
-   * `exportState()` and further iteration throw `E_INVALID_OPTION`. `predict` and `chat` dispose their
-   * stream themselves. Optional for third-party engines.
+   * than when the stream is garbage-collected; a running step is cancelled and frees it as it ends. A
+   * loop iterating the stream then ends as after {@link cancel} (`abort`); `exportState()` throws
+   * `E_INVALID_OPTION`. `predict`, `chat` and the pipeline dispose their streams themselves. Optional
+   * for third-party engines.
    */
   dispose?(): void;
 }
