@@ -295,6 +295,18 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       await expectCode(async () => stream.exportState(), 'E_INVALID_OPTION');
       stream.dispose?.(); // idempotent
 
+      // A reader that stops pulling and disposes: `result` settles at once (abort, the tokens read so
+      // far, no state even when asked for), without another next().
+      const held = engine.stream(lite, liteRef.prompt, { maxTokens: 20, temperature: 0, returnState: true });
+      const reader = held[Symbol.asyncIterator]();
+      await reader.next();
+      await reader.next();
+      held.dispose?.();
+      const heldResult = await held.result;
+      expect([heldResult.finishReason, heldResult.tokenIds.length, heldResult.state]).toEqual(['abort', 2, undefined]);
+      expect((await reader.next()).done).toBe(true); // a resumed loop ends
+      expect(heldResult.tokenIds).toHaveLength(2);
+
       // A stream disposed before anyone iterated it ends as an already-cancelled one: nothing generated.
       const unread = engine.stream(lite, liteRef.prompt, { maxTokens: 2 });
       unread.dispose?.();

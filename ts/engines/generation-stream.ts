@@ -24,6 +24,11 @@ export class BindingGenerationStream implements GenerationStream {
   #consumed = false;
   #drainScheduled = false;
   #disposed = false;
+  /** What the iteration produced so far, and whether `result` was settled from it. */
+  readonly #text: string[] = [];
+  readonly #tokenIds: number[] = [];
+  #firstTokenAt: number | null = null;
+  #settled = false;
   readonly #result: Promise<GenerationResult>;
   #resolve!: (result: GenerationResult) => void;
   #reject!: (error: PhoenixError) => void;
@@ -69,26 +74,40 @@ export class BindingGenerationStream implements GenerationStream {
   }
 
   /**
-   * Frees the state now (a step running on a worker is cancelled and frees it as it ends). A loop
-   * iterating the stream then ends as after {@link cancel}: `result` resolves with `abort`.
+   * Frees the state now (a step running on a worker is cancelled and frees it as it ends). Once the
+   * stream was iterated, `result` resolves with `abort` and what was produced (without `state`) now,
+   * even if the loop is never resumed; a resumed loop ends.
    */
   dispose(): void {
     this.#disposed = true;
     this.#generation.dispose();
+    if (this.#consumed) this.#settle('abort');
+  }
+
+  /** Settles `result` once, from what the iteration produced. */
+  #settle(finishReason: FinishReason): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    try {
+      this.#resolve(this.#buildResult(finishReason));
+    } catch (error) {
+      this.#reject(toPhoenixError(error));
+    }
   }
 
   [Symbol.dispose](): void {
     this.dispose();
   }
 
-  #buildResult(text: string[], tokenIds: number[], finishReason: FinishReason, firstTokenAt: number | null): GenerationResult {
+  #buildResult(finishReason: FinishReason): GenerationResult {
+    const [text, tokenIds, firstTokenAt] = [this.#text, this.#tokenIds, this.#firstTokenAt];
     const stats = this.#generation.stats();
     const totalMs = performance.now() - this.#setup.startedAt;
     // The first token comes out of the prefill; the decode phase produced the rest.
     const [rateTokens, rateMs] = stats.generatedTokens > 1 && stats.decodeMs > 0 ? [stats.generatedTokens - 1, stats.decodeMs] : [stats.generatedTokens, totalMs];
     const result: GenerationResult = {
       text: text.join(''),
-      tokenIds,
+      tokenIds: [...tokenIds],
       finishReason,
       promptTokens: stats.promptTokens,
       generatedTokens: stats.generatedTokens,
@@ -100,7 +119,8 @@ export class BindingGenerationStream implements GenerationStream {
       },
       tokensPerSecond: rateTokens > 0 && rateMs > 0 ? (rateTokens * 1000) / rateMs : 0,
     };
-    if (this.#setup.returnState) result.state = this.#generation.exportState();
+    // A disposed generation has no state left to return.
+    if (this.#setup.returnState && !this.#disposed) result.state = this.#generation.exportState();
     return result;
   }
 
@@ -111,54 +131,46 @@ export class BindingGenerationStream implements GenerationStream {
     const generation = this.#generation;
     const onAbort = (): void => generation.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const text: string[] = [];
-    const tokenIds: number[] = [];
-    let firstTokenAt: number | null = null;
-    let settled = false;
     try {
       for (;;) {
         if (signal?.aborted) generation.cancel();
         // After a dispose the generation only answers "disposed": the loop ends as cancelled.
         const step = this.#disposed ? DISPOSED : await generation.next().catch((error: unknown) => (this.#disposed ? DISPOSED : Promise.reject(error)));
-        if (step === DISPOSED) {
-          settled = true;
-          this.#resolve(this.#buildResult(text, tokenIds, 'abort', firstTokenAt));
+        if (step === DISPOSED || this.#disposed) {
+          // (A step that was running when the dispose came is dropped: `result` was settled then.)
+          this.#settle('abort');
           return;
         }
         if (step === null) break;
         const hasToken = step.tokenId !== undefined && step.tokenId !== null;
         if (hasToken) {
-          tokenIds.push(step.tokenId as number);
-          firstTokenAt ??= performance.now();
+          this.#tokenIds.push(step.tokenId as number);
+          this.#firstTokenAt ??= performance.now();
         }
-        if (step.text) text.push(step.text);
+        if (step.text) this.#text.push(step.text);
         if (step.finishReason) {
-          settled = true;
-          this.#resolve(this.#buildResult(text, tokenIds, step.finishReason, firstTokenAt));
+          this.#settle(step.finishReason);
           if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
           return;
         }
         if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
       }
-      settled = true;
-      this.#resolve(this.#buildResult(text, tokenIds, 'stop', firstTokenAt));
+      this.#settle('stop');
     } catch (error) {
       const typed = toPhoenixError(error);
-      settled = true;
-      this.#reject(typed);
+      if (!this.#settled) {
+        this.#settled = true;
+        this.#reject(typed);
+      }
       throw typed;
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (!settled) {
+      if (!this.#settled) {
         // The consumer stopped iterating early: end the generation (one cancelled step, no compute,
         // lets the core see it finished) and report what was produced.
         generation.cancel();
         await generation.next().catch(() => null);
-        try {
-          this.#resolve(this.#buildResult(text, tokenIds, 'abort', firstTokenAt));
-        } catch (error) {
-          this.#reject(toPhoenixError(error));
-        }
+        this.#settle('abort');
       }
     }
   }
