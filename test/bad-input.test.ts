@@ -319,6 +319,8 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       }
       // A finite temperature beyond f32's range is a very flat distribution, not infinity.
       expect((await engine.predict(lite, 'Once', { temperature: 1e300, maxTokens: 2, seed: 1 })).generatedTokens).toBe(2);
+      // …and a positive topP below f32's smallest is still inside (0, 1], not rounded to 0 and refused.
+      expect((await engine.predict(lite, 'Once', { topP: 1e-300, temperature: 1, maxTokens: 2, seed: 1 })).generatedTokens).toBe(2);
     });
 
     it('prompt ids outside the vocabulary or of the wrong type → E_INVALID_OPTION', async () => {

@@ -4,11 +4,13 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import { LocalModelManager, type ModelProgressEvent } from '../ts/models/manager.js';
+import { defaultManifestPath } from '../ts/models/models-dir.js';
 import { LITE, TINY, TINY_ORIGINAL, copyModel, expectCode, requireNativeAddon, tempDir } from './helpers.js';
 
 let scratch: Awaited<ReturnType<typeof tempDir>>;
@@ -135,6 +137,9 @@ describe('checksums and the manifest', () => {
       expect(more).toEqual([]);
       const manifest = JSON.parse(await readFile(path.join(cache, 'phoenix-local', file as string), 'utf8')) as { models: Record<string, unknown> };
       expect(Object.keys(manifest.models).sort()).toEqual([path.join(installed, 'tiny'), outside].sort());
+      // A relative $XDG_CACHE_HOME is ignored, as the XDG spec says (not a folder under the cwd).
+      expect(defaultManifestPath(installed, { XDG_CACHE_HOME: 'relative-cache' }).startsWith(path.join(os.homedir(), '.cache', 'phoenix-local'))).toBe(true);
+      expect(defaultManifestPath(modelsDir, { XDG_CACHE_HOME: cache })).toBe(path.join(modelsDir, '.phoenix-manifest.json'));
       // The next process finds it: nothing is hashed again.
       const again: ModelProgressEvent[] = [];
       await manager({ modelsDir: installed, onProgress: (e) => again.push(e) }).listModels();

@@ -15,13 +15,14 @@ const THREADS_OPTION = '  --threads <n>                worker threads of the cor
 /** The options every command takes; `--threads` only where it means something (not `list`). */
 function globalOptions(threads: boolean): string {
   return `Global options:
-  --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models)
+  --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models, else the
+                               package's bundled models)
   --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
 ${threads ? THREADS_OPTION : ''}  -q, --quiet                  no progress on stderr
   -h, --help    -v, --version`;
 }
 
-const MODEL_ARG = '<model> is a folder name in the models dir, or a path to a model folder.';
+const MODEL_ARG = '<model> is a name in the models dir, or a path to a model folder or a .gguf file.';
 
 const EXIT_STATUS = 'Exit status: 0 success, 1 runtime error, 2 usage error. Errors print "phoenix-local: E_CODE: message" on stderr.';
 

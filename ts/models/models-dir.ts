@@ -47,7 +47,9 @@ export function defaultModelsDir(env: NodeJS.ProcessEnv = process.env): string {
 export function defaultManifestPath(modelsDir: string, env: NodeJS.ProcessEnv = process.env): string {
   const dir = path.resolve(modelsDir);
   if (!dir.split(/[\\/]/).includes('node_modules')) return path.join(dir, MANIFEST_FILE_NAME);
-  const cacheRoot = env.XDG_CACHE_HOME || (process.platform === 'win32' && env.LOCALAPPDATA) || path.join(os.homedir(), '.cache');
+  // The XDG spec: a relative $XDG_CACHE_HOME is invalid and ignored.
+  const xdg = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : undefined;
+  const cacheRoot = xdg || (process.platform === 'win32' && env.LOCALAPPDATA) || path.join(os.homedir(), '.cache');
   const key = createHash('sha256').update(dir).digest('hex').slice(0, 16);
-  return path.join(path.resolve(cacheRoot), 'phoenix-local', `manifest-${key}.json`);
+  return path.join(cacheRoot, 'phoenix-local', `manifest-${key}.json`);
 }

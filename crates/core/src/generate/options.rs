@@ -212,11 +212,22 @@ fn count(option: &str, v: f64, allowed: &str) -> Result<usize> {
     }
 }
 
-/// f64 → f32 keeping NaN / ±inf so that `validate` rejects them; a finite number beyond f32's range
-/// becomes f32's largest, not infinity (a temperature of 1e300 is a valid, very flat temperature).
+/// f64 → f32 keeping NaN / ±inf so that `validate` rejects them. A finite number beyond f32's range
+/// becomes f32's largest, not infinity (a temperature of 1e300 is a valid, very flat temperature), and
+/// a non-zero one below it f32's smallest of the same sign, not zero (`topP` 1e-300 is inside (0, 1]).
 fn float(v: Option<f64>, default: f32) -> f32 {
-    v.map(|x| if x.is_finite() { x.clamp(f32::MIN.into(), f32::MAX.into()) as f32 } else { x as f32 })
-        .unwrap_or(default)
+    v.map(|x| {
+        if !x.is_finite() {
+            return x as f32;
+        }
+        let narrowed = x.clamp(f32::MIN.into(), f32::MAX.into()) as f32;
+        if narrowed == 0.0 && x != 0.0 {
+            f32::from_bits(1).copysign(x as f32) // the smallest subnormal
+        } else {
+            narrowed
+        }
+    })
+    .unwrap_or(default)
 }
 
 #[cfg(test)]
