@@ -92,6 +92,31 @@ describe('stream backpressure', () => {
     expect(engine.disposedStreams).toBe(1); // also when the generation was cut short
   });
 
+  it('cancel() lets go of a stream whose reader stopped: the result is E_ABORTED and the slot is free for the next request', async () => {
+    const { engine, pipeline } = setup();
+    const stream = pipeline.stream(request('abandoned'));
+    await stream[Symbol.asyncIterator]().next(); // one token, then the reader stalls
+    const next = pipeline.process(request('next-in-line')); // waits for the only slot
+    await sleep(50);
+    stream.cancel();
+    const started = performance.now();
+    const result = await stream.result;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+    expect(result.metadata).toMatchObject({ stoppedBy: 'signal', stoppedDuring: 'generation' });
+    expect(engine.produced).toBeLessThanOrEqual(1 + BUFFER + 1);
+    expect(await next).toMatchObject({ success: true, generatedTokens: TOKENS });
+    // Cancelled while still queued: nothing generated; with a signal of the caller's own, either stops it.
+    const caller = new AbortController();
+    const blocker = pipeline.stream(request('blocker'));
+    await blocker[Symbol.asyncIterator]().next();
+    const queued = pipeline.stream(request('queued', { options: { maxTokens: TOKENS, signal: caller.signal } }));
+    queued.cancel();
+    expect(await queued.result).toMatchObject({ success: false, errorCode: 'E_ABORTED' });
+    blocker.cancel();
+    expect((await blocker.result).success).toBe(false);
+  });
+
   it('streamBufferTokens must be an integer ≥ 1', async () => {
     for (const bad of [0, 1.5, Number.NaN]) await expectCode(async () => new LocalAIPipeline({ modelsDir, streamBufferTokens: bad }), 'E_INVALID_OPTION');
   });

@@ -171,15 +171,25 @@ export class LocalAIPipeline {
    * run on unread.
    */
   stream(request: ProcessingRequest): ProcessingStream {
+    const canceller = new AbortController();
+    const cancel = (): void => canceller.abort(new PhoenixError('E_ABORTED', 'cancelled by the caller'));
+    const cancellable = withCancelSignal(request, canceller.signal);
     if (this.#remote) {
-      const remote = this.#remote.stream(request);
+      const remote = this.#remote.stream(cancellable);
       void remote.result.then((r) => this.#metrics.record(r, r.metadata.mode));
-      return remote;
+      return {
+        get result(): Promise<ProcessingResult> {
+          return remote.result;
+        },
+        [Symbol.asyncIterator]: () => remote[Symbol.asyncIterator](),
+        cancel,
+      };
     }
     const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
-    const result = this.#run(request, channel).finally(() => channel.close());
+    const result = this.#run(cancellable, channel).finally(() => channel.close());
     let drainScheduled = false;
     return {
+      cancel,
       get result(): Promise<ProcessingResult> {
         if (!channel.iterated && !drainScheduled) {
           drainScheduled = true;
@@ -477,6 +487,20 @@ export class LocalAIPipeline {
     this.#metrics.record(result, progress.metadata.mode);
     return result;
   }
+}
+
+/**
+ * `request` whose signal also fires when `cancel` does (a {@link ProcessingStream}'s `cancel()`), so
+ * every path that watches the caller's signal — queue, loading, generation, a remote worker — stops.
+ * A request that is not an object, or whose signal is not an AbortSignal, is passed on unchanged for
+ * validation to report.
+ */
+function withCancelSignal(request: ProcessingRequest, cancel: AbortSignal): ProcessingRequest {
+  if (request === null || typeof request !== 'object') return request;
+  const own = request.options?.signal;
+  if (own !== undefined && !(own instanceof AbortSignal)) return request;
+  const signal = own ? AbortSignal.any([own, cancel]) : cancel;
+  return { ...request, options: { ...request.options, signal } };
 }
 
 /** The engine's chat stream; an engine without chat support cannot serve `messages`. */

@@ -147,4 +147,10 @@ export interface ProcessingResult {
  */
 export interface ProcessingStream extends AsyncIterable<TokenChunk> {
   readonly result: Promise<ProcessingResult>;
+  /**
+   * Stops the request wherever it is (queued, loading, generating; on a remote worker too), as the
+   * request's own `signal` would: `result` resolves with `E_ABORTED` and the partial text, and the
+   * pipeline's slot is freed. The way to let go of a stream whose reader stopped reading.
+   */
+  cancel(): void;
 }

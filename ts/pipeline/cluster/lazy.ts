@@ -43,7 +43,8 @@ export class LazyQueueClient {
     return this.#client;
   }
 
-  stream(request: ProcessingRequest): ProcessingStream {
+  /** The pipeline adds `cancel()` (a signal merged into the request), as for a local stream. */
+  stream(request: ProcessingRequest): Omit<ProcessingStream, 'cancel'> {
     const startedAt = performance.now();
     const channel = new AsyncChannel<TokenChunk>();
     const result: Promise<ProcessingResult> = this.client()
