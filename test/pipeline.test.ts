@@ -94,6 +94,12 @@ describe('modes', () => {
       expect(result.modelUsed).toBe('tiny');
       expect(result.generatedTokens).toBeLessThanOrEqual(5);
       expect(result.metadata.maxTokens).toBe(5);
+      // The cap applies to valid asks; one the engine refuses is refused here too, not capped into a valid one.
+      for (const maxTokens of [1e300, Number.POSITIVE_INFINITY, 2 ** 21]) {
+        const refused = await limited.process(generation('huge', { mode: ProcessingMode.MINIMAL_RESOURCES, options: { maxTokens } }));
+        expect({ maxTokens, success: refused.success, code: refused.errorCode }).toEqual({ maxTokens, success: false, code: 'E_INVALID_OPTION' });
+        expect(refused.errorMessage).toMatch(/maxTokens/);
+      }
       const none = await limited.process(generation('none', { mode: ProcessingMode.MINIMAL_RESOURCES, modelPreference: 'lite' }));
       expect(none.modelUsed).toBe('tiny'); // preference does not fit the mode: ignored, and said so
       expect(none.metadata.selection).toMatch(/preferred "lite" does not fit/);

@@ -341,6 +341,9 @@ export class LocalAIPipeline {
               });
             }
             phase = 'generation';
+            // The mode caps maxTokens; a value the engine would refuse (1e300, Infinity, past its limit) is
+            // refused as it would be, not silently capped into a valid one.
+            if (request.options?.maxTokens !== undefined && engine instanceof BindingEngine) await engine.checkOptions({ maxTokens: request.options.maxTokens });
             const maxTokens = Math.min(request.options?.maxTokens ?? limits.maxTokens, limits.maxTokens);
             progress.metadata.maxTokens = maxTokens;
             const { returnLogits: _unused, signal: _caller, ...rest } = request.options ?? {};
