@@ -215,6 +215,17 @@ describe('phoenix-local CLI', () => {
     expect(row).toBeDefined();
     expect(row).not.toMatch(/ 0 B /);
     expect(row).toMatch(/ \? +error /);
+    // A config.json a load would refuse (hidden_size not a number, a negative layer count) is an
+    // error already when listed or described without loading, not "available".
+    const badConfig = await copyModel(TINY, path.join(scratch.dir, 'bad-config-model'));
+    const config = JSON.parse(await readFile(path.join(badConfig, 'config.json'), 'utf8')) as Record<string, unknown>;
+    await writeFile(path.join(badConfig, 'config.json'), JSON.stringify({ ...config, hidden_size: 'big', num_hidden_layers: -3 }));
+    const described = await cli(['info', badConfig, '--no-load', '-q']);
+    expect(described.status).toBe(1);
+    expect(described.stdout).toMatch(/^status +error$/m);
+    expect(described.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: .*config\.json/m);
+    const relisted = await cli(['list'], { PHOENIX_MODELS_DIR: scratch.dir });
+    expect(relisted.stdout.split('\n').find((line) => line.startsWith('bad-config-model'))).toMatch(/ error /);
   });
 
   it('failures: non-zero exit, code and message on stderr', async () => {

@@ -292,11 +292,13 @@ describe('the manifest shared between processes', () => {
   it('three processes describing 20 models each keep all 60 entries', async () => {
     const dir = await modelsDirNamed('concurrent');
     const names: string[][] = [[], [], []];
+    // A real config (describe checks it as a load would); the weights are never read here.
+    const config = await readFile(path.join(TINY, 'config.json'), 'utf8');
     for (let p = 0; p < 3; p++) {
       for (let i = 0; i < 20; i++) {
         const name = `m-${p}-${i}`;
         await mkdir(path.join(dir, name));
-        await writeFile(path.join(dir, name, 'config.json'), JSON.stringify({ model_type: 'mamba' }));
+        await writeFile(path.join(dir, name, 'config.json'), config);
         await writeFile(path.join(dir, name, 'model.safetensors'), `weights of ${name}`);
         names[p]?.push(name);
       }

@@ -84,8 +84,9 @@ pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
     if let Some(file) = files.gguf_file()? {
         return describe_gguf(files, file);
     }
-    let (_, head) = read_config(files)?;
+    let (config, head) = read_config(files)?;
     let family = family_for(&head.model_type).map_err(|e| name_config_file(e, files))?;
+    (family.check_config)(&config).map_err(|e| name_config_file(e, files))?;
     let container = detect_container(files)?;
     let weight_files = weight_files(files, container)?;
     let has_tokenizer = files.has(TOKENIZER_FILE);

@@ -38,6 +38,7 @@ pub const FAMILY: Family = Family {
     model_types: &["granitemoehybrid"],
     engine: EngineKind::Hybrid,
     load: |files, config| Ok(Box::new(GraniteHybridModel::load_with_config(files, config)?)),
+    check_config: |config| GraniteHybridConfig::from_json_str(config, PREFILL_CHUNK).map(drop),
 };
 
 /// Tokens per pass through the stack during prefill (a multiple of the SSD tile, so a prompt fed

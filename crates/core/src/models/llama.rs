@@ -28,6 +28,7 @@ pub const FAMILY: Family = Family {
     model_types: &["llama", "qwen2"],
     engine: EngineKind::Transformer,
     load: |files, config| Ok(Box::new(LlamaModel::load_with_config(files, config)?)),
+    check_config: |config| LlamaConfig::from_json_str(config)?.check_sizes(PREFILL_CHUNK),
 };
 
 /// Tokens per pass through the stack: big enough for efficient GEMMs, small enough that a chunk's

@@ -29,6 +29,7 @@ pub const FAMILY: Family = Family {
     model_types: &["mamba", "falcon_mamba"],
     engine: EngineKind::Ssm,
     load: |files, config| Ok(Box::new(MambaModel::load_with_config(files, config)?)),
+    check_config: |config| MambaConfig::from_json_str(config)?.check_sizes(PREFILL_CHUNK),
 };
 
 /// Tokens per pass through the stack during prefill: big enough for efficient GEMMs, small enough

@@ -34,6 +34,7 @@ pub const FAMILY: Family = Family {
     model_types: &["mamba2"],
     engine: EngineKind::Ssm,
     load: |files, config| Ok(Box::new(Mamba2Model::load_with_config(files, config)?)),
+    check_config: |config| Mamba2Config::from_json_str(config, PREFILL_CHUNK).map(drop),
 };
 
 /// Tokens per pass through the stack during prefill (a multiple of every SSD tile).

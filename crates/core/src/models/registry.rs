@@ -51,6 +51,9 @@ pub struct Family {
     pub engine: EngineKind,
     /// Builds the model from its files; `config` is the text of `config.json`.
     pub(crate) load: fn(files: &ModelFiles, config: &str) -> Result<Box<dyn LanguageModel>>,
+    /// Parses and checks `config.json` as `load` does before reading any weight, so that `describe`
+    /// (listing, `info --no-load`) reports a config a load would refuse instead of "available".
+    pub(crate) check_config: fn(config: &str) -> Result<()>,
 }
 
 /// Every family this build runs. Add a family here and nowhere else.
