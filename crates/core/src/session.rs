@@ -13,7 +13,7 @@ pub mod snapshot;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use generation::{Generation, GenerationStats};
+pub use generation::{DisposeHandle, Generation, GenerationStats};
 pub use runtime::{build_info, set_threads, BuildInfo, MAX_THREADS};
 pub use score::{Score, ScoreOptions};
 

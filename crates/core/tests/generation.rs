@@ -544,23 +544,21 @@ fn dispose_frees_the_state_at_once_and_later_steps_and_exports_fail() {
 #[test]
 fn a_dispose_flagged_while_a_prefill_runs_cancels_it_and_frees_the_state_when_the_step_ends() {
     use std::sync::atomic::Ordering;
-    let flags: Arc<std::sync::OnceLock<(Arc<std::sync::atomic::AtomicBool>, Arc<std::sync::atomic::AtomicBool>)>> =
-        Arc::default();
-    let seen = Arc::clone(&flags);
+    let handle: Arc<std::sync::OnceLock<phoenix_core::session::DisposeHandle>> = Arc::default();
+    let seen = Arc::clone(&handle);
     let pieces = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = Arc::clone(&pieces);
-    // Sets both flags from inside the first prefill piece, as a binding's `dispose()` would from
+    // Asks for the dispose from inside the first prefill piece, as a binding's `dispose()` would from
     // the JS thread while the step runs on a worker.
     let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |_| {
         count.fetch_add(1, Ordering::Relaxed);
-        if let Some((cancel, dispose)) = seen.get() {
-            dispose.store(true, Ordering::Relaxed);
-            cancel.store(true, Ordering::Relaxed);
+        if let Some(handle) = seen.get() {
+            handle.request();
         }
     });
     let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
     let mut g = m.generate(Prompt::Ids((0..1001).collect()), greedy(5), None).unwrap();
-    flags.set((g.cancel_handle(), g.dispose_flag())).unwrap();
+    assert!(handle.set(g.dispose_handle()).is_ok());
     let step = g.next_step().unwrap().unwrap();
     assert_eq!(step.finish_reason, Some(FinishReason::Abort));
     assert_eq!(pieces.load(Ordering::Relaxed), 1, "the prefill stopped after its first piece");

@@ -16,7 +16,9 @@ use napi::{Env, Task};
 use napi_derive::napi;
 use phoenix_core::error::catch_panic;
 use phoenix_core::generate::Step;
-use phoenix_core::session::{self, handles, js_numbers, Generation, LoadedModel, Prompt, Score, ScoreOptions};
+use phoenix_core::session::{
+    self, handles, js_numbers, DisposeHandle, Generation, LoadedModel, Prompt, Score, ScoreOptions,
+};
 
 pub use convert::{
     BuildInfo, RawChatMessage, RawChatPrompt, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo,
@@ -289,7 +291,7 @@ impl RawModel {
 pub struct RawGeneration {
     inner: Arc<Mutex<Generation>>,
     cancel: Arc<AtomicBool>,
-    dispose: Arc<AtomicBool>,
+    dispose: DisposeHandle,
     memory: Arc<ReportedMemory>,
 }
 
@@ -323,7 +325,7 @@ impl RawGeneration {
     fn new(generation: Generation) -> Self {
         Self {
             cancel: generation.cancel_handle(),
-            dispose: generation.dispose_flag(),
+            dispose: generation.dispose_handle(),
             inner: Arc::new(Mutex::new(generation)),
             memory: Arc::new(ReportedMemory::default()),
         }
@@ -383,8 +385,7 @@ impl RawGeneration {
     /// the state freed as it ends. Never blocks.
     #[napi]
     pub fn dispose(&self, env: Env) -> napi::Result<()> {
-        self.dispose.store(true, Ordering::Relaxed);
-        self.cancel.store(true, Ordering::Relaxed);
+        self.dispose.request();
         if let Ok(mut g) = self.inner.try_lock() {
             g.dispose_if_requested();
         }

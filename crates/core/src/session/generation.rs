@@ -34,6 +34,22 @@ pub struct GenerationStats {
     pub decode_ms: f64,
 }
 
+/// Asks a [`Generation`] to dispose itself, from any thread (see [`Generation::dispose_handle`]).
+#[derive(Clone)]
+pub struct DisposeHandle {
+    cancel: Arc<AtomicBool>,
+    dispose: Arc<AtomicBool>,
+}
+
+impl DisposeHandle {
+    /// Cancels the running step (a prefill stops at its next piece) and marks the generation for
+    /// disposal when that step ends.
+    pub fn request(&self) {
+        self.dispose.store(true, Ordering::Relaxed);
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
 pub struct Generation {
     /// Released (`None`) once the generation finishes with nothing left to feed, so a finished
     /// generation whose JS handle has not been garbage-collected yet does not keep the weights alive.
@@ -67,7 +83,7 @@ pub struct Generation {
     detokenizer: Option<StreamDetokenizer>,
     stop_strings: StopStrings,
     cancel: Arc<AtomicBool>,
-    /// Set from any thread by the handle of [`Self::dispose_flag`]; honoured between steps.
+    /// Set from any thread by a [`DisposeHandle`]; honoured between steps.
     dispose_requested: Arc<AtomicBool>,
     finished: Option<FinishReason>,
     /// A failed step leaves the state half-advanced: later calls repeat the error.
@@ -306,7 +322,7 @@ impl Generation {
         loop {
             let end = upto.min(self.fed.saturating_add(piece));
             let ids = &self.history[self.fed..end];
-            let state = self.state.as_deref_mut().ok_or_else(disposed)?;
+            let state = self.state.as_deref_mut().ok_or_else(handles::disposed_generation)?;
             let mut feed = || model.model().forward(ids, state, LogitsWanted::Last);
             let mut scoped = || if exact_last && end == upto { with_exact_activations(&mut feed) } else { feed() };
             let logits = if self.int8_prompt { with_int8_prompts(&mut scoped) } else { scoped() }?;
@@ -383,7 +399,7 @@ impl Generation {
         if pending {
             self.stats.prefill_ms += now_ms() - started;
         }
-        let state = self.state.as_deref().ok_or_else(disposed)?;
+        let state = self.state.as_deref().ok_or_else(handles::disposed_generation)?;
         Ok(snapshot::encode(
             self.fingerprint,
             self.weights_identity,
@@ -412,14 +428,14 @@ impl Generation {
         self.detokenizer = None;
     }
 
-    /// A flag that, set from any thread (with the [`Self::cancel_handle`] flag, so a running prefill
-    /// stops at its next piece), disposes the generation when the running step ends — for a binding
-    /// whose step runs on another thread while the caller disposes.
-    pub fn dispose_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.dispose_requested)
+    /// A handle that asks for a dispose from any thread — for a binding whose step runs on another
+    /// thread while the caller disposes: the running step is cancelled, and the state freed as it ends
+    /// (or by the next [`Self::dispose_if_requested`]).
+    pub fn dispose_handle(&self) -> DisposeHandle {
+        DisposeHandle { cancel: Arc::clone(&self.cancel), dispose: Arc::clone(&self.dispose_requested) }
     }
 
-    /// Disposes the generation if [`Self::dispose_flag`] was set.
+    /// Disposes the generation if a [`DisposeHandle`] asked for it.
     pub fn dispose_if_requested(&mut self) {
         if self.dispose_requested.load(Ordering::Relaxed) {
             self.dispose();
@@ -464,10 +480,6 @@ impl Generation {
 
 fn empty_prompt() -> PhoenixError {
     invalid_option("prompt is empty (give text or ids, or a state to continue)")
-}
-
-fn disposed() -> PhoenixError {
-    handles::disposed_generation()
 }
 
 fn released() -> PhoenixError {
