@@ -14,6 +14,7 @@ mod dispatch;
 pub(crate) mod attention;
 mod attention_scores;
 pub(crate) mod conv;
+mod gemm_amx;
 mod gemm_avx512;
 mod gemm_pack;
 mod gemm_small;

@@ -14,7 +14,8 @@ pub enum SimdLevel {
     Baseline,
 }
 
-/// Detected once; `PHOENIX_SIMD=baseline|avx2` caps it (for testing each copy).
+/// Detected once; `PHOENIX_SIMD=baseline|avx2` caps it (for testing each copy); `avx512` keeps this
+/// level but turns AMX off (`gemm_amx::available`).
 pub fn simd_level() -> SimdLevel {
     use std::sync::OnceLock;
     static LEVEL: OnceLock<SimdLevel> = OnceLock::new();

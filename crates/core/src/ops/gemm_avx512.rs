@@ -54,7 +54,11 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
     if !available() {
         return false;
     }
-    gemm_many(x, &mut [Product { w, n, out }], accumulate);
+    // This kernel, even where AMX would run the product (`gemm_amx::try_gemm` tests that one).
+    let mut products = [Product { w, n, out }];
+    if checked_and_nonempty(x, &mut products, accumulate) {
+        packed_tokens_then_tasks(x, &mut products, accumulate);
+    }
     true
 }
 
@@ -86,23 +90,41 @@ pub(crate) fn pads_too_much(n: usize) -> bool {
 /// AVX-512 ([`available`], checked by the caller): the token rows are packed once for all of them
 /// and their tasks run as one parallel region. Each product's tasks, and so its bits, are those it
 /// has alone.
+/// On a CPU with AMX the products run on its tiles instead (`gemm_amx`, f32-exact).
 pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
+    if !checked_and_nonempty(x, products, accumulate) {
+        return;
+    }
+    if super::gemm_amx::available() {
+        super::gemm_amx::gemm_many(x, products, accumulate);
+    } else {
+        packed_tokens_then_tasks(x, products, accumulate);
+    }
+}
+
+/// Checks the views and sizes; false (with the outputs done) when there are no rows or no k.
+fn checked_and_nonempty(x: MatRef, products: &mut [Product], accumulate: bool) -> bool {
+    let (m, k) = (x.rows, x.cols);
+    x.check();
+    for p in products.iter() {
+        assert!(p.w.len() >= super::size_mul(p.n, k) && p.out.len() >= super::size_mul(m, p.n));
+    }
+    if m == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !accumulate {
+            products.iter_mut().for_each(|p| p.out[..m * p.n].fill(0.0));
+        }
+        return false;
+    }
+    true
+}
+
+fn packed_tokens_then_tasks(x: MatRef, products: &mut [Product], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let (m, k) = (x.rows, x.cols);
-        x.check();
-        for p in products.iter() {
-            assert!(p.w.len() >= super::size_mul(p.n, k) && p.out.len() >= super::size_mul(m, p.n));
-        }
-        if m == 0 {
-            return;
-        }
-        if k == 0 {
-            if !accumulate {
-                products.iter_mut().for_each(|p| p.out[..m * p.n].fill(0.0));
-            }
-            return;
-        }
         // Pack the token rows once, shared by every task: tile i holds rows i·MR.. in k-major order
         // (one k step = MR consecutive floats, what the micro-kernel broadcasts), zero rows past m.
         TOKENS.with(|cell| {

@@ -137,6 +137,61 @@ fn linear_w_reads_strided_and_offset_lhs_views() {
     }
 }
 
+/// The AMX kernel (f32 split into three bf16 parts, six part products on tiles) is as exact as f32:
+/// every dtype, shapes off its 32-row block, 32-wide panel and 32-deep k step, values across 40
+/// binades, strided rows (the scalar packing path), accumulate; the same bits on one and three threads.
+#[test]
+fn amx_gemm_matches_f64_for_every_dtype_and_shape() {
+    use super::gemm_amx::{available, try_gemm};
+    if !available() {
+        skip("amx_gemm_matches_f64_for_every_dtype_and_shape", "AMX-BF16 on Linux (not capped by PHOENIX_SIMD)");
+        return;
+    }
+    let (q8, q8_wide) = super::ggml_quantize(crate::loader::QuantKind::Q8_0, &data(96 * 64, 31));
+    for &(m, k, n) in &[(1, 32, 32), (33, 70, 100), (64, 768, 96), (45, 31, 290), (130, 100, 64), (37, 64, 96)] {
+        let base = data(2 * m * k + 3, 21);
+        // Magnitudes 2^-20 .. 2^19: the parts must carry every binade exactly.
+        let x: Vec<f32> = base.iter().enumerate().map(|(i, v)| v * (2f32).powi((i % 40) as i32 - 20)).collect();
+        let views =
+            [MatRef::rows(&x, m, k), MatRef { data: &x[3..], rows: m, cols: k, row_stride: 1, col_stride: 2 * m }];
+        let weights = Weights::new(n * k, 22);
+        let mut each: Vec<(WeightRef, Vec<f64>)> = weights.each().into_iter().collect();
+        if (k, n) == (64, 96) {
+            let r = super::matmul::QuantRef { kind: crate::loader::QuantKind::Q8_0, bytes: &q8 };
+            each.push((WeightRef::Quant(r), q8_wide.iter().map(|&v| v as f64).collect()));
+        }
+        for view in views {
+            for (w, wide) in &each {
+                let want = naive(view, wide, n);
+                let what = format!("AMX {m}x{k}x{n} {} stride {}", w.dtype_name(), view.col_stride);
+                let mut bits = Vec::new();
+                for threads in [1, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let mut out = vec![f32::NAN; m * n];
+                    assert!(pool.install(|| try_gemm(view, *w, n, &mut out, false)));
+                    assert_close(&what, &out, &want, |_| 0.0);
+                    let mut acc = vec![0.5f32; m * n];
+                    pool.install(|| try_gemm(view, *w, n, &mut acc, true));
+                    assert_close(&format!("{what} accumulate"), &acc, &want, |_| 0.5);
+                    bits.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                }
+                assert_eq!(bits[0], bits[1], "{what}: one and three threads differ");
+            }
+        }
+    }
+    // Three terms per output: f32 rounds each sum to 2^-24 of its terms; a dropped part product
+    // (bf16×3, 2^-16) shows.
+    let (m, k, n) = (33, 3, 64);
+    let x: Vec<f32> = data(m * k, 23).iter().enumerate().map(|(i, v)| v * (1.0 + i as f32 / 7.0)).collect();
+    let weights = Weights::new(n * k, 24);
+    let want = naive(MatRef::rows(&x, m, k), &weights.each()[0].1, n);
+    let mut out = vec![f32::NAN; m * n];
+    assert!(try_gemm(MatRef::rows(&x, m, k), WeightRef::F32(&weights.f32), n, &mut out, false));
+    for (i, (&g, &(s, a))) in out.iter().zip(&want).enumerate() {
+        assert!((g as f64 - s).abs() <= 4.0 * a * f32::EPSILON as f64 / 2.0, "AMX short sum {i}: {g}, want {s}");
+    }
+}
+
 #[test]
 fn matvec_kernels_at_every_cpu_level_match_f64() {
     let cpu = cpu_level();

@@ -1,0 +1,494 @@
+//! AMX GEMM for prefill products on CPUs with Intel AMX-BF16 (Sapphire Rapids and later): the same
+//! products as `gemm_avx512` (`out[m, n] (+)= x[m, k] · Wᵀ`, W row-major `[n, k]`), on tile registers.
+//!
+//! f32-exact, not bf16: every f32 operand is split into three bf16 parts (hi + mid + lo, which hold
+//! its 24 significand bits exactly) and the six part products down to 2^-16 of the whole (hi·hi,
+//! hi·mid, mid·mid, mid·hi, lo·hi, hi·lo) are summed in the tiles' f32 accumulators ("bf16×6", as
+//! XLA's HIGHEST precision on TPUs). The three dropped ones are each under 2^-24 of the product,
+//! f32's own rounding; against a float64 product (512 × 768 × 3360) the error was 1.9e-6 where a
+//! plain f32 loop's was 3.6e-6. One TDPBF16PS does 16 × 16 × 32 multiply-adds in 16 cycles: even six
+//! of them per f32 product leave 2.6× the AVX-512 FMA peak (measured 3.8 TFLOP/s bf16 per core on the
+//! Intel VM against 246 GFLOP/s f32).
+//!
+//! Layout: C blocks of 32 × 32 (2 × 2 accumulator tiles, tmm0–3); per 32-deep k step each operand
+//! has 3 parts × 2 tiles of 16 rows × 64 bytes (tmm4–5 token tiles, tmm6–7 weight tiles, in the
+//! VNNI pair layout TDPBF16PS reads). Tokens are packed once per product set, shared by every task;
+//! each task packs its weight panels (widened and transposed by `gemm_pack`, then split). A task
+//! sweeps its token rows in groups whose packed tiles stay in L2 while its panels go over them.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::gemm_avx512::Product;
+use super::mat_ref::{MatRef, OutPtr};
+use super::weight_ref::WeightRef;
+
+/// Rows (tokens) and columns (outputs) of one C block.
+const BLOCK: usize = 32;
+/// k values per tile row: 32 bf16 = 64 bytes.
+const KSTEP: usize = 32;
+/// bf16 values in one tile (16 rows × 32).
+const TILE: usize = 512;
+/// bf16 parts per f32 value.
+const PARTS: usize = 3;
+/// bf16 values of one operand's 32 rows (or columns) for one k step: 3 parts × 2 tiles.
+const STEP: usize = PARTS * 2 * TILE;
+/// 32-wide weight panels per task: their packed parts (≤ 300 KB each at k = 1536) stay in L2 beside
+/// a token group.
+const PANELS_PER_TASK: usize = 2;
+/// Bytes of packed token tiles one task sweeps at a time (kept in L2 while its panels go over them):
+/// 256 rows at k = 768 ran 378 GFLOP/s here, all 512 at once 257.
+const TOKEN_GROUP_BYTES: usize = 1 << 20;
+
+/// A cache line of bf16 bits: packed tiles start on 64-byte boundaries (tile rows that straddle two
+/// lines cost two loads each: 244 → 278 GFLOP/s when aligned).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+thread_local! {
+    /// The calling thread's packed token tiles (read by every task of one product set).
+    static TOKENS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    /// A task's weight panels: k-major f32 from `gemm_pack`, then split into bf16 parts.
+    static PANEL_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PANELS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static WIDE_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether this CPU and OS run AMX-BF16 tiles (and `PHOENIX_SIMD` does not cap the kernels at
+/// `avx512` or below). Asks Linux once for the tile-data state (`arch_prctl`), which a process must
+/// request before its first tile instruction; elsewhere, off.
+pub(crate) fn available() -> bool {
+    use std::sync::OnceLock;
+    static AMX: OnceLock<bool> = OnceLock::new();
+    *AMX.get_or_init(|| {
+        super::simd_level() == super::SimdLevel::Avx512
+            && std::env::var("PHOENIX_SIMD").as_deref() != Ok("avx512")
+            && detect()
+    })
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    // CPUID.(7,0):EDX bit 22 AMX-BF16, bit 24 AMX-TILE; the BW shuffles of the packing are AVX-512BW.
+    // SAFETY: CPUID leaf 7 exists on every x86_64 CPU with AVX-512 (checked by the caller).
+    #[allow(unused_unsafe)]
+    let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+    let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0 && is_x86_feature_detected!("avx512bw");
+    // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): refused by kernels without AMX support.
+    // SAFETY: a syscall with integer arguments; it only changes this process's permitted xstate.
+    cpu && unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// Computes the product on AMX if this machine has it (returns true), else does nothing (false).
+#[cfg(test)]
+pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accumulate: bool) -> bool {
+    if !available() {
+        return false;
+    }
+    gemm_many(x, &mut [Product { w, n, out }], accumulate);
+    true
+}
+
+/// The products of the same rows `x` with several weights, on AMX ([`available`], checked by the
+/// caller; sizes checked by `gemm_avx512::gemm_many`, which calls this). Each product's tasks, and
+/// so its bits, are those it has alone.
+pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (m, k) = (x.rows, x.cols);
+        let steps = k.div_ceil(KSTEP);
+        let pairs = m.div_ceil(BLOCK);
+        TOKENS.with(|cell| {
+            // A product set started from inside another one's task (this thread stole it while
+            // waiting) finds the buffer borrowed: it packs into its own.
+            let mut own = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let tokens = match borrowed.as_deref_mut() {
+                Ok(buf) => buf,
+                Err(_) => &mut own,
+            };
+            let lines = super::size_mul(super::size_mul(pairs, steps), STEP) / 32;
+            if tokens.len() < lines {
+                tokens.resize(lines, Line([0; 32]));
+            }
+            let tokens = &mut tokens[..lines];
+            // SAFETY: AMX (so AVX-512F/BW) checked by the caller; `x` checked by it.
+            let pack = |(p, pair): (usize, &mut [Line])| unsafe { pack_token_pair(x, p * BLOCK, pair) };
+            let per_pair = steps * STEP / 32;
+            if pairs > 1 && rayon::current_num_threads() > 1 {
+                tokens.par_chunks_mut(per_pair).enumerate().for_each(pack);
+            } else {
+                tokens.chunks_mut(per_pair).enumerate().for_each(pack);
+            }
+            run_tasks(m, k, tokens, products, accumulate);
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, products, accumulate);
+        unreachable!("AMX off x86_64");
+    }
+}
+
+/// Splits each of 16 f32 lanes into three bf16 parts, each in the low half of a 32-bit lane
+/// (round to nearest even; `v` − hi and then − mid are exact in f32, so hi + mid + lo == v).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn split3(v: std::arch::x86_64::__m512) -> [std::arch::x86_64::__m512i; PARTS] {
+    use std::arch::x86_64::*;
+    let mut rest = v;
+    let mut parts = [_mm512_setzero_si512(); PARTS];
+    for part in parts.iter_mut() {
+        let bits = _mm512_castps_si512(rest);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let bf = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+        rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bf)));
+        *part = bf;
+    }
+    parts
+}
+
+/// Token rows `r0 .. r0 + 32` (zero past `x.rows`) as `pair[(step · 3 + part) · 2 + half]` tiles:
+/// tile row r holds the part's bf16 of x[r0 + 16·half + r, 32·step ..] (zero past k).
+/// Safety: AVX-512F/BW; `x` checked (`MatRef::check`); `pair` holds `steps · STEP` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_token_pair(x: MatRef, r0: usize, pair: &mut [Line]) {
+    use std::arch::x86_64::*;
+    let k = x.cols;
+    let steps = k.div_ceil(KSTEP);
+    let dst = pair.as_mut_ptr() as *mut u16;
+    let mut row = [0f32; KSTEP];
+    for r in 0..BLOCK {
+        let (half, tr) = (r / 16, r % 16);
+        let exists = r0 + r < x.rows;
+        for s in 0..steps {
+            let k0 = s * KSTEP;
+            let width = KSTEP.min(k - k0);
+            let vs = if !exists {
+                [_mm512_setzero_ps(); 2]
+            } else if x.col_stride == 1 && width == KSTEP {
+                let src = x.data.as_ptr().add((r0 + r) * x.row_stride + k0);
+                [_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))]
+            } else {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = if c < width { x.data[(r0 + r) * x.row_stride + (k0 + c) * x.col_stride] } else { 0.0 };
+                }
+                [_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(row.as_ptr().add(16))]
+            };
+            let (lo, hi) = (split3(vs[0]), split3(vs[1]));
+            for part in 0..PARTS {
+                let tile = dst.add(((s * PARTS + part) * 2 + half) * TILE + tr * KSTEP);
+                _mm256_storeu_si256(tile as *mut __m256i, _mm512_cvtepi32_epi16(lo[part]));
+                _mm256_storeu_si256(tile.add(16) as *mut __m256i, _mm512_cvtepi32_epi16(hi[part]));
+            }
+        }
+    }
+}
+
+/// A k-major f32 panel (`panel[kk · 32 + j]`, 32 outputs) as `dst[(step · 3 + part) · 2 + half]`
+/// tiles in TDPBF16PS's pair layout: tile row p holds, for each of the half's 16 outputs j, the
+/// part's bf16 of (w[j, 32·step + 2p], w[j, 32·step + 2p + 1]) — zero past k.
+/// Safety: AVX-512F; `panel` holds k · 32 values, `dst` steps · STEP.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_panel(panel: &[f32], k: usize, dst: &mut [Line]) {
+    use std::arch::x86_64::*;
+    let steps = k.div_ceil(KSTEP);
+    assert!(panel.len() >= k * BLOCK && dst.len() * 32 >= steps * STEP);
+    let dst = dst.as_mut_ptr() as *mut u16;
+    let zero = _mm512_setzero_ps();
+    let load = |kk: usize, half: usize| {
+        if kk < k {
+            _mm512_loadu_ps(panel.as_ptr().add(kk * BLOCK + 16 * half))
+        } else {
+            zero
+        }
+    };
+    for s in 0..steps {
+        for p in 0..KSTEP / 2 {
+            let kk = s * KSTEP + 2 * p;
+            for half in 0..2 {
+                let (even, odd) = (split3(load(kk, half)), split3(load(kk + 1, half)));
+                for part in 0..PARTS {
+                    let pairs = _mm512_or_si512(even[part], _mm512_slli_epi32::<16>(odd[part]));
+                    let tile = dst.add(((s * PARTS + part) * 2 + half) * TILE + p * KSTEP);
+                    _mm512_storeu_si512(tile as *mut __m512i, pairs);
+                }
+            }
+        }
+    }
+}
+
+/// Runs every product's (panel group × token group) tasks on rayon, as one set.
+#[cfg(target_arch = "x86_64")]
+fn run_tasks(m: usize, k: usize, tokens: &[Line], products: &mut [Product], accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    let jobs: Vec<(WeightRef, usize, OutPtr, Split)> =
+        products.iter_mut().map(|p| (p.w, p.n, OutPtr(p.out.as_mut_ptr()), Split::new(m, p.n, threads))).collect();
+    let all: usize = jobs.iter().map(|j| j.3.tasks).sum();
+    let task = |mut i: usize| {
+        let mut job = 0;
+        while i >= jobs[job].3.tasks {
+            i -= jobs[job].3.tasks;
+            job += 1;
+        }
+        let (w, n, ptr, split) = jobs[job];
+        let (g, t) = (i / split.groups, i % split.groups);
+        let pairs = t * split.pairs_per_group..((t + 1) * split.pairs_per_group).min(m.div_ceil(BLOCK));
+        // SAFETY: AMX checked by the caller; each task writes only its rows × its panels' columns
+        // of its product's `out`, disjoint from every other task; reads stay inside the views the
+        // caller checked.
+        unsafe { panel_task(tokens, m, k, w, n, g, pairs, ptr, accumulate) };
+    };
+    if all <= 1 || threads == 1 {
+        (0..all).for_each(task);
+    } else {
+        (0..all).into_par_iter().for_each(task);
+    }
+}
+
+/// How one product splits into (panel group × token group) tasks.
+#[derive(Clone, Copy)]
+struct Split {
+    groups: usize,
+    pairs_per_group: usize,
+    tasks: usize,
+}
+
+impl Split {
+    fn new(m: usize, n: usize, threads: usize) -> Self {
+        let panel_groups = n.div_ceil(BLOCK * PANELS_PER_TASK);
+        let pairs = m.div_ceil(BLOCK);
+        if panel_groups == 0 || pairs == 0 {
+            return Self { groups: 1, pairs_per_group: pairs.max(1), tasks: 0 };
+        }
+        // Split tokens too when there are few panels, so every thread gets work.
+        let groups = (4 * threads).div_ceil(panel_groups).clamp(1, pairs);
+        let pairs_per_group = pairs.div_ceil(groups);
+        let groups = pairs.div_ceil(pairs_per_group);
+        Self { groups, pairs_per_group, tasks: panel_groups * groups }
+    }
+}
+
+/// One task: packs panel group `g`'s weight panels, then for each L2-sized group of its token row
+/// pairs, every panel × pair C block over the whole k, stored (or added) into `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_task(
+    tokens: &[Line],
+    m: usize,
+    k: usize,
+    w: WeightRef,
+    n: usize,
+    g: usize,
+    pairs: std::ops::Range<usize>,
+    out: OutPtr,
+    accumulate: bool,
+) {
+    let steps = k.div_ceil(KSTEP);
+    let first = g * PANELS_PER_TASK;
+    let count = PANELS_PER_TASK.min(n.div_ceil(BLOCK) - first);
+    // Lines of one 32-row token pair, or one 32-wide weight panel, over all k steps.
+    let operand_lines = steps * STEP / 32;
+    PANELS.with(|panels| {
+        let mut panels = panels.borrow_mut();
+        if panels.len() < count * operand_lines {
+            panels.resize(count * operand_lines, Line([0; 32]));
+        }
+        PANEL_F32.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < k * BLOCK {
+                f.resize(k * BLOCK, 0.0);
+            }
+            for q in 0..count {
+                let o0 = (first + q) * BLOCK;
+                let nr = BLOCK.min(n - o0);
+                if nr < BLOCK {
+                    f.fill(0.0); // the columns past n multiply into outputs that are never stored
+                }
+                pack_weight_rows(w, o0, nr, k, &mut f);
+                split_panel(&f, k, &mut panels[q * operand_lines..(q + 1) * operand_lines]);
+            }
+        });
+        let group = (TOKEN_GROUP_BYTES / (steps * STEP * 2)).max(1);
+        let mut scratch = Scratch([0.0; BLOCK * BLOCK]);
+        tile_config();
+        let mut p0 = pairs.start;
+        while p0 < pairs.end {
+            let p1 = (p0 + group).min(pairs.end);
+            for q in 0..count {
+                let o0 = (first + q) * BLOCK;
+                let nr = BLOCK.min(n - o0);
+                let b = panels.as_ptr().add(q * operand_lines) as *const u16;
+                for p in p0..p1 {
+                    let a = tokens.as_ptr().add(p * operand_lines) as *const u16;
+                    block(a, b, steps, &mut scratch);
+                    let rows = BLOCK.min(m - p * BLOCK);
+                    for r in 0..rows {
+                        let src = scratch.0.as_ptr().add(r * BLOCK);
+                        let pair =
+                            [std::arch::x86_64::_mm512_loadu_ps(src), std::arch::x86_64::_mm512_loadu_ps(src.add(16))];
+                        super::gemm_avx512::store_row_pair(
+                            out.get().add((p * BLOCK + r) * n + o0),
+                            nr,
+                            pair,
+                            accumulate,
+                        );
+                    }
+                }
+            }
+            p0 = p1;
+        }
+        std::arch::asm!("tilerelease", options(nostack, nomem));
+    });
+}
+
+/// W rows `o0 .. o0 + nr` as a k-major 32-wide f32 panel (`dst[kk · 32 + j]`), widened from their
+/// stored dtype (whole rows, so whole quantized blocks).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_weight_rows(w: WeightRef, o0: usize, nr: usize, k: usize, dst: &mut [f32]) {
+    match w {
+        WeightRef::F32(w) => super::gemm_pack::pack_panel(&w[o0 * k..(o0 + nr) * k], k, BLOCK, dst),
+        _ => WIDE_ROWS.with(|rows| {
+            let mut rows = rows.borrow_mut();
+            if rows.len() < nr * k {
+                rows.resize(nr * k, 0.0);
+            }
+            let rows = &mut rows[..nr * k];
+            super::weight_ref::widen(w.slice(o0 * k, nr * k), rows);
+            super::gemm_pack::pack_panel(rows, k, BLOCK, dst);
+        }),
+    }
+}
+
+/// A C block's 32 × 32 f32 results, row-major, on a 64-byte boundary (tile stores).
+#[repr(C, align(64))]
+struct Scratch([f32; BLOCK * BLOCK]);
+
+/// The palette-1 configuration: all 8 tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Loads the tile configuration on this thread (each task: rayon threads run other code between).
+/// Safety: AMX available and permitted (`available`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_config() {
+    let mut cfg = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+    for t in 0..8 {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    std::arch::asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+}
+
+macro_rules! load {
+    ($tile:literal, $ptr:expr) => {
+        std::arch::asm!(concat!("tileloadd ", $tile, ", [{p} + {s}*1]"), p = in(reg) $ptr, s = in(reg) 64usize,
+            options(nostack, readonly))
+    };
+}
+macro_rules! dot {
+    ($c:literal, $a:literal, $b:literal) => {
+        std::arch::asm!(concat!("tdpbf16ps ", $c, ", ", $a, ", ", $b), options(nostack, nomem))
+    };
+}
+
+/// `scratch = A · Bᵀ` for one 32-row token pair `a` and one 32-wide panel `b` (packed as above)
+/// over all `steps` k steps: tmm0–3 accumulate the 2 × 2 tiles, tmm4–5 hold a part's token tiles,
+/// tmm6–7 a part's weight tiles. Each tile is reloaded as soon as the products that read it are
+/// issued (B-major or A-major order, by which operand changes next), so loads overlap products.
+/// Safety: AMX configured (`tile_config`); `a` and `b` hold `steps · STEP` values each.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn block(a: *const u16, b: *const u16, steps: usize, scratch: &mut Scratch) {
+    std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    // Part `part`, half `half` of step `s`.
+    let at = |base: *const u16, s: usize, part: usize, half: usize| base.add(s * STEP + (part * 2 + half) * TILE);
+    load!("tmm4", at(a, 0, 0, 0));
+    load!("tmm6", at(b, 0, 0, 0));
+    load!("tmm5", at(a, 0, 0, 1));
+    load!("tmm7", at(b, 0, 0, 1));
+    for s in 0..steps {
+        // hi·hi, then hi·mid (new B).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm2", "tmm5", "tmm6");
+        load!("tmm6", at(b, s, 1, 0));
+        dot!("tmm1", "tmm4", "tmm7");
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm7", at(b, s, 1, 1));
+        // hi·mid, then mid·mid (new A).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm1", "tmm4", "tmm7");
+        load!("tmm4", at(a, s, 1, 0));
+        dot!("tmm2", "tmm5", "tmm6");
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm5", at(a, s, 1, 1));
+        // mid·mid, then mid·hi (new B).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm2", "tmm5", "tmm6");
+        load!("tmm6", at(b, s, 0, 0));
+        dot!("tmm1", "tmm4", "tmm7");
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm7", at(b, s, 0, 1));
+        // mid·hi, then lo·hi (new A).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm1", "tmm4", "tmm7");
+        load!("tmm4", at(a, s, 2, 0));
+        dot!("tmm2", "tmm5", "tmm6");
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm5", at(a, s, 2, 1));
+        // lo·hi, then hi·lo (new A and B).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm2", "tmm5", "tmm6");
+        dot!("tmm1", "tmm4", "tmm7");
+        load!("tmm4", at(a, s, 0, 0));
+        load!("tmm6", at(b, s, 2, 0));
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm5", at(a, s, 0, 1));
+        load!("tmm7", at(b, s, 2, 1));
+        // hi·lo, then the next step's hi·hi (new A and B).
+        dot!("tmm0", "tmm4", "tmm6");
+        dot!("tmm2", "tmm5", "tmm6");
+        dot!("tmm1", "tmm4", "tmm7");
+        if s + 1 < steps {
+            load!("tmm4", at(a, s + 1, 0, 0));
+            load!("tmm6", at(b, s + 1, 0, 0));
+            dot!("tmm3", "tmm5", "tmm7");
+            load!("tmm5", at(a, s + 1, 0, 1));
+            load!("tmm7", at(b, s + 1, 0, 1));
+        } else {
+            dot!("tmm3", "tmm5", "tmm7");
+        }
+    }
+    let c = scratch.0.as_mut_ptr();
+    std::arch::asm!(
+        "tilestored [{c0} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c0 = in(reg) c,
+        c1 = in(reg) c.add(16),
+        c2 = in(reg) c.add(16 * BLOCK),
+        c3 = in(reg) c.add(16 * BLOCK + 16),
+        s = in(reg) BLOCK * 4,
+        options(nostack)
+    );
+}
