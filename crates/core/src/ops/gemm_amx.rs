@@ -79,7 +79,36 @@ fn detect() -> bool {
     let cpu = edx & (1 << 22) != 0 && edx & (1 << 24) != 0 && is_x86_feature_detected!("avx512bw");
     // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): refused by kernels without AMX support.
     // SAFETY: a syscall with integer arguments; it only changes this process's permitted xstate.
-    cpu && unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } == 0
+    cpu && unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } == 0 && tiles_run_in_a_child()
+}
+
+/// Whether tile instructions run here. Some virtual machines advertise AMX and grant the permission,
+/// yet fault on the first tile instruction (this project's Intel VM did in an earlier session): a
+/// forked child runs them first, so a fault ends the child, not the Node process. Once per process.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn tiles_run_in_a_child() -> bool {
+    // SAFETY: the child runs only async-signal-safe work (tile instructions on its own stack, then
+    // `_exit`), as a fork of a multi-threaded process must; the parent only waits for it.
+    unsafe {
+        let child = libc::fork();
+        if child == 0 {
+            tile_config();
+            std::arch::asm!("tilezero tmm0", "tdpbf16ps tmm0, tmm1, tmm2", "tilerelease", options(nostack, nomem));
+            libc::_exit(0);
+        }
+        if child < 0 {
+            return false;
+        }
+        let mut status = 0;
+        loop {
+            if libc::waitpid(child, &mut status, 0) == child {
+                return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return false;
+            }
+        }
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
