@@ -184,11 +184,19 @@ fn amx_gemm_matches_f64_for_every_dtype_and_shape() {
     let (m, k, n) = (33, 3, 64);
     let x: Vec<f32> = data(m * k, 23).iter().enumerate().map(|(i, v)| v * (1.0 + i as f32 / 7.0)).collect();
     let weights = Weights::new(n * k, 24);
-    let want = naive(MatRef::rows(&x, m, k), &weights.each()[0].1, n);
-    let mut out = vec![f32::NAN; m * n];
-    assert!(try_gemm(MatRef::rows(&x, m, k), WeightRef::F32(&weights.f32), n, &mut out, false));
-    for (i, (&g, &(s, a))) in out.iter().zip(&want).enumerate() {
-        assert!((g as f64 - s).abs() <= 4.0 * a * f32::EPSILON as f64 / 2.0, "AMX short sum {i}: {g}, want {s}");
+    let each = weights.each();
+    // f32 weights (six part products) and bf16 ones (three: the weights are their own hi part).
+    for (w, wide) in [&each[0], &each[2]] {
+        let want = naive(MatRef::rows(&x, m, k), wide, n);
+        let mut out = vec![f32::NAN; m * n];
+        assert!(try_gemm(MatRef::rows(&x, m, k), *w, n, &mut out, false));
+        for (i, (&g, &(s, a))) in out.iter().zip(&want).enumerate() {
+            let what = w.dtype_name();
+            assert!(
+                (g as f64 - s).abs() <= 4.0 * a * f32::EPSILON as f64 / 2.0,
+                "AMX {what} short sum {i}: {g}, want {s}"
+            );
+        }
     }
 }
 
