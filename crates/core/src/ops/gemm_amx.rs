@@ -8,7 +8,8 @@
 //! f32's own rounding; against a float64 product (512 × 768 × 3360) the error was 1.9e-6 where a
 //! plain f32 loop's was 3.6e-6. One TDPBF16PS does 16 × 16 × 32 multiply-adds in 16 cycles: even six
 //! of them per f32 product leave 2.6× the AVX-512 FMA peak (measured 3.8 TFLOP/s bf16 per core on the
-//! Intel VM against 246 GFLOP/s f32).
+//! Intel VM against 246 GFLOP/s f32). bf16 weights are their own hi part: three part products
+//! (lo·hi, mid·hi, hi·hi) give their exact product, with half the tile work.
 //!
 //! Layout: C blocks of 32 × 32 (2 × 2 accumulator tiles, tmm0–3); per 32-deep k step each operand
 //! has 3 parts × 2 tiles of 16 rows × 64 bytes (tmm4–5 token tiles, tmm6–7 weight tiles, in the
@@ -88,9 +89,10 @@ fn detect() -> bool {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn tiles_run_in_a_child() -> bool {
     // SAFETY: the child runs only async-signal-safe work (tile instructions on its own stack, then
-    // `_exit`), as a fork of a multi-threaded process must; the parent only waits for it.
+    // `_exit`), as a fork of a multi-threaded process must; the parent only waits for it. The raw
+    // fork syscall, not glibc's `fork`: no `pthread_atfork` handlers (OpenSSL's, in Node) run.
     unsafe {
-        let child = libc::fork();
+        let child = libc::syscall(libc::SYS_fork) as libc::pid_t;
         if child == 0 {
             tile_config();
             std::arch::asm!("tilezero tmm0", "tdpbf16ps tmm0, tmm1, tmm2", "tilerelease", options(nostack, nomem));
