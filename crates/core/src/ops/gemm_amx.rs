@@ -137,15 +137,7 @@ pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
         let (m, k) = (x.rows, x.cols);
         let steps = k.div_ceil(KSTEP);
         let pairs = m.div_ceil(BLOCK);
-        TOKENS.with(|cell| {
-            // A product set started from inside another one's task (this thread stole it while
-            // waiting) finds the buffer borrowed: it packs into its own.
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let tokens = match borrowed.as_deref_mut() {
-                Ok(buf) => buf,
-                Err(_) => &mut own,
-            };
+        super::gemm_avx512::with_thread_buffer(&TOKENS, |tokens| {
             let lines = super::size_mul(super::size_mul(pairs, steps), STEP) / 32;
             if tokens.len() < lines {
                 tokens.resize(lines, Line([0; 32]));
@@ -266,13 +258,8 @@ fn run_tasks(m: usize, k: usize, tokens: &[Line], products: &mut [Product], accu
     let threads = rayon::current_num_threads();
     let jobs: Vec<(WeightRef, usize, OutPtr, Split)> =
         products.iter_mut().map(|p| (p.w, p.n, OutPtr(p.out.as_mut_ptr()), Split::new(m, p.n, threads))).collect();
-    let all: usize = jobs.iter().map(|j| j.3.tasks).sum();
-    let task = |mut i: usize| {
-        let mut job = 0;
-        while i >= jobs[job].3.tasks {
-            i -= jobs[job].3.tasks;
-            job += 1;
-        }
+    let tasks: Vec<usize> = jobs.iter().map(|j| j.3.tasks).collect();
+    super::gemm_avx512::run_job_tasks(&tasks, |job, i| {
         let (w, n, ptr, split) = jobs[job];
         let (g, t) = (i / split.groups, i % split.groups);
         let pairs = t * split.pairs_per_group..((t + 1) * split.pairs_per_group).min(m.div_ceil(BLOCK));
@@ -280,12 +267,7 @@ fn run_tasks(m: usize, k: usize, tokens: &[Line], products: &mut [Product], accu
         // of its product's `out`, disjoint from every other task; reads stay inside the views the
         // caller checked.
         unsafe { panel_task(tokens, m, k, w, n, g, pairs, ptr, accumulate) };
-    };
-    if all <= 1 || threads == 1 {
-        (0..all).for_each(task);
-    } else {
-        (0..all).into_par_iter().for_each(task);
-    }
+    });
 }
 
 /// How one product splits into (panel group × token group) tasks.
@@ -451,73 +433,100 @@ macro_rules! dot {
 
 /// `scratch = A · Bᵀ` for one 32-row token pair `a` and one 32-wide panel `b` (packed as above)
 /// over all `steps` k steps: tmm0–3 accumulate the 2 × 2 tiles, tmm4–5 hold a part's token tiles,
-/// tmm6–7 a part's weight tiles. Each tile is reloaded as soon as the products that read it are
-/// issued (B-major or A-major order, by which operand changes next), so loads overlap products;
-/// prefetching the next step's tiles measured ~6 % slower.
+/// tmm6–7 a part's weight tiles. Parts are visited so that each change replaces only the token or
+/// only the weight tiles (two loads): lo·hi, mid·hi, mid·mid, hi·mid, hi·lo, hi·hi — 14 tile loads
+/// per 24 products. Prefetching the next step's tiles measured ~6 % slower.
 /// Safety: AMX configured (`tile_config`); `a` and `b` hold `steps · STEP` values each.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 unsafe fn block(a: *const u16, b: *const u16, steps: usize, scratch: &mut Scratch) {
-    std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-    // Part `part`, half `half` of step `s`.
-    let at = |base: *const u16, s: usize, part: usize, half: usize| base.add(s * STEP + (part * 2 + half) * TILE);
-    // Parts visited so that each change between them replaces only A or only B (two loads), in
-    // the order lo·hi, mid·hi, mid·mid, hi·mid, hi·lo, hi·hi: 14 tile loads per 24 products.
-    load!("tmm4", at(a, 0, 2, 0));
-    load!("tmm6", at(b, 0, 0, 0));
-    load!("tmm5", at(a, 0, 2, 1));
-    load!("tmm7", at(b, 0, 0, 1));
+    start_block(a, b);
     for s in 0..steps {
-        // lo·hi, then mid·hi (new A).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        load!("tmm4", at(a, s, 1, 0));
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm5", at(a, s, 1, 1));
-        // mid·hi, then mid·mid (new B).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm2", "tmm5", "tmm6");
-        load!("tmm6", at(b, s, 1, 0));
-        dot!("tmm1", "tmm4", "tmm7");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm7", at(b, s, 1, 1));
-        // mid·mid, then hi·mid (new A).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        load!("tmm4", at(a, s, 0, 0));
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm5", at(a, s, 0, 1));
-        // hi·mid, then hi·lo (new B).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm2", "tmm5", "tmm6");
-        load!("tmm6", at(b, s, 2, 0));
-        dot!("tmm1", "tmm4", "tmm7");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm7", at(b, s, 2, 1));
-        // hi·lo, then hi·hi (new B).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm2", "tmm5", "tmm6");
-        load!("tmm6", at(b, s, 0, 0));
-        dot!("tmm1", "tmm4", "tmm7");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm7", at(b, s, 0, 1));
-        // hi·hi, then the next step's lo·hi (new A and B).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        if s + 1 < steps {
-            load!("tmm4", at(a, s + 1, 2, 0));
-            load!("tmm6", at(b, s + 1, 0, 0));
-            dot!("tmm3", "tmm5", "tmm7");
-            load!("tmm5", at(a, s + 1, 2, 1));
-            load!("tmm7", at(b, s + 1, 0, 1));
-        } else {
-            dot!("tmm3", "tmm5", "tmm7");
-        }
+        products_then_tokens(a, s, 1); // lo·hi, then mid·hi
+        products_then_weights(b, s, 1); // mid·hi, then mid·mid
+        products_then_tokens(a, s, 0); // mid·mid, then hi·mid
+        products_then_weights(b, s, 2); // hi·mid, then hi·lo
+        products_then_weights(b, s, 0); // hi·lo, then hi·hi
+        products_then_next_step(a, b, s, steps); // hi·hi, then the next step's lo·hi
     }
     store_block(scratch);
+}
+
+/// [`block`] for weights that are bf16 already (their mid and lo parts are zero): the three token
+/// parts times the weights' one part — lo·hi, mid·hi, hi·hi — exact, 8 tile loads per 12 products.
+/// Safety: as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn block_bf16_weights(a: *const u16, b: *const u16, steps: usize, scratch: &mut Scratch) {
+    start_block(a, b);
+    for s in 0..steps {
+        products_then_tokens(a, s, 1); // lo·hi, then mid·hi
+        products_then_tokens(a, s, 0); // mid·hi, then hi·hi
+        products_then_next_step(a, b, s, steps); // hi·hi, then the next step's lo·hi
+    }
+    store_block(scratch);
+}
+
+/// Part `part`, half `half` of step `s` of a packed operand.
+#[inline(always)]
+unsafe fn tile_at(base: *const u16, s: usize, part: usize, half: usize) -> *const u16 {
+    base.add(s * STEP + (part * 2 + half) * TILE)
+}
+
+/// Zeroes the accumulators and loads step 0's lo token tiles and hi weight tiles.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn start_block(a: *const u16, b: *const u16) {
+    std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    load!("tmm4", tile_at(a, 0, 2, 0));
+    load!("tmm6", tile_at(b, 0, 0, 0));
+    load!("tmm5", tile_at(a, 0, 2, 1));
+    load!("tmm7", tile_at(b, 0, 0, 1));
+}
+
+/// The four products of the loaded tiles, each token tile reloaded (with part `part` of step `s`)
+/// as soon as its two products are issued.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn products_then_tokens(a: *const u16, s: usize, part: usize) {
+    dot!("tmm0", "tmm4", "tmm6");
+    dot!("tmm1", "tmm4", "tmm7");
+    load!("tmm4", tile_at(a, s, part, 0));
+    dot!("tmm2", "tmm5", "tmm6");
+    dot!("tmm3", "tmm5", "tmm7");
+    load!("tmm5", tile_at(a, s, part, 1));
+}
+
+/// The four products of the loaded tiles, each weight tile reloaded (with part `part` of step `s`)
+/// as soon as its two products are issued.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn products_then_weights(b: *const u16, s: usize, part: usize) {
+    dot!("tmm0", "tmm4", "tmm6");
+    dot!("tmm2", "tmm5", "tmm6");
+    load!("tmm6", tile_at(b, s, part, 0));
+    dot!("tmm1", "tmm4", "tmm7");
+    dot!("tmm3", "tmm5", "tmm7");
+    load!("tmm7", tile_at(b, s, part, 1));
+}
+
+/// The four products of the loaded (hi · hi) tiles, then the next step's lo token and hi weight
+/// tiles loaded, if there is a next step.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn products_then_next_step(a: *const u16, b: *const u16, s: usize, steps: usize) {
+    dot!("tmm0", "tmm4", "tmm6");
+    dot!("tmm2", "tmm5", "tmm6");
+    dot!("tmm1", "tmm4", "tmm7");
+    if s + 1 < steps {
+        load!("tmm4", tile_at(a, s + 1, 2, 0));
+        load!("tmm6", tile_at(b, s + 1, 0, 0));
+        dot!("tmm3", "tmm5", "tmm7");
+        load!("tmm5", tile_at(a, s + 1, 2, 1));
+        load!("tmm7", tile_at(b, s + 1, 0, 1));
+    } else {
+        dot!("tmm3", "tmm5", "tmm7");
+    }
 }
 
 /// Stores the four accumulator tiles as the C block's 32 × 32 row-major values.
@@ -538,48 +547,4 @@ unsafe fn store_block(scratch: &mut Scratch) {
         s = in(reg) BLOCK * 4,
         options(nostack)
     );
-}
-
-/// [`block`] for weights that are bf16 already (their mid and lo parts are zero): the three token
-/// parts times the weights' one part — lo·hi, mid·hi, hi·hi — exact, 8 tile loads per 12 products.
-/// Safety: as [`block`].
-#[cfg(target_arch = "x86_64")]
-#[inline]
-unsafe fn block_bf16_weights(a: *const u16, b: *const u16, steps: usize, scratch: &mut Scratch) {
-    std::arch::asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-    let at = |base: *const u16, s: usize, part: usize, half: usize| base.add(s * STEP + (part * 2 + half) * TILE);
-    load!("tmm4", at(a, 0, 2, 0));
-    load!("tmm6", at(b, 0, 0, 0));
-    load!("tmm5", at(a, 0, 2, 1));
-    load!("tmm7", at(b, 0, 0, 1));
-    for s in 0..steps {
-        // lo·hi, then mid·hi (new A).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        load!("tmm4", at(a, s, 1, 0));
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm5", at(a, s, 1, 1));
-        // mid·hi, then hi·hi (new A).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        load!("tmm4", at(a, s, 0, 0));
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm3", "tmm5", "tmm7");
-        load!("tmm5", at(a, s, 0, 1));
-        // hi·hi, then the next step's lo·hi (new A and B).
-        dot!("tmm0", "tmm4", "tmm6");
-        dot!("tmm2", "tmm5", "tmm6");
-        dot!("tmm1", "tmm4", "tmm7");
-        if s + 1 < steps {
-            load!("tmm4", at(a, s + 1, 2, 0));
-            load!("tmm6", at(b, s + 1, 0, 0));
-            dot!("tmm3", "tmm5", "tmm7");
-            load!("tmm5", at(a, s + 1, 2, 1));
-            load!("tmm7", at(b, s + 1, 0, 1));
-        } else {
-            dot!("tmm3", "tmm5", "tmm7");
-        }
-    }
-    store_block(scratch);
 }

@@ -127,15 +127,7 @@ fn packed_tokens_then_tasks(x: MatRef, products: &mut [Product], accumulate: boo
         let (m, k) = (x.rows, x.cols);
         // Pack the token rows once, shared by every task: tile i holds rows i·MR.. in k-major order
         // (one k step = MR consecutive floats, what the micro-kernel broadcasts), zero rows past m.
-        TOKENS.with(|cell| {
-            // A product started from inside another one's task (this thread stole it while
-            // waiting) finds the buffer borrowed: it packs into its own.
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let tokens = match borrowed.as_deref_mut() {
-                Ok(buf) => buf,
-                Err(_) => &mut own,
-            };
+        with_thread_buffer(&TOKENS, |tokens| {
             let tiles = m.div_ceil(MR);
             let len = super::size_mul(super::size_mul(tiles, MR), k);
             if tokens.len() < len {
@@ -157,6 +149,19 @@ fn packed_tokens_then_tasks(x: MatRef, products: &mut [Product], accumulate: boo
         let _ = (x, products, accumulate);
         unreachable!("AVX-512 level off x86_64");
     }
+}
+
+/// Runs `f` on this thread's buffer `key`, or on a fresh one when a product set started from inside
+/// another one's task (this thread stole it while waiting) finds the buffer borrowed. Shared with
+/// `gemm_amx`.
+pub(super) fn with_thread_buffer<T, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// How one product splits into (panel group × token group) tasks.
@@ -187,13 +192,8 @@ fn run_tasks(m: usize, k: usize, tokens: &[f32], products: &mut [Product], accum
     let threads = rayon::current_num_threads();
     let jobs: Vec<(WeightRef, usize, OutPtr, Split)> =
         products.iter_mut().map(|p| (p.w, p.n, OutPtr(p.out.as_mut_ptr()), Split::new(m, p.n, threads))).collect();
-    let all: usize = jobs.iter().map(|j| j.3.tasks).sum();
-    let task = |mut i: usize| {
-        let mut job = 0;
-        while i >= jobs[job].3.tasks {
-            i -= jobs[job].3.tasks;
-            job += 1;
-        }
+    let tasks: Vec<usize> = jobs.iter().map(|j| j.3.tasks).collect();
+    run_job_tasks(&tasks, |job, i| {
         let (w, n, ptr, split) = jobs[job];
         let (p, g) = (i / split.groups, i % split.groups);
         let rows = g * split.rows_per_group..((g + 1) * split.rows_per_group).min(m);
@@ -204,8 +204,22 @@ fn run_tasks(m: usize, k: usize, tokens: &[f32], products: &mut [Product], accum
             // are inside the views checked by the caller (`MatRef::check`) and the asserts above.
             unsafe { panel_task(tokens, k, w, n, p, rows, ptr, accumulate, &mut buf) };
         });
+    });
+}
+
+/// Runs several jobs' tasks as one set on rayon: `run(job, i)` for every `i < tasks[job]` (in
+/// order on one thread, or when there is a single task). Shared with `gemm_amx`.
+pub(super) fn run_job_tasks(tasks: &[usize], run: impl Fn(usize, usize) + Sync) {
+    let all: usize = tasks.iter().sum();
+    let task = |mut i: usize| {
+        let mut job = 0;
+        while i >= tasks[job] {
+            i -= tasks[job];
+            job += 1;
+        }
+        run(job, i);
     };
-    if all <= 1 || threads == 1 {
+    if all <= 1 || rayon::current_num_threads() == 1 {
         (0..all).for_each(task);
     } else {
         (0..all).into_par_iter().for_each(task);
