@@ -52,10 +52,9 @@ struct Line([u16; 32]);
 thread_local! {
     /// The calling thread's packed token tiles (read by every task of one product set).
     static TOKENS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
-    /// A task's weight panels: k-major f32 from `gemm_pack`, then split into bf16 parts.
+    /// A task's weight panels: k-major f32 (`gemm_avx512::pack_weight_panel`), then split into bf16 parts.
     static PANEL_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PANELS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
-    static WIDE_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether this CPU and OS run AMX-BF16 tiles (and `PHOENIX_SIMD` does not cap the kernels at
@@ -327,10 +326,7 @@ unsafe fn panel_task(
             for q in 0..count {
                 let o0 = (first + q) * BLOCK;
                 let nr = BLOCK.min(n - o0);
-                if nr < BLOCK {
-                    f.fill(0.0); // the columns past n multiply into outputs that are never stored
-                }
-                pack_weight_rows(w, o0, nr, k, &mut f);
+                super::gemm_avx512::pack_weight_panel(w, o0, nr, k, &mut f[..k * BLOCK]);
                 split_panel(&f, k, &mut panels[q * operand_lines..(q + 1) * operand_lines]);
             }
         });
@@ -372,25 +368,6 @@ unsafe fn panel_task(
         }
         std::arch::asm!("tilerelease", options(nostack, nomem));
     });
-}
-
-/// W rows `o0 .. o0 + nr` as a k-major 32-wide f32 panel (`dst[kk · 32 + j]`), widened from their
-/// stored dtype (whole rows, so whole quantized blocks).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_weight_rows(w: WeightRef, o0: usize, nr: usize, k: usize, dst: &mut [f32]) {
-    match w {
-        WeightRef::F32(w) => super::gemm_pack::pack_panel(&w[o0 * k..(o0 + nr) * k], k, BLOCK, dst),
-        _ => WIDE_ROWS.with(|rows| {
-            let mut rows = rows.borrow_mut();
-            if rows.len() < nr * k {
-                rows.resize(nr * k, 0.0);
-            }
-            let rows = &mut rows[..nr * k];
-            super::weight_ref::widen(w.slice(o0 * k, nr * k), rows);
-            super::gemm_pack::pack_panel(rows, k, BLOCK, dst);
-        }),
-    }
 }
 
 /// A C block's 32 × 32 f32 results, row-major, on a 64-byte boundary (tile stores).

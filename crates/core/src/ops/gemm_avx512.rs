@@ -250,25 +250,7 @@ unsafe fn panel_task(
     for q in 0..count {
         let o0 = (first + q) * NR;
         let nr = NR.min(n - o0);
-        let dst = &mut packed[q * k * NR..(q + 1) * k * NR];
-        if nr < NR {
-            dst.fill(0.0); // the columns past n multiply into outputs that are never stored
-        }
-        match w {
-            WeightRef::F32(w) => pack_panel(&w[o0 * k..(o0 + nr) * k], k, NR, dst),
-            // The panel's rows are contiguous in W: widen (or dequantize: a panel is whole rows, so
-            // whole blocks) them in one vectorised pass, then pack from f32 (a transposing gather
-            // that widened element by element measured ~10 % slower).
-            _ => WIDE_ROWS.with(|rows| {
-                let mut rows = rows.borrow_mut();
-                if rows.len() < nr * k {
-                    rows.resize(nr * k, 0.0);
-                }
-                let rows = &mut rows[..nr * k];
-                widen(w.slice(o0 * k, nr * k), rows);
-                pack_panel(rows, k, NR, dst);
-            }),
-        }
+        pack_weight_panel(w, o0, nr, k, &mut packed[q * k * NR..(q + 1) * k * NR]);
     }
     // BLIS loop order: a KC × NR weight slice stays in L1 while the MC token rows' tiles (KC × MC,
     // packed, in L2) sweep it; the task's PB panels' KC slices stay in L2 across the MC blocks.
@@ -298,6 +280,31 @@ unsafe fn panel_task(
             mc0 = mc_end;
         }
         kc0 += kc;
+    }
+}
+
+/// W rows `o0 .. o0 + nr` (≤ 32) as a k-major 32-wide f32 panel, `dst[kk · 32 + j]` (`dst` holds
+/// k · 32), zero past the `nr` rows; shared with `gemm_amx`. The rows are contiguous in W: half and
+/// quantized ones are widened (or dequantized: whole rows, so whole blocks) in one vectorised pass,
+/// then packed from f32 (a transposing gather that widened element by element measured ~10 % slower).
+/// Safety: AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_weight_panel(w: WeightRef, o0: usize, nr: usize, k: usize, dst: &mut [f32]) {
+    if nr < NR {
+        dst.fill(0.0); // the columns past n multiply into outputs that are never stored
+    }
+    match w {
+        WeightRef::F32(w) => pack_panel(&w[o0 * k..(o0 + nr) * k], k, NR, dst),
+        _ => WIDE_ROWS.with(|rows| {
+            let mut rows = rows.borrow_mut();
+            if rows.len() < nr * k {
+                rows.resize(nr * k, 0.0);
+            }
+            let rows = &mut rows[..nr * k];
+            widen(w.slice(o0 * k, nr * k), rows);
+            pack_panel(rows, k, NR, dst);
+        }),
     }
 }
 
