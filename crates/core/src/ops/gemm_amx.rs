@@ -36,12 +36,16 @@ const TILE: usize = 512;
 const PARTS: usize = 3;
 /// bf16 values of one operand's 32 rows (or columns) for one k step: 3 parts × 2 tiles.
 const STEP: usize = PARTS * 2 * TILE;
-/// 32-wide weight panels per task: their packed parts (≤ 300 KB each at k = 1536) stay in L2 beside
-/// a token group.
-const PANELS_PER_TASK: usize = 2;
+/// 32-wide weight panels per task: each token group a task reads (from L3: the packed tokens of a
+/// 512-row prefill are 2.3 MB at k = 768) serves this many panels, while the panels' packed parts
+/// (≤ 1.2 MB at k = 1536) stay in L2 beside the group. Mamba-2-130M's in_proj ran 263 → 299 GFLOP/s
+/// on one core going from 2 to 4 (Sapphire Rapids, 2 MB L2); 5 or more left too few tasks for
+/// two threads on its 24-panel out_proj.
+const PANELS_PER_TASK: usize = 4;
 /// Bytes of packed token tiles one task sweeps at a time (kept in L2 while its panels go over them):
-/// 256 rows at k = 768 ran 378 GFLOP/s here, all 512 at once 257.
-const TOKEN_GROUP_BYTES: usize = 1 << 20;
+/// 256 rows at k = 768 ran 378 GFLOP/s here, all 512 at once 257; with four panels per task, 512
+/// KiB (three 32-row pairs at k = 768) ran as fast as 768 KiB and 1 MiB slower.
+const TOKEN_GROUP_BYTES: usize = 512 << 10;
 
 /// A cache line of bf16 bits: packed tiles start on 64-byte boundaries (tile rows that straddle two
 /// lines cost two loads each: 244 → 278 GFLOP/s when aligned).
@@ -223,6 +227,7 @@ unsafe fn pack_token_pair(x: MatRef, r0: usize, pair: &mut [Line]) {
 /// Safety: AVX-512F; `panel` holds k · 32 values, `dst` steps · STEP.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline(never)]
 unsafe fn split_panel(panel: &[f32], k: usize, dst: &mut [Line]) {
     use std::arch::x86_64::*;
     let steps = k.div_ceil(KSTEP);

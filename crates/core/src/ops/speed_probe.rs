@@ -165,7 +165,7 @@ fn speed_probe() {
             );
             // Mamba-130M's, then SmolLM-135M's (hidden 576, MLP 1536, 3 KV heads of 64, vocab 49152).
             let shapes = [
-                (2 * e, d, "in_proj"),
+                                (2 * e, d, "in_proj"),
                 (d, e, "out_proj"),
                 (80, e, "x_proj"),
                 (vocab, d, "lm_head"),
@@ -303,8 +303,9 @@ fn gemm_cold_probe() {
     for threads in thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            // Mamba-130M's, then SmolLM-135M's (q / o, k / v, gate / up, down).
+            // Mamba-2-130M's in_proj, Mamba-130M's, then SmolLM-135M's (q / o, k / v, gate / up, down).
             let shapes = [
+                (3352, d, "m2_in_proj"),
                 (2 * e, d, "in_proj"),
                 (d, e, "out_proj"),
                 (576, 576, "sm_q"),
