@@ -58,8 +58,14 @@ fn exp_with<const F: bool>(x: f32) -> f32 {
     }
 }
 
+/// Below this, [`exp_nonpositive`] is 0. e^-87 ≈ 1.6e-38 is just above the smallest normal f32, so
+/// e^r · 2^n is a normal float for every x from here up; between here and [`EXP_MIN`] the product
+/// would be subnormal (or round to one), and Intel cores make a subnormal result in microcode
+/// (~100× slower): a Mamba-2 chunk's decays past e^-87 made most of its scan's element-wise time.
+const EXP_NONPOSITIVE_MIN: f32 = -87.0;
+
 /// e^x for x ≤ 0 (Mamba-2's dA): same polynomial as [`exp`] without the overflow/NaN handling
-/// and with a single exponent factor — a few ops less in a hot loop.
+/// and with a single exponent factor — a few ops less in a hot loop. 0 below −87.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
     exp_nonpositive_with::<false>(x)
@@ -68,10 +74,10 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 /// [`exp_nonpositive`] with multiply-adds fused where `F`.
 #[inline(always)]
 fn exp_nonpositive_with<const F: bool>(x: f32) -> f32 {
-    let (er, ni) = exp_reduced::<F>(x.max(EXP_MIN));
-    // n ∈ [-126, 0]: 2^n is a normal float.
+    let (er, ni) = exp_reduced::<F>(x.max(EXP_NONPOSITIVE_MIN));
+    // n ∈ [-126, 0] and e^r · 2^n ≥ e^-87: a normal float.
     let y = er * f32::from_bits(((ni + 127) as u32) << 23);
-    if x < EXP_MIN {
+    if x < EXP_NONPOSITIVE_MIN {
         0.0
     } else {
         y

@@ -5,7 +5,8 @@
 //!   `Y = (L ∘ C·Bᵀ)·X + diag(e^{cs})·C·Sᵀ + D·x` and the state passes on as
 //!   `S ← e^{cs_last}·S + (e^{cs_last − cs} ∘ B)ᵀ·X` — three small dense products (run by the `gemm`
 //!   crate's micro-kernels) instead of a per-token recurrence. `C·Bᵀ` is computed once per
-//!   (chunk, group) and shared by the group's heads; heads then run in parallel (rayon). The
+//!   (chunk, group) and shared by the group's heads; heads then run in parallel (rayon) in one set
+//!   per thread, each set chunk by chunk. The
 //!   element-wise work around the products (Δ, decays, coefficients) and the recurrence are
 //!   compiled by `multiversion!` for AVX-512 / AVX2 / baseline (simd128 on WASM).
 //! * [`ssd_recurrent`] (decode): the exact recurrence `S ← e^{Δ·A}·S + Δ·x⊗B`, `y = S·C + D·x`.
@@ -214,14 +215,39 @@ pub(crate) fn ssd_chunked(inp: &SsdInputs, chunk: usize, state_in: &[f32], state
     let hs = inp.head_dim * inp.state_size;
     let out = RowsOut(y.as_mut_ptr());
     let cb = &cb[..];
-    let head = |(h, (s, old)): (usize, (&mut [f32], &[f32]))| {
-        let mut scratch = HeadScratch::new(inp, q);
-        chunked_head(inp, h, cb, old, s, &mut scratch, out);
+    // One contiguous set of heads per thread, each set chunk-major: all its heads take a chunk
+    // before the next one, so the chunk's B and C rows (shared by a group's heads) come from memory
+    // once per set and then from cache, where head by head every head streamed all of them.
+    let sets = if threaded { rayon::current_num_threads().min(inp.heads) } else { 1 };
+    let set_len = inp.heads.div_ceil(sets) * hs;
+    let run_set = |(i, (s, old)): (usize, (&mut [f32], &[f32]))| {
+        chunked_heads(inp, i * set_len / hs, q, cb, old, s, out);
     };
     if threaded {
-        state_out.par_chunks_mut(hs).zip(state_in.par_chunks(hs)).enumerate().for_each(head);
+        state_out.par_chunks_mut(set_len).zip(state_in.par_chunks(set_len)).enumerate().for_each(run_set);
     } else {
-        state_out.chunks_mut(hs).zip(state_in.chunks(hs)).enumerate().for_each(head);
+        state_out.chunks_mut(set_len).zip(state_in.chunks(set_len)).enumerate().for_each(run_set);
+    }
+}
+
+/// Heads `h0 ..` (as many as `state_in` holds) over every chunk, chunk by chunk.
+fn chunked_heads(inp: &SsdInputs, h0: usize, q: usize, cb: &[f32], state_in: &[f32], state: &mut [f32], out: RowsOut) {
+    let (p, n) = (inp.head_dim, inp.state_size);
+    let hs = p * n;
+    // Each head's state `[N][P]` (transposed from `[P][N]`, so every product runs over contiguous `P`).
+    let mut states = vec![0f32; state_in.len()];
+    for (st, old) in states.chunks_exact_mut(hs).zip(state_in.chunks_exact(hs)) {
+        transpose(old, p, n, st);
+    }
+    let mut scratch = ChunkScratch::new(inp, q);
+    for (index, t0) in (0..inp.len).step_by(q).enumerate() {
+        let at = Chunk { index, t0, len: q.min(inp.len - t0) };
+        for (i, st) in states.chunks_exact_mut(hs).enumerate() {
+            chunk_step(inp, h0 + i, at, cb, st, &mut scratch, out);
+        }
+    }
+    for (st, new) in states.chunks_exact(hs).zip(state.chunks_exact_mut(hs)) {
+        transpose(st, n, p, new);
     }
 }
 
@@ -295,12 +321,10 @@ fn gemm_acc(pr: SmallProduct, out: &mut [f32], ldo: usize) {
     };
 }
 
-/// One head task's working memory (allocated once per call and head).
-struct HeadScratch {
+/// A head set's working memory for one chunk of one head (allocated once per call and set).
+struct ChunkScratch {
     /// Tokens per chunk.
     q: usize,
-    /// The state `[N][P]` (transposed from `[P][N]`, so every product runs over contiguous `P`).
-    st: Vec<f32>,
     /// `Δ_j · x_j`, `[Q][P]`.
     xs: Vec<f32>,
     /// Inclusive cumulative sum of `Δ·A` over the chunk, in f64.
@@ -318,12 +342,11 @@ struct HeadScratch {
     y: Vec<f32>,
 }
 
-impl HeadScratch {
+impl ChunkScratch {
     fn new(inp: &SsdInputs, q: usize) -> Self {
         let (p, n) = (inp.head_dim, inp.state_size);
         Self {
             q,
-            st: vec![0.0; n * p],
             xs: vec![0.0; q * p],
             cs: vec![0.0; q],
             cs_hi: vec![0.0; q],
@@ -336,88 +359,90 @@ impl HeadScratch {
     }
 }
 
-multiversion!(fn chunked_head(inp: &SsdInputs, h: usize, cb: &[f32], state_in: &[f32], state: &mut [f32], sc: &mut HeadScratch, out: RowsOut) = chunked_head_body);
+/// Chunk number `index` of a scan: tokens `t0 .. t0 + len`.
+#[derive(Clone, Copy)]
+struct Chunk {
+    index: usize,
+    t0: usize,
+    len: usize,
+}
 
+multiversion!(fn chunk_step(inp: &SsdInputs, h: usize, at: Chunk, cb: &[f32], st: &mut [f32], sc: &mut ChunkScratch, out: RowsOut) = chunk_step_body);
+
+/// Chunk `at` of head `h`: its outputs into `out`, and the head's state `st` (`[N][P]`) carried
+/// past the chunk.
 #[inline(always)]
-fn chunked_head_body(
+fn chunk_step_body(
     inp: &SsdInputs,
     h: usize,
+    at: Chunk,
     cb: &[f32],
-    state_in: &[f32],
-    state: &mut [f32],
-    sc: &mut HeadScratch,
+    st: &mut [f32],
+    sc: &mut ChunkScratch,
     out: RowsOut,
 ) {
     let (p, n, g, e, q) = (inp.head_dim, inp.state_size, inp.group_of(h), inp.e(), sc.q);
+    let Chunk { index: c, t0, len } = at;
     let a = inp.a[h] as f64;
     let dh = inp.d[h];
-    transpose(state_in, p, n, &mut sc.st);
-    let mut t0 = 0;
-    let mut c = 0;
-    while t0 < inp.len {
-        let len = q.min(inp.len - t0);
-        let block = &cb[(c * inp.groups + g) * q * q..][..q * q];
-        let mut acc = 0f64;
-        for j in 0..len {
-            let dt = inp.delta(t0 + j, h);
-            acc += dt as f64 * a;
-            sc.cs[j] = acc;
-            let hi = acc as f32;
-            (sc.cs_hi[j], sc.cs_lo[j]) = (hi, (acc - hi as f64) as f32);
-            for (xs, &xv) in sc.xs[j * p..(j + 1) * p].iter_mut().zip(inp.x_row(t0 + j, h)) {
-                *xs = dt * xv;
-            }
+    let block = &cb[(c * inp.groups + g) * q * q..][..q * q];
+    let mut acc = 0f64;
+    for j in 0..len {
+        let dt = inp.delta(t0 + j, h);
+        acc += dt as f64 * a;
+        sc.cs[j] = acc;
+        let hi = acc as f32;
+        (sc.cs_hi[j], sc.cs_lo[j]) = (hi, (acc - hi as f64) as f32);
+        for (xs, &xv) in sc.xs[j * p..(j + 1) * p].iter_mut().zip(inp.x_row(t0 + j, h)) {
+            *xs = dt * xv;
         }
-        // Coefficients of the three products.
-        for i in 0..len {
-            let (csi, hi_i, lo_i) = (sc.cs[i], sc.cs_hi[i], sc.cs_lo[i]);
-            let wrow = &mut sc.w[i * q..(i + 1) * q];
-            let lanes = wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs_hi[..=i]).zip(&sc.cs_lo[..=i]);
-            for (((wv, &cbv), &hi_j), &lo_j) in lanes {
-                // cs_i − cs_j (≤ 0 for j ≤ i) from the split sums: the same one rounding to f32 as
-                // the f64 difference, in 16 f32 lanes instead of 8 f64 ones.
-                let d = ((hi_i - hi_j) + (lo_i - lo_j)).min(0.0);
-                *wv = flush_tiny(cbv * exp_nonpositive(d));
-            }
-            wrow[i + 1..].fill(0.0);
-            let decay = exp_nonpositive(csi as f32);
-            for (cv, &cr) in sc.cd[i * n..(i + 1) * n].iter_mut().zip(inp.c_row(t0 + i, g)) {
-                *cv = flush_tiny(decay * cr);
-            }
-        }
-        let last = sc.cs[len - 1];
-        for j in 0..len {
-            let wj = exp_nonpositive((last - sc.cs[j]) as f32);
-            for (bw, &bv) in sc.bw[j * n..(j + 1) * n].iter_mut().zip(inp.b_row(t0 + j, g)) {
-                *bw = flush_tiny(wj * bv);
-            }
-        }
-        // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
-        sc.y[..len * p].fill(0.0);
-        let intra = SmallProduct { m: len, k: len, n: p, a: &sc.w, lda: q, ka: 1, b: &sc.xs, ldb: p, lower: true };
-        gemm_acc(intra, &mut sc.y, p);
-        let from_state = SmallProduct { m: len, k: n, n: p, a: &sc.cd, lda: n, ka: 1, b: &sc.st, ldb: p, lower: false };
-        gemm_acc(from_state, &mut sc.y, p);
-        for i in 0..len {
-            let row = &mut sc.y[i * p..(i + 1) * p];
-            for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
-                *r += dh * xv;
-            }
-            // SAFETY: row t0+i, columns h·P .. h·P+P: inside `y` (checked) and written by this head only.
-            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.ptr().add((t0 + i) * e + h * p), p) };
-        }
-        // State leaving the chunk: e^{cs_last} S + Bwᵀ·X.
-        let total = exp_nonpositive(last as f32);
-        for v in sc.st[..n * p].iter_mut() {
-            *v *= total;
-        }
-        // Bwᵀ from Bw's `[Q][N]` rows: element (state ni, token j) at `ni + j·N`.
-        let bw_t = SmallProduct { m: n, k: len, n: p, a: &sc.bw, lda: 1, ka: n, b: &sc.xs, ldb: p, lower: false };
-        gemm_acc(bw_t, &mut sc.st, p);
-        t0 += len;
-        c += 1;
     }
-    transpose(&sc.st, n, p, state);
+    // Coefficients of the three products.
+    for i in 0..len {
+        let (csi, hi_i, lo_i) = (sc.cs[i], sc.cs_hi[i], sc.cs_lo[i]);
+        let wrow = &mut sc.w[i * q..(i + 1) * q];
+        let lanes = wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs_hi[..=i]).zip(&sc.cs_lo[..=i]);
+        for (((wv, &cbv), &hi_j), &lo_j) in lanes {
+            // cs_i − cs_j (≤ 0 for j ≤ i) from the split sums: the same one rounding to f32 as
+            // the f64 difference, in 16 f32 lanes instead of 8 f64 ones.
+            let d = ((hi_i - hi_j) + (lo_i - lo_j)).min(0.0);
+            *wv = flush_tiny(cbv * flush_tiny(exp_nonpositive(d)));
+        }
+        wrow[i + 1..].fill(0.0);
+        let decay = flush_tiny(exp_nonpositive(csi as f32));
+        for (cv, &cr) in sc.cd[i * n..(i + 1) * n].iter_mut().zip(inp.c_row(t0 + i, g)) {
+            *cv = flush_tiny(decay * cr);
+        }
+    }
+    let last = sc.cs[len - 1];
+    for j in 0..len {
+        let wj = flush_tiny(exp_nonpositive((last - sc.cs[j]) as f32));
+        for (bw, &bv) in sc.bw[j * n..(j + 1) * n].iter_mut().zip(inp.b_row(t0 + j, g)) {
+            *bw = flush_tiny(wj * bv);
+        }
+    }
+    // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
+    sc.y[..len * p].fill(0.0);
+    let intra = SmallProduct { m: len, k: len, n: p, a: &sc.w, lda: q, ka: 1, b: &sc.xs, ldb: p, lower: true };
+    gemm_acc(intra, &mut sc.y, p);
+    let from_state = SmallProduct { m: len, k: n, n: p, a: &sc.cd, lda: n, ka: 1, b: st, ldb: p, lower: false };
+    gemm_acc(from_state, &mut sc.y, p);
+    for i in 0..len {
+        let row = &mut sc.y[i * p..(i + 1) * p];
+        for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
+            *r += dh * xv;
+        }
+        // SAFETY: row t0+i, columns h·P .. h·P+P: inside `y` (checked) and written by this head only.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.ptr().add((t0 + i) * e + h * p), p) };
+    }
+    // State leaving the chunk: e^{cs_last} S + Bwᵀ·X.
+    let total = flush_tiny(exp_nonpositive(last as f32));
+    for v in st[..n * p].iter_mut() {
+        *v *= total;
+    }
+    // Bwᵀ from Bw's `[Q][N]` rows: element (state ni, token j) at `ni + j·N`.
+    let bw_t = SmallProduct { m: n, k: len, n: p, a: &sc.bw, lda: 1, ka: n, b: &sc.xs, ldb: p, lower: false };
+    gemm_acc(bw_t, st, p);
 }
 
 /// A decay coefficient below 1e-30 in magnitude becomes 0. Its products with the chunk's values
