@@ -6,7 +6,8 @@
 //! arithmetic, and on stable Rust it runs AVX2 micro-kernels only; its calls were ~15 % of a
 //! Mamba-2-130M prefill at 1 thread. Here `b`'s rows (`n` contiguous floats, a multiple of 16) are
 //! loaded as they lie and `a` is broadcast one element at a time, so nothing is packed; a register
-//! tile of MR rows × NV 16-lane vectors accumulates over the whole `k` and is added to `out` once.
+//! tile of MR rows × NV 16-lane vectors accumulates over the whole `k` and meets `out` once (added,
+//! written, or added to `out` scaled: the SSD state's decay rides along).
 //! `lower` skips the zero upper triangle of a causal `a` (`a[i][j] = 0` for `j > i`): a row block
 //! ending at row `i1` needs only `k < i1`, which halves the intra-chunk product.
 //! Only used when the CPU has AVX-512 and `n` is a multiple of 16; otherwise `gemm` runs.
@@ -32,15 +33,19 @@ pub(crate) struct SmallProduct<'a> {
     pub ldb: usize,
     /// `a[i][j] = 0` for `j > i`: those terms are skipped.
     pub lower: bool,
+    /// What `out` is multiplied by before the product is added: 1 accumulates, 0 overwrites (`out`
+    /// is then not read, so stale NaNs there do not leak in), anything else decays it in the same pass.
+    pub out_scale: f32,
 }
 
-/// `out[i·ldo + j] += Σ_p a[i·lda + p·ka] · b[p·ldb + j]`. Callers check [`takes`] first.
+/// `out[i·ldo + j] = out_scale · out[i·ldo + j] + Σ_p a[i·lda + p·ka] · b[p·ldb + j]` (fused: one
+/// rounding; with `out_scale` 1, a plain add). Callers check [`takes`] first.
 /// Panics when a slice is too short for its shape.
 pub(crate) fn gemm_acc(pr: &SmallProduct, out: &mut [f32], ldo: usize) {
     assert!(takes(pr.n), "gemm_small: n = {} on this CPU", pr.n);
     assert!(pr.fits(out, ldo), "gemm_small: operands shorter than their shapes");
     if pr.m == 0 || pr.k == 0 {
-        return;
+        return pr.scale_out_only(out, ldo);
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F checked by `takes`; every access is inside the slices (asserted above).
@@ -50,6 +55,18 @@ pub(crate) fn gemm_acc(pr: &SmallProduct, out: &mut [f32], ldo: usize) {
 }
 
 impl SmallProduct<'_> {
+    /// `out = out_scale · out` over the product's `m × n` block: the whole product when `k` is 0.
+    pub(crate) fn scale_out_only(&self, out: &mut [f32], ldo: usize) {
+        if self.out_scale == 1.0 {
+            return;
+        }
+        for row in out.chunks_mut(ldo).take(self.m) {
+            for v in &mut row[..self.n] {
+                *v = if self.out_scale == 0.0 { 0.0 } else { *v * self.out_scale };
+            }
+        }
+    }
+
     /// Every index the product reads or writes is inside the slices, and `out`'s rows do not
     /// overlap (checked arithmetic: a shape whose extent overflows does not fit).
     pub(crate) fn fits(&self, out: &[f32], ldo: usize) -> bool {
@@ -137,11 +154,19 @@ mod x86 {
             a = a.add(pr.ka);
             b = b.add(pr.ldb);
         }
+        let scale = _mm512_set1_ps(pr.out_scale);
         for (r, row) in acc.iter().enumerate() {
             let dst = out.add((i0 + r) * ldo + j0);
             for (v, slot) in row.iter().enumerate() {
                 let d = dst.add(16 * v);
-                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), *slot));
+                let sum = if pr.out_scale == 0.0 {
+                    *slot
+                } else if pr.out_scale == 1.0 {
+                    _mm512_add_ps(_mm512_loadu_ps(d), *slot)
+                } else {
+                    _mm512_fmadd_ps(scale, _mm512_loadu_ps(d), *slot)
+                };
+                _mm512_storeu_ps(d, sum);
             }
         }
     }
@@ -188,26 +213,33 @@ mod tests {
                 }
                 let (ldb, ldo) = (n + 16, n + 5);
                 let b = data(k * ldb, 2);
-                let mut out = data(m * ldo, 3);
-                let mut want: Vec<f64> = out.iter().map(|&v| v as f64).collect();
-                for i in 0..m {
-                    for j in 0..n {
-                        want[i * ldo + j] +=
-                            (0..k).map(|p| logical[i * k + p] as f64 * b[p * ldb + j] as f64).sum::<f64>();
+                // Accumulate, overwrite (`out` NaN: a read of it would show) and decay-then-add.
+                for out_scale in [1.0f32, 0.0, 0.37] {
+                    let mut out = data(m * ldo, 3);
+                    let mut want: Vec<f64> = out.iter().map(|&v| v as f64).collect();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot = (0..k).map(|p| logical[i * k + p] as f64 * b[p * ldb + j] as f64).sum::<f64>();
+                            want[i * ldo + j] = out_scale as f64 * want[i * ldo + j] + dot;
+                            if out_scale == 0.0 {
+                                out[i * ldo + j] = f32::NAN;
+                            }
+                        }
                     }
-                }
-                let product = SmallProduct { m, k, n, a: &a, lda, ka, b: &b, ldb, lower };
-                assert!(product.fits(&out, ldo));
-                gemm_acc(&product, &mut out, ldo);
-                for i in 0..m {
-                    for j in 0..ldo {
-                        let (got, w) = (out[i * ldo + j] as f64, want[i * ldo + j]);
-                        // Products are sums of k terms of size ≤ 4.
-                        let tol = if j < n { 1e-5 * (k as f64 + 1.0) * 4.0 } else { 0.0 };
-                        assert!(
-                            (got - w).abs() <= tol,
-                            "m {m} k {k} n {n} lower {lower} transposed {transposed}: out[{i}][{j}] {got} vs {w}"
-                        );
+                    let product = SmallProduct { m, k, n, a: &a, lda, ka, b: &b, ldb, lower, out_scale };
+                    assert!(product.fits(&out, ldo));
+                    gemm_acc(&product, &mut out, ldo);
+                    for i in 0..m {
+                        for j in 0..ldo {
+                            let (got, w) = (out[i * ldo + j] as f64, want[i * ldo + j]);
+                            // Products are sums of k terms of size ≤ 4.
+                            let tol = if j < n { 1e-5 * (k as f64 + 1.0) * 4.0 } else { 0.0 };
+                            assert!(
+                                (got - w).abs() <= tol,
+                                "m {m} k {k} n {n} lower {lower} transposed {transposed} out_scale {out_scale}: \
+                                 out[{i}][{j}] {got} vs {w}"
+                            );
+                        }
                     }
                 }
             }
@@ -217,7 +249,7 @@ mod tests {
     #[test]
     fn shapes_past_their_slices_do_not_fit() {
         let (a, b, out) = (vec![0f32; 64], vec![0f32; 16 * 4], vec![0f32; 4 * 16]);
-        let ok = SmallProduct { m: 4, k: 4, n: 16, a: &a, lda: 4, ka: 1, b: &b, ldb: 16, lower: false };
+        let ok = SmallProduct { m: 4, k: 4, n: 16, a: &a, lda: 4, ka: 1, b: &b, ldb: 16, lower: false, out_scale: 1.0 };
         assert!(ok.fits(&out, 16));
         assert!(!SmallProduct { m: 5, ..ok }.fits(&out, 16));
         assert!(!SmallProduct { lda: 21, ..ok }.fits(&out, 16));

@@ -90,14 +90,26 @@ impl SsdInputs<'_> {
 
     #[inline(always)]
     fn b_row(&self, t: usize, g: usize) -> &[f32] {
-        let at = t * self.xbc_stride + self.e() + g * self.state_size;
+        let at = self.b_at(t, g);
         &self.xbc[at..at + self.state_size]
     }
 
     #[inline(always)]
     fn c_row(&self, t: usize, g: usize) -> &[f32] {
-        let at = t * self.xbc_stride + self.e() + (self.groups + g) * self.state_size;
+        let at = self.c_at(t, g);
         &self.xbc[at..at + self.state_size]
+    }
+
+    /// Where token `t`'s B values of group `g` start in `xbc`.
+    #[inline(always)]
+    fn b_at(&self, t: usize, g: usize) -> usize {
+        t * self.xbc_stride + self.e() + g * self.state_size
+    }
+
+    /// Where token `t`'s C values of group `g` start in `xbc`.
+    #[inline(always)]
+    fn c_at(&self, t: usize, g: usize) -> usize {
+        t * self.xbc_stride + self.e() + (self.groups + g) * self.state_size
     }
 
     fn group_of(&self, h: usize) -> usize {
@@ -282,7 +294,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// `out += a · b` (see [`SmallProduct`]) on the calling thread: our AVX-512 kernel for small
+/// `out = out_scale · out + a · b` (see [`SmallProduct`]) on the calling thread: our AVX-512 kernel for small
 /// in-cache operands where it runs (`gemm_small`, which skips a `lower` `a`'s zero upper triangle),
 /// else the `gemm` crate (what candle's CPU matmul runs: its own AVX2 / NEON / simd128
 /// micro-kernels, picked at run time). Heads are the parallel axis, so each product is serial.
@@ -290,7 +302,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn gemm_acc(pr: SmallProduct, out: &mut [f32], ldo: usize) {
     assert!(pr.fits(out, ldo), "ssd: product operands shorter than their shapes");
     if pr.m == 0 || pr.k == 0 || pr.n == 0 {
-        return;
+        return pr.scale_out_only(out, ldo);
     }
     if gemm_small::takes(pr.n) {
         return gemm_small::gemm_acc(&pr, out, ldo);
@@ -304,14 +316,14 @@ fn gemm_acc(pr: SmallProduct, out: &mut [f32], ldo: usize) {
             out.as_mut_ptr(),
             1,
             ldo as isize,
-            true,
+            pr.out_scale != 0.0,
             pr.a.as_ptr(),
             pr.ka as isize,
             pr.lda as isize,
             pr.b.as_ptr(),
             1,
             pr.ldb as isize,
-            1.0,
+            pr.out_scale,
             1.0,
             false,
             false,
@@ -334,17 +346,15 @@ struct ChunkScratch {
     cs_lo: Vec<f32>,
     /// Intra-chunk weights `(C_i·B_j) e^{cs_i − cs_j}` (zero above the diagonal), `[Q][Q]`.
     w: Vec<f32>,
-    /// `e^{cs_i} C_i`, `[Q][N]`.
-    cd: Vec<f32>,
-    /// `e^{cs_last − cs_j} B_j`, `[Q][N]`.
-    bw: Vec<f32>,
+    /// `e^{cs_last − cs_j} Δ_j x_j`, `[Q][P]`.
+    xw: Vec<f32>,
     /// The chunk's outputs, `[Q][P]`.
     y: Vec<f32>,
 }
 
 impl ChunkScratch {
     fn new(inp: &SsdInputs, q: usize) -> Self {
-        let (p, n) = (inp.head_dim, inp.state_size);
+        let p = inp.head_dim;
         Self {
             q,
             xs: vec![0.0; q * p],
@@ -352,8 +362,7 @@ impl ChunkScratch {
             cs_hi: vec![0.0; q],
             cs_lo: vec![0.0; q],
             w: vec![0.0; q * q],
-            cd: vec![0.0; q * n],
-            bw: vec![0.0; n * q],
+            xw: vec![0.0; q * p],
             y: vec![0.0; q * p],
         }
     }
@@ -397,36 +406,45 @@ fn chunk_step_body(
             *xs = dt * xv;
         }
     }
-    // Coefficients of the three products.
+    let last = sc.cs[len - 1];
+    // Y = diag(e^{cs})·(C·S) (from the state entering the chunk) + W·X (intra-chunk) + D·x. The
+    // products read C and B where they lie: scaling their Q × P results, not the Q × N operands,
+    // halves the element-wise work around them.
+    let c_rows = &inp.xbc[inp.c_at(t0, g)..];
+    let from_state = SmallProduct {
+        m: len,
+        k: n,
+        n: p,
+        a: c_rows,
+        lda: inp.xbc_stride,
+        ka: 1,
+        b: st,
+        ldb: p,
+        lower: false,
+        out_scale: 0.0,
+    };
+    gemm_acc(from_state, &mut sc.y, p);
     for i in 0..len {
-        let (csi, hi_i, lo_i) = (sc.cs[i], sc.cs_hi[i], sc.cs_lo[i]);
-        let wrow = &mut sc.w[i * q..(i + 1) * q];
-        let lanes = wrow[..=i].iter_mut().zip(&block[i * q..=i * q + i]).zip(&sc.cs_hi[..=i]).zip(&sc.cs_lo[..=i]);
-        for (((wv, &cbv), &hi_j), &lo_j) in lanes {
+        let decay = flush_tiny(exp_nonpositive(sc.cs[i] as f32));
+        for v in sc.y[i * p..(i + 1) * p].iter_mut() {
+            *v = flush_tiny(decay * *v);
+        }
+    }
+    // Whole rows of W (the upper triangle selected to zero), so that they run in full vectors.
+    for i in 0..len {
+        let (hi_i, lo_i) = (sc.cs_hi[i], sc.cs_lo[i]);
+        let lanes = sc.w[i * q..(i + 1) * q].iter_mut().zip(&block[i * q..(i + 1) * q]).zip(&sc.cs_hi).zip(&sc.cs_lo);
+        for (j, (((wv, &cbv), &hi_j), &lo_j)) in lanes.enumerate() {
             // cs_i − cs_j (≤ 0 for j ≤ i) from the split sums: the same one rounding to f32 as
             // the f64 difference, in 16 f32 lanes instead of 8 f64 ones.
             let d = ((hi_i - hi_j) + (lo_i - lo_j)).min(0.0);
-            *wv = flush_tiny(cbv * flush_tiny(exp_nonpositive(d)));
-        }
-        wrow[i + 1..].fill(0.0);
-        let decay = flush_tiny(exp_nonpositive(csi as f32));
-        for (cv, &cr) in sc.cd[i * n..(i + 1) * n].iter_mut().zip(inp.c_row(t0 + i, g)) {
-            *cv = flush_tiny(decay * cr);
+            let v = flush_tiny(cbv * flush_tiny(exp_nonpositive(d)));
+            *wv = if j <= i { v } else { 0.0 };
         }
     }
-    let last = sc.cs[len - 1];
-    for j in 0..len {
-        let wj = flush_tiny(exp_nonpositive((last - sc.cs[j]) as f32));
-        for (bw, &bv) in sc.bw[j * n..(j + 1) * n].iter_mut().zip(inp.b_row(t0 + j, g)) {
-            *bw = flush_tiny(wj * bv);
-        }
-    }
-    // Y = W·X (intra-chunk) + Cd·S (from the state entering the chunk).
-    sc.y[..len * p].fill(0.0);
-    let intra = SmallProduct { m: len, k: len, n: p, a: &sc.w, lda: q, ka: 1, b: &sc.xs, ldb: p, lower: true };
+    let intra =
+        SmallProduct { m: len, k: len, n: p, a: &sc.w, lda: q, ka: 1, b: &sc.xs, ldb: p, lower: true, out_scale: 1.0 };
     gemm_acc(intra, &mut sc.y, p);
-    let from_state = SmallProduct { m: len, k: n, n: p, a: &sc.cd, lda: n, ka: 1, b: st, ldb: p, lower: false };
-    gemm_acc(from_state, &mut sc.y, p);
     for i in 0..len {
         let row = &mut sc.y[i * p..(i + 1) * p];
         for (r, &xv) in row.iter_mut().zip(inp.x_row(t0 + i, h)) {
@@ -435,14 +453,30 @@ fn chunk_step_body(
         // SAFETY: row t0+i, columns h·P .. h·P+P: inside `y` (checked) and written by this head only.
         unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.ptr().add((t0 + i) * e + h * p), p) };
     }
-    // State leaving the chunk: e^{cs_last} S + Bwᵀ·X.
-    let total = flush_tiny(exp_nonpositive(last as f32));
-    for v in st[..n * p].iter_mut() {
-        *v *= total;
+    // State leaving the chunk: e^{cs_last} S + Bᵀ·(e^{cs_last − cs} ∘ Δx), the decay of S applied
+    // by the product as it adds (B read as its transpose: element (state ni, token j) at
+    // `ni + j·stride`).
+    for j in 0..len {
+        let wj = flush_tiny(exp_nonpositive((last - sc.cs[j]) as f32));
+        for (xw, &xs) in sc.xw[j * p..(j + 1) * p].iter_mut().zip(&sc.xs[j * p..(j + 1) * p]) {
+            *xw = flush_tiny(wj * xs);
+        }
     }
-    // Bwᵀ from Bw's `[Q][N]` rows: element (state ni, token j) at `ni + j·N`.
-    let bw_t = SmallProduct { m: n, k: len, n: p, a: &sc.bw, lda: 1, ka: n, b: &sc.xs, ldb: p, lower: false };
-    gemm_acc(bw_t, st, p);
+    let total = flush_tiny(exp_nonpositive(last as f32));
+    let b_rows = &inp.xbc[inp.b_at(t0, g)..];
+    let b_t = SmallProduct {
+        m: n,
+        k: len,
+        n: p,
+        a: b_rows,
+        lda: 1,
+        ka: inp.xbc_stride,
+        b: &sc.xw,
+        ldb: p,
+        lower: false,
+        out_scale: total,
+    };
+    gemm_acc(b_t, st, p);
 }
 
 /// A decay coefficient below 1e-30 in magnitude becomes 0. Its products with the chunk's values
