@@ -4,7 +4,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, for_overwrite, held_f32s, no_cuda};
 use crate::error::Result;
 use crate::ops::ssd_norm::gated_group_rms_norm;
 
@@ -55,7 +55,8 @@ impl CustomOp1 for GatedNormOp<'_> {
         if w.len() != e || g == 0 || e % g != 0 || z_rows != l || self.z.offset + e > z_width {
             bail!("{NAME}: input [{l}, {e}], gate [{z_rows}, {z_width}] at {}, {g} groups do not fit", self.z.offset);
         }
-        let mut out = zeros(l * e, NAME)?;
+        // Every row is written (gate product, then scaled in place) before anything reads it.
+        let mut out = for_overwrite(l * e, NAME)?;
         gated_group_rms_norm(y, &z[self.z.offset..], z_width, w, g, self.norm.eps, &mut out);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

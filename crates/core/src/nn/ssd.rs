@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, f32s_mut, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, f32s_mut, for_overwrite, held_f32s, no_cuda, zeros};
 use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::ssd::{ssd_chunked, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
@@ -193,7 +193,8 @@ impl CustomOp2 for SsdOp<'_> {
         let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
         let held = [held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?];
         let inputs = sc.inputs(l, width, xbc, held, dt_width, self.dt.offset);
-        let mut out = zeros(s + l * e, NAME)?;
+        // Both scans write every head's new state and every output row before anything reads them.
+        let mut out = for_overwrite(s + l * e, NAME)?;
         let (new_state, y) = out.split_at_mut(s);
         if l == 1 {
             ssd_recurrent(&inputs, state, new_state, y);

@@ -184,6 +184,10 @@ mod tests {
         let a =
             (mixer.forward(&x, &mut s1).unwrap() + &residual).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = mixer.forward_add(&x, &residual, &mut s2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Unit-test builds fill outputs made for overwriting with NaN: one a kernel left unwritten
+        // (the SSD's output or state, the gated norm's) shows here.
+        let ssm = s1.ssm.to_vec1::<f32>().unwrap();
+        assert!(a.iter().chain(&b).chain(&ssm).all(|v| v.is_finite()), "a NaN or infinite output or state");
         let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "forward + residual vs forward_add differ by {worst}");
         assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
