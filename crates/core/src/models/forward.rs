@@ -3,6 +3,9 @@
 //! inputs through the stack in pieces, computing the head only for the rows asked for.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use web_time::{Duration, Instant};
 
 use crate::error::{invalid_option, state_mismatch, Result};
 use crate::model::{LogitsWanted, ModelState};
@@ -79,12 +82,62 @@ pub(crate) fn in_pieces(
 /// wake-up and sleep per kernel call. That holds for a one-thread pool too (its loops, e.g. the
 /// attention's, still go through the pool): one hand-over per forward instead of one per loop.
 /// The caller's thread-local activation scope (`ops::ActivationScope`) goes with the work.
+///
+/// While `f` runs, the pool's other threads stay awake ([`stay_awake`]): between two kernels an
+/// idle rayon worker goes to sleep on a futex, and waking it for the next kernel's share took a
+/// scheduler round trip per loop (a VM's vCPU halt and wake-up): ~8 % of a Mamba-2 decode's CPU
+/// time was the kernel's scheduler. llama.cpp's threads spin between ops likewise.
 fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
     } else {
         let scope = activation_scope();
-        rayon::scope(|_| with_activation_scope(scope, f))
+        let done = AtomicBool::new(false);
+        rayon::scope(|s| {
+            let runner = rayon::current_thread_index();
+            if rayon::current_num_threads() > 1 {
+                let done = &done;
+                s.spawn_broadcast(move |_, at| {
+                    if Some(at.index()) != runner {
+                        stay_awake(done);
+                    }
+                });
+            }
+            // Set even when `f` panics, so that the other threads stop and the scope ends.
+            let _done = SetOnDrop(&done);
+            with_activation_scope(scope, f)
+        })
+    }
+}
+
+/// Longest a thread keeps spinning with nothing to run before it goes back to rayon's own idle loop
+/// (and its sleep). The gaps between a forward's kernels are microseconds. The limit matters where
+/// rayon started [`stay_awake`] on a thread that was waiting inside other work (it runs a queued
+/// job wherever its thread next waits, e.g. inside another caller's forward, or a job stolen just
+/// before): that work can only go on once this returns, so it returns as soon as it goes idle.
+const AWAKE_IDLE_LIMIT: Duration = Duration::from_millis(1);
+
+/// Runs the pool's pending work as it comes (the forward's kernels' shares) until `done`, instead
+/// of sleeping between kernels; returns early after [`AWAKE_IDLE_LIMIT`] without work.
+fn stay_awake(done: &AtomicBool) {
+    let mut idle_since = None;
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() > AWAKE_IDLE_LIMIT {
+            return;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -117,5 +170,56 @@ mod tests {
         assert_eq!(with_exact_activations(|| seen(exact)), vec![1.0, 2.0, 3.0]);
         assert_eq!(seen(ActivationScope::default()), vec![1.0, 2.0, 3.0]);
         assert!(rayon::scope(|_| activation_scope() == ActivationScope::default()), "the scope leaked into the pool");
+    }
+
+    /// Runs `f` on a fresh thread; fails when it has not finished within a minute (a hang).
+    fn within_a_minute(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(60)).expect("did not finish within a minute, or panicked");
+    }
+
+    /// Several callers' forwards at once: each keeps the pool's other threads awake while it runs,
+    /// and rayon starts those spinners wherever a thread next waits — inside another caller's
+    /// forward too. All finish, each with its own results.
+    #[test]
+    fn concurrent_forwards_from_outside_the_pool_all_finish() {
+        use rayon::prelude::*;
+        if rayon::current_num_threads() < 2 {
+            eprintln!("NOTE: a one-thread pool keeps no other thread awake; only the results are checked");
+        }
+        within_a_minute(|| {
+            let callers: Vec<_> = (0..4u64)
+                .map(|caller| {
+                    std::thread::spawn(move || {
+                        for round in 0..1000u64 {
+                            let term = |v: u64| v * (caller + round) % 1_000_003;
+                            let want: u64 = (0..20_000u64).map(term).sum();
+                            let got = on_pool(|| {
+                                (0..20_000u32).into_par_iter().with_min_len(500).map(|v| term(v as u64)).sum::<u64>()
+                            });
+                            assert_eq!(got, want, "caller {caller}, round {round}");
+                        }
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller.join().expect("a caller panicked");
+            }
+        });
+    }
+
+    /// A forward that panics ends its scope (the threads kept awake stop) and the pool goes on.
+    #[test]
+    fn a_panicking_forward_ends_and_the_pool_goes_on() {
+        use rayon::prelude::*;
+        within_a_minute(|| {
+            let result = std::panic::catch_unwind(|| on_pool(|| -> u32 { panic!("a kernel's bug") }));
+            assert!(result.is_err());
+            assert_eq!(on_pool(|| (0..1000u32).into_par_iter().sum::<u32>()), 499_500);
+        });
     }
 }
