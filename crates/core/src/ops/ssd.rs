@@ -3,12 +3,13 @@
 //!
 //! * [`ssd_chunked`] (prefill): tokens are tiled in chunks of `Q`; per chunk and head the output is
 //!   `Y = (L ∘ C·Bᵀ)·X + diag(e^{cs})·C·Sᵀ + D·x` and the state passes on as
-//!   `S ← e^{cs_last}·S + (e^{cs_last − cs} ∘ B)ᵀ·X` — three small dense products (run by the `gemm`
-//!   crate's micro-kernels) instead of a per-token recurrence. `C·Bᵀ` is computed once per
-//!   (chunk, group) and shared by the group's heads; heads then run in parallel (rayon) in one set
-//!   per thread, each set chunk by chunk. The
-//!   element-wise work around the products (Δ, decays, coefficients) and the recurrence are
-//!   compiled by `multiversion!` for AVX-512 / AVX2 / baseline (simd128 on WASM).
+//!   `S ← e^{cs_last}·S + Bᵀ·(e^{cs_last − cs} ∘ X)` — three small dense products (`gemm_small`
+//!   where AVX-512 runs, else the `gemm` crate) instead of a per-token recurrence; the decays scale
+//!   the Q × P sides (results, `X`), never Q × N copies of B or C, which the products read where
+//!   they lie. `C·Bᵀ` is computed once per (chunk, group) and shared by the group's heads; heads run
+//!   in parallel (rayon) in one set per thread, each set chunk by chunk. The element-wise work
+//!   around the products (Δ, decays, coefficients) and the recurrence are compiled by
+//!   `multiversion!` for AVX-512 / AVX2 / baseline (simd128 on WASM).
 //! * [`ssd_recurrent`] (decode): the exact recurrence `S ← e^{Δ·A}·S + Δ·x⊗B`, `y = S·C + D·x`.
 //!
 //! Δ = clamp(softplus(dt + dt_bias), dt_min, dt_max); `A = −exp(A_log)` is one scalar per head;
