@@ -147,7 +147,14 @@ pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
             }
             let tokens = &mut tokens[..lines];
             // SAFETY: AMX (so AVX-512F/BW) checked by the caller; `x` checked by it.
-            let pack = |(p, pair): (usize, &mut [Line])| unsafe { pack_token_pair(x, p * BLOCK, pair) };
+            let cvt = has_bf16_rounding();
+            let pack = |(p, pair): (usize, &mut [Line])| unsafe {
+                if cvt {
+                    pack_token_pair::<true>(x, p * BLOCK, pair)
+                } else {
+                    pack_token_pair::<false>(x, p * BLOCK, pair)
+                }
+            };
             let per_pair = steps * STEP / 32;
             if pairs > 1 && rayon::current_num_threads() > 1 {
                 tokens.par_chunks_mut(per_pair).enumerate().for_each(pack);
@@ -166,21 +173,40 @@ pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
 
 /// Splits each of 16 f32 lanes into three bf16 parts, each in the low half of a 32-bit lane
 /// (round to nearest even; `v` − hi and then − mid are exact in f32, so hi + mid + lo == v).
+/// `CVT`: round with AVX512-BF16's `vcvtneps2bf16` (one instruction for the six integer ones of
+/// the portable rounding). It reads subnormal inputs as zero where the portable rounding keeps
+/// their bits, but TDPBF16PS reads subnormal bf16 parts as zero too: the products are the same
+/// bits either way (test `hardware_rounding_packs_the_same_products`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn split3(v: std::arch::x86_64::__m512) -> [std::arch::x86_64::__m512i; PARTS] {
+unsafe fn split3<const CVT: bool>(v: std::arch::x86_64::__m512) -> [std::arch::x86_64::__m512i; PARTS] {
     use std::arch::x86_64::*;
     let mut rest = v;
     let mut parts = [_mm512_setzero_si512(); PARTS];
     for part in parts.iter_mut() {
-        let bits = _mm512_castps_si512(rest);
-        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-        let bf = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+        let bf = if CVT {
+            let packed: __m256i;
+            std::arch::asm!("vcvtneps2bf16 {o}, {i}", o = out(ymm_reg) packed, i = in(zmm_reg) rest,
+                options(pure, nomem, nostack));
+            _mm512_cvtepu16_epi32(packed)
+        } else {
+            let bits = _mm512_castps_si512(rest);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))))
+        };
         rest = _mm512_sub_ps(rest, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bf)));
         *part = bf;
     }
     parts
+}
+
+/// Whether this CPU has AVX512-BF16's rounding instruction (every AMX-BF16 CPU so far does).
+#[cfg(target_arch = "x86_64")]
+fn has_bf16_rounding() -> bool {
+    use std::sync::OnceLock;
+    static CVT: OnceLock<bool> = OnceLock::new();
+    *CVT.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
 }
 
 /// Token rows `r0 .. r0 + 32` (zero past `x.rows`) as `pair[(step · 3 + part) · 2 + half]` tiles:
@@ -188,7 +214,7 @@ unsafe fn split3(v: std::arch::x86_64::__m512) -> [std::arch::x86_64::__m512i; P
 /// Safety: AVX-512F/BW; `x` checked (`MatRef::check`); `pair` holds `steps · STEP` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_token_pair(x: MatRef, r0: usize, pair: &mut [Line]) {
+unsafe fn pack_token_pair<const CVT: bool>(x: MatRef, r0: usize, pair: &mut [Line]) {
     use std::arch::x86_64::*;
     let k = x.cols;
     let steps = k.div_ceil(KSTEP);
@@ -211,7 +237,7 @@ unsafe fn pack_token_pair(x: MatRef, r0: usize, pair: &mut [Line]) {
                 }
                 [_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(row.as_ptr().add(16))]
             };
-            let (lo, hi) = (split3(vs[0]), split3(vs[1]));
+            let (lo, hi) = (split3::<CVT>(vs[0]), split3::<CVT>(vs[1]));
             for part in 0..PARTS {
                 let tile = dst.add(((s * PARTS + part) * 2 + half) * TILE + tr * KSTEP);
                 _mm256_storeu_si256(tile as *mut __m256i, _mm512_cvtepi32_epi16(lo[part]));
@@ -228,7 +254,7 @@ unsafe fn pack_token_pair(x: MatRef, r0: usize, pair: &mut [Line]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
-unsafe fn split_panel(panel: &[f32], k: usize, dst: &mut [Line]) {
+unsafe fn split_panel<const CVT: bool>(panel: &[f32], k: usize, dst: &mut [Line]) {
     use std::arch::x86_64::*;
     let steps = k.div_ceil(KSTEP);
     assert!(panel.len() >= k * BLOCK && dst.len() * 32 >= steps * STEP);
@@ -245,7 +271,7 @@ unsafe fn split_panel(panel: &[f32], k: usize, dst: &mut [Line]) {
         for p in 0..KSTEP / 2 {
             let kk = s * KSTEP + 2 * p;
             for half in 0..2 {
-                let (even, odd) = (split3(load(kk, half)), split3(load(kk + 1, half)));
+                let (even, odd) = (split3::<CVT>(load(kk, half)), split3::<CVT>(load(kk + 1, half)));
                 for part in 0..PARTS {
                     let pairs = _mm512_or_si512(even[part], _mm512_slli_epi32::<16>(odd[part]));
                     let tile = dst.add(((s * PARTS + part) * 2 + half) * TILE + p * KSTEP);
@@ -349,7 +375,12 @@ unsafe fn panel_task(
                 let o0 = (first + q) * BLOCK;
                 let nr = BLOCK.min(n - o0);
                 super::gemm_avx512::pack_weight_panel(w, o0, nr, k, &mut f[..k * BLOCK]);
-                split_panel(&f, k, &mut panels[q * operand_lines..(q + 1) * operand_lines]);
+                let dst = &mut panels[q * operand_lines..(q + 1) * operand_lines];
+                if has_bf16_rounding() {
+                    split_panel::<true>(&f, k, dst);
+                } else {
+                    split_panel::<false>(&f, k, dst);
+                }
             }
         });
         // bf16 weights are their own hi part (mid and lo are zero): three part products give the
@@ -551,6 +582,74 @@ unsafe fn store_block(scratch: &mut Scratch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both roundings of the split (portable and `vcvtneps2bf16`) give the same products, bit for
+    /// bit, on values across every binade f32 has, subnormals and zeros included: where the packed
+    /// parts differ (subnormal parts, which the instruction reads as zero), TDPBF16PS reads both as zero.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn hardware_rounding_packs_the_same_products() {
+        if !available() || !has_bf16_rounding() {
+            crate::ops::kernel_tests::skip("hardware_rounding_packs_the_same_products", "AMX-BF16 and AVX512-BF16");
+            return;
+        }
+        let (m, k) = (32, 96);
+        let steps = k / KSTEP;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Random sign, exponent field 0 (subnormal) ..= 160 (2^33), mantissa: most values tiny.
+        let mut value = || {
+            let r = next();
+            let exponent = (r % 161) as u32;
+            let bits = ((r >> 20) as u32 & 0x807f_ffff) | (exponent << 23);
+            if r % 17 == 0 {
+                0.0
+            } else {
+                f32::from_bits(bits)
+            }
+        };
+        let x: Vec<f32> = (0..m * k).map(|_| value()).collect();
+        let panel: Vec<f32> = (0..k * BLOCK).map(|_| value()).collect();
+        let lines = steps * STEP / 32;
+        let (mut a, mut b) = (
+            [vec![Line([0; 32]); lines], vec![Line([0; 32]); lines]],
+            [vec![Line([0; 32]); lines], vec![Line([0; 32]); lines]],
+        );
+        // SAFETY: AMX (so AVX-512F/BW) and AVX512-BF16 checked above; the buffers hold `steps · STEP` values.
+        unsafe {
+            pack_token_pair::<false>(MatRef::rows(&x, m, k), 0, &mut a[0]);
+            pack_token_pair::<true>(MatRef::rows(&x, m, k), 0, &mut a[1]);
+            split_panel::<false>(&panel, k, &mut b[0]);
+            split_panel::<true>(&panel, k, &mut b[1]);
+        }
+        let differ = |p: &[Line], q: &[Line]| {
+            p.iter().zip(q).map(|(u, v)| u.0.iter().zip(&v.0).filter(|(s, t)| s != t).count()).sum::<usize>()
+        };
+        assert!(
+            differ(&a[0], &a[1]) > 0 && differ(&b[0], &b[1]) > 0,
+            "the data has no subnormal parts: the test shows nothing"
+        );
+        let mut results = Vec::new();
+        for (ai, bi) in [(0, 0), (1, 1), (0, 1), (1, 0)] {
+            let mut scratch = Scratch([f32::NAN; BLOCK * BLOCK]);
+            // SAFETY: AMX checked; both operands hold `steps · STEP` values.
+            unsafe {
+                tile_config();
+                block(a[ai].as_ptr() as *const u16, b[bi].as_ptr() as *const u16, steps, &mut scratch);
+                std::arch::asm!("tilerelease", options(nostack, nomem));
+            }
+            results.push(scratch.0.map(f32::to_bits));
+        }
+        assert!(results[0].iter().any(|&v| v != 0), "every product is zero: the test shows nothing");
+        for (i, r) in results.iter().enumerate().skip(1) {
+            assert_eq!(&results[0][..], &r[..], "rounding combination {i} gives other products");
+        }
+    }
 
     #[test]
     fn tasks_keep_whole_panel_groups_when_they_share_out_evenly() {
