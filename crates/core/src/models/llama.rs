@@ -123,8 +123,8 @@ impl LlamaModel {
         let rope = self.cfg.rope.tables(st.tokens(), ids.len())?;
         let mut x: Tensor = self.w.embedding.forward(ids, &self.device)?;
         for (layer, cache) in self.w.layers.iter().zip(st.caches.iter_mut()) {
-            x = layer.attention.forward_add(&layer.input_norm.forward(&x)?, Some(&rope), cache, &x)?;
-            x = layer.mlp.forward_add(&layer.post_norm.forward(&x)?, &x)?;
+            x = layer.attention.forward_add(&layer.input_norm.forward(&x)?, Some(&rope), cache, x)?;
+            x = layer.mlp.forward_add(&layer.post_norm.forward(&x)?, x)?;
         }
         let rows = match head {
             None => return Ok(()),

@@ -122,7 +122,7 @@ impl MambaModel {
     ) -> Result<()> {
         let mut residual = self.w.embedding.forward(ids, &self.device)?;
         for (layer, state) in self.w.layers.iter().zip(st.layers.iter_mut()) {
-            residual = self.mixer(layer, &residual, state)?;
+            residual = self.mixer(layer, residual, state)?;
         }
         let l = ids.len();
         let rows = match head {
@@ -136,10 +136,10 @@ impl MambaModel {
     }
 
     /// One Mamba block: `residual + out_proj(ssm(conv(in_proj(norm(residual)))))`.
-    fn mixer(&self, w: &MixerWeights, residual: &Tensor, state: &mut LayerState) -> Result<Tensor> {
+    fn mixer(&self, w: &MixerWeights, residual: Tensor, state: &mut LayerState) -> Result<Tensor> {
         let c = &self.cfg;
         let (e, n, r) = (c.intermediate_size, c.state_size, c.dt_rank);
-        let xz = w.in_proj.forward(&w.norm.forward(residual)?)?;
+        let xz = w.in_proj.forward(&w.norm.forward(&residual)?)?;
         // x = xz[:, :E] feeds the conv; z = xz[:, E:] is the gate (read in place by the scan).
         let (u, conv) = w.conv.forward(&xz, &state.conv)?;
         let mut x_dbl = w.x_proj.forward(&u)?;
@@ -151,8 +151,8 @@ impl MambaModel {
         let operands = ScanOperands { u: &u, dt: &dt, bc: &x_dbl, b_offset: r, c_offset: r + n, z: &xz, z_offset: e };
         let (y, ssm) = w.scan.forward(&operands, &state.ssm)?;
         *state = LayerState { conv, ssm };
-        // out_proj adds straight into the residual stream.
-        w.out_proj.forward_add(&y, residual)
+        // out_proj adds straight into the residual stream (its own storage: the layer loop's sum).
+        w.out_proj.add_into(&y, residual)
     }
 }
 

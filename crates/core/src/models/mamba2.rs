@@ -176,14 +176,26 @@ impl Mamba2Model {
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let mut residual = self.embedding.forward(ids, &self.device)?;
-        for (block, state) in self.layers.iter().zip(layers.iter_mut()) {
+        // Rows of the last layer's output the head reads: the last layer computes only those
+        // (its state still advances over every token), as llama.cpp skips unused outputs.
+        let keep = match head {
+            None => 0,
+            Some(LogitsWanted::Last) => 1,
+            Some(LogitsWanted::All) => ids.len(),
+        };
+        let last = self.layers.len().saturating_sub(1);
+        for (i, (block, state)) in self.layers.iter().zip(layers.iter_mut()).enumerate() {
             let normed = block.norm.forward(&residual)?;
-            residual = block.mixer.forward_add(&normed, &residual, state)?;
+            residual = if i == last && keep < ids.len() {
+                block.mixer.add_into_last(&normed, &residual, state, keep)?
+            } else {
+                block.mixer.add_into(&normed, residual, state)?
+            };
         }
         let rows = match head {
             None => return Ok(()),
             Some(LogitsWanted::All) => residual,
-            Some(LogitsWanted::Last) => residual.narrow(0, ids.len() - 1, 1)?,
+            Some(LogitsWanted::Last) => residual.narrow(0, residual.dim(0)? - 1, 1)?,
         };
         let out = self.lm_head.forward(&self.norm_f.forward(&rows)?)?;
         logits.extend(out.flatten_all()?.to_vec1::<f32>()?);

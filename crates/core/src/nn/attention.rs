@@ -40,16 +40,17 @@ impl AttentionBlock {
         self.o_proj.forward(&y)
     }
 
-    /// `residual + o_proj(attention(h))` in one op.
+    /// `residual + o_proj(attention(h))` in one op, into `residual`'s storage (`Linear::add_into`:
+    /// a running sum no other tensor shares).
     pub(crate) fn forward_add(
         &self,
         h: &Tensor,
         rope: Option<&RopeTables>,
         cache: &mut KvCache,
-        residual: &Tensor,
+        residual: Tensor,
     ) -> Result<Tensor> {
         let y = self.attend(h, rope, cache)?;
-        self.o_proj.forward_add(&y, residual)
+        self.o_proj.add_into(&y, residual)
     }
 
     fn attend(&self, h: &Tensor, rope: Option<&RopeTables>, cache: &mut KvCache) -> Result<Tensor> {

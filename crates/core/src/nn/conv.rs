@@ -9,6 +9,7 @@ use super::packed::split_state;
 use crate::error::Result;
 use crate::ops::conv::causal_conv_silu;
 
+#[derive(Clone)]
 pub struct CausalConvSilu {
     /// `[K, E]`, tap-major (the kernel's layout; stored `[E, 1, K]` in checkpoints).
     weight_t: Tensor,

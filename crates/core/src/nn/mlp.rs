@@ -43,8 +43,8 @@ impl SwiGluMlp {
     }
 
     /// `residual + down(silu(gate(h)) ⊙ up(h))` in one op.
-    pub(crate) fn forward_add(&self, h: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.down.forward_add(&self.activation(h)?, residual)
+    pub(crate) fn forward_add(&self, h: &Tensor, residual: Tensor) -> Result<Tensor> {
+        self.down.add_into(&self.activation(h)?, residual)
     }
 
     fn activation(&self, h: &Tensor) -> Result<Tensor> {

@@ -115,10 +115,39 @@ impl Mamba2Mixer {
         self.out_proj.forward(&y)
     }
 
-    /// `residual + forward(x)` in one product (out_proj accumulates into the residual).
-    pub fn forward_add(&self, x: &Tensor, residual: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+    /// `residual + forward(x)` in one product: out_proj accumulates into `residual`'s own storage
+    /// ([`Linear::add_into`]: a running sum no other tensor shares).
+    pub fn add_into(&self, x: &Tensor, residual: Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
         let y = self.gated(x, state)?;
-        self.out_proj.forward_add(&y, residual)
+        self.out_proj.add_into(&y, residual)
+    }
+
+    /// [`Self::add_into`] for a layer of whose outputs only the last `keep` rows are read (the
+    /// model's last layer, when the head reads the last row or none): the state advances over every
+    /// row as there, while the gate z (E of in_proj's outputs), the gated norm and out_proj run for
+    /// those rows only — 63 % of a Mamba-2-130M layer's products. Returns `residual`'s last `keep`
+    /// rows (a copy), updated: `add_into`'s values up to float rounding (one-row products run as
+    /// mat-vecs). `keep` ≤ rows of `x`.
+    pub fn add_into_last(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        state: &mut Mamba2LayerState,
+        keep: usize,
+    ) -> Result<Tensor> {
+        let (l, e, c, h) = (x.dim(0)?, self.cfg.intermediate_size, self.cfg.conv_dim(), self.cfg.num_heads);
+        // Columns of in_proj's outputs from xBC on: xBC [0, C), dt [C, C + H).
+        let xbcdt = self.in_proj.forward_rows(x, e..e + c + h)?;
+        let (xbc, conv) = self.conv.clone().reading_from_column(0).forward(&xbcdt, &state.conv)?;
+        let (y, ssm) = self.ssd.forward(&xbc, &DtOperand { rows: &xbcdt, offset: c }, &state.ssm)?;
+        *state = Mamba2LayerState::from_tensors(conv, ssm);
+        let from = l.saturating_sub(keep);
+        if from == l {
+            return Ok(residual.narrow(0, l, 0)?);
+        }
+        let z = self.in_proj.forward_rows(&x.narrow(0, from, l - from)?, 0..e)?;
+        let gated = self.norm.forward(&y.narrow(0, from, l - from)?, &GateOperand { rows: &z, offset: 0 })?;
+        self.out_proj.add_into(&gated, residual.narrow(0, from, l - from)?.copy()?)
     }
 
     /// Everything before out_proj: the gated, normalised SSM output `[l, E]`.
@@ -167,10 +196,10 @@ mod tests {
         (cfg, mixer)
     }
 
-    /// The hybrid's entry points: `forward` (no residual) plus the residual is `forward_add`, and the
+    /// The hybrid's entry points: `forward` (no residual) plus the residual is `add_into`, and the
     /// state advances the same way, from a mixer loaded under an arbitrary tensor prefix.
     #[test]
-    fn forward_without_residual_matches_forward_add() {
+    fn forward_without_residual_matches_add_into() {
         let (cfg, mixer) = mixer_of_layer(1);
         let device = Device::Cpu;
         assert_eq!(mixer.ssd_chunk(), 8);
@@ -183,16 +212,51 @@ mod tests {
             (Mamba2LayerState::new(&cfg.mixer, &device).unwrap(), Mamba2LayerState::new(&cfg.mixer, &device).unwrap());
         let a =
             (mixer.forward(&x, &mut s1).unwrap() + &residual).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = mixer.forward_add(&x, &residual, &mut s2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let own = residual.copy().unwrap();
+        let b = mixer.add_into(&x, own, &mut s2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // Unit-test builds fill outputs made for overwriting with NaN: one a kernel left unwritten
         // (the SSD's output or state, the gated norm's) shows here.
         let ssm = s1.ssm.to_vec1::<f32>().unwrap();
         assert!(a.iter().chain(&b).chain(&ssm).all(|v| v.is_finite()), "a NaN or infinite output or state");
         let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-5, "forward + residual vs forward_add differ by {worst}");
+        assert!(worst < 1e-5, "forward + residual vs add_into differ by {worst}");
         assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
+        // In place: the sum is written into the storage it was given (a handle sharing it sees
+        // it); the tensor it was copied from is untouched.
+        let own = residual.copy().unwrap();
+        let handle = own.clone();
+        let mut s3 = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        mixer.add_into(&x, own, &mut s3).unwrap();
+        assert_eq!(handle.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b);
+        assert_eq!(residual.to_vec2::<f32>().unwrap()[0][1], 0.1);
         assert_eq!(s1.conv.to_vec1::<f32>().unwrap(), s2.conv.to_vec1::<f32>().unwrap());
         assert!(b.iter().any(|v| v.abs() > 1e-3), "the mixer output is not all zeros");
+    }
+
+    /// The last layer's trimmed form: the state advances exactly as the full layer's (bit for bit),
+    /// and the rows it keeps are the full layer's rows up to rounding (none, the last, several).
+    #[test]
+    fn last_layer_keeps_its_state_and_the_rows_asked_for() {
+        let (cfg, mixer) = mixer_of_layer(1);
+        let device = Device::Cpu;
+        let (l, d) = (20, cfg.mixer.hidden_size);
+        let x = Tensor::from_vec((0..l * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect(), (l, d), &device)
+            .unwrap();
+        let residual = Tensor::from_vec((0..l * d).map(|i| (i % 7) as f32 * 0.1).collect(), (l, d), &device).unwrap();
+        let mut full_state = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        let full = mixer.add_into(&x, residual.copy().unwrap(), &mut full_state).unwrap().to_vec2::<f32>().unwrap();
+        for keep in [0, 1, 3] {
+            let mut state = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+            let kept = mixer.add_into_last(&x, &residual, &mut state, keep).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(kept.len(), keep);
+            for (row, want) in kept.iter().zip(&full[l - keep..]) {
+                let worst = row.iter().zip(want).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "keep {keep}: rows differ from the full layer's by {worst}");
+            }
+            assert_eq!(state.ssm.to_vec1::<f32>().unwrap(), full_state.ssm.to_vec1::<f32>().unwrap(), "keep {keep}");
+            assert_eq!(state.conv.to_vec1::<f32>().unwrap(), full_state.conv.to_vec1::<f32>().unwrap(), "keep {keep}");
+        }
+        assert_eq!(residual.to_vec2::<f32>().unwrap()[l - 1][0], ((l - 1) * d % 7) as f32 * 0.1, "residual written");
     }
 
     /// A decode step on a state no clone shares runs in place; one whose state is shared (a fork,
