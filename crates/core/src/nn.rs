@@ -27,6 +27,7 @@ pub use conv::CausalConvSilu;
 pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{GroupRmsNorm, RmsNorm};
+pub(crate) use packed::compacted;
 pub use scan::SelectiveScan;
 pub use weight_matrix::WeightMatrix;
 

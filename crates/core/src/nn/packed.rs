@@ -21,6 +21,21 @@ pub(crate) fn split_state(packed: &Tensor, state_len: usize, rows: usize, cols: 
     Ok((out, state))
 }
 
+/// `t` in storage of its own: `t` itself when it is all of its storage, else a copy (a view into
+/// a wider op output would keep all of it alive).
+pub(crate) fn compacted(t: &Tensor) -> Result<Tensor> {
+    use candle_core::{CpuStorage, Storage};
+    let whole = {
+        let (storage, layout) = t.storage_and_layout();
+        let held = match &*storage {
+            Storage::Cpu(CpuStorage::F32(v)) => Some(v.len()),
+            _ => None,
+        };
+        layout.is_contiguous() && layout.start_offset() == 0 && held == Some(t.elem_count())
+    };
+    Ok(if whole { t.clone() } else { t.copy()? })
+}
+
 /// Values held by the storage under `t` (tests: what a tensor keeps alive).
 #[cfg(test)]
 pub(crate) fn storage_len(t: &Tensor) -> usize {

@@ -5,10 +5,10 @@ use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, f32s_mut, for_overwrite, held_f32s, no_cuda, zeros};
+use super::cpu::{f32s, f32s_mut, for_overwrite, held_f32s, no_cuda};
 use super::packed::split_state;
 use crate::error::Result;
-use crate::ops::ssd::{ssd_chunked, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
+use crate::ops::ssd::{ssd_chunked, ssd_chunked_in_place, ssd_recurrent, ssd_recurrent_in_place, SsdInputs};
 
 /// Per-head parameters and sizes of one layer's scan.
 pub struct SsdScan {
@@ -59,15 +59,16 @@ impl SsdScan {
         split_state(&packed, s, l, e)
     }
 
-    /// One decode step that updates `state` (`[H·P·N]` values) in place; returns `y` `[1, H·P]`.
-    /// Only for a state tensor whose storage nothing else reads (the caller's guarantee).
-    pub fn step_in_place(&self, xbc: &Tensor, dt: &DtOperand, state: &Tensor) -> Result<Tensor> {
-        let e = self.heads * self.head_dim;
-        let op = SsdStepOp { scan: self, dt, y: Mutex::new(None) };
+    /// [`Self::forward`] updating `state` (`[H·P·N]` values) in place: a decode step (the
+    /// recurrence) or a prompt (the chunked scan), the same bits as `forward`; returns `y`
+    /// `[l, H·P]`. Only for a state tensor whose storage nothing else reads (the caller's guarantee).
+    pub fn forward_in_place(&self, xbc: &Tensor, dt: &DtOperand, state: &Tensor) -> Result<Tensor> {
+        let (l, e) = (xbc.dim(0)?, self.heads * self.head_dim);
+        let op = SsdInPlaceOp { scan: self, dt, y: Mutex::new(None) };
         state.inplace_op2(xbc, &op)?;
-        let y = op.y.into_inner().map_err(|_| crate::error::internal("ssd step: output lock poisoned"))?;
-        let y = y.ok_or_else(|| crate::error::internal("ssd step: the op produced no output"))?;
-        Ok(Tensor::from_vec(y, (1, e), xbc.device())?)
+        let y = op.y.into_inner().map_err(|_| crate::error::internal("ssd: output lock poisoned"))?;
+        let y = y.ok_or_else(|| crate::error::internal("ssd: the op produced no output"))?;
+        Ok(Tensor::from_vec(y, (l, e), xbc.device())?)
     }
 
     /// The kernel operands for `l` tokens of `xbc` rows `width` wide (shapes checked).
@@ -117,14 +118,14 @@ impl SsdScan {
     }
 }
 
-/// The decode step as an in-place op on the state; `y` comes back through the mutex.
-struct SsdStepOp<'a> {
+/// The scan as an in-place op on the state; `y` comes back through the mutex.
+struct SsdInPlaceOp<'a> {
     scan: &'a SsdScan,
     dt: &'a DtOperand<'a>,
     y: Mutex<Option<Vec<f32>>>,
 }
 
-impl InplaceOp2 for SsdStepOp<'_> {
+impl InplaceOp2 for SsdInPlaceOp<'_> {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -138,17 +139,20 @@ impl InplaceOp2 for SsdStepOp<'_> {
     ) -> candle_core::Result<()> {
         let sc = self.scan;
         let (l, width, dt_width) = sc.check_shapes(xbc_layout, self.dt, state_layout.shape().elem_count())?;
-        if l != 1 {
-            bail!("{NAME}: an in-place step takes one token, got {l}");
-        }
         let xbc = f32s(xbc, xbc_layout, NAME, "xBC")?;
         let state = f32s_mut(state, state_layout, NAME, "state")?;
         let guards = [self.dt.rows, &sc.dt_bias, &sc.a, &sc.d].map(|t| t.storage_and_layout());
         let held = |i: usize, what: &str| held_f32s(&guards[i].0, guards[i].1, NAME, what);
         let held = [held(0, "dt")?, held(1, "dt bias")?, held(2, "A")?, held(3, "D")?];
-        let inputs = sc.inputs(1, width, xbc, held, dt_width, self.dt.offset);
-        let mut y = zeros(sc.heads * sc.head_dim, NAME)?;
-        ssd_recurrent_in_place(&inputs, state, &mut y);
+        let inputs = sc.inputs(l, width, xbc, held, dt_width, self.dt.offset);
+        let Some(len) = l.checked_mul(sc.heads * sc.head_dim) else { bail!("{NAME}: output size overflows") };
+        // Both scans write every output row before anything reads it.
+        let mut y = for_overwrite(len, NAME)?;
+        if l == 1 {
+            ssd_recurrent_in_place(&inputs, state, &mut y);
+        } else {
+            ssd_chunked_in_place(&inputs, sc.chunk, state, &mut y);
+        }
         *self.y.lock().map_err(|_| candle_core::Error::Msg(format!("{NAME}: output lock poisoned")))? = Some(y);
         Ok(())
     }

@@ -210,6 +210,20 @@ fn recurrent_head_body(inp: &SsdInputs, h: usize, s: &mut [f32], out: RowsOut) {
 /// as [`ssd_recurrent`] up to float rounding.
 pub(crate) fn ssd_chunked(inp: &SsdInputs, chunk: usize, state_in: &[f32], state_out: &mut [f32], y: &mut [f32]) {
     inp.check(state_in, state_out, y);
+    chunked(inp, chunk, Some(state_in), state_out, y);
+}
+
+/// [`ssd_chunked`] updating `state` in place (a prefill on a state nothing else reads): the same
+/// bits, without a new state buffer per layer (786 KB for Mamba-2-130M, whose fresh pages every
+/// prompt faulted in and then copied once more to compact).
+pub(crate) fn ssd_chunked_in_place(inp: &SsdInputs, chunk: usize, state: &mut [f32], y: &mut [f32]) {
+    inp.check(state, state, y);
+    chunked(inp, chunk, None, state, y);
+}
+
+/// The scan from `state_in`, or from `state` itself when `None` (each head set reads its own
+/// part before it writes it).
+fn chunked(inp: &SsdInputs, chunk: usize, state_in: Option<&[f32]>, state: &mut [f32], y: &mut [f32]) {
     assert!(chunk >= 1, "ssd: chunk must be ≥ 1");
     let q = chunk.min(inp.len.max(1));
     let chunks = inp.len.div_ceil(q);
@@ -233,23 +247,34 @@ pub(crate) fn ssd_chunked(inp: &SsdInputs, chunk: usize, state_in: &[f32], state
     // once per set and then from cache, where head by head every head streamed all of them.
     let sets = if threaded { rayon::current_num_threads().min(inp.heads) } else { 1 };
     let set_len = inp.heads.div_ceil(sets) * hs;
-    let run_set = |(i, (s, old)): (usize, (&mut [f32], &[f32]))| {
+    let run_set = |(i, s): (usize, &mut [f32])| {
+        let old = state_in.map(|old| &old[i * set_len..i * set_len + s.len()]);
         chunked_heads(inp, i * set_len / hs, q, cb, old, s, out);
     };
     if threaded {
-        state_out.par_chunks_mut(set_len).zip(state_in.par_chunks(set_len)).enumerate().for_each(run_set);
+        state.par_chunks_mut(set_len).enumerate().for_each(run_set);
     } else {
-        state_out.chunks_mut(set_len).zip(state_in.chunks(set_len)).enumerate().for_each(run_set);
+        state.chunks_mut(set_len).enumerate().for_each(run_set);
     }
 }
 
-/// Heads `h0 ..` (as many as `state_in` holds) over every chunk, chunk by chunk.
-fn chunked_heads(inp: &SsdInputs, h0: usize, q: usize, cb: &[f32], state_in: &[f32], state: &mut [f32], out: RowsOut) {
+/// Heads `h0 ..` (as many as `state` holds) over every chunk, chunk by chunk, from `state_in`
+/// (or `state` itself) into `state`.
+fn chunked_heads(
+    inp: &SsdInputs,
+    h0: usize,
+    q: usize,
+    cb: &[f32],
+    state_in: Option<&[f32]>,
+    state: &mut [f32],
+    out: RowsOut,
+) {
     let (p, n) = (inp.head_dim, inp.state_size);
     let hs = p * n;
     // Each head's state `[N][P]` (transposed from `[P][N]`, so every product runs over contiguous `P`).
-    let mut states = vec![0f32; state_in.len()];
-    for (st, old) in states.chunks_exact_mut(hs).zip(state_in.chunks_exact(hs)) {
+    let mut states = vec![0f32; state.len()];
+    let old = state_in.unwrap_or(state);
+    for (st, old) in states.chunks_exact_mut(hs).zip(old.chunks_exact(hs)) {
         transpose(old, p, n, st);
     }
     let mut scratch = ChunkScratch::new(inp, q);
@@ -587,6 +612,10 @@ mod tests {
             ssd_chunked(&inp, chunk, &s0, &mut s, &mut y);
             close(&y, &want_y, &format!("chunked({chunk}) y"));
             close(&s, &want_s, &format!("chunked({chunk}) state"));
+            // In place: the same bits, the state updated where it lies.
+            let (mut s_in_place, mut y_in_place) = (s0.clone(), vec![0f32; len * h * p]);
+            ssd_chunked_in_place(&inp, chunk, &mut s_in_place, &mut y_in_place);
+            assert!(s_in_place == s && y_in_place == y, "chunked({chunk}): in place differs");
         }
     }
 

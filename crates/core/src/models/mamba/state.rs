@@ -64,8 +64,8 @@ impl MambaState {
     /// into the chunk's large packed outputs, which would otherwise stay alive.
     pub(crate) fn compact(&mut self) -> Result<()> {
         for layer in &mut self.layers {
-            layer.conv = layer.conv.copy()?;
-            layer.ssm = layer.ssm.copy()?;
+            layer.conv = crate::nn::compacted(&layer.conv)?;
+            layer.ssm = crate::nn::compacted(&layer.ssm)?;
         }
         Ok(())
     }

@@ -139,8 +139,7 @@ impl Mamba2Mixer {
         // Columns of in_proj's outputs from xBC on: xBC [0, C), dt [C, C + H).
         let xbcdt = self.in_proj.forward_rows(x, e..e + c + h)?;
         let (xbc, conv) = self.conv.clone().reading_from_column(0).forward(&xbcdt, &state.conv)?;
-        let (y, ssm) = self.ssd.forward(&xbc, &DtOperand { rows: &xbcdt, offset: c }, &state.ssm)?;
-        *state = Mamba2LayerState::from_tensors(conv, ssm);
+        let y = self.scan(&xbc, conv, &DtOperand { rows: &xbcdt, offset: c }, state)?;
         let from = l.saturating_sub(keep);
         if from == l {
             return Ok(residual.narrow(0, l, 0)?);
@@ -156,17 +155,23 @@ impl Mamba2Mixer {
         // Columns: z [0, E), xBC [E, E + C), dt [E + C, E + C + H).
         let zxbcdt = self.in_proj.forward(x)?;
         let (xbc, conv) = self.conv.forward(&zxbcdt, &state.conv)?;
-        let dt = DtOperand { rows: &zxbcdt, offset: e + c };
-        let y = if x.dim(0)? == 1 && state.ssm_exclusive() {
-            let y = self.ssd.step_in_place(&xbc, &dt, &state.ssm)?;
-            state.conv = conv;
-            y
-        } else {
-            let (y, ssm) = self.ssd.forward(&xbc, &dt, &state.ssm)?;
-            *state = Mamba2LayerState::from_tensors(conv, ssm);
-            y
-        };
+        let y = self.scan(&xbc, conv, &DtOperand { rows: &zxbcdt, offset: e + c }, state)?;
         self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
+    }
+
+    /// The SSD scan over `xbc`, advancing `state` (its conv part becomes `conv`): in place on a
+    /// state no clone shares (no new 786 KB buffer per Mamba-2-130M layer, prompt or step), else
+    /// into a new state. Returns `y` `[l, E]`.
+    fn scan(&self, xbc: &Tensor, conv: Tensor, dt: &DtOperand, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        if state.ssm_exclusive() {
+            let y = self.ssd.forward_in_place(xbc, dt, &state.ssm)?;
+            state.conv = conv;
+            Ok(y)
+        } else {
+            let (y, ssm) = self.ssd.forward(xbc, dt, &state.ssm)?;
+            *state = Mamba2LayerState::from_tensors(conv, ssm);
+            Ok(y)
+        }
     }
 }
 
@@ -257,6 +262,36 @@ mod tests {
             assert_eq!(state.conv.to_vec1::<f32>().unwrap(), full_state.conv.to_vec1::<f32>().unwrap(), "keep {keep}");
         }
         assert_eq!(residual.to_vec2::<f32>().unwrap()[l - 1][0], ((l - 1) * d % 7) as f32 * 0.1, "residual written");
+    }
+
+    /// A prompt on a state no clone shares runs in place as well: the same outputs and state as
+    /// the functional scan on a shared state, written into the state's own storage, and a clone
+    /// keeps its values.
+    #[test]
+    fn in_place_prefill_matches_the_functional_one_and_never_touches_a_clone() {
+        let (cfg, mixer) = mixer_of_layer(0);
+        let device = Device::Cpu;
+        let d = cfg.mixer.hidden_size;
+        let rows = |seed: usize, len: usize| {
+            let v = (0..len * d).map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 40.0).collect();
+            Tensor::from_vec(v, (len, d), &device).unwrap()
+        };
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut shared = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        mixer.forward(&rows(1, 5), &mut shared).unwrap();
+        shared.compact().unwrap();
+        let clone = shared.clone();
+        let before = values(&shared.ssm);
+        let mut own = Mamba2LayerState::from_tensors(shared.conv.copy().unwrap(), shared.ssm.copy().unwrap());
+        assert!(own.ssm_exclusive() && !shared.ssm_exclusive());
+        let handle = own.ssm.clone();
+        let a = values(&mixer.forward(&rows(7, 20), &mut shared).unwrap());
+        let b = values(&mixer.forward(&rows(7, 20), &mut own).unwrap());
+        assert_eq!(a, b, "in-place and functional prompt outputs differ");
+        assert_eq!(values(&shared.ssm), values(&own.ssm), "states differ");
+        assert_eq!(values(&handle), values(&own.ssm), "the prompt did not run in place");
+        assert_ne!(values(&own.ssm), before, "the prompt did not advance the state");
+        assert_eq!(values(&clone.ssm), before, "a prompt changed a clone's state");
     }
 
     /// A decode step on a state no clone shares runs in place; one whose state is shared (a fork,

@@ -11,9 +11,10 @@ use candle_core::{DType, Device, Tensor};
 use super::config::Mamba2MixerConfig;
 use crate::error::{state_mismatch, Result};
 use crate::model::{ModelState, StateLayout};
+use crate::nn::compacted;
 
 /// One Mamba-2 layer's state tensors (flat f32 values). A forward replaces them with new tensors,
-/// except a decode step on a state no clone shares, which updates `ssm` in place.
+/// except on a state no clone shares, whose `ssm` the scan updates in place (prompt or step).
 #[derive(Clone)]
 pub(crate) struct Mamba2LayerState {
     /// `[C, K]`.
@@ -67,11 +68,11 @@ impl Mamba2LayerState {
         Ok(c + s)
     }
 
-    /// Copies both tensors into storage of their own (after a prefill they are views into the
-    /// ops' large packed outputs, which would otherwise stay alive).
+    /// Gives both tensors storage of their own: a copy of each that is a view into an op's larger
+    /// packed output (after a short prompt), which would otherwise stay alive.
     pub fn compact(&mut self) -> Result<()> {
-        self.conv = self.conv.copy()?;
-        self.ssm = self.ssm.copy()?;
+        self.conv = compacted(&self.conv)?;
+        self.ssm = compacted(&self.ssm)?;
         Ok(())
     }
 }
