@@ -34,6 +34,15 @@ impl Linear {
         &self.weight
     }
 
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
+    /// How its one-row products round the activations (fused ops run the same product).
+    pub(crate) fn rounding(&self) -> ActivationRounding {
+        self.rounding
+    }
+
     /// `residual + x · Wᵀ (+ b)`: the product accumulates straight into a copy of `residual`
     /// (`[m, out]`), one op instead of a product and an add.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {

@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::gemm_avx512::Product;
-use super::mat_ref::{MatRef, OutPtr};
+use super::mat_ref::{MatRef, OutPtr, RowSource};
 use super::weight_ref::WeightRef;
 
 /// Rows (tokens) and columns (outputs) of one C block.
@@ -135,27 +135,64 @@ pub(crate) fn try_gemm(x: MatRef, w: WeightRef, n: usize, out: &mut [f32], accum
 /// caller; sizes checked by `gemm_avx512::gemm_many`, which calls this). Each product's tasks, and
 /// so its bits, are those it has alone.
 pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
+    pack_then_run(TokenRows::Mat(x), products, accumulate);
+}
+
+/// [`gemm_many`] for rows made on demand: each 32-row pair's rows are made (on the thread that
+/// packs the pair) and split into tiles at once, never stored as a matrix. The same bits as
+/// `gemm_many` on the made rows. Sizes checked by the caller (`matmul::linear_from_rows`).
+pub(crate) fn gemm_many_from(src: RowSource, products: &mut [Product], accumulate: bool) {
+    pack_then_run(TokenRows::Made(src), products, accumulate);
+}
+
+/// Where the token rows come from.
+#[derive(Clone, Copy)]
+enum TokenRows<'a> {
+    Mat(MatRef<'a>),
+    Made(RowSource<'a>),
+}
+
+impl TokenRows<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Self::Mat(x) => x.rows,
+            Self::Made(src) => src.rows,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Self::Mat(x) => x.cols,
+            Self::Made(src) => src.cols,
+        }
+    }
+}
+
+/// Packs the token rows, 32-row pairs in parallel, into this thread's token buffer, then runs
+/// every product's tasks on them.
+fn pack_then_run(rows: TokenRows, products: &mut [Product], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        let (m, k) = (x.rows, x.cols);
+        let (m, k) = (rows.rows(), rows.cols());
         let steps = k.div_ceil(KSTEP);
         let pairs = m.div_ceil(BLOCK);
+        let cvt = has_bf16_rounding();
         super::gemm_avx512::with_thread_buffer(&TOKENS, |tokens| {
             let lines = super::size_mul(super::size_mul(pairs, steps), STEP) / 32;
             if tokens.len() < lines {
                 tokens.resize(lines, Line([0; 32]));
             }
             let tokens = &mut tokens[..lines];
-            // SAFETY: AMX (so AVX-512F/BW) checked by the caller; `x` checked by it.
-            let cvt = has_bf16_rounding();
+            let per_pair = steps * STEP / 32;
+            // SAFETY: AMX (so AVX-512F/BW, and AVX512-BF16 when `cvt`) checked by the caller; each
+            // pair holds `steps · STEP` values; `x` checked by the caller.
             let pack = |(p, pair): (usize, &mut [Line])| unsafe {
                 if cvt {
-                    pack_token_pair::<true>(x, p * BLOCK, pair)
+                    pack_token_pair::<true>(rows, p * BLOCK, pair)
                 } else {
-                    pack_token_pair::<false>(x, p * BLOCK, pair)
+                    pack_token_pair::<false>(rows, p * BLOCK, pair)
                 }
             };
-            let per_pair = steps * STEP / 32;
             if pairs > 1 && rayon::current_num_threads() > 1 {
                 tokens.par_chunks_mut(per_pair).enumerate().for_each(pack);
             } else {
@@ -166,7 +203,7 @@ pub(crate) fn gemm_many(x: MatRef, products: &mut [Product], accumulate: bool) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, products, accumulate);
+        let _ = (rows, products, accumulate);
         unreachable!("AMX off x86_64");
     }
 }
@@ -209,33 +246,55 @@ fn has_bf16_rounding() -> bool {
     *CVT.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
 }
 
-/// Token rows `r0 .. r0 + 32` (zero past `x.rows`) as `pair[(step · 3 + part) · 2 + half]` tiles:
-/// tile row r holds the part's bf16 of x[r0 + 16·half + r, 32·step ..] (zero past k).
-/// Safety: AVX-512F/BW; `x` checked (`MatRef::check`); `pair` holds `steps · STEP` values.
+/// Token rows `r0 .. r0 + 32` (zero past the rows) as `pair[(step · 3 + part) · 2 + half]` tiles:
+/// tile row r holds the part's bf16 of row r0 + 16·half + r's values `32·step ..` (zero past k).
+/// Made rows are made into a row buffer first; a strided view is gathered into it.
+/// Safety: AVX-512F/BW (and AVX512-BF16 when `CVT`); a `Mat` view checked (`MatRef::check`);
+/// `pair` holds `steps · STEP` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_token_pair<const CVT: bool>(x: MatRef, r0: usize, pair: &mut [Line]) {
+unsafe fn pack_token_pair<const CVT: bool>(rows: TokenRows, r0: usize, pair: &mut [Line]) {
     use std::arch::x86_64::*;
-    let k = x.cols;
+    let (m, k) = (rows.rows(), rows.cols());
     let steps = k.div_ceil(KSTEP);
+    assert!(pair.len() * 32 >= steps * STEP);
     let dst = pair.as_mut_ptr() as *mut u16;
-    let mut row = [0f32; KSTEP];
+    let mut buffer = match rows {
+        TokenRows::Mat(x) if x.col_stride == 1 => Vec::new(),
+        _ => vec![0f32; k],
+    };
+    let mut tail = [0f32; KSTEP];
     for r in 0..BLOCK {
         let (half, tr) = (r / 16, r % 16);
-        let exists = r0 + r < x.rows;
+        let t = r0 + r;
+        let values: Option<&[f32]> = match rows {
+            _ if t >= m => None,
+            TokenRows::Mat(x) if x.col_stride == 1 => Some(&x.data[t * x.row_stride..t * x.row_stride + k]),
+            TokenRows::Mat(x) => {
+                for (c, v) in buffer.iter_mut().enumerate() {
+                    *v = x.data[t * x.row_stride + c * x.col_stride];
+                }
+                Some(&buffer)
+            }
+            TokenRows::Made(src) => {
+                (src.fill)(t, &mut buffer);
+                Some(&buffer)
+            }
+        };
         for s in 0..steps {
             let k0 = s * KSTEP;
             let width = KSTEP.min(k - k0);
-            let vs = if !exists {
-                [_mm512_setzero_ps(); 2]
-            } else if x.col_stride == 1 && width == KSTEP {
-                let src = x.data.as_ptr().add((r0 + r) * x.row_stride + k0);
-                [_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))]
-            } else {
-                for (c, v) in row.iter_mut().enumerate() {
-                    *v = if c < width { x.data[(r0 + r) * x.row_stride + (k0 + c) * x.col_stride] } else { 0.0 };
+            let vs = match values {
+                None => [_mm512_setzero_ps(); 2],
+                Some(v) if width == KSTEP => {
+                    let at = v[k0..k0 + KSTEP].as_ptr();
+                    [_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16))]
                 }
-                [_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(row.as_ptr().add(16))]
+                Some(v) => {
+                    tail[..width].copy_from_slice(&v[k0..k]);
+                    tail[width..].fill(0.0);
+                    [_mm512_loadu_ps(tail.as_ptr()), _mm512_loadu_ps(tail.as_ptr().add(16))]
+                }
             };
             let (lo, hi) = (split3::<CVT>(vs[0]), split3::<CVT>(vs[1]));
             for part in 0..PARTS {
@@ -622,8 +681,8 @@ mod tests {
         );
         // SAFETY: AMX (so AVX-512F/BW) and AVX512-BF16 checked above; the buffers hold `steps · STEP` values.
         unsafe {
-            pack_token_pair::<false>(MatRef::rows(&x, m, k), 0, &mut a[0]);
-            pack_token_pair::<true>(MatRef::rows(&x, m, k), 0, &mut a[1]);
+            pack_token_pair::<false>(TokenRows::Mat(MatRef::rows(&x, m, k)), 0, &mut a[0]);
+            pack_token_pair::<true>(TokenRows::Mat(MatRef::rows(&x, m, k)), 0, &mut a[1]);
             split_panel::<false>(&panel, k, &mut b[0]);
             split_panel::<true>(&panel, k, &mut b[1]);
         }

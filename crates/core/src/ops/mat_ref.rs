@@ -17,6 +17,16 @@ impl OutPtr {
     }
 }
 
+/// Activation rows made on demand: `fill(r, row)` writes row `r`'s `cols` values. A fused
+/// producer (a norm) whose rows a product packs as it makes them, instead of a whole matrix
+/// written to memory first and read back.
+#[derive(Clone, Copy)]
+pub(crate) struct RowSource<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub fill: &'a (dyn Fn(usize, &mut [f32]) + Sync),
+}
+
 /// A read-only matrix view: element (r, c) at `data[r * row_stride + c * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {

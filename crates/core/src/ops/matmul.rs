@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 pub use super::mat_ref::MatRef;
 use super::mat_ref::OutPtr;
+pub(crate) use super::mat_ref::RowSource;
 #[cfg(test)]
 pub(crate) use super::matvec::matvec;
 pub(crate) use super::matvec::matvec_many;
@@ -74,6 +75,37 @@ pub(crate) fn linear_with(
             }
         }
     }
+}
+
+/// `out (+)= rows · Wᵀ` for activation rows made on demand (`src`; no bias): the bits
+/// [`linear_with`] gives on the made rows. Where the product runs on AMX tiles the token packing
+/// makes each row as it packs it (a gated norm's output never goes to memory as a matrix);
+/// elsewhere the rows are made into a matrix first.
+pub(crate) fn linear_from_rows(
+    src: RowSource,
+    w: WeightRef,
+    out: &mut [f32],
+    accumulate: bool,
+    rounding: ActivationRounding,
+) {
+    let (m, k) = (src.rows, src.cols);
+    assert!(k > 0, "linear: input has no columns");
+    let n = w.len() / k;
+    assert!(w.len() == n * k && out.len() >= size_mul(m, n), "linear: weight or output size disagrees");
+    let out = &mut out[..m * n];
+    let on_tiles = m > 1 && int8_rows(w, rounding).is_none() && super::gemm_avx512::takes(n);
+    if on_tiles && super::gemm_amx::available() {
+        super::gemm_amx::gemm_many_from(src, &mut [super::gemm_avx512::Product { w, n, out }], accumulate);
+        return;
+    }
+    let mut rows = vec![0f32; size_mul(m, k)];
+    let make = |(r, row): (usize, &mut [f32])| (src.fill)(r, row);
+    if m > 16 {
+        rows.par_chunks_mut(k).enumerate().for_each(make);
+    } else {
+        rows.chunks_mut(k).enumerate().for_each(make);
+    }
+    linear_with(MatRef::rows(&rows, m, k), w, None, out, accumulate, rounding);
 }
 
 /// The products of the same rows `x` with several weights of its width (a layer's q, k and v; gate

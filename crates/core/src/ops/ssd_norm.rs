@@ -39,6 +39,13 @@ pub(crate) fn gated_group_rms_norm(
     }
 }
 
+/// One row of [`gated_group_rms_norm`]: `y`, `z`, `out` its `E` values (the same bits as there).
+pub(crate) fn gated_norm_row(y: &[f32], z: &[f32], weight: &[f32], groups: usize, eps: f32, out: &mut [f32]) {
+    let e = weight.len();
+    assert!(e >= 1 && groups >= 1 && e.is_multiple_of(groups) && y.len() == e && z.len() == e && out.len() == e);
+    norm_row(y, z, weight, groups, eps, out);
+}
+
 multiversion!(fn norm_row(y: &[f32], z: &[f32], weight: &[f32], groups: usize, eps: f32, out: &mut [f32]) = norm_row_body);
 
 #[inline(always)]

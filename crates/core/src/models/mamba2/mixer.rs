@@ -118,8 +118,9 @@ impl Mamba2Mixer {
     /// `residual + forward(x)` in one product: out_proj accumulates into `residual`'s own storage
     /// ([`Linear::add_into`]: a running sum no other tensor shares).
     pub fn add_into(&self, x: &Tensor, residual: Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
-        let y = self.gated(x, state)?;
-        self.out_proj.add_into(&y, residual)
+        let (zxbcdt, y) = self.ungated(x, state)?;
+        // The gated norm's rows go straight into out_proj's operand packing.
+        self.norm.project_add(&y, &GateOperand { rows: &zxbcdt, offset: 0 }, &self.out_proj, residual)
     }
 
     /// [`Self::add_into`] for a layer of whose outputs only the last `keep` rows are read (the
@@ -151,12 +152,19 @@ impl Mamba2Mixer {
 
     /// Everything before out_proj: the gated, normalised SSM output `[l, E]`.
     fn gated(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let (zxbcdt, y) = self.ungated(x, state)?;
+        self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
+    }
+
+    /// in_proj, conv and scan: the in_proj output (its first E columns are the gate z) and the
+    /// SSM output `y` `[l, E]`, before the gated norm.
+    fn ungated(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<(Tensor, Tensor)> {
         let (e, c) = (self.cfg.intermediate_size, self.cfg.conv_dim());
         // Columns: z [0, E), xBC [E, E + C), dt [E + C, E + C + H).
         let zxbcdt = self.in_proj.forward(x)?;
         let (xbc, conv) = self.conv.forward(&zxbcdt, &state.conv)?;
         let y = self.scan(&xbc, conv, &DtOperand { rows: &zxbcdt, offset: e + c }, state)?;
-        self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
+        Ok((zxbcdt, y))
     }
 
     /// The SSD scan over `xbc`, advancing `state` (its conv part becomes `conv`): in place on a
