@@ -185,11 +185,10 @@ impl Mamba2Model {
         };
         let last = self.layers.len().saturating_sub(1);
         for (i, (block, state)) in self.layers.iter().zip(layers.iter_mut()).enumerate() {
-            let normed = block.norm.forward(&residual)?;
             residual = if i == last && keep < ids.len() {
-                block.mixer.add_into_last(&normed, &residual, state, keep)?
+                block.mixer.add_into_last(&block.norm.forward(&residual)?, &residual, state, keep)?
             } else {
-                block.mixer.add_into(&normed, residual, state)?
+                block.mixer.add_into_normed(&block.norm, residual, state)?
             };
         }
         let rows = match head {

@@ -38,6 +38,10 @@ impl Linear {
         self.bias.is_some()
     }
 
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// How its one-row products round the activations (fused ops run the same product).
     pub(crate) fn rounding(&self) -> ActivationRounding {
         self.rounding

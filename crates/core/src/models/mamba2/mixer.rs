@@ -20,7 +20,7 @@ use crate::error::{bad_weights, Result};
 use crate::models::mamba::weights::{zeros, Reader};
 use crate::nn::gated_norm::{GateOperand, GatedGroupRmsNorm};
 use crate::nn::ssd::{DtOperand, SsdScan, SsdShape};
-use crate::nn::{CausalConvSilu, Linear};
+use crate::nn::{CausalConvSilu, Linear, RmsNorm};
 
 /// Largest SSD tile. 32 beats 64 on the CPU scan (Mamba-2-130M's 512-token scan 3.5 vs 3.8 ms
 /// on one core, `ssd_probe`): the intra-chunk products shrink quadratically with the tile while
@@ -117,8 +117,22 @@ impl Mamba2Mixer {
 
     /// `residual + forward(x)` in one product: out_proj accumulates into `residual`'s own storage
     /// ([`Linear::add_into`]: a running sum no other tensor shares).
+    #[cfg(test)]
     pub fn add_into(&self, x: &Tensor, residual: Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
-        let (zxbcdt, y) = self.ungated(x, state)?;
+        let zxbcdt = self.in_proj.forward(x)?;
+        self.scan_then_add(zxbcdt, residual, state)
+    }
+
+    /// [`Self::add_into`] of `norm(residual)`, the norm's rows made as in_proj packs them
+    /// ([`RmsNorm::project`]) instead of a normalised matrix in memory: the same bits.
+    pub fn add_into_normed(&self, norm: &RmsNorm, residual: Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let zxbcdt = norm.project(&residual, &self.in_proj)?;
+        self.scan_then_add(zxbcdt, residual, state)
+    }
+
+    /// Conv, scan, gated norm and out_proj from the in_proj output, added into `residual`.
+    fn scan_then_add(&self, zxbcdt: Tensor, residual: Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
+        let y = self.ungated(&zxbcdt, state)?;
         // The gated norm's rows go straight into out_proj's operand packing.
         self.norm.project_add(&y, &GateOperand { rows: &zxbcdt, offset: 0 }, &self.out_proj, residual)
     }
@@ -152,19 +166,17 @@ impl Mamba2Mixer {
 
     /// Everything before out_proj: the gated, normalised SSM output `[l, E]`.
     fn gated(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
-        let (zxbcdt, y) = self.ungated(x, state)?;
+        let zxbcdt = self.in_proj.forward(x)?;
+        let y = self.ungated(&zxbcdt, state)?;
         self.norm.forward(&y, &GateOperand { rows: &zxbcdt, offset: 0 })
     }
 
-    /// in_proj, conv and scan: the in_proj output (its first E columns are the gate z) and the
-    /// SSM output `y` `[l, E]`, before the gated norm.
-    fn ungated(&self, x: &Tensor, state: &mut Mamba2LayerState) -> Result<(Tensor, Tensor)> {
+    /// Conv and scan from the in_proj output `zxbcdt` (columns: z [0, E), xBC [E, E + C), dt
+    /// [E + C, E + C + H)): the SSM output `y` `[l, E]`, before the gated norm.
+    fn ungated(&self, zxbcdt: &Tensor, state: &mut Mamba2LayerState) -> Result<Tensor> {
         let (e, c) = (self.cfg.intermediate_size, self.cfg.conv_dim());
-        // Columns: z [0, E), xBC [E, E + C), dt [E + C, E + C + H).
-        let zxbcdt = self.in_proj.forward(x)?;
-        let (xbc, conv) = self.conv.forward(&zxbcdt, &state.conv)?;
-        let y = self.scan(&xbc, conv, &DtOperand { rows: &zxbcdt, offset: e + c }, state)?;
-        Ok((zxbcdt, y))
+        let (xbc, conv) = self.conv.forward(zxbcdt, &state.conv)?;
+        self.scan(&xbc, conv, &DtOperand { rows: zxbcdt, offset: e + c }, state)
     }
 
     /// The SSD scan over `xbc`, advancing `state` (its conv part becomes `conv`): in place on a
@@ -244,6 +256,27 @@ mod tests {
         assert_eq!(residual.to_vec2::<f32>().unwrap()[0][1], 0.1);
         assert_eq!(s1.conv.to_vec1::<f32>().unwrap(), s2.conv.to_vec1::<f32>().unwrap());
         assert!(b.iter().any(|v| v.abs() > 1e-3), "the mixer output is not all zeros");
+    }
+
+    /// The block's norm fused into in_proj's packing gives the bits of the norm, then the mixer.
+    #[test]
+    fn add_into_normed_equals_the_norm_then_add_into() {
+        let (cfg, mixer) = mixer_of_layer(1);
+        let device = Device::Cpu;
+        let (l, d) = (40, cfg.mixer.hidden_size);
+        let norm = RmsNorm::new(
+            Tensor::from_vec((0..d).map(|i| 0.5 + (i % 5) as f32 * 0.1).collect(), d, &device).unwrap(),
+            1e-5,
+        );
+        let residual =
+            Tensor::from_vec((0..l * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect(), (l, d), &device)
+                .unwrap();
+        let mut s1 = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        let mut s2 = Mamba2LayerState::new(&cfg.mixer, &device).unwrap();
+        let want = mixer.add_into(&norm.forward(&residual).unwrap(), residual.copy().unwrap(), &mut s1).unwrap();
+        let got = mixer.add_into_normed(&norm, residual.copy().unwrap(), &mut s2).unwrap();
+        assert_eq!(got.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
+        assert_eq!(s1.ssm.to_vec1::<f32>().unwrap(), s2.ssm.to_vec1::<f32>().unwrap());
     }
 
     /// The last layer's trimmed form: the state advances exactly as the full layer's (bit for bit),
