@@ -654,13 +654,8 @@ mod tests {
         }
         let (m, k) = (32, 96);
         let steps = k / KSTEP;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::generate::rng::Rng::seeded(7);
+        let mut next = move || rng.next_u64();
         // Random sign, exponent field 0 (subnormal) ..= 160 (2^33), mantissa: most values tiny.
         let mut value = || {
             let r = next();
