@@ -32,13 +32,10 @@ impl GatedGroupRmsNorm {
     /// shares, as [`Linear::add_into`]): the normalised rows are made as the product packs its
     /// operand (`ops::matmul::linear_from_rows`), never written out as an `[l, E]` matrix — 3 MB
     /// written and read back per layer of a 512-token Mamba-2-130M prefill. The bits of
-    /// `proj.add_into(&self.forward(y, z)?, residual)`, which a projection with a bias still runs.
+    /// `proj.add_into(&self.forward(y, z)?, residual)`.
     pub fn project_add(&self, y: &Tensor, z: &GateOperand, proj: &Linear, residual: Tensor) -> Result<Tensor> {
-        if proj.has_bias() {
-            return proj.add_into(&self.forward(y, z)?, residual);
-        }
         residual.inplace_op3(y, z.rows, &GatedNormProjectOp { norm: self, z_offset: z.offset, proj })?;
-        Ok(residual)
+        proj.with_bias(residual)
     }
 
     /// `y`: `[l, E]` → `[l, E]`.
@@ -155,8 +152,7 @@ mod tests {
     }
 
     /// The fused norm + projection gives the bits of the norm, then the projection added: on AMX
-    /// tiles (many rows: the rows made as they are packed), as a mat-vec (one row), and with a bias
-    /// (the two ops); the residual it is given is the sum afterwards.
+    /// tiles (many rows: the rows made as they are packed), as a mat-vec (one row), and with a bias; the residual it is given is the sum afterwards.
     #[test]
     fn project_add_equals_the_norm_then_the_projection() {
         let device = Device::Cpu;
@@ -175,8 +171,8 @@ mod tests {
                 let handle = given.clone();
                 let got = norm.project_add(&y, &z, &proj, given).unwrap();
                 let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                assert_eq!(bits(&got), bits(&want), "{l} rows, bias {}", proj.has_bias());
-                if !proj.has_bias() {
+                assert_eq!(bits(&got), bits(&want), "{l} rows, bias {}", proj.bias().is_some());
+                if proj.bias().is_none() {
                     assert_eq!(bits(&handle), bits(&want), "{l} rows: not added in place");
                 }
                 assert_ne!(bits(&got), bits(&residual), "{l} rows: nothing was added");

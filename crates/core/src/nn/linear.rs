@@ -5,9 +5,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, InplaceOp2, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, InplaceOp2, Layout, Shape, Tensor};
 
-use super::cpu::{f32s, f32s_mut, for_overwrite, no_cuda};
+use super::cpu::{f32s_mut, for_overwrite, no_cuda};
 use super::WeightMatrix;
 use crate::error::{internal, Result};
 use crate::ops::matmul::{linear_many, linear_with, ActivationRounding, MatRef};
@@ -34,10 +34,6 @@ impl Linear {
         &self.weight
     }
 
-    pub fn has_bias(&self) -> bool {
-        self.bias.is_some()
-    }
-
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
@@ -47,26 +43,22 @@ impl Linear {
         self.rounding
     }
 
-    /// `residual + x · Wᵀ (+ b)`: the product accumulates straight into a copy of `residual`
-    /// (`[m, out]`), one op instead of a product and an add.
-    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let y = x.apply_op2_no_bwd(residual, &LinearAddOp { w: &self.weight, rounding: self.rounding })?;
+    /// `residual + x · Wᵀ (+ b)`, the product accumulating straight into `residual`'s own storage
+    /// (one op instead of a product and an add, and no copy of the residual: 1.5 MB per layer of a
+    /// 512-token Mamba-2-130M prefill). `residual` must be a running sum no other tensor shares
+    /// storage with (a layer loop's hidden state, made by the embedding): candle's in-place ops
+    /// write its storage.
+    pub fn add_into(&self, x: &Tensor, residual: Tensor) -> Result<Tensor> {
+        residual.inplace_op2(x, &LinearAddInPlaceOp { w: &self.weight, rounding: self.rounding })?;
+        self.with_bias(residual)
+    }
+
+    /// `y + b` when the linear has a bias (the last step of every form of the product).
+    pub(crate) fn with_bias(&self, y: Tensor) -> Result<Tensor> {
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
-    }
-
-    /// [`Self::forward_add`] into `residual`'s own storage instead of a copy of it (the copy was
-    /// 1.5 MB per layer of a 512-token Mamba-2-130M prefill, ~1 % of its time). `residual` must be
-    /// a running sum no other tensor shares storage with (a layer loop's hidden state, made by the
-    /// embedding): candle's in-place ops write its storage. With a bias: `forward_add`.
-    pub fn add_into(&self, x: &Tensor, residual: Tensor) -> Result<Tensor> {
-        if self.bias.is_some() {
-            return self.forward_add(x, &residual);
-        }
-        residual.inplace_op2(x, &LinearAddInPlaceOp { w: &self.weight, rounding: self.rounding })?;
-        Ok(residual)
     }
 
     /// `x`: `[m, in]` f32 → `[m, out]`.
@@ -185,44 +177,6 @@ fn lhs<'a>(op: &str, w: &WeightMatrix, storage: &'a CpuStorage, layout: &Layout)
         _ => bail!("{op}: input must be 2-D"),
     };
     Ok(MatRef { data: &values[layout.start_offset()..], rows: m, cols: k, row_stride, col_stride })
-}
-
-struct LinearAddOp<'a> {
-    w: &'a WeightMatrix,
-    rounding: ActivationRounding,
-}
-
-impl CustomOp2 for LinearAddOp<'_> {
-    fn name(&self) -> &'static str {
-        ADD_NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = lhs(ADD_NAME, self.w, x, x_layout)?;
-        let n = self.w.rows;
-        if residual_layout.shape().dims2()? != (x.rows, n) {
-            bail!("{ADD_NAME}: residual {:?} is not [{}, {n}]", residual_layout.dims(), x.rows);
-        }
-        let mut out = f32s(residual, residual_layout, ADD_NAME, "residual")?.to_vec();
-        linear_with(x, self.w.weight_ref(), None, &mut out, true, self.rounding);
-        Ok((CpuStorage::F32(out), Shape::from((x.rows, n))))
-    }
-
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        no_cuda(ADD_NAME)
-    }
 }
 
 struct LinearAddInPlaceOp<'a> {

@@ -28,11 +28,7 @@ impl RmsNorm {
     /// (`ops::matmul::linear_from_rows`), never written out as a matrix. The bits of
     /// `proj.forward(&self.forward(x)?)`.
     pub fn project(&self, x: &Tensor, proj: &Linear) -> Result<Tensor> {
-        let y = x.apply_op1_no_bwd(&RmsNormProjectOp { weight: &self.weight, eps: self.eps, proj })?;
-        Ok(match proj.bias() {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        proj.with_bias(x.apply_op1_no_bwd(&RmsNormProjectOp { weight: &self.weight, eps: self.eps, proj })?)
     }
 }
 
@@ -196,7 +192,7 @@ mod tests {
             for proj in [Linear::new(weight.clone(), None), Linear::new(weight.clone(), Some(bias.clone()))] {
                 let want = proj.forward(&norm.forward(&x).unwrap()).unwrap().to_vec2::<f32>().unwrap();
                 let got = norm.project(&x, &proj).unwrap().to_vec2::<f32>().unwrap();
-                assert_eq!(got, want, "{m} rows, bias {}", proj.has_bias());
+                assert_eq!(got, want, "{m} rows, bias {}", proj.bias().is_some());
             }
         }
     }
