@@ -614,6 +614,19 @@ describe('bench quantized rows (issue 11)', () => {
     expect(formatQuantAim(a)).toMatch(/= 1\.07x \(aim >= 2x\): MISS; int8Prompt 5120\.0 tok\/s = 2\.13x: HIT$/);
   });
 
+  it('judges the decode with an f16 KV cache beside the default one when the worker timed it', () => {
+    const timedRow = timed('phoenix-local', 'native', 2, 100, 100, 100e6);
+    // Default decode 100 tok/s (1.1x of 90.9); with the f16 cache 10 steps in 80 ms = 125 tok/s (1.375x).
+    const f16 = timedRow.generations.map((g) => ({ ...g, decodeMs: 80 }));
+    const phoenix = row({ ...timedRow, generationsKvF16: f16 }, 'q8_0', 'm', limit(100));
+    expect(phoenix.decode_kv_f16_tps).toBe(125);
+    const a = quantAim([phoenix, q('llama.cpp', 'cpu-native', 300, 110, 100e6, 100)], 2, 'q8_0', 'm')!;
+    expect(a.decode.pass).toBe(false);
+    expect(a.decode.kvF16).toMatchObject({ phoenix_tps: 125, ratio: 1.375, pass: true });
+    expect(formatQuantAim(a)).toMatch(/= 1\.10x, .*aim >= 1\.2x = 109\.1 tok\/s: MISS; kvCache f16 125\.0 tok\/s = 1\.38x: HIT; prefill/);
+    expect(quantAim([row(timedRow, 'q8_0', 'm', limit(100)), q('llama.cpp', 'cpu-native', 300, 110, 100e6, 100)], 2, 'q8_0', 'm')!.decode.kvF16).toBeUndefined();
+  });
+
   it('aims at 85% of the read bandwidth where 1.2x llama.cpp would exceed it', () => {
     // llama.cpp 80 tok/s x 100 MB = 8 GB/s of 10 GB/s; 1.2x = 96 tok/s = 96% of the limit: the aim is 85 tok/s.
     const llama = q('llama.cpp', 'cpu-native', 300, 125, 100e6, 10);

@@ -139,6 +139,8 @@ async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], lla
               iterations: opts.iterations,
               // The int8-activation prompt is timed beside the default on the quantized files (native).
               int8Prompt: w.engine === 'phoenix-local' && w.variant.crossCheckIds !== undefined,
+              // So is the decode with an f16 KV cache (llama.cpp's default cache type).
+              kvCacheF16: w.engine === 'phoenix-local' && w.variant.crossCheckIds !== undefined,
             },
             WORKER_TIMEOUT_MS,
           );
@@ -147,7 +149,8 @@ async function benchmark(opts: BenchOptions, plan: readonly PlannedWorker[], lla
           const pre = r.prefillMs.map((ms) => ((ids.length / ms) * 1000).toFixed(1)).join('/');
           const dec = r.generations.map((g) => ((g.decodeSteps / g.decodeMs) * 1000).toFixed(1)).join('/');
           const int8 = r.prefillInt8Ms?.length ? ` (int8 prompt ${r.prefillInt8Ms.map((ms) => ((ids.length / ms) * 1000).toFixed(1)).join('/')})` : '';
-          console.log(`load ${r.load.loadMs.toFixed(0)} ms, prefill ${pre} tok/s${int8}, decode ${dec} tok/s, peak RSS ${r.peakRssMb.toFixed(0)} MB`);
+          const kvF16 = r.generationsKvF16?.length ? ` (f16 KV cache ${r.generationsKvF16.map((g) => ((g.decodeSteps / g.decodeMs) * 1000).toFixed(1)).join('/')})` : '';
+          console.log(`load ${r.load.loadMs.toFixed(0)} ms, prefill ${pre} tok/s${int8}, decode ${dec} tok/s${kvF16}, peak RSS ${r.peakRssMb.toFixed(0)} MB`);
         } catch (error) {
           console.log('FAILED');
           errors[w.id] = (error as Error).message;
@@ -522,7 +525,7 @@ async function main(): Promise<number> {
         ratios: 'phoenix-local native over the faster llama.cpp build (prebuilt node-llama-cpp or built from source with -march=native) per metric, same weights, dtype and threads',
         by_model: 'ratios of each newer family\'s model on its own weights, against its kind\'s targets (ssm: prefill 3x, decode 1x; hybrid: prefill 2x, decode 1x; transformer: 1x both)',
         quantized:
-          'phoenix-local and llama.cpp load the same .gguf (benches/.work/quantized: the f32 benchmark GGUFs quantized by llama.cpp\'s llama_model_quantize, which picks each tensor\'s type; models/SmolLM2-135M-Instruct.Q4_1.gguf). files: the core\'s reading of each header. aims: decode >= 1.2x the faster llama.cpp build, or where that would exceed 85% of the measured read bandwidth, 85% of it (phoenix weight bytes x tok/s); prefill >= 2x. Logits are checked phoenix vs llama.cpp (llama.cpp rounds activations to 8 bits in its quantized mat-vecs: differences reported, not failed)',
+          'phoenix-local and llama.cpp load the same .gguf (benches/.work/quantized: the f32 benchmark GGUFs quantized by llama.cpp\'s llama_model_quantize, which picks each tensor\'s type; models/SmolLM2-135M-Instruct.Q4_1.gguf). files: the core\'s reading of each header. aims: decode >= 1.2x the faster llama.cpp build, or where that would exceed 85% of the measured read bandwidth, 85% of it (phoenix weight bytes x tok/s); prefill >= 2x. Logits are checked phoenix vs llama.cpp (llama.cpp rounds activations to 8 bits in its quantized mat-vecs: differences reported, not failed). decode_kv_f16_tps / kvF16: phoenix decoding with kvCache f16, the cache type llama.cpp's rows run with (phoenix's default cache is f32)',
         context: 'decode_tps after a context_tokens-long prompt (one greedy generation per engine at the headline thread count; prefill_tps = context_tokens / time to the first token); vs_short = over the same engine\'s decode after the short bench prompt; llama.cpp runs with its default context settings (KV cache F16)',
       },
     },

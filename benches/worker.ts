@@ -82,11 +82,22 @@ async function main(): Promise<void> {
       result.generations.push(timing);
       if (i === 0) result.firstTokens = tokens;
     }
+    // Peak memory of the default load, before a second load for the f16 cache.
+    result.peakRssMb = engine.engineRssMb?.('VmHWM') ?? rssMb('VmHWM');
+    if (job.kvCacheF16 && engine.reloadWithF16Cache) {
+      await engine.reloadWithF16Cache();
+      await engine.generate(job.promptIds, 4);
+      result.generationsKvF16 = [];
+      for (let i = 0; i < job.iterations; i++) {
+        const { tokens: _tokens, ...timing } = await engine.generate(job.promptIds, job.decodeSteps);
+        result.generationsKvF16.push(timing);
+      }
+    }
   }
 
   result.describe = engine.describe();
   result.weightBytes = engine.weightBytes();
-  result.peakRssMb = engine.engineRssMb?.('VmHWM') ?? rssMb('VmHWM');
+  if (!result.peakRssMb) result.peakRssMb = engine.engineRssMb?.('VmHWM') ?? rssMb('VmHWM');
   await engine.dispose();
   writeFileSync(job.resultOut, JSON.stringify(result));
 }

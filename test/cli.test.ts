@@ -164,6 +164,29 @@ describe('phoenix-local CLI', () => {
     expect(granite.stdout).toMatch(/family\s+granitemoehybrid \(hybrid engine\)/);
   });
 
+  it('--kv-cache f16 keeps a transformer\'s cache in f16: info says so, a snapshot continues only with the same cache type', async () => {
+    const llama = path.join(ROOT, 'test/fixtures/llama-tiny');
+    const [full, half] = [await cli(['info', llama, '-q']), await cli(['info', llama, '-q', '--kv-cache', 'f16'])];
+    expect([full.status, half.status]).toEqual([0, 0]);
+    expect(full.stdout).toMatch(/architecture .*kvCacheDtype f32/);
+    expect(half.stdout).toMatch(/architecture .*kvCacheDtype f16/);
+    const ref = await readJson<TinyReference>(path.join(llama, 'reference.json'));
+    const ids = ref.input_ids.join(',');
+    const whole = await cli(['run', llama, '--ids', ids, '--max-tokens', '12', '-q', '--kv-cache', 'f16']);
+    const stateFile = path.join(scratch.dir, 'llama-f16.state');
+    const head = await cli(['run', llama, '--ids', ids, '--max-tokens', '5', '--save-state', stateFile, '-q', '--kv-cache', 'f16']);
+    const tail = await cli(['run', llama, '--state', stateFile, '--max-tokens', '7', '-q', '--kv-cache', 'f16']);
+    expect([whole.status, head.status, tail.status]).toEqual([0, 0, 0]);
+    expect(head.stdout + tail.stdout).toBe(whole.stdout);
+    const mismatched = await cli(['run', llama, '--state', stateFile, '--max-tokens', '7', '-q']);
+    expect(mismatched.status).toBe(1);
+    expect(mismatched.stderr).toMatch(/E_STATE_MISMATCH: state: the snapshot's state is f16, this model's is f32 \(saved with another `kvCache` load option\)/);
+    const bad = await cli(['run', llama, '--ids', ids, '-q', '--kv-cache', 'bf16']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/E_INVALID_OPTION: .*kvCache/);
+    expect((await cli(['run', '--help'])).stdout).toContain('--kv-cache f32|f16');
+  });
+
   it('score --ids --json prints every position and every vocabulary column', async () => {
     const run = await cli(['score', 'mamba1-tiny', '--ids', tinyRef.input_ids.join(','), '--json', '-q']);
     expect(run.status).toBe(0);

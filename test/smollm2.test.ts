@@ -94,6 +94,43 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     expect(maxAbsDiff).toBeLessThan(2e-3);
   });
 
+  it('with kvCache f16 (llama.cpp\'s cache): half the state per token, the same argmax at every position, logits moved by the rounding', async () => {
+    const half = new TransformerEngine({ binding: await loadBinding({ backend }), kvCache: 'f16' });
+    const manager = new LocalModelManager({ modelsDir: MODELS, engines: [half], measurePerformance: false });
+    const m16 = await half.loadModel(await manager.getModelMetadata(FILE));
+    try {
+      expect(model.info.architecture.kvCacheDtype).toBe('f32');
+      expect(m16.info.architecture.kvCacheDtype).toBe('f16');
+      expect(2 * m16.info.stateBytesPerToken).toBe(model.info.stateBytesPerToken);
+      const ref = reference.prompts.france!;
+      const logits = await (m16 as unknown as { raw: { logits(ids: number[]): Promise<Float32Array> } }).raw.logits(ref.ids);
+      const vocab = logits.length / ref.ids.length;
+      let maxAbsDiff = 0;
+      ref.rows!.forEach((row, r) => {
+        row.ids.forEach((id, j) => (maxAbsDiff = Math.max(maxAbsDiff, Math.abs(logits[r * vocab + id]! - row.logits[j]!))));
+        let best = 0;
+        for (let c = 1; c < vocab; c++) if (logits[r * vocab + c]! > logits[r * vocab + best]!) best = c;
+        expect(best, `argmax at position ${r}`).toBe(ref.argmax![r]);
+      });
+      console.log(`SmolLM2 Q4_1 with an f16 KV cache on ${backend}: max |Δ| vs float64 ${maxAbsDiff.toExponential(2)}`);
+      // Measured 2.1e-2–2.4e-2 (keys and values rounded to 11 significant bits; f32 cache: 1.6e-4).
+      expect(maxAbsDiff).toBeGreaterThan(2e-3);
+      expect(maxAbsDiff).toBeLessThan(0.1);
+      const answer = await half.predict(m16, { ids: ref.ids }, { maxTokens: 8, temperature: 0 });
+      expect(answer.text).toMatch(/Paris/);
+    } finally {
+      m16.dispose();
+    }
+    await expectCode(
+      new TransformerEngine({ binding: await loadBinding({ backend }), kvCache: 'bf16' as 'f16' }).loadModel(await manager.getModelMetadata(FILE)),
+      'E_INVALID_OPTION',
+    );
+    await expectCode(
+      new TransformerEngine({ binding: await loadBinding({ backend }), kvCache: 16 as unknown as 'f16' }).loadModel(await manager.getModelMetadata(FILE)),
+      'E_INVALID_OPTION',
+    );
+  });
+
   it.each(Object.keys(prompts))('greedy decoding of the %s prompt follows the float64 greedy tokens up to the first near-tie', async (name) => {
     const ref = reference.prompts[name]!;
     const out = await engine.predict(model, { ids: ref.ids }, { maxTokens: 48, temperature: 0 });

@@ -20,6 +20,8 @@ export type {
   RawEngineKind,
   RawGeneration,
   RawGenerateOptions,
+  RawLoadOptions,
+  KvCacheType,
   RawPrompt,
   RawStep,
   RawGenerationStats,

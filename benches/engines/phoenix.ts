@@ -53,6 +53,12 @@ export class PhoenixEngine implements BenchEngine {
     return { loadMs: modelMs, breakdown: { model_ms: modelMs } };
   }
 
+  async reloadWithF16Cache(): Promise<void> {
+    this.model?.dispose();
+    this.model = undefined;
+    this.model = await this.selection!.binding.loadModel(this.modelDir, { kvCache: 'f16' });
+  }
+
   private loaded(): RawModel {
     if (!this.model) throw new Error('phoenix engine used before load()');
     return this.model;

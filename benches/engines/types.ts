@@ -71,6 +71,11 @@ export interface BenchEngine {
   engineRssMb?(field: 'VmHWM' | 'VmRSS'): number | undefined;
   load(): Promise<LoadOutcome>;
   /**
+   * phoenix-local: loads the model again with `kvCache: 'f16'` (llama.cpp's cache type), replacing the
+   * loaded one, so later `generate` calls decode with it.
+   */
+  reloadWithF16Cache?(): Promise<void>;
+  /**
    * Consumes `ids` from an empty state and produces the next-token logits of the last position
    * (argmax only; no sampling chain). Returns wall ms and engine-internal timings when available.
    */
@@ -104,6 +109,8 @@ export interface WorkerJob {
   iterations: number;
   /** mode bench: also time the prompt with `int8Prompt` (phoenix-local on a quantized file). */
   int8Prompt?: boolean;
+  /** mode bench: also time the decode with an f16 KV cache (phoenix-local on a quantized file). */
+  kvCacheF16?: boolean;
   /** For mode 'logits': where to write the Float32 logits. */
   logitsOut?: string;
   /** Where the worker writes its JSON result. */
@@ -121,6 +128,8 @@ export interface WorkerResult {
   prefillInternal: Record<string, number>[];
   /** The prompt's wall ms with `int8Prompt` (when the job asked for it). */
   prefillInt8Ms?: number[];
+  /** Decode timings with an f16 KV cache (when the job asked for it). */
+  generationsKvF16?: Omit<GenerationTiming, 'tokens'>[];
   generations: Omit<GenerationTiming, 'tokens'>[];
   firstTokens: number[];
   /** Peak resident set of the worker process (VmHWM), MiB. */

@@ -30,6 +30,8 @@ export interface QuantAim {
     needed_tps: number;
     basis: 'vs_llama_cpp' | 'read_bandwidth';
     pass: boolean;
+    /** The same with an f16 KV cache (`kvCache: 'f16'`, llama.cpp's cache type), when timed. */
+    kvF16?: { phoenix_tps: number; ratio: number; pass: boolean };
   };
   prefill: {
     phoenix_tps: number;
@@ -85,6 +87,15 @@ export function quantAim(rows: readonly ResultRow[], threads: number, dtype: str
       needed_tps: round(needed, 2),
       basis,
       pass: phoenix.decode_tps >= needed,
+      ...(phoenix.decode_kv_f16_tps === undefined
+        ? {}
+        : {
+            kvF16: {
+              phoenix_tps: phoenix.decode_kv_f16_tps,
+              ratio: round(phoenix.decode_kv_f16_tps / llamaDecode.decode_tps, 3),
+              pass: phoenix.decode_kv_f16_tps >= needed,
+            },
+          }),
     },
     prefill: {
       phoenix_tps: phoenix.prefill_tps,
@@ -114,7 +125,9 @@ export function formatQuantAim(a: QuantAim): string {
   return (
     `${a.model} ${a.dtype} @ ${a.threads} thread(s): decode ${d.phoenix_tps.toFixed(1)} vs ${d.llama_cpp_tps.toFixed(1)} tok/s (${d.llama_cpp_backend}) = ${d.ratio.toFixed(2)}x, ` +
     (d.phoenix_bandwidth_share === null ? '' : `phoenix at ${pct(d.phoenix_bandwidth_share)} of read BW; `) +
-    `${aim}: ${verdict(d.pass)}; ` +
+    `${aim}: ${verdict(d.pass)}` +
+    (d.kvF16 ? `; kvCache f16 ${d.kvF16.phoenix_tps.toFixed(1)} tok/s = ${d.kvF16.ratio.toFixed(2)}x: ${verdict(d.kvF16.pass)}` : '') +
+    '; ' +
     `prefill ${p.phoenix_tps.toFixed(1)} vs ${p.llama_cpp_tps.toFixed(1)} tok/s (${p.llama_cpp_backend}) = ${p.ratio.toFixed(2)}x (aim >= ${p.target}x): ${verdict(p.pass)}` +
     (p.int8 ? `; int8Prompt ${p.int8.phoenix_tps.toFixed(1)} tok/s = ${p.int8.ratio.toFixed(2)}x: ${verdict(p.int8.pass)}` : '')
   );

@@ -14,6 +14,8 @@ export interface ResultRow {
   prefill_tps: number;
   /** phoenix-local on quantized weights: prefill with `int8Prompt` (8-bit activations, llama.cpp's arithmetic). */
   prefill_int8_tps?: number;
+  /** phoenix-local on quantized weights: decode with an f16 KV cache (`kvCache: 'f16'`, llama.cpp's cache type). */
+  decode_kv_f16_tps?: number;
   decode_tps: number;
   ttft_ms: number;
   load_ms: number;
@@ -139,6 +141,7 @@ export function summarise(
   const share = bandwidthShare(gbps, limit);
   const prefill = median(prefillTps);
   const int8Tps = results.flatMap((r) => (r.prefillInt8Ms ?? []).map((ms) => (promptTokens / ms) * 1000));
+  const kvF16Tps = results.flatMap((r) => (r.generationsKvF16 ?? []).map((g) => (g.decodeSteps / g.decodeMs) * 1000));
   const gflops = prefillGflops(compute.flopsPerToken, prefill);
   const computed = computeShare(gflops, compute.peak);
   return {
@@ -149,6 +152,7 @@ export function summarise(
     threads: first.threads,
     prefill_tps: round(prefill, 1),
     ...(int8Tps.length ? { prefill_int8_tps: round(median(int8Tps), 1) } : {}),
+    ...(kvF16Tps.length ? { decode_kv_f16_tps: round(median(kvF16Tps), 2) } : {}),
     decode_tps: round(decode, 2),
     ttft_ms: round(median(gens.map((g) => g.ttftMs)), 1),
     load_ms: round(median(results.map((r) => r.load.loadMs)), 1),

@@ -121,7 +121,7 @@ function pathsOnly(raw: RawBinding): RawBinding {
   };
   return {
     ...raw,
-    loadModel: (source) => raw.loadModel(folderPath(source)),
+    loadModel: (source, options) => raw.loadModel(folderPath(source), options),
     describeModel: (source) => raw.describeModel(folderPath(source)),
     supportedFamilies: () => raw.supportedFamilies(),
     buildInfo: () => raw.buildInfo(),

@@ -85,6 +85,18 @@ export interface RawFamily {
   engine: RawEngineKind;
 }
 
+/**
+ * What an attention model's KV cache holds: `f32`, or `f16` (half the memory and half the bytes a
+ * decode step reads; keys and values rounded once as they are stored, as llama.cpp's default cache).
+ */
+export type KvCacheType = 'f32' | 'f16';
+
+/** Load options as the core validates them. */
+export interface RawLoadOptions {
+  /** Default `f32`. SSM-only models have no KV cache. */
+  kvCache?: KvCacheType;
+}
+
 /** Sampling and stopping options as the core validates them (all optional; core applies defaults). */
 export interface RawGenerateOptions {
   maxTokens?: number;
@@ -262,7 +274,7 @@ export type RawModelSource = string | ModelFileReader | ModelFileMap;
 /** What a binding module exports. */
 export interface RawBinding {
   /** Loads a model (config.json + weights [+ tokenizer.json]) off the JS thread. */
-  loadModel(source: RawModelSource): Promise<RawModel>;
+  loadModel(source: RawModelSource, options?: RawLoadOptions): Promise<RawModel>;
   /**
    * What the core would load from `source` (family, engine kind, format, the files a load reads),
    * reading only config.json and a shard index — never the weights. Fails with the error a load of

@@ -2,8 +2,8 @@
  * Wraps a raw binding so every error it throws — synchronously or from a promise — surfaces as a
  * typed {@link PhoenixError}. Nothing above `ts/binding/` ever sees a raw binding error.
  */
-import { toPhoenixError } from './errors.js';
-import type { RawBinding, RawGeneration, RawModel } from './types.js';
+import { PhoenixError, toPhoenixError } from './errors.js';
+import type { RawBinding, RawGeneration, RawLoadOptions, RawModel } from './types.js';
 
 function guard<T>(call: () => T): T {
   try {
@@ -49,10 +49,24 @@ export function wrapModel(raw: RawModel): RawModel {
   };
 }
 
+/**
+ * The load options in the shape both bindings convert (an object whose `kvCache` is a string or
+ * absent); the core checks the values.
+ */
+function loadOptions(options: RawLoadOptions | undefined): RawLoadOptions | undefined {
+  if (options === undefined) return undefined;
+  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'loadModel: options must be an object', { option: 'options' });
+  const kvCache: unknown = options.kvCache;
+  if (kvCache !== undefined && typeof kvCache !== 'string') {
+    throw new PhoenixError('E_INVALID_OPTION', `loadModel: option \`kvCache\` must be a string, got ${typeof kvCache}`, { option: 'kvCache' });
+  }
+  return kvCache === undefined ? {} : { kvCache: kvCache as RawLoadOptions['kvCache'] };
+}
+
 /** Wraps a whole binding module. */
 export function wrapBinding(raw: RawBinding): RawBinding {
   return {
-    loadModel: (source) => guardAsync(async () => wrapModel(await raw.loadModel(source))),
+    loadModel: (source, options) => guardAsync(async () => wrapModel(await raw.loadModel(source, loadOptions(options)))),
     describeModel: (source) => guardAsync(() => raw.describeModel(source)),
     supportedFamilies: () => guard(() => raw.supportedFamilies()),
     buildInfo: () => guard(() => raw.buildInfo()),

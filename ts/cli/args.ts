@@ -32,6 +32,7 @@ const OPTIONS = {
   system: { type: 'string' },
   verbose: { type: 'boolean' },
   'int8-prompt': { type: 'boolean' },
+  'kv-cache': { type: 'string' },
   redis: { type: 'string' },
   queue: { type: 'string' },
   concurrency: { type: 'string' },
@@ -53,11 +54,11 @@ const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'he
 /** Flags each command reads besides the global ones; any other flag is a usage error. */
 const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   list: ['json'],
-  info: ['json', 'no-load', 'threads'],
-  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose', 'int8-prompt'],
-  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose', 'int8-prompt'],
-  score: ['threads', 'ids', 'text', 'json'],
-  worker: ['threads', 'redis', 'queue', 'concurrency', 'preload'],
+  info: ['json', 'no-load', 'threads', 'kv-cache'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose', 'int8-prompt', 'kv-cache'],
+  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose', 'int8-prompt', 'kv-cache'],
+  score: ['threads', 'ids', 'text', 'json', 'kv-cache'],
+  worker: ['threads', 'redis', 'queue', 'concurrency', 'preload', 'kv-cache'],
 };
 
 /** Whether `command` reads `flag` (its help lists only those). */

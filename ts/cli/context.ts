@@ -9,6 +9,7 @@ import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
 import { loadBinding, type BindingSelection } from '../binding/load.js';
+import type { KvCacheType } from '../binding/types.js';
 import type { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
 import type { LoadedModel } from '../engines/types.js';
@@ -55,7 +56,9 @@ export class CliContext {
       return selection;
     });
     configured.catch(() => undefined);
-    this.engines = defaultEngines({ binding: configured });
+    // --kv-cache's value is checked by the core when a model loads (E_INVALID_OPTION).
+    const kvCache = flags['kv-cache'] as KvCacheType | undefined;
+    this.engines = defaultEngines({ binding: configured, ...(kvCache !== undefined ? { kvCache } : {}) });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
       engines: [...this.engines],

@@ -59,7 +59,8 @@ Options:
   --queue <name>               queue name (default phoenix)
   --concurrency <n>            jobs run at once (default 1)
   --preload <a,b>              models to load before taking jobs; jobs naming a model go to a worker
-                               that holds it when one is free within 2 s`,
+                               that holds it when one is free within 2 s
+  --kv-cache f32|f16           KV cache type of the attention models it loads (default f32)`,
   list: `Usage: phoenix-local list [--json]
 
 Lists the models in the models dir: name, type, format, size, status, version, sha256.
@@ -74,7 +75,8 @@ backend chosen and why. ${MODEL_ARG}
 
 Options:
   --json                       machine-readable output
-  --no-load                    do not load the model (metadata only)`,
+  --no-load                    do not load the model (metadata only)
+  --kv-cache f32|f16           load an attention model with this KV cache type (default f32)`,
   run: `Usage: phoenix-local run <model> "<prompt>" [options]
        phoenix-local run <model> --ids 1,2,3 [options]
        phoenix-local run <model> --state <file> ["<more prompt>"] [options]
@@ -95,7 +97,9 @@ Options:
   --system "<text>"            with --chat: a system message before the question
   --verbose                    with --chat: print the rendered prompt (JSON string) on stderr
   --int8-prompt                quantized (GGUF) weights: process the prompt with 8-bit activations as
-                               llama.cpp does (faster; logits move slightly)`,
+                               llama.cpp does (faster; logits move slightly)
+  --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
+                               halves its memory and speeds up long-context decode; logits move slightly)`,
   chat: `Usage: phoenix-local chat <model> [options]
 
 An interactive conversation with an instruct model, through its chat template. ${MODEL_ARG}
@@ -111,7 +115,9 @@ Options:
   --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
   --stop <text>                end an answer before this text (repeatable)
   --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr
-  --int8-prompt                quantized (GGUF) weights: process each turn with 8-bit activations (faster)`,
+  --int8-prompt                quantized (GGUF) weights: process each turn with 8-bit activations (faster)
+  --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
+                               halves its memory and speeds up long-context decode; logits move slightly)`,
   score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
        phoenix-local score <model> "<text>" [--json]
 
@@ -122,7 +128,9 @@ Options:
   --ids 1,2,3                  the sequence as token ids
   --text "…"                   the sequence as text (tokenized with the model's tokenizer); the text may
                                also follow <model> as an argument
-  --json                       {"ids":[…],"logits":[[…],…]}: every position, every vocabulary column`,
+  --json                       {"ids":[…],"logits":[[…],…]}: every position, every vocabulary column
+  --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
+                               halves its memory and speeds up long-context decode; logits move slightly)`,
 };
 
 /** The help of one command, with the global options and exit statuses. */

@@ -6,6 +6,7 @@ import { PhoenixError } from '../binding/errors.js';
 // Type-only: load.ts is Node-only (fs, module); it is imported lazily below so this module graph
 // also runs in browsers, where a binding is always passed in.
 import type { BindingSelection } from '../binding/load.js';
+import type { KvCacheType, RawLoadOptions } from '../binding/types.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
 import { checkChatOptions, toRawMessages } from './chat.js';
@@ -31,6 +32,14 @@ export interface BindingEngineOptions {
    * (`getDefaultBinding()`, honouring `PHOENIX_BACKEND`).
    */
   binding?: BindingSelection | Promise<BindingSelection>;
+  /**
+   * What the KV cache of an attention model (transformer or hybrid) this engine loads holds: `f32`,
+   * or `f16` (half the memory; decode reads half the bytes through attention; keys and values rounded
+   * once as stored, as llama.cpp's default cache). Default `f32`: logits as close to a float64
+   * reference as the weights allow, and the same on every binding. The loaded model's
+   * `info.architecture.kvCacheDtype` says which it got. SSM-only models have no KV cache.
+   */
+  kvCache?: KvCacheType;
 }
 
 /**
@@ -40,9 +49,12 @@ export interface BindingEngineOptions {
 export abstract class BindingEngine implements InferenceEngine {
   abstract readonly name: string;
   readonly #binding: BindingEngineOptions['binding'];
+  readonly #loadOptions: RawLoadOptions;
 
+  /** `kvCache` is checked when a model loads (`E_INVALID_OPTION` from `loadModel`). */
   constructor(options: BindingEngineOptions = {}) {
     this.#binding = options.binding;
+    this.#loadOptions = options.kvCache === undefined ? {} : { kvCache: options.kvCache };
   }
 
   abstract canLoad(metadata: ModelMetadata): boolean;
@@ -67,7 +79,7 @@ export abstract class BindingEngine implements InferenceEngine {
       );
     }
     const { binding } = await this.binding();
-    const raw = await binding.loadModel(source);
+    const raw = await binding.loadModel(source, this.#loadOptions);
     return new BindingLoadedModel(raw, described, this.name);
   }
 

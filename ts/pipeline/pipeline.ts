@@ -6,6 +6,7 @@
  */
 import { PhoenixError, toPhoenixError, type ErrorCode } from '../binding/errors.js';
 import type { BindingSelection } from '../binding/load.js';
+import type { KvCacheType } from '../binding/types.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
 import { refuseUnknownKeys } from '../engines/known-keys.js';
@@ -36,6 +37,8 @@ export interface LocalAIPipelineOptions {
   modelsDir?: string;
   /** Binding for the default engine and manager (default: the process-wide one). */
   binding?: BindingSelection | Promise<BindingSelection>;
+  /** KV cache type of the default engines' attention models (`BindingEngineOptions.kvCache`; default `f32`). */
+  kvCache?: KvCacheType;
   /** Memory budget of the default manager, in bytes. */
   memoryBudgetBytes?: number;
   /** Requests that run at once (default 1: one model computation at a time uses every core). */
@@ -125,14 +128,18 @@ export class LocalAIPipeline {
   readonly #metrics = new PipelineMetrics();
   readonly #remote: LazyQueueClient | undefined;
 
+  /** @throws `E_INVALID_OPTION` for `kvCache` beside a `manager` (it configures the default engines only). */
   constructor(options: LocalAIPipelineOptions = {}) {
+    if (options.manager && options.kvCache !== undefined) {
+      throw new PhoenixError('E_INVALID_OPTION', 'kvCache configures the default manager\'s engines; with your own manager, give its engines kvCache', { option: 'kvCache' });
+    }
     this.#ownsManager = !options.manager;
     this.manager =
       options.manager ??
       new LocalModelManager({
         modelsDir: options.modelsDir,
         memoryBudgetBytes: options.memoryBudgetBytes,
-        engines: defaultEngines({ binding: options.binding }),
+        engines: defaultEngines({ binding: options.binding, ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}) }),
         binding: options.binding,
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);

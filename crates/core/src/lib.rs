@@ -17,4 +17,4 @@ pub mod tokenizer;
 pub mod weights_identity;
 
 pub use error::{ErrorCode, PhoenixError, Result};
-pub use model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+pub use model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};

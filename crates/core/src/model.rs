@@ -6,8 +6,9 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
-use crate::error::Result;
+use crate::error::{invalid_option, Result};
 use crate::models::EngineKind;
+use crate::nn::kv_cache::KvDtype;
 
 /// Facts every layer above needs (sizes, special ids, memory), the same fields for every family;
 /// numbers only one family has are in `architecture`.
@@ -42,6 +43,33 @@ pub struct ModelInfo {
     pub eos_token_ids: Vec<u32>,
     /// Family-specific sizes (camelCase names, e.g. Mamba's `stateSize`, `convKernel`).
     pub architecture: BTreeMap<String, serde_json::Value>,
+}
+
+/// Choices made when a model is loaded (`LoadedModel::load_with`); the default is what a bare
+/// load does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// What attention layers' KV caches hold (f32 by default; f16 halves the cache and the bytes a
+    /// decode step reads through attention, as llama.cpp's default cache). SSM-only families have
+    /// no cache and ignore it.
+    pub kv_cache: KvDtype,
+}
+
+impl LoadOptions {
+    /// From the bindings' option object: `kvCache` is `"f32"`, `"f16"` or absent (f32).
+    pub fn from_names(kv_cache: Option<&str>) -> Result<Self> {
+        let kv_cache = match kv_cache {
+            None | Some("f32") => KvDtype::F32,
+            Some("f16") => KvDtype::F16,
+            Some(other) => {
+                return Err(invalid_option(format!(
+                    "loadModel: option `kvCache` must be \"f32\" or \"f16\", got {:?}",
+                    crate::loader::shown::shown_name(other)
+                )))
+            }
+        };
+        Ok(Self { kv_cache })
+    }
 }
 
 /// Which logits a forward call returns.

@@ -17,7 +17,7 @@ pub use registry::{EngineKind, Family, FAMILIES};
 
 use crate::error::Result;
 use crate::loader::ModelFiles;
-use crate::model::LanguageModel;
+use crate::model::{LanguageModel, LoadOptions};
 
 /// Loads the model in `dir` (config.json + HF safetensors, sharded safetensors or a PyTorch
 /// `pytorch_model.bin`; the format is detected from the files present).
@@ -32,5 +32,10 @@ pub fn load_model_from_memory(files: Vec<(String, Vec<u8>)>) -> Result<Box<dyn L
 
 /// Loads a model from any file source, with the family its `config.json` names.
 pub fn load_model_files(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
-    registry::load(files)
+    registry::load(files, &LoadOptions::default())
+}
+
+/// [`load_model_files`] with load options.
+pub fn load_model_files_with(files: &ModelFiles, options: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
+    registry::load(files, options)
 }

@@ -20,6 +20,7 @@ mod gemm_pack;
 mod gemm_small;
 #[cfg(test)]
 mod kernel_tests;
+pub(crate) mod kv_half;
 mod mat_ref;
 pub(crate) mod math;
 pub(crate) mod matmul;

@@ -21,7 +21,7 @@ use crate::chat::{self, ChatMessage, ChatPrompt, ChatTemplate};
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
 use crate::loader::ModelFiles;
-use crate::model::{LanguageModel, LogitsWanted, ModelInfo};
+use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo};
 use crate::tokenizer::{self, Tokenizer};
 
 /// Most logits one `logits` call returns (2^28 f32 = 1 GiB).
@@ -85,12 +85,22 @@ impl LoadedModel {
     /// Loads a model folder: weights and config via [`crate::models::load_model_dir`], plus
     /// `tokenizer.json` if present (absent → no text I/O; present but broken → `E_TOKENIZER`).
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::from_files(&ModelFiles::from_dir(dir)?)
+        Self::load_with(dir, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with load options (the KV cache's dtype).
+    pub fn load_with(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        Self::from_files_with(&ModelFiles::from_dir(dir)?, options)
     }
 
     /// Loads from any file source (a folder, or files in memory as the WASM glue has them).
     pub fn from_files(files: &ModelFiles) -> Result<Self> {
-        let model = crate::models::load_model_files(files)?;
+        Self::from_files_with(files, &LoadOptions::default())
+    }
+
+    /// [`Self::from_files`] with load options.
+    pub fn from_files_with(files: &ModelFiles, options: &LoadOptions) -> Result<Self> {
+        let model = crate::models::load_model_files_with(files, options)?;
         let tokenizer = tokenizer::load_optional(files)?;
         let template = chat::load_optional(files);
         Ok(Self::new(model, tokenizer)?.with_chat_template(template))
@@ -164,7 +174,7 @@ impl LoadedModel {
     /// a state file, never more. Anything else → `E_STATE_MISMATCH`.
     pub fn snapshot_length(&self, head: &[u8]) -> Result<usize> {
         let header = snapshot::parse_header(head)?;
-        self.check_snapshot_origin(header.fingerprint, header.weights_identity)?;
+        self.check_snapshot_origin(header.fingerprint, header.weights_identity, &header.layout)?;
         self.check_state_len(&header.layout, header.state_len)?;
         Ok(header.total_len())
     }
@@ -183,9 +193,24 @@ impl LoadedModel {
         Ok(())
     }
 
-    /// A snapshot saved from another model shape or other weights → `E_STATE_MISMATCH`.
-    pub(crate) fn check_snapshot_origin(&self, fingerprint: u64, weights_identity: u64) -> Result<()> {
+    /// A snapshot saved from another model shape or other weights, or with another KV cache dtype
+    /// (the `kvCache` load option) → `E_STATE_MISMATCH`.
+    pub(crate) fn check_snapshot_origin(
+        &self,
+        fingerprint: u64,
+        weights_identity: u64,
+        layout: &crate::model::StateLayout,
+    ) -> Result<()> {
         let info = self.model.info();
+        let own = self.model.new_state()?.layout();
+        // Only a KV cache's dtype is chosen at load; any other difference is the layout check's.
+        let kv_cache = info.state_bytes_per_token > 0;
+        if kv_cache && (&own.family, &own.dims) == (&layout.family, &layout.dims) && own.dtype != layout.dtype {
+            return Err(state_mismatch(format!(
+                "state: the snapshot's state is {}, this model's is {} (saved with another `kvCache` load option)",
+                layout.dtype, own.dtype
+            )));
+        }
         if fingerprint != self.fingerprint {
             return Err(state_mismatch(format!(
                 "state: saved from a different model (fingerprint {fingerprint:016x}, this model {:016x}: {} with {} layers, hidden {})",
@@ -317,8 +342,12 @@ impl LoadedModel {
 
 /// FNV-1a over the shape facts, so the value is the same on every platform and Rust version.
 fn fingerprint(info: &ModelInfo) -> u64 {
-    // `architecture` is a sorted map: its JSON is the same on every platform.
-    let architecture = serde_json::to_string(&info.architecture).unwrap_or_default();
+    // `architecture` is a sorted map: its JSON is the same on every platform. `kvCacheDtype` is left
+    // out so f32-cache fingerprints stay those of the builds before the option; an f16 cache still
+    // changes `per_token`, but `check_snapshot_origin` names that mismatch before comparing these.
+    let mut architecture = info.architecture.clone();
+    architecture.remove("kvCacheDtype");
+    let architecture = serde_json::to_string(&architecture).unwrap_or_default();
     let shape = format!(
         "{}|{}|vocab={}|hidden={}|layers={}|params={}|state_bytes={}|per_token={}|{architecture}",
         info.family,

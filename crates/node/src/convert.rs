@@ -132,6 +132,18 @@ pub struct RawFamily {
     pub engine: String,
 }
 
+/// Load options; the core validates them (`LoadOptions::from_names`).
+#[napi(object)]
+pub struct RawLoadOptions {
+    pub kv_cache: Option<String>,
+}
+
+impl RawLoadOptions {
+    pub fn to_core(options: Option<&Self>) -> phoenix_core::Result<phoenix_core::LoadOptions> {
+        phoenix_core::LoadOptions::from_names(options.and_then(|o| o.kv_cache.as_deref()))
+    }
+}
+
 /// Sampling and stopping options; the core validates and defaults them.
 #[napi(object)]
 pub struct RawGenerateOptions {

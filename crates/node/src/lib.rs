@@ -21,8 +21,8 @@ use phoenix_core::session::{
 };
 
 pub use convert::{
-    BuildInfo, RawChatMessage, RawChatPrompt, RawFamily, RawGenerateOptions, RawGenerationStats, RawModelInfo,
-    RawModelLayout, RawPrompt, RawScore, RawScoreOptions, RawStep,
+    BuildInfo, RawChatMessage, RawChatPrompt, RawFamily, RawGenerateOptions, RawGenerationStats, RawLoadOptions,
+    RawModelInfo, RawModelLayout, RawPrompt, RawScore, RawScoreOptions, RawStep,
 };
 
 /// Runs a core call with panics caught; maps the error to a JS Error carrying the wire form.
@@ -34,6 +34,7 @@ fn guarded<T>(f: impl FnOnce() -> phoenix_core::Result<T>) -> napi::Result<T> {
 
 pub struct LoadModelTask {
     dir: PathBuf,
+    options: Option<RawLoadOptions>,
 }
 
 impl Task for LoadModelTask {
@@ -41,7 +42,7 @@ impl Task for LoadModelTask {
     type JsValue = RawModel;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        guarded(|| LoadedModel::load(&self.dir).map(Arc::new))
+        guarded(|| LoadedModel::load_with(&self.dir, &RawLoadOptions::to_core(self.options.as_ref())?).map(Arc::new))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
@@ -51,8 +52,8 @@ impl Task for LoadModelTask {
 
 /// Loads a model folder (config.json + weights [+ tokenizer.json]) on a libuv worker thread.
 #[napi(ts_return_type = "Promise<RawModel>")]
-pub fn load_model(dir: String) -> AsyncTask<LoadModelTask> {
-    AsyncTask::new(LoadModelTask { dir: PathBuf::from(dir) })
+pub fn load_model(dir: String, options: Option<RawLoadOptions>) -> AsyncTask<LoadModelTask> {
+    AsyncTask::new(LoadModelTask { dir: PathBuf::from(dir), options })
 }
 
 pub struct DescribeModelTask {

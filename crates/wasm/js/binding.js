@@ -3,7 +3,7 @@
  * entry (`browser.js`). It turns the wasm-bindgen module (crates/wasm/src/lib.rs) into a `RawBinding`
  * of ts/binding/types.ts:
  *
- * - `loadModel(source)`: a folder path (Node) or base URL (browser) is read through the entry's
+ * - `loadModel(source, { kvCache }?)`: a folder path (Node) or base URL (browser) is read through the entry's
  *   `fileReader`; a reader function `(name) => Promise<Uint8Array | Blob | null>` is asked for just
  *   the files the core needs; an object / Map of file name → Uint8Array is copied in. Blobs are
  *   streamed into WASM memory in chunks (no whole-file JS copy).
@@ -324,7 +324,8 @@ export function createBinding({ instantiate, fileReader }) {
      * A folder path (Node) / base URL (browser), a reader `(name) => Promise<Uint8Array | null>`, or
      * `{ name: Uint8Array }` / `Map` of the model's files.
      */
-    async loadModel(source) {
+    async loadModel(source, options) {
+      const kvCache = options?.kvCache; // shape checked by ts/binding/wrap.ts, value by the core
       if (typeof source !== 'string' && typeof source !== 'function') {
         // Files in memory are all copied in; the set learns their names, so a lone `.gguf` is the model.
         const entries = fileEntries(source);
@@ -334,14 +335,14 @@ export function createBinding({ instantiate, fileReader }) {
             set.listing(entries.map(([name]) => name));
             for (const [name, bytes] of entries) await addFile(set, name, bytes);
           },
-          (instance, set) => wrapModel(instance, call(instance, () => set.load())),
+          (instance, set) => wrapModel(instance, call(instance, () => set.load(kvCache))),
         );
       }
       const { read, root } = await readerOf(source, 'loadModel');
       return withFileSet(
         root,
         (_, set) => readModelFiles(set, read),
-        (instance, set) => wrapModel(instance, call(instance, () => set.load())),
+        (instance, set) => wrapModel(instance, call(instance, () => set.load(kvCache))),
       );
     },
     /**

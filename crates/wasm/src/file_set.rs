@@ -215,8 +215,12 @@ impl ModelFileSet {
 
     /// Loads the model from the files added so far; the set is empty afterwards (its buffers now
     /// belong to the model, no copy).
-    pub fn load(&mut self) -> std::result::Result<RawModel, JsError> {
-        let model = guarded(|| LoadedModel::from_files(&self.take_files(false)?))?;
+    /// `kv_cache`: the `kvCache` load option (`"f32"`, `"f16"`; absent: f32), checked by the core.
+    pub fn load(&mut self, kv_cache: Option<String>) -> std::result::Result<RawModel, JsError> {
+        let model = guarded(|| {
+            let options = phoenix_core::LoadOptions::from_names(kv_cache.as_deref())?;
+            LoadedModel::from_files_with(&self.take_files(false)?, &options)
+        })?;
         Ok(RawModel::new(model))
     }
 

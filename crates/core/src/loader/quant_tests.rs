@@ -12,9 +12,10 @@ use std::sync::Arc;
 use super::*;
 use crate::config::MambaConfig;
 use crate::error::ErrorCode;
-use crate::model::{LanguageModel, LogitsWanted};
+use crate::model::{LanguageModel, LoadOptions, LogitsWanted};
 use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::models::MambaModel;
+use crate::nn::kv_cache::KvDtype;
 use crate::nn::WeightMatrix;
 use crate::ops::ggml_quantize;
 
@@ -70,10 +71,14 @@ fn quantized_and_dequantized(fixture_name: &str) -> (TensorStore, TensorStore, u
     (store(quant), store(wide), saved)
 }
 
-fn llama(store: &TensorStore) -> LlamaModel {
+fn llama_with(store: &TensorStore, options: &LoadOptions) -> LlamaModel {
     let (files, _) = fixture("llama-tiny");
     let cfg = LlamaConfig::from_json_str(&files.text("config.json").unwrap()).unwrap();
-    LlamaModel::from_store(cfg, store).unwrap()
+    LlamaModel::from_store(cfg, store, options).unwrap()
+}
+
+fn llama(store: &TensorStore) -> LlamaModel {
+    llama_with(store, &LoadOptions::default())
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -141,6 +146,49 @@ fn assert_quantized_matches_dequantized(name: &str, load: impl Fn(&TensorStore) 
 #[test]
 fn a_quantized_llama_matches_the_same_model_on_its_dequantized_weights() {
     assert_quantized_matches_dequantized("llama-tiny", |store| Box::new(llama(store)));
+}
+
+/// Quantized weights with an f16 KV cache (the `kvCache` load option; llama.cpp's default): half the
+/// state per token, a snapshot in f16 that an f32-cache load of the same weights refuses, and logits
+/// that move by the keys' and values' rounding only — the same greedy tokens.
+#[test]
+fn a_quantized_llama_with_an_f16_kv_cache_moves_only_by_its_rounding() {
+    let (quant, _, _) = quantized_and_dequantized("llama-tiny");
+    let half = llama_with(&quant, &LoadOptions { kv_cache: KvDtype::F16 });
+    let full = llama(&quant);
+    let kv_dtype = |m: &LlamaModel| m.info().architecture["kvCacheDtype"].as_str().unwrap().to_string();
+    assert_eq!((kv_dtype(&half), kv_dtype(&full)), ("f16".to_string(), "f32".to_string()));
+    assert_eq!(2 * half.info().state_bytes_per_token, full.info().state_bytes_per_token);
+    let vocab = half.info().vocab_size as u32;
+    let prompt: Vec<u32> = (0..14).map(|i| (i * 37 + 5) % vocab).collect();
+    let (hp, hd, hids) = run(&half, &prompt, 16);
+    let (fp, fd, fids) = run(&full, &prompt, 16);
+    assert_eq!(hids, fids, "greedy tokens");
+    let prefill_diff = max_diff(&hp, &fp);
+    let decode_diff = hd.iter().zip(&fd).map(|(a, b)| max_diff(a, b) / max_abs(b)).fold(0f32, f32::max);
+    assert!(prefill_diff > 0.0, "the f16 cache rounds");
+    // f16 keeps 11 significant bits: each key and value moves by ≤ 2^-12 of itself. Decode steps
+    // round activations to 8 bits for the quantized mat-vecs, where a moved value can flip a rounding:
+    // there the bound is that rounding's (`assert_quantized_matches_dequantized`).
+    assert!(prefill_diff <= 2e-3 * max_abs(&fp).max(1.0), "prefill max |Δ| {prefill_diff}");
+    assert!(decode_diff <= 0.03, "decode max |Δ| / max |logit| {decode_diff}");
+    let mut st = half.new_state().unwrap();
+    half.forward(&prompt, st.as_mut(), LogitsWanted::Last).unwrap();
+    assert_eq!(st.layout().dtype, "f16");
+    let bytes = st.to_bytes().unwrap();
+    assert_eq!(bytes.len(), prompt.len() * half.info().state_bytes_per_token);
+    let mut other = full.new_state().unwrap();
+    let layout = st.layout();
+    let e = full.state_bytes_for(&layout).unwrap_err();
+    assert_eq!(e.code, ErrorCode::StateMismatch, "{}", e.message);
+    assert!(e.message.contains("f16") && e.message.contains("f32"), "{}", e.message);
+    assert_eq!(half.state_bytes_for(&layout).unwrap(), bytes.len());
+    assert!(other.load_bytes(&bytes, prompt.len() as u64).is_err(), "f16 bytes are not an f32 cache");
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("f16 KV cache: prefill max |Δ| {prefill_diff:e}, decode max |Δ| / max|logit| {decode_diff:e}\n")
+            .as_bytes(),
+    );
 }
 
 /// Mamba ties its head to the embedding: the Q8_0 table serves the gather and the head's mat-vec.

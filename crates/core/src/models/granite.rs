@@ -20,12 +20,13 @@ use candle_core::{Device, Tensor};
 use crate::config::CONFIG_FILE;
 use crate::error::{bad_config, bad_weights, state_mismatch, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
-use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
 use crate::models::llama::weights::{load_attention, load_fused_mlp, AttentionDims};
 use crate::models::mamba2::mixer::{Mamba2Mixer, MAX_SSD_CHUNK};
 use crate::models::reader::TensorReader;
 use crate::nn::attention::{AttentionBlock, AttentionShape};
+use crate::nn::kv_cache::KvDtype;
 use crate::nn::mlp::SwiGluMlp;
 use crate::nn::{Embedding, Linear, RmsNorm};
 use moe::MoeFeedForward;
@@ -37,7 +38,7 @@ pub const FAMILY: Family = Family {
     name: "granitemoehybrid",
     model_types: &["granitemoehybrid"],
     engine: EngineKind::Hybrid,
-    load: |files, config| Ok(Box::new(GraniteHybridModel::load_with_config(files, config)?)),
+    load: |files, config, options| Ok(Box::new(GraniteHybridModel::load_with_config(files, config, options)?)),
     check_config: |config| GraniteHybridConfig::from_json_str(config, PREFILL_CHUNK).map(drop),
 };
 
@@ -67,21 +68,23 @@ pub struct GraniteHybridModel {
     norm: RmsNorm,
     lm_head: Linear,
     identity: u64,
+    /// What the attention layers' caches hold (`LoadOptions::kv_cache`).
+    kv_dtype: KvDtype,
     device: Device,
 }
 
 impl GraniteHybridModel {
     /// Loads the weights in `files` for the `config.json` text `config`.
-    pub fn load_with_config(files: &ModelFiles, config: &str) -> Result<Self> {
+    pub fn load_with_config(files: &ModelFiles, config: &str, options: &LoadOptions) -> Result<Self> {
         let cfg = GraniteHybridConfig::from_json_str(config, PREFILL_CHUNK)
             .map_err(|e| registry::name_config_file(e, files))?;
         let store = TensorStore::open(files)?;
-        Self::from_store(cfg, &store)
+        Self::from_store(cfg, &store, options)
     }
 
     /// Builds the model from a parsed config and an indexed tensor store (every tensor's shape is
     /// checked against `cfg` before anything sized by it is allocated).
-    pub fn from_store(mut cfg: GraniteHybridConfig, store: &TensorStore) -> Result<Self> {
+    pub fn from_store(mut cfg: GraniteHybridConfig, store: &TensorStore, options: &LoadOptions) -> Result<Self> {
         // GGUF weights hold Q/K rows in the interleaved order (not unpermuted: no copy).
         if let Some(rope) = cfg.rope.as_mut() {
             rope.interleaved |= store.rope_interleaved;
@@ -152,9 +155,11 @@ impl GraniteHybridModel {
                 "tensor `lm_head.weight` is missing from the weights, and {CONFIG_FILE} sets `tie_word_embeddings: false` (the head is not the embedding)"
             )));
         };
-        let info = Self::model_info(&cfg, &rd, store);
+        let kv_dtype = options.kv_cache;
+        let info = Self::model_info(&cfg, &rd, store, kv_dtype);
         Ok(Self {
             info,
+            kv_dtype,
             embedding: Embedding::new(embedding),
             layers,
             norm,
@@ -165,7 +170,7 @@ impl GraniteHybridModel {
         })
     }
 
-    fn model_info(cfg: &GraniteHybridConfig, rd: &TensorReader, store: &TensorStore) -> ModelInfo {
+    fn model_info(cfg: &GraniteHybridConfig, rd: &TensorReader, store: &TensorStore, kv_dtype: KvDtype) -> ModelInfo {
         let m = &cfg.mixer;
         let layer_types: Vec<&str> = cfg
             .layer_kinds
@@ -204,6 +209,7 @@ impl GraniteHybridModel {
         }
         let position = cfg.rope.as_ref().map_or("none".to_string(), |r| format!("rope ({})", r.scaling.kind()));
         architecture.insert("positionEmbedding".into(), serde_json::Value::from(position));
+        architecture.insert("kvCacheDtype".into(), serde_json::Value::from(kv_dtype.as_str()));
         ModelInfo {
             model_type: "granitemoehybrid".to_string(),
             family: FAMILY.name.to_string(),
@@ -216,7 +222,7 @@ impl GraniteHybridModel {
             param_count: rd.count,
             weight_bytes: rd.bytes,
             state_bytes: cfg.state_bytes(),
-            state_bytes_per_token: cfg.state_bytes_per_token(),
+            state_bytes_per_token: cfg.state_bytes_per_token(kv_dtype),
             context_length: Some(cfg.max_position_embeddings),
             bos_token_id: cfg.bos_token_id,
             eos_token_ids: cfg.eos_token_ids.clone(),
@@ -289,7 +295,7 @@ impl LanguageModel for GraniteHybridModel {
     }
 
     fn new_state(&self) -> Result<Box<dyn ModelState>> {
-        Ok(Box::new(HybridState::new(&self.cfg, &self.device)?))
+        Ok(Box::new(HybridState::new(&self.cfg, self.kv_dtype, &self.device)?))
     }
 
     fn prefill_chunk(&self) -> usize {
@@ -302,7 +308,7 @@ impl LanguageModel for GraniteHybridModel {
 
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         check_ids(ids, self.cfg.vocab_size)?;
-        let want = HybridStateShape::of(&self.cfg);
+        let want = HybridStateShape::of(&self.cfg, self.kv_dtype);
         let st = own_state(state, "Granite-4.0-H", |s: &HybridState| s.shape, want)?;
         check_context(st.tokens, ids.len(), self.cfg.max_position_embeddings)?;
         if st.broken {
@@ -354,7 +360,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/granite-hybrid-tiny");
         let files = ModelFiles::from_dir(&dir).unwrap();
         let config = files.text("config.json").unwrap();
-        GraniteHybridModel::load_with_config(&files, &config).unwrap()
+        GraniteHybridModel::load_with_config(&files, &config, &LoadOptions::default()).unwrap()
     }
 
     /// Decode steps update the Mamba layers in place (their states shared with nothing), prompts

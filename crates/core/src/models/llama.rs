@@ -3,7 +3,8 @@
 //! untied head; on candle tensors and the fused ops of `crate::nn`.
 //!
 //! forward(ids): tokens go through the stack in chunks of [`PREFILL_CHUNK`]; a one-token call is a
-//! decode step (mat-vecs and the flash-decoding attention). Residual stream, softmax and cache in f32.
+//! decode step (mat-vecs and the flash-decoding attention). Residual stream and softmax in f32; the
+//! cache in f32, or f16 when the load options ask (`LoadOptions::kv_cache`).
 
 pub mod config;
 pub mod state;
@@ -18,8 +19,9 @@ use super::registry::{self, EngineKind, Family};
 use crate::config::ConfigLayout;
 use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
-use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
+use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
+use crate::nn::kv_cache::KvDtype;
 use weights::Weights;
 
 /// Llama and Qwen2 checkpoints (Hugging Face layout).
@@ -27,7 +29,7 @@ pub const FAMILY: Family = Family {
     name: "llama",
     model_types: &["llama", "qwen2"],
     engine: EngineKind::Transformer,
-    load: |files, config| Ok(Box::new(LlamaModel::load_with_config(files, config)?)),
+    load: |files, config, options| Ok(Box::new(LlamaModel::load_with_config(files, config, options)?)),
     check_config: |config| LlamaConfig::from_json_str(config)?.check_sizes(PREFILL_CHUNK),
 };
 
@@ -41,17 +43,19 @@ pub struct LlamaModel {
     cfg: LlamaConfig,
     info: ModelInfo,
     w: Weights,
+    /// What the KV caches hold (`LoadOptions::kv_cache`).
+    kv_dtype: KvDtype,
     device: Device,
 }
 
 impl LlamaModel {
-    pub fn load_with_config(files: &ModelFiles, config: &str) -> Result<Self> {
+    pub fn load_with_config(files: &ModelFiles, config: &str, options: &LoadOptions) -> Result<Self> {
         let cfg = LlamaConfig::from_json_str(config).map_err(|e| registry::name_config_file(e, files))?;
         let store = TensorStore::open(files)?;
-        Self::from_store(cfg, &store)
+        Self::from_store(cfg, &store, options)
     }
 
-    pub fn from_store(mut cfg: LlamaConfig, store: &TensorStore) -> Result<Self> {
+    pub fn from_store(mut cfg: LlamaConfig, store: &TensorStore, options: &LoadOptions) -> Result<Self> {
         // GGUF Llama weights hold Q/K rows in the interleaved order (not unpermuted: no copy).
         cfg.rope.interleaved |= store.rope_interleaved;
         cfg.check_sizes(PREFILL_CHUNK)?;
@@ -63,6 +67,7 @@ impl LlamaModel {
         }
         let device = Device::Cpu;
         let w = weights::load(&cfg, store, &device)?;
+        let kv_dtype = options.kv_cache;
         let architecture = [
             ("numHeads", serde_json::Value::from(cfg.num_heads)),
             ("numKvHeads", cfg.num_kv_heads.into()),
@@ -72,6 +77,7 @@ impl LlamaModel {
             ("ropeScaling", cfg.rope.scaling.kind().into()),
             ("qkvBias", cfg.qkv_bias.into()),
             ("tiedEmbeddings", cfg.tie_word_embeddings.into()),
+            ("kvCacheDtype", kv_dtype.as_str().into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -88,13 +94,13 @@ impl LlamaModel {
             param_count: w.param_count,
             weight_bytes: w.weight_bytes,
             state_bytes: 0,
-            state_bytes_per_token: cfg.state_bytes_per_token(),
+            state_bytes_per_token: cfg.state_bytes_per_token(kv_dtype),
             context_length: Some(cfg.max_position_embeddings),
             bos_token_id: cfg.bos_token_id,
             eos_token_ids: cfg.eos_token_ids.clone(),
             architecture,
         };
-        Ok(Self { cfg, info, w, device })
+        Ok(Self { cfg, info, w, kv_dtype, device })
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -107,6 +113,7 @@ impl LlamaModel {
             kv_heads: self.cfg.num_kv_heads,
             head_dim: self.cfg.head_dim,
             max_tokens: self.cfg.max_position_embeddings,
+            dtype: self.kv_dtype,
         }
     }
 

@@ -28,7 +28,7 @@ pub const FAMILY: Family = Family {
     name: "mamba",
     model_types: &["mamba", "falcon_mamba"],
     engine: EngineKind::Ssm,
-    load: |files, config| Ok(Box::new(MambaModel::load_with_config(files, config)?)),
+    load: |files, config, _| Ok(Box::new(MambaModel::load_with_config(files, config)?)),
     check_config: |config| MambaConfig::from_json_str(config)?.check_sizes(PREFILL_CHUNK),
 };
 

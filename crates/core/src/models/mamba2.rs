@@ -33,7 +33,7 @@ pub const FAMILY: Family = Family {
     name: "mamba2",
     model_types: &["mamba2"],
     engine: EngineKind::Ssm,
-    load: |files, config| Ok(Box::new(Mamba2Model::load_with_config(files, config)?)),
+    load: |files, config, _| Ok(Box::new(Mamba2Model::load_with_config(files, config)?)),
     check_config: |config| Mamba2Config::from_json_str(config, PREFILL_CHUNK).map(drop),
 };
 

@@ -8,7 +8,7 @@ use crate::config::{ConfigLayout, CONFIG_FILE};
 use crate::error::{bad_config, model_not_found, unsupported_model, PhoenixError, Result};
 use crate::loader::shown::{json_kind, shown_name};
 use crate::loader::{GgufFile, ModelFiles};
-use crate::model::LanguageModel;
+use crate::model::{LanguageModel, LoadOptions};
 use crate::models::gguf_config::{hf_config, name_gguf_config};
 
 /// Which kind of engine runs a family: decides how its state grows (fixed for SSMs, per token for
@@ -50,7 +50,7 @@ pub struct Family {
     pub model_types: &'static [&'static str],
     pub engine: EngineKind,
     /// Builds the model from its files; `config` is the text of `config.json`.
-    pub(crate) load: fn(files: &ModelFiles, config: &str) -> Result<Box<dyn LanguageModel>>,
+    pub(crate) load: fn(files: &ModelFiles, config: &str, options: &LoadOptions) -> Result<Box<dyn LanguageModel>>,
     /// Parses and checks `config.json` as `load` does before reading any weight, so that `describe`
     /// (listing, `info --no-load`) reports a config a load would refuse instead of "available".
     pub(crate) check_config: fn(config: &str) -> Result<()>,
@@ -110,19 +110,19 @@ pub fn config_head(text: &str) -> Result<ConfigHead> {
 }
 
 /// Loads the model in `files` with the family its `config.json` (or GGUF architecture) names.
-pub fn load(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+pub fn load(files: &ModelFiles, options: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
     if files.gguf_file()?.is_some() {
-        return load_gguf(files);
+        return load_gguf(files, options);
     }
     let (text, head) = read_config(files)?;
     let family = family_for(&head.model_type).map_err(|e| name_config_file(e, files))?;
-    (family.load)(files, &text)
+    (family.load)(files, &text, options)
 }
 
 /// Loads a GGUF model: its metadata become the family's config, its tensors the family's weights.
-fn load_gguf(files: &ModelFiles) -> Result<Box<dyn LanguageModel>> {
+fn load_gguf(files: &ModelFiles, options: &LoadOptions) -> Result<Box<dyn LanguageModel>> {
     let gguf = GgufFile::open_model(files)?;
     let (config, model_type) = hf_config(&gguf)?;
     let family = family_for(&model_type)?;
-    (family.load)(files, &config).map_err(|e| name_gguf_config(e, files, &gguf))
+    (family.load)(files, &config, options).map_err(|e| name_gguf_config(e, files, &gguf))
 }

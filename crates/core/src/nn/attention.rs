@@ -5,7 +5,7 @@
 //! Reuse (e.g. a Mamba-2 / attention hybrid such as Granite-4.0-H): load one per attention layer with
 //! `crate::models::llama::weights::load_attention(reader, "model.layers.{i}.self_attn.", dims, biases)`
 //! (`dims.scale` = `attention_multiplier` for Granite, `1/sqrt(head_dim)` for Llama), keep a
-//! [`KvCache::new(kv_heads, head_dim)`] per layer in the state, and call
+//! [`KvCache::new(kv_heads, head_dim, dtype)`] per layer in the state, and call
 //! [`AttentionBlock::forward`]`(normed, rope, cache)` with `rope = None` for NoPE layers (Granite with
 //! `position_embedding_type != "rope"`) or the chunk's [`crate::nn::rope::RopeTables`]. It appends the
 //! chunk's keys / values to the cache and returns `o_proj(attention)` (`[m, hidden]`), which the caller

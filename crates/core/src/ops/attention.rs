@@ -14,7 +14,10 @@
 
 use rayon::prelude::*;
 
+use half::f16;
+
 use super::attention_scores::{direct_scores_rows, KeyRows};
+use super::kv_half::{prefetch_rows, widen_rows};
 use super::math::exp;
 use super::size_mul;
 
@@ -41,50 +44,120 @@ impl AttentionShape {
     }
 }
 
+/// A KV cache's keys or values as held: `[tokens, kv_heads · head_dim]`, f32 or f16.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum KvSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl KvSlice<'_> {
+    fn len(&self) -> usize {
+        match self {
+            KvSlice::F32(s) => s.len(),
+            KvSlice::F16(s) => s.len(),
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for KvSlice<'a> {
+    fn from(s: &'a [f32]) -> Self {
+        KvSlice::F32(s)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for KvSlice<'a> {
+    fn from(s: &'a Vec<f32>) -> Self {
+        KvSlice::F32(s)
+    }
+}
+
+impl<'a> From<&'a [f16]> for KvSlice<'a> {
+    fn from(s: &'a [f16]) -> Self {
+        KvSlice::F16(s)
+    }
+}
+
+impl<'a> From<&'a Vec<f16>> for KvSlice<'a> {
+    fn from(s: &'a Vec<f16>) -> Self {
+        KvSlice::F16(s)
+    }
+}
+
 /// `out[t, h·hd..]` = softmax over keys `0..=past+t` of `scale · q[t,h] · k[j,g]`, times `v[j,g]`.
 /// `q`: `[m, heads·hd]`; `keys` / `values`: `[past + m, kv_heads·hd]` (the cache after appending
-/// this call's rows); `out`: `[m, heads·hd]`.
-pub(crate) fn causal_attention(
+/// this call's rows, both of one dtype); `out`: `[m, heads·hd]`. An f16 cache gives the bits an f32
+/// cache holding the same (widened) values gives: every value is widened exactly before use.
+pub(crate) fn causal_attention<'a>(
     s: AttentionShape,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: impl Into<KvSlice<'a>>,
+    values: impl Into<KvSlice<'a>>,
     past: usize,
     out: &mut [f32],
 ) {
+    let (keys, values) = (keys.into(), values.into());
     let (hd, qw, kw) = (s.head_dim, size_mul(s.heads, s.head_dim), size_mul(s.kv_heads, s.head_dim));
     assert!(s.kv_heads > 0 && hd > 0 && s.heads.is_multiple_of(s.kv_heads), "attention: head counts");
     let m = q.len() / qw;
     let total = past + m;
     assert!(q.len() == size_mul(m, qw) && out.len() == q.len(), "attention: q / out sizes");
     assert!(keys.len() == size_mul(total, kw) && values.len() == keys.len(), "attention: cache sizes");
-    let kv = KvView { keys, values, width: kw };
     if m == 0 {
         return;
     }
-    if m == 1 {
-        decode(s, q, &kv, total, out);
-    } else {
-        let kt = transposed_key_blocks(s, &kv, total);
-        out.par_chunks_mut(QUERY_BLOCK * qw).enumerate().for_each(|(b, o)| {
-            prefill_block(s, &q[b * QUERY_BLOCK * qw..][..o.len()], &kv, &kt, past + b * QUERY_BLOCK, o)
-        });
+    match (keys, values) {
+        (KvSlice::F32(keys), KvSlice::F32(values)) if m == 1 => {
+            decode(s, q, DecodeKv::F32(KvView { keys, values, width: kw }), total, out)
+        }
+        (KvSlice::F16(keys), KvSlice::F16(values)) if m == 1 => {
+            decode(s, q, DecodeKv::F16 { keys, values, width: kw }, total, out)
+        }
+        (KvSlice::F32(_), KvSlice::F32(values)) => prefill(s, q, keys, values, past, out),
+        (KvSlice::F16(_), KvSlice::F16(values)) => {
+            // A prompt's tiles read every value many times: widen them once (the keys are
+            // widened as they are transposed).
+            let mut v32 = vec![0f32; values.len()];
+            widen_rows(values, kw, 0, kw, 0, total, &mut v32);
+            prefill(s, q, keys, &v32, past, out)
+        }
+        _ => panic!("attention: keys and values of different dtypes"),
     }
+}
+
+/// Several query rows: tasks of [`QUERY_BLOCK`] positions over the transposed keys.
+fn prefill(s: AttentionShape, q: &[f32], keys: KvSlice, values: &[f32], past: usize, out: &mut [f32]) {
+    let qw = s.heads * s.head_dim;
+    let total = past + q.len() / qw;
+    let kt = transposed_key_blocks(s, keys, total);
+    // Prefill tiles read keys only through `kt`.
+    let kv = KvView { keys: &[], values, width: s.kv_heads * s.head_dim };
+    out.par_chunks_mut(QUERY_BLOCK * qw).enumerate().for_each(|(b, o)| {
+        prefill_block(s, &q[b * QUERY_BLOCK * qw..][..o.len()], &kv, &kt, past + b * QUERY_BLOCK, o)
+    });
 }
 
 /// The keys of every KV head as transposed blocks, `[kv_heads][blocks][head_dim][KEY_BLOCK]` (zeros
 /// past the last key): what a prefill tile's scores read. Built once per call and shared by every
 /// tile (each tile had transposed every block it reads itself, by scattered stores: ~10 % of the
 /// attention of a 512-token prompt).
-fn transposed_key_blocks(s: AttentionShape, kv: &KvView, total: usize) -> Vec<f32> {
-    let hd = s.head_dim;
+fn transposed_key_blocks(s: AttentionShape, keys: KvSlice, total: usize) -> Vec<f32> {
+    let (hd, width) = (s.head_dim, s.kv_heads * s.head_dim);
     let blocks = total.div_ceil(KEY_BLOCK);
     let block_len = hd * KEY_BLOCK;
     let mut kt = vec![0f32; size_mul(size_mul(s.kv_heads, blocks), block_len)];
     kt.par_chunks_mut(blocks * block_len).enumerate().for_each(|(g, head)| {
+        // An f16 key row, widened (exactly) before its values are scattered.
+        let mut wide = vec![0f32; if matches!(keys, KvSlice::F16(_)) { hd } else { 0 }];
         for j in 0..total {
             let (b, jj) = (j / KEY_BLOCK, j % KEY_BLOCK);
-            let row = &kv.keys[j * kv.width + g * hd..][..hd];
+            let row = match keys {
+                KvSlice::F32(k) => &k[j * width + g * hd..][..hd],
+                KvSlice::F16(k) => {
+                    widen_rows(k, width, g * hd, hd, j, 1, &mut wide);
+                    &wide[..]
+                }
+            };
             let dst = &mut head[b * block_len..(b + 1) * block_len];
             for (d, &x) in row.iter().enumerate() {
                 dst[d * KEY_BLOCK + jj] = x;
@@ -152,8 +225,16 @@ fn prefill_block(s: AttentionShape, q: &[f32], kv: &KvView, kt: &[f32], first_po
     }
 }
 
+/// Where a decode step reads the cache: the f32 rows themselves, or f16 rows each task widens one key
+/// block (one head's columns) at a time into scratch that stays in L1.
+#[derive(Clone, Copy)]
+enum DecodeKv<'a> {
+    F32(KvView<'a>),
+    F16 { keys: &'a [f16], values: &'a [f16], width: usize },
+}
+
 /// One query row against `total` keys: (KV head, key span) tasks, then a merge of their softmaxes.
-fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f32]) {
+fn decode(s: AttentionShape, q: &[f32], kv: DecodeKv, total: usize, out: &mut [f32]) {
     let (hd, group) = (s.head_dim, s.group());
     let spans = total.div_ceil(DECODE_SPAN);
     // A task is one span of keys for every KV head, the heads taking turns one key block at a time:
@@ -167,24 +248,32 @@ fn decode(s: AttentionShape, q: &[f32], kv: &KvView, total: usize, out: &mut [f3
         .flat_map_iter(|span| {
             let ends = vec![total; group];
             let mut runs: Vec<Running> = (0..s.kv_heads).map(|_| Running::new(group, hd)).collect();
+            let mut scratch = match kv {
+                DecodeKv::F32(_) => (Vec::new(), Vec::new()),
+                DecodeKv::F16 { .. } => (vec![0f32; KEY_BLOCK * hd], vec![0f32; KEY_BLOCK * hd]),
+            };
             let (k0, k1) = (span * DECODE_SPAN, ((span + 1) * DECODE_SPAN).min(total));
             for j0 in (k0..k1).step_by(KEY_BLOCK) {
                 let j1 = (j0 + KEY_BLOCK).min(k1);
                 for (g, run) in runs.iter_mut().enumerate() {
-                    attend(
-                        &Tile {
-                            direct: true,
-                            hd,
-                            qs: &qs[g * group * hd..(g + 1) * group * hd],
-                            ends: &ends,
-                            offset: g * hd,
-                            kt: &[],
-                            k0: j0,
-                            k1: j1,
-                        },
-                        kv,
-                        run,
-                    );
+                    let qs = &qs[g * group * hd..(g + 1) * group * hd];
+                    // The block as f32 rows: where they are, the head's column, the block's rows.
+                    let (view, offset, a, b) = match kv {
+                        DecodeKv::F32(view) => (view, g * hd, j0, j1),
+                        DecodeKv::F16 { keys, values, width } => {
+                            if g == 0 && j1 < k1 {
+                                let next = (k1 - j1).min(KEY_BLOCK);
+                                prefetch_rows(keys, width, j1, next);
+                                prefetch_rows(values, width, j1, next);
+                            }
+                            let (ks, vs) = &mut scratch;
+                            widen_rows(keys, width, g * hd, hd, j0, j1 - j0, ks);
+                            widen_rows(values, width, g * hd, hd, j0, j1 - j0, vs);
+                            (KvView { keys: ks, values: vs, width: hd }, 0, 0, j1 - j0)
+                        }
+                    };
+                    let tile = Tile { direct: true, hd, qs, ends: &ends, offset, kt: &[], k0: a, k1: b };
+                    attend(&tile, &view, run);
                 }
             }
             runs
@@ -510,6 +599,34 @@ mod tests {
         causal_attention(s, &q[299 * qw..], &k, &v, 299, &mut last);
         let worst = last.iter().zip(&want[299 * qw..]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "decode vs naive {worst}");
+    }
+
+    #[test]
+    fn an_f16_cache_gives_the_bits_of_an_f32_cache_of_its_values() {
+        for head_dim in [12, 64, 128] {
+            let s = AttentionShape { heads: 6, kv_heads: 2, head_dim, scale: 1.0 / (head_dim as f32).sqrt() };
+            let (qw, kw) = (6 * head_dim, 2 * head_dim);
+            let total = 300; // two decode spans, several key blocks
+            let q = values(total * qw, 1);
+            let (mut k16, mut v16) = (vec![f16::ZERO; total * kw], vec![f16::ZERO; total * kw]);
+            super::super::kv_half::narrow(&values(total * kw, 2), &mut k16);
+            super::super::kv_half::narrow(&values(total * kw, 3), &mut v16);
+            let k: Vec<f32> = k16.iter().map(|h| h.to_f32()).collect();
+            let v: Vec<f32> = v16.iter().map(|h| h.to_f32()).collect();
+            assert_ne!(k, values(total * kw, 2), "the f16 cache rounds");
+            // A prompt in two pieces, then a decode step at the end of each decode span's first block
+            // and at the last position.
+            for (a, b) in [(0, 37), (37, 299), (63, 64), (255, 256), (299, 300)] {
+                let rows = &q[a * qw..b * qw];
+                let (mut half, mut full) = (vec![0f32; rows.len()], vec![0f32; rows.len()]);
+                causal_attention(s, rows, &k16[..b * kw], &v16[..b * kw], a, &mut half);
+                causal_attention(s, rows, &k[..b * kw], &v[..b * kw], a, &mut full);
+                assert!(
+                    half.iter().zip(&full).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "head_dim {head_dim}, rows {a}..{b}"
+                );
+            }
+        }
     }
 }
 

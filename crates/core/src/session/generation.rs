@@ -107,7 +107,7 @@ impl Generation {
         let mut history = Vec::new();
         if let Some(bytes) = state {
             let snap = snapshot::decode(bytes)?;
-            model.check_snapshot_origin(snap.fingerprint, snap.weights_identity)?;
+            model.check_snapshot_origin(snap.fingerprint, snap.weights_identity, &snap.layout)?;
             if let Some(bad) = snap.history.iter().find(|&&id| id as usize >= vocab) {
                 return Err(state_mismatch(format!(
                     "state: token id {bad} is outside this model's vocabulary 0..{vocab}"

@@ -9,6 +9,7 @@ use crate::error::{bad_config, unsupported_model, Result};
 use crate::loader::shown::shown_name;
 use crate::models::llama::config::parse_rope;
 use crate::models::mamba2::config::{mixer_from_fields, Mamba2MixerConfig, MixerFieldNames};
+use crate::nn::kv_cache::KvDtype;
 use crate::nn::rope::RopeSpec;
 
 /// What one layer's mixer is.
@@ -185,9 +186,9 @@ impl GraniteHybridConfig {
         self.mamba_layers() * self.mixer.state_values() * 4
     }
 
-    /// What the state grows by per token: every attention layer's key and value, f32.
-    pub fn state_bytes_per_token(&self) -> usize {
-        self.attention_layers() * 2 * self.kv_width() * 4
+    /// What the state grows by per token: every attention layer's key and value (in `kv_dtype`).
+    pub fn state_bytes_per_token(&self, kv_dtype: KvDtype) -> usize {
+        self.attention_layers() * 2 * self.kv_width() * kv_dtype.size()
     }
 
     /// Every size product (weights, state, a chunk of `rows` tokens' activations and logits, in f32

@@ -11,7 +11,7 @@ use super::config::{GraniteHybridConfig, LayerKind};
 use crate::error::{state_mismatch, Result};
 use crate::model::{ModelState, StateLayout};
 use crate::models::mamba2::state::{finite_values, Mamba2LayerState};
-use crate::nn::kv_cache::KvCache;
+use crate::nn::kv_cache::{KvCache, KvDtype};
 
 pub(crate) const STATE_FAMILY: &str = "granitemoehybrid";
 
@@ -32,10 +32,12 @@ pub struct HybridStateShape {
     pub head_dim: usize,
     pub state_size: usize,
     pub kv_width: usize,
+    /// What the attention layers' caches hold (the Mamba layers' states are f32 either way).
+    pub kv_dtype: KvDtype,
 }
 
 impl HybridStateShape {
-    pub fn of(cfg: &GraniteHybridConfig) -> Self {
+    pub fn of(cfg: &GraniteHybridConfig, kv_dtype: KvDtype) -> Self {
         let m = &cfg.mixer;
         Self {
             layers: cfg.num_layers(),
@@ -46,11 +48,26 @@ impl HybridStateShape {
             head_dim: m.head_dim,
             state_size: m.state_size,
             kv_width: cfg.kv_width(),
+            kv_dtype,
         }
     }
 
     fn mamba_values(&self) -> usize {
         self.conv_dim * self.conv_kernel + self.heads * self.head_dim * self.state_size
+    }
+
+    /// Bytes one token adds to each attention layer's cache.
+    fn kv_bytes_per_token(&self) -> Option<usize> {
+        self.kv_width.checked_mul(2 * self.kv_dtype.size())
+    }
+
+    /// The layout's dtype: the Mamba states' f32, and the caches' when they differ (a snapshot
+    /// header holds 8 characters of `[A-Za-z0-9_-]`).
+    fn layout_dtype(&self) -> &'static str {
+        match self.kv_dtype {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f32-kv16",
+        }
     }
 
     /// Bytes of the fixed (Mamba) part.
@@ -69,17 +86,17 @@ pub struct HybridState {
 }
 
 impl HybridState {
-    pub fn new(cfg: &GraniteHybridConfig, device: &Device) -> Result<Self> {
+    pub fn new(cfg: &GraniteHybridConfig, kv_dtype: KvDtype, device: &Device) -> Result<Self> {
         let mamba = Mamba2LayerState::new(&cfg.mixer, device)?;
         let layers = cfg
             .layer_kinds
             .iter()
             .map(|kind| match kind {
                 LayerKind::Mamba => LayerState::Mamba(mamba.clone()),
-                LayerKind::Attention => LayerState::Attention(KvCache::new(cfg.num_kv_heads, cfg.head_dim)),
+                LayerKind::Attention => LayerState::Attention(KvCache::new(cfg.num_kv_heads, cfg.head_dim, kv_dtype)),
             })
             .collect();
-        Ok(Self { shape: HybridStateShape::of(cfg), layers, tokens: 0, broken: false })
+        Ok(Self { shape: HybridStateShape::of(cfg, kv_dtype), layers, tokens: 0, broken: false })
     }
 
     /// What [`Self::rollback`] needs to undo a forward: the Mamba layers' states (tensors are
@@ -138,7 +155,7 @@ impl ModelState for HybridState {
         let s = self.shape;
         StateLayout {
             family: STATE_FAMILY.to_string(),
-            dtype: "f32".to_string(),
+            dtype: s.layout_dtype().to_string(),
             dims: vec![
                 s.layers,
                 s.attention_layers,
@@ -178,7 +195,7 @@ impl ModelState for HybridState {
         let fixed = s.fixed_bytes();
         let too_many = || state_mismatch(format!("state snapshot: {tokens} tokens of context is too many"));
         let t = usize::try_from(tokens).map_err(|_| too_many())?;
-        let per_layer = t.checked_mul(s.kv_width).and_then(|x| x.checked_mul(8)).ok_or_else(too_many)?;
+        let per_layer = s.kv_bytes_per_token().and_then(|b| t.checked_mul(b)).ok_or_else(too_many)?;
         let want = per_layer.checked_mul(s.attention_layers).and_then(|x| x.checked_add(fixed)).ok_or_else(too_many)?;
         if bytes.len() != want {
             return Err(state_mismatch(format!(

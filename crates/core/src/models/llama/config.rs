@@ -7,6 +7,7 @@ use crate::config::fields::Fields;
 use crate::config::{json, CONFIG_FILE as FILE};
 use crate::error::{bad_config, unsupported_model, Result};
 use crate::loader::shown::shown_name;
+use crate::nn::kv_cache::KvDtype;
 use crate::nn::rope::{RopeScaling, RopeSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,9 +136,9 @@ impl LlamaConfig {
         self.num_kv_heads * self.head_dim
     }
 
-    /// KV-cache bytes per token: `layers · 2 · kv_heads · head_dim · 4`.
-    pub fn state_bytes_per_token(&self) -> usize {
-        self.num_layers * 2 * self.kv_width() * 4
+    /// KV-cache bytes per token: `layers · 2 · kv_heads · head_dim · (bytes of a cache value)`.
+    pub fn state_bytes_per_token(&self, kv_dtype: KvDtype) -> usize {
+        self.num_layers * 2 * self.kv_width() * kv_dtype.size()
     }
 
     /// Every size product the model computes from this config (weights, one token's cache, a chunk of

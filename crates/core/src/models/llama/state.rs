@@ -1,12 +1,12 @@
 //! One sequence's Llama state: a [`KvCache`] per layer. Serialised as the caches' bytes (keys then
 //! values of the tokens seen, layer by layer), so a snapshot grows with the context and holds nothing
-//! past the tokens seen; the layout dims are `[layers, kv_heads, head_dim]`.
+//! past the tokens seen; the layout dims are `[layers, kv_heads, head_dim]`, its dtype the caches'.
 
 use std::any::Any;
 
 use crate::error::{state_mismatch, Result};
 use crate::model::{ModelState, StateLayout};
-use crate::nn::kv_cache::KvCache;
+use crate::nn::kv_cache::{KvCache, KvDtype};
 
 /// Sizes that decide a state's layout, and the most tokens it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,13 @@ pub struct KvShape {
     pub head_dim: usize,
     /// The model's context length.
     pub max_tokens: usize,
+    pub dtype: KvDtype,
+}
+
+impl KvShape {
+    fn cache(&self) -> KvCache {
+        KvCache::new(self.kv_heads, self.head_dim, self.dtype)
+    }
 }
 
 #[derive(Clone)]
@@ -26,7 +33,7 @@ pub struct LlamaState {
 
 impl LlamaState {
     pub fn new(shape: KvShape) -> Self {
-        Self { shape, caches: vec![KvCache::new(shape.kv_heads, shape.head_dim); shape.layers] }
+        Self { shape, caches: vec![shape.cache(); shape.layers] }
     }
 
     pub fn shape(&self) -> KvShape {
@@ -44,7 +51,7 @@ impl ModelState for LlamaState {
         let s = self.shape;
         StateLayout {
             family: "llama".to_string(),
-            dtype: "f32".to_string(),
+            dtype: s.dtype.as_str().to_string(),
             dims: vec![s.layers, s.kv_heads, s.head_dim],
             tokens: self.tokens() as u64,
         }
@@ -69,7 +76,7 @@ impl ModelState for LlamaState {
                 s.max_tokens
             ))
         })?;
-        let per_layer = KvCache::new(s.kv_heads, s.head_dim).bytes_for(n);
+        let per_layer = s.cache().bytes_for(n);
         let want = per_layer.and_then(|b| b.checked_mul(s.layers));
         let (Some(per_layer), Some(want)) = (per_layer, want) else {
             return Err(state_mismatch(format!("state snapshot of {tokens} tokens is too large")));
@@ -85,12 +92,12 @@ impl ModelState for LlamaState {
         }
         let mut caches = Vec::with_capacity(s.layers);
         for chunk in bytes.chunks_exact(per_layer.max(1)).take(s.layers) {
-            let mut c = KvCache::new(s.kv_heads, s.head_dim);
+            let mut c = s.cache();
             c.read_bytes(chunk, n)?;
             caches.push(c);
         }
         if per_layer == 0 {
-            caches = vec![KvCache::new(s.kv_heads, s.head_dim); s.layers];
+            caches = vec![s.cache(); s.layers];
         }
         self.caches = caches;
         Ok(())
