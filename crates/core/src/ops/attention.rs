@@ -60,29 +60,22 @@ impl KvSlice<'_> {
     }
 }
 
-impl<'a> From<&'a [f32]> for KvSlice<'a> {
-    fn from(s: &'a [f32]) -> Self {
-        KvSlice::F32(s)
-    }
+/// `&[f32]` / `&Vec<f32>` (and the f16 ones) as a `KvSlice`, so callers pass their caches as they hold them.
+macro_rules! kv_slice_from {
+    ($($elem:ty => $variant:ident),*) => {$(
+        impl<'a> From<&'a [$elem]> for KvSlice<'a> {
+            fn from(s: &'a [$elem]) -> Self {
+                KvSlice::$variant(s)
+            }
+        }
+        impl<'a> From<&'a Vec<$elem>> for KvSlice<'a> {
+            fn from(s: &'a Vec<$elem>) -> Self {
+                KvSlice::$variant(s)
+            }
+        }
+    )*};
 }
-
-impl<'a> From<&'a Vec<f32>> for KvSlice<'a> {
-    fn from(s: &'a Vec<f32>) -> Self {
-        KvSlice::F32(s)
-    }
-}
-
-impl<'a> From<&'a [f16]> for KvSlice<'a> {
-    fn from(s: &'a [f16]) -> Self {
-        KvSlice::F16(s)
-    }
-}
-
-impl<'a> From<&'a Vec<f16>> for KvSlice<'a> {
-    fn from(s: &'a Vec<f16>) -> Self {
-        KvSlice::F16(s)
-    }
-}
+kv_slice_from!(f32 => F32, f16 => F16);
 
 /// `out[t, h·hd..]` = softmax over keys `0..=past+t` of `scale · q[t,h] · k[j,g]`, times `v[j,g]`.
 /// `q`: `[m, heads·hd]`; `keys` / `values`: `[past + m, kv_heads·hd]` (the cache after appending
