@@ -3,6 +3,9 @@
  * text as the in-process pipeline, its chunks land in order in the job's Redis stream, a malformed job
  * fails once (no retries) with a typed error, and close() lets an active job finish.
  */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +17,7 @@ import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js'
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
 import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, tempDir } from './helpers.js';
+import { LITE, ROOT, copyModel, expectCode, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-worker.test.ts');
 const QUEUE = 'worker-test';
@@ -86,6 +89,22 @@ describe.skipIf(skip)('startWorker', () => {
     expect(result.success).toBe(false);
     expect(result.errorCode).toBe('E_ABORTED');
     expect(result.generatedTokens).toBeLessThan(4000);
+  }, 60_000);
+
+  it('gives its own pipeline the kvCache asked for, and refuses kvCache or modelsDir beside a pipeline', async () => {
+    const llamaDir = path.join(scratch.dir, 'llama-models');
+    await mkdir(llamaDir);
+    await copyModel(path.join(ROOT, 'test/fixtures/llama-tiny'), path.join(llamaDir, 'llama'));
+    const half = await startWorker({ redis: redis.url, queue: 'kv-cache-test', modelsDir: llamaDir, kvCache: 'f16', preload: ['llama'] });
+    try {
+      expect(half.pipeline.manager.loadedModels().map((m) => m.info.architecture.kvCacheDtype)).toEqual(['f16']);
+    } finally {
+      await half.close();
+    }
+    const kv = await expectCode(startWorker({ redis: redis.url, pipeline: local, kvCache: 'f16' }), 'E_INVALID_OPTION');
+    expect(kv.message).toMatch(/kvCache/);
+    const dir = await expectCode(startWorker({ redis: redis.url, pipeline: local, modelsDir }), 'E_INVALID_OPTION');
+    expect(dir.message).toMatch(/modelsDir/);
   }, 60_000);
 
   it('close() lets the active job finish', async () => {

@@ -11,6 +11,7 @@ import { hostname } from 'node:os';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
+import type { KvCacheType } from '../../binding/types.js';
 import { LocalAIPipeline } from '../pipeline.js';
 import type { ProcessingResult } from '../types.js';
 import { decideAffinity } from './affinity.js';
@@ -43,7 +44,9 @@ export interface WorkerOptions {
   affinityWaitMs?: number;
   /** How often the worker rewrites its advert (default 1000 ms; it expires after three missed beats). */
   heartbeatMs?: number;
-  /** A pipeline to run jobs on instead of a new one over `modelsDir`. */
+  /** KV cache type of the new pipeline's attention models (`LocalAIPipeline`'s `kvCache`; default `f32`). */
+  kvCache?: KvCacheType;
+  /** A pipeline to run jobs on instead of a new one over `modelsDir` (then `modelsDir` and `kvCache` are its own). */
   pipeline?: LocalAIPipeline;
 }
 
@@ -86,13 +89,23 @@ class JobStats {
   }
 }
 
-/** Starts a worker; resolves once it is connected, its preloads are loaded and it is taking jobs. */
+/**
+ * Starts a worker; resolves once it is connected, its preloads are loaded and it is taking jobs.
+ * @throws `E_INVALID_OPTION` for a count out of range, or `modelsDir` / `kvCache` beside `pipeline`.
+ */
 export async function startWorker(options: WorkerOptions): Promise<QueueWorker> {
   const queue = options.queue ?? 'phoenix';
   const concurrency = checkCount('concurrency', options.concurrency ?? 1, 1);
   const affinityWaitMs = checkCount('affinityWaitMs', options.affinityWaitMs ?? 2000, 0);
   const heartbeatMs = checkCount('heartbeatMs', options.heartbeatMs ?? 1000, 100);
-  const pipeline = options.pipeline ?? new LocalAIPipeline({ modelsDir: options.modelsDir, maxConcurrency: concurrency });
+  for (const option of ['modelsDir', 'kvCache'] as const) {
+    if (options.pipeline && options[option] !== undefined) {
+      throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` configures the worker's own pipeline; with \`pipeline\`, give it to that pipeline`, { option });
+    }
+  }
+  const pipeline =
+    options.pipeline ??
+    new LocalAIPipeline({ modelsDir: options.modelsDir, maxConcurrency: concurrency, ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}) });
   for (const name of options.preload ?? []) await pipeline.manager.loadModel(name);
   const id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const startedAt = Date.now();
