@@ -73,6 +73,21 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       });
     }
 
+    // Native only: a WASM reader hands describe no weight bytes (its load checks the same header).
+    it.runIf(backend === 'native')('a truncated safetensors is listed as an error before any load: describe checks the header against the file', async () => {
+      const fresh = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+      try {
+        const metadata = await fresh.getModelMetadata('truncated-safetensors');
+        expect(metadata.status).toBe('error');
+        expect(metadata.error?.code).toBe('E_BAD_WEIGHTS');
+        expect(metadata.error?.message).toMatch(/model\.safetensors.*truncated/);
+        const listed = (await fresh.listModels()).find((m) => m.name === 'truncated-safetensors');
+        expect(listed?.status).toBe('error');
+      } finally {
+        fresh.dispose();
+      }
+    });
+
     it('the core itself reports the weight/config errors with the file or tensor named', async () => {
       const { binding } = await engine.binding();
       const missing = await expectCode(binding.loadModel(path.join(modelsDir, 'missing-tensor')), 'E_BAD_WEIGHTS');

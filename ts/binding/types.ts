@@ -277,8 +277,9 @@ export interface RawBinding {
   loadModel(source: RawModelSource, options?: RawLoadOptions): Promise<RawModel>;
   /**
    * What the core would load from `source` (family, engine kind, format, the files a load reads),
-   * reading only config.json and a shard index — never the weights. Fails with the error a load of
-   * the same files would give first.
+   * reading only config.json and a shard index — never tensor data (the native addon also checks each
+   * safetensors file's header against the file's length, from its first pages, so a truncated file
+   * fails here). Fails with the error a load of the same files would give first.
    */
   describeModel(source: RawModelSource): Promise<RawModelLayout>;
   /** The model families this build runs (the core's registry). */

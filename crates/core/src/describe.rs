@@ -9,15 +9,16 @@ use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
 use crate::error::Result;
 use crate::loader::gguf_names::{check_names, GgufArch};
-use crate::loader::{detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE};
+use crate::loader::{check_weight_headers, detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE};
 use crate::loader::{GgufFile, WeightFormat};
 use crate::models::gguf_config::hf_config;
 use crate::models::registry::{family_for, name_config_file, read_config, EngineKind};
 use crate::tokenizer::TOKENIZER_FILE;
 
-/// The files [`describe`] reads; of every other file it only asks whether it exists. A reader
-/// without a file system (WASM: JS reads a folder or fetches URLs) reads these and only looks for
-/// the rest, so describing a model never transfers its weights.
+/// The files [`describe`] needs; of every other file it only asks whether it exists (a folder on
+/// disk also has its safetensors headers checked, from their mapped first pages). A reader without a
+/// file system (WASM: JS reads a folder or fetches URLs) reads these and only looks for the rest, so
+/// describing a model never transfers its weights.
 pub const DESCRIBE_READS: [&str; 2] = [CONFIG_FILE, SAFETENSORS_INDEX_FILE];
 
 /// Whether [`describe`] reads the bytes of `file` of a model whose GGUF file (if any) is `gguf`:
@@ -78,7 +79,8 @@ pub fn describe_dir(dir: &Path) -> Result<ModelLayout> {
     describe(&ModelFiles::from_dir(dir)?)
 }
 
-/// Describes the model in `files` (reads `config.json` and, for shards, the index; no weights).
+/// Describes the model in `files` (reads `config.json` and, for shards, the index; of a folder's
+/// safetensors files the headers, checked against the files' lengths; no tensor data).
 /// Errors are the ones a load of the same files would give first.
 pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
     if let Some(file) = files.gguf_file()? {
@@ -89,6 +91,7 @@ pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
     (family.check_config)(&config).map_err(|e| name_config_file(e, files))?;
     let container = detect_container(files)?;
     let weight_files = weight_files(files, container)?;
+    check_weight_headers(files, container, &weight_files)?;
     let has_tokenizer = files.has(TOKENIZER_FILE);
     let mut side_files = vec![CONFIG_FILE.to_string()];
     if has_tokenizer {

@@ -124,6 +124,21 @@ pub fn weight_files(files: &ModelFiles, format: WeightFormat) -> Result<Vec<Stri
     }
 }
 
+/// What a describe can check of the weight files without reading tensor data: each safetensors
+/// file's header against the file's length, so a truncated download is reported when the model is
+/// listed, not first when it loads (same `E_BAD_WEIGHTS` message as the load's). Only for a folder on
+/// disk, where a mapped file's header pages are all that is read; a reader without a file system
+/// (WASM) hands describe no weight bytes, and its load checks the same.
+pub fn check_weight_headers(files: &ModelFiles, format: WeightFormat, weight_files: &[String]) -> Result<()> {
+    if !files.is_folder() || !matches!(format, WeightFormat::Safetensors | WeightFormat::ShardedSafetensors) {
+        return Ok(());
+    }
+    for file in weight_files {
+        safetensors_file::check_header(&files.bytes(file)?, &files.describe(file))?;
+    }
+    Ok(())
+}
+
 /// The format name every layer reports: config dialect + weight container.
 pub fn format_name(layout: crate::config::ConfigLayout, container: WeightFormat) -> &'static str {
     use crate::config::ConfigLayout::*;

@@ -129,11 +129,17 @@ fn unknown_model_type_is_unsupported() {
 fn truncated_safetensors_is_bad_weights() {
     let m = TempModel::copy_of("mamba1-tiny", "truncated");
     let bytes = std::fs::read(m.path("model.safetensors")).unwrap();
+    let describe = || phoenix_core::describe::describe_dir(&m.dir).unwrap_err();
     std::fs::write(m.path("model.safetensors"), &bytes[..bytes.len() - 1000]).unwrap();
-    assert_err(&load_err(&m.dir), ErrorCode::BadWeights, &["model.safetensors"]);
-    // Cut inside the header too.
+    assert_err(&load_err(&m.dir), ErrorCode::BadWeights, &["model.safetensors", "truncated"]);
+    // Describing the folder (what the model manager lists) finds it from the header, as the load does.
+    assert_eq!(describe(), load_err(&m.dir));
+    // Cut inside the header too; and one byte too many is no better.
     std::fs::write(m.path("model.safetensors"), &bytes[..100]).unwrap();
     assert_err(&load_err(&m.dir), ErrorCode::BadWeights, &["model.safetensors"]);
+    assert_eq!(describe(), load_err(&m.dir));
+    std::fs::write(m.path("model.safetensors"), [&bytes[..], &[0]].concat()).unwrap();
+    assert_eq!(describe(), load_err(&m.dir));
 }
 
 #[test]
@@ -599,7 +605,13 @@ fn describe_names_the_files_and_format_a_load_uses() {
         vec!["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors.index.json"]
     );
     assert_eq!(layout.format, load_model_dir(&m.dir).unwrap().info().format);
-    // A listed shard that is missing, an unknown family, no weights: the codes a load gives.
+    // A truncated shard, a listed shard that is missing, an unknown family, no weights: the codes a
+    // load gives.
+    let whole = std::fs::read(m.path(S2)).unwrap();
+    std::fs::write(m.path(S2), &whole[..whole.len() - 1]).unwrap();
+    let e = describe_dir(&m.dir).unwrap_err();
+    assert_eq!(e, load_err(&m.dir));
+    assert_err(&e, ErrorCode::BadWeights, &[S2, "truncated"]);
     std::fs::remove_file(m.path(S2)).unwrap();
     assert_err(&describe_dir(&m.dir).unwrap_err(), ErrorCode::BadWeights, &[S2, "missing"]);
     let m = TempModel::copy_of("mamba1-tiny", "describe-family");

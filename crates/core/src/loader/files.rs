@@ -270,6 +270,11 @@ impl ModelFiles {
         }
     }
 
+    /// Whether the files are read from a folder on disk (mapped on demand) rather than handed over.
+    pub fn is_folder(&self) -> bool {
+        matches!(self.source, Source::Dir { .. })
+    }
+
     /// Whether the folder has an entry called `file` (of any kind: reading it then says what is
     /// wrong with a FIFO or a folder, instead of calling it absent).
     pub fn has(&self, file: &str) -> bool {

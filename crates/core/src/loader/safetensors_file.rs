@@ -39,6 +39,14 @@ pub(super) fn read(bytes: Arc<FileBytes>, label: &str) -> Result<Vec<(String, Ra
     Ok(out)
 }
 
+/// Checks a safetensors buffer's header and that its tensor data covers the buffer exactly, without
+/// indexing the tensors: the same message [`read`] gives for these faults, from the header pages alone.
+pub(super) fn check_header(bytes: &[u8], label: &str) -> Result<()> {
+    SafeTensors::read_metadata(bytes)
+        .map(|_| ())
+        .map_err(|e| bad_weights(format!("{label}: not a valid safetensors file: {}", header_problem(&e))))
+}
+
 /// What is wrong with a safetensors header, without quoting it (serde's messages name bad values).
 fn header_problem(e: &SafeTensorError) -> String {
     use SafeTensorError::*;
