@@ -38,6 +38,12 @@ impl KvDtype {
         }
     }
 
+    /// Bytes one token adds to a cache of `width` values per row: its key and its value
+    /// (`None` when it overflows). The one rule behind every cache size the core reports.
+    pub fn bytes_per_token(self, width: usize) -> Option<usize> {
+        width.checked_mul(2 * self.size())
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",
@@ -237,7 +243,7 @@ impl KvCache {
 
     /// Bytes of `tokens` tokens' keys and values (`None` when it overflows).
     pub fn bytes_for(&self, tokens: usize) -> Option<usize> {
-        tokens.checked_mul(self.width)?.checked_mul(2 * self.dtype.size())
+        tokens.checked_mul(self.dtype.bytes_per_token(self.width)?)
     }
 
     /// Appends the keys then the values of the tokens held, little-endian in the cache's dtype.

@@ -187,8 +187,9 @@ impl GraniteHybridConfig {
     }
 
     /// What the state grows by per token: every attention layer's key and value (in `kv_dtype`).
+    /// ([`Self::check_sizes`] bounds it; saturating all the same.)
     pub fn state_bytes_per_token(&self, kv_dtype: KvDtype) -> usize {
-        self.attention_layers() * 2 * self.kv_width() * kv_dtype.size()
+        self.attention_layers().saturating_mul(kv_dtype.bytes_per_token(self.kv_width()).unwrap_or(usize::MAX))
     }
 
     /// Every size product (weights, state, a chunk of `rows` tokens' activations and logits, in f32

@@ -58,7 +58,7 @@ impl HybridStateShape {
 
     /// Bytes one token adds to each attention layer's cache.
     fn kv_bytes_per_token(&self) -> Option<usize> {
-        self.kv_width.checked_mul(2 * self.kv_dtype.size())
+        self.kv_dtype.bytes_per_token(self.kv_width)
     }
 
     /// The layout's dtype: the Mamba states' f32, and the caches' when they differ (a snapshot

@@ -136,9 +136,10 @@ impl LlamaConfig {
         self.num_kv_heads * self.head_dim
     }
 
-    /// KV-cache bytes per token: `layers · 2 · kv_heads · head_dim · (bytes of a cache value)`.
+    /// KV-cache bytes per token: `layers · 2 · kv_heads · head_dim · (bytes of a cache value)`
+    /// ([`Self::check_sizes`] bounds it; saturating all the same).
     pub fn state_bytes_per_token(&self, kv_dtype: KvDtype) -> usize {
-        self.num_layers * 2 * self.kv_width() * kv_dtype.size()
+        self.num_layers.saturating_mul(kv_dtype.bytes_per_token(self.kv_width()).unwrap_or(usize::MAX))
     }
 
     /// Every size product the model computes from this config (weights, one token's cache, a chunk of
