@@ -61,6 +61,30 @@ const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   worker: ['threads', 'redis', 'queue', 'concurrency', 'preload', 'kv-cache'],
 };
 
+/** The library option each flag sets (`generationOptions`, the engines' `kvCache`), for messages. */
+const OPTION_FLAGS: Readonly<Record<string, FlagName>> = {
+  maxTokens: 'max-tokens',
+  temperature: 'temperature',
+  topK: 'top-k',
+  topP: 'top-p',
+  minP: 'min-p',
+  repeatPenalty: 'repeat-penalty',
+  seed: 'seed',
+  stop: 'stop',
+  int8Prompt: 'int8-prompt',
+  kvCache: 'kv-cache',
+};
+
+/**
+ * A library message as a command-line user reads it: "option `maxTokens` must be…" becomes "--max-tokens
+ * must be…", "the `kvCache` load option" "the --kv-cache flag"; other text is kept.
+ */
+export function inFlagTerms(message: string): string {
+  return message
+    .replace(/`([A-Za-z0-9]+)` load option/g, (whole, option: string) => (Object.hasOwn(OPTION_FLAGS, option) ? `--${OPTION_FLAGS[option]} flag` : whole))
+    .replace(/(?:\b\w+: )?option `([A-Za-z0-9]+)`/g, (whole, option: string) => (Object.hasOwn(OPTION_FLAGS, option) ? `--${OPTION_FLAGS[option]}` : whole));
+}
+
 /** Whether `command` reads `flag` (its help lists only those). */
 export function commandTakes(command: CommandName, flag: FlagName): boolean {
   return GLOBAL_FLAGS.includes(flag) || COMMAND_FLAGS[command].includes(flag);

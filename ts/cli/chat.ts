@@ -8,6 +8,7 @@ import { createInterface, type Interface } from 'node:readline';
 
 import { PhoenixError } from '../binding/errors.js';
 import type { ChatMessage } from '../engines/types.js';
+import { inFlagTerms } from './args.js';
 import { chatEngine, checkOptionsBeforeLoading, generationOptions, statsLine, systemMessage } from './commands.js';
 import type { CliContext } from './context.js';
 import { printable } from './printable.js';
@@ -89,7 +90,7 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       } catch (error) {
         // A failed answer (e.g. the context is full) leaves the conversation as it was.
         const e = error instanceof PhoenixError ? error : new PhoenixError('E_INTERNAL', String(error));
-        ctx.io.stderr.write(`phoenix-local: ${e.code}: ${printable(e.message)}\n`);
+        ctx.io.stderr.write(`phoenix-local: ${e.code}: ${printable(inFlagTerms(e.message))}\n`);
       } finally {
         answering = undefined;
       }

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 
 import { toPhoenixError } from '../binding/errors.js';
-import { checkFlagsFor, checkPositionals, parseCommandLine } from './args.js';
+import { checkFlagsFor, checkPositionals, inFlagTerms, parseCommandLine } from './args.js';
 import { chatCommand } from './chat.js';
 import { infoCommand, listCommand, runCommand, scoreCommand } from './commands.js';
 import { CliContext, type CliIO } from './context.js';
@@ -84,7 +84,7 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
     }
   } catch (thrown) {
     const error = toPhoenixError(thrown);
-    io.stderr.write(`phoenix-local: ${error.code}: ${printable(error.message)}\n`);
+    io.stderr.write(`phoenix-local: ${error.code}: ${printable(inFlagTerms(error.message))}\n`);
     return error.details.usage ? 2 : 1;
   } finally {
     ctx?.manager.dispose();
