@@ -9,7 +9,9 @@ use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
 use crate::error::Result;
 use crate::loader::gguf_names::{check_names, GgufArch};
-use crate::loader::{check_weight_headers, detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE};
+use crate::loader::{
+    check_weight_headers, detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE,
+};
 use crate::loader::{GgufFile, WeightFormat};
 use crate::models::gguf_config::hf_config;
 use crate::models::registry::{family_for, name_config_file, read_config, EngineKind};
