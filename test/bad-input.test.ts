@@ -3,7 +3,7 @@
  * Broken model folders are built from the real fixtures in a temp dir.
  */
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -86,6 +86,26 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       } finally {
         fresh.dispose();
       }
+    });
+
+    it.runIf(backend === 'native')('useMmap: false reads the weights into memory: a file truncated in place under the loaded model changes nothing', async () => {
+      const own = path.join(scratch.dir, 'no-mmap-models');
+      await mkdir(own);
+      const dir = await copyModel(TINY, path.join(own, 'tiny'));
+      const metadata = await new LocalModelManager({ modelsDir: own, engines: [engine], measurePerformance: false }).getModelMetadata('tiny');
+      const binding = await loadBinding({ backend });
+      const greedy = { maxTokens: 6, temperature: 0 };
+      const mapped = await new MambaSSMEngine({ binding }).loadModel(metadata);
+      const expected = (await engine.predict(mapped, { ids: [1, 2, 3] }, greedy)).tokenIds;
+      mapped.dispose();
+      const reading = new MambaSSMEngine({ binding, useMmap: false });
+      const held = await reading.loadModel(metadata);
+      await truncate(path.join(dir, 'model.safetensors'), 100);
+      expect((await reading.predict(held, { ids: [1, 2, 3] }, greedy)).tokenIds).toEqual(expected);
+      held.dispose();
+      await expectCode(reading.loadModel(metadata), 'E_BAD_WEIGHTS');
+      await expectCode(new MambaSSMEngine({ binding, useMmap: 'no' } as never).loadModel(metadata), 'E_INVALID_OPTION');
+      await stillAlive();
     });
 
     it('the core itself reports the weight/config errors with the file or tensor named', async () => {

@@ -23,6 +23,8 @@ const LLAMA_GGUF = path.join(ROOT, 'test/fixtures/gguf-llama-tiny/llama-tiny.f32
 const DOUBLING = "{% set ns = namespace(x='a') %}{% for i in range(60) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x | length }}";
 /** Grows without any operator: `join` of a lazily repeated list (100 GB). */
 const JOINED = "{{ ([('x' * 1000000)] * 100000) | join }}";
+/** A reversed slice of an empty list: minijinja 2.24 panics (index out of bounds) rendering it. */
+const PANICKING = '{{ [][::-1] }}';
 
 /** Writes `template` as `tokenizer.chat_template` into a copy of a GGUF file (the first key of its header). */
 async function ggufWithTemplate(from: string, to: string, template: string): Promise<string> {
@@ -66,6 +68,7 @@ beforeAll(async () => {
   await folderWithTemplate(path.join(modelsDir, 'doubling-folder'), DOUBLING);
   await folderWithTemplate(path.join(modelsDir, 'joined-folder'), JOINED);
   await makeChatModel(path.join(modelsDir, 'chat-tiny'));
+  await folderWithTemplate(path.join(modelsDir, 'panicking-folder'), PANICKING);
 });
 
 afterAll(async () => scratch?.cleanup());
@@ -98,6 +101,20 @@ describe('phoenix-local run --chat with a template that grows a huge value', () 
     expect(run.stderr).toContain(source);
     expect(run.stderr).toMatch(/past the \d+ MiB a render may hold/);
     expect(run.stderr).not.toContain('ns.x');
+  }, 60_000);
+});
+
+describe('phoenix-local run --chat with a template the renderer panics on', () => {
+  it('is E_BAD_CONFIG on one line of stderr: the panic is not printed, even with RUST_BACKTRACE set', async () => {
+    const run = spawnSync(process.execPath, [BIN, 'run', path.join('models', 'panicking-folder'), '--chat', 'hi', '-q', '-n', '2'], {
+      cwd: scratch.dir,
+      encoding: 'utf8',
+      env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir, RUST_BACKTRACE: '1' },
+    });
+    expect(run.signal).toBeNull();
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/^phoenix-local: E_BAD_CONFIG: .*tokenizer_config\.json/m);
+    expect(run.stderr).not.toMatch(/panicked|backtrace|\.cargo/);
   }, 60_000);
 });
 

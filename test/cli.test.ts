@@ -182,7 +182,7 @@ describe('phoenix-local CLI', () => {
     expect(mismatched.status).toBe(1);
     expect(mismatched.stderr).toMatch(/E_STATE_MISMATCH: state: the snapshot's state is f16, this model's is f32 \(saved with another --kv-cache flag\)/);
     const bad = await cli(['run', llama, '--ids', ids, '-q', '--kv-cache', 'bf16']);
-    expect(bad.status).toBe(1);
+    expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/E_INVALID_OPTION: --kv-cache must be "f32" or "f16", got "bf16"/);
     expect((await cli(['run', '--help'])).stdout).toContain('--kv-cache f32|f16');
   });
@@ -320,6 +320,11 @@ describe('phoenix-local CLI', () => {
     expect(run.stderr).toContain(`note: --threads ${over} is more than the ${over - 1} CPUs here`);
     const fits = await cli(['run', 'phoenix-ssm-lite', 'Once', '-n', '2', '-t', '0', '-q', '--threads', '1']);
     expect(fits.stderr).not.toContain('note: --threads');
+    // info reports the threads in effect, with or without loading the model.
+    for (const load of [[], ['--no-load']]) {
+      const info = await cli(['info', 'phoenix-ssm-lite', '-q', '--threads', '1', ...load]);
+      expect(info.stdout).toMatch(/^core\s+v\S+, simd \S+, 1 threads$/m);
+    }
   });
 
   it('usage errors exit 2 before any model is loaded', async () => {
@@ -368,6 +373,15 @@ describe('phoenix-local CLI', () => {
     expect(int8.status, int8.stderr).toBe(0);
     expect(int8.stdout).toBe(plain.stdout);
     expect(plain.stdout.length).toBeGreaterThan(0);
+  });
+
+  it('--no-mmap reads the weights into memory: the same text; list takes no such flag', async () => {
+    const args = ['run', 'phoenix-ssm-lite', 'Once upon a time', '-n', '12', '-t', '0', '-q'];
+    const [mapped, read] = [await cli(args), await cli([...args, '--no-mmap'])];
+    expect([mapped.status, read.status], read.stderr).toEqual([0, 0]);
+    expect(read.stdout).toBe(mapped.stdout);
+    expect((await cli(['run', '--help'])).stdout).toContain('--no-mmap');
+    expect((await cli(['list', '--no-mmap'])).status).toBe(2);
   });
 
   it('every command has its own --help (exit 0, stdout), also as `help <command>`', async () => {

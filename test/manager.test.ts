@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import { LocalModelManager, type ModelProgressEvent } from '../ts/models/manager.js';
 import { defaultManifestPath } from '../ts/models/models-dir.js';
-import { LITE, TINY, TINY_ORIGINAL, copyModel, expectCode, requireNativeAddon, tempDir } from './helpers.js';
+import { defaultEngines } from '../ts/engines/default-engines.js';
+import { LITE, ROOT, TINY, TINY_ORIGINAL, copyModel, expectCode, readSafetensors, requireNativeAddon, tempDir, writeSafetensors } from './helpers.js';
 
 let scratch: Awaited<ReturnType<typeof tempDir>>;
 let modelsDir: string;
@@ -251,6 +252,38 @@ describe('loading, caching, budget', () => {
     m.dispose();
     const fresh = await new LocalModelManager({ modelsDir }).getModelMetadata('tiny-copy');
     expect(fresh.performance).toEqual(meta.performance);
+  });
+
+  it('the speed probe fits a short context, and a model that cannot generate fails its load without staying loaded', async () => {
+    const dir = path.join(scratch.dir, 'probe-models');
+    await mkdir(dir);
+    // A 6-token context: the probe takes 3 tokens in and 3 out instead of 16 + 8.
+    const short = await copyModel(path.join(ROOT, 'test/fixtures/llama-tiny'), path.join(dir, 'short'));
+    const config = JSON.parse(await readFile(path.join(short, 'config.json'), 'utf8')) as Record<string, unknown>;
+    await writeFile(path.join(short, 'config.json'), JSON.stringify({ ...config, max_position_embeddings: 6 }));
+    // Logits that overflow: every generation fails with E_BAD_WEIGHTS.
+    const overflow = await copyModel(TINY, path.join(dir, 'overflow'));
+    const file = path.join(overflow, 'model.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    const norm = tensors.get('backbone.norm_f.weight')!;
+    tensors.set('backbone.norm_f.weight', { ...norm, data: Buffer.from(new Float32Array(norm.data.length / 4).fill(3e38).buffer) });
+    await writeSafetensors(file, tensors, metadata);
+
+    const m = new LocalModelManager({ modelsDir: dir, engines: defaultEngines() });
+    try {
+      await m.loadModel('short');
+      const profile = (await m.getModelMetadata('short')).performance;
+      expect([profile?.probePromptTokens, profile?.probeGeneratedTokens]).toEqual([3, 3]);
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const error = await expectCode(m.loadModel('overflow'), 'E_BAD_WEIGHTS');
+        expect(error.message).toMatch(/"overflow" loaded but could not generate .*speed probe.*non-finite logit/);
+        expect(m.loadedModels().map((x) => x.name)).toEqual(['short']);
+        const listed = await m.getModelMetadata('overflow');
+        expect([listed.status, listed.error?.code]).toEqual(['error', 'E_BAD_WEIGHTS']);
+      }
+    } finally {
+      m.dispose();
+    }
   });
 
   it('getFallbackModel returns the smallest other usable model of the type', async () => {

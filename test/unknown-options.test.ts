@@ -88,3 +88,36 @@ describe('unknown request fields and request options', () => {
     expect(ok.success, ok.errorMessage).toBe(true);
   });
 });
+
+describe('unknown constructor options', () => {
+  it('engines, defaultEngines, the manager, the pipeline and startWorker refuse a misspelt option by name', async () => {
+    const { MambaSSMEngine } = await import('../ts/engines/mamba-engine.js');
+    const { TransformerEngine } = await import('../ts/engines/transformer-engine.js');
+    const { defaultEngines } = await import('../ts/engines/default-engines.js');
+    const { LocalModelManager } = await import('../ts/models/manager.js');
+    const { startWorker } = await import('../ts/pipeline/cluster/worker.js');
+    const cases: [string, () => unknown, string, string][] = [
+      ['TransformerEngine', () => new TransformerEngine({ kvcache: 'f16' } as never), 'engine option `kvcache`', 'kvCache'],
+      ['MambaSSMEngine', () => new MambaSSMEngine({ kvCash: 'f16' } as never), 'engine option `kvCash`', 'kvCache'],
+      ['defaultEngines', () => defaultEngines({ threads: 4 } as never), 'engine option `threads`', 'known: binding, kvCache'],
+      ['LocalModelManager', () => new LocalModelManager({ modelsDir: '/nonexistent', memoryBudget: 5 } as never), 'manager option `memoryBudget`', 'memoryBudgetBytes'],
+      ['LocalAIPipeline', () => new LocalAIPipeline({ modelsDir: '/nonexistent', kvcache: 'f16' } as never), 'pipeline option `kvcache`', 'kvCache'],
+      ['startWorker', () => startWorker({ redis: 'redis://127.0.0.1:1', concurency: 2 } as never), 'worker option `concurency`', 'concurrency'],
+    ];
+    for (const [what, build, named, hint] of cases) {
+      let error: unknown;
+      try {
+        await build();
+      } catch (e) {
+        error = e;
+      }
+      expect({ what, code: (error as PhoenixError | undefined)?.code }).toEqual({ what, code: 'E_INVALID_OPTION' });
+      expect((error as PhoenixError).message).toContain(`unknown ${named}`);
+      expect((error as PhoenixError).message).toContain(hint);
+    }
+    // Every documented option, and an undefined value, still construct.
+    new TransformerEngine({ binding: undefined, kvCache: 'f16' });
+    new LocalModelManager({ modelsDir: '/nonexistent', manifestPath: undefined, memoryBudgetBytes: 1, engines: [], measurePerformance: false, onProgress: () => undefined }).dispose();
+    new LocalAIPipeline({ modelsDir: '/nonexistent', maxConcurrency: 2, maxQueueSize: 4, streamBufferTokens: 8, kvCache: undefined }).dispose();
+  });
+});

@@ -95,6 +95,12 @@ export type KvCacheType = 'f32' | 'f16';
 export interface RawLoadOptions {
   /** Default `f32`. SSM-only models have no KV cache. */
   kvCache?: KvCacheType;
+  /**
+   * Native: map the weight files (default `true`), or read them into memory (`false`, llama.cpp's
+   * `--no-mmap`: a file overwritten in place under the loaded model cannot kill the process with
+   * `SIGBUS`). WASM holds the files in memory either way.
+   */
+  useMmap?: boolean;
 }
 
 /** Sampling and stopping options as the core validates them (all optional; core applies defaults). */

@@ -50,17 +50,23 @@ export function wrapModel(raw: RawModel): RawModel {
 }
 
 /**
- * The load options in the shape both bindings convert (an object whose `kvCache` is a string or
- * absent); the core checks the values.
+ * The load options in the shape both bindings convert (an object whose `kvCache` is a string and
+ * `useMmap` a boolean, or absent); the core checks the values.
  */
 function loadOptions(options: RawLoadOptions | undefined): RawLoadOptions | undefined {
   if (options === undefined) return undefined;
   if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'loadModel: options must be an object', { option: 'options' });
-  const kvCache: unknown = options.kvCache;
+  const { kvCache, useMmap } = options as { kvCache: unknown; useMmap: unknown };
   if (kvCache !== undefined && typeof kvCache !== 'string') {
     throw new PhoenixError('E_INVALID_OPTION', `loadModel: option \`kvCache\` must be a string, got ${typeof kvCache}`, { option: 'kvCache' });
   }
-  return kvCache === undefined ? {} : { kvCache: kvCache as RawLoadOptions['kvCache'] };
+  if (useMmap !== undefined && typeof useMmap !== 'boolean') {
+    throw new PhoenixError('E_INVALID_OPTION', `loadModel: option \`useMmap\` must be a boolean, got ${typeof useMmap}`, { option: 'useMmap' });
+  }
+  return {
+    ...(kvCache === undefined ? {} : { kvCache: kvCache as RawLoadOptions['kvCache'] }),
+    ...(useMmap === undefined ? {} : { useMmap }),
+  };
 }
 
 /** Wraps a whole binding module. */

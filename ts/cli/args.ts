@@ -33,6 +33,7 @@ const OPTIONS = {
   verbose: { type: 'boolean' },
   'int8-prompt': { type: 'boolean' },
   'kv-cache': { type: 'string' },
+  'no-mmap': { type: 'boolean' },
   redis: { type: 'string' },
   queue: { type: 'string' },
   concurrency: { type: 'string' },
@@ -54,11 +55,11 @@ const GLOBAL_FLAGS: readonly FlagName[] = ['models-dir', 'backend', 'quiet', 'he
 /** Flags each command reads besides the global ones; any other flag is a usage error. */
 const COMMAND_FLAGS: Record<CommandName, readonly FlagName[]> = {
   list: ['json'],
-  info: ['json', 'no-load', 'threads', 'kv-cache'],
-  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose', 'int8-prompt', 'kv-cache'],
-  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose', 'int8-prompt', 'kv-cache'],
-  score: ['threads', 'ids', 'text', 'json', 'kv-cache'],
-  worker: ['threads', 'redis', 'queue', 'concurrency', 'preload', 'kv-cache'],
+  info: ['json', 'no-load', 'threads', 'kv-cache', 'no-mmap'],
+  run: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'save-state', 'state', 'ids', 'chat', 'system', 'verbose', 'int8-prompt', 'kv-cache', 'no-mmap'],
+  chat: ['threads', 'max-tokens', 'temperature', 'top-k', 'top-p', 'min-p', 'repeat-penalty', 'seed', 'stop', 'system', 'verbose', 'int8-prompt', 'kv-cache', 'no-mmap'],
+  score: ['threads', 'ids', 'text', 'json', 'kv-cache', 'no-mmap'],
+  worker: ['threads', 'redis', 'queue', 'concurrency', 'preload', 'kv-cache', 'no-mmap'],
 };
 
 /** The library option each flag sets (`generationOptions`, the engines' `kvCache`), for messages. */

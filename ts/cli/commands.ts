@@ -52,7 +52,8 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
   let backend: Record<string, unknown>;
   try {
     const s = await ctx.binding();
-    backend = { kind: s.backend, path: s.path, reason: s.reason, ...s.buildInfo };
+    // Read now, not at selection: --threads was applied since.
+    backend = { kind: s.backend, path: s.path, reason: s.reason, ...s.binding.buildInfo() };
   } catch (error) {
     backend = { unavailable: toPhoenixError(error).message };
   }

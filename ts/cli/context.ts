@@ -58,7 +58,7 @@ export class CliContext {
     configured.catch(() => undefined);
     // --kv-cache's value is checked by the core when a model loads (E_INVALID_OPTION).
     const kvCache = flags['kv-cache'] as KvCacheType | undefined;
-    this.engines = defaultEngines({ binding: configured, ...(kvCache !== undefined ? { kvCache } : {}) });
+    this.engines = defaultEngines({ binding: configured, ...(kvCache !== undefined ? { kvCache } : {}), ...(flags['no-mmap'] ? { useMmap: false } : {}) });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
       engines: [...this.engines],

@@ -84,8 +84,11 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
     }
   } catch (thrown) {
     const error = toPhoenixError(thrown);
-    io.stderr.write(`phoenix-local: ${error.code}: ${printable(inFlagTerms(error.message))}\n`);
-    return error.details.usage ? 2 : 1;
+    const message = inFlagTerms(error.message);
+    io.stderr.write(`phoenix-local: ${error.code}: ${printable(message)}\n`);
+    // A value the library refuses for one of our flags is a usage error, wherever it was found.
+    const flagRefused = error.code === 'E_INVALID_OPTION' && message !== error.message;
+    return error.details.usage || flagRefused ? 2 : 1;
   } finally {
     ctx?.manager.dispose();
   }

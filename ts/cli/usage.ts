@@ -60,7 +60,9 @@ Options:
   --concurrency <n>            jobs run at once (default 1)
   --preload <a,b>              models to load before taking jobs; jobs naming a model go to a worker
                                that holds it when one is free within 2 s
-  --kv-cache f32|f16           KV cache type of the attention models it loads (default f32)`,
+  --kv-cache f32|f16           KV cache type of the attention models it loads (default f32)
+  --no-mmap                    read the weights into memory instead of mapping them (native; as llama.cpp:
+                               a weight file overwritten in place then cannot crash the process)`,
   list: `Usage: phoenix-local list [--json]
 
 Lists the models in the models dir: name, type, format, size, status, version, sha256.
@@ -76,7 +78,9 @@ backend chosen and why. ${MODEL_ARG}
 Options:
   --json                       machine-readable output
   --no-load                    do not load the model (metadata only)
-  --kv-cache f32|f16           load an attention model with this KV cache type (default f32)`,
+  --kv-cache f32|f16           load an attention model with this KV cache type (default f32)
+  --no-mmap                    read the weights into memory instead of mapping them (native; as llama.cpp:
+                               a weight file overwritten in place then cannot crash the process)`,
   run: `Usage: phoenix-local run <model> "<prompt>" [options]
        phoenix-local run <model> --ids 1,2,3 [options]
        phoenix-local run <model> --state <file> ["<more prompt>"] [options]
@@ -99,7 +103,9 @@ Options:
   --int8-prompt                quantized (GGUF) weights: process the prompt with 8-bit activations as
                                llama.cpp does (faster; logits move slightly)
   --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
-                               halves its memory and speeds up long-context decode; logits move slightly)`,
+                               halves its memory and speeds up long-context decode; logits move slightly)
+  --no-mmap                    read the weights into memory instead of mapping them (native; as llama.cpp:
+                               a weight file overwritten in place then cannot crash the process)`,
   chat: `Usage: phoenix-local chat <model> [options]
 
 An interactive conversation with an instruct model, through its chat template. ${MODEL_ARG}
@@ -117,7 +123,9 @@ Options:
   --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr
   --int8-prompt                quantized (GGUF) weights: process each turn with 8-bit activations (faster)
   --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
-                               halves its memory and speeds up long-context decode; logits move slightly)`,
+                               halves its memory and speeds up long-context decode; logits move slightly)
+  --no-mmap                    read the weights into memory instead of mapping them (native; as llama.cpp:
+                               a weight file overwritten in place then cannot crash the process)`,
   score: `Usage: phoenix-local score <model> (--ids 1,2,3 | --text "…") [--json]
        phoenix-local score <model> "<text>" [--json]
 
@@ -130,7 +138,9 @@ Options:
                                also follow <model> as an argument
   --json                       {"ids":[…],"logits":[[…],…]}: every position, every vocabulary column
   --kv-cache f32|f16           what an attention model's KV cache holds (default f32; f16, as llama.cpp,
-                               halves its memory and speeds up long-context decode; logits move slightly)`,
+                               halves its memory and speeds up long-context decode; logits move slightly)
+  --no-mmap                    read the weights into memory instead of mapping them (native; as llama.cpp:
+                               a weight file overwritten in place then cannot crash the process)`,
 };
 
 /** The help of one command, with the global options and exit statuses. */

@@ -11,6 +11,7 @@ import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
 import { checkChatOptions, toRawMessages } from './chat.js';
 import { BindingGenerationStream, FailedGenerationStream } from './generation-stream.js';
+import { optionKeys, refuseUnknownKeys } from './known-keys.js';
 import { toRawOptions, toRawPrompt } from './options.js';
 import type {
   ChatMessage,
@@ -40,7 +41,16 @@ export interface BindingEngineOptions {
    * `info.architecture.kvCacheDtype` says which it got. SSM-only models have no KV cache.
    */
   kvCache?: KvCacheType;
+  /**
+   * Native binding: memory-map weight files (default `true`, as llama.cpp: no copy, quick loads, pages
+   * shared with the OS cache), or read them into memory (`false`, llama.cpp's `--no-mmap`): then
+   * rewriting a model's file in place (`cp` over it) while it is loaded cannot kill the process
+   * (`SIGBUS` on a truncated mapping). WASM holds the files in memory either way.
+   */
+  useMmap?: boolean;
 }
+
+const ENGINE_OPTION_KEYS = optionKeys<BindingEngineOptions>({ binding: true, kvCache: true, useMmap: true });
 
 /**
  * Base of engines that run on a phoenix binding: implements loading, `predict`, `stream` and
@@ -51,10 +61,17 @@ export abstract class BindingEngine implements InferenceEngine {
   readonly #binding: BindingEngineOptions['binding'];
   readonly #loadOptions: RawLoadOptions;
 
-  /** `kvCache` is checked when a model loads (`E_INVALID_OPTION` from `loadModel`). */
+  /**
+   * `kvCache` is checked when a model loads (`E_INVALID_OPTION` from `loadModel`).
+   * @throws `E_INVALID_OPTION` for an option it does not know (a misspelt `kvcache` is not ignored).
+   */
   constructor(options: BindingEngineOptions = {}) {
+    refuseUnknownKeys(options, ENGINE_OPTION_KEYS, 'engine option');
     this.#binding = options.binding;
-    this.#loadOptions = options.kvCache === undefined ? {} : { kvCache: options.kvCache };
+    this.#loadOptions = {
+      ...(options.kvCache === undefined ? {} : { kvCache: options.kvCache }),
+      ...(options.useMmap === undefined ? {} : { useMmap: options.useMmap }),
+    };
   }
 
   abstract canLoad(metadata: ModelMetadata): boolean;

@@ -4,6 +4,14 @@
  */
 import { PhoenixError } from '../binding/errors.js';
 
+/**
+ * The keys of an options type as a run-time set, complete by construction: `optionKeys<Options>({ a: true,
+ * b: true })` does not compile while a key of `Options` is missing or an extra one is listed.
+ */
+export function optionKeys<T extends object>(keys: Record<keyof Required<T>, true>): ReadonlySet<string> {
+  return new Set(Object.keys(keys));
+}
+
 /** Throws `E_INVALID_OPTION` for the first key of `value` (set to something) outside `known`. */
 export function refuseUnknownKeys(value: object, known: ReadonlySet<string>, what: string, prefix = ''): void {
   for (const [key, v] of Object.entries(value)) {

@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
+import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
 import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
@@ -116,6 +117,16 @@ interface ModelRecord {
  * const model = await manager.loadModel('phoenix-ssm-lite');
  * ```
  */
+const MANAGER_OPTION_KEYS = optionKeys<LocalModelManagerOptions>({
+  modelsDir: true,
+  manifestPath: true,
+  memoryBudgetBytes: true,
+  engines: true,
+  measurePerformance: true,
+  onProgress: true,
+  binding: true,
+});
+
 export class LocalModelManager {
   /** Absolute path of the models dir. */
   readonly modelsDir: string;
@@ -131,7 +142,9 @@ export class LocalModelManager {
   /** Monotonic use counter for LRU order (timestamps can tie). */
   #clock = 0;
 
+  /** @throws `E_INVALID_OPTION` for an option it does not know, or a bad `modelsDir` / `memoryBudgetBytes`. */
   constructor(options: LocalModelManagerOptions = {}) {
+    refuseUnknownKeys(options, MANAGER_OPTION_KEYS, 'manager option');
     if (options.modelsDir !== undefined && typeof options.modelsDir !== 'string') {
       throw new PhoenixError('E_INVALID_OPTION', `option modelsDir must be a path string, got a ${typeof options.modelsDir}`, { option: 'modelsDir' });
     }
@@ -617,16 +630,35 @@ export class LocalModelManager {
     record.loaded = model;
     record.lastUsed = ++this.#clock;
     this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
-    if (this.#measure && !metadata.performance) await this.#probe(record, engine, model, metadata, loadMs);
+    if (this.#measure && !metadata.performance) {
+      try {
+        await this.#probe(record, engine, model, metadata, loadMs);
+      } catch (error) {
+        // The model could not generate (non-finite weights, a core failure): a load that hands it out
+        // would only fail later, so the load fails, now and on every retry until its files change.
+        record.loaded = undefined;
+        record.loadedFiles = undefined;
+        model.dispose();
+        const typed = toPhoenixError(error, { model: record.name });
+        record.loadError = new PhoenixError(typed.code, `"${record.name}" loaded but could not generate its first tokens (the speed probe): ${typed.message}`, typed.details);
+        throw record.loadError;
+      }
+    }
     this.#enforceBudget(record);
     return model;
   }
 
-  /** A tiny prefill + decode run, timed, stored in the manifest for this checksum. */
+  /**
+   * A tiny prefill + decode run (16 + 8 tokens, fewer in a shorter context; none in one under 2 tokens),
+   * timed, stored in the manifest for this checksum.
+   */
   async #probe(record: ModelRecord, engine: InferenceEngine, model: LoadedModel, metadata: ModelMetadata, loadMs: number): Promise<void> {
-    const vocab = model.info.vocabSize;
-    const ids = Array.from({ length: 16 }, (_, i) => (i * 7 + 3) % vocab);
-    const result = await engine.predict(model, { ids }, { maxTokens: 8, temperature: 0, stopTokenIds: [] });
+    const { vocabSize: vocab, contextLength } = model.info;
+    const context = contextLength ?? Number.POSITIVE_INFINITY;
+    if (context < 2) return;
+    const promptTokens = Math.min(16, Math.ceil(context / 2));
+    const ids = Array.from({ length: promptTokens }, (_, i) => (i * 7 + 3) % vocab);
+    const result = await engine.predict(model, { ids }, { maxTokens: Math.min(8, context - promptTokens), temperature: 0, stopTokenIds: [] });
     const perSecond = (tokens: number, ms: number): number => (ms > 0 ? (tokens * 1000) / ms : 0);
     const profile: PerformanceProfile = {
       loadMs,

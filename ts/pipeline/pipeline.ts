@@ -9,7 +9,7 @@ import type { BindingSelection } from '../binding/load.js';
 import type { KvCacheType } from '../binding/types.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
-import { refuseUnknownKeys } from '../engines/known-keys.js';
+import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
 import type { ChatMessage, GenerationOptions, GenerationResult, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
@@ -39,6 +39,8 @@ export interface LocalAIPipelineOptions {
   binding?: BindingSelection | Promise<BindingSelection>;
   /** KV cache type of the default engines' attention models (`BindingEngineOptions.kvCache`; default `f32`). */
   kvCache?: KvCacheType;
+  /** Whether the default engines map weight files (`BindingEngineOptions.useMmap`; default `true`). */
+  useMmap?: boolean;
   /** Memory budget of the default manager, in bytes. */
   memoryBudgetBytes?: number;
   /** Requests that run at once (default 1: one model computation at a time uses every core). */
@@ -116,6 +118,23 @@ type Within = <T>(phase: RequestPhase, step: Promise<T>, late?: { subject?: stri
  * if (result.success) console.log(result.text, result.tokensPerSecond);
  * ```
  */
+const PIPELINE_OPTION_KEYS = optionKeys<LocalAIPipelineOptions>({
+  manager: true,
+  modelsDir: true,
+  binding: true,
+  kvCache: true,
+  useMmap: true,
+  memoryBudgetBytes: true,
+  maxConcurrency: true,
+  maxQueueSize: true,
+  streamBufferTokens: true,
+  defaultMode: true,
+  modeLimits: true,
+  energy: true,
+  offlineDetector: true,
+  queue: true,
+});
+
 export class LocalAIPipeline {
   readonly manager: LocalModelManager;
   readonly #ownsManager: boolean;
@@ -128,10 +147,16 @@ export class LocalAIPipeline {
   readonly #metrics = new PipelineMetrics();
   readonly #remote: LazyQueueClient | undefined;
 
-  /** @throws `E_INVALID_OPTION` for `kvCache` beside a `manager` (it configures the default engines only). */
+  /**
+   * @throws `E_INVALID_OPTION` for an option it does not know, or `kvCache` / `useMmap` beside a
+   * `manager` (they configure the default engines only).
+   */
   constructor(options: LocalAIPipelineOptions = {}) {
-    if (options.manager && options.kvCache !== undefined) {
-      throw new PhoenixError('E_INVALID_OPTION', 'kvCache configures the default manager\'s engines; with your own manager, give its engines kvCache', { option: 'kvCache' });
+    refuseUnknownKeys(options, PIPELINE_OPTION_KEYS, 'pipeline option');
+    for (const option of ['kvCache', 'useMmap'] as const) {
+      if (options.manager && options[option] !== undefined) {
+        throw new PhoenixError('E_INVALID_OPTION', `${option} configures the default manager's engines; with your own manager, give its engines ${option}`, { option });
+      }
     }
     this.#ownsManager = !options.manager;
     this.manager =
@@ -139,7 +164,11 @@ export class LocalAIPipeline {
       new LocalModelManager({
         modelsDir: options.modelsDir,
         memoryBudgetBytes: options.memoryBudgetBytes,
-        engines: defaultEngines({ binding: options.binding, ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}) }),
+        engines: defaultEngines({
+          binding: options.binding,
+          ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}),
+          ...(options.useMmap !== undefined ? { useMmap: options.useMmap } : {}),
+        }),
         binding: options.binding,
       });
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);

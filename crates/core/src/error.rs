@@ -89,9 +89,11 @@ ctor! {
     internal => Internal,
 }
 
-/// Runs `f`, turning a panic into `E_INTERNAL` so no binding ever unwinds into its host.
+/// Runs `f`, turning a panic into `E_INTERNAL` so no binding ever unwinds into its host. The panic
+/// is not printed on the host's stderr (it is the error's message, with the file and line it came
+/// from); `PHOENIX_PANIC_TRACE=1` prints it as Rust does, for debugging.
 pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    match catching(f) {
         Ok(result) => result,
         Err(payload) => {
             let what = payload
@@ -99,9 +101,49 @@ pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
-            Err(internal(format!("internal error (caught panic): {what}")))
+            let at = PANIC_AT.with(|p| p.borrow_mut().take()).map(|at| format!(" at {at}")).unwrap_or_default();
+            Err(internal(format!("internal error (caught panic{at}): {what}")))
         }
     }
+}
+
+thread_local! {
+    /// How many [`catching`] scopes this thread is in: a panic inside one becomes a typed error.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Where the last caught panic of this thread happened (`file.rs:line`), for its error.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `catch_unwind` for the core's own catching scopes ([`catch_panic`], the memory-budgeted threads):
+/// a panic caught here is reported by the error it becomes, not printed. Panics elsewhere (a pool
+/// worker's, one that escapes) still reach Rust's hook. WASM keeps its binding's own hook.
+pub fn catching<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    install_quiet_hook();
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    outcome
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        let trace = std::env::var_os("PHOENIX_PANIC_TRACE").is_some_and(|v| v != "0" && !v.is_empty());
+        std::panic::set_hook(Box::new(move |info| {
+            if trace || CATCHING.with(|c| c.get()) == 0 {
+                return previous(info);
+            }
+            // The file's name only: a dependency's full path names the machine that built it.
+            let at = info.location().map(|l| {
+                let file = l.file().rsplit(['/', '\\']).next().unwrap_or_default();
+                format!("{file}:{}", l.line())
+            });
+            PANIC_AT.with(|p| *p.borrow_mut() = at);
+        }));
+    });
 }
 
 #[cfg(test)]
@@ -120,5 +162,10 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(e.message.contains("boom"));
+        // Where it happened, by file name only (no builder's path).
+        assert!(e.message.starts_with("internal error (caught panic at error.rs:"), "{}", e.message);
+        // Nested scopes unwind to the inner one; the outer goes on.
+        let outer: Result<u32> = catch_panic(|| Ok(catch_panic::<u32>(|| panic!("inner")).map_or(7, |_| 0)));
+        assert_eq!(outer.unwrap(), 7);
     }
 }

@@ -254,7 +254,7 @@ mod native {
                     m.report.set(Arc::as_ptr(&thread_report));
                     m.limit.set(budget.max(1));
                 });
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                let outcome = crate::error::catching(job);
                 METER.with(|m| m.limit.set(0));
                 METERING.fetch_sub(1, Ordering::SeqCst);
                 let state = match outcome {

@@ -47,17 +47,29 @@ pub struct ModelInfo {
 
 /// Choices made when a model is loaded (`LoadedModel::load_with`); the default is what a bare
 /// load does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// What attention layers' KV caches hold (f32 by default; f16 halves the cache and the bytes a
     /// decode step reads through attention, as llama.cpp's default cache). SSM-only families have
     /// no cache and ignore it.
     pub kv_cache: KvDtype,
+    /// Map a folder's weight files (default, as llama.cpp and candle do: no copy, pages shared with
+    /// the page cache), or read them into memory (`false`, llama.cpp's `--no-mmap`): then a file
+    /// truncated or rewritten in place under a loaded model cannot fault the process (`SIGBUS`).
+    /// Files handed over in memory (WASM) are in memory either way.
+    pub use_mmap: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { kv_cache: KvDtype::default(), use_mmap: true }
+    }
 }
 
 impl LoadOptions {
-    /// From the bindings' option object: `kvCache` is `"f32"`, `"f16"` or absent (f32).
-    pub fn from_names(kv_cache: Option<&str>) -> Result<Self> {
+    /// From the bindings' option object: `kvCache` is `"f32"`, `"f16"` or absent (f32); `useMmap`
+    /// absent is `true`.
+    pub fn from_names(kv_cache: Option<&str>, use_mmap: Option<bool>) -> Result<Self> {
         let kv_cache = match kv_cache {
             None | Some("f32") => KvDtype::F32,
             Some("f16") => KvDtype::F16,
@@ -68,7 +80,7 @@ impl LoadOptions {
                 )))
             }
         };
-        Ok(Self { kv_cache })
+        Ok(Self { kv_cache, use_mmap: use_mmap.unwrap_or(true) })
     }
 }
 

@@ -90,7 +90,8 @@ impl LoadedModel {
 
     /// [`Self::load`] with load options (the KV cache's dtype).
     pub fn load_with(dir: &Path, options: &LoadOptions) -> Result<Self> {
-        Self::from_files_with(&ModelFiles::from_dir(dir)?, options)
+        let files = ModelFiles::from_dir(dir)?;
+        Self::from_files_with(&if options.use_mmap { files } else { files.read_not_mapped() }, options)
     }
 
     /// Loads from any file source (a folder, or files in memory as the WASM glue has them).

@@ -623,3 +623,32 @@ fn describe_names_the_files_and_format_a_load_uses() {
     std::fs::remove_file(m.path("model.safetensors")).unwrap();
     assert_eq!(describe_dir(&m.dir).unwrap_err(), load_err(&m.dir));
 }
+
+/// `use_mmap: false` (llama.cpp's `--no-mmap`): the weights are read into memory, so a file cut short
+/// in place under the loaded model (what `cp` over it does) leaves it generating the same tokens. A
+/// mapped model would fault (`SIGBUS`) here, which is why the mapped case is not run.
+#[test]
+fn a_model_read_into_memory_outlives_its_file_being_truncated() {
+    use phoenix_core::generate::GenerateOptions;
+    use phoenix_core::session::{LoadedModel, Prompt};
+    use std::sync::Arc;
+    let m = TempModel::copy_of("mamba1-tiny", "no-mmap");
+    let greedy = || GenerateOptions { max_tokens: 6, temperature: 0.0, ..Default::default() };
+    let tokens = |model: &Arc<LoadedModel>| {
+        let mut g = model.generate(Prompt::Ids(vec![1, 2, 3]), greedy(), None).unwrap();
+        let mut ids = Vec::new();
+        while let Some(step) = g.next_step().unwrap() {
+            ids.extend(step.token_id);
+        }
+        ids
+    };
+    let mapped = Arc::new(LoadedModel::load(&m.dir).unwrap());
+    let expected = tokens(&mapped);
+    drop(mapped);
+    let options = phoenix_core::LoadOptions { use_mmap: false, ..Default::default() };
+    let read = Arc::new(LoadedModel::load_with(&m.dir, &options).unwrap());
+    std::fs::OpenOptions::new().write(true).open(m.path("model.safetensors")).unwrap().set_len(100).unwrap();
+    assert_eq!(tokens(&read), expected);
+    // Loading it again now fails typed, as any load of a truncated file.
+    assert_err(&LoadedModel::load_with(&m.dir, &options).err().unwrap(), ErrorCode::BadWeights, &["model.safetensors"]);
+}

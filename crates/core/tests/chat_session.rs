@@ -148,6 +148,9 @@ fn template_sources_list_form_jinja_file_and_their_errors() {
             serde_json::json!({ "chat_template": [{ "name": "other", "template": "x" }] }).to_string(),
         ),
         ("chat_template.jinja", "{% for %}".to_string()),
+        // Past the read caps: still the configuration's code, not the weights'.
+        ("chat_template.jinja", "x".repeat(phoenix_core::chat::MAX_TEMPLATE_BYTES + 1)),
+        ("tokenizer_config.json", format!("{{\"a\": \"{}\"}}", "x".repeat(phoenix_core::loader::files::JSON_FILE_CAP))),
     ] {
         let model = load(&[(file, body.clone())], None);
         let mut g = model
@@ -159,8 +162,8 @@ fn template_sources_list_form_jinja_file_and_their_errors() {
             .unwrap();
         run(&mut g);
         let e = model.chat_prompt(&user("x"), true).unwrap_err();
-        assert_eq!(e.code, ErrorCode::BadConfig, "{body}: {}", e.message);
-        assert!(e.message.contains(&format!("models/chat/{file}")), "{body}: {}", e.message);
+        assert_eq!(e.code, ErrorCode::BadConfig, "{}: {}", &body[..body.len().min(40)], e.message);
+        assert!(e.message.contains(&format!("models/chat/{file}")), "{}: {}", &body[..body.len().min(40)], e.message);
         assert!(!model.info().has_chat_template);
     }
     // An empty conversation is refused.

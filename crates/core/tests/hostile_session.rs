@@ -176,6 +176,22 @@ fn non_finite_logits_are_bad_weights_naming_the_position() {
     assert_eq!(e.code, ErrorCode::BadWeights);
 }
 
+/// A snapshot intact by its checksum whose state values are absurd (±3e38): the overflow is blamed on
+/// the weights *or* the restored state, not the weights alone (they generate fine from scratch).
+#[test]
+fn non_finite_logits_after_a_restored_state_name_the_state_too() {
+    let model = Arc::new(LoadedModel::load(&tiny_dir()).unwrap());
+    let snap = snapshot::decode(&saved_state(&model)).unwrap();
+    let huge: Vec<u8> = snap.state.chunks_exact(4).flat_map(|_| 3.0e38f32.to_le_bytes()).collect();
+    let forged = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &huge);
+    let mut g = model.generate(Prompt::Ids(vec![4]), greedy(2), Some(&forged)).unwrap();
+    let e = g.next_step().unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadWeights);
+    assert!(e.message.contains("the weights or the restored state (the snapshot continued) overflow"), "{}", e.message);
+    // The same model from scratch generates: the weights alone are not to blame.
+    run_all(&mut model.generate(Prompt::Ids(vec![1, 2, 3]), greedy(2), None).unwrap());
+}
+
 // ---------------------------------------------------------------- tokenizer normalizers
 
 fn tokenizer_with_normalizer(normalizer: serde_json::Value) -> phoenix_core::Result<Tokenizer> {

@@ -20,7 +20,7 @@ use phoenix_core::{LanguageModel, LoadOptions, LogitsWanted};
 
 fn load(name: &str, kv_cache: KvDtype) -> Box<dyn LanguageModel> {
     let files = ModelFiles::from_dir(&fixture(name)).unwrap();
-    load_model_files_with(&files, &LoadOptions { kv_cache }).unwrap()
+    load_model_files_with(&files, &LoadOptions { kv_cache, ..Default::default() }).unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -80,7 +80,7 @@ fn an_f16_cache_halves_the_state_snapshots_exactly_and_moves_logits_by_its_round
 fn a_session_snapshot_with_an_f16_cache_continues_and_names_a_cache_mismatch() {
     let greedy = |max_tokens| GenerateOptions { max_tokens, temperature: 0.0, ..Default::default() };
     for name in ["llama-tiny", "granite-hybrid-tiny"] {
-        let f16 = LoadOptions { kv_cache: KvDtype::F16 };
+        let f16 = LoadOptions { kv_cache: KvDtype::F16, ..Default::default() };
         let half = Arc::new(LoadedModel::load_with(&fixture(name), &f16).unwrap());
         let full = Arc::new(LoadedModel::load(&fixture(name)).unwrap());
         let prompt = Prompt::Ids(vec![3, 1, 4, 1, 5, 9, 2, 6]);
@@ -110,11 +110,11 @@ fn ssm_models_take_the_option_and_have_no_cache() {
 #[test]
 fn a_bad_kv_cache_value_names_the_option() {
     for bad in ["bf16", "F16", ""] {
-        let e = LoadOptions::from_names(Some(bad)).unwrap_err();
+        let e = LoadOptions::from_names(Some(bad), None).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidOption, "{bad:?}");
         assert!(e.message.contains("kvCache"), "{}", e.message);
     }
-    assert_eq!(LoadOptions::from_names(Some("f16")).unwrap().kv_cache, KvDtype::F16);
-    assert_eq!(LoadOptions::from_names(Some("f32")).unwrap().kv_cache, KvDtype::F32);
-    assert_eq!(LoadOptions::from_names(None).unwrap(), LoadOptions::default());
+    assert_eq!(LoadOptions::from_names(Some("f16"), None).unwrap().kv_cache, KvDtype::F16);
+    assert_eq!(LoadOptions::from_names(Some("f32"), None).unwrap().kv_cache, KvDtype::F32);
+    assert_eq!(LoadOptions::from_names(None, None).unwrap(), LoadOptions::default());
 }

@@ -136,11 +136,15 @@ pub struct RawFamily {
 #[napi(object)]
 pub struct RawLoadOptions {
     pub kv_cache: Option<String>,
+    pub use_mmap: Option<bool>,
 }
 
 impl RawLoadOptions {
     pub fn to_core(options: Option<&Self>) -> phoenix_core::Result<phoenix_core::LoadOptions> {
-        phoenix_core::LoadOptions::from_names(options.and_then(|o| o.kv_cache.as_deref()))
+        phoenix_core::LoadOptions::from_names(
+            options.and_then(|o| o.kv_cache.as_deref()),
+            options.and_then(|o| o.use_mmap),
+        )
     }
 }
 

@@ -218,7 +218,8 @@ impl ModelFileSet {
     /// `kv_cache`: the `kvCache` load option (`"f32"`, `"f16"`; absent: f32), checked by the core.
     pub fn load(&mut self, kv_cache: Option<String>) -> std::result::Result<RawModel, JsError> {
         let model = guarded(|| {
-            let options = phoenix_core::LoadOptions::from_names(kv_cache.as_deref())?;
+            // Files handed over are in memory already: `useMmap` means nothing here.
+            let options = phoenix_core::LoadOptions::from_names(kv_cache.as_deref(), None)?;
             LoadedModel::from_files_with(&self.take_files(false)?, &options)
         })?;
         Ok(RawModel::new(model))

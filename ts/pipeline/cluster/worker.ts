@@ -12,6 +12,7 @@ import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { KvCacheType } from '../../binding/types.js';
+import { optionKeys, refuseUnknownKeys } from '../../engines/known-keys.js';
 import { LocalAIPipeline } from '../pipeline.js';
 import type { ProcessingResult } from '../types.js';
 import { decideAffinity } from './affinity.js';
@@ -46,7 +47,9 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** KV cache type of the new pipeline's attention models (`LocalAIPipeline`'s `kvCache`; default `f32`). */
   kvCache?: KvCacheType;
-  /** A pipeline to run jobs on instead of a new one over `modelsDir` (then `modelsDir` and `kvCache` are its own). */
+  /** Whether the new pipeline maps weight files (`LocalAIPipeline`'s `useMmap`; default `true`). */
+  useMmap?: boolean;
+  /** A pipeline to run jobs on instead of a new one (then `modelsDir`, `kvCache` and `useMmap` are its own). */
   pipeline?: LocalAIPipeline;
 }
 
@@ -57,6 +60,20 @@ export interface QueueWorker {
   /** Stops taking jobs, waits for the active ones, withdraws its advert, disconnects. */
   close(): Promise<void>;
 }
+
+const WORKER_OPTION_KEYS = optionKeys<WorkerOptions>({
+  redis: true,
+  queue: true,
+  modelsDir: true,
+  concurrency: true,
+  lockDurationMs: true,
+  preload: true,
+  affinityWaitMs: true,
+  heartbeatMs: true,
+  kvCache: true,
+  useMmap: true,
+  pipeline: true,
+});
 
 /** How often the list of models this worker can load is re-read. */
 const AVAILABLE_REFRESH_MS = 15_000;
@@ -91,21 +108,27 @@ class JobStats {
 
 /**
  * Starts a worker; resolves once it is connected, its preloads are loaded and it is taking jobs.
- * @throws `E_INVALID_OPTION` for a count out of range, or `modelsDir` / `kvCache` beside `pipeline`.
+ * @throws `E_INVALID_OPTION` for a count out of range, or `modelsDir` / `kvCache` / `useMmap` beside `pipeline`.
  */
 export async function startWorker(options: WorkerOptions): Promise<QueueWorker> {
+  refuseUnknownKeys(options, WORKER_OPTION_KEYS, 'worker option');
   const queue = options.queue ?? 'phoenix';
   const concurrency = checkCount('concurrency', options.concurrency ?? 1, 1);
   const affinityWaitMs = checkCount('affinityWaitMs', options.affinityWaitMs ?? 2000, 0);
   const heartbeatMs = checkCount('heartbeatMs', options.heartbeatMs ?? 1000, 100);
-  for (const option of ['modelsDir', 'kvCache'] as const) {
+  for (const option of ['modelsDir', 'kvCache', 'useMmap'] as const) {
     if (options.pipeline && options[option] !== undefined) {
       throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` configures the worker's own pipeline; with \`pipeline\`, give it to that pipeline`, { option });
     }
   }
   const pipeline =
     options.pipeline ??
-    new LocalAIPipeline({ modelsDir: options.modelsDir, maxConcurrency: concurrency, ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}) });
+    new LocalAIPipeline({
+      modelsDir: options.modelsDir,
+      maxConcurrency: concurrency,
+      ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}),
+      ...(options.useMmap !== undefined ? { useMmap: options.useMmap } : {}),
+    });
   for (const name of options.preload ?? []) await pipeline.manager.loadModel(name);
   const id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const startedAt = Date.now();

@@ -16,6 +16,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::config::CONFIG_FILE;
 use crate::error::{model_not_found, ErrorCode, PhoenixError, Result};
 use crate::tokenizer::TOKENIZER_FILE;
@@ -65,7 +66,8 @@ pub fn plain_file_name(name: &str) -> std::result::Result<(), &'static str> {
 /// The code a problem with `file` (not its absence) is reported under: that of the file's role.
 fn code_for(file: &str) -> ErrorCode {
     match file {
-        CONFIG_FILE => ErrorCode::BadConfig,
+        // The chat template's files are configuration too (a bad template is E_BAD_CONFIG).
+        CONFIG_FILE | TOKENIZER_CONFIG_FILE | CHAT_TEMPLATE_FILE => ErrorCode::BadConfig,
         TOKENIZER_FILE => ErrorCode::Tokenizer,
         _ => ErrorCode::BadWeights,
     }
@@ -120,6 +122,8 @@ enum Source {
         dir: PathBuf,
         /// Real paths a file of the model may resolve into: the folder and the folder holding it.
         roots: Vec<PathBuf>,
+        /// Whole files are memory-mapped (default) or read into memory ([`ModelFiles::read_not_mapped`]).
+        map: bool,
     },
     /// In-memory files, the files its reader refused, and, when known, where they were read from (a
     /// folder path or base URL).
@@ -188,7 +192,11 @@ impl ModelFiles {
         let mut roots = vec![real.clone()];
         roots.extend(std::fs::canonicalize(named_parent).ok());
         roots.extend(real.parent().map(Path::to_path_buf));
-        Ok(Self { source: Source::Dir { dir: dir.to_path_buf(), roots }, gguf: None, parsed_gguf: Default::default() })
+        Ok(Self {
+            source: Source::Dir { dir: dir.to_path_buf(), roots, map: true },
+            gguf: None,
+            parsed_gguf: Default::default(),
+        })
     }
 
     /// Files already in memory, as `(name, bytes)` pairs (names as they would be inside the folder).
@@ -287,15 +295,27 @@ impl ModelFiles {
         }
     }
 
-    /// The bytes of `file` (memory-mapped for folders). Missing file gives `E_MODEL_NOT_FOUND`.
+    /// The same folder with whole files read into memory instead of memory-mapped (llama.cpp's
+    /// `--no-mmap`): a file truncated or rewritten in place later cannot fault a loaded model.
+    pub fn read_not_mapped(mut self) -> Self {
+        if let Source::Dir { map, .. } = &mut self.source {
+            *map = false;
+        }
+        self
+    }
+
+    /// The bytes of `file` (memory-mapped for folders unless [`Self::read_not_mapped`]). Missing
+    /// file gives `E_MODEL_NOT_FOUND`.
     pub fn bytes(&self, file: &str) -> Result<Arc<FileBytes>> {
         match &self.source {
             Source::Memory { .. } => self.memory_file(file).cloned(),
-            Source::Dir { .. } => {
+            Source::Dir { map, .. } => {
                 let (f, len, shown) = self.open(file)?;
                 #[cfg(not(target_arch = "wasm32"))]
                 {
-                    let _ = len;
+                    if !*map {
+                        return read_whole(f, len, &shown).map_err(|e| problem(file, e.message));
+                    }
                     // SAFETY: the mapping is read-only; model files are not expected to change while
                     // loaded (the same assumption every mmap-based loader, candle's included, makes).
                     let map = unsafe { memmap2::Mmap::map(&f) }
@@ -309,9 +329,8 @@ impl ModelFiles {
                 }
                 #[cfg(target_arch = "wasm32")]
                 {
-                    read_capped(f, len, usize::MAX, &shown)
-                        .map(|v| Arc::new(FileBytes::Owned(v)))
-                        .map_err(|e| problem(file, e.message))
+                    let _ = map;
+                    read_whole(f, len, &shown).map_err(|e| problem(file, e.message))
                 }
             }
         }
@@ -366,7 +385,7 @@ impl ModelFiles {
     /// Opens `file` of a folder source after the name, containment and file-kind checks; returns the
     /// open file, its size and how to name it.
     fn open(&self, file: &str) -> Result<(std::fs::File, u64, String)> {
-        let Source::Dir { dir, roots } = &self.source else { unreachable!("open is for folders") };
+        let Source::Dir { dir, roots, .. } = &self.source else { unreachable!("open is for folders") };
         self.check_name(file)?;
         let path = dir.join(file);
         let shown = path.display().to_string();
@@ -435,6 +454,12 @@ fn read_capped(f: std::fs::File, len: u64, cap: usize, shown: &str) -> Result<Ve
     f.take(cap as u64 + 1).read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read {shown}: {e}")))?;
     check_cap(bytes.len() as u64, cap, shown).map_err(fail)?;
     Ok(bytes)
+}
+
+/// All of an open file of `len` bytes (its `fstat` size), reserved up front: a file that grows while
+/// read is refused past that size; one cut short while read fails its format's own checks.
+fn read_whole(f: std::fs::File, len: u64, shown: &str) -> Result<Arc<FileBytes>> {
+    read_capped(f, len, len.try_into().unwrap_or(usize::MAX), shown).map(|v| Arc::new(FileBytes::Owned(v)))
 }
 
 /// `file` named inside `root`, a folder path or base URL given as text (with or without a final `/`).

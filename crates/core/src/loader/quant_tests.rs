@@ -154,7 +154,7 @@ fn a_quantized_llama_matches_the_same_model_on_its_dequantized_weights() {
 #[test]
 fn a_quantized_llama_with_an_f16_kv_cache_moves_only_by_its_rounding() {
     let (quant, _, _) = quantized_and_dequantized("llama-tiny");
-    let half = llama_with(&quant, &LoadOptions { kv_cache: KvDtype::F16 });
+    let half = llama_with(&quant, &LoadOptions { kv_cache: KvDtype::F16, ..Default::default() });
     let full = llama(&quant);
     let kv_dtype = |m: &LlamaModel| m.info().architecture["kvCacheDtype"].as_str().unwrap().to_string();
     assert_eq!((kv_dtype(&half), kv_dtype(&full)), ("f16".to_string(), "f32".to_string()));

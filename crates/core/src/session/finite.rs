@@ -3,9 +3,26 @@
 
 use crate::error::{bad_weights, Result};
 
+/// What [`check_rows`] blames: the weights.
+pub const WEIGHTS: &str = "the weights";
+/// What a run that continues a snapshot blames: a snapshot's checksum proves it intact, not its
+/// values sensible, so they may be what overflowed.
+pub const WEIGHTS_OR_STATE: &str = "the weights or the restored state (the snapshot continued)";
+
 /// Checks `logits` (rows of `vocab` values for context positions `first_position..`, of
 /// `total_positions` in all). The first non-finite value → `E_BAD_WEIGHTS` naming its position.
 pub fn check_rows(logits: &[f32], vocab: usize, first_position: usize, total_positions: usize) -> Result<()> {
+    check_rows_blaming(logits, vocab, first_position, total_positions, WEIGHTS)
+}
+
+/// [`check_rows`] naming `suspect` ([`WEIGHTS`], [`WEIGHTS_OR_STATE`]) as what overflowed.
+pub fn check_rows_blaming(
+    logits: &[f32],
+    vocab: usize,
+    first_position: usize,
+    total_positions: usize,
+    suspect: &str,
+) -> Result<()> {
     match logits.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(at) => {
@@ -19,7 +36,7 @@ pub fn check_rows(logits: &[f32], vocab: usize, first_position: usize, total_pos
             };
             let (row, column) = (at / vocab.max(1), at % vocab.max(1));
             Err(bad_weights(format!(
-                "model produced a non-finite logit ({kind}) at position {} of {total_positions} (token column {column}): the weights overflow or hold non-finite values",
+                "model produced a non-finite logit ({kind}) at position {} of {total_positions} (token column {column}): {suspect} overflow or hold non-finite values",
                 first_position + row
             )))
         }

@@ -89,6 +89,8 @@ pub struct Generation {
     /// A failed step leaves the state half-advanced: later calls repeat the error.
     failed: Option<PhoenixError>,
     stats: GenerationStats,
+    /// It continues a snapshot: non-finite logits may come from the snapshot's values, not only the weights.
+    restored: bool,
 }
 
 impl Generation {
@@ -149,7 +151,9 @@ impl Generation {
         stop_ids.extend_from_slice(&options.stop_token_ids);
 
         let state_size = (info.state_bytes, info.state_bytes_per_token);
+        let restored = state.is_some();
         let mut generation = Self {
+            restored,
             sampler: Sampler::new(&options, options.seed.unwrap_or_else(fresh_seed), id_limit),
             fingerprint: model.fingerprint(),
             weights_identity: model.weights_identity(),
@@ -260,7 +264,8 @@ impl Generation {
             return Ok(self.finish(FinishReason::Abort, None, text));
         };
         let position = self.history.len() - 1;
-        finite::check_rows(&logits, logits.len(), position, self.history.len())?;
+        let suspect = if self.restored { finite::WEIGHTS_OR_STATE } else { finite::WEIGHTS };
+        finite::check_rows_blaming(&logits, logits.len(), position, self.history.len(), suspect)?;
         self.fed = self.history.len();
         let token = self.sampler.sample(&mut logits, &self.history)?;
         self.history.push(token);
