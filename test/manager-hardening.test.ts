@@ -14,7 +14,7 @@ import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
 import { bundledModelsDir } from '../ts/models/bundled.js';
 import { defaultModelsDir, LocalModelManager, type ModelProgressEvent } from '../ts/models/manager.js';
 import { MANIFEST_FILE_NAME } from '../ts/models/manifest.js';
-import { LITE, ROOT, TINY, copyModel, expectCode, requireNativeAddon, tempDir } from './helpers.js';
+import { LITE, ROOT, TINY, copyModel, expectCode, requireNativeAddon, tempDir, writeSafetensors } from './helpers.js';
 
 const run = promisify(execFile);
 let scratch: Awaited<ReturnType<typeof tempDir>>;
@@ -292,14 +292,15 @@ describe('the manifest shared between processes', () => {
   it('three processes describing 20 models each keep all 60 entries', async () => {
     const dir = await modelsDirNamed('concurrent');
     const names: string[][] = [[], [], []];
-    // A real config (describe checks it as a load would); the weights are never read here.
+    // A real config (describe checks it as a load would); the weights are a header only (describe
+    // checks it against the file's length), never loaded here.
     const config = await readFile(path.join(TINY, 'config.json'), 'utf8');
     for (let p = 0; p < 3; p++) {
       for (let i = 0; i < 20; i++) {
         const name = `m-${p}-${i}`;
         await mkdir(path.join(dir, name));
         await writeFile(path.join(dir, name, 'config.json'), config);
-        await writeFile(path.join(dir, name, 'model.safetensors'), `weights of ${name}`);
+        await writeSafetensors(path.join(dir, name, 'model.safetensors'), new Map(), { name });
         names[p]?.push(name);
       }
     }

@@ -2,14 +2,14 @@
  * LocalAIPipeline on real models: modes and selection, fallback, deadline, energy budget, queue
  * limits, scoring, metrics, system status.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { ProcessingMode } from '../ts/pipeline/modes.js';
 import type { ProcessingRequest, ProcessingResult } from '../ts/pipeline/types.js';
-import { LITE, TINY, copyModel, readJson, requireNativeAddon, tempDir, type LiteReference, type TinyReference } from './helpers.js';
+import { LITE, TINY, copyModel, readJson, readSafetensors, requireNativeAddon, tempDir, writeSafetensors, type LiteReference, type TinyReference } from './helpers.js';
 
 let scratch: Awaited<ReturnType<typeof tempDir>>;
 let modelsDir: string;
@@ -24,9 +24,15 @@ beforeAll(async () => {
   await mkdir(modelsDir);
   await copyModel(LITE, path.join(modelsDir, 'lite'));
   await copyModel(TINY, path.join(modelsDir, 'tiny'));
-  // Same type as lite, bigger on disk, but its weights are broken: loading it fails.
+  // Same type as lite, bigger on disk, but its weights are broken: a well-formed file (so it is listed)
+  // lacking a tensor the model needs, padded past lite's size: loading it fails.
   const broken = await copyModel(LITE, path.join(modelsDir, 'lite-broken'));
-  await writeFile(path.join(broken, 'model.safetensors'), Buffer.concat([Buffer.alloc(8), Buffer.alloc(20_000_000)]));
+  const weights = path.join(broken, 'model.safetensors');
+  const { tensors, metadata } = await readSafetensors(weights);
+  const missing = [...tensors.keys()].find((name) => name.endsWith('norm_f.weight'));
+  if (!missing || !tensors.delete(missing)) throw new Error('lite lacks norm_f');
+  tensors.set('padding', { dtype: 'F32', shape: [5_000_000], data: Buffer.alloc(20_000_000) });
+  await writeSafetensors(weights, tensors, metadata);
   liteRef = await readJson<LiteReference>(path.join(LITE, 'reference.json'));
   tinyRef = await readJson<TinyReference>(path.join(TINY, 'reference.json'));
   pipeline = new LocalAIPipeline({ modelsDir, maxConcurrency: 1, maxQueueSize: 2, defaultMode: ProcessingMode.ENERGY_EFFICIENT });

@@ -508,12 +508,14 @@ unsafe fn tile_config() {
     std::arch::asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
 }
 
+#[cfg(target_arch = "x86_64")]
 macro_rules! load {
     ($tile:literal, $ptr:expr) => {
         std::arch::asm!(concat!("tileloadd ", $tile, ", [{p} + {s}*1]"), p = in(reg) $ptr, s = in(reg) 64usize,
             options(nostack, readonly))
     };
 }
+#[cfg(target_arch = "x86_64")]
 macro_rules! dot {
     ($c:literal, $a:literal, $b:literal) => {
         std::arch::asm!(concat!("tdpbf16ps ", $c, ", ", $a, ", ", $b), options(nostack, nomem))
