@@ -161,7 +161,7 @@ export const DAMAGES: { name: string; code: ErrorCode; damage: (folder: string) 
     damage: async (f) => writeFile(path.join(f, 'config.json'), '{ "model_type": "mamba", "hidden_size": 64,'),
   },
   {
-    // The core's code for a missing config.json (crates/core/tests/bad_models.rs); the manager now
+    // The core's code for a missing config.json (crates/core/tests/integration/bad_models.rs); the manager now
     // reports what the core's describe says instead of a rule of its own.
     name: 'missing-config',
     code: 'E_MODEL_NOT_FOUND',

@@ -4,7 +4,7 @@
 //! tolerance. This exercises every undo of the converter (Mamba `ssm_a`, squeezed conv, Mamba-2
 //! `[H,1]` and grouped norm, Llama's permuted Q/K rows, Granite's split MLP).
 
-mod model_support;
+use crate::model_support;
 
 use std::path::PathBuf;
 

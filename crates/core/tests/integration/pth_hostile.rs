@@ -5,7 +5,7 @@
 //! The hostile checkpoints are the real fixture `mamba1-tiny-original` with its pickle replaced or
 //! edited, built here in memory.
 
-mod model_support;
+use crate::model_support;
 
 use std::io::{Cursor, Read, Write};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Broken model folders (built in a temp dir from the fixtures) give the right error code, and the
 //! message names the file / field / tensor at fault.
 
-mod model_support;
+use crate::model_support;
 
 use std::path::{Path, PathBuf};
 

@@ -56,7 +56,9 @@ fn every_value_growing_template_fails_typed_and_the_process_survives() {
     let exe = std::env::current_exe().unwrap();
     for (name, _) in CASES {
         let mut child = Command::new(&exe);
-        child.args(["--exact", "render_one_hostile_case", "--nocapture", "--test-threads=1"]).env(CASE_VAR, name);
+        child
+            .args(["--exact", "chat_memory::render_one_hostile_case", "--nocapture", "--test-threads=1"])
+            .env(CASE_VAR, name);
         limit_address_space(&mut child);
         let out = child.output().unwrap();
         assert!(
@@ -136,7 +138,7 @@ fn limit_address_space(_child: &mut Command) {}
 
 /// What the counting allocator costs outside a render (not run by default; prints ns per
 /// allocate+free pair through the global allocator and through `System` directly):
-/// `cargo test --release -p phoenix-core --test chat_memory -- --ignored --nocapture`.
+/// `cargo test --release -p phoenix-core --test integration -- chat_memory:: --ignored --nocapture`.
 #[test]
 #[ignore]
 fn allocator_fast_path_cost() {

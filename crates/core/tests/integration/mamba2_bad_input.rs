@@ -1,7 +1,7 @@
 //! Broken Mamba-2 folders (built in memory from the mamba2-tiny fixture) give a typed error whose
 //! message names the field or tensor at fault — never a panic or wrong numbers.
 
-mod model_support;
+use crate::model_support;
 
 use model_support::fixture;
 use phoenix_core::models::load_model_from_memory;

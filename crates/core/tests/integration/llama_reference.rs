@@ -2,8 +2,8 @@
 //! prefill, prefill-then-decode from several split points, greedy continuation, chunked prefill,
 //! KV-cache snapshots, the context guard, and the two transformers config spellings.
 
-mod llama_support;
-mod model_support;
+use crate::llama_support;
+use crate::model_support;
 
 use std::path::{Path, PathBuf};
 

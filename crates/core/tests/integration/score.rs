@@ -2,8 +2,8 @@
 //! argmax against a float64 log-softmax of the model's own logits (and of the float64 reference
 //! logits); logits only when asked; the same id checks and limits as `logits`; pieces.
 
-mod common;
-mod model_support;
+use crate::common;
+use crate::model_support;
 
 use std::sync::{Arc, Mutex};
 

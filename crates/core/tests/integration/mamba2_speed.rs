@@ -1,6 +1,6 @@
 //! Timing probe (not a check), ignored by default: prefill and decode of a Mamba-2 model folder at 1
-//! and 2 threads. `PHOENIX_MAMBA2_DIR=<folder> cargo test --release -p phoenix-core --test mamba2_speed
-//! -- --ignored --nocapture` (e.g. a random Mamba-2-130M-shaped folder: D 768, 24 layers, N 128, P 64).
+//! and 2 threads. `PHOENIX_MAMBA2_DIR=<folder> cargo test --release -p phoenix-core --test integration
+//! -- mamba2_speed:: --ignored --nocapture` (e.g. a random Mamba-2-130M-shaped folder: D 768, 24 layers, N 128, P 64).
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 //! field rewritten (located by walking the valid header here), plus a seeded mutation run
 //! (`PHOENIX_GGUF_FUZZ_ITERS` for a longer one by hand).
 
-mod model_support;
+use crate::model_support;
 
 use model_support::fixture;
 use phoenix_core::describe::describe;

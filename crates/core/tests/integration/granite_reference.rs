@@ -4,7 +4,7 @@
 //! `test/fixtures/make-granite-fixtures.py`; the hybrid state
 //! (SSM states + KV cache) as one snapshot; both tensor namings of MoE layers.
 
-mod model_support;
+use crate::model_support;
 
 use std::path::Path;
 

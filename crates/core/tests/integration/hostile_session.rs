@@ -1,7 +1,7 @@
 //! Hostile or damaged inputs to a loaded model's session surface: snapshots from other weights or
 //! damaged on disk, weights whose logits overflow, tokenizers whose normalizers explode a prompt.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Broken Llama / Qwen2 folders (copies of the fixtures with one thing wrong): each is a typed error
 //! whose message names the field or tensor at fault, and nothing panics.
 
-mod llama_support;
+use crate::llama_support;
 
 use llama_support::EditedCopy;
 use phoenix_core::models::load_model_dir;

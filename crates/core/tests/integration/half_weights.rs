@@ -2,7 +2,7 @@
 //! here from the f32 fixture) loads with its dtype and about half the weight bytes, and its logits —
 //! prefill (GEMM path) and decode steps (mat-vec path) — stay within 5e-2 of the float64 references.
 
-mod model_support;
+use crate::model_support;
 
 use std::path::{Path, PathBuf};
 

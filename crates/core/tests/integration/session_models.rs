@@ -1,7 +1,7 @@
 //! Sessions on the real models: greedy text against the reference, snapshot round trips, state
 //! mismatches, concurrent generations, scoring logits.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Speed probe for a Llama-shaped model (not run by default): prefill and decode tokens/s, and decode
 //! at a long context (KV growth). `PHOENIX_LLAMA_BENCH_DIR=<hf folder> RAYON_NUM_THREADS=2
-//! cargo test --release -p phoenix-core --test llama_speed -- --ignored --nocapture`.
+//! cargo test --release -p phoenix-core --test integration -- llama_speed:: --ignored --nocapture`.
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 //! prefill, prefill-then-decode from several split points, greedy continuation, split prefill,
 //! snapshot round trip.
 
-mod model_support;
+use crate::model_support;
 
 use std::path::PathBuf;
 

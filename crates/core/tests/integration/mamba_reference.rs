@@ -1,7 +1,7 @@
 //! Mamba-1 logits against the float64 references (test/fixtures/*, models/phoenix-ssm-lite):
 //! full prefill, prefill-then-decode from several split points, greedy continuation, state round trip.
 
-mod model_support;
+use crate::model_support;
 
 use std::path::PathBuf;
 

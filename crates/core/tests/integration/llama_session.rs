@@ -2,7 +2,7 @@
 //! snapshot exported by one loaded model continues identically in a freshly loaded one (what
 //! `--save-state` / `--state` / `returnState` do across processes).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! output equals an independent float64 implementation of the FalconMamba maths on the same weights.
 //! The same naive implementation is first validated against the mamba1-tiny float64 reference.
 
-mod model_support;
+use crate::model_support;
 
 use model_support::naive::NaiveMamba;
 use model_support::*;

@@ -3,8 +3,8 @@
 //! is refused, and its logits move only by the keys' and values' rounding. A bad option value is a
 //! typed error naming the option.
 
-mod common;
-mod model_support;
+use crate::common;
+use crate::model_support;
 
 use std::sync::Arc;
 

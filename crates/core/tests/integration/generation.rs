@@ -1,7 +1,7 @@
 //! Generation building blocks (processors, sampler, stop strings, streaming detokeniser, options,
 //! tokenizer) and session logic on a deterministic stand-in model. Real-model tests: `session_models.rs`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
