@@ -9,6 +9,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
+import type { LoadedModel } from '../ts/engines/types.js';
+import type { ModelMetadata } from '../ts/models/metadata.js';
 import { LocalModelManager, type ModelProgressEvent } from '../ts/models/manager.js';
 import { defaultManifestPath } from '../ts/models/models-dir.js';
 import { defaultEngines } from '../ts/engines/default-engines.js';
@@ -284,6 +286,24 @@ describe('loading, caching, budget', () => {
     } finally {
       m.dispose();
     }
+  });
+
+  it('dispose() during a load frees the model that load makes instead of leaving it cached', async () => {
+    const made: LoadedModel[] = [];
+    class Recording extends MambaSSMEngine {
+      override async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
+        const model = await super.loadModel(metadata);
+        made.push(model);
+        return model;
+      }
+    }
+    let m: LocalModelManager | undefined;
+    m = new LocalModelManager({ modelsDir, engines: [new Recording()], measurePerformance: false, onProgress: (e) => e.kind === 'load-start' && m?.dispose() });
+    const error = await expectCode(m.loadModel('tiny'), 'E_ABORTED');
+    expect(error.message).toMatch(/loading "tiny" was aborted: the model manager was disposed/);
+    expect(made.map((x) => x.disposed)).toEqual([true]);
+    expect(m.loadedModels()).toEqual([]);
+    expect((await m.getModelMetadata('tiny')).status).toBe('available');
   });
 
   it('getFallbackModel returns the smallest other usable model of the type', async () => {

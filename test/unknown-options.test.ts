@@ -120,4 +120,21 @@ describe('unknown constructor options', () => {
     new LocalModelManager({ modelsDir: '/nonexistent', manifestPath: undefined, memoryBudgetBytes: 1, engines: [], measurePerformance: false, onProgress: () => undefined }).dispose();
     new LocalAIPipeline({ modelsDir: '/nonexistent', maxConcurrency: 2, maxQueueSize: 4, streamBufferTokens: 8, kvCache: undefined }).dispose();
   });
+
+  it('the pipeline refuses options of its default manager beside a manager of your own, which they would not reach', async () => {
+    const { LocalModelManager } = await import('../ts/models/manager.js');
+    const manager = new LocalModelManager({ modelsDir: '/nonexistent', engines: [], measurePerformance: false });
+    const beside = { modelsDir: '/elsewhere', binding: 'wasm', memoryBudgetBytes: 1, kvCache: 'f16', useMmap: false } as const;
+    for (const [option, value] of Object.entries(beside)) {
+      let error: unknown;
+      try {
+        new LocalAIPipeline({ manager, [option]: value });
+      } catch (e) {
+        error = e;
+      }
+      expect({ option, code: (error as PhoenixError | undefined)?.code }).toEqual({ option, code: 'E_INVALID_OPTION' });
+      expect((error as PhoenixError).message).toBe(`option \`${option}\` configures the default manager and its engines, not one given as \`manager\`: set it on yours`);
+    }
+    new LocalAIPipeline({ manager, maxConcurrency: 2, modelsDir: undefined }).dispose();
+  });
 });

@@ -78,12 +78,27 @@ const OPTION_FLAGS: Readonly<Record<string, FlagName>> = {
 
 /**
  * A library message as a command-line user reads it: "option `maxTokens` must be…" becomes "--max-tokens
- * must be…", "the `kvCache` load option" "the --kv-cache flag"; other text is kept.
+ * must be…", "the `kvCache` load option" "the --kv-cache flag"; other text is kept. `flags` lists the
+ * flags it named (a refused value of one of them is a usage error).
  */
-export function inFlagTerms(message: string): string {
-  return message
-    .replace(/`([A-Za-z0-9]+)` load option/g, (whole, option: string) => (Object.hasOwn(OPTION_FLAGS, option) ? `--${OPTION_FLAGS[option]} flag` : whole))
-    .replace(/(?:\b\w+: )?option `([A-Za-z0-9]+)`/g, (whole, option: string) => (Object.hasOwn(OPTION_FLAGS, option) ? `--${OPTION_FLAGS[option]}` : whole));
+export function inFlagTerms(message: string): { text: string; flags: FlagName[] } {
+  const flags: FlagName[] = [];
+  const flagOf = (option: string): FlagName | undefined => {
+    if (!Object.hasOwn(OPTION_FLAGS, option)) return undefined;
+    const flag = OPTION_FLAGS[option]!;
+    flags.push(flag);
+    return flag;
+  };
+  const text = message
+    .replace(/`([A-Za-z0-9]+)` load option/g, (whole, option: string) => {
+      const flag = flagOf(option);
+      return flag ? `--${flag} flag` : whole;
+    })
+    .replace(/(?:\b\w+: )?option `([A-Za-z0-9]+)`/g, (whole, option: string) => {
+      const flag = flagOf(option);
+      return flag ? `--${flag}` : whole;
+    });
+  return { text, flags };
 }
 
 /** Whether `command` reads `flag` (its help lists only those). */

@@ -90,7 +90,7 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       } catch (error) {
         // A failed answer (e.g. the context is full) leaves the conversation as it was.
         const e = error instanceof PhoenixError ? error : new PhoenixError('E_INTERNAL', String(error));
-        ctx.io.stderr.write(`phoenix-local: ${e.code}: ${printable(inFlagTerms(e.message))}\n`);
+        ctx.io.stderr.write(`phoenix-local: ${e.code}: ${printable(inFlagTerms(e.message).text)}\n`);
       } finally {
         answering = undefined;
       }

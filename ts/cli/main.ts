@@ -85,9 +85,9 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
   } catch (thrown) {
     const error = toPhoenixError(thrown);
     const message = inFlagTerms(error.message);
-    io.stderr.write(`phoenix-local: ${error.code}: ${printable(message)}\n`);
+    io.stderr.write(`phoenix-local: ${error.code}: ${printable(message.text)}\n`);
     // A value the library refuses for one of our flags is a usage error, wherever it was found.
-    const flagRefused = error.code === 'E_INVALID_OPTION' && message !== error.message;
+    const flagRefused = error.code === 'E_INVALID_OPTION' && message.flags.length > 0;
     return error.details.usage || flagRefused ? 2 : 1;
   } finally {
     ctx?.manager.dispose();

@@ -22,6 +22,17 @@ export function refuseUnknownKeys(value: object, known: ReadonlySet<string>, wha
   }
 }
 
+/**
+ * Throws `E_INVALID_OPTION` for the first of `keys` set beside `given` (an object the caller brought, such
+ * as its own `manager`): those keys configure the one built when `given` is absent, and would be ignored.
+ */
+export function refuseBeside<T extends object>(options: T, given: keyof T & string, keys: readonly (keyof T & string)[], builtInstead: string): void {
+  if (options[given] === undefined) return;
+  const key = keys.find((k) => options[k] !== undefined);
+  if (key === undefined) return;
+  throw new PhoenixError('E_INVALID_OPTION', `option \`${key}\` configures ${builtInstead}, not one given as \`${given}\`: set it on yours`, { option: key });
+}
+
 /** The known key `key` is most likely a misspelling of, if any is close. */
 function nearest(key: string, known: ReadonlySet<string>): string | undefined {
   const fold = (s: string) => s.toLowerCase().replace(/[-_]/g, '');

@@ -141,6 +141,8 @@ export class LocalModelManager {
   readonly #binding: LocalModelManagerOptions['binding'];
   /** Monotonic use counter for LRU order (timestamps can tie). */
   #clock = 0;
+  /** Counts dispose() calls: a load that was in flight across one frees its model instead of caching it. */
+  #disposals = 0;
 
   /** @throws `E_INVALID_OPTION` for an option it does not know, or a bad `modelsDir` / `memoryBudgetBytes`. */
   constructor(options: LocalModelManagerOptions = {}) {
@@ -332,6 +334,7 @@ export class LocalModelManager {
 
   /** Unloads every model, leased or not (the manager's end). */
   dispose(): void {
+    this.#disposals++;
     for (const record of this.#records.values()) this.#unload(record, 'dispose');
   }
 
@@ -595,6 +598,7 @@ export class LocalModelManager {
 
   async #loadFresh(record: ModelRecord, signal: AbortSignal): Promise<LoadedModel> {
     record.loadError = undefined;
+    const disposals = this.#disposals;
     const metadata = await this.#describe(record.name, record.folder, signal);
     if (metadata.status === 'corrupted' || metadata.status === 'error') {
       const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
@@ -622,30 +626,34 @@ export class LocalModelManager {
     record.loadedFiles = filesOf(filesFolderOf(record.folder), metadata);
     try {
       await this.#checkUnchanged(record, signal);
+      this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
+      if (this.#measure && !metadata.performance) await this.#probeOrFail(record, engine, model, metadata, loadMs);
+      // dispose() ran meanwhile: it could not free a model it did not have yet, so this load frees it.
+      if (this.#disposals !== disposals) throw new PhoenixError('E_ABORTED', `loading "${record.name}" was aborted: the model manager was disposed`, { model: record.name });
     } catch (error) {
+      // Nothing half-loaded stays cached: the record is marked loaded only once all of the above held.
       record.loadedFiles = undefined;
       model.dispose();
       throw error;
     }
     record.loaded = model;
     record.lastUsed = ++this.#clock;
-    this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
-    if (this.#measure && !metadata.performance) {
-      try {
-        await this.#probe(record, engine, model, metadata, loadMs);
-      } catch (error) {
-        // The model could not generate (non-finite weights, a core failure): a load that hands it out
-        // would only fail later, so the load fails, now and on every retry until its files change.
-        record.loaded = undefined;
-        record.loadedFiles = undefined;
-        model.dispose();
-        const typed = toPhoenixError(error, { model: record.name });
-        record.loadError = new PhoenixError(typed.code, `"${record.name}" loaded but could not generate its first tokens (the speed probe): ${typed.message}`, typed.details);
-        throw record.loadError;
-      }
-    }
     this.#enforceBudget(record);
     return model;
+  }
+
+  /**
+   * The speed probe, whose failure fails the load: a model that cannot generate (non-finite weights,
+   * a core failure) would only fail later, so it fails now and on every retry until its files change.
+   */
+  async #probeOrFail(record: ModelRecord, engine: InferenceEngine, model: LoadedModel, metadata: ModelMetadata, loadMs: number): Promise<void> {
+    try {
+      await this.#probe(record, engine, model, metadata, loadMs);
+    } catch (error) {
+      const typed = toPhoenixError(error, { model: record.name });
+      record.loadError = new PhoenixError(typed.code, `"${record.name}" loaded but could not generate its first tokens (the speed probe): ${typed.message}`, typed.details);
+      throw record.loadError;
+    }
   }
 
   /**

@@ -9,7 +9,7 @@ import type { BindingSelection } from '../binding/load.js';
 import type { KvCacheType } from '../binding/types.js';
 import { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
-import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
+import { optionKeys, refuseBeside, refuseUnknownKeys } from '../engines/known-keys.js';
 import type { ChatMessage, GenerationOptions, GenerationResult, GenerationStream, InferenceEngine, LoadedModel, ScoreResult, TokenChunk } from '../engines/types.js';
 import { LocalModelManager, type ModelLease } from '../models/manager.js';
 import type { ModelMetadata } from '../models/metadata.js';
@@ -148,16 +148,12 @@ export class LocalAIPipeline {
   readonly #remote: LazyQueueClient | undefined;
 
   /**
-   * @throws `E_INVALID_OPTION` for an option it does not know, or `kvCache` / `useMmap` beside a
-   * `manager` (they configure the default engines only).
+   * @throws `E_INVALID_OPTION` for an option it does not know, or one that configures the default
+   * manager (`modelsDir`, `binding`, `memoryBudgetBytes`, `kvCache`, `useMmap`) beside a `manager`.
    */
   constructor(options: LocalAIPipelineOptions = {}) {
     refuseUnknownKeys(options, PIPELINE_OPTION_KEYS, 'pipeline option');
-    for (const option of ['kvCache', 'useMmap'] as const) {
-      if (options.manager && options[option] !== undefined) {
-        throw new PhoenixError('E_INVALID_OPTION', `${option} configures the default manager's engines; with your own manager, give its engines ${option}`, { option });
-      }
-    }
+    refuseBeside(options, 'manager', ['modelsDir', 'binding', 'memoryBudgetBytes', 'kvCache', 'useMmap'], 'the default manager and its engines');
     this.#ownsManager = !options.manager;
     this.manager =
       options.manager ??

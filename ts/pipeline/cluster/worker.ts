@@ -12,7 +12,7 @@ import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { KvCacheType } from '../../binding/types.js';
-import { optionKeys, refuseUnknownKeys } from '../../engines/known-keys.js';
+import { optionKeys, refuseBeside, refuseUnknownKeys } from '../../engines/known-keys.js';
 import { LocalAIPipeline } from '../pipeline.js';
 import type { ProcessingResult } from '../types.js';
 import { decideAffinity } from './affinity.js';
@@ -116,11 +116,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   const concurrency = checkCount('concurrency', options.concurrency ?? 1, 1);
   const affinityWaitMs = checkCount('affinityWaitMs', options.affinityWaitMs ?? 2000, 0);
   const heartbeatMs = checkCount('heartbeatMs', options.heartbeatMs ?? 1000, 100);
-  for (const option of ['modelsDir', 'kvCache', 'useMmap'] as const) {
-    if (options.pipeline && options[option] !== undefined) {
-      throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` configures the worker's own pipeline; with \`pipeline\`, give it to that pipeline`, { option });
-    }
-  }
+  refuseBeside(options, 'pipeline', ['modelsDir', 'kvCache', 'useMmap'], "the worker's own pipeline");
   const pipeline =
     options.pipeline ??
     new LocalAIPipeline({
