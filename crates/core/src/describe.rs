@@ -13,7 +13,7 @@ use crate::loader::{
     check_weight_headers, detect_container, format_name, weight_files, ModelFiles, SAFETENSORS_INDEX_FILE,
 };
 use crate::loader::{GgufFile, WeightFormat};
-use crate::models::gguf_config::hf_config;
+use crate::models::gguf_config::{hf_config, name_gguf_config};
 use crate::models::registry::{family_for, name_config_file, read_config, EngineKind};
 use crate::tokenizer::TOKENIZER_FILE;
 
@@ -121,9 +121,11 @@ pub fn describe(files: &ModelFiles) -> Result<ModelLayout> {
 fn describe_gguf(files: &ModelFiles, file: String) -> Result<ModelLayout> {
     let gguf = GgufFile::open_model(files)?;
     let (config, model_type) = hf_config(&gguf)?;
+    let family = family_for(&model_type)?;
+    // The checks a load makes first (sizes from the metadata), so a bad header is listed as an error.
+    (family.check_config)(&config).map_err(|e| name_gguf_config(e, files, &gguf))?;
     let kind = GgufArch::parse(gguf.architecture()?, &gguf.label)?;
     check_names(kind, gguf.tensors.keys(), &gguf.label)?;
-    let family = family_for(&model_type)?;
     let has_tokenizer = files.has(TOKENIZER_FILE);
     let mut side_files = Vec::new();
     if has_tokenizer {

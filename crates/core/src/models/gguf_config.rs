@@ -159,10 +159,28 @@ fn rope_keys(g: &GgufFile, arch: &str, put: &mut dyn FnMut(&str, Value)) -> Resu
     let unsupported = |what: &str| unsupported_model(format!("{}: {what} is not supported", g.label));
     let head_dim = match g.u64_opt(&k("attention.key_length"))? {
         Some(d) => d,
-        None => g.u64_req(&k("embedding_length"))? / g.u64_req(&k("attention.head_count"))?.max(1),
+        None => {
+            let (width, heads) = (g.u64_req(&k("embedding_length"))?, g.u64_req(&k("attention.head_count"))?);
+            if heads == 0 || width % heads != 0 {
+                return Err(bad_config(format!(
+                    "{}: metadata `{arch}.embedding_length` = {width} is not a whole number of heads (`{arch}.attention.head_count` = {heads})",
+                    g.label
+                )));
+            }
+            width / heads
+        }
     };
-    if g.u64_opt(&k("rope.dimension_count"))?.is_some_and(|d| d != head_dim) {
-        return Err(unsupported("metadata `rope.dimension_count` smaller than the head (partial RoPE)"));
+    match g.u64_opt(&k("rope.dimension_count"))? {
+        Some(d) if d > head_dim => {
+            return Err(bad_config(format!(
+                "{}: metadata `{arch}.rope.dimension_count` = {d} is larger than the head size {head_dim}",
+                g.label
+            )))
+        }
+        Some(d) if d < head_dim => {
+            return Err(unsupported("metadata `rope.dimension_count` smaller than the head (partial RoPE)"))
+        }
+        _ => {}
     }
     if g.tensors.contains_key("rope_freqs.weight") {
         return Err(unsupported("a `rope_freqs.weight` tensor (per-frequency RoPE factors)"));

@@ -292,3 +292,63 @@ fn seeded_header_mutations_never_panic() {
         }
     }
 }
+
+/// Head counts and widths that do not fit together are a bad config naming the keys (listed as an
+/// error by describe too), never taken for an unsupported feature: a head size computed from them is
+/// not a partial RoPE.
+#[test]
+fn head_counts_that_do_not_fit_the_width_are_bad_config() {
+    let b = llama();
+    let l = layout(&b);
+    let set = |m: &mut Vec<u8>, key: &str, value: u32| {
+        let (_, type_at) = key_at(&l, key);
+        assert_eq!(u32_at(&b, type_at), 4, "{key} is a u32 in the fixture");
+        m[type_at + 4..type_at + 8].copy_from_slice(&value.to_le_bytes());
+    };
+    // The fixture: width 64, 4 heads of 16 (`key_length`), 2 KV heads, RoPE over all 16.
+    for (key, value, code, needles) in [
+        ("llama.attention.head_count", 0u32, ErrorCode::BadConfig, &["`num_attention_heads` must be > 0"][..]),
+        (
+            "llama.attention.head_count",
+            7,
+            ErrorCode::BadConfig,
+            &["`num_attention_heads` = 7", "`num_key_value_heads` = 2"],
+        ),
+        ("llama.attention.head_count_kv", 0, ErrorCode::BadConfig, &["`num_key_value_heads` must be > 0"]),
+        ("llama.attention.head_count_kv", 3, ErrorCode::BadConfig, &["`num_key_value_heads` = 3"]),
+        (
+            "llama.rope.dimension_count",
+            64,
+            ErrorCode::BadConfig,
+            &["`llama.rope.dimension_count` = 64", "head size 16"],
+        ),
+        ("llama.rope.dimension_count", 8, ErrorCode::UnsupportedModel, &["partial RoPE"]),
+    ] {
+        let mut m = b.clone();
+        set(&mut m, key, value);
+        expect(m, code, needles);
+    }
+    // Without `key_length` (as llama.cpp writes most Llama files) the head size is width / heads.
+    let mut derived = b.clone();
+    for key in ["llama.attention.key_length", "llama.attention.value_length"] {
+        let (len_at, _) = key_at(&l, key);
+        derived[len_at + 8] = b'X';
+    }
+    assert!(load_model_files(&ModelFiles::from_memory(vec![(NAME.to_string(), derived.clone())])).is_ok());
+    for (key, value, code, needles) in [
+        (
+            "llama.attention.head_count",
+            0u32,
+            ErrorCode::BadConfig,
+            &["`llama.embedding_length` = 64", "`llama.attention.head_count` = 0"][..],
+        ),
+        ("llama.attention.head_count", 6, ErrorCode::BadConfig, &["not a whole number of heads", "= 6"]),
+        ("llama.attention.head_count", 8, ErrorCode::BadConfig, &["`llama.rope.dimension_count` = 16", "head size 8"]),
+        ("llama.embedding_length", 32, ErrorCode::BadConfig, &["`llama.rope.dimension_count` = 16", "head size 8"]),
+        ("llama.rope.dimension_count", 8, ErrorCode::UnsupportedModel, &["partial RoPE"]),
+    ] {
+        let mut m = derived.clone();
+        set(&mut m, key, value);
+        expect(m, code, needles);
+    }
+}
