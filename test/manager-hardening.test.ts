@@ -70,10 +70,17 @@ describe('hostile files in a model folder', () => {
     await replace('fifo-index', 'model.safetensors.index.json', fifo);
     // A README that is a FIFO is not needed by anything: the model stays usable.
     await replace('fifo-readme', 'README.md', fifo);
+    // Loose entries: a FIFO named like a GGUF model is listed as an error; links to files that are not
+    // models (or to nothing) are not models.
+    fifo(path.join(dir, 'pipe.gguf'));
+    await symlink('/etc/hostname', path.join(dir, 'notes'));
+    await symlink(path.join(dir, 'nowhere'), path.join(dir, 'dangling'));
 
     const models = await within(10_000, manager(dir).listModels());
     const byName = new Map(models.map((m) => [m.name, m]));
-    expect([...byName.keys()]).toEqual(['fifo-config', 'fifo-index', 'fifo-readme', 'fifo-tokenizer', 'fifo-weights', 'folder-weights', 'good', 'passwd-config', 'zero-weights']);
+    expect([...byName.keys()]).toEqual(['fifo-config', 'fifo-index', 'fifo-readme', 'fifo-tokenizer', 'fifo-weights', 'folder-weights', 'good', 'passwd-config', 'pipe.gguf', 'zero-weights']);
+    expect([byName.get('pipe.gguf')?.status, byName.get('pipe.gguf')?.error?.code]).toEqual(['error', 'E_BAD_WEIGHTS']);
+    expect(byName.get('pipe.gguf')?.error?.message).toMatch(/pipe\.gguf is not a regular file/);
     expect(byName.get('good')?.status).toBe('available');
     expect(byName.get('fifo-readme')?.status).toBe('available');
     const expected: [string, string, string][] = [

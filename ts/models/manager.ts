@@ -204,21 +204,27 @@ export class LocalModelManager {
         path: this.modelsDir,
       });
     }
+    // Any `.gguf` name is listed, whatever it is: a FIFO or device under that name is an error entry, not hidden.
     const names = entries
-      .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || e.isSymbolicLink() || (e.isFile() && isGgufName(e.name))))
+      .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || e.isSymbolicLink() || isGgufName(e.name)))
       .map((e) => e.name)
       .sort();
     const result: ModelMetadata[] = [];
     for (const name of names) {
       throwIfAborted(options.signal, 'listing models');
-      let folder: string;
+      const entry = path.join(this.modelsDir, name);
+      // What the entry is (through a link): a link to anything else (a file, nothing) is not a model.
+      const target = await stat(entry).then((s) => (s.isDirectory() ? 'folder' : 'other'), () => 'missing' as const);
+      if (target !== 'folder' && !isGgufName(name)) continue;
       try {
-        folder = await resolveModelFolder(this.modelsDir, name);
-      } catch {
-        continue; // symlinks escaping the models dir are not models of this dir
+        await resolveModelFolder(this.modelsDir, name);
+      } catch (thrown) {
+        // A link leaving the models dir, or a dangling `.gguf` link: listed with why, as `run` would fail.
+        const error = toPhoenixError(thrown, { model: name });
+        result.push({ ...baseMeta(), name, path: entry, status: 'error', error: { code: error.code, message: error.message } });
+        continue;
       }
-      if (!(await stat(folder).then((s) => s.isDirectory() || (s.isFile() && isGgufName(name)), () => false))) continue;
-      result.push(await this.#describe(name, folder, options.signal));
+      result.push(await this.#describe(name, entry, options.signal));
     }
     return result;
   }
