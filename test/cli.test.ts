@@ -200,6 +200,28 @@ describe('phoenix-local CLI', () => {
     expect(worst).toBeLessThan(1e-3);
   });
 
+  it('score --json hands each row on before writing the next (a pipe read slowly holds a row, not every row)', async () => {
+    const { main } = await import('../ts/cli/main.js');
+    let stdout = '';
+    const waitedAt: number[] = [];
+    const io = {
+      stdout: {
+        write: (t: string) => void (stdout += t),
+        drained: () => {
+          waitedAt.push(stdout.length);
+          return new Promise<void>((resolve) => setTimeout(resolve, 2));
+        },
+      },
+      stderr: { write: () => undefined },
+    };
+    const ids = tinyRef.input_ids.join(',');
+    expect(await main(['score', path.join(modelsDir, 'mamba1-tiny'), '--ids', ids, '--json', '-q'], io)).toBe(0);
+    const rows = (JSON.parse(stdout) as { logits: number[][] }).logits.length;
+    expect(rows).toBe(tinyRef.input_ids.length);
+    // One wait per row, each right after that row: the first k rows written, nothing more.
+    expect(waitedAt.map((at) => (JSON.parse(`${stdout.slice(0, at)}]}`) as { logits: unknown[] }).logits.length)).toEqual(Array.from({ length: rows }, (_, k) => k + 1));
+  });
+
   it('score --text tokenizes; without --json prints logprobs and perplexity', async () => {
     const json = JSON.parse((await cli(['score', 'phoenix-ssm-lite', '--text', liteRef.prompt, '--json', '-q'])).stdout) as { ids: number[]; logits: number[][] };
     expect(json.ids).toEqual(liteRef.input_ids);

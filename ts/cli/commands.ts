@@ -235,9 +235,14 @@ export async function scoreCommand(ctx: CliContext, modelArg: string | undefined
   const model = await ctx.load(modelArg);
   const scored = await ctx.manager.engineFor(model).score(model, input, { includeLogits: flags.json === true });
   if (flags.json) {
-    // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify.
+    // Row by row: a long sequence × a large vocabulary is too big for one JSON.stringify. Each row
+    // waits for the last to drain: a pipe (`| jq`) takes writes asynchronously, and 600 rows of a 49k
+    // vocabulary queued 1.5 GB of text in memory.
     ctx.io.stdout.write(`{"ids":${JSON.stringify(scored.ids)},"logits":[`);
-    (scored.logits ?? []).forEach((row, i) => ctx.io.stdout.write(`${i ? ',' : ''}${JSON.stringify(Array.from(row))}`));
+    for (const [i, row] of (scored.logits ?? []).entries()) {
+      ctx.io.stdout.write(`${i ? ',' : ''}${JSON.stringify(Array.from(row))}`);
+      await ctx.io.stdout.drained?.();
+    }
     ctx.io.stdout.write(']}\n');
     return 0;
   }

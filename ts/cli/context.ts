@@ -20,6 +20,8 @@ import { printable } from './printable.js';
 
 export interface Output {
   write(text: string): void;
+  /** Resolves once what was written has been handed on (backpressure for large outputs); optional. */
+  drained?(): Promise<void>;
 }
 
 export interface CliIO {

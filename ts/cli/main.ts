@@ -1,6 +1,7 @@
 /**
  * Entry point of the `phoenix-local` command.
  */
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 
 import { toPhoenixError } from '../binding/errors.js';
@@ -19,7 +20,10 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 const defaultIO: CliIO = {
-  stdout: { write: (text) => void process.stdout.write(text) },
+  stdout: {
+    write: (text) => void process.stdout.write(text),
+    drained: () => (process.stdout.writableNeedDrain ? once(process.stdout, 'drain').then(() => undefined) : Promise.resolve()),
+  },
   stderr: { write: (text) => void process.stderr.write(text) },
 };
 
