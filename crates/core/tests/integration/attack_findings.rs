@@ -33,7 +33,7 @@ fn a_long_prepend_is_refused_because_it_is_paid_once_per_piece_between_added_tok
 }
 
 /// Below the load limit, the encode-time bound must still hold per piece: with a 250-byte Prepend,
-/// 140 000 `<s>a` pieces (560 KB of text) normalise to 35 MB — over the 32 MiB cap — and must be
+/// 140 000 `<s>a` pieces (560 KB of text) normalise to 35 MB — over the 8 MiB cap — and must be
 /// refused before normalising (the old bound, 560 KB × 1 + 250 bytes, let it through).
 #[test]
 fn the_encode_limit_counts_the_prepend_once_per_piece() {
