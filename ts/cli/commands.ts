@@ -81,7 +81,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
         .sort(([ta, a], [tb, b]) => b - a || ta.localeCompare(tb))
         .map(([type, n]) => `${n} ${type}`)
         .join(', ');
-      lines.push(['gguf', `${g.architecture}${g.name ? ` "${g.name}"` : ''}, ${g.quantization} (tensors: ${types}), ${g.paramCount} parameters, context ${g.contextLength ?? 'unlimited'}`]);
+      lines.push(['gguf', `${g.architecture}${g.name ? ` "${g.name}"` : ''}, ${g.quantization} (tensors: ${types}), ${g.paramCount} parameters, context ${g.contextLength === null || g.contextLength === undefined ? 'unlimited' : tokenCount(g.contextLength)}`]);
     }
     if (metadata.error) lines.push(['error', `${metadata.error.code}: ${metadata.error.message}`]);
     if (architecture) {
@@ -90,7 +90,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
       if (!metadata.family) lines.push(['family', `${a.family} (${a.engine} engine)`]);
       lines.push(['architecture', [`${a.numLayers} layers`, `hidden ${a.hiddenSize}`, `vocab ${a.vocabSize}`, ...family].join(', ')]);
       lines.push(['chat', a.hasChatTemplate ? 'chat template (phoenix-local chat)' : 'no chat template']);
-      lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${a.contextLength} tokens`]);
+      lines.push(['context', a.contextLength === null ? 'unlimited (fixed-size state)' : `${tokenCount(Number(a.contextLength))} tokens`]);
       lines.push(['parameters', `${a.paramCount} (${a.dtype}, ${formatBytes(Number(a.weightBytes))} in memory, state ${formatBytes(Number(a.stateBytes))} per sequence${Number(a.stateBytesPerToken) > 0 ? ` + ${formatBytes(Number(a.stateBytesPerToken))} per token of context` : ''})`]);
     }
     const p = metadata.performance;
@@ -219,6 +219,11 @@ export function statsLine(result: GenerationResult): string {
     `ttft ${ttft === null ? 'n/a' : `${ttft.toFixed(1)} ms`}, prefill ${result.timings.prefillMs.toFixed(1)} ms, decode ${result.timings.decodeMs.toFixed(1)} ms, ` +
     `finish ${result.finishReason}`
   );
+}
+
+/** A count as written in a header: exact up to 2^53, beyond that (a hostile or placeholder value) approximate. */
+function tokenCount(n: number): string {
+  return Number.isSafeInteger(n) ? String(n) : `about ${n.toPrecision(4)}`;
 }
 
 /** `score <model> --ids … | --text …`: log-probs and perplexity; `--json`: ids and every position's logits. */
