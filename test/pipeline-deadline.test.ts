@@ -85,6 +85,18 @@ async function eventually(check: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
+describe('deadlines past Node\'s longest timer', () => {
+  it('a maxProcessingTime beyond 2^31−1 ms (~25 days) is a long deadline, not one that fires at once', async () => {
+    const manager = new LocalModelManager({ modelsDir, engines: [new ScriptedEngine(new Set(), 5)], measurePerformance: false });
+    const pipeline = new LocalAIPipeline({ manager, modeLimits: { FULL_CAPABILITY: { maxProcessingTimeMs: Number.POSITIVE_INFINITY } } });
+    for (const maxProcessingTime of [3e9, 1e10, 2 ** 31]) {
+      const result = await pipeline.process(request(`long-${maxProcessingTime}`, { maxProcessingTime, mode: ProcessingMode.FULL_CAPABILITY }));
+      expect({ maxProcessingTime, success: result.success, error: result.errorMessage }).toEqual({ maxProcessingTime, success: true, error: undefined });
+    }
+    pipeline.dispose();
+  });
+});
+
 describe('the deadline covers selection', () => {
   it('a listing that takes far longer than maxProcessingTime ends the request on time, naming the phase', async () => {
     const gate = new Gate();

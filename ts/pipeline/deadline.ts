@@ -6,6 +6,23 @@
  */
 import { PhoenixError } from '../binding/errors.js';
 
+/** Node's longest timer: a longer delay fires after 1 ms instead (with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `setTimeout` for any delay (a `maxProcessingTime` of 3e9 ms is ~35 days): past Node's 2^31−1 ms
+ * limit the timer is re-armed in steps, where a plain one fired at once and aborted the request.
+ * `clear()` stops it.
+ */
+export function longTimeout(fire: () => void, ms: number): { clear(): void } {
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = (left: number): void => {
+    timer = left > MAX_TIMER_MS ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS) : setTimeout(fire, left);
+  };
+  arm(ms);
+  return { clear: () => clearTimeout(timer) };
+}
+
 /** The part of a request that was running when it stopped. */
 export type RequestPhase = 'queue' | 'selection' | 'loading' | 'generation' | 'scoring';
 

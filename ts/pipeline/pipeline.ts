@@ -23,7 +23,7 @@ import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
 import { REQUEST_FIELDS, REQUEST_OPTION_KEYS } from './request-keys.js';
-import { raceStop, stoppedError, type RequestPhase } from './deadline.js';
+import { longTimeout, raceStop, stoppedError, type RequestPhase } from './deadline.js';
 import type { AbortableManager } from './manager-calls.js';
 import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type SystemStatusOptions } from './model-status.js';
 import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
@@ -309,7 +309,7 @@ export class LocalAIPipeline {
     let stoppedBy: StopCause | undefined;
     let phase: RequestPhase = 'queue';
     let deadlineMs = Number.POSITIVE_INFINITY;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { clear(): void } | undefined;
     let energy = { joules: 0, source: this.#energy.source };
     let lease: ModelLease | undefined;
     const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
@@ -325,7 +325,7 @@ export class LocalAIPipeline {
       deadlineMs = Math.min(request.maxProcessingTime ?? Number.POSITIVE_INFINITY, limits.maxProcessingTimeMs);
       progress.metadata.deadlineMs = deadlineMs;
       if (Number.isFinite(deadlineMs)) {
-        timer = setTimeout(() => {
+        timer = longTimeout(() => {
           stoppedBy ??= 'deadline';
           controller.abort(new PhoenixError('E_ABORTED', `maxProcessingTime of ${deadlineMs} ms exceeded`));
         }, deadlineMs);
@@ -438,7 +438,7 @@ export class LocalAIPipeline {
       if (stoppedBy) Object.assign(progress.metadata, { stoppedBy, stoppedDuring: phase });
       return this.#finish(request, startedAt, progress, energy, { success: false, errorCode: error.code, errorMessage: error.message });
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
     }
   }
 

@@ -19,6 +19,7 @@ import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { connect } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
+import { longTimeout } from '../deadline.js';
 
 export class QueueClient {
   readonly name: string;
@@ -64,7 +65,7 @@ export class QueueClient {
     const startedAt = performance.now();
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { clear(): void } | undefined;
     // The job once added, or its addition still under way (Redis slow or away).
     let adding: Promise<Job> | undefined;
     // Rejects once the caller's signal fires or the deadline passes: every wait before the job
@@ -87,7 +88,8 @@ export class QueueClient {
     const onAbort = (): void => cancel('signal');
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (request?.maxProcessingTime !== undefined) timer = setTimeout(() => cancel('deadline'), request.maxProcessingTime);
+    const deadline = request?.maxProcessingTime;
+    if (typeof deadline === 'number' && Number.isFinite(deadline)) timer = longTimeout(() => cancel('deadline'), deadline);
     const reader = connect(this.#redis);
     try {
       const payload = encodeJob(request);
@@ -144,7 +146,7 @@ export class QueueClient {
     } catch (thrown) {
       return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
       signal?.removeEventListener('abort', onAbort);
       reader.disconnect();
     }
