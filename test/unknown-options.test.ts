@@ -121,6 +121,34 @@ describe('unknown constructor options', () => {
     new LocalAIPipeline({ modelsDir: '/nonexistent', maxConcurrency: 2, maxQueueSize: 4, streamBufferTokens: 8, kvCache: undefined }).dispose();
   });
 
+  it('modeLimits are checked when the pipeline is built, naming mode and key; the defaults cannot be changed', async () => {
+    const { DEFAULT_MODE_LIMITS } = await import('../ts/pipeline/modes.js');
+    const cases: [unknown, string][] = [
+      [{ MINIMAL_RESOURCES: { maxTokens: -1 } }, 'option `modeLimits.MINIMAL_RESOURCES.maxTokens` must be an integer ≥ 1, got -1'],
+      [{ FULL_CAPABILITY: { maxProcessingTimeMs: Number.NaN } }, 'option `modeLimits.FULL_CAPABILITY.maxProcessingTimeMs` must be a number > 0 (Infinity for no limit), got NaN'],
+      [{ OFFLINE_ONLY: { maxModelBytes: '1GB' } }, 'option `modeLimits.OFFLINE_ONLY.maxModelBytes` must be a number > 0 (Infinity for no limit), got "1GB"'],
+      [{ ENERGY_EFFICIENT: { prefer: 'fastest' } }, 'option `modeLimits.ENERGY_EFFICIENT.prefer` must be "largest" or "smallest", got "fastest"'],
+      [{ ENERGY_EFFICIENT: { allowConnectivityProbes: 1 } }, 'option `modeLimits.ENERGY_EFFICIENT.allowConnectivityProbes` must be a boolean, got 1'],
+      [{ ENERGY_EFFICIENT: { maxToken: 5 } }, 'unknown mode limit `modeLimits.ENERGY_EFFICIENT.maxToken` (did you mean `maxTokens`?)'],
+      [{ FAST: {} }, 'unknown mode `modeLimits.FAST`'],
+      [{ FULL_CAPABILITY: 5 }, 'option `modeLimits.FULL_CAPABILITY` must be an object'],
+    ];
+    for (const [modeLimits, message] of cases) {
+      let error: unknown;
+      try {
+        new LocalAIPipeline({ modelsDir: '/nonexistent', modeLimits: modeLimits as never }).dispose();
+      } catch (e) {
+        error = e;
+      }
+      expect((error as PhoenixError | undefined)?.code, message).toBe('E_INVALID_OPTION');
+      expect((error as PhoenixError).message).toContain(message);
+    }
+    expect(() => {
+      (DEFAULT_MODE_LIMITS.FULL_CAPABILITY as { maxTokens: number }).maxTokens = 1;
+    }).toThrow(TypeError);
+    expect(DEFAULT_MODE_LIMITS.FULL_CAPABILITY.maxTokens).toBe(2048);
+  });
+
   it('the pipeline refuses options of its default manager beside a manager of your own, which they would not reach', async () => {
     const { LocalModelManager } = await import('../ts/models/manager.js');
     const manager = new LocalModelManager({ modelsDir: '/nonexistent', engines: [], measurePerformance: false });
