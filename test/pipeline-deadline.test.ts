@@ -130,7 +130,7 @@ describe('the deadline covers selection', () => {
     const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir: dir, engines: [new ScriptedEngine(new Set(), 5)], measurePerformance: false }) });
     try {
       const started = performance.now();
-      const result = await pipeline.process(request('fifo', { modelPreference: 'piped' }));
+      const result = await pipeline.process(request('fifo', { modelPreference: 'piped', input: 'Once upon a time' }));
       expect(performance.now() - started).toBeLessThan(DEADLINE_MS + SLACK_MS);
       expect(result.modelUsed).not.toBe('piped');
       if (result.success) {

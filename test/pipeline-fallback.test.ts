@@ -4,7 +4,7 @@
  * skipped is reported with its status and reason in the result and in getSystemStatus(); with no usable
  * model the error names the folder searched and why each model is out.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, constants as fsConstants, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -27,7 +27,11 @@ afterAll(async () => scratch?.cleanup());
 async function modelsDirWith(name: string, models: Record<string, string>): Promise<string> {
   const dir = path.join(scratch.dir, name);
   await mkdir(dir);
-  for (const [model, from] of Object.entries(models)) await copyModel(from, path.join(dir, model));
+  for (const [model, from] of Object.entries(models)) {
+    const folder = await copyModel(from, path.join(dir, model));
+    // Every copy can take a text prompt (the state-spaces fixture has no tokenizer of its own) unless named otherwise.
+    if (!model.includes('no-tokenizer')) await copyFile(path.join(TINY, 'tokenizer.json'), path.join(folder, 'tokenizer.json'), fsConstants.COPYFILE_EXCL).catch(() => undefined);
+  }
   return dir;
 }
 
@@ -44,13 +48,14 @@ function pipelineOver(modelsDir: string, engine: ScriptedEngine, extra: Construc
   return new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false }), ...extra });
 }
 
-const idsRequest = (id: string, extra: Partial<ProcessingRequest> = {}): ProcessingRequest => ({ id, input: { ids: [1, 2, 3] }, taskType: 'generation', ...extra });
+/** A text request: text can move to any model with a tokenizer (token ids cannot; see the last test). */
+const textRequest = (id: string, extra: Partial<ProcessingRequest> = {}): ProcessingRequest => ({ id, input: 'Once upon a time', taskType: 'generation', ...extra });
 
 describe('fallback reaches every model that fits the mode', () => {
   it('a larger model serves when every smaller one fails to load', async () => {
     const dir = await modelsDirWith('larger', { 'a-small': TINY, 'b-large': TINY_ORIGINAL, 'c-small-too': TINY });
     const engine = new ScriptedEngine(new Set(['a-small', 'c-small-too']), 5);
-    const result = await pipelineOver(dir, engine).process(idsRequest('1', { mode: ProcessingMode.MINIMAL_RESOURCES }));
+    const result = await pipelineOver(dir, engine).process(textRequest('1', { mode: ProcessingMode.MINIMAL_RESOURCES }));
     expect(engine.loadAttempts).toEqual(['a-small', 'c-small-too', 'b-large']); // the mode's order: smallest first
     expect(result).toMatchObject({ success: true, modelUsed: 'b-large', fallbackUsed: true });
     expect(result.metadata.fallbackFrom).toBe('a-small');
@@ -66,7 +71,7 @@ describe('fallback reaches every model that fits the mode', () => {
     await writeFile(config, (await readFile(config, 'utf8')).replace('"model_type": "mamba"', '"model_type": "falcon_mamba"'));
     const engine = new ScriptedEngine(new Set(['a-mamba']), 5);
     engine.modelTypes.add('falcon_mamba');
-    const result = await pipelineOver(dir, engine).process(idsRequest('2', { modelPreference: 'a-mamba' }));
+    const result = await pipelineOver(dir, engine).process(textRequest('2', { modelPreference: 'a-mamba' }));
     expect(engine.loadAttempts).toEqual(['a-mamba', 'b-falcon']);
     expect(result).toMatchObject({ success: true, modelUsed: 'b-falcon', fallbackUsed: true });
     expect(result.skippedModels.map((s) => [s.name, s.reason])).toEqual([['a-mamba', 'load-failed']]);
@@ -81,7 +86,7 @@ describe('skipped models are reported', () => {
     const pipeline = pipelineOver(dir, engine, { modeLimits: { MINIMAL_RESOURCES: { maxModelBytes: 530_000 } } });
     expect((await pipeline.manager.listModels()).map((m) => m.status)).toEqual(['available', 'available', 'available']); // checksums recorded
     await corrupt(path.join(dir, 'a-corrupt'));
-    const result = await pipeline.process(idsRequest('3', { mode: ProcessingMode.MINIMAL_RESOURCES }));
+    const result = await pipeline.process(textRequest('3', { mode: ProcessingMode.MINIMAL_RESOURCES }));
     expect(result).toMatchObject({ success: true, modelUsed: 'b-good', fallbackUsed: false });
     expect(engine.loadAttempts).toEqual(['b-good']); // the corrupted one is not even tried
     const [corrupted, large, ...rest] = result.skippedModels;
@@ -103,7 +108,7 @@ describe('skipped models are reported', () => {
   it('a model whose load failed shows as error in the system status, with the load error', async () => {
     const dir = await modelsDirWith('load-error', { 'a-small': TINY, 'b-large': TINY_ORIGINAL });
     const pipeline = pipelineOver(dir, new ScriptedEngine(new Set(['a-small']), 5));
-    await pipeline.process(idsRequest('4', { mode: ProcessingMode.MINIMAL_RESOURCES }));
+    await pipeline.process(textRequest('4', { mode: ProcessingMode.MINIMAL_RESOURCES }));
     const entry = (await pipeline.getSystemStatus()).models.find((m) => m.name === 'a-small');
     expect(entry).toMatchObject({ status: 'error', error: { code: 'E_BAD_WEIGHTS', message: 'a-small: scripted failure' } });
   });
@@ -114,7 +119,7 @@ describe('no usable model', () => {
     const empty = path.join(scratch.dir, 'empty');
     await mkdir(empty);
     for (const dir of [empty, path.join(scratch.dir, 'missing')]) {
-      const result = await pipelineOver(dir, new ScriptedEngine(new Set(), 5)).process(idsRequest('5'));
+      const result = await pipelineOver(dir, new ScriptedEngine(new Set(), 5)).process(textRequest('5'));
       expect(result).toMatchObject({ success: false, errorCode: 'E_MODEL_NOT_FOUND', skippedModels: [] });
       expect(result.errorMessage).toContain(`no model folders in ${dir}`);
     }
@@ -139,10 +144,33 @@ describe('no usable model', () => {
   it('when every candidate fails to load, the error lists the failures and the models not tried', async () => {
     const dir = await modelsDirWith('all-fail', { 'a-small': TINY, 'b-large': TINY_ORIGINAL });
     const pipeline = pipelineOver(dir, new ScriptedEngine(new Set(['a-small']), 5), { modeLimits: { MINIMAL_RESOURCES: { maxModelBytes: 530_000 } } });
-    const result = await pipeline.process(idsRequest('7', { mode: ProcessingMode.MINIMAL_RESOURCES }));
+    const result = await pipeline.process(textRequest('7', { mode: ProcessingMode.MINIMAL_RESOURCES }));
     expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS' });
     expect(result.errorMessage).toBe(
       `a-small: scripted failure; no other model in ${dir} can serve the request: b-large (too-large: 534439 bytes of weights exceed MINIMAL_RESOURCES's maxModelBytes of 530000)`,
     );
+  });
+});
+
+describe('token-id prompts stay on their model', () => {
+  it('a token-id prompt whose model fails is not moved to another vocabulary: the failure, and every other model marked token-ids', async () => {
+    const dir = await modelsDirWith('ids-stay', { 'a-small': TINY, 'b-large': TINY_ORIGINAL, 'c-small-too': TINY });
+    const engine = new ScriptedEngine(new Set(['a-small']), 5);
+    const pipeline = pipelineOver(dir, engine);
+    for (const taskType of ['generation', 'scoring'] as const) {
+      engine.loadAttempts.length = 0;
+      const result = await pipeline.process({ id: `ids-${taskType}`, input: { ids: [1, 2, 3] }, taskType, modelPreference: 'a-small' });
+      expect(engine.loadAttempts).toEqual(['a-small']);
+      expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS', fallbackUsed: false });
+      expect(result.errorMessage).toBe('a-small: scripted failure; a token-id prompt is not moved to another model (its ids belong to "a-small"\'s vocabulary)');
+      expect(result.skippedModels.map((s) => [s.name, s.reason])).toEqual([
+        ['a-small', 'load-failed'],
+        ['b-large', 'token-ids'],
+        ['c-small-too', 'token-ids'],
+      ]);
+    }
+    // The same prompt as text falls back.
+    const text = await pipeline.process(textRequest('text', { modelPreference: 'a-small' }));
+    expect(text).toMatchObject({ success: true, fallbackUsed: true });
   });
 });

@@ -3,6 +3,8 @@
  * and FIFO queueing. (The only test that does not use the real binding: it checks orchestration,
  * not inference; pipeline.test.ts covers the real path.)
  */
+import { copyFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LocalModelManager } from '../ts/models/manager.js';
@@ -19,6 +21,8 @@ beforeAll(async () => {
   // Real folders (sizes differ: the .bin is larger than the safetensors).
   scratch = await tempModelsDir({ 'a-small': TINY, 'b-large': TINY_ORIGINAL, 'c-small-too': TINY });
   modelsDir = scratch.modelsDir;
+  // b-large (the state-spaces fixture) takes text prompts too, so text requests can fall back to it.
+  await copyFile(path.join(TINY, 'tokenizer.json'), path.join(modelsDir, 'b-large', 'tokenizer.json'));
 });
 
 afterAll(async () => scratch?.cleanup());
@@ -28,7 +32,7 @@ describe('pipeline orchestration', () => {
     const engine = new ScriptedEngine(new Set(['b-large', 'a-small']), 5);
     const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
     const pipeline = new LocalAIPipeline({ manager });
-    const result = await pipeline.process({ id: '1', input: { ids: [1] }, taskType: 'generation', mode: ProcessingMode.FULL_CAPABILITY });
+    const result = await pipeline.process({ id: '1', input: 'Once', taskType: 'generation', mode: ProcessingMode.FULL_CAPABILITY });
     expect(engine.loadAttempts).toEqual(['b-large', 'a-small', 'c-small-too']);
     expect(result).toMatchObject({ success: true, modelUsed: 'c-small-too', fallbackUsed: true });
     expect(result.metadata.fallbackReasons).toHaveLength(2);
@@ -37,7 +41,7 @@ describe('pipeline orchestration', () => {
   it('reports the first failure when every candidate fails', async () => {
     const engine = new ScriptedEngine(new Set(['a-small', 'b-large', 'c-small-too']), 5);
     const pipeline = new LocalAIPipeline({ manager: new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false }) });
-    const result = await pipeline.process({ id: '1', input: { ids: [1] }, taskType: 'generation', mode: ProcessingMode.MINIMAL_RESOURCES });
+    const result = await pipeline.process({ id: '1', input: 'Once', taskType: 'generation', mode: ProcessingMode.MINIMAL_RESOURCES });
     expect(engine.loadAttempts[0]).toBe('a-small');
     expect(result).toMatchObject({ success: false, errorCode: 'E_BAD_WEIGHTS', fallbackUsed: false });
     expect(result.errorMessage).toMatch(/fallbacks failed too/);

@@ -349,7 +349,8 @@ export class LocalAIPipeline {
           // Work on the model still running after the request ended (a scoring call raced by the deadline).
           let inFlight: Promise<unknown> | undefined;
           try {
-            const needs: ModelNeeds = { mode, limits, requireTokenizer: typeof request.input === 'string' || request.messages !== undefined, preference: request.modelPreference };
+            const text = typeof request.input === 'string' || request.messages !== undefined;
+            const needs: ModelNeeds = { mode, limits, requireTokenizer: text, tokenIds: !text, preference: request.modelPreference };
             lease = await this.#acquire(needs, progress, within, controller.signal);
             if (controller.signal.aborted) throw stoppedError(phase, cause());
             const model = lease.model;
@@ -461,6 +462,11 @@ export class LocalAIPipeline {
     const reasons: string[] = [];
     let firstError: PhoenixError | undefined;
     for (const candidate of plan.candidates) {
+      if (candidate !== primary && needs.tokenIds) {
+        // Ids index one vocabulary: on another model they are other tokens (a garbage answer reported as success).
+        progress.skipped.push({ name: candidate.name, status: candidate.status, reason: 'token-ids', message: `the prompt is token ids of "${primary.name}"'s vocabulary; not moved to another model` });
+        continue;
+      }
       const loadStarted = performance.now();
       try {
         const lease = await within('loading', manager.acquireModel(candidate.name, { signal }), {
@@ -485,10 +491,12 @@ export class LocalAIPipeline {
     }
     progress.metadata.fallbackReasons = reasons;
     const error = firstError as PhoenixError;
-    const others = progress.skipped.filter((s) => s.reason !== 'load-failed');
+    const others = progress.skipped.filter((s) => s.reason !== 'load-failed' && s.reason !== 'token-ids');
     const fallbacks = reasons.length > 1 ? ` (fallbacks failed too: ${reasons.slice(1).join('; ')})` : '';
     const rest = others.length > 0 ? `: ${describeSkips(others)}` : '';
-    const message = `${error.message}${fallbacks}; no other model in ${this.manager.modelsDir} can serve the request${rest}`;
+    const message = needs.tokenIds && plan.candidates.length > 1
+      ? `${error.message}; a token-id prompt is not moved to another model (its ids belong to "${primary.name}"'s vocabulary)`
+      : `${error.message}${fallbacks}; no other model in ${this.manager.modelsDir} can serve the request${rest}`;
     throw new PhoenixError(error.code, message, error.details);
   }
 

@@ -13,6 +13,8 @@ export interface ModelNeeds {
   limits: ModeLimits;
   /** Text input needs a tokenizer. */
   requireTokenizer: boolean;
+  /** The prompt is token ids: only the first candidate may serve it (ids mean nothing in another vocabulary). */
+  tokenIds: boolean;
   preference?: string;
 }
 

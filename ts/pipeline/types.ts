@@ -67,9 +67,11 @@ export type { RequestPhase } from './deadline.js';
  * - `unusable` – its status is `error` or `corrupted` (the manager's error is in `code` / `message`);
  * - `too-large` – its weights exceed the mode's `maxModelBytes`;
  * - `no-tokenizer` – the prompt is text and the model has no `tokenizer.json`;
- * - `load-failed` – it was tried and loading it failed (`code` / `message` of that failure).
+ * - `load-failed` – it was tried and loading it failed (`code` / `message` of that failure);
+ * - `token-ids` – the prompt is token ids, which belong to the vocabulary of the model tried first: it
+ *   is not moved to another model when that one fails.
  */
-export type SkipReason = 'unusable' | 'too-large' | 'no-tokenizer' | 'load-failed';
+export type SkipReason = 'unusable' | 'too-large' | 'no-tokenizer' | 'load-failed' | 'token-ids';
 
 /** A local model that did not serve a request, and why. */
 export interface SkippedModel {
