@@ -67,6 +67,14 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     expect(b).toEqual(a);
     const again = await remote.process(request('dup'));
     expect(again).toEqual(a);
+    // The same id for a different request is refused, not answered with the first request's result.
+    const other = await remote.process({ ...request('dup', { maxTokens: 5 }), input: 'One day' });
+    expect([other.success, other.errorCode]).toEqual([false, 'E_INVALID_OPTION']);
+    expect(other.errorMessage).toMatch(/request id "dup" is taken by a different request on queue "client"/);
+    // BullMQ's key separator in an id is a typed refusal naming the field, as any other bad id.
+    const colon = await remote.process(request('a:b'));
+    expect([colon.success, colon.errorCode]).toEqual([false, 'E_INVALID_OPTION']);
+    expect(colon.errorMessage).toMatch(/job\.id must not contain ":"/);
   }, 60_000);
 
   it('rebuilds typed errors from the worker', async () => {

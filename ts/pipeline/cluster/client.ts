@@ -14,12 +14,19 @@ import type { ProcessingRequest, ProcessingResult } from '../types.js';
 import { aggregateCluster, type ClusterMetrics } from './aggregate.js';
 import { failedResult } from './failure.js';
 import { readHeartbeats } from './heartbeat.js';
-import { encodeJob } from './job.js';
+import { encodeJob, sameJob } from './job.js';
 import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { connect } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
 import { longTimeout } from '../deadline.js';
+
+/**
+ * How long a finished job (its result, its error) stays in Redis: a duplicate id joins it meanwhile
+ * (a client retrying after a crash gets the result without a second run); after that Redis lets it go,
+ * instead of keeping every result (logits, states) forever.
+ */
+export const RESULT_KEEP_S = 3600;
 
 export class QueueClient {
   readonly name: string;
@@ -101,7 +108,10 @@ export class QueueClient {
         throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
       }
       await untilStopped(this.#events.waitUntilReady());
-      adding = existing ? Promise.resolve(existing) : this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: false, removeOnFail: false });
+      if (existing && !sameJob(existing.data, payload)) {
+        throw new PhoenixError('E_INVALID_OPTION', `request id "${request.id}" is taken by a different request on queue "${this.name}" (running, waiting, or a result kept for ${RESULT_KEEP_S / 3600} h): use a new id`, { option: 'id' });
+      }
+      adding = existing ? Promise.resolve(existing) : this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: { age: RESULT_KEEP_S }, removeOnFail: { age: RESULT_KEEP_S } });
       const job = await untilStopped(adding);
       const done = job.waitUntilFinished(this.#events).then(
         (value: unknown) => ({ value }),

@@ -28,7 +28,7 @@ const BOOLEAN_OPTIONS = ['fitToContext', 'addSpecialTokens', 'int8Prompt', 'retu
 const OPTION_FIELDS = new Set<string>([...NUMBER_OPTIONS, ...BOOLEAN_OPTIONS, 'stop', 'stopTokenIds']);
 
 function bad(field: string, message: string): PhoenixError {
-  return new PhoenixError('E_INVALID_OPTION', `job.${field} ${message}`, { option: field });
+  return new PhoenixError('E_INVALID_OPTION', `${field ? `job.${field}` : 'the job'} ${message}`, { option: field || 'job' });
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -56,10 +56,29 @@ function checkIntArray(field: string, value: unknown, max: number): number[] {
 export function encodeJob(request: ProcessingRequest): JobRequest {
   const { signal: _signal, state, ...options } = request.options ?? {};
   if (state !== undefined) throw bad('options.state', 'cannot be sent to a queue worker (run it in-process)');
+  // BullMQ refuses ":" in a job id (its key separator) with an untyped error; the request id is the job id.
+  if (typeof request.id === 'string' && request.id.includes(':')) throw bad('id', 'must not contain ":" on a queue (the request id is the BullMQ job id)');
   const job: JobRequest = { ...request, ...(request.options ? { options } : {}) };
   const size = JSON.stringify(job).length;
   if (size > MAX_JOB_CHARS) throw bad('', `is ${size} characters encoded, more than ${MAX_JOB_CHARS}`);
   return job;
+}
+
+/**
+ * Whether two encoded requests are the same request (key order aside): a duplicate id joins the
+ * job only then, so a reused id never hands back another request's result.
+ */
+export function sameJob(a: unknown, b: unknown): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (isRecord(value)) {
+    const keys = Object.keys(value).filter((k) => value[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
 }
 
 /**
