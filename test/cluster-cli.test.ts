@@ -26,6 +26,9 @@ describe('phoenix-local worker: usage', () => {
     [['--redis', 'redis://127.0.0.1:1', '--concurrency', '0'], /--concurrency must be an integer/],
     [['--redis', 'redis://127.0.0.1:1', '--queue', 'a:b'], /--queue must be/],
     [['--redis', 'redis://127.0.0.1:1', '--preload', 'lite,'], /--preload must be model names/],
+    [['--redis', 'redis://127.0.0.1:1', '--preload', '../x'], /--preload: model name "\.\.\/x" is not a folder name inside the models dir/],
+    // Refused at start (the core's check), not on every job it would take.
+    [['--redis', 'redis://127.0.0.1:1', '--models-dir', path.dirname(LITE), '--kv-cache', 'f8'], /--kv-cache must be "f32" or "f16", got "f8"/],
   ])('refuses %j with exit 2', (args, message) => {
     const run = spawnSync(process.execPath, [BIN, 'worker', ...args], { encoding: 'utf8', timeout: 20_000 });
     expect(run.status).toBe(2);
@@ -39,6 +42,16 @@ describe('phoenix-local worker --preload', () => {
     const run = spawnSync(process.execPath, [BIN, 'worker', '--redis', 'redis://127.0.0.1:1', '--models-dir', path.dirname(LITE), '--preload', 'no-such-model'], { encoding: 'utf8', timeout: 20_000 });
     expect(run.status).not.toBe(0);
     expect(run.stderr).toMatch(/^phoenix-local: E_MODEL_NOT_FOUND: .*no-such-model/);
+  });
+});
+
+describe('phoenix-local worker without its models dir', () => {
+  it('refuses to start (it would take jobs workers with models can serve), before contacting Redis', () => {
+    const missing = path.join(path.dirname(LITE), 'no-such-models-dir');
+    const run = spawnSync(process.execPath, [BIN, 'worker', '--redis', 'redis://127.0.0.1:1', '--models-dir', missing], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`^phoenix-local: E_MODEL_NOT_FOUND: models dir ${missing.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(--models-dir\\) does not exist`));
+    expect(run.stderr).not.toMatch(/waiting for Redis/);
   });
 });
 

@@ -105,6 +105,12 @@ describe.skipIf(skip)('startWorker', () => {
     expect(kv.message).toMatch(/kvCache/);
     const dir = await expectCode(startWorker({ redis: redis.url, pipeline: local, modelsDir }), 'E_INVALID_OPTION');
     expect(dir.message).toMatch(/modelsDir/);
+    // What would fail every job is refused at start: a kvCache the core does not know, a models dir that is not there.
+    const f8 = await expectCode(startWorker({ redis: redis.url, queue: 'kv-f8', modelsDir: llamaDir, kvCache: 'f8' as 'f16' }), 'E_INVALID_OPTION');
+    expect(f8.message).toMatch(/option `kvCache` must be "f32" or "f16", got "f8"/);
+    const missing = path.join(scratch.dir, 'no-models-here');
+    const gone = await expectCode(startWorker({ redis: redis.url, queue: 'no-dir', modelsDir: missing }), 'E_MODEL_NOT_FOUND');
+    expect(gone.message).toBe(`worker: models dir ${missing} does not exist or is not a folder`);
   }, 60_000);
 
   it('close() lets the active job finish', async () => {

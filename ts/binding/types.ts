@@ -299,4 +299,6 @@ export interface RawBinding {
    * them before loading one (`E_INVALID_OPTION` naming the option).
    */
   checkGenerateOptions(options: RawGenerateOptions): void;
+  /** Checks load options (`kvCache`, `useMmap`) without a model (`E_INVALID_OPTION` naming the option). */
+  checkLoadOptions(options: RawLoadOptions): void;
 }

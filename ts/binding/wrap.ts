@@ -78,6 +78,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
     buildInfo: () => guard(() => raw.buildInfo()),
     setThreads: (n) => guard(() => raw.setThreads(n)),
     checkGenerateOptions: (options) => guard(() => raw.checkGenerateOptions(options)),
+    checkLoadOptions: (options) => guard(() => raw.checkLoadOptions(loadOptions(options) ?? {})),
   };
 }
 
@@ -87,7 +88,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
  */
 export function checkBindingShape<T extends RawBinding = RawBinding>(module: unknown, file: string, extra: readonly string[] = []): T {
   const candidate = module as Record<string, unknown> | null;
-  for (const name of ['loadModel', 'describeModel', 'supportedFamilies', 'buildInfo', 'setThreads', 'checkGenerateOptions', ...extra]) {
+  for (const name of ['loadModel', 'describeModel', 'supportedFamilies', 'buildInfo', 'setThreads', 'checkGenerateOptions', 'checkLoadOptions', ...extra]) {
     if (typeof candidate?.[name] !== 'function') {
       throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
     }

@@ -5,6 +5,7 @@
 import { PhoenixError } from '../binding/errors.js';
 import { startWorker } from '../pipeline/cluster/lazy.js';
 import { isQueueName } from '../pipeline/cluster/options.js';
+import { assertModelName } from '../models/names.js';
 import { LocalAIPipeline } from '../pipeline/pipeline.js';
 import type { ParsedFlags } from './args.js';
 import type { CliContext } from './context.js';
@@ -40,6 +41,14 @@ export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promis
   const concurrency = positiveInt('concurrency', flags.concurrency, 1);
   const preload = flags.preload === undefined ? [] : flags.preload.split(',').map((name) => name.trim());
   if (preload.some((name) => name === '')) throw usageError('preload', '--preload must be model names separated by commas');
+  for (const name of preload) {
+    try {
+      assertModelName(name);
+    } catch (error) {
+      throw usageError('preload', `--preload: ${(error as Error).message}`);
+    }
+  }
+  await ctx.requireModelsDir();
   const pipeline = new LocalAIPipeline({ manager: ctx.manager, maxConcurrency: concurrency });
   // startWorker waits for Redis (reconnecting quietly): say so rather than sit silent.
   const waiting = setTimeout(() => ctx.io.stderr.write(`phoenix-local worker: waiting for Redis at ${redis} (not reachable yet; retrying)\n`), 3000);

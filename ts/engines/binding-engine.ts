@@ -108,6 +108,16 @@ export abstract class BindingEngine implements InferenceEngine {
   }
 
   /**
+   * Checks this engine's load options (`kvCache`, `useMmap`) with the core, without a model: a caller
+   * that loads models later (a queue worker) can refuse a bad value at start, not on every job.
+   * @throws `E_INVALID_OPTION` naming the option.
+   */
+  async checkLoadOptions(): Promise<void> {
+    const { binding } = await this.binding();
+    binding.checkLoadOptions(this.#loadOptions);
+  }
+
+  /**
    * Checks generation options without a model (types and ranges; only stop-token ids need the model's
    * vocabulary), so a caller can refuse bad options before loading one.
    * @throws `E_INVALID_OPTION` naming the option.

@@ -112,6 +112,12 @@ pub fn check_generate_options(options: RawGenerateOptions) -> napi::Result<()> {
     guarded(|| phoenix_core::generate::RawGenerateOptions::from(options).check_without_model())
 }
 
+/// Checks load options (`kvCache`, `useMmap`) without a model, as `loadModel` would.
+#[napi]
+pub fn check_load_options(options: RawLoadOptions) -> napi::Result<()> {
+    guarded(|| RawLoadOptions::to_core(Some(&options)).map(drop))
+}
+
 // ------------------------------------------------------------------------------------ RawModel
 
 /// A loaded model. `dispose()` drops this handle's reference to the weights; running generations

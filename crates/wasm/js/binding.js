@@ -373,6 +373,10 @@ export function createBinding({ instantiate, fileReader }) {
       const instance = liveSync();
       return call(instance, () => instance.core.checkGenerateOptions(options));
     },
+    checkLoadOptions(options) {
+      const instance = liveSync();
+      return call(instance, () => instance.core.checkLoadOptions(options?.kvCache)); // useMmap: files are read whole here
+    },
     /** Starts the first instance now (entries call this so `buildInfo()` works right after import). */
     async ready() {
       await live();

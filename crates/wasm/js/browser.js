@@ -71,6 +71,7 @@ export const supportedFamilies = binding.supportedFamilies;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;
+export const checkLoadOptions = binding.checkLoadOptions;
 export const ready = binding.ready;
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

@@ -142,6 +142,7 @@ export const supportedFamilies = binding.supportedFamilies;
 export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;
+export const checkLoadOptions = binding.checkLoadOptions;
 /** Instances started so far (more than 1 after a trap forced a fresh one). */
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

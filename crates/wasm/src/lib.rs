@@ -139,6 +139,12 @@ pub fn check_generate_options(options: JsValue) -> std::result::Result<(), JsErr
     guarded(|| convert::options_from_js(options)?.check_without_model())
 }
 
+/// Checks the `kvCache` load option without a model, as `ModelFileSet.load` would.
+#[wasm_bindgen(js_name = checkLoadOptions)]
+pub fn check_load_options(kv_cache: Option<String>) -> std::result::Result<(), JsError> {
+    guarded(|| phoenix_core::LoadOptions::from_names(kv_cache.as_deref(), None).map(drop))
+}
+
 // ------------------------------------------------------------------------------------ RawModel
 
 /// A loaded model. `dispose()` drops this handle's reference to the weights; running generations

@@ -7,11 +7,13 @@
  * taking jobs and waits for the active ones (what SIGTERM does in the CLI).
  */
 import { randomUUID } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { DelayedError, UnrecoverableError, Worker, type Job } from 'bullmq';
 
 import { PhoenixError, toPhoenixError } from '../../binding/errors.js';
 import type { KvCacheType } from '../../binding/types.js';
+import { BindingEngine } from '../../engines/binding-engine.js';
 import { optionKeys, refuseBeside, refuseUnknownKeys } from '../../engines/known-keys.js';
 import { LocalAIPipeline } from '../pipeline.js';
 import type { ProcessingResult } from '../types.js';
@@ -110,6 +112,17 @@ class JobStats {
  * Starts a worker; resolves once it is connected, its preloads are loaded and it is taking jobs.
  * @throws `E_INVALID_OPTION` for a count out of range, or `modelsDir` / `kvCache` / `useMmap` beside `pipeline`.
  */
+/**
+ * Refuses at start what would fail every job: a models dir that is not there (the worker would take
+ * jobs from workers that can serve them), or load options the core refuses (`kvCache: 'f8'`).
+ */
+async function checkServable(pipeline: LocalAIPipeline): Promise<void> {
+  const dir = pipeline.manager.modelsDir;
+  const isDir = await stat(dir).then((s) => s.isDirectory(), () => false);
+  if (!isDir) throw new PhoenixError('E_MODEL_NOT_FOUND', `worker: models dir ${dir} does not exist or is not a folder`, { path: dir });
+  for (const engine of pipeline.manager.engines) if (engine instanceof BindingEngine) await engine.checkLoadOptions();
+}
+
 export async function startWorker(options: WorkerOptions): Promise<QueueWorker> {
   refuseUnknownKeys(options, WORKER_OPTION_KEYS, 'worker option');
   const queue = options.queue ?? 'phoenix';
@@ -125,7 +138,13 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
       ...(options.kvCache !== undefined ? { kvCache: options.kvCache } : {}),
       ...(options.useMmap !== undefined ? { useMmap: options.useMmap } : {}),
     });
-  for (const name of options.preload ?? []) await pipeline.manager.loadModel(name);
+  try {
+    await checkServable(pipeline);
+    for (const name of options.preload ?? []) await pipeline.manager.loadModel(name);
+  } catch (error) {
+    if (!options.pipeline) pipeline.dispose(); // its own: nobody else will
+    throw error;
+  }
   const id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const startedAt = Date.now();
   const stats = new JobStats();
