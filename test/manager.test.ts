@@ -290,7 +290,7 @@ describe('loading, caching, budget', () => {
     }
   });
 
-  it('dispose() during a load frees the model that load makes instead of leaving it cached', async () => {
+  it('dispose() during a load frees the model that load makes instead of leaving it cached; later loads are refused', async () => {
     const made: LoadedModel[] = [];
     class Recording extends MambaSSMEngine {
       override async loadModel(metadata: ModelMetadata): Promise<LoadedModel> {
@@ -306,6 +306,14 @@ describe('loading, caching, budget', () => {
     expect(made.map((x) => x.disposed)).toEqual([true]);
     expect(m.loadedModels()).toEqual([]);
     expect((await m.getModelMetadata('tiny')).status).toBe('available');
+    // dispose() is the end: a load asked in the same tick, or later, hands out nothing.
+    const other = new LocalModelManager({ modelsDir, engines: [new Recording()], measurePerformance: false });
+    const sameTick = other.loadModel('tiny');
+    other.dispose();
+    await expectCode(sameTick, 'E_ABORTED');
+    await expectCode(other.acquireModel('tiny'), 'E_ABORTED');
+    expect(other.loadedModels()).toEqual([]);
+    expect(made.every((x) => x.disposed)).toBe(true);
   });
 
   it('getFallbackModel returns the smallest other usable model of the type', async () => {

@@ -121,3 +121,26 @@ describe('stream backpressure', () => {
     for (const bad of [0, 1.5, Number.NaN]) await expectCode(async () => new LocalAIPipeline({ modelsDir, streamBufferTokens: bad }), 'E_INVALID_OPTION');
   });
 });
+
+describe('dispose()', () => {
+  it('ends a paused stream and a queued request with E_ABORTED naming the dispose, and refuses later requests', async () => {
+    const { engine, pipeline } = setup();
+    const paused = pipeline.stream(request('paused'));
+    const iterator = paused[Symbol.asyncIterator]();
+    await iterator.next(); // generating, then held by the unread buffer
+    const queued = pipeline.process(request('queued')); // waits for the one slot
+    await sleep(50);
+    pipeline.dispose();
+    const started = performance.now();
+    const [first, second] = await Promise.all([paused.result, queued]);
+    expect(performance.now() - started).toBeLessThan(2000);
+    for (const result of [first, second]) {
+      expect([result.success, result.errorCode]).toEqual([false, 'E_ABORTED']);
+      expect(result.errorMessage).toMatch(/the pipeline was disposed/);
+    }
+    expect(engine.produced).toBeLessThan(TOKENS);
+    const later = await pipeline.process(request('later'));
+    expect([later.success, later.errorCode]).toEqual([false, 'E_ABORTED']);
+    expect(later.errorMessage).toMatch(/the pipeline was disposed/);
+  });
+});

@@ -228,6 +228,19 @@ describe('limits', () => {
       expect(result.success).toBe(false);
       expect(result.errorCode).toBe('E_INVALID_OPTION');
     }
+    // Options a request's task would ignore are refused by name, as unknown ones are.
+    const ignored: [unknown, string][] = [
+      [{ id: 'a', input: 'x', taskType: 'scoring', options: { maxTokens: 5 } }, 'request.options.maxTokens shapes a generation; a scoring request takes returnLogits and signal only'],
+      [{ id: 'a', input: 'x', taskType: 'scoring', options: { temperature: 0.5, seed: 1 } }, 'request.options.temperature shapes a generation'],
+      [{ id: 'a', input: 'x', taskType: 'scoring', options: { returnLogits: 'yes' } }, 'request.options.returnLogits must be a boolean, got string'],
+      [{ id: 'a', input: 'x', taskType: 'generation', options: { returnLogits: true } }, 'request.options.returnLogits is for taskType "scoring" only'],
+      [null, 'the request must be an object'],
+    ];
+    for (const [request, message] of ignored) {
+      const result = await pipeline.process(request as ProcessingRequest);
+      expect([result.success, result.errorCode]).toEqual([false, 'E_INVALID_OPTION']);
+      expect(result.errorMessage).toContain(message);
+    }
   });
 });
 

@@ -121,6 +121,39 @@ describe('unknown constructor options', () => {
     new LocalAIPipeline({ modelsDir: '/nonexistent', maxConcurrency: 2, maxQueueSize: 4, streamBufferTokens: 8, kvCache: undefined }).dispose();
   });
 
+  it('manager options and call options of the wrong kind, and sparse arrays, are E_INVALID_OPTION naming them', async () => {
+    const { LocalModelManager } = await import('../ts/models/manager.js');
+    const { MambaSSMEngine } = await import('../ts/engines/mamba-engine.js');
+    const { toRawMessages } = await import('../ts/engines/chat.js');
+    const refused = async (what: string, run: () => unknown, message: RegExp): Promise<void> => {
+      let error: unknown;
+      try {
+        await run();
+      } catch (e) {
+        error = e;
+      }
+      expect({ what, code: (error as PhoenixError | undefined)?.code }).toEqual({ what, code: 'E_INVALID_OPTION' });
+      expect((error as PhoenixError).message, what).toMatch(message);
+    };
+    const m = (extra: object) => new LocalModelManager({ modelsDir: '/nonexistent', engines: [], measurePerformance: false, ...extra });
+    await refused('onProgress', () => m({ onProgress: 5 }), /option onProgress must be a function, got number/);
+    await refused('measurePerformance', () => m({ measurePerformance: 'yes' }), /option measurePerformance must be a boolean, got string/);
+    await refused('engines', () => m({ engines: {} }), /option engines must be an array of engines/);
+    await refused('an engine', () => m({ engines: [{}] }), /an engine must implement InferenceEngine: a string `name` is missing/);
+    await refused('an engine without score', () => m({ engines: [{ name: 'x', canLoad: () => true, loadModel: () => undefined, predict: () => undefined, stream: () => undefined }] }), /`score\(\)` is missing/);
+    const manager = m({});
+    await refused('signal', () => manager.loadModel('tiny', { signal: 'x' as never }), /option `signal` must be an AbortSignal/);
+    await refused('call option typo', () => manager.listModels({ sigal: new AbortController().signal } as never), /unknown call option `sigal` \(did you mean `signal`\?\)/);
+    await refused('engineFor', () => manager.engineFor({} as never), /engineFor needs a model this manager loaded/);
+    // Holes in arrays are checked as undefined, not skipped into the binding.
+    // eslint-disable-next-line no-sparse-arrays
+    await refused('sparse ids', () => new MambaSSMEngine().checkOptions({ stopTokenIds: [1, , 2] as number[] }), /stopTokenIds/);
+    // eslint-disable-next-line no-sparse-arrays
+    await refused('sparse stop', () => new MambaSSMEngine().checkOptions({ stop: ['a', , 'b'] as string[] }), /stop/);
+    // eslint-disable-next-line no-sparse-arrays
+    await refused('sparse messages', () => toRawMessages([{ role: 'user', content: 'a' }, , { role: 'user', content: 'b' }] as never), /messages\[1\] must be an object/);
+  });
+
   it('modeLimits are checked when the pipeline is built, naming mode and key; the defaults cannot be changed', async () => {
     const { DEFAULT_MODE_LIMITS } = await import('../ts/pipeline/modes.js');
     const cases: [unknown, string][] = [

@@ -9,7 +9,8 @@ import type { ChatMessage, GenerationOptions } from './types.js';
 /** `messages` as the binding takes them: an array of `{ role, content }` strings. */
 export function toRawMessages(messages: readonly ChatMessage[]): RawChatMessage[] {
   if (!Array.isArray(messages)) throw invalidMessages('must be an array of { role, content }');
-  return messages.map((m: unknown, i) => {
+  // Array.from visits holes (`[a, , b]`) as undefined, where map skipped them into the binding.
+  return Array.from(messages, (m: unknown, i) => {
     if (m === null || typeof m !== 'object') throw invalidMessages(`[${i}] must be an object { role, content }`);
     const { role, content } = m as Record<string, unknown>;
     if (typeof role !== 'string') throw invalidMessages(`[${i}].role must be a string`);

@@ -33,9 +33,16 @@ const FLAGS = ['addSpecialTokens', 'fitToContext', 'int8Prompt'] as const;
 /** Every key of {@link GenerationOptions}. */
 export const GENERATION_OPTION_KEYS: ReadonlySet<string> = new Set([...NUMERIC, ...FLAGS, 'stop', 'stopTokenIds', 'signal', 'state', 'returnState']);
 
+/** Whether `test` holds at every index of `array`, holes included (as `undefined`). */
+export function everyIndex(array: readonly unknown[], test: (value: unknown) => boolean): boolean {
+  for (let i = 0; i < array.length; i++) if (!test(array[i])) return false;
+  return true;
+}
+
 /** A list of token ids: an array of numbers (integrality and the vocabulary range are the core's checks). */
 function idList(option: string, value: unknown): number[] {
-  if (!Array.isArray(value) || value.some((id) => typeof id !== 'number')) throw invalid(option, value, 'an array of token ids (numbers)');
+  // Every index, holes too (`[1, , 2]`): `some` skips holes, which then reached the binding as undefined.
+  if (!Array.isArray(value) || !everyIndex(value, (id) => typeof id === 'number')) throw invalid(option, value, 'an array of token ids (numbers)');
   return [...(value as number[])];
 }
 
@@ -51,7 +58,7 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
     raw[key] = value;
   }
   if (options.stop !== undefined) {
-    if (!Array.isArray(options.stop) || options.stop.some((s) => typeof s !== 'string')) throw invalid('stop', options.stop, 'an array of strings');
+    if (!Array.isArray(options.stop) || !everyIndex(options.stop, (s) => typeof s === 'string')) throw invalid('stop', options.stop, 'an array of strings');
     raw.stopStrings = [...options.stop];
   }
   if (options.stopTokenIds !== undefined) raw.stopTokenIds = idList('stopTokenIds', options.stopTokenIds);

@@ -141,8 +141,8 @@ export class LocalModelManager {
   readonly #binding: LocalModelManagerOptions['binding'];
   /** Monotonic use counter for LRU order (timestamps can tie). */
   #clock = 0;
-  /** Counts dispose() calls: a load that was in flight across one frees its model instead of caching it. */
-  #disposals = 0;
+  /** Set by dispose(): no model is handed out or cached afterwards. */
+  #disposed = false;
 
   /** @throws `E_INVALID_OPTION` for an option it does not know, or a bad `modelsDir` / `memoryBudgetBytes`. */
   constructor(options: LocalModelManagerOptions = {}) {
@@ -157,6 +157,13 @@ export class LocalModelManager {
       throw new PhoenixError('E_INVALID_OPTION', `option memoryBudgetBytes must be a number ≥ 0, got ${String(budget)}`, { option: 'memoryBudgetBytes' });
     }
     this.#budget = budget;
+    const kind = (option: string, value: unknown, type: string): void => {
+      if (value !== undefined && typeof value !== type) throw new PhoenixError('E_INVALID_OPTION', `option ${option} must be a ${type}, got ${value === null ? 'null' : typeof value}`, { option });
+    };
+    kind('measurePerformance', options.measurePerformance, 'boolean');
+    kind('onProgress', options.onProgress, 'function');
+    kind('manifestPath', options.manifestPath, 'string');
+    if (options.engines !== undefined && !Array.isArray(options.engines)) throw new PhoenixError('E_INVALID_OPTION', 'option engines must be an array of engines', { option: 'engines' });
     this.#measure = options.measurePerformance ?? true;
     this.#onProgress = options.onProgress;
     this.#binding = options.binding;
@@ -166,6 +173,9 @@ export class LocalModelManager {
 
   /** Adds an engine; the first registered engine whose `canLoad` accepts a model loads it. */
   registerEngine(engine: InferenceEngine): void {
+    const shape = engine as Partial<Record<keyof InferenceEngine, unknown>> | null;
+    const missing = (['name', 'canLoad', 'loadModel', 'predict', 'stream', 'score'] as const).find((key) => (key === 'name' ? typeof shape?.name !== 'string' : typeof shape?.[key] !== 'function'));
+    if (missing) throw new PhoenixError('E_INVALID_OPTION', `an engine must implement InferenceEngine: ${missing === 'name' ? 'a string `name`' : `\`${missing}()\``} is missing`, { option: 'engines' });
     if (!this.#engines.includes(engine)) this.#engines.push(engine);
   }
 
@@ -177,7 +187,10 @@ export class LocalModelManager {
   /** The registered engine that loaded `model` (to generate or score with it). */
   engineFor(model: LoadedModel): InferenceEngine {
     const engine = this.#engines.find((e) => e.name === model.engine);
-    if (!engine) throw new PhoenixError('E_INVALID_OPTION', `no registered engine is named ${model.engine} (model "${model.name}" was loaded elsewhere)`, { option: 'model' });
+    if (!engine) {
+      const what = typeof model?.engine === 'string' ? `no registered engine is named ${model.engine} (model "${model.name}" was loaded elsewhere)` : 'engineFor needs a model this manager loaded';
+      throw new PhoenixError('E_INVALID_OPTION', what, { option: 'model' });
+    }
     return engine;
   }
 
@@ -195,6 +208,7 @@ export class LocalModelManager {
 
   /** Every model folder (or loose `.gguf` file) in the models dir (hidden entries skipped), sorted by name. Broken ones have status `error`. */
   async listModels(options: ManagerCallOptions = {}): Promise<ModelMetadata[]> {
+    checkCall(options);
     let entries;
     try {
       entries = await readdir(this.modelsDir, { withFileTypes: true });
@@ -235,6 +249,7 @@ export class LocalModelManager {
    * @throws `E_INVALID_OPTION` (name leaves the models dir), `E_MODEL_NOT_FOUND`, `E_ABORTED`.
    */
   async getModelMetadata(name: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
+    checkCall(options);
     const folder = await this.#resolve(name);
     return this.#describe(name, folder, options.signal);
   }
@@ -244,6 +259,7 @@ export class LocalModelManager {
    * name). A link named here is followed as {@link loadModelAt} follows it, so both see the same model.
    */
   async getModelMetadataAt(folderPath: string, options: ManagerCallOptions = {}): Promise<ModelMetadata> {
+    checkCall(options);
     const folder = await canonical(path.resolve(folderPath));
     return this.#describe(path.basename(path.resolve(folderPath)), folder, options.signal);
   }
@@ -257,12 +273,14 @@ export class LocalModelManager {
    * `E_CHECKSUM` (files changed since their checksum was recorded; see {@link acceptChecksum}), `E_ABORTED`, …
    */
   async loadModel(name: string, options: ManagerCallOptions = {}): Promise<LoadedModel> {
+    checkCall(options);
     const folder = await canonical(await this.#resolve(name));
     return this.#handOver(name, folder, options.signal);
   }
 
   /** Loads the model folder at `folderPath` (outside or inside the models dir); as {@link loadModel}. */
   async loadModelAt(folderPath: string, options: ManagerCallOptions = {}): Promise<LoadedModel> {
+    checkCall(options);
     const folder = await canonical(path.resolve(folderPath));
     return this.#handOver(path.basename(path.resolve(folderPath)), folder, options.signal);
   }
@@ -272,6 +290,7 @@ export class LocalModelManager {
    * mid-use (an unload requested meanwhile happens at the last release).
    */
   async acquireModel(name: string, options: ManagerCallOptions = {}): Promise<ModelLease> {
+    checkCall(options);
     const folder = await canonical(await this.#resolve(name));
     const { model, release } = await this.#lease(name, folder, options.signal);
     return { model, release };
@@ -338,9 +357,12 @@ export class LocalModelManager {
     return this.#describe(name, folder);
   }
 
-  /** Unloads every model, leased or not (the manager's end). */
+  /**
+   * Unloads every model, leased or not (the manager's end): loads in flight free their model and
+   * reject, and later loads are `E_ABORTED`. Listing and metadata keep working.
+   */
   dispose(): void {
-    this.#disposals++;
+    this.#disposed = true;
     for (const record of this.#records.values()) this.#unload(record, 'dispose');
   }
 
@@ -501,6 +523,7 @@ export class LocalModelManager {
 
   /** Takes a lease on the model at `key` (loading it if needed); the lease is dropped again if the load fails. */
   async #lease(name: string, key: string, signal: AbortSignal | undefined): Promise<ModelLease & { releaseKeeping(): void }> {
+    if (this.#disposed) throw disposedError(name);
     const record = this.#record(name, key);
     record.leases++;
     record.unloadPending = false; // a new user outranks an earlier unload request
@@ -604,7 +627,6 @@ export class LocalModelManager {
 
   async #loadFresh(record: ModelRecord, signal: AbortSignal): Promise<LoadedModel> {
     record.loadError = undefined;
-    const disposals = this.#disposals;
     const metadata = await this.#describe(record.name, record.folder, signal);
     if (metadata.status === 'corrupted' || metadata.status === 'error') {
       const { code, message } = metadata.error ?? { code: 'E_INTERNAL', message: `model "${record.name}" is unusable` };
@@ -635,7 +657,7 @@ export class LocalModelManager {
       this.#onProgress?.({ kind: 'load-done', model: record.name, loadMs });
       if (this.#measure && !metadata.performance) await this.#probeOrFail(record, engine, model, metadata, loadMs);
       // dispose() ran meanwhile: it could not free a model it did not have yet, so this load frees it.
-      if (this.#disposals !== disposals) throw new PhoenixError('E_ABORTED', `loading "${record.name}" was aborted: the model manager was disposed`, { model: record.name });
+      if (this.#disposed) throw disposedError(record.name);
     } catch (error) {
       // Nothing half-loaded stays cached: the record is marked loaded only once all of the above held.
       record.loadedFiles = undefined;
@@ -710,6 +732,20 @@ export class LocalModelManager {
       this.#onProgress?.({ kind: 'unload', model: record.name, reason });
     }
   }
+}
+
+const CALL_OPTION_KEYS = optionKeys<ManagerCallOptions>({ signal: true });
+
+/** A manager call's options: an object with at most an `AbortSignal` (`E_INVALID_OPTION` otherwise). */
+function checkCall(options: ManagerCallOptions): void {
+  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'manager call options must be an object such as { signal }', { option: 'options' });
+  refuseUnknownKeys(options, CALL_OPTION_KEYS, 'call option');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new PhoenixError('E_INVALID_OPTION', 'option `signal` must be an AbortSignal', { option: 'signal' });
+}
+
+/** `E_ABORTED` for a load asked of, or finishing on, a disposed manager. */
+function disposedError(name: string): PhoenixError {
+  return new PhoenixError('E_ABORTED', `loading "${name}" was aborted: the model manager was disposed`, { model: name });
 }
 
 function baseMeta(): ModelMetadata {

@@ -146,6 +146,9 @@ export class LocalAIPipeline {
   readonly #detector: OfflineDetector;
   readonly #metrics = new PipelineMetrics();
   readonly #remote: LazyQueueClient | undefined;
+  /** Stops the requests not yet ended (see dispose()). */
+  readonly #live = new Set<() => void>();
+  #disposed = false;
 
   /**
    * @throws `E_INVALID_OPTION` for an option it does not know, or one that configures the default
@@ -206,8 +209,13 @@ export class LocalAIPipeline {
     const canceller = new AbortController();
     const cancel = (): void => canceller.abort(new PhoenixError('E_ABORTED', 'cancelled by the caller'));
     const cancellable = withCancelSignal(request, canceller.signal);
+    // dispose() ends every request still running or queued, and refuses new ones.
+    const onDispose = (): void => canceller.abort(DISPOSED);
+    if (this.#disposed) onDispose();
+    else this.#live.add(onDispose);
     if (this.#remote) {
       const remote = this.#remote.stream(cancellable);
+      void remote.result.finally(() => this.#live.delete(onDispose));
       void remote.result.then((r) => this.#metrics.record(r, r.metadata.mode));
       return {
         get result(): Promise<ProcessingResult> {
@@ -218,7 +226,10 @@ export class LocalAIPipeline {
       };
     }
     const channel = new AsyncChannel<TokenChunk>(this.#streamBuffer);
-    const result = this.#run(cancellable, channel).finally(() => channel.close());
+    const result = this.#run(cancellable, channel).finally(() => {
+      this.#live.delete(onDispose);
+      channel.close();
+    });
     let drainScheduled = false;
     return {
       cancel,
@@ -273,8 +284,14 @@ export class LocalAIPipeline {
     return { ...this.#metrics.snapshot(), ...(cluster ? { cluster } : {}) };
   }
 
-  /** Unloads the models of a manager this pipeline created. */
+  /**
+   * Ends the pipeline: requests still running or queued end with `E_ABORTED` ("the pipeline was
+   * disposed", partial text kept), later ones fail the same way at once; the models of a manager this
+   * pipeline created are unloaded and a queue client's connections closed.
+   */
   dispose(): void {
+    this.#disposed = true;
+    for (const stop of [...this.#live]) stop();
     if (this.#ownsManager) this.manager.dispose();
     void this.#remote?.close();
   }
@@ -312,7 +329,7 @@ export class LocalAIPipeline {
     let timer: { clear(): void } | undefined;
     let energy = { joules: 0, source: this.#energy.source };
     let lease: ModelLease | undefined;
-    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
+    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : stoppedBy === 'signal' && request?.options?.signal?.reason === DISPOSED ? DISPOSED.message : 'aborted by the caller');
     // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
     const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
       phase = stepPhase;
@@ -415,7 +432,7 @@ export class LocalAIPipeline {
               promptTokens: generated.promptTokens,
               generatedTokens: generated.generatedTokens,
               tokensPerSecond: generated.tokensPerSecond,
-              ...(stopped ? { errorCode: 'E_ABORTED' as const, errorMessage: stopMessage(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules) } : {}),
+              ...(stopped ? { errorCode: 'E_ABORTED' as const, errorMessage: request.options?.signal?.reason === DISPOSED ? `${DISPOSED.message}; output is partial` : stopMessage(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules) } : {}),
             });
           } finally {
             readEnergy();
@@ -558,6 +575,9 @@ function toInput(input: NonNullable<ProcessingRequest['input']>): string | { ids
   return typeof input === 'string' ? input : { ids: input.ids };
 }
 
+/** The reason a request stops when its pipeline is disposed. */
+const DISPOSED = new PhoenixError('E_ABORTED', 'the pipeline was disposed');
+
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
   if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded during generation; output is partial`;
   if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used); output is partial`;
@@ -565,8 +585,11 @@ function stopMessage(cause: StopCause, deadlineMs: number, budget: number | unde
 }
 
 function invalid(field: string, message: string): PhoenixError {
-  return new PhoenixError('E_INVALID_OPTION' satisfies ErrorCode, `request.${field} ${message}`, { option: field });
+  return new PhoenixError('E_INVALID_OPTION' satisfies ErrorCode, `${field ? `request.${field}` : 'the request'} ${message}`, { option: field || 'request' });
 }
+
+/** The options a scoring request uses; the others shape a generation and would be ignored. */
+const SCORING_OPTION_KEYS: ReadonlySet<string> = new Set(['returnLogits', 'signal']);
 
 function validateRequest(request: ProcessingRequest): void {
   if (request === null || typeof request !== 'object') throw invalid('', 'must be an object');
@@ -590,5 +613,14 @@ function validateRequest(request: ProcessingRequest): void {
   if (request.modelPreference !== undefined && typeof request.modelPreference !== 'string') throw invalid('modelPreference', 'must be a string');
   if (request.options !== undefined && (request.options === null || typeof request.options !== 'object')) throw invalid('options', 'must be an object');
   refuseUnknownKeys(request, REQUEST_FIELDS, 'request field', 'request.');
-  if (request.options) refuseUnknownKeys(request.options, REQUEST_OPTION_KEYS, 'request option', 'request.options.');
+  if (request.options) {
+    refuseUnknownKeys(request.options, REQUEST_OPTION_KEYS, 'request option', 'request.options.');
+    const { returnLogits } = request.options;
+    if (returnLogits !== undefined && typeof returnLogits !== 'boolean') throw invalid('options.returnLogits', `must be a boolean, got ${typeof returnLogits}`);
+    if (returnLogits === true && request.taskType !== 'scoring') throw invalid('options.returnLogits', 'is for taskType "scoring" only');
+    if (request.taskType === 'scoring') {
+      const ignored = Object.entries(request.options).find(([key, value]) => value !== undefined && !SCORING_OPTION_KEYS.has(key));
+      if (ignored) throw invalid(`options.${ignored[0]}`, 'shapes a generation; a scoring request takes returnLogits and signal only');
+    }
+  }
 }
