@@ -52,7 +52,7 @@ export interface GenerationOptions {
   topP?: number;
   /** Drop tokens below `minP × p(max)`, in [0, 1]; `0` disables. */
   minP?: number;
-  /** Repetition penalty > 0; `1` disables. */
+  /** Repetition penalty in [1e-6, 1e6] (logits of recent tokens divided by it, negative ones multiplied); `1` disables. */
   repeatPenalty?: number;
   /** How many recent tokens the repetition penalty considers (0 = all). */
   repeatLastN?: number;

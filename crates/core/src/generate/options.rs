@@ -91,6 +91,10 @@ impl Default for GenerateOptions {
     }
 }
 
+/// The range of `repeatPenalty`: past it a penalised logit (|logit| up to ~1e3) can leave f32.
+pub const MIN_REPEAT_PENALTY: f32 = 1e-6;
+pub const MAX_REPEAT_PENALTY: f32 = 1e6;
+
 impl GenerateOptions {
     /// Checks every range. `vocab_size` bounds `stop_token_ids`.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
@@ -106,8 +110,10 @@ impl GenerateOptions {
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(range("minP", "a number in [0, 1] (0 = off)", self.min_p.into()));
         }
-        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return Err(range("repeatPenalty", "a finite number > 0 (1 = off)", self.repeat_penalty.into()));
+        // Bounded so a penalised logit stays finite: 1e-40 passed "> 0" and divided logits into
+        // infinities (EOS at once, or one token repeated).
+        if !(MIN_REPEAT_PENALTY..=MAX_REPEAT_PENALTY).contains(&self.repeat_penalty) {
+            return Err(range("repeatPenalty", "a number in [1e-6, 1e6] (1 = off)", self.repeat_penalty.into()));
         }
         if let Some(&bad) = self.stop_token_ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(invalid_option(format!(

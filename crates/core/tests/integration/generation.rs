@@ -335,6 +335,8 @@ fn option_validation_names_the_option_and_range() {
         (RawGenerateOptions { min_p: Some(1.1), ..Default::default() }, "minP"),
         (RawGenerateOptions { repeat_penalty: Some(0.0), ..Default::default() }, "repeatPenalty"),
         (RawGenerateOptions { repeat_penalty: Some(-1.0), ..Default::default() }, "repeatPenalty"),
+        (RawGenerateOptions { repeat_penalty: Some(1e-40), ..Default::default() }, "repeatPenalty"),
+        (RawGenerateOptions { repeat_penalty: Some(1e7), ..Default::default() }, "repeatPenalty"),
         (RawGenerateOptions { max_tokens: Some(0.0), ..Default::default() }, "maxTokens"),
         (RawGenerateOptions { max_tokens: Some(1e12), ..Default::default() }, "maxTokens"),
         (RawGenerateOptions { max_tokens: Some(2.5), ..Default::default() }, "maxTokens"),
