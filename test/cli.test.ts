@@ -3,6 +3,7 @@
  * compiled dist/ (built once here).
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -198,6 +199,17 @@ describe('phoenix-local CLI', () => {
     let worst = 0;
     tinyRef.logits.forEach((row, i) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs((out.logits[i]?.[j] as number) - v)))));
     expect(worst).toBeLessThan(1e-3);
+  });
+
+  it('an output that cannot be written (a full disk) is exit 1 with a one-line error, not a stack trace', () => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      const run = spawnSync(process.execPath, [BIN, 'list', '-q'], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir }, stdio: ['ignore', full, 'pipe'], encoding: 'utf8' });
+      expect(run.status).toBe(1);
+      expect(run.stderr).toBe('phoenix-local: E_INTERNAL: cannot write the output to stdout (ENOSPC)\n');
+    } finally {
+      closeSync(full);
+    }
   });
 
   it('score --json hands each row on before writing the next (a pipe read slowly holds a row, not every row)', async () => {

@@ -16,7 +16,9 @@ import { commandUsage, isCommand, USAGE } from './usage.js';
 // `phoenix-local … | head`: a closed pipe ends the output quietly instead of crashing.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') process.exit(0);
-  throw error;
+  // A full disk (`> /dev/full`), a revoked terminal: said as every other failure, not a stack trace.
+  process.stderr.write(`phoenix-local: E_INTERNAL: cannot write the output to stdout (${error.code ?? error.message})\n`);
+  process.exit(1);
 });
 
 const defaultIO: CliIO = {
@@ -37,7 +39,7 @@ function packageVersion(): string {
 
 /**
  * Runs the CLI with `argv` (arguments after the script name) and returns the exit status:
- * 0 success, 1 runtime error, 2 usage error (130 when `run` was interrupted).
+ * 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C in `run`, or at the `chat` prompt).
  */
 export async function main(argv: string[], io: CliIO = defaultIO): Promise<number> {
   let ctx: CliContext | undefined;

@@ -24,7 +24,7 @@ ${threads ? THREADS_OPTION : ''}  -q, --quiet                  no progress on st
 
 const MODEL_ARG = '<model> is a name in the models dir, or a path to a model folder or a .gguf file.';
 
-const EXIT_STATUS = 'Exit status: 0 success, 1 runtime error, 2 usage error. Errors print "phoenix-local: E_CODE: message" on stderr.';
+const EXIT_STATUS = 'Exit status: 0 success, 1 runtime error, 2 usage error, 130 interrupted (Ctrl-C in run or at the chat prompt). Errors print "phoenix-local: E_CODE: message" on stderr.';
 
 export const USAGE = `Usage: phoenix-local <command> [options]
 
