@@ -40,4 +40,17 @@ describe('a queue pipeline with Redis unreachable', () => {
     const before = await remote.process(request('aborted', { options: { signal: controller.signal } }));
     expect([before.success, before.errorCode]).toEqual([false, 'E_ABORTED']);
   }, 20_000);
+
+  it('ends a request without its own deadline at its mode\'s limit, and a pending one at dispose()', async () => {
+    const limited = new LocalAIPipeline({ modelsDir: path.dirname(LITE), queue: { redis: 'redis://127.0.0.1:1', name: 'unreachable' }, modeLimits: { MINIMAL_RESOURCES: { maxProcessingTimeMs: 300 } } });
+    const t0 = performance.now();
+    const result = await limited.process(request('mode-limit', { mode: 'MINIMAL_RESOURCES' }));
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect([result.success, result.errorCode]).toEqual([false, 'E_ABORTED']);
+    expect(result.errorMessage).toMatch(/maxProcessingTime of 300 ms exceeded/);
+    const pending = limited.process(request('pending'));
+    setTimeout(() => limited.dispose(), 200);
+    const ended = await pending;
+    expect([ended.success, ended.errorCode]).toEqual([false, 'E_ABORTED']);
+  }, 20_000);
 });

@@ -214,7 +214,8 @@ export class LocalAIPipeline {
     if (this.#disposed) onDispose();
     else this.#live.add(onDispose);
     if (this.#remote) {
-      const remote = this.#remote.stream(cancellable);
+      const mode = safeMode(request) ?? this.#defaultMode;
+      const remote = this.#remote.stream(cancellable, this.#limits[mode]?.maxProcessingTimeMs);
       void remote.result.finally(() => this.#live.delete(onDispose));
       void remote.result.then((r) => this.#metrics.record(r, r.metadata.mode));
       return {
@@ -573,6 +574,12 @@ function chatStream(engine: InferenceEngine, model: LoadedModel, messages: reado
 
 function toInput(input: NonNullable<ProcessingRequest['input']>): string | { ids: readonly number[] } {
   return typeof input === 'string' ? input : { ids: input.ids };
+}
+
+/** The request's mode when it names a known one (the rest is validated where the request runs). */
+function safeMode(request: ProcessingRequest): ProcessingMode | undefined {
+  const mode = (request as Partial<ProcessingRequest> | null)?.mode;
+  return typeof mode === 'string' && (PROCESSING_MODES as readonly string[]).includes(mode) ? mode : undefined;
 }
 
 /** The reason a request stops when its pipeline is disposed. */

@@ -67,8 +67,11 @@ export class QueueClient {
     this.#queueConnection.disconnect();
   }
 
-  /** Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results). */
-  async run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>): Promise<ProcessingResult> {
+  /**
+   * Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results).
+   * `modeDeadlineMs`: the request's mode limit on this side, so a job no worker takes ends on time too.
+   */
+  async run(request: ProcessingRequest, channel: AsyncChannel<TokenChunk>, modeDeadlineMs = Number.POSITIVE_INFINITY): Promise<ProcessingResult> {
     const startedAt = performance.now();
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
@@ -81,10 +84,12 @@ export class QueueClient {
     const stopped = new Promise<never>((_, reject) => (stop = reject));
     stopped.catch(() => undefined);
     const untilStopped = <T>(work: Promise<T>): Promise<T> => Promise.race([work, stopped]);
+    const asked = request?.maxProcessingTime;
+    const deadline = Math.min(typeof asked === 'number' && asked > 0 ? asked : Number.POSITIVE_INFINITY, modeDeadlineMs);
     const cancel = (cause: 'signal' | 'deadline'): void => {
       if (stoppedBy) return;
       stoppedBy = cause;
-      stop(stoppedError(request, cause));
+      stop(stoppedError(cause, deadline));
       // A job added (now or later, if Redis comes back) is cancelled: a running one through the cancel
       // channel, a waiting one removed so it never runs (a running job cannot be removed).
       void adding?.then((job) => {
@@ -95,8 +100,7 @@ export class QueueClient {
     const onAbort = (): void => cancel('signal');
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
-    const deadline = request?.maxProcessingTime;
-    if (typeof deadline === 'number' && Number.isFinite(deadline)) timer = longTimeout(() => cancel('deadline'), deadline);
+    if (Number.isFinite(deadline)) timer = longTimeout(() => cancel('deadline'), deadline);
     const reader = connect(this.#redis);
     try {
       const payload = encodeJob(request);
@@ -140,7 +144,7 @@ export class QueueClient {
       signal?.removeEventListener('abort', onAbort);
       const outcome = await done;
       if ('error' in outcome) {
-        if (stoppedBy) throw stoppedError(request, stoppedBy);
+        if (stoppedBy) throw stoppedError(stoppedBy, deadline);
         const reason = (outcome.error as Error)?.message ?? '';
         let parsed: unknown;
         try {
@@ -163,6 +167,6 @@ export class QueueClient {
   }
 }
 
-function stoppedError(request: ProcessingRequest, cause: 'signal' | 'deadline'): PhoenixError {
-  return new PhoenixError('E_ABORTED', cause === 'deadline' ? `maxProcessingTime of ${request.maxProcessingTime} ms exceeded` : 'aborted by the caller');
+function stoppedError(cause: 'signal' | 'deadline', deadlineMs: number): PhoenixError {
+  return new PhoenixError('E_ABORTED', cause === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
 }

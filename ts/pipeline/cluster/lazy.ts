@@ -44,11 +44,11 @@ export class LazyQueueClient {
   }
 
   /** The pipeline adds `cancel()` (a signal merged into the request), as for a local stream. */
-  stream(request: ProcessingRequest): Omit<ProcessingStream, 'cancel'> {
+  stream(request: ProcessingRequest, modeDeadlineMs?: number): Omit<ProcessingStream, 'cancel'> {
     const startedAt = performance.now();
     const channel = new AsyncChannel<TokenChunk>();
     const result: Promise<ProcessingResult> = this.client()
-      .then((client) => client.run(request, channel))
+      .then((client) => client.run(request, channel, modeDeadlineMs))
       .catch((error: unknown) => failedResult(request, toPhoenixError(error), startedAt))
       .finally(() => {
         channel.close();
