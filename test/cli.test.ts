@@ -295,6 +295,8 @@ describe('phoenix-local CLI', () => {
       [['run', TINY_ORIGINAL, 'hello'], 1, /^phoenix-local: E_TOKENIZER: /m],
       [['score', 'phoenix-ssm-lite'], 2, /^phoenix-local: E_INVALID_OPTION: score needs exactly one of/m],
       [['score', 'phoenix-ssm-lite', '--ids', '1,x'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
+      [['score', 'phoenix-ssm-lite', '--ids', '1,,2'], 2, /^phoenix-local: E_INVALID_OPTION: --ids must be comma-separated non-negative integers, got "1,,2"/m],
+      [['score', 'phoenix-ssm-lite', '--ids', '1,2,'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
       [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: Unknown option '--frobnicate'/m],
       [['explode'], 2, /unknown command "explode"/],
       [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 2, /E_INVALID_OPTION: --state \/nonexistent\.state: no such file/],

@@ -214,9 +214,11 @@ export function countFlag(flags: ParsedFlags, name: keyof ParsedFlags): number |
 
 /** `--ids 1,2,3` → `[1, 2, 3]`. */
 export function idsFlag(value: string): number[] {
-  const parts = value.split(/[\s,]+/).filter(Boolean);
+  // Commas and/or spaces between ids; an empty entry (`1,,2`, a trailing comma) is a typo, not skipped.
+  const trimmed = value.trim();
+  const parts = trimmed === '' ? [] : trimmed.split(/\s*,\s*|\s+/);
   const ids = parts.map(Number);
-  const bad = parts.find((_, i) => !Number.isInteger(ids[i]) || (ids[i] as number) < 0);
+  const bad = parts.find((part, i) => part === '' || !Number.isInteger(ids[i]) || (ids[i] as number) < 0);
   if (parts.length === 0 || bad !== undefined) {
     throw new PhoenixError('E_INVALID_OPTION', `--ids must be comma-separated non-negative integers, got ${JSON.stringify(value)}`, { option: 'ids', usage: true });
   }
