@@ -145,6 +145,16 @@ describe('unknown constructor options', () => {
     await refused('signal', () => manager.loadModel('tiny', { signal: 'x' as never }), /option `signal` must be an AbortSignal/);
     await refused('call option typo', () => manager.listModels({ sigal: new AbortController().signal } as never), /unknown call option `sigal` \(did you mean `signal`\?\)/);
     await refused('engineFor', () => manager.engineFor({} as never), /engineFor needs a model this manager loaded/);
+    const { loadBinding } = await import('../ts/binding/load.js');
+    await refused('loadBinding(null)', () => loadBinding(null as never), /loadBinding options must be an object/);
+    await refused('loadBinding typo', () => loadBinding({ backnd: 'wasm' } as never), /unknown loadBinding option `backnd` \(did you mean `backend`\?\)/);
+    const { AsyncChannel } = await import('../ts/pipeline/channel.js');
+    const channel = new AsyncChannel<number>(4);
+    channel.close();
+    for await (const _ of channel) break;
+    await refused('a stream iterated twice', async () => {
+      for await (const _ of channel) break;
+    }, /a stream can be iterated only once/);
     // Holes in arrays are checked as undefined, not skipped into the binding.
     // eslint-disable-next-line no-sparse-arrays
     await refused('sparse ids', () => new MambaSSMEngine().checkOptions({ stopTokenIds: [1, , 2] as number[] }), /stopTokenIds/);

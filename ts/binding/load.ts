@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 
 import { PhoenixError } from './errors.js';
+import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
 import type { BackendKind, RawBinding, RawModelSource } from './types.js';
 import { checkBindingShape, wrapBinding } from './wrap.js';
 
@@ -170,7 +171,11 @@ function wasmCandidate(file: string): BackendCandidate {
   };
 }
 
+const LOAD_BINDING_OPTION_KEYS = optionKeys<LoadBindingOptions>({ backend: true, nativePath: true, wasmPath: true, env: true });
+
 function requestedBackend(options: LoadBindingOptions): BackendKind | 'auto' {
+  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'loadBinding options must be an object such as { backend }', { option: 'options' });
+  refuseUnknownKeys(options, LOAD_BINDING_OPTION_KEYS, 'loadBinding option');
   if (options.backend !== undefined) {
     if (!['auto', 'native', 'wasm'].includes(options.backend)) {
       throw new PhoenixError('E_INVALID_OPTION', `backend must be "native", "wasm" or "auto", got ${JSON.stringify(options.backend)}`, { option: 'backend' });

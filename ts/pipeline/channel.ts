@@ -3,6 +3,8 @@
  * `for await` reads them. Once `capacity` values wait unread, `push` resolves only when the reader takes
  * one (or the producer's signal fires), so a slow reader pauses the producer instead of growing memory.
  */
+import { PhoenixError } from '../binding/errors.js';
+
 export class AsyncChannel<T> implements AsyncIterable<T> {
   readonly #buffer: T[] = [];
   readonly #capacity: number;
@@ -56,7 +58,7 @@ export class AsyncChannel<T> implements AsyncIterable<T> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    if (this.#iterated) throw new Error('AsyncChannel can be iterated only once');
+    if (this.#iterated) throw new PhoenixError('E_INVALID_OPTION', 'a stream can be iterated only once (its tokens went to the first loop)', { option: 'stream' });
     this.#iterated = true;
     try {
       for (;;) {
