@@ -145,6 +145,17 @@ describe('unknown constructor options', () => {
     await refused('signal', () => manager.loadModel('tiny', { signal: 'x' as never }), /option `signal` must be an AbortSignal/);
     await refused('call option typo', () => manager.listModels({ sigal: new AbortController().signal } as never), /unknown call option `sigal` \(did you mean `signal`\?\)/);
     await refused('engineFor', () => manager.engineFor({} as never), /engineFor needs a model this manager loaded/);
+    // The option objects of a loaded model's calls are checked too.
+    const { LocalModelManager: Manager } = await import('../ts/models/manager.js');
+    const liteManager = new Manager({ modelsDir: path.dirname(LITE), engines: [new MambaSSMEngine()], measurePerformance: false });
+    const lite = await liteManager.loadModel(path.basename(LITE));
+    const engine = liteManager.engineFor(lite);
+    await refused('score typo', () => engine.score(lite, { ids: [1, 2] }, { includeLogit: true } as never), /unknown score option `includeLogit` \(did you mean `includeLogits`\?\)/);
+    await refused('tokenize typo', () => lite.tokenize('hi', { addSpecialToken: false } as never), /unknown tokenize option `addSpecialToken`/);
+    await refused('tokenize flag type', () => lite.tokenize('hi', { addSpecialTokens: 'no' } as never), /tokenize: option `addSpecialTokens` must be a boolean/);
+    await refused('detokenize of a string', () => lite.detokenize('abc' as never), /detokenize\(ids\): ids must be an array/);
+    expect(await lite.tokenize('hi', { addSpecialTokens: true })).toEqual(await lite.tokenize('hi', {}));
+    liteManager.dispose();
     const { loadBinding } = await import('../ts/binding/load.js');
     await refused('loadBinding(null)', () => loadBinding(null as never), /loadBinding options must be an object/);
     await refused('loadBinding typo', () => loadBinding({ backnd: 'wasm' } as never), /unknown loadBinding option `backnd` \(did you mean `backend`\?\)/);

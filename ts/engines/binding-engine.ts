@@ -51,6 +51,7 @@ export interface BindingEngineOptions {
 }
 
 const ENGINE_OPTION_KEYS = optionKeys<BindingEngineOptions>({ binding: true, kvCache: true, useMmap: true });
+const SCORE_OPTION_KEYS = optionKeys<ScoreOptions>({ includeLogits: true });
 
 /**
  * Base of engines that run on a phoenix binding: implements loading, `predict`, `stream` and
@@ -176,7 +177,9 @@ export abstract class BindingEngine implements InferenceEngine {
   /** Log-probs, log-likelihood and perplexity come from the core; logits only with `includeLogits`. */
   async score(model: LoadedModel, input: GenerationInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const own = this.#own(model);
-    const includeLogits = options?.includeLogits ?? false;
+    if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'score: options must be an object such as { includeLogits }', { option: 'options' });
+    refuseUnknownKeys(options, SCORE_OPTION_KEYS, 'score option');
+    const includeLogits = options.includeLogits ?? false;
     if (typeof includeLogits !== 'boolean') {
       throw new PhoenixError('E_INVALID_OPTION', 'score: option `includeLogits` must be a boolean', { option: 'includeLogits' });
     }

@@ -3,6 +3,7 @@
  * weights in Rust now; a finaliser frees them if the caller forgets (safety net only).
  */
 import { PhoenixError } from '../binding/errors.js';
+import { refuseUnknownKeys } from './known-keys.js';
 import type { RawModel, RawModelInfo } from '../binding/types.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import type { LoadedModel } from './types.js';
@@ -48,7 +49,7 @@ export class BindingLoadedModel implements LoadedModel {
 
   async tokenize(text: string, options: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string') throw new PhoenixError('E_INVALID_OPTION', 'tokenize(text): text must be a string', { option: 'text' });
-    return this.raw.tokenize(text, options.addSpecialTokens ?? true);
+    return this.raw.tokenize(text, flag(options, 'addSpecialTokens', 'tokenize') ?? true);
   }
 
   snapshotLength(head: Uint8Array): number {
@@ -56,7 +57,8 @@ export class BindingLoadedModel implements LoadedModel {
   }
 
   detokenize(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return this.raw.detokenize([...ids], options.skipSpecialTokens ?? true);
+    if (!Array.isArray(ids)) throw new PhoenixError('E_INVALID_OPTION', 'detokenize(ids): ids must be an array of token ids', { option: 'ids' });
+    return this.raw.detokenize([...ids], flag(options, 'skipSpecialTokens', 'detokenize') ?? true);
   }
 
   dispose(): void {
@@ -70,4 +72,13 @@ export class BindingLoadedModel implements LoadedModel {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The one boolean option of `options` (an object with no other key), or undefined when absent. */
+function flag<K extends string>(options: Partial<Record<K, boolean>>, key: K, call: string): boolean | undefined {
+  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', `${call}: options must be an object such as { ${key} }`, { option: 'options' });
+  refuseUnknownKeys(options, new Set([key]), `${call} option`);
+  const value = options[key];
+  if (value !== undefined && typeof value !== 'boolean') throw new PhoenixError('E_INVALID_OPTION', `${call}: option \`${key}\` must be a boolean`, { option: key });
+  return value;
 }
