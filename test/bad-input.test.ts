@@ -401,6 +401,9 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       // Never-ending or special files are refused without reading (before: read until out of memory / hang).
       await expectCode(readStateFile('/dev/zero', lite), 'E_INVALID_OPTION');
       await expectCode(readStateFile(scratch.dir, lite), 'E_INVALID_OPTION');
+      // Without the model it belongs to (which bounds the read), or with a path that is not a string.
+      expect((await expectCode(readStateFile(file, undefined as never), 'E_INVALID_OPTION')).message).toMatch(/give the loaded model the state belongs to/);
+      await expectCode(readStateFile(42 as never, lite), 'E_INVALID_OPTION');
       const fifo = path.join(scratch.dir, 'state.fifo');
       expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
       await expectCode(readStateFile(fifo, lite), 'E_INVALID_OPTION');

@@ -18,6 +18,11 @@ import type { LoadedModel } from './types.js';
  * messages (the CLI passes `--state`).
  */
 export async function readStateFile(path: string, model: Pick<LoadedModel, 'info' | 'snapshotLength'>, label = 'state file'): Promise<Uint8Array> {
+  if (typeof path !== 'string') throw new PhoenixError('E_INVALID_OPTION', `readStateFile: the ${label} path must be a string`, { option: 'state' });
+  // The model bounds the read (its state size) and checks the header: a snapshot means nothing without it.
+  if (typeof model?.snapshotLength !== 'function' || typeof model.info !== 'object') {
+    throw new PhoenixError('E_INVALID_OPTION', 'readStateFile(path, model): give the loaded model the state belongs to', { option: 'model' });
+  }
   let opened;
   try {
     opened = await openRegularFile(path);
