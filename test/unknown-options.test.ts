@@ -145,6 +145,8 @@ describe('unknown constructor options', () => {
     await refused('signal', () => manager.loadModel('tiny', { signal: 'x' as never }), /option `signal` must be an AbortSignal/);
     await refused('call option typo', () => manager.listModels({ sigal: new AbortController().signal } as never), /unknown call option `sigal` \(did you mean `signal`\?\)/);
     await refused('engineFor', () => manager.engineFor({} as never), /engineFor needs a model this manager loaded/);
+    await refused('fallback typo', () => manager.getFallbackModel('mamba', { exlude: ['a'] } as never), /unknown getFallbackModel option `exlude` \(did you mean `exclude`\?\)/);
+    await refused('fallback NaN size', () => manager.getFallbackModel('mamba', { maxSizeBytes: Number.NaN }), /option `maxSizeBytes` must be a number ≥ 0/);
     // The option objects of a loaded model's calls are checked too.
     const { LocalModelManager: Manager } = await import('../ts/models/manager.js');
     const liteManager = new Manager({ modelsDir: path.dirname(LITE), engines: [new MambaSSMEngine()], measurePerformance: false });

@@ -328,6 +328,7 @@ export class LocalModelManager {
    * @param options - a name to exclude, or `{ exclude, maxSizeBytes, requireTokenizer }`.
    */
   async getFallbackModel(modelType: string, options: string | FallbackOptions = {}): Promise<ModelMetadata | undefined> {
+    if (typeof options !== 'string') checkFallback(options);
     const { exclude = [], maxSizeBytes = Number.POSITIVE_INFINITY, requireTokenizer = false, signal } = typeof options === 'string' ? { exclude: options } : options;
     const excluded = new Set(typeof exclude === 'string' ? [exclude] : exclude);
     const candidates = (await this.listModels({ signal })).filter(
@@ -741,6 +742,20 @@ function checkCall(options: ManagerCallOptions): void {
   if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'manager call options must be an object such as { signal }', { option: 'options' });
   refuseUnknownKeys(options, CALL_OPTION_KEYS, 'call option');
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new PhoenixError('E_INVALID_OPTION', 'option `signal` must be an AbortSignal', { option: 'signal' });
+}
+
+const FALLBACK_OPTION_KEYS = optionKeys<FallbackOptions>({ exclude: true, maxSizeBytes: true, requireTokenizer: true, signal: true });
+
+/** `getFallbackModel`'s options (a NaN size would have matched nothing, a typo been ignored). */
+function checkFallback(options: FallbackOptions): void {
+  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'getFallbackModel: options must be a model name or an object such as { exclude }', { option: 'options' });
+  refuseUnknownKeys(options, FALLBACK_OPTION_KEYS, 'getFallbackModel option');
+  const { exclude, maxSizeBytes, requireTokenizer, signal } = options;
+  const bad = (option: string, rule: string): PhoenixError => new PhoenixError('E_INVALID_OPTION', `getFallbackModel: option \`${option}\` must be ${rule}`, { option });
+  if (exclude !== undefined && typeof exclude !== 'string' && !(Array.isArray(exclude) && exclude.every((n) => typeof n === 'string'))) throw bad('exclude', 'a model name or an array of names');
+  if (maxSizeBytes !== undefined && (typeof maxSizeBytes !== 'number' || Number.isNaN(maxSizeBytes) || maxSizeBytes < 0)) throw bad('maxSizeBytes', 'a number ≥ 0');
+  if (requireTokenizer !== undefined && typeof requireTokenizer !== 'boolean') throw bad('requireTokenizer', 'a boolean');
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw bad('signal', 'an AbortSignal');
 }
 
 /** `E_ABORTED` for a load asked of, or finishing on, a disposed manager. */
