@@ -174,7 +174,6 @@ function wasmCandidate(file: string): BackendCandidate {
 const LOAD_BINDING_OPTION_KEYS = optionKeys<LoadBindingOptions>({ backend: true, nativePath: true, wasmPath: true, env: true });
 
 function requestedBackend(options: LoadBindingOptions): BackendKind | 'auto' {
-  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'loadBinding options must be an object such as { backend }', { option: 'options' });
   refuseUnknownKeys(options, LOAD_BINDING_OPTION_KEYS, 'loadBinding option');
   if (options.backend !== undefined) {
     if (!['auto', 'native', 'wasm'].includes(options.backend)) {

@@ -177,7 +177,6 @@ export abstract class BindingEngine implements InferenceEngine {
   /** Log-probs, log-likelihood and perplexity come from the core; logits only with `includeLogits`. */
   async score(model: LoadedModel, input: GenerationInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const own = this.#own(model);
-    if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'score: options must be an object such as { includeLogits }', { option: 'options' });
     refuseUnknownKeys(options, SCORE_OPTION_KEYS, 'score option');
     const includeLogits = options.includeLogits ?? false;
     if (typeof includeLogits !== 'boolean') {

@@ -76,7 +76,6 @@ export class BindingLoadedModel implements LoadedModel {
 
 /** The one boolean option of `options` (an object with no other key), or undefined when absent. */
 function flag<K extends string>(options: Partial<Record<K, boolean>>, key: K, call: string): boolean | undefined {
-  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', `${call}: options must be an object such as { ${key} }`, { option: 'options' });
   refuseUnknownKeys(options, new Set([key]), `${call} option`);
   const value = options[key];
   if (value !== undefined && typeof value !== 'boolean') throw new PhoenixError('E_INVALID_OPTION', `${call}: option \`${key}\` must be a boolean`, { option: key });

@@ -12,8 +12,14 @@ export function optionKeys<T extends object>(keys: Record<keyof Required<T>, tru
   return new Set(Object.keys(keys));
 }
 
-/** Throws `E_INVALID_OPTION` for the first key of `value` (set to something) outside `known`. */
-export function refuseUnknownKeys(value: object, known: ReadonlySet<string>, what: string, prefix = ''): void {
+/**
+ * Throws `E_INVALID_OPTION` when `value` is not an object ("<what>s must be an object"), or for its
+ * first key (set to something) outside `known`.
+ */
+export function refuseUnknownKeys(value: unknown, known: ReadonlySet<string>, what: string, prefix = ''): asserts value is object {
+  if (value === null || typeof value !== 'object') {
+    throw new PhoenixError('E_INVALID_OPTION', `${what}s must be an object (${[...known].join(', ')}), got ${value === null ? 'null' : typeof value}`, { option: prefix || 'options' });
+  }
   for (const [key, v] of Object.entries(value)) {
     if (v === undefined || known.has(key)) continue;
     const near = nearest(key, known);

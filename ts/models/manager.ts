@@ -8,6 +8,7 @@ import path from 'node:path';
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
 import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
+import { everyIndex } from '../engines/options.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
 import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
@@ -739,7 +740,6 @@ const CALL_OPTION_KEYS = optionKeys<ManagerCallOptions>({ signal: true });
 
 /** A manager call's options: an object with at most an `AbortSignal` (`E_INVALID_OPTION` otherwise). */
 function checkCall(options: ManagerCallOptions): void {
-  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'manager call options must be an object such as { signal }', { option: 'options' });
   refuseUnknownKeys(options, CALL_OPTION_KEYS, 'call option');
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new PhoenixError('E_INVALID_OPTION', 'option `signal` must be an AbortSignal', { option: 'signal' });
 }
@@ -748,11 +748,10 @@ const FALLBACK_OPTION_KEYS = optionKeys<FallbackOptions>({ exclude: true, maxSiz
 
 /** `getFallbackModel`'s options (a NaN size would have matched nothing, a typo been ignored). */
 function checkFallback(options: FallbackOptions): void {
-  if (options === null || typeof options !== 'object') throw new PhoenixError('E_INVALID_OPTION', 'getFallbackModel: options must be a model name or an object such as { exclude }', { option: 'options' });
   refuseUnknownKeys(options, FALLBACK_OPTION_KEYS, 'getFallbackModel option');
   const { exclude, maxSizeBytes, requireTokenizer, signal } = options;
   const bad = (option: string, rule: string): PhoenixError => new PhoenixError('E_INVALID_OPTION', `getFallbackModel: option \`${option}\` must be ${rule}`, { option });
-  if (exclude !== undefined && typeof exclude !== 'string' && !(Array.isArray(exclude) && exclude.every((n) => typeof n === 'string'))) throw bad('exclude', 'a model name or an array of names');
+  if (exclude !== undefined && typeof exclude !== 'string' && !(Array.isArray(exclude) && everyIndex(exclude, (n) => typeof n === 'string'))) throw bad('exclude', 'a model name or an array of names');
   if (maxSizeBytes !== undefined && (typeof maxSizeBytes !== 'number' || Number.isNaN(maxSizeBytes) || maxSizeBytes < 0)) throw bad('maxSizeBytes', 'a number ≥ 0');
   if (requireTokenizer !== undefined && typeof requireTokenizer !== 'boolean') throw bad('requireTokenizer', 'a boolean');
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw bad('signal', 'an AbortSignal');

@@ -330,7 +330,9 @@ export class LocalAIPipeline {
     let timer: { clear(): void } | undefined;
     let energy = { joules: 0, source: this.#energy.source };
     let lease: ModelLease | undefined;
-    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : stoppedBy === 'signal' && request?.options?.signal?.reason === DISPOSED ? DISPOSED.message : 'aborted by the caller');
+    // dispose() stops a request through its cancel signal, with its own reason.
+    const disposed = (): boolean => request?.options?.signal?.reason === DISPOSED;
+    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : stoppedBy === 'signal' && disposed() ? DISPOSED.message : 'aborted by the caller');
     // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
     const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
       phase = stepPhase;
@@ -433,7 +435,7 @@ export class LocalAIPipeline {
               promptTokens: generated.promptTokens,
               generatedTokens: generated.generatedTokens,
               tokensPerSecond: generated.tokensPerSecond,
-              ...(stopped ? { errorCode: 'E_ABORTED' as const, errorMessage: request.options?.signal?.reason === DISPOSED ? `${DISPOSED.message}; output is partial` : stopMessage(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules) } : {}),
+              ...(stopped ? { errorCode: 'E_ABORTED' as const, errorMessage: disposed() ? `${DISPOSED.message}; output is partial` : stopMessage(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules) } : {}),
             });
           } finally {
             readEnergy();
