@@ -17,7 +17,7 @@ import { readHeartbeats } from './heartbeat.js';
 import { encodeJob, sameJob } from './job.js';
 import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
-import { connect } from './connection.js';
+import { connect, connectionOptions } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
 import { longTimeout } from '../deadline.js';
 
@@ -37,16 +37,19 @@ export class QueueClient {
   readonly #publisher: Redis;
   /** Given to the Queue, so not closed by it (BullMQ leaves a connection it was handed open). */
   readonly #queueConnection: Redis;
+  /** Set by {@link close}: every connection stops reconnecting (see `connectionOptions`). */
+  #closed = false;
 
   constructor(options: QueueClientOptions) {
     this.name = options.name ?? 'phoenix';
     this.#redis = options.redis;
     this.#maxQueueSize = options.maxQueueSize ?? 1024;
-    const connection = { url: options.redis, maxRetriesPerRequest: null };
-    this.#queueConnection = connect(options.redis);
+    const closed = (): boolean => this.#closed;
+    this.#queueConnection = connect(options.redis, closed);
     this.#queue = new Queue(this.name, { connection: this.#queueConnection, prefix: PREFIX });
-    this.#events = new QueueEvents(this.name, { connection, prefix: PREFIX });
-    this.#publisher = connect(options.redis);
+    // QueueEvents opens its own connection (it duplicates one it is given), out of reach of close().
+    this.#events = new QueueEvents(this.name, { connection: { url: options.redis, ...connectionOptions(closed) }, prefix: PREFIX });
+    this.#publisher = connect(options.redis, closed);
     // Connection errors while Redis is away: BullMQ retries by itself (an unheard 'error' would throw).
     this.#queue.on('error', () => undefined);
     this.#events.on('error', () => undefined);
@@ -61,9 +64,15 @@ export class QueueClient {
     return aggregateCluster(this.name, counts, beats, Date.now());
   }
 
+  /**
+   * Disconnects at once. QueueEvents' close waits for its connection to have been ready once, so with
+   * Redis never reached it settles only after that connection's next (last) attempt; not awaited.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
+    void this.#events.close().catch(() => undefined);
+    await this.#queue.close().catch(() => undefined);
     this.#publisher.disconnect();
-    await Promise.allSettled([this.#events.close(), this.#queue.close()]);
     this.#queueConnection.disconnect();
   }
 
@@ -101,7 +110,7 @@ export class QueueClient {
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (Number.isFinite(deadline)) timer = longTimeout(() => cancel('deadline'), deadline);
-    const reader = connect(this.#redis);
+    const reader = connect(this.#redis, () => this.#closed);
     try {
       const payload = encodeJob(request);
       if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });
