@@ -235,6 +235,9 @@ describe('limits', () => {
       [{ id: 'a', input: 'x', taskType: 'scoring', options: { returnLogits: 'yes' } }, 'request.options.returnLogits must be a boolean, got string'],
       [{ id: 'a', input: 'x', taskType: 'generation', options: { returnLogits: true } }, 'request.options.returnLogits is for taskType "scoring" only'],
       [null, 'the request must be an object'],
+      // Fields that throw when read (a getter, a proxy) make a refused request, not a rejected promise.
+      [{ id: 'a', taskType: 'generation', get input() { throw new Error('no input here'); } }, 'the request could not be read (no input here)'],
+      [{ id: 'a', input: 'x', taskType: 'generation', options: new Proxy({}, { ownKeys: () => { throw new Error('no keys'); } }) }, 'the request could not be read (no keys)'],
     ];
     for (const [request, message] of ignored) {
       const result = await pipeline.process(request as ProcessingRequest);

@@ -22,6 +22,7 @@ import { EnergyMeter, type EnergyMeterOptions, type EnergySource } from './energ
 import { PipelineMetrics, type MetricsSnapshot } from './metrics.js';
 import { PROCESSING_MODES, ProcessingMode, resolveModeLimits, type ModeLimits } from './modes.js';
 import { BoundedQueue, type QueueStatus } from './queue.js';
+import { failedResult } from './cluster/failure.js';
 import { REQUEST_FIELDS, REQUEST_OPTION_KEYS } from './request-keys.js';
 import { longTimeout, raceStop, stoppedError, type RequestPhase } from './deadline.js';
 import type { AbortableManager } from './manager-calls.js';
@@ -208,7 +209,17 @@ export class LocalAIPipeline {
   stream(request: ProcessingRequest): ProcessingStream {
     const canceller = new AbortController();
     const cancel = (): void => canceller.abort(new PhoenixError('E_ABORTED', 'cancelled by the caller'));
-    const cancellable = withCancelSignal(request, canceller.signal);
+    let cancellable: ProcessingRequest;
+    try {
+      cancellable = withCancelSignal(request, canceller.signal);
+    } catch (error) {
+      // A request whose fields throw when read (getters, proxies): refused like any invalid request.
+      const refused = invalid('', `could not be read (${error instanceof Error ? error.message : String(error)})`);
+      const result = Promise.resolve(failedResult({ id: '' } as ProcessingRequest, refused, performance.now()));
+      const none = new AsyncChannel<TokenChunk>();
+      none.close();
+      return { result, cancel, [Symbol.asyncIterator]: () => none[Symbol.asyncIterator]() };
+    }
     // dispose() ends every request still running or queued, and refuses new ones.
     const onDispose = (): void => canceller.abort(DISPOSED);
     if (this.#disposed) onDispose();
