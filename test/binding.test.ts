@@ -1,11 +1,13 @@
 /**
  * Error typing and the binding loader: wire parsing, backend choice (and why), forced backends.
  */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { PhoenixError, isPhoenixError, parseWireError, toPhoenixError } from '../ts/binding/errors.js';
 import { defaultNativePath, getDefaultBinding, loadBinding, nativePlatformSuffix } from '../ts/binding/load.js';
-import { expectCode, NO_WASM, requireNativeAddon, TINY } from './helpers.js';
+import { expectCode, NO_WASM, requireNativeAddon, ROOT, TINY } from './helpers.js';
 
 describe('PhoenixError', () => {
   it('parses the wire form into code + message', () => {
@@ -73,6 +75,20 @@ describe('binding loader', () => {
 
   it('a bad PHOENIX_BACKEND value is E_INVALID_OPTION', async () => {
     await expectCode(loadBinding({ env: { PHOENIX_BACKEND: 'gpu' } }), 'E_INVALID_OPTION');
+  });
+
+  it('a PHOENIX_SIMD that names no level stops the native load (E_INVALID_OPTION), instead of running uncapped', () => {
+    requireNativeAddon();
+    // The core reads the variable from its own process environment: a child process with it set.
+    const loader = path.join(ROOT, 'ts/binding/load.ts');
+    const script = `const { loadBinding } = await import(${JSON.stringify(loader)});
+loadBinding({ backend: 'native' }).then((s) => console.log('loaded ' + s.buildInfo.simd), (e) => console.log(e.code + ' ' + e.message));`;
+    const run = (simd: string) => spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, PHOENIX_SIMD: simd }, timeout: 60_000 });
+    const bogus = run('avx9000');
+    expect(bogus.stdout.trim(), bogus.stderr).toBe('E_INVALID_OPTION PHOENIX_SIMD="avx9000" is not a SIMD level: use one of avx512, avx2, baseline (or leave it unset)');
+    const baseline = run('baseline');
+    expect(baseline.stdout.trim(), baseline.stderr).toBe('loaded baseline (sse2)');
+    expect(run('').stdout.trim()).toMatch(/^loaded /);
   });
 
   it('every raw call of the loaded binding throws typed errors', async () => {

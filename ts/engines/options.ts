@@ -11,10 +11,11 @@ import { refuseUnknownKeys } from './known-keys.js';
 import type { GenerationInput, GenerationOptions } from './types.js';
 
 function invalid(option: string, value: unknown, expected: string): PhoenixError {
-  return new PhoenixError('E_INVALID_OPTION', `option \`${option}\` must be ${expected}, got ${describe(value)}`, { option });
+  return new PhoenixError('E_INVALID_OPTION', `option \`${option}\` must be ${expected}, got ${describeValue(value)}`, { option });
 }
 
-function describe(value: unknown): string {
+/** A value as an error message shows it: strings quoted ("100" is not 100), long ones cut. */
+export function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'symbol') return String(value);
   if (typeof value === 'function') return 'a function';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { getDefaultBinding, type BindingSelection } from '../binding/load.js';
 import { optionKeys, refuseUnknownKeys } from '../engines/known-keys.js';
-import { everyIndex } from '../engines/options.js';
+import { describeValue, everyIndex } from '../engines/options.js';
 import type { InferenceEngine, LoadedModel } from '../engines/types.js';
 import { abortable, throwIfAborted } from './abort.js';
 import { combineChecksums, sha256Handle } from './checksum.js';
@@ -155,7 +155,7 @@ export class LocalModelManager {
     this.#searched = options.modelsDir === undefined ? modelsDirCandidates() : [this.modelsDir];
     const budget = options.memoryBudgetBytes ?? Number.POSITIVE_INFINITY;
     if (typeof budget !== 'number' || Number.isNaN(budget) || budget < 0) {
-      throw new PhoenixError('E_INVALID_OPTION', `option memoryBudgetBytes must be a number ≥ 0, got ${String(budget)}`, { option: 'memoryBudgetBytes' });
+      throw new PhoenixError('E_INVALID_OPTION', `option memoryBudgetBytes must be a number ≥ 0, got ${describeValue(budget)}`, { option: 'memoryBudgetBytes' });
     }
     this.#budget = budget;
     const kind = (option: string, value: unknown, type: string): void => {

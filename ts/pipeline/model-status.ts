@@ -6,6 +6,7 @@ import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import type { ModelStatus } from '../models/metadata.js';
 import { raceStop } from './deadline.js';
 import type { AbortableManager } from './manager-calls.js';
+import { describeValue } from '../engines/options.js';
 
 /** Options of {@link LocalAIPipeline.getSystemStatus}. */
 export interface SystemStatusOptions {
@@ -41,7 +42,7 @@ const DEFAULT_LISTING_MS = 10_000;
  */
 export async function listModelStatuses(manager: AbortableManager, { signal, modelsTimeoutMs = DEFAULT_LISTING_MS }: SystemStatusOptions = {}): Promise<ModelStatuses> {
   if (typeof modelsTimeoutMs !== 'number' || !(modelsTimeoutMs > 0)) {
-    throw new PhoenixError('E_INVALID_OPTION', `option \`modelsTimeoutMs\` must be a number > 0, got ${String(modelsTimeoutMs)}`, { option: 'modelsTimeoutMs' });
+    throw new PhoenixError('E_INVALID_OPTION', `option \`modelsTimeoutMs\` must be a number > 0, got ${describeValue(modelsTimeoutMs)}`, { option: 'modelsTimeoutMs' });
   }
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), modelsTimeoutMs);

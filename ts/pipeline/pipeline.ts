@@ -29,6 +29,7 @@ import type { AbortableManager } from './manager-calls.js';
 import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type SystemStatusOptions } from './model-status.js';
 import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
 import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, SkippedModel, StopCause, TaskType } from './types.js';
+import { describeValue } from '../engines/options.js';
 
 /** Options of {@link LocalAIPipeline}. */
 export interface LocalAIPipelineOptions {
@@ -174,12 +175,12 @@ export class LocalAIPipeline {
     this.#queue = new BoundedQueue(options.maxConcurrency ?? 1, options.maxQueueSize ?? 64);
     const buffer = options.streamBufferTokens ?? 64;
     if (!Number.isInteger(buffer) || buffer < 1) {
-      throw new PhoenixError('E_INVALID_OPTION', `option \`streamBufferTokens\` must be an integer ≥ 1, got ${String(buffer)}`, { option: 'streamBufferTokens' });
+      throw new PhoenixError('E_INVALID_OPTION', `option \`streamBufferTokens\` must be an integer ≥ 1, got ${describeValue(buffer)}`, { option: 'streamBufferTokens' });
     }
     this.#streamBuffer = buffer;
     this.#limits = resolveModeLimits(options.modeLimits);
     const mode = options.defaultMode ?? ProcessingMode.FULL_CAPABILITY;
-    if (!PROCESSING_MODES.includes(mode)) throw new PhoenixError('E_INVALID_OPTION', `option \`defaultMode\` must be one of ${PROCESSING_MODES.join(', ')}, got ${String(mode)}`, { option: 'defaultMode' });
+    if (!PROCESSING_MODES.includes(mode)) throw new PhoenixError('E_INVALID_OPTION', `option \`defaultMode\` must be one of ${PROCESSING_MODES.join(', ')}, got ${describeValue(mode)}`, { option: 'defaultMode' });
     this.#defaultMode = mode;
     this.#energy = new EnergyMeter(options.energy);
     this.#detector = options.offlineDetector ?? new OfflineDetector();
@@ -628,7 +629,7 @@ function validateRequest(request: ProcessingRequest): void {
   if (request.mode !== undefined && !PROCESSING_MODES.includes(request.mode)) throw invalid('mode', `must be one of ${PROCESSING_MODES.join(', ')}, got ${JSON.stringify(request.mode)}`);
   for (const field of ['maxProcessingTime', 'energyBudget'] as const) {
     const value = request[field];
-    if (value !== undefined && (typeof value !== 'number' || !(value > 0))) throw invalid(field, `must be a number > 0, got ${String(value)}`);
+    if (value !== undefined && (typeof value !== 'number' || !(value > 0))) throw invalid(field, `must be a number > 0, got ${describeValue(value)}`);
   }
   if (request.modelPreference !== undefined && typeof request.modelPreference !== 'string') throw invalid('modelPreference', 'must be a string');
   if (request.options !== undefined && (request.options === null || typeof request.options !== 'object')) throw invalid('options', 'must be an object');

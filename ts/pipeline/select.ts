@@ -83,7 +83,8 @@ export function planCandidates(models: readonly ModelMetadata[], needs: ModelNee
 
 /** `E_MODEL_NOT_FOUND` for a request no model can serve: the folder searched and why each model is out. */
 export function noUsableModel(models: readonly ModelMetadata[], plan: CandidatePlan, needs: ModelNeeds, modelsDir: string): PhoenixError {
-  const limits = `max ${needs.limits.maxModelBytes} bytes${needs.requireTokenizer ? ', tokenizer needed for a text prompt' : ''}`;
+  const size = Number.isFinite(needs.limits.maxModelBytes) ? `max ${needs.limits.maxModelBytes} bytes` : 'any size';
+  const limits = `${size}${needs.requireTokenizer ? ', tokenizer needed for a text prompt' : ''}`;
   const why = models.length === 0 ? `no model folders in ${modelsDir}` : `among ${models.length} local model(s) in ${modelsDir}: ${describeSkips(plan.skipped)}`;
   return new PhoenixError('E_MODEL_NOT_FOUND', `no usable model fits ${needs.mode} (${limits}); ${why}`, { mode: needs.mode, modelsDir });
 }

@@ -40,7 +40,7 @@ mod ssd_probe;
 mod transpose;
 mod weight_ref;
 
-pub use dispatch::{simd_level, SimdLevel};
+pub use dispatch::{simd_level, unknown_simd_cap, SimdLevel, SIMD_CAPS};
 pub use matvec::{
     activation_scope, exact_activations_active, with_activation_scope, with_exact_activations, with_int8_prompts,
     ActivationScope,

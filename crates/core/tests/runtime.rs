@@ -12,7 +12,7 @@ fn threads_can_be_set_once_then_only_confirmed() {
     assert_eq!(e.code, ErrorCode::InvalidOption);
     assert!(e.message.contains("setThreads(3)"), "{}", e.message);
     assert_eq!(rayon::current_num_threads(), 2);
-    let info = build_info();
+    let info = build_info().unwrap();
     assert_eq!(info.threads, 2);
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert!(!info.simd.is_empty());
@@ -29,7 +29,7 @@ fn build_info_names_the_simd_level_the_kernels_use() {
         SimdLevel::Avx2 => "avx2+fma",
         SimdLevel::Baseline => "baseline (sse2)",
     };
-    assert_eq!(build_info().simd, expected);
+    assert_eq!(build_info().unwrap().simd, expected);
     if std::env::var("PHOENIX_SIMD").as_deref() == Ok("baseline") {
         assert_eq!(simd_level(), SimdLevel::Baseline);
     }

@@ -93,10 +93,10 @@ pub fn supported_families() -> Vec<RawFamily> {
         .collect()
 }
 
-/// Core version, detected SIMD level and worker thread count.
+/// Core version, detected SIMD level and worker thread count (refuses an unknown `PHOENIX_SIMD`).
 #[napi]
 pub fn build_info() -> napi::Result<BuildInfo> {
-    guarded(|| Ok(session::build_info().into()))
+    guarded(|| session::build_info().map(Into::into))
 }
 
 /// Sizes the core's worker pool (0 = one per core). Only before the first model call, and only

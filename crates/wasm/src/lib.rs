@@ -105,7 +105,7 @@ pub fn inject_fault(kind: &str) -> std::result::Result<(), JsError> {
 /// Core version, SIMD level the module was compiled for (`simd128` or `none`), threads (1 on wasm32).
 #[wasm_bindgen(js_name = buildInfo)]
 pub fn build_info() -> std::result::Result<JsValue, JsError> {
-    guarded(|| convert::build_info_to_js(&session::build_info()))
+    guarded(|| convert::build_info_to_js(&session::build_info()?))
 }
 
 /// The model families this build runs (the core's registry), as `supportedFamilies()` of the native addon.

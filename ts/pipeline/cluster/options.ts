@@ -3,6 +3,7 @@
  * loaded or Redis contacted), so a typo or an option that does not exist is an error, not ignored.
  */
 import { PhoenixError } from '../../binding/errors.js';
+import { describeValue } from '../../engines/options.js';
 
 export interface QueueClientOptions {
   /** Redis URL of the queue (`redis://` or `rediss://`): the only host contacted. */
@@ -41,6 +42,6 @@ export function checkQueueOptions(options: QueueClientOptions): QueueClientOptio
   if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || url.hostname === '') throw bad('redis', 'must be a redis:// or rediss:// URL with a host');
   if (options.name !== undefined && (typeof options.name !== 'string' || !isQueueName(options.name))) throw bad('name', 'must be 1–128 characters without ":" or spaces');
   const size = options.maxQueueSize;
-  if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) throw bad('maxQueueSize', `must be an integer ≥ 0, got ${String(size)}`);
+  if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) throw bad('maxQueueSize', `must be an integer ≥ 0, got ${describeValue(size)}`);
   return options;
 }

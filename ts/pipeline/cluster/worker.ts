@@ -23,6 +23,7 @@ import { decodeJob } from './job.js';
 import { CHUNK_TTL_S, PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { connect } from './connection.js';
 import { encodeChunk, encodeError, encodeResult, type WireResult } from './wire.js';
+import { describeValue } from '../../engines/options.js';
 
 export interface WorkerOptions {
   /** Redis URL, e.g. `redis://127.0.0.1:6379`: the only host the worker contacts. */
@@ -81,7 +82,7 @@ const WORKER_OPTION_KEYS = optionKeys<WorkerOptions>({
 const AVAILABLE_REFRESH_MS = 15_000;
 
 function checkCount(option: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` must be an integer ≥ ${min}, got ${String(value)}`, { option });
+  if (!Number.isSafeInteger(value) || value < min) throw new PhoenixError('E_INVALID_OPTION', `option \`${option}\` must be an integer ≥ ${min}, got ${describeValue(value)}`, { option });
   return value;
 }
 

@@ -14,6 +14,16 @@ pub enum SimdLevel {
     Baseline,
 }
 
+/// The values `PHOENIX_SIMD` may take (unset or empty: no cap).
+pub const SIMD_CAPS: [&str; 3] = ["avx512", "avx2", "baseline"];
+
+/// `PHOENIX_SIMD` as set, when it is not one of [`SIMD_CAPS`]: the kernels then run uncapped, and
+/// `build_info` refuses it so that a typo is not a silent full-speed run.
+pub fn unknown_simd_cap() -> Option<String> {
+    let cap = std::env::var("PHOENIX_SIMD").ok()?;
+    (!cap.is_empty() && !SIMD_CAPS.contains(&cap.as_str())).then_some(cap)
+}
+
 /// Detected once; `PHOENIX_SIMD=baseline|avx2` caps it (for testing each copy); `avx512` keeps this
 /// level but turns AMX off (`gemm_amx::available`).
 pub fn simd_level() -> SimdLevel {

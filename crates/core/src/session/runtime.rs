@@ -20,8 +20,18 @@ pub const MAX_THREADS: usize = 1024;
 
 static CONFIGURED_THREADS: OnceLock<usize> = OnceLock::new();
 
-pub fn build_info() -> BuildInfo {
-    BuildInfo { version: env!("CARGO_PKG_VERSION").to_string(), simd: simd().to_string(), threads: threads() }
+/// The bindings' `buildInfo()`.
+///
+/// `E_INVALID_OPTION` when `PHOENIX_SIMD` names no level: the bindings call this first thing after
+/// loading, so a misspelt cap stops the program instead of running every kernel uncapped.
+pub fn build_info() -> Result<BuildInfo> {
+    if let Some(cap) = crate::ops::unknown_simd_cap() {
+        return Err(invalid_option(format!(
+            "PHOENIX_SIMD={cap:?} is not a SIMD level: use one of {} (or leave it unset)",
+            crate::ops::SIMD_CAPS.join(", ")
+        )));
+    }
+    Ok(BuildInfo { version: env!("CARGO_PKG_VERSION").to_string(), simd: simd().to_string(), threads: threads() })
 }
 
 /// Sets the size of the global rayon pool all kernels run on; `0` = one thread per core. On wasm32
