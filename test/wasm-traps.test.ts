@@ -5,11 +5,14 @@
  * mid-update, so every handle from it is refused). Faults are injected through the module's
  * `injectFault` test hook; everything else is the real module and model.
  */
+import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { toPhoenixError } from '../ts/binding/errors.js';
-import { defaultWasmPath } from '../ts/binding/load.js';
+import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
+import { defaultEngines } from '../ts/engines/default-engines.js';
+import { LocalModelManager } from '../ts/models/manager.js';
 import type { RawBinding, RawModel } from '../ts/binding/types.js';
 import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend } from './helpers.js';
 
@@ -76,11 +79,35 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
     expect(stale.code).toBe('E_INTERNAL');
     expect(stale.message).toContain('trapped earlier');
     expect((await failure(() => generation.next())).code).toBe('E_INTERNAL');
+    // Lost handles say so, and freeing or cancelling them is a no-op (their memory went with the instance).
+    expect(model.lost?.()).toMatch(/WebAssembly trap|unreachable/i);
+    expect(() => generation.cancel()).not.toThrow();
+    expect(() => generation.dispose()).not.toThrow();
+    expect(() => model.dispose()).not.toThrow();
 
     const fresh = await wasm.loadModel(TINY);
     expect(wasm.instances()).toBe(before + 1);
+    expect(fresh.lost?.()).toBeNull();
     await stillComputes(fresh);
     fresh.dispose();
+  });
+
+  it('a manager on WASM reloads a model its trapped instance took along, and disposes without throwing', async () => {
+    const binding = loadBinding({ backend: 'wasm' });
+    const manager = new LocalModelManager({ modelsDir: path.dirname(TINY), binding, engines: defaultEngines({ binding }), measurePerformance: false });
+    const name = path.basename(TINY);
+    const first = await manager.loadModel(name);
+    expect((await manager.getModelMetadata(name)).status).toBe('loaded');
+    await failure(() => wasm.injectFault('trap'));
+    // Gone with the instance: not listed as loaded, and the next load is a fresh, working model.
+    expect(first.disposed).toBe(true);
+    expect((await manager.getModelMetadata(name)).status).not.toBe('loaded');
+    const second = await manager.loadModel(name);
+    expect(second).not.toBe(first);
+    expect(second.disposed).toBe(false);
+    expect(() => first.dispose()).not.toThrow();
+    expect(() => manager.dispose()).not.toThrow();
+    expect(second.disposed).toBe(true);
   });
 
   it('an unknown fault kind is a plain E_INVALID_OPTION (no trap, same instance)', async () => {

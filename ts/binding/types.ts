@@ -243,6 +243,11 @@ export interface RawModel {
   generateChat(messages: RawChatMessage[], options: RawGenerateOptions): RawGeneration;
   /** Frees the weights now; later calls throw `E_INVALID_OPTION` ("model disposed"). */
   dispose(): void;
+  /**
+   * Why the handle is gone without a `dispose()` (the WASM instance holding it trapped, taking its
+   * weights along), or null. The native addon has no such case and leaves it out.
+   */
+  lost?(): string | null;
 }
 
 export type BackendKind = 'native' | 'wasm';

@@ -46,6 +46,7 @@ export function wrapModel(raw: RawModel): RawModel {
     renderChat: (messages, addGenerationPrompt) => guard(() => raw.renderChat(messages, addGenerationPrompt)),
     generateChat: (messages, options) => wrapGeneration(guard(() => raw.generateChat(messages, options))),
     dispose: () => guard(() => raw.dispose()),
+    lost: () => raw.lost?.() ?? null,
   };
 }
 

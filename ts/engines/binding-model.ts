@@ -37,11 +37,15 @@ export class BindingLoadedModel implements LoadedModel {
     return this.info.weightBytes;
   }
 
+  /**
+   * True after `dispose()`, and once the binding lost the handle (a WASM instance that trapped takes
+   * its models along): a manager then loads the model again instead of handing out a dead one.
+   */
   get disposed(): boolean {
-    return this.#raw === undefined;
+    return this.#raw === undefined || this.#raw.lost?.() != null;
   }
 
-  /** The live handle; throws `E_INVALID_OPTION` once disposed. */
+  /** The live handle; throws `E_INVALID_OPTION` once disposed (and the binding's error once lost). */
   get raw(): RawModel {
     if (!this.#raw) throw new PhoenixError('E_INVALID_OPTION', `model "${this.name}" is disposed`, { model: this.name });
     return this.#raw;
@@ -66,7 +70,8 @@ export class BindingLoadedModel implements LoadedModel {
     if (!raw) return;
     this.#raw = undefined;
     finalizer.unregister(this);
-    raw.dispose();
+    // A lost handle has nothing left to free (the binding makes that a no-op too).
+    if (raw.lost?.() == null) raw.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -245,14 +245,19 @@ export function createBinding({ instantiate, fileReader }) {
     return result;
   }
 
+  /** Freeing or cancelling a handle whose instance trapped: nothing is left to free or stop. */
+  function release(instance, fn) {
+    if (!instance.dead) call(instance, fn);
+  }
+
   function wrapGeneration(instance, raw) {
     return {
       next: () => yieldToEventLoop().then(() => call(instance, () => raw.next())),
-      cancel: () => call(instance, () => raw.cancel()),
+      cancel: () => release(instance, () => raw.cancel()),
       exportState: () => call(instance, () => raw.exportState()),
       stats: () => call(instance, () => raw.stats()),
       tokenIds: () => call(instance, () => raw.tokenIds()),
-      dispose: () => call(instance, () => raw.dispose()),
+      dispose: () => release(instance, () => raw.dispose()),
     };
   }
 
@@ -268,7 +273,9 @@ export function createBinding({ instantiate, fileReader }) {
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
       renderChat: (messages, addGenerationPrompt) => call(instance, () => raw.renderChat(messages, addGenerationPrompt)),
       generateChat: (messages, options) => wrapGeneration(instance, call(instance, () => raw.generateChat(messages, options))),
-      dispose: () => call(instance, () => raw.dispose()),
+      dispose: () => release(instance, () => raw.dispose()),
+      // Why the handle is gone (its instance trapped: weights and states went with it), or null.
+      lost: () => instance.dead,
     };
   }
 
