@@ -14,7 +14,7 @@ import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
 import { defaultEngines } from '../ts/engines/default-engines.js';
 import { LocalModelManager } from '../ts/models/manager.js';
 import type { RawBinding, RawModel } from '../ts/binding/types.js';
-import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend } from './helpers.js';
+import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend, tempDir } from './helpers.js';
 
 interface WasmEntry extends RawBinding {
   instances(): number;
@@ -94,7 +94,10 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
 
   it('a manager on WASM reloads a model its trapped instance took along, and disposes without throwing', async () => {
     const binding = loadBinding({ backend: 'wasm' });
-    const manager = new LocalModelManager({ modelsDir: path.dirname(TINY), binding, engines: defaultEngines({ binding }), measurePerformance: false });
+    const scratch = await tempDir();
+    // The manifest goes to a scratch dir, not into the fixtures.
+    const manifestPath = path.join(scratch.dir, 'manifest.json');
+    const manager = new LocalModelManager({ modelsDir: path.dirname(TINY), manifestPath, binding, engines: defaultEngines({ binding }), measurePerformance: false });
     const name = path.basename(TINY);
     const first = await manager.loadModel(name);
     expect((await manager.getModelMetadata(name)).status).toBe('loaded');
@@ -108,6 +111,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
     expect(() => first.dispose()).not.toThrow();
     expect(() => manager.dispose()).not.toThrow();
     expect(second.disposed).toBe(true);
+    await scratch.cleanup();
   });
 
   it('an unknown fault kind is a plain E_INVALID_OPTION (no trap, same instance)', async () => {
