@@ -62,6 +62,8 @@ describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
     expect(prompt.text).toBe(chatml(CONVERSATION));
     expect(prompt.stopTokenIds).toEqual([END_OF_TURN_ID, EOS_ID]);
     expect(engine.renderChat(chat, CONVERSATION, { addGenerationPrompt: false }).text).toBe(chatml(CONVERSATION, false));
+    // An option renderChat does not take (chat's `tools`, a typo) is refused by name, as chat() refuses it.
+    expect(() => engine.renderChat(chat, CONVERSATION, { tools: [] } as never)).toThrow('unknown renderChat option `tools` (known: addGenerationPrompt)');
   });
 
   it('chat is generation on the rendered prompt that also stops at the end-of-turn token', async () => {

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { PhoenixError } from '../ts/binding/errors.js';
-import { toRawOptions } from '../ts/engines/options.js';
+import { toRawMessages } from '../ts/engines/chat.js';
+import { toRawOptions, toRawPrompt } from '../ts/engines/options.js';
 import type { GenerationOptions } from '../ts/engines/types.js';
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
@@ -59,6 +60,30 @@ describe('unknown option names', () => {
       ...({ maxToken: undefined } as object),
     });
     expect(raw.maxTokens).toBe(3);
+  });
+});
+
+describe('unknown prompt and chat message fields', () => {
+  const thrown = (fn: () => unknown): PhoenixError => {
+    try {
+      fn();
+    } catch (error) {
+      return error as PhoenixError;
+    }
+    throw new Error('accepted');
+  };
+
+  it('a prompt object is { text } or { ids } and nothing else; a message is { role, content }', () => {
+    expect(toRawPrompt({ ids: [1, 2] })).toEqual({ ids: [1, 2] });
+    expect(toRawPrompt({ text: 'hi' })).toEqual({ text: 'hi' });
+    // `{ ids, text }` had run the ids and dropped the text without a word.
+    const both = thrown(() => toRawPrompt({ ids: [1], text: 'Once upon a time' } as never));
+    expect([both.code, both.message]).toEqual(['E_INVALID_OPTION', 'unknown prompt field `prompt.text` (known: ids)']);
+    expect(thrown(() => toRawPrompt({ text: 'hi', extra: 1 } as never)).message).toBe('unknown prompt field `prompt.extra` (known: text)');
+    expect(toRawMessages([{ role: 'user', content: 'hi' }])).toEqual([{ role: 'user', content: 'hi' }]);
+    // A template would never see `name` or `tool_calls`: refused, not dropped.
+    const extra = thrown(() => toRawMessages([{ role: 'user', content: 'hi' }, { role: 'assistant', content: '', tool_calls: [] } as never]));
+    expect([extra.code, extra.message]).toEqual(['E_INVALID_OPTION', 'unknown message field `messages[1].tool_calls` (known: role, content)']);
   });
 });
 

@@ -52,6 +52,7 @@ export interface BindingEngineOptions {
 
 const ENGINE_OPTION_KEYS = optionKeys<BindingEngineOptions>({ binding: true, kvCache: true, useMmap: true });
 const SCORE_OPTION_KEYS = optionKeys<ScoreOptions>({ includeLogits: true });
+const RENDER_CHAT_OPTION_KEYS: ReadonlySet<string> = new Set(['addGenerationPrompt']);
 
 /**
  * Base of engines that run on a phoenix binding: implements loading, `predict`, `stream` and
@@ -167,7 +168,8 @@ export abstract class BindingEngine implements InferenceEngine {
 
   /** The core's rendering of `messages` with the model's template (what {@link chat} feeds the model). */
   renderChat(model: LoadedModel, messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): ChatPrompt {
-    const addGenerationPrompt = options?.addGenerationPrompt ?? true;
+    refuseUnknownKeys(options, RENDER_CHAT_OPTION_KEYS, 'renderChat option');
+    const addGenerationPrompt = options.addGenerationPrompt ?? true;
     if (typeof addGenerationPrompt !== 'boolean') {
       throw new PhoenixError('E_INVALID_OPTION', 'renderChat: option `addGenerationPrompt` must be a boolean', { option: 'addGenerationPrompt' });
     }

@@ -31,6 +31,9 @@ export function describeValue(value: unknown): string {
 const NUMERIC = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed'] as const;
 const FLAGS = ['addSpecialTokens', 'fitToContext', 'int8Prompt'] as const;
 
+const PROMPT_IDS_KEYS: ReadonlySet<string> = new Set(['ids']);
+const PROMPT_TEXT_KEYS: ReadonlySet<string> = new Set(['text']);
+
 /** Every key of {@link GenerationOptions}. */
 export const GENERATION_OPTION_KEYS: ReadonlySet<string> = new Set([...NUMERIC, ...FLAGS, 'stop', 'stopTokenIds', 'signal', 'state', 'returnState']);
 
@@ -82,6 +85,8 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
 export function toRawPrompt(input: GenerationInput, continuesState = false): RawPrompt {
   if (typeof input === 'string') input = { text: input };
   if (input !== null && typeof input === 'object') {
+    // One of them, and nothing else: `{ ids, text }` used to run the ids and drop the text unseen.
+    refuseUnknownKeys(input, 'ids' in input && input.ids !== undefined ? PROMPT_IDS_KEYS : PROMPT_TEXT_KEYS, 'prompt field', 'prompt.');
     if ('ids' in input && input.ids !== undefined) return { ids: idList('prompt.ids', input.ids) };
     if ('text' in input && typeof input.text === 'string') {
       if (input.text === '' && !continuesState) {
