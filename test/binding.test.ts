@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 import { PhoenixError, isPhoenixError, parseWireError, toPhoenixError } from '../ts/binding/errors.js';
 import { defaultNativePath, getDefaultBinding, loadBinding, nativePlatformSuffix } from '../ts/binding/load.js';
-import { expectCode, NO_WASM, requireNativeAddon, ROOT, TINY } from './helpers.js';
+import { expectCode, NO_WASM, requireBackend, requireNativeAddon, ROOT, TEST_BACKENDS, TINY } from './helpers.js';
 
 describe('PhoenixError', () => {
   it('parses the wire form into code + message', () => {
@@ -99,6 +99,28 @@ loadBinding({ backend: 'native' }).then((s) => console.log('loaded ' + s.buildIn
     await expectCode(model.logits([99999]), 'E_INVALID_OPTION');
     await expectCode(async () => model.generate({ ids: [1, 2] }, { maxTokens: 0 }).next(), 'E_INVALID_OPTION');
     model.dispose();
+    await expectCode(model.logits([1]), 'E_INVALID_OPTION');
+  });
+
+  it.each(TEST_BACKENDS)('disposing a %s model while its tokenize, logits and score are pending does not throw; they settle typed', async (backend) => {
+    requireBackend(backend);
+    const { binding } = await loadBinding({ backend });
+    const model = await binding.loadModel(TINY);
+    const ids = Array.from({ length: 64 }, (_, i) => i % 100);
+    const running = [model.tokenize('once upon a time '.repeat(200), true), model.logits(ids), model.score(ids, { includeLogits: false })];
+    // napi-rs had refused this dispose (E_INTERNAL "cannot be borrowed mutably") while a promise was pending.
+    const vocab = model.info().vocabSize;
+    expect(() => model.dispose()).not.toThrow();
+    if (backend === 'native') {
+      // Running on libuv workers, each holds its own reference to the weights: they finish.
+      const [tokens, logits, scored] = await Promise.all(running);
+      expect((tokens as number[]).length).toBeGreaterThan(0);
+      expect((logits as Float32Array).length).toBe(ids.length * vocab);
+      expect((scored as { tokenLogprobs: number[] }).tokenLogprobs.length).toBe(ids.length - 1);
+    } else {
+      // WASM runs a call after yielding to the event loop, so these had not started: "model disposed".
+      for (const call of running) await expectCode(call, 'E_INVALID_OPTION');
+    }
     await expectCode(model.logits([1]), 'E_INVALID_OPTION');
   });
 });

@@ -23,6 +23,8 @@ const LLAMA_GGUF = path.join(ROOT, 'test/fixtures/gguf-llama-tiny/llama-tiny.f32
 const DOUBLING = "{% set ns = namespace(x='a') %}{% for i in range(60) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x | length }}";
 /** Grows without any operator: `join` of a lazily repeated list (100 GB). */
 const JOINED = "{{ ([('x' * 1000000)] * 100000) | join }}";
+/** Cheap in fuel and memory, an hour of `replace` over a 1 MB string: stopped by the time limit. */
+const SLOW = "{% set s = 'a' * 1000000 %}{% set ns = namespace(n=0) %}{% for i in range(100000) %}{% set ns.n = ns.n + (s.replace('a', 'bb') | length) %}{% endfor %}{{ ns.n }}";
 /** A reversed slice of an empty list: minijinja 2.24 panics (index out of bounds) rendering it. */
 const PANICKING = '{{ [][::-1] }}';
 
@@ -69,6 +71,7 @@ beforeAll(async () => {
   await folderWithTemplate(path.join(modelsDir, 'joined-folder'), JOINED);
   await makeChatModel(path.join(modelsDir, 'chat-tiny'));
   await folderWithTemplate(path.join(modelsDir, 'panicking-folder'), PANICKING);
+  await folderWithTemplate(path.join(modelsDir, 'slow-folder'), SLOW);
 });
 
 afterAll(async () => scratch?.cleanup());
@@ -159,4 +162,39 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('engine chat with a template that gr
       fine.dispose(); // (the hostile model's handle died with its instance)
     }
   });
+
+  it('a template that runs past the render time limit is E_BAD_CONFIG at about 5 s (the host clock reaches the core)', async () => {
+    requireBackend('wasm');
+    const engine = new TransformerEngine({ binding: await loadBinding({ backend: 'wasm' }) });
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    const slow = await engine.loadModel(await manager.getModelMetadata('slow-folder'));
+    const started = performance.now();
+    const error = await expectCode(engine.chat(slow, [{ role: 'user', content: 'hi' }], { maxTokens: 2 }), 'E_BAD_CONFIG');
+    const took = performance.now() - started;
+    expect(error.message).toMatch(/slow-folder.*ran past the 5 s a render may take/);
+    expect(took).toBeGreaterThan(4_900);
+    expect(took).toBeLessThan(9_000);
+  }, 30_000);
+});
+
+describe('engine chat with a template that runs past the render time limit (native binding)', () => {
+  it('is E_BAD_CONFIG at about 5 s, and again at once', async () => {
+    const engine = new TransformerEngine({ binding: await loadBinding({ backend: 'native' }) });
+    const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
+    const slow = await engine.loadModel(await manager.getModelMetadata('slow-folder'));
+    try {
+      const conversation = [{ role: 'user', content: 'hi' }];
+      const started = performance.now();
+      const first = await expectCode(engine.chat(slow, conversation, { maxTokens: 2 }), 'E_BAD_CONFIG');
+      const took = performance.now() - started;
+      expect(first.message).toMatch(/slow-folder.*ran past the 5 s a render may take/);
+      expect(took).toBeGreaterThan(4_900);
+      expect(took).toBeLessThan(7_000);
+      const again = performance.now();
+      await expectCode(engine.chat(slow, conversation, { maxTokens: 2 }), 'E_BAD_CONFIG');
+      expect(performance.now() - again).toBeLessThan(1000);
+    } finally {
+      slow.dispose();
+    }
+  }, 30_000);
 });

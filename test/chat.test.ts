@@ -99,7 +99,7 @@ describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
 
   it('refuses chat on a model without a template, bad messages and a state, with typed errors', async () => {
     const e = await expectCode(engine.chat(plain, CONVERSATION), 'E_INVALID_OPTION');
-    expect(e.message).toContain('no chat template');
+    expect(e.message).toContain('no chat template (none in tokenizer_config.json or chat_template.jinja)');
     await expectCode(() => engine.renderChat(plain, CONVERSATION), 'E_INVALID_OPTION');
     await expectCode(engine.chat(chat, [{ role: 'user' } as unknown as ChatMessage]), 'E_INVALID_OPTION');
     await expectCode(engine.chat(chat, 'hello' as unknown as ChatMessage[]), 'E_INVALID_OPTION');

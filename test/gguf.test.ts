@@ -59,6 +59,10 @@ describe('GGUF models in the manager', () => {
     expect(model.info).toMatchObject({ format: 'gguf', family: 'mamba', vocabSize: 512 });
     const ids = await model.tokenize('hello world');
     expect(ids.length).toBeGreaterThan(0);
+    // Its header has no template: the error names the header, not files a GGUF does not have.
+    expect(model.info.hasChatTemplate).toBe(false);
+    const chat = await expectCode(m.engineFor(model).chat!(model, [{ role: 'user', content: 'hi' }]), 'E_INVALID_OPTION');
+    expect(chat.message).toContain('no chat template (no tokenizer.chat_template in its GGUF header)');
     m.dispose();
   });
 

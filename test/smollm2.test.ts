@@ -166,6 +166,21 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     expect(answer.text).toMatch(/Paris/);
     expect(answer.finishReason).toBe('stop');
   });
+
+  it('a snapshot taken after any generated token continues exactly as the uninterrupted generation', async () => {
+    // The pending token of such a snapshot was sampled: it is fed as the uninterrupted run fed it (a
+    // decode step, 8-bit activations), not as a first step (f32): 14 of 23 continuations had drifted.
+    const total = 24;
+    const stream = engine.stream(model, 'Once upon a time, there was a', { maxTokens: total, temperature: 0 });
+    const snapshots: Uint8Array[] = [];
+    for await (const _ of stream) snapshots.push(stream.exportState());
+    const whole = await stream.result;
+    expect(whole.tokenIds.length).toBe(total);
+    for (const k of [1, 5, 11, 17, 23]) {
+      const rest = await engine.predict(model, '', { state: snapshots[k - 1], maxTokens: total - k, temperature: 0 });
+      expect({ k, ids: rest.tokenIds }).toEqual({ k, ids: whole.tokenIds.slice(k) });
+    }
+  });
 });
 
 /** SIMD levels below the native addon's own (as its buildInfo names it), which PHOENIX_SIMD caps its kernels to. */

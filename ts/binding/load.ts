@@ -153,13 +153,14 @@ function nativeCandidate(file: string, isDefault: boolean): BackendCandidate {
   };
 }
 
-function wasmCandidate(file: string): BackendCandidate {
+function wasmCandidate(file: string, isDefault: boolean): BackendCandidate {
   return {
     backend: 'wasm',
     path: file,
     async load() {
       if (!existsSync(file)) {
-        throw new Error(`WASM build not found at ${file} (crates/wasm is not built in this checkout)`);
+        // Building is advice for the default path of a checkout, not for a path the caller gave.
+        throw new Error(`WASM build not found at ${file}${isDefault ? ' (crates/wasm is not built in this checkout: `npm run build:wasm`)' : ''}`);
       }
       const module = (await import(pathToFileURL(file).href)) as { default?: unknown } & Record<string, unknown>;
       // wasm-bindgen `web` targets export an async init as default; `nodejs` targets are ready.
@@ -199,9 +200,10 @@ export async function loadBinding(options: LoadBindingOptions = {}): Promise<Bin
   const forcedBy = options.backend !== undefined ? `backend option "${requested}"` : `PHOENIX_BACKEND=${requested}`;
   const env = options.env ?? process.env;
   const explicitNative = options.nativePath ?? (env.PHOENIX_NATIVE_PATH || undefined);
+  const explicitWasm = options.wasmPath ?? (env.PHOENIX_WASM_PATH || undefined);
   const all = [
     nativeCandidate(explicitNative ?? defaultNativePath(), explicitNative === undefined),
-    wasmCandidate(options.wasmPath ?? (env.PHOENIX_WASM_PATH || defaultWasmPath())),
+    wasmCandidate(explicitWasm ?? defaultWasmPath(), explicitWasm === undefined),
   ];
   const candidates = requested === 'auto' ? all : all.filter((c) => c.backend === requested);
 

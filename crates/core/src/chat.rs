@@ -15,7 +15,8 @@ pub mod template;
 pub use end_of_turn::end_of_turn_ids;
 pub use source::{load_optional, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 pub use template::{
-    ChatTemplate, MAX_MESSAGES, MAX_MESSAGES_BYTES, MAX_OUTPUT_BYTES, MAX_RENDER_MEMORY, MAX_TEMPLATE_BYTES,
+    ChatTemplate, MAX_MESSAGES, MAX_MESSAGES_BYTES, MAX_OUTPUT_BYTES, MAX_RENDER_MEMORY, MAX_RENDER_MILLIS,
+    MAX_TEMPLATE_BYTES,
 };
 
 /// One turn of a conversation, as templates read it (`message['role']`, `message.content`).

@@ -283,11 +283,15 @@ impl LoadedModel {
             ChatSupport::Ready { template, end_of_turn } => (template, end_of_turn),
             ChatSupport::Broken(e) => return Err(e.clone()),
             ChatSupport::Absent => {
+                // Name where this model's template would have been.
+                let looked = if self.model.info().format == "gguf" {
+                    "no tokenizer.chat_template in its GGUF header".to_string()
+                } else {
+                    format!("none in {} or {}", chat::TOKENIZER_CONFIG_FILE, chat::CHAT_TEMPLATE_FILE)
+                };
                 return Err(invalid_option(format!(
-                    "messages: this model has no chat template (none in {} or {}); give a text prompt instead",
-                    chat::TOKENIZER_CONFIG_FILE,
-                    chat::CHAT_TEMPLATE_FILE
-                )))
+                    "messages: this model has no chat template ({looked}); give a text prompt instead"
+                )));
             }
         };
         if messages.is_empty() {

@@ -46,7 +46,7 @@ impl Task for LoadModelTask {
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        Ok(RawModel { inner: Some(output) })
+        Ok(RawModel { inner: std::cell::RefCell::new(Some(output)) })
     }
 }
 
@@ -124,12 +124,14 @@ pub fn check_load_options(options: RawLoadOptions) -> napi::Result<()> {
 /// hold their own, so the memory goes when the last of them ends.
 #[napi]
 pub struct RawModel {
-    inner: Option<Arc<LoadedModel>>,
+    /// A cell, so that `dispose` takes `&self`: with `&mut self`, napi-rs refused a dispose while a
+    /// `tokenize` / `score` promise of the same handle was pending ("cannot be borrowed mutably").
+    inner: std::cell::RefCell<Option<Arc<LoadedModel>>>,
 }
 
 impl RawModel {
-    fn model(&self) -> napi::Result<&Arc<LoadedModel>> {
-        self.inner.as_ref().ok_or_else(|| napi::Error::from_reason(handles::disposed_model().to_wire()))
+    fn model(&self) -> napi::Result<Arc<LoadedModel>> {
+        self.inner.borrow().clone().ok_or_else(|| napi::Error::from_reason(handles::disposed_model().to_wire()))
     }
 }
 
@@ -200,7 +202,7 @@ impl RawModel {
     /// Text → ids on a libuv worker (a tokenizer's normalizers can be slow on long text).
     #[napi(ts_return_type = "Promise<number[]>")]
     pub fn tokenize(&self, text: String, add_special_tokens: bool) -> napi::Result<AsyncTask<TokenizeTask>> {
-        let model = Arc::clone(self.model()?);
+        let model = self.model()?;
         Ok(AsyncTask::new(TokenizeTask { model, text, add_special_tokens }))
     }
 
@@ -221,7 +223,7 @@ impl RawModel {
     /// Logits for every position (`ids.length * vocabSize`, row-major), computed off the JS thread.
     #[napi(ts_return_type = "Promise<Float32Array>")]
     pub fn logits(&self, ids: Vec<f64>) -> napi::Result<AsyncTask<LogitsTask>> {
-        let model = Arc::clone(self.model()?);
+        let model = self.model()?;
         let ids = guarded(|| js_numbers::ids_from_numbers("logits", &ids))?;
         Ok(AsyncTask::new(LogitsTask { model, ids }))
     }
@@ -229,7 +231,7 @@ impl RawModel {
     /// Per-token log-probs, log-likelihood, perplexity (and logits when asked), off the JS thread.
     #[napi(ts_return_type = "Promise<RawScore>")]
     pub fn score(&self, ids: Vec<f64>, options: Option<RawScoreOptions>) -> napi::Result<AsyncTask<ScoreTask>> {
-        let model = Arc::clone(self.model()?);
+        let model = self.model()?;
         let ids = guarded(|| js_numbers::ids_from_numbers("score", &ids))?;
         let options = options.map_or_else(ScoreOptions::default, ScoreOptions::from);
         Ok(AsyncTask::new(ScoreTask { model, ids, options }))
@@ -281,8 +283,8 @@ impl RawModel {
     }
 
     #[napi]
-    pub fn dispose(&mut self) {
-        self.inner = None;
+    pub fn dispose(&self) {
+        self.inner.borrow_mut().take();
     }
 }
 

@@ -74,10 +74,12 @@ thread_local! {
 }
 
 /// `onStop(report => …)`: called with the core's wire-form error when the core is about to trap this
-/// instance on purpose (a chat template past its memory budget); after the trap no call gets in.
+/// instance on purpose (a chat template past its memory or time budget); after the trap no call gets in.
 #[wasm_bindgen(js_name = onStop)]
 pub fn on_stop(listener: js_sys::Function) {
     ON_STOP.with(|s| *s.borrow_mut() = Some(listener));
+    // The deadline of budgeted work (a chat template's render) needs the host's clock.
+    phoenix_core::memory_budget::set_clock(js_sys::Date::now);
     phoenix_core::memory_budget::set_overrun_hook(|report| {
         ON_STOP.with(|s| {
             if let Some(listener) = &*s.borrow() {

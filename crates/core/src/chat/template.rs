@@ -10,7 +10,9 @@
 //! [`MAX_OUTPUT_BYTES`], and the conversation is bounded ([`MAX_MESSAGES`], [`MAX_MESSAGES_BYTES`]).
 //! Fuel bounds instructions, not value sizes (`ns.x = ns.x ~ ns.x` doubles a string per instruction),
 //! so a render also runs under a memory budget, [`MAX_RENDER_MEMORY`] (see [`crate::memory_budget`]);
-//! a template that overruns it is refused from then on without rendering again.
+//! a template that overruns it is refused from then on without rendering again. Nor does fuel bound
+//! what an instruction costs (a `replace` over a 1 MiB string is one), so a render also has
+//! [`MAX_RENDER_MILLIS`]; past it the template is refused from then on too.
 //! minijinja has no file system, imports or attribute access to host objects: nothing outside the
 //! template's own values can be reached.
 
@@ -36,6 +38,9 @@ pub const FUEL: u64 = 10_000_000;
 /// Bytes a render's own values may hold at once (the conversation is built before it starts): room
 /// for copies of the largest conversation and the largest output, far below a process's memory.
 pub const MAX_RENDER_MEMORY: usize = 128 << 20;
+/// Milliseconds a render may take: real templates take milliseconds, and a render that spends its
+/// whole fuel on cheap instructions well under a second.
+pub const MAX_RENDER_MILLIS: u64 = 5_000;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
@@ -46,7 +51,7 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     origin: String,
-    /// Set when a render ran out of memory: the template is refused from then on.
+    /// Set when a render ran out of memory or time: the template is refused from then on.
     stopped: OnceLock<crate::PhoenixError>,
 }
 
@@ -109,8 +114,19 @@ impl ChatTemplate {
             self.origin,
             MAX_RENDER_MEMORY >> 20
         ));
-        let report = over_budget.to_wire();
-        match memory_budget::run_with_budget(MAX_RENDER_MEMORY, &report, move || render_captured(&env, ctx)) {
+        let too_long = bad_config(format!(
+            "{}: the chat template ran past the {} s a render may take; it was stopped and is not rendered again",
+            self.origin,
+            MAX_RENDER_MILLIS / 1000
+        ));
+        let (over_bytes, over_time) = (over_budget.to_wire(), too_long.to_wire());
+        let budget = memory_budget::Budget {
+            bytes: MAX_RENDER_MEMORY,
+            millis: MAX_RENDER_MILLIS,
+            over_bytes: &over_bytes,
+            over_time: &over_time,
+        };
+        match memory_budget::run_with_budget(budget, move || render_captured(&env, ctx)) {
             Ok(Rendered::Text(bytes)) => String::from_utf8(bytes).map_err(|_| internal_utf8(&self.origin)),
             Ok(Rendered::Overflowed) => Err(bad_config(format!(
                 "{}: the chat template's output grew past {MAX_OUTPUT_BYTES} bytes",
@@ -122,11 +138,13 @@ impl ChatTemplate {
                 self.origin
             ))),
             Err(Refused::OverBudget) => Err(self.stopped.get_or_init(|| over_budget).clone()),
+            Err(Refused::TooLong) => Err(self.stopped.get_or_init(|| too_long).clone()),
             Err(Refused::TooManyStopped) => Err(bad_config(format!(
-                "{}: not rendered: {} chat templates have already been stopped in this process for holding more than {} MiB (each keeps that memory); restart the process to chat again",
+                "{}: not rendered: {} chat templates have already been stopped in this process for holding more than {} MiB or running past {} s (each keeps its memory); restart the process to chat again",
                 self.origin,
                 memory_budget::MAX_STOPPED,
-                MAX_RENDER_MEMORY >> 20
+                MAX_RENDER_MEMORY >> 20,
+                MAX_RENDER_MILLIS / 1000
             ))),
             Err(Refused::NoThread) => {
                 Err(internal(format!("{}: no thread could be started to render the chat template", self.origin)))

@@ -6,8 +6,10 @@
 //! token as a one-token call — samples, and appends the sample to the history unfed. A fresh run,
 //! a run restored from a snapshot and a run that continues a snapshot with more prompt therefore go
 //! through the same calls and give the same tokens. On quantized weights the first step's one-token
-//! call keeps its activations in f32, as the prefill does; later steps round them to 8 bits
-//! (llama.cpp's decode, the fast path).
+//! call keeps its activations in f32, as the prefill does, when it feeds a prompt token; a step that
+//! feeds a sampled token — every later step, and the first step of a run restored with no new prompt,
+//! whose pending token the saved run had sampled — rounds them to 8 bits (llama.cpp's decode, the
+//! fast path), so that restored run matches the uninterrupted one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -212,8 +214,9 @@ impl Generation {
         let used = self.history.len();
         let room = limit.saturating_sub(used);
         if room == 0 {
+            let what = if self.restored { "prompt and restored state" } else { "the prompt" };
             return Err(invalid_option(format!(
-                "prompt: {used} tokens of context (prompt and restored state) leave no room in the model's context of {limit} tokens"
+                "prompt: {used} tokens of context ({what}) leave no room in the model's context of {limit} tokens"
             )));
         }
         if self.max_tokens <= room {
@@ -255,8 +258,10 @@ impl Generation {
             return Ok(self.finish(FinishReason::Abort, None, text));
         }
         let first = self.stats.generated_tokens == 0;
+        // Whether the pending token is a prompt token (see the module's note on f32 activations).
+        let prompt_pending = first && self.stats.prompt_tokens > 0;
         let started = now_ms();
-        let Some(mut logits) = self.feed_pending(first)? else {
+        let Some(mut logits) = self.feed_pending(prompt_pending)? else {
             // Cancelled between prefill pieces: the state holds the prompt up to `fed` (a later
             // export_state feeds the rest), nothing was sampled.
             self.stats.prefill_ms += now_ms() - started;
@@ -301,13 +306,13 @@ impl Generation {
     /// Feeds every unfed history token and returns the logits after the last; `None` when cancelled
     /// between prefill pieces (`fed` says how far it got). The last token goes through the prefill
     /// with the rest: fed alone as a decode step it cost one more pass over every weight (~2-3 % of a
-    /// 512-token Mamba-130M prefill). The piece holding it runs with f32 activations when it picks a
-    /// generation's first token (see `with_exact_activations`).
-    fn feed_pending(&mut self, first: bool) -> Result<Option<Vec<f32>>> {
+    /// 512-token Mamba-130M prefill). The piece holding it runs with f32 activations when `exact_last`
+    /// (a prompt token picking the generation's first token, see `with_exact_activations`).
+    fn feed_pending(&mut self, exact_last: bool) -> Result<Option<Vec<f32>>> {
         // `fed` < the history's length always holds here (the last token is never fed before its
         // step); clamped so a step always feeds at least that token.
         self.fed = self.fed.min(self.history.len() - 1);
-        self.feed_to(self.history.len(), true, first)
+        self.feed_to(self.history.len(), true, exact_last)
     }
 
     /// Feeds pending history tokens except the last, restoring the invariant.

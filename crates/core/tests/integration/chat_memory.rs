@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phoenix_core::chat::{ChatMessage, ChatTemplate, MAX_RENDER_MEMORY};
+use phoenix_core::chat::{ChatMessage, ChatTemplate, MAX_RENDER_MEMORY, MAX_RENDER_MILLIS};
 use phoenix_core::ErrorCode;
 
 /// Templates that grow a value past any sane size with few instructions, one per way minijinja,
@@ -84,7 +84,11 @@ fn render_one_hostile_case() {
     let e = template.render(&conversation, true).unwrap_err();
     assert_eq!(e.code, ErrorCode::BadConfig, "{name}: {}", e.message);
     assert!(e.message.contains(&origin), "{name}: {}", e.message);
-    assert!(e.message.contains(&format!("{} MiB", MAX_RENDER_MEMORY >> 20)), "{name}: {}", e.message);
+    // The memory budget, or the time limit for a case that grows its value slowly (`printed-list`
+    // writes a huge list element by element, into an output that is cut off).
+    let over_memory = e.message.contains(&format!("{} MiB", MAX_RENDER_MEMORY >> 20));
+    let over_time = e.message.contains(&format!("the {} s a render may take", MAX_RENDER_MILLIS / 1000));
+    assert!(over_memory || over_time, "{name}: {}", e.message);
     assert!(!e.message.contains("{%") && !e.message.contains("{{"), "{name} quotes the template: {}", e.message);
 
     // The template is marked: rendering it again fails at once with the same error.
@@ -98,6 +102,27 @@ fn render_one_hostile_case() {
         ChatTemplate::new("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", None, None, "ok")
             .unwrap();
     assert_eq!(fine.render(&conversation, false).unwrap(), "user: hi\n");
+}
+
+/// Fuel counts instructions, not their cost: a loop of `replace` over a 1 MiB string stays far under
+/// the fuel and the memory budget yet would run for an hour. It is stopped at the render's time limit
+/// (its thread stops at its next allocation, which `replace` makes at once), and refused from then on.
+#[test]
+fn a_template_whose_instructions_are_slow_is_stopped_at_the_time_limit() {
+    let source = "{% set s = 'a' * 1000000 %}{% set ns = namespace(n=0) %}{% for i in range(100000) %}{% set ns.n = ns.n + (s.replace('a', 'bb') | length) %}{% endfor %}{{ ns.n }}";
+    let template = ChatTemplate::new(source, None, None, "slow.jinja").unwrap();
+    let conversation = [ChatMessage::new("user", "hi")];
+    let started = Instant::now();
+    let e = template.render(&conversation, true).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code, ErrorCode::BadConfig, "{}", e.message);
+    let limit = Duration::from_millis(MAX_RENDER_MILLIS);
+    assert!(e.message.contains("slow.jinja") && e.message.contains(&format!("{} s", limit.as_secs())), "{}", e.message);
+    assert!(took >= limit && took < limit + Duration::from_secs(2), "stopped after {took:?}");
+    let started = Instant::now();
+    let again = template.render(&conversation, true).unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert_eq!(again.message, e.message);
 }
 
 /// A real conversation near the message limits renders: the budget leaves room for what a template
