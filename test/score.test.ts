@@ -112,5 +112,26 @@ describe.each(TEST_BACKENDS)('score on the %s binding', (backend) => {
     await expectCode(engine.score(model, { ids: [1, 99999] }, { includeLogits: true }), 'E_INVALID_OPTION');
     await expectCode(engine.score(model, { ids: [1, 1.5] }), 'E_INVALID_OPTION');
     await expectCode(engine.score(model, { ids: [1, 2] }, { includeLogits: 'yes' as unknown as boolean }), 'E_INVALID_OPTION');
+    await expectCode(engine.score(model, { ids: [1, 2] }, { signal: 'stop' as unknown as AbortSignal }), 'E_INVALID_OPTION');
+  });
+
+  it('a signal stops scoring: E_ABORTED before it starts, and natively between prefill pieces', async () => {
+    const { model, ids } = models[0] as (typeof models)[number];
+    const long = Array.from({ length: 8192 }, (_, i) => ids[i % ids.length] as number);
+    const controller = new AbortController();
+    controller.abort();
+    const before = await expectCode(engine.score(model, { ids: long }, { signal: controller.signal }), 'E_ABORTED');
+    expect(before.message).toBe('score: cancelled after 0 of 8192 ids');
+    if (backend === 'native') {
+      // Aborted as the worker starts: it stops at the next piece, not after all 8192 ids.
+      const running = new AbortController();
+      const scoring = engine.score(model, { ids: long }, { signal: running.signal });
+      setImmediate(() => running.abort());
+      const during = await expectCode(scoring, 'E_ABORTED');
+      const at = Number(/cancelled after (\d+) of 8192 ids/.exec(during.message)?.[1]);
+      expect(at).toBeLessThan(8192);
+    }
+    // Not aborted: the same call completes.
+    expect((await engine.score(model, { ids: long.slice(0, 64) }, { signal: new AbortController().signal })).tokenLogprobs).toHaveLength(63);
   });
 });

@@ -223,8 +223,12 @@ export interface RawModel {
   snapshotLength(head: Uint8Array): number;
   /** Logits for every position: `ids.length * vocabSize` floats, row-major. */
   logits(ids: number[]): Promise<Float32Array>;
-  /** Log-probs, log-likelihood and perplexity of `ids` (fresh context), computed in the core. */
-  score(ids: number[], options?: RawScoreOptions): Promise<RawScore>;
+  /**
+   * Log-probs, log-likelihood and perplexity of `ids` (fresh context), computed in the core;
+   * `E_ABORTED` once `cancel` is cancelled (natively checked between prefill pieces; on WASM, which
+   * runs the call on the calling thread, as it starts).
+   */
+  score(ids: number[], options?: RawScoreOptions, cancel?: RawCancelFlag): Promise<RawScore>;
   /**
    * Starts a generation. With `state` (bytes from `exportState`), the prompt continues that
    * context; the prompt may then be empty.
@@ -306,4 +310,11 @@ export interface RawBinding {
   checkGenerateOptions(options: RawGenerateOptions): void;
   /** Checks load options (`kvCache`, `useMmap`) without a model (`E_INVALID_OPTION` naming the option). */
   checkLoadOptions(options: RawLoadOptions): void;
+  /** A flag that stops a call given it ({@link RawModel.score}) when cancelled. */
+  CancelFlag: new () => RawCancelFlag;
+}
+
+/** See {@link RawBinding.CancelFlag}. */
+export interface RawCancelFlag {
+  cancel(): void;
 }

@@ -41,7 +41,7 @@ export function wrapModel(raw: RawModel): RawModel {
     snapshotLength: (head) => guard(() => raw.snapshotLength(head)),
     detokenize: (ids, skipSpecialTokens) => guard(() => raw.detokenize(ids, skipSpecialTokens)),
     logits: (ids) => guardAsync(() => raw.logits(ids)),
-    score: (ids, options) => guardAsync(() => raw.score(ids, options)),
+    score: (ids, options, cancel) => guardAsync(() => raw.score(ids, options, cancel)),
     generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),
     renderChat: (messages, addGenerationPrompt) => guard(() => raw.renderChat(messages, addGenerationPrompt)),
     generateChat: (messages, options) => wrapGeneration(guard(() => raw.generateChat(messages, options))),
@@ -80,6 +80,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
     setThreads: (n) => guard(() => raw.setThreads(n)),
     checkGenerateOptions: (options) => guard(() => raw.checkGenerateOptions(options)),
     checkLoadOptions: (options) => guard(() => raw.checkLoadOptions(loadOptions(options) ?? {})),
+    CancelFlag: raw.CancelFlag,
   };
 }
 
@@ -89,7 +90,7 @@ export function wrapBinding(raw: RawBinding): RawBinding {
  */
 export function checkBindingShape<T extends RawBinding = RawBinding>(module: unknown, file: string, extra: readonly string[] = []): T {
   const candidate = module as Record<string, unknown> | null;
-  for (const name of ['loadModel', 'describeModel', 'supportedFamilies', 'buildInfo', 'setThreads', 'checkGenerateOptions', 'checkLoadOptions', ...extra]) {
+  for (const name of ['loadModel', 'describeModel', 'supportedFamilies', 'buildInfo', 'setThreads', 'checkGenerateOptions', 'checkLoadOptions', 'CancelFlag', ...extra]) {
     if (typeof candidate?.[name] !== 'function') {
       throw new Error(`${file} does not export ${name}() (not a phoenix-local binding, or an outdated build)`);
     }

@@ -51,7 +51,7 @@ export interface BindingEngineOptions {
 }
 
 const ENGINE_OPTION_KEYS = optionKeys<BindingEngineOptions>({ binding: true, kvCache: true, useMmap: true });
-const SCORE_OPTION_KEYS = optionKeys<ScoreOptions>({ includeLogits: true });
+const SCORE_OPTION_KEYS = optionKeys<ScoreOptions>({ includeLogits: true, signal: true });
 const RENDER_CHAT_OPTION_KEYS: ReadonlySet<string> = new Set(['addGenerationPrompt']);
 
 /**
@@ -184,10 +184,22 @@ export abstract class BindingEngine implements InferenceEngine {
     if (typeof includeLogits !== 'boolean') {
       throw new PhoenixError('E_INVALID_OPTION', 'score: option `includeLogits` must be a boolean', { option: 'includeLogits' });
     }
+    const { signal } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new PhoenixError('E_INVALID_OPTION', 'score: option `signal` must be an AbortSignal', { option: 'signal' });
     const vocabSize = own.info.vocabSize;
     const prompt = toRawPrompt(input);
     const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
-    const scored = await own.raw.score(ids, { includeLogits });
+    // The core checks the flag between prefill pieces: a long scoring stops within one piece.
+    const cancel = new (await this.binding()).binding.CancelFlag();
+    const onAbort = (): void => cancel.cancel();
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let scored;
+    try {
+      scored = await own.raw.score(ids, { includeLogits }, cancel);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
     const result: ScoreResult = {
       ids,
       vocabSize,

@@ -131,6 +131,8 @@ export interface GenerationStream extends AsyncIterable<TokenChunk> {
 export interface ScoreOptions {
   /** Also return every position's logits (`ids.length × vocabSize` floats). Default false. */
   includeLogits?: boolean;
+  /** Stops the scoring (`E_ABORTED`) within one prefill piece of firing (on WASM: before it starts). */
+  signal?: AbortSignal;
 }
 
 /** Per-position next-token scores of a sequence, computed by the core. */

@@ -389,7 +389,7 @@ export class LocalAIPipeline {
             const engine = this.#engineFor(model);
             if (request.taskType === 'scoring') {
               const includeLogits = Boolean(request.options?.returnLogits);
-              inFlight = engine.score(model, toInput(request.input!), { includeLogits });
+              inFlight = engine.score(model, toInput(request.input!), { includeLogits, signal: controller.signal });
               const scored = await within('scoring', inFlight as Promise<ScoreResult>);
               inFlight = undefined;
               if (controller.signal.aborted) throw stoppedError(phase, cause());

@@ -118,6 +118,28 @@ pub fn check_load_options(options: RawLoadOptions) -> napi::Result<()> {
     guarded(|| RawLoadOptions::to_core(Some(&options)).map(drop))
 }
 
+// ------------------------------------------------------------------------------------ CancelFlag
+
+/// A flag JS sets to stop a call running off its thread (`score`): the core checks it between steps.
+#[napi]
+pub struct CancelFlag {
+    flag: Arc<AtomicBool>,
+}
+
+#[napi]
+impl CancelFlag {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self { flag: Default::default() }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
 // ------------------------------------------------------------------------------------ RawModel
 
 /// A loaded model. `dispose()` drops this handle's reference to the weights; running generations
@@ -157,6 +179,7 @@ pub struct ScoreTask {
     model: Arc<LoadedModel>,
     ids: Vec<u32>,
     options: ScoreOptions,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Task for ScoreTask {
@@ -164,7 +187,7 @@ impl Task for ScoreTask {
     type JsValue = RawScore;
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        guarded(|| self.model.score(&self.ids, self.options))
+        guarded(|| self.model.score_cancellable(&self.ids, self.options, &self.cancel))
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
@@ -228,13 +251,20 @@ impl RawModel {
         Ok(AsyncTask::new(LogitsTask { model, ids }))
     }
 
-    /// Per-token log-probs, log-likelihood, perplexity (and logits when asked), off the JS thread.
+    /// Per-token log-probs, log-likelihood, perplexity (and logits when asked), off the JS thread;
+    /// `E_ABORTED` once `cancel` is cancelled (checked between the model's prefill pieces).
     #[napi(ts_return_type = "Promise<RawScore>")]
-    pub fn score(&self, ids: Vec<f64>, options: Option<RawScoreOptions>) -> napi::Result<AsyncTask<ScoreTask>> {
+    pub fn score(
+        &self,
+        ids: Vec<f64>,
+        options: Option<RawScoreOptions>,
+        cancel: Option<&CancelFlag>,
+    ) -> napi::Result<AsyncTask<ScoreTask>> {
         let model = self.model()?;
         let ids = guarded(|| js_numbers::ids_from_numbers("score", &ids))?;
         let options = options.map_or_else(ScoreOptions::default, ScoreOptions::from);
-        Ok(AsyncTask::new(ScoreTask { model, ids, options }))
+        let cancel = cancel.map_or_else(Default::default, |c| Arc::clone(&c.flag));
+        Ok(AsyncTask::new(ScoreTask { model, ids, options, cancel }))
     }
 
     /// Starts a generation (cheap: the prefill runs in the first `next()`).

@@ -159,6 +159,18 @@ const yieldToEventLoop =
           });
       })();
 
+/**
+ * The binding's cancel flag (the native addon's is a Rust object its worker threads read). Here a
+ * call runs on the calling thread, so the core sees the flag as the call starts.
+ */
+export class CancelFlag {
+  cancelled = false;
+
+  cancel() {
+    this.cancelled = true;
+  }
+}
+
 function isTrap(error) {
   return typeof WebAssembly !== 'undefined' && error instanceof WebAssembly.RuntimeError;
 }
@@ -268,7 +280,7 @@ export function createBinding({ instantiate, fileReader }) {
       snapshotLength: (head) => call(instance, () => raw.snapshotLength(head)),
       detokenize: (ids, skipSpecialTokens) => call(instance, () => raw.detokenize(ids, skipSpecialTokens)),
       logits: (ids) => yieldToEventLoop().then(() => call(instance, () => raw.logits(ids))),
-      score: (ids, options) => yieldToEventLoop().then(() => call(instance, () => raw.score(ids, options))),
+      score: (ids, options, cancel) => yieldToEventLoop().then(() => call(instance, () => raw.score(ids, options, cancel?.cancelled === true))),
       generate: (prompt, options, state) =>
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
       renderChat: (messages, addGenerationPrompt) => call(instance, () => raw.renderChat(messages, addGenerationPrompt)),
@@ -388,6 +400,7 @@ export function createBinding({ instantiate, fileReader }) {
     async ready() {
       await live();
     },
+    CancelFlag,
     /** How many instances were started (1 unless a trap forced re-instantiation). */
     instances: () => started,
     /** Test hook: fails inside WASM on purpose (`'panic'` | `'trap'`) to exercise the recovery above. */

@@ -72,6 +72,7 @@ export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;
 export const checkLoadOptions = binding.checkLoadOptions;
+export const CancelFlag = binding.CancelFlag;
 export const ready = binding.ready;
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

@@ -143,6 +143,7 @@ export const buildInfo = binding.buildInfo;
 export const setThreads = binding.setThreads;
 export const checkGenerateOptions = binding.checkGenerateOptions;
 export const checkLoadOptions = binding.checkLoadOptions;
+export const CancelFlag = binding.CancelFlag;
 /** Instances started so far (more than 1 after a trap forced a fresh one). */
 export const instances = binding.instances;
 /** Test hook (see binding.js). */

@@ -207,12 +207,15 @@ impl RawModel {
         }))
     }
 
-    /// `Promise<RawScore>`: per-token log-probs, log-likelihood, perplexity (and logits when asked).
-    pub fn score(&self, ids: Vec<f64>, options: JsValue) -> Promise {
+    /// `Promise<RawScore>`: per-token log-probs, log-likelihood, perplexity (and logits when asked);
+    /// `E_ABORTED` when `cancelled` (the JS layer's cancel flag as the call starts: it runs on the
+    /// calling thread, so nothing can set it later).
+    pub fn score(&self, ids: Vec<f64>, options: JsValue, cancelled: bool) -> Promise {
         settled(self.model().and_then(|model| {
             guarded(|| {
                 let ids = js_numbers::ids_from_numbers("score", &ids)?;
-                convert::score_to_js(model.score(&ids, convert::score_options_from_js(options)?)?)
+                let options = convert::score_options_from_js(options)?;
+                convert::score_to_js(model.score_cancellable(&ids, options, &AtomicBool::new(cancelled))?)
             })
         }))
     }

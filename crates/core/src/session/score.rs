@@ -5,10 +5,12 @@
 //! Numerics: the model's logits are f32; each row's log-softmax is computed in f64 (max-shifted,
 //! `exp` and the sum in f64), and the log-likelihood is an f64 sum.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
 use super::{finite, LoadedModel, MAX_LOGITS_VALUES};
-use crate::error::{invalid_option, Result};
+use crate::error::{aborted, invalid_option, Result};
 use crate::model::LogitsWanted;
 
 /// Options of [`LoadedModel::score`] (a binding's `{ includeLogits? }`).
@@ -44,6 +46,12 @@ impl LoadedModel {
     /// with `include_logits`, more than [`MAX_LOGITS_VALUES`] logits → `E_INVALID_OPTION`; a
     /// non-finite logit → `E_BAD_WEIGHTS`. Without logits, memory stays bounded by one prefill piece.
     pub fn score(&self, ids: &[u32], options: ScoreOptions) -> Result<Score> {
+        self.score_cancellable(ids, options, &AtomicBool::new(false))
+    }
+
+    /// [`Self::score`] that ends with `E_ABORTED` once `cancel` is set: checked before each of the
+    /// model's prefill pieces, so a cancel takes effect within one piece's time.
+    pub fn score_cancellable(&self, ids: &[u32], options: ScoreOptions, cancel: &AtomicBool) -> Result<Score> {
         if ids.is_empty() {
             return Err(invalid_option("score: `ids` is empty"));
         }
@@ -63,6 +71,9 @@ impl LoadedModel {
         let mut state = self.model.new_state()?;
         for (index, chunk) in ids.chunks(piece).enumerate() {
             let start = index * piece;
+            if cancel.load(Ordering::Relaxed) {
+                return Err(aborted(format!("score: cancelled after {start} of {} ids", ids.len())));
+            }
             let rows = self.model.forward(chunk, state.as_mut(), LogitsWanted::All)?;
             finite::check_rows(&rows, vocab, start, ids.len())?;
             let scored: Vec<(u32, Option<f64>)> = rows
