@@ -5,6 +5,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { mkdir, readFile, readdir, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -253,6 +254,18 @@ describe('the manifest shared between processes', () => {
     expect(meta.status).toBe('available');
     const saved = JSON.parse(await readFile(manifest, 'utf8')) as { models: Record<string, { checksum: string }> };
     expect(saved.models[path.join(dir, 'm')]?.checksum).toBe(meta.checksum);
+  });
+
+  it('entries of models whose path is gone are dropped when the manifest is next written', async () => {
+    const dir = await modelsDirNamed('gone-entries');
+    await copyModel(TINY, path.join(dir, 'm'));
+    const manifest = path.join(dir, MANIFEST_FILE_NAME);
+    const gone = path.join(dir, 'deleted-model');
+    const entry = { checksum: 'x', files: [], sideFiles: [], updatedAt: new Date(0).toISOString() };
+    await writeFile(manifest, JSON.stringify({ version: 1, models: { [gone]: entry, [path.join(tmpdir(), 'no-such-dir', 'x.gguf')]: entry } }));
+    await manager(dir).getModelMetadata('m');
+    const saved = JSON.parse(await readFile(manifest, 'utf8')) as { models: Record<string, unknown> };
+    expect(Object.keys(saved.models)).toEqual([path.join(dir, 'm')]);
   });
 
   it('never writes through a planted symlink at a temp-file name', async () => {

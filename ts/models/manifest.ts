@@ -209,6 +209,21 @@ export class Manifest {
     return this.save();
   }
 
+  /**
+   * Drops the entries of models whose path no longer exists (a folder deleted, a `.gguf` named by path
+   * and since removed): otherwise every model ever named, test dirs included, stayed recorded forever.
+   */
+  async #forgetGone(): Promise<void> {
+    const models = this.#data.models;
+    for (const key of Object.keys(models)) {
+      const gone = await lstat(key).then(
+        () => false,
+        (error: NodeJS.ErrnoException) => error.code === 'ENOENT' || error.code === 'ENOTDIR',
+      );
+      if (gone) delete models[key];
+    }
+  }
+
   /** Writes the manifest atomically, merged with what other processes wrote meanwhile. Never throws. */
   save(): Promise<void> {
     this.#saving = this.#saving.then(async () => {
@@ -221,6 +236,7 @@ export class Manifest {
             for (const key of this.#dirty) if (this.#data.models[key]) merged[key] = this.#data.models[key] as ManifestEntry;
             this.#data = { version: 1, models: merged };
           }
+          await this.#forgetGone();
           await replaceFile(this.file, JSON.stringify(this.#data, null, 2) + '\n');
         });
         this.#lockWaitMs = LOCK_WAIT_MS;
