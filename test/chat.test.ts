@@ -4,6 +4,7 @@
  * end-of-turn token (not returned), and a model without a template is a typed error.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -194,6 +195,14 @@ describe('phoenix-local run --chat', () => {
     expect(plain.stderr).toContain('E_INVALID_OPTION');
     expect(plain.stderr).toContain('no chat template');
     expect(plain.stdout).toBe('');
+    // A folder as standard input reads as empty in Node: refused, not a silent end of the chat.
+    const folder = openSync(scratch.dir, 'r');
+    try {
+      const run = spawnSync(process.execPath, [BIN, 'chat', 'chat-tiny', '-q'], { cwd: scratch.dir, encoding: 'utf8', stdio: [folder, 'pipe', 'pipe'], env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+      expect([run.status, run.stderr.trim()]).toEqual([1, 'phoenix-local: E_INVALID_OPTION: standard input is a folder: chat reads questions from a terminal, a pipe or a file']);
+    } finally {
+      closeSync(folder);
+    }
     // Lines piped in (no terminal) are answered in turn; end of input ends the program.
     // `chat` with `input` piped to its stdin.
     const chatPiped = (args: string[], input: string) =>

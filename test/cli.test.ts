@@ -376,6 +376,7 @@ describe('phoenix-local CLI', () => {
       [['run', 'phoenix-ssm-lite'], /missing "<prompt>"/],
       [['run'], /missing <model>/],
       [['score'], /missing <model>/],
+      [['run', 'https://example.com/m.gguf', 'x'], /is a URL: phoenix-local runs local files only/],
       [['score', 'phoenix-ssm-lite', '--text', 'a', 'b'], /--text or as an argument, not both/],
       [['score', 'phoenix-ssm-lite', '--ids', '1,2', '--temperature', '0'], /score does not take --temperature/],
       [['score', 'phoenix-ssm-lite', '--ids', '1,2', '--int8-prompt'], /score does not take --int8-prompt/],

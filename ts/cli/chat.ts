@@ -4,6 +4,7 @@
  * CLI only keeps the history, reads lines and routes Ctrl-C: while an answer streams it aborts that
  * answer (the generation's signal), at the prompt it ends the program.
  */
+import { fstatSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -38,8 +39,11 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
   const system = systemMessage(ctx);
   let history: ChatMessage[] = [...system];
 
+  // Node reads a folder given as standard input (`< /`) as empty: that would be a silent Ctrl-D.
+  if (fstatSync(0).isDirectory()) throw new PhoenixError('E_INVALID_OPTION', 'standard input is a folder: chat reads questions from a terminal, a pipe or a file', { option: 'stdin' });
   const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: PROMPT, terminal: process.stdin.isTTY ?? false });
   const lines = new LineQueue(rl);
+
   // Ctrl-C reaches readline (raw mode) on a terminal, the process otherwise: one handler for both.
   let answering: AbortController | undefined;
   const interrupt = (): void => {

@@ -136,6 +136,10 @@ export class CliContext {
 
 function requireModelArg(arg: string | undefined): string {
   if (!arg) throw new PhoenixError('E_INVALID_OPTION', 'missing <model> (a name in the models dir or a path to a model folder)', { usage: true });
+  // A URL would otherwise be read as a relative path (`http:/host/...`): say what is meant instead.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(arg)) {
+    throw new PhoenixError('E_INVALID_OPTION', `<model> ${JSON.stringify(arg)} is a URL: phoenix-local runs local files only (download the model, then name its folder or .gguf file)`, { usage: true });
+  }
   return arg;
 }
 
