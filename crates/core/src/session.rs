@@ -208,7 +208,7 @@ impl LoadedModel {
         let kv_cache = info.state_bytes_per_token > 0;
         if kv_cache && (&own.family, &own.dims) == (&layout.family, &layout.dims) && own.dtype != layout.dtype {
             return Err(state_mismatch(format!(
-                "state: the snapshot's state is {}, this model's is {} (saved with another `kvCache` load option)",
+                "state: the snapshot's state is {}, this model's is {} (saved with another `kvCache` load option, or not by this model)",
                 layout.dtype, own.dtype
             )));
         }

@@ -217,8 +217,15 @@ fn compile(source: &str, origin: &str) -> Result<Environment<'static>> {
     Ok(env)
 }
 
+/// minijinja's details that are fixed texts naming a limit (never template content), worth showing.
+const LIMIT_DETAILS: [&str; 3] =
+    ["range has too many elements", "recursion limit exceeded", "template exceeds maximum recursion limits"];
+
 fn described(e: &minijinja::Error) -> String {
-    let kind = e.kind().to_string();
+    let mut kind = e.kind().to_string();
+    if let Some(detail) = e.detail().filter(|d| LIMIT_DETAILS.contains(d)) {
+        kind = format!("{kind} ({detail})");
+    }
     match e.line() {
         Some(line) => format!("{kind} at line {line}"),
         None => kind,

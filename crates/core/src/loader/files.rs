@@ -245,6 +245,8 @@ impl ModelFiles {
                     entries
                         .filter_map(|e| e.ok()?.file_name().into_string().ok())
                         .filter(|n| is_gguf_name(n) && plain_file_name(n).is_ok())
+                        // A folder named `x.gguf` is not a model file (a link to a file is).
+                        .filter(|n| !dir.join(n).is_dir())
                         .take(64)
                         .collect()
                 })
@@ -498,6 +500,17 @@ mod tests {
         let e = files.text("config.json").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadConfig);
         assert!(e.message.contains("too large"), "{}", e.message);
+    }
+
+    /// A folder named like a model file is not counted as one: the folder's one `.gguf` is found.
+    #[test]
+    fn a_folder_named_dot_gguf_is_not_a_model_file() {
+        let dir = std::env::temp_dir().join(format!("phoenix-gguf-folder-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("fake.gguf")).unwrap();
+        std::fs::write(dir.join("real.gguf"), b"GGUF").unwrap();
+        let files = ModelFiles::from_dir(&dir).unwrap();
+        assert_eq!(files.gguf_file().unwrap().as_deref(), Some("real.gguf"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A reader without a file system (WASM over Node) reports what it refused; the load then fails
