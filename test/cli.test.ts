@@ -181,7 +181,7 @@ describe('phoenix-local CLI', () => {
     expect(head.stdout + tail.stdout).toBe(whole.stdout);
     const mismatched = await cli(['run', llama, '--state', stateFile, '--max-tokens', '7', '-q']);
     expect(mismatched.status).toBe(1);
-    expect(mismatched.stderr).toMatch(/E_STATE_MISMATCH: state: the snapshot's state is f16, this model's is f32 \(saved with another --kv-cache flag\)/);
+    expect(mismatched.stderr).toMatch(/E_STATE_MISMATCH: state: the snapshot's state is f16, this model's is f32 \(saved with another --kv-cache flag, or not by this model\)/);
     const bad = await cli(['run', llama, '--ids', ids, '-q', '--kv-cache', 'bf16']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/E_INVALID_OPTION: --kv-cache must be "f32" or "f16", got "bf16"/);
