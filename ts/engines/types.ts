@@ -165,6 +165,7 @@ export interface LoadedModel {
   readonly engine: string;
   /** Bytes of weights held in memory. */
   readonly memoryBytes: number;
+  /** True after `dispose()`, or once the binding lost the model (a WASM instance that trapped). */
   readonly disposed: boolean;
   /**
    * Text → ids, computed off the JS thread (`E_TOKENIZER` without a tokenizer, or for a text whose
@@ -178,7 +179,11 @@ export interface LoadedModel {
    * `head`, if this model can continue it; `E_STATE_MISMATCH` otherwise. See `readStateFile`.
    */
   snapshotLength(head: Uint8Array): number;
-  /** Frees the weights now; later calls throw `E_INVALID_OPTION`. Idempotent. */
+  /**
+   * Drops this handle's hold on the weights; later calls throw `E_INVALID_OPTION`. Idempotent. Work
+   * already running on the model (generations, `score`, `tokenize`) holds its own reference and
+   * finishes first — cancel it to stop it — and the memory goes when the last of it ends.
+   */
   dispose(): void;
   [Symbol.dispose](): void;
 }
