@@ -25,6 +25,7 @@ import type {
   ScoreOptions,
   ScoreResult,
 } from './types.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** Options shared by binding-backed engines. */
 export interface BindingEngineOptions {
@@ -193,12 +194,12 @@ export abstract class BindingEngine implements InferenceEngine {
     const cancel = new (await this.binding()).binding.CancelFlag();
     const onAbort = (): void => cancel.cancel();
     if (signal?.aborted) onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal) listenAbort(signal, onAbort);
     let scored;
     try {
       scored = await own.raw.score(ids, { includeLogits }, cancel);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      if (signal) unlistenAbort(signal, onAbort);
     }
     const result: ScoreResult = {
       ids,

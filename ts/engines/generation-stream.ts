@@ -5,6 +5,7 @@
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import type { RawGeneration } from '../binding/types.js';
 import type { FinishReason, GenerationResult, GenerationStream, TokenChunk } from './types.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** What the stream needs besides the raw generation. */
 export interface StreamSetup {
@@ -130,7 +131,7 @@ export class BindingGenerationStream implements GenerationStream {
     const { signal } = this.#setup;
     const generation = this.#generation;
     const onAbort = (): void => generation.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal) listenAbort(signal, onAbort);
     try {
       for (;;) {
         if (signal?.aborted) generation.cancel();
@@ -164,7 +165,7 @@ export class BindingGenerationStream implements GenerationStream {
       }
       throw typed;
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      if (signal) unlistenAbort(signal, onAbort);
       if (!this.#settled) {
         // The consumer stopped iterating early: end the generation (one cancelled step, no compute,
         // lets the core see it finished) and report what was produced.

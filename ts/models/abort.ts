@@ -2,6 +2,7 @@
  * Cancellation for the manager's long steps: `E_ABORTED` when a caller's AbortSignal fires.
  */
 import { PhoenixError } from '../binding/errors.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** `E_ABORTED` when `signal` is aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
@@ -14,8 +15,8 @@ export function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined, 
   throwIfAborted(signal, what);
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(new PhoenixError('E_ABORTED', `${what} was aborted`));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    listenAbort(signal, onAbort);
+    work.then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
   });
 }
 

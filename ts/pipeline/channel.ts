@@ -4,6 +4,7 @@
  * one (or the producer's signal fires), so a slow reader pauses the producer instead of growing memory.
  */
 import { PhoenixError } from '../binding/errors.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 export class AsyncChannel<T> implements AsyncIterable<T> {
   readonly #buffer: T[] = [];
@@ -36,12 +37,12 @@ export class AsyncChannel<T> implements AsyncIterable<T> {
     if (this.#buffer.length < this.#capacity || signal?.aborted) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const done = (): void => {
-        signal?.removeEventListener('abort', done);
+        if (signal) unlistenAbort(signal, done);
         this.#space = undefined;
         resolve();
       };
       this.#space = done;
-      signal?.addEventListener('abort', done, { once: true });
+      if (signal) listenAbort(signal, done);
     });
   }
 

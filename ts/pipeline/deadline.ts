@@ -5,6 +5,7 @@
  * handed to a clean-up callback instead of leaking.
  */
 import { PhoenixError } from '../binding/errors.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** Node's longest timer: a longer delay fires after 1 ms instead (with a warning). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -57,10 +58,10 @@ export function raceStop<T>(step: Promise<T>, signal: AbortSignal, stop: () => E
       settled = true;
       reject(stop());
     };
-    signal.addEventListener('abort', onAbort, { once: true });
+    listenAbort(signal, onAbort);
     step.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        unlistenAbort(signal, onAbort);
         if (settled) onLate?.(value);
         else {
           settled = true;
@@ -68,7 +69,7 @@ export function raceStop<T>(step: Promise<T>, signal: AbortSignal, stop: () => E
         }
       },
       (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        unlistenAbort(signal, onAbort);
         if (!settled) {
           settled = true;
           reject(error);

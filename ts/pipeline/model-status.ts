@@ -7,6 +7,7 @@ import type { ModelStatus } from '../models/metadata.js';
 import { raceStop } from './deadline.js';
 import type { AbortableManager } from './manager-calls.js';
 import { describeValue } from '../engines/options.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** Options of {@link LocalAIPipeline.getSystemStatus}. */
 export interface SystemStatusOptions {
@@ -48,7 +49,7 @@ export async function listModelStatuses(manager: AbortableManager, { signal, mod
   const timer = setTimeout(() => controller.abort(), modelsTimeoutMs);
   const onAbort = (): void => controller.abort();
   if (signal?.aborted) onAbort();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal) listenAbort(signal, onAbort);
   const dir = manager.modelsDir;
   const stopped = (): PhoenixError =>
     new PhoenixError('E_ABORTED', signal?.aborted ? `listing the models in ${dir} was aborted by the caller` : `listing the models in ${dir} took longer than ${modelsTimeoutMs} ms`, { path: dir });
@@ -69,6 +70,6 @@ export async function listModelStatuses(manager: AbortableManager, { signal, mod
     return { models: [], modelsError: { code: error.code, message: error.message } };
   } finally {
     clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
+    if (signal) unlistenAbort(signal, onAbort);
   }
 }

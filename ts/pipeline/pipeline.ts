@@ -30,6 +30,7 @@ import { listModelStatuses, type ModelStatuses, type SystemModelStatus, type Sys
 import { describeSkips, noUsableModel, planCandidates, type ModelNeeds } from './select.js';
 import type { ProcessingRequest, ProcessingResult, ProcessingStream, ResultMetadata, SkippedModel, StopCause, TaskType } from './types.js';
 import { describeValue } from '../engines/options.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 /** Options of {@link LocalAIPipeline}. */
 export interface LocalAIPipelineOptions {
@@ -369,7 +370,7 @@ export class LocalAIPipeline {
         controller.abort(callerSignal?.reason);
       };
       if (callerSignal?.aborted) onCallerAbort();
-      callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
+      if (callerSignal) listenAbort(callerSignal, onCallerAbort);
       try {
         const queuedAt = performance.now();
         return await this.#queue.run(async (holdSlot) => {
@@ -464,7 +465,7 @@ export class LocalAIPipeline {
           }
         }, controller.signal);
       } finally {
-        callerSignal?.removeEventListener('abort', onCallerAbort);
+        if (callerSignal) unlistenAbort(callerSignal, onCallerAbort);
       }
     } catch (thrown) {
       const error = toPhoenixError(thrown);

@@ -2,6 +2,7 @@
  * A FIFO work queue with bounded concurrency and a bounded number of waiting tasks.
  */
 import { PhoenixError } from '../binding/errors.js';
+import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
 interface Waiter {
   start: () => void;
@@ -74,12 +75,12 @@ export class BoundedQueue {
       };
       const waiter: Waiter = {
         start: () => {
-          signal?.removeEventListener('abort', onAbort);
+          if (signal) unlistenAbort(signal, onAbort);
           resolve();
         },
       };
       this.#waiting.push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal) listenAbort(signal, onAbort);
     });
   }
 

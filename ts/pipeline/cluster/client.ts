@@ -20,6 +20,7 @@ import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { connect, connectionOptions } from './connection.js';
 import { decodeChunk, decodeError, decodeResult } from './wire.js';
 import { longTimeout } from '../deadline.js';
+import { listenAbort, unlistenAbort } from '../../util/abort-listeners.js';
 
 /**
  * How long a finished job (its result, its error) stays in Redis: a duplicate id joins it meanwhile
@@ -108,7 +109,7 @@ export class QueueClient {
     };
     const onAbort = (): void => cancel('signal');
     if (signal?.aborted) onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal) listenAbort(signal, onAbort);
     if (Number.isFinite(deadline)) timer = longTimeout(() => cancel('deadline'), deadline);
     const reader = connect(this.#redis, () => this.#closed);
     try {
@@ -150,7 +151,7 @@ export class QueueClient {
         }
         if (finishedBefore && !read) break;
       }
-      signal?.removeEventListener('abort', onAbort);
+      if (signal) unlistenAbort(signal, onAbort);
       const outcome = await done;
       if ('error' in outcome) {
         if (stoppedBy) throw stoppedError(stoppedBy, deadline);
@@ -170,7 +171,7 @@ export class QueueClient {
       return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
       timer?.clear();
-      signal?.removeEventListener('abort', onAbort);
+      if (signal) unlistenAbort(signal, onAbort);
       reader.disconnect();
     }
   }
