@@ -191,8 +191,8 @@ export abstract class BindingEngine implements InferenceEngine {
     const prompt = toRawPrompt(input);
     const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
     // The core checks the flag between prefill pieces: a long scoring stops within one piece.
-    const cancel = new (await this.binding()).binding.CancelFlag();
-    const onAbort = (): void => cancel.cancel();
+    const cancel = signal ? new (await this.binding()).binding.CancelFlag() : undefined;
+    const onAbort = (): void => cancel?.cancel();
     if (signal?.aborted) onAbort();
     if (signal) listenAbort(signal, onAbort);
     let scored;

@@ -70,8 +70,7 @@ export class BindingLoadedModel implements LoadedModel {
     if (!raw) return;
     this.#raw = undefined;
     finalizer.unregister(this);
-    // A lost handle has nothing left to free (the binding makes that a no-op too).
-    if (raw.lost?.() == null) raw.dispose();
+    raw.dispose(); // a no-op for a lost handle (the binding's)
   }
 
   [Symbol.dispose](): void {
