@@ -105,7 +105,43 @@ describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
     await expectCode(engine.chat(chat, [{ role: 'user' } as unknown as ChatMessage]), 'E_INVALID_OPTION');
     await expectCode(engine.chat(chat, 'hello' as unknown as ChatMessage[]), 'E_INVALID_OPTION');
     await expectCode(engine.chat(chat, []), 'E_INVALID_OPTION');
-    await expectCode(engine.chat(chat, CONVERSATION, { state: new Uint8Array(4) }), 'E_INVALID_OPTION');
+    // A state is an earlier turn's snapshot: four bytes are none.
+    await expectCode(engine.chat(chat, CONVERSATION, { state: new Uint8Array(4) }), 'E_STATE_MISMATCH');
+    await expectCode(engine.chat(chat, CONVERSATION, { state: [1, 2] as unknown as Uint8Array }), 'E_INVALID_OPTION');
+  });
+
+  it("continues from an earlier turn's state: only the new turn is fed, as continuing that state with it would", async () => {
+    const options = { maxTokens: 6, temperature: 0 };
+    // The state a reply leaves: the conversation up to its answer, read. (Built from the rendered
+    // turns here: this random-weight model's own answers are byte soup that does not tokenize back
+    // to the same ids, and then the state is not reused — see below.)
+    const earlier: ChatMessage[] = [...CONVERSATION, { role: 'assistant', content: 'Paris.' }];
+    const read = engine.stream(chat, { ids: await chat.tokenize(engine.renderChat(chat, earlier, { addGenerationPrompt: false }).text, { addSpecialTokens: false }) }, options);
+    const state = read.exportState();
+    read.dispose?.();
+    const next: ChatMessage[] = [...earlier, { role: 'user', content: 'And then?' }];
+    const fresh = await engine.chat(chat, next, options);
+    const continued = await engine.chat(chat, next, { ...options, state });
+    expect(fresh.restoredTokens).toBe(0);
+    expect(continued.restoredTokens).toBeGreaterThan(0);
+    expect(continued.promptTokens).toBeGreaterThan(0);
+    expect(continued.promptTokens + continued.restoredTokens).toBe(fresh.promptTokens);
+    // The same run as a generation continuing the state with the rest of the rendered conversation.
+    const rendered = engine.renderChat(chat, next);
+    const ids = await chat.tokenize(rendered.text, { addSpecialTokens: false });
+    const rest = { ids: ids.slice(continued.restoredTokens) };
+    const direct = await engine.predict(chat, rest, { ...options, state, stopTokenIds: rendered.stopTokenIds });
+    expect([continued.tokenIds, continued.text]).toEqual([direct.tokenIds, direct.text]);
+    // An earlier turn edited since, or an answer whose text does not tokenize back to its ids: the
+    // conversation no longer begins with the state's tokens, so it is fed whole, as without a state.
+    const answer = await engine.chat(chat, CONVERSATION, { ...options, returnState: true });
+    expect(answer.text).toContain('\uFFFD'); // a broken byte sequence: its ids do not come back
+    const edited: ChatMessage[] = [{ role: 'user', content: 'Something else' }, ...next.slice(1)];
+    const afterAnswer: ChatMessage[] = [...CONVERSATION, { role: 'assistant', content: answer.text }, { role: 'user', content: 'And then?' }];
+    for (const [messages, old] of [[edited, state], [afterAnswer, answer.state]] as const) {
+      const [withState, without] = [await engine.chat(chat, messages, { ...options, state: old }), await engine.chat(chat, messages, options)];
+      expect([withState.restoredTokens, withState.promptTokens, withState.tokenIds]).toEqual([0, without.promptTokens, without.tokenIds]);
+    }
   });
 });
 

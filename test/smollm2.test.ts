@@ -167,6 +167,21 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     expect(answer.finishReason).toBe('stop');
   });
 
+  it("a second question continues from the first answer's state: only its turn is fed", async () => {
+    const options = { maxTokens: 32, temperature: 0 };
+    const france = [{ role: 'user' as const, content: 'What is the capital of France?' }];
+    const first = await engine.chat(model, france, { ...options, returnState: true });
+    const next = [...france, { role: 'assistant' as const, content: first.text }, { role: 'user' as const, content: 'And the capital of Italy?' }];
+    const continued = await engine.chat(model, next, { ...options, state: first.state });
+    const fresh = await engine.chat(model, next, options);
+    console.log(`SmolLM2 second turn on ${backend}: ${continued.promptTokens} tokens fed after ${continued.restoredTokens} restored (${fresh.promptTokens} without the state); prefill ${continued.timings.prefillMs.toFixed(0)} ms vs ${fresh.timings.prefillMs.toFixed(0)} ms`);
+    // The whole first exchange, its closing <|im_end|> included, comes from the state.
+    expect(continued.restoredTokens).toBe(first.promptTokens + first.tokenIds.length);
+    expect(continued.promptTokens + continued.restoredTokens).toBe(fresh.promptTokens);
+    expect(continued.text).toMatch(/Rome/);
+    expect(continued.finishReason).toBe('stop');
+  });
+
   it('a snapshot taken after any generated token continues exactly as the uninterrupted generation', async () => {
     // The pending token of such a snapshot was sampled: it is fed as the uninterrupted run fed it (a
     // decode step, 8-bit activations), not as a first step (f32): 14 of 23 continuations had drifted.
@@ -193,6 +208,22 @@ async function lowerSimdLevels(): Promise<string[]> {
 }
 const LOWER_LEVELS = PRESENT ? await lowerSimdLevels() : [];
 if (PRESENT && LOWER_LEVELS.length === 0) console.warn('SKIPPED smollm2.test.ts lower-level chat: the native kernels already run at the baseline level');
+
+describe.skipIf(!PRESENT)('SmolLM2-135M-Instruct Q4_1 in the interactive CLI chat', () => {
+  it('answers a second question from the first answer\'s state (--verbose says how many tokens it restored)', () => {
+    const run = spawnSync(
+      process.execPath,
+      ['bin/phoenix-local.js', 'chat', path.join(MODELS, FILE), '-n', '32', '-t', '0', '--verbose', '--backend', TEST_BACKENDS.includes('native') ? 'native' : 'wasm'],
+      { cwd: ROOT, encoding: 'utf8', input: 'What is the capital of France?\nAnd the capital of Italy?\n', timeout: 120_000 },
+    );
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/Paris[^]*Rome/);
+    const stats = run.stderr.split('\n').filter((line) => line.includes(' prompt tokens'));
+    expect(stats).toHaveLength(2);
+    expect(stats[0]).not.toContain('restored');
+    expect(stats[1]).toMatch(/\d+ prompt tokens \(after \d+ restored\)/);
+  }, 150_000);
+});
 
 // The first answer token leads by 0.08 logits here: before the first sample was computed with f32
 // activations, every level but AVX-512 answered "L'Étoile, la Marseillaise…".

@@ -164,6 +164,7 @@ export interface RawStep {
 
 export interface RawGenerationStats {
   promptTokens: number;
+  restoredTokens: number;
   generatedTokens: number;
   prefillMs: number;
   decodeMs: number;
@@ -242,9 +243,11 @@ export interface RawModel {
   /**
    * Starts the assistant's reply to `messages`: the rendered conversation is the prompt (no BOS added
    * unless `addSpecialTokens`), and the generation also stops at the template's end-of-turn token,
-   * whose text is not returned.
+   * whose text is not returned. With `state` (an earlier turn's snapshot), the conversation's tokens
+   * that its history holds are not fed again when the conversation begins with them; otherwise the
+   * whole conversation is fed from a fresh state.
    */
-  generateChat(messages: RawChatMessage[], options: RawGenerateOptions): RawGeneration;
+  generateChat(messages: RawChatMessage[], options: RawGenerateOptions, state?: Uint8Array | null): RawGeneration;
   /** Frees the weights now; later calls throw `E_INVALID_OPTION` ("model disposed"). */
   dispose(): void;
   /**

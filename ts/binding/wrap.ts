@@ -44,7 +44,7 @@ export function wrapModel(raw: RawModel): RawModel {
     score: (ids, options, cancel) => guardAsync(() => raw.score(ids, options, cancel)),
     generate: (prompt, options, state) => wrapGeneration(guard(() => raw.generate(prompt, options, state ?? null))),
     renderChat: (messages, addGenerationPrompt) => guard(() => raw.renderChat(messages, addGenerationPrompt)),
-    generateChat: (messages, options) => wrapGeneration(guard(() => raw.generateChat(messages, options))),
+    generateChat: (messages, options, state) => wrapGeneration(guard(() => raw.generateChat(messages, options, state ?? null))),
     dispose: () => guard(() => raw.dispose()),
     lost: () => raw.lost?.() ?? null,
   };

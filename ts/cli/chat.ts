@@ -1,8 +1,9 @@
 /**
  * `phoenix-local chat <model>`: an interactive conversation on a terminal (readline). The whole
- * conversation is rendered by the model's chat template for every answer (the core's `chat`); the
- * CLI only keeps the history, reads lines and routes Ctrl-C: while an answer streams it aborts that
- * answer (the generation's signal), at the prompt it ends the program.
+ * conversation is rendered by the model's chat template for every answer (the core's `chat`), which
+ * gets the previous answer's state: only the new turn is fed, not the whole history again. The CLI
+ * keeps the history and that state, reads lines and routes Ctrl-C: while an answer streams it aborts
+ * that answer (the generation's signal), at the prompt it ends the program.
  */
 import { fstatSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
@@ -38,6 +39,9 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
   const engine = chatEngine(ctx.manager.engineFor(model));
   const system = systemMessage(ctx);
   let history: ChatMessage[] = [...system];
+  // The last answer's state: the conversation so far as the model has read it (a KV cache or SSM
+  // state), so the next answer feeds only its own turn.
+  let state: Uint8Array | undefined;
 
   // Node reads a folder given as standard input (`< /`) as empty: that would be a silent Ctrl-D.
   if (fstatSync(0).isDirectory()) throw new PhoenixError('E_INVALID_OPTION', 'standard input is a folder: chat reads questions from a terminal, a pipe or a file', { option: 'stdin' });
@@ -66,6 +70,7 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       if (text === '/exit' || text === '/quit') return 0;
       if (text === '/reset') {
         history = [...system];
+        state = undefined;
         ctx.io.stderr.write('(conversation cleared)\n');
         continue;
       }
@@ -78,19 +83,20 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
       if (ctx.flags.verbose) ctx.io.stderr.write(`prompt ${JSON.stringify(engine.renderChat(model, messages).text)}\n`);
       answering = new AbortController();
       try {
-        const stream = engine.chatStream(model, messages, { ...options, signal: answering.signal });
+        const stream = engine.chatStream(model, messages, { ...options, signal: answering.signal, returnState: true, ...(state ? { state } : {}) });
         let result;
         try {
           for await (const chunk of stream) ctx.io.stdout.write(chunk.text);
           result = await stream.result;
         } finally {
-          stream.dispose?.(); // each turn renders the whole conversation again: its state is not reused
+          stream.dispose?.(); // its state, when asked for, is already in the result
         }
         ctx.io.stdout.write('\n');
         if (result.finishReason === 'abort') ctx.io.stderr.write('(answer stopped)\n');
         if (ctx.flags.verbose) ctx.io.stderr.write(`${statsLine(result)}\n`);
         // The history is what was shown: a stopped answer stays as far as it got.
         history = [...messages, { role: 'assistant', content: result.text }];
+        state = result.state;
       } catch (error) {
         // A failed answer (e.g. the context is full) leaves the conversation as it was.
         const e = error instanceof PhoenixError ? error : new PhoenixError('E_INTERNAL', String(error));

@@ -215,7 +215,8 @@ export function chatEngine(engine: InferenceEngine): Required<Pick<InferenceEngi
 export function statsLine(result: GenerationResult): string {
   const ttft = result.timings.timeToFirstTokenMs;
   return (
-    `${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens, ` +
+    `${result.tokensPerSecond.toFixed(1)} tokens/s — ${result.generatedTokens} generated, ${result.promptTokens} prompt tokens` +
+    `${result.restoredTokens ? ` (after ${result.restoredTokens} restored)` : ''}, ` +
     `ttft ${ttft === null ? 'n/a' : `${ttft.toFixed(1)} ms`}, prefill ${result.timings.prefillMs.toFixed(1)} ms, decode ${result.timings.decodeMs.toFixed(1)} ms, ` +
     `finish ${result.finishReason}`
   );

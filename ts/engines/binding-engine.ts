@@ -9,7 +9,7 @@ import type { BindingSelection } from '../binding/load.js';
 import type { KvCacheType, RawLoadOptions } from '../binding/types.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { BindingLoadedModel } from './binding-model.js';
-import { checkChatOptions, toRawMessages } from './chat.js';
+import { toRawMessages } from './chat.js';
 import { BindingGenerationStream, FailedGenerationStream } from './generation-stream.js';
 import { optionKeys, refuseUnknownKeys } from './known-keys.js';
 import { toRawOptions, toRawPrompt } from './options.js';
@@ -155,8 +155,7 @@ export abstract class BindingEngine implements InferenceEngine {
     try {
       const own = this.#own(model);
       const opts = options ?? {};
-      checkChatOptions(opts);
-      const generation = own.raw.generateChat(toRawMessages(messages), toRawOptions(opts));
+      const generation = own.raw.generateChat(toRawMessages(messages), toRawOptions(opts), opts.state ?? null);
       return new BindingGenerationStream(generation, { signal: opts.signal, returnState: opts.returnState, startedAt });
     } catch (error) {
       return new FailedGenerationStream(error);

@@ -5,7 +5,7 @@
 import { PhoenixError } from '../binding/errors.js';
 import type { RawChatMessage } from '../binding/types.js';
 import { refuseUnknownKeys } from './known-keys.js';
-import type { ChatMessage, GenerationOptions } from './types.js';
+import type { ChatMessage } from './types.js';
 
 const MESSAGE_KEYS: ReadonlySet<string> = new Set(['role', 'content']);
 
@@ -23,13 +23,6 @@ export function toRawMessages(messages: readonly ChatMessage[]): RawChatMessage[
     if (typeof content !== 'string') throw invalidMessages(`[${i}].content must be a string`);
     return { role, content };
   });
-}
-
-/** A chat renders the whole conversation each time: continuing a saved state does not apply. */
-export function checkChatOptions(options: GenerationOptions): void {
-  if (options?.state !== undefined) {
-    throw new PhoenixError('E_INVALID_OPTION', 'option `state` does not apply to chat: pass the whole conversation in `messages`', { option: 'state' });
-  }
 }
 
 function invalidMessages(problem: string): PhoenixError {

@@ -111,6 +111,7 @@ export class BindingGenerationStream implements GenerationStream {
       tokenIds: [...tokenIds],
       finishReason,
       promptTokens: stats.promptTokens,
+      restoredTokens: stats.restoredTokens,
       generatedTokens: stats.generatedTokens,
       timings: {
         prefillMs: stats.prefillMs,

@@ -66,7 +66,12 @@ export interface GenerationOptions {
   addSpecialTokens?: boolean;
   /** Cancels the generation; it ends within one token with finish reason `abort`. */
   signal?: AbortSignal;
-  /** Continue from a state snapshot (bytes of {@link GenerationResult.state} / {@link GenerationStream.exportState}); the prompt may then be empty. */
+  /**
+   * Continue from a state snapshot (bytes of {@link GenerationResult.state} / {@link GenerationStream.exportState});
+   * the prompt may then be empty. For a chat, the previous turn's state (its reply's `returnState`):
+   * `messages` stays the whole conversation, and the tokens the state already holds are not fed again
+   * when the conversation begins with them (otherwise it is fed whole; `restoredTokens` says which).
+   */
   state?: Uint8Array;
   /** Put the final recurrent state into {@link GenerationResult.state}. */
   returnState?: boolean;
@@ -97,7 +102,14 @@ export interface GenerationResult {
   /** Generated token ids (prompt excluded). */
   tokenIds: number[];
   finishReason: FinishReason;
+  /** Prompt tokens this call fed (a restored state's history not counted). */
   promptTokens: number;
+  /**
+   * Tokens of context the `state` option supplied (its history), not fed again: 0 without a state,
+   * and for a chat whose conversation does not begin with the state's history. Set by the bundled
+   * engines; optional for third-party ones.
+   */
+  restoredTokens?: number;
   generatedTokens: number;
   timings: GenerationTimings;
   /**

@@ -314,10 +314,18 @@ impl LoadedModel {
     /// Starts the assistant's reply to `messages`: the rendered conversation is the prompt (tokenized
     /// without adding special tokens unless `addSpecialTokens` says so: the template wrote them), and
     /// the generation also stops at the template's end-of-turn token, whose text is not returned.
+    ///
+    /// With `state` (a snapshot exported after an earlier turn, e.g. the previous reply's), the
+    /// conversation's tokens that the state's history already holds are not fed again: only the rest
+    /// is (the next turn's, typically), when the rendered conversation begins with that history.
+    /// When it does not (an earlier message was changed, or the state is another conversation's), the
+    /// whole conversation is fed from a fresh state (`restoredTokens` 0 in the stats). A state of another
+    /// model or shape is still `E_STATE_MISMATCH`.
     pub fn generate_chat_raw(
         self: &Arc<Self>,
         messages: &[ChatMessage],
         options: &RawGenerateOptions,
+        state: Option<&[u8]>,
     ) -> Result<Generation> {
         let mut options = options.resolve(self.model.info().vocab_size)?;
         let prompt = self.chat_prompt(messages, true)?;
@@ -327,7 +335,8 @@ impl LoadedModel {
             }
         }
         options.add_special_tokens = Some(options.add_special_tokens.unwrap_or(false));
-        Generation::start(Arc::clone(self), Prompt::Text(prompt.text), options, None)
+        let prompt = Prompt::Text(prompt.text);
+        Generation::start_scoped(Arc::clone(self), prompt, options, state, generation::PromptScope::Whole)
     }
 
     fn require_tokenizer(&self, what: &str) -> Result<&Arc<Tokenizer>> {

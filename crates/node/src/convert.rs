@@ -210,6 +210,7 @@ impl From<Step> for RawStep {
 #[napi(object)]
 pub struct RawGenerationStats {
     pub prompt_tokens: f64,
+    pub restored_tokens: f64,
     pub generated_tokens: f64,
     pub prefill_ms: f64,
     pub decode_ms: f64,
@@ -219,6 +220,7 @@ impl From<GenerationStats> for RawGenerationStats {
     fn from(s: GenerationStats) -> Self {
         Self {
             prompt_tokens: s.prompt_tokens as f64,
+            restored_tokens: s.restored_tokens as f64,
             generated_tokens: s.generated_tokens as f64,
             prefill_ms: s.prefill_ms,
             decode_ms: s.decode_ms,

@@ -305,10 +305,11 @@ impl RawModel {
         &self,
         messages: Vec<RawChatMessage>,
         options: RawGenerateOptions,
+        state: Option<Uint8Array>,
     ) -> napi::Result<RawGeneration> {
         let model = self.model()?;
         let messages: Vec<_> = messages.into_iter().map(Into::into).collect();
-        let generation = guarded(|| model.generate_chat_raw(&messages, &options.into()))?;
+        let generation = guarded(|| model.generate_chat_raw(&messages, &options.into(), state.as_deref()))?;
         Ok(RawGeneration::new(generation))
     }
 

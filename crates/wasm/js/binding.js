@@ -284,7 +284,8 @@ export function createBinding({ instantiate, fileReader }) {
       generate: (prompt, options, state) =>
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
       renderChat: (messages, addGenerationPrompt) => call(instance, () => raw.renderChat(messages, addGenerationPrompt)),
-      generateChat: (messages, options) => wrapGeneration(instance, call(instance, () => raw.generateChat(messages, options))),
+      generateChat: (messages, options, state) =>
+        wrapGeneration(instance, call(instance, () => raw.generateChat(messages, options, state ?? undefined))),
       dispose: () => release(instance, () => raw.dispose()),
       // Why the handle is gone (its instance trapped: weights and states went with it), or null.
       lost: () => instance.dead,

@@ -250,11 +250,16 @@ impl RawModel {
 
     /// Starts the assistant's reply to `messages` (the prefill runs in the first `next()`).
     #[wasm_bindgen(js_name = generateChat)]
-    pub fn generate_chat(&self, messages: JsValue, options: JsValue) -> std::result::Result<RawGeneration, JsError> {
+    pub fn generate_chat(
+        &self,
+        messages: JsValue,
+        options: JsValue,
+        state: Option<Vec<u8>>,
+    ) -> std::result::Result<RawGeneration, JsError> {
         let model = self.model()?;
         let generation = guarded(|| {
             let messages = convert::messages_from_js(messages)?;
-            model.generate_chat_raw(&messages, &convert::options_from_js(options)?)
+            model.generate_chat_raw(&messages, &convert::options_from_js(options)?, state.as_deref())
         })?;
         Ok(RawGeneration { cancel: generation.cancel_handle(), inner: generation, panicked: false })
     }

@@ -29,6 +29,9 @@ use crate::tokenizer::Tokenizer;
 pub struct GenerationStats {
     /// Prompt tokens this generation added (a restored history is not counted).
     pub prompt_tokens: usize,
+    /// Tokens of context the given state supplied (its history): 0 without a state, and for a chat
+    /// whose conversation did not continue the state's.
+    pub restored_tokens: usize,
     pub generated_tokens: usize,
     /// Feeding the prompt and sampling the first token.
     pub prefill_ms: f64,
@@ -70,6 +73,8 @@ pub struct Generation {
     fed: usize,
     /// A text prompt not tokenized yet, with whether to add special tokens (see `take_prompt`).
     pending_text: Option<(String, bool)>,
+    /// How a text prompt relates to a restored history (see [`PromptScope`]).
+    scope: PromptScope,
     max_tokens: usize,
     /// See [`GenerateOptions::max_tokens_strict`].
     max_tokens_strict: bool,
@@ -95,12 +100,33 @@ pub struct Generation {
     restored: bool,
 }
 
+/// What a prompt is, next to a restored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PromptScope {
+    /// More context after the state's history (`generate`).
+    Continues,
+    /// A text holding the whole context (a rendered conversation, `chat`): the state is reused when
+    /// the text's tokens begin with its history, so only the rest is fed; otherwise (an earlier turn
+    /// was edited, or the state holds another conversation) the run starts afresh from the text.
+    Whole,
+}
+
 impl Generation {
     pub(super) fn start(
         model: Arc<LoadedModel>,
         prompt: Prompt,
         options: GenerateOptions,
         state: Option<&[u8]>,
+    ) -> Result<Self> {
+        Self::start_scoped(model, prompt, options, state, PromptScope::Continues)
+    }
+
+    pub(super) fn start_scoped(
+        model: Arc<LoadedModel>,
+        prompt: Prompt,
+        options: GenerateOptions,
+        state: Option<&[u8]>,
+        scope: PromptScope,
     ) -> Result<Self> {
         let info = model.model_info();
         let vocab = info.vocab_size;
@@ -122,6 +148,7 @@ impl Generation {
             history = snap.history;
         }
         let fed = history.len().saturating_sub(1);
+        let restored_tokens = history.len();
 
         // A text prompt is tokenized by the first step (on the binding's worker thread), not here.
         let mut prompt_tokens = 0;
@@ -165,6 +192,7 @@ impl Generation {
             history,
             fed,
             pending_text,
+            scope,
             max_tokens: options.max_tokens,
             max_tokens_strict: options.max_tokens_strict,
             int8_prompt: options.int8_prompt,
@@ -177,7 +205,7 @@ impl Generation {
             dispose_requested: Arc::new(AtomicBool::new(false)),
             finished: None,
             failed: None,
-            stats: GenerationStats { prompt_tokens, ..Default::default() },
+            stats: GenerationStats { prompt_tokens, restored_tokens, ..Default::default() },
         };
         if generation.pending_text.is_none() {
             generation.fit_to_context()?;
@@ -191,6 +219,10 @@ impl Generation {
         if let Some((text, add_special)) = self.pending_text.take() {
             let tokenizer = self.tokenizer.as_ref().ok_or_else(|| tokenizer_error("prompt: no tokenizer"))?;
             let ids = tokenizer.encode(&text, add_special)?;
+            let ids = match self.scope {
+                PromptScope::Whole if self.restored => self.continue_or_restart(ids)?,
+                _ => ids,
+            };
             self.stats.prompt_tokens += ids.len();
             self.history.extend(ids);
             if self.history.is_empty() {
@@ -204,6 +236,21 @@ impl Generation {
             }
         }
         Ok(())
+    }
+
+    /// For a whole-context prompt (`ids`) after a restored state: the ids past the state's history when
+    /// they begin with it; otherwise a fresh state and empty history, and all of `ids`.
+    fn continue_or_restart(&mut self, ids: Vec<u32>) -> Result<Vec<u32>> {
+        if !self.history.is_empty() && ids.starts_with(&self.history) {
+            return Ok(ids[self.history.len()..].to_vec());
+        }
+        let model = self.model.as_ref().ok_or_else(released)?;
+        self.state = Some(model.model().new_state()?);
+        self.history.clear();
+        self.fed = 0;
+        self.restored = false;
+        self.stats.restored_tokens = 0;
+        Ok(ids)
     }
 
     /// Checks the context (restored history + prompt) plus the tokens to generate against the

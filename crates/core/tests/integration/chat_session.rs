@@ -76,7 +76,7 @@ fn the_folders_template_renders_the_prompt_and_its_turn_end_stops() {
     assert_eq!(prompt.stop_token_ids, vec![0]);
     // The generation's prompt is the rendered text, tokenized without an added BOS.
     let options = RawGenerateOptions { max_tokens: Some(5.0), ..Default::default() };
-    let mut chat = model.generate_chat_raw(&user("Hi"), &options).unwrap();
+    let mut chat = model.generate_chat_raw(&user("Hi"), &options, None).unwrap();
     run(&mut chat);
     let expected = model.tokenize(&prompt.text, false).unwrap();
     assert_eq!(&chat.token_ids()[..expected.len()], &expected[..]);
@@ -102,7 +102,7 @@ fn generation_stops_at_an_end_of_turn_token_that_is_not_eos_and_hides_it() {
     let (name, body) = tokenizer_config(&template);
     files.push((name.to_string(), body.into_bytes()));
     let model = Arc::new(LoadedModel::from_files(&ModelFiles::from_memory(files)).unwrap());
-    let mut chat = model.generate_chat_raw(&user("Hi"), &options).unwrap();
+    let mut chat = model.generate_chat_raw(&user("Hi"), &options, None).unwrap();
     let (ids, text, reason) = run(&mut chat);
     assert_eq!(reason, FinishReason::Stop);
     let mut expected = free_ids[..at].to_vec();
@@ -136,7 +136,7 @@ fn template_sources_list_form_jinja_file_and_their_errors() {
     let e = model.chat_prompt(&user("x"), true).unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidOption);
     assert!(e.message.contains("no chat template"), "{}", e.message);
-    let e = model.generate_chat_raw(&user("x"), &RawGenerateOptions::default()).err().unwrap();
+    let e = model.generate_chat_raw(&user("x"), &RawGenerateOptions::default(), None).err().unwrap();
     assert_eq!(e.code, ErrorCode::InvalidOption);
     // A broken template or tokenizer_config.json: the model still loads and generates; chat says
     // which file is wrong.
@@ -191,4 +191,64 @@ fn a_template_from_elsewhere_attaches_to_a_loaded_model() {
     let e = broken.chat_prompt(&user("Hi"), true).unwrap_err();
     assert_eq!(e.code, ErrorCode::BadConfig);
     assert!(e.message.contains("m.gguf: tokenizer.chat_template"), "{}", e.message);
+}
+
+fn conversation(question: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello there"),
+        ChatMessage::new("user", question),
+    ]
+}
+
+/// A snapshot of `ids` fed (the last one pending), as a generation exports it before its first step.
+fn state_after(model: &Arc<LoadedModel>, ids: &[u32]) -> Vec<u8> {
+    let options = RawGenerateOptions { max_tokens: Some(1.0), ..Default::default() };
+    model.generate_raw(Prompt::Ids(ids.to_vec()), &options, None).unwrap().export_state().unwrap()
+}
+
+#[test]
+fn a_chat_given_an_earlier_turns_state_feeds_only_the_rest_of_the_conversation() {
+    let model = load(&[tokenizer_config(CHATML)], None);
+    let options = RawGenerateOptions { max_tokens: Some(6.0), ..Default::default() };
+    let messages = conversation("How are you?");
+    let whole = model.tokenize(&model.chat_prompt(&messages, true).unwrap().text, false).unwrap();
+    // The state of the first turns, as the previous reply left it: the conversation up to its answer.
+    let first_turns = model.tokenize(&model.chat_prompt(&messages[..2], false).unwrap().text, false).unwrap();
+    assert!(whole.starts_with(&first_turns) && whole.len() > first_turns.len() + 3);
+    let state = state_after(&model, &first_turns);
+
+    let mut chat = model.generate_chat_raw(&messages, &options, Some(&state)).unwrap();
+    let (ids, text, _) = run(&mut chat);
+    let stats = chat.stats();
+    assert_eq!(stats.restored_tokens, first_turns.len());
+    assert_eq!(stats.prompt_tokens, whole.len() - first_turns.len(), "only the new turn is fed");
+    assert_eq!(chat.token_ids()[..whole.len()], whole[..], "the context is the whole conversation");
+    // The same run as continuing the state with the rest of the conversation's ids.
+    let mut chat_stops = options.clone();
+    chat_stops.stop_token_ids =
+        Some(model.chat_prompt(&messages, true).unwrap().stop_token_ids.iter().map(|&i| i as f64).collect());
+    let mut continued =
+        model.generate_raw(Prompt::Ids(whole[first_turns.len()..].to_vec()), &chat_stops, Some(&state)).unwrap();
+    let (want_ids, want_text, _) = run(&mut continued);
+    assert_eq!((ids, text), (want_ids, want_text));
+}
+
+#[test]
+fn a_chat_whose_conversation_does_not_continue_the_state_starts_afresh() {
+    let model = load(&[tokenizer_config(CHATML)], None);
+    let options = RawGenerateOptions { max_tokens: Some(6.0), ..Default::default() };
+    let messages = conversation("How are you?");
+    // A state of another conversation (an earlier message edited since).
+    let other = model.tokenize(&model.chat_prompt(&user("Bye"), false).unwrap().text, false).unwrap();
+    let edited = model.tokenize("<|im_start|>user\nHo", false).unwrap();
+    for prefix in [other, edited] {
+        let mut fresh = model.generate_chat_raw(&messages, &options, None).unwrap();
+        let want = run(&mut fresh);
+        let mut chat = model.generate_chat_raw(&messages, &options, Some(&state_after(&model, &prefix))).unwrap();
+        assert_eq!(run(&mut chat), want, "the whole conversation, as without a state");
+        assert_eq!(chat.stats().restored_tokens, 0);
+        assert_eq!(chat.stats().prompt_tokens, fresh.stats().prompt_tokens);
+        assert_eq!(chat.token_ids(), fresh.token_ids());
+    }
 }
