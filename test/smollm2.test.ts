@@ -195,6 +195,16 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
       const rest = await engine.predict(model, '', { state: snapshots[k - 1], maxTokens: total - k, temperature: 0 });
       expect({ k, ids: rest.tokenIds }).toEqual({ k, ids: whole.tokenIds.slice(k) });
     }
+    // Seeded sampling too: each position draws from its own stream of the seed.
+    const seeded = { temperature: 0.9, topP: 0.95, seed: 1234 };
+    const sampled = engine.stream(model, 'Once upon a time, there was a', { ...seeded, maxTokens: total });
+    const cuts: Uint8Array[] = [];
+    for await (const _ of sampled) cuts.push(sampled.exportState());
+    const story = await sampled.result;
+    for (const k of [3, 12, 20]) {
+      const rest = await engine.predict(model, '', { ...seeded, state: cuts[k - 1], maxTokens: total - k });
+      expect({ k, ids: rest.tokenIds }).toEqual({ k, ids: story.tokenIds.slice(k) });
+    }
   });
 });
 

@@ -15,6 +15,17 @@ fn splitmix64(x: &mut u64) -> u64 {
 }
 
 impl Rng {
+    /// The stream for the token at `position` of the context under `seed`: each position draws from
+    /// its own stream, so a generation restored from a snapshot (or continuing a chat's state) with
+    /// the same seed draws what the uninterrupted one drew there, wherever it was cut.
+    pub fn at_position(seed: u64, position: u64) -> Self {
+        // SplitMix64's finalizer is a bijection: distinct (seed, position) pairs give unrelated seeds
+        // (adjacent positions' streams do not overlap, as `seeded(seed + k)`'s would).
+        let mut x = seed;
+        let mut key = splitmix64(&mut x) ^ position;
+        Self::seeded(splitmix64(&mut key))
+    }
+
     pub fn seeded(seed: u64) -> Self {
         let mut x = seed;
         // SplitMix64 never yields four zero words, so the xoshiro state is valid for every seed.
@@ -64,6 +75,19 @@ mod tests {
             assert!((0.0..1.0).contains(&x));
         }
         assert_ne!(Rng::seeded(1).next_u64(), Rng::seeded(2).next_u64());
+    }
+
+    #[test]
+    fn each_position_has_its_own_stream_and_the_same_seed_and_position_give_the_same_one() {
+        let first = |seed, position| Rng::at_position(seed, position).next_u64();
+        assert_eq!(first(7, 12), first(7, 12));
+        let draws: std::collections::HashSet<u64> =
+            (0..64).flat_map(|seed| (0..256).map(move |position| first(seed, position))).collect();
+        assert_eq!(draws.len(), 64 * 256, "every (seed, position) starts its own stream");
+        // Not a shifted copy of a neighbour's stream.
+        let mut next = Rng::at_position(7, 12);
+        next.next_u64();
+        assert_ne!(next.next_u64(), first(7, 13));
     }
 
     #[test]

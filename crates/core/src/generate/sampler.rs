@@ -20,7 +20,8 @@ pub struct Sampler {
     repeat_last_n: usize,
     /// Ids at or above it are masked (the tokenizer's size; the model's vocabulary may be padded).
     id_limit: usize,
-    rng: Rng,
+    /// Draws come from `Rng::at_position(seed, position)`: see there.
+    seed: u64,
     ids_scratch: Vec<u32>,
     values_scratch: Vec<f32>,
     pairs_scratch: Vec<(f32, u32)>,
@@ -36,7 +37,7 @@ impl Sampler {
             repeat_penalty: options.repeat_penalty,
             repeat_last_n: options.repeat_last_n,
             id_limit,
-            rng: Rng::seeded(seed),
+            seed,
             ids_scratch: Vec::new(),
             values_scratch: Vec::new(),
             pairs_scratch: Vec::new(),
@@ -67,7 +68,8 @@ impl Sampler {
         let picked = if self.temperature == 0.0 {
             p::argmax(logits)
         } else {
-            let u = self.rng.next_f64();
+            // The token sampled here takes position `history.len()` of the context.
+            let u = Rng::at_position(self.seed, history.len() as u64).next_f64();
             p::sample_softmax(logits, u)
         };
         picked.ok_or_else(|| internal("the model produced no finite logits (all NaN or -inf)"))

@@ -143,9 +143,11 @@ fn processors_run_in_hf_order() {
 fn same_seed_same_tokens_different_seed_different_tokens() {
     let opts = GenerateOptions { temperature: 1.0, ..Default::default() };
     let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+    // One draw per position of a growing context.
     let draw = |seed: u64| {
         let mut s = Sampler::new(&opts, seed, 50);
-        (0..200).map(|_| s.sample(&mut logits.clone(), &[]).unwrap()).collect::<Vec<_>>()
+        let history: Vec<u32> = vec![0; 200];
+        (0..200).map(|at| s.sample(&mut logits.clone(), &history[..at]).unwrap()).collect::<Vec<_>>()
     };
     assert_eq!(draw(7), draw(7));
     assert_ne!(draw(7), draw(8));
@@ -165,8 +167,12 @@ fn sampling_follows_the_softmax_distribution() {
     let mut s = Sampler::new(&opts, 123, 4);
     let n = 40_000;
     let mut counts = [0usize; 4];
+    // Each draw at the next position of a growing context (the way a generation draws).
+    let mut history = Vec::with_capacity(n);
     for _ in 0..n {
-        counts[s.sample(&mut probs_to_logits(&probs), &[]).unwrap() as usize] += 1;
+        let id = s.sample(&mut probs_to_logits(&probs), &history).unwrap();
+        counts[id as usize] += 1;
+        history.push(id);
     }
     for (c, p) in counts.iter().zip(probs) {
         let freq = *c as f64 / n as f64;
@@ -672,6 +678,25 @@ fn greedy_continuation_after_a_mid_generation_snapshot_is_seamless() {
     assert_eq!([head, tail.clone()].concat(), all);
     assert_eq!(second.token_ids(), [vec![0, 3], all.clone()].concat());
     assert_eq!(second.stats().prompt_tokens, 0);
+}
+
+#[test]
+fn a_seeded_continuation_after_a_mid_generation_snapshot_is_seamless() {
+    // Each position draws from its own stream of the seed: a run restored after token k with the same
+    // seed draws what the uninterrupted run drew from k on (a restarted stream would redraw its start).
+    let a = toy(4096, 2, vec![], true);
+    let all = ids_of(&run_all(&mut a.generate(Prompt::Ids(vec![0, 3]), sampled(24, 41), None).unwrap()));
+    for k in [1, 7, 16, 23] {
+        let mut first = a.generate(Prompt::Ids(vec![0, 3]), sampled(k, 41), None).unwrap();
+        let head = ids_of(&run_all(&mut first));
+        let state = first.export_state().unwrap();
+        let b = toy(4096, 2, vec![], true);
+        let tail = ids_of(&run_all(&mut b.generate(Prompt::Ids(vec![]), sampled(24 - k, 41), Some(&state)).unwrap()));
+        assert_eq!([head, tail].concat(), all, "cut after {k} tokens");
+    }
+    // Another seed draws otherwise.
+    let other = ids_of(&run_all(&mut a.generate(Prompt::Ids(vec![0, 3]), sampled(24, 42), None).unwrap()));
+    assert_ne!(other, all);
 }
 
 #[test]
