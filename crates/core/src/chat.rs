@@ -8,6 +8,7 @@
 
 mod end_of_turn;
 mod functions;
+mod generation_tag;
 mod gguf_source;
 mod source;
 pub mod template;

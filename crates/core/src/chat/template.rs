@@ -212,7 +212,8 @@ fn compile(source: &str, origin: &str) -> Result<Environment<'static>> {
     env.add_function("raise_exception", functions::raise_exception);
     env.add_function("strftime_now", functions::strftime_now);
     env.add_filter("tojson", functions::tojson);
-    env.add_template_owned(TEMPLATE_NAME, source.to_string())
+    let source = super::generation_tag::generation_tags_as_ifs(source).into_owned();
+    env.add_template_owned(TEMPLATE_NAME, source)
         .map_err(|e| bad_config(format!("{origin}: the chat template does not compile: {}", described(&e))))?;
     Ok(env)
 }

@@ -42,7 +42,7 @@ fn real_templates_render_byte_identical_to_transformers() {
             case["conversation"]
         );
     }
-    for name in ["smollm2", "llama3", "qwen2", "granite4", "python-features"] {
+    for name in ["smollm2", "llama3", "qwen2", "granite4", "python-features", "assistant-mask"] {
         assert!(templates.contains(name), "no case for {name}");
     }
 }
@@ -163,7 +163,7 @@ fn mutated_templates_fail_typed_never_panic() {
         (state % n as u64) as usize
     };
     let (mut rendered, mut refused) = (0, 0);
-    for name in ["smollm2", "llama3", "qwen2", "granite4", "python-features"] {
+    for name in ["smollm2", "llama3", "qwen2", "granite4", "python-features", "assistant-mask"] {
         let source = std::fs::read_to_string(fixtures().join("templates").join(format!("{name}.jinja"))).unwrap();
         let rounds = std::env::var("PHOENIX_CHAT_FUZZ_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(300);
         for _ in 0..rounds {
