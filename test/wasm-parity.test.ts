@@ -139,7 +139,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('native and WASM bindings agree', ()
       const generation = (lite[kind] as BindingLoadedModel).raw.generate({ ids: liteRef.input_ids }, { maxTokens: 6 });
       generation.cancel();
       expect((await generation.next())?.finishReason, kind).toBe('abort');
-      expect(generation.stats(), kind).toEqual({ promptTokens: liteRef.input_ids.length, generatedTokens: 0, prefillMs: 0, decodeMs: 0 });
+      expect(generation.stats(), kind).toEqual({ promptTokens: liteRef.input_ids.length, restoredTokens: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 });
     }
   });
 
