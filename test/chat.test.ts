@@ -125,7 +125,7 @@ describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
     expect(fresh.restoredTokens).toBe(0);
     expect(continued.restoredTokens).toBeGreaterThan(0);
     expect(continued.promptTokens).toBeGreaterThan(0);
-    expect(continued.promptTokens + continued.restoredTokens).toBe(fresh.promptTokens);
+    expect(continued.promptTokens + continued.restoredTokens!).toBe(fresh.promptTokens);
     // The same run as a generation continuing the state with the rest of the rendered conversation.
     const rendered = engine.renderChat(chat, next);
     const ids = await chat.tokenize(rendered.text, { addSpecialTokens: false });

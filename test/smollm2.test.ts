@@ -177,7 +177,7 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     console.log(`SmolLM2 second turn on ${backend}: ${continued.promptTokens} tokens fed after ${continued.restoredTokens} restored (${fresh.promptTokens} without the state); prefill ${continued.timings.prefillMs.toFixed(0)} ms vs ${fresh.timings.prefillMs.toFixed(0)} ms`);
     // The whole first exchange, its closing <|im_end|> included, comes from the state.
     expect(continued.restoredTokens).toBe(first.promptTokens + first.tokenIds.length);
-    expect(continued.promptTokens + continued.restoredTokens).toBe(fresh.promptTokens);
+    expect(continued.promptTokens + continued.restoredTokens!).toBe(fresh.promptTokens);
     expect(continued.text).toMatch(/Rome/);
     expect(continued.finishReason).toBe('stop');
   });

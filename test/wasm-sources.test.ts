@@ -4,7 +4,7 @@
  * logits; native's within 1e-4); the core alone decides which files are read (each once, nothing it does not
  * need); errors name the file like natively. Real WASM build, real fixture models.
  */
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -148,6 +148,24 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('WASM model sources', () => {
 
     await expectCode(wasm.loadModel(recordingReader(path.join(scratch.dir, 'nowhere')).read), 'E_MODEL_NOT_FOUND');
     await expectCode(wasm.loadModel({ 'config.json': 'not bytes' } as unknown as RawModelSource), 'E_INVALID_OPTION');
+  });
+
+  it('a file past the address space is E_UNSUPPORTED_MODEL saying how much of it is taken already', async () => {
+    // A sparse 5 GiB weight file: no disk used, and WASM refuses it before reading a byte.
+    const huge = path.join(scratch.dir, 'huge');
+    await mkdir(huge);
+    await copyFile(path.join(TINY, 'config.json'), path.join(huge, 'config.json'));
+    await writeFile(path.join(huge, 'model.safetensors'), '');
+    await truncate(path.join(huge, 'model.safetensors'), 5 * 2 ** 30);
+    const held = await wasm.loadModel(TINY);
+    try {
+      const e = await expectCode(wasm.loadModel(huge), 'E_UNSUPPORTED_MODEL');
+      const taken = Number(/of its 4 GiB address space, (\d+) bytes are taken/.exec(e.message)?.[1]);
+      expect(taken, e.message).toBeGreaterThanOrEqual(held.info().weightBytes);
+      expect(e.message).toContain('model.safetensors (5368709120 bytes) does not fit in WASM memory');
+    } finally {
+      held.dispose();
+    }
   });
 
   it('the native addon loads folders only: other sources are E_INVALID_OPTION naming the WASM backend', async () => {

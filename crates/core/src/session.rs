@@ -348,7 +348,9 @@ impl LoadedModel {
     fn check_ids(&self, what: &str, ids: &[u32]) -> Result<()> {
         let vocab = self.model.info().vocab_size;
         match ids.iter().find(|&&id| id as usize >= vocab) {
-            Some(bad) => Err(invalid_option(format!("{what}: token id {bad} is outside the vocabulary 0..{vocab}"))),
+            Some(bad) => {
+                Err(invalid_option(format!("{what}: token id {bad} is outside the vocabulary (size {vocab})")))
+            }
             None => Ok(()),
         }
     }

@@ -51,18 +51,22 @@ impl ModelFileSet {
         self.files.iter().find(|f| f.name == name)
     }
 
-    fn begin_file(&mut self, name: String, size: usize) -> Result<&mut File> {
+    fn begin_file(&mut self, name: String, size: u64) -> Result<&mut File> {
         if self.get(&name).is_some() {
             return Err(invalid_option(format!("files: {name} was given twice")));
         }
         let mut bytes = Vec::new();
-        // Reserve it all now: a file that cannot fit WASM's 4 GiB address space fails here, as a
-        // typed error, instead of as an allocation trap halfway through the copy.
-        bytes.try_reserve_exact(size).map_err(|_| {
-            unsupported_model(format!(
-                "{name} ({size} bytes) does not fit in WASM memory (4 GiB address space); use the native backend"
-            ))
-        })?;
+        // Reserve it all now: a file that cannot fit WASM's 4 GiB address space (a 5 GB checkpoint
+        // too) fails here, as a typed error, instead of as an allocation trap halfway through the copy.
+        let fits = usize::try_from(size).ok().filter(|&len| bytes.try_reserve_exact(len).is_ok());
+        let Some(size) = fits else {
+            return Err(unsupported_model(format!(
+                "{name} ({size} bytes) does not fit in WASM memory: of its 4 GiB address space, {} bytes are taken \
+                 (by the models loaded in this instance, and this model's files so far); dispose models or use the \
+                 native backend",
+                memory_in_use()
+            )));
+        };
         self.files.push(File { name, bytes, size, unread: false });
         Ok(self.files.last_mut().expect("just pushed"))
     }
@@ -138,7 +142,7 @@ impl ModelFileSet {
     /// Adds a whole file (copied into WASM memory).
     pub fn add(&mut self, name: String, bytes: &Uint8Array) -> std::result::Result<(), JsError> {
         guarded(|| {
-            let file = self.begin_file(name, bytes.length() as usize)?;
+            let file = self.begin_file(name, bytes.length() as u64)?;
             file.bytes.resize(file.size, 0);
             bytes.copy_to(&mut file.bytes);
             Ok(())
@@ -148,10 +152,10 @@ impl ModelFileSet {
     /// Starts a file of `size` bytes whose contents follow through `append`.
     pub fn begin(&mut self, name: String, size: f64) -> std::result::Result<(), JsError> {
         guarded(|| {
-            if !(size >= 0.0 && size.fract() == 0.0 && size <= u32::MAX as f64) {
+            if !(size >= 0.0 && size.fract() == 0.0 && size <= MAX_SAFE_INTEGER) {
                 return Err(invalid_option(format!("files: size of {name} must be a byte count, got {size}")));
             }
-            self.begin_file(name, size as usize).map(|_| ())
+            self.begin_file(name, size as u64).map(|_| ())
         })
     }
 
@@ -231,3 +235,18 @@ impl ModelFileSet {
         guarded(|| convert::layout_to_js(&describe::describe(&self.take_files(true)?)?))
     }
 }
+
+/// Bytes of linear memory the instance has grown to (0 off wasm32, where this crate only runs tests).
+fn memory_in_use() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0).saturating_mul(65_536)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
+/// JS's largest exact integer: sizes above it are not byte counts a reader could report.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;

@@ -140,7 +140,7 @@ impl Generation {
             model.check_snapshot_origin(snap.fingerprint, snap.weights_identity, &snap.layout)?;
             if let Some(bad) = snap.history.iter().find(|&&id| id as usize >= vocab) {
                 return Err(state_mismatch(format!(
-                    "state: token id {bad} is outside this model's vocabulary 0..{vocab}"
+                    "state: token id {bad} is outside this model's vocabulary (size {vocab})"
                 )));
             }
             model.check_state_len(&snap.layout, snap.state.len())?;
@@ -155,7 +155,9 @@ impl Generation {
         let pending_text = match prompt {
             Prompt::Ids(ids) => {
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(invalid_option(format!("prompt: token id {bad} is outside the vocabulary 0..{vocab}")));
+                    return Err(invalid_option(format!(
+                        "prompt: token id {bad} is outside the vocabulary (size {vocab})"
+                    )));
                 }
                 prompt_tokens = ids.len();
                 history.extend(ids);
