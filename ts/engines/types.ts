@@ -70,7 +70,8 @@ export interface GenerationOptions {
    * Continue from a state snapshot (bytes of {@link GenerationResult.state} / {@link GenerationStream.exportState});
    * the prompt may then be empty. For a chat, the previous turn's state (its reply's `returnState`):
    * `messages` stays the whole conversation, and the tokens the state already holds are not fed again
-   * when the conversation begins with them (otherwise it is fed whole; `restoredTokens` says which).
+   * when the conversation begins with them; otherwise a KV cache keeps the start both share and an
+   * SSM state is not used (`restoredTokens` says how many tokens came from it).
    */
   state?: Uint8Array;
   /** Put the final recurrent state into {@link GenerationResult.state}. */
@@ -105,8 +106,8 @@ export interface GenerationResult {
   /** Prompt tokens this call fed (a restored state's history not counted). */
   promptTokens: number;
   /**
-   * Tokens of context the `state` option supplied (its history), not fed again: 0 without a state,
-   * and for a chat whose conversation does not begin with the state's history. Set by the bundled
+   * Tokens of context the `state` option supplied (its history), not fed again: 0 without a state; for a
+   * chat, the start of the conversation the state holds (0 when an SSM state's tokens are not all its start). Set by the bundled
    * engines; optional for third-party ones.
    */
   restoredTokens?: number;

@@ -161,6 +161,14 @@ pub trait ModelState: Send {
 
     fn clone_box(&self) -> Box<dyn ModelState>;
 
+    /// Forgets every token from `tokens` on, when this kind of state can (a KV cache: its rows past
+    /// it; not a recurrent state, which holds its tokens folded together). `false`: it cannot, and
+    /// is unchanged. (A chat whose conversation parts from a state's tokens keeps their common start.)
+    fn truncate(&mut self, tokens: usize) -> bool {
+        let _ = tokens;
+        false
+    }
+
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }

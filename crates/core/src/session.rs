@@ -318,8 +318,9 @@ impl LoadedModel {
     /// With `state` (a snapshot exported after an earlier turn, e.g. the previous reply's), the
     /// conversation's tokens that the state's history already holds are not fed again: only the rest
     /// is (the next turn's, typically), when the rendered conversation begins with that history.
-    /// When it does not (an earlier message was changed, or the state is another conversation's), the
-    /// whole conversation is fed from a fresh state (`restoredTokens` 0 in the stats). A state of another
+    /// When it does not (an earlier message was changed, or the state is another conversation's), a
+    /// KV cache keeps the start both share and the rest is fed; a recurrent state cannot forget
+    /// tokens, so the whole conversation is fed from a fresh state (`restoredTokens` 0 in the stats). A state of another
     /// model or shape is still `E_STATE_MISMATCH`.
     pub fn generate_chat_raw(
         self: &Arc<Self>,

@@ -29,8 +29,8 @@ use crate::tokenizer::Tokenizer;
 pub struct GenerationStats {
     /// Prompt tokens this generation added (a restored history is not counted).
     pub prompt_tokens: usize,
-    /// Tokens of context the given state supplied (its history): 0 without a state, and for a chat
-    /// whose conversation did not continue the state's.
+    /// Tokens of context the given state supplied (its history, or for a chat the start of it the
+    /// conversation shares): 0 without a state.
     pub restored_tokens: usize,
     pub generated_tokens: usize,
     /// Feeding the prompt and sampling the first token.
@@ -107,7 +107,8 @@ pub(super) enum PromptScope {
     Continues,
     /// A text holding the whole context (a rendered conversation, `chat`): the state is reused when
     /// the text's tokens begin with its history, so only the rest is fed; otherwise (an earlier turn
-    /// was edited, or the state holds another conversation) the run starts afresh from the text.
+    /// was edited, or the state holds another conversation) a KV cache is cut back to the start both
+    /// share, and a state that cannot be cut starts afresh from the text.
     Whole,
 }
 
@@ -241,10 +242,21 @@ impl Generation {
     }
 
     /// For a whole-context prompt (`ids`) after a restored state: the ids past the state's history when
-    /// they begin with it; otherwise a fresh state and empty history, and all of `ids`.
+    /// they begin with it; else, for a state that can forget its last tokens (a KV cache), the ids past
+    /// the start they share, the state cut back to it; otherwise a fresh state and empty history, and
+    /// all of `ids`.
     fn continue_or_restart(&mut self, ids: Vec<u32>) -> Result<Vec<u32>> {
         if !self.history.is_empty() && ids.starts_with(&self.history) {
             return Ok(ids[self.history.len()..].to_vec());
+        }
+        let common = self.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        // Tokens the state has read that are still the conversation's, leaving at least one to feed.
+        let keep = common.min(self.fed).min(ids.len().saturating_sub(1));
+        if keep > 0 && self.state.as_mut().ok_or_else(handles::disposed_generation)?.truncate(keep) {
+            self.history.truncate(keep);
+            self.fed = keep;
+            self.stats.restored_tokens = keep;
+            return Ok(ids[keep..].to_vec());
         }
         let model = self.model.as_ref().ok_or_else(released)?;
         self.state = Some(model.model().new_state()?);

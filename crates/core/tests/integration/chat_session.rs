@@ -234,21 +234,70 @@ fn a_chat_given_an_earlier_turns_state_feeds_only_the_rest_of_the_conversation()
     assert_eq!((ids, text), (want_ids, want_text));
 }
 
+/// mamba1-tiny (an SSM: its state cannot forget tokens) with the ChatML template.
+fn ssm_with_template() -> Arc<LoadedModel> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures/mamba1-tiny");
+    let mut files: Vec<(String, Vec<u8>)> = ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).unwrap()))
+        .collect();
+    let (name, body) = tokenizer_config(CHATML);
+    files.push((name.to_string(), body.into_bytes()));
+    Arc::new(LoadedModel::from_files(&ModelFiles::from_memory(files)).unwrap())
+}
+
 #[test]
 fn a_chat_whose_conversation_does_not_continue_the_state_starts_afresh() {
-    let model = load(&[tokenizer_config(CHATML)], None);
     let options = RawGenerateOptions { max_tokens: Some(6.0), ..Default::default() };
     let messages = conversation("How are you?");
-    // A state of another conversation (an earlier message edited since).
-    let other = model.tokenize(&model.chat_prompt(&user("Bye"), false).unwrap().text, false).unwrap();
-    let edited = model.tokenize("<|im_start|>user\nHo", false).unwrap();
-    for prefix in [other, edited] {
+    // An SSM state of another conversation (an earlier message edited since), sharing its start or
+    // not: a recurrent state cannot go back to the shared start. A KV cache sharing no token.
+    let ssm = ssm_with_template();
+    let kv = load(&[tokenizer_config(CHATML)], None);
+    let cases = [
+        (&ssm, ssm.tokenize(&ssm.chat_prompt(&user("Bye"), false).unwrap().text, false).unwrap()),
+        (&ssm, ssm.tokenize("<|im_start|>user\nHo", false).unwrap()),
+        (&ssm, ssm.tokenize("Hello", false).unwrap()),
+        (&kv, kv.tokenize("Hello", false).unwrap()),
+    ];
+    for (model, prefix) in cases {
         let mut fresh = model.generate_chat_raw(&messages, &options, None).unwrap();
         let want = run(&mut fresh);
-        let mut chat = model.generate_chat_raw(&messages, &options, Some(&state_after(&model, &prefix))).unwrap();
+        let mut chat = model.generate_chat_raw(&messages, &options, Some(&state_after(model, &prefix))).unwrap();
         assert_eq!(run(&mut chat), want, "the whole conversation, as without a state");
         assert_eq!(chat.stats().restored_tokens, 0);
         assert_eq!(chat.stats().prompt_tokens, fresh.stats().prompt_tokens);
         assert_eq!(chat.token_ids(), fresh.token_ids());
     }
+}
+
+#[test]
+fn a_kv_cache_state_whose_tokens_part_from_the_conversation_keeps_the_start_they_share() {
+    // The state holds the conversation up to its last answer, then tokens the conversation does not
+    // have (an answer edited since, or one whose text tokenizes otherwise than it was generated).
+    let model = load(&[tokenizer_config(CHATML)], None);
+    let options = RawGenerateOptions { max_tokens: Some(6.0), ..Default::default() };
+    let messages = conversation("How are you?");
+    let whole = model.tokenize(&model.chat_prompt(&messages, true).unwrap().text, false).unwrap();
+    let shared = model.tokenize(&model.chat_prompt(&messages[..1], false).unwrap().text, false).unwrap();
+    let other_answer = model.tokenize("<|im_start|>assistant\nGoodbye now<|im_end|>\n", false).unwrap();
+    let parted = [shared.clone(), other_answer].concat();
+    assert!(whole.starts_with(&shared) && !whole.starts_with(&parted));
+    let mut chat = model.generate_chat_raw(&messages, &options, Some(&state_after(&model, &parted))).unwrap();
+    let (ids, text, _) = run(&mut chat);
+    let keep = whole.iter().zip(&parted).take_while(|(a, b)| a == b).count();
+    assert!(keep >= shared.len());
+    assert_eq!(chat.stats().restored_tokens, keep, "the tokens both share stay in the cache");
+    assert_eq!(chat.stats().prompt_tokens, whole.len() - keep);
+    assert_eq!(chat.token_ids()[..whole.len()], whole[..]);
+    // As continuing a state that read exactly those tokens: the cut-back cache is that state's.
+    let mut chat_stops = options.clone();
+    let stops = model.chat_prompt(&messages, true).unwrap().stop_token_ids;
+    chat_stops.stop_token_ids = Some(stops.iter().map(|&i| i as f64).collect());
+    let state = state_after(&model, &whole[..keep + 1]);
+    let mut continued = model.generate_raw(Prompt::Ids(whole[keep + 1..].to_vec()), &chat_stops, Some(&state)).unwrap();
+    assert_eq!((ids, text), {
+        let (i, t, _) = run(&mut continued);
+        (i, t)
+    });
 }

@@ -103,6 +103,11 @@ impl ModelState for LlamaState {
         Ok(())
     }
 
+    fn truncate(&mut self, tokens: usize) -> bool {
+        self.caches.iter_mut().for_each(|c| c.truncate(tokens));
+        true
+    }
+
     fn clone_box(&self) -> Box<dyn ModelState> {
         Box::new(self.clone())
     }
