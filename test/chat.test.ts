@@ -108,6 +108,12 @@ describe.each(TEST_BACKENDS)('engine chat on the %s binding', (backend) => {
     // A state is an earlier turn's snapshot: four bytes are none.
     await expectCode(engine.chat(chat, CONVERSATION, { state: new Uint8Array(4) }), 'E_STATE_MISMATCH');
     await expectCode(engine.chat(chat, CONVERSATION, { state: [1, 2] as unknown as Uint8Array }), 'E_INVALID_OPTION');
+    // A buffer transferred away reads as empty: the same code on both bindings (WASM failed copying it).
+    const detached = new Uint8Array(8);
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expect(detached.byteLength).toBe(0);
+    await expectCode(engine.chat(chat, CONVERSATION, { state: detached }), 'E_STATE_MISMATCH');
+    await expectCode(engine.predict(chat, 'x', { state: detached }), 'E_STATE_MISMATCH');
   });
 
   it("continues from an earlier turn's state: only the new turn is fed, as continuing that state with it would", async () => {
@@ -170,9 +176,19 @@ describe('pipeline requests with messages', () => {
     const manager = new LocalModelManager({ modelsDir, engines: [engine], measurePerformance: false });
     const model = await engine.loadModel(await manager.getModelMetadata('chat-tiny'));
     try {
-      const direct = await engine.chat(model, CONVERSATION, { maxTokens: 16, temperature: 0 });
+      const direct = await engine.chat(model, CONVERSATION, { maxTokens: 16, temperature: 0, returnState: true });
       expect(result.text).toBe(direct.text);
       expect(result.promptTokens).toBe(direct.promptTokens);
+      expect(result.metadata.restoredTokens).toBeUndefined();
+      // The next turn with the answer's state: the result says how many tokens it took from it.
+      const next = [...CONVERSATION, { role: 'assistant' as const, content: direct.text }, { role: 'user' as const, content: 'More?' }];
+      const [withState, without] = [
+        await pipeline.process({ id: 'c2', messages: next, taskType: 'generation', modelPreference: 'chat-tiny', options: { maxTokens: 4, temperature: 0, state: direct.state } }),
+        await pipeline.process({ id: 'c3', messages: next, taskType: 'generation', modelPreference: 'chat-tiny', options: { maxTokens: 4, temperature: 0 } }),
+      ];
+      expect(withState.success).toBe(true);
+      expect(withState.metadata.restoredTokens).toBeGreaterThan(0);
+      expect(withState.promptTokens + withState.metadata.restoredTokens!).toBe(without.promptTokens);
     } finally {
       model.dispose();
     }
@@ -250,12 +266,13 @@ describe('phoenix-local run --chat', () => {
     // Lines piped in (no terminal) are answered in turn; end of input ends the program.
     // `chat` with `input` piped to its stdin.
     const chatPiped = (args: string[], input: string) =>
-      new Promise<{ status: number | null; stderr: string }>((resolve, reject) => {
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
         const child = spawn(process.execPath, [BIN, 'chat', 'chat-tiny', ...args], { cwd: scratch.dir, env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
-        let stderr = '';
+        let [stdout, stderr] = ['', ''];
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
         child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
         child.on('error', reject);
-        child.on('close', (status) => resolve({ status, stderr }));
+        child.on('close', (status) => resolve({ status, stdout, stderr }));
         child.stdin.end(input);
       });
     const piped = await chatPiped(['--verbose', '-q', '-n', '3'], 'first\n/reset\n/rset\nsecond\n');
@@ -263,6 +280,8 @@ describe('phoenix-local run --chat', () => {
     const prompts = piped.stderr.split('\n').filter((l) => l.startsWith('prompt '));
     expect(prompts).toEqual([`prompt ${JSON.stringify(chatml([{ role: 'user', content: 'first' }]))}`, `prompt ${JSON.stringify(chatml([{ role: 'user', content: 'second' }]))}`]);
     expect(piped.stderr).toContain('(conversation cleared)');
+    // No `> ` prompts between the answers when nobody types them.
+    expect(piped.stdout.startsWith('> ')).toBe(false);
     // A maxTokens that fills the whole context is refused at the start, not on every question.
     const full = await chatPiped(['-q', '-n', '1000000'], 'hello\n');
     expect(full.status).toBe(2);

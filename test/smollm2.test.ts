@@ -180,6 +180,21 @@ describe.skipIf(!PRESENT).each(TEST_BACKENDS)('SmolLM2-135M-Instruct Q4_1 (GGUF)
     expect(continued.promptTokens + continued.restoredTokens!).toBe(fresh.promptTokens);
     expect(continued.text).toMatch(/Rome/);
     expect(continued.finishReason).toBe('stop');
+    // A state holding the whole conversation (a prompt cache, or a retry of a turn cancelled before its
+    // first token) leaves nothing to read but its pending last token. A KV cache is cut back one token so
+    // the last two are read in one piece, as a fresh read takes the last one: the answer without the state.
+    const dragon = [{ role: 'user' as const, content: 'Tell me a long story about a dragon.' }];
+    const rendered = engine.renderChat(model, dragon);
+    const ids = await model.tokenize(rendered.text, { addSpecialTokens: false });
+    const cache = engine.stream(model, { ids }, options);
+    const whole = cache.exportState();
+    cache.dispose?.();
+    const [cached, plain] = [await engine.chat(model, dragon, { ...options, state: whole }), await engine.chat(model, dragon, options)];
+    expect([cached.restoredTokens, cached.promptTokens]).toEqual([ids.length - 2, 2]);
+    expect(cached.text).toBe(plain.text);
+    // What reading that token alone as a generated one (8-bit activations) answers: another story.
+    const asGenerated = await engine.predict(model, '', { ...options, state: whole, stopTokenIds: rendered.stopTokenIds });
+    expect(asGenerated.text).not.toBe(plain.text);
   });
 
   it('a snapshot taken after any generated token continues exactly as the uninterrupted generation', async () => {

@@ -133,7 +133,8 @@ class LineQueue {
     const queued = this.#lines.shift();
     if (queued !== undefined) return Promise.resolve({ line: queued });
     if (this.#closed) return Promise.resolve({ end: 'eof' });
-    this.rl.prompt();
+    // The `> ` prompt is for a person at a terminal; piped in, it would only clutter the answers.
+    if (this.rl.terminal) this.rl.prompt();
     return new Promise((resolve) => (this.#waiting = resolve));
   }
 

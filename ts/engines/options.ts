@@ -74,6 +74,11 @@ export function toRawOptions(options: GenerationOptions): RawGenerateOptions {
     raw[key] = value;
   }
   if (options.state !== undefined && !(options.state instanceof Uint8Array)) throw invalid('state', options.state, 'a Uint8Array');
+  // A buffer transferred away (postMessage) reads as empty; WASM would fail copying it, native on its
+  // magic: refused here, the same on both.
+  if (options.state?.byteLength === 0) {
+    throw new PhoenixError('E_STATE_MISMATCH', 'state: the snapshot is empty (0 bytes; a transferred or detached buffer reads as empty)', { option: 'state' });
+  }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('signal', options.signal, 'an AbortSignal');
   return raw;
 }

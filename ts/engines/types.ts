@@ -118,7 +118,10 @@ export interface GenerationResult {
    * out of the prefill). With a single token: tokens per second of total time. 0 when none.
    */
   tokensPerSecond: number;
-  /** State after the prompt and every generated token, when `returnState` was set. */
+  /**
+   * State after the prompt and every generated token, when `returnState` was set; after an abort, the
+   * tokens read when it came (a prompt cut short is not read to its end).
+   */
   state?: Uint8Array;
 }
 

@@ -439,6 +439,7 @@ export class LocalAIPipeline {
               finishReason: generated.finishReason,
               timeToFirstTokenMs: generated.timings.timeToFirstTokenMs,
               ...(generated.state ? { state: generated.state } : {}),
+              ...(options.state !== undefined && generated.restoredTokens !== undefined ? { restoredTokens: generated.restoredTokens } : {}),
             });
             const stopped = generated.finishReason === 'abort';
             if (stopped) Object.assign(progress.metadata, { stoppedBy: stoppedBy ?? 'signal', stoppedDuring: 'generation' });

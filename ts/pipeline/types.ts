@@ -108,6 +108,8 @@ export interface ResultMetadata {
   deadlineMs?: number;
   /** Final state snapshot (generation with `returnState`). */
   state?: Uint8Array;
+  /** Generation given `options.state`: tokens of context taken from it (not fed again; 0: none, see `GenerationResult.restoredTokens`). */
+  restoredTokens?: number;
 }
 
 /** The outcome of a request. The pipeline never throws: failures are results with `success: false`. */

@@ -75,6 +75,9 @@ pub struct Generation {
     pending_text: Option<(String, bool)>,
     /// How a text prompt relates to a restored history (see [`PromptScope`]).
     scope: PromptScope,
+    /// The restored history's last (pending) token is a prompt token of this call, even when no
+    /// token follows it: a chat's conversation holds it (see the module's note on f32 activations).
+    pending_is_prompt: bool,
     max_tokens: usize,
     /// See [`GenerateOptions::max_tokens_strict`].
     max_tokens_strict: bool,
@@ -196,6 +199,7 @@ impl Generation {
             fed,
             pending_text,
             scope,
+            pending_is_prompt: false,
             max_tokens: options.max_tokens,
             max_tokens_strict: options.max_tokens_strict,
             int8_prompt: options.int8_prompt,
@@ -223,7 +227,12 @@ impl Generation {
             let tokenizer = self.tokenizer.as_ref().ok_or_else(|| tokenizer_error("prompt: no tokenizer"))?;
             let ids = tokenizer.encode(&text, add_special)?;
             let ids = match self.scope {
-                PromptScope::Whole if self.restored => self.continue_or_restart(ids)?,
+                PromptScope::Whole if self.restored => {
+                    // Every token of the rendered conversation is the caller's, the pending one too
+                    // (a state holding the whole conversation leaves nothing after it).
+                    self.pending_is_prompt = true;
+                    self.continue_or_restart(ids)?
+                }
                 _ => ids,
             };
             self.stats.prompt_tokens += ids.len();
@@ -246,17 +255,25 @@ impl Generation {
     /// the start they share, the state cut back to it; otherwise a fresh state and empty history, and
     /// all of `ids`.
     fn continue_or_restart(&mut self, ids: Vec<u32>) -> Result<Vec<u32>> {
-        if !self.history.is_empty() && ids.starts_with(&self.history) {
+        let continues = !self.history.is_empty() && ids.starts_with(&self.history);
+        if continues && ids.len() > self.history.len() {
             return Ok(ids[self.history.len()..].to_vec());
         }
         let common = self.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        // Tokens the state has read that are still the conversation's, leaving at least one to feed.
-        let keep = common.min(self.fed).min(ids.len().saturating_sub(1));
+        // Tokens the state has read that are still the conversation's, leaving at least two to feed:
+        // the last token is then read in one piece with another, as a fresh read takes it (read alone,
+        // by the one-row kernels, its logits differ in the last bits, and a near-tie later can flip).
+        let keep = common.min(self.fed).min(ids.len().saturating_sub(2));
         if keep > 0 && self.state.as_mut().ok_or_else(handles::disposed_generation)?.truncate(keep) {
             self.history.truncate(keep);
             self.fed = keep;
             self.stats.restored_tokens = keep;
             return Ok(ids[keep..].to_vec());
+        }
+        if continues {
+            // The state holds the whole conversation and cannot be cut back (an SSM): its pending
+            // token is read alone, with f32 activations as a prompt's last token (`pending_is_prompt`).
+            return Ok(Vec::new());
         }
         let model = self.model.as_ref().ok_or_else(released)?;
         self.state = Some(model.model().new_state()?);
@@ -320,11 +337,11 @@ impl Generation {
         }
         let first = self.stats.generated_tokens == 0;
         // Whether the pending token is a prompt token (see the module's note on f32 activations).
-        let prompt_pending = first && self.stats.prompt_tokens > 0;
+        let prompt_pending = first && (self.stats.prompt_tokens > 0 || self.pending_is_prompt);
         let started = now_ms();
         let Some(mut logits) = self.feed_pending(prompt_pending)? else {
-            // Cancelled between prefill pieces: the state holds the prompt up to `fed` (a later
-            // export_state feeds the rest), nothing was sampled.
+            // Cancelled between prefill pieces: the state holds the prompt up to `fed` (an export
+            // saves that much, without reading the rest), nothing was sampled.
             self.stats.prefill_ms += now_ms() - started;
             let text = self.flush()?.0;
             return Ok(self.finish(FinishReason::Abort, None, text));
@@ -425,7 +442,8 @@ impl Generation {
     fn finish(&mut self, reason: FinishReason, token_id: Option<u32>, text: String) -> Step {
         self.finished = Some(reason);
         self.detokenizer = None; // holds the tokenizer: free it with the weights
-        if self.pending_text.is_none() && self.fed + 1 >= self.history.len() {
+        let all_read = self.pending_text.is_none() && self.fed + 1 >= self.history.len();
+        if all_read || reason == FinishReason::Abort {
             self.model = None; // export_state needs no more forward calls
             self.tokenizer = None;
         }
@@ -451,11 +469,17 @@ impl Generation {
     }
 
     /// The context so far as a snapshot (format in [`super::snapshot`]). Runs a pending prefill
-    /// first, so the saved state is ready to continue from.
+    /// first, so the saved state is ready to continue from — except after an abort: then it holds
+    /// the tokens read when the abort came (a prompt cut short reads no further; continuing a chat
+    /// from it reads the rest of the conversation then).
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
         self.dispose_if_requested();
         if let Some(e) = &self.failed {
             return Err(e.clone());
+        }
+        if self.finished == Some(FinishReason::Abort) {
+            let read = self.history.len().min(self.fed + 1);
+            return self.encode(&self.history[..read]);
         }
         let started = now_ms();
         if let Err(e) = self.take_prompt() {
@@ -470,14 +494,13 @@ impl Generation {
         if pending {
             self.stats.prefill_ms += now_ms() - started;
         }
+        self.encode(&self.history)
+    }
+
+    /// The state with `history` (every token it has read, and one pending) as a snapshot.
+    fn encode(&self, history: &[u32]) -> Result<Vec<u8>> {
         let state = self.state.as_deref().ok_or_else(handles::disposed_generation)?;
-        Ok(snapshot::encode(
-            self.fingerprint,
-            self.weights_identity,
-            &state.layout(),
-            &self.history,
-            &state.to_bytes()?,
-        ))
+        Ok(snapshot::encode(self.fingerprint, self.weights_identity, &state.layout(), history, &state.to_bytes()?))
     }
 
     /// Ends the generation and frees what it holds — the model state (a KV cache, SSM states), the

@@ -176,7 +176,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         )));
     }
     if checksum(bytes) != header.crc {
-        return Err(state_mismatch("state: checksum mismatch: the snapshot was damaged or edited after it was saved"));
+        return Err(state_mismatch("state: checksum mismatch: the snapshot was damaged after it was saved (the checksum catches damage; it does not authenticate)"));
     }
     let history_end = HEADER_BYTES + 4 * header.history_len;
     let history = bytes[HEADER_BYTES..history_end]

@@ -503,7 +503,7 @@ fn cancel_ends_at_the_next_step_with_abort() {
 }
 
 #[test]
-fn cancel_during_a_long_prefill_stops_between_pieces_and_the_state_stays_exportable() {
+fn cancel_during_a_long_prefill_stops_between_pieces_and_exports_what_was_read() {
     use std::sync::atomic::Ordering;
     use std::sync::Mutex;
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -524,12 +524,16 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_the_state_stays_exporta
     assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
     assert_eq!(*calls.lock().unwrap(), vec![100], "one prefill piece ran, then the cancel was seen");
     assert_eq!(g.stats().generated_tokens, 0);
-    // The snapshot still holds the whole prompt: export feeds the rest (cancel does not apply).
+    // The snapshot holds what was read (100 tokens, the next one pending) and reads no further: an
+    // abort stays quick even when the caller asks for the state.
     let state = g.export_state().unwrap();
-    calls.lock().unwrap().clear();
-    let uncancelled =
-        toy(4096, 2, vec![], false).generate(Prompt::Ids(prompt), greedy(5), None).unwrap().export_state().unwrap();
-    assert_eq!(state, uncancelled);
+    assert_eq!(*calls.lock().unwrap(), vec![100], "no forward call at export");
+    let read = toy(4096, 2, vec![], false).generate(Prompt::Ids(prompt[..101].to_vec()), greedy(5), None).unwrap();
+    assert_eq!(state, { read }.export_state().unwrap());
+    // Continuing it with the rest of the prompt gives what the uncancelled run gives.
+    let whole = ids_of(&run_all(&mut m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap()));
+    let rest = m.generate(Prompt::Ids(prompt[101..].to_vec()), greedy(5), Some(&state)).unwrap();
+    assert_eq!(ids_of(&run_all(&mut { rest })), whole);
 }
 
 #[test]
