@@ -65,6 +65,30 @@ pub fn set_overrun_hook(_hook: fn(&str)) {}
 #[cfg(not(target_arch = "wasm32"))]
 pub fn set_clock(_now_ms: fn() -> f64) {}
 
+/// Hands memory the allocator holds free back to the OS now. mimalloc purges freed pages only
+/// when the thread that owns them allocates again; a chat's KV cache and snapshots (tens of MB each,
+/// freed when a turn ends) otherwise stayed resident while the process sat idle between turns.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn release_free_memory() {
+    // SAFETY: mi_collect takes no pointers; any thread may call it.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+/// WASM memory never shrinks: nothing to hand back.
+#[cfg(target_arch = "wasm32")]
+pub fn release_free_memory() {}
+
+/// Calls [`release_free_memory`] when dropped. As the last field of a struct that owns large
+/// allocations (a model's weights), it runs after the fields before it are freed.
+#[derive(Debug, Default)]
+pub struct ReleaseOnDrop;
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        release_free_memory();
+    }
+}
+
 /// `GlobalAlloc` for the invoking module's `BudgetedAllocator`: every call forwards to `$inner` with
 /// the same arguments (that is its safety), after charging or crediting the bytes through the
 /// module's own `charge` / `credit` (native: per thread; wasm32: the one instance).

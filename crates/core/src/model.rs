@@ -155,6 +155,13 @@ pub trait ModelState: Send {
     /// cache a length that grows with `layout().tokens`.
     fn to_bytes(&self) -> Result<Vec<u8>>;
 
+    /// Appends what `to_bytes` returns to `out` (a snapshot being written). States that grow with
+    /// the context write straight into it, sparing a copy as large as the state.
+    fn append_bytes(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.to_bytes()?);
+        Ok(())
+    }
+
     /// Restores contents written by `to_bytes` of a state with the same layout dims, holding
     /// `tokens` tokens. Wrong length gives `E_STATE_MISMATCH`.
     fn load_bytes(&mut self, bytes: &[u8], tokens: u64) -> Result<()>;

@@ -21,6 +21,7 @@ use crate::chat::{self, ChatMessage, ChatPrompt, ChatTemplate};
 use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
 use crate::generate::{GenerateOptions, RawGenerateOptions};
 use crate::loader::ModelFiles;
+use crate::memory_budget::ReleaseOnDrop;
 use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo};
 use crate::tokenizer::{self, Tokenizer};
 
@@ -66,6 +67,9 @@ pub struct LoadedModel {
     tokenizer: Option<Arc<Tokenizer>>,
     chat: ChatSupport,
     fingerprint: u64,
+    /// Last: purges the allocator once the weights above are freed (an unloaded model's memory goes
+    /// back to the OS, not only to the allocator).
+    _release: ReleaseOnDrop,
 }
 
 /// The model's chat template, or why it has none. A broken template never fails the load (plain
@@ -134,7 +138,13 @@ impl LoadedModel {
             }
         }
         let fingerprint = fingerprint(model.info());
-        Ok(Self { model, tokenizer: tokenizer.map(Arc::new), chat: ChatSupport::Absent, fingerprint })
+        Ok(Self {
+            model,
+            tokenizer: tokenizer.map(Arc::new),
+            chat: ChatSupport::Absent,
+            fingerprint,
+            _release: ReleaseOnDrop,
+        })
     }
 
     pub fn info(&self) -> LoadedModelInfo {

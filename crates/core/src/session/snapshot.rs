@@ -40,14 +40,15 @@ const FAMILY_BYTES: usize = 16;
 const DTYPE_BYTES: usize = 8;
 const MAX_RANK: usize = 8;
 
-/// A parsed snapshot (not yet checked against a model).
+/// A parsed snapshot (not yet checked against a model). The model state stays in the caller's
+/// bytes: a KV cache snapshot can be hundreds of MB, and it is read straight into the new state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct Snapshot<'a> {
     pub fingerprint: u64,
     pub weights_identity: u64,
     pub layout: StateLayout,
     pub history: Vec<u32>,
-    pub state: Vec<u8>,
+    pub state: &'a [u8],
 }
 
 /// The header fields (checked for magic, version and bounds, not against a model).
@@ -77,14 +78,36 @@ fn padded(text: &str, width: usize) -> Vec<u8> {
 }
 
 pub fn encode(fingerprint: u64, weights_identity: u64, layout: &StateLayout, history: &[u32], state: &[u8]) -> Vec<u8> {
+    let write = |out: &mut Vec<u8>| {
+        out.extend_from_slice(state);
+        Ok(())
+    };
+    encode_with(fingerprint, weights_identity, layout, history, state.len(), write)
+        .expect("copying a slice cannot fail")
+}
+
+/// [`encode`] with the state written straight into the snapshot by `write_state` (no separate copy
+/// of a KV cache that may be hundreds of MB); `state_hint` is its expected length, for the one
+/// allocation. The header's state length and checksum are filled in after it.
+pub fn encode_with(
+    fingerprint: u64,
+    weights_identity: u64,
+    layout: &StateLayout,
+    history: &[u32],
+    state_hint: usize,
+    write_state: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<Vec<u8>> {
     assert!(layout.dims.len() <= MAX_RANK, "state rank {} > {MAX_RANK}", layout.dims.len());
-    let mut out = Vec::with_capacity(HEADER_BYTES + 4 * history.len() + state.len());
+    let mut out = Vec::new();
+    out.try_reserve_exact(HEADER_BYTES.saturating_add(4 * history.len()).saturating_add(state_hint))
+        .map_err(|_| state_mismatch("state snapshot does not fit in memory"))?;
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&fingerprint.to_le_bytes());
     out.extend_from_slice(&weights_identity.to_le_bytes());
     out.extend_from_slice(&(history.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    let state_len_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&layout.tokens.to_le_bytes());
     out.extend_from_slice(&padded(&layout.family, FAMILY_BYTES));
     out.extend_from_slice(&padded(&layout.dtype, DTYPE_BYTES));
@@ -97,10 +120,13 @@ pub fn encode(fingerprint: u64, weights_identity: u64, layout: &StateLayout, his
     for id in history {
         out.extend_from_slice(&id.to_le_bytes());
     }
-    out.extend_from_slice(state);
+    let state_at = out.len();
+    write_state(&mut out)?;
+    let state_len = (out.len() - state_at) as u64;
+    out[state_len_at..state_len_at + 8].copy_from_slice(&state_len.to_le_bytes());
     let crc = checksum(&out);
     out[CRC_AT..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
-    out
+    Ok(out)
 }
 
 /// Parses the fixed header at the start of `bytes` (only its first [`HEADER_BYTES`] are read).
@@ -166,7 +192,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
 }
 
 /// Parses and verifies `bytes`: exact length, checksum; anything malformed → `E_STATE_MISMATCH`.
-pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
+pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>> {
     let header = parse_header(bytes)?;
     let total = header.total_len();
     if bytes.len() != total {
@@ -188,7 +214,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot> {
         weights_identity: header.weights_identity,
         layout: header.layout,
         history,
-        state: bytes[history_end..].to_vec(),
+        state: &bytes[history_end..],
     })
 }
 
@@ -264,7 +290,7 @@ mod tests {
                 weights_identity: 0x1234,
                 layout: layout(),
                 history: vec![0, 5, 7],
-                state: vec![1, 2, 3, 4, 5]
+                state: &[1, 2, 3, 4, 5]
             }
         );
         for cut in 0..bytes.len() {

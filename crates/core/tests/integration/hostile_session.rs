@@ -119,7 +119,8 @@ fn the_snapshot_length_comes_from_its_header_and_the_model() {
 #[test]
 fn a_state_of_another_family_dtype_or_shape_is_refused_from_its_header() {
     let tiny = Arc::new(LoadedModel::load(&tiny_dir()).unwrap());
-    let snap = snapshot::decode(&saved_state(&tiny)).unwrap();
+    let saved = saved_state(&tiny);
+    let snap = snapshot::decode(&saved).unwrap();
     assert_eq!((snap.layout.family.as_str(), snap.layout.dtype.as_str()), ("mamba", "f32"));
     assert_eq!(snap.layout.tokens as usize, snap.history.len() - 1);
     let edits: [(&str, &dyn Fn(&mut phoenix_core::model::StateLayout)); 4] = [
@@ -139,7 +140,7 @@ fn a_state_of_another_family_dtype_or_shape_is_refused_from_its_header() {
         assert_eq!(e.code, ErrorCode::StateMismatch, "{what}: {}", e.message);
     }
     // A non-finite value in the state payload is a damaged snapshot, not bad weights.
-    let mut state = snap.state.clone();
+    let mut state = snap.state.to_vec();
     state[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     let bytes = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &state);
     let e = tiny.generate(Prompt::Ids(vec![]), greedy(1), Some(&bytes)).err().expect("refused");
@@ -181,7 +182,8 @@ fn non_finite_logits_are_bad_weights_naming_the_position() {
 #[test]
 fn non_finite_logits_after_a_restored_state_name_the_state_too() {
     let model = Arc::new(LoadedModel::load(&tiny_dir()).unwrap());
-    let snap = snapshot::decode(&saved_state(&model)).unwrap();
+    let saved = saved_state(&model);
+    let snap = snapshot::decode(&saved).unwrap();
     let huge: Vec<u8> = snap.state.chunks_exact(4).flat_map(|_| 3.0e38f32.to_le_bytes()).collect();
     let forged = snapshot::encode(snap.fingerprint, snap.weights_identity, &snap.layout, &snap.history, &huge);
     let mut g = model.generate(Prompt::Ids(vec![4]), greedy(2), Some(&forged)).unwrap();

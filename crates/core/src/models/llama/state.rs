@@ -58,14 +58,19 @@ impl ModelState for LlamaState {
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>> {
-        let per_layer = self.caches.first().and_then(|c| c.bytes_for(c.tokens())).unwrap_or(0);
         let mut out = Vec::new();
+        self.append_bytes(&mut out)?;
+        Ok(out)
+    }
+
+    fn append_bytes(&self, out: &mut Vec<u8>) -> Result<()> {
+        let per_layer = self.caches.first().and_then(|c| c.bytes_for(c.tokens())).unwrap_or(0);
         out.try_reserve_exact(per_layer.saturating_mul(self.caches.len()))
             .map_err(|_| state_mismatch("state snapshot does not fit in memory"))?;
         for c in &self.caches {
-            c.write_bytes(&mut out);
+            c.write_bytes(out);
         }
-        Ok(out)
+        Ok(())
     }
 
     fn load_bytes(&mut self, bytes: &[u8], tokens: u64) -> Result<()> {
