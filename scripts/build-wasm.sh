@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the WASM fallback: crates/wasm → wasm32-unknown-unknown (release, +simd128) → wasm-bindgen
 # → wasm/ (gitignored). Output:
-#   wasm/phoenix-local.js    ESM entry for Node: the RawBinding ts/binding/load.ts imports
+#   wasm/phoenix-local.js    ESM entry for Node: the RawBinding ts/binding/load.ts imports, served
+#                            from a worker thread (node-host.js ⇄ node-worker.js) around the in-thread
+#                            binding (node-core.js; PHOENIX_WASM_THREAD=main runs that one directly)
 #   wasm/binding.js          the shared JS layer (trap → [E_INTERNAL], re-instantiation, loadModel)
 #   wasm/node/               wasm-bindgen --target nodejs (CommonJS, instantiates synchronously from disk)
 #   wasm/web/                wasm-bindgen --target web (ES module + async init(bytes | URL), for browsers
@@ -117,6 +119,7 @@ mkdir -p "$OUT"
 "$WASM_BINDGEN" --target web --out-dir "$OUT/web" --out-name phoenix_local_core "$WASM_FILE"
 # The package is "type": "module"; the nodejs glue is CommonJS.
 printf '{ "type": "commonjs" }\n' > "$OUT/node/package.json"
-cp crates/wasm/js/binding.js crates/wasm/js/phoenix-local.js crates/wasm/js/browser.js "$OUT/"
+cp crates/wasm/js/binding.js crates/wasm/js/browser.js crates/wasm/js/phoenix-local.js crates/wasm/js/node-core.js \
+  crates/wasm/js/node-host.js crates/wasm/js/node-wire.js crates/wasm/js/node-worker.js "$OUT/"
 
 say "wrote $OUT ($(du -h "$OUT/node/phoenix_local_core_bg.wasm" | cut -f1) wasm) in $(( $(date +%s) - started )) s"

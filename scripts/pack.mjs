@@ -40,7 +40,7 @@ try {
 }
 
 // What takes minutes to build must already be there.
-for (const file of ['wasm/phoenix-local.js', 'wasm/browser.js', 'wasm/node/phoenix_local_core_bg.wasm', 'wasm/web/phoenix_local_core_bg.wasm']) {
+for (const file of ['wasm/phoenix-local.js', 'wasm/node-core.js', 'wasm/node-host.js', 'wasm/node-worker.js', 'wasm/node-wire.js', 'wasm/browser.js', 'wasm/node/phoenix_local_core_bg.wasm', 'wasm/web/phoenix_local_core_bg.wasm']) {
   if (!existsSync(path.join(ROOT, file))) die(`${file} is missing: run \`npm run build:wasm\` first`);
 }
 for (const { manifest } of platforms) {

@@ -41,7 +41,7 @@ describe('main package tarball', () => {
       expect(files).toContain(`models/phoenix-ssm-lite/${modelFile}`);
     }
     if (WASM_BUILT || WASM_REQUIRED) {
-      for (const wasmFile of ['wasm/phoenix-local.js', 'wasm/binding.js', 'wasm/browser.js', 'wasm/node/package.json', 'wasm/node/phoenix_local_core_bg.wasm', 'wasm/web/phoenix_local_core_bg.wasm']) {
+      for (const wasmFile of ['wasm/phoenix-local.js', 'wasm/node-core.js', 'wasm/node-host.js', 'wasm/node-worker.js', 'wasm/node-wire.js', 'wasm/binding.js', 'wasm/browser.js', 'wasm/node/package.json', 'wasm/node/phoenix_local_core_bg.wasm', 'wasm/web/phoenix_local_core_bg.wasm']) {
         expect(files).toContain(wasmFile);
       }
     }
