@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { defaultNativePath, defaultWasmPath } from '../ts/binding/load.js';
 import type { BackendKind } from '../ts/binding/types.js';
-import { PhoenixError, type ErrorCode } from '../ts/binding/errors.js';
+import { PhoenixError, toPhoenixError, type ErrorCode } from '../ts/binding/errors.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const MODELS_DIR = path.join(ROOT, 'models');
@@ -214,5 +214,15 @@ export const DAMAGES: { name: string; code: ErrorCode; damage: (folder: string) 
     damage: async (f) => rm(path.join(f, 'model.safetensors')),
   },
 ];
+
+/** A raw binding call's failure as a PhoenixError (what the TS wrapper would throw); fails when it succeeds. */
+export async function rawFailure(fn: () => unknown): Promise<PhoenixError> {
+  try {
+    await fn();
+  } catch (error) {
+    return toPhoenixError(error);
+  }
+  throw new Error('expected the call to fail');
+}
 
 export { PhoenixError };

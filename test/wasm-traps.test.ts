@@ -9,27 +9,17 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { toPhoenixError } from '../ts/binding/errors.js';
 import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
 import { defaultEngines } from '../ts/engines/default-engines.js';
 import { LocalModelManager } from '../ts/models/manager.js';
 import type { RawBinding, RawModel } from '../ts/binding/types.js';
-import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend, tempDir } from './helpers.js';
+import { TINY, WASM_BUILT, WASM_REQUIRED, expectCode, rawFailure, requireBackend, tempDir } from './helpers.js';
 
 interface WasmEntry extends RawBinding {
   instances(): number;
   injectFault(kind: 'panic' | 'trap' | string): void;
 }
 
-/** The raw module's error as a PhoenixError (what the TS wrapper would throw). */
-async function failure(fn: () => unknown): Promise<ReturnType<typeof toPhoenixError>> {
-  try {
-    await fn();
-  } catch (error) {
-    return toPhoenixError(error);
-  }
-  throw new Error('expected the call to fail');
-}
 
 describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () => {
   let wasm: WasmEntry;
@@ -50,7 +40,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
   it('a core panic is E_INTERNAL with the panic message; the binding keeps working', async () => {
     const model = await wasm.loadModel(TINY);
     const before = wasm.instances();
-    const error = await failure(() => wasm.injectFault('panic'));
+    const error = await rawFailure(() => wasm.injectFault('panic'));
     expect(error.code).toBe('E_INTERNAL');
     expect(error.message).toContain('fault injected on request');
     if (error.message.includes('caught panic')) {
@@ -59,7 +49,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
       await stillComputes(model);
     } else {
       // panic=abort: a trap; the instance is replaced and its handles are refused.
-      expect((await failure(() => model.logits([0]))).code).toBe('E_INTERNAL');
+      expect((await rawFailure(() => model.logits([0]))).code).toBe('E_INTERNAL');
       await stillComputes(await wasm.loadModel(TINY));
       expect(wasm.instances()).toBe(before + 1);
     }
@@ -71,14 +61,14 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
     expect(await generation.next()).not.toBeNull();
     const before = wasm.instances();
 
-    const trap = await failure(() => wasm.injectFault('trap'));
+    const trap = await rawFailure(() => wasm.injectFault('trap'));
     expect(trap.code).toBe('E_INTERNAL');
     expect(trap.message).toMatch(/WebAssembly trap|unreachable/i);
 
-    const stale = await failure(() => model.logits([0, 1, 2]));
+    const stale = await rawFailure(() => model.logits([0, 1, 2]));
     expect(stale.code).toBe('E_INTERNAL');
     expect(stale.message).toContain('trapped earlier');
-    expect((await failure(() => generation.next())).code).toBe('E_INTERNAL');
+    expect((await rawFailure(() => generation.next())).code).toBe('E_INTERNAL');
     // Lost handles say so, and freeing or cancelling them is a no-op (their memory went with the instance).
     expect(model.lost?.()).toMatch(/WebAssembly trap|unreachable/i);
     expect(() => generation.cancel()).not.toThrow();
@@ -101,7 +91,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
     const name = path.basename(TINY);
     const first = await manager.loadModel(name);
     expect((await manager.getModelMetadata(name)).status).toBe('loaded');
-    await failure(() => wasm.injectFault('trap'));
+    await rawFailure(() => wasm.injectFault('trap'));
     // Gone with the instance: not listed as loaded, and the next load is a fresh, working model.
     expect(first.disposed).toBe(true);
     expect((await manager.getModelMetadata(name)).status).not.toBe('loaded');
@@ -116,7 +106,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('faults inside the WASM module', () 
 
   it('an unknown fault kind is a plain E_INVALID_OPTION (no trap, same instance)', async () => {
     const before = wasm.instances();
-    await expectCode(failure(() => wasm.injectFault('meteor')).then((e) => Promise.reject(e)), 'E_INVALID_OPTION');
+    await expectCode(rawFailure(() => wasm.injectFault('meteor')).then((e) => Promise.reject(e)), 'E_INVALID_OPTION');
     expect(wasm.instances()).toBe(before);
   });
 });

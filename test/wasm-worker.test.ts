@@ -12,10 +12,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { toPhoenixError } from '../ts/binding/errors.js';
 import { defaultWasmPath, loadBinding } from '../ts/binding/load.js';
 import type { RawBinding, RawModel } from '../ts/binding/types.js';
-import { LITE, MODELS_DIR, ROOT, TINY, WASM_BUILT, WASM_REQUIRED, expectCode, requireBackend } from './helpers.js';
+import { LITE, MODELS_DIR, ROOT, TINY, WASM_BUILT, WASM_REQUIRED, expectCode, rawFailure, requireBackend } from './helpers.js';
 
 interface WasmEntry extends RawBinding {
   instances(): number;
@@ -28,15 +27,6 @@ const LONG_MODEL = existsSync(SMOLLM2) ? SMOLLM2 : LITE;
 /** How long the measured prefill should take: long enough that a blocked loop cannot hide. */
 const TARGET_PREFILL_MS = 2000;
 
-/** The raw module's error as a PhoenixError (what the TS wrapper would throw). */
-async function failure(fn: () => unknown): Promise<ReturnType<typeof toPhoenixError>> {
-  try {
-    await fn();
-  } catch (error) {
-    return toPhoenixError(error);
-  }
-  throw new Error('expected the call to fail');
-}
 
 /** Runs `code` as an ES module in a child Node; resolves its output and how long it lived after printing `done`. */
 function child(code: string, env: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ out: string; err: string; status: number | null; afterDoneMs: number | null }> {
@@ -242,13 +232,13 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
       await gate;
       return null;
     });
-    const died = await failure(() => wasm.injectFault(how));
+    const died = await rawFailure(() => wasm.injectFault(how));
     expect(died.code).toBe('E_INTERNAL');
     expect(died.message).toContain('worker thread stopped');
-    expect((await failure(() => pending)).code).toBe('E_INTERNAL');
+    expect((await rawFailure(() => pending)).code).toBe('E_INTERNAL');
     release();
-    expect((await failure(() => model.logits([0]))).code).toBe('E_INTERNAL');
-    expect((await failure(() => model.detokenize([0], true))).code).toBe('E_INTERNAL');
+    expect((await rawFailure(() => model.logits([0]))).code).toBe('E_INTERNAL');
+    expect((await rawFailure(() => model.detokenize([0], true))).code).toBe('E_INTERNAL');
     expect(model.lost?.()).toMatch(/stopped/);
     expect(() => model.dispose()).not.toThrow();
 
