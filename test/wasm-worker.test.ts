@@ -138,6 +138,30 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
     generation.dispose();
   });
 
+  it('a generation started while another one\'s prefill runs does not wait for it; an error starting it comes from its first next()', async () => {
+    const running = long.generate({ ids: longIds }, { maxTokens: 1, temperature: 0 });
+    const first = running.next();
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the worker is inside the prefill now
+    let started = performance.now();
+    const second = long.generate({ ids: [1, 2, 3] }, { maxTokens: 2, temperature: 0 });
+    const startMs = performance.now() - started;
+    // A state of another model: refused when the worker starts the generation, after the prefill.
+    started = performance.now();
+    const refused = long.generate({ ids: [1] }, { maxTokens: 1 }, new Uint8Array(64));
+    const refusedStartMs = performance.now() - started;
+    const tokens: number[] = [];
+    for (let step = await second.next(); step !== null; step = await second.next()) if (step.tokenId != null) tokens.push(step.tokenId);
+    const error = await rawFailure(() => refused.next());
+    const { prefillMs } = (await first, running.stats());
+    // Waiting for the prefill would have taken about all of it (> 1 s).
+    expect(startMs, `prefill ${prefillMs} ms`).toBeLessThan(Math.min(100, prefillMs / 10));
+    expect(refusedStartMs, `prefill ${prefillMs} ms`).toBeLessThan(Math.min(100, prefillMs / 10));
+    expect(tokens).toHaveLength(2);
+    expect(error.code).toBe('E_STATE_MISMATCH');
+    expect(() => refused.exportState()).toThrow(/E_STATE_MISMATCH|state/);
+    for (const generation of [running, second, refused]) generation.dispose();
+  });
+
   it('synchronous methods stay synchronous: generate, exportState, snapshotLength, detokenize, renderChat, tokenIds', async () => {
     // The raw module's model, to see its errors' wire form (`long` is wrapped: typed errors).
     const wasmModel = await wasm.loadModel(TINY);
@@ -263,6 +287,20 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
     expect(out).toMatch(/^".+" done/);
     expect(afterDoneMs).not.toBeNull();
     expect(afterDoneMs as unknown as number).toBeLessThan(3000);
+  });
+
+  it('a load waiting on a reader that never settles does not keep the process alive (as on the calling thread)', async () => {
+    const code = [
+      'const wasm = await import(new URL(`file://${process.env.WASM}`).href);',
+      "console.log('done');",
+      'await wasm.loadModel(() => new Promise(() => {}));',
+    ].join('\n');
+    const worker = await child(code, {}, 30_000);
+    const main = await child(code, { PHOENIX_WASM_THREAD: 'main' }, 30_000);
+    // 13: Node's exit code for a top-level await that can never settle (nothing left to run).
+    expect(main.status, main.err).toBe(13);
+    expect(worker.status, worker.err).toBe(13);
+    expect(worker.afterDoneMs as unknown as number).toBeLessThan(5000);
   });
 
   it('PHOENIX_WASM_THREAD=main runs the core on the calling thread (the loop waits for a prefill), with the same text', async () => {

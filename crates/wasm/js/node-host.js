@@ -8,7 +8,8 @@
  * - Synchronous calls (detokenize, renderChat, generate, exportState, tokenIds, …) post their
  *   request and wait with Atomics.wait until the worker answers on a MessagePort read with
  *   receiveMessageOnPort. They wait for whatever the worker is running (as the native addon's
- *   `exportState` waits for a running step).
+ *   `exportState` waits for a running step) — except `generate` / `generateChat`, which, while the
+ *   worker is busy, post the start and report its errors from the first `next()`.
  * - cancel() and dispose() are posted, never waited for; the worker runs them in order, before any
  *   later request. A running step does not see them (WASM memory is not shared): they take effect
  *   at the next step boundary, like a cancel on the main thread used to.
@@ -54,6 +55,8 @@ class WorkerHost {
   /** Reader functions of loads in progress, and the first error each threw: load id → … */
   #readers = new Map();
   #readerErrors = new Map();
+  /** Loads whose worker side waits for a reader function running here. */
+  #reading = new Set();
   #onStop;
 
   constructor(onStop) {
@@ -120,8 +123,18 @@ class WorkerHost {
   }
 
   /** A message nothing waits for (cancel, dispose, drop). A stopped worker has nothing to run it on. */
-  post(op, args = {}) {
-    if (this.gone === null) this.#worker.postMessage({ ...args, op });
+  post(op, args = {}, transfer = []) {
+    if (this.gone !== null) return;
+    try {
+      this.#worker.postMessage({ ...args, op }, transfer);
+    } catch (error) {
+      throw notData(error);
+    }
+  }
+
+  /** Whether the worker may be running a call now (then a synchronous call would wait for it). */
+  busy() {
+    return this.#pending.size > 0;
   }
 
   /** The worker stopped while this thread waited or was about to: fail the call in hand too. */
@@ -149,6 +162,7 @@ class WorkerHost {
       this.#pending.clear();
       this.#readers.clear();
       this.#readerErrors.clear();
+      this.#reading.clear();
       this.#worker.unref();
       this.#onStop(this);
     }
@@ -159,12 +173,18 @@ class WorkerHost {
     this.#pending.delete(id);
     this.#readers.delete(id);
     this.#readerErrors.delete(id);
+    this.#reading.delete(id);
     this.#refresh();
   }
 
-  /** Ref'd while an asynchronous call is outstanding (its `await` must keep the process alive). */
+  /**
+   * Ref'd while an asynchronous call is outstanding (its `await` must keep the process alive) — but
+   * not while every such call waits for a caller's reader function: what keeps the process alive
+   * then is the reader's own work, and a reader that never settles must not hold it forever.
+   */
   #refresh() {
-    if (this.#pending.size > 0) this.#worker.ref();
+    const working = [...this.#pending.keys()].some((id) => !this.#reading.has(id));
+    if (working) this.#worker.ref();
     else this.#worker.unref();
   }
 
@@ -196,6 +216,8 @@ class WorkerHost {
   /** Runs the caller's reader function for the worker and sends what it gave. */
   async #read({ load, req, name, options }) {
     const reader = this.#readers.get(load);
+    this.#reading.add(load);
+    this.#refresh();
     try {
       if (!reader) throw new Error('the load ended');
       const data = await (options === undefined ? reader(name) : reader(name, options));
@@ -205,6 +227,9 @@ class WorkerHost {
       // The load fails with the reader's own error (see #settle).
       if (this.#readers.has(load) && !this.#readerErrors.has(load)) this.#readerErrors.set(load, notData(error));
       if (this.gone === null) this.#worker.postMessage({ failed: true, op: 'read', req });
+    } finally {
+      this.#reading.delete(load);
+      this.#refresh();
     }
   }
 }
@@ -298,10 +323,19 @@ function generationOf(host, model, op, args, transfer) {
   const keep = (answer) => {
     if (answer.stats !== undefined) stats = answer.stats;
   };
-  host.call(op, { ...args, model, gen }, transfer, keep);
+  if (host.busy()) {
+    // The worker is running a call (another generation's prefill, a load): waiting for it here
+    // would hold this thread for seconds. The start is posted instead, ahead of this generation's
+    // first `next()`; an error starting it (a bad state, a prompt past the context) comes from that.
+    host.post(op, { ...args, model, gen, deferred: true }, transfer);
+  } else {
+    host.call(op, { ...args, model, gen }, transfer, keep);
+  }
   const lost = () => host.gone !== null || host.lost.has(model);
   const generation = {
-    next: () => host.request('next', { gen }, [], keep),
+    // The answer's callback refers to this handle: it cannot be collected (and dropped in the
+    // worker) while its step is outstanding.
+    next: () => host.request('next', { gen }, [], (answer) => keep(answer) ?? generation),
     cancel: () => host.post('cancel', { gen }),
     exportState: () => host.call('exportState', { gen }, [], keep),
     stats: () => {
@@ -319,21 +353,24 @@ function generationOf(host, model, op, args, transfer) {
 
 function modelOf(host, model, info) {
   let disposed = false;
+  // Given as an outstanding call's answer callback, it keeps this handle from being collected (and
+  // dropped in the worker) until the call is answered.
+  const hold = () => proxy;
   const start = (op, args, bytes) => {
     const state = bytes === null || bytes === undefined ? undefined : ownedCopy(bytes);
     return generationOf(host, model, op, { ...args, state }, transferList(state));
   };
   const proxy = {
     info: () => (disposed || info === undefined || host.gone !== null || host.lost.has(model) ? host.call('info', { model }) : structuredClone(info)),
-    tokenize: (text, addSpecialTokens) => host.request('tokenize', { model, text, addSpecialTokens }),
+    tokenize: (text, addSpecialTokens) => host.request('tokenize', { model, text, addSpecialTokens }, [], hold),
     snapshotLength: (head) => {
       const copy = ownedCopy(head);
       return host.call('snapshotLength', { model, head: copy }, transferList(copy));
     },
     detokenize: (ids, skipSpecialTokens) => host.call('detokenize', { model, ids, skipSpecialTokens }),
-    logits: (ids) => host.request('logits', { model, ids }),
+    logits: (ids) => host.request('logits', { model, ids }, [], hold),
     score: (ids, options, cancel) =>
-      host.request('score', { model, ids, options, cancel: cancel instanceof CancelFlag ? cancel.cell : cancel === undefined || cancel === null ? undefined : cancel.cancelled === true }),
+      host.request('score', { model, ids, options, cancel: cancel instanceof CancelFlag ? cancel.cell : cancel === undefined || cancel === null ? undefined : cancel.cancelled === true }, [], hold),
     generate: (prompt, options, state) => start('generate', { prompt, options }, state),
     renderChat: (messages, addGenerationPrompt) => host.call('renderChat', { model, messages, addGenerationPrompt }),
     generateChat: (messages, options, state) => start('generateChat', { messages, options }, state),

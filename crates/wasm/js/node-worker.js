@@ -84,7 +84,12 @@ function model(handle) {
   return models.get(handle);
 }
 
+/** Generations whose posted (deferred) start failed: handle → the error, thrown by every later call. */
+const failedStarts = new Map();
+
 function generation(handle) {
+  const failed = failedStarts.get(handle);
+  if (failed !== undefined) throw failed;
   return generations.get(handle);
 }
 
@@ -131,6 +136,17 @@ function started(handle, raw) {
   return null;
 }
 
+/** Starts a generation; a deferred start (nothing waits for it) keeps its error for the calls that follow. */
+function start(m, begin) {
+  try {
+    return started(m.gen, begin(model(m.model)));
+  } catch (error) {
+    if (!m.deferred) throw error;
+    failedStarts.set(m.gen, error);
+    return null;
+  }
+}
+
 const OPS = {
   loadModel: async (m) => loaded(m.handle, await binding.loadModel(sourceOf(m, m.id), m.options)),
   describeModel: (m) => binding.describeModel(sourceOf(m, m.id)),
@@ -150,8 +166,8 @@ const OPS = {
     return moving(score, transferOf(score?.logits));
   },
   renderChat: (m) => model(m.model).renderChat(m.messages, m.addGenerationPrompt),
-  generate: (m) => started(m.gen, model(m.model).generate(m.prompt, m.options, m.state)),
-  generateChat: (m) => started(m.gen, model(m.model).generateChat(m.messages, m.options, m.state)),
+  generate: (m) => start(m, (raw) => raw.generate(m.prompt, m.options, m.state)),
+  generateChat: (m) => start(m, (raw) => raw.generateChat(m.messages, m.options, m.state)),
   disposeModel: (m) => model(m.model).dispose(),
 
   next: (m) => generation(m.gen).next(),
@@ -173,9 +189,22 @@ const OPS = {
     return new Promise(() => undefined);
   },
 
+  // A handle collected on the main thread can never be used again: free what it held now, rather
+  // than when this thread's collector (which sees no pressure from WASM memory) gets to it.
   drop: (m) => {
-    models.delete(m.model);
-    generations.delete(m.gen);
+    for (const [map, handle] of [
+      [models, m.model],
+      [generations, m.gen],
+    ]) {
+      if (handle === undefined) continue;
+      try {
+        map.get(handle)?.dispose();
+      } catch {
+        // already gone with a trapped instance
+      }
+      map.delete(handle);
+    }
+    failedStarts.delete(m.gen);
   },
 };
 
