@@ -196,9 +196,10 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       expect(result.generatedTokens - countAtAbort).toBeLessThanOrEqual(1);
     });
 
-    // Native only: there the prefill runs on a worker thread while JS waits, so the abort can
-    // arrive mid-prefill; a WASM step blocks the JS thread until it returns.
-    it.runIf(backend === 'native')('an abort during a long prefill ends it between prefill pieces, before any token', async () => {
+    // Natively and on the WASM worker the prefill runs on another thread while JS waits, so the
+    // abort arrives mid-prefill and the core stops between layers; WASM on the calling thread
+    // (PHOENIX_WASM_THREAD=main) blocks JS until the step returns.
+    it.runIf(backend === 'native' || (process.env.PHOENIX_WASM_THREAD ?? 'worker') === 'worker')('an abort during a long prefill ends it part-way, before any token', async () => {
       const controller = new AbortController();
       const ids = Array.from({ length: 100_000 }, (_, i) => 1 + (i % 1000));
       const stream = engine.stream(lite, { ids }, { maxTokens: 5, temperature: 0, signal: controller.signal });

@@ -115,15 +115,15 @@ describe.each(TEST_BACKENDS)('score on the %s binding', (backend) => {
     await expectCode(engine.score(model, { ids: [1, 2] }, { signal: 'stop' as unknown as AbortSignal }), 'E_INVALID_OPTION');
   });
 
-  it('a signal stops scoring: E_ABORTED before it starts, and natively between prefill pieces', async () => {
+  it('a signal stops scoring: E_ABORTED before it starts, and part-way (natively and on the WASM worker)', async () => {
     const { model, ids } = models[0] as (typeof models)[number];
     const long = Array.from({ length: 8192 }, (_, i) => ids[i % ids.length] as number);
     const controller = new AbortController();
     controller.abort();
     const before = await expectCode(engine.score(model, { ids: long }, { signal: controller.signal }), 'E_ABORTED');
     expect(before.message).toBe('score: cancelled after 0 of 8192 ids');
-    if (backend === 'native') {
-      // Aborted as the worker starts: it stops at the next piece, not after all 8192 ids.
+    if (backend === 'native' || (process.env.PHOENIX_WASM_THREAD ?? 'worker') === 'worker') {
+      // Aborted as the worker starts: it stops between two layers, not after all 8192 ids.
       const running = new AbortController();
       const scoring = engine.score(model, { ids: long }, { signal: running.signal });
       setImmediate(() => running.abort());

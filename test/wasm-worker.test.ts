@@ -57,6 +57,8 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
   let long: RawModel;
   /** A prompt whose prefill takes about TARGET_PREFILL_MS here. */
   let longIds: number[];
+  /** Its prefill time, estimated from the calibration (linear in the length: an underestimate). */
+  let longPrefillMs: number;
 
   beforeAll(async () => {
     requireBackend('wasm');
@@ -78,6 +80,7 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
       probe *= 2;
     }
     longIds = prompt(Math.min(room, Math.ceil((probe * TARGET_PREFILL_MS) / prefillMs)));
+    longPrefillMs = (prefillMs * longIds.length) / probe;
   });
 
   it('a long prefill leaves the event loop free: timers keep firing; info, stats and lost answer at once', async () => {
@@ -117,25 +120,46 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
     generation.dispose();
   });
 
-  it('an AbortSignal.timeout fires during the prefill and ends the generation at the next step', async () => {
+  it('an AbortSignal.timeout fired during the prefill stops it part-way (between two layers), before any token', async () => {
     const generation = long.generate({ ids: longIds }, { maxTokens: 50, temperature: 0 });
     const started = performance.now();
-    let firedAfter: number | null = null;
+    let firedAfter = NaN;
     const signal = AbortSignal.timeout(150);
     signal.addEventListener('abort', () => {
       firedAfter = performance.now() - started;
       generation.cancel();
     });
-    let finish: string | null | undefined;
-    for (let step = await generation.next(); step !== null; step = await generation.next()) finish = step.finishReason;
-    const { prefillMs, generatedTokens } = generation.stats();
-    expect(finish).toBe('abort');
+    const first = await generation.next();
+    const stoppedAfter = performance.now() - started;
+    const { generatedTokens } = generation.stats();
+    const measured = JSON.stringify({ LONG_MODEL, promptTokens: longIds.length, longPrefillMs, firedAfter, stoppedAfter });
+    expect(first?.finishReason, measured).toBe('abort');
+    expect(await generation.next()).toBeNull();
     // The timer ran on time, while the worker was still reading the prompt…
-    expect(firedAfter).not.toBeNull();
-    expect(firedAfter as unknown as number, `prefill ${prefillMs} ms`).toBeLessThan(prefillMs / 2);
-    // …and the cancel ended the generation at the first step boundary after it (the prefill's).
-    expect(generatedTokens).toBeLessThanOrEqual(1);
+    expect(firedAfter, measured).toBeLessThan(longPrefillMs / 2);
+    // …and the worker stopped the prefill within a layer's time, not at its end (the calibrated
+    // prompt is one or a few prefill pieces of the model's ~30 layers).
+    expect(stoppedAfter - firedAfter, measured).toBeLessThan(longPrefillMs / 3);
+    expect(generatedTokens).toBe(0);
+    // The generation still answers after the stop: its history is the prompt, nothing was sampled.
+    expect(generation.tokenIds()).toHaveLength(longIds.length);
     generation.dispose();
+  });
+
+  it('a CancelFlag set while score runs stops it part-way with E_ABORTED', async () => {
+    const flag = new binding.CancelFlag();
+    const started = performance.now();
+    const timer = setTimeout(() => flag.cancel(), 150);
+    const error = await rawFailure(() => long.score(longIds, {}, flag));
+    const stoppedAfter = performance.now() - started;
+    clearTimeout(timer);
+    const measured = JSON.stringify({ LONG_MODEL, ids: longIds.length, longPrefillMs, stoppedAfter, message: error.message });
+    expect(error.code, measured).toBe('E_ABORTED');
+    expect(error.message, measured).toMatch(new RegExp(`score: cancelled after \\d+ of ${longIds.length} ids`));
+    // Run to its end, scoring would take at least the prefill's time.
+    expect(stoppedAfter, measured).toBeLessThan(150 + longPrefillMs / 3);
+    // Not cancelled, the same model scores (the stopped call left nothing behind).
+    expect((await long.score(longIds.slice(0, 8), {}, new binding.CancelFlag())).tokenLogprobs).toHaveLength(7);
   });
 
   it('a generation started while another one\'s prefill runs does not wait for it; an error starting it comes from its first next()', async () => {

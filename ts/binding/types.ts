@@ -195,7 +195,10 @@ export interface RawScore {
 export interface RawGeneration {
   /** Runs the prefill on the first call, then one decode step per call. Resolves `null` once finished. */
   next(): Promise<RawStep | null>;
-  /** Ends the generation at the next step boundary (the next `next()` yields finishReason `abort`). */
+  /**
+   * Ends the generation: a running prefill stops between two layers (keeping the pieces fed before), a
+   * decode step at its end; the `next()` then yields finishReason `abort`.
+   */
   cancel(): void;
   /** The full recurrent state after every token consumed so far (prompt + generated). */
   exportState(): Uint8Array;
@@ -226,8 +229,8 @@ export interface RawModel {
   logits(ids: number[]): Promise<Float32Array>;
   /**
    * Log-probs, log-likelihood and perplexity of `ids` (fresh context), computed in the core;
-   * `E_ABORTED` once `cancel` is cancelled (natively checked between prefill pieces; on WASM, which
-   * runs the call on the calling thread, as it starts).
+   * `E_ABORTED` once `cancel` is cancelled: checked between the layers of each prefill piece (on WASM
+   * run on the calling thread, `PHOENIX_WASM_THREAD=main` or a browser, only as it starts).
    */
   score(ids: number[], options?: RawScoreOptions, cancel?: RawCancelFlag): Promise<RawScore>;
   /**

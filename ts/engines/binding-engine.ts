@@ -189,7 +189,7 @@ export abstract class BindingEngine implements InferenceEngine {
     const vocabSize = own.info.vocabSize;
     const prompt = toRawPrompt(input);
     const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
-    // The core checks the flag between prefill pieces: a long scoring stops within one piece.
+    // The core checks the flag between the layers of each prefill piece: a long scoring stops within a layer's time.
     const cancel = signal ? new (await this.binding()).binding.CancelFlag() : undefined;
     const onAbort = (): void => cancel?.cancel();
     if (signal?.aborted) onAbort();

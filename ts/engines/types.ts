@@ -147,7 +147,7 @@ export interface GenerationStream extends AsyncIterable<TokenChunk> {
 export interface ScoreOptions {
   /** Also return every position's logits (`ids.length × vocabSize` floats). Default false. */
   includeLogits?: boolean;
-  /** Stops the scoring (`E_ABORTED`) within one prefill piece of firing (on WASM: before it starts). */
+  /** Stops the scoring (`E_ABORTED`) within one layer's time of firing (the core checks between layers). */
   signal?: AbortSignal;
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod forward;
 pub mod gguf_config;
 pub mod granite;
+pub mod interrupt;
 pub mod llama;
 pub mod mamba;
 pub mod mamba2;

@@ -252,7 +252,7 @@ impl RawModel {
     }
 
     /// Per-token log-probs, log-likelihood, perplexity (and logits when asked), off the JS thread;
-    /// `E_ABORTED` once `cancel` is cancelled (checked between the model's prefill pieces).
+    /// `E_ABORTED` once `cancel` is cancelled (checked between the layers of each prefill piece).
     #[napi(ts_return_type = "Promise<RawScore>")]
     pub fn score(
         &self,
@@ -414,7 +414,8 @@ impl RawGeneration {
         AsyncTask::new(NextTask { generation: Arc::clone(&self.inner), memory: Arc::clone(&self.memory) })
     }
 
-    /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
+    /// Ends the generation: a running prefill stops between two layers, a decode step at its end (that
+    /// step reports finishReason `abort`).
     /// Never blocks, even while a step runs.
     #[napi]
     pub fn cancel(&self) {

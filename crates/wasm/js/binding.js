@@ -192,10 +192,13 @@ export function createBinding({ instantiate, fileReader }) {
 
   /** A fresh instance's record; `stopped` is the core's error if it stops the instance on purpose. */
   function record(core) {
-    const instance = { core, dead: null, stopped: null, number: ++started };
+    const instance = { core, dead: null, stopped: null, number: ++started, interrupt: null };
     core.onStop?.((report) => {
       instance.stopped = String(report);
     });
+    // Read between the layers of a prompt's forward: a flag another thread can set while the call
+    // runs here (node-worker.js's shared cells) stops it there.
+    core.setInterruptPoll?.(() => instance.interrupt?.cancelled === true);
     return instance;
   }
 
@@ -257,6 +260,18 @@ export function createBinding({ instantiate, fileReader }) {
     return result;
   }
 
+  /** `call` with `flag` (an object whose `cancelled` says stop, or undefined) read between layers. */
+  function interruptible(instance, flag, fn) {
+    return call(instance, () => {
+      instance.interrupt = flag ?? null;
+      try {
+        return fn();
+      } finally {
+        instance.interrupt = null;
+      }
+    });
+  }
+
   /** Freeing or cancelling a handle whose instance trapped: nothing is left to free or stop. */
   function release(instance, fn) {
     if (!instance.dead) call(instance, fn);
@@ -264,7 +279,8 @@ export function createBinding({ instantiate, fileReader }) {
 
   function wrapGeneration(instance, raw) {
     return {
-      next: () => yieldToEventLoop().then(() => call(instance, () => raw.next())),
+      // `interrupt`: a flag the caller may set while the step runs (see `interruptible`).
+      next: (interrupt) => yieldToEventLoop().then(() => interruptible(instance, interrupt, () => raw.next())),
       cancel: () => release(instance, () => raw.cancel()),
       exportState: () => call(instance, () => raw.exportState()),
       stats: () => call(instance, () => raw.stats()),
@@ -280,7 +296,8 @@ export function createBinding({ instantiate, fileReader }) {
       snapshotLength: (head) => call(instance, () => raw.snapshotLength(head)),
       detokenize: (ids, skipSpecialTokens) => call(instance, () => raw.detokenize(ids, skipSpecialTokens)),
       logits: (ids) => yieldToEventLoop().then(() => call(instance, () => raw.logits(ids))),
-      score: (ids, options, cancel) => yieldToEventLoop().then(() => call(instance, () => raw.score(ids, options, cancel?.cancelled === true))),
+      score: (ids, options, cancel) =>
+        yieldToEventLoop().then(() => interruptible(instance, cancel, () => raw.score(ids, options, cancel?.cancelled === true))),
       generate: (prompt, options, state) =>
         wrapGeneration(instance, call(instance, () => raw.generate(prompt, options, state ?? undefined))),
       renderChat: (messages, addGenerationPrompt) => call(instance, () => raw.renderChat(messages, addGenerationPrompt)),

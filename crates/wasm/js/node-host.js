@@ -11,8 +11,10 @@
  *   `exportState` waits for a running step) — except `generate` / `generateChat`, which, while the
  *   worker is busy, post the start and report its errors from the first `next()`.
  * - cancel() and dispose() are posted, never waited for; the worker runs them in order, before any
- *   later request. A running step does not see them (WASM memory is not shared): they take effect
- *   at the next step boundary, like a cancel on the main thread used to.
+ *   later request. A running step cannot see those messages, but each generation also has a shared
+ *   stop cell that cancel() and dispose() set at once: the core reads it between the layers of a
+ *   prompt's forward (binding.js's `interruptible`), so a prefill stops within a layer's time (the
+ *   state keeps the pieces fed before it). A decode step runs to its end, as natively.
  * - `info()`, a generation's `stats()` and `lost()` answer from what the worker sent with its last
  *   answers, so they never wait (stats change only through calls on the generation, and every
  *   answer to one carries them).
@@ -300,7 +302,7 @@ function marshalSource(source) {
   return { source: { files, isMap: source instanceof Map }, transfer };
 }
 
-/** A CancelFlag whose state the worker reads from shared memory when `score` starts. */
+/** A CancelFlag whose state the worker reads from shared memory as `score` runs (between layers). */
 export class CancelFlag {
   cell = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
 
@@ -318,6 +320,10 @@ const collected = new FinalizationRegistry(({ host, args }) => host.post('drop',
 
 function generationOf(host, model, op, args, transfer) {
   const gen = host.handle();
+  // Set on cancel / dispose: the worker reads it between the layers of this generation's prefill,
+  // which therefore stops within a layer's time instead of at the step's end.
+  const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  const stopNow = () => Atomics.store(stop, 0, 1);
   /** `stats()` as the worker last reported it: `{ value }` or `{ error }`. */
   let stats;
   const keep = (answer) => {
@@ -327,16 +333,19 @@ function generationOf(host, model, op, args, transfer) {
     // The worker is running a call (another generation's prefill, a load): waiting for it here
     // would hold this thread for seconds. The start is posted instead, ahead of this generation's
     // first `next()`; an error starting it (a bad state, a prompt past the context) comes from that.
-    host.post(op, { ...args, model, gen, deferred: true }, transfer);
+    host.post(op, { ...args, model, gen, stop, deferred: true }, transfer);
   } else {
-    host.call(op, { ...args, model, gen }, transfer, keep);
+    host.call(op, { ...args, model, gen, stop }, transfer, keep);
   }
   const lost = () => host.gone !== null || host.lost.has(model);
   const generation = {
     // The answer's callback refers to this handle: it cannot be collected (and dropped in the
     // worker) while its step is outstanding.
     next: () => host.request('next', { gen }, [], (answer) => keep(answer) ?? generation),
-    cancel: () => host.post('cancel', { gen }),
+    cancel: () => {
+      stopNow();
+      host.post('cancel', { gen });
+    },
     exportState: () => host.call('exportState', { gen }, [], keep),
     stats: () => {
       // A trapped instance answers with its error, which the worker words.
@@ -345,7 +354,10 @@ function generationOf(host, model, op, args, transfer) {
       return { ...stats.value };
     },
     tokenIds: () => host.call('tokenIds', { gen }),
-    dispose: () => host.post('disposeGeneration', { gen }),
+    dispose: () => {
+      stopNow();
+      host.post('disposeGeneration', { gen });
+    },
   };
   collected.register(generation, { host, args: { gen } });
   return generation;

@@ -84,6 +84,10 @@ function model(handle) {
   return models.get(handle);
 }
 
+/** Generation handle → its stop flag: a shared cell the main thread sets on cancel / dispose, read
+ * between the layers of the generation's prefill (binding.js's `interruptible`). */
+const stops = new Map();
+
 /** Generations whose posted (deferred) start failed: handle → the error, thrown by every later call. */
 const failedStarts = new Map();
 
@@ -111,7 +115,8 @@ class Moving {
 }
 const moving = (value, transfer) => new Moving(value, transfer);
 
-/** The `score` cancel flag: a shared cell the main thread's CancelFlag sets, or a snapshot. */
+/** A cancel flag as binding.js reads it: a shared cell the main thread sets (a CancelFlag's, a
+ * generation's stop cell), or a snapshot. */
 function cancelFlag(cell) {
   if (cell === undefined) return undefined;
   return {
@@ -138,6 +143,7 @@ function started(handle, raw) {
 
 /** Starts a generation; a deferred start (nothing waits for it) keeps its error for the calls that follow. */
 function start(m, begin) {
+  if (m.stop !== undefined) stops.set(m.gen, cancelFlag(m.stop));
   try {
     return started(m.gen, begin(model(m.model)));
   } catch (error) {
@@ -170,7 +176,7 @@ const OPS = {
   generateChat: (m) => start(m, (raw) => raw.generateChat(m.messages, m.options, m.state)),
   disposeModel: (m) => model(m.model).dispose(),
 
-  next: (m) => generation(m.gen).next(),
+  next: (m) => generation(m.gen).next(stops.get(m.gen)),
   cancel: (m) => generation(m.gen).cancel(),
   exportState: (m) => {
     const state = generation(m.gen).exportState();
@@ -178,7 +184,10 @@ const OPS = {
   },
   stats: (m) => generation(m.gen).stats(),
   tokenIds: (m) => generation(m.gen).tokenIds(),
-  disposeGeneration: (m) => generation(m.gen).dispose(),
+  disposeGeneration: (m) => {
+    stops.delete(m.gen);
+    return generation(m.gen).dispose();
+  },
 
   // Test hook, injectFault('worker-exit' | 'worker-throw'): this thread ends as a crash would end it.
   crash: (m) => {
@@ -205,6 +214,7 @@ const OPS = {
       map.delete(handle);
     }
     failedStarts.delete(m.gen);
+    stops.delete(m.gen);
   },
 };
 

@@ -89,6 +89,26 @@ pub fn on_stop(listener: js_sys::Function) {
     });
 }
 
+thread_local! {
+    static INTERRUPT_POLL: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+}
+
+/// `setInterruptPoll(() => boolean)`: consulted between the layers of a prompt's forward (a
+/// generation's prefill, `score`); `true` stops it there as a cancel would. A running call cannot
+/// see a cancel made on its generation meanwhile (this instance's memory is not shared), but the
+/// poll can read a flag another thread writes (a SharedArrayBuffer cell).
+#[wasm_bindgen(js_name = setInterruptPoll)]
+pub fn set_interrupt_poll(poll: js_sys::Function) {
+    INTERRUPT_POLL.with(|p| *p.borrow_mut() = Some(poll));
+    phoenix_core::models::interrupt::set_host_poll(host_interrupt);
+}
+
+/// The host poll: a poll that throws counts as "go on".
+fn host_interrupt() -> bool {
+    INTERRUPT_POLL
+        .with(|p| p.borrow().as_ref().is_some_and(|poll| poll.call0(&JsValue::NULL).is_ok_and(|v| v.is_truthy())))
+}
+
 // ------------------------------------------------------------------------------------ module fns
 
 /// Deliberately fails inside WASM, for the tests of the JS layer's recovery: `"panic"` panics in
@@ -215,7 +235,7 @@ impl RawModel {
             guarded(|| {
                 let ids = js_numbers::ids_from_numbers("score", &ids)?;
                 let options = convert::score_options_from_js(options)?;
-                convert::score_to_js(model.score_cancellable(&ids, options, &AtomicBool::new(cancelled))?)
+                convert::score_to_js(model.score_cancellable(&ids, options, &Arc::new(AtomicBool::new(cancelled)))?)
             })
         }))
     }
@@ -315,7 +335,9 @@ impl RawGeneration {
         settled(self.with_inner(|g| g.next_step().and_then(convert::step_to_js)))
     }
 
-    /// Ends the generation at the next step boundary (that step reports finishReason `abort`).
+    /// Ends the generation at the next step boundary (that step reports finishReason `abort`). A call
+    /// cannot run while `next()` runs on this instance: to stop a running prefill, the host sets the
+    /// flag its interrupt poll reads (`setInterruptPoll`).
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
     }

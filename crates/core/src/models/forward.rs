@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use web_time::{Duration, Instant};
 
+use super::interrupt;
 use crate::error::{invalid_option, state_mismatch, Result};
 use crate::model::{LogitsWanted, ModelState};
 use crate::ops::{activation_scope, with_activation_scope};
@@ -55,6 +56,8 @@ pub(crate) fn check_context(held: u64, new: usize, limit: usize) -> Result<()> {
 /// Feeds `ids` to `run` in pieces of at most `chunk` tokens and returns the logits `which` asks for
 /// (`vocab_size` per row). `run(piece, head, logits)` advances the state by the piece and appends
 /// the head's rows when `head` is set: on every piece for `All`, on the last one only for `Last`.
+/// The caller's stop function ([`interrupt::with_stop`]) goes with the work when `ids` holds more
+/// than one token; a one-token step is never stopped part-way (see [`interrupt`]).
 pub(crate) fn in_pieces(
     ids: &[u32],
     chunk: usize,
@@ -62,16 +65,19 @@ pub(crate) fn in_pieces(
     vocab_size: usize,
     mut run: impl FnMut(&[u32], Option<LogitsWanted>, &mut Vec<f32>) -> Result<()> + Send,
 ) -> Result<Vec<f32>> {
+    let stop = if ids.len() > 1 { interrupt::current() } else { None };
     on_pool(|| {
-        let all = which == LogitsWanted::All;
-        let rows = if all { ids.len() } else { 1 };
-        let mut logits = Vec::with_capacity(rows.saturating_mul(vocab_size));
-        let pieces = ids.len().div_ceil(chunk);
-        for (i, piece) in ids.chunks(chunk).enumerate() {
-            let head = if all || i + 1 == pieces { Some(which) } else { None };
-            run(piece, head, &mut logits)?;
-        }
-        Ok(logits)
+        interrupt::with_stop(stop, || {
+            let all = which == LogitsWanted::All;
+            let rows = if all { ids.len() } else { 1 };
+            let mut logits = Vec::with_capacity(rows.saturating_mul(vocab_size));
+            let pieces = ids.len().div_ceil(chunk);
+            for (i, piece) in ids.chunks(chunk).enumerate() {
+                let head = if all || i + 1 == pieces { Some(which) } else { None };
+                run(piece, head, &mut logits)?;
+            }
+            Ok(logits)
+        })
     })
 }
 

@@ -22,6 +22,7 @@ use crate::error::{bad_config, bad_weights, state_mismatch, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
+use crate::models::interrupt;
 use crate::models::llama::weights::{load_attention, load_fused_mlp, AttentionDims};
 use crate::models::mamba2::mixer::{Mamba2Mixer, MAX_SSD_CHUNK};
 use crate::models::reader::TensorReader;
@@ -259,6 +260,7 @@ impl GraniteHybridModel {
             x = x.affine(self.cfg.embedding_multiplier as f64, 0.0)?;
         }
         for (block, state) in self.layers.iter().zip(layers.iter_mut()) {
+            interrupt::check()?;
             let h = block.input_norm.forward(&x)?;
             let h = match (&block.mixer, state) {
                 (Mixer::Mamba(m), LayerState::Mamba(s)) => m.forward(&h, s)?,

@@ -21,6 +21,7 @@ use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
+use crate::models::interrupt;
 use crate::nn::kv_cache::KvDtype;
 use weights::Weights;
 
@@ -130,6 +131,7 @@ impl LlamaModel {
         let rope = self.cfg.rope.tables(st.tokens(), ids.len())?;
         let mut x: Tensor = self.w.embedding.forward(ids, &self.device)?;
         for (layer, cache) in self.w.layers.iter().zip(st.caches.iter_mut()) {
+            interrupt::check()?;
             x = layer.attention.forward_add(&layer.input_norm.forward(&x)?, Some(&rope), cache, x)?;
             x = layer.mlp.forward_add(&layer.post_norm.forward(&x)?, x)?;
         }

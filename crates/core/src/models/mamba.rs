@@ -14,6 +14,7 @@ use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_ids, in_pieces, own_state};
+use crate::models::interrupt;
 use crate::nn::scan::ScanOperands;
 use crate::nn::GroupRmsNorm;
 use state::LayerState;
@@ -122,6 +123,7 @@ impl MambaModel {
     ) -> Result<()> {
         let mut residual = self.w.embedding.forward(ids, &self.device)?;
         for (layer, state) in self.w.layers.iter().zip(st.layers.iter_mut()) {
+            interrupt::check()?;
             residual = self.mixer(layer, residual, state)?;
         }
         let l = ids.len();
@@ -176,10 +178,16 @@ impl LanguageModel for MambaModel {
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         check_ids(ids, self.cfg.vocab_size)?;
         let st = own_state(state, "Mamba", |s: &MambaState| s.shape(), self.state_shape())?;
+        // Layer states are immutable tensors: keeping the call's start costs a reference each.
+        let start = (st.layers.clone(), st.tokens);
         let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
             self.run_chunk(piece, st, head, logits)?;
             st.tokens = st.tokens.saturating_add(piece.len() as u64);
             Ok(())
+        })
+        .inspect_err(|_| {
+            // A failure or a stop part-way (`interrupt`) must not leave layers out of step.
+            (st.layers, st.tokens) = start;
         })?;
         if ids.len() > 1 {
             // The states are views into the prefill's large packed outputs: keep only the states.

@@ -21,6 +21,7 @@ use crate::error::{bad_config, bad_weights, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
 use crate::models::forward::{check_ids, in_pieces, own_state};
+use crate::models::interrupt;
 use crate::models::mamba::weights::Reader;
 use crate::nn::{Embedding, Linear, RmsNorm};
 use mixer::Mamba2Mixer;
@@ -185,6 +186,7 @@ impl Mamba2Model {
         };
         let last = self.layers.len().saturating_sub(1);
         for (i, (block, state)) in self.layers.iter().zip(layers.iter_mut()).enumerate() {
+            interrupt::check()?;
             residual = if i == last && keep < ids.len() {
                 block.mixer.add_into_last(&block.norm.forward(&residual)?, &residual, state, keep)?
             } else {
@@ -222,10 +224,19 @@ impl LanguageModel for Mamba2Model {
     fn forward(&self, ids: &[u32], state: &mut dyn ModelState, which: LogitsWanted) -> Result<Vec<f32>> {
         check_ids(ids, self.cfg.vocab_size)?;
         let st = own_state(state, "Mamba-2", |s: &Mamba2State| s.shape(), self.state_shape())?;
+        // A prompt keeps the call's start, to go back to when it fails or is stopped part-way
+        // (`interrupt`): sharing the layer states makes its first piece's scan write new ones
+        // instead of updating them in place. A decode step updates in place and is never stopped.
+        let start = (ids.len() > 1).then(|| (st.layers.clone(), st.tokens));
         let logits = in_pieces(ids, PREFILL_CHUNK, which, self.cfg.vocab_size, |piece, head, logits| {
             self.run_chunk(piece, &mut st.layers, head, logits)?;
             st.tokens = st.tokens.saturating_add(piece.len() as u64);
             Ok(())
+        })
+        .inspect_err(|_| {
+            if let Some(start) = start {
+                (st.layers, st.tokens) = start;
+            }
         })?;
         if ids.len() > 1 {
             for layer in &mut st.layers {

@@ -2,7 +2,7 @@
 //!
 //! Feeding is lazy: the model state always holds every history token except the last (see
 //! [`super::snapshot`]). A step feeds what is pending — the whole prompt minus its last token as
-//! a prefill (in the model's own pieces, checking for cancellation between them), then the last
+//! a prefill (in the model's own pieces, checking for cancellation between their layers), then the last
 //! token as a one-token call — samples, and appends the sample to the history unfed. A fresh run,
 //! a run restored from a snapshot and a run that continues a snapshot with more prompt therefore go
 //! through the same calls and give the same tokens. On quantized weights the first step's one-token
@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::{finite, handles, snapshot, LoadedModel, Prompt};
-use crate::error::{invalid_option, state_mismatch, tokenizer_error, PhoenixError, Result};
+use crate::error::{invalid_option, state_mismatch, tokenizer_error, ErrorCode, PhoenixError, Result};
 use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
 use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
 use crate::model::{LogitsWanted, ModelState};
+use crate::models::interrupt::{with_stop, StopFn};
 use crate::ops::{with_exact_activations, with_int8_prompts};
 use crate::tokenizer::Tokenizer;
 
@@ -47,7 +48,7 @@ pub struct DisposeHandle {
 }
 
 impl DisposeHandle {
-    /// Cancels the running step (a prefill stops at its next piece) and marks the generation for
+    /// Cancels the running step (a prefill stops at its next layer) and marks the generation for
     /// disposal when that step ends.
     pub fn request(&self) {
         self.dispose.store(true, Ordering::Relaxed);
@@ -340,7 +341,7 @@ impl Generation {
         let prompt_pending = first && (self.stats.prompt_tokens > 0 || self.pending_is_prompt);
         let started = now_ms();
         let Some(mut logits) = self.feed_pending(prompt_pending)? else {
-            // Cancelled between prefill pieces: the state holds the prompt up to `fed` (an export
+            // Cancelled during the prefill: the state holds the prompt up to `fed` (an export
             // saves that much, without reading the rest), nothing was sampled.
             self.stats.prefill_ms += now_ms() - started;
             let text = self.flush()?.0;
@@ -382,7 +383,7 @@ impl Generation {
     }
 
     /// Feeds every unfed history token and returns the logits after the last; `None` when cancelled
-    /// between prefill pieces (`fed` says how far it got). The last token goes through the prefill
+    /// during the prefill (`fed` says how far it got: the pieces fed whole). The last token goes through the prefill
     /// with the rest: fed alone as a decode step it cost one more pass over every weight (~2-3 % of a
     /// 512-token Mamba-130M prefill). The piece holding it runs with f32 activations when `exact_last`
     /// (a prompt token picking the generation's first token, see `with_exact_activations`).
@@ -400,20 +401,36 @@ impl Generation {
 
     /// Feeds history tokens `fed..upto` in the model's prefill pieces (same results as one call) and
     /// returns the logits after the last piece, computed with f32 activations when `exact_last`;
-    /// `None` when there was nothing to feed, or when `cancellable` and a cancel came between pieces.
+    /// `None` when there was nothing to feed, or when `cancellable` and a cancel came — between
+    /// pieces, or between the layers of a piece of several tokens, which the model then takes back
+    /// (see `models::interrupt`): either way `fed` counts what the state holds.
     fn feed_to(&mut self, upto: usize, cancellable: bool, exact_last: bool) -> Result<Option<Vec<f32>>> {
         if self.fed >= upto {
             return Ok(None);
         }
         let model = Arc::clone(self.model.as_ref().ok_or_else(released)?);
         let piece = model.model().prefill_chunk().max(1);
+        let stop: Option<StopFn> = cancellable.then(|| {
+            let cancel = Arc::clone(&self.cancel);
+            Arc::new(move || cancel.load(Ordering::Relaxed)) as StopFn
+        });
         loop {
             let end = upto.min(self.fed.saturating_add(piece));
             let ids = &self.history[self.fed..end];
             let state = self.state.as_deref_mut().ok_or_else(handles::disposed_generation)?;
-            let mut feed = || model.model().forward(ids, state, LogitsWanted::Last);
+            let mut feed = || with_stop(stop.clone(), || model.model().forward(ids, state, LogitsWanted::Last));
             let mut scoped = || if exact_last && end == upto { with_exact_activations(&mut feed) } else { feed() };
-            let logits = if self.int8_prompt { with_int8_prompts(&mut scoped) } else { scoped() }?;
+            let logits = match if self.int8_prompt { with_int8_prompts(&mut scoped) } else { scoped() } {
+                Ok(logits) => logits,
+                Err(e) if cancellable && e.code == ErrorCode::Aborted => {
+                    // Stopped between layers (by our flag, or on WASM the host's): the state is as
+                    // it was before this piece. The flag is set for the host's stop too, so later
+                    // steps see the cancel.
+                    self.cancel.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             self.fed = end;
             if end == upto {
                 return Ok(Some(logits));
@@ -458,7 +475,8 @@ impl Generation {
         self.tokenizer = None;
     }
 
-    /// Ends the generation at the next step boundary (that step reports `abort`). Thread-safe.
+    /// Ends the generation: a running prefill stops at its next layer, a decode step at its end
+    /// (that step reports `abort`). Thread-safe.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
     }

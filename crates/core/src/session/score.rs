@@ -6,12 +6,14 @@
 //! `exp` and the sum in f64), and the log-likelihood is an f64 sum.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::{finite, LoadedModel, MAX_LOGITS_VALUES};
-use crate::error::{aborted, invalid_option, Result};
+use crate::error::{aborted, invalid_option, ErrorCode, Result};
 use crate::model::LogitsWanted;
+use crate::models::interrupt::{with_stop, StopFn};
 
 /// Options of [`LoadedModel::score`] (a binding's `{ includeLogits? }`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -46,12 +48,13 @@ impl LoadedModel {
     /// with `include_logits`, more than [`MAX_LOGITS_VALUES`] logits → `E_INVALID_OPTION`; a
     /// non-finite logit → `E_BAD_WEIGHTS`. Without logits, memory stays bounded by one prefill piece.
     pub fn score(&self, ids: &[u32], options: ScoreOptions) -> Result<Score> {
-        self.score_cancellable(ids, options, &AtomicBool::new(false))
+        self.score_cancellable(ids, options, &Arc::new(AtomicBool::new(false)))
     }
 
     /// [`Self::score`] that ends with `E_ABORTED` once `cancel` is set: checked before each of the
-    /// model's prefill pieces, so a cancel takes effect within one piece's time.
-    pub fn score_cancellable(&self, ids: &[u32], options: ScoreOptions, cancel: &AtomicBool) -> Result<Score> {
+    /// model's prefill pieces and between the layers of a piece (`models::interrupt`), so a cancel
+    /// takes effect within one layer's time.
+    pub fn score_cancellable(&self, ids: &[u32], options: ScoreOptions, cancel: &Arc<AtomicBool>) -> Result<Score> {
         if ids.is_empty() {
             return Err(invalid_option("score: `ids` is empty"));
         }
@@ -74,7 +77,14 @@ impl LoadedModel {
             if cancel.load(Ordering::Relaxed) {
                 return Err(aborted(format!("score: cancelled after {start} of {} ids", ids.len())));
             }
-            let rows = self.model.forward(chunk, state.as_mut(), LogitsWanted::All)?;
+            let flag = Arc::clone(cancel);
+            let stop: StopFn = Arc::new(move || flag.load(Ordering::Relaxed));
+            let rows = with_stop(Some(stop), || self.model.forward(chunk, state.as_mut(), LogitsWanted::All)).map_err(
+                |e| match e.code {
+                    ErrorCode::Aborted => aborted(format!("score: cancelled after {start} of {} ids", ids.len())),
+                    _ => e,
+                },
+            )?;
             finite::check_rows(&rows, vocab, start, ids.len())?;
             let scored: Vec<(u32, Option<f64>)> = rows
                 .par_chunks(vocab)

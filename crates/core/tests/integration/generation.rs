@@ -536,6 +536,43 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_exports_what_was_read()
     assert_eq!(ids_of(&run_all(&mut { rest })), whole);
 }
 
+/// A cancel that comes while a piece runs stops it at its next layer (`models::interrupt`): the piece
+/// is given up, not finished, and the state holds the pieces before it.
+#[test]
+fn cancel_during_a_prefill_piece_stops_it_and_keeps_the_pieces_before() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let cancel: Arc<std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>> = Arc::default();
+    let (seen, flag) = (Arc::clone(&calls), Arc::clone(&cancel));
+    // Cancels from inside the second prefill piece, before its first layer.
+    let model = ToyModel::new(4096, 2, vec![])
+        .with_prefill_chunk(100, move |n| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(n);
+            if seen.len() == 2 {
+                flag.get().unwrap().store(true, Ordering::Relaxed);
+            }
+        })
+        .with_layer_check();
+    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
+    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
+    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
+    cancel.set(g.cancel_handle()).unwrap();
+    let step = g.next_step().unwrap().unwrap();
+    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    assert_eq!(*calls.lock().unwrap(), vec![100, 100], "the second piece was started, then stopped");
+    assert!(g.next_step().unwrap().is_none());
+    let state = g.export_state().unwrap();
+    let read = toy(4096, 2, vec![], false).generate(Prompt::Ids(prompt[..101].to_vec()), greedy(5), None).unwrap();
+    assert_eq!(state, { read }.export_state().unwrap(), "the state holds the first piece and the pending token");
+    let whole = ids_of(&run_all(
+        &mut toy(4096, 2, vec![], false).generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap(),
+    ));
+    let rest = m.generate(Prompt::Ids(prompt[101..].to_vec()), greedy(5), Some(&state)).unwrap();
+    assert_eq!(ids_of(&run_all(&mut { rest })), whole);
+}
+
 #[test]
 fn dispose_frees_the_state_at_once_and_later_steps_and_exports_fail() {
     let m = toy(4096, 2, vec![], false);

@@ -23,6 +23,7 @@ mod gguf_tokenizer_llamacpp;
 mod granite_reference;
 mod half_weights;
 mod hostile_session;
+mod interrupted_forward;
 mod kv_cache_dtype;
 mod llama_bad_models;
 mod llama_reference;

@@ -13,6 +13,8 @@ pub struct ToyModel {
     chunk: Option<usize>,
     /// Called with the length of every forward call (to observe or interfere with feeding).
     on_forward: Option<Box<dyn Fn(usize) + Send + Sync>>,
+    /// Calls `interrupt::check` after `on_forward`, as a real family does before its first layer.
+    layer_check: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,7 @@ impl ToyModel {
             },
             chunk: None,
             on_forward: None,
+            layer_check: false,
         }
     }
 
@@ -65,6 +68,16 @@ impl ToyModel {
     pub fn with_prefill_chunk(mut self, chunk: usize, on_forward: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.chunk = Some(chunk);
         self.on_forward = Some(Box::new(on_forward));
+        self
+    }
+}
+
+impl ToyModel {
+    /// Checks for a stop (`models::interrupt::check`) at the start of every forward of several
+    /// tokens, after `on_forward`: a stop there fails the call with the state untouched.
+    #[allow(dead_code)] // used by some test files only
+    pub fn with_layer_check(mut self) -> Self {
+        self.layer_check = true;
         self
     }
 }
@@ -91,6 +104,9 @@ impl LanguageModel for ToyModel {
         assert!(!ids.is_empty(), "forward with no ids");
         if let Some(hook) = &self.on_forward {
             hook(ids.len());
+        }
+        if self.layer_check && ids.len() > 1 {
+            phoenix_core::models::interrupt::check()?;
         }
         let s = state.as_any_mut().downcast_mut::<ToyState>().expect("toy state");
         let v = self.info.vocab_size;
