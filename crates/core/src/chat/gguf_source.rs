@@ -10,12 +10,16 @@ use crate::loader::GgufFile;
 
 const TEMPLATE_KEY: &str = "tokenizer.chat_template";
 
-/// `Ok(None)` when the header has no template; a template that is not a string or does not
-/// compile → `E_BAD_CONFIG` naming the file and key.
+/// `Ok(None)` when the header has no template; a template that is not a string, not UTF-8 or does
+/// not compile → `E_BAD_CONFIG` naming the file and key.
 pub fn load(gguf: &GgufFile) -> Result<Option<ChatTemplate>> {
     let origin = format!("{} ({TEMPLATE_KEY})", gguf.label);
     let source = match gguf.metadata.get(TEMPLATE_KEY) {
         None => return Ok(None),
+        // The reader replaced bytes that are not UTF-8: that is not the template the file's author wrote.
+        Some(Value::String(_)) if gguf.facts.non_utf8_keys.contains(TEMPLATE_KEY) => {
+            return Err(bad_config(format!("{origin}: is not valid UTF-8 (corrupt)")))
+        }
         Some(Value::String(s)) => s,
         Some(_) => return Err(bad_config(format!("{origin}: must be a string"))),
     };

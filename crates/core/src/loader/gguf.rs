@@ -203,5 +203,17 @@ pub fn gguf_tokenizer(files: &ModelFiles, gguf: &GgufFile) -> Result<Tokenizer> 
             .map_err(|e| tokenizer_error(format!("{shown}: cannot read tokenizer: {}", e.message)))?;
         return Tokenizer::from_bytes_named(&bytes, shown);
     }
+    // A token or merge altered by the reader (invalid UTF-8 → U+FFFD) would tokenize wrongly, or
+    // make two tokens one, without a word: the vocabulary must be the file's exact text.
+    let mut altered: Vec<&String> =
+        gguf.facts.non_utf8_keys.iter().filter(|k| k.starts_with("tokenizer.ggml.")).collect();
+    altered.sort();
+    if let Some(key) = altered.first() {
+        return Err(tokenizer_error(format!(
+            "{}: metadata `{}` holds text that is not valid UTF-8 (corrupt)",
+            gguf.label,
+            crate::loader::shown::shown_name(key)
+        )));
+    }
     crate::tokenizer::tokenizer_from_gguf(&gguf.metadata, &gguf.label)
 }

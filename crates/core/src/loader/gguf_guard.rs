@@ -47,6 +47,10 @@ pub struct HeaderFacts {
     /// Byte where tensor data starts (the header's end rounded up to `alignment`).
     pub data_start: u64,
     pub tensors: Vec<TensorEntry>,
+    /// Metadata keys with a string value (or array element) that is not UTF-8, which GGUF strings
+    /// must be. candle's reader replaces such bytes with U+FFFD: the users of a key whose text must
+    /// be exact (the vocabulary, the chat template) refuse it instead of running on altered text.
+    pub non_utf8_keys: HashSet<String>,
 }
 
 /// ggml's name of tensor type `id` (`None` for ids ggml does not define).
@@ -110,7 +114,7 @@ fn type_is_held(id: u32) -> bool {
 
 /// Checks the header of GGUF file `bytes` (named `label` in messages).
 pub fn check_header(bytes: &[u8], label: &str) -> Result<HeaderFacts> {
-    let mut r = Reader { bytes, at: 0, label, values: 0, string_bytes: 0 };
+    let mut r = Reader { bytes, at: 0, label, values: 0, string_bytes: 0, non_utf8_keys: HashSet::new() };
     let magic = r.take(4, "magic")?;
     if magic != GGUF_MAGIC {
         return Err(bad_weights(format!("{label}: not a GGUF file (wrong magic bytes)")));
@@ -180,7 +184,8 @@ pub fn check_header(bytes: &[u8], label: &str) -> Result<HeaderFacts> {
         ranges.push(check_tensor(t, alignment, data_start, file_len, label)?);
     }
     check_disjoint(&tensors, ranges, label)?;
-    Ok(HeaderFacts { version, alignment, data_start, tensors })
+    let non_utf8_keys = r.non_utf8_keys;
+    Ok(HeaderFacts { version, alignment, data_start, tensors, non_utf8_keys })
 }
 
 /// A tensor's type is one this build holds, its rows are whole blocks of that type, its offset is
@@ -282,6 +287,7 @@ struct Reader<'a> {
     label: &'a str,
     values: u64,
     string_bytes: u64,
+    non_utf8_keys: HashSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -349,7 +355,10 @@ impl<'a> Reader<'a> {
         match value_type {
             8 => {
                 let len = self.string_len("metadata string")?;
-                self.take(len as usize, "metadata string")?;
+                let text = self.take(len as usize, "metadata string")?;
+                if std::str::from_utf8(text).is_err() && !self.non_utf8_keys.contains(key) {
+                    self.non_utf8_keys.insert(key.to_string());
+                }
                 Ok(())
             }
             9 => {

@@ -151,21 +151,68 @@ fn files_beside_a_linked_gguf_still_may_not_leave_its_folder() {
 /// `bytes` (a GGUF file) with metadata `key` = string `value` added (padded with spaces so the tensor
 /// data keeps its alignment).
 fn with_string_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
-    let mut value = value.to_string();
+    with_string_metadata_bytes(bytes, key, value.as_bytes())
+}
+
+/// [`with_string_metadata`] with the string's raw bytes (which GGUF says are UTF-8).
+fn with_string_metadata_bytes(bytes: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
+    let mut value = value.to_vec();
     while !(8 + key.len() + 4 + 8 + value.len()).is_multiple_of(32) {
-        value.push(' ');
+        value.push(b' ');
     }
     let mut entry = (key.len() as u64).to_le_bytes().to_vec();
     entry.extend(key.as_bytes());
     entry.extend(8u32.to_le_bytes());
     entry.extend((value.len() as u64).to_le_bytes());
-    entry.extend(value.as_bytes());
+    entry.extend(&value);
     let kv_count = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
     let mut out = bytes[..16].to_vec();
     out.extend((kv_count + 1).to_le_bytes());
     out.extend(entry);
     out.extend(&bytes[24..]);
     out
+}
+
+#[test]
+fn a_chat_template_that_is_not_utf8_disables_chat_with_a_typed_error() {
+    // candle's reader turns bytes that are not UTF-8 into U+FFFD: rendering that would be a template
+    // nobody wrote. The model still loads and runs; chat says why it cannot.
+    let mut template = b"{% for m in messages %}{{ m.content }}".to_vec();
+    template.extend([0xFF, 0xFE]);
+    template.extend(b"{% endfor %}");
+    let bytes = with_string_metadata_bytes(&std::fs::read(FIXTURE).unwrap(), "tokenizer.chat_template", &template);
+    let facts = check_header(&bytes, "t.gguf").unwrap();
+    assert_eq!(facts.non_utf8_keys.iter().collect::<Vec<_>>(), ["tokenizer.chat_template"]);
+    let dir = scratch("template-not-utf8");
+    let model = dir.join("template-not-utf8.gguf");
+    std::fs::write(&model, bytes).unwrap();
+    let loaded = phoenix_core::session::LoadedModel::load(&model).expect("the model loads");
+    assert!(!loaded.info().has_chat_template);
+    let messages = [phoenix_core::chat::ChatMessage::new("user", "Hi")];
+    let e = loaded.chat_prompt(&messages, true).expect_err("no chat on an altered template");
+    assert_eq!(e.code, ErrorCode::BadConfig, "{}", e.message);
+    assert!(e.message.contains("tokenizer.chat_template") && e.message.contains("not valid UTF-8"), "{}", e.message);
+    let direct = phoenix_core::session::LoadedModel::load(std::path::Path::new(FIXTURE)).unwrap();
+    assert_eq!(loaded.logits(&[1, 5, 9]).unwrap(), direct.logits(&[1, 5, 9]).unwrap());
+    // A clean header has no such key.
+    assert!(check_header(&std::fs::read(FIXTURE).unwrap(), "t.gguf").unwrap().non_utf8_keys.is_empty());
+}
+
+#[test]
+fn a_vocabulary_token_that_is_not_utf8_is_a_typed_tokenizer_error() {
+    // Token 2 of the fixture's vocabulary is "!": one byte 0xFF in its place would be read as U+FFFD,
+    // a different token that tokenizes other text, without a word.
+    let mut bytes = std::fs::read(FIXTURE).unwrap();
+    let key = bytes.windows(21).position(|w| w == b"tokenizer.ggml.tokens").unwrap();
+    let bang = key + bytes[key..].windows(9).position(|w| w == b"\x01\0\0\0\0\0\0\0!").unwrap() + 8;
+    bytes[bang] = 0xFF;
+    let dir = scratch("token-not-utf8");
+    let model = dir.join("token-not-utf8.gguf");
+    std::fs::write(&model, bytes).unwrap();
+    let e = phoenix_core::session::LoadedModel::load(&model).err().expect("refused");
+    assert_eq!(e.code, ErrorCode::Tokenizer, "{}", e.message);
+    assert!(e.message.contains("`tokenizer.ggml.tokens`") && e.message.contains("not valid UTF-8"), "{}", e.message);
+    assert!(e.message.contains("token-not-utf8.gguf"), "{}", e.message);
 }
 
 #[test]
