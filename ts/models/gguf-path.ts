@@ -1,6 +1,7 @@
 /**
  * A `.gguf` file is a model by itself (llama.cpp's single-file format): named by its path, or lying
- * loose in the models dir. Its files — the GGUF, and a tokenizer.json beside it if any — are named
+ * loose in the models dir. Its files — the GGUF, and a tokenizer.json beside it if any (only when no
+ * other `.gguf` shares the folder) — are named
  * by the core relative to the folder holding it; these helpers give that folder.
  */
 import path from 'node:path';

@@ -135,8 +135,32 @@ pub struct ModelFiles {
     source: Source,
     /// The `.gguf` file named as the model (a path to the file), inside the source's folder.
     gguf: Option<String>,
+    /// That file shares its folder with other `.gguf` files (loose ones in a models dir): the
+    /// folder is not its own, so nothing beside it (a `tokenizer.json`, a chat template) is its.
+    shares_folder: bool,
     /// That file's header once read: config, tensors and tokenizer are read from one parse.
     pub(super) parsed_gguf: std::sync::OnceLock<Arc<super::GgufFile>>,
+}
+
+/// Whether folder `dir` holds a `.gguf` entry other than `name` (looking at a bounded number of
+/// entries: a folder with more is treated as shared).
+fn another_gguf_in(dir: &Path, name: &str) -> bool {
+    const MAX_ENTRIES: usize = 100_000;
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let mut seen = 0usize;
+    for entry in entries {
+        seen += 1;
+        if seen > MAX_ENTRIES {
+            return true;
+        }
+        let Ok(entry) = entry else { continue };
+        // A folder named `x.gguf` is not a model file (as in `gguf_file`).
+        let Ok(other) = entry.file_name().into_string() else { continue };
+        if other != name && is_gguf_name(&other) && !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether `name` is a GGUF file name (`*.gguf`, any case).
@@ -171,6 +195,7 @@ impl ModelFiles {
                     _ => PathBuf::from("."),
                 };
                 let mut files = Self::from_dir(&parent)?;
+                files.shares_folder = another_gguf_in(&parent, name);
                 files.gguf = Some(name.to_string());
                 return Ok(files);
             }
@@ -195,6 +220,7 @@ impl ModelFiles {
         Ok(Self {
             source: Source::Dir { dir: dir.to_path_buf(), roots, map: true },
             gguf: None,
+            shares_folder: false,
             parsed_gguf: Default::default(),
         })
     }
@@ -222,6 +248,7 @@ impl ModelFiles {
         Self {
             source: Source::Memory { files, refused, root: root.filter(|r| !r.is_empty()) },
             gguf: None,
+            shares_folder: false,
             parsed_gguf: Default::default(),
         }
     }
@@ -289,6 +316,10 @@ impl ModelFiles {
     /// wrong with a FIFO or a folder, instead of calling it absent).
     pub fn has(&self, file: &str) -> bool {
         if plain_file_name(file).is_err() {
+            return false;
+        }
+        if self.shares_folder && self.gguf.as_deref() != Some(file) {
+            // A stray tokenizer.json among loose GGUFs would silently retokenize every one of them.
             return false;
         }
         match &self.source {

@@ -230,3 +230,33 @@ fn loading_a_gguf_never_runs_its_chat_template() {
     let direct = phoenix_core::session::LoadedModel::load(std::path::Path::new(FIXTURE)).unwrap();
     assert_eq!(loaded.logits(&[1, 5, 9]).unwrap(), direct.logits(&[1, 5, 9]).unwrap());
 }
+
+#[test]
+fn files_beside_a_gguf_are_its_own_only_when_no_other_gguf_shares_the_folder() {
+    // Loose GGUFs in a models dir share the folder: a stray tokenizer.json or tokenizer_config.json
+    // there would silently retokenize, or give a chat template to, every one of them.
+    let dir = scratch("shared-folder");
+    let fixture = std::fs::read(FIXTURE).unwrap();
+    std::fs::write(dir.join("a.gguf"), &fixture).unwrap();
+    std::fs::write(dir.join("b.gguf"), &fixture).unwrap();
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test/fixtures/llama-tiny");
+    std::fs::copy(format!("{tiny}/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let template = r#"{"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#;
+    std::fs::write(dir.join("tokenizer_config.json"), template).unwrap();
+    let load = || phoenix_core::session::LoadedModel::load(&dir.join("a.gguf")).expect("loads");
+
+    let shared = load();
+    let source = shared.tokenizer().expect("a tokenizer").source().to_string();
+    assert!(source.contains("a.gguf") && !source.contains("tokenizer.json"), "{source}");
+    assert!(!shared.info().has_chat_template, "the folder's template is not this file's");
+
+    // Alone in its folder, the GGUF's folder is its own: the files beside it count, as documented.
+    std::fs::remove_file(dir.join("b.gguf")).unwrap();
+    let alone = load();
+    let source = alone.tokenizer().expect("a tokenizer").source().to_string();
+    assert!(source.contains("tokenizer.json"), "{source}");
+    assert!(alone.info().has_chat_template);
+    // A folder named like a GGUF is not one.
+    std::fs::create_dir(dir.join("c.gguf")).unwrap();
+    assert!(load().tokenizer().unwrap().source().contains("tokenizer.json"));
+}
