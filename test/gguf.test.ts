@@ -4,13 +4,14 @@
  * checksum is the file's sha256 as for any single weight file.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { loadBinding } from '../ts/binding/load.js';
 import { defaultEngines } from '../ts/engines/default-engines.js';
 import { LocalModelManager } from '../ts/models/manager.js';
-import { ROOT, expectCode, requireNativeAddon, tempDir } from './helpers.js';
+import { ROOT, TEST_BACKENDS, expectCode, requireBackend, requireNativeAddon, tempDir } from './helpers.js';
 
 const GGUF = path.join(ROOT, 'test/fixtures/gguf-mamba1-tiny/mamba1-tiny.f32.gguf');
 const LLAMA_GGUF = path.join(ROOT, 'test/fixtures/gguf-llama-tiny/llama-tiny.f16.gguf');
@@ -79,5 +80,44 @@ describe('GGUF models in the manager', () => {
     }
     expect(gguf.info.eosTokenIds).toEqual(expect.arrayContaining(hf.info.eosTokenIds));
     m.dispose();
+  });
+});
+
+describe.each(TEST_BACKENDS)('files beside a GGUF on the %s binding', (backend) => {
+  it('are its own only when no other .gguf shares the folder (loose GGUFs in a models dir read nothing beside them)', async () => {
+    requireBackend(backend);
+    const { binding } = await loadBinding({ backend });
+    const dir = path.join(scratch.dir, `shared-${backend}`);
+    await mkdir(dir, { recursive: true });
+    await copyFile(LLAMA_GGUF, path.join(dir, 'a.gguf'));
+    await copyFile(LLAMA_GGUF, path.join(dir, 'b.gguf'));
+    const header = await binding.loadModel(LLAMA_GGUF);
+    const text = 'hello world, ünïcode 12345';
+    const headerIds = await header.tokenize(text, true);
+    // A stray HF tokenizer (a vocabulary whose ids for this text's first two tokens are swapped) and
+    // a chat template, lying in the models dir.
+    const stray = JSON.parse(await readFile(TOKENIZER, 'utf8')) as { model: { vocab: Record<string, number> } };
+    const [a, b] = [headerIds[0], headerIds.find((id) => id !== headerIds[0])];
+    for (const [token, id] of Object.entries(stray.model.vocab)) {
+      if (id === a) stray.model.vocab[token] = b as number;
+      else if (id === b) stray.model.vocab[token] = a as number;
+    }
+    await writeFile(path.join(dir, 'tokenizer.json'), JSON.stringify(stray));
+    await writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }));
+
+    const shared = await binding.loadModel(path.join(dir, 'a.gguf'));
+    expect(shared.info().hasChatTemplate).toBe(false);
+    expect(await shared.tokenize(text, true)).toEqual(headerIds);
+    expect((await binding.describeModel(path.join(dir, 'a.gguf'))).sideFiles).toEqual([]);
+    shared.dispose();
+
+    // Alone in its folder, the folder is the model's: the tokenizer and template beside it count.
+    await rm(path.join(dir, 'b.gguf'));
+    const alone = await binding.loadModel(path.join(dir, 'a.gguf'));
+    expect(alone.info().hasChatTemplate).toBe(true);
+    expect(await alone.tokenize(text, true)).not.toEqual(headerIds);
+    expect((await binding.describeModel(path.join(dir, 'a.gguf'))).sideFiles).toContain('tokenizer.json');
+    alone.dispose();
+    header.dispose();
   });
 });

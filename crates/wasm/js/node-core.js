@@ -68,15 +68,22 @@ async function fileReader(source) {
   const read = await folderReader(dir, path.basename(source));
   read.root = dir;
   read.modelFile = path.basename(source);
+  // The core reads nothing beside a GGUF that shares its folder with other GGUFs (loose ones in a
+  // models dir), as natively: it needs the folder's names to know.
+  read.fileNames = await listing(dir);
   return read;
 }
 
-/** The names in `dir` (at most LISTING_CAP; kinds are checked when a file is read). */
+/**
+ * The names in `dir` (at most LISTING_CAP; kinds are checked when a file is read), without folders
+ * named like a GGUF (not model files, as natively).
+ */
 async function listing(dir) {
   const names = [];
   const entries = await opendir(dir).catch(() => null);
   if (!entries) return names;
   for await (const entry of entries) {
+    if (entry.isDirectory() && /\.gguf$/i.test(entry.name)) continue;
     names.push(entry.name);
     if (names.length >= LISTING_CAP) break;
   }

@@ -47,6 +47,11 @@ impl ModelFileSet {
         read_plan::model_gguf(self.named.as_deref(), self.listed.as_deref(), self.root.as_deref().unwrap_or_default())
     }
 
+    /// Whether the model file `gguf` shares its folder with other `.gguf` files (the reader listed it).
+    fn shares_folder(&self, gguf: Option<&str>) -> bool {
+        gguf.is_some_and(|g| read_plan::gguf_shares_folder(g, self.listed.as_deref()))
+    }
+
     fn get(&self, name: &str) -> Option<&File> {
         self.files.iter().find(|f| f.name == name)
     }
@@ -96,8 +101,9 @@ impl ModelFileSet {
         }
         let files = files.into_iter().map(|f| (f.name, f.bytes)).collect();
         let model = ModelFiles::from_memory_refusing(self.root.clone(), files, refused);
+        let shares = self.shares_folder(gguf.as_deref());
         Ok(match gguf {
-            Some(name) => model.with_gguf(name),
+            Some(name) => model.with_gguf(name).sharing_folder(shares),
             None => model,
         })
     }
@@ -213,6 +219,7 @@ impl ModelFileSet {
                 index,
                 root: &root,
                 gguf: gguf.as_deref(),
+                gguf_shares_folder: self.shares_folder(gguf.as_deref()),
             })
         })
     }

@@ -289,6 +289,13 @@ impl ModelFiles {
         self
     }
 
+    /// Marks the GGUF model file as sharing its folder with other `.gguf` files: nothing beside it
+    /// counts as its own ([`super::read_plan::gguf_shares_folder`] decides from a reader's listing).
+    pub fn sharing_folder(mut self, shares: bool) -> Self {
+        self.shares_folder = shares;
+        self
+    }
+
     /// How to name `file` in messages: its full path for folders, its name otherwise.
     pub fn describe(&self, file: &str) -> String {
         match &self.source {

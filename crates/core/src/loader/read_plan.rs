@@ -32,6 +32,16 @@ pub struct ReadProgress<'a> {
     pub root: &'a str,
     /// The `.gguf` file that is the model ([`model_gguf`]), when there is one.
     pub gguf: Option<&'a str>,
+    /// That file shares its folder with other `.gguf` files ([`gguf_shares_folder`]): nothing
+    /// beside it is read.
+    pub gguf_shares_folder: bool,
+}
+
+/// Whether the model file `gguf` shares its folder with another `.gguf` among the names the reader
+/// `listed` (loose GGUFs in a models dir), as [`super::ModelFiles::from_dir`] decides on disk: the
+/// folder is then not the model's, and files beside it are not its.
+pub fn gguf_shares_folder(gguf: &str, listed: Option<&[String]>) -> bool {
+    listed.is_some_and(|names| names.iter().any(|n| n != gguf && is_gguf_name(n)))
 }
 
 /// The `.gguf` file that is the model of a reader's files, as [`super::ModelFiles::gguf_file`]
@@ -57,7 +67,8 @@ pub fn files_to_read(progress: &ReadProgress) -> Result<Vec<String>> {
     let seen = |name: &str| progress.present.iter().chain(progress.absent).chain(progress.refused).any(|f| f == name);
     if let Some(gguf) = progress.gguf {
         // The tokenizer and chat template files beside it first (small), then the model itself.
-        let wanted = GGUF_SIDE_FILES.iter().copied().filter(|f| !seen(f)).map(str::to_string).collect::<Vec<_>>();
+        let beside: &[&str] = if progress.gguf_shares_folder { &[] } else { &GGUF_SIDE_FILES };
+        let wanted = beside.iter().copied().filter(|f| !seen(f)).map(str::to_string).collect::<Vec<_>>();
         if !wanted.is_empty() || seen(gguf) {
             return Ok(wanted);
         }
@@ -113,6 +124,7 @@ mod tests {
             index,
             root: "models/m",
             gguf: None,
+            gguf_shares_folder: false,
         })
     }
 
@@ -180,6 +192,7 @@ mod tests {
             index: None,
             root: "models/m",
             gguf: None,
+            gguf_shares_folder: false,
         };
         assert!(files_to_read(&progress).unwrap().is_empty());
     }
@@ -208,7 +221,7 @@ mod tests {
     /// `config.json` (e.g. of the models dir) is not read for it.
     #[test]
     fn a_gguf_model_reads_its_side_files_then_the_file() {
-        let step = |present: &[&str], absent: &[&str]| {
+        let step = |present: &[&str], absent: &[&str], shares: bool| {
             let (present, absent) = (names(present), names(absent));
             let progress = ReadProgress {
                 present: &present,
@@ -217,12 +230,28 @@ mod tests {
                 index: None,
                 root: "models",
                 gguf: Some("m.Q4_1.gguf"),
+                gguf_shares_folder: shares,
             };
             files_to_read(&progress).unwrap()
         };
-        assert_eq!(step(&[], &[]), names(&GGUF_SIDE_FILES));
-        assert_eq!(step(&[TOKENIZER_FILE], &[TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE]), names(&["m.Q4_1.gguf"]));
-        assert!(step(&["m.Q4_1.gguf"], &GGUF_SIDE_FILES).is_empty());
+        assert_eq!(step(&[], &[], false), names(&GGUF_SIDE_FILES));
+        assert_eq!(
+            step(&[TOKENIZER_FILE], &[TOKENIZER_CONFIG_FILE, CHAT_TEMPLATE_FILE], false),
+            names(&["m.Q4_1.gguf"])
+        );
+        assert!(step(&["m.Q4_1.gguf"], &GGUF_SIDE_FILES, false).is_empty());
+        // Sharing its folder with other GGUFs, it reads only itself.
+        assert_eq!(step(&[], &[], true), names(&["m.Q4_1.gguf"]));
+        assert!(step(&["m.Q4_1.gguf"], &[], true).is_empty());
+    }
+
+    #[test]
+    fn a_gguf_shares_its_folder_when_another_gguf_is_listed_beside_it() {
+        let listed = names(&["m.Q4_1.gguf", "tokenizer.json", "README.md"]);
+        assert!(!gguf_shares_folder("m.Q4_1.gguf", Some(&listed)));
+        assert!(!gguf_shares_folder("m.Q4_1.gguf", None), "a reader that cannot list: the folder is the model's");
+        let listed = names(&["m.Q4_1.gguf", "tokenizer.json", "other.GGUF"]);
+        assert!(gguf_shares_folder("m.Q4_1.gguf", Some(&listed)));
     }
 
     #[test]
