@@ -200,10 +200,14 @@ export interface RawGeneration {
    * decode step at its end; the `next()` then yields finishReason `abort`.
    */
   cancel(): void;
-  /** The full recurrent state after every token consumed so far (prompt + generated). */
+  /**
+   * The state after every token consumed so far (prompt + generated), running a pending prefill
+   * first — except after a cancel or an abort: then only what was read (a prompt cut short is not
+   * read to its end first).
+   */
   exportState(): Uint8Array;
   stats(): RawGenerationStats;
-  /** Token ids consumed and generated so far. */
+  /** Every token of the context: the prompt (all of it, read or not) and what was generated. */
   tokenIds(): number[];
   /**
    * Frees the generation's state (KV cache, SSM states) now instead of when the handle is collected;

@@ -39,7 +39,7 @@ export interface ProcessingRequest {
    * Deadline in ms from the call (capped by the mode's `maxProcessingTimeMs`). It covers every phase:
    * queueing, selection (listing and checksumming models), loading, scoring and generation; when it
    * passes the result is `E_ABORTED` naming the phase (`metadata.stoppedDuring`). A generation ends within
-   * one token (a prompt's prefill already running finishes first).
+   * one token; a prompt's prefill or a scoring already running stops between two layers.
    */
   maxProcessingTime?: number;
   /** Joules the request may use; generation stops once exceeded. */

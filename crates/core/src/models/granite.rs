@@ -21,7 +21,7 @@ use crate::config::CONFIG_FILE;
 use crate::error::{bad_config, bad_weights, state_mismatch, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
-use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
+use crate::models::forward::{check_context, check_ids, head_logits, in_pieces, own_state};
 use crate::models::interrupt;
 use crate::models::llama::weights::{load_attention, load_fused_mlp, AttentionDims};
 use crate::models::mamba2::mixer::{Mamba2Mixer, MAX_SSD_CHUNK};
@@ -282,12 +282,8 @@ impl GraniteHybridModel {
             Some(LogitsWanted::All) => x,
             Some(LogitsWanted::Last) => x.narrow(0, ids.len() - 1, 1)?,
         };
-        let mut out = self.lm_head.forward(&self.norm.forward(&rows)?)?;
-        if self.cfg.logits_scaling != 1.0 {
-            out = out.affine(1.0 / self.cfg.logits_scaling as f64, 0.0)?;
-        }
-        logits.extend(out.flatten_all()?.to_vec1::<f32>()?);
-        Ok(())
+        let scale = (self.cfg.logits_scaling != 1.0).then(|| 1.0 / self.cfg.logits_scaling as f64);
+        head_logits(&self.lm_head, &self.norm.forward(&rows)?, scale, logits)
     }
 }
 

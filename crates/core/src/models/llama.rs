@@ -20,7 +20,7 @@ use crate::config::ConfigLayout;
 use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LoadOptions, LogitsWanted, ModelInfo, ModelState};
-use crate::models::forward::{check_context, check_ids, in_pieces, own_state};
+use crate::models::forward::{check_context, check_ids, head_logits, in_pieces, own_state};
 use crate::models::interrupt;
 use crate::nn::kv_cache::KvDtype;
 use weights::Weights;
@@ -140,9 +140,7 @@ impl LlamaModel {
             Some(LogitsWanted::All) => x,
             Some(LogitsWanted::Last) => x.narrow(0, ids.len() - 1, 1)?,
         };
-        let out = self.w.lm_head.forward(&self.w.norm.forward(&rows)?)?;
-        logits.extend(out.flatten_all()?.to_vec1::<f32>()?);
-        Ok(())
+        head_logits(&self.w.lm_head, &self.w.norm.forward(&rows)?, None, logits)
     }
 }
 

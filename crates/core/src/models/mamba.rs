@@ -13,7 +13,7 @@ use crate::config::MambaConfig;
 use crate::error::{bad_config, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
-use crate::models::forward::{check_ids, in_pieces, own_state};
+use crate::models::forward::{check_ids, head_logits, in_pieces, own_state};
 use crate::models::interrupt;
 use crate::nn::scan::ScanOperands;
 use crate::nn::GroupRmsNorm;
@@ -132,9 +132,7 @@ impl MambaModel {
             Some(LogitsWanted::All) => residual,
             Some(LogitsWanted::Last) => residual.narrow(0, l - 1, 1)?,
         };
-        let out = self.w.lm_head.forward(&self.w.norm_f.forward(&rows)?)?;
-        logits.extend(out.flatten_all()?.to_vec1::<f32>()?);
-        Ok(())
+        head_logits(&self.w.lm_head, &self.w.norm_f.forward(&rows)?, None, logits)
     }
 
     /// One Mamba block: `residual + out_proj(ssm(conv(in_proj(norm(residual)))))`.

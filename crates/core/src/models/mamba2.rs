@@ -20,7 +20,7 @@ use crate::config::CONFIG_FILE;
 use crate::error::{bad_config, bad_weights, Result};
 use crate::loader::{format_name, ModelFiles, TensorStore};
 use crate::model::{LanguageModel, LogitsWanted, ModelInfo, ModelState};
-use crate::models::forward::{check_ids, in_pieces, own_state};
+use crate::models::forward::{check_ids, head_logits, in_pieces, own_state};
 use crate::models::interrupt;
 use crate::models::mamba::weights::Reader;
 use crate::nn::{Embedding, Linear, RmsNorm};
@@ -198,9 +198,7 @@ impl Mamba2Model {
             Some(LogitsWanted::All) => residual,
             Some(LogitsWanted::Last) => residual.narrow(0, residual.dim(0)? - 1, 1)?,
         };
-        let out = self.lm_head.forward(&self.norm_f.forward(&rows)?)?;
-        logits.extend(out.flatten_all()?.to_vec1::<f32>()?);
-        Ok(())
+        head_logits(&self.lm_head, &self.norm_f.forward(&rows)?, None, logits)
     }
 }
 

@@ -487,9 +487,9 @@ impl Generation {
     }
 
     /// The context so far as a snapshot (format in [`super::snapshot`]). Runs a pending prefill
-    /// first, so the saved state is ready to continue from — except after an abort: then it holds
-    /// the tokens read when the abort came (a prompt cut short reads no further; continuing a chat
-    /// from it reads the rest of the conversation then).
+    /// first, so the saved state is ready to continue from — except after an abort or a cancel not
+    /// yet seen by a step: then it holds the tokens read so far (a prompt cut short reads no
+    /// further; continuing a chat from it reads the rest of the conversation then).
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
         self.dispose_if_requested();
         if let Some(e) = &self.failed {
@@ -503,6 +503,12 @@ impl Generation {
         if let Err(e) = self.take_prompt() {
             self.fail(e.clone());
             return Err(e);
+        }
+        if self.cancel.load(Ordering::Relaxed) {
+            // Cancelled before its next step: that step ends it without reading more, so neither
+            // does the export (a prompt cut short is not read to its end first).
+            let read = self.history.len().min(self.fed + 1);
+            return self.encode(&self.history[..read]);
         }
         let pending = self.fed + 1 < self.history.len();
         if let Err(e) = self.feed_all_but_last() {

@@ -502,6 +502,21 @@ fn cancel_ends_at_the_next_step_with_abort() {
     assert_eq!(g.stats().generated_tokens, 2);
 }
 
+/// Starts a 1001-token prompt on `model`, hands its cancel flag to `cancel` (which the model's
+/// prefill callback sets) and checks that the first step ends with `abort`.
+fn first_step_aborts(
+    model: ToyModel,
+    cancel: &std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+) -> (Arc<LoadedModel>, Vec<u32>, phoenix_core::session::Generation) {
+    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
+    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
+    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
+    cancel.set(g.cancel_handle()).unwrap();
+    let step = g.next_step().unwrap().unwrap();
+    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    (m, prompt, g)
+}
+
 #[test]
 fn cancel_during_a_long_prefill_stops_between_pieces_and_exports_what_was_read() {
     use std::sync::atomic::Ordering;
@@ -516,12 +531,7 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_exports_what_was_read()
             flag.store(true, Ordering::Relaxed);
         }
     });
-    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
-    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
-    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
-    cancel.set(g.cancel_handle()).unwrap();
-    let step = g.next_step().unwrap().unwrap();
-    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    let (m, prompt, mut g) = first_step_aborts(model, &cancel);
     assert_eq!(*calls.lock().unwrap(), vec![100], "one prefill piece ran, then the cancel was seen");
     assert_eq!(g.stats().generated_tokens, 0);
     // The snapshot holds what was read (100 tokens, the next one pending) and reads no further: an
@@ -555,12 +565,7 @@ fn cancel_during_a_prefill_piece_stops_it_and_keeps_the_pieces_before() {
             }
         })
         .with_layer_check();
-    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
-    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
-    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
-    cancel.set(g.cancel_handle()).unwrap();
-    let step = g.next_step().unwrap().unwrap();
-    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    let (m, prompt, mut g) = first_step_aborts(model, &cancel);
     assert_eq!(*calls.lock().unwrap(), vec![100, 100], "the second piece was started, then stopped");
     assert!(g.next_step().unwrap().is_none());
     let state = g.export_state().unwrap();
@@ -765,4 +770,27 @@ fn text_continuation_from_a_state_skips_bos_by_default() {
     let fresh = m.tokenize("Once upon", true).unwrap();
     assert_eq!(ids[..fresh.len()], fresh[..]);
     assert_eq!(ids[fresh.len()..], m.tokenize(" a time", false).unwrap()[..]);
+}
+
+/// `cancel()` then `export_state()` before any step: the export reads nothing (a cancelled prompt is
+/// not read to its end first), holds the one pending token, and the next step reports `abort`.
+#[test]
+fn an_export_after_a_cancel_before_any_step_reads_nothing() {
+    use std::sync::Mutex;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |n| seen.lock().unwrap().push(n));
+    let m = Arc::new(LoadedModel::new(Box::new(model), None).unwrap());
+    let prompt: Vec<u32> = (0..1001).map(|i| i % 4000).collect();
+    let mut g = m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap();
+    g.cancel();
+    let state = g.export_state().unwrap();
+    assert!(calls.lock().unwrap().is_empty(), "the export fed the prompt: {:?}", calls.lock().unwrap());
+    assert_eq!(phoenix_core::session::snapshot::decode(&state).unwrap().history, prompt[..1]);
+    let step = g.next_step().unwrap().unwrap();
+    assert_eq!((step.token_id, step.finish_reason), (None, Some(FinishReason::Abort)));
+    // Continued with the rest of the prompt, it gives the uncancelled run's tokens.
+    let whole = ids_of(&run_all(&mut m.generate(Prompt::Ids(prompt.clone()), greedy(5), None).unwrap()));
+    let rest = m.generate(Prompt::Ids(prompt[1..].to_vec()), greedy(5), Some(&state)).unwrap();
+    assert_eq!(ids_of(&run_all(&mut { rest })), whole);
 }

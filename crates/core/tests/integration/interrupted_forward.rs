@@ -95,6 +95,41 @@ fn a_forward_stopped_between_layers_leaves_the_state_as_it_was() {
     }
 }
 
+/// The every-position head of a large vocabulary (score's logits; ~1 s per 512-token piece of
+/// SmolLM2 on WASM) is computed in blocks of vocabulary rows with a check before each: a stop there
+/// also leaves the state as it was, and the blocks give the whole product's logits.
+#[test]
+fn a_large_head_over_many_rows_is_stopped_between_its_blocks() {
+    let files = ModelFiles::from_dir(&phoenix_dir()).unwrap();
+    let model = phoenix_core::models::load_model_files_with(&files, &LoadOptions::default()).unwrap();
+    let (layers, vocab) = (model.info().num_layers, model.info().vocab_size);
+    let blocks = vocab.div_ceil(2048);
+    assert!(blocks > 1, "the default model's head ({vocab} rows) is one block: this test checks nothing");
+    let prompt: Vec<u32> = (0..600u32).map(|i| (i * 37 + 11) % 4000 + 1).collect();
+    let pieces = prompt.len().div_ceil(model.prefill_chunk());
+    let count = |which| {
+        let (never, checks) = stop_after(usize::MAX);
+        let mut state = model.new_state().unwrap();
+        let logits = with_stop(Some(never), || model.forward(&prompt, state.as_mut(), which)).unwrap();
+        (checks.load(Ordering::Relaxed), logits)
+    };
+    let (checks, all) = count(LogitsWanted::All);
+    assert_eq!(checks, pieces * (layers + blocks), "layers, then the head's blocks, per piece");
+    assert_eq!(count(LogitsWanted::Last).0, pieces * layers, "a one-row head is not split");
+    assert_eq!(all.len(), prompt.len() * vocab);
+
+    let mut state = model.new_state().unwrap();
+    model.forward(&[1, 5, 9], state.as_mut(), LogitsWanted::Last).unwrap();
+    let before = snapshot(state.as_ref());
+    // The first head block of the first piece, a block mid-head, the last block of the last piece.
+    for at in [layers, layers + blocks / 2, checks - 1] {
+        let (stop, _) = stop_after(at);
+        let err = with_stop(Some(stop), || model.forward(&prompt, state.as_mut(), LogitsWanted::All)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Aborted, "stopped at check {at}: {err}");
+        assert!(snapshot(state.as_ref()) == before, "stopped at check {at}: the state changed");
+    }
+}
+
 /// `score` cancelled from another thread while a piece runs ends with `E_ABORTED` naming where it
 /// was (at a piece's start: the piece running is given up), then scores again as usual.
 #[test]
