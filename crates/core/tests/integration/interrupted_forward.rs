@@ -196,3 +196,21 @@ fn a_prefill_cancelled_at_any_moment_exports_a_state_that_continues_exactly() {
     }
     assert!(aborted > 0, "no cancel landed during the prefill");
 }
+
+/// A cancel that comes after a piece's forward, while its rows become log-probs, gives the piece up
+/// (`E_ABORTED` at its start) instead of finishing the call: a one-piece score is stopped too.
+#[test]
+fn score_is_stopped_while_a_pieces_rows_become_log_probs() {
+    use crate::common::toy_model::ToyModel;
+    for len in [80usize, 250] {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        // The forward of the first piece runs to its end (no layer checks), then asks for the cancel.
+        let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |_| flag.store(true, Ordering::Relaxed));
+        let m = LoadedModel::new(Box::new(model), None).unwrap();
+        let ids: Vec<u32> = (0..len as u32).map(|i| i % 4000).collect();
+        let err = m.score_cancellable(&ids, Default::default(), &cancel).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Aborted, "{err}");
+        assert_eq!(err.message, format!("score: cancelled after 0 of {len} ids"));
+    }
+}
