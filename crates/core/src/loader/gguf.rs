@@ -205,10 +205,8 @@ pub fn gguf_tokenizer(files: &ModelFiles, gguf: &GgufFile) -> Result<Tokenizer> 
     }
     // A token or merge altered by the reader (invalid UTF-8 → U+FFFD) would tokenize wrongly, or
     // make two tokens one, without a word: the vocabulary must be the file's exact text.
-    let mut altered: Vec<&String> =
-        gguf.facts.non_utf8_keys.iter().filter(|k| k.starts_with("tokenizer.ggml.")).collect();
-    altered.sort();
-    if let Some(key) = altered.first() {
+    let altered = gguf.facts.non_utf8_keys.iter().filter(|k| k.starts_with("tokenizer.ggml.")).min();
+    if let Some(key) = altered {
         return Err(tokenizer_error(format!(
             "{}: metadata `{}` holds text that is not valid UTF-8 (corrupt)",
             gguf.label,

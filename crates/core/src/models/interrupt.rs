@@ -16,6 +16,7 @@
 //! host can write while the call runs (a SharedArrayBuffer cell in Node's worker thread).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{aborted, Result};
@@ -50,6 +51,12 @@ pub fn with_stop<R>(stop: Option<StopFn>, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A stop function that says "stop" once `flag` (a cancel flag) is set.
+pub fn stop_on(flag: &Arc<AtomicBool>) -> StopFn {
+    let flag = Arc::clone(flag);
+    Arc::new(move || flag.load(Ordering::Relaxed))
+}
+
 /// This thread's stop function, to carry into the thread pool with the work.
 pub(crate) fn current() -> Option<StopFn> {
     STOP.with(|s| s.borrow().clone())
@@ -72,15 +79,12 @@ pub fn check() -> Result<()> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn check_fails_only_inside_a_scope_whose_function_says_stop() {
         assert!(check().is_ok(), "no scope");
         let flag = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&flag);
-        let stop: StopFn = Arc::new(move || seen.load(Ordering::Relaxed));
-        with_stop(Some(stop), || {
+        with_stop(Some(stop_on(&flag)), || {
             assert!(check().is_ok());
             flag.store(true, Ordering::Relaxed);
             assert_eq!(check().unwrap_err().code, ErrorCode::Aborted);

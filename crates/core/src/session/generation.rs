@@ -20,7 +20,7 @@ use crate::generate::clock::now_ms;
 use crate::generate::rng::fresh_seed;
 use crate::generate::{FinishReason, GenerateOptions, Sampler, Step, StopStrings, StreamDetokenizer};
 use crate::model::{LogitsWanted, ModelState};
-use crate::models::interrupt::{with_stop, StopFn};
+use crate::models::interrupt::{stop_on, with_stop};
 use crate::ops::{with_exact_activations, with_int8_prompts};
 use crate::tokenizer::Tokenizer;
 
@@ -410,10 +410,7 @@ impl Generation {
         }
         let model = Arc::clone(self.model.as_ref().ok_or_else(released)?);
         let piece = model.model().prefill_chunk().max(1);
-        let stop: Option<StopFn> = cancellable.then(|| {
-            let cancel = Arc::clone(&self.cancel);
-            Arc::new(move || cancel.load(Ordering::Relaxed)) as StopFn
-        });
+        let stop = cancellable.then(|| stop_on(&self.cancel));
         loop {
             let end = upto.min(self.fed.saturating_add(piece));
             let ids = &self.history[self.fed..end];

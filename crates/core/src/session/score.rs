@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::{finite, LoadedModel, MAX_LOGITS_VALUES};
 use crate::error::{aborted, invalid_option, ErrorCode, Result};
 use crate::model::LogitsWanted;
-use crate::models::interrupt::{with_stop, StopFn};
+use crate::models::interrupt::{stop_on, with_stop};
 
 /// Options of [`LoadedModel::score`] (a binding's `{ includeLogits? }`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -72,26 +72,24 @@ impl LoadedModel {
         // within the one-call limit.
         let piece = self.model.prefill_chunk().min(MAX_LOGITS_VALUES / vocab.max(1)).max(1);
         let mut state = self.model.new_state()?;
+        let stop = stop_on(cancel);
+        // A cancel seen anywhere in a piece gives the whole piece up.
+        let cancelled = |start: usize| aborted(format!("score: cancelled after {start} of {} ids", ids.len()));
         for (index, chunk) in ids.chunks(piece).enumerate() {
             let start = index * piece;
             if cancel.load(Ordering::Relaxed) {
-                return Err(aborted(format!("score: cancelled after {start} of {} ids", ids.len())));
+                return Err(cancelled(start));
             }
-            let flag = Arc::clone(cancel);
-            let stop: StopFn = Arc::new(move || flag.load(Ordering::Relaxed));
-            let rows = with_stop(Some(stop), || self.model.forward(chunk, state.as_mut(), LogitsWanted::All)).map_err(
-                |e| match e.code {
-                    ErrorCode::Aborted => aborted(format!("score: cancelled after {start} of {} ids", ids.len())),
-                    _ => e,
-                },
-            )?;
+            let rows =
+                with_stop(Some(Arc::clone(&stop)), || self.model.forward(chunk, state.as_mut(), LogitsWanted::All))
+                    .map_err(|e| if e.code == ErrorCode::Aborted { cancelled(start) } else { e })?;
             finite::check_rows(&rows, vocab, start, ids.len())?;
             // In blocks, with the cancel checked between them: a piece's log-softmax over a large
             // vocabulary takes ~0.3 s on WASM (512 rows of SmolLM2's 49152).
             let mut scored: Vec<(u32, Option<f64>)> = Vec::with_capacity(chunk.len());
             for (block, values) in rows.chunks(ROWS_PER_CANCEL_CHECK * vocab.max(1)).enumerate() {
                 if cancel.load(Ordering::Relaxed) {
-                    return Err(aborted(format!("score: cancelled after {start} of {} ids", ids.len())));
+                    return Err(cancelled(start));
                 }
                 let first = start + block * ROWS_PER_CANCEL_CHECK;
                 scored.par_extend(
