@@ -206,7 +206,8 @@ fn score_is_stopped_while_a_pieces_rows_become_log_probs() {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
         // The forward of the first piece runs to its end (no layer checks), then asks for the cancel.
-        let model = ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |_| flag.store(true, Ordering::Relaxed));
+        let model =
+            ToyModel::new(4096, 2, vec![]).with_prefill_chunk(100, move |_| flag.store(true, Ordering::Relaxed));
         let m = LoadedModel::new(Box::new(model), None).unwrap();
         let ids: Vec<u32> = (0..len as u32).map(|i| i % 4000).collect();
         let err = m.score_cancellable(&ids, Default::default(), &cancel).unwrap_err();
