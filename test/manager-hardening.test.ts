@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MambaSSMEngine } from '../ts/engines/mamba-engine.js';
+import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import { bundledModelsDir } from '../ts/models/bundled.js';
 import { defaultModelsDir, LocalModelManager, type ModelProgressEvent } from '../ts/models/manager.js';
 import { MANIFEST_FILE_NAME } from '../ts/models/manifest.js';
@@ -461,9 +462,40 @@ describe('the default models dir', () => {
       expect(metadata.status).toBe('available');
       const model = await m.loadModel('phoenix-ssm-lite');
       expect(model.disposed).toBe(false);
+      // Listed as found by name: ./models' entries first, then the bundled ones it lacks.
+      const listed = await m.listModels();
+      expect(listed[0]?.name).toBe('unrelated');
+      expect(listed.find((x) => x.name === 'phoenix-ssm-lite')).toMatchObject({ path: path.join(bundledModelsDir(), 'phoenix-ssm-lite'), status: 'loaded' });
       m.dispose();
+      // A pipeline over that default dir serves the preference from the bundled models.
+      const defaulted = new LocalModelManager({ engines: [engine], measurePerformance: false });
+      const pipeline = new LocalAIPipeline({ manager: defaulted });
+      try {
+        const result = await pipeline.process({ id: 'bundled', input: 'Once upon a time', taskType: 'generation', modelPreference: 'phoenix-ssm-lite', options: { maxTokens: 2 } });
+        expect(result).toMatchObject({ success: true, modelUsed: 'phoenix-ssm-lite', fallbackUsed: false });
+        expect(result.metadata.selection).toBe('preferred model "phoenix-ssm-lite"');
+      } finally {
+        pipeline.dispose();
+        defaulted.dispose();
+      }
+      // A manager that lists less than it finds by name: the preference is still served, not passed over.
+      class ListsOnlyItsDir extends LocalModelManager {
+        override async listModels(): Promise<Awaited<ReturnType<LocalModelManager['listModels']>>> {
+          return (await super.listModels()).filter((x) => x.name === 'unrelated');
+        }
+      }
+      const partial = new ListsOnlyItsDir({ engines: [engine], measurePerformance: false });
+      const partialPipeline = new LocalAIPipeline({ manager: partial });
+      try {
+        const result = await partialPipeline.process({ id: 'listed-less', input: 'Once upon a time', taskType: 'generation', modelPreference: 'phoenix-ssm-lite', options: { maxTokens: 2 } });
+        expect(result).toMatchObject({ success: true, modelUsed: 'phoenix-ssm-lite' });
+      } finally {
+        partialPipeline.dispose();
+        partial.dispose();
+      }
       const explicit = new LocalModelManager({ modelsDir: path.join(project, 'models'), engines: [engine] });
       await expectCode(explicit.getModelMetadata('phoenix-ssm-lite'), 'E_MODEL_NOT_FOUND');
+      expect((await explicit.listModels()).map((x) => x.name)).toEqual(['unrelated']);
     } finally {
       process.chdir(saved);
       if (savedEnv !== undefined) process.env.PHOENIX_MODELS_DIR = savedEnv;

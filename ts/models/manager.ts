@@ -207,39 +207,54 @@ export class LocalModelManager {
     return { file: manifest.file, persistent: manifest.persistent, ...(warning ? { warning } : {}) };
   }
 
-  /** Every model folder (or loose `.gguf` file) in the models dir (hidden entries skipped), sorted by name. Broken ones have status `error`. */
+  /**
+   * Every model folder (or loose `.gguf` file) in the models dir (hidden entries skipped), sorted by name.
+   * Broken ones have status `error`. With a defaulted models dir (no `modelsDir`, no PHOENIX_MODELS_DIR),
+   * the bundled models that `./models` lacks follow, as `loadModel` finds them by name.
+   */
   async listModels(options: ManagerCallOptions = {}): Promise<ModelMetadata[]> {
     checkCall(options);
+    const result: ModelMetadata[] = [];
+    const seen = new Set<string>();
+    for (const dir of [this.modelsDir, ...this.#searched.filter((d) => d !== this.modelsDir)]) {
+      result.push(...(await this.#listDir(dir, seen, options.signal, dir === this.modelsDir)));
+    }
+    return result;
+  }
+
+  /** The models of one dir whose names are not in `seen` (added to it); `primary`: a dir that cannot be read is an error. */
+  async #listDir(dir: string, seen: Set<string>, signal: AbortSignal | undefined, primary: boolean): Promise<ModelMetadata[]> {
     let entries;
     try {
-      entries = await readdir(this.modelsDir, { withFileTypes: true });
+      entries = await readdir(dir, { withFileTypes: true });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${this.modelsDir} cannot be read (${(error as NodeJS.ErrnoException).code})`, {
-        path: this.modelsDir,
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || !primary) return [];
+      throw new PhoenixError('E_MODEL_NOT_FOUND', `models dir ${dir} cannot be read (${(error as NodeJS.ErrnoException).code})`, {
+        path: dir,
       });
     }
     // Any `.gguf` name is listed, whatever it is: a FIFO or device under that name is an error entry, not hidden.
     const names = entries
-      .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || e.isSymbolicLink() || isGgufName(e.name)))
+      .filter((e) => !e.name.startsWith('.') && !seen.has(e.name) && (e.isDirectory() || e.isSymbolicLink() || isGgufName(e.name)))
       .map((e) => e.name)
       .sort();
     const result: ModelMetadata[] = [];
     for (const name of names) {
-      throwIfAborted(options.signal, 'listing models');
-      const entry = path.join(this.modelsDir, name);
+      throwIfAborted(signal, 'listing models');
+      const entry = path.join(dir, name);
       // What the entry is (through a link): a link to anything else (a file, nothing) is not a model.
       const target = await stat(entry).then((s) => (s.isDirectory() ? 'folder' : 'other'), () => 'missing' as const);
       if (target !== 'folder' && !isGgufName(name)) continue;
+      seen.add(name);
       try {
-        await resolveModelFolder(this.modelsDir, name);
+        await resolveModelFolder(dir, name);
       } catch (thrown) {
         // A link leaving the models dir, or a dangling `.gguf` link: listed with why, as `run` would fail.
         const error = toPhoenixError(thrown, { model: name });
         result.push({ ...baseMeta(), name, path: entry, status: 'error', error: { code: error.code, message: error.message } });
         continue;
       }
-      result.push(await this.#describe(name, entry, options.signal));
+      result.push(await this.#describe(name, entry, signal));
     }
     return result;
   }

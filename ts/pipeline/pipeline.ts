@@ -486,7 +486,9 @@ export class LocalAIPipeline {
     const manager: AbortableManager = this.manager;
     const models = await within('selection', manager.listModels({ signal }));
     if (needs.preference !== undefined && !models.some((m) => m.name === needs.preference)) {
-      await within('selection', manager.getModelMetadata(needs.preference, { signal })); // throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it
+      // Throws E_INVALID_OPTION / E_MODEL_NOT_FOUND naming it; a model the list leaves out (a manager
+      // that lists less than it finds by name) is still the preference, not silently passed over.
+      models.push(await within('selection', manager.getModelMetadata(needs.preference, { signal })));
     }
     const plan = planCandidates(models, needs);
     progress.metadata.selection = plan.reason;
