@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -288,5 +288,24 @@ describe('phoenix-local run --chat', () => {
     expect(full.stderr).toMatch(/E_INVALID_OPTION: --max-tokens 1000000 leaves no room for a question in the model's \d+-token context/);
     // A mistyped command is said so, not sent to the model (the two prompts above are all there were).
     expect(piped.stderr).toContain('unknown command /rset: /reset clears the conversation, /exit quits');
+  });
+
+  it('chat: without -n an answer may fill the context (the help\'s default), not the library\'s 256 tokens', async () => {
+    // chat-tiny with a 1024-token context: greedy, its answer to "hello" runs past 256 tokens.
+    const long = await makeChatModel(path.join(modelsDir, 'chat-long'));
+    const config = path.join(long, 'config.json');
+    await writeFile(config, (await readFile(config, 'utf8')).replace('"max_position_embeddings": 256', '"max_position_embeddings": 1024'));
+    const run = spawnSync(process.execPath, [BIN, 'chat', 'chat-long', '-q', '--verbose'], { cwd: scratch.dir, encoding: 'utf8', input: 'hello\n', env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+    expect(run.status).toBe(0);
+    const stats = /(\d+) generated, (\d+) prompt tokens.*finish (\w+)/.exec(run.stderr);
+    expect(stats).not.toBeNull();
+    const [generated, prompt, finish] = [Number(stats![1]), Number(stats![2]), stats![3]];
+    expect(generated).toBeGreaterThan(256);
+    // It ends at the model's end of turn, or where the context is full.
+    if (finish === 'length') expect(generated + prompt).toBe(1024);
+    else expect(finish).toBe('stop');
+    // -n still caps it.
+    const capped = spawnSync(process.execPath, [BIN, 'chat', 'chat-long', '-q', '--verbose', '-n', '5'], { cwd: scratch.dir, encoding: 'utf8', input: 'hello\n', env: { ...process.env, PHOENIX_MODELS_DIR: modelsDir } });
+    expect(capped.stderr).toMatch(/ 5 generated, .*finish length/);
   });
 });

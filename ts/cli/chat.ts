@@ -36,6 +36,9 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
   if (limit !== null && options.maxTokens !== undefined && options.maxTokens >= limit) {
     throw new PhoenixError('E_INVALID_OPTION', `--max-tokens ${options.maxTokens} leaves no room for a question in the model's ${limit}-token context`, { option: 'maxTokens', usage: true });
   }
+  // Without -n an answer may run until the model ends it or the context is full, as the help says
+  // (the library's default of 256 tokens cut long answers short mid-sentence).
+  if (options.maxTokens === undefined && limit !== null) Object.assign(options, { maxTokens: limit, fitToContext: true });
   const engine = chatEngine(ctx.manager.engineFor(model));
   const system = systemMessage(ctx);
   let history: ChatMessage[] = [...system];

@@ -90,8 +90,8 @@ Out-of-range values (e.g. --temperature -1) are refused by the library with E_IN
 A prompt that starts with "-" goes after "--": phoenix-local run <model> -n 20 -- "-5 degrees and falling"
 
 Options:
-  -n, --max-tokens <n>         tokens to generate
-  -t, --temperature <t>        0 = greedy
+  -n, --max-tokens <n>         most tokens to generate (default 256)
+  -t, --temperature <t>        0 = greedy (the default)
   --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
   --stop <text>                stop before this text (repeatable)
   --save-state <file>          write the state after prompt + output (the folder must exist)
@@ -117,7 +117,7 @@ Type a message and Enter; the answer streams back. The conversation is kept unti
 Options:
   --system "<text>"            a system message opening the conversation
   -n, --max-tokens <n>         most tokens per answer (default: as much as the context holds)
-  -t, --temperature <t>        0 = greedy
+  -t, --temperature <t>        0 = greedy (the default)
   --top-k <k>  --top-p <p>  --min-p <p>  --repeat-penalty <r>  --seed <n>
   --stop <text>                end an answer before this text (repeatable)
   --verbose                    before each answer the rendered prompt (JSON string), after it the stats, on stderr
