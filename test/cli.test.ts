@@ -3,7 +3,7 @@
  * compiled dist/ (built once here).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -388,6 +388,8 @@ describe('phoenix-local CLI', () => {
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', missingDir], /--save-state .*out\.state: folder .*no-such-dir does not exist/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', scratch.dir], /--save-state .*: is a folder/],
       [['run', 'phoenix-ssm-lite', 'x', '--save-state', '/dev/null'], /--save-state \/dev\/null: is not a regular file/],
+      // Permission bits say yes (root passes access()), but nothing can be created there: tried, not guessed.
+      [['run', 'phoenix-ssm-lite', 'x', '--save-state', '/proc/phoenix.state'], /--save-state \/proc\/phoenix\.state: cannot be created \(ENOENT\)/],
       [['run', 'phoenix-ssm-lite', ''], /prompt is empty/],
       [['score', 'phoenix-ssm-lite', '--text', ''], /score needs a non-empty text/],
       [['run', 'phoenix-ssm-lite', 'x', '--state', path.join(scratch.dir, 'absent.state')], /--state .*absent\.state: no such file/],
@@ -401,6 +403,14 @@ describe('phoenix-local CLI', () => {
       expect(run.stderr).not.toMatch(/loading|checksumming/);
       expect(run.stdout).toBe('');
     }
+  });
+
+  it('checking a --save-state path leaves nothing behind when the run then fails', async () => {
+    const file = path.join(scratch.dir, 'never-written.state');
+    const run = await cli(['run', 'phoenix-ssm-lite', 'x', '--kv-cache', 'f8', '--save-state', file, '-q']);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/--kv-cache/);
+    expect(existsSync(file)).toBe(false);
   });
 
   it('--int8-prompt changes nothing for f32 weights (it concerns quantized ones)', async () => {

@@ -3,7 +3,7 @@
  * lost to a typo in the path, then written with a typed error naming the file.
  */
 import { constants } from 'node:fs';
-import { access, open, stat } from 'node:fs/promises';
+import { access, lstat, open, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 import { PhoenixError } from '../binding/errors.js';
@@ -31,7 +31,10 @@ export async function checkReadableFile(flag: string, file: string): Promise<voi
 
 /**
  * `file` may be created or replaced: its folder exists and is writable, and `file` is absent or a
- * regular file (not a folder, FIFO or device, which would fail or block the write).
+ * regular file (not a folder, FIFO or device, which would fail or block the write). Tried for real —
+ * an absent file is created and removed again, an existing one opened for writing without truncating —
+ * since permission bits do not say it all (root passes every `access` check, yet nothing can be
+ * created in /proc or on a read-only mount).
  */
 export async function checkWritableFile(flag: string, file: string): Promise<void> {
   if (file === '') throw refuse(flag, file, 'empty path');
@@ -51,17 +54,33 @@ export async function checkWritableFile(flag: string, file: string): Promise<voi
   }
   let fileStat;
   try {
-    fileStat = await stat(file);
+    fileStat = await lstat(file).then((s) => (s.isSymbolicLink() ? stat(file) : s));
   } catch {
-    return; // absent (or a dangling link): the write creates it
+    fileStat = undefined; // absent (or a dangling link): the write creates it
   }
+  if (fileStat === undefined) return tryCreating(flag, file);
   if (fileStat.isDirectory()) throw refuse(flag, file, 'is a folder');
   if (!fileStat.isFile()) throw refuse(flag, file, 'is not a regular file');
   try {
-    await access(file, constants.W_OK);
-  } catch {
-    throw refuse(flag, file, 'is not writable');
+    // Non-blocking and not truncating: the file keeps its bytes until the state is written.
+    await (await open(file, constants.O_WRONLY | constants.O_NONBLOCK)).close();
+  } catch (error) {
+    throw refuse(flag, file, `is not writable (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+}
+
+/** Creates the absent `file` and removes it again: what the write will do must work now. */
+async function tryCreating(flag: string, file: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NONBLOCK, 0o644);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return; // created meanwhile: the write checks what it finds then
+    throw refuse(flag, file, `cannot be created (${code ?? 'error'})`);
+  }
+  await handle.close().catch(() => undefined);
+  await unlink(file).catch(() => undefined);
 }
 
 /**
