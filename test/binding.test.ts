@@ -2,12 +2,13 @@
  * Error typing and the binding loader: wire parsing, backend choice (and why), forced backends.
  */
 import { spawnSync } from 'node:child_process';
+import { copyFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { PhoenixError, isPhoenixError, parseWireError, toPhoenixError } from '../ts/binding/errors.js';
 import { defaultNativePath, getDefaultBinding, loadBinding, nativePlatformSuffix } from '../ts/binding/load.js';
-import { expectCode, NO_WASM, requireBackend, requireNativeAddon, ROOT, TEST_BACKENDS, TINY } from './helpers.js';
+import { expectCode, NO_WASM, requireBackend, requireNativeAddon, ROOT, TEST_BACKENDS, TINY, tempDir } from './helpers.js';
 
 describe('PhoenixError', () => {
   it('parses the wire form into code + message', () => {
@@ -65,12 +66,30 @@ describe('binding loader', () => {
   });
 
   it('a file that is not a phoenix binding is refused with a reason', async () => {
-    const error = await expectCode(loadBinding({ backend: 'native', nativePath: new URL('../package.json', import.meta.url).pathname }), 'E_BACKEND_UNAVAILABLE');
-    expect(error.message).toMatch(/does not export loadModel/);
-    // A file Node cannot load at all: the reason names the file, whatever Node's own error says.
-    const text = new URL('../README.md', import.meta.url).pathname;
-    const garbage = await expectCode(loadBinding({ backend: 'native', nativePath: text }), 'E_BACKEND_UNAVAILABLE');
-    expect(garbage.message).toContain(`${text} does not load as a native addon: `);
+    const scratch = await tempDir('phoenix-binding-files-');
+    try {
+      // Only a .node file is handed to require(): anything else would run as JavaScript.
+      const script = path.join(scratch.dir, 'not-an-addon.js');
+      await writeFile(script, 'globalThis.__phoenixRanIt = true; module.exports = {};');
+      const js = await expectCode(loadBinding({ backend: 'native', nativePath: script }), 'E_BACKEND_UNAVAILABLE');
+      expect(js.message).toContain(`${script} is not a native addon (a .node file)`);
+      expect((globalThis as { __phoenixRanIt?: boolean }).__phoenixRanIt).toBeUndefined();
+      // Given explicitly, a missing addon gets no advice to build this checkout.
+      const missing = await expectCode(loadBinding({ backend: 'native', nativePath: path.join(scratch.dir, 'absent.node') }), 'E_BACKEND_UNAVAILABLE');
+      expect(missing.message).not.toContain('npm run build:native');
+      // A file Node cannot load at all: the reason names the file, whatever Node's own error says.
+      const garbage = path.join(scratch.dir, 'garbage.node');
+      await copyFile(new URL('../README.md', import.meta.url), garbage);
+      const error = await expectCode(loadBinding({ backend: 'native', nativePath: garbage }), 'E_BACKEND_UNAVAILABLE');
+      expect(error.message).toContain(`${garbage} does not load as a native addon: `);
+      // A module that loads but is no phoenix binding.
+      const stranger = path.join(scratch.dir, 'stranger.mjs');
+      await writeFile(stranger, 'export const hello = 1;');
+      const shape = await expectCode(loadBinding({ backend: 'wasm', wasmPath: stranger }), 'E_BACKEND_UNAVAILABLE');
+      expect(shape.message).toMatch(/does not export loadModel/);
+    } finally {
+      await scratch.cleanup();
+    }
   });
 
   it('a bad PHOENIX_BACKEND value is E_INVALID_OPTION', async () => {

@@ -300,7 +300,8 @@ describe('phoenix-local CLI', () => {
       [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: Unknown option '--frobnicate'/m],
       [['explode'], 2, /unknown command "explode"/],
       [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 2, /E_INVALID_OPTION: --state \/nonexistent\.state: no such file/],
-      [['info', 'phoenix-ssm-lite', '--backend', 'wasm'], 0, /$/],
+      // info prints what it can (the backend line says why), then fails as run does.
+      [['info', 'phoenix-ssm-lite', '--backend', 'wasm'], 1, /^phoenix-local: E_BACKEND_UNAVAILABLE: backend "wasm" .*WASM build not found/m],
       [['run', 'phoenix-ssm-lite', 'x', '--backend', 'wasm'], 1, /^phoenix-local: E_BACKEND_UNAVAILABLE: backend "wasm" .*WASM build not found/m],
     ];
     for (const [args, status, stderr] of cases) {
@@ -452,6 +453,13 @@ describe('phoenix-local CLI', () => {
   it('PHOENIX_BACKEND=wasm is honoured and reported by info', async () => {
     const info = await cli(['info', 'phoenix-ssm-lite', '--no-load'], { PHOENIX_BACKEND: 'wasm', PHOENIX_WASM_PATH: NO_WASM });
     expect(info.stdout).toMatch(/^backend\s+unavailable: backend "wasm" \(PHOENIX_BACKEND=wasm\) cannot be loaded/m);
+    // The model is described by that backend too: it cannot be read, and info fails.
+    expect(info.stdout).toMatch(/^status\s+error$/m);
+    expect([info.status, info.stderr]).toEqual([1, expect.stringMatching(/^phoenix-local: E_BACKEND_UNAVAILABLE: /)]);
+    // list has nothing it could run: it fails rather than show models available through another backend.
+    const list = await cli(['list'], { PHOENIX_BACKEND: 'wasm', PHOENIX_WASM_PATH: NO_WASM });
+    expect([list.status, list.stdout]).toEqual([1, '']);
+    expect(list.stderr).toMatch(/^phoenix-local: E_BACKEND_UNAVAILABLE: backend "wasm" \(PHOENIX_BACKEND=wasm\)/);
   });
 
   it('--help, --version, no command', async () => {

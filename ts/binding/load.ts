@@ -137,10 +137,13 @@ function nativeCandidate(file: string, isDefault: boolean): BackendCandidate {
     async load() {
       if (!existsSync(file)) {
         const where = isDefault ? `; the package ${nativePackageName()} is not installed either` : '';
-        // Building is advice for a checkout, not for an installed package.
-        const build = file.split(/[\\/]/).includes('node_modules') ? '' : ' (run `npm run build:native`)';
+        // Building is advice for a checkout's default path, not for an installed package or a path the caller gave.
+        const build = isDefault && !file.split(/[\\/]/).includes('node_modules') ? ' (run `npm run build:native`)' : '';
         throw new Error(`native addon not found at ${file}${build}${where}`);
       }
+      // require() runs any other file as JavaScript: a PHOENIX_NATIVE_PATH pointing at the wrong file
+      // must fail, not execute it.
+      if (path.extname(file) !== '.node') throw new Error(`${file} is not a native addon (a .node file)`);
       const require = createRequire(import.meta.url);
       let module: unknown;
       try {

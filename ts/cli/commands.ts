@@ -16,6 +16,8 @@ import { printable } from './printable.js';
 export async function listCommand(ctx: CliContext): Promise<number> {
   // The library lists a missing folder as empty; on the command line that hides a wrong path.
   await ctx.requireModelsDir();
+  // No backend (a forced one that cannot load, or none at all): nothing listed could run.
+  await ctx.binding();
   const models = await ctx.manager.listModels();
   if (ctx.flags.json) {
     ctx.io.stdout.write(JSON.stringify(models, null, 2) + '\n');

@@ -63,6 +63,9 @@ export class CliContext {
     this.engines = defaultEngines({ binding: configured, ...(kvCache !== undefined ? { kvCache } : {}), ...(flags['no-mmap'] ? { useMmap: false } : {}) });
     this.manager = new LocalModelManager({
       modelsDir: flags['models-dir'],
+      // Folders are described by the backend the engines run on: a forced one that cannot load lists
+      // every model as `error` (E_BACKEND_UNAVAILABLE), not as available through another backend.
+      binding: this.#binding,
       engines: [...this.engines],
       onProgress: (event) => this.#progress(event),
     });
