@@ -297,7 +297,8 @@ describe('phoenix-local CLI', () => {
       [['score', 'phoenix-ssm-lite', '--ids', '1,x'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
       [['score', 'phoenix-ssm-lite', '--ids', '1,,2'], 2, /^phoenix-local: E_INVALID_OPTION: --ids must be comma-separated non-negative integers, got "1,,2"/m],
       [['score', 'phoenix-ssm-lite', '--ids', '1,2,'], 2, /^phoenix-local: E_INVALID_OPTION: --ids/m],
-      [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: Unknown option '--frobnicate'/m],
+      [['list', '--frobnicate'], 2, /^phoenix-local: E_INVALID_OPTION: unknown flag --frobnicate \(see phoenix-local --help; a prompt that starts with "-" goes after "--"/m],
+      [['run', 'phoenix-ssm-lite', 'x', '--max-token', '5'], 2, /^phoenix-local: E_INVALID_OPTION: unknown flag --max-token \(did you mean --max-tokens\?\)$/m],
       [['explode'], 2, /unknown command "explode"/],
       [['run', 'phoenix-ssm-lite', 'x', '--state', '/nonexistent.state'], 2, /E_INVALID_OPTION: --state \/nonexistent\.state: no such file/],
       // info prints what it can (the backend line says why), then fails as run does.
@@ -367,7 +368,7 @@ describe('phoenix-local CLI', () => {
   it('usage errors exit 2 before any model is loaded', async () => {
     const missingDir = path.join(scratch.dir, 'no-such-dir', 'out.state');
     const cases: [string[], RegExp][] = [
-      [['run', 'phoenix-ssm-lite', 'x', '--frobnicate'], /Unknown option '--frobnicate'/],
+      [['run', 'phoenix-ssm-lite', 'x', '--frobnicate'], /unknown flag --frobnicate/],
       [['run', 'phoenix-ssm-lite', 'x', '--seed'], /--seed needs a value/],
       [['run', 'phoenix-ssm-lite', 'x', '--seed', '--quiet'], /--seed needs a value/],
       [['run', 'phoenix-ssm-lite', 'x', '-n', '-q'], /-n needs a value/],
@@ -404,6 +405,14 @@ describe('phoenix-local CLI', () => {
       expect(run.stderr).not.toMatch(/loading|checksumming/);
       expect(run.stdout).toBe('');
     }
+  });
+
+  it("the core's refusals of flag values name the flags", async () => {
+    const tiny = path.join(ROOT, 'test/fixtures/llama-tiny');
+    const long = await cli(['run', tiny, 'x', '-n', '9000', '-q']);
+    expect(long.status).toBe(2);
+    expect(long.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: --max-tokens: \d+ tokens? of context plus --max-tokens 9000 exceed the model's context of 256 tokens/);
+    expect(long.stderr).not.toContain('maxTokens');
   });
 
   it('checking a --save-state path leaves nothing behind when the run then fails', async () => {

@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 
 import { PhoenixError } from '../binding/errors.js';
+import { nearest } from '../engines/known-keys.js';
 import type { CommandName } from './usage.js';
 
 /** Every flag the CLI knows; each command reads the ones it uses. */
@@ -97,6 +98,15 @@ export function inFlagTerms(message: string): { text: string; flags: FlagName[] 
     .replace(/(?:\b\w+: )?option `([A-Za-z0-9]+)`/g, (whole, option: string) => {
       const flag = flagOf(option);
       return flag ? `--${flag}` : whole;
+    })
+    // The core's own wording: "maxTokens: 1 token of context plus maxTokens 9000 exceed…".
+    .replace(/^([A-Za-z0-9]+): /, (whole, option: string) => {
+      const flag = flagOf(option);
+      return flag ? `--${flag}: ` : whole;
+    })
+    .replace(/\b([A-Za-z0-9]+) (?=-?\d)/g, (whole, option: string) => {
+      const flag = Object.hasOwn(OPTION_FLAGS, option) ? flagOf(option) : undefined;
+      return flag ? `--${flag} ` : whole;
     });
   return { text, flags };
 }
@@ -162,8 +172,17 @@ export function parseCommandLine(argv: string[]): ParsedCommandLine {
     const [command, ...rest] = positionals;
     return { command, positionals: rest, flags: values };
   } catch (error) {
-    throw new PhoenixError('E_INVALID_OPTION', (error as Error).message, { usage: true });
+    throw new PhoenixError('E_INVALID_OPTION', parseErrorMessage(error as Error & { code?: string }), { usage: true });
   }
+}
+
+/** parseArgs' refusal in this CLI's words: the nearest flag for a misspelt one. */
+function parseErrorMessage(error: Error & { code?: string }): string {
+  const unknown = error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /^Unknown option '([^']*)'/.exec(error.message)?.[1] : undefined;
+  if (unknown === undefined) return error.message;
+  const near = unknown.startsWith('--') ? nearest(unknown.slice(2), Object.keys(OPTIONS)) : undefined;
+  if (near !== undefined) return `unknown flag ${unknown} (did you mean --${near}?)`;
+  return `unknown flag ${unknown} (see phoenix-local --help; a prompt that starts with "-" goes after "--": phoenix-local run <model> -- "-5 degrees")`;
 }
 
 /** Refuses flags `command` does not read (e.g. `score --temperature`), which would be silently ignored. */

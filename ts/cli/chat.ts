@@ -11,7 +11,7 @@ import { createInterface, type Interface } from 'node:readline';
 import { PhoenixError } from '../binding/errors.js';
 import type { ChatMessage } from '../engines/types.js';
 import { inFlagTerms } from './args.js';
-import { chatEngine, checkOptionsBeforeLoading, generationOptions, statsLine, systemMessage } from './commands.js';
+import { chatEngine, checkOptionsBeforeLoading, generationOptions, requireChatTemplate, statsLine, systemMessage } from './commands.js';
 import type { CliContext } from './context.js';
 import { printable } from './printable.js';
 
@@ -25,11 +25,7 @@ export async function chatCommand(ctx: CliContext, modelArg: string | undefined)
   const options = generationOptions(ctx);
   await checkOptionsBeforeLoading(ctx, options);
   const model = await ctx.load(modelArg);
-  if (!model.info.hasChatTemplate) {
-    throw new PhoenixError('E_INVALID_OPTION', `model "${model.name}" has no chat template (tokenizer_config.json chat_template or chat_template.jinja): use phoenix-local run for plain text`, {
-      model: model.name,
-    });
-  }
+  requireChatTemplate(model);
   // Every turn's prompt holds at least one token: a maxTokens that fills the whole context would fail
   // each question, so it is refused now (the core still checks each turn's prompt plus maxTokens).
   const limit = model.info.contextLength;

@@ -5,7 +5,7 @@
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
 import { toRawPrompt } from '../engines/options.js';
 import { readStateFile } from '../engines/state-file.js';
-import type { ChatMessage, GenerationInput, GenerationOptions, GenerationResult, InferenceEngine } from '../engines/types.js';
+import type { ChatMessage, GenerationInput, GenerationOptions, GenerationResult, InferenceEngine, LoadedModel } from '../engines/types.js';
 import type { ModelMetadata } from '../models/metadata.js';
 import { idsFlag, numberFlag } from './args.js';
 import { formatBytes, type CliContext } from './context.js';
@@ -183,6 +183,7 @@ async function runChatCommand(ctx: CliContext, modelArg: string | undefined, pro
   const options = generationOptions(ctx);
   await checkOptionsBeforeLoading(ctx, options);
   const model = await ctx.load(modelArg);
+  requireChatTemplate(model);
   const engine = chatEngine(ctx.manager.engineFor(model));
   const messages: ChatMessage[] = [...systemMessage(ctx), { role: 'user', content: flags.chat as string }];
   if (flags.verbose) ctx.io.stderr.write(`prompt ${JSON.stringify(engine.renderChat(model, messages).text)}\n`);
@@ -199,6 +200,14 @@ async function runChatCommand(ctx: CliContext, modelArg: string | undefined, pro
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
+}
+
+/** `chat` and `run --chat` need the model's chat template: without one, say what to do instead. */
+export function requireChatTemplate(model: LoadedModel): void {
+  if (model.info.hasChatTemplate) return;
+  throw new PhoenixError('E_INVALID_OPTION', `model "${model.name}" has no chat template (tokenizer_config.json chat_template or chat_template.jinja): use phoenix-local run for plain text`, {
+    model: model.name,
+  });
 }
 
 /** The `--system` message, if given. */

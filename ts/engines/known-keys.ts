@@ -40,7 +40,8 @@ export function refuseBeside<T extends object>(options: T, given: keyof T & stri
 }
 
 /** The known key `key` is most likely a misspelling of, if any is close. */
-function nearest(key: string, known: ReadonlySet<string>): string | undefined {
+/** The entry of `known` closest to a misspelt `key` (case, `-` and `_` aside; at most 2 edits), if any. */
+export function nearest(key: string, known: Iterable<string>): string | undefined {
   const fold = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
   let best: string | undefined;
   let bestDistance = Infinity;

@@ -292,10 +292,12 @@ impl Generation {
         let Some(limit) = self.context_length else { return Ok(()) };
         let used = self.history.len();
         let room = limit.saturating_sub(used);
+        let held = if used == 1 { "1 token of context".to_string() } else { format!("{used} tokens of context") };
         if room == 0 {
             let what = if self.restored { "prompt and restored state" } else { "the prompt" };
+            let verb = if used == 1 { "leaves" } else { "leave" };
             return Err(invalid_option(format!(
-                "prompt: {used} tokens of context ({what}) leave no room in the model's context of {limit} tokens"
+                "prompt: {held} ({what}) {verb} no room in the model's context of {limit} tokens"
             )));
         }
         if self.max_tokens <= room {
@@ -303,7 +305,7 @@ impl Generation {
         }
         if self.max_tokens_strict {
             return Err(invalid_option(format!(
-                "maxTokens: {used} tokens of context plus maxTokens {} exceed the model's context of {limit} tokens (at most {room} more fit)",
+                "maxTokens: {held} plus maxTokens {} exceed the model's context of {limit} tokens (at most {room} more fit)",
                 self.max_tokens
             )));
         }
