@@ -361,7 +361,7 @@ describe('phoenix-local CLI', () => {
     // info reports the threads in effect, with or without loading the model.
     for (const load of [[], ['--no-load']]) {
       const info = await cli(['info', 'phoenix-ssm-lite', '-q', '--threads', '1', ...load]);
-      expect(info.stdout).toMatch(/^core\s+v\S+, simd \S+, 1 threads$/m);
+      expect(info.stdout).toMatch(/^core\s+v\S+, simd \S+, 1 thread$/m);
     }
   });
 
@@ -413,6 +413,12 @@ describe('phoenix-local CLI', () => {
     expect(long.status).toBe(2);
     expect(long.stderr).toMatch(/^phoenix-local: E_INVALID_OPTION: --max-tokens: \d+ tokens? of context plus --max-tokens 9000 exceed the model's context of 256 tokens/);
     expect(long.stderr).not.toContain('maxTokens');
+    // A bad PHOENIX_BACKEND is the usage error a bad --backend is.
+    const env = await cli(['list'], { PHOENIX_BACKEND: 'bogus' });
+    expect([env.status, env.stderr.trim()]).toEqual([2, 'phoenix-local: E_INVALID_OPTION: PHOENIX_BACKEND must be "native", "wasm" or "auto", got "bogus"']);
+    // A path naming a .gguf that is not there is a missing file, not a folder.
+    const gguf = await cli(['run', path.join(scratch.dir, 'absent.gguf'), 'x', '-q']);
+    expect([gguf.status, gguf.stderr]).toEqual([1, expect.stringMatching(/^phoenix-local: E_MODEL_NOT_FOUND: model file \S*absent\.gguf does not exist/)]);
   });
 
   it('checking a --save-state path leaves nothing behind when the run then fails', async () => {

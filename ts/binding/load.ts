@@ -177,7 +177,8 @@ function wasmCandidate(file: string, isDefault: boolean): BackendCandidate {
 
 const LOAD_BINDING_OPTION_KEYS = optionKeys<LoadBindingOptions>({ backend: true, nativePath: true, wasmPath: true, env: true });
 
-function requestedBackend(options: LoadBindingOptions): BackendKind | 'auto' {
+/** The backend `options` (then `PHOENIX_BACKEND`) asks for. @throws `E_INVALID_OPTION` for a value that names none. */
+export function requestedBackend(options: LoadBindingOptions): BackendKind | 'auto' {
   refuseUnknownKeys(options, LOAD_BINDING_OPTION_KEYS, 'loadBinding option');
   if (options.backend !== undefined) {
     if (!['auto', 'native', 'wasm'].includes(options.backend)) {

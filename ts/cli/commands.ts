@@ -98,7 +98,7 @@ export async function infoCommand(ctx: CliContext, modelArg: string | undefined)
     const p = metadata.performance;
     if (p) lines.push(['performance', `load ${p.loadMs.toFixed(0)} ms, prefill ${p.prefillTokensPerSecond.toFixed(0)} tok/s, decode ${p.decodeTokensPerSecond.toFixed(0)} tok/s (measured ${p.measuredAt})`]);
     lines.push(['backend', 'kind' in backend ? `${backend.kind} (${backend.path})` : `unavailable: ${backend.unavailable}`]);
-    if ('kind' in backend) lines.push(['backend why', backend.reason], ['core', `v${backend.version}, simd ${backend.simd}, ${backend.threads} threads`]);
+    if ('kind' in backend) lines.push(['backend why', backend.reason], ['core', `v${backend.version}, simd ${backend.simd}, ${backend.threads} thread${backend.threads === 1 ? '' : 's'}`]);
     if (manifest.warning) lines.push(['manifest', manifest.warning]);
     for (const [key, value] of lines) ctx.io.stdout.write(`${key.padEnd(13)} ${printable(String(value))}\n`);
   }

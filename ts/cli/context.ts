@@ -7,9 +7,9 @@ import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 
-import { PhoenixError } from '../binding/errors.js';
-import { loadBinding, type BindingSelection } from '../binding/load.js';
-import type { KvCacheType } from '../binding/types.js';
+import { PhoenixError, toPhoenixError } from '../binding/errors.js';
+import { loadBinding, requestedBackend, type BindingSelection } from '../binding/load.js';
+import type { BackendKind, KvCacheType } from '../binding/types.js';
 import type { BindingEngine } from '../engines/binding-engine.js';
 import { defaultEngines } from '../engines/default-engines.js';
 import type { LoadedModel } from '../engines/types.js';
@@ -40,9 +40,15 @@ export class CliContext {
   constructor(flags: ParsedFlags, io: CliIO) {
     this.flags = flags;
     this.io = io;
-    const backend = flags.backend;
+    const backend = flags.backend as BackendKind | 'auto' | undefined;
     if (backend !== undefined && backend !== 'native' && backend !== 'wasm' && backend !== 'auto') {
       throw new PhoenixError('E_INVALID_OPTION', `--backend must be native, wasm or auto, got ${JSON.stringify(backend)}`, { option: 'backend', usage: true });
+    }
+    // A PHOENIX_BACKEND naming no backend is the same usage error as such a --backend.
+    try {
+      requestedBackend(backend ? { backend } : {});
+    } catch (error) {
+      throw new PhoenixError('E_INVALID_OPTION', toPhoenixError(error).message, { option: 'PHOENIX_BACKEND', usage: true });
     }
     const threads = countFlag(flags, 'threads');
     this.#binding = loadBinding(backend ? { backend } : {});

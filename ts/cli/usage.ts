@@ -17,7 +17,7 @@ function globalOptions(threads: boolean): string {
   return `Global options:
   --models-dir <dir>           models dir (default: $PHOENIX_MODELS_DIR, else ./models, else the
                                package's bundled models)
-  --backend native|wasm        force a binding backend (default: $PHOENIX_BACKEND, else auto)
+  --backend native|wasm|auto   force a binding backend (default: $PHOENIX_BACKEND, else auto: native, then WASM)
 ${threads ? THREADS_OPTION : ''}  -q, --quiet                  no progress on stderr
   -h, --help    -v, --version`;
 }

@@ -53,12 +53,13 @@ export async function workerCommand(ctx: CliContext, flags: ParsedFlags): Promis
   // startWorker waits for Redis (reconnecting quietly): say so rather than sit silent.
   const waiting = setTimeout(() => ctx.io.stderr.write(`phoenix-local worker: waiting for Redis at ${redis} (not reachable yet; retrying)\n`), 3000);
   const worker = await startWorker({ redis, queue, concurrency, pipeline, preload }).finally(() => clearTimeout(waiting));
-  ctx.io.stderr.write(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency}${preload.length ? `, holding ${preload.join(', ')}` : ''})\n`);
+  // Progress, silenced by -q as every command's is (a Redis that cannot be reached is still said).
+  ctx.note(`phoenix-local worker: serving queue "${queue}" with models from ${ctx.manager.modelsDir} (concurrency ${concurrency}${preload.length ? `, holding ${preload.join(', ')}` : ''})`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
-  ctx.io.stderr.write('phoenix-local worker: stopping: finishing active jobs\n');
+  ctx.note('phoenix-local worker: stopping: finishing active jobs');
   await worker.close();
   return 0;
 }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { PhoenixError } from '../binding/errors.js';
 import type { RawBinding } from '../binding/types.js';
 import { CONFIG_FILE, describeModel, type ModelDescription } from './describe.js';
-import { isGgufFile } from './gguf-path.js';
+import { isGgufFile, isGgufName } from './gguf-path.js';
 import { readModelText, readModelTextPrefix, type ModelFolder } from './model-files.js';
 import { README_SCAN_BYTES, versionFromReadme } from './readme-version.js';
 
@@ -26,7 +26,8 @@ async function listFolder(dir: string): Promise<Set<string>> {
   try {
     info = await stat(dir);
   } catch {
-    throw new PhoenixError('E_MODEL_NOT_FOUND', `model folder ${dir} does not exist`, { path: dir });
+    // A path naming a .gguf is a model file, not a folder.
+    throw new PhoenixError('E_MODEL_NOT_FOUND', `${isGgufName(path.basename(dir)) ? 'model file' : 'model folder'} ${dir} does not exist`, { path: dir });
   }
   if (!info.isDirectory()) throw new PhoenixError('E_MODEL_NOT_FOUND', `${dir} is not a folder`, { path: dir });
   try {

@@ -201,7 +201,11 @@ impl ModelFiles {
             }
         }
         if !dir.exists() {
-            return Err(model_not_found(format!("model folder {} does not exist", dir.display())));
+            let what = match dir.file_name().and_then(|n| n.to_str()) {
+                Some(n) if is_gguf_name(n) => "model file",
+                _ => "model folder",
+            };
+            return Err(model_not_found(format!("{what} {} does not exist", dir.display())));
         }
         if !dir.is_dir() {
             return Err(model_not_found(format!("model path {} is not a folder", dir.display())));
