@@ -25,6 +25,19 @@ import {
   type TinyReference,
 } from './helpers.js';
 
+/** Fails (instead of hanging the suite) when `work` has not settled after `ms`. */
+async function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
   let engine: MambaSSMEngine;
   let manager: LocalModelManager;
@@ -216,6 +229,27 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       expect(result.generatedTokens).toBe(0);
     });
 
+    it('a reader that stops pulling and cancels (or aborts) gets its result without another next()', async () => {
+      const solo = await engine.predict(lite, liteRef.prompt, { maxTokens: 3, temperature: 0 });
+      for (const how of ['cancel', 'abort', 'cancel, then resume'] as const) {
+        const controller = new AbortController();
+        const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0, signal: controller.signal });
+        const reader = stream[Symbol.asyncIterator]();
+        const first = await reader.next();
+        if (how === 'abort') controller.abort();
+        else stream.cancel();
+        const rest: string[] = [];
+        if (how === 'cancel, then resume') for (let n = await reader.next(); !n.done; n = await reader.next()) rest.push(n.value.text);
+        // Before, `result` waited for a next() that never came (a script exited with "unsettled top-level await").
+        const result = await within(20_000, stream.result, `${how}: result`);
+        expect({ how, finishReason: result.finishReason, tokenIds: result.tokenIds }).toEqual({ how, finishReason: 'abort', tokenIds: [first.value!.tokenId] });
+        expect(result.text).toBe(first.value!.text + rest.join(''));
+        expect(result.tokenIds).toEqual(solo.tokenIds.slice(0, 1));
+        expect(result.generatedTokens).toBe(1);
+        expect((await reader.next()).done).toBe(true);
+      }
+    });
+
     it('breaking out of the loop ends the generation and resolves the result', async () => {
       const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0 });
       for await (const _ of stream) break;
@@ -320,6 +354,37 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       long.dispose?.();
       await pending;
       expect((await long.result).finishReason).toBe('abort');
+    });
+
+    it('work started before a model\'s dispose finishes on it (score tokenizes first, then scores); later calls are refused', async () => {
+      for (const signal of [undefined, new AbortController().signal]) {
+        const alone = await engine.score(lite, { text: liteRef.prompt });
+        const model = await engine.loadModel(liteMeta);
+        const scored = engine.score(model, { text: liteRef.prompt }, signal ? { signal } : {});
+        const ids = engine.score(model, { ids: alone.ids }, signal ? { signal } : {});
+        const tokens = model.tokenize('hello world');
+        model.dispose(); // same tick: the three calls above hold the weights until they end
+        expect(model.disposed).toBe(true);
+        await expectCode(engine.score(model, { ids: [1, 2] }), 'E_INVALID_OPTION');
+        expect((await scored).logLikelihood).toBe(alone.logLikelihood);
+        expect((await ids).logLikelihood).toBe(alone.logLikelihood);
+        expect(await tokens).toEqual(await lite.tokenize('hello world'));
+      }
+    });
+
+    it('a dispose while a step runs counts only the tokens handed out', async () => {
+      for (let round = 0; round < 3; round++) {
+        const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 50, temperature: 0 });
+        const reader = stream[Symbol.asyncIterator]();
+        await reader.next();
+        const pending = reader.next();
+        // Hold this thread while the step runs elsewhere and samples its token, unseen here: then dispose.
+        for (const until = performance.now() + 30; performance.now() < until; );
+        stream.dispose?.();
+        const result = await stream.result;
+        await pending;
+        expect({ round, generated: result.generatedTokens }).toEqual({ round, generated: result.tokenIds.length });
+      }
     });
 
     it('`using` disposes at the end of the block', async () => {

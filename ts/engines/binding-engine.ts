@@ -188,18 +188,20 @@ export abstract class BindingEngine implements InferenceEngine {
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw new PhoenixError('E_INVALID_OPTION', 'score: option `signal` must be an AbortSignal', { option: 'signal' });
     const vocabSize = own.info.vocabSize;
     const prompt = toRawPrompt(input);
-    const ids = prompt.ids ?? (await own.tokenize(prompt.text ?? '', { addSpecialTokens: true }));
-    // The core checks the flag between the layers of each prefill piece: a long scoring stops within a layer's time.
-    const cancel = signal ? new (await this.binding()).binding.CancelFlag() : undefined;
-    const onAbort = (): void => cancel?.cancel();
-    if (signal?.aborted) onAbort();
-    if (signal) listenAbort(signal, onAbort);
-    let scored;
-    try {
-      scored = await own.raw.score(ids, { includeLogits }, cancel);
-    } finally {
-      if (signal) unlistenAbort(signal, onAbort);
-    }
+    // Held across the tokenization and the binding's await: a dispose (an unload) meanwhile lets it finish.
+    const { ids, scored } = await own.held(async (raw) => {
+      const ids = prompt.ids ?? (await raw.tokenize(prompt.text ?? '', true));
+      // The core checks the flag between the layers of each prefill piece: a long scoring stops within a layer's time.
+      const cancel = signal ? new (await this.binding()).binding.CancelFlag() : undefined;
+      const onAbort = (): void => cancel?.cancel();
+      if (signal?.aborted) onAbort();
+      if (signal) listenAbort(signal, onAbort);
+      try {
+        return { ids, scored: await raw.score(ids, { includeLogits }, cancel) };
+      } finally {
+        if (signal) unlistenAbort(signal, onAbort);
+      }
+    });
     const result: ScoreResult = {
       ids,
       vocabSize,

@@ -23,6 +23,9 @@ export class BindingLoadedModel implements LoadedModel {
   readonly info: RawModelInfo;
   readonly engine: string;
   #raw: RawModel | undefined;
+  /** Calls running on the handle ({@link held}); a dispose meanwhile frees it when the last ends. */
+  #running = 0;
+  #disposeWhenIdle: RawModel | undefined;
 
   constructor(raw: RawModel, metadata: ModelMetadata, engine: string) {
     this.#raw = raw;
@@ -51,9 +54,29 @@ export class BindingLoadedModel implements LoadedModel {
     return this.#raw;
   }
 
+  /**
+   * Runs `work` on the live handle, which a `dispose()` meanwhile does not free before `work` ends: a
+   * call made before the dispose finishes, even across its own awaits (a score tokenizes first), as
+   * generations do. New calls after the dispose are refused at once.
+   */
+  async held<T>(work: (raw: RawModel) => Promise<T>): Promise<T> {
+    const raw = this.raw;
+    this.#running++;
+    try {
+      return await work(raw);
+    } finally {
+      if (--this.#running === 0 && this.#disposeWhenIdle) {
+        const waiting = this.#disposeWhenIdle;
+        this.#disposeWhenIdle = undefined;
+        waiting.dispose();
+      }
+    }
+  }
+
   async tokenize(text: string, options: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string') throw new PhoenixError('E_INVALID_OPTION', 'tokenize(text): text must be a string', { option: 'text' });
-    return this.raw.tokenize(text, flag(options, 'addSpecialTokens', 'tokenize') ?? true);
+    const addSpecialTokens = flag(options, 'addSpecialTokens', 'tokenize') ?? true;
+    return this.held((raw) => raw.tokenize(text, addSpecialTokens));
   }
 
   snapshotLength(head: Uint8Array): number {
@@ -70,7 +93,9 @@ export class BindingLoadedModel implements LoadedModel {
     if (!raw) return;
     this.#raw = undefined;
     finalizer.unregister(this);
-    raw.dispose(); // a no-op for a lost handle (the binding's)
+    // Calls still running keep the weights until they end (see `held`).
+    if (this.#running > 0) this.#disposeWhenIdle = raw;
+    else raw.dispose(); // a no-op for a lost handle (the binding's)
   }
 
   [Symbol.dispose](): void {

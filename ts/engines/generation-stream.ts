@@ -3,7 +3,7 @@
  * Cancellation is checked between steps, so an abort ends the generation within one token.
  */
 import { PhoenixError, toPhoenixError } from '../binding/errors.js';
-import type { RawGeneration } from '../binding/types.js';
+import type { RawGeneration, RawStep } from '../binding/types.js';
 import type { FinishReason, GenerationResult, GenerationStream, TokenChunk } from './types.js';
 import { listenAbort, unlistenAbort } from '../util/abort-listeners.js';
 
@@ -18,16 +18,28 @@ export interface StreamSetup {
 /** What a step of a disposed generation stands for: the end of the loop, as a cancel. */
 const DISPOSED = Symbol('disposed');
 
-/** {@link GenerationStream} over a binding's pull-based `RawGeneration`. Iterate once. */
+type Pulled = RawStep | null | typeof DISPOSED;
+
+/**
+ * {@link GenerationStream} over a binding's pull-based `RawGeneration`. Iterate once. Steps are
+ * pulled one at a time, by the loop, or — after a cancel while the loop waits at a chunk it handed
+ * out — by the stream itself, so `result` settles even if nobody pulls again.
+ */
 export class BindingGenerationStream implements GenerationStream {
   readonly #generation: RawGeneration;
   readonly #setup: StreamSetup;
   #consumed = false;
   #drainScheduled = false;
   #disposed = false;
-  /** What the iteration produced so far, and whether `result` was settled from it. */
+  /** What the steps produced so far, and whether `result` was settled from it. */
   readonly #text: string[] = [];
   readonly #tokenIds: number[] = [];
+  /** Chunks produced but not yet handed to the loop. */
+  readonly #chunks: TokenChunk[] = [];
+  /** The loop is suspended at a chunk it handed out: nobody pulls until its consumer asks again. */
+  #waitingAtChunk = false;
+  /** The last step asked for: the next one is asked after it (one `next()` at a time). */
+  #lastPull: Promise<unknown> = Promise.resolve();
   #firstTokenAt: number | null = null;
   #settled = false;
   readonly #result: Promise<GenerationResult>;
@@ -66,8 +78,13 @@ export class BindingGenerationStream implements GenerationStream {
     return this.#result;
   }
 
+  /**
+   * Ends the generation at the next token boundary (finish reason `abort`). While the loop waits at a
+   * chunk it handed out, the stream takes the ending step itself: `result` settles without another pull.
+   */
   cancel(): void {
     this.#generation.cancel();
+    if (this.#waitingAtChunk && !this.#settled) void this.#pullUntilSettled();
   }
 
   exportState(): Uint8Array {
@@ -85,7 +102,7 @@ export class BindingGenerationStream implements GenerationStream {
     if (this.#consumed) this.#settle('abort');
   }
 
-  /** Settles `result` once, from what the iteration produced. */
+  /** Settles `result` once, from what the steps produced. */
   #settle(finishReason: FinishReason): void {
     if (this.#settled) return;
     this.#settled = true;
@@ -96,6 +113,16 @@ export class BindingGenerationStream implements GenerationStream {
     }
   }
 
+  /** Rejects `result` once; returns the typed error. */
+  #fail(error: unknown): PhoenixError {
+    const typed = toPhoenixError(error);
+    if (!this.#settled) {
+      this.#settled = true;
+      this.#reject(typed);
+    }
+    return typed;
+  }
+
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -103,16 +130,18 @@ export class BindingGenerationStream implements GenerationStream {
   #buildResult(finishReason: FinishReason): GenerationResult {
     const [text, tokenIds, firstTokenAt] = [this.#text, this.#tokenIds, this.#firstTokenAt];
     const stats = this.#generation.stats();
+    // A step running when the dispose came may have sampled a token nobody received: count what was.
+    const generatedTokens = this.#disposed ? Math.min(stats.generatedTokens, tokenIds.length) : stats.generatedTokens;
     const totalMs = performance.now() - this.#setup.startedAt;
     // The first token comes out of the prefill; the decode phase produced the rest.
-    const [rateTokens, rateMs] = stats.generatedTokens > 1 && stats.decodeMs > 0 ? [stats.generatedTokens - 1, stats.decodeMs] : [stats.generatedTokens, totalMs];
+    const [rateTokens, rateMs] = generatedTokens > 1 && stats.decodeMs > 0 ? [generatedTokens - 1, stats.decodeMs] : [generatedTokens, totalMs];
     const result: GenerationResult = {
       text: text.join(''),
       tokenIds: [...tokenIds],
       finishReason,
       promptTokens: stats.promptTokens,
       restoredTokens: stats.restoredTokens,
-      generatedTokens: stats.generatedTokens,
+      generatedTokens,
       timings: {
         prefillMs: stats.prefillMs,
         decodeMs: stats.decodeMs,
@@ -126,52 +155,75 @@ export class BindingGenerationStream implements GenerationStream {
     return result;
   }
 
+  /** The next step, asked after the previous one ended. After a dispose the generation only answers "disposed": that ends it as cancelled. */
+  #pull(): Promise<Pulled> {
+    const ask = (): Promise<Pulled> =>
+      this.#disposed ? Promise.resolve(DISPOSED) : this.#generation.next().catch((error: unknown) => (this.#disposed ? DISPOSED : Promise.reject(error)));
+    const step = this.#lastPull.then(ask);
+    this.#lastPull = step.catch(() => undefined);
+    return step;
+  }
+
+  /** Pulls a step and records it: its token and text, a chunk for the loop, `result` when it is the last. */
+  async #take(): Promise<void> {
+    let step: Pulled;
+    try {
+      step = await this.#pull();
+    } catch (error) {
+      throw this.#fail(error);
+    }
+    // (A step that was running when the dispose came is dropped: `result` was settled then.)
+    if (step === DISPOSED || this.#disposed) return this.#settle('abort');
+    if (step === null) return this.#settle('stop');
+    if (this.#settled) return; // asked behind the step that ended it: nothing more
+    const hasToken = step.tokenId !== undefined && step.tokenId !== null;
+    if (hasToken) {
+      this.#tokenIds.push(step.tokenId as number);
+      this.#firstTokenAt ??= performance.now();
+    }
+    if (step.text) this.#text.push(step.text);
+    if (hasToken || step.text) this.#chunks.push({ text: step.text, tokenId: step.tokenId ?? null });
+    if (step.finishReason) this.#settle(step.finishReason);
+  }
+
+  /** Takes steps until the generation ended (after a cancel: one, which computes nothing). */
+  async #pullUntilSettled(): Promise<void> {
+    try {
+      while (!this.#settled) await this.#take();
+    } catch {
+      // `result` was rejected with it
+    }
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
     if (this.#consumed) throw new PhoenixError('E_INVALID_OPTION', 'a generation stream can be iterated only once');
     this.#consumed = true;
     const { signal } = this.#setup;
-    const generation = this.#generation;
-    const onAbort = (): void => generation.cancel();
+    const onAbort = (): void => this.cancel();
     if (signal) listenAbort(signal, onAbort);
     try {
       for (;;) {
-        if (signal?.aborted) generation.cancel();
-        // After a dispose the generation only answers "disposed": the loop ends as cancelled.
-        const step = this.#disposed ? DISPOSED : await generation.next().catch((error: unknown) => (this.#disposed ? DISPOSED : Promise.reject(error)));
-        if (step === DISPOSED || this.#disposed) {
-          // (A step that was running when the dispose came is dropped: `result` was settled then.)
-          this.#settle('abort');
-          return;
+        for (let chunk = this.#chunks.shift(); chunk !== undefined; chunk = this.#chunks.shift()) {
+          this.#waitingAtChunk = true;
+          try {
+            yield chunk;
+          } finally {
+            this.#waitingAtChunk = false;
+          }
         }
-        if (step === null) break;
-        const hasToken = step.tokenId !== undefined && step.tokenId !== null;
-        if (hasToken) {
-          this.#tokenIds.push(step.tokenId as number);
-          this.#firstTokenAt ??= performance.now();
-        }
-        if (step.text) this.#text.push(step.text);
-        if (step.finishReason) {
-          this.#settle(step.finishReason);
-          if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
-          return;
-        }
-        if (hasToken || step.text) yield { text: step.text, tokenId: step.tokenId ?? null };
+        if (this.#settled) return;
+        if (signal?.aborted) this.#generation.cancel();
+        await this.#take();
       }
-      this.#settle('stop');
     } catch (error) {
-      const typed = toPhoenixError(error);
-      if (!this.#settled) {
-        this.#settled = true;
-        this.#reject(typed);
-      }
-      throw typed;
+      throw this.#fail(error);
     } finally {
       if (signal) unlistenAbort(signal, onAbort);
       if (!this.#settled) {
         // The consumer stopped iterating early: end the generation (one cancelled step, no compute,
         // lets the core see it finished) and report what was produced.
-        generation.cancel();
-        await generation.next().catch(() => null);
+        this.#generation.cancel();
+        await this.#pull().catch(() => null);
         this.#settle('abort');
       }
     }

@@ -127,9 +127,16 @@ export interface GenerationResult {
 
 /** A generation in progress: iterate it for tokens; `result` resolves when it ends. */
 export interface GenerationStream extends AsyncIterable<TokenChunk> {
-  /** Resolves when the generation ends (drains it if nobody iterates). Rejects with a `PhoenixError`. */
+  /**
+   * Resolves when the generation ends (drains it if nobody iterates). Rejects with a `PhoenixError`.
+   * A stream iterated part-way is pull-based: it ends when its loop does, or at {@link cancel}, an
+   * abort of its `signal` or {@link dispose} — which settle `result` even if the loop never asks again.
+   */
   readonly result: Promise<GenerationResult>;
-  /** Ends the generation at the next token boundary (finish reason `abort`). */
+  /**
+   * Ends the generation at the next token boundary (finish reason `abort`); `result` then settles
+   * whether or not the loop asks for another chunk.
+   */
   cancel(): void;
   /** The recurrent state after every token consumed so far. */
   exportState(): Uint8Array;
