@@ -250,6 +250,22 @@ describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
       }
     });
 
+    it('a cancel that comes after the step in flight finished elsewhere still settles the result', async () => {
+      const stream = engine.stream(lite, liteRef.prompt.repeat(60), { maxTokens: 50, temperature: 0 });
+      const reader = stream[Symbol.asyncIterator]();
+      const pending = reader.next();
+      // On the WASM worker a synchronous call waits behind the running prefill: when it returns, the
+      // step's answer (a token) is on its way here, and the cancel below is too late for that step.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      lite.detokenize([1]);
+      stream.cancel();
+      const first = await pending;
+      const result = await within(20_000, stream.result, 'result');
+      expect(result.finishReason).toBe('abort');
+      expect(result.tokenIds).toEqual(first.done ? [] : [first.value.tokenId]);
+      expect((await reader.next()).done).toBe(true);
+    });
+
     it('breaking out of the loop ends the generation and resolves the result', async () => {
       const stream = engine.stream(lite, liteRef.prompt, { maxTokens: 500, temperature: 0 });
       for await (const _ of stream) break;

@@ -247,3 +247,25 @@ describe('unknown constructor options', () => {
     new LocalAIPipeline({ manager, maxConcurrency: 2, modelsDir: undefined }).dispose();
   });
 });
+
+describe('a wrongly typed option where SharedArrayBuffer does not exist (a browser page without cross-origin isolation)', () => {
+  it('is E_INVALID_OPTION naming the option, not an E_INTERNAL ReferenceError', () => {
+    const saved = globalThis.SharedArrayBuffer;
+    delete (globalThis as { SharedArrayBuffer?: unknown }).SharedArrayBuffer;
+    try {
+      for (const options of [{ maxTokens: '5' }, { temperature: {} }, { seed: new Uint8Array(2) }] as unknown as GenerationOptions[]) {
+        let thrown: unknown;
+        try {
+          toRawOptions(options);
+        } catch (error) {
+          thrown = error;
+        }
+        expect(thrown).toBeInstanceOf(PhoenixError);
+        expect((thrown as PhoenixError).code).toBe('E_INVALID_OPTION');
+        expect((thrown as PhoenixError).message).toMatch(/^option `\w+` must be/);
+      }
+    } finally {
+      globalThis.SharedArrayBuffer = saved;
+    }
+  });
+});

@@ -38,6 +38,8 @@ export class BindingGenerationStream implements GenerationStream {
   readonly #chunks: TokenChunk[] = [];
   /** The loop is suspended at a chunk it handed out: nobody pulls until its consumer asks again. */
   #waitingAtChunk = false;
+  /** `cancel()` was called (a step already finished elsewhere may still hand out its token). */
+  #cancelled = false;
   /** The last step asked for: the next one is asked after it (one `next()` at a time). */
   #lastPull: Promise<unknown> = Promise.resolve();
   #firstTokenAt: number | null = null;
@@ -83,6 +85,7 @@ export class BindingGenerationStream implements GenerationStream {
    * chunk it handed out, the stream takes the ending step itself: `result` settles without another pull.
    */
   cancel(): void {
+    this.#cancelled = true;
     this.#generation.cancel();
     if (this.#waitingAtChunk && !this.#settled) void this.#pullUntilSettled();
   }
@@ -205,6 +208,9 @@ export class BindingGenerationStream implements GenerationStream {
       for (;;) {
         for (let chunk = this.#chunks.shift(); chunk !== undefined; chunk = this.#chunks.shift()) {
           this.#waitingAtChunk = true;
+          // A step that had finished before the cancel reached it (a worker's answer in transit)
+          // hands out its token: the ending step is then the stream's to take, not the reader's.
+          if (this.#cancelled && !this.#settled) void this.#pullUntilSettled();
           try {
             yield chunk;
           } finally {
@@ -212,7 +218,7 @@ export class BindingGenerationStream implements GenerationStream {
           }
         }
         if (this.#settled) return;
-        if (signal?.aborted) this.#generation.cancel();
+        if (signal?.aborted && !this.#cancelled) this.cancel();
         await this.#take();
       }
     } catch (error) {

@@ -20,7 +20,8 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'symbol') return String(value);
   if (typeof value === 'function') return 'a function';
   // Binary values by their kind (JSON would spell a Float32Array's numbers, an ArrayBuffer as `{}`).
-  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return `a ${value.constructor.name}`;
+  // SharedArrayBuffer is undefined in a browser page that is not cross-origin isolated.
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)) return `a ${value.constructor.name}`;
   try {
     const text = JSON.stringify(value) ?? String(value);
     return text.length > 80 ? `${text.slice(0, 77)}...` : text;
