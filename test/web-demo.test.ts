@@ -253,6 +253,19 @@ describe.skipIf(skip)(`web demo in headless Chromium${skip ? ` (skipped: ${missi
     expect(got).toEqual({ name: path.basename(SMOLLM2_NAMED), format: 'gguf', quantization: 'Q4_1', weightFiles: [path.basename(SMOLLM2_NAMED)], text: expected.text });
   });
 
+  it('a malformed model URL is a typed error (E_INVALID_OPTION), not the URL constructor\'s TypeError', async () => {
+    const got = await page.evaluate(`(async () => {
+      const lib = await import('/dist/browser.js');
+      try {
+        await lib.modelFromUrl('http://[::1');
+        return 'loaded';
+      } catch (error) {
+        return { typed: error instanceof lib.PhoenixError, code: error.code, message: error.message };
+      }
+    })()`);
+    expect(got).toMatchObject({ typed: true, code: 'E_INVALID_OPTION', message: expect.stringContaining('"http://[::1" is not a URL') });
+  });
+
   it('serves the demo folders only, read-only, with their MIME types', async () => {
     const get = (pathname: string, method = 'GET'): Promise<Response> => fetch(new URL(pathname, server.url), { method, redirect: 'manual' });
     expect((await get('/')).headers.get('location')).toBe('/demo/web/');

@@ -122,7 +122,13 @@ async function metadataOf(
  * `E_BAD_CONFIG` (config.json malformed), `E_UNSUPPORTED_MODEL` (a family the core does not run).
  */
 export async function modelFromUrl(baseUrl: string | URL, options: BrowserModelOptions = {}): Promise<ModelMetadata> {
-  const given = new URL(baseUrl, globalThis.location?.href);
+  let given: URL;
+  try {
+    given = new URL(baseUrl, globalThis.location?.href);
+  } catch (error) {
+    // The URL constructor's TypeError, as every other failure here: typed, naming what was given.
+    throw new PhoenixError('E_INVALID_OPTION', `modelFromUrl: ${JSON.stringify(String(baseUrl))} is not a URL (${messageOf(error)})`, { option: 'baseUrl' });
+  }
   const last = decodeURIComponent(given.pathname.split('/').pop() ?? '');
   let base = new URL(given.href);
   if (!base.pathname.endsWith('/')) base.pathname += '/';
