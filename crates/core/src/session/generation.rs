@@ -28,7 +28,8 @@ use crate::tokenizer::Tokenizer;
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationStats {
-    /// Prompt tokens this generation added (a restored history is not counted).
+    /// Prompt tokens this generation added (a restored history is not counted); after a cancel
+    /// before the first token, those the state took in (the prefill stopped part-way).
     pub prompt_tokens: usize,
     /// Tokens of context the given state supplied (its history, or for a chat the start of it the
     /// conversation shares): 0 without a state.
@@ -457,6 +458,12 @@ impl Generation {
 
     fn finish(&mut self, reason: FinishReason, token_id: Option<u32>, text: String) -> Step {
         self.finished = Some(reason);
+        if reason == FinishReason::Abort && self.stats.generated_tokens == 0 {
+            // Cancelled before or during the prefill: count the prompt tokens fed, not those given
+            // (the unfed tail of the history is prompt, and the restored state's pending token).
+            let unfed = self.history.len().saturating_sub(self.fed);
+            self.stats.prompt_tokens = self.stats.prompt_tokens.saturating_sub(unfed);
+        }
         self.detokenizer = None; // holds the tokenizer: free it with the weights
         let all_read = self.pending_text.is_none() && self.fed + 1 >= self.history.len();
         if all_read || reason == FinishReason::Abort {

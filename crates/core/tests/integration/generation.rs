@@ -534,6 +534,7 @@ fn cancel_during_a_long_prefill_stops_between_pieces_and_exports_what_was_read()
     let (m, prompt, mut g) = first_step_aborts(model, &cancel);
     assert_eq!(*calls.lock().unwrap(), vec![100], "one prefill piece ran, then the cancel was seen");
     assert_eq!(g.stats().generated_tokens, 0);
+    assert_eq!(g.stats().prompt_tokens, 100, "the prompt tokens fed, not the 1001 given");
     // The snapshot holds what was read (100 tokens, the next one pending) and reads no further: an
     // abort stays quick even when the caller asks for the state.
     let state = g.export_state().unwrap();
@@ -576,6 +577,33 @@ fn cancel_during_a_prefill_piece_stops_it_and_keeps_the_pieces_before() {
     ));
     let rest = m.generate(Prompt::Ids(prompt[101..].to_vec()), greedy(5), Some(&state)).unwrap();
     assert_eq!(ids_of(&run_all(&mut { rest })), whole);
+    assert_eq!(g.stats().prompt_tokens, 100, "the piece given up is not counted");
+}
+
+/// After a cancel before the first token, `prompt_tokens` counts what the state took in: with a
+/// restored state, neither its pending token nor the unfed prompt.
+#[test]
+fn a_cancelled_prefill_counts_the_prompt_tokens_it_fed() {
+    let m = toy(4096, 2, vec![], false);
+    // Cancelled before any step: nothing fed.
+    let g = m.generate(Prompt::Ids((0..50).collect()), greedy(3), None).unwrap();
+    g.cancel();
+    let mut g = g;
+    assert_eq!(g.next_step().unwrap().unwrap().finish_reason, Some(FinishReason::Abort));
+    assert_eq!((g.stats().prompt_tokens, g.stats().restored_tokens), (0, 0));
+    // From a restored state of 10 tokens: still none of the 5 prompt tokens.
+    let state = m.generate(Prompt::Ids((0..10).collect()), greedy(1), None).unwrap().export_state().unwrap();
+    let g = m.generate(Prompt::Ids((20..25).collect()), greedy(3), Some(&state)).unwrap();
+    g.cancel();
+    let mut g = g;
+    g.next_step().unwrap().unwrap();
+    assert_eq!((g.stats().prompt_tokens, g.stats().restored_tokens), (0, 10));
+    // A cancel after the first token leaves the prompt count whole.
+    let mut g = m.generate(Prompt::Ids((0..50).collect()), greedy(10), None).unwrap();
+    g.next_step().unwrap().unwrap();
+    g.cancel();
+    assert_eq!(g.next_step().unwrap().unwrap().finish_reason, Some(FinishReason::Abort));
+    assert_eq!((g.stats().prompt_tokens, g.stats().generated_tokens), (50, 1));
 }
 
 #[test]
