@@ -15,6 +15,19 @@ import { LITE, ROOT, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-client.test.ts');
 
+/** Fails (instead of hanging the suite) when `work` has not settled after `ms`. */
+async function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
   let redis: TestRedis;
   let scratch: Awaited<ReturnType<typeof tempDir>>;
@@ -97,6 +110,49 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     expect(result.errorCode).toBe('E_ABORTED');
     expect(result.generatedTokens).toBeLessThan(4000);
   }, 60_000);
+
+  it('a request stopped while its job waits for a worker settles at once (E_ABORTED), and so does one that joined its id', async () => {
+    // No worker serves this queue: every job stays waiting.
+    const idle = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'no-worker' } });
+    try {
+      const controller = new AbortController();
+      const started = performance.now();
+      const deadline = idle.process({ ...request('waits-deadline'), maxProcessingTime: 300 });
+      const signalled = idle.process(request('waits-signal', { signal: controller.signal }));
+      const joined = idle.process(request('waits-signal')); // the same id and request: joins that job
+      const stream = idle.stream(request('waits-stream'));
+      setTimeout(() => {
+        controller.abort();
+        stream.cancel();
+      }, 300);
+      const results = await within(4_000, Promise.all([deadline, signalled, joined, stream.result]), 'stopped requests');
+      // Before, each waited for a job that was removed and never finished (and polled Redis meanwhile).
+      expect(results.map((r) => [r.success, r.errorCode])).toEqual(Array(4).fill([false, 'E_ABORTED']));
+      expect(results[0]!.errorMessage).toMatch(/maxProcessingTime of 300 ms exceeded/);
+      expect(results[2]!.errorMessage).toMatch(/cancelled before a worker took it/);
+      expect(performance.now() - started).toBeLessThan(3_000);
+    } finally {
+      idle.dispose();
+    }
+  }, 30_000);
+
+  it('dispose() ends requests running on a worker and waiting in the queue: "the pipeline was disposed"', async () => {
+    const disposing = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client' } });
+    const waiting = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'no-worker-2' } });
+    const running = disposing.stream(request('disposed-running', { maxTokens: 4000 }));
+    const queued = waiting.process(request('disposed-waiting'));
+    for await (const _ of running) break; // a token came: it runs on the worker
+    const at = performance.now();
+    disposing.dispose();
+    waiting.dispose();
+    const results = await within(4_000, Promise.all([running.result, queued]), 'disposed requests');
+    expect(results.map((r) => [r.success, r.errorCode])).toEqual([
+      [false, 'E_ABORTED'],
+      [false, 'E_ABORTED'],
+    ]);
+    for (const r of results) expect(r.errorMessage).toMatch(/the pipeline was disposed/);
+    expect(performance.now() - at).toBeLessThan(3_000);
+  }, 30_000);
 
   it('a full queue is E_ABORTED, as in-process', async () => {
     const full = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client', maxQueueSize: 0 } });

@@ -18,7 +18,7 @@ import { encodeJob, sameJob } from './job.js';
 import type { QueueClientOptions } from './options.js';
 import { PREFIX, cancelChannel, chunkStreamKey } from './keys.js';
 import { connect, connectionOptions } from './connection.js';
-import { decodeChunk, decodeError, decodeResult } from './wire.js';
+import { decodeChunk, decodeError, decodeResult, encodeError } from './wire.js';
 import { longTimeout } from '../deadline.js';
 import { listenAbort, unlistenAbort } from '../../util/abort-listeners.js';
 
@@ -28,6 +28,13 @@ import { listenAbort, unlistenAbort } from '../../util/abort-listeners.js';
  * instead of keeping every result (logits, states) forever.
  */
 export const RESULT_KEEP_S = 3600;
+
+/**
+ * After the caller's signal or deadline stopped a request, how long its running job has to send the
+ * partial result (a worker ends it within a token or a layer). Past it — the job's worker died, Redis
+ * lost the job — the request ends with `E_ABORTED` anyway instead of waiting for a result never sent.
+ */
+export const STOP_GRACE_MS = 5000;
 
 export class QueueClient {
   readonly name: string;
@@ -40,6 +47,8 @@ export class QueueClient {
   readonly #queueConnection: Redis;
   /** Set by {@link close}: every connection stops reconnecting (see `connectionOptions`). */
   #closed = false;
+  /** Each running request's way to stop waiting at once (called by {@link close}). */
+  readonly #endNow = new Set<() => void>();
 
   constructor(options: QueueClientOptions) {
     this.name = options.name ?? 'phoenix';
@@ -71,6 +80,7 @@ export class QueueClient {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const end of [...this.#endNow]) end();
     void this.#events.close().catch(() => undefined);
     await this.#queue.close().catch(() => undefined);
     this.#publisher.disconnect();
@@ -96,15 +106,31 @@ export class QueueClient {
     const untilStopped = <T>(work: Promise<T>): Promise<T> => Promise.race([work, stopped]);
     const asked = request?.maxProcessingTime;
     const deadline = Math.min(typeof asked === 'number' && asked > 0 ? asked : Number.POSITIVE_INFINITY, modeDeadlineMs);
+    // Rejects STOP_GRACE_MS after a stop, or at once when the client closes: every wait once the job
+    // exists races it, so a result that will never come (a dead worker, a closed client) is not awaited.
+    let expire: (error: PhoenixError) => void = () => undefined;
+    const expired = new Promise<never>((_, reject) => (expire = reject));
+    expired.catch(() => undefined);
+    const untilExpired = <T>(work: Promise<T>): Promise<T> => Promise.race([work, expired]);
+    const endNow = (): void => expire(stoppedBy ? stoppedError(stoppedBy, deadline, signal) : new PhoenixError('E_ABORTED', 'the queue client was closed'));
+    this.#endNow.add(endNow);
+    let grace: ReturnType<typeof setTimeout> | undefined;
     const cancel = (cause: 'signal' | 'deadline'): void => {
       if (stoppedBy) return;
       stoppedBy = cause;
-      stop(stoppedError(cause, deadline));
+      stop(stoppedError(cause, deadline, signal));
+      grace = setTimeout(endNow, STOP_GRACE_MS);
       // A job added (now or later, if Redis comes back) is cancelled: a running one through the cancel
       // channel, a waiting one removed so it never runs (a running job cannot be removed).
       void adding?.then((job) => {
         void this.#publisher.publish(cancelChannel(this.name), request.id);
-        void job.remove().catch(() => undefined);
+        void job.remove().then(
+          // A removed job never finishes: end every wait for it here (this request's, and those of
+          // requests that joined its id), which also lets go of their listeners.
+          // (BullMQ's typings list only the generic events; waitUntilFinished listens on `failed:<id>`.)
+          () => (this.#events as unknown as NodeJS.EventEmitter).emit(`failed:${request.id}`, { failedReason: JSON.stringify(encodeError(removedError())) }),
+          () => undefined,
+        );
       }, () => undefined);
     };
     const onAbort = (): void => cancel('signal');
@@ -139,22 +165,22 @@ export class QueueClient {
       let next = 0;
       for (;;) {
         const finishedBefore = settled !== undefined;
-        const read = await reader.xread('COUNT', 256, 'BLOCK', finishedBefore ? 1 : 50, 'STREAMS', key, last);
+        const read = await untilExpired(reader.xread('COUNT', 256, 'BLOCK', finishedBefore ? 1 : 50, 'STREAMS', key, last));
         for (const [, entries] of read ?? []) {
           for (const [id, fields] of entries) {
             last = id;
             const chunk = decodeChunk(JSON.parse(fields[1] ?? 'null'));
             if (chunk.seq !== next) continue;
             next++;
-            await channel.push({ text: chunk.text, tokenId: chunk.tokenId });
+            await untilExpired(channel.push({ text: chunk.text, tokenId: chunk.tokenId }));
           }
         }
         if (finishedBefore && !read) break;
       }
       if (signal) unlistenAbort(signal, onAbort);
-      const outcome = await done;
+      const outcome = await untilExpired(done);
       if ('error' in outcome) {
-        if (stoppedBy) throw stoppedError(stoppedBy, deadline);
+        if (stoppedBy) throw stoppedError(stoppedBy, deadline, signal);
         const reason = (outcome.error as Error)?.message ?? '';
         let parsed: unknown;
         try {
@@ -171,12 +197,22 @@ export class QueueClient {
       return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
     } finally {
       timer?.clear();
+      clearTimeout(grace);
+      this.#endNow.delete(endNow);
       if (signal) unlistenAbort(signal, onAbort);
       reader.disconnect();
     }
   }
 }
 
-function stoppedError(cause: 'signal' | 'deadline', deadlineMs: number): PhoenixError {
-  return new PhoenixError('E_ABORTED', cause === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : 'aborted by the caller');
+/** What the waits of a job removed before any worker took it end with. */
+function removedError(): PhoenixError {
+  return new PhoenixError('E_ABORTED', 'the job was cancelled before a worker took it');
+}
+
+/** The error of a request its signal or deadline stopped; a signal aborted with an `E_ABORTED` reason (the pipeline's dispose) says that reason. */
+function stoppedError(cause: 'signal' | 'deadline', deadlineMs: number, signal?: AbortSignal): PhoenixError {
+  if (cause === 'deadline') return new PhoenixError('E_ABORTED', `maxProcessingTime of ${deadlineMs} ms exceeded`);
+  const reason: unknown = signal?.reason;
+  return reason instanceof PhoenixError && reason.code === 'E_ABORTED' ? new PhoenixError('E_ABORTED', reason.message) : new PhoenixError('E_ABORTED', 'aborted by the caller');
 }
