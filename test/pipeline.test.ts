@@ -171,6 +171,14 @@ describe('limits', () => {
     expect(result.energyConsumed).toBeGreaterThan(1e-6);
   });
 
+  it('energyBudget stops scoring too, between layers, once exceeded', async () => {
+    const ids = Array.from({ length: 20_000 }, (_, i) => 1 + (i % 1000));
+    const result = await pipeline.process({ id: 'energy-score', input: { ids }, taskType: 'scoring', modelPreference: 'lite', energyBudget: 1e-6 });
+    // Before, the budget was not looked at: the whole sequence was scored (success, 30+ J on a long one).
+    expect([result.success, result.errorCode, result.metadata.stoppedBy, result.metadata.stoppedDuring]).toEqual([false, 'E_ABORTED', 'energy-budget', 'scoring']);
+    expect(result.errorMessage).toMatch(/^energyBudget of 0.000001 J exceeded \(\d+\.\d+ J used\) during scoring/);
+  });
+
   it('the caller signal stops a request', async () => {
     const controller = new AbortController();
     const stream = pipeline.stream(generation('caller', { modelPreference: 'lite', options: { maxTokens: 500, signal: controller.signal } }));

@@ -345,7 +345,14 @@ export class LocalAIPipeline {
     let lease: ModelLease | undefined;
     // dispose() stops a request through its cancel signal, with its own reason.
     const disposed = (): boolean => request?.options?.signal?.reason === DISPOSED;
-    const cause = (): string => (stoppedBy === 'deadline' ? `maxProcessingTime of ${deadlineMs} ms exceeded` : stoppedBy === 'signal' && disposed() ? DISPOSED.message : 'aborted by the caller');
+    const cause = (): string =>
+      stoppedBy === 'deadline'
+        ? `maxProcessingTime of ${deadlineMs} ms exceeded`
+        : stoppedBy === 'energy-budget'
+          ? `energyBudget of ${request.energyBudget} J exceeded (${energy.joules.toFixed(3)} J used)`
+          : stoppedBy === 'signal' && disposed()
+            ? DISPOSED.message
+            : 'aborted by the caller';
     // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
     const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
       phase = stepPhase;
@@ -391,7 +398,21 @@ export class LocalAIPipeline {
             if (request.taskType === 'scoring') {
               const includeLogits = Boolean(request.options?.returnLogits);
               inFlight = engine.score(model, toInput(request.input!), { includeLogits, signal: controller.signal });
-              const scored = await within('scoring', inFlight as Promise<ScoreResult>);
+              // The energy budget holds for scoring too: read while it runs, it stops the core between layers.
+              const budget = request.energyBudget;
+              const watch = budget === undefined ? undefined : setInterval(() => {
+                readEnergy();
+                if (energy.joules > budget && !controller.signal.aborted) {
+                  stoppedBy ??= 'energy-budget';
+                  controller.abort();
+                }
+              }, ENERGY_POLL_MS);
+              let scored: ScoreResult;
+              try {
+                scored = await within('scoring', inFlight as Promise<ScoreResult>);
+              } finally {
+                clearInterval(watch);
+              }
               inFlight = undefined;
               if (controller.signal.aborted) throw stoppedError(phase, cause());
               readEnergy();
@@ -602,6 +623,9 @@ function safeMode(request: ProcessingRequest): ProcessingMode | undefined {
 
 /** The reason a request stops when its pipeline is disposed. */
 const DISPOSED = new PhoenixError('E_ABORTED', 'the pipeline was disposed');
+
+/** How often a scoring request's energy use is read against its `energyBudget`. */
+const ENERGY_POLL_MS = 20;
 
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
   if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded during generation; output is partial`;

@@ -42,7 +42,7 @@ export interface ProcessingRequest {
    * one token; a prompt's prefill or a scoring already running stops between two layers.
    */
   maxProcessingTime?: number;
-  /** Joules the request may use; generation stops once exceeded. */
+  /** Joules the request may use; generation (between tokens) and scoring (between layers) stop once exceeded (`E_ABORTED`). */
   energyBudget?: number;
   options?: RequestOptions;
 }
