@@ -77,9 +77,11 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
   it('a duplicate request id gets the one result of the one job', async () => {
     const [a, b] = await Promise.all([remote.process(request('dup')), remote.process(request('dup'))]);
     expect(a.success).toBe(true);
-    expect(b).toEqual(a);
+    // The one result; only each caller's own wall time (and so its wait) differs.
+    const ownTime = ({ processingTime: _t, metadata: { queueWaitMs: _q, ...metadata }, ...rest }: typeof a) => ({ ...rest, metadata });
+    expect(ownTime(b)).toEqual(ownTime(a));
     const again = await remote.process(request('dup'));
-    expect(again).toEqual(a);
+    expect(ownTime(again)).toEqual(ownTime(a));
     // The same id for a different request is refused, not answered with the first request's result.
     const other = await remote.process({ ...request('dup', { maxTokens: 5 }), input: 'One day' });
     expect([other.success, other.errorCode]).toEqual([false, 'E_INVALID_OPTION']);
@@ -130,6 +132,7 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
       expect(results.map((r) => [r.success, r.errorCode])).toEqual(Array(4).fill([false, 'E_ABORTED']));
       expect(results[0]!.errorMessage).toMatch(/maxProcessingTime of 300 ms exceeded/);
       expect(results[2]!.errorMessage).toMatch(/cancelled before a worker took it/);
+      expect(results[0]!.metadata).toMatchObject({ stoppedBy: 'deadline', stoppedDuring: 'queue', deadlineMs: 300 });
       expect(performance.now() - started).toBeLessThan(3_000);
     } finally {
       idle.dispose();
@@ -153,6 +156,17 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     for (const r of results) expect(r.errorMessage).toMatch(/the pipeline was disposed/);
     expect(performance.now() - at).toBeLessThan(3_000);
   }, 30_000);
+
+  it('processingTime is the caller\'s wall time: the wait for a worker counts (queueWaitMs says how much)', async () => {
+    const t0 = performance.now();
+    const [first, second] = await Promise.all([remote.process(request('wall-first', { maxTokens: 120 })), remote.process(request('wall-second', { maxTokens: 2 }))]);
+    const wall = performance.now() - t0;
+    // The one worker runs them in turn: the second waited for the first, which its time must show.
+    const later = first!.processingTime < second!.processingTime ? second! : first!;
+    expect(later.processingTime).toBeGreaterThan(0.8 * wall);
+    expect(later.processingTime).toBeLessThanOrEqual(wall + 1);
+    expect(later.metadata.queueWaitMs).toBeGreaterThan(0);
+  }, 60_000);
 
   it('a full queue is E_ABORTED, as in-process', async () => {
     const full = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client', maxQueueSize: 0 } });

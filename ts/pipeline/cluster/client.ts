@@ -95,6 +95,8 @@ export class QueueClient {
     const startedAt = performance.now();
     const signal = request?.options?.signal;
     let stoppedBy: 'signal' | 'deadline' | undefined;
+    // A worker took the job: a chunk came, or the job could not be removed (it was running).
+    let takenByWorker = false;
     let timer: { clear(): void } | undefined;
     // The job once added, or its addition still under way (Redis slow or away).
     let adding: Promise<Job> | undefined;
@@ -129,7 +131,7 @@ export class QueueClient {
           // requests that joined its id), which also lets go of their listeners.
           // (BullMQ's typings list only the generic events; waitUntilFinished listens on `failed:<id>`.)
           () => (this.#events as unknown as NodeJS.EventEmitter).emit(`failed:${request.id}`, { failedReason: JSON.stringify(encodeError(removedError())) }),
-          () => undefined,
+          () => (takenByWorker = true),
         );
       }, () => undefined);
     };
@@ -172,6 +174,7 @@ export class QueueClient {
             const chunk = decodeChunk(JSON.parse(fields[1] ?? 'null'));
             if (chunk.seq !== next) continue;
             next++;
+            takenByWorker = true;
             await untilExpired(channel.push({ text: chunk.text, tokenId: chunk.tokenId }));
           }
         }
@@ -192,9 +195,13 @@ export class QueueClient {
       }
       const result = decodeResult(outcome.value);
       if (stoppedBy && !result.success) Object.assign(result.metadata, { stoppedBy });
+      // The caller's wall time, as in-process: the worker's own time plus the wait for a worker (and Redis).
+      const wall = performance.now() - startedAt;
+      result.metadata.queueWaitMs = (result.metadata.queueWaitMs ?? 0) + Math.max(0, wall - result.processingTime);
+      result.processingTime = Math.max(wall, result.processingTime);
       return result;
     } catch (thrown) {
-      return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy);
+      return failedResult(request, toPhoenixError(thrown), startedAt, stoppedBy ? { by: stoppedBy, onWorker: takenByWorker, deadlineMs: deadline } : undefined);
     } finally {
       timer?.clear();
       clearTimeout(grace);

@@ -6,7 +6,14 @@ import type { PhoenixError } from '../../binding/errors.js';
 import { ProcessingMode } from '../modes.js';
 import type { ProcessingRequest, ProcessingResult } from '../types.js';
 
-export function failedResult(request: ProcessingRequest, error: PhoenixError, startedAt: number, stoppedBy?: 'signal' | 'deadline'): ProcessingResult {
+/** What stopped a request on the client's side: queued (not yet on a worker), or running on one (`onWorker`) without sending its result in time. */
+export interface ClientStop {
+  by: 'signal' | 'deadline';
+  onWorker: boolean;
+  deadlineMs: number;
+}
+
+export function failedResult(request: ProcessingRequest, error: PhoenixError, startedAt: number, stop?: ClientStop): ProcessingResult {
   return {
     requestId: typeof request?.id === 'string' ? request.id : String(request?.id),
     success: false,
@@ -20,6 +27,10 @@ export function failedResult(request: ProcessingRequest, error: PhoenixError, st
     energySource: 'estimate',
     fallbackUsed: false,
     skippedModels: [],
-    metadata: { mode: request?.mode ?? ProcessingMode.FULL_CAPABILITY, ...(stoppedBy ? { stoppedBy } : {}) },
+    metadata: {
+      mode: request?.mode ?? ProcessingMode.FULL_CAPABILITY,
+      ...(stop ? { stoppedBy: stop.by, stoppedDuring: stop.onWorker ? 'generation' : 'queue' } : {}),
+      ...(stop && Number.isFinite(stop.deadlineMs) ? { deadlineMs: stop.deadlineMs } : {}),
+    },
   };
 }
