@@ -113,6 +113,7 @@ describe.skipIf(skip)('workers with different models dirs', () => {
     await copyModel(LITE, path.join(dirs.liteOnly, 'lite'));
     await copyModel(LITE, path.join(dirs.both, 'lite'));
     await copyModel(TINY, path.join(dirs.both, 'tiny'));
+    await mkdir(path.join(dirs.both, 'broken')); // a folder that is no model
     liteOnly = await startWorker({ redis: redis.url, queue: 'dirs', modelsDir: dirs.liteOnly });
     both = await startWorker({ redis: redis.url, queue: 'dirs', modelsDir: dirs.both });
     remote = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'dirs' } });
@@ -133,5 +134,18 @@ describe.skipIf(skip)('workers with different models dirs', () => {
     for (const r of results) expect([r.success, r.modelUsed], `${r.errorCode} ${r.errorMessage}`).toEqual([true, 'tiny']);
     expect(liteOnly.pipeline.getMetrics().requests).toBe(0);
     expect(both.pipeline.getMetrics().requestsByModel).toEqual({ tiny: 8 });
+  }, 60_000);
+
+  it('a job preferring a broken model is served where that folder is, falling back as in-process — not failed where it is unknown', async () => {
+    const ask = (id: string) => ({ id, input: 'Once upon a time', taskType: 'generation' as const, modelPreference: 'broken', options: { maxTokens: 4, temperature: 0 } });
+    const local = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'b') });
+    const expected = await local.process(ask('broken-local'));
+    local.dispose();
+    expect([expected.success, expected.fallbackUsed]).toEqual([true, true]);
+    const before = liteOnly.pipeline.getMetrics().requests;
+    // Before, a worker without the folder took some of these and failed them E_MODEL_NOT_FOUND.
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => remote.process(ask(`broken-${i}`))));
+    for (const r of results) expect([r.success, r.fallbackUsed, r.modelUsed], `${r.errorCode} ${r.errorMessage}`).toEqual([true, true, expected.modelUsed]);
+    expect(liteOnly.pipeline.getMetrics().requests).toBe(before);
   }, 60_000);
 });

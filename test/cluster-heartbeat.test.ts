@@ -74,6 +74,19 @@ describe('decideAffinity', () => {
     expect([retry(0), retry(5000), retry(60_000)].map((d) => (d.run ? 0 : d.retryInMs))).toEqual([50, 500, 1000]);
     expect(decide('lite', [beat('other', [], ['tiny'])], 0, me)).toBe(true); // nobody has it: run, the pipeline reports why
   });
+  it('leaves a job naming a model it lacks entirely to a worker whose dir has it, even broken (it falls back there as in-process)', () => {
+    const me = { id: 'me', loaded: [], available: ['tiny'], present: ['tiny'] };
+    const brokenThere = beat('other', [], ['lite'], { present: ['lite', 'broken'] });
+    expect(decide('broken', [brokenThere], 60_000, me)).toBe(false);
+    // A worker whose own folder of that name is broken runs it (its pipeline falls back), unless another has it usable.
+    const brokenHere = { id: 'me', loaded: [], available: ['tiny'], present: ['tiny', 'broken'] };
+    expect(decide('broken', [brokenThere], 0, brokenHere)).toBe(true);
+    expect(decide('broken', [beat('other', [], ['broken'], { present: ['broken'] })], 0, brokenHere)).toBe(false);
+    // Adverts of older workers (no `present`) change nothing.
+    expect(decide('broken', [beat('other', [], ['lite'])], 0, me)).toBe(true);
+    // The advert carries it through Redis.
+    expect(decodeHeartbeat(JSON.stringify(brokenThere))!.present).toEqual(['lite', 'broken']);
+  });
   it('does not count its own advert as another holder', () => {
     expect(decide('lite', [beat('me', ['lite'], ['lite', 'tiny'])])).toBe(true);
   });

@@ -5,7 +5,8 @@
  * gets it without a reload. Once the job has waited `affinityWaitMs` since it was enqueued, any worker
  * that can serve it runs it (a busy holder must not starve the queue; the taker loads the model and
  * becomes a holder too). A worker never takes a job for a model missing from its models dir while a
- * live worker has it. Jobs that name no model run wherever they are taken up.
+ * live worker has it — usable, or there but broken (that worker's pipeline falls back from it, as an
+ * in-process one would). Jobs that name no model run wherever they are taken up.
  */
 import type { WorkerHeartbeat } from './heartbeat.js';
 
@@ -20,8 +21,8 @@ const MISSING_RETRY_MAX_MS = 1000;
 export interface AffinityInput {
   /** The model the job names, if any. */
   model: string | undefined;
-  /** This worker's id and what it holds / can load. */
-  self: { id: string; loaded: readonly string[]; available: readonly string[] };
+  /** This worker's id and what it holds / can load / has in its models dir at all (broken ones too). */
+  self: { id: string; loaded: readonly string[]; available: readonly string[]; present?: readonly string[] };
   /** Live workers' heartbeats (this one's included or not). */
   workers: readonly WorkerHeartbeat[];
   /** How long the job has waited since it was enqueued, ms. */
@@ -32,8 +33,14 @@ export interface AffinityInput {
 export function decideAffinity({ model, self, workers, waitedMs, affinityWaitMs }: AffinityInput): AffinityDecision {
   if (model === undefined || self.loaded.includes(model)) return { run: true };
   const others = workers.filter((w) => w.id !== self.id);
+  const missingRetry = Math.min(MISSING_RETRY_MAX_MS, Math.max(HOLDER_RETRY_MS, waitedMs / 10));
   if (!self.available.includes(model) && others.some((w) => w.available.includes(model) || w.loaded.some((m) => m.name === model))) {
-    return { run: false, reason: `${model} is not in this worker's models dir`, retryInMs: Math.min(MISSING_RETRY_MAX_MS, Math.max(HOLDER_RETRY_MS, waitedMs / 10)) };
+    return { run: false, reason: `${model} is not in this worker's models dir`, retryInMs: missingRetry };
+  }
+  // Not even a broken folder of that name here, but one there: served there as its own pipeline serves it.
+  const here = self.present ?? self.available;
+  if (!here.includes(model) && others.some((w) => w.present?.includes(model))) {
+    return { run: false, reason: `${model} is not in this worker's models dir (another worker's is broken: it falls back there)`, retryInMs: missingRetry };
   }
   if (waitedMs < affinityWaitMs && others.some((w) => w.loaded.some((m) => m.name === model))) {
     return { run: false, reason: `another worker holds ${model}`, retryInMs: HOLDER_RETRY_MS };

@@ -24,6 +24,12 @@ export interface WorkerHeartbeat {
   loaded: { name: string; memoryBytes: number }[];
   /** Models in the worker's models dir it can load (not broken). */
   available: string[];
+  /**
+   * Every model name in its models dir, broken ones too: a job naming one is served there as the
+   * worker's own pipeline would serve it (a broken preference falls back), not failed elsewhere as
+   * unknown. Absent in adverts of older workers.
+   */
+  present?: string[];
   memory: { rssBytes: number; heapUsedBytes: number; loadedModelBytes: number };
   /** Jobs finished since start (a result, success or not), failed among them, running now. */
   jobs: { done: number; failed: number; active: number };
@@ -100,6 +106,7 @@ export function decodeHeartbeat(text: string): WorkerHeartbeat | undefined {
     updatedAt: v.updatedAt,
     loaded: loaded.map((m) => ({ name: m.name, memoryBytes: m.memoryBytes })),
     available: v.available.slice(0, MAX_MODELS).filter(isStr),
+    ...(Array.isArray(v.present) ? { present: v.present.slice(0, MAX_MODELS).filter(isStr) } : {}),
     memory: { rssBytes: memory.rssBytes, heapUsedBytes: memory.heapUsedBytes, loadedModelBytes: memory.loadedModelBytes },
     jobs: { done: jobs.done, failed: jobs.failed, active: jobs.active },
     doneLastMinute: v.doneLastMinute,

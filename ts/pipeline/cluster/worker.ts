@@ -150,6 +150,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
   const startedAt = Date.now();
   const stats = new JobStats();
   let available: string[] = [];
+  let present: string[] = [];
   let availableAt = 0;
   const connection = connect(options.redis);
   const subscriber = connect(options.redis);
@@ -161,6 +162,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
     availableAt = Date.now();
     const models = await pipeline.manager.listModels().catch(() => []);
     available = models.filter((m) => m.status !== 'error' && m.status !== 'corrupted').map((m) => m.name);
+    present = models.map((m) => m.name);
   };
   const heartbeat = (): WorkerHeartbeat => {
     const memory = process.memoryUsage();
@@ -172,6 +174,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
       updatedAt: Date.now(),
       loaded: pipeline.manager.loadedModels().map((m) => ({ name: m.name, memoryBytes: m.memoryBytes })),
       available,
+      present,
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, loadedModelBytes: pipeline.manager.loadedBytes() },
       jobs: { done: stats.done, failed: stats.failed, active: stats.active },
       doneLastMinute: stats.doneLastMinute(),
@@ -201,7 +204,7 @@ export async function startWorker(options: WorkerOptions): Promise<QueueWorker> 
     if (request.modelPreference !== undefined) {
       const decision = decideAffinity({
         model: request.modelPreference,
-        self: { id, loaded: loadedNames(), available },
+        self: { id, loaded: loadedNames(), available, present },
         workers: await readHeartbeats(writer, queue),
         waitedMs: Date.now() - job.timestamp,
         affinityWaitMs,
