@@ -168,6 +168,20 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     expect(later.metadata.queueWaitMs).toBeGreaterThan(0);
   }, 60_000);
 
+  it('maxQueueSize holds for requests arriving together: the newest past it are refused, the others queued', async () => {
+    const burst = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'no-worker-burst', maxQueueSize: 3 } });
+    try {
+      // No worker: whatever is admitted waits until its deadline.
+      const results = await within(15_000, Promise.all(Array.from({ length: 6 }, (_, i) => burst.process({ ...request(`burst-${i}`), maxProcessingTime: 1500 }))), 'burst');
+      const full = results.filter((r) => /queue is full/.test(r.errorMessage ?? ''));
+      const waited = results.filter((r) => /maxProcessingTime of 1500 ms exceeded/.test(r.errorMessage ?? ''));
+      // Before, all six were admitted (each counted 0–2 jobs before any was added).
+      expect([full.length, waited.length]).toEqual([3, 3]);
+    } finally {
+      burst.dispose();
+    }
+  }, 30_000);
+
   it('a full queue is E_ABORTED, as in-process', async () => {
     const full = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client', maxQueueSize: 0 } });
     const result = await full.process(request('never'));

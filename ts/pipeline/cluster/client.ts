@@ -88,6 +88,30 @@ export class QueueClient {
   }
 
   /**
+   * The count before adding a job and the add are two commands: clients adding at once all pass the
+   * count. So after adding, the newest jobs past `maxQueueSize` back out (removed while still waiting)
+   * and are refused, as the in-process queue refuses them; the earlier ones keep their place.
+   */
+  async #admit(job: Job): Promise<void> {
+    const counts = await this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    const excess = Object.values(counts).reduce((a, b) => a + b, 0) - this.#maxQueueSize;
+    if (excess <= 0) return;
+    const newest = await this.#queue.getRanges(['waiting'], 0, excess - 1, false);
+    if (!newest.includes(job.id ?? '')) return;
+    // A worker may have taken it meanwhile: then it stays (it is running, not queued).
+    if (!(await job.remove().then(() => true, () => false))) return;
+    const full = queueFull(excess + this.#maxQueueSize - 1, this.#maxQueueSize);
+    this.#endWaits(job.id ?? '', full); // a request that joined its id meanwhile
+    throw full;
+  }
+
+  /** Ends every wait for a job that was removed (it never finishes): this client's, for that id. */
+  #endWaits(id: string, error: PhoenixError): void {
+    // (BullMQ's typings list only the generic events; waitUntilFinished listens on `failed:<id>`.)
+    (this.#events as unknown as NodeJS.EventEmitter).emit(`failed:${id}`, { failedReason: JSON.stringify(encodeError(error)) });
+  }
+
+  /**
    * Runs `request` on a worker, pushing its chunks to `channel`; never rejects (failures are results).
    * `modeDeadlineMs`: the request's mode limit on this side, so a job no worker takes ends on time too.
    */
@@ -129,8 +153,7 @@ export class QueueClient {
         void job.remove().then(
           // A removed job never finishes: end every wait for it here (this request's, and those of
           // requests that joined its id), which also lets go of their listeners.
-          // (BullMQ's typings list only the generic events; waitUntilFinished listens on `failed:<id>`.)
-          () => (this.#events as unknown as NodeJS.EventEmitter).emit(`failed:${request.id}`, { failedReason: JSON.stringify(encodeError(removedError())) }),
+          () => this.#endWaits(request.id, removedError()),
           () => (takenByWorker = true),
         );
       }, () => undefined);
@@ -146,15 +169,14 @@ export class QueueClient {
       const counts = await untilStopped(this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'));
       const busy = Object.values(counts).reduce((a, b) => a + b, 0);
       const existing = await untilStopped(this.#queue.getJob(request.id));
-      if (!existing && busy >= this.#maxQueueSize) {
-        throw new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${this.#maxQueueSize})`, { option: 'maxQueueSize' });
-      }
+      if (!existing && busy >= this.#maxQueueSize) throw queueFull(busy, this.#maxQueueSize);
       await untilStopped(this.#events.waitUntilReady());
       if (existing && !sameJob(existing.data, payload)) {
         throw new PhoenixError('E_INVALID_OPTION', `request id "${request.id}" is taken by a different request on queue "${this.name}" (running, waiting, or a result kept for ${RESULT_KEEP_S / 3600} h): use a new id`, { option: 'id' });
       }
       adding = existing ? Promise.resolve(existing) : this.#queue.add('process', payload, { jobId: request.id, removeOnComplete: { age: RESULT_KEEP_S }, removeOnFail: { age: RESULT_KEEP_S } });
       const job = await untilStopped(adding);
+      if (!existing) await untilStopped(this.#admit(job));
       const done = job.waitUntilFinished(this.#events).then(
         (value: unknown) => ({ value }),
         (error: unknown) => ({ error }),
@@ -210,6 +232,10 @@ export class QueueClient {
       reader.disconnect();
     }
   }
+}
+
+function queueFull(busy: number, max: number): PhoenixError {
+  return new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${max})`, { option: 'maxQueueSize' });
 }
 
 /** What the waits of a job removed before any worker took it end with. */
