@@ -11,7 +11,7 @@ import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js'
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
 import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, tempDir } from './helpers.js';
+import { LITE, ROOT, copyModel, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-client.test.ts');
 
@@ -179,6 +179,20 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
       expect([full.length, waited.length]).toEqual([3, 3]);
     } finally {
       burst.dispose();
+    }
+  }, 30_000);
+
+  it('getSystemStatus() of a queue pipeline lists no local models (its workers\' are in cluster)', async () => {
+    const modelsDir = path.join(scratch.dir, 'status-models');
+    await copyModel(LITE, path.join(modelsDir, 'lite'));
+    const withFolder = new LocalAIPipeline({ modelsDir, queue: { redis: redis.url, name: 'client' } });
+    try {
+      const status = await withFolder.getSystemStatus();
+      // Before, it listed (and checksummed) this folder, which a queue pipeline never uses.
+      expect(status.models).toEqual([]);
+      expect(status.cluster?.workers.flatMap((w) => w.availableModels)).toContain('lite');
+    } finally {
+      withFolder.dispose();
     }
   }, 30_000);
 

@@ -81,6 +81,7 @@ export interface SystemStatus {
   /**
    * Every local model with its status; `error` says why a model with status `error` / `corrupted` is
    * skipped by requests (the manager's code and message, e.g. `E_CHECKSUM`, or the last load failure).
+   * Empty for a queue pipeline: its workers' models are in `cluster.workers[].availableModels`.
    */
   models: SystemModelStatus[];
   /** Set when the models dir could not be listed in time or at all (then `models` is empty). */
@@ -267,7 +268,9 @@ export class LocalAIPipeline {
    * @throws `E_INVALID_OPTION` for a `modelsTimeoutMs` that is not a number > 0.
    */
   async getSystemStatus(options: SystemStatusOptions = {}): Promise<SystemStatus> {
-    const models = await listModelStatuses(this.manager, options);
+    // A queue pipeline runs nothing here: its workers' models are in `cluster` (listing this folder
+    // would checksum models it never uses).
+    const models: ModelStatuses = this.#remote ? { models: [] } : await listModelStatuses(this.manager, options);
     const backend = await this.#backendStatus();
     const loaded = this.manager.loadedModels();
     const memory = process.memoryUsage();
