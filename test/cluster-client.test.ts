@@ -196,6 +196,16 @@ describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
     }
   }, 30_000);
 
+  it('a malformed request is refused by the client as in-process, before any job is queued', async () => {
+    const typo = { ...request('typo-remote'), options: { maxToken: 5 } } as unknown as ProcessingRequest;
+    const [there, here] = [await remote.process(typo), await local.process({ ...typo, id: 'typo-local' })];
+    expect([there.success, there.errorCode, there.errorMessage]).toEqual([false, 'E_INVALID_OPTION', here.errorMessage]);
+    expect(there.errorMessage).toMatch(/did you mean `maxTokens`/);
+    // No job holds the id: the corrected request runs under it.
+    const fixed = await remote.process(request('typo-remote'));
+    expect(fixed.success, fixed.errorMessage).toBe(true);
+  }, 30_000);
+
   it('a full queue is E_ABORTED, as in-process', async () => {
     const full = new LocalAIPipeline({ modelsDir: path.join(scratch.dir, 'none'), queue: { redis: redis.url, name: 'client', maxQueueSize: 0 } });
     const result = await full.process(request('never'));

@@ -229,7 +229,14 @@ export class LocalAIPipeline {
     else this.#live.add(onDispose);
     if (this.#remote) {
       const mode = safeMode(request) ?? this.#defaultMode;
-      const remote = this.#remote.stream(cancellable, this.#limits[mode]?.maxProcessingTimeMs);
+      // Refused here as in-process ("did you mean …?"), before a job is queued (and its id held for an hour).
+      let refused: PhoenixError | undefined;
+      try {
+        validateRequest(cancellable);
+      } catch (error) {
+        refused = toPhoenixError(error);
+      }
+      const remote = refused ? refusedStream(cancellable, refused) : this.#remote.stream(cancellable, this.#limits[mode]?.maxProcessingTimeMs);
       void remote.result.finally(() => this.#live.delete(onDispose));
       void remote.result.then((r) => this.#metrics.record(r, r.metadata.mode));
       return {
@@ -626,6 +633,13 @@ function safeMode(request: ProcessingRequest): ProcessingMode | undefined {
 
 /** The reason a request stops when its pipeline is disposed. */
 const DISPOSED = new PhoenixError('E_ABORTED', 'the pipeline was disposed');
+
+/** The stream of a request refused before it ran: no chunks, its failure as the result. */
+function refusedStream(request: ProcessingRequest, error: PhoenixError): Omit<ProcessingStream, 'cancel'> {
+  const none = new AsyncChannel<TokenChunk>();
+  none.close();
+  return { result: Promise.resolve(failedResult(request, error, performance.now())), [Symbol.asyncIterator]: () => none[Symbol.asyncIterator]() };
+}
 
 /** How often a scoring request's energy use is read against its `energyBudget`. */
 const ENERGY_POLL_MS = 20;
