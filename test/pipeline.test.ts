@@ -59,6 +59,9 @@ describe('generation', () => {
     expect(['rapl', 'estimate']).toContain(result.energySource);
     expect(result.metadata.finishReason).toBe('length');
     expect(result.errorCode).toBeUndefined();
+    // The model is loaded now: the next request loads nothing, and says 0, not the lease's bookkeeping.
+    const again = await pipeline.process(generation('r1-again', { modelPreference: 'lite' }));
+    expect(again.metadata.loadMs).toBe(0);
   });
 
   it('streams tokens, and the result matches the streamed text', async () => {
@@ -283,6 +286,8 @@ describe('metrics and status', () => {
     expect(m.aborted).toBeGreaterThanOrEqual(4); // energy, signal, 2 × queue full
     expect(m.errorsByCode.E_INVALID_OPTION).toBeGreaterThanOrEqual(7);
     expect(m.requestsByModel.lite).toBeGreaterThan(3);
+    // Only modes that exist are counted under a mode (a request refused for its mode is counted as failed).
+    expect(Object.keys(m.requestsByMode).every((mode) => (Object.values(ProcessingMode) as string[]).includes(mode))).toBe(true);
     expect(m.generatedTokens).toBeGreaterThan(50);
     expect(m.latencyMs.count).toBe(m.requests);
     expect(m.latencyMs.p95).toBeGreaterThanOrEqual(m.latencyMs.p50);

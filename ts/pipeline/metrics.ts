@@ -2,6 +2,7 @@
  * Running counters of a pipeline: requests, outcomes, latencies, throughput, energy.
  */
 import type { ProcessingResult } from './types.js';
+import { PROCESSING_MODES } from './modes.js';
 
 /** Summary statistics of a series of values. */
 export interface Distribution {
@@ -73,7 +74,8 @@ export class PipelineMetrics {
     if (result.errorCode) bump(this.#errors, result.errorCode);
     if (result.fallbackUsed) this.#fallbacks++;
     if (result.modelUsed) bump(this.#byModel, result.modelUsed);
-    bump(this.#byMode, mode);
+    // A request refused for its mode has none: counted, but not under a mode that does not exist.
+    if ((PROCESSING_MODES as readonly string[]).includes(mode)) bump(this.#byMode, mode);
     this.#generated += result.generatedTokens;
     this.#prompt += result.promptTokens;
     this.#energy += result.energyConsumed;

@@ -540,7 +540,8 @@ export class LocalAIPipeline {
           subject: `loading model "${candidate.name}"`,
           onLate: (late) => late.release(),
         });
-        progress.metadata.loadMs = performance.now() - loadStarted;
+        // (A model already loaded cost this request no load: the lease's bookkeeping is not one.)
+        progress.metadata.loadMs = candidate.status === 'loaded' ? 0 : performance.now() - loadStarted;
         progress.modelUsed = candidate.name;
         if (candidate !== primary) {
           progress.fallbackUsed = true;
