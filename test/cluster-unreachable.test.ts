@@ -65,7 +65,7 @@ describe('a queue pipeline with Redis unreachable', () => {
         script,
         `const { LocalAIPipeline } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'ts/pipeline/pipeline.ts')).href)});
 const pipeline = new LocalAIPipeline({ queue: { redis: 'redis://127.0.0.1:1', name: 'unreachable' } });
-const result = await pipeline.process({ id: 'exit', input: 'Once upon a time', maxProcessingTime: 300 });
+const result = await pipeline.process({ id: 'exit', input: 'Once upon a time', taskType: 'generation', maxProcessingTime: 300 });
 pipeline.dispose();
 console.log('disposed ' + result.errorCode);\n`,
       );
