@@ -186,38 +186,6 @@ describe.runIf(WASM_BUILT || WASM_REQUIRED)('the WASM binding runs in a worker t
     for (const generation of [running, second, refused]) generation.dispose();
   });
 
-  it('a generation queued behind another one\'s prefill and cancelled ends at once (the main thread answers its first step), as the worker then agrees', async () => {
-    const running = long.generate({ ids: longIds }, { maxTokens: 1, temperature: 0 });
-    const first = running.next();
-    await new Promise((resolve) => setTimeout(resolve, 200)); // the worker is inside the prefill now
-    const asked = long.generate({ ids: [1, 2, 3] }, { maxTokens: 2, temperature: 0 }); // asked, then cancelled
-    const pending = asked.next();
-    const unasked = long.generate({ ids: [4, 5, 6] }, { maxTokens: 2, temperature: 0 }); // cancelled, then asked
-    let started = performance.now();
-    asked.cancel();
-    unasked.cancel();
-    const steps = [await pending, await unasked.next()];
-    const endedMs = performance.now() - started;
-    const zero = { promptTokens: 0, restoredTokens: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 };
-    expect(steps.map((step) => step?.finishReason)).toEqual(['abort', 'abort']);
-    expect([asked.stats(), unasked.stats()]).toEqual([zero, zero]);
-    await first;
-    const prefillMs = running.stats().prefillMs;
-    // Before, each waited for the whole running prefill (> 1 s).
-    expect(endedMs, `prefill ${prefillMs} ms`).toBeLessThan(Math.min(100, prefillMs / 10));
-    // The worker ran them as those cancelled steps: the same stats, nothing more to step.
-    expect([asked.stats(), unasked.stats(), await asked.next(), await unasked.next()]).toEqual([zero, zero, null, null]);
-    // A cancel after the worker took the first step still goes through the worker (a prefill stops between layers).
-    const later = long.generate({ ids: longIds }, { maxTokens: 1, temperature: 0 });
-    const laterStep = later.next();
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    started = performance.now();
-    later.cancel();
-    expect((await laterStep)?.finishReason).toBe('abort');
-    expect(later.stats().prefillMs).toBeGreaterThan(0);
-    for (const generation of [running, asked, unasked, later]) generation.dispose();
-  });
-
   it('synchronous methods stay synchronous: generate, exportState, snapshotLength, detokenize, renderChat, tokenIds', async () => {
     // The raw module's model, to see its errors' wire form (`long` is wrapped: typed errors).
     const wasmModel = await wasm.loadModel(TINY);

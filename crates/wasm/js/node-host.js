@@ -27,7 +27,7 @@
 import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
 
 import { RefusedFile, SizedBody } from './binding.js';
-import { ANSWERED, CELLS, FIRST_STEP, GENERATION_CELLS, GIVEN_UP, GONE, STOP, STOPPED, SYNC, UNCLAIMED, WAITING, errorFromWire, ownedCopy } from './node-wire.js';
+import { ANSWERED, CELLS, GONE, STOPPED, SYNC, WAITING, errorFromWire, ownedCopy } from './node-wire.js';
 
 const WORKER = new URL('./node-worker.js', import.meta.url);
 
@@ -320,11 +320,10 @@ const collected = new FinalizationRegistry(({ host, args }) => host.post('drop',
 
 function generationOf(host, model, op, args, transfer) {
   const gen = host.handle();
-  // [STOP] is set on cancel / dispose: the worker reads it between the layers of this generation's
-  // prefill, which therefore stops within a layer's time instead of at the step's end. [FIRST_STEP]:
-  // who has the first step (see node-wire.js).
-  const stop = new Int32Array(new SharedArrayBuffer(GENERATION_CELLS * Int32Array.BYTES_PER_ELEMENT));
-  const stopNow = () => Atomics.store(stop, STOP, 1);
+  // Set on cancel / dispose: the worker reads it between the layers of this generation's prefill,
+  // which therefore stops within a layer's time instead of at the step's end.
+  const stop = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
+  const stopNow = () => Atomics.store(stop, 0, 1);
   /** `stats()` as the worker last reported it: `{ value }` or `{ error }`. */
   let stats;
   const keep = (answer) => {
@@ -338,49 +337,14 @@ function generationOf(host, model, op, args, transfer) {
   } else {
     host.call(op, { ...args, model, gen, stop }, transfer, keep);
   }
-  // Settles the first `next()` while it is unanswered (a cancel may answer it here).
-  let settleFirstStep = null;
-  let stepped = false;
-  let cancelled = false;
-  /**
-   * A cancel before the worker started the first step (queued behind another generation's prefill:
-   * seconds on WASM): that step is the cancelled one, with nothing fed, sampled or timed. It is
-   * answered now instead of when the worker is free, which then runs it as that cancelled step (the
-   * same stats). Not with a state, whose restored token count only the worker reads.
-   */
-  const answerFirstStepNow = () => {
-    if (settleFirstStep === null || args.state !== undefined) return;
-    if (Atomics.compareExchange(stop, FIRST_STEP, UNCLAIMED, GIVEN_UP) !== UNCLAIMED) return;
-    stats = { value: { promptTokens: 0, restoredTokens: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 } };
-    settleFirstStep({ value: { tokenId: null, text: '', finishReason: 'abort' } });
-  };
   const lost = () => host.gone !== null || host.lost.has(model);
   const generation = {
     // The answer's callback refers to this handle: it cannot be collected (and dropped in the
     // worker) while its step is outstanding.
-    next: () => {
-      const answer = host.request('next', { gen }, [], (answer) => keep(answer) ?? generation);
-      if (stepped) return answer;
-      stepped = true;
-      return new Promise((resolve, reject) => {
-        settleFirstStep = (outcome) => {
-          settleFirstStep = null;
-          if ('error' in outcome) reject(outcome.error);
-          else resolve(outcome.value);
-        };
-        // Whichever comes first: the worker's answer, or the cancel's (the worker's is then dropped).
-        answer.then(
-          (value) => settleFirstStep?.({ value }),
-          (error) => settleFirstStep?.({ error }),
-        );
-        if (cancelled) answerFirstStepNow(); // cancelled before anyone asked for a step
-      });
-    },
+    next: () => host.request('next', { gen }, [], (answer) => keep(answer) ?? generation),
     cancel: () => {
-      cancelled = true;
       stopNow();
       host.post('cancel', { gen });
-      answerFirstStepNow();
     },
     exportState: () => host.call('exportState', { gen }, [], keep),
     stats: () => {

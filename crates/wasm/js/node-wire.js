@@ -9,19 +9,6 @@ export const SYNC = 0;
 export const GONE = 1;
 export const CELLS = 2;
 
-/**
- * A generation's shared cell (two int32s): `[STOP]` is set on cancel / dispose and read between the
- * layers of its prefill; `[FIRST_STEP]` says who has its first step — `UNCLAIMED` until the worker
- * starts it (`CLAIMED`), or the main thread answered it itself (`GIVEN_UP`: cancelled before the
- * worker got to it, e.g. while queued behind another generation's prefill).
- */
-export const STOP = 0;
-export const FIRST_STEP = 1;
-export const GENERATION_CELLS = 2;
-export const UNCLAIMED = 0;
-export const CLAIMED = 1;
-export const GIVEN_UP = 2;
-
 export const WAITING = 0;
 export const ANSWERED = 1;
 export const STOPPED = 2;

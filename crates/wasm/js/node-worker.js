@@ -15,7 +15,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 
 import { RefusedFile, SizedBody, binding } from './node-core.js';
-import { ANSWERED, CLAIMED, FIRST_STEP, GIVEN_UP, GONE, STOPPED, SYNC, UNCLAIMED, errorToWire, transferOf } from './node-wire.js';
+import { ANSWERED, GONE, STOPPED, SYNC, errorToWire, transferOf } from './node-wire.js';
 
 const { cells, replies } = workerData;
 
@@ -88,17 +88,6 @@ function model(handle) {
  * between the layers of the generation's prefill (binding.js's `interruptible`). */
 const stops = new Map();
 
-/** Generation handle → its shared cell (node-wire.js's GENERATION_CELLS) until its first step is claimed. */
-const firstSteps = new Map();
-
-/** Claims a generation's first step for this thread; returns who had it (UNCLAIMED: now this thread). */
-function claimFirstStep(handle) {
-  const cell = firstSteps.get(handle);
-  if (cell === undefined) return CLAIMED;
-  firstSteps.delete(handle); // only the first step is claimed
-  return Atomics.compareExchange(cell, FIRST_STEP, UNCLAIMED, CLAIMED);
-}
-
 /** Generations whose posted (deferred) start failed: handle → the error, thrown by every later call. */
 const failedStarts = new Map();
 
@@ -154,10 +143,7 @@ function started(handle, raw) {
 
 /** Starts a generation; a deferred start (nothing waits for it) keeps its error for the calls that follow. */
 function start(m, begin) {
-  if (m.stop !== undefined) {
-    stops.set(m.gen, cancelFlag(m.stop));
-    firstSteps.set(m.gen, m.stop);
-  }
+  if (m.stop !== undefined) stops.set(m.gen, cancelFlag(m.stop));
   try {
     return started(m.gen, begin(model(m.model)));
   } catch (error) {
@@ -190,13 +176,7 @@ const OPS = {
   generateChat: (m) => start(m, (raw) => raw.generateChat(m.messages, m.options, m.state)),
   disposeModel: (m) => model(m.model).dispose(),
 
-  next: (m) => {
-    const raw = generation(m.gen);
-    // The main thread answered a first step cancelled before this thread got to it: run it as the
-    // cancelled step it answered for (no model call), so the state and stats agree with that answer.
-    if (claimFirstStep(m.gen) === GIVEN_UP) raw.cancel();
-    return raw.next(stops.get(m.gen));
-  },
+  next: (m) => generation(m.gen).next(stops.get(m.gen)),
   cancel: (m) => generation(m.gen).cancel(),
   exportState: (m) => {
     const state = generation(m.gen).exportState();
@@ -206,7 +186,6 @@ const OPS = {
   tokenIds: (m) => generation(m.gen).tokenIds(),
   disposeGeneration: (m) => {
     stops.delete(m.gen);
-    firstSteps.delete(m.gen);
     return generation(m.gen).dispose();
   },
 
@@ -236,7 +215,6 @@ const OPS = {
     }
     failedStarts.delete(m.gen);
     stops.delete(m.gen);
-    firstSteps.delete(m.gen);
   },
 };
 
