@@ -44,6 +44,12 @@ export class BindingGenerationStream implements GenerationStream {
   #lastPull: Promise<unknown> = Promise.resolve();
   #firstTokenAt: number | null = null;
   #settled = false;
+  /** Why `result` rejected, when a step failed outside the loop (taken by the stream after a cancel). */
+  #error: PhoenixError | undefined;
+  /** The stream's own pulls after a cancel, while they run (one at a time). */
+  #draining: Promise<void> | undefined;
+  /** Stops watching the caller's signal (set while the loop watches it). */
+  #unlisten: (() => void) | undefined;
   readonly #result: Promise<GenerationResult>;
   #resolve!: (result: GenerationResult) => void;
   #reject!: (error: PhoenixError) => void;
@@ -109,6 +115,7 @@ export class BindingGenerationStream implements GenerationStream {
   #settle(finishReason: FinishReason): void {
     if (this.#settled) return;
     this.#settled = true;
+    this.#unlisten?.(); // a loop parked at a chunk must not keep the caller's signal holding this stream
     try {
       this.#resolve(this.#buildResult(finishReason));
     } catch (error) {
@@ -116,11 +123,13 @@ export class BindingGenerationStream implements GenerationStream {
     }
   }
 
-  /** Rejects `result` once; returns the typed error. */
+  /** Rejects `result` once; returns the typed error (kept: a loop resumed later throws it too). */
   #fail(error: unknown): PhoenixError {
     const typed = toPhoenixError(error);
     if (!this.#settled) {
       this.#settled = true;
+      this.#unlisten?.();
+      this.#error = typed;
       this.#reject(typed);
     }
     return typed;
@@ -189,13 +198,19 @@ export class BindingGenerationStream implements GenerationStream {
     if (step.finishReason) this.#settle(step.finishReason);
   }
 
-  /** Takes steps until the generation ended (after a cancel: one, which computes nothing). */
-  async #pullUntilSettled(): Promise<void> {
-    try {
-      while (!this.#settled) await this.#take();
-    } catch {
-      // `result` was rejected with it
-    }
+  /**
+   * Takes steps until the generation ended: after a cancel the cancelled step (no compute), behind a
+   * step already under way elsewhere. One such run at a time.
+   */
+  #pullUntilSettled(): Promise<void> {
+    this.#draining ??= (async () => {
+      try {
+        while (!this.#settled) await this.#take();
+      } catch {
+        // `result` was rejected with it, and a resumed loop throws it (#error)
+      }
+    })();
+    return this.#draining;
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {
@@ -203,7 +218,10 @@ export class BindingGenerationStream implements GenerationStream {
     this.#consumed = true;
     const { signal } = this.#setup;
     const onAbort = (): void => this.cancel();
-    if (signal) listenAbort(signal, onAbort);
+    if (signal) {
+      listenAbort(signal, onAbort);
+      this.#unlisten = () => unlistenAbort(signal, onAbort);
+    }
     try {
       for (;;) {
         for (let chunk = this.#chunks.shift(); chunk !== undefined; chunk = this.#chunks.shift()) {
@@ -217,7 +235,10 @@ export class BindingGenerationStream implements GenerationStream {
             this.#waitingAtChunk = false;
           }
         }
-        if (this.#settled) return;
+        if (this.#settled) {
+          if (this.#error) throw this.#error;
+          return;
+        }
         if (signal?.aborted && !this.#cancelled) this.cancel();
         await this.#take();
       }
