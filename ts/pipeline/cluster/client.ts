@@ -65,6 +65,10 @@ export class QueueClient {
     this.#events.on('error', () => undefined);
     // job.waitUntilFinished listens on the queue once per waiting request: many by design.
     this.#queue.setMaxListeners(0);
+    this.#events.setMaxListeners(0);
+    // A job removed before a worker took it never finishes: every wait for it, on every client
+    // (Redis tells them all), ends here, which also lets go of waitUntilFinished's listeners.
+    this.#events.on('removed', ({ jobId }) => this.#endWaits(jobId, removedError()));
   }
 
   /** Job counts of the queue and its live workers' adverts, aggregated. */
@@ -100,9 +104,7 @@ export class QueueClient {
     if (!newest.includes(job.id ?? '')) return;
     // A worker may have taken it meanwhile: then it stays (it is running, not queued).
     if (!(await job.remove().then(() => true, () => false))) return;
-    const full = queueFull(excess + this.#maxQueueSize - 1, this.#maxQueueSize);
-    this.#endWaits(job.id ?? '', full); // a request that joined its id meanwhile
-    throw full;
+    throw queueFull(excess + this.#maxQueueSize - 1, this.#maxQueueSize);
   }
 
   /** Ends every wait for a job that was removed (it never finishes): this client's, for that id. */
@@ -138,7 +140,11 @@ export class QueueClient {
     const expired = new Promise<never>((_, reject) => (expire = reject));
     expired.catch(() => undefined);
     const untilExpired = <T>(work: Promise<T>): Promise<T> => Promise.race([work, expired]);
-    const endNow = (): void => expire(stoppedBy ? stoppedError(stoppedBy, deadline, signal) : new PhoenixError('E_ABORTED', 'the queue client was closed'));
+    const endNow = (): void => {
+      const error = stoppedBy ? stoppedError(stoppedBy, deadline, signal) : new PhoenixError('E_ABORTED', 'the queue client was closed');
+      expire(error);
+      stop(error); // the waits before the job exists too
+    };
     this.#endNow.add(endNow);
     let grace: ReturnType<typeof setTimeout> | undefined;
     const cancel = (cause: 'signal' | 'deadline'): void => {
@@ -148,14 +154,16 @@ export class QueueClient {
       grace = setTimeout(endNow, STOP_GRACE_MS);
       // A job added (now or later, if Redis comes back) is cancelled: a running one through the cancel
       // channel, a waiting one removed so it never runs (a running job cannot be removed).
-      void adding?.then((job) => {
+      void adding?.then(async (job) => {
         void this.#publisher.publish(cancelChannel(this.name), request.id);
-        void job.remove().then(
-          // A removed job never finishes: end every wait for it here (this request's, and those of
-          // requests that joined its id), which also lets go of their listeners.
-          () => this.#endWaits(request.id, removedError()),
-          () => (takenByWorker = true),
-        );
+        // Only a job still waiting: a finished one keeps its result for its id (a stop that lands as
+        // the job completes must not delete it), a running one is cancelled through the channel.
+        const state = await job.getState().catch(() => 'unknown');
+        if (!WAITING_STATES.has(state)) {
+          if (state === 'active') takenByWorker = true;
+          return;
+        }
+        await job.remove().catch(() => (takenByWorker = true)); // taken meanwhile: it runs, cancelled
       }, () => undefined);
     };
     const onAbort = (): void => cancel('signal');
@@ -207,6 +215,8 @@ export class QueueClient {
       if ('error' in outcome) {
         if (stoppedBy) throw stoppedError(stoppedBy, deadline, signal);
         const reason = (outcome.error as Error)?.message ?? '';
+        // BullMQ's own words for a job that was removed before this wait began.
+        if (/^Missing key for job /.test(reason)) throw removedError();
         let parsed: unknown;
         try {
           parsed = JSON.parse(reason);
@@ -234,13 +244,16 @@ export class QueueClient {
   }
 }
 
+/** States of a job no worker has taken yet (it may be removed). */
+const WAITING_STATES = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children']);
+
 function queueFull(busy: number, max: number): PhoenixError {
   return new PhoenixError('E_ABORTED', `request rejected: the queue is full (${busy} jobs waiting or running, maxQueueSize ${max})`, { option: 'maxQueueSize' });
 }
 
 /** What the waits of a job removed before any worker took it end with. */
 function removedError(): PhoenixError {
-  return new PhoenixError('E_ABORTED', 'the job was cancelled before a worker took it');
+  return new PhoenixError('E_ABORTED', 'the job was removed before a worker took it (cancelled, or past a full queue)');
 }
 
 /** The error of a request its signal or deadline stopped; a signal aborted with an `E_ABORTED` reason (the pipeline's dispose) says that reason. */
