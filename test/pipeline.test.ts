@@ -180,6 +180,9 @@ describe('limits', () => {
     // Before, the budget was not looked at: the whole sequence was scored (success, 30+ J on a long one).
     expect([result.success, result.errorCode, result.metadata.stoppedBy, result.metadata.stoppedDuring]).toEqual([false, 'E_ABORTED', 'energy-budget', 'scoring']);
     expect(result.errorMessage).toMatch(/^energyBudget of 0.000001 J exceeded \(\d+\.\d+ J used\) during scoring/);
+    // One shorter than the 20 ms between reads is held to it as well.
+    const short = await pipeline.process({ id: 'energy-score-short', input: { ids: [1, 2, 3] }, taskType: 'scoring', modelPreference: 'lite', energyBudget: 1e-9 });
+    expect([short.success, short.metadata.stoppedBy]).toEqual([false, 'energy-budget']);
   });
 
   it('the caller signal stops a request', async () => {

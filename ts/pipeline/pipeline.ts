@@ -396,6 +396,17 @@ export class LocalAIPipeline {
           const readEnergy = (): void => {
             energy = meter.read();
           };
+          /** Reads the energy used; past the request's budget, stops the request (between tokens, or layers). */
+          const overBudget = (): boolean => {
+            if (request.energyBudget === undefined) return false;
+            readEnergy();
+            if (energy.joules <= request.energyBudget) return false;
+            if (!controller.signal.aborted) {
+              stoppedBy ??= 'energy-budget';
+              controller.abort();
+            }
+            return true;
+          };
           // Work on the model still running after the request ended (a scoring call raced by the deadline).
           let inFlight: Promise<unknown> | undefined;
           try {
@@ -409,14 +420,7 @@ export class LocalAIPipeline {
               const includeLogits = Boolean(request.options?.returnLogits);
               inFlight = engine.score(model, toInput(request.input!), { includeLogits, signal: controller.signal });
               // The energy budget holds for scoring too: read while it runs, it stops the core between layers.
-              const budget = request.energyBudget;
-              const watch = budget === undefined ? undefined : setInterval(() => {
-                readEnergy();
-                if (energy.joules > budget && !controller.signal.aborted) {
-                  stoppedBy ??= 'energy-budget';
-                  controller.abort();
-                }
-              }, ENERGY_POLL_MS);
+              const watch = request.energyBudget === undefined ? undefined : setInterval(overBudget, ENERGY_POLL_MS);
               let scored: ScoreResult;
               try {
                 scored = await within('scoring', inFlight as Promise<ScoreResult>);
@@ -424,7 +428,8 @@ export class LocalAIPipeline {
                 clearInterval(watch);
               }
               inFlight = undefined;
-              if (controller.signal.aborted) throw stoppedError(phase, cause());
+              // A scoring shorter than one poll is held to the budget too: over it is a stop, as mid-way.
+              if (overBudget() || controller.signal.aborted) throw stoppedError(phase, cause());
               readEnergy();
               return this.#finish(request, startedAt, progress, energy, {
                 success: true,
@@ -453,13 +458,7 @@ export class LocalAIPipeline {
             try {
               for await (const chunk of stream) {
                 await channel.push(chunk, controller.signal);
-                if (request.energyBudget !== undefined) {
-                  readEnergy();
-                  if (energy.joules > request.energyBudget && !controller.signal.aborted) {
-                    stoppedBy ??= 'energy-budget';
-                    controller.abort();
-                  }
-                }
+                overBudget();
               }
               generated = await stream.result;
             } finally {
