@@ -11,22 +11,9 @@ import { startWorker, type QueueWorker } from '../ts/pipeline/cluster/worker.js'
 import { LocalAIPipeline } from '../ts/pipeline/pipeline.js';
 import type { ProcessingRequest } from '../ts/pipeline/types.js';
 import { TestRedis, clusterScene, skipWithoutRedis } from './cluster-redis.js';
-import { LITE, ROOT, copyModel, tempDir } from './helpers.js';
+import { LITE, ROOT, copyModel, settlesWithin as within, tempDir } from './helpers.js';
 
 const skip = skipWithoutRedis('test/cluster-client.test.ts');
-
-/** Fails (instead of hanging the suite) when `work` has not settled after `ms`. */
-async function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe.skipIf(skip)('LocalAIPipeline over a queue', () => {
   let redis: TestRedis;

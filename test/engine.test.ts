@@ -20,23 +20,11 @@ import {
   reliableGreedyPrefix,
   TEST_BACKENDS,
   requireBackend,
+  settlesWithin as within,
   tempDir,
   type LiteReference,
   type TinyReference,
 } from './helpers.js';
-
-/** Fails (instead of hanging the suite) when `work` has not settled after `ms`. */
-async function within<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([work, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe.each(TEST_BACKENDS)('on the %s binding', (backend) => {
   let engine: MambaSSMEngine;

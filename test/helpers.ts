@@ -226,3 +226,16 @@ export async function rawFailure(fn: () => unknown): Promise<PhoenixError> {
 }
 
 export { PhoenixError };
+
+/** Fails (instead of hanging the suite) when `work` has not settled after `ms`. */
+export async function settlesWithin<T>(ms: number, work: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
