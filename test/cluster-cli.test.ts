@@ -114,4 +114,26 @@ describe.skipIf(skip)('phoenix-local worker on a private Redis', () => {
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/finishing active jobs/);
   }, 60_000);
+
+  it('-q silences its progress lines (serving, stopping), as every command\'s', async () => {
+    const quiet = spawn(process.execPath, [BIN, 'worker', '--redis', redis.url, '--queue', 'cli-quiet', '--models-dir', modelsDir, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let said = '';
+    quiet.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+    const exited = new Promise<number | null>((resolve) => quiet.once('exit', (code) => resolve(code)));
+    // It serves (a job comes back), and says nothing.
+    const quietQueue = new Queue('cli-quiet', { connection: { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null }, prefix: PREFIX });
+    const quietEvents = new QueueEvents('cli-quiet', { connection: { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null }, prefix: PREFIX });
+    try {
+      await quietEvents.waitUntilReady();
+      const served = await quietQueue.add('process', encodeJob({ id: 'quiet-2', input: 'One day', taskType: 'generation', options: { maxTokens: 2, temperature: 0 } }), { jobId: 'quiet-2' });
+      expect(decodeResult(await served.waitUntilFinished(quietEvents, 30_000)).success).toBe(true);
+      quiet.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(said).toBe('');
+    } finally {
+      if (quiet.exitCode === null) quiet.kill('SIGKILL');
+      await quietEvents.close();
+      await quietQueue.close();
+    }
+  }, 60_000);
 });

@@ -95,3 +95,27 @@ describe.each(TEST_BACKENDS)('stream() errors on the %s binding', (backend) => {
     expect(unhandled).toEqual([]);
   });
 });
+
+describe('a step failing in the stream\'s own pulls after a cancel', () => {
+  it('rejects result and is thrown by the loop when its reader resumes, not swallowed', async () => {
+    const { BindingGenerationStream } = await import('../ts/engines/generation-stream.js');
+    let cancelled = false;
+    const failure = new Error('[E_INTERNAL] the worker stopped');
+    // A generation whose step after the cancel fails (a worker that died, a step that threw).
+    const generation = {
+      next: async () => (cancelled ? Promise.reject(failure) : { tokenId: 7, text: 'a' }),
+      cancel: () => void (cancelled = true),
+      stats: () => ({ promptTokens: 1, restoredTokens: 0, generatedTokens: 1, prefillMs: 1, decodeMs: 0 }),
+      exportState: () => new Uint8Array(0),
+      tokenIds: () => [7],
+      dispose: () => undefined,
+    };
+    const stream = new BindingGenerationStream(generation as never, { startedAt: performance.now() });
+    const reader = stream[Symbol.asyncIterator]();
+    expect((await reader.next()).value).toEqual({ text: 'a', tokenId: 7 });
+    stream.cancel(); // the reader holds its chunk: the stream takes the next step itself, which fails
+    await expect(stream.result).rejects.toMatchObject({ code: 'E_INTERNAL' });
+    // Before, the resumed loop ended as if the generation had finished cleanly.
+    await expect(reader.next()).rejects.toMatchObject({ code: 'E_INTERNAL' });
+  });
+});
