@@ -218,10 +218,7 @@ export class LocalAIPipeline {
     } catch (error) {
       // A request whose fields throw when read (getters, proxies): refused like any invalid request.
       const refused = invalid('', `could not be read (${error instanceof Error ? error.message : String(error)})`);
-      const result = Promise.resolve(failedResult({ id: '' } as ProcessingRequest, refused, performance.now()));
-      const none = new AsyncChannel<TokenChunk>();
-      none.close();
-      return { result, cancel, [Symbol.asyncIterator]: () => none[Symbol.asyncIterator]() };
+      return { ...refusedStream({ id: '' } as ProcessingRequest, refused), cancel };
     }
     // dispose() ends every request still running or queued, and refuses new ones.
     const onDispose = (): void => canceller.abort(DISPOSED);
@@ -355,14 +352,7 @@ export class LocalAIPipeline {
     let lease: ModelLease | undefined;
     // dispose() stops a request through its cancel signal, with its own reason.
     const disposed = (): boolean => request?.options?.signal?.reason === DISPOSED;
-    const cause = (): string =>
-      stoppedBy === 'deadline'
-        ? `maxProcessingTime of ${deadlineMs} ms exceeded`
-        : stoppedBy === 'energy-budget'
-          ? `energyBudget of ${request.energyBudget} J exceeded (${energy.joules.toFixed(3)} J used)`
-          : stoppedBy === 'signal' && disposed()
-            ? DISPOSED.message
-            : 'aborted by the caller';
+    const cause = (): string => (stoppedBy === 'signal' && disposed() ? DISPOSED.message : causeText(stoppedBy ?? 'signal', deadlineMs, request.energyBudget, energy.joules));
     // Every awaited step that does not watch the signal itself ends the request as soon as it fires.
     const within: Within = (stepPhase, step, { subject, onLate } = {}) => {
       phase = stepPhase;
@@ -644,10 +634,15 @@ function refusedStream(request: ProcessingRequest, error: PhoenixError): Omit<Pr
 /** How often a scoring request's energy use is read against its `energyBudget`. */
 const ENERGY_POLL_MS = 20;
 
+/** What stopped a request, in words (the start of its error message). */
+function causeText(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
+  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded`;
+  if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used)`;
+  return 'aborted by the caller';
+}
+
 function stopMessage(cause: StopCause, deadlineMs: number, budget: number | undefined, used: number): string {
-  if (cause === 'deadline') return `maxProcessingTime of ${deadlineMs} ms exceeded during generation; output is partial`;
-  if (cause === 'energy-budget') return `energyBudget of ${budget} J exceeded (${used.toFixed(3)} J used); output is partial`;
-  return 'aborted by the caller; output is partial';
+  return `${causeText(cause, deadlineMs, budget, used)}${cause === 'deadline' ? ' during generation' : ''}; output is partial`;
 }
 
 function invalid(field: string, message: string): PhoenixError {

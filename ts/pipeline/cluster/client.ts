@@ -97,14 +97,19 @@ export class QueueClient {
    * and are refused, as the in-process queue refuses them; the earlier ones keep their place.
    */
   async #admit(job: Job): Promise<void> {
-    const counts = await this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
-    const excess = Object.values(counts).reduce((a, b) => a + b, 0) - this.#maxQueueSize;
+    const excess = (await this.#busyJobs()) - this.#maxQueueSize;
     if (excess <= 0) return;
     const newest = await this.#queue.getRanges(['waiting'], 0, excess - 1, false);
     if (!newest.includes(job.id ?? '')) return;
     // A worker may have taken it meanwhile: then it stays (it is running, not queued).
     if (!(await job.remove().then(() => true, () => false))) return;
     throw queueFull(excess + this.#maxQueueSize - 1, this.#maxQueueSize);
+  }
+
+  /** Jobs waiting or running: what `maxQueueSize` bounds. */
+  async #busyJobs(): Promise<number> {
+    const counts = await this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+    return Object.values(counts).reduce((a, b) => a + b, 0);
   }
 
   /** Ends every wait for a job that was removed (it never finishes): this client's, for that id. */
@@ -174,8 +179,7 @@ export class QueueClient {
     try {
       const payload = encodeJob(request);
       if (typeof request.id !== 'string' || request.id === '') throw new PhoenixError('E_INVALID_OPTION', 'request.id must be a non-empty string', { option: 'id' });
-      const counts = await untilStopped(this.#queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'));
-      const busy = Object.values(counts).reduce((a, b) => a + b, 0);
+      const busy = await untilStopped(this.#busyJobs());
       const existing = await untilStopped(this.#queue.getJob(request.id));
       if (!existing && busy >= this.#maxQueueSize) throw queueFull(busy, this.#maxQueueSize);
       await untilStopped(this.#events.waitUntilReady());
